@@ -1,0 +1,50 @@
+//! disk-attach: attach each disk record's disk and find its device.
+
+use std::process::ExitCode;
+
+use appscale_persist::record::Record;
+use appscale_persist::steps::provision::Op;
+use appscale_persist::tool::{self, Common, Step, ToolArgs};
+use appscale_persist_cloud::ProviderArgs;
+use clap::Parser;
+
+const AFTER_HELP: &str = "\
+Exit status: 0 ok; 1 a record failed; 2 bad usage or input (nothing done).
+
+Examples:
+  disk-attach --provider local --disk data-1
+  disk-attach --self --provider ec2 --disk vol-0123456789abcdef0
+  appscalefile-lint --plan AppScalefile | disk-create | disk-attach \\
+    | disk-ensure-fs | disk-mount";
+
+/// Attach each disk record's disk and find its device.
+///
+/// Reads disk records (NDJSON) on stdin, writes them on stdout with `state`
+/// attached and `device` (when the device is on this machine: local, static,
+/// or --self). Already attached here: changed false; attached elsewhere, or
+/// in another zone than the instance: an error, before any change.
+#[derive(Debug, Parser)]
+#[command(name = "disk-attach", version, after_help = AFTER_HELP)]
+struct Args {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    provider: ProviderArgs,
+}
+
+impl ToolArgs for Args {
+    const NAME: &'static str = "disk-attach";
+    fn common(&self) -> &Common {
+        &self.common
+    }
+    fn single(&self) -> Option<Record> {
+        self.provider.single()
+    }
+    fn into_step(self) -> Box<dyn Step> {
+        Box::new(self.provider.step(Op::Attach))
+    }
+}
+
+fn main() -> ExitCode {
+    tool::main::<Args>()
+}

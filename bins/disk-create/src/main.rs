@@ -1,0 +1,50 @@
+//! disk-create: create each disk record's disk unless it exists.
+
+use std::process::ExitCode;
+
+use appscale_persist::record::Record;
+use appscale_persist::steps::provision::Op;
+use appscale_persist::tool::{self, Common, Step, ToolArgs};
+use appscale_persist_cloud::ProviderArgs;
+use clap::Parser;
+
+const AFTER_HELP: &str = "\
+Exit status: 0 ok; 1 a record failed; 2 bad usage or input (nothing done).
+
+Examples:
+  disk-create --provider local --disk data-1 --size 1G
+  disk-create --provider ec2 --disk vol-0123456789abcdef0 --zone us-east-1b
+  appscalefile-lint --plan AppScalefile | disk-create | disk-attach \\
+    | disk-ensure-fs | disk-mount";
+
+/// Create each disk record's disk unless it exists.
+///
+/// Reads disk records (NDJSON) on stdin, writes them on stdout with `state` created.
+/// A local disk is a sparse image file; an EBS volume named by id must exist,
+/// any other name is a Name tag, found or created; a GCE disk is found or
+/// created by name.
+#[derive(Debug, Parser)]
+#[command(name = "disk-create", version, after_help = AFTER_HELP)]
+struct Args {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    provider: ProviderArgs,
+}
+
+impl ToolArgs for Args {
+    const NAME: &'static str = "disk-create";
+    fn common(&self) -> &Common {
+        &self.common
+    }
+    fn single(&self) -> Option<Record> {
+        self.provider.single()
+    }
+    fn into_step(self) -> Box<dyn Step> {
+        Box::new(self.provider.step(Op::Create))
+    }
+}
+
+fn main() -> ExitCode {
+    tool::main::<Args>()
+}

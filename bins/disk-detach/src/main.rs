@@ -1,0 +1,49 @@
+//! disk-detach: detach each disk record's disk.
+
+use std::process::ExitCode;
+
+use appscale_persist::record::Record;
+use appscale_persist::steps::provision::Op;
+use appscale_persist::tool::{self, Common, Step, ToolArgs};
+use appscale_persist_cloud::ProviderArgs;
+use clap::Parser;
+
+const AFTER_HELP: &str = "\
+Exit status: 0 ok; 1 a record failed; 2 bad usage or input (nothing done).
+
+Examples:
+  disk-detach --provider local --disk data-1
+  disk-unmount --mountpoint /opt/appscale && disk-detach --self --provider ec2 --disk data-1
+  appscalefile-lint --plan AppScalefile | disk-unmount | disk-detach";
+
+/// Detach each disk record's disk.
+///
+/// Reads disk records (NDJSON) on stdin, writes them on stdout with `state`
+/// detached. Refuses a disk whose device is mounted on this machine; not
+/// attached is success (changed false). Waits until the provider reports the
+/// disk detached.
+#[derive(Debug, Parser)]
+#[command(name = "disk-detach", version, after_help = AFTER_HELP)]
+struct Args {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    provider: ProviderArgs,
+}
+
+impl ToolArgs for Args {
+    const NAME: &'static str = "disk-detach";
+    fn common(&self) -> &Common {
+        &self.common
+    }
+    fn single(&self) -> Option<Record> {
+        self.provider.single()
+    }
+    fn into_step(self) -> Box<dyn Step> {
+        Box::new(self.provider.step(Op::Detach))
+    }
+}
+
+fn main() -> ExitCode {
+    tool::main::<Args>()
+}

@@ -1,0 +1,589 @@
+//! The `ec2` and `euca` providers: EBS volumes through `aws-sdk-ec2`.
+//!
+//! Eucalyptus speaks the EC2 API at another endpoint, so both are this one
+//! provider with a different [`Config::kind`] and endpoint.
+//!
+//! What the API does not check, this provider checks before calling it (the
+//! moto emulator checks none of it, and real EC2 reports some of it only
+//! after the fact): a volume attached to another instance, a volume in
+//! another zone than its instance, a device name already in use.
+//!
+//! Waiting is batched: every poll is one `DescribeVolumes` call for all the
+//! volumes still pending, under one deadline ([`Config::timeout`]). Attach
+//! and detach calls run concurrently, at most [`Config::concurrency`] at a
+//! time. Throttling and 5xx answers are retried by the SDK's standard retry
+//! configuration; any error that remains becomes the record's `error`, with
+//! the AWS error code as its code.
+#![deny(missing_docs)]
+
+mod api;
+mod devices;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use appscale_persist::provider::discover::{self, ATTACHED_AS_KEY, DISK_ID_KEY, SIZE_KEY};
+use appscale_persist::provider::{DiskStatus, Provider, Size, disk_of, refuse_if_in_use};
+use appscale_persist::record::{ProviderKind, Record, State};
+use appscale_persist::tool::{Ctx, Failure, Outcome, StepResult};
+use appscale_persist::wait::WaitParams;
+use appscale_persist::log;
+use aws_sdk_ec2::types::{Volume, VolumeAttachmentState};
+
+use api::Api;
+
+/// How the provider reaches EC2 and what it creates.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `Ec2` or `Euca`.
+    pub kind: ProviderKind,
+    /// API endpoint (Eucalyptus, or an emulator); otherwise the SDK's own
+    /// resolution (`AWS_ENDPOINT_URL`, the region's endpoint).
+    pub endpoint_url: Option<String>,
+    /// Region; otherwise the SDK's chain, else derived from the zone.
+    pub region: Option<String>,
+    /// Named profile from the shared config files.
+    pub profile: Option<String>,
+    /// Instance for records that name none.
+    pub instance: Option<String>,
+    /// Running on the node itself (`--self`): instance id and zone come from
+    /// IMDSv2, and attach finds the device here.
+    pub on_node: bool,
+    /// IMDS endpoint override (otherwise `AWS_EC2_METADATA_SERVICE_ENDPOINT`
+    /// or the link-local default).
+    pub imds_endpoint: Option<String>,
+    /// Zone for records that name none.
+    pub zone: Option<String>,
+    /// Size of new volumes.
+    pub size: Size,
+    /// Type of new volumes (`gp3`).
+    pub volume_type: String,
+    /// Encrypt new volumes.
+    pub encrypted: bool,
+    /// Deployment name: tags new volumes and keys their client tokens.
+    pub deployment: String,
+    /// Detach with `Force` (only when asked: it can lose unflushed writes).
+    pub force: bool,
+    /// At most this many attach or detach calls at once.
+    pub concurrency: usize,
+    /// Deadline for waiting on attachments and detachments.
+    pub timeout: Duration,
+    /// An attachment still `attaching` after this long is given up: the
+    /// volume is detached again and the record fails.
+    pub stuck_after: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            kind: ProviderKind::Ec2,
+            endpoint_url: None,
+            region: None,
+            profile: None,
+            instance: None,
+            on_node: false,
+            imds_endpoint: None,
+            zone: None,
+            size: Size(10 << 30),
+            volume_type: "gp3".into(),
+            encrypted: false,
+            deployment: "appscale".into(),
+            force: false,
+            concurrency: 8,
+            timeout: Duration::from_secs(300),
+            stuck_after: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Backoff between polls: quick first, as EBS attaches in seconds.
+fn poll_params(timeout: Duration) -> WaitParams {
+    WaitParams { initial: Duration::from_millis(250), max: Duration::from_secs(5), timeout }
+}
+
+/// The EC2 provider.
+pub struct Ec2 {
+    cfg: Config,
+    rt: tokio::runtime::Runtime,
+    api: Option<Arc<Api>>,
+    me: Option<(String, String)>,
+}
+
+impl Ec2 {
+    /// A provider with `cfg`; nothing is contacted until the first call.
+    pub fn new(cfg: Config) -> Result<Ec2, Failure> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::new("runtime", e.to_string()))?;
+        Ok(Ec2 { cfg, rt, api: None, me: None })
+    }
+
+    /// The API client, built on first use; `zone_hint` supplies the region
+    /// when nothing else does.
+    fn api(&mut self, zone_hint: Option<&str>) -> Result<Arc<Api>, Failure> {
+        if let Some(a) = &self.api {
+            return Ok(a.clone());
+        }
+        let api = Arc::new(self.rt.block_on(Api::connect(&self.cfg, zone_hint))?);
+        self.api = Some(api.clone());
+        Ok(api)
+    }
+
+    /// This node's instance id and zone, from IMDSv2 (`--self`).
+    fn me(&mut self) -> Result<(String, String), Failure> {
+        if let Some(m) = &self.me {
+            return Ok(m.clone());
+        }
+        let m = self.rt.block_on(api::instance_identity(self.cfg.imds_endpoint.as_deref()))?;
+        self.me = Some(m.clone());
+        Ok(m)
+    }
+
+    /// Fills in each record's instance and zone from flags or IMDS.
+    fn fill_instances(&mut self, records: &mut [Record]) -> Vec<Result<(), Failure>> {
+        let me = if self.cfg.on_node { Some(self.me()) } else { None };
+        records
+            .iter_mut()
+            .map(|r| {
+                if r.instance.is_none() {
+                    r.instance = match &me {
+                        Some(Ok((id, _))) => Some(id.clone()),
+                        Some(Err(f)) => return Err(f.clone()),
+                        None => self.cfg.instance.clone(),
+                    };
+                }
+                if r.zone.is_none() {
+                    r.zone = match &me {
+                        Some(Ok((_, z))) => Some(z.clone()),
+                        _ => self.cfg.zone.clone(),
+                    };
+                }
+                Ok(())
+            })
+            .collect()
+    }
+
+    fn zone_hint(&self, records: &[Record]) -> Option<String> {
+        records.iter().find_map(|r| r.zone.clone()).or_else(|| self.cfg.zone.clone())
+    }
+
+    /// Finds each record's volume: by id (`vol-...`) or by Name tag.
+    /// Missing volumes are failures `no-such-volume`.
+    async fn resolve(api: &Api, records: &[Record]) -> Vec<Result<Volume, Failure>> {
+        let mut ids = Vec::new();
+        let mut names = Vec::new();
+        for r in records {
+            match volume_key(r) {
+                Ok(Key::Id(id)) => ids.push(id),
+                Ok(Key::Name(n)) => names.push(n),
+                Err(_) => {}
+            }
+        }
+        let by_id = api.volumes_by_id(&ids).await;
+        let by_name = api.volumes_by_name(&names).await;
+        records
+            .iter()
+            .map(|r| match volume_key(r)? {
+                Key::Id(id) => match &by_id {
+                    Err(f) => Err(f.clone()),
+                    Ok(m) => m.get(&id).cloned().ok_or_else(|| no_such_volume(&id)),
+                },
+                Key::Name(n) => match &by_name {
+                    Err(f) => Err(f.clone()),
+                    Ok(m) => match m.get(&n).map(Vec::as_slice) {
+                        None | Some([]) => Err(Failure::new("no-such-volume", format!("no volume is tagged Name={n}: run disk-create first"))),
+                        Some([v]) => Ok(v.clone()),
+                        Some(many) => Err(Failure::new(
+                            "ambiguous-volume",
+                            format!(
+                                "several volumes are tagged Name={n} ({}): name the one to use by its id",
+                                many.iter().filter_map(|v| v.volume_id()).collect::<Vec<_>>().join(", ")
+                            ),
+                        )),
+                    },
+                },
+            })
+            .collect()
+    }
+}
+
+/// How a record names its volume.
+enum Key {
+    Id(String),
+    Name(String),
+}
+
+fn volume_key(r: &Record) -> Result<Key, Failure> {
+    if let Some(id) = r.extra.get(DISK_ID_KEY).and_then(|v| v.as_str()) {
+        return Ok(Key::Id(id.to_string()));
+    }
+    let disk = disk_of(r)?;
+    Ok(if disk.starts_with("vol-") { Key::Id(disk.to_string()) } else { Key::Name(disk.to_string()) })
+}
+
+fn no_such_volume(id: &str) -> Failure {
+    Failure::new("no-such-volume", format!("no such volume: {id}"))
+}
+
+/// Records what the API says about a volume on the record.
+fn note_volume(r: &mut Record, v: &Volume) {
+    if let Some(id) = v.volume_id() {
+        r.extra.insert(DISK_ID_KEY.into(), id.into());
+    }
+    if let Some(gib) = v.size() {
+        r.extra.insert(SIZE_KEY.into(), ((gib as u64) << 30).into());
+    }
+    if r.zone.is_none() {
+        r.zone = v.availability_zone().map(str::to_string);
+    }
+}
+
+/// The attachment of `v` to `instance`, if any.
+fn attachment_to<'a>(v: &'a Volume, instance: &str) -> Option<&'a aws_sdk_ec2::types::VolumeAttachment> {
+    v.attachments().iter().find(|a| a.instance_id() == Some(instance))
+}
+
+/// Live attachments of `v` (not `detached`).
+fn live_attachments(v: &Volume) -> Vec<&aws_sdk_ec2::types::VolumeAttachment> {
+    v.attachments().iter().filter(|a| !matches!(a.state(), Some(VolumeAttachmentState::Detached))).collect()
+}
+
+impl Provider for Ec2 {
+    fn kind(&self) -> ProviderKind {
+        self.cfg.kind
+    }
+
+    fn create(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
+        let fills = self.fill_instances(records);
+        let api = match self.api(self.zone_hint(records).as_deref()) {
+            Ok(a) => a,
+            Err(f) => return records.iter().map(|_| Err(f.clone())).collect(),
+        };
+        let cfg = self.cfg.clone();
+        self.rt.block_on(async {
+            let found = Ec2::resolve(&api, records).await;
+            // Zones of the instances, for records with no zone of their own.
+            let instances: Vec<String> = records.iter().filter(|r| r.zone.is_none()).filter_map(|r| r.instance.clone()).collect();
+            let inst = api.instances(&instances).await.unwrap_or_default();
+            let mut out = Vec::new();
+            let mut created: Vec<(usize, String)> = Vec::new();
+            for (i, (r, (fill, found))) in records.iter_mut().zip(fills.into_iter().zip(found)).enumerate() {
+                if let Err(f) = fill {
+                    out.push(Err(f));
+                    continue;
+                }
+                if r.zone.is_none() {
+                    r.zone = r.instance.as_ref().and_then(|id| inst.get(id)).map(|i| i.zone.clone());
+                }
+                match found {
+                    Ok(v) => {
+                        if let (Some(want), Some(have)) = (r.zone.as_deref(), v.availability_zone()) {
+                            if want != have {
+                                out.push(Err(zone_mismatch(v.volume_id().unwrap_or("?"), have, want)));
+                                continue;
+                            }
+                        }
+                        note_volume(r, &v);
+                        out.push(Ok(Outcome::unchanged(State::Created, format!("volume {} exists in {}", v.volume_id().unwrap_or("?"), v.availability_zone().unwrap_or("?")))));
+                    }
+                    Err(f) if f.code == "no-such-volume" && matches!(volume_key(r), Ok(Key::Name(_))) => {
+                        let Some(zone) = r.zone.clone() else {
+                            out.push(Err(Failure::new("no-zone", "no zone to create the volume in: set `zone` in the AppScalefile, or pass --zone or --instance")));
+                            continue;
+                        };
+                        let name = r.disk.clone().unwrap_or_default();
+                        if cx.check {
+                            out.push(Ok(Outcome::changed(State::Created, format!("would create a {} {} volume Name={name} in {zone}", cfg.size, cfg.volume_type))));
+                            continue;
+                        }
+                        match api.create_volume(&cfg, &name, r.node.as_deref().unwrap_or(""), &zone).await {
+                            Ok(id) => {
+                                r.extra.insert(DISK_ID_KEY.into(), id.clone().into());
+                                created.push((i, id));
+                                out.push(Ok(Outcome::changed(State::Created, String::new())));
+                            }
+                            Err(f) => out.push(Err(f)),
+                        }
+                    }
+                    Err(f) => out.push(Err(f)),
+                }
+            }
+            // Wait, batched, for new volumes to become available.
+            if !created.is_empty() {
+                let ids: Vec<String> = created.iter().map(|(_, id)| id.clone()).collect();
+                let ready = api.wait_volumes(&ids, poll_params(cfg.timeout), |v| {
+                    match v.state().map(|s| s.as_str()) {
+                        Some("available") => Some(Ok(())),
+                        Some("error") => Some(Err("the volume went into state `error`".to_string())),
+                        _ => None,
+                    }
+                }).await;
+                for (i, id) in created {
+                    let r = &mut records[i];
+                    out[i] = match ready.get(&id) {
+                        Some(Ok(v)) => {
+                            note_volume(r, v);
+                            Ok(Outcome::changed(State::Created, format!("created volume {id} Name={} ({} GiB {}) in {}", r.disk.as_deref().unwrap_or(""), v.size().unwrap_or(0), cfg.volume_type, v.availability_zone().unwrap_or("?"))))
+                        }
+                        Some(Err(f)) => Err(f.clone()),
+                        None => Err(Failure::new("timeout", format!("volume {id} was not available within {:?}", cfg.timeout))),
+                    };
+                }
+            }
+            out
+        })
+    }
+
+    fn describe(&mut self, records: &[Record]) -> Vec<Result<DiskStatus, Failure>> {
+        let api = match self.api(self.zone_hint(records).as_deref()) {
+            Ok(a) => a,
+            Err(f) => return records.iter().map(|_| Err(f.clone())).collect(),
+        };
+        self.rt.block_on(Ec2::resolve(&api, records)).into_iter().map(|v| {
+            let v = v?;
+            Ok(DiskStatus {
+                id: v.volume_id().unwrap_or_default().to_string(),
+                zone: v.availability_zone().map(str::to_string),
+                size: v.size().map(|g| (g as u64) << 30),
+                attached_to: live_attachments(&v).iter().filter_map(|a| a.instance_id().map(str::to_string)).collect(),
+            })
+        }).collect()
+    }
+
+    fn attach(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
+        let fills = self.fill_instances(records);
+        let api = match self.api(self.zone_hint(records).as_deref()) {
+            Ok(a) => a,
+            Err(f) => return records.iter().map(|_| Err(f.clone())).collect(),
+        };
+        let cfg = self.cfg.clone();
+        let mut out: Vec<StepResult> = self.rt.block_on(async {
+            let found = Ec2::resolve(&api, records).await;
+            let instances: Vec<String> = records.iter().filter_map(|r| r.instance.clone()).collect();
+            let inst = match api.instances(&instances).await {
+                Ok(m) => m,
+                Err(f) => return records.iter().map(|_| Err(f.clone())).collect(),
+            };
+            // Device names in use per instance, growing as we assign.
+            let mut in_use: HashMap<String, HashSet<String>> =
+                inst.iter().map(|(id, i)| (id.clone(), i.devices.clone())).collect();
+            let mut out: Vec<StepResult> = Vec::new();
+            let mut calls: Vec<(usize, String, String, String)> = Vec::new();
+            for (i, (r, (fill, found))) in records.iter_mut().zip(fills.into_iter().zip(found)).enumerate() {
+                let res = (|| {
+                    fill?;
+                    let v = found?;
+                    note_volume(r, &v);
+                    let vol = v.volume_id().unwrap_or_default().to_string();
+                    let Some(instance) = r.instance.clone() else {
+                        return Err(Failure::new("no-instance", "no instance to attach to: give the record an `instance`, or pass --instance or --self"));
+                    };
+                    let Some(info) = inst.get(&instance) else {
+                        return Err(Failure::new("no-such-instance", format!("no such instance: {instance}")));
+                    };
+                    if let Some(a) = attachment_to(&v, &instance) {
+                        if matches!(a.state(), Some(VolumeAttachmentState::Attached)) {
+                            let dev = a.device().unwrap_or_default().to_string();
+                            r.extra.insert(ATTACHED_AS_KEY.into(), dev.clone().into());
+                            return Ok(Some(Outcome::unchanged(State::Attached, format!("{vol} is attached to {instance} as {dev}"))));
+                        }
+                    }
+                    if let Some(a) = live_attachments(&v).into_iter().find(|a| a.instance_id() != Some(instance.as_str())) {
+                        return Err(Failure::new(
+                            "attached-elsewhere",
+                            format!("{vol} is attached to {} as {}: detach it there first", a.instance_id().unwrap_or("?"), a.device().unwrap_or("?")),
+                        ));
+                    }
+                    let vz = v.availability_zone().unwrap_or_default();
+                    if vz != info.zone {
+                        return Err(zone_mismatch(&vol, vz, &format!("{} (the zone of {instance})", info.zone)));
+                    }
+                    if let Some(a) = attachment_to(&v, &instance) {
+                        // Attaching already (an interrupted earlier run): just wait.
+                        r.extra.insert(ATTACHED_AS_KEY.into(), a.device().unwrap_or_default().into());
+                        calls.push((i, vol.clone(), instance.clone(), String::new()));
+                        return Ok(None);
+                    }
+                    let used = in_use.entry(instance.clone()).or_default();
+                    let Some(dev) = devices::free_name(used) else {
+                        return Err(Failure::new("no-device-name", format!("{instance} has no free device name from /dev/sdf to /dev/sdp")));
+                    };
+                    used.insert(devices::normalize(&dev));
+                    if cx.check {
+                        return Ok(Some(Outcome::changed(State::Attached, format!("would attach {vol} to {instance} as {dev}"))));
+                    }
+                    r.extra.insert(ATTACHED_AS_KEY.into(), dev.clone().into());
+                    calls.push((i, vol, instance, dev));
+                    Ok(None)
+                })();
+                out.push(match res {
+                    Ok(Some(o)) => Ok(o),
+                    Ok(None) => Ok(Outcome::changed(State::Attached, String::new())),
+                    Err(f) => Err(f),
+                });
+            }
+            // Attach concurrently, then wait for all in one poll loop.
+            let requests: Vec<(String, String, String)> = calls.iter().filter(|c| !c.3.is_empty()).map(|(_, v, i, d)| (v.clone(), i.clone(), d.clone())).collect();
+            let sent = api.attach_all(requests, cfg.concurrency).await;
+            let mut waiting: Vec<(usize, String, String)> = Vec::new();
+            for (i, vol, instance, dev) in calls {
+                match (dev.is_empty(), sent.get(&vol)) {
+                    (false, Some(Err(f))) => out[i] = Err(f.clone()),
+                    _ => waiting.push((i, vol, instance)),
+                }
+            }
+            let started = Instant::now();
+            let ids: Vec<String> = waiting.iter().map(|(_, v, _)| v.clone()).collect();
+            let targets: HashMap<String, String> = waiting.iter().map(|(_, v, i)| (v.clone(), i.clone())).collect();
+            let stuck_after = cfg.stuck_after;
+            let done = api.wait_volumes(&ids, poll_params(cfg.timeout), |v| {
+                let instance = targets.get(v.volume_id().unwrap_or_default())?;
+                match attachment_to(v, instance).and_then(|a| a.state()) {
+                    Some(VolumeAttachmentState::Attached) => Some(Ok(())),
+                    Some(VolumeAttachmentState::Attaching | VolumeAttachmentState::Busy) => {
+                        (started.elapsed() > stuck_after).then(|| Err(format!("still attaching after {stuck_after:?}")))
+                    }
+                    None | Some(_) => Some(Err("the attachment went away (the instance refused the volume)".to_string())),
+                }
+            }).await;
+            for (i, vol, instance) in waiting {
+                let r = &mut records[i];
+                let dev = r.extra.get(ATTACHED_AS_KEY).and_then(|d| d.as_str()).unwrap_or("?").to_string();
+                out[i] = match done.get(&vol) {
+                    Some(Ok(v)) => {
+                        note_volume(r, v);
+                        Ok(Outcome::changed(State::Attached, format!("attached {vol} to {instance} as {dev}")))
+                    }
+                    Some(Err(f)) if f.message.contains("still attaching") => {
+                        // Give the volume back rather than leave it half-attached.
+                        let undo = api.detach(&vol, &instance, false).await;
+                        let undo = match undo { Ok(()) => "detached it again".to_string(), Err(e) => format!("detaching it again failed too: {}", e.message) };
+                        Err(Failure::new("stuck-attaching", format!("{vol} {} on {instance}; {undo}", f.message)))
+                    }
+                    Some(Err(f)) => Err(f.clone()),
+                    None => Err(Failure::new("timeout", format!("{vol} was not attached to {instance} within {:?}", cfg.timeout))),
+                };
+            }
+            out
+        });
+        // On the node, find the device the volume became.
+        if self.cfg.on_node && !cx.check {
+            for (r, o) in records.iter_mut().zip(out.iter_mut()) {
+                if let Ok(outcome) = o {
+                    match discover::find(r, discover::DEVICE_WAIT) {
+                        Ok(p) => {
+                            outcome.message.push_str(&format!(", device {}", p.display()));
+                            r.device = Some(p.display().to_string());
+                        }
+                        Err(f) => *o = Err(f),
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn detach(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
+        let fills = self.fill_instances(records);
+        let api = match self.api(self.zone_hint(records).as_deref()) {
+            Ok(a) => a,
+            Err(f) => return records.iter().map(|_| Err(f.clone())).collect(),
+        };
+        let cfg = self.cfg.clone();
+        let on_node = self.cfg.on_node;
+        self.rt.block_on(async {
+            let found = Ec2::resolve(&api, records).await;
+            let mut out: Vec<StepResult> = Vec::new();
+            let mut calls: Vec<(usize, String, String)> = Vec::new();
+            for (i, (r, (fill, found))) in records.iter_mut().zip(fills.into_iter().zip(found)).enumerate() {
+                let res = (|| {
+                    fill?;
+                    let v = found?;
+                    note_volume(r, &v);
+                    let vol = v.volume_id().unwrap_or_default().to_string();
+                    let live = live_attachments(&v);
+                    let Some(a) = live.first() else {
+                        return Ok(Some(Outcome::unchanged(State::Detached, format!("{vol} is not attached"))));
+                    };
+                    let attached_to = a.instance_id().unwrap_or_default().to_string();
+                    if let Some(want) = &r.instance {
+                        if *want != attached_to {
+                            return Err(Failure::new(
+                                "attached-elsewhere",
+                                format!("{vol} is attached to {attached_to}, not {want}: leaving it alone"),
+                            ));
+                        }
+                    }
+                    // Never detach a disk mounted here.
+                    if on_node || r.device.is_some() {
+                        if let Some(dev) = &r.device {
+                            refuse_if_in_use(std::path::Path::new(dev))?;
+                        }
+                        r.extra.insert(ATTACHED_AS_KEY.into(), a.device().unwrap_or_default().into());
+                        for c in discover::candidates(r, &discover::dev_root()) {
+                            refuse_if_in_use(&c)?;
+                        }
+                    }
+                    if matches!(a.state(), Some(VolumeAttachmentState::Detaching)) {
+                        calls.push((i, vol, String::new()));
+                        return Ok(None);
+                    }
+                    if cx.check {
+                        return Ok(Some(Outcome::changed(State::Detached, format!("would detach {vol} from {attached_to}"))));
+                    }
+                    calls.push((i, vol, attached_to));
+                    Ok(None)
+                })();
+                out.push(match res {
+                    Ok(Some(o)) => Ok(o),
+                    Ok(None) => Ok(Outcome::changed(State::Detached, String::new())),
+                    Err(f) => Err(f),
+                });
+            }
+            let requests: Vec<(String, String)> = calls.iter().filter(|c| !c.2.is_empty()).map(|(_, v, i)| (v.clone(), i.clone())).collect();
+            let sent = api.detach_all(requests, cfg.force, cfg.concurrency).await;
+            let mut waiting = Vec::new();
+            for (i, vol, instance) in calls {
+                match (instance.is_empty(), sent.get(&vol)) {
+                    (false, Some(Err(f))) => out[i] = Err(f.clone()),
+                    _ => waiting.push((i, vol, instance)),
+                }
+            }
+            let ids: Vec<String> = waiting.iter().map(|(_, v, _)| v.clone()).collect();
+            let done = api.wait_volumes(&ids, poll_params(cfg.timeout), |v| {
+                live_attachments(v).is_empty().then_some(Ok(()))
+            }).await;
+            for (i, vol, instance) in waiting {
+                out[i] = match done.get(&vol) {
+                    Some(Ok(_)) => {
+                        records[i].device = None;
+                        Ok(Outcome::changed(State::Detached, format!("detached {vol} from {}", if instance.is_empty() { "its instance".to_string() } else { instance })))
+                    }
+                    Some(Err(f)) => Err(f.clone()),
+                    None => Err(Failure::new("timeout", format!("{vol} was not detached within {:?}", cfg.timeout))),
+                };
+            }
+            out
+        })
+    }
+
+    fn discover(&mut self, record: &Record) -> Result<PathBuf, Failure> {
+        discover::find(record, discover::DEVICE_WAIT)
+    }
+}
+
+fn zone_mismatch(vol: &str, have: &str, want: &str) -> Failure {
+    Failure::new(
+        "zone-mismatch",
+        format!("{vol} is in {have} but the instance is in {want}: EBS volumes attach only within their zone"),
+    )
+}
+
+/// Logs an API call at debug level.
+pub(crate) fn trace(what: std::fmt::Arguments<'_>) {
+    log::debug(what);
+}

@@ -1,0 +1,316 @@
+//! Our entries in `/etc/fstab`, and the one way to write that file.
+//!
+//! An entry is ours when its options hold [`MARK`] (`x-appscale-persist`;
+//! mount(8) ignores `x-` options). Only our entries are ever changed or
+//! removed; a foreign entry for the same mountpoint or filesystem is a
+//! conflict reported to the operator, not overwritten.
+//!
+//! Every write is atomic: the new text goes to a temporary file in the same
+//! directory, is fsynced, keeps the old file's mode and owner, and is renamed
+//! over the old one; then the directory is fsynced. Before replacing, the old
+//! text is saved the same way as `<fstab>.appscale-persist.bak`. A reader
+//! (systemd, mount -a, a crash) sees the old file or the new one, never half.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The option that marks an entry as ours.
+pub const MARK: &str = "x-appscale-persist";
+
+/// The default fstab.
+pub const DEFAULT_PATH: &str = "/etc/fstab";
+
+/// One fstab entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// What to mount (`UUID=...`).
+    pub spec: String,
+    /// Where (unescaped).
+    pub file: String,
+    /// Filesystem type.
+    pub vfstype: String,
+    /// Options, comma-separated.
+    pub options: String,
+    /// dump frequency.
+    pub freq: u32,
+    /// fsck pass (0: never, 2: after the root filesystem).
+    pub passno: u32,
+}
+
+impl Entry {
+    /// The entry for a filesystem of ours: by UUID, with `nofail` so boot
+    /// goes on without the disk, a bounded device wait, and [`MARK`].
+    pub fn ours(uuid: &str, mountpoint: &str, fstype: &str, mount_options: &str, device_timeout_secs: u32) -> Entry {
+        let mut opts: Vec<&str> = mount_options.split(',').filter(|o| !o.is_empty() && *o != MARK).collect();
+        let timeout = format!("x-systemd.device-timeout={device_timeout_secs}s");
+        if !opts.contains(&"nofail") {
+            opts.push("nofail");
+        }
+        if !opts.iter().any(|o| o.starts_with("x-systemd.device-timeout=")) {
+            opts.push(&timeout);
+        }
+        opts.push(MARK);
+        Entry {
+            spec: format!("UUID={uuid}"),
+            file: mountpoint.to_string(),
+            vfstype: fstype.to_string(),
+            options: opts.join(","),
+            freq: 0,
+            passno: if fstype.starts_with("ext") { 2 } else { 0 },
+        }
+    }
+
+    /// Whether this entry carries [`MARK`].
+    pub fn is_ours(&self) -> bool {
+        self.options.split(',').any(|o| o == MARK)
+    }
+
+    /// The line, with fields escaped.
+    pub fn to_line(&self) -> String {
+        format!(
+            "{} {} {} {} {} {}",
+            escape(&self.spec),
+            escape(&self.file),
+            escape(&self.vfstype),
+            escape(&self.options),
+            self.freq,
+            self.passno
+        )
+    }
+
+    /// Parses a line; `None` for comments, blank and malformed lines.
+    pub fn parse(line: &str) -> Option<Entry> {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            return None;
+        }
+        let f: Vec<&str> = t.split_whitespace().collect();
+        if f.len() < 2 {
+            return None;
+        }
+        Some(Entry {
+            spec: crate::mount::unescape(f[0]),
+            file: crate::mount::unescape(f[1]),
+            vfstype: f.get(2).map(|s| crate::mount::unescape(s)).unwrap_or_default(),
+            options: f.get(3).map(|s| crate::mount::unescape(s)).unwrap_or_else(|| "defaults".into()),
+            freq: f.get(4).and_then(|s| s.parse().ok()).unwrap_or(0),
+            passno: f.get(5).and_then(|s| s.parse().ok()).unwrap_or(0),
+        })
+    }
+}
+
+/// Escapes the characters fstab fields cannot hold (space, tab, newline,
+/// backslash, `#`) as octal, as `getmntent(3)` reads them.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            ' ' => out.push_str("\\040"),
+            '\t' => out.push_str("\\011"),
+            '\n' => out.push_str("\\012"),
+            '\\' => out.push_str("\\134"),
+            '#' => out.push_str("\\043"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Why fstab could not be read, changed or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FstabError {
+    /// An entry we do not own already claims the mountpoint or filesystem.
+    #[error("{path}:{line}: an entry not managed by appscale-persist already {what}: `{text}`")]
+    Conflict {
+        /// The fstab.
+        path: PathBuf,
+        /// 1-based line of the foreign entry.
+        line: usize,
+        /// What it claims.
+        what: String,
+        /// The line.
+        text: String,
+    },
+    /// Reading or writing failed.
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+/// An fstab as text, as read from disk.
+#[derive(Debug, Clone)]
+pub struct Fstab {
+    /// Where it lives.
+    pub path: PathBuf,
+    /// Its text; empty when the file does not exist.
+    pub text: String,
+    /// Whether the file existed.
+    pub existed: bool,
+}
+
+impl Fstab {
+    /// Reads `path`; a missing file is an empty fstab.
+    pub fn load(path: &Path) -> Result<Fstab, FstabError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(Fstab { path: path.to_path_buf(), text, existed: true }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Fstab { path: path.to_path_buf(), text: String::new(), existed: false })
+            }
+            Err(e) => Err(FstabError::Io(path.to_path_buf(), e)),
+        }
+    }
+
+    /// The text with `entry` in it: our entries for the same mountpoint or
+    /// filesystem are replaced, everything else is kept byte for byte.
+    /// `None` when the text already holds exactly this entry.
+    pub fn with_entry(&self, entry: &Entry) -> Result<Option<String>, FstabError> {
+        let mut lines: Vec<String> = Vec::new();
+        let mut present = false;
+        for (i, line) in self.text.lines().enumerate() {
+            match Entry::parse(line) {
+                Some(e) if e.file == entry.file || e.spec == entry.spec => {
+                    if !e.is_ours() {
+                        let what = if e.file == entry.file {
+                            format!("mounts something at {}", entry.file)
+                        } else {
+                            format!("mounts {}", entry.spec)
+                        };
+                        return Err(FstabError::Conflict { path: self.path.clone(), line: i + 1, what, text: line.to_string() });
+                    }
+                    if e == *entry && !present {
+                        present = true;
+                        lines.push(line.to_string());
+                    }
+                    // Any other entry of ours for this mountpoint or
+                    // filesystem is stale: drop it.
+                }
+                _ => lines.push(line.to_string()),
+            }
+        }
+        if present && lines.len() == self.text.lines().count() {
+            return Ok(None);
+        }
+        if !present {
+            lines.push(entry.to_line());
+        }
+        Ok(Some(join(lines)))
+    }
+
+    /// The text without our entry for `mountpoint`; `None` if there is none.
+    pub fn without_entry(&self, mountpoint: &str) -> Option<String> {
+        let kept: Vec<String> = self
+            .text
+            .lines()
+            .filter(|l| !Entry::parse(l).is_some_and(|e| e.is_ours() && e.file == mountpoint))
+            .map(str::to_string)
+            .collect();
+        (kept.len() != self.text.lines().count()).then(|| join(kept))
+    }
+
+    /// The path of the backup kept of the previous text.
+    pub fn backup_path(&self) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(".appscale-persist.bak");
+        self.path.with_file_name(name)
+    }
+
+    /// Replaces the file's text with `new_text`, keeping a backup of the old.
+    pub fn replace(&self, new_text: &str) -> Result<(), FstabError> {
+        if self.existed {
+            write_atomic(&self.backup_path(), self.text.as_bytes(), Some(&self.path))?;
+        }
+        write_atomic(&self.path, new_text.as_bytes(), self.existed.then_some(self.path.as_path()))
+    }
+
+    /// Puts the text read by [`Fstab::load`] back (rolling back a change).
+    pub fn restore(&self) -> Result<(), FstabError> {
+        if self.existed {
+            write_atomic(&self.path, self.text.as_bytes(), Some(&self.path))
+        } else {
+            std::fs::remove_file(&self.path).or_else(ignore_not_found).map_err(|e| FstabError::Io(self.path.clone(), e))
+        }
+    }
+}
+
+fn ignore_not_found(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }
+}
+
+fn join(lines: Vec<String>) -> String {
+    lines.into_iter().map(|l| l + "\n").collect()
+}
+
+/// Writes `data` to `path` atomically: temp file in the same directory,
+/// fsync, mode and owner copied from `like` (if given), rename, fsync of the
+/// directory.
+pub fn write_atomic(path: &Path, data: &[u8], like: Option<&Path>) -> Result<(), FstabError> {
+    let io = |e| FstabError::Io(path.to_path_buf(), e);
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(path.file_name().unwrap_or_default());
+    tmp_name.push(format!(".appscale-persist.{}.tmp", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let meta = like.and_then(|l| std::fs::metadata(l).ok());
+        let mode = meta.as_ref().map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o644);
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        f.write_all(data)?;
+        if let Some(m) = &meta {
+            // Keep the owner; as non-root this may fail, which is fine for a
+            // file we own anyway.
+            let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fstab(text: &str) -> Fstab {
+        Fstab { path: PathBuf::from("/x/fstab"), text: text.to_string(), existed: true }
+    }
+
+    #[test]
+    fn our_entry_is_by_uuid_nofail_bounded_and_marked() {
+        let e = Entry::ours("abcd", "/opt/app scale", "ext4", "noatime", 30);
+        assert_eq!(
+            e.to_line(),
+            "UUID=abcd /opt/app\\040scale ext4 noatime,nofail,x-systemd.device-timeout=30s,x-appscale-persist 0 2"
+        );
+        assert_eq!(Entry::parse(&e.to_line()).unwrap(), e);
+    }
+
+    #[test]
+    fn adding_twice_changes_nothing_the_second_time() {
+        let e = Entry::ours("abcd", "/opt/appscale", "ext4", "noatime", 30);
+        let base = "# static\nUUID=root / ext4 defaults 0 1\n";
+        let once = fstab(base).with_entry(&e).unwrap().unwrap();
+        assert!(once.starts_with(base));
+        assert_eq!(fstab(&once).with_entry(&e).unwrap(), None);
+        let removed = fstab(&once).without_entry("/opt/appscale").unwrap();
+        assert_eq!(removed, base);
+        assert_eq!(fstab(base).without_entry("/opt/appscale"), None);
+    }
+
+    #[test]
+    fn a_stale_entry_of_ours_is_replaced_and_a_foreign_one_refused() {
+        let old = Entry::ours("old", "/opt/appscale", "ext4", "noatime", 30);
+        let new = Entry::ours("new", "/opt/appscale", "ext4", "noatime", 30);
+        let text = fstab(&format!("{}\n", old.to_line())).with_entry(&new).unwrap().unwrap();
+        assert_eq!(text, format!("{}\n", new.to_line()));
+        let foreign = fstab("/dev/sdb1 /opt/appscale ext4 defaults 0 2\n");
+        let err = foreign.with_entry(&new).unwrap_err().to_string();
+        assert!(err.contains("/x/fstab:1") && err.contains("not managed by appscale-persist"), "{err}");
+    }
+}

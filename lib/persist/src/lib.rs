@@ -1,0 +1,38 @@
+//! appscale-persist: everything the tools share that links no cloud SDK.
+//!
+//! The node-side tools (`disk-ensure-fs`, `disk-mount`, `disk-unmount`) are
+//! built from this crate alone; the cloud providers live in their own crates
+//! (`appscale-persist-ec2`, `appscale-persist-gce`) so that `cargo tree -p
+//! disk-mount` shows no cloud SDK.
+//!
+//! Modules are named for what they own:
+//!
+//! * [`record`]: the disk record and its NDJSON wire form (protocol v1).
+//! * [`appscalefile`]: parsing and linting AppScalefiles, planning disks.
+//! * [`blockdev`]: probing block devices; deciding whether one is blank.
+//! * [`filesystem`]: making, checking and growing filesystems.
+//! * [`mount`]: the kernel's mount table, mounting and unmounting.
+//! * [`fstab`]: our entries in `/etc/fstab`, written atomically.
+//! * [`provider`]: the provider trait, and the `local` and `static` providers.
+//! * [`loopdev`]: loop devices over image files.
+//! * [`steps`]: what each tool does to a record.
+//! * [`tool`]: what every tool does around its one step: arguments, input,
+//!   output, `--check`, exit codes; [`ansible`]: the same as an Ansible module.
+//! * [`run`], [`wait`], [`log`]: the one way to run a subprocess, to wait,
+//!   and to talk to the operator.
+#![deny(missing_docs)]
+
+pub mod ansible;
+pub mod appscalefile;
+pub mod blockdev;
+pub mod filesystem;
+pub mod fstab;
+pub mod log;
+pub mod loopdev;
+pub mod mount;
+pub mod provider;
+pub mod record;
+pub mod run;
+pub mod steps;
+pub mod tool;
+pub mod wait;

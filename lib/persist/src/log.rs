@@ -1,0 +1,89 @@
+//! Human messages on stderr, prefixed with the tool's name.
+//!
+//! stdout carries records only; everything a person reads goes through here.
+//! The level is set once at start-up from `-q`/`-v` (or `APPSCALE_PERSIST_LOG`
+//! = `quiet`, `info`, `debug`).
+
+use std::fmt::Arguments;
+use std::io::Write;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// How much to say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Errors only.
+    Quiet = 0,
+    /// Errors, warnings and what changed (the default).
+    Info = 1,
+    /// Also every command run and every API call.
+    Debug = 2,
+}
+
+static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+static TOOL: OnceLock<String> = OnceLock::new();
+
+/// Sets the tool name used as prefix and the level. Call once from `main`.
+pub fn init(tool: &str, level: Level) {
+    let _ = TOOL.set(tool.to_string());
+    LEVEL.store(level as u8, Ordering::Relaxed);
+}
+
+/// The level from `-q` and `-v` counts, overridden by `APPSCALE_PERSIST_LOG`.
+pub fn level_from(quiet: bool, verbose: u8) -> Level {
+    match std::env::var("APPSCALE_PERSIST_LOG").as_deref() {
+        Ok("quiet") => return Level::Quiet,
+        Ok("debug") => return Level::Debug,
+        Ok("info") => return Level::Info,
+        _ => {}
+    }
+    if quiet {
+        Level::Quiet
+    } else if verbose > 0 {
+        Level::Debug
+    } else {
+        Level::Info
+    }
+}
+
+/// Whether messages at `level` are shown.
+pub fn enabled(level: Level) -> bool {
+    LEVEL.load(Ordering::Relaxed) >= level as u8
+}
+
+/// The tool name given to [`init`].
+pub fn tool() -> &'static str {
+    TOOL.get().map(String::as_str).unwrap_or("appscale-persist")
+}
+
+fn emit(prefix: &str, args: Arguments<'_>) {
+    let mut err = std::io::stderr().lock();
+    // stderr going away is no reason to fail the tool.
+    let _ = writeln!(err, "{}: {prefix}{args}", tool());
+}
+
+/// An error, always shown.
+pub fn error(args: Arguments<'_>) {
+    emit("error: ", args);
+}
+
+/// A warning: something an operator should look at.
+pub fn warn(args: Arguments<'_>) {
+    if enabled(Level::Info) {
+        emit("warning: ", args);
+    }
+}
+
+/// What happened: a change made, or found already made.
+pub fn info(args: Arguments<'_>) {
+    if enabled(Level::Info) {
+        emit("", args);
+    }
+}
+
+/// Detail for debugging: commands run, API calls, probes.
+pub fn debug(args: Arguments<'_>) {
+    if enabled(Level::Debug) {
+        emit("debug: ", args);
+    }
+}

@@ -1,0 +1,157 @@
+//! Loop devices over image files.
+//!
+//! A loop device is ours for an image when the kernel says so twice: the
+//! backing inode and device number `losetup` reports equal the image's, and
+//! `/sys/block/loopN/loop/backing_file` names the image's path.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::run::{Cmd, RunError};
+use crate::wait::{self, Poll, WaitParams};
+
+/// A loop device and what backs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loop {
+    /// `/dev/loop3`.
+    pub device: PathBuf,
+    /// The backing file as the kernel recorded it.
+    pub backing_file: PathBuf,
+    /// Inode of the backing file.
+    pub ino: u64,
+    /// Device number (`major:minor`) of the filesystem holding it.
+    pub dev: String,
+}
+
+impl Loop {
+    /// `loop3`.
+    pub fn name(&self) -> String {
+        self.device.file_name().unwrap_or_default().to_string_lossy().into_owned()
+    }
+
+    /// What sysfs says backs this loop device.
+    pub fn sysfs_backing_file(&self) -> Option<PathBuf> {
+        let p = format!("/sys/block/{}/loop/backing_file", self.name());
+        std::fs::read_to_string(p).ok().map(|s| PathBuf::from(s.trim_end_matches('\n')))
+    }
+}
+
+#[derive(Deserialize)]
+struct List {
+    #[serde(default)]
+    loopdevices: Vec<Row>,
+}
+
+#[derive(Deserialize)]
+struct Row {
+    name: String,
+    #[serde(rename = "back-file")]
+    back_file: Option<String>,
+    #[serde(rename = "back-ino")]
+    back_ino: Option<serde_json::Value>,
+    #[serde(rename = "back-maj:min")]
+    back_majmin: Option<String>,
+}
+
+/// Every loop device in use.
+pub fn list() -> Result<Vec<Loop>, RunError> {
+    let out = Cmd::new("losetup")
+        .args(["--list", "--json", "--output", "NAME,BACK-FILE,BACK-INO,BACK-MAJ:MIN"])
+        .run()?;
+    if out.stdout.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let parsed: List = serde_json::from_str(&out.stdout).map_err(|e| RunError::Failed {
+        cmdline: "losetup --list --json".into(),
+        status: "unreadable output".into(),
+        code: Some(0),
+        stderr: e.to_string(),
+    })?;
+    Ok(parsed
+        .loopdevices
+        .into_iter()
+        .map(|r| Loop {
+            device: PathBuf::from(r.name),
+            backing_file: PathBuf::from(r.back_file.unwrap_or_default()),
+            ino: match r.back_ino {
+                Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(0),
+                Some(serde_json::Value::String(s)) => s.trim().parse().unwrap_or(0),
+                _ => 0,
+            },
+            dev: r.back_majmin.unwrap_or_default().split_whitespace().collect(),
+        })
+        .collect())
+}
+
+/// The loop devices backed by `image` (same inode on the same filesystem).
+pub fn bound_to(image: &Path) -> Result<Vec<Loop>, LoopError> {
+    let meta = std::fs::metadata(image).map_err(|e| LoopError::Image(image.to_path_buf(), e))?;
+    let dev = format!("{}:{}", nix::sys::stat::major(meta.dev()), nix::sys::stat::minor(meta.dev()));
+    Ok(list()?.into_iter().filter(|l| l.ino == meta.ino() && l.dev == dev).collect())
+}
+
+/// Checks through sysfs that `lo` is backed by `image`.
+pub fn verify(lo: &Loop, image: &Path) -> Result<(), LoopError> {
+    let canonical = std::fs::canonicalize(image).map_err(|e| LoopError::Image(image.to_path_buf(), e))?;
+    match lo.sysfs_backing_file() {
+        Some(b) if b == canonical => Ok(()),
+        other => Err(LoopError::Identity {
+            device: lo.device.clone(),
+            expected: canonical,
+            found: other.map(|p| p.display().to_string()).unwrap_or_else(|| "nothing".into()),
+        }),
+    }
+}
+
+/// Binds a free loop device to `image` and returns it, verified.
+pub fn attach(image: &Path) -> Result<Loop, LoopError> {
+    let out = Cmd::new("losetup").args(["--find", "--show", "--nooverlap"]).arg(image).run()?;
+    let device = PathBuf::from(out.stdout.trim());
+    let lo = bound_to(image)?
+        .into_iter()
+        .find(|l| l.device == device)
+        .ok_or_else(|| LoopError::Identity {
+            device: device.clone(),
+            expected: image.to_path_buf(),
+            found: "no matching backing inode".into(),
+        })?;
+    verify(&lo, image)?;
+    Ok(lo)
+}
+
+/// Detaches `lo` and waits (bounded) until the kernel has let go.
+pub fn detach(lo: &Loop) -> Result<(), LoopError> {
+    Cmd::new("losetup").arg("--detach").arg(&lo.device).run()?;
+    let sys = PathBuf::from(format!("/sys/block/{}/loop/backing_file", lo.name()));
+    wait::until(WaitParams::quick(Duration::from_secs(10)), || {
+        if sys.exists() { Poll::Pending } else { Poll::<(), ()>::Ready(()) }
+    })
+    .map_err(|_| LoopError::StillBound(lo.device.clone()))
+}
+
+/// Why a loop operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    /// The image cannot be read.
+    #[error("{0}: {1}")]
+    Image(PathBuf, std::io::Error),
+    /// A loop device is not backed by the image we expect.
+    #[error("{device} should be backed by {expected} but is backed by {found}")]
+    Identity {
+        /// The loop device.
+        device: PathBuf,
+        /// The image.
+        expected: PathBuf,
+        /// What sysfs says.
+        found: String,
+    },
+    /// The kernel did not release the loop device in time.
+    #[error("{0} is still bound 10s after losetup --detach")]
+    StillBound(PathBuf),
+    /// losetup failed.
+    #[error(transparent)]
+    Tool(#[from] RunError),
+}

@@ -1,0 +1,76 @@
+//! The `static` provider: the disk is a block device that is already there
+//! (a VirtualBox disk, a bare-metal drive). Nothing is created or detached;
+//! create and attach check that the device exists, detach that it is not
+//! mounted.
+
+use std::path::{Path, PathBuf};
+
+use super::{DiskStatus, Provider, disk_of, refuse_if_in_use};
+use crate::blockdev::Device;
+use crate::record::{ProviderKind, Record, State};
+use crate::tool::{Ctx, Failure, Outcome, StepResult};
+
+/// The static provider.
+#[derive(Debug, Clone, Default)]
+pub struct Static;
+
+fn device_of(rec: &Record) -> Result<Device, Failure> {
+    let path = disk_of(rec)?;
+    if !path.starts_with("/dev/") {
+        return Err(Failure::new("bad-disk-name", format!("`{path}`: a static disk is a device path under /dev")));
+    }
+    Device::open(Path::new(path)).map_err(|e| Failure::new("no-such-disk", e.to_string()))
+}
+
+impl Provider for Static {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Static
+    }
+
+    fn create(&mut self, records: &mut [Record], _cx: Ctx) -> Vec<StepResult> {
+        records
+            .iter_mut()
+            .map(|r| {
+                let d = device_of(r)?;
+                Ok(Outcome::unchanged(State::Created, format!("{} exists ({} MiB)", d.path.display(), d.size >> 20)))
+            })
+            .collect()
+    }
+
+    fn describe(&mut self, records: &[Record]) -> Vec<Result<DiskStatus, Failure>> {
+        records
+            .iter()
+            .map(|r| {
+                let d = device_of(r)?;
+                let id = d.path.display().to_string();
+                Ok(DiskStatus { attached_to: vec![id.clone()], id, zone: None, size: Some(d.size) })
+            })
+            .collect()
+    }
+
+    fn attach(&mut self, records: &mut [Record], _cx: Ctx) -> Vec<StepResult> {
+        records
+            .iter_mut()
+            .map(|r| {
+                let d = device_of(r)?;
+                r.device = Some(d.path.display().to_string());
+                Ok(Outcome::unchanged(State::Attached, format!("{} is present", d.path.display())))
+            })
+            .collect()
+    }
+
+    fn detach(&mut self, records: &mut [Record], _cx: Ctx) -> Vec<StepResult> {
+        records
+            .iter_mut()
+            .map(|r| {
+                let path = disk_of(r)?;
+                refuse_if_in_use(Path::new(path))?;
+                Ok(Outcome::unchanged(State::Detached, format!("{path} is a static disk: nothing to detach")))
+            })
+            .collect()
+    }
+
+    fn discover(&mut self, record: &Record) -> Result<PathBuf, Failure> {
+        Ok(device_of(record)?.path)
+    }
+}

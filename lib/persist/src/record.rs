@@ -1,0 +1,388 @@
+//! The disk record: protocol v1, one JSON object per line.
+//!
+//! Every tool reads records on stdin and writes them, enriched, on stdout,
+//! one per line, so `a | b | c` composes. The full specification is
+//! `docs/protocol.md`; the JSON Schema is `docs/record.schema.json`. In short:
+//!
+//! * Tools add to a record and never drop keys they do not know
+//!   ([`Record::extra`] carries them through untouched).
+//! * A record carrying [`Record::error`] passes through every later tool
+//!   untouched and unacted on.
+//! * Input is read whole before any record is acted on: one malformed line
+//!   stops the tool with [`InputError`] (exit 2) and nothing is done.
+//!
+//! The wire form is this struct as serde writes it; the optional keys are
+//! omitted when absent, so a record stays as small as what is known.
+
+use std::fmt;
+use std::io::{self, BufRead, Write};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The protocol version this crate reads and writes.
+pub const VERSION: u32 = 1;
+
+/// The mountpoint used when a record names none.
+pub const DEFAULT_MOUNTPOINT: &str = "/opt/appscale";
+
+/// One disk of one node, as it moves through the tools.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Protocol version; always [`VERSION`] on output. Absent on input means 1.
+    #[serde(default = "default_version")]
+    pub v: u32,
+    /// Node id from the AppScalefile (`node-1`, or an IP in cluster mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Which provider owns the disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ProviderKind>,
+    /// Availability zone (clouds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Volume id, disk name, image name or device path, by provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+    /// The instance (VM) the disk is, or is to be, attached to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Block device path on the node, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// The filesystem on the device, once probed or made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs: Option<Fs>,
+    /// Where the filesystem is mounted; [`DEFAULT_MOUNTPOINT`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mountpoint: Option<String>,
+    /// The last state a tool established.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<State>,
+    /// Whether the last tool changed anything (in `--check` mode: would have).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed: Option<bool>,
+    /// Set by the first tool that failed on this record; later tools pass it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RecordError>,
+    /// Every key this version does not know, kept in order and passed on.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+fn default_version() -> u32 {
+    VERSION
+}
+
+impl Default for Record {
+    /// An empty record of the current protocol version.
+    fn default() -> Record {
+        Record {
+            v: VERSION,
+            node: None,
+            provider: None,
+            zone: None,
+            disk: None,
+            instance: None,
+            device: None,
+            fs: None,
+            mountpoint: None,
+            state: None,
+            changed: None,
+            error: None,
+            extra: Map::new(),
+        }
+    }
+}
+
+/// A disk provider, as named in records and AppScalefiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Amazon EC2 (EBS volumes).
+    Ec2,
+    /// Eucalyptus: the EC2 API at another endpoint.
+    Euca,
+    /// Google Compute Engine (persistent disks).
+    Gce,
+    /// Sparse image files on loop devices: the embedded default.
+    Local,
+    /// Existing block devices (VirtualBox, bare metal).
+    Static,
+}
+
+impl ProviderKind {
+    /// All providers, in the order the docs list them.
+    pub const ALL: [ProviderKind; 5] = [
+        ProviderKind::Ec2,
+        ProviderKind::Euca,
+        ProviderKind::Gce,
+        ProviderKind::Local,
+        ProviderKind::Static,
+    ];
+
+    /// The name used on the wire and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Ec2 => "ec2",
+            ProviderKind::Euca => "euca",
+            ProviderKind::Gce => "gce",
+            ProviderKind::Local => "local",
+            ProviderKind::Static => "static",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<ProviderKind> {
+        ProviderKind::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// Whether the provider is a cloud API (disks live in a zone).
+    pub fn is_cloud(self) -> bool {
+        matches!(self, ProviderKind::Ec2 | ProviderKind::Euca | ProviderKind::Gce)
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The states a record moves through, up then down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// The disk exists (disk-create).
+    Created,
+    /// The disk is attached and its device known (disk-attach).
+    Attached,
+    /// A blank device was just formatted (disk-ensure-fs).
+    Formatted,
+    /// The device already held the wanted filesystem (disk-ensure-fs).
+    HasFs,
+    /// The filesystem is mounted at the mountpoint (disk-mount).
+    Mounted,
+    /// Nothing of ours is mounted at the mountpoint (disk-unmount).
+    Unmounted,
+    /// The disk is attached to nothing (disk-detach).
+    Detached,
+}
+
+impl State {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Created => "created",
+            State::Attached => "attached",
+            State::Formatted => "formatted",
+            State::HasFs => "has-fs",
+            State::Mounted => "mounted",
+            State::Unmounted => "unmounted",
+            State::Detached => "detached",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The filesystem found or made on a device.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fs {
+    /// `ext4`, `xfs`, ...
+    #[serde(rename = "type")]
+    pub fstype: String,
+    /// Filesystem UUID as blkid reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    /// Filesystem label, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// True when disk-ensure-fs made this filesystem in this run.
+    #[serde(default)]
+    pub formatted: bool,
+}
+
+/// Why a tool failed on a record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordError {
+    /// The tool that failed (`disk-mount`).
+    pub tool: String,
+    /// A stable, machine-readable code (`not-blank`, `InvalidVolume.NotFound`).
+    pub code: String,
+    /// What went wrong, for a human.
+    pub message: String,
+}
+
+impl Record {
+    /// The mountpoint, or [`DEFAULT_MOUNTPOINT`].
+    pub fn mountpoint(&self) -> &str {
+        self.mountpoint.as_deref().unwrap_or(DEFAULT_MOUNTPOINT)
+    }
+
+    /// A short name for messages: the node and disk, else the disk, the
+    /// device or the mountpoint.
+    pub fn label(&self) -> String {
+        match (&self.node, &self.disk) {
+            (Some(n), Some(d)) => format!("{n} ({d})"),
+            (Some(n), None) => n.clone(),
+            (None, Some(d)) => d.clone(),
+            (None, None) => self.device.clone().or_else(|| self.mountpoint.clone()).unwrap_or_else(|| "record".into()),
+        }
+    }
+
+    /// Whether this record was produced in `--check` mode by an earlier tool
+    /// (its state is what *would* be, not what is).
+    pub fn is_check(&self) -> bool {
+        self.extra.get("check").and_then(Value::as_bool).unwrap_or(false)
+    }
+
+    /// Serializes the record as one line of JSON (no trailing newline).
+    pub fn to_line(&self) -> String {
+        // A Record holds only strings, numbers, bools and maps: it cannot fail.
+        serde_json::to_string(self).expect("a record always serializes")
+    }
+}
+
+/// A line of input that is not a valid record.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// The input could not be read at all.
+    #[error("reading {source_name}: {error}")]
+    Read {
+        /// Where input came from (`stdin`).
+        source_name: String,
+        /// The I/O error.
+        error: io::Error,
+    },
+    /// A line is not JSON, not an object, or has a key of the wrong type.
+    #[error("{source_name} line {line}: {message}")]
+    Malformed {
+        /// Where input came from (`stdin`).
+        source_name: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong, with the column when serde knows it.
+        message: String,
+    },
+}
+
+/// Reads every record from `input`, failing on the first malformed line.
+///
+/// Blank lines are skipped. Nothing is returned unless every line is valid,
+/// so a caller never acts on part of a broken input.
+pub fn read_all(input: impl BufRead, source_name: &str) -> Result<Vec<Record>, InputError> {
+    let mut out = Vec::new();
+    for (i, line) in input.lines().enumerate() {
+        let line = line.map_err(|error| InputError::Read {
+            source_name: source_name.to_string(),
+            error,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(parse_line(&line).map_err(|message| InputError::Malformed {
+            source_name: source_name.to_string(),
+            line: i + 1,
+            message,
+        })?);
+    }
+    Ok(out)
+}
+
+/// Parses one line into a record, or says what is wrong with it.
+pub fn parse_line(line: &str) -> Result<Record, String> {
+    let value: Value = serde_json::from_str(line)
+        .map_err(|e| format!("not valid JSON: {e}"))?;
+    from_value(value)
+}
+
+/// Turns a JSON value into a record, or says what is wrong with it.
+pub fn from_value(value: Value) -> Result<Record, String> {
+    if !value.is_object() {
+        return Err(format!("expected a JSON object, found {}", json_kind(&value)));
+    }
+    let record: Record = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    if record.v != VERSION {
+        return Err(format!(
+            "protocol version {} is not supported (this tool speaks v{VERSION})",
+            record.v
+        ));
+    }
+    Ok(record)
+}
+
+/// Writes records as NDJSON and flushes.
+pub fn write_all<'a>(
+    mut out: impl Write,
+    records: impl IntoIterator<Item = &'a Record>,
+) -> io::Result<()> {
+    for r in records {
+        out.write_all(r.to_line().as_bytes())?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+/// A word for the JSON type of a value, for messages.
+pub fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_survive_a_round_trip() {
+        let line = r#"{"v":1,"node":"node-1","x-ours":{"a":[1,2]},"zzz":true}"#;
+        let r = parse_line(line).unwrap();
+        assert_eq!(r.node.as_deref(), Some("node-1"));
+        assert_eq!(r.extra["x-ours"], serde_json::json!({"a": [1, 2]}));
+        let back = r.to_line();
+        assert!(back.contains(r#""x-ours":{"a":[1,2]}"#), "{back}");
+        assert!(back.contains(r#""zzz":true"#), "{back}");
+    }
+
+    #[test]
+    fn missing_version_means_one_and_others_are_refused() {
+        assert_eq!(parse_line(r#"{"device":"/dev/loop3"}"#).unwrap().v, 1);
+        let e = parse_line(r#"{"v":2}"#).unwrap_err();
+        assert!(e.contains("version 2"), "{e}");
+    }
+
+    #[test]
+    fn malformed_line_is_named_and_nothing_is_returned() {
+        let input = "{\"v\":1}\n\n{\"v\":1,\"device\":5}\n";
+        match read_all(input.as_bytes(), "stdin") {
+            Err(InputError::Malformed { line, message, .. }) => {
+                assert_eq!(line, 3);
+                assert!(message.contains("invalid type"), "{message}");
+            }
+            other => panic!("expected a malformed-line error, got {other:?}"),
+        }
+        let e = read_all("[1]\n".as_bytes(), "stdin").unwrap_err();
+        assert!(e.to_string().contains("stdin line 1: expected a JSON object"), "{e}");
+    }
+
+    #[test]
+    fn states_and_providers_use_their_wire_names() {
+        let r = parse_line(r#"{"provider":"gce","state":"has-fs","fs":{"type":"ext4","formatted":false}}"#)
+            .unwrap();
+        assert_eq!(r.provider, Some(ProviderKind::Gce));
+        assert_eq!(r.state, Some(State::HasFs));
+        assert!(parse_line(r#"{"provider":"azure"}"#).is_err());
+        assert!(parse_line(r#"{"state":"mounting"}"#).is_err());
+    }
+}

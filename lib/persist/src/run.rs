@@ -1,0 +1,307 @@
+//! The one way to run a subprocess: an argv (never a shell string), stdin
+//! closed, stdout and stderr captured, and a deadline after which the child
+//! is killed.
+//!
+//! A failure carries the command line and the child's stderr, so the message
+//! an operator sees says what was run and what it said.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use crate::wait::{self, Poll, WaitParams};
+
+/// Directories searched after `$PATH` for system tools: `mkfs.*`, `blkid`
+/// and friends live in sbin, which is not on every user's path.
+const SBIN_DIRS: &str = "/usr/local/sbin:/usr/sbin:/sbin";
+
+/// A command to run.
+#[derive(Debug, Clone)]
+pub struct Cmd {
+    program: OsString,
+    args: Vec<OsString>,
+    timeout: Duration,
+    env: Vec<(OsString, OsString)>,
+}
+
+/// What a finished child produced.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Exit code; `None` when a signal ended the child.
+    pub code: Option<i32>,
+    /// Everything written to stdout.
+    pub stdout: String,
+    /// Everything written to stderr.
+    pub stderr: String,
+}
+
+impl Output {
+    /// Whether the child exited 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// Why a command could not run, or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The program is not installed.
+    #[error("`{program}` not found on PATH or in /usr/sbin, /sbin{hint}")]
+    NotFound {
+        /// The program name.
+        program: String,
+        /// `: install the X package`, when known.
+        hint: String,
+    },
+    /// The program exists but could not be started.
+    #[error("could not start `{cmdline}`: {error}")]
+    Spawn {
+        /// The command line, for display.
+        cmdline: String,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// The child ran past its deadline and was killed.
+    #[error("`{cmdline}` did not finish within {timeout:?} and was killed")]
+    TimedOut {
+        /// The command line, for display.
+        cmdline: String,
+        /// The deadline it had.
+        timeout: Duration,
+    },
+    /// The child exited non-zero (from [`Cmd::run`] only).
+    #[error("`{cmdline}` failed ({status}){}", stderr_suffix(.stderr))]
+    Failed {
+        /// The command line, for display.
+        cmdline: String,
+        /// `exit 1`, `signal 9`.
+        status: String,
+        /// Exit code, when it exited.
+        code: Option<i32>,
+        /// The child's stderr, trimmed.
+        stderr: String,
+    },
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() { String::new() } else { format!(": {stderr}") }
+}
+
+impl Cmd {
+    /// A command with the default deadline of 60 s.
+    pub fn new(program: impl AsRef<OsStr>) -> Cmd {
+        Cmd {
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            timeout: Duration::from_secs(60),
+            env: Vec::new(),
+        }
+    }
+
+    /// Appends one argument.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Appends arguments.
+    pub fn args<I, S>(mut self, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets the deadline after which the child is killed.
+    pub fn timeout(mut self, timeout: Duration) -> Cmd {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets an environment variable for the child.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Cmd {
+        self.env.push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// The command line as an operator would type it, for messages.
+    pub fn cmdline(&self) -> String {
+        std::iter::once(&self.program)
+            .chain(&self.args)
+            .map(|a| shell_word(&a.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Runs to completion and returns its output whatever the exit code.
+    pub fn output(&self) -> Result<Output, RunError> {
+        let path = resolve(&self.program)?;
+        crate::log::debug(format_args!("running {}", self.cmdline()));
+        let mut command = Command::new(&path);
+        command
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Messages we parse must not be translated.
+            .env("LC_ALL", "C");
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().map_err(|error| RunError::Spawn {
+            cmdline: self.cmdline(),
+            error,
+        })?;
+        // Drain both pipes on their own threads so a chatty child never
+        // blocks on a full pipe while we wait for it to exit.
+        let out = drain(child.stdout.take());
+        let err = drain(child.stderr.take());
+        let status = self.wait_for(&mut child)?;
+        Ok(Output {
+            code: status.code(),
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+        })
+    }
+
+    /// Runs to completion; a non-zero exit is [`RunError::Failed`].
+    pub fn run(&self) -> Result<Output, RunError> {
+        let out = self.output()?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(self.failed(&out))
+        }
+    }
+
+    /// The [`RunError::Failed`] for an output this command produced.
+    pub fn failed(&self, out: &Output) -> RunError {
+        RunError::Failed {
+            cmdline: self.cmdline(),
+            status: match out.code {
+                Some(c) => format!("exit {c}"),
+                None => "killed by a signal".to_string(),
+            },
+            code: out.code,
+            stderr: out.stderr.trim().to_string(),
+        }
+    }
+
+    fn wait_for(&self, child: &mut Child) -> Result<ExitStatus, RunError> {
+        let polled = wait::until(WaitParams::quick(self.timeout), || match child.try_wait() {
+            Ok(Some(status)) => Poll::Ready(status),
+            Ok(None) => Poll::Pending,
+            Err(e) => Poll::Failed(e),
+        });
+        match polled {
+            Ok(status) => Ok(status),
+            Err(wait::WaitError::Failed(error)) => Err(RunError::Spawn {
+                cmdline: self.cmdline(),
+                error,
+            }),
+            Err(wait::WaitError::TimedOut(_)) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(RunError::TimedOut {
+                    cmdline: self.cmdline(),
+                    timeout: self.timeout,
+                })
+            }
+        }
+    }
+}
+
+impl fmt::Display for Cmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.cmdline())
+    }
+}
+
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+/// Finds a program on `$PATH`, then in the sbin directories.
+pub fn resolve(program: &OsStr) -> Result<PathBuf, RunError> {
+    if program.to_string_lossy().contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    dirs.extend(std::env::split_paths(SBIN_DIRS));
+    let search = std::env::join_paths(dirs).unwrap_or_default();
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    which::which_in(program, Some(search), cwd).map_err(|_| {
+        let name = program.to_string_lossy().into_owned();
+        RunError::NotFound { hint: install_hint(&name), program: name }
+    })
+}
+
+/// Whether a program is installed.
+pub fn installed(program: &str) -> bool {
+    resolve(OsStr::new(program)).is_ok()
+}
+
+fn install_hint(program: &str) -> String {
+    let package = match program {
+        "mkfs.xfs" | "xfs_growfs" | "xfs_repair" | "xfs_admin" => "xfsprogs",
+        "mkfs.btrfs" | "btrfs" => "btrfs-progs",
+        "mkfs.ext4" | "e2fsck" | "resize2fs" | "dumpe2fs" | "fsck.ext4" => "e2fsprogs",
+        "blkid" | "wipefs" | "lsblk" | "losetup" | "mount" | "umount" | "findmnt" => "util-linux",
+        _ => return String::new(),
+    };
+    format!(": install the {package} package")
+}
+
+/// Quotes a word for display when it holds anything a shell would split on.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_output_and_exit_code() {
+        let out = Cmd::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]).output().unwrap();
+        assert_eq!((out.code, out.stdout.as_str(), out.stderr.as_str()), (Some(3), "out\n", "err\n"));
+    }
+
+    #[test]
+    fn a_failure_names_the_command_and_its_stderr() {
+        let e = Cmd::new("sh").args(["-c", "echo 'no such thing' >&2; exit 2"]).run().unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("`sh -c 'echo '\\''no such thing'\\'' >&2; exit 2'` failed (exit 2): no such thing"), "{msg}");
+    }
+
+    #[test]
+    fn a_hung_child_is_killed_at_the_deadline() {
+        let e = Cmd::new("sleep").arg("30").timeout(Duration::from_millis(200)).output().unwrap_err();
+        assert!(matches!(e, RunError::TimedOut { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_missing_program_says_what_to_install() {
+        let e = resolve(OsStr::new("mkfs.definitely-not-here")).unwrap_err();
+        assert!(e.to_string().contains("not found"), "{e}");
+        assert_eq!(install_hint("mkfs.xfs"), ": install the xfsprogs package");
+    }
+}
