@@ -401,7 +401,12 @@ impl Checker {
                 Some("use either `controller`/`servers` or the advanced roles (`master`, `database`, ...)".into()),
             );
         }
-        let allowed: &[&str] = if simple && !advanced { SIMPLE_ROLES } else { ROLES };
+        let both: Vec<&str> = SIMPLE_ROLES.iter().chain(ROLES).copied().collect();
+        let allowed: &[&str] = match (simple, advanced) {
+            (true, false) => SIMPLE_ROLES,
+            (true, true) => &both,
+            _ => ROLES,
+        };
         let mut seen_ips: HashMap<String, Pos> = HashMap::new();
         for (k, v) in entries {
             let Some(role) = k.scalar() else { continue };
@@ -755,20 +760,11 @@ impl Checker {
             by_node.insert(&d.node, d);
         }
         let nodes = self.lint.deployment.nodes.clone();
+        // Nodes made from one `nodes: N` share a position: one warning each place.
+        let mut bare: BTreeMap<Pos, Vec<&NodeInfo>> = BTreeMap::new();
         for n in &nodes {
             match by_node.get(n.id.as_str()) {
-                None if persisting && n.holds_data() => self.push(
-                    Severity::Warning,
-                    "data-node-without-disk",
-                    format!(
-                        "node {} holds data ({}) but has no disk: its data will not survive `appscale down`",
-                        n.id,
-                        n.roles.iter().filter(|r| DATA_ROLES.contains(&r.as_str())).cloned().collect::<Vec<_>>().join(", ")
-                    ),
-                    n.pos,
-                    1,
-                    Some("give it a disk".into()),
-                ),
+                None if persisting && n.holds_data() => bare.entry(n.pos).or_default().push(n),
                 Some(d) if !n.holds_data() && !n.roles.is_empty() => self.push(
                     Severity::Info,
                     "disk-on-stateless-node",
@@ -779,6 +775,19 @@ impl Checker {
                 ),
                 _ => {}
             }
+        }
+        for (pos, group) in bare {
+            let ids: Vec<&str> = group.iter().map(|n| n.id.as_str()).collect();
+            let roles: Vec<&str> = group[0].roles.iter().map(String::as_str).filter(|r| DATA_ROLES.contains(r)).collect();
+            let (who, has) = if ids.len() == 1 { (format!("node {}", ids[0]), "has") } else { (format!("nodes {}", ids.join(", ")), "have") };
+            self.push(
+                Severity::Warning,
+                "data-node-without-disk",
+                format!("{who} hold{} data ({}) but {has} no disk: the data will not survive `appscale down`", if ids.len() == 1 { "s" } else { "" }, roles.join(", ")),
+                pos,
+                1,
+                Some("give it a disk".into()),
+            );
         }
     }
 }

@@ -222,7 +222,14 @@ pub fn parse(source: &str) -> Parsed {
             Ok(e) => e,
             Err(e) => {
                 let m = e.marker();
-                parsed.problems.push(syntax_problem(e.info(), Pos { line: m.line(), col: m.col() + 1 }));
+                let mut pos = Pos { line: m.line(), col: m.col() + 1 };
+                if e.info().contains("tab") {
+                    // Point at the tab itself, not just after it.
+                    if let Some(c) = source.lines().nth(pos.line.saturating_sub(1)).and_then(|l| l.chars().position(|c| c == '\t')) {
+                        pos.col = c + 1;
+                    }
+                }
+                parsed.problems.push(syntax_problem(e.info(), pos));
                 parsed.fatal = true;
                 return parsed;
             }

@@ -1,0 +1,237 @@
+//! Shared test harness: find the built tools, run them, make loop devices,
+//! temporary directories and servers that clean up after themselves.
+//!
+//! Everything here cleans up on drop, so a failing test (a panic) still
+//! unmounts, detaches and deletes what it made.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::Value;
+
+/// The directory holding the built binaries (`target/debug`): the test
+/// executable lives in `target/debug/deps`.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent().and_then(Path::parent).expect("target/debug").to_path_buf()
+}
+
+/// Path of a built tool; panics with the fix when it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} is not built: run `cargo build --workspace` first (scripts/test does)", p.display());
+    p
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The tests touch devices and mounts: they must run as root, and say so
+/// rather than skip.
+pub fn require_root() {
+    assert!(nix::unistd::geteuid().is_root(), "these tests make loop devices and mounts: run them as root (scripts/test)");
+}
+
+/// A finished tool run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The NDJSON records on stdout.
+    pub fn records(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}\nstderr: {}", self.stderr)))
+            .collect()
+    }
+
+    /// The one record on stdout.
+    pub fn record(&self) -> Value {
+        let r = self.records();
+        assert_eq!(r.len(), 1, "expected one record, got {}:\n{}\nstderr: {}", r.len(), self.stdout, self.stderr);
+        r.into_iter().next().unwrap()
+    }
+
+    /// Asserts the exit code, showing the output when it differs.
+    pub fn expect(self, code: i32) -> Run {
+        assert_eq!(self.code, code, "exit code\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+}
+
+fn finish(out: Output) -> Run {
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs a tool with arguments, stdin `input`, and extra environment.
+pub fn run_env(name: &str, args: &[&str], input: &str, env: &[(&str, &str)]) -> Run {
+    let mut cmd = if name.contains('/') { Command::new(name) } else { Command::new(bin(name)) };
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().expect("waiting for tool");
+    writer.join().unwrap();
+    finish(out)
+}
+
+/// Runs a tool with arguments and stdin `input`.
+pub fn run(name: &str, args: &[&str], input: &str) -> Run {
+    run_env(name, args, input, &[])
+}
+
+/// Runs any command (argv), for setup and checks.
+pub fn sh(argv: &[&str]) -> Run {
+    finish(Command::new(argv[0]).args(&argv[1..]).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{argv:?}: {e}")))
+}
+
+/// Like [`sh`], but the command must succeed.
+pub fn sh_ok(argv: &[&str]) -> String {
+    let r = sh(argv);
+    assert_eq!(r.code, 0, "{argv:?} failed: {}", r.stderr);
+    r.stdout
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A temporary directory, removed on drop after unmounting anything left
+/// mounted inside it.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("appscale-persist-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir { path }
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.path.join(p)
+    }
+
+    pub fn s(&self, p: &str) -> String {
+        self.join(p).display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        unmount_under(&self.path);
+        detach_loops_under(&self.path);
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Unmounts everything mounted at or below `dir`, deepest first.
+pub fn unmount_under(dir: &Path) {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    let mut targets: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|t| t.replace("\\040", " "))
+        .filter(|t| Path::new(t).starts_with(dir))
+        .collect();
+    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    for t in targets {
+        let _ = Command::new("umount").arg("--lazy").arg(&t).status();
+    }
+}
+
+/// Detaches every loop device backed by a file below `dir`.
+pub fn detach_loops_under(dir: &Path) {
+    let Ok(out) = Command::new("losetup").args(["--list", "--noheadings", "--output", "NAME,BACK-FILE"]).output() else { return };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut f = line.split_whitespace();
+        if let (Some(name), Some(back)) = (f.next(), f.next()) {
+            if Path::new(back).starts_with(dir) {
+                let _ = Command::new("losetup").arg("--detach").arg(name).status();
+            }
+        }
+    }
+}
+
+/// A sparse image on a loop device; detached and deleted on drop (after
+/// unmounting anything mounted from it).
+pub struct LoopDev {
+    pub image: PathBuf,
+    pub device: String,
+}
+
+impl LoopDev {
+    /// A blank (all zeros) device of `size_mib`.
+    pub fn new(dir: &TempDir, name: &str, size_mib: u64) -> LoopDev {
+        let image = dir.join(&format!("{name}.img"));
+        let f = std::fs::File::create(&image).unwrap();
+        f.set_len(size_mib << 20).unwrap();
+        drop(f);
+        let device = sh_ok(&["losetup", "--find", "--show", image.to_str().unwrap()]).trim().to_string();
+        LoopDev { image, device }
+    }
+
+    /// Re-reads the backing file after its bytes were changed underneath.
+    pub fn sha256(&self) -> String {
+        sync_device(&self.device);
+        sha256(&self.image)
+    }
+}
+
+impl Drop for LoopDev {
+    fn drop(&mut self) {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for l in text.lines() {
+            let f: Vec<&str> = l.split(' ').collect();
+            if let Some(i) = f.iter().position(|x| *x == "-") {
+                if f.get(i + 2) == Some(&self.device.as_str()) {
+                    let _ = Command::new("umount").arg("--lazy").arg(f[4].replace("\\040", " ")).status();
+                }
+            }
+        }
+        let _ = Command::new("losetup").arg("--detach").arg(&self.device).status();
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+/// Flushes a block device's buffers so its backing file shows every write.
+pub fn sync_device(device: &str) {
+    let _ = Command::new("blockdev").args(["--flushbufs", device]).status();
+}
+
+/// SHA-256 of a file (coreutils' sha256sum).
+pub fn sha256(path: &Path) -> String {
+    sh_ok(&["sha256sum", path.to_str().unwrap()]).split_whitespace().next().unwrap().to_string()
+}
+
+/// Whether `dir` is a mountpoint right now.
+pub fn is_mounted(dir: &Path) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    text.lines().any(|l| l.split(' ').nth(4).map(|t| t.replace("\\040", " ")) == Some(dir.display().to_string()))
+}
+
+/// Creates `n` records as NDJSON text.
+pub fn ndjson(records: &[Value]) -> String {
+    records.iter().map(|r| format!("{r}\n")).collect()
+}
