@@ -1,0 +1,433 @@
+//! The node-side tools on real loop devices: disk-ensure-fs, disk-mount,
+//! disk-unmount. Every device and mount is cleaned up on drop, also when a
+//! test fails.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// Runs disk-ensure-fs on one device.
+fn ensure(dev: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["--device", dev];
+    args.extend_from_slice(extra);
+    run("disk-ensure-fs", &args, "")
+}
+
+fn blkid_type(dev: &str) -> String {
+    sh(&["blkid", "-p", "-s", "TYPE", "-o", "value", dev]).stdout.trim().to_string()
+}
+
+#[test]
+fn a_blank_device_is_formatted_once() {
+    require_root();
+    let t = TempDir::new("blank");
+    let d = LoopDev::new(&t, "disk", 64);
+    let first = ensure(&d.device, &["--label", "appdata"]).expect(0).record();
+    assert_eq!(first["state"], "formatted");
+    assert_eq!(first["changed"], true);
+    assert_eq!(first["fs"]["type"], "ext4");
+    assert_eq!(first["fs"]["label"], "appdata");
+    assert_eq!(first["fs"]["formatted"], true);
+    let uuid = first["fs"]["uuid"].as_str().unwrap().to_string();
+    assert_eq!(blkid_type(&d.device), "ext4");
+
+    let hash = d.sha256();
+    let again = ensure(&d.device, &[]).expect(0).record();
+    assert_eq!(again["state"], "has-fs");
+    assert_eq!(again["changed"], false);
+    assert_eq!(again["fs"]["uuid"], uuid.as_str());
+    assert_eq!(d.sha256(), hash, "a rerun writes nothing");
+}
+
+#[test]
+fn xfs_is_supported() {
+    require_root();
+    let t = TempDir::new("xfs");
+    let d = LoopDev::new(&t, "disk", 320);
+    let r = ensure(&d.device, &["--fstype", "xfs"]).expect(0).record();
+    assert_eq!((r["state"].as_str(), r["fs"]["type"].as_str()), (Some("formatted"), Some("xfs")));
+    assert_eq!(blkid_type(&d.device), "xfs");
+    let r = ensure(&d.device, &["--fstype", "xfs"]).expect(0).record();
+    assert_eq!(r["changed"], false);
+    // A label too long for XFS is a usage error, before anything is done.
+    let r = ensure(&d.device, &["--fstype", "xfs", "--label", "much-too-long-label"]).expect(2);
+    assert!(r.stderr.contains("at most 12 bytes"), "{}", r.stderr);
+}
+
+/// Puts something that is not blank on a device.
+fn prepare(kind: &str, d: &LoopDev, t: &TempDir) {
+    let dev = d.device.as_str();
+    match kind {
+        "ext4" => drop(sh_ok(&["mkfs.ext4", "-q", dev])),
+        "xfs" => drop(sh_ok(&["mkfs.xfs", "-q", dev])),
+        "btrfs" => drop(sh_ok(&["mkfs.btrfs", "-q", dev])),
+        "swap" => drop(sh_ok(&["mkswap", dev])),
+        "lvm" => drop(sh_ok(&["pvcreate", "-q", dev])),
+        "luks" => {
+            let key = t.join("key");
+            std::fs::write(&key, b"secret").unwrap();
+            sh_ok(&["cryptsetup", "luksFormat", "-q", "--batch-mode", "--key-file", key.to_str().unwrap(), dev]);
+        }
+        "gpt" => drop(sh_ok(&["sgdisk", "--clear", "--new=1:2048:+16M", dev])),
+        "mbr" => {
+            let r = run_env("/usr/sbin/sfdisk", &["--quiet", "--label", "dos", dev], "2048,32768,83\n", &[]);
+            assert_eq!(r.code, 0, "sfdisk: {}", r.stderr);
+        }
+        "random" => {
+            // 4 MiB of random bytes at the start: no probe recognises them.
+            let mut f = std::fs::OpenOptions::new().write(true).open(&d.image).unwrap();
+            let mut buf = vec![0u8; 4 << 20];
+            std::fs::File::open("/dev/urandom").and_then(|mut u| std::io::Read::read_exact(&mut u, &mut buf)).unwrap();
+            std::io::Write::write_all(&mut f, &buf).unwrap();
+            f.sync_all().unwrap();
+        }
+        "last-sector" => {
+            // Zeros everywhere but one sector at the very end.
+            use std::io::{Seek, SeekFrom, Write};
+            let mut f = std::fs::OpenOptions::new().write(true).open(&d.image).unwrap();
+            let len = f.metadata().unwrap().len();
+            f.seek(SeekFrom::Start(len - 512)).unwrap();
+            f.write_all(&[0xA5; 512]).unwrap();
+            f.sync_all().unwrap();
+        }
+        other => panic!("unknown kind {other}"),
+    }
+    sync_device(dev);
+}
+
+#[test]
+fn anything_not_blank_is_refused_and_left_byte_for_byte() {
+    require_root();
+    let t = TempDir::new("corpus");
+    // (what is on the device, the filesystem asked for)
+    let corpus = [
+        ("ext4", "xfs"),
+        ("xfs", "ext4"),
+        ("btrfs", "ext4"),
+        ("swap", "ext4"),
+        ("lvm", "ext4"),
+        ("luks", "ext4"),
+        ("gpt", "ext4"),
+        ("mbr", "ext4"),
+        ("random", "ext4"),
+        ("last-sector", "ext4"),
+    ];
+    let mut failures = Vec::new();
+    for (kind, want) in corpus {
+        let d = LoopDev::new(&t, kind, 320);
+        prepare(kind, &d, &t);
+        let before = d.sha256();
+        let r = ensure(&d.device, &["--fstype", want]);
+        let after = d.sha256();
+        let rec = r.records();
+        let code = rec.first().map(|r| r["error"]["code"].clone()).unwrap_or(Value::Null);
+        if r.code != 3 || before != after || !(code == "not-blank" || code == "fs-mismatch") || rec[0]["refused"] != true {
+            failures.push(format!("{kind}: exit {} code {code} changed bytes: {}\n{}", r.code, before != after, r.stderr));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_vanished_or_missing_device_is_not_blank() {
+    require_root();
+    let t = TempDir::new("vanished");
+    let d = LoopDev::new(&t, "gone", 64);
+    let before = sha256(&d.image);
+    // The loop device is detached: it reads as nothing, like a disk that
+    // went away. blkid finds "nothing" there, which must not mean blank.
+    sh_ok(&["losetup", "--detach", &d.device]);
+    let r = ensure(&d.device, &[]).expect(1);
+    assert_eq!(r.record()["error"]["code"], "no-media", "{}", r.stderr);
+    assert_eq!(sha256(&d.image), before);
+    let r = ensure("/dev/disk/by-id/no-such-disk", &[]).expect(1);
+    assert_eq!(r.record()["error"]["code"], "no-such-device");
+    let r = ensure("/etc/hostname", &[]).expect(1);
+    assert_eq!(r.record()["error"]["code"], "not-a-block-device");
+}
+
+#[test]
+fn a_mounted_filesystem_of_the_wanted_type_is_accepted_as_is() {
+    require_root();
+    let t = TempDir::new("mounted");
+    let d = LoopDev::new(&t, "disk", 64);
+    ensure(&d.device, &[]).expect(0);
+    let mp = t.s("mnt");
+    run("disk-mount", &["--device", &d.device, "--mountpoint", &mp, "--no-fstab"], "").expect(0);
+    let r = ensure(&d.device, &[]).expect(0).record();
+    assert_eq!((r["state"].as_str(), r["changed"].as_bool()), (Some("has-fs"), Some(false)));
+}
+
+#[test]
+fn check_mode_changes_nothing() {
+    require_root();
+    let t = TempDir::new("check");
+    let d = LoopDev::new(&t, "disk", 64);
+    let before = d.sha256();
+    let r = ensure(&d.device, &["--check"]).expect(0).record();
+    assert_eq!((r["changed"].as_bool(), r["check"].as_bool()), (Some(true), Some(true)));
+    assert_eq!(d.sha256(), before);
+    assert_eq!(blkid_type(&d.device), "");
+
+    ensure(&d.device, &[]).expect(0);
+    let fstab = t.join("fstab");
+    std::fs::write(&fstab, "# fstab\n").unwrap();
+    let mp = t.join("mnt");
+    let r = run("disk-mount", &["--check", "--device", &d.device, "--mountpoint", mp.to_str().unwrap(), "--fstab", fstab.to_str().unwrap()], "")
+        .expect(0)
+        .record();
+    assert_eq!(r["changed"], true);
+    assert!(!mp.exists(), "check mode does not even create the mountpoint");
+    assert_eq!(std::fs::read_to_string(&fstab).unwrap(), "# fstab\n");
+}
+
+#[test]
+fn mount_and_unmount_are_idempotent_and_keep_fstab() {
+    require_root();
+    let t = TempDir::new("mount");
+    let d = LoopDev::new(&t, "disk", 64);
+    let fs = ensure(&d.device, &[]).expect(0).record();
+    let uuid = fs["fs"]["uuid"].as_str().unwrap().to_string();
+    let mp = t.join("mount point");
+    let fstab = t.join("fstab");
+    std::fs::write(&fstab, "# static\nUUID=root / ext4 defaults 0 1\n").unwrap();
+    std::fs::set_permissions(&fstab, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let input = ndjson(&[fs]);
+    let args = ["--mountpoint", mp.to_str().unwrap(), "--fstab", fstab.to_str().unwrap()];
+
+    let r = run("disk-mount", &args, &input).expect(0).record();
+    assert_eq!((r["state"].as_str(), r["changed"].as_bool()), (Some("mounted"), Some(true)));
+    assert!(is_mounted(&mp));
+    let text = std::fs::read_to_string(&fstab).unwrap();
+    let line = format!(
+        "UUID={uuid} {} ext4 noatime,nofail,x-systemd.device-timeout=30s,x-appscale-persist 0 2\n",
+        mp.to_str().unwrap().replace(' ', "\\040")
+    );
+    assert_eq!(text, format!("# static\nUUID=root / ext4 defaults 0 1\n{line}"));
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&fstab).unwrap().permissions()) & 0o777, 0o640);
+    assert_eq!(std::fs::read_to_string(t.join("fstab.appscale-persist.bak")).unwrap(), "# static\nUUID=root / ext4 defaults 0 1\n");
+    let opts = sh_ok(&["findmnt", "-n", "-o", "OPTIONS", mp.to_str().unwrap()]);
+    assert!(opts.contains("noatime"), "{opts}");
+
+    let r = run("disk-mount", &args, &input).expect(0).record();
+    assert_eq!(r["changed"], false, "second mount changes nothing");
+    assert_eq!(std::fs::read_to_string(&fstab).unwrap(), text);
+    std::fs::write(mp.join("data"), "kept").unwrap();
+
+    let unmount_args = ["--device", &d.device, "--mountpoint", mp.to_str().unwrap()];
+    let r = run("disk-unmount", &unmount_args, "").expect(0).record();
+    assert_eq!((r["state"].as_str(), r["changed"].as_bool()), (Some("unmounted"), Some(true)));
+    assert!(!is_mounted(&mp));
+    assert!(!mp.join("data").exists());
+    let r = run("disk-unmount", &unmount_args, "").expect(0).record();
+    assert_eq!(r["changed"], false, "not mounted is success, unchanged");
+    assert_eq!(std::fs::read_to_string(&fstab).unwrap(), text, "fstab is kept unless asked");
+
+    // Mount again: the data is there; then unmount removing our entry.
+    run("disk-mount", &args, &input).expect(0);
+    assert_eq!(std::fs::read_to_string(mp.join("data")).unwrap(), "kept");
+    let fstab_arg = format!("--fstab={}", fstab.display());
+    run("disk-unmount", &[&unmount_args[..], &[fstab_arg.as_str()]].concat(), "").expect(0);
+    assert_eq!(std::fs::read_to_string(&fstab).unwrap(), "# static\nUUID=root / ext4 defaults 0 1\n");
+}
+
+#[test]
+fn a_failed_mount_rolls_fstab_back() {
+    require_root();
+    let t = TempDir::new("rollback");
+    let d = LoopDev::new(&t, "disk", 64);
+    ensure(&d.device, &[]).expect(0);
+    let fstab = t.join("fstab");
+    let original = "# original\n/dev/sda1 / ext4 defaults 0 1\n";
+    std::fs::write(&fstab, original).unwrap();
+    let mp = t.join("mnt");
+    let r = run(
+        "disk-mount",
+        &["--device", &d.device, "--mountpoint", mp.to_str().unwrap(), "--fstab", fstab.to_str().unwrap(), "--options", "noatime,no_such_option"],
+        "",
+    )
+    .expect(1);
+    let rec = r.record();
+    assert_eq!(rec["error"]["code"], "mount-failed", "{}", r.stderr);
+    assert!(rec["error"]["message"].as_str().unwrap().contains("restored"), "{rec}");
+    assert_eq!(std::fs::read_to_string(&fstab).unwrap(), original, "fstab rolled back byte for byte");
+    assert!(!is_mounted(&mp));
+}
+
+#[test]
+fn fsck_errors_stop_the_mount() {
+    require_root();
+    let t = TempDir::new("fsck");
+    let d = LoopDev::new(&t, "disk", 64);
+    ensure(&d.device, &[]).expect(0);
+    // Damage the root directory and mark the filesystem unclean: preen
+    // mode (-a) cannot fix that and exits 4.
+    sh_ok(&["debugfs", "-w", "-R", "clri <2>", &d.device]);
+    sh_ok(&["debugfs", "-w", "-R", "ssv state 0", &d.device]);
+    let mp = t.join("mnt");
+    let r = run("disk-mount", &["--device", &d.device, "--mountpoint", mp.to_str().unwrap(), "--no-fstab"], "").expect(1);
+    let rec = r.record();
+    assert_eq!(rec["error"]["code"], "fsck-failed", "{}", r.stderr);
+    assert!(rec["error"]["message"].as_str().unwrap().contains("exit 4"), "{rec}");
+    assert!(!is_mounted(&mp));
+}
+
+#[test]
+fn busy_unmount_names_the_holder() {
+    require_root();
+    let t = TempDir::new("busy");
+    let d = LoopDev::new(&t, "disk", 64);
+    ensure(&d.device, &[]).expect(0);
+    let mp = t.join("mnt");
+    run("disk-mount", &["--device", &d.device, "--mountpoint", mp.to_str().unwrap(), "--no-fstab"], "").expect(0);
+    let mut holder = std::process::Command::new("sleep").arg("60").current_dir(&mp).spawn().unwrap();
+    let r = run("disk-unmount", &["--mountpoint", mp.to_str().unwrap()], "").expect(1);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let msg = r.record()["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains(&format!("pid {} (sleep) cwd", holder.id())), "{msg}");
+    assert!(is_mounted(&mp), "a busy mount is not detached lazily unless asked");
+    run("disk-unmount", &["--mountpoint", mp.to_str().unwrap()], "").expect(0);
+}
+
+#[test]
+fn seed_copies_what_the_mountpoint_held_onto_a_new_disk() {
+    require_root();
+    let t = TempDir::new("seed");
+    let d = LoopDev::new(&t, "disk", 64);
+    let mp = t.join("appscale");
+    std::fs::create_dir_all(mp.join("apps")).unwrap();
+    std::fs::write(mp.join("apps/app.tar.gz"), "image contents").unwrap();
+    let rec = ensure(&d.device, &[]).expect(0).record();
+    let r = run("disk-mount", &["--seed", "--no-fstab", "--mountpoint", mp.to_str().unwrap()], &ndjson(&[rec])).expect(0);
+    assert!(r.stderr.contains("seeded it with 1 entries"), "{}", r.stderr);
+    assert!(is_mounted(&mp));
+    assert_eq!(std::fs::read_to_string(mp.join("apps/app.tar.gz")).unwrap(), "image contents");
+    assert!(mp.join("lost+found").exists(), "it is the new disk that is visible");
+    assert!(!mp.join(".appscale-persist-seeding").exists());
+    // A second mount of a disk holding data seeds nothing.
+    run("disk-unmount", &["--mountpoint", mp.to_str().unwrap()], "").expect(0);
+    std::fs::write(mp.join("apps/later"), "only in the image").unwrap();
+    run("disk-mount", &["--seed", "--no-fstab", "--device", &d.device, "--mountpoint", mp.to_str().unwrap()], "").expect(0);
+    assert!(!mp.join("apps/later").exists());
+}
+
+#[test]
+fn mountpoints_are_checked() {
+    require_root();
+    let t = TempDir::new("mountpoints");
+    let d = LoopDev::new(&t, "disk", 64);
+    ensure(&d.device, &[]).expect(0);
+    for bad in ["/etc", "/", "relative/dir", "/opt/../etc", "/usr/"] {
+        let r = run("disk-mount", &["--device", &d.device, "--mountpoint", bad, "--no-fstab"], "").expect(1);
+        assert_eq!(r.record()["error"]["code"], "bad-mountpoint", "{bad}");
+    }
+    // Another device on the mountpoint, or ours mounted elsewhere: errors.
+    let other = LoopDev::new(&t, "other", 64);
+    ensure(&other.device, &[]).expect(0);
+    let mp = t.join("mnt");
+    run("disk-mount", &["--device", &other.device, "--mountpoint", mp.to_str().unwrap(), "--no-fstab"], "").expect(0);
+    let r = run("disk-mount", &["--device", &d.device, "--mountpoint", mp.to_str().unwrap(), "--no-fstab"], "").expect(1);
+    assert_eq!(r.record()["error"]["code"], "mountpoint-busy");
+    let r = run("disk-mount", &["--device", &other.device, "--mountpoint", t.s("elsewhere").as_str(), "--no-fstab"], "").expect(1);
+    assert_eq!(r.record()["error"]["code"], "mounted-elsewhere");
+    // disk-unmount leaves another device's mount alone.
+    let r = run("disk-unmount", &["--device", &d.device, "--mountpoint", mp.to_str().unwrap()], "").expect(1);
+    assert_eq!(r.record()["error"]["code"], "mountpoint-other-device");
+    assert!(is_mounted(&mp));
+}
+
+#[test]
+fn a_record_naming_another_filesystem_is_not_mounted() {
+    require_root();
+    let t = TempDir::new("identity");
+    let d = LoopDev::new(&t, "disk", 64);
+    ensure(&d.device, &[]).expect(0);
+    let rec = json!({"v": 1, "device": d.device, "fs": {"type": "ext4", "uuid": "00000000-1111-2222-3333-444444444444", "formatted": false}});
+    let r = run("disk-mount", &["--no-fstab", "--mountpoint", t.s("mnt").as_str()], &ndjson(&[rec])).expect(1);
+    assert_eq!(r.record()["error"]["code"], "identity-mismatch");
+}
+
+#[test]
+fn bad_input_does_nothing_and_errors_pass_through() {
+    require_root();
+    let t = TempDir::new("input");
+    let d = LoopDev::new(&t, "disk", 64);
+    let input = format!("{}\n{{\"v\":1,\"device\":17}}\n", json!({"v": 1, "device": d.device}));
+    let r = run("disk-ensure-fs", &[], &input).expect(2);
+    assert!(r.stdout.is_empty());
+    assert!(r.stderr.contains("stdin line 2"), "{}", r.stderr);
+    assert_eq!(blkid_type(&d.device), "", "nothing was formatted");
+
+    let failed = json!({"v": 1, "device": d.device, "error": {"tool": "disk-attach", "code": "x", "message": "earlier"}, "custom": [1]});
+    let ok = json!({"v": 1, "device": d.device, "node": "n2"});
+    let r = run("disk-ensure-fs", &[], &ndjson(&[failed.clone(), ok])).expect(1);
+    let recs = r.records();
+    assert_eq!(recs[0], failed, "a failed record passes through untouched");
+    assert_eq!(recs[1]["state"], "formatted");
+    assert_eq!(blkid_type(&d.device), "ext4");
+
+    let r = run("disk-ensure-fs", &[], "{\"v\": 2}\n").expect(2);
+    assert!(r.stderr.contains("protocol version 2"), "{}", r.stderr);
+}
+
+#[test]
+fn grow_fills_a_device_that_grew() {
+    require_root();
+    let t = TempDir::new("grow");
+    let d = LoopDev::new(&t, "disk", 64);
+    ensure(&d.device, &[]).expect(0);
+    std::fs::OpenOptions::new().write(true).open(&d.image).unwrap().set_len(128 << 20).unwrap();
+    sh_ok(&["losetup", "--set-capacity", &d.device]);
+    let r = ensure(&d.device, &["--grow", "--check"]).expect(0);
+    assert!(r.stderr.contains("would grow"), "{}", r.stderr);
+    let r = ensure(&d.device, &["--grow"]).expect(0).record();
+    assert_eq!(r["changed"], true);
+    let blocks = sh_ok(&["dumpe2fs", "-h", &d.device]);
+    let count: u64 = blocks.lines().find_map(|l| l.strip_prefix("Block count:")).unwrap().trim().parse().unwrap();
+    let size: u64 = blocks.lines().find_map(|l| l.strip_prefix("Block size:")).unwrap().trim().parse().unwrap();
+    assert_eq!(count * size, 128 << 20);
+    assert_eq!(ensure(&d.device, &["--grow"]).expect(0).record()["changed"], false);
+}
+
+/// fstab is never seen half-written: a reader polling it while the tools
+/// rewrite it many times sees only whole versions.
+#[test]
+fn fstab_writes_are_atomic() {
+    require_root();
+    let t = TempDir::new("atomic");
+    let d = LoopDev::new(&t, "disk", 64);
+    let rec = ensure(&d.device, &[]).expect(0).record();
+    let fstab = t.join("fstab");
+    // Large enough that a non-atomic write would be caught mid-way.
+    let base: String = (0..20_000).map(|i| format!("/dev/fake{i} /srv/fake{i} ext4 defaults 0 2\n")).collect();
+    std::fs::write(&fstab, &base).unwrap();
+    let mp = t.join("mnt");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (fstab, stop, base) = (fstab.clone(), stop.clone(), base.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let text = std::fs::read_to_string(&fstab).unwrap();
+                assert!(text.starts_with(&base), "fstab was seen without its original lines ({} bytes)", text.len());
+                let extra = &text[base.len()..];
+                assert!(extra.is_empty() || (extra.ends_with("x-appscale-persist 0 2\n") && extra.lines().count() == 1), "partial entry: {extra:?}");
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let input = ndjson(&[rec]);
+    for _ in 0..10 {
+        run("disk-mount", &["--mountpoint", mp.to_str().unwrap(), "--fstab", fstab.to_str().unwrap()], &input).expect(0);
+        run("disk-unmount", &["--mountpoint", mp.to_str().unwrap(), "--fstab", fstab.to_str().unwrap()], "").expect(0);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader.join().expect("reader saw a torn fstab");
+    assert!(reads > 10, "the reader ran ({reads} reads)");
+    let leftovers: Vec<_> = std::fs::read_dir(&t.path).unwrap().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().contains(".tmp")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(std::fs::read_to_string(&fstab).unwrap(), base);
+}
