@@ -280,11 +280,33 @@ pub struct TempMount {
     mounted: bool,
 }
 
+/// Where temporary mounts live.
+const TEMP_MOUNT_DIR: &str = "/run/appscale-persist";
+
+/// Unmounts temporary mounts of `major:minor` left by a run that was
+/// killed (its process is gone), so a rerun is not blocked by them.
+pub fn reap_stale_temp_mounts(major: u64, minor: u64) {
+    let Ok(table) = Table::read() else { return };
+    for e in table.by_device(major, minor) {
+        let Ok(rest) = e.target.strip_prefix(TEMP_MOUNT_DIR) else { continue };
+        let name = rest.to_string_lossy();
+        let Some(pid) = name.strip_prefix("tmp-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        crate::log::warn(format_args!("unmounting {}, left by an interrupted run", e.target.display()));
+        if unmount(&e.target, major, minor, false).is_ok() {
+            let _ = std::fs::remove_dir(&e.target);
+        }
+    }
+}
+
 impl TempMount {
     /// Mounts `device` (number `major:minor`) under `/run/appscale-persist`.
     pub fn new(device: &Path, major: u64, minor: u64, fstype: &str) -> Result<TempMount, RunError> {
-        let base = Path::new("/run/appscale-persist");
-        let dir = base.join(format!("tmp-{}-{major}-{minor}", std::process::id()));
+        let dir = Path::new(TEMP_MOUNT_DIR).join(format!("tmp-{}-{major}-{minor}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|error| RunError::Spawn { cmdline: format!("mkdir {}", dir.display()), error })?;
         let mut t = TempMount { dir, major, minor, mounted: false };
         mount(device, &t.dir, fstype, "nodev,nosuid,noexec")?;

@@ -129,6 +129,7 @@ impl Local {
         tmp_name.push(image.file_name().unwrap_or_default());
         tmp_name.push(format!(".{}.tmp", std::process::id()));
         let tmp = image.with_file_name(tmp_name);
+        remove_stale_temporaries(image);
         let made = (|| {
             let f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
             f.set_len(self.size.bytes())?;
@@ -178,6 +179,20 @@ impl Local {
         }
         loopdev::detach(&lo).map_err(|e| Failure::new("detach-failed", e.to_string()))?;
         Ok(Outcome::changed(State::Detached, format!("detached {} from {}", image.display(), lo.device.display())))
+    }
+}
+
+/// Removes `.<name>.img.<pid>.tmp` files left by creates that were killed.
+fn remove_stale_temporaries(image: &Path) {
+    let (Some(dir), Some(name)) = (image.parent(), image.file_name()) else { return };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let pid = n.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".tmp")).and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 

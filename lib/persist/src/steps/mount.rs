@@ -118,6 +118,7 @@ impl Mount {
             });
         }
 
+        mount::reap_stale_temp_mounts(dev.major, dev.minor);
         let table = mount::Table::read().map_err(|e| Failure::new("mount-table", e.to_string()))?;
         let here = table.at(&mp).cloned();
         let ours_here = here.as_ref().is_some_and(|e| (e.major, e.minor) == (dev.major, dev.minor));

@@ -1,0 +1,40 @@
+# Named recipes for the common commands (https://github.com/casey/just).
+# The README's two commands are scripts/demo and scripts/test, which need no
+# `just`; these recipes only wrap them.
+
+# List recipes.
+default:
+    @just --list
+
+# Build every tool (debug).
+build:
+    cargo build --workspace
+
+# The main job: up, write, down, up, the file is there (local default).
+demo:
+    scripts/demo
+
+# The whole test suite (installs what it needs; run as root).
+test *ARGS:
+    scripts/test {{ARGS}}
+
+# Lint an AppScalefile.
+lint FILE="AppScalefile":
+    cargo run --quiet -p appscalefile-lint -- {{FILE}}
+
+# Bring every disk of an AppScalefile up (see scripts/up --help).
+up FILE *ARGS: build
+    scripts/up {{ARGS}} {{FILE}}
+
+# Take every disk of an AppScalefile down (see scripts/down --help).
+down FILE *ARGS: build
+    scripts/down {{ARGS}} {{FILE}}
+
+# Benchmarks; results go to docs/bench.md.
+bench:
+    scripts/bench
+
+# Format and lint the code.
+check:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings

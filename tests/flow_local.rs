@@ -1,0 +1,251 @@
+//! The up and down flows (scripts/up, scripts/down) on the local provider,
+//! end to end: data survives down and up, reruns change nothing, one bad
+//! disk does not stop the others, and a flow killed with SIGKILL at any step
+//! converges on the next run with nothing lost.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+/// One local deployment in a scratch directory.
+struct Deployment {
+    dir: TempDir,
+    file: PathBuf,
+}
+
+impl Deployment {
+    fn new(tag: &str, nodes: usize) -> Deployment {
+        let dir = TempDir::new(tag);
+        let names: Vec<String> = (0..nodes).map(|i| format!("data-{i}")).collect();
+        let file = dir.join("AppScalefile");
+        std::fs::write(
+            &file,
+            format!(
+                "infrastructure: local\nips_layout:\n  - roles: [master, database, zookeeper]\n    nodes: {nodes}\n    disks: [{}]\n",
+                names.join(", ")
+            ),
+        )
+        .unwrap();
+        Deployment { dir, file }
+    }
+
+    fn mnt(&self, node: usize) -> PathBuf {
+        self.dir.join(&format!("mnt/node-{node}"))
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        vec![("APPSCALE_PERSIST_STATE_DIR".into(), self.dir.s("disks")), ("APPSCALE_PERSIST_BIN".into(), bin_dir().display().to_string())]
+    }
+
+    /// The flow `name` with its options; `setsid` runs it in its own
+    /// process group (so it can be killed whole).
+    fn script(&self, name: &str, bin: Option<&Path>, extra: &[&str], setsid: bool) -> Command {
+        let script = repo().join("scripts").join(name);
+        let mut c = if setsid {
+            let mut c = Command::new("setsid");
+            c.arg("--wait").arg(script);
+            c
+        } else {
+            Command::new(script)
+        };
+        c.arg("--mountpoint").arg(self.dir.s("mnt/{node}"));
+        if name == "up" {
+            c.arg("--fstab").arg(self.dir.join("fstab"));
+        }
+        c.args(extra).arg(&self.file);
+        if name == "up" {
+            c.args(["--", "--size", "64M"]);
+        }
+        for (k, v) in self.env() {
+            c.env(k, v);
+        }
+        if let Some(b) = bin {
+            c.env("APPSCALE_PERSIST_BIN", b);
+        }
+        c
+    }
+
+    fn flow_with(&self, name: &str, extra: &[&str]) -> Run {
+        let out = self.script(name, None, extra, false).output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn flow(&self, name: &str) -> Run {
+        self.flow_with(name, &[])
+    }
+}
+
+fn all_unchanged(recs: &[Value]) -> bool {
+    recs.iter().all(|r| r["steps"].as_array().unwrap().iter().all(|s| s["changed"] == false))
+}
+
+#[test]
+fn data_survives_down_and_up_and_reruns_change_nothing() {
+    require_root();
+    let d = Deployment::new("survive", 1);
+    let r = d.flow("up").expect(0);
+    let rec = r.record();
+    assert_eq!(rec["state"], "mounted");
+    assert!(r.stderr.contains("NODE    DISK    DEVICE"), "summary table on stderr: {}", r.stderr);
+    assert!(is_mounted(&d.mnt(0)));
+    std::fs::write(d.mnt(0).join("precious"), "cassandra data").unwrap();
+
+    let again = d.flow("up").expect(0);
+    assert!(all_unchanged(&again.records()), "rerun of up is a no-op: {}", again.stdout);
+
+    let r = d.flow("down").expect(0);
+    assert_eq!(r.record()["state"], "detached");
+    assert!(!is_mounted(&d.mnt(0)));
+    assert!(sh_ok(&["losetup", "--list", "--noheadings", "--output", "BACK-FILE"]).lines().all(|l| !l.contains(&d.dir.s("disks"))));
+    let again = d.flow("down").expect(0);
+    assert!(all_unchanged(&again.records()), "rerun of down is a no-op");
+
+    d.flow("up").expect(0);
+    assert_eq!(std::fs::read_to_string(d.mnt(0).join("precious")).unwrap(), "cassandra data");
+    d.flow("down").expect(0);
+}
+
+#[test]
+fn one_bad_disk_does_not_stop_the_others() {
+    require_root();
+    let d = Deployment::new("isolation", 3);
+    // node-1's image exists and holds data nobody recognises.
+    std::fs::create_dir_all(d.dir.join("disks")).unwrap();
+    let bad = d.dir.join("disks/data-1.img");
+    let mut junk = vec![0x5Au8; 1 << 20];
+    junk.resize(64 << 20, 0);
+    std::fs::write(&bad, &junk).unwrap();
+    let before = sha256(&bad);
+
+    let r = d.flow("up");
+    assert_eq!(r.code, 3, "the refusal is the flow's exit status (pipefail): {}", r.stderr);
+    let recs = r.records();
+    assert_eq!(recs.len(), 3);
+    assert_eq!(recs[0]["state"], "mounted");
+    assert_eq!(recs[1]["error"]["code"], "not-blank");
+    assert_eq!(recs[1]["error"]["tool"], "disk-ensure-fs");
+    assert_eq!(recs[2]["state"], "mounted");
+    assert!(r.stderr.contains("FAILED(disk-ensure-fs)"), "{}", r.stderr);
+    assert!(r.stderr.contains("node-1: disk-ensure-fs:"), "{}", r.stderr);
+    assert!(is_mounted(&d.mnt(0)) && is_mounted(&d.mnt(2)) && !is_mounted(&d.mnt(1)));
+    d.flow("down").expect(0);
+    assert_eq!(sha256(&bad), before, "the refused disk is untouched");
+}
+
+/// A directory of the tools where `step` is a wrapper that kills the whole
+/// flow (SIGKILL to its process group) in `mode`: `after` the real tool has
+/// done its work, or `mid`-way, `delay` seconds into it.
+fn killing_bin(t: &TempDir, step: &str, mode: &str, delay: &str) -> PathBuf {
+    let dir = t.join(&format!("bin-{step}-{mode}-{delay}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for tool in ["appscalefile-lint", "disk-create", "disk-attach", "disk-ensure-fs", "disk-mount", "disk-unmount", "disk-detach"] {
+        let real = bin_dir().join(tool);
+        let link = dir.join(tool);
+        if tool != step {
+            std::os::unix::fs::symlink(&real, &link).unwrap();
+            continue;
+        }
+        let run = match mode {
+            "after" => format!("\"{}\" \"$@\"", real.display()),
+            _ => format!("\"{}\" \"$@\" &\nsleep {delay}", real.display()),
+        };
+        std::fs::write(&link, format!("#!/bin/sh\n{run}\nkill -9 -- -$(cut -d' ' -f5 /proc/$$/stat)\n")).unwrap();
+        std::fs::set_permissions(&link, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+/// Runs a flow in its own process group with the killing tools; it must die.
+fn killed(d: &Deployment, flow: &str, bin: &Path) {
+    let status = d.script(flow, Some(bin), &[], true).output().unwrap().status;
+    assert!(!status.success(), "the {flow} flow was killed");
+}
+
+#[test]
+fn a_killed_up_converges_on_rerun_with_nothing_lost() {
+    require_root();
+    let t = TempDir::new("kill-up-bins");
+    let steps = ["disk-create", "disk-attach", "disk-ensure-fs", "disk-mount"];
+    let modes = [("after", "0"), ("mid", "0.005"), ("mid", "0.02")];
+    for step in steps {
+        for (mode, delay) in modes {
+            let bin = killing_bin(&t, step, mode, delay);
+            let what = format!("{step} {mode} {delay}");
+            // A first up, killed: the image holds files to seed onto it.
+            let d = Deployment::new("kill-up", 2);
+            for n in 0..2 {
+                std::fs::create_dir_all(d.mnt(n).join("apps")).unwrap();
+                for i in 0..200 {
+                    std::fs::write(d.mnt(n).join(format!("apps/app{i}")), format!("app {i}")).unwrap();
+                }
+            }
+            killed(&d, "up", &bin);
+            let r = d.flow("up");
+            assert_eq!(r.code, 0, "{what}: rerun after a killed first up: {}", r.stderr);
+            for n in 0..2 {
+                assert!(is_mounted(&d.mnt(n)), "{what}");
+                assert_eq!(std::fs::read_to_string(d.mnt(n).join("apps/app199")).unwrap(), "app 199", "{what}: seeded");
+                std::fs::write(d.mnt(n).join("precious"), format!("node {n}")).unwrap();
+            }
+            // A later up, killed after down: the data must be there after.
+            d.flow("down").expect(0);
+            killed(&d, "up", &bin);
+            d.flow("up").expect(0);
+            for n in 0..2 {
+                assert_eq!(std::fs::read_to_string(d.mnt(n).join("precious")).unwrap(), format!("node {n}"), "{what}");
+            }
+            let fstab = std::fs::read_to_string(d.dir.join("fstab")).unwrap();
+            assert_eq!(fstab.lines().count(), 2, "{what}: one fstab entry per node: {fstab}");
+            d.flow("down").expect(0);
+        }
+    }
+}
+
+#[test]
+fn a_killed_down_converges_on_rerun_with_nothing_lost() {
+    require_root();
+    let t = TempDir::new("kill-down-bins");
+    for step in ["disk-unmount", "disk-detach"] {
+        for (mode, delay) in [("after", "0"), ("mid", "0.005"), ("mid", "0.02")] {
+            let what = format!("{step} {mode} {delay}");
+            let bin = killing_bin(&t, step, mode, delay);
+            let d = Deployment::new("kill-down", 2);
+            d.flow("up").expect(0);
+            for n in 0..2 {
+                std::fs::write(d.mnt(n).join("precious"), format!("node {n}")).unwrap();
+            }
+            killed(&d, "down", &bin);
+            d.flow("down").expect(0);
+            for n in 0..2 {
+                assert!(!is_mounted(&d.mnt(n)), "{what}");
+            }
+            d.flow("up").expect(0);
+            for n in 0..2 {
+                assert_eq!(std::fs::read_to_string(d.mnt(n).join("precious")).unwrap(), format!("node {n}"), "{what}");
+            }
+            d.flow("down").expect(0);
+        }
+    }
+}
+
+#[test]
+fn check_mode_flow_changes_nothing() {
+    require_root();
+    let d = Deployment::new("check", 1);
+    let r = d.flow_with("up", &["--check"]).expect(0);
+    let recs = r.records();
+    assert_eq!(recs[0]["state"], "mounted", "would be mounted");
+    assert_eq!(recs[0]["check"], true);
+    assert!(recs[0]["steps"].as_array().unwrap().iter().all(|s| s["changed"] == true));
+    assert!(!d.dir.join("disks/data-0.img").exists(), "no image was created");
+    assert!(!d.mnt(0).exists() && !d.dir.join("fstab").exists());
+}
