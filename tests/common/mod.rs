@@ -235,3 +235,93 @@ pub fn is_mounted(dir: &Path) -> bool {
 pub fn ndjson(records: &[Value]) -> String {
     records.iter().map(|r| format!("{r}\n")).collect()
 }
+
+/// The Python virtual environment scripts/setup made (moto, ansible-core).
+pub fn venv() -> PathBuf {
+    let v = std::env::var_os("APPSCALE_PERSIST_VENV").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv"));
+    assert!(v.join("bin/python").exists(), "{} has no Python: run `scripts/setup test` (scripts/test does)", v.display());
+    v
+}
+
+/// A test server on 127.0.0.1, killed on drop.
+pub struct Server {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Server {
+    /// One of tests/servers/*.py, which prints its port on its first line.
+    pub fn python(script: &str, args: &[&str]) -> Server {
+        use std::io::BufRead;
+        let mut child = Command::new(venv().join("bin/python"))
+            .arg(repo().join("tests/servers").join(script))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {script}: {e}"));
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| panic!("{script} did not print its port (got {line:?})"));
+        Server { child, port }
+    }
+
+    /// moto's EC2 emulator (moto_server from PyPI), warmed up.
+    pub fn moto() -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(venv().join("bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting moto_server");
+        let server = Server { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "moto_server did not listen on {port} within 30s");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // The first EC2 call loads moto's EC2 backend (seconds): do it now.
+        server.ec2_admin(&["named", "warm-up"]);
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs tests/servers/ec2_admin.py against this server; returns its JSON.
+    pub fn ec2_admin(&self, args: &[&str]) -> Value {
+        let out = Command::new(venv().join("bin/python"))
+            .arg(repo().join("tests/servers/ec2_admin.py"))
+            .arg(self.url())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ec2_admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 request to a local server; returns (status, body).
+pub fn http(method: &str, url: &str, body: &str) -> (u16, String) {
+    use std::io::Read;
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}

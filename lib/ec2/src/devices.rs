@@ -1,6 +1,6 @@
 //! Choosing a device name for an attachment.
 //!
-//! EC2 takes `/dev/sdf` ... `/dev/sdp` for data volumes; Xen kernels show
+//! EC2 takes `/dev/sdf` ... `/dev/sdz` for data volumes; Xen kernels show
 //! them as `/dev/xvdf`, so `sdf` and `xvdf` are one name, and a name taken
 //! under either spelling (or with a partition number) is in use.
 
@@ -13,9 +13,9 @@ pub fn normalize(name: &str) -> String {
     base.trim_end_matches(|c: char| c.is_ascii_digit()).to_string()
 }
 
-/// The first free name from `/dev/sdf` to `/dev/sdp`.
+/// The first free name from `/dev/sdf` to `/dev/sdz`.
 pub fn free_name(in_use: &HashSet<String>) -> Option<String> {
-    ('f'..='p').map(|c| format!("sd{c}")).find(|n| !in_use.contains(n)).map(|n| format!("/dev/{n}"))
+    ('f'..='z').map(|c| format!("sd{c}")).find(|n| !in_use.contains(n)).map(|n| format!("/dev/{n}"))
 }
 
 #[cfg(test)]
@@ -29,7 +29,7 @@ mod tests {
         assert_eq!(normalize("xvdg2"), "sdg");
         let used: HashSet<String> = ["/dev/sda1", "/dev/xvdf", "sdg"].iter().map(|s| normalize(s)).collect();
         assert_eq!(free_name(&used).as_deref(), Some("/dev/sdh"));
-        let all: HashSet<String> = ('f'..='p').map(|c| format!("sd{c}")).collect();
+        let all: HashSet<String> = ('f'..='z').map(|c| format!("sd{c}")).collect();
         assert_eq!(free_name(&all), None);
     }
 }

@@ -410,7 +410,7 @@ impl Provider for Ec2 {
                     }
                     let used = in_use.entry(instance.clone()).or_default();
                     let Some(dev) = devices::free_name(used) else {
-                        return Err(Failure::new("no-device-name", format!("{instance} has no free device name from /dev/sdf to /dev/sdp")));
+                        return Err(Failure::new("no-device-name", format!("{instance} has no free device name from /dev/sdf to /dev/sdz")));
                     };
                     used.insert(devices::normalize(&dev));
                     if cx.check {

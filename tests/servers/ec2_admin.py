@@ -1,0 +1,90 @@
+"""Test helper: set up and inspect EC2 state on the moto server with boto3.
+
+Usage: ec2_admin.py ENDPOINT COMMAND ARGS...   (prints JSON)
+  run-instances ZONE COUNT        instance ids
+  create-volume ZONE GIB [NAME]   a volume id
+  attach VOLUME INSTANCE DEVICE
+  volume ID                       {id, state, zone, size, attachments, tags}
+  named NAME                      volume ids tagged Name=NAME
+  record-start | record-stop      moto's request recorder
+  actions                         {Action: count} of recorded requests
+"""
+
+import base64
+import json
+import sys
+import urllib.parse
+import urllib.request
+
+import boto3
+
+
+def client(endpoint):
+    return boto3.client(
+        "ec2",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+
+def main():
+    endpoint, command, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+    ec2 = client(endpoint)
+    if command == "run-instances":
+        zone, count = args[0], int(args[1])
+        r = ec2.run_instances(
+            ImageId="ami-03cf127a", MinCount=count, MaxCount=count, Placement={"AvailabilityZone": zone}
+        )
+        out = [i["InstanceId"] for i in r["Instances"]]
+    elif command == "create-volume":
+        kw = {"AvailabilityZone": args[0], "Size": int(args[1])}
+        if len(args) > 2:
+            kw["TagSpecifications"] = [{"ResourceType": "volume", "Tags": [{"Key": "Name", "Value": args[2]}]}]
+        out = ec2.create_volume(**kw)["VolumeId"]
+    elif command == "attach":
+        ec2.attach_volume(VolumeId=args[0], InstanceId=args[1], Device=args[2])
+        out = "ok"
+    elif command == "volume":
+        v = ec2.describe_volumes(VolumeIds=[args[0]])["Volumes"][0]
+        out = {
+            "id": v["VolumeId"],
+            "state": v["State"],
+            "zone": v["AvailabilityZone"],
+            "size": v["Size"],
+            "attachments": [
+                {"instance": a["InstanceId"], "state": a["State"], "device": a["Device"]} for a in v["Attachments"]
+            ],
+            "tags": {t["Key"]: t["Value"] for t in v.get("Tags", [])},
+        }
+    elif command == "named":
+        vols = ec2.describe_volumes(Filters=[{"Name": "tag:Name", "Values": [args[0]]}])["Volumes"]
+        out = [v["VolumeId"] for v in vols]
+    elif command in ("record-start", "record-stop"):
+        verb = "start-recording" if command == "record-start" else "stop-recording"
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/recorder/reset-recording", method="POST"))
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/recorder/{verb}", method="POST"))
+        out = "ok"
+    elif command == "actions":
+        text = urllib.request.urlopen(f"{endpoint}/moto-api/recorder/download-recording").read().decode()
+        counts = {}
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            body = entry.get("body") or ""
+            if entry.get("body_encoded"):
+                body = base64.b64decode(body).decode(errors="replace")
+            query = urllib.parse.parse_qs(body) if isinstance(body, str) else {}
+            query.update(urllib.parse.parse_qs(urllib.parse.urlparse(entry.get("path", "")).query))
+            action = (query.get("Action") or ["?"])[0]
+            counts[action] = counts.get(action, 0) + 1
+        out = counts
+    else:
+        sys.exit(f"unknown command {command}")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
