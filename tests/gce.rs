@@ -1,0 +1,247 @@
+//! The gce provider against a fake Compute Engine (tests/servers/fake_gce.py)
+//! that speaks the real REST paths and the metadata server's, holds state,
+//! and can make operations fail, crawl or hang.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::{Value, json};
+
+struct Gce {
+    server: Server,
+}
+
+impl Gce {
+    /// A fake whose metadata server describes instance `vm-1` in `zone`.
+    fn new(zone: &str) -> Gce {
+        Gce { server: Server::python("fake_gce.py", &["--instance", "vm-1", "--zone", zone, "--project", "proj"]) }
+    }
+
+    fn url(&self) -> String {
+        self.server.url()
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.server.port)
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        vec![("GCE_METADATA_HOST".into(), self.host()), ("CLOUDSDK_CONFIG".into(), "/nonexistent".into())]
+    }
+
+    fn tool(&self, name: &str, args: &[&str], input: &str) -> Run {
+        let url = self.url();
+        let mut a = vec!["--endpoint", url.as_str(), "--project", "proj"];
+        a.extend_from_slice(args);
+        let env = self.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_env(name, &a, input, &env)
+    }
+
+    fn control(&self, path: &str, body: Value) {
+        let (status, text) = http("POST", &format!("{}/__fake__/{path}", self.url()), &body.to_string());
+        assert_eq!(status, 200, "{text}");
+    }
+
+    fn instance(&self, zone: &str, name: &str) {
+        self.control("instances", json!({"project": "proj", "zone": zone, "name": name}));
+    }
+
+    fn state(&self) -> Value {
+        serde_json::from_str(&http("GET", &format!("{}/__fake__/state", self.url()), "").1).unwrap()
+    }
+}
+
+fn rec(node: &str, disk: &str) -> Value {
+    json!({"v": 1, "node": node, "provider": "gce", "zone": "us-central1-a", "disk": disk})
+}
+
+#[test]
+fn create_attach_detach_are_idempotent() {
+    let g = Gce::new("us-central1-a");
+    let input = ndjson(&[rec("node-0", "mydisk1")]);
+    let r = g.tool("disk-create", &["--size", "10G"], &input).expect(0).record();
+    assert_eq!((r["state"].as_str(), r["changed"].as_bool()), (Some("created"), Some(true)));
+    assert_eq!(g.state()["disks"]["proj/us-central1-a/mydisk1"], json!({"sizeGb": 10, "type": "pd-balanced", "users": []}));
+    let r = g.tool("disk-create", &["--size", "10G"], &input).expect(0).record();
+    assert_eq!(r["changed"], false, "exists with the same size and type");
+    let r = g.tool("disk-create", &[], &input).expect(0).record();
+    assert_eq!(r["changed"], false, "no size asked: any size will do");
+    let r = g.tool("disk-create", &["--size", "20G"], &input).expect(1).record();
+    assert_eq!(r["error"]["code"], "size-mismatch");
+    let r = g.tool("disk-create", &["--type", "pd-ssd"], &input).expect(1).record();
+    assert_eq!(r["error"]["code"], "type-mismatch");
+
+    let a = g.tool("disk-attach", &["--instance", "vm-1"], &input).expect(0).record();
+    assert_eq!((a["state"].as_str(), a["changed"].as_bool(), a["attached_as"].as_str()), (Some("attached"), Some(true), Some("mydisk1")));
+    assert_eq!(g.state()["instances"]["proj/us-central1-a/vm-1"], json!(["persistent-disk-0", "mydisk1"]), "deviceName = disk name");
+    let again = g.tool("disk-attach", &["--instance", "vm-1"], &input).expect(0).record();
+    assert_eq!(again["changed"], false);
+
+    let d = g.tool("disk-detach", &[], &ndjson(&[a.clone()])).expect(0).record();
+    assert_eq!((d["state"].as_str(), d["changed"].as_bool()), (Some("detached"), Some(true)));
+    assert_eq!(g.state()["disks"]["proj/us-central1-a/mydisk1"]["users"], json!([]));
+    let again = g.tool("disk-detach", &[], &ndjson(&[a])).expect(0).record();
+    assert_eq!(again["changed"], false, "not attached is success");
+}
+
+#[test]
+fn a_disk_in_use_elsewhere_is_refused() {
+    let g = Gce::new("us-central1-a");
+    g.instance("us-central1-a", "vm-2");
+    let input = ndjson(&[rec("node-0", "shared")]);
+    g.tool("disk-create", &["--size", "1G"], &input).expect(0);
+    g.tool("disk-attach", &["--instance", "vm-1"], &input).expect(0);
+    let r = g.tool("disk-attach", &["--instance", "vm-2"], &input).expect(1).record();
+    assert_eq!(r["error"]["code"], "attached-elsewhere");
+    assert!(r["error"]["message"].as_str().unwrap().contains("vm-1"));
+    assert_eq!(g.state()["calls"]["instances.attachDisk"], 1, "no attach was sent for vm-2");
+    let r = g.tool("disk-detach", &["--instance", "vm-2"], &input).expect(1).record();
+    assert_eq!(r["error"]["code"], "attached-elsewhere");
+    let r = g.tool("disk-attach", &["--instance", "vm-9"], &ndjson(&[rec("node-0", "other")])).expect(1).record();
+    assert_eq!(r["error"]["code"], "no-such-disk");
+}
+
+#[test]
+fn an_operation_error_becomes_the_record_error() {
+    let g = Gce::new("us-central1-a");
+    let input = ndjson(&[rec("node-0", "d1"), rec("node-1", "d2")]);
+    g.tool("disk-create", &["--size", "1G"], &input).expect(0);
+    g.control("config", json!({"fail": {"attachDisk": {"code": "QUOTA_EXCEEDED", "message": "Quota 'DISKS_TOTAL_GB' exceeded"}}}));
+    let recs = g.tool("disk-attach", &["--instance", "vm-1"], &input).expect(1).records();
+    for r in &recs {
+        assert_eq!(r["error"]["code"], "QUOTA_EXCEEDED");
+        assert!(r["error"]["message"].as_str().unwrap().contains("DISKS_TOTAL_GB"), "{r}");
+    }
+}
+
+#[test]
+fn a_hung_operation_times_out_and_a_slow_one_is_waited_for() {
+    let g = Gce::new("us-central1-a");
+    let input = ndjson(&[rec("node-0", "d1")]);
+    g.control("config", json!({"op_delay": 1.5, "wait_max": 0.5}));
+    let r = g.tool("disk-create", &["--size", "1G"], &input).expect(0).record();
+    assert_eq!(r["state"], "created", "a slow operation is waited for");
+    assert!(g.state()["calls"]["zoneOperations.wait"].as_u64().unwrap() >= 2, "{}", g.state());
+
+    g.control("config", json!({"hang": true}));
+    let started = std::time::Instant::now();
+    let r = g.tool("disk-attach", &["--instance", "vm-1", "--timeout", "2"], &input).expect(1).record();
+    assert_eq!(r["error"]["code"], "timeout", "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("did not finish within 2s"), "{r}");
+    eprintln!("a hung operation was given up after {:?}", started.elapsed());
+}
+
+#[test]
+fn server_errors_on_reads_are_retried() {
+    let g = Gce::new("us-central1-a");
+    g.control("config", json!({"http_fail": {"disks.get": {"status": 503, "times": 2}}}));
+    let r = g.tool("disk-create", &["--size", "1G"], &ndjson(&[rec("node-0", "d1")])).expect(0).record();
+    assert_eq!(r["state"], "created");
+    assert!(g.state()["calls"]["disks.get"].as_u64().unwrap() >= 3);
+}
+
+#[test]
+fn fifty_disks_are_created_and_attached_concurrently() {
+    let g = Gce::new("us-central1-a");
+    let vms: Vec<String> = (0..5).map(|i| format!("vm-{}", i + 10)).collect();
+    for v in &vms {
+        g.instance("us-central1-a", v);
+    }
+    g.control("config", json!({"op_delay": 0.3}));
+    let recs: Vec<Value> = (0..50)
+        .map(|i| {
+            let mut r = rec(&format!("node-{i}"), &format!("disk-{i}"));
+            r["instance"] = json!(vms[i / 10]);
+            r
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let created = g.tool("disk-create", &["--size", "1G", "--concurrency", "16"], &ndjson(&recs)).expect(0).records();
+    let create_took = started.elapsed();
+    let started = std::time::Instant::now();
+    let attached = g.tool("disk-attach", &["--concurrency", "16"], &ndjson(&created)).expect(0).records();
+    let attach_took = started.elapsed();
+    assert!(attached.iter().all(|r| r["state"] == "attached" && r["changed"] == true));
+    let s = g.state();
+    assert_eq!(s["calls"]["disks.insert"], 50);
+    assert_eq!(s["calls"]["instances.attachDisk"], 50);
+    for v in &vms {
+        assert_eq!(s["instances"][format!("proj/us-central1-a/{v}")].as_array().unwrap().len(), 11, "{v}");
+    }
+    // 50 operations of 0.3 s each, 16 at a time: well under the 15 s they
+    // would take one by one.
+    eprintln!("50 disks: create {create_took:?}, attach {attach_took:?}");
+    let detached = g.tool("disk-detach", &["--concurrency", "16"], &ndjson(&attached)).expect(0).records();
+    assert!(detached.iter().all(|r| r["state"] == "detached"));
+}
+
+#[test]
+fn missing_configuration_is_named() {
+    let g = Gce::new("us-central1-a");
+    let url = g.url();
+    let env = g.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let r = run_env("disk-create", &["--endpoint", &url], &ndjson(&[rec("node-0", "d1")]), &env).expect(1).record();
+    assert_eq!(r["error"]["code"], "no-project");
+    let mut no_zone = rec("node-0", "d1");
+    no_zone.as_object_mut().unwrap().remove("zone");
+    let r = g.tool("disk-create", &[], &ndjson(&[no_zone])).expect(1).record();
+    assert_eq!(r["error"]["code"], "no-zone");
+}
+
+#[test]
+fn up_and_down_on_the_seed_gce_appscalefile() {
+    require_root();
+    // The seed page's example, zone spelling and all.
+    let zone = "us-central-1a";
+    let g = Gce::new(zone);
+    let t = TempDir::new("gce-flow");
+    let file = t.join("AppScalefile");
+    std::fs::write(&file, "infrastructure: gce\nproject: proj\nzone: us-central-1a\nips_layout:\n  master: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: mydisk1\n").unwrap();
+    let lint = run("appscalefile-lint", &[file.to_str().unwrap()], "").expect(0);
+    assert!(!lint.stderr.contains("error"), "{}", lint.stderr);
+    // A loop device stands in for the persistent disk, linked where the
+    // guest environment's udev rules link it.
+    let dev = LoopDev::new(&t, "mydisk1", 1024);
+    std::fs::create_dir_all(t.join("dev/disk/by-id")).unwrap();
+    std::os::unix::fs::symlink(&dev.device, t.join("dev/disk/by-id/google-mydisk1")).unwrap();
+
+    let mut env = g.env();
+    env.push(("APPSCALE_PERSIST_DEV_ROOT".into(), t.s("dev")));
+    env.push(("APPSCALE_PERSIST_BIN".into(), bin_dir().display().to_string()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let url = g.url();
+    let mnt = t.s("mnt/{node}");
+    let fstab = t.s("fstab");
+    let provider = ["--", "--endpoint", url.as_str(), "--self", "--size", "1G"];
+    let up = || {
+        let mut a = vec!["--mountpoint", mnt.as_str(), "--fstab", fstab.as_str(), file.to_str().unwrap()];
+        a.extend_from_slice(&provider);
+        run_env(repo().join("scripts/up").to_str().unwrap(), &a, "", &env)
+    };
+    let down = || {
+        let a = ["--mountpoint", mnt.as_str(), file.to_str().unwrap(), "--", "--endpoint", url.as_str(), "--self"];
+        run_env(repo().join("scripts/down").to_str().unwrap(), &a, "", &env)
+    };
+
+    let r = up().expect(0).record();
+    assert_eq!((r["state"].as_str(), r["instance"].as_str()), (Some("mounted"), Some("vm-1")), "{r}");
+    assert!(r["device"].as_str().unwrap().ends_with("/disk/by-id/google-mydisk1"));
+    assert_eq!(g.state()["disks"][format!("proj/{zone}/mydisk1")]["users"], json!(["vm-1"]));
+    let data = t.join("mnt/node-1/zookeeper");
+    std::fs::write(&data, "znodes").unwrap();
+
+    let r = down().expect(0).record();
+    assert_eq!(r["state"], "detached");
+    assert_eq!(g.state()["disks"][format!("proj/{zone}/mydisk1")]["users"], json!([]));
+    assert!(!Path::new(&data).exists());
+
+    up().expect(0);
+    assert_eq!(std::fs::read_to_string(&data).unwrap(), "znodes");
+    let again = up().expect(0).record();
+    assert!(again["steps"].as_array().unwrap().iter().all(|s| s["changed"] == false), "{again}");
+    down().expect(0);
+}

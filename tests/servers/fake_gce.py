@@ -1,0 +1,384 @@
+"""Test helper: a small fake Compute Engine, since no public emulator exists.
+
+It speaks the real REST paths and JSON that google-cloud-compute-v1 sends
+(disks insert/get, instances get/attachDisk/detachDisk, zoneOperations
+wait/get) and the metadata server's paths (an access token for Application
+Default Credentials; instance name, zone and project for --self). It holds
+state, applies an operation's effect when the operation completes, and can
+be told to make operations slow, never finish, or fail.
+
+Usage: fake_gce.py [--instance NAME --zone ZONE --project ID]   prints its
+port on the first line of stdout; binds 127.0.0.1 only. The optional
+instance is the one the metadata server describes (and is created).
+
+Control (JSON bodies):
+  POST /__fake__/instances {"project", "zone", "name"}   create an instance
+  POST /__fake__/config {"op_delay": s, "hang": bool, "wait_max": s,
+       "fail": {"attachDisk": {"code": "...", "message": "..."}},
+       "http_fail": {"disks.insert": {"status": 503, "times": 1}}}
+  GET  /__fake__/state   {"disks": {...}, "instances": {...}, "calls": {...}}
+"""
+
+import json
+import re
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+BASE = "https://www.googleapis.com/compute/v1"
+LOCK = threading.Condition()
+STATE = {
+    "disks": {},  # (project, zone, name) -> dict
+    "instances": {},  # (project, zone, name) -> dict
+    "ops": {},  # name -> dict
+    "calls": {},
+    "config": {"op_delay": 0.0, "hang": False, "wait_max": 2.0, "fail": {}, "http_fail": {}},
+    "counter": 0,
+}
+ME = {}
+
+
+def link(project, zone, kind=None, name=None):
+    url = f"{BASE}/projects/{project}/zones/{zone}"
+    if kind:
+        url += f"/{kind}/{name}"
+    return url
+
+
+def not_found(what):
+    return 404, {
+        "error": {
+            "code": 404,
+            "message": f"The resource '{what}' was not found",
+            "errors": [{"message": f"The resource '{what}' was not found", "domain": "global", "reason": "notFound"}],
+        }
+    }
+
+
+def error(status, message, reason="badRequest"):
+    return status, {"error": {"code": status, "message": message, "errors": [{"message": message, "domain": "global", "reason": reason}]}}
+
+
+def new_op(project, zone, kind, target, effect):
+    """Starts an operation; `effect` runs when it completes and returns an
+    error dict or None."""
+    STATE["counter"] += 1
+    name = f"operation-{STATE['counter']:06d}-{kind}"
+    cfg = STATE["config"]
+    op = {
+        "project": project,
+        "zone": zone,
+        "kind": kind,
+        "target": target,
+        "effect": effect,
+        "done_at": None if cfg["hang"] else time.time() + cfg["op_delay"],
+        "status": "RUNNING",
+        "error": None,
+        "fail": cfg["fail"].get(kind),
+    }
+    STATE["ops"][name] = op
+    settle(name)
+    return op_json(name)
+
+
+def settle(name):
+    op = STATE["ops"][name]
+    if op["status"] == "DONE" or op["done_at"] is None or time.time() < op["done_at"]:
+        return
+    if op["fail"]:
+        op["error"] = {"errors": [{"code": op["fail"].get("code", "INTERNAL_ERROR"), "message": op["fail"].get("message", "injected")}]}
+    else:
+        op["error"] = op["effect"]()
+    op["status"] = "DONE"
+    LOCK.notify_all()
+
+
+def op_json(name):
+    op = STATE["ops"][name]
+    out = {
+        "kind": "compute#operation",
+        "id": str(abs(hash(name)) % 10**18),
+        "name": name,
+        "zone": link(op["project"], op["zone"]),
+        "operationType": op["kind"],
+        "targetLink": op["target"],
+        "status": op["status"],
+        "progress": 100 if op["status"] == "DONE" else 0,
+        "selfLink": link(op["project"], op["zone"], "operations", name),
+    }
+    if op["error"]:
+        out["error"] = op["error"]
+        out["httpErrorStatusCode"] = 400
+        out["httpErrorMessage"] = "BAD REQUEST"
+    return out
+
+
+def disk_json(key):
+    project, zone, name = key
+    d = STATE["disks"][key]
+    return {
+        "kind": "compute#disk",
+        "id": d["id"],
+        "name": name,
+        "sizeGb": str(d["sizeGb"]),
+        "zone": link(project, zone),
+        "status": "READY",
+        "type": link(project, zone, "diskTypes", d["type"]),
+        "users": [link(project, zone, "instances", u) for u in d["users"]],
+        "selfLink": link(project, zone, "disks", name),
+    }
+
+
+def instance_json(key):
+    project, zone, name = key
+    inst = STATE["instances"][key]
+    return {
+        "kind": "compute#instance",
+        "id": inst["id"],
+        "name": name,
+        "zone": link(project, zone),
+        "status": "RUNNING",
+        "disks": [dict(d) for d in inst["disks"]],
+        "selfLink": link(project, zone, "instances", name),
+    }
+
+
+def add_instance(project, zone, name):
+    STATE["counter"] += 1
+    STATE["instances"][(project, zone, name)] = {
+        "id": str(1000 + STATE["counter"]),
+        "disks": [
+            {
+                "kind": "compute#attachedDisk",
+                "type": "PERSISTENT",
+                "mode": "READ_WRITE",
+                "source": link(project, zone, "disks", name + "-boot"),
+                "deviceName": "persistent-disk-0",
+                "index": 0,
+                "boot": True,
+                "autoDelete": True,
+            }
+        ],
+    }
+
+
+ROUTE = re.compile(r"^/compute/v1/projects/([^/]+)/zones/([^/]+)/(disks|instances|operations)(?:/([^/]+))?(?:/([A-Za-z]+))?$")
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def send(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(n) if n else b""
+        return json.loads(raw) if raw.strip() else {}
+
+    def do_GET(self):
+        self.handle_any("GET")
+
+    def do_POST(self):
+        self.handle_any("POST")
+
+    def handle_any(self, method):
+        url = urllib.parse.urlparse(self.path)
+        query = urllib.parse.parse_qs(url.query)
+        path = url.path
+        if path.startswith("/computeMetadata/"):
+            return self.metadata(path)
+        if path.startswith("/__fake__/"):
+            return self.control(method, path)
+        m = ROUTE.match(path)
+        if not m:
+            return self.send(*error(404, f"no such path {path}", "notFound"))
+        project, zone, kind, name, verb = m.groups()
+        if not (self.headers.get("Authorization") or "").startswith("Bearer "):
+            return self.send(*error(401, "Request is missing required authentication credential.", "required"))
+        body = self.body() if method == "POST" else {}
+        method_name = {
+            ("POST", "disks", None): "disks.insert",
+            ("GET", "disks", None): "disks.get",
+            ("GET", "instances", None): "instances.get",
+            ("POST", "instances", "attachDisk"): "instances.attachDisk",
+            ("POST", "instances", "detachDisk"): "instances.detachDisk",
+            ("POST", "operations", "wait"): "zoneOperations.wait",
+            ("GET", "operations", None): "zoneOperations.get",
+        }.get((method, kind, verb))
+        if method_name is None:
+            return self.send(*error(400, f"unsupported {method} {path}"))
+        with LOCK:
+            STATE["calls"][method_name] = STATE["calls"].get(method_name, 0) + 1
+            rule = STATE["config"]["http_fail"].get(method_name)
+            if rule and rule.get("times", -1) != 0:
+                if rule.get("times", -1) > 0:
+                    rule["times"] -= 1
+                return self.send(*error(rule.get("status", 503), "injected failure", "backendError"))
+        if method_name == "zoneOperations.wait":
+            return self.wait(name)
+        with LOCK:
+            return self.send(*self.api(method_name, project, zone, name, body, query))
+
+    def api(self, method_name, project, zone, name, body, query):
+        if method_name == "disks.insert":
+            dname = body.get("name", "")
+            key = (project, zone, dname)
+            if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", dname):
+                return error(400, f"Invalid value for field 'resource.name': '{dname}'.", "invalid")
+            if key in STATE["disks"]:
+                return error(409, f"The resource 'projects/{project}/zones/{zone}/disks/{dname}' already exists", "alreadyExists")
+            size = int(body.get("sizeGb", 10))
+            dtype = (body.get("type") or "pd-standard").rsplit("/", 1)[-1]
+
+            def effect():
+                STATE["counter"] += 1
+                STATE["disks"][key] = {"id": str(5000 + STATE["counter"]), "sizeGb": size, "type": dtype, "users": []}
+
+            return 200, new_op(project, zone, "insert", link(project, zone, "disks", dname), effect)
+        if method_name == "disks.get":
+            key = (project, zone, name)
+            if key not in STATE["disks"]:
+                return not_found(f"projects/{project}/zones/{zone}/disks/{name}")
+            return 200, disk_json(key)
+        ikey = (project, zone, name)
+        if method_name.startswith("instances.") and ikey not in STATE["instances"]:
+            return not_found(f"projects/{project}/zones/{zone}/instances/{name}")
+        if method_name == "instances.get":
+            return 200, instance_json(ikey)
+        if method_name == "instances.attachDisk":
+            source = body.get("source", "")
+            dname = source.rsplit("/", 1)[-1]
+            dkey = (project, zone, dname)
+            device = body.get("deviceName") or dname
+
+            def effect():
+                disk = STATE["disks"].get(dkey)
+                if disk is None:
+                    return {"errors": [{"code": "RESOURCE_NOT_FOUND", "message": f"The resource '{source}' was not found"}]}
+                if disk["users"] and body.get("mode", "READ_WRITE") == "READ_WRITE":
+                    return {"errors": [{"code": "RESOURCE_IN_USE_BY_ANOTHER_RESOURCE", "message": f"The disk resource '{source}' is already being used by '{disk['users'][0]}'"}]}
+                disk["users"].append(name)
+                STATE["instances"][ikey]["disks"].append(
+                    {
+                        "kind": "compute#attachedDisk",
+                        "type": "PERSISTENT",
+                        "mode": body.get("mode", "READ_WRITE"),
+                        "source": link(project, zone, "disks", dname),
+                        "deviceName": device,
+                        "index": len(STATE["instances"][ikey]["disks"]),
+                        "boot": False,
+                        "autoDelete": bool(body.get("autoDelete", False)),
+                    }
+                )
+                return None
+
+            return 200, new_op(project, zone, "attachDisk", link(project, zone, "instances", name), effect)
+        if method_name == "instances.detachDisk":
+            device = (query.get("deviceName") or [""])[0]
+
+            def effect():
+                inst = STATE["instances"][ikey]
+                found = [d for d in inst["disks"] if d["deviceName"] == device]
+                if not found:
+                    return {"errors": [{"code": "INVALID_USAGE", "message": f"No attached disk found with device name '{device}'"}]}
+                inst["disks"] = [d for d in inst["disks"] if d["deviceName"] != device]
+                dkey = (project, zone, found[0]["source"].rsplit("/", 1)[-1])
+                if dkey in STATE["disks"]:
+                    STATE["disks"][dkey]["users"] = [u for u in STATE["disks"][dkey]["users"] if u != name]
+                return None
+
+            return 200, new_op(project, zone, "detachDisk", link(project, zone, "instances", name), effect)
+        if method_name == "zoneOperations.get":
+            if name not in STATE["ops"]:
+                return not_found(f"projects/{project}/zones/{zone}/operations/{name}")
+            settle(name)
+            return 200, op_json(name)
+        return error(400, "unsupported")
+
+    def wait(self, name):
+        deadline = time.time() + STATE["config"]["wait_max"]
+        with LOCK:
+            if name not in STATE["ops"]:
+                return self.send(*not_found(f"operations/{name}"))
+            while True:
+                settle(name)
+                op = STATE["ops"][name]
+                left = deadline - time.time()
+                if op["status"] == "DONE" or left <= 0:
+                    return self.send(200, op_json(name))
+                until = op["done_at"] - time.time() if op["done_at"] else left
+                LOCK.wait(max(0.01, min(left, until)))
+
+    def metadata(self, path):
+        if self.headers.get("Metadata-Flavor") != "Google":
+            return self.send(403, {"error": "Missing Metadata-Flavor header"})
+        path = path.rstrip("/")
+        text = {
+            "/computeMetadata/v1/instance/name": ME.get("instance"),
+            "/computeMetadata/v1/instance/zone": f"projects/123456/zones/{ME.get('zone')}" if ME.get("zone") else None,
+            "/computeMetadata/v1/project/project-id": ME.get("project"),
+            "/computeMetadata/v1/universe/universe-domain": "googleapis.com",
+        }.get(path)
+        if path.endswith("/service-accounts/default/token"):
+            return self.send(200, {"access_token": "fake-token", "expires_in": 3600, "token_type": "Bearer"})
+        if path.endswith("/service-accounts/default"):
+            return self.send(200, {"email": "fake@example.iam.gserviceaccount.com", "scopes": ["https://www.googleapis.com/auth/cloud-platform"]})
+        if text is None:
+            return self.send(404, {"error": "not found"})
+        data = text.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/text")
+        self.send_header("Metadata-Flavor", "Google")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def control(self, method, path):
+        body = self.body() if method == "POST" else {}
+        with LOCK:
+            if path == "/__fake__/instances":
+                add_instance(body["project"], body["zone"], body["name"])
+                return self.send(200, {})
+            if path == "/__fake__/config":
+                STATE["config"].update(body)
+                return self.send(200, {})
+            if path == "/__fake__/state":
+                for name in list(STATE["ops"]):
+                    settle(name)
+                return self.send(
+                    200,
+                    {
+                        "disks": {"/".join(k): {"sizeGb": v["sizeGb"], "type": v["type"], "users": v["users"]} for k, v in STATE["disks"].items()},
+                        "instances": {"/".join(k): [d["deviceName"] for d in v["disks"]] for k, v in STATE["instances"].items()},
+                        "calls": STATE["calls"],
+                    },
+                )
+        self.send(404, {})
+
+
+def main():
+    args = sys.argv[1:]
+    for flag in ("--instance", "--zone", "--project"):
+        if flag in args:
+            ME[flag[2:]] = args[args.index(flag) + 1]
+    if ME.get("instance"):
+        add_instance(ME["project"], ME["zone"], ME["instance"])
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
