@@ -34,6 +34,10 @@ down FILE *ARGS: build
 bench:
     scripts/bench
 
+# Build the Ansible collection (release binaries as modules).
+ansible:
+    scripts/build-collection
+
 # Format and lint the code.
 check:
     cargo fmt --all --check

@@ -1,13 +1,14 @@
 //! appscalefile-lint: check an AppScalefile, and plan its disks.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use appscale_persist::appscalefile::{self, Lint, Severity};
-use appscale_persist::record::{self, DEFAULT_MOUNTPOINT};
-use appscale_persist::{log, tool};
+use appscale_persist::record::{self, DEFAULT_MOUNTPOINT, Record};
+use appscale_persist::{ansible, log, tool};
 use clap::{Parser, ValueEnum};
+use serde_json::{Value, json};
 
 const AFTER_HELP: &str = "\
 Both layout formats are read: the old one (ips_layout a map of role to node
@@ -22,6 +23,7 @@ Exit status: 0 no error (warnings allowed unless --deny-warnings);
 Examples:
   appscalefile-lint AppScalefile
   appscalefile-lint --format json AppScalefile | jq -r .code
+  appscalefile-lint --inventory AppScalefile > inventory.json
   appscalefile-lint --plan AppScalefile | disk-create | disk-attach \\
     | disk-ensure-fs | disk-mount";
 
@@ -33,7 +35,7 @@ enum Format {
     Json,
 }
 
-/// Check an AppScalefile, and print its disk plan.
+/// Check an AppScalefile, and print its disk plan or an Ansible inventory.
 ///
 /// With --plan, and no error, prints one disk record per node that has a
 /// disk (NDJSON, protocol v1) on stdout, ready for disk-create.
@@ -50,88 +52,157 @@ struct Args {
     #[arg(long)]
     deny_warnings: bool,
     /// Print the disk plan (records) on stdout when there is no error.
-    #[arg(long, conflicts_with = "format")]
+    #[arg(long, conflicts_with_all = ["format", "inventory", "inventory_list"])]
     plan: bool,
     /// With --plan: only this node's disk.
-    #[arg(long, value_name = "ID", requires = "plan")]
+    #[arg(long, value_name = "ID")]
     node: Option<String>,
-    /// With --plan: the mountpoint records get; `{node}` is replaced by the
-    /// node id.
+    /// The mountpoint records (and inventory hosts) get; `{node}` is
+    /// replaced by the node id.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_MOUNTPOINT)]
     mountpoint: String,
+    /// Print an Ansible inventory (static form: save as *.json, use with -i).
+    #[arg(long, conflicts_with_all = ["format", "inventory_list"])]
+    inventory: bool,
+    /// Print an Ansible inventory in the inventory-script form (`--list`).
+    #[arg(long, conflicts_with = "format")]
+    inventory_list: bool,
     /// Print only errors.
     #[arg(short, long)]
     quiet: bool,
 }
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(path) = ansible::module_args_path(&argv) {
+        return ansible::run_module::<Args>("appscalefile-lint", &path, false, |args, _, _| module(&args));
+    }
     let args = Args::parse();
     log::init("appscalefile-lint", log::level_from(args.quiet, 0));
     tool::install_panic_hook();
-    let name = if args.file.as_os_str() == "-" { "<stdin>".to_string() } else { args.file.display().to_string() };
-    let bytes = if args.file.as_os_str() == "-" {
+    if args.node.is_some() && !args.plan {
+        log::error(format_args!("--node needs --plan"));
+        return ExitCode::from(2);
+    }
+    let (name, source, lint) = match read(&args) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error(format_args!("{e}"));
+            return ExitCode::from(2);
+        }
+    };
+    report(&args, &name, &source, &lint);
+    if lint.has_errors() || (args.deny_warnings && lint.has_warnings()) {
+        return ExitCode::from(1);
+    }
+    let mut out = std::io::stdout().lock();
+    let written = if args.plan {
+        match plan(&args, &name, &lint) {
+            Ok(p) => record::write_all(&mut out, &p),
+            Err(e) => {
+                log::error(format_args!("{e}"));
+                return ExitCode::from(1);
+            }
+        }
+    } else if args.inventory || args.inventory_list {
+        let inv = if args.inventory {
+            lint.deployment.inventory(&args.mountpoint)
+        } else {
+            lint.deployment.inventory_list(&args.mountpoint)
+        };
+        writeln!(out, "{}", serde_json::to_string_pretty(&inv).unwrap_or_default())
+    } else {
+        Ok(())
+    };
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            log::error(format_args!("writing stdout: {e}"));
+            ExitCode::from(1)
+        }
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// Reads and lints the file: (display name, text, findings).
+fn read(args: &Args) -> Result<(String, String, Lint), String> {
+    let stdin = args.file.as_os_str() == "-";
+    let name = if stdin { "<stdin>".to_string() } else { args.file.display().to_string() };
+    let bytes = if stdin {
         let mut b = Vec::new();
         std::io::stdin().read_to_end(&mut b).map(|_| b)
     } else {
         std::fs::read(&args.file)
     };
-    let bytes = match bytes {
-        Ok(b) => b,
-        Err(e) => {
-            log::error(format_args!("cannot read {name}: {e}"));
-            return ExitCode::from(2);
-        }
-    };
+    let bytes = bytes.map_err(|e| format!("cannot read {name}: {e}"))?;
     let (source, lint) = appscalefile::lint_bytes(&bytes);
-    report(&args, &name, &source, &lint);
-    let failed = lint.has_errors() || (args.deny_warnings && lint.has_warnings());
-    if failed {
-        return ExitCode::from(1);
-    }
-    if args.plan {
-        let mut plan = lint.deployment.plan(&args.mountpoint);
-        if let Some(node) = &args.node {
-            plan.retain(|r| r.node.as_deref() == Some(node));
-            if plan.is_empty() {
-                let with: Vec<String> = lint.deployment.disks.iter().map(|d| d.node.clone()).collect();
-                log::error(format_args!("{name} gives node `{node}` no disk (nodes with disks: {})", if with.is_empty() { "none".into() } else { with.join(", ") }));
-                return ExitCode::from(1);
-            }
-        }
-        if let Err(e) = record::write_all(std::io::stdout().lock(), &plan) {
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                log::error(format_args!("writing stdout: {e}"));
-                return ExitCode::from(1);
-            }
+    Ok((name, source, lint))
+}
+
+/// The disk records of the plan (only `--node`'s, when given).
+fn plan(args: &Args, name: &str, lint: &Lint) -> Result<Vec<Record>, String> {
+    let mut plan = lint.deployment.plan(&args.mountpoint);
+    if let Some(node) = &args.node {
+        plan.retain(|r| r.node.as_deref() == Some(node));
+        if plan.is_empty() {
+            let with: Vec<String> = lint.deployment.disks.iter().map(|d| d.node.clone()).collect();
+            return Err(format!(
+                "{name} gives node `{node}` no disk (nodes with disks: {})",
+                if with.is_empty() { "none".into() } else { with.join(", ") }
+            ));
         }
     }
-    ExitCode::SUCCESS
+    Ok(plan)
 }
 
 fn report(args: &Args, name: &str, source: &str, lint: &Lint) {
     match args.format {
         Format::Json => {
-            let lines: Vec<String> = lint.diagnostics.iter().map(|d| d.to_json(name)).collect();
             let mut out = std::io::stdout().lock();
-            for l in lines {
-                use std::io::Write;
-                if writeln!(out, "{l}").is_err() {
+            for d in &lint.diagnostics {
+                if writeln!(out, "{}", d.to_json(name)).is_err() {
                     return;
                 }
             }
         }
         Format::Human => {
-            let count = |s| lint.diagnostics.iter().filter(|d| d.severity == s).count();
             for d in &lint.diagnostics {
                 if d.severity == Severity::Error || !args.quiet {
-                    eprint!("{}", d.render(name, source));
-                    eprintln!();
+                    eprintln!("{}", d.render(name, source));
                 }
             }
-            let (e, w) = (count(Severity::Error), count(Severity::Warning));
-            if e + w > 0 && !args.quiet {
-                eprintln!("{name}: {e} error(s), {w} warning(s)");
+            if (lint.has_errors() || lint.has_warnings()) && !args.quiet {
+                eprintln!("{}", lint.summary(name));
             }
         }
     }
+}
+
+/// The Ansible module result: findings, and the plan or inventory asked.
+fn module(args: &Args) -> Value {
+    let (name, _, lint) = match read(args) {
+        Ok(r) => r,
+        Err(e) => return ansible::fail(e),
+    };
+    let diagnostics: Vec<Value> = lint.diagnostics.iter().map(|d| d.to_value(&name)).collect();
+    let failed = lint.has_errors() || (args.deny_warnings && lint.has_warnings());
+    let mut out = json!({
+        "changed": false,
+        "failed": failed,
+        "msg": lint.summary(&name),
+        "diagnostics": diagnostics,
+    });
+    if failed {
+        out["rc"] = json!(1);
+        return out;
+    }
+    if args.plan {
+        match plan(args, &name, &lint) {
+            Ok(p) => out["records"] = serde_json::to_value(p).unwrap_or_default(),
+            Err(msg) => return ansible::fail(msg),
+        }
+    }
+    if args.inventory || args.inventory_list {
+        out["inventory"] = lint.deployment.inventory(&args.mountpoint);
+    }
+    out
 }

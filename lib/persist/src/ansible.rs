@@ -19,10 +19,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{ArgAction, CommandFactory};
+use clap::{ArgAction, CommandFactory, Parser};
 use serde_json::{Map, Value, json};
 
-use crate::record;
+use crate::record::{self, Record};
 use crate::tool::{self, Exit, ToolArgs};
 
 /// The argument file, when the process was started as an Ansible module.
@@ -37,12 +37,38 @@ pub fn module_args_path(argv: &[String]) -> Option<PathBuf> {
     v.as_object()?.keys().any(|k| k.starts_with("_ansible_")).then(|| path.to_path_buf())
 }
 
+/// What Ansible asked for besides the task's arguments.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ModuleFlags {
+    /// `_ansible_check_mode`: change nothing (passed on as `--check`).
+    pub check: bool,
+    /// `_ansible_diff`: return file changes as a diff.
+    pub diff: bool,
+}
+
 /// Runs tool `A` as a module with the arguments in `path`.
 pub fn run<A: ToolArgs>(path: &Path) -> ExitCode {
-    // Whatever happens, Ansible gets one JSON object and exit 0 or 1.
+    run_module::<A>(A::NAME, path, true, |args, records, flags| {
+        step_output(tool::execute_for_module(args, records), flags)
+    })
+}
+
+/// Runs any tool as a module: reads and checks the arguments in `path`
+/// against `C`'s clap definition, then calls `body` with the parsed
+/// arguments and the `records` argument (when `takes_records`). Prints the
+/// one JSON object Ansible reads; a panic becomes `failed: true`.
+pub fn run_module<C: Parser>(
+    name: &str,
+    path: &Path,
+    takes_records: bool,
+    body: impl FnOnce(C, Option<Vec<Record>>, ModuleFlags) -> Value + std::panic::UnwindSafe,
+) -> ExitCode {
     let quiet_panic = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let result = std::panic::catch_unwind(|| run_inner::<A>(path));
+    let result = std::panic::catch_unwind(move || match parse_module::<C>(name, path, takes_records) {
+        Ok((args, records, flags)) => body(args, records, flags),
+        Err(msg) => fail(msg),
+    });
     std::panic::set_hook(quiet_panic);
     let out = match result {
         Ok(v) => v,
@@ -52,7 +78,7 @@ pub fn run<A: ToolArgs>(path: &Path) -> ExitCode {
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown".into());
-            fail(format!("{} hit an internal error (a bug, please report it): {what}", A::NAME))
+            fail(format!("{name} hit an internal error (a bug, please report it): {what}"))
         }
     };
     let failed = out.get("failed").and_then(Value::as_bool).unwrap_or(false);
@@ -60,48 +86,51 @@ pub fn run<A: ToolArgs>(path: &Path) -> ExitCode {
     ExitCode::from(if failed { 1 } else { 0 })
 }
 
-fn fail(msg: String) -> Value {
+/// A failed module result.
+pub fn fail(msg: String) -> Value {
     json!({ "changed": false, "failed": true, "msg": msg })
 }
 
-fn run_inner<A: ToolArgs>(path: &Path) -> Value {
-    let module = A::NAME.replace('-', "_");
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => return fail(format!("reading module arguments {}: {e}", path.display())),
-    };
+type Parsed<C> = (C, Option<Vec<Record>>, ModuleFlags);
+
+fn parse_module<C: Parser>(name: &str, path: &Path, takes_records: bool) -> Result<Parsed<C>, String> {
+    let module = name.replace('-', "_");
+    let text = std::fs::read_to_string(path).map_err(|e| format!("reading module arguments {}: {e}", path.display()))?;
     let Ok(Value::Object(mut params)) = serde_json::from_str::<Value>(&text) else {
-        return fail(format!("module arguments in {} are not a JSON object", path.display()));
+        return Err(format!("module arguments in {} are not a JSON object", path.display()));
     };
-    let check = params.get("_ansible_check_mode").and_then(as_bool).unwrap_or(false);
-    let diff = params.get("_ansible_diff").and_then(as_bool).unwrap_or(false);
+    let flags = ModuleFlags {
+        check: params.get("_ansible_check_mode").and_then(as_bool).unwrap_or(false),
+        diff: params.get("_ansible_diff").and_then(as_bool).unwrap_or(false),
+    };
     params.retain(|k, _| !k.starts_with("_ansible_"));
-
-    let records = match params.remove("records") {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(items)) => {
-            let mut out = Vec::new();
-            for (i, item) in items.into_iter().enumerate() {
-                match record::from_value(item) {
-                    Ok(r) => out.push(r),
-                    Err(e) => return fail(format!("argument records[{i}]: {e}")),
+    let records = if takes_records {
+        match params.remove("records") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) => {
+                let mut out = Vec::new();
+                for (i, item) in items.into_iter().enumerate() {
+                    out.push(record::from_value(item).map_err(|e| format!("argument records[{i}]: {e}"))?);
                 }
+                Some(out)
             }
-            Some(out)
+            Some(other) => return Err(format!("argument records must be a list of disk records, not {}", record::json_kind(&other))),
         }
-        Some(other) => return fail(format!("argument records must be a list of disk records, not {}", record::json_kind(&other))),
+    } else {
+        None
     };
+    let argv = to_argv::<C>(name, &module, &params, flags.check, takes_records)?;
+    let m = C::command().try_get_matches_from(&argv).map_err(|e| format!("{module}: {}", first_line(&e.to_string())))?;
+    let args = C::from_arg_matches(&m).map_err(|e| format!("{module}: {}", first_line(&e.to_string())))?;
+    Ok((args, records, flags))
+}
 
-    let argv = match to_argv::<A>(&module, &params, check) {
-        Ok(a) => a,
-        Err(msg) => return fail(msg),
-    };
-    let args = match tool::try_parse::<A>(&argv) {
-        Ok(a) => a,
-        Err(msg) => return fail(format!("{module}: {msg}")),
-    };
-    let report = tool::execute_for_module(args, records);
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().trim_start_matches("error: ").to_string()
+}
 
+/// The module result of a step run.
+fn step_output(report: tool::ModuleReport, flags: ModuleFlags) -> Value {
     let mut out = Map::new();
     if let [single] = report.records.as_slice() {
         if let Value::Object(fields) = serde_json::to_value(single).unwrap_or_default() {
@@ -119,7 +148,7 @@ fn run_inner<A: ToolArgs>(path: &Path) -> Value {
         out.insert("rc".into(), (report.exit as i32).into());
         out.insert("stderr".into(), report.messages.join("\n").into());
     }
-    if diff && !report.diffs.is_empty() {
+    if flags.diff && !report.diffs.is_empty() {
         let diffs: Vec<Value> = report
             .diffs
             .iter()
@@ -146,18 +175,27 @@ fn as_bool(v: &Value) -> Option<bool> {
 
 /// Turns module parameters into the tool's command line, checking each
 /// against the tool's own argument definitions.
-fn to_argv<A: CommandFactory + ToolArgs>(module: &str, params: &Map<String, Value>, check: bool) -> Result<Vec<String>, String> {
-    let cmd = A::command();
-    let mut argv = vec![A::NAME.to_string()];
+fn to_argv<C: CommandFactory>(name: &str, module: &str, params: &Map<String, Value>, check: bool, takes_records: bool) -> Result<Vec<String>, String> {
+    let cmd = C::command();
+    let mut argv = vec![name.to_string()];
+    let mut positional = Vec::new();
     let mut unknown = Vec::new();
     let hidden = ["help", "version", "check", "quiet", "verbose"];
     for (key, value) in params {
         let long = key.replace('_', "-");
-        let Some(arg) = cmd.get_arguments().find(|a| a.get_long() == Some(long.as_str()) && !hidden.contains(&long.as_str())) else {
+        let found = cmd.get_arguments().find(|a| {
+            (a.get_long() == Some(long.as_str()) || (a.is_positional() && a.get_id().as_str() == key.as_str()))
+                && !hidden.contains(&long.as_str())
+        });
+        let Some(arg) = found else {
             unknown.push(key.clone());
             continue;
         };
         if value.is_null() {
+            continue;
+        }
+        if arg.is_positional() {
+            positional.push(scalar(key, value)?);
             continue;
         }
         let flag = format!("--{long}");
@@ -182,11 +220,12 @@ fn to_argv<A: CommandFactory + ToolArgs>(module: &str, params: &Map<String, Valu
     if !unknown.is_empty() {
         let mut supported: Vec<String> = cmd
             .get_arguments()
-            .filter_map(|a| a.get_long())
-            .filter(|l| !hidden.contains(l))
-            .map(|l| l.replace('-', "_"))
+            .filter_map(|a| a.get_long().map(|l| l.replace('-', "_")).or_else(|| a.is_positional().then(|| a.get_id().to_string())))
+            .filter(|l| !hidden.contains(&l.as_str()))
             .collect();
-        supported.push("records".into());
+        if takes_records {
+            supported.push("records".into());
+        }
         supported.sort();
         return Err(format!(
             "Unsupported parameters for ({module}) module: {}. Supported parameters include: {}.",
@@ -194,8 +233,12 @@ fn to_argv<A: CommandFactory + ToolArgs>(module: &str, params: &Map<String, Valu
             supported.join(", ")
         ));
     }
-    if check {
+    if check && cmd.get_arguments().any(|a| a.get_long() == Some("check")) {
         argv.push("--check".into());
+    }
+    if !positional.is_empty() {
+        argv.push("--".into());
+        argv.extend(positional);
     }
     Ok(argv)
 }

@@ -323,16 +323,6 @@ pub(crate) struct ModuleReport {
     pub exit: Exit,
 }
 
-/// Parses `argv` into `A` without exiting on error (Ansible mode).
-pub(crate) fn try_parse<A: ToolArgs>(argv: &[String]) -> Result<A, String> {
-    let m = A::command().try_get_matches_from(argv).map_err(|e| e.kind().to_string() + ": " + &first_line(&e.to_string()))?;
-    A::from_arg_matches(&m).map_err(|e| first_line(&e.to_string()))
-}
-
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or_default().trim_start_matches("error: ").to_string()
-}
-
 /// Writes one line of JSON to stdout.
 pub(crate) fn print_json(v: &Value) {
     let mut out = std::io::stdout().lock();

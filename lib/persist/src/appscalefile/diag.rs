@@ -62,7 +62,12 @@ struct JsonDiagnostic<'a> {
 impl Diagnostic {
     /// The JSON line for this diagnostic in `file`.
     pub fn to_json(&self, file: &str) -> String {
-        serde_json::to_string(&JsonDiagnostic {
+        self.to_value(file).to_string()
+    }
+
+    /// The JSON object for this diagnostic in `file`.
+    pub fn to_value(&self, file: &str) -> serde_json::Value {
+        serde_json::to_value(&JsonDiagnostic {
             file,
             line: self.pos.line,
             column: self.pos.col,

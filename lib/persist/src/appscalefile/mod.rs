@@ -12,6 +12,7 @@
 //! node is its IP address.
 
 pub mod diag;
+pub mod inventory;
 pub mod yaml;
 
 use std::collections::{BTreeMap, HashMap};
@@ -146,6 +147,12 @@ impl Lint {
     /// Whether any finding is a warning.
     pub fn has_warnings(&self) -> bool {
         self.diagnostics.iter().any(|d| d.severity == Severity::Warning)
+    }
+
+    /// `<file>: N error(s), M warning(s)`.
+    pub fn summary(&self, file: &str) -> String {
+        let count = |s| self.diagnostics.iter().filter(|d| d.severity == s).count();
+        format!("{file}: {} error(s), {} warning(s)", count(Severity::Error), count(Severity::Warning))
     }
 }
 

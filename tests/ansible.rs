@@ -1,0 +1,465 @@
+//! The tools as Ansible binary modules, run by real ansible-core (from PyPI,
+//! in the virtual environment scripts/setup makes): the up and down
+//! playbooks on the local provider with three node hosts that are aliases of
+//! localhost, ansible-doc on every module, the module protocol directly, and
+//! the EC2 flow against moto.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::{Value, json};
+
+const MODULES: [&str; 7] = [
+    "appscalefile_lint",
+    "disk_create",
+    "disk_attach",
+    "disk_ensure_fs",
+    "disk_mount",
+    "disk_unmount",
+    "disk_detach",
+];
+
+/// A copy of the collection with the debug tools as its modules.
+fn collection(t: &TempDir) -> PathBuf {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap().flatten() {
+            let dest = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy(&e.path(), &dest);
+            } else if e.file_name().to_string_lossy().ends_with(".yml") || e.file_name().to_string_lossy().ends_with(".md") {
+                std::fs::copy(e.path(), dest).unwrap();
+            }
+        }
+    }
+    let root = t.join("collections");
+    copy(&repo().join("ansible/ansible_collections"), &root.join("ansible_collections"));
+    let modules = root.join("ansible_collections/appscale/persist/plugins/modules");
+    for m in MODULES {
+        std::fs::copy(bin_dir().join(m.replace('_', "-")), modules.join(m)).unwrap();
+    }
+    root
+}
+
+/// A deployment of `n` local nodes run through the playbooks.
+struct Play {
+    t: TempDir,
+    collections: PathBuf,
+    inventory: PathBuf,
+    extra_env: Vec<(String, String)>,
+}
+
+impl Play {
+    fn local(tag: &str, n: usize) -> Play {
+        let t = TempDir::new(tag);
+        let collections = collection(&t);
+        let disks: Vec<String> = (0..n).map(|i| format!("ans-{i}")).collect();
+        std::fs::write(
+            t.join("AppScalefile"),
+            format!("infrastructure: local\nips_layout:\n  - roles: [master, database, zookeeper]\n    nodes: {n}\n    disks: [{}]\n", disks.join(", ")),
+        )
+        .unwrap();
+        let hosts: String = (0..n)
+            .map(|i| format!("    node-{i}:\n      appscale_mountpoint: {}\n      appscale_fstab: {}\n", t.s(&format!("mnt/node-{i}")), t.s(&format!("fstab-{i}"))))
+            .collect();
+        let inventory = t.join("inventory.yml");
+        std::fs::write(
+            &inventory,
+            format!(
+                "all:\n  vars:\n    ansible_connection: local\n    ansible_python_interpreter: {}\n    appscale_appscalefile: {}\n    appscale_state_dir: {}\n    appscale_size: 64M\n  hosts:\n{hosts}",
+                venv().join("bin/python").display(),
+                t.s("AppScalefile"),
+                t.s("disks")
+            ),
+        )
+        .unwrap();
+        Play { t, collections, inventory, extra_env: Vec::new() }
+    }
+
+    fn ansible(&self, program: &str, args: &[&str]) -> Run {
+        let mut c = Command::new(venv().join("bin").join(program));
+        c.args(args)
+            .env("ANSIBLE_COLLECTIONS_PATH", &self.collections)
+            .env("ANSIBLE_NOCOLOR", "1")
+            .env("ANSIBLE_FORCE_COLOR", "0")
+            .env("ANSIBLE_LOCAL_TEMP", self.t.join("ansible-local"))
+            .env("ANSIBLE_REMOTE_TEMP", self.t.join("ansible-remote"))
+            .env("ANSIBLE_HOME", self.t.join("ansible-home"))
+            .env("ANSIBLE_RETRY_FILES_ENABLED", "0");
+        for (k, v) in &self.extra_env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn playbook(&self, book: &str, extra: &[&str]) -> Run {
+        let path = repo().join("ansible").join(book);
+        let mut args = vec!["-i", self.inventory.to_str().unwrap(), path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.ansible("ansible-playbook", &args)
+    }
+
+    fn mnt(&self, i: usize) -> PathBuf {
+        self.t.join(&format!("mnt/node-{i}"))
+    }
+
+    fn loops(&self) -> usize {
+        sh_ok(&["losetup", "--list", "--noheadings", "--output", "BACK-FILE"]).lines().filter(|l| l.contains(&self.t.s("disks"))).count()
+    }
+}
+
+/// host → (ok, changed, failed) from the play recap.
+fn recap(r: &Run) -> BTreeMap<String, (u32, u32, u32)> {
+    let mut out = BTreeMap::new();
+    let mut in_recap = false;
+    for line in r.stdout.lines() {
+        if line.starts_with("PLAY RECAP") {
+            in_recap = true;
+            continue;
+        }
+        if !in_recap || !line.contains(" : ") {
+            continue;
+        }
+        let (host, rest) = line.split_once(" : ").unwrap();
+        let field = |name: &str| -> u32 {
+            rest.split_whitespace().find_map(|f| f.strip_prefix(&format!("{name}="))).and_then(|v| v.parse().ok()).unwrap_or(0)
+        };
+        out.insert(host.trim().to_string(), (field("ok"), field("changed"), field("failed")));
+    }
+    assert!(!out.is_empty(), "no recap in:\n{}\n{}", r.stdout, r.stderr);
+    out
+}
+
+#[test]
+fn playbooks_keep_data_across_down_and_up_and_rerun_unchanged() {
+    require_root();
+    let p = Play::local("ansible-flow", 3);
+    let r = p.playbook("up.yml", &[]);
+    let rc = recap(&r);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    for (host, (_, changed, failed)) in &rc {
+        assert_eq!(*failed, 0, "{host}");
+        assert!(*changed > 0, "{host} changed something the first time");
+    }
+    for i in 0..3 {
+        assert!(is_mounted(&p.mnt(i)), "node-{i}");
+        assert!(std::fs::read_to_string(p.t.join(&format!("fstab-{i}"))).unwrap().contains("x-appscale-persist"));
+    }
+    std::fs::write(p.mnt(1).join("precious"), "kept").unwrap();
+
+    let r = p.playbook("up.yml", &[]);
+    assert_eq!(r.code, 0);
+    for (host, (_, changed, failed)) in recap(&r) {
+        assert_eq!((changed, failed), (0, 0), "{host}: a second run changes nothing\n{}", r.stdout);
+    }
+
+    let r = p.playbook("down.yml", &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    for i in 0..3 {
+        assert!(!is_mounted(&p.mnt(i)));
+    }
+    assert_eq!(p.loops(), 0, "every loop device detached");
+    let r = p.playbook("down.yml", &[]);
+    for (host, (_, changed, failed)) in recap(&r) {
+        assert_eq!((changed, failed), (0, 0), "{host}: down twice");
+    }
+
+    assert_eq!(p.playbook("up.yml", &[]).code, 0);
+    assert_eq!(std::fs::read_to_string(p.mnt(1).join("precious")).unwrap(), "kept");
+    assert_eq!(p.playbook("down.yml", &[]).code, 0);
+}
+
+#[test]
+fn check_mode_changes_nothing_and_says_what_would() {
+    require_root();
+    let p = Play::local("ansible-check", 2);
+    let r = p.playbook("up.yml", &["--check"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    for (host, (_, changed, failed)) in recap(&r) {
+        assert_eq!(failed, 0, "{host}");
+        assert!(changed > 0, "{host}: check mode reports what would change");
+    }
+    assert!(!p.t.join("disks/ans-0.img").exists(), "no image");
+    assert_eq!(p.loops(), 0, "no loop device");
+    assert!(!p.mnt(0).exists() && !is_mounted(&p.mnt(0)), "no mount");
+    assert!(!p.t.join("fstab-0").exists(), "no fstab");
+    // For real, with --diff: the fstab change is shown.
+    let r = p.playbook("up.yml", &["--diff"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains(&format!("+++ after: {}", p.t.s("fstab-0"))), "the fstab diff is shown: {}", r.stdout);
+    assert_eq!(p.playbook("down.yml", &[]).code, 0);
+}
+
+#[test]
+fn one_host_with_a_bad_disk_fails_alone() {
+    require_root();
+    let p = Play::local("ansible-bad", 3);
+    std::fs::create_dir_all(p.t.join("disks")).unwrap();
+    let mut junk = vec![0x5Au8; 1 << 20];
+    junk.resize(64 << 20, 0);
+    std::fs::write(p.t.join("disks/ans-1.img"), &junk).unwrap();
+    let r = p.playbook("up.yml", &[]);
+    assert_ne!(r.code, 0);
+    let rc = recap(&r);
+    assert_eq!(rc["node-1"].2, 1, "node-1 failed: {}", r.stdout);
+    assert_eq!((rc["node-0"].2, rc["node-2"].2), (0, 0));
+    assert!(r.stdout.contains("not blank"), "{}", r.stdout);
+    assert!(is_mounted(&p.mnt(0)) && is_mounted(&p.mnt(2)) && !is_mounted(&p.mnt(1)));
+    let r = p.playbook("down.yml", &[]);
+    assert_eq!(r.code, 0, "down of the good hosts (and the bad one's unmounted disk): {}", r.stdout);
+    assert_eq!(p.loops(), 0);
+}
+
+#[test]
+fn ansible_doc_renders_every_module() {
+    let t = TempDir::new("ansible-doc");
+    let p = Play { collections: collection(&t), inventory: PathBuf::new(), extra_env: Vec::new(), t };
+    for m in MODULES {
+        let r = p.ansible("ansible-doc", &[&format!("appscale.persist.{m}")]);
+        assert_eq!(r.code, 0, "{m}: {}", r.stderr);
+        assert!(r.stdout.contains(&format!("MODULE appscale.persist.{m}")) || r.stdout.contains(&format!("appscale.persist.{m}")), "{m}: {}", r.stdout);
+        assert!(r.stdout.contains("OPTIONS") && r.stdout.contains("EXAMPLES") && r.stdout.contains("RETURN VALUES"), "{m}: {}", r.stdout);
+        let j = p.ansible("ansible-doc", &["--json", &format!("appscale.persist.{m}")]);
+        let doc: Value = serde_json::from_str(&j.stdout).unwrap_or_else(|e| panic!("{m}: {e}: {}", j.stdout));
+        assert!(doc[format!("appscale.persist.{m}")]["doc"]["short_description"].is_string());
+    }
+}
+
+/// Long options of a tool, from its --help, minus the ones Ansible sets
+/// itself (check) or that only shape terminal output.
+fn flags(tool: &str) -> Vec<String> {
+    let help = run(tool, &["--help"], "").expect(0).stdout;
+    // Option lines look like `  -q, --quiet` or `      --fstab <PATH>`.
+    let mut out: Vec<String> = help
+        .lines()
+        .filter_map(|l| {
+            let t = l.trim_start();
+            let t = if t.len() > 4 && t.starts_with('-') && !t.starts_with("--") && t[2..].starts_with(", ") { &t[4..] } else { t };
+            t.strip_prefix("--")
+        })
+        .map(|w| w.split([' ', '=', '[', '<', ',', '.']).next().unwrap().replace('-', "_"))
+        .filter(|w| !w.is_empty() && !["check", "quiet", "verbose", "help", "version"].contains(&w.as_str()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[test]
+fn module_docs_list_exactly_the_tools_options() {
+    use appscale_persist::appscalefile::yaml;
+    for m in MODULES {
+        let tool = m.replace('_', "-");
+        let text = std::fs::read_to_string(repo().join(format!("ansible/ansible_collections/appscale/persist/plugins/modules/{m}.yml"))).unwrap();
+        let parsed = yaml::parse(&text);
+        assert!(parsed.problems.is_empty(), "{m}.yml: {:?}", parsed.problems);
+        let doc = &parsed.documents[0];
+        let options = doc.get("DOCUMENTATION").and_then(|d| d.get("options")).and_then(|o| o.as_map()).unwrap();
+        let mut documented: Vec<String> = options.iter().filter_map(|(k, _)| k.scalar().map(str::to_string)).filter(|k| k != "records").collect();
+        documented.sort();
+        let mut from_help = flags(&tool);
+        if tool == "appscalefile-lint" {
+            from_help.push("file".into());
+            from_help.sort();
+        }
+        from_help.retain(|f| f != "endpoint");
+        assert_eq!(documented, from_help, "{m}.yml options vs {tool} --help");
+        assert!(doc.get("EXAMPLES").and_then(|e| e.scalar()).is_some(), "{m}: EXAMPLES");
+        assert!(doc.get("RETURN").and_then(|e| e.as_map()).is_some(), "{m}: RETURN");
+    }
+}
+
+/// Runs a tool as Ansible does: one argument, the path of a JSON file.
+fn as_module(t: &TempDir, tool: &str, args: Value) -> (i32, Value) {
+    let path = t.join(&format!("args-{}.json", tool));
+    std::fs::write(&path, args.to_string()).unwrap();
+    let r = run(tool, &[path.to_str().unwrap()], "");
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON object on stdout: {}", r.stdout);
+    (r.code, serde_json::from_str(lines[0]).unwrap())
+}
+
+#[test]
+fn the_binary_module_protocol() {
+    require_root();
+    let t = TempDir::new("module");
+    let d = LoopDev::new(&t, "disk", 64);
+    let base = json!({"_ansible_check_mode": true, "_ansible_diff": false, "_ansible_verbosity": 0, "_ansible_module_name": "disk_ensure_fs", "_ansible_no_log": false});
+
+    let mut args = base.clone();
+    args["device"] = json!(d.device);
+    let (code, out) = as_module(&t, "disk-ensure-fs", args.clone());
+    assert_eq!((code, &out["changed"], &out["failed"]), (0, &json!(true), &json!(false)), "{out}");
+    assert_eq!(out["device"], d.device.as_str(), "the record's fields are at the top level");
+    assert!(out["msg"].as_str().unwrap().contains("would format"), "{out}");
+    assert_eq!(sh(&["blkid", "-p", &d.device]).code, 2, "check mode formatted nothing");
+
+    args["_ansible_check_mode"] = json!(false);
+    let (code, out) = as_module(&t, "disk-ensure-fs", args.clone());
+    assert_eq!((code, &out["changed"], &out["state"]), (0, &json!(true), &json!("formatted")), "{out}");
+    let (_, out) = as_module(&t, "disk-ensure-fs", args.clone());
+    assert_eq!(out["changed"], false);
+
+    let mut bad = args.clone();
+    bad["devise"] = json!("/dev/sdz");
+    let (code, out) = as_module(&t, "disk-ensure-fs", bad);
+    assert_eq!((code, &out["failed"]), (1, &json!(true)));
+    let msg = out["msg"].as_str().unwrap();
+    assert!(msg.contains("Unsupported parameters for (disk_ensure_fs) module: devise") && msg.contains("device"), "{msg}");
+
+    let mut bad = args.clone();
+    bad["grow"] = json!("perhaps");
+    let (_, out) = as_module(&t, "disk-ensure-fs", bad);
+    assert!(out["msg"].as_str().unwrap().contains("argument grow must be a boolean"), "{out}");
+    let mut bad = args.clone();
+    bad["fstype"] = json!(["ext4"]);
+    let (_, out) = as_module(&t, "disk-ensure-fs", bad);
+    assert!(out["msg"].as_str().unwrap().contains("argument fstype must be a string"), "{out}");
+    let mut bad = args.clone();
+    bad["fstype"] = json!("zfs");
+    let (_, out) = as_module(&t, "disk-ensure-fs", bad);
+    assert_eq!(out["failed"], true);
+    assert!(out["msg"].as_str().unwrap().contains("zfs"), "{out}");
+    let mut bad = args.clone();
+    bad["records"] = json!([{"v": 1, "device": 7}]);
+    let (_, out) = as_module(&t, "disk-ensure-fs", bad);
+    assert!(out["msg"].as_str().unwrap().starts_with("argument records[0]:"), "{out}");
+
+    // A refusal is `failed` with the tool's exit status and no stack trace.
+    let mut xfs = args.clone();
+    xfs["fstype"] = json!("xfs");
+    let (code, out) = as_module(&t, "disk-ensure-fs", xfs);
+    assert_eq!((code, &out["failed"], &out["rc"]), (1, &json!(true), &json!(3)));
+    assert_eq!(out["error"]["code"], "fs-mismatch");
+
+    // Diff mode returns the fstab change.
+    let fstab = t.join("fstab");
+    let (code, out) = as_module(
+        &t,
+        "disk-mount",
+        json!({"_ansible_check_mode": true, "_ansible_diff": true, "device": d.device, "mountpoint": t.s("mnt"), "fstab": fstab, "device_timeout": 10}),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["diff"][0]["before"], "");
+    assert!(out["diff"][0]["after"].as_str().unwrap().contains("x-systemd.device-timeout=10s"), "{out}");
+    assert!(!fstab.exists());
+
+    // The linter as a module.
+    let file = repo().join("tests/fixtures/appscalefile/valid-new-gce.yaml");
+    let (code, out) = as_module(&t, "appscalefile-lint", json!({"_ansible_check_mode": false, "file": file, "plan": true}));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["records"][0]["disk"], "mydisk1");
+    let file = repo().join("tests/fixtures/appscalefile/disk-duplicate.yaml");
+    let (code, out) = as_module(&t, "appscalefile-lint", json!({"_ansible_check_mode": false, "file": file}));
+    assert_eq!((code, &out["failed"]), (1, &json!(true)));
+    assert_eq!(out["diagnostics"][0]["code"], "disk-duplicate");
+    let (_, out) = as_module(&t, "appscalefile-lint", json!({"_ansible_check_mode": false, "records": []}));
+    assert!(out["msg"].as_str().unwrap().contains("Unsupported parameters for (appscalefile_lint) module: records"), "{out}");
+}
+
+#[test]
+fn inventory_from_an_appscalefile_works_with_ansible() {
+    let t = TempDir::new("inventory");
+    let p = Play { collections: collection(&t), inventory: PathBuf::new(), extra_env: Vec::new(), t };
+    let file = repo().join("tests/fixtures/appscalefile/valid-new-ec2-groups.yaml");
+    let inv = run("appscalefile-lint", &["--inventory", file.to_str().unwrap()], "").expect(0).stdout;
+    let path = p.t.join("inventory.json");
+    std::fs::write(&path, inv).unwrap();
+    let r = p.ansible("ansible-inventory", &["-i", path.to_str().unwrap(), "--list"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let listed: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(listed["database"]["hosts"], json!(["node-3", "node-4"]));
+    assert_eq!(listed["_meta"]["hostvars"]["node-3"]["appscale_disk"], "db-data-1");
+    assert_eq!(listed["_meta"]["hostvars"]["node-3"]["appscale_zone"], "us-east-1b");
+    assert_eq!(listed["_meta"]["hostvars"]["node-0"]["appscale_provider"], "ec2");
+    // The same through the inventory script.
+    let mut script = p;
+    script.extra_env = vec![
+        ("APPSCALEFILE".into(), file.display().to_string()),
+        ("PATH".into(), format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap())),
+    ];
+    let r = script.ansible("ansible-inventory", &["-i", repo().join("ansible/inventory.sh").to_str().unwrap(), "--list"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let via_script: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(via_script["_meta"]["hostvars"], listed["_meta"]["hostvars"]);
+    assert_eq!(via_script["database"], listed["database"]);
+}
+
+#[test]
+fn the_ec2_flow_through_the_playbooks() {
+    require_root();
+    let moto = Server::moto();
+    let t = TempDir::new("ansible-ec2");
+    let collections = collection(&t);
+    let inst: Vec<String> = moto.ec2_admin(&["run-instances", "us-east-1b", "2"]).as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    std::fs::write(
+        t.join("AppScalefile"),
+        "infrastructure: ec2\nzone: us-east-1b\nips_layout:\n  - roles: [master, database, zookeeper]\n    nodes: 2\n    disks: [data-a, data-b]\n",
+    )
+    .unwrap();
+    // Volumes exist already (tagged by Name), and a loop device stands in for
+    // each where udev would link its NVMe device.
+    let mut devs = Vec::new();
+    for name in ["data-a", "data-b"] {
+        let vol = moto.ec2_admin(&["create-volume", "us-east-1b", "1", name]).as_str().unwrap().to_string();
+        let d = LoopDev::new(&t, name, 1024);
+        std::fs::create_dir_all(t.join("dev/disk/by-id")).unwrap();
+        std::os::unix::fs::symlink(&d.device, t.join(&format!("dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{}", vol.replacen('-', "", 1)))).unwrap();
+        devs.push((vol, d));
+    }
+    let hosts: String = (0..2)
+        .map(|i| format!("    node-{i}:\n      appscale_instance: {}\n      appscale_mountpoint: {}\n      appscale_fstab: {}\n", inst[i], t.s(&format!("mnt/node-{i}")), t.s(&format!("fstab-{i}"))))
+        .collect();
+    let inventory = t.join("inventory.yml");
+    std::fs::write(
+        &inventory,
+        format!(
+            "all:\n  vars:\n    ansible_connection: local\n    ansible_python_interpreter: {}\n    appscale_appscalefile: {}\n    appscale_endpoint_url: {}\n  hosts:\n{hosts}",
+            venv().join("bin/python").display(),
+            t.s("AppScalefile"),
+            moto.url()
+        ),
+    )
+    .unwrap();
+    let p = Play {
+        extra_env: vec![
+            ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("AWS_CONFIG_FILE".into(), "/nonexistent".into()),
+            ("AWS_SHARED_CREDENTIALS_FILE".into(), "/nonexistent".into()),
+            ("APPSCALE_PERSIST_DEV_ROOT".into(), t.s("dev")),
+        ],
+        collections,
+        inventory,
+        t,
+    };
+    let r = p.playbook("up.yml", &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    for (i, (vol, _)) in devs.iter().enumerate() {
+        assert!(is_mounted(&p.mnt(i)));
+        assert_eq!(moto.ec2_admin(&["volume", vol])["attachments"][0]["instance"], inst[i].as_str());
+    }
+    std::fs::write(p.mnt(0).join("precious"), "on EBS").unwrap();
+    let r = p.playbook("up.yml", &[]);
+    for (host, (_, changed, failed)) in recap(&r) {
+        assert_eq!((changed, failed), (0, 0), "{host}\n{}", r.stdout);
+    }
+    let r = p.playbook("down.yml", &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    for (vol, _) in &devs {
+        assert_eq!(moto.ec2_admin(&["volume", vol])["state"], "available");
+    }
+    assert_eq!(p.playbook("up.yml", &[]).code, 0);
+    assert_eq!(std::fs::read_to_string(p.mnt(0).join("precious")).unwrap(), "on EBS");
+    assert_eq!(p.playbook("down.yml", &[]).code, 0);
+}
