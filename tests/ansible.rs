@@ -31,13 +31,18 @@ fn collection(t: &TempDir) -> PathBuf {
             let dest = to.join(e.file_name());
             if e.file_type().unwrap().is_dir() {
                 copy(&e.path(), &dest);
-            } else if e.file_name().to_string_lossy().ends_with(".yml") || e.file_name().to_string_lossy().ends_with(".md") {
+            } else if e.file_name().to_string_lossy().ends_with(".yml")
+                || e.file_name().to_string_lossy().ends_with(".md")
+            {
                 std::fs::copy(e.path(), dest).unwrap();
             }
         }
     }
     let root = t.join("collections");
-    copy(&repo().join("ansible/ansible_collections"), &root.join("ansible_collections"));
+    copy(
+        &repo().join("ansible/ansible_collections"),
+        &root.join("ansible_collections"),
+    );
     let modules = root.join("ansible_collections/appscale/persist/plugins/modules");
     for m in MODULES {
         std::fs::copy(bin_dir().join(m.replace('_', "-")), modules.join(m)).unwrap();
@@ -64,7 +69,13 @@ impl Play {
         )
         .unwrap();
         let hosts: String = (0..n)
-            .map(|i| format!("    node-{i}:\n      appscale_mountpoint: {}\n      appscale_fstab: {}\n", t.s(&format!("mnt/node-{i}")), t.s(&format!("fstab-{i}"))))
+            .map(|i| {
+                format!(
+                    "    node-{i}:\n      appscale_mountpoint: {}\n      appscale_fstab: {}\n",
+                    t.s(&format!("mnt/node-{i}")),
+                    t.s(&format!("fstab-{i}"))
+                )
+            })
             .collect();
         let inventory = t.join("inventory.yml");
         std::fs::write(
@@ -77,7 +88,12 @@ impl Play {
             ),
         )
         .unwrap();
-        Play { t, collections, inventory, extra_env: Vec::new() }
+        Play {
+            t,
+            collections,
+            inventory,
+            extra_env: Vec::new(),
+        }
     }
 
     fn ansible(&self, program: &str, args: &[&str]) -> Run {
@@ -103,7 +119,11 @@ impl Play {
 
     fn playbook(&self, book: &str, extra: &[&str]) -> Run {
         let path = repo().join("ansible").join(book);
-        let mut args = vec!["-i", self.inventory.to_str().unwrap(), path.to_str().unwrap()];
+        let mut args = vec![
+            "-i",
+            self.inventory.to_str().unwrap(),
+            path.to_str().unwrap(),
+        ];
         args.extend_from_slice(extra);
         self.ansible("ansible-playbook", &args)
     }
@@ -113,7 +133,10 @@ impl Play {
     }
 
     fn loops(&self) -> usize {
-        sh_ok(&["losetup", "--list", "--noheadings", "--output", "BACK-FILE"]).lines().filter(|l| l.contains(&self.t.s("disks"))).count()
+        sh_ok(&["losetup", "--list", "--noheadings", "--output", "BACK-FILE"])
+            .lines()
+            .filter(|l| l.contains(&self.t.s("disks")))
+            .count()
     }
 }
 
@@ -131,9 +154,15 @@ fn recap(r: &Run) -> BTreeMap<String, (u32, u32, u32)> {
         }
         let (host, rest) = line.split_once(" : ").unwrap();
         let field = |name: &str| -> u32 {
-            rest.split_whitespace().find_map(|f| f.strip_prefix(&format!("{name}="))).and_then(|v| v.parse().ok()).unwrap_or(0)
+            rest.split_whitespace()
+                .find_map(|f| f.strip_prefix(&format!("{name}=")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
         };
-        out.insert(host.trim().to_string(), (field("ok"), field("changed"), field("failed")));
+        out.insert(
+            host.trim().to_string(),
+            (field("ok"), field("changed"), field("failed")),
+        );
     }
     assert!(!out.is_empty(), "no recap in:\n{}\n{}", r.stdout, r.stderr);
     out
@@ -152,14 +181,23 @@ fn playbooks_keep_data_across_down_and_up_and_rerun_unchanged() {
     }
     for i in 0..3 {
         assert!(is_mounted(&p.mnt(i)), "node-{i}");
-        assert!(std::fs::read_to_string(p.t.join(&format!("fstab-{i}"))).unwrap().contains("x-appscale-persist"));
+        assert!(
+            std::fs::read_to_string(p.t.join(&format!("fstab-{i}")))
+                .unwrap()
+                .contains("x-appscale-persist")
+        );
     }
     std::fs::write(p.mnt(1).join("precious"), "kept").unwrap();
 
     let r = p.playbook("up.yml", &[]);
     assert_eq!(r.code, 0);
     for (host, (_, changed, failed)) in recap(&r) {
-        assert_eq!((changed, failed), (0, 0), "{host}: a second run changes nothing\n{}", r.stdout);
+        assert_eq!(
+            (changed, failed),
+            (0, 0),
+            "{host}: a second run changes nothing\n{}",
+            r.stdout
+        );
     }
 
     let r = p.playbook("down.yml", &[]);
@@ -174,7 +212,10 @@ fn playbooks_keep_data_across_down_and_up_and_rerun_unchanged() {
     }
 
     assert_eq!(p.playbook("up.yml", &[]).code, 0);
-    assert_eq!(std::fs::read_to_string(p.mnt(1).join("precious")).unwrap(), "kept");
+    assert_eq!(
+        std::fs::read_to_string(p.mnt(1).join("precious")).unwrap(),
+        "kept"
+    );
     assert_eq!(p.playbook("down.yml", &[]).code, 0);
 }
 
@@ -195,7 +236,12 @@ fn check_mode_changes_nothing_and_says_what_would() {
     // For real, with --diff: the fstab change is shown.
     let r = p.playbook("up.yml", &["--diff"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains(&format!("+++ after: {}", p.t.s("fstab-0"))), "the fstab diff is shown: {}", r.stdout);
+    assert!(
+        r.stdout
+            .contains(&format!("+++ after: {}", p.t.s("fstab-0"))),
+        "the fstab diff is shown: {}",
+        r.stdout
+    );
     assert_eq!(p.playbook("down.yml", &[]).code, 0);
 }
 
@@ -215,21 +261,42 @@ fn one_host_with_a_bad_disk_fails_alone() {
     assert!(r.stdout.contains("not blank"), "{}", r.stdout);
     assert!(is_mounted(&p.mnt(0)) && is_mounted(&p.mnt(2)) && !is_mounted(&p.mnt(1)));
     let r = p.playbook("down.yml", &[]);
-    assert_eq!(r.code, 0, "down of the good hosts (and the bad one's unmounted disk): {}", r.stdout);
+    assert_eq!(
+        r.code, 0,
+        "down of the good hosts (and the bad one's unmounted disk): {}",
+        r.stdout
+    );
     assert_eq!(p.loops(), 0);
 }
 
 #[test]
 fn ansible_doc_renders_every_module() {
     let t = TempDir::new("ansible-doc");
-    let p = Play { collections: collection(&t), inventory: PathBuf::new(), extra_env: Vec::new(), t };
+    let p = Play {
+        collections: collection(&t),
+        inventory: PathBuf::new(),
+        extra_env: Vec::new(),
+        t,
+    };
     for m in MODULES {
         let r = p.ansible("ansible-doc", &[&format!("appscale.persist.{m}")]);
         assert_eq!(r.code, 0, "{m}: {}", r.stderr);
-        assert!(r.stdout.contains(&format!("MODULE appscale.persist.{m}")) || r.stdout.contains(&format!("appscale.persist.{m}")), "{m}: {}", r.stdout);
-        assert!(r.stdout.contains("OPTIONS") && r.stdout.contains("EXAMPLES") && r.stdout.contains("RETURN VALUES"), "{m}: {}", r.stdout);
+        assert!(
+            r.stdout.contains(&format!("MODULE appscale.persist.{m}"))
+                || r.stdout.contains(&format!("appscale.persist.{m}")),
+            "{m}: {}",
+            r.stdout
+        );
+        assert!(
+            r.stdout.contains("OPTIONS")
+                && r.stdout.contains("EXAMPLES")
+                && r.stdout.contains("RETURN VALUES"),
+            "{m}: {}",
+            r.stdout
+        );
         let j = p.ansible("ansible-doc", &["--json", &format!("appscale.persist.{m}")]);
-        let doc: Value = serde_json::from_str(&j.stdout).unwrap_or_else(|e| panic!("{m}: {e}: {}", j.stdout));
+        let doc: Value =
+            serde_json::from_str(&j.stdout).unwrap_or_else(|e| panic!("{m}: {e}: {}", j.stdout));
         assert!(doc[format!("appscale.persist.{m}")]["doc"]["short_description"].is_string());
     }
 }
@@ -243,11 +310,26 @@ fn flags(tool: &str) -> Vec<String> {
         .lines()
         .filter_map(|l| {
             let t = l.trim_start();
-            let t = if t.len() > 4 && t.starts_with('-') && !t.starts_with("--") && t[2..].starts_with(", ") { &t[4..] } else { t };
+            let t = if t.len() > 4
+                && t.starts_with('-')
+                && !t.starts_with("--")
+                && t[2..].starts_with(", ")
+            {
+                &t[4..]
+            } else {
+                t
+            };
             t.strip_prefix("--")
         })
-        .map(|w| w.split([' ', '=', '[', '<', ',', '.']).next().unwrap().replace('-', "_"))
-        .filter(|w| !w.is_empty() && !["check", "quiet", "verbose", "help", "version"].contains(&w.as_str()))
+        .map(|w| {
+            w.split([' ', '=', '[', '<', ',', '.'])
+                .next()
+                .unwrap()
+                .replace('-', "_")
+        })
+        .filter(|w| {
+            !w.is_empty() && !["check", "quiet", "verbose", "help", "version"].contains(&w.as_str())
+        })
         .collect();
     out.sort();
     out.dedup();
@@ -259,12 +341,23 @@ fn module_docs_list_exactly_the_tools_options() {
     use appscale_persist::appscalefile::yaml;
     for m in MODULES {
         let tool = m.replace('_', "-");
-        let text = std::fs::read_to_string(repo().join(format!("ansible/ansible_collections/appscale/persist/plugins/modules/{m}.yml"))).unwrap();
+        let text = std::fs::read_to_string(repo().join(format!(
+            "ansible/ansible_collections/appscale/persist/plugins/modules/{m}.yml"
+        )))
+        .unwrap();
         let parsed = yaml::parse(&text);
         assert!(parsed.problems.is_empty(), "{m}.yml: {:?}", parsed.problems);
         let doc = &parsed.documents[0];
-        let options = doc.get("DOCUMENTATION").and_then(|d| d.get("options")).and_then(|o| o.as_map()).unwrap();
-        let mut documented: Vec<String> = options.iter().filter_map(|(k, _)| k.scalar().map(str::to_string)).filter(|k| k != "records").collect();
+        let options = doc
+            .get("DOCUMENTATION")
+            .and_then(|d| d.get("options"))
+            .and_then(|o| o.as_map())
+            .unwrap();
+        let mut documented: Vec<String> = options
+            .iter()
+            .filter_map(|(k, _)| k.scalar().map(str::to_string))
+            .filter(|k| k != "records")
+            .collect();
         documented.sort();
         let mut from_help = flags(&tool);
         if tool == "appscalefile-lint" {
@@ -273,8 +366,14 @@ fn module_docs_list_exactly_the_tools_options() {
         }
         from_help.retain(|f| f != "endpoint");
         assert_eq!(documented, from_help, "{m}.yml options vs {tool} --help");
-        assert!(doc.get("EXAMPLES").and_then(|e| e.scalar()).is_some(), "{m}: EXAMPLES");
-        assert!(doc.get("RETURN").and_then(|e| e.as_map()).is_some(), "{m}: RETURN");
+        assert!(
+            doc.get("EXAMPLES").and_then(|e| e.scalar()).is_some(),
+            "{m}: EXAMPLES"
+        );
+        assert!(
+            doc.get("RETURN").and_then(|e| e.as_map()).is_some(),
+            "{m}: RETURN"
+        );
     }
 }
 
@@ -298,14 +397,33 @@ fn the_binary_module_protocol() {
     let mut args = base.clone();
     args["device"] = json!(d.device);
     let (code, out) = as_module(&t, "disk-ensure-fs", args.clone());
-    assert_eq!((code, &out["changed"], &out["failed"]), (0, &json!(true), &json!(false)), "{out}");
-    assert_eq!(out["device"], d.device.as_str(), "the record's fields are at the top level");
-    assert!(out["msg"].as_str().unwrap().contains("would format"), "{out}");
-    assert_eq!(sh(&["blkid", "-p", &d.device]).code, 2, "check mode formatted nothing");
+    assert_eq!(
+        (code, &out["changed"], &out["failed"]),
+        (0, &json!(true), &json!(false)),
+        "{out}"
+    );
+    assert_eq!(
+        out["device"],
+        d.device.as_str(),
+        "the record's fields are at the top level"
+    );
+    assert!(
+        out["msg"].as_str().unwrap().contains("would format"),
+        "{out}"
+    );
+    assert_eq!(
+        sh(&["blkid", "-p", &d.device]).code,
+        2,
+        "check mode formatted nothing"
+    );
 
     args["_ansible_check_mode"] = json!(false);
     let (code, out) = as_module(&t, "disk-ensure-fs", args.clone());
-    assert_eq!((code, &out["changed"], &out["state"]), (0, &json!(true), &json!("formatted")), "{out}");
+    assert_eq!(
+        (code, &out["changed"], &out["state"]),
+        (0, &json!(true), &json!("formatted")),
+        "{out}"
+    );
     let (_, out) = as_module(&t, "disk-ensure-fs", args.clone());
     assert_eq!(out["changed"], false);
 
@@ -314,16 +432,32 @@ fn the_binary_module_protocol() {
     let (code, out) = as_module(&t, "disk-ensure-fs", bad);
     assert_eq!((code, &out["failed"]), (1, &json!(true)));
     let msg = out["msg"].as_str().unwrap();
-    assert!(msg.contains("Unsupported parameters for (disk_ensure_fs) module: devise") && msg.contains("device"), "{msg}");
+    assert!(
+        msg.contains("Unsupported parameters for (disk_ensure_fs) module: devise")
+            && msg.contains("device"),
+        "{msg}"
+    );
 
     let mut bad = args.clone();
     bad["grow"] = json!("perhaps");
     let (_, out) = as_module(&t, "disk-ensure-fs", bad);
-    assert!(out["msg"].as_str().unwrap().contains("argument grow must be a boolean"), "{out}");
+    assert!(
+        out["msg"]
+            .as_str()
+            .unwrap()
+            .contains("argument grow must be a boolean"),
+        "{out}"
+    );
     let mut bad = args.clone();
     bad["fstype"] = json!(["ext4"]);
     let (_, out) = as_module(&t, "disk-ensure-fs", bad);
-    assert!(out["msg"].as_str().unwrap().contains("argument fstype must be a string"), "{out}");
+    assert!(
+        out["msg"]
+            .as_str()
+            .unwrap()
+            .contains("argument fstype must be a string"),
+        "{out}"
+    );
     let mut bad = args.clone();
     bad["fstype"] = json!("zfs");
     let (_, out) = as_module(&t, "disk-ensure-fs", bad);
@@ -332,13 +466,22 @@ fn the_binary_module_protocol() {
     let mut bad = args.clone();
     bad["records"] = json!([{"v": 1, "device": 7}]);
     let (_, out) = as_module(&t, "disk-ensure-fs", bad);
-    assert!(out["msg"].as_str().unwrap().starts_with("argument records[0]:"), "{out}");
+    assert!(
+        out["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("argument records[0]:"),
+        "{out}"
+    );
 
     // A refusal is `failed` with the tool's exit status and no stack trace.
     let mut xfs = args.clone();
     xfs["fstype"] = json!("xfs");
     let (code, out) = as_module(&t, "disk-ensure-fs", xfs);
-    assert_eq!((code, &out["failed"], &out["rc"]), (1, &json!(true), &json!(3)));
+    assert_eq!(
+        (code, &out["failed"], &out["rc"]),
+        (1, &json!(true), &json!(3))
+    );
     assert_eq!(out["error"]["code"], "fs-mismatch");
 
     // Diff mode returns the fstab change.
@@ -350,44 +493,101 @@ fn the_binary_module_protocol() {
     );
     assert_eq!(code, 0, "{out}");
     assert_eq!(out["diff"][0]["before"], "");
-    assert!(out["diff"][0]["after"].as_str().unwrap().contains("x-systemd.device-timeout=10s"), "{out}");
+    assert!(
+        out["diff"][0]["after"]
+            .as_str()
+            .unwrap()
+            .contains("x-systemd.device-timeout=10s"),
+        "{out}"
+    );
     assert!(!fstab.exists());
 
     // The linter as a module.
     let file = repo().join("tests/fixtures/appscalefile/valid-new-gce.yaml");
-    let (code, out) = as_module(&t, "appscalefile-lint", json!({"_ansible_check_mode": false, "file": file, "plan": true}));
+    let (code, out) = as_module(
+        &t,
+        "appscalefile-lint",
+        json!({"_ansible_check_mode": false, "file": file, "plan": true}),
+    );
     assert_eq!(code, 0, "{out}");
     assert_eq!(out["records"][0]["disk"], "mydisk1");
     let file = repo().join("tests/fixtures/appscalefile/disk-duplicate.yaml");
-    let (code, out) = as_module(&t, "appscalefile-lint", json!({"_ansible_check_mode": false, "file": file}));
+    let (code, out) = as_module(
+        &t,
+        "appscalefile-lint",
+        json!({"_ansible_check_mode": false, "file": file}),
+    );
     assert_eq!((code, &out["failed"]), (1, &json!(true)));
     assert_eq!(out["diagnostics"][0]["code"], "disk-duplicate");
-    let (_, out) = as_module(&t, "appscalefile-lint", json!({"_ansible_check_mode": false, "records": []}));
-    assert!(out["msg"].as_str().unwrap().contains("Unsupported parameters for (appscalefile_lint) module: records"), "{out}");
+    let (_, out) = as_module(
+        &t,
+        "appscalefile-lint",
+        json!({"_ansible_check_mode": false, "records": []}),
+    );
+    assert!(
+        out["msg"]
+            .as_str()
+            .unwrap()
+            .contains("Unsupported parameters for (appscalefile_lint) module: records"),
+        "{out}"
+    );
 }
 
 #[test]
 fn inventory_from_an_appscalefile_works_with_ansible() {
     let t = TempDir::new("inventory");
-    let p = Play { collections: collection(&t), inventory: PathBuf::new(), extra_env: Vec::new(), t };
+    let p = Play {
+        collections: collection(&t),
+        inventory: PathBuf::new(),
+        extra_env: Vec::new(),
+        t,
+    };
     let file = repo().join("tests/fixtures/appscalefile/valid-new-ec2-groups.yaml");
-    let inv = run("appscalefile-lint", &["--inventory", file.to_str().unwrap()], "").expect(0).stdout;
+    let inv = run(
+        "appscalefile-lint",
+        &["--inventory", file.to_str().unwrap()],
+        "",
+    )
+    .expect(0)
+    .stdout;
     let path = p.t.join("inventory.json");
     std::fs::write(&path, inv).unwrap();
-    let r = p.ansible("ansible-inventory", &["-i", path.to_str().unwrap(), "--list"]);
+    let r = p.ansible(
+        "ansible-inventory",
+        &["-i", path.to_str().unwrap(), "--list"],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let listed: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(listed["database"]["hosts"], json!(["node-3", "node-4"]));
-    assert_eq!(listed["_meta"]["hostvars"]["node-3"]["appscale_disk"], "db-data-1");
-    assert_eq!(listed["_meta"]["hostvars"]["node-3"]["appscale_zone"], "us-east-1b");
-    assert_eq!(listed["_meta"]["hostvars"]["node-0"]["appscale_provider"], "ec2");
+    assert_eq!(
+        listed["_meta"]["hostvars"]["node-3"]["appscale_disk"],
+        "db-data-1"
+    );
+    assert_eq!(
+        listed["_meta"]["hostvars"]["node-3"]["appscale_zone"],
+        "us-east-1b"
+    );
+    assert_eq!(
+        listed["_meta"]["hostvars"]["node-0"]["appscale_provider"],
+        "ec2"
+    );
     // The same through the inventory script.
     let mut script = p;
     script.extra_env = vec![
         ("APPSCALEFILE".into(), file.display().to_string()),
-        ("PATH".into(), format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap())),
+        (
+            "PATH".into(),
+            format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap()),
+        ),
     ];
-    let r = script.ansible("ansible-inventory", &["-i", repo().join("ansible/inventory.sh").to_str().unwrap(), "--list"]);
+    let r = script.ansible(
+        "ansible-inventory",
+        &[
+            "-i",
+            repo().join("ansible/inventory.sh").to_str().unwrap(),
+            "--list",
+        ],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let via_script: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(via_script["_meta"]["hostvars"], listed["_meta"]["hostvars"]);
@@ -400,7 +600,13 @@ fn the_ec2_flow_through_the_playbooks() {
     let moto = Server::moto();
     let t = TempDir::new("ansible-ec2");
     let collections = collection(&t);
-    let inst: Vec<String> = moto.ec2_admin(&["run-instances", "us-east-1b", "2"]).as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let inst: Vec<String> = moto
+        .ec2_admin(&["run-instances", "us-east-1b", "2"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
     std::fs::write(
         t.join("AppScalefile"),
         "infrastructure: ec2\nzone: us-east-1b\nips_layout:\n  - roles: [master, database, zookeeper]\n    nodes: 2\n    disks: [data-a, data-b]\n",
@@ -410,10 +616,21 @@ fn the_ec2_flow_through_the_playbooks() {
     // each where udev would link its NVMe device.
     let mut devs = Vec::new();
     for name in ["data-a", "data-b"] {
-        let vol = moto.ec2_admin(&["create-volume", "us-east-1b", "1", name]).as_str().unwrap().to_string();
+        let vol = moto
+            .ec2_admin(&["create-volume", "us-east-1b", "1", name])
+            .as_str()
+            .unwrap()
+            .to_string();
         let d = LoopDev::new(&t, name, 1024);
         std::fs::create_dir_all(t.join("dev/disk/by-id")).unwrap();
-        std::os::unix::fs::symlink(&d.device, t.join(&format!("dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{}", vol.replacen('-', "", 1)))).unwrap();
+        std::os::unix::fs::symlink(
+            &d.device,
+            t.join(&format!(
+                "dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{}",
+                vol.replacen('-', "", 1)
+            )),
+        )
+        .unwrap();
         devs.push((vol, d));
     }
     let hosts: String = (0..2)
@@ -447,7 +664,10 @@ fn the_ec2_flow_through_the_playbooks() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     for (i, (vol, _)) in devs.iter().enumerate() {
         assert!(is_mounted(&p.mnt(i)));
-        assert_eq!(moto.ec2_admin(&["volume", vol])["attachments"][0]["instance"], inst[i].as_str());
+        assert_eq!(
+            moto.ec2_admin(&["volume", vol])["attachments"][0]["instance"],
+            inst[i].as_str()
+        );
     }
     std::fs::write(p.mnt(0).join("precious"), "on EBS").unwrap();
     let r = p.playbook("up.yml", &[]);
@@ -460,6 +680,9 @@ fn the_ec2_flow_through_the_playbooks() {
         assert_eq!(moto.ec2_admin(&["volume", vol])["state"], "available");
     }
     assert_eq!(p.playbook("up.yml", &[]).code, 0);
-    assert_eq!(std::fs::read_to_string(p.mnt(0).join("precious")).unwrap(), "on EBS");
+    assert_eq!(
+        std::fs::read_to_string(p.mnt(0).join("precious")).unwrap(),
+        "on EBS"
+    );
     assert_eq!(p.playbook("down.yml", &[]).code, 0);
 }

@@ -2,6 +2,9 @@
 //! 127.0.0.1), and, where moto refuses nothing, a local proxy injecting what
 //! real EC2 does (errors, throttling, slow attachments).
 
+// `ndjson(&[rec.clone()])` reads better in tests than `slice::from_ref`.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
 mod common;
 
 use std::path::Path;
@@ -50,37 +53,104 @@ fn create_attach_detach_are_idempotent() {
     let inst = instances(&moto, "us-east-1b", 1).remove(0);
     let input = ndjson(&[rec("node-0", "data-0")]);
 
-    let created = tool(&url, "disk-create", &["--size", "1G", "--deployment", "test"], &input).expect(0).record();
-    assert_eq!((created["state"].as_str(), steps_changed(&created)), (Some("created"), true));
+    let created = tool(
+        &url,
+        "disk-create",
+        &["--size", "1G", "--deployment", "test"],
+        &input,
+    )
+    .expect(0)
+    .record();
+    assert_eq!(
+        (created["state"].as_str(), steps_changed(&created)),
+        (Some("created"), true)
+    );
     let vol = created["disk_id"].as_str().unwrap().to_string();
     assert!(vol.starts_with("vol-"));
-    let again = tool(&url, "disk-create", &["--size", "1G", "--deployment", "test"], &input).expect(0).record();
-    assert_eq!((again["disk_id"].as_str(), steps_changed(&again)), (Some(vol.as_str()), false));
-    assert_eq!(moto.ec2_admin(&["named", "data-0"]), json!([vol]), "one volume, found again by its Name tag");
+    let again = tool(
+        &url,
+        "disk-create",
+        &["--size", "1G", "--deployment", "test"],
+        &input,
+    )
+    .expect(0)
+    .record();
+    assert_eq!(
+        (again["disk_id"].as_str(), steps_changed(&again)),
+        (Some(vol.as_str()), false)
+    );
+    assert_eq!(
+        moto.ec2_admin(&["named", "data-0"]),
+        json!([vol]),
+        "one volume, found again by its Name tag"
+    );
     let v = moto.ec2_admin(&["volume", &vol]);
     assert_eq!(v["tags"]["appscale-persist:deployment"], "test");
     assert_eq!(v["tags"]["appscale-persist:node"], "node-0");
-    assert_eq!((v["size"].as_u64(), v["zone"].as_str()), (Some(1), Some("us-east-1b")));
+    assert_eq!(
+        (v["size"].as_u64(), v["zone"].as_str()),
+        (Some(1), Some("us-east-1b"))
+    );
 
-    let attached = tool(&url, "disk-attach", &["--instance", &inst], &ndjson(&[created.clone()])).expect(0).record();
-    assert_eq!((attached["state"].as_str(), steps_changed(&attached)), (Some("attached"), true));
+    let attached = tool(
+        &url,
+        "disk-attach",
+        &["--instance", &inst],
+        &ndjson(&[created.clone()]),
+    )
+    .expect(0)
+    .record();
+    assert_eq!(
+        (attached["state"].as_str(), steps_changed(&attached)),
+        (Some("attached"), true)
+    );
     assert_eq!(attached["attached_as"], "/dev/sdf");
     assert_eq!(attached["instance"], inst.as_str());
     let v = moto.ec2_admin(&["volume", &vol]);
-    assert_eq!(v["attachments"], json!([{"instance": inst, "state": "attached", "device": "/dev/sdf"}]));
-    let again = tool(&url, "disk-attach", &["--instance", &inst], &ndjson(&[created])).expect(0).record();
+    assert_eq!(
+        v["attachments"],
+        json!([{"instance": inst, "state": "attached", "device": "/dev/sdf"}])
+    );
+    let again = tool(
+        &url,
+        "disk-attach",
+        &["--instance", &inst],
+        &ndjson(&[created]),
+    )
+    .expect(0)
+    .record();
     assert!(!steps_changed(&again), "already attached here: unchanged");
 
-    let detached = tool(&url, "disk-detach", &[], &ndjson(&[attached.clone()])).expect(0).record();
-    assert_eq!((detached["state"].as_str(), steps_changed(&detached)), (Some("detached"), true));
+    let detached = tool(&url, "disk-detach", &[], &ndjson(&[attached.clone()]))
+        .expect(0)
+        .record();
+    assert_eq!(
+        (detached["state"].as_str(), steps_changed(&detached)),
+        (Some("detached"), true)
+    );
     assert_eq!(moto.ec2_admin(&["volume", &vol])["state"], "available");
-    let again = tool(&url, "disk-detach", &[], &ndjson(&[attached])).expect(0).record();
+    let again = tool(&url, "disk-detach", &[], &ndjson(&[attached]))
+        .expect(0)
+        .record();
     assert!(!steps_changed(&again), "not attached: unchanged");
 
     // A disk named by its volume id works the same way.
-    let id_rec = tool(&url, "disk-create", &["--provider", "ec2", "--disk", &vol, "--zone", "us-east-1b"], "").expect(0).record();
+    let id_rec = tool(
+        &url,
+        "disk-create",
+        &["--provider", "ec2", "--disk", &vol, "--zone", "us-east-1b"],
+        "",
+    )
+    .expect(0)
+    .record();
     assert!(!steps_changed(&id_rec));
-    tool(&url, "disk-attach", &["--provider", "ec2", "--disk", &vol, "--instance", &inst], "").expect(0);
+    tool(
+        &url,
+        "disk-attach",
+        &["--provider", "ec2", "--disk", &vol, "--instance", &inst],
+        "",
+    )
+    .expect(0);
 }
 
 #[test]
@@ -88,13 +158,48 @@ fn a_missing_volume_is_a_clear_error() {
     let moto = Server::moto();
     let url = moto.url();
     let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let r = tool(&url, "disk-create", &["--provider", "ec2", "--disk", "vol-0123456789abcdef0", "--zone", "us-east-1b"], "").expect(1);
+    let r = tool(
+        &url,
+        "disk-create",
+        &[
+            "--provider",
+            "ec2",
+            "--disk",
+            "vol-0123456789abcdef0",
+            "--zone",
+            "us-east-1b",
+        ],
+        "",
+    )
+    .expect(1);
     let e = &r.record()["error"];
-    assert_eq!((e["code"].as_str(), e["tool"].as_str()), (Some("no-such-volume"), Some("disk-create")));
+    assert_eq!(
+        (e["code"].as_str(), e["tool"].as_str()),
+        (Some("no-such-volume"), Some("disk-create"))
+    );
     assert_eq!(e["message"], "no such volume: vol-0123456789abcdef0");
-    let r = tool(&url, "disk-attach", &["--provider", "ec2", "--disk", "data-x", "--instance", &inst], "").expect(1);
+    let r = tool(
+        &url,
+        "disk-attach",
+        &["--provider", "ec2", "--disk", "data-x", "--instance", &inst],
+        "",
+    )
+    .expect(1);
     assert_eq!(r.record()["error"]["code"], "no-such-volume");
-    let r = tool(&url, "disk-attach", &["--provider", "ec2", "--disk", "vol-0123456789abcdef0", "--instance", "i-0000000000000dead"], "").expect(1);
+    let r = tool(
+        &url,
+        "disk-attach",
+        &[
+            "--provider",
+            "ec2",
+            "--disk",
+            "vol-0123456789abcdef0",
+            "--instance",
+            "i-0000000000000dead",
+        ],
+        "",
+    )
+    .expect(1);
     assert_eq!(r.record()["error"]["code"], "no-such-volume");
 }
 
@@ -103,17 +208,46 @@ fn a_volume_attached_elsewhere_is_left_alone() {
     let moto = Server::moto();
     let url = moto.url();
     let [a, b]: [String; 2] = instances(&moto, "us-east-1b", 2).try_into().unwrap();
-    let created = tool(&url, "disk-create", &["--size", "1G"], &ndjson(&[rec("node-0", "shared")])).expect(0).record();
+    let created = tool(
+        &url,
+        "disk-create",
+        &["--size", "1G"],
+        &ndjson(&[rec("node-0", "shared")]),
+    )
+    .expect(0)
+    .record();
     let vol = created["disk_id"].as_str().unwrap().to_string();
-    tool(&url, "disk-attach", &["--instance", &a], &ndjson(&[created.clone()])).expect(0);
+    tool(
+        &url,
+        "disk-attach",
+        &["--instance", &a],
+        &ndjson(&[created.clone()]),
+    )
+    .expect(0);
 
-    let r = tool(&url, "disk-attach", &["--instance", &b], &ndjson(&[created.clone()])).expect(1);
+    let r = tool(
+        &url,
+        "disk-attach",
+        &["--instance", &b],
+        &ndjson(&[created.clone()]),
+    )
+    .expect(1);
     let e = r.record()["error"].clone();
     assert_eq!(e["code"], "attached-elsewhere");
     assert!(e["message"].as_str().unwrap().contains(&a), "{e}");
-    let r = tool(&url, "disk-detach", &["--instance", &b], &ndjson(&[created.clone()])).expect(1);
+    let r = tool(
+        &url,
+        "disk-detach",
+        &["--instance", &b],
+        &ndjson(&[created.clone()]),
+    )
+    .expect(1);
     assert_eq!(r.record()["error"]["code"], "attached-elsewhere");
-    assert_eq!(moto.ec2_admin(&["volume", &vol])["attachments"][0]["instance"], a.as_str(), "still on its instance");
+    assert_eq!(
+        moto.ec2_admin(&["volume", &vol])["attachments"][0]["instance"],
+        a.as_str(),
+        "still on its instance"
+    );
 }
 
 #[test]
@@ -121,16 +255,40 @@ fn a_zone_mismatch_is_refused_before_any_attach() {
     let moto = Server::moto();
     let url = moto.url();
     let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let vol = moto.ec2_admin(&["create-volume", "us-east-1a", "1"]).as_str().unwrap().to_string();
+    let vol = moto
+        .ec2_admin(&["create-volume", "us-east-1a", "1"])
+        .as_str()
+        .unwrap()
+        .to_string();
     moto.ec2_admin(&["record-start"]);
-    let r = tool(&url, "disk-attach", &["--provider", "ec2", "--disk", &vol, "--instance", &inst], "").expect(1);
+    let r = tool(
+        &url,
+        "disk-attach",
+        &["--provider", "ec2", "--disk", &vol, "--instance", &inst],
+        "",
+    )
+    .expect(1);
     let e = r.record()["error"].clone();
     assert_eq!(e["code"], "zone-mismatch");
-    assert!(e["message"].as_str().unwrap().contains("us-east-1a") && e["message"].as_str().unwrap().contains("us-east-1b"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("us-east-1a")
+            && e["message"].as_str().unwrap().contains("us-east-1b"),
+        "{e}"
+    );
     let actions = moto.ec2_admin(&["actions"]);
-    assert_eq!(actions.get("AttachVolume"), None, "no attach was tried: {actions}");
+    assert_eq!(
+        actions.get("AttachVolume"),
+        None,
+        "no attach was tried: {actions}"
+    );
     // disk-create says so too, for a record whose zone is not the volume's.
-    let r = tool(&url, "disk-create", &["--provider", "ec2", "--disk", &vol, "--zone", "us-east-1b"], "").expect(1);
+    let r = tool(
+        &url,
+        "disk-create",
+        &["--provider", "ec2", "--disk", &vol, "--zone", "us-east-1b"],
+        "",
+    )
+    .expect(1);
     assert_eq!(r.record()["error"]["code"], "zone-mismatch");
 }
 
@@ -146,34 +304,59 @@ fn fifty_volumes_attach_concurrently_with_batched_polling() {
             r
         })
         .collect();
-    let created = tool(&url, "disk-create", &["--size", "1G"], &ndjson(&recs)).expect(0).records();
+    let created = tool(&url, "disk-create", &["--size", "1G"], &ndjson(&recs))
+        .expect(0)
+        .records();
     assert_eq!(created.len(), 50);
 
     moto.ec2_admin(&["record-start"]);
     let started = std::time::Instant::now();
-    let attached = tool(&url, "disk-attach", &["--concurrency", "16"], &ndjson(&created)).expect(0).records();
+    let attached = tool(
+        &url,
+        "disk-attach",
+        &["--concurrency", "16"],
+        &ndjson(&created),
+    )
+    .expect(0)
+    .records();
     let took = started.elapsed();
-    assert!(attached.iter().all(|r| r["state"] == "attached" && r["changed"] == true));
+    assert!(
+        attached
+            .iter()
+            .all(|r| r["state"] == "attached" && r["changed"] == true)
+    );
     let actions = moto.ec2_admin(&["actions"]);
     assert_eq!(actions["AttachVolume"], 50, "{actions}");
     let describes = actions["DescribeVolumes"].as_u64().unwrap();
-    assert!(describes <= 3, "one DescribeVolumes to resolve, one per poll round: {actions}");
+    assert!(
+        describes <= 3,
+        "one DescribeVolumes to resolve, one per poll round: {actions}"
+    );
     assert_eq!(actions["DescribeInstances"], 1, "{actions}");
     eprintln!("50 attachments: {took:?}, {describes} DescribeVolumes calls");
     // Each instance got ten distinct device names.
     for i in &inst {
-        let mut names: Vec<&str> = attached.iter().filter(|r| r["instance"] == i.as_str()).map(|r| r["attached_as"].as_str().unwrap()).collect();
+        let mut names: Vec<&str> = attached
+            .iter()
+            .filter(|r| r["instance"] == i.as_str())
+            .map(|r| r["attached_as"].as_str().unwrap())
+            .collect();
         names.sort();
         names.dedup();
         assert_eq!(names.len(), 10, "{i}: {names:?}");
     }
 
     moto.ec2_admin(&["record-start"]);
-    let detached = tool(&url, "disk-detach", &[], &ndjson(&attached)).expect(0).records();
+    let detached = tool(&url, "disk-detach", &[], &ndjson(&attached))
+        .expect(0)
+        .records();
     assert!(detached.iter().all(|r| r["state"] == "detached"));
     let actions = moto.ec2_admin(&["actions"]);
     assert_eq!(actions["DetachVolume"], 50);
-    assert!(actions["DescribeVolumes"].as_u64().unwrap() <= 3, "{actions}");
+    assert!(
+        actions["DescribeVolumes"].as_u64().unwrap() <= 3,
+        "{actions}"
+    );
 }
 
 #[test]
@@ -182,14 +365,37 @@ fn api_errors_become_record_errors_with_the_aws_code() {
     let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
     let url = proxy.url();
     let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let created = tool(&url, "disk-create", &["--size", "1G"], &ndjson(&[rec("node-0", "data-0"), rec("node-1", "data-1")])).expect(0).records();
+    let created = tool(
+        &url,
+        "disk-create",
+        &["--size", "1G"],
+        &ndjson(&[rec("node-0", "data-0"), rec("node-1", "data-1")]),
+    )
+    .expect(0)
+    .records();
     let rule = json!({"fail": {"AttachVolume": {"status": 403, "code": "UnauthorizedOperation", "times": 1}}});
     http("POST", &format!("{url}/__proxy__"), &rule.to_string());
-    let r = tool(&url, "disk-attach", &["--instance", &inst, "--concurrency", "1"], &ndjson(&created)).expect(1);
+    let r = tool(
+        &url,
+        "disk-attach",
+        &["--instance", &inst, "--concurrency", "1"],
+        &ndjson(&created),
+    )
+    .expect(1);
     let recs = r.records();
-    let codes: Vec<&str> = recs.iter().map(|r| r["error"]["code"].as_str().unwrap_or("ok")).collect();
-    assert!(codes.contains(&"UnauthorizedOperation") && codes.contains(&"ok"), "one failed with the AWS code, the other went on: {codes:?}");
-    assert!(r.stderr.contains("injected UnauthorizedOperation"), "{}", r.stderr);
+    let codes: Vec<&str> = recs
+        .iter()
+        .map(|r| r["error"]["code"].as_str().unwrap_or("ok"))
+        .collect();
+    assert!(
+        codes.contains(&"UnauthorizedOperation") && codes.contains(&"ok"),
+        "one failed with the AWS code, the other went on: {codes:?}"
+    );
+    assert!(
+        r.stderr.contains("injected UnauthorizedOperation"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -202,12 +408,29 @@ fn throttling_and_server_errors_are_retried() {
         "CreateVolume": {"status": 500, "code": "InternalError", "times": 1},
     }});
     http("POST", &format!("{url}/__proxy__"), &rule.to_string());
-    let r = tool(&url, "disk-create", &["--size", "1G"], &ndjson(&[rec("node-0", "data-0")])).expect(0).record();
+    let r = tool(
+        &url,
+        "disk-create",
+        &["--size", "1G"],
+        &ndjson(&[rec("node-0", "data-0")]),
+    )
+    .expect(0)
+    .record();
     assert_eq!(r["state"], "created");
     let (_, body) = http("GET", &format!("{url}/__proxy__"), "");
     let injected: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(injected["injected"], json!({"DescribeVolumes": 2, "CreateVolume": 1}));
-    assert_eq!(moto.ec2_admin(&["named", "data-0"]).as_array().unwrap().len(), 1, "the retried create made one volume");
+    assert_eq!(
+        injected["injected"],
+        json!({"DescribeVolumes": 2, "CreateVolume": 1})
+    );
+    assert_eq!(
+        moto.ec2_admin(&["named", "data-0"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "the retried create made one volume"
+    );
 }
 
 #[test]
@@ -216,13 +439,36 @@ fn an_attachment_stuck_attaching_is_undone_and_reported() {
     let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
     let url = proxy.url();
     let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let created = tool(&url, "disk-create", &["--size", "1G"], &ndjson(&[rec("node-0", "data-0")])).expect(0).record();
-    http("POST", &format!("{url}/__proxy__"), &json!({"attaching": true}).to_string());
-    let r = tool(&url, "disk-attach", &["--instance", &inst, "--timeout", "3"], &ndjson(&[created.clone()])).expect(1);
+    let created = tool(
+        &url,
+        "disk-create",
+        &["--size", "1G"],
+        &ndjson(&[rec("node-0", "data-0")]),
+    )
+    .expect(0)
+    .record();
+    http(
+        "POST",
+        &format!("{url}/__proxy__"),
+        &json!({"attaching": true}).to_string(),
+    );
+    let r = tool(
+        &url,
+        "disk-attach",
+        &["--instance", &inst, "--timeout", "3"],
+        &ndjson(&[created.clone()]),
+    )
+    .expect(1);
     let e = r.record()["error"].clone();
     assert_eq!(e["code"], "stuck-attaching", "{e}");
-    assert!(e["message"].as_str().unwrap().contains("detached it again"), "{e}");
-    assert_eq!(moto.ec2_admin(&["volume", created["disk_id"].as_str().unwrap()])["state"], "available");
+    assert!(
+        e["message"].as_str().unwrap().contains("detached it again"),
+        "{e}"
+    );
+    assert_eq!(
+        moto.ec2_admin(&["volume", created["disk_id"].as_str().unwrap()])["state"],
+        "available"
+    );
 }
 
 /// A loop device the size of a volume, linked where udev would link the
@@ -231,7 +477,10 @@ fn stand_in(t: &TempDir, vol: &str) -> LoopDev {
     let d = LoopDev::new(t, vol, 1024);
     let by_id = t.join("dev/disk/by-id");
     std::fs::create_dir_all(&by_id).unwrap();
-    let link = by_id.join(format!("nvme-Amazon_Elastic_Block_Store_{}", vol.replacen('-', "", 1)));
+    let link = by_id.join(format!(
+        "nvme-Amazon_Elastic_Block_Store_{}",
+        vol.replacen('-', "", 1)
+    ));
     std::os::unix::fs::symlink(&d.device, link).unwrap();
     d
 }
@@ -243,21 +492,54 @@ fn the_node_finds_the_volume_device_after_a_controller_attach() {
     let url = moto.url();
     let t = TempDir::new("ec2-node");
     let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let created = tool(&url, "disk-create", &["--size", "1G"], &ndjson(&[rec("node-0", "data-0")])).expect(0).record();
+    let created = tool(
+        &url,
+        "disk-create",
+        &["--size", "1G"],
+        &ndjson(&[rec("node-0", "data-0")]),
+    )
+    .expect(0)
+    .record();
     let vol = created["disk_id"].as_str().unwrap().to_string();
     let _dev = stand_in(&t, &vol);
-    let attached = tool(&url, "disk-attach", &["--instance", &inst], &ndjson(&[created])).expect(0).record();
-    assert!(attached.get("device").is_none(), "the controller cannot see the node's devices");
+    let attached = tool(
+        &url,
+        "disk-attach",
+        &["--instance", &inst],
+        &ndjson(&[created]),
+    )
+    .expect(0)
+    .record();
+    assert!(
+        attached.get("device").is_none(),
+        "the controller cannot see the node's devices"
+    );
     let root = t.s("dev");
-    let r = run_env("disk-ensure-fs", &[], &ndjson(&[attached]), &[("APPSCALE_PERSIST_DEV_ROOT", root.as_str())]).expect(0).record();
-    let want = format!("{root}/disk/by-id/nvme-Amazon_Elastic_Block_Store_{}", vol.replacen('-', "", 1));
+    let r = run_env(
+        "disk-ensure-fs",
+        &[],
+        &ndjson(&[attached]),
+        &[("APPSCALE_PERSIST_DEV_ROOT", root.as_str())],
+    )
+    .expect(0)
+    .record();
+    let want = format!(
+        "{root}/disk/by-id/nvme-Amazon_Elastic_Block_Store_{}",
+        vol.replacen('-', "", 1)
+    );
     assert_eq!(r["device"].as_str(), Some(want.as_str()));
     assert_eq!(r["state"], "formatted");
     // A device of the wrong size is not taken for the volume.
     let mut wrong = r.clone();
     wrong.as_object_mut().unwrap().remove("device");
     wrong["size_bytes"] = json!(2u64 << 30);
-    let r = run_env("disk-ensure-fs", &[], &ndjson(&[wrong]), &[("APPSCALE_PERSIST_DEV_ROOT", root.as_str())]).expect(1);
+    let r = run_env(
+        "disk-ensure-fs",
+        &[],
+        &ndjson(&[wrong]),
+        &[("APPSCALE_PERSIST_DEV_ROOT", root.as_str())],
+    )
+    .expect(1);
     assert_eq!(r.record()["error"]["code"], "identity-mismatch");
 }
 
@@ -270,7 +552,11 @@ fn up_and_down_on_an_ec2_appscalefile() {
     let inst = instances(&moto, "us-east-1b", 1).remove(0);
     let imds = Server::python("fake_imds.py", &[&inst, "us-east-1b"]);
     // As on the seed page: create the volume first, then name it.
-    let vol = moto.ec2_admin(&["create-volume", "us-east-1b", "1"]).as_str().unwrap().to_string();
+    let vol = moto
+        .ec2_admin(&["create-volume", "us-east-1b", "1"])
+        .as_str()
+        .unwrap()
+        .to_string();
     let file = t.join("AppScalefile");
     std::fs::write(
         &file,
@@ -281,31 +567,85 @@ fn up_and_down_on_an_ec2_appscalefile() {
     let root = t.s("dev");
     let mut env = aws_env();
     env.push(("APPSCALE_PERSIST_DEV_ROOT", root.as_str()));
-    env.push(("APPSCALE_PERSIST_BIN", Box::leak(bin_dir().display().to_string().into_boxed_str())));
+    env.push((
+        "APPSCALE_PERSIST_BIN",
+        Box::leak(bin_dir().display().to_string().into_boxed_str()),
+    ));
     let imds_url = imds.url();
-    let provider = ["--", "--endpoint-url", url.as_str(), "--self", "--metadata-endpoint", imds_url.as_str()];
+    let provider = [
+        "--",
+        "--endpoint-url",
+        url.as_str(),
+        "--self",
+        "--metadata-endpoint",
+        imds_url.as_str(),
+    ];
     let mnt = t.s("mnt/{node}");
     let fstab = t.s("fstab");
     let up = |extra: &[&str]| {
-        let mut a = vec!["--mountpoint", mnt.as_str(), "--fstab", fstab.as_str(), file.to_str().unwrap()];
+        let mut a = vec![
+            "--mountpoint",
+            mnt.as_str(),
+            "--fstab",
+            fstab.as_str(),
+            file.to_str().unwrap(),
+        ];
         a.extend_from_slice(extra);
         run_env(repo().join("scripts/up").to_str().unwrap(), &a, "", &env)
     };
     let down = || {
-        let a = ["--mountpoint", mnt.as_str(), file.to_str().unwrap(), "--", "--endpoint-url", url.as_str(), "--self", "--metadata-endpoint", imds_url.as_str()];
+        let a = [
+            "--mountpoint",
+            mnt.as_str(),
+            file.to_str().unwrap(),
+            "--",
+            "--endpoint-url",
+            url.as_str(),
+            "--self",
+            "--metadata-endpoint",
+            imds_url.as_str(),
+        ];
         run_env(repo().join("scripts/down").to_str().unwrap(), &a, "", &env)
     };
 
     let r = up(&provider).expect(0).record();
     assert_eq!(r["state"], "mounted");
-    assert_eq!(r["instance"], inst.as_str(), "the instance came from IMDSv2");
-    assert!(r["device"].as_str().unwrap().contains("nvme-Amazon_Elastic_Block_Store_"));
-    assert_eq!(moto.ec2_admin(&["volume", &vol])["attachments"][0]["instance"], inst.as_str());
+    assert_eq!(
+        r["instance"],
+        inst.as_str(),
+        "the instance came from IMDSv2"
+    );
+    assert!(
+        r["device"]
+            .as_str()
+            .unwrap()
+            .contains("nvme-Amazon_Elastic_Block_Store_")
+    );
+    assert_eq!(
+        moto.ec2_admin(&["volume", &vol])["attachments"][0]["instance"],
+        inst.as_str()
+    );
     let data = t.join("mnt/node-1/cassandra");
     std::fs::write(&data, "rows").unwrap();
 
     // Detaching a mounted volume is refused, here on the node.
-    let r = run_env("disk-detach", &["--endpoint-url", &url, "--self", "--metadata-endpoint", &imds_url, "--provider", "ec2", "--disk", &vol], "", &env).expect(1);
+    let r = run_env(
+        "disk-detach",
+        &[
+            "--endpoint-url",
+            &url,
+            "--self",
+            "--metadata-endpoint",
+            &imds_url,
+            "--provider",
+            "ec2",
+            "--disk",
+            &vol,
+        ],
+        "",
+        &env,
+    )
+    .expect(1);
     assert_eq!(r.record()["error"]["code"], "mounted");
 
     let r = down().expect(0).record();
@@ -315,8 +655,19 @@ fn up_and_down_on_an_ec2_appscalefile() {
 
     let r = up(&provider).expect(0).record();
     assert_eq!(r["state"], "mounted");
-    assert_eq!(std::fs::read_to_string(&data).unwrap(), "rows", "the data survived down and up");
+    assert_eq!(
+        std::fs::read_to_string(&data).unwrap(),
+        "rows",
+        "the data survived down and up"
+    );
     let again = up(&provider).expect(0).record();
-    assert!(again["steps"].as_array().unwrap().iter().all(|s| s["changed"] == false), "{again}");
+    assert!(
+        again["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["changed"] == false),
+        "{again}"
+    );
     down().expect(0);
 }

@@ -39,7 +39,13 @@ impl Deployment {
     }
 
     fn env(&self) -> Vec<(String, String)> {
-        vec![("APPSCALE_PERSIST_STATE_DIR".into(), self.dir.s("disks")), ("APPSCALE_PERSIST_BIN".into(), bin_dir().display().to_string())]
+        vec![
+            ("APPSCALE_PERSIST_STATE_DIR".into(), self.dir.s("disks")),
+            (
+                "APPSCALE_PERSIST_BIN".into(),
+                bin_dir().display().to_string(),
+            ),
+        ]
     }
 
     /// The flow `name` with its options; `setsid` runs it in its own
@@ -85,7 +91,13 @@ impl Deployment {
 }
 
 fn all_unchanged(recs: &[Value]) -> bool {
-    recs.iter().all(|r| r["steps"].as_array().unwrap().iter().all(|s| s["changed"] == false))
+    recs.iter().all(|r| {
+        r["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["changed"] == false)
+    })
 }
 
 #[test]
@@ -95,22 +107,37 @@ fn data_survives_down_and_up_and_reruns_change_nothing() {
     let r = d.flow("up").expect(0);
     let rec = r.record();
     assert_eq!(rec["state"], "mounted");
-    assert!(r.stderr.contains("NODE    DISK    DEVICE"), "summary table on stderr: {}", r.stderr);
+    assert!(
+        r.stderr.contains("NODE    DISK    DEVICE"),
+        "summary table on stderr: {}",
+        r.stderr
+    );
     assert!(is_mounted(&d.mnt(0)));
     std::fs::write(d.mnt(0).join("precious"), "cassandra data").unwrap();
 
     let again = d.flow("up").expect(0);
-    assert!(all_unchanged(&again.records()), "rerun of up is a no-op: {}", again.stdout);
+    assert!(
+        all_unchanged(&again.records()),
+        "rerun of up is a no-op: {}",
+        again.stdout
+    );
 
     let r = d.flow("down").expect(0);
     assert_eq!(r.record()["state"], "detached");
     assert!(!is_mounted(&d.mnt(0)));
-    assert!(sh_ok(&["losetup", "--list", "--noheadings", "--output", "BACK-FILE"]).lines().all(|l| !l.contains(&d.dir.s("disks"))));
+    assert!(
+        sh_ok(&["losetup", "--list", "--noheadings", "--output", "BACK-FILE"])
+            .lines()
+            .all(|l| !l.contains(&d.dir.s("disks")))
+    );
     let again = d.flow("down").expect(0);
     assert!(all_unchanged(&again.records()), "rerun of down is a no-op");
 
     d.flow("up").expect(0);
-    assert_eq!(std::fs::read_to_string(d.mnt(0).join("precious")).unwrap(), "cassandra data");
+    assert_eq!(
+        std::fs::read_to_string(d.mnt(0).join("precious")).unwrap(),
+        "cassandra data"
+    );
     d.flow("down").expect(0);
 }
 
@@ -127,7 +154,11 @@ fn one_bad_disk_does_not_stop_the_others() {
     let before = sha256(&bad);
 
     let r = d.flow("up");
-    assert_eq!(r.code, 3, "the refusal is the flow's exit status (pipefail): {}", r.stderr);
+    assert_eq!(
+        r.code, 3,
+        "the refusal is the flow's exit status (pipefail): {}",
+        r.stderr
+    );
     let recs = r.records();
     assert_eq!(recs.len(), 3);
     assert_eq!(recs[0]["state"], "mounted");
@@ -147,7 +178,15 @@ fn one_bad_disk_does_not_stop_the_others() {
 fn killing_bin(t: &TempDir, step: &str, mode: &str, delay: &str) -> PathBuf {
     let dir = t.join(&format!("bin-{step}-{mode}-{delay}"));
     std::fs::create_dir_all(&dir).unwrap();
-    for tool in ["appscalefile-lint", "disk-create", "disk-attach", "disk-ensure-fs", "disk-mount", "disk-unmount", "disk-detach"] {
+    for tool in [
+        "appscalefile-lint",
+        "disk-create",
+        "disk-attach",
+        "disk-ensure-fs",
+        "disk-mount",
+        "disk-unmount",
+        "disk-detach",
+    ] {
         let real = bin_dir().join(tool);
         let link = dir.join(tool);
         if tool != step {
@@ -158,7 +197,11 @@ fn killing_bin(t: &TempDir, step: &str, mode: &str, delay: &str) -> PathBuf {
             "after" => format!("\"{}\" \"$@\"", real.display()),
             _ => format!("\"{}\" \"$@\" &\nsleep {delay}", real.display()),
         };
-        std::fs::write(&link, format!("#!/bin/sh\n{run}\nkill -9 -- -$(cut -d' ' -f5 /proc/$$/stat)\n")).unwrap();
+        std::fs::write(
+            &link,
+            format!("#!/bin/sh\n{run}\nkill -9 -- -$(cut -d' ' -f5 /proc/$$/stat)\n"),
+        )
+        .unwrap();
         std::fs::set_permissions(&link, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     dir
@@ -166,7 +209,11 @@ fn killing_bin(t: &TempDir, step: &str, mode: &str, delay: &str) -> PathBuf {
 
 /// Runs a flow in its own process group with the killing tools; it must die.
 fn killed(d: &Deployment, flow: &str, bin: &Path) {
-    let status = d.script(flow, Some(bin), &[], true).output().unwrap().status;
+    let status = d
+        .script(flow, Some(bin), &[], true)
+        .output()
+        .unwrap()
+        .status;
     assert!(!status.success(), "the {flow} flow was killed");
 }
 
@@ -185,15 +232,24 @@ fn a_killed_up_converges_on_rerun_with_nothing_lost() {
             for n in 0..2 {
                 std::fs::create_dir_all(d.mnt(n).join("apps")).unwrap();
                 for i in 0..200 {
-                    std::fs::write(d.mnt(n).join(format!("apps/app{i}")), format!("app {i}")).unwrap();
+                    std::fs::write(d.mnt(n).join(format!("apps/app{i}")), format!("app {i}"))
+                        .unwrap();
                 }
             }
             killed(&d, "up", &bin);
             let r = d.flow("up");
-            assert_eq!(r.code, 0, "{what}: rerun after a killed first up: {}", r.stderr);
+            assert_eq!(
+                r.code, 0,
+                "{what}: rerun after a killed first up: {}",
+                r.stderr
+            );
             for n in 0..2 {
                 assert!(is_mounted(&d.mnt(n)), "{what}");
-                assert_eq!(std::fs::read_to_string(d.mnt(n).join("apps/app199")).unwrap(), "app 199", "{what}: seeded");
+                assert_eq!(
+                    std::fs::read_to_string(d.mnt(n).join("apps/app199")).unwrap(),
+                    "app 199",
+                    "{what}: seeded"
+                );
                 std::fs::write(d.mnt(n).join("precious"), format!("node {n}")).unwrap();
             }
             // A later up, killed after down: the data must be there after.
@@ -201,10 +257,18 @@ fn a_killed_up_converges_on_rerun_with_nothing_lost() {
             killed(&d, "up", &bin);
             d.flow("up").expect(0);
             for n in 0..2 {
-                assert_eq!(std::fs::read_to_string(d.mnt(n).join("precious")).unwrap(), format!("node {n}"), "{what}");
+                assert_eq!(
+                    std::fs::read_to_string(d.mnt(n).join("precious")).unwrap(),
+                    format!("node {n}"),
+                    "{what}"
+                );
             }
             let fstab = std::fs::read_to_string(d.dir.join("fstab")).unwrap();
-            assert_eq!(fstab.lines().count(), 2, "{what}: one fstab entry per node: {fstab}");
+            assert_eq!(
+                fstab.lines().count(),
+                2,
+                "{what}: one fstab entry per node: {fstab}"
+            );
             d.flow("down").expect(0);
         }
     }
@@ -230,7 +294,11 @@ fn a_killed_down_converges_on_rerun_with_nothing_lost() {
             }
             d.flow("up").expect(0);
             for n in 0..2 {
-                assert_eq!(std::fs::read_to_string(d.mnt(n).join("precious")).unwrap(), format!("node {n}"), "{what}");
+                assert_eq!(
+                    std::fs::read_to_string(d.mnt(n).join("precious")).unwrap(),
+                    format!("node {n}"),
+                    "{what}"
+                );
             }
             d.flow("down").expect(0);
         }
@@ -245,7 +313,16 @@ fn check_mode_flow_changes_nothing() {
     let recs = r.records();
     assert_eq!(recs[0]["state"], "mounted", "would be mounted");
     assert_eq!(recs[0]["check"], true);
-    assert!(recs[0]["steps"].as_array().unwrap().iter().all(|s| s["changed"] == true));
-    assert!(!d.dir.join("disks/data-0.img").exists(), "no image was created");
+    assert!(
+        recs[0]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["changed"] == true)
+    );
+    assert!(
+        !d.dir.join("disks/data-0.img").exists(),
+        "no image was created"
+    );
     assert!(!d.mnt(0).exists() && !d.dir.join("fstab").exists());
 }

@@ -2,6 +2,9 @@
 //! that speaks the real REST paths and the metadata server's, holds state,
 //! and can make operations fail, crawl or hang.
 
+// `ndjson(&[rec.clone()])` reads better in tests than `slice::from_ref`.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
 mod common;
 
 use std::path::Path;
@@ -16,7 +19,12 @@ struct Gce {
 impl Gce {
     /// A fake whose metadata server describes instance `vm-1` in `zone`.
     fn new(zone: &str) -> Gce {
-        Gce { server: Server::python("fake_gce.py", &["--instance", "vm-1", "--zone", zone, "--project", "proj"]) }
+        Gce {
+            server: Server::python(
+                "fake_gce.py",
+                &["--instance", "vm-1", "--zone", zone, "--project", "proj"],
+            ),
+        }
     }
 
     fn url(&self) -> String {
@@ -28,7 +36,10 @@ impl Gce {
     }
 
     fn env(&self) -> Vec<(String, String)> {
-        vec![("GCE_METADATA_HOST".into(), self.host()), ("CLOUDSDK_CONFIG".into(), "/nonexistent".into())]
+        vec![
+            ("GCE_METADATA_HOST".into(), self.host()),
+            ("CLOUDSDK_CONFIG".into(), "/nonexistent".into()),
+        ]
     }
 
     fn tool(&self, name: &str, args: &[&str], input: &str) -> Run {
@@ -41,12 +52,19 @@ impl Gce {
     }
 
     fn control(&self, path: &str, body: Value) {
-        let (status, text) = http("POST", &format!("{}/__fake__/{path}", self.url()), &body.to_string());
+        let (status, text) = http(
+            "POST",
+            &format!("{}/__fake__/{path}", self.url()),
+            &body.to_string(),
+        );
         assert_eq!(status, 200, "{text}");
     }
 
     fn instance(&self, zone: &str, name: &str) {
-        self.control("instances", json!({"project": "proj", "zone": zone, "name": name}));
+        self.control(
+            "instances",
+            json!({"project": "proj", "zone": zone, "name": name}),
+        );
     }
 
     fn state(&self) -> Value {
@@ -62,27 +80,71 @@ fn rec(node: &str, disk: &str) -> Value {
 fn create_attach_detach_are_idempotent() {
     let g = Gce::new("us-central1-a");
     let input = ndjson(&[rec("node-0", "mydisk1")]);
-    let r = g.tool("disk-create", &["--size", "10G"], &input).expect(0).record();
-    assert_eq!((r["state"].as_str(), r["changed"].as_bool()), (Some("created"), Some(true)));
-    assert_eq!(g.state()["disks"]["proj/us-central1-a/mydisk1"], json!({"sizeGb": 10, "type": "pd-balanced", "users": []}));
-    let r = g.tool("disk-create", &["--size", "10G"], &input).expect(0).record();
+    let r = g
+        .tool("disk-create", &["--size", "10G"], &input)
+        .expect(0)
+        .record();
+    assert_eq!(
+        (r["state"].as_str(), r["changed"].as_bool()),
+        (Some("created"), Some(true))
+    );
+    assert_eq!(
+        g.state()["disks"]["proj/us-central1-a/mydisk1"],
+        json!({"sizeGb": 10, "type": "pd-balanced", "users": []})
+    );
+    let r = g
+        .tool("disk-create", &["--size", "10G"], &input)
+        .expect(0)
+        .record();
     assert_eq!(r["changed"], false, "exists with the same size and type");
     let r = g.tool("disk-create", &[], &input).expect(0).record();
     assert_eq!(r["changed"], false, "no size asked: any size will do");
-    let r = g.tool("disk-create", &["--size", "20G"], &input).expect(1).record();
+    let r = g
+        .tool("disk-create", &["--size", "20G"], &input)
+        .expect(1)
+        .record();
     assert_eq!(r["error"]["code"], "size-mismatch");
-    let r = g.tool("disk-create", &["--type", "pd-ssd"], &input).expect(1).record();
+    let r = g
+        .tool("disk-create", &["--type", "pd-ssd"], &input)
+        .expect(1)
+        .record();
     assert_eq!(r["error"]["code"], "type-mismatch");
 
-    let a = g.tool("disk-attach", &["--instance", "vm-1"], &input).expect(0).record();
-    assert_eq!((a["state"].as_str(), a["changed"].as_bool(), a["attached_as"].as_str()), (Some("attached"), Some(true), Some("mydisk1")));
-    assert_eq!(g.state()["instances"]["proj/us-central1-a/vm-1"], json!(["persistent-disk-0", "mydisk1"]), "deviceName = disk name");
-    let again = g.tool("disk-attach", &["--instance", "vm-1"], &input).expect(0).record();
+    let a = g
+        .tool("disk-attach", &["--instance", "vm-1"], &input)
+        .expect(0)
+        .record();
+    assert_eq!(
+        (
+            a["state"].as_str(),
+            a["changed"].as_bool(),
+            a["attached_as"].as_str()
+        ),
+        (Some("attached"), Some(true), Some("mydisk1"))
+    );
+    assert_eq!(
+        g.state()["instances"]["proj/us-central1-a/vm-1"],
+        json!(["persistent-disk-0", "mydisk1"]),
+        "deviceName = disk name"
+    );
+    let again = g
+        .tool("disk-attach", &["--instance", "vm-1"], &input)
+        .expect(0)
+        .record();
     assert_eq!(again["changed"], false);
 
-    let d = g.tool("disk-detach", &[], &ndjson(&[a.clone()])).expect(0).record();
-    assert_eq!((d["state"].as_str(), d["changed"].as_bool()), (Some("detached"), Some(true)));
-    assert_eq!(g.state()["disks"]["proj/us-central1-a/mydisk1"]["users"], json!([]));
+    let d = g
+        .tool("disk-detach", &[], &ndjson(&[a.clone()]))
+        .expect(0)
+        .record();
+    assert_eq!(
+        (d["state"].as_str(), d["changed"].as_bool()),
+        (Some("detached"), Some(true))
+    );
+    assert_eq!(
+        g.state()["disks"]["proj/us-central1-a/mydisk1"]["users"],
+        json!([])
+    );
     let again = g.tool("disk-detach", &[], &ndjson(&[a])).expect(0).record();
     assert_eq!(again["changed"], false, "not attached is success");
 }
@@ -93,14 +155,32 @@ fn a_disk_in_use_elsewhere_is_refused() {
     g.instance("us-central1-a", "vm-2");
     let input = ndjson(&[rec("node-0", "shared")]);
     g.tool("disk-create", &["--size", "1G"], &input).expect(0);
-    g.tool("disk-attach", &["--instance", "vm-1"], &input).expect(0);
-    let r = g.tool("disk-attach", &["--instance", "vm-2"], &input).expect(1).record();
+    g.tool("disk-attach", &["--instance", "vm-1"], &input)
+        .expect(0);
+    let r = g
+        .tool("disk-attach", &["--instance", "vm-2"], &input)
+        .expect(1)
+        .record();
     assert_eq!(r["error"]["code"], "attached-elsewhere");
     assert!(r["error"]["message"].as_str().unwrap().contains("vm-1"));
-    assert_eq!(g.state()["calls"]["instances.attachDisk"], 1, "no attach was sent for vm-2");
-    let r = g.tool("disk-detach", &["--instance", "vm-2"], &input).expect(1).record();
+    assert_eq!(
+        g.state()["calls"]["instances.attachDisk"],
+        1,
+        "no attach was sent for vm-2"
+    );
+    let r = g
+        .tool("disk-detach", &["--instance", "vm-2"], &input)
+        .expect(1)
+        .record();
     assert_eq!(r["error"]["code"], "attached-elsewhere");
-    let r = g.tool("disk-attach", &["--instance", "vm-9"], &ndjson(&[rec("node-0", "other")])).expect(1).record();
+    let r = g
+        .tool(
+            "disk-attach",
+            &["--instance", "vm-9"],
+            &ndjson(&[rec("node-0", "other")]),
+        )
+        .expect(1)
+        .record();
     assert_eq!(r["error"]["code"], "no-such-disk");
 }
 
@@ -110,10 +190,19 @@ fn an_operation_error_becomes_the_record_error() {
     let input = ndjson(&[rec("node-0", "d1"), rec("node-1", "d2")]);
     g.tool("disk-create", &["--size", "1G"], &input).expect(0);
     g.control("config", json!({"fail": {"attachDisk": {"code": "QUOTA_EXCEEDED", "message": "Quota 'DISKS_TOTAL_GB' exceeded"}}}));
-    let recs = g.tool("disk-attach", &["--instance", "vm-1"], &input).expect(1).records();
+    let recs = g
+        .tool("disk-attach", &["--instance", "vm-1"], &input)
+        .expect(1)
+        .records();
     for r in &recs {
         assert_eq!(r["error"]["code"], "QUOTA_EXCEEDED");
-        assert!(r["error"]["message"].as_str().unwrap().contains("DISKS_TOTAL_GB"), "{r}");
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("DISKS_TOTAL_GB"),
+            "{r}"
+        );
     }
 }
 
@@ -122,23 +211,56 @@ fn a_hung_operation_times_out_and_a_slow_one_is_waited_for() {
     let g = Gce::new("us-central1-a");
     let input = ndjson(&[rec("node-0", "d1")]);
     g.control("config", json!({"op_delay": 1.5, "wait_max": 0.5}));
-    let r = g.tool("disk-create", &["--size", "1G"], &input).expect(0).record();
+    let r = g
+        .tool("disk-create", &["--size", "1G"], &input)
+        .expect(0)
+        .record();
     assert_eq!(r["state"], "created", "a slow operation is waited for");
-    assert!(g.state()["calls"]["zoneOperations.wait"].as_u64().unwrap() >= 2, "{}", g.state());
+    assert!(
+        g.state()["calls"]["zoneOperations.wait"].as_u64().unwrap() >= 2,
+        "{}",
+        g.state()
+    );
 
     g.control("config", json!({"hang": true}));
     let started = std::time::Instant::now();
-    let r = g.tool("disk-attach", &["--instance", "vm-1", "--timeout", "2"], &input).expect(1).record();
+    let r = g
+        .tool(
+            "disk-attach",
+            &["--instance", "vm-1", "--timeout", "2"],
+            &input,
+        )
+        .expect(1)
+        .record();
     assert_eq!(r["error"]["code"], "timeout", "{r}");
-    assert!(r["error"]["message"].as_str().unwrap().contains("did not finish within 2s"), "{r}");
-    eprintln!("a hung operation was given up after {:?}", started.elapsed());
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within 2s"),
+        "{r}"
+    );
+    eprintln!(
+        "a hung operation was given up after {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
 fn server_errors_on_reads_are_retried() {
     let g = Gce::new("us-central1-a");
-    g.control("config", json!({"http_fail": {"disks.get": {"status": 503, "times": 2}}}));
-    let r = g.tool("disk-create", &["--size", "1G"], &ndjson(&[rec("node-0", "d1")])).expect(0).record();
+    g.control(
+        "config",
+        json!({"http_fail": {"disks.get": {"status": 503, "times": 2}}}),
+    );
+    let r = g
+        .tool(
+            "disk-create",
+            &["--size", "1G"],
+            &ndjson(&[rec("node-0", "d1")]),
+        )
+        .expect(0)
+        .record();
     assert_eq!(r["state"], "created");
     assert!(g.state()["calls"]["disks.get"].as_u64().unwrap() >= 3);
 }
@@ -159,22 +281,46 @@ fn fifty_disks_are_created_and_attached_concurrently() {
         })
         .collect();
     let started = std::time::Instant::now();
-    let created = g.tool("disk-create", &["--size", "1G", "--concurrency", "16"], &ndjson(&recs)).expect(0).records();
+    let created = g
+        .tool(
+            "disk-create",
+            &["--size", "1G", "--concurrency", "16"],
+            &ndjson(&recs),
+        )
+        .expect(0)
+        .records();
     let create_took = started.elapsed();
     let started = std::time::Instant::now();
-    let attached = g.tool("disk-attach", &["--concurrency", "16"], &ndjson(&created)).expect(0).records();
+    let attached = g
+        .tool("disk-attach", &["--concurrency", "16"], &ndjson(&created))
+        .expect(0)
+        .records();
     let attach_took = started.elapsed();
-    assert!(attached.iter().all(|r| r["state"] == "attached" && r["changed"] == true));
+    assert!(
+        attached
+            .iter()
+            .all(|r| r["state"] == "attached" && r["changed"] == true)
+    );
     let s = g.state();
     assert_eq!(s["calls"]["disks.insert"], 50);
     assert_eq!(s["calls"]["instances.attachDisk"], 50);
     for v in &vms {
-        assert_eq!(s["instances"][format!("proj/us-central1-a/{v}")].as_array().unwrap().len(), 11, "{v}");
+        assert_eq!(
+            s["instances"][format!("proj/us-central1-a/{v}")]
+                .as_array()
+                .unwrap()
+                .len(),
+            11,
+            "{v}"
+        );
     }
     // 50 operations of 0.3 s each, 16 at a time: well under the 15 s they
     // would take one by one.
     eprintln!("50 disks: create {create_took:?}, attach {attach_took:?}");
-    let detached = g.tool("disk-detach", &["--concurrency", "16"], &ndjson(&attached)).expect(0).records();
+    let detached = g
+        .tool("disk-detach", &["--concurrency", "16"], &ndjson(&attached))
+        .expect(0)
+        .records();
     assert!(detached.iter().all(|r| r["state"] == "detached"));
 }
 
@@ -184,11 +330,21 @@ fn missing_configuration_is_named() {
     let url = g.url();
     let env = g.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let r = run_env("disk-create", &["--endpoint", &url], &ndjson(&[rec("node-0", "d1")]), &env).expect(1).record();
+    let r = run_env(
+        "disk-create",
+        &["--endpoint", &url],
+        &ndjson(&[rec("node-0", "d1")]),
+        &env,
+    )
+    .expect(1)
+    .record();
     assert_eq!(r["error"]["code"], "no-project");
     let mut no_zone = rec("node-0", "d1");
     no_zone.as_object_mut().unwrap().remove("zone");
-    let r = g.tool("disk-create", &[], &ndjson(&[no_zone])).expect(1).record();
+    let r = g
+        .tool("disk-create", &[], &ndjson(&[no_zone]))
+        .expect(1)
+        .record();
     assert_eq!(r["error"]["code"], "no-zone");
 }
 
@@ -211,37 +367,76 @@ fn up_and_down_on_the_seed_gce_appscalefile() {
 
     let mut env = g.env();
     env.push(("APPSCALE_PERSIST_DEV_ROOT".into(), t.s("dev")));
-    env.push(("APPSCALE_PERSIST_BIN".into(), bin_dir().display().to_string()));
+    env.push((
+        "APPSCALE_PERSIST_BIN".into(),
+        bin_dir().display().to_string(),
+    ));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let url = g.url();
     let mnt = t.s("mnt/{node}");
     let fstab = t.s("fstab");
     let provider = ["--", "--endpoint", url.as_str(), "--self", "--size", "1G"];
     let up = || {
-        let mut a = vec!["--mountpoint", mnt.as_str(), "--fstab", fstab.as_str(), file.to_str().unwrap()];
+        let mut a = vec![
+            "--mountpoint",
+            mnt.as_str(),
+            "--fstab",
+            fstab.as_str(),
+            file.to_str().unwrap(),
+        ];
         a.extend_from_slice(&provider);
         run_env(repo().join("scripts/up").to_str().unwrap(), &a, "", &env)
     };
     let down = || {
-        let a = ["--mountpoint", mnt.as_str(), file.to_str().unwrap(), "--", "--endpoint", url.as_str(), "--self"];
+        let a = [
+            "--mountpoint",
+            mnt.as_str(),
+            file.to_str().unwrap(),
+            "--",
+            "--endpoint",
+            url.as_str(),
+            "--self",
+        ];
         run_env(repo().join("scripts/down").to_str().unwrap(), &a, "", &env)
     };
 
     let r = up().expect(0).record();
-    assert_eq!((r["state"].as_str(), r["instance"].as_str()), (Some("mounted"), Some("vm-1")), "{r}");
-    assert!(r["device"].as_str().unwrap().ends_with("/disk/by-id/google-mydisk1"));
-    assert_eq!(g.state()["disks"][format!("proj/{zone}/mydisk1")]["users"], json!(["vm-1"]));
+    assert_eq!(
+        (r["state"].as_str(), r["instance"].as_str()),
+        (Some("mounted"), Some("vm-1")),
+        "{r}"
+    );
+    assert!(
+        r["device"]
+            .as_str()
+            .unwrap()
+            .ends_with("/disk/by-id/google-mydisk1")
+    );
+    assert_eq!(
+        g.state()["disks"][format!("proj/{zone}/mydisk1")]["users"],
+        json!(["vm-1"])
+    );
     let data = t.join("mnt/node-1/zookeeper");
     std::fs::write(&data, "znodes").unwrap();
 
     let r = down().expect(0).record();
     assert_eq!(r["state"], "detached");
-    assert_eq!(g.state()["disks"][format!("proj/{zone}/mydisk1")]["users"], json!([]));
+    assert_eq!(
+        g.state()["disks"][format!("proj/{zone}/mydisk1")]["users"],
+        json!([])
+    );
     assert!(!Path::new(&data).exists());
 
     up().expect(0);
     assert_eq!(std::fs::read_to_string(&data).unwrap(), "znodes");
     let again = up().expect(0).record();
-    assert!(again["steps"].as_array().unwrap().iter().all(|s| s["changed"] == false), "{again}");
+    assert!(
+        again["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["changed"] == false),
+        "{again}"
+    );
     down().expect(0);
 }

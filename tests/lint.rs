@@ -11,16 +11,32 @@ use common::{repo, run};
 use serde_json::Value;
 
 fn fixture(name: &str) -> String {
-    repo().join("tests/fixtures/appscalefile").join(name).display().to_string()
+    repo()
+        .join("tests/fixtures/appscalefile")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 /// `severity code line:col` of every diagnostic, in order.
 fn lint_json(name: &str) -> (i32, Vec<String>, Vec<Value>) {
-    let r = run("appscalefile-lint", &["--format", "json", &fixture(name)], "");
+    let r = run(
+        "appscalefile-lint",
+        &["--format", "json", &fixture(name)],
+        "",
+    );
     let diags: Vec<Value> = r.records();
     let short = diags
         .iter()
-        .map(|d| format!("{} {} {}:{}", d["severity"].as_str().unwrap(), d["code"].as_str().unwrap(), d["line"], d["column"]))
+        .map(|d| {
+            format!(
+                "{} {} {}:{}",
+                d["severity"].as_str().unwrap(),
+                d["code"].as_str().unwrap(),
+                d["line"],
+                d["column"]
+            )
+        })
         .collect();
     for d in &diags {
         assert_eq!(d["file"].as_str(), Some(fixture(name).as_str()));
@@ -40,35 +56,124 @@ const CORPUS: &[(&str, i32, &[&str])] = &[
     ("tabs.yaml", 1, &["error yaml-syntax 3:1"]),
     ("not-utf8.yaml", 1, &["error not-utf8 2:18"]),
     ("empty.yaml", 1, &["error yaml-empty 1:1"]),
-    ("multiple-documents.yaml", 1, &["error yaml-multiple-documents 3:1"]),
+    (
+        "multiple-documents.yaml",
+        1,
+        &["error yaml-multiple-documents 3:1"],
+    ),
     ("duplicate-key.yaml", 1, &["error yaml-duplicate-key 3:1"]),
     ("not-a-mapping.yaml", 1, &["error not-a-mapping 1:1"]),
-    ("bad-type.yaml", 1, &["error bad-type 2:7", "error node-id-format 5:12"]),
-    ("infrastructure-unknown.yaml", 1, &["error infrastructure-unknown 1:17"]),
-    ("disks-count.yaml", 1, &["warning data-node-without-disk 5:12", "error disks-count 6:12"]),
+    (
+        "bad-type.yaml",
+        1,
+        &["error bad-type 2:7", "error node-id-format 5:12"],
+    ),
+    (
+        "infrastructure-unknown.yaml",
+        1,
+        &["error infrastructure-unknown 1:17"],
+    ),
+    (
+        "disks-count.yaml",
+        1,
+        &[
+            "warning data-node-without-disk 5:12",
+            "error disks-count 6:12",
+        ],
+    ),
     ("disk-duplicate.yaml", 1, &["error disk-duplicate 10:12"]),
-    ("disks-without-infrastructure.yaml", 1, &[
-        "error zone-without-infrastructure 1:7",
-        "error disk-unknown-node 3:3",
-        "error disks-without-infrastructure 3:3",
-    ]),
+    (
+        "disks-without-infrastructure.yaml",
+        1,
+        &[
+            "error zone-without-infrastructure 1:7",
+            "error disk-unknown-node 3:3",
+            "error disks-without-infrastructure 3:3",
+        ],
+    ),
     ("disks-in-cluster.yaml", 1, &["error disks-in-cluster 4:12"]),
-    ("disks-without-zone.yaml", 1, &["error disks-without-zone 6:12"]),
-    ("zone-without-infrastructure.yaml", 1, &["error zone-without-infrastructure 1:7"]),
+    (
+        "disks-without-zone.yaml",
+        1,
+        &["error disks-without-zone 6:12"],
+    ),
+    (
+        "zone-without-infrastructure.yaml",
+        1,
+        &["error zone-without-infrastructure 1:7"],
+    ),
     ("nodes-zero.yaml", 1, &["error nodes-zero 8:12"]),
-    ("layout-unknown-format.yaml", 1, &["error layout-unknown-format 2:13"]),
-    ("layout-mixed-format.yaml", 1, &["error layout-mixed-format 3:3", "warning data-node-without-disk 3:15", "warning data-node-without-disk 4:13"]),
-    ("layout-unknown-role.yaml", 1, &["error layout-unknown-role 3:21", "warning data-node-without-disk 4:12"]),
-    ("disks-ignored.yaml", 1, &["warning data-node-without-disk 6:12", "error disks-ignored 8:3"]),
-    ("disk-unknown-node.yaml", 1, &["error disk-unknown-node 9:3"]),
-    ("disk-name-invalid.yaml", 1, &["error disk-name-invalid 6:12"]),
+    (
+        "layout-unknown-format.yaml",
+        1,
+        &["error layout-unknown-format 2:13"],
+    ),
+    (
+        "layout-mixed-format.yaml",
+        1,
+        &[
+            "error layout-mixed-format 3:3",
+            "warning data-node-without-disk 3:15",
+            "warning data-node-without-disk 4:13",
+        ],
+    ),
+    (
+        "layout-unknown-role.yaml",
+        1,
+        &[
+            "error layout-unknown-role 3:21",
+            "warning data-node-without-disk 4:12",
+        ],
+    ),
+    (
+        "disks-ignored.yaml",
+        1,
+        &[
+            "warning data-node-without-disk 6:12",
+            "error disks-ignored 8:3",
+        ],
+    ),
+    (
+        "disk-unknown-node.yaml",
+        1,
+        &["error disk-unknown-node 9:3"],
+    ),
+    (
+        "disk-name-invalid.yaml",
+        1,
+        &["error disk-name-invalid 6:12"],
+    ),
     ("node-id-format.yaml", 1, &["error node-id-format 5:13"]),
     ("duplicate-ip.yaml", 1, &["error duplicate-ip 5:23"]),
-    ("disks-unsupported-infrastructure.yaml", 1, &["error disks-unsupported-infrastructure 1:17"]),
-    ("disks-not-a-map.yaml", 1, &["warning data-node-without-disk 4:11", "error bad-type 5:8"]),
-    ("unknown-key.yaml", 0, &["warning unknown-key 2:1", "warning data-node-without-disk 5:12", "warning unknown-key 6:5"]),
-    ("data-node-without-disk.yaml", 0, &["warning data-node-without-disk 8:12"]),
-    ("disk-on-stateless-node.yaml", 0, &["info disk-on-stateless-node 8:12"]),
+    (
+        "disks-unsupported-infrastructure.yaml",
+        1,
+        &["error disks-unsupported-infrastructure 1:17"],
+    ),
+    (
+        "disks-not-a-map.yaml",
+        1,
+        &["warning data-node-without-disk 4:11", "error bad-type 5:8"],
+    ),
+    (
+        "unknown-key.yaml",
+        0,
+        &[
+            "warning unknown-key 2:1",
+            "warning data-node-without-disk 5:12",
+            "warning unknown-key 6:5",
+        ],
+    ),
+    (
+        "data-node-without-disk.yaml",
+        0,
+        &["warning data-node-without-disk 8:12"],
+    ),
+    (
+        "disk-on-stateless-node.yaml",
+        0,
+        &["info disk-on-stateless-node 8:12"],
+    ),
     ("disks-empty.yaml", 0, &["warning disks-empty 6:12"]),
 ];
 
@@ -77,14 +182,22 @@ fn every_fixture_reports_exactly_its_diagnostics() {
     let dir = repo().join("tests/fixtures/appscalefile");
     let mut listed: Vec<&str> = CORPUS.iter().map(|(n, _, _)| *n).collect();
     listed.sort();
-    let mut on_disk: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     on_disk.sort();
-    assert_eq!(listed, on_disk, "every fixture is in the table and every table entry is a fixture");
+    assert_eq!(
+        listed, on_disk,
+        "every fixture is in the table and every table entry is a fixture"
+    );
     let mut failures = Vec::new();
     for (name, code, want) in CORPUS {
         let (got_code, got, _) = lint_json(name);
         if got != *want || got_code != *code {
-            failures.push(format!("{name}: exit {got_code} (want {code})\n  got  {got:?}\n  want {want:?}"));
+            failures.push(format!(
+                "{name}: exit {got_code} (want {code})\n  got  {got:?}\n  want {want:?}"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -92,7 +205,12 @@ fn every_fixture_reports_exactly_its_diagnostics() {
 
 #[test]
 fn human_output_points_at_the_spot_with_help() {
-    let r = run("appscalefile-lint", &[&fixture("seed-lost-disks-line.yaml")], "").expect(1);
+    let r = run(
+        "appscalefile-lint",
+        &[&fixture("seed-lost-disks-line.yaml")],
+        "",
+    )
+    .expect(1);
     assert!(r.stdout.is_empty(), "human diagnostics go to stderr only");
     let want = format!(
         "error[yaml-syntax]: YAML syntax error: mapping values are not allowed in this context\n --> {}:3:8\n  |\n3 |  node-1: vol-ABCDEFG\n  |        ^\n  = help:",
@@ -101,27 +219,56 @@ fn human_output_points_at_the_spot_with_help() {
     assert!(r.stderr.starts_with(&want), "{}", r.stderr);
     assert!(r.stderr.contains("belongs under `disks:`"), "{}", r.stderr);
     let r = run("appscalefile-lint", &[&fixture("unknown-key.yaml")], "").expect(0);
-    assert!(r.stderr.contains("2 | zome: us-east-1b\n  | ^^^^\n  = help: did you mean `zone`?"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("2 | zome: us-east-1b\n  | ^^^^\n  = help: did you mean `zone`?"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
 fn deny_warnings_turns_warnings_into_failure() {
-    run("appscalefile-lint", &["--deny-warnings", &fixture("unknown-key.yaml")], "").expect(1);
-    run("appscalefile-lint", &["--deny-warnings", &fixture("disk-on-stateless-node.yaml")], "").expect(0);
+    run(
+        "appscalefile-lint",
+        &["--deny-warnings", &fixture("unknown-key.yaml")],
+        "",
+    )
+    .expect(1);
+    run(
+        "appscalefile-lint",
+        &["--deny-warnings", &fixture("disk-on-stateless-node.yaml")],
+        "",
+    )
+    .expect(0);
 }
 
 #[test]
 fn plan_prints_one_record_per_node_with_a_disk() {
-    let r = run("appscalefile-lint", &["--plan", &fixture("valid-new-ec2-groups.yaml")], "").expect(0);
+    let r = run(
+        "appscalefile-lint",
+        &["--plan", &fixture("valid-new-ec2-groups.yaml")],
+        "",
+    )
+    .expect(0);
     let recs = r.records();
     let got: Vec<(String, String)> = recs
         .iter()
-        .map(|r| (r["node"].as_str().unwrap().to_string(), r["disk"].as_str().unwrap().to_string()))
+        .map(|r| {
+            (
+                r["node"].as_str().unwrap().to_string(),
+                r["disk"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     assert_eq!(
         got,
-        [("node-0", "vol-0123456789abcdef0"), ("node-3", "db-data-1"), ("node-4", "db-data-2")]
-            .map(|(a, b)| (a.to_string(), b.to_string()))
+        [
+            ("node-0", "vol-0123456789abcdef0"),
+            ("node-3", "db-data-1"),
+            ("node-4", "db-data-2")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
     );
     for r in &recs {
         assert_eq!(r["v"], 1);
@@ -129,23 +276,75 @@ fn plan_prints_one_record_per_node_with_a_disk() {
         assert_eq!(r["zone"], "us-east-1b");
         assert_eq!(r["mountpoint"], "/opt/appscale");
     }
-    let r = run("appscalefile-lint", &["--plan", "--node", "node-3", "--mountpoint", "/srv/{node}", &fixture("valid-new-ec2-groups.yaml")], "").expect(0);
+    let r = run(
+        "appscalefile-lint",
+        &[
+            "--plan",
+            "--node",
+            "node-3",
+            "--mountpoint",
+            "/srv/{node}",
+            &fixture("valid-new-ec2-groups.yaml"),
+        ],
+        "",
+    )
+    .expect(0);
     let rec = r.record();
-    assert_eq!((rec["node"].as_str(), rec["mountpoint"].as_str()), (Some("node-3"), Some("/srv/node-3")));
-    let r = run("appscalefile-lint", &["--plan", "--node", "node-1", &fixture("valid-new-ec2-groups.yaml")], "").expect(1);
+    assert_eq!(
+        (rec["node"].as_str(), rec["mountpoint"].as_str()),
+        (Some("node-3"), Some("/srv/node-3"))
+    );
+    let r = run(
+        "appscalefile-lint",
+        &[
+            "--plan",
+            "--node",
+            "node-1",
+            &fixture("valid-new-ec2-groups.yaml"),
+        ],
+        "",
+    )
+    .expect(1);
     assert!(r.stdout.is_empty());
-    assert!(r.stderr.contains("no disk (nodes with disks: node-0, node-3, node-4)"), "{}", r.stderr);
-    let r = run("appscalefile-lint", &["--plan", &fixture("valid-old-simple.yaml")], "").expect(0);
+    assert!(
+        r.stderr
+            .contains("no disk (nodes with disks: node-0, node-3, node-4)"),
+        "{}",
+        r.stderr
+    );
+    let r = run(
+        "appscalefile-lint",
+        &["--plan", &fixture("valid-old-simple.yaml")],
+        "",
+    )
+    .expect(0);
     assert_eq!(r.records().len(), 3);
     assert_eq!(r.records()[0]["provider"], "euca");
-    let r = run("appscalefile-lint", &["--plan", &fixture("valid-static-cluster.yaml")], "").expect(0);
+    let r = run(
+        "appscalefile-lint",
+        &["--plan", &fixture("valid-static-cluster.yaml")],
+        "",
+    )
+    .expect(0);
     let rec = r.record();
-    assert_eq!((rec["node"].as_str(), rec["provider"].as_str(), rec["disk"].as_str()), (Some("192.168.33.10"), Some("static"), Some("/dev/sdb")));
+    assert_eq!(
+        (
+            rec["node"].as_str(),
+            rec["provider"].as_str(),
+            rec["disk"].as_str()
+        ),
+        (Some("192.168.33.10"), Some("static"), Some("/dev/sdb"))
+    );
 }
 
 #[test]
 fn plan_prints_nothing_when_the_file_has_errors() {
-    let r = run("appscalefile-lint", &["--plan", &fixture("disk-duplicate.yaml")], "").expect(1);
+    let r = run(
+        "appscalefile-lint",
+        &["--plan", &fixture("disk-duplicate.yaml")],
+        "",
+    )
+    .expect(1);
     assert!(r.stdout.is_empty(), "{}", r.stdout);
 }
 
@@ -155,7 +354,11 @@ fn reads_stdin_and_reports_unreadable_files() {
     let r = run("appscalefile-lint", &["--plan", "-"], &src).expect(0);
     assert_eq!(r.record()["disk"], "vol-1234abcd");
     let r = run("appscalefile-lint", &["/nonexistent/AppScalefile"], "").expect(2);
-    assert!(r.stderr.contains("cannot read /nonexistent/AppScalefile"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cannot read /nonexistent/AppScalefile"),
+        "{}",
+        r.stderr
+    );
 }
 
 /// No input makes the linter panic or hang: random bytes, and valid files
@@ -170,12 +373,23 @@ fn random_input_never_panics() {
         seed ^= seed >> 27;
         seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
     };
-    let corpus: Vec<Vec<u8>> = CORPUS.iter().map(|(n, _, _)| std::fs::read(fixture(n)).unwrap()).collect();
+    let corpus: Vec<Vec<u8>> = CORPUS
+        .iter()
+        .map(|(n, _, _)| std::fs::read(fixture(n)).unwrap())
+        .collect();
     let alphabet = b" \t\n:-[]{},#&*!|>'\"%@`?0123456789abcdefnode";
     for i in 0..3000 {
         let bytes: Vec<u8> = if i % 2 == 0 {
             let len = (next() % 512) as usize;
-            (0..len).map(|_| if next() % 4 == 0 { next() as u8 } else { alphabet[(next() % alphabet.len() as u64) as usize] }).collect()
+            (0..len)
+                .map(|_| {
+                    if next() % 4 == 0 {
+                        next() as u8
+                    } else {
+                        alphabet[(next() % alphabet.len() as u64) as usize]
+                    }
+                })
+                .collect()
         } else {
             let mut b = corpus[(next() % corpus.len() as u64) as usize].clone();
             for _ in 0..(1 + next() % 8) {
@@ -185,7 +399,9 @@ fn random_input_never_panics() {
                 let at = (next() % b.len() as u64) as usize;
                 match next() % 3 {
                     0 => b[at] = alphabet[(next() % alphabet.len() as u64) as usize],
-                    1 => { b.remove(at); }
+                    1 => {
+                        b.remove(at);
+                    }
                     _ => b.insert(at, alphabet[(next() % alphabet.len() as u64) as usize]),
                 }
             }
@@ -193,12 +409,25 @@ fn random_input_never_panics() {
         };
         let (_, lint) = appscale_persist::appscalefile::lint_bytes(&bytes);
         for d in &lint.diagnostics {
-            assert!(d.pos.line >= 1 && d.pos.col >= 1, "positions are 1-based: {d:?} for {:?}", String::from_utf8_lossy(&bytes));
+            assert!(
+                d.pos.line >= 1 && d.pos.col >= 1,
+                "positions are 1-based: {d:?} for {:?}",
+                String::from_utf8_lossy(&bytes)
+            );
         }
     }
     // Pathological shapes: deep nesting, many keys, long lines.
-    for src in ["- ".repeat(50_000), "[".repeat(50_000), "{a: ".repeat(10_000), format!("zone: {}\n", "x".repeat(1 << 20))] {
+    for src in [
+        "- ".repeat(50_000),
+        "[".repeat(50_000),
+        "{a: ".repeat(10_000),
+        format!("zone: {}\n", "x".repeat(1 << 20)),
+    ] {
         let (_, lint) = appscale_persist::appscalefile::lint_bytes(src.as_bytes());
-        assert!(lint.has_errors() || src.starts_with("zone"), "{:?}", &src[..20]);
+        assert!(
+            lint.has_errors() || src.starts_with("zone"),
+            "{:?}",
+            &src[..20]
+        );
     }
 }

@@ -15,7 +15,10 @@ fn ensure(dev: &str, extra: &[&str]) -> Run {
 }
 
 fn blkid_type(dev: &str) -> String {
-    sh(&["blkid", "-p", "-s", "TYPE", "-o", "value", dev]).stdout.trim().to_string()
+    sh(&["blkid", "-p", "-s", "TYPE", "-o", "value", dev])
+        .stdout
+        .trim()
+        .to_string()
 }
 
 #[test]
@@ -23,7 +26,9 @@ fn a_blank_device_is_formatted_once() {
     require_root();
     let t = TempDir::new("blank");
     let d = LoopDev::new(&t, "disk", 64);
-    let first = ensure(&d.device, &["--label", "appdata"]).expect(0).record();
+    let first = ensure(&d.device, &["--label", "appdata"])
+        .expect(0)
+        .record();
     assert_eq!(first["state"], "formatted");
     assert_eq!(first["changed"], true);
     assert_eq!(first["fs"]["type"], "ext4");
@@ -46,12 +51,19 @@ fn xfs_is_supported() {
     let t = TempDir::new("xfs");
     let d = LoopDev::new(&t, "disk", 320);
     let r = ensure(&d.device, &["--fstype", "xfs"]).expect(0).record();
-    assert_eq!((r["state"].as_str(), r["fs"]["type"].as_str()), (Some("formatted"), Some("xfs")));
+    assert_eq!(
+        (r["state"].as_str(), r["fs"]["type"].as_str()),
+        (Some("formatted"), Some("xfs"))
+    );
     assert_eq!(blkid_type(&d.device), "xfs");
     let r = ensure(&d.device, &["--fstype", "xfs"]).expect(0).record();
     assert_eq!(r["changed"], false);
     // A label too long for XFS is a usage error, before anything is done.
-    let r = ensure(&d.device, &["--fstype", "xfs", "--label", "much-too-long-label"]).expect(2);
+    let r = ensure(
+        &d.device,
+        &["--fstype", "xfs", "--label", "much-too-long-label"],
+    )
+    .expect(2);
     assert!(r.stderr.contains("at most 12 bytes"), "{}", r.stderr);
 }
 
@@ -67,25 +79,46 @@ fn prepare(kind: &str, d: &LoopDev, t: &TempDir) {
         "luks" => {
             let key = t.join("key");
             std::fs::write(&key, b"secret").unwrap();
-            sh_ok(&["cryptsetup", "luksFormat", "-q", "--batch-mode", "--key-file", key.to_str().unwrap(), dev]);
+            sh_ok(&[
+                "cryptsetup",
+                "luksFormat",
+                "-q",
+                "--batch-mode",
+                "--key-file",
+                key.to_str().unwrap(),
+                dev,
+            ]);
         }
         "gpt" => drop(sh_ok(&["sgdisk", "--clear", "--new=1:2048:+16M", dev])),
         "mbr" => {
-            let r = run_env("/usr/sbin/sfdisk", &["--quiet", "--label", "dos", dev], "2048,32768,83\n", &[]);
+            let r = run_env(
+                "/usr/sbin/sfdisk",
+                &["--quiet", "--label", "dos", dev],
+                "2048,32768,83\n",
+                &[],
+            );
             assert_eq!(r.code, 0, "sfdisk: {}", r.stderr);
         }
         "random" => {
             // 4 MiB of random bytes at the start: no probe recognises them.
-            let mut f = std::fs::OpenOptions::new().write(true).open(&d.image).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&d.image)
+                .unwrap();
             let mut buf = vec![0u8; 4 << 20];
-            std::fs::File::open("/dev/urandom").and_then(|mut u| std::io::Read::read_exact(&mut u, &mut buf)).unwrap();
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut u| std::io::Read::read_exact(&mut u, &mut buf))
+                .unwrap();
             std::io::Write::write_all(&mut f, &buf).unwrap();
             f.sync_all().unwrap();
         }
         "last-sector" => {
             // Zeros everywhere but one sector at the very end.
             use std::io::{Seek, SeekFrom, Write};
-            let mut f = std::fs::OpenOptions::new().write(true).open(&d.image).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&d.image)
+                .unwrap();
             let len = f.metadata().unwrap().len();
             f.seek(SeekFrom::Start(len - 512)).unwrap();
             f.write_all(&[0xA5; 512]).unwrap();
@@ -121,9 +154,21 @@ fn anything_not_blank_is_refused_and_left_byte_for_byte() {
         let r = ensure(&d.device, &["--fstype", want]);
         let after = d.sha256();
         let rec = r.records();
-        let code = rec.first().map(|r| r["error"]["code"].clone()).unwrap_or(Value::Null);
-        if r.code != 3 || before != after || !(code == "not-blank" || code == "fs-mismatch") || rec[0]["refused"] != true {
-            failures.push(format!("{kind}: exit {} code {code} changed bytes: {}\n{}", r.code, before != after, r.stderr));
+        let code = rec
+            .first()
+            .map(|r| r["error"]["code"].clone())
+            .unwrap_or(Value::Null);
+        if r.code != 3
+            || before != after
+            || !(code == "not-blank" || code == "fs-mismatch")
+            || rec[0]["refused"] != true
+        {
+            failures.push(format!(
+                "{kind}: exit {} code {code} changed bytes: {}\n{}",
+                r.code,
+                before != after,
+                r.stderr
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -154,9 +199,17 @@ fn a_mounted_filesystem_of_the_wanted_type_is_accepted_as_is() {
     let d = LoopDev::new(&t, "disk", 64);
     ensure(&d.device, &[]).expect(0);
     let mp = t.s("mnt");
-    run("disk-mount", &["--device", &d.device, "--mountpoint", &mp, "--no-fstab"], "").expect(0);
+    run(
+        "disk-mount",
+        &["--device", &d.device, "--mountpoint", &mp, "--no-fstab"],
+        "",
+    )
+    .expect(0);
     let r = ensure(&d.device, &[]).expect(0).record();
-    assert_eq!((r["state"].as_str(), r["changed"].as_bool()), (Some("has-fs"), Some(false)));
+    assert_eq!(
+        (r["state"].as_str(), r["changed"].as_bool()),
+        (Some("has-fs"), Some(false))
+    );
 }
 
 #[test]
@@ -166,7 +219,10 @@ fn check_mode_changes_nothing() {
     let d = LoopDev::new(&t, "disk", 64);
     let before = d.sha256();
     let r = ensure(&d.device, &["--check"]).expect(0).record();
-    assert_eq!((r["changed"].as_bool(), r["check"].as_bool()), (Some(true), Some(true)));
+    assert_eq!(
+        (r["changed"].as_bool(), r["check"].as_bool()),
+        (Some(true), Some(true))
+    );
     assert_eq!(d.sha256(), before);
     assert_eq!(blkid_type(&d.device), "");
 
@@ -174,11 +230,26 @@ fn check_mode_changes_nothing() {
     let fstab = t.join("fstab");
     std::fs::write(&fstab, "# fstab\n").unwrap();
     let mp = t.join("mnt");
-    let r = run("disk-mount", &["--check", "--device", &d.device, "--mountpoint", mp.to_str().unwrap(), "--fstab", fstab.to_str().unwrap()], "")
-        .expect(0)
-        .record();
+    let r = run(
+        "disk-mount",
+        &[
+            "--check",
+            "--device",
+            &d.device,
+            "--mountpoint",
+            mp.to_str().unwrap(),
+            "--fstab",
+            fstab.to_str().unwrap(),
+        ],
+        "",
+    )
+    .expect(0)
+    .record();
     assert_eq!(r["changed"], true);
-    assert!(!mp.exists(), "check mode does not even create the mountpoint");
+    assert!(
+        !mp.exists(),
+        "check mode does not even create the mountpoint"
+    );
     assert_eq!(std::fs::read_to_string(&fstab).unwrap(), "# fstab\n");
 }
 
@@ -194,19 +265,37 @@ fn mount_and_unmount_are_idempotent_and_keep_fstab() {
     std::fs::write(&fstab, "# static\nUUID=root / ext4 defaults 0 1\n").unwrap();
     std::fs::set_permissions(&fstab, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
     let input = ndjson(&[fs]);
-    let args = ["--mountpoint", mp.to_str().unwrap(), "--fstab", fstab.to_str().unwrap()];
+    let args = [
+        "--mountpoint",
+        mp.to_str().unwrap(),
+        "--fstab",
+        fstab.to_str().unwrap(),
+    ];
 
     let r = run("disk-mount", &args, &input).expect(0).record();
-    assert_eq!((r["state"].as_str(), r["changed"].as_bool()), (Some("mounted"), Some(true)));
+    assert_eq!(
+        (r["state"].as_str(), r["changed"].as_bool()),
+        (Some("mounted"), Some(true))
+    );
     assert!(is_mounted(&mp));
     let text = std::fs::read_to_string(&fstab).unwrap();
     let line = format!(
         "UUID={uuid} {} ext4 noatime,nofail,x-systemd.device-timeout=30s,x-appscale-persist 0 2\n",
         mp.to_str().unwrap().replace(' ', "\\040")
     );
-    assert_eq!(text, format!("# static\nUUID=root / ext4 defaults 0 1\n{line}"));
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&fstab).unwrap().permissions()) & 0o777, 0o640);
-    assert_eq!(std::fs::read_to_string(t.join("fstab.appscale-persist.bak")).unwrap(), "# static\nUUID=root / ext4 defaults 0 1\n");
+    assert_eq!(
+        text,
+        format!("# static\nUUID=root / ext4 defaults 0 1\n{line}")
+    );
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&fstab).unwrap().permissions())
+            & 0o777,
+        0o640
+    );
+    assert_eq!(
+        std::fs::read_to_string(t.join("fstab.appscale-persist.bak")).unwrap(),
+        "# static\nUUID=root / ext4 defaults 0 1\n"
+    );
     let opts = sh_ok(&["findmnt", "-n", "-o", "OPTIONS", mp.to_str().unwrap()]);
     assert!(opts.contains("noatime"), "{opts}");
 
@@ -217,19 +306,34 @@ fn mount_and_unmount_are_idempotent_and_keep_fstab() {
 
     let unmount_args = ["--device", &d.device, "--mountpoint", mp.to_str().unwrap()];
     let r = run("disk-unmount", &unmount_args, "").expect(0).record();
-    assert_eq!((r["state"].as_str(), r["changed"].as_bool()), (Some("unmounted"), Some(true)));
+    assert_eq!(
+        (r["state"].as_str(), r["changed"].as_bool()),
+        (Some("unmounted"), Some(true))
+    );
     assert!(!is_mounted(&mp));
     assert!(!mp.join("data").exists());
     let r = run("disk-unmount", &unmount_args, "").expect(0).record();
     assert_eq!(r["changed"], false, "not mounted is success, unchanged");
-    assert_eq!(std::fs::read_to_string(&fstab).unwrap(), text, "fstab is kept unless asked");
+    assert_eq!(
+        std::fs::read_to_string(&fstab).unwrap(),
+        text,
+        "fstab is kept unless asked"
+    );
 
     // Mount again: the data is there; then unmount removing our entry.
     run("disk-mount", &args, &input).expect(0);
     assert_eq!(std::fs::read_to_string(mp.join("data")).unwrap(), "kept");
     let fstab_arg = format!("--fstab={}", fstab.display());
-    run("disk-unmount", &[&unmount_args[..], &[fstab_arg.as_str()]].concat(), "").expect(0);
-    assert_eq!(std::fs::read_to_string(&fstab).unwrap(), "# static\nUUID=root / ext4 defaults 0 1\n");
+    run(
+        "disk-unmount",
+        &[&unmount_args[..], &[fstab_arg.as_str()]].concat(),
+        "",
+    )
+    .expect(0);
+    assert_eq!(
+        std::fs::read_to_string(&fstab).unwrap(),
+        "# static\nUUID=root / ext4 defaults 0 1\n"
+    );
 }
 
 #[test]
@@ -244,14 +348,33 @@ fn a_failed_mount_rolls_fstab_back() {
     let mp = t.join("mnt");
     let r = run(
         "disk-mount",
-        &["--device", &d.device, "--mountpoint", mp.to_str().unwrap(), "--fstab", fstab.to_str().unwrap(), "--options", "noatime,no_such_option"],
+        &[
+            "--device",
+            &d.device,
+            "--mountpoint",
+            mp.to_str().unwrap(),
+            "--fstab",
+            fstab.to_str().unwrap(),
+            "--options",
+            "noatime,no_such_option",
+        ],
         "",
     )
     .expect(1);
     let rec = r.record();
     assert_eq!(rec["error"]["code"], "mount-failed", "{}", r.stderr);
-    assert!(rec["error"]["message"].as_str().unwrap().contains("restored"), "{rec}");
-    assert_eq!(std::fs::read_to_string(&fstab).unwrap(), original, "fstab rolled back byte for byte");
+    assert!(
+        rec["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("restored"),
+        "{rec}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&fstab).unwrap(),
+        original,
+        "fstab rolled back byte for byte"
+    );
     assert!(!is_mounted(&mp));
 }
 
@@ -266,10 +389,24 @@ fn fsck_errors_stop_the_mount() {
     sh_ok(&["debugfs", "-w", "-R", "clri <2>", &d.device]);
     sh_ok(&["debugfs", "-w", "-R", "ssv state 0", &d.device]);
     let mp = t.join("mnt");
-    let r = run("disk-mount", &["--device", &d.device, "--mountpoint", mp.to_str().unwrap(), "--no-fstab"], "").expect(1);
+    let r = run(
+        "disk-mount",
+        &[
+            "--device",
+            &d.device,
+            "--mountpoint",
+            mp.to_str().unwrap(),
+            "--no-fstab",
+        ],
+        "",
+    )
+    .expect(1);
     let rec = r.record();
     assert_eq!(rec["error"]["code"], "fsck-failed", "{}", r.stderr);
-    assert!(rec["error"]["message"].as_str().unwrap().contains("exit 4"), "{rec}");
+    assert!(
+        rec["error"]["message"].as_str().unwrap().contains("exit 4"),
+        "{rec}"
+    );
     assert!(!is_mounted(&mp));
 }
 
@@ -280,14 +417,35 @@ fn busy_unmount_names_the_holder() {
     let d = LoopDev::new(&t, "disk", 64);
     ensure(&d.device, &[]).expect(0);
     let mp = t.join("mnt");
-    run("disk-mount", &["--device", &d.device, "--mountpoint", mp.to_str().unwrap(), "--no-fstab"], "").expect(0);
-    let mut holder = std::process::Command::new("sleep").arg("60").current_dir(&mp).spawn().unwrap();
+    run(
+        "disk-mount",
+        &[
+            "--device",
+            &d.device,
+            "--mountpoint",
+            mp.to_str().unwrap(),
+            "--no-fstab",
+        ],
+        "",
+    )
+    .expect(0);
+    let mut holder = std::process::Command::new("sleep")
+        .arg("60")
+        .current_dir(&mp)
+        .spawn()
+        .unwrap();
     let r = run("disk-unmount", &["--mountpoint", mp.to_str().unwrap()], "").expect(1);
     let _ = holder.kill();
     let _ = holder.wait();
     let msg = r.record()["error"]["message"].as_str().unwrap().to_string();
-    assert!(msg.contains(&format!("pid {} (sleep) cwd", holder.id())), "{msg}");
-    assert!(is_mounted(&mp), "a busy mount is not detached lazily unless asked");
+    assert!(
+        msg.contains(&format!("pid {} (sleep) cwd", holder.id())),
+        "{msg}"
+    );
+    assert!(
+        is_mounted(&mp),
+        "a busy mount is not detached lazily unless asked"
+    );
     run("disk-unmount", &["--mountpoint", mp.to_str().unwrap()], "").expect(0);
 }
 
@@ -300,16 +458,43 @@ fn seed_copies_what_the_mountpoint_held_onto_a_new_disk() {
     std::fs::create_dir_all(mp.join("apps")).unwrap();
     std::fs::write(mp.join("apps/app.tar.gz"), "image contents").unwrap();
     let rec = ensure(&d.device, &[]).expect(0).record();
-    let r = run("disk-mount", &["--seed", "--no-fstab", "--mountpoint", mp.to_str().unwrap()], &ndjson(&[rec])).expect(0);
-    assert!(r.stderr.contains("seeded it with 1 entries"), "{}", r.stderr);
+    let r = run(
+        "disk-mount",
+        &["--seed", "--no-fstab", "--mountpoint", mp.to_str().unwrap()],
+        &ndjson(&[rec]),
+    )
+    .expect(0);
+    assert!(
+        r.stderr.contains("seeded it with 1 entries"),
+        "{}",
+        r.stderr
+    );
     assert!(is_mounted(&mp));
-    assert_eq!(std::fs::read_to_string(mp.join("apps/app.tar.gz")).unwrap(), "image contents");
-    assert!(mp.join("lost+found").exists(), "it is the new disk that is visible");
+    assert_eq!(
+        std::fs::read_to_string(mp.join("apps/app.tar.gz")).unwrap(),
+        "image contents"
+    );
+    assert!(
+        mp.join("lost+found").exists(),
+        "it is the new disk that is visible"
+    );
     assert!(!mp.join(".appscale-persist-seeding").exists());
     // A second mount of a disk holding data seeds nothing.
     run("disk-unmount", &["--mountpoint", mp.to_str().unwrap()], "").expect(0);
     std::fs::write(mp.join("apps/later"), "only in the image").unwrap();
-    run("disk-mount", &["--seed", "--no-fstab", "--device", &d.device, "--mountpoint", mp.to_str().unwrap()], "").expect(0);
+    run(
+        "disk-mount",
+        &[
+            "--seed",
+            "--no-fstab",
+            "--device",
+            &d.device,
+            "--mountpoint",
+            mp.to_str().unwrap(),
+        ],
+        "",
+    )
+    .expect(0);
     assert!(!mp.join("apps/later").exists());
 }
 
@@ -320,20 +505,63 @@ fn mountpoints_are_checked() {
     let d = LoopDev::new(&t, "disk", 64);
     ensure(&d.device, &[]).expect(0);
     for bad in ["/etc", "/", "relative/dir", "/opt/../etc", "/usr/"] {
-        let r = run("disk-mount", &["--device", &d.device, "--mountpoint", bad, "--no-fstab"], "").expect(1);
+        let r = run(
+            "disk-mount",
+            &["--device", &d.device, "--mountpoint", bad, "--no-fstab"],
+            "",
+        )
+        .expect(1);
         assert_eq!(r.record()["error"]["code"], "bad-mountpoint", "{bad}");
     }
     // Another device on the mountpoint, or ours mounted elsewhere: errors.
     let other = LoopDev::new(&t, "other", 64);
     ensure(&other.device, &[]).expect(0);
     let mp = t.join("mnt");
-    run("disk-mount", &["--device", &other.device, "--mountpoint", mp.to_str().unwrap(), "--no-fstab"], "").expect(0);
-    let r = run("disk-mount", &["--device", &d.device, "--mountpoint", mp.to_str().unwrap(), "--no-fstab"], "").expect(1);
+    run(
+        "disk-mount",
+        &[
+            "--device",
+            &other.device,
+            "--mountpoint",
+            mp.to_str().unwrap(),
+            "--no-fstab",
+        ],
+        "",
+    )
+    .expect(0);
+    let r = run(
+        "disk-mount",
+        &[
+            "--device",
+            &d.device,
+            "--mountpoint",
+            mp.to_str().unwrap(),
+            "--no-fstab",
+        ],
+        "",
+    )
+    .expect(1);
     assert_eq!(r.record()["error"]["code"], "mountpoint-busy");
-    let r = run("disk-mount", &["--device", &other.device, "--mountpoint", t.s("elsewhere").as_str(), "--no-fstab"], "").expect(1);
+    let r = run(
+        "disk-mount",
+        &[
+            "--device",
+            &other.device,
+            "--mountpoint",
+            t.s("elsewhere").as_str(),
+            "--no-fstab",
+        ],
+        "",
+    )
+    .expect(1);
     assert_eq!(r.record()["error"]["code"], "mounted-elsewhere");
     // disk-unmount leaves another device's mount alone.
-    let r = run("disk-unmount", &["--device", &d.device, "--mountpoint", mp.to_str().unwrap()], "").expect(1);
+    let r = run(
+        "disk-unmount",
+        &["--device", &d.device, "--mountpoint", mp.to_str().unwrap()],
+        "",
+    )
+    .expect(1);
     assert_eq!(r.record()["error"]["code"], "mountpoint-other-device");
     assert!(is_mounted(&mp));
 }
@@ -345,7 +573,12 @@ fn a_record_naming_another_filesystem_is_not_mounted() {
     let d = LoopDev::new(&t, "disk", 64);
     ensure(&d.device, &[]).expect(0);
     let rec = json!({"v": 1, "device": d.device, "fs": {"type": "ext4", "uuid": "00000000-1111-2222-3333-444444444444", "formatted": false}});
-    let r = run("disk-mount", &["--no-fstab", "--mountpoint", t.s("mnt").as_str()], &ndjson(&[rec])).expect(1);
+    let r = run(
+        "disk-mount",
+        &["--no-fstab", "--mountpoint", t.s("mnt").as_str()],
+        &ndjson(&[rec]),
+    )
+    .expect(1);
     assert_eq!(r.record()["error"]["code"], "identity-mismatch");
 }
 
@@ -354,7 +587,10 @@ fn bad_input_does_nothing_and_errors_pass_through() {
     require_root();
     let t = TempDir::new("input");
     let d = LoopDev::new(&t, "disk", 64);
-    let input = format!("{}\n{{\"v\":1,\"device\":17}}\n", json!({"v": 1, "device": d.device}));
+    let input = format!(
+        "{}\n{{\"v\":1,\"device\":17}}\n",
+        json!({"v": 1, "device": d.device})
+    );
     let r = run("disk-ensure-fs", &[], &input).expect(2);
     assert!(r.stdout.is_empty());
     assert!(r.stderr.contains("stdin line 2"), "{}", r.stderr);
@@ -378,17 +614,37 @@ fn grow_fills_a_device_that_grew() {
     let t = TempDir::new("grow");
     let d = LoopDev::new(&t, "disk", 64);
     ensure(&d.device, &[]).expect(0);
-    std::fs::OpenOptions::new().write(true).open(&d.image).unwrap().set_len(128 << 20).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&d.image)
+        .unwrap()
+        .set_len(128 << 20)
+        .unwrap();
     sh_ok(&["losetup", "--set-capacity", &d.device]);
     let r = ensure(&d.device, &["--grow", "--check"]).expect(0);
     assert!(r.stderr.contains("would grow"), "{}", r.stderr);
     let r = ensure(&d.device, &["--grow"]).expect(0).record();
     assert_eq!(r["changed"], true);
     let blocks = sh_ok(&["dumpe2fs", "-h", &d.device]);
-    let count: u64 = blocks.lines().find_map(|l| l.strip_prefix("Block count:")).unwrap().trim().parse().unwrap();
-    let size: u64 = blocks.lines().find_map(|l| l.strip_prefix("Block size:")).unwrap().trim().parse().unwrap();
+    let count: u64 = blocks
+        .lines()
+        .find_map(|l| l.strip_prefix("Block count:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let size: u64 = blocks
+        .lines()
+        .find_map(|l| l.strip_prefix("Block size:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(count * size, 128 << 20);
-    assert_eq!(ensure(&d.device, &["--grow"]).expect(0).record()["changed"], false);
+    assert_eq!(
+        ensure(&d.device, &["--grow"]).expect(0).record()["changed"],
+        false
+    );
 }
 
 /// fstab is never seen half-written: a reader polling it while the tools
@@ -401,7 +657,9 @@ fn fstab_writes_are_atomic() {
     let rec = ensure(&d.device, &[]).expect(0).record();
     let fstab = t.join("fstab");
     // Large enough that a non-atomic write would be caught mid-way.
-    let base: String = (0..20_000).map(|i| format!("/dev/fake{i} /srv/fake{i} ext4 defaults 0 2\n")).collect();
+    let base: String = (0..20_000)
+        .map(|i| format!("/dev/fake{i} /srv/fake{i} ext4 defaults 0 2\n"))
+        .collect();
     std::fs::write(&fstab, &base).unwrap();
     let mp = t.join("mnt");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -411,9 +669,18 @@ fn fstab_writes_are_atomic() {
             let mut reads = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let text = std::fs::read_to_string(&fstab).unwrap();
-                assert!(text.starts_with(&base), "fstab was seen without its original lines ({} bytes)", text.len());
+                assert!(
+                    text.starts_with(&base),
+                    "fstab was seen without its original lines ({} bytes)",
+                    text.len()
+                );
                 let extra = &text[base.len()..];
-                assert!(extra.is_empty() || (extra.ends_with("x-appscale-persist 0 2\n") && extra.lines().count() == 1), "partial entry: {extra:?}");
+                assert!(
+                    extra.is_empty()
+                        || (extra.ends_with("x-appscale-persist 0 2\n")
+                            && extra.lines().count() == 1),
+                    "partial entry: {extra:?}"
+                );
                 reads += 1;
             }
             reads
@@ -421,13 +688,38 @@ fn fstab_writes_are_atomic() {
     };
     let input = ndjson(&[rec]);
     for _ in 0..10 {
-        run("disk-mount", &["--mountpoint", mp.to_str().unwrap(), "--fstab", fstab.to_str().unwrap()], &input).expect(0);
-        run("disk-unmount", &["--mountpoint", mp.to_str().unwrap(), "--fstab", fstab.to_str().unwrap()], "").expect(0);
+        run(
+            "disk-mount",
+            &[
+                "--mountpoint",
+                mp.to_str().unwrap(),
+                "--fstab",
+                fstab.to_str().unwrap(),
+            ],
+            &input,
+        )
+        .expect(0);
+        run(
+            "disk-unmount",
+            &[
+                "--mountpoint",
+                mp.to_str().unwrap(),
+                "--fstab",
+                fstab.to_str().unwrap(),
+            ],
+            "",
+        )
+        .expect(0);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let reads = reader.join().expect("reader saw a torn fstab");
     assert!(reads > 10, "the reader ran ({reads} reads)");
-    let leftovers: Vec<_> = std::fs::read_dir(&t.path).unwrap().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().contains(".tmp")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(&t.path)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().contains(".tmp"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert_eq!(std::fs::read_to_string(&fstab).unwrap(), base);
 }

@@ -16,13 +16,20 @@ use serde_json::Value;
 /// executable lives in `target/debug/deps`.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    exe.parent().and_then(Path::parent).expect("target/debug").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/debug")
+        .to_path_buf()
 }
 
 /// Path of a built tool; panics with the fix when it was not built.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.exists(), "{} is not built: run `cargo build --workspace` first (scripts/test does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --workspace` first (scripts/test does)",
+        p.display()
+    );
     p
 }
 
@@ -34,7 +41,10 @@ pub fn repo() -> PathBuf {
 /// The tests touch devices and mounts: they must run as root, and say so
 /// rather than skip.
 pub fn require_root() {
-    assert!(nix::unistd::geteuid().is_root(), "these tests make loop devices and mounts: run them as root (scripts/test)");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests make loop devices and mounts: run them as root (scripts/test)"
+    );
 }
 
 /// A finished tool run.
@@ -51,20 +61,38 @@ impl Run {
         self.stdout
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}\nstderr: {}", self.stderr)))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| {
+                    panic!(
+                        "stdout line is not JSON ({e}): {l}\nstderr: {}",
+                        self.stderr
+                    )
+                })
+            })
             .collect()
     }
 
     /// The one record on stdout.
     pub fn record(&self) -> Value {
         let r = self.records();
-        assert_eq!(r.len(), 1, "expected one record, got {}:\n{}\nstderr: {}", r.len(), self.stdout, self.stderr);
+        assert_eq!(
+            r.len(),
+            1,
+            "expected one record, got {}:\n{}\nstderr: {}",
+            r.len(),
+            self.stdout,
+            self.stderr
+        );
         r.into_iter().next().unwrap()
     }
 
     /// Asserts the exit code, showing the output when it differs.
     pub fn expect(self, code: i32) -> Run {
-        assert_eq!(self.code, code, "exit code\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -79,12 +107,21 @@ fn finish(out: Output) -> Run {
 
 /// Runs a tool with arguments, stdin `input`, and extra environment.
 pub fn run_env(name: &str, args: &[&str], input: &str, env: &[(&str, &str)]) -> Run {
-    let mut cmd = if name.contains('/') { Command::new(name) } else { Command::new(bin(name)) };
-    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut cmd = if name.contains('/') {
+        Command::new(name)
+    } else {
+        Command::new(bin(name))
+    };
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
     let mut stdin = child.stdin.take().unwrap();
     let input = input.to_string();
     let writer = std::thread::spawn(move || {
@@ -102,7 +139,13 @@ pub fn run(name: &str, args: &[&str], input: &str) -> Run {
 
 /// Runs any command (argv), for setup and checks.
 pub fn sh(argv: &[&str]) -> Run {
-    finish(Command::new(argv[0]).args(&argv[1..]).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{argv:?}: {e}")))
+    finish(
+        Command::new(argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}")),
+    )
 }
 
 /// Like [`sh`], but the command must succeed.
@@ -123,7 +166,10 @@ pub struct TempDir {
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("appscale-persist-test-{tag}-{}-{n}", std::process::id()));
+        let path = std::env::temp_dir().join(format!(
+            "appscale-persist-test-{tag}-{}-{n}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         TempDir { path }
@@ -148,7 +194,9 @@ impl Drop for TempDir {
 
 /// Unmounts everything mounted at or below `dir`, deepest first.
 pub fn unmount_under(dir: &Path) {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
     let mut targets: Vec<String> = text
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
@@ -163,13 +211,18 @@ pub fn unmount_under(dir: &Path) {
 
 /// Detaches every loop device backed by a file below `dir`.
 pub fn detach_loops_under(dir: &Path) {
-    let Ok(out) = Command::new("losetup").args(["--list", "--noheadings", "--output", "NAME,BACK-FILE"]).output() else { return };
+    let Ok(out) = Command::new("losetup")
+        .args(["--list", "--noheadings", "--output", "NAME,BACK-FILE"])
+        .output()
+    else {
+        return;
+    };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let mut f = line.split_whitespace();
-        if let (Some(name), Some(back)) = (f.next(), f.next()) {
-            if Path::new(back).starts_with(dir) {
-                let _ = Command::new("losetup").arg("--detach").arg(name).status();
-            }
+        if let (Some(name), Some(back)) = (f.next(), f.next())
+            && Path::new(back).starts_with(dir)
+        {
+            let _ = Command::new("losetup").arg("--detach").arg(name).status();
         }
     }
 }
@@ -188,7 +241,9 @@ impl LoopDev {
         let f = std::fs::File::create(&image).unwrap();
         f.set_len(size_mib << 20).unwrap();
         drop(f);
-        let device = sh_ok(&["losetup", "--find", "--show", image.to_str().unwrap()]).trim().to_string();
+        let device = sh_ok(&["losetup", "--find", "--show", image.to_str().unwrap()])
+            .trim()
+            .to_string();
         LoopDev { image, device }
     }
 
@@ -204,31 +259,45 @@ impl Drop for LoopDev {
         let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         for l in text.lines() {
             let f: Vec<&str> = l.split(' ').collect();
-            if let Some(i) = f.iter().position(|x| *x == "-") {
-                if f.get(i + 2) == Some(&self.device.as_str()) {
-                    let _ = Command::new("umount").arg("--lazy").arg(f[4].replace("\\040", " ")).status();
-                }
+            if let Some(i) = f.iter().position(|x| *x == "-")
+                && f.get(i + 2) == Some(&self.device.as_str())
+            {
+                let _ = Command::new("umount")
+                    .arg("--lazy")
+                    .arg(f[4].replace("\\040", " "))
+                    .status();
             }
         }
-        let _ = Command::new("losetup").arg("--detach").arg(&self.device).status();
+        let _ = Command::new("losetup")
+            .arg("--detach")
+            .arg(&self.device)
+            .status();
         let _ = std::fs::remove_file(&self.image);
     }
 }
 
 /// Flushes a block device's buffers so its backing file shows every write.
 pub fn sync_device(device: &str) {
-    let _ = Command::new("blockdev").args(["--flushbufs", device]).status();
+    let _ = Command::new("blockdev")
+        .args(["--flushbufs", device])
+        .status();
 }
 
 /// SHA-256 of a file (coreutils' sha256sum).
 pub fn sha256(path: &Path) -> String {
-    sh_ok(&["sha256sum", path.to_str().unwrap()]).split_whitespace().next().unwrap().to_string()
+    sh_ok(&["sha256sum", path.to_str().unwrap()])
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 /// Whether `dir` is a mountpoint right now.
 pub fn is_mounted(dir: &Path) -> bool {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    text.lines().any(|l| l.split(' ').nth(4).map(|t| t.replace("\\040", " ")) == Some(dir.display().to_string()))
+    text.lines().any(|l| {
+        l.split(' ').nth(4).map(|t| t.replace("\\040", " ")) == Some(dir.display().to_string())
+    })
 }
 
 /// Creates `n` records as NDJSON text.
@@ -238,8 +307,14 @@ pub fn ndjson(records: &[Value]) -> String {
 
 /// The Python virtual environment scripts/setup made (moto, ansible-core).
 pub fn venv() -> PathBuf {
-    let v = std::env::var_os("APPSCALE_PERSIST_VENV").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv"));
-    assert!(v.join("bin/python").exists(), "{} has no Python: run `scripts/setup test` (scripts/test does)", v.display());
+    let v = std::env::var_os("APPSCALE_PERSIST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv"));
+    assert!(
+        v.join("bin/python").exists(),
+        "{} has no Python: run `scripts/setup test` (scripts/test does)",
+        v.display()
+    );
     v
 }
 
@@ -262,14 +337,23 @@ impl Server {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {script}: {e}"));
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = line.trim().parse().unwrap_or_else(|_| panic!("{script} did not print its port (got {line:?})"));
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{script} did not print its port (got {line:?})"));
         Server { child, port }
     }
 
     /// moto's EC2 emulator (moto_server from PyPI), warmed up.
     pub fn moto() -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new(venv().join("bin/moto_server"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
@@ -280,7 +364,10 @@ impl Server {
         let server = Server { child, port };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "moto_server did not listen on {port} within 30s");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto_server did not listen on {port} within 30s"
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         // The first EC2 call loads moto's EC2 backend (seconds): do it now.
@@ -300,7 +387,11 @@ impl Server {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "ec2_admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "ec2_admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 }
@@ -316,12 +407,22 @@ impl Drop for Server {
 pub fn http(method: &str, url: &str, body: &str) -> (u16, String) {
     use std::io::Read;
     let rest = url.strip_prefix("http://").expect("http URL");
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
     let mut s = std::net::TcpStream::connect(host).unwrap();
     write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }

@@ -75,7 +75,9 @@ struct Args {
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     if let Some(path) = ansible::module_args_path(&argv) {
-        return ansible::run_module::<Args>("appscalefile-lint", &path, false, |args, _, _| module(&args));
+        return ansible::run_module::<Args>("appscalefile-lint", &path, false, |args, _, _| {
+            module(&args)
+        });
     }
     let args = Args::parse();
     log::init("appscalefile-lint", log::level_from(args.quiet, 0));
@@ -110,7 +112,11 @@ fn main() -> ExitCode {
         } else {
             lint.deployment.inventory_list(&args.mountpoint)
         };
-        writeln!(out, "{}", serde_json::to_string_pretty(&inv).unwrap_or_default())
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&inv).unwrap_or_default()
+        )
     } else {
         Ok(())
     };
@@ -126,7 +132,11 @@ fn main() -> ExitCode {
 /// Reads and lints the file: (display name, text, findings).
 fn read(args: &Args) -> Result<(String, String, Lint), String> {
     let stdin = args.file.as_os_str() == "-";
-    let name = if stdin { "<stdin>".to_string() } else { args.file.display().to_string() };
+    let name = if stdin {
+        "<stdin>".to_string()
+    } else {
+        args.file.display().to_string()
+    };
     let bytes = if stdin {
         let mut b = Vec::new();
         std::io::stdin().read_to_end(&mut b).map(|_| b)
@@ -144,10 +154,19 @@ fn plan(args: &Args, name: &str, lint: &Lint) -> Result<Vec<Record>, String> {
     if let Some(node) = &args.node {
         plan.retain(|r| r.node.as_deref() == Some(node));
         if plan.is_empty() {
-            let with: Vec<String> = lint.deployment.disks.iter().map(|d| d.node.clone()).collect();
+            let with: Vec<String> = lint
+                .deployment
+                .disks
+                .iter()
+                .map(|d| d.node.clone())
+                .collect();
             return Err(format!(
                 "{name} gives node `{node}` no disk (nodes with disks: {})",
-                if with.is_empty() { "none".into() } else { with.join(", ") }
+                if with.is_empty() {
+                    "none".into()
+                } else {
+                    with.join(", ")
+                }
             ));
         }
     }

@@ -56,7 +56,10 @@ impl ToolArgs for Args {
         &self.common
     }
     fn single(&self) -> Option<Record> {
-        self.device.as_ref().map(|d| Record { device: Some(d.clone()), ..Record::default() })
+        self.device.as_ref().map(|d| Record {
+            device: Some(d.clone()),
+            ..Record::default()
+        })
     }
     fn validate(&self) -> Result<(), String> {
         self.fstype.check_label(&self.label)

@@ -59,7 +59,11 @@ impl ToolArgs for Args {
     }
     fn into_step(self) -> Box<dyn Step> {
         Box::new(Unmount {
-            options: UnmountOptions { mountpoint: self.mountpoint, lazy: self.lazy, fstab: self.fstab },
+            options: UnmountOptions {
+                mountpoint: self.mountpoint,
+                lazy: self.lazy,
+                fstab: self.fstab,
+            },
         })
     }
 }

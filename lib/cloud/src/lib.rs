@@ -50,7 +50,12 @@ pub struct ProviderArgs {
     #[arg(long, help_heading = "Create")]
     pub encrypted: bool,
     /// Deployment name: tags new EBS volumes and keys their client tokens.
-    #[arg(long, value_name = "NAME", default_value = "appscale", help_heading = "Create")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "appscale",
+        help_heading = "Create"
+    )]
     pub deployment: String,
 
     /// Directory of local disk images [default: $APPSCALE_PERSIST_STATE_DIR
@@ -59,7 +64,12 @@ pub struct ProviderArgs {
     pub state_dir: Option<PathBuf>,
 
     /// API endpoint (Eucalyptus, an emulator, a private endpoint).
-    #[arg(long, visible_alias = "endpoint", value_name = "URL", help_heading = "Cloud")]
+    #[arg(
+        long,
+        visible_alias = "endpoint",
+        value_name = "URL",
+        help_heading = "Cloud"
+    )]
     pub endpoint_url: Option<String>,
     /// AWS region [default: the SDK's chain, else the zone's region].
     #[arg(long, value_name = "REGION", help_heading = "Cloud")]
@@ -81,7 +91,12 @@ pub struct ProviderArgs {
     #[arg(long, value_name = "N", default_value_t = 8, help_heading = "Cloud")]
     pub concurrency: usize,
     /// Seconds to wait for attachments, detachments and operations.
-    #[arg(long, value_name = "SECS", default_value_t = 300, help_heading = "Cloud")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 300,
+        help_heading = "Cloud"
+    )]
     pub timeout: u64,
 }
 
@@ -106,7 +121,10 @@ impl ProviderArgs {
     pub fn open(&self, kind: ProviderKind) -> Result<Box<dyn Provider>, Failure> {
         let timeout = Duration::from_secs(self.timeout);
         match kind {
-            ProviderKind::Local => Ok(Box::new(Local::new(Local::state_dir(self.state_dir.clone()), self.size))),
+            ProviderKind::Local => Ok(Box::new(Local::new(
+                Local::state_dir(self.state_dir.clone()),
+                self.size,
+            ))),
             ProviderKind::Static => Ok(Box::new(Static)),
             ProviderKind::Ec2 | ProviderKind::Euca => {
                 let defaults = appscale_persist_ec2::Config::default();
@@ -148,6 +166,10 @@ impl ProviderArgs {
     /// The step running `op` over these options.
     pub fn step(self, op: Op) -> ProviderStep {
         let default_provider = self.provider;
-        ProviderStep { op, default_provider, open: Box::new(move |kind| self.open(kind)) }
+        ProviderStep {
+            op,
+            default_provider,
+            open: Box::new(move |kind| self.open(kind)),
+        }
     }
 }

@@ -60,14 +60,20 @@ where
 
 /// Region `us-east-1` from zone `us-east-1b`.
 fn region_of_zone(zone: &str) -> Option<String> {
-    zone.strip_suffix(|c: char| c.is_ascii_lowercase()).filter(|r| r.ends_with(|c: char| c.is_ascii_digit())).map(str::to_string)
+    zone.strip_suffix(|c: char| c.is_ascii_lowercase())
+        .filter(|r| r.ends_with(|c: char| c.is_ascii_digit()))
+        .map(str::to_string)
 }
 
 impl Api {
     /// Builds a client from the standard AWS configuration chain and `cfg`.
     pub async fn connect(cfg: &Config, zone_hint: Option<&str>) -> Result<Api, Failure> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(5).with_max_backoff(Duration::from_secs(20)))
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(5)
+                    .with_max_backoff(Duration::from_secs(20)),
+            )
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(10))
@@ -92,7 +98,9 @@ impl Api {
             })?;
             conf = conf.region(Region::new(region));
         }
-        Ok(Api { client: Client::from_conf(conf.build()) })
+        Ok(Api {
+            client: Client::from_conf(conf.build()),
+        })
     }
 
     /// Volumes by id, in one call when all exist. EC2 fails the whole call
@@ -102,7 +110,12 @@ impl Api {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let unique: Vec<String> = ids.iter().cloned().collect::<HashSet<_>>().into_iter().collect();
+        let unique: Vec<String> = ids
+            .iter()
+            .cloned()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
         match self.describe(&unique).await {
             Ok(v) => Ok(v),
             Err(f) if f.code.starts_with("InvalidVolume") => {
@@ -137,7 +150,10 @@ impl Api {
     }
 
     /// Volumes tagged `Name=<name>` (not being deleted), grouped by name.
-    pub async fn volumes_by_name(&self, names: &[String]) -> Result<HashMap<String, Vec<Volume>>, Failure> {
+    pub async fn volumes_by_name(
+        &self,
+        names: &[String],
+    ) -> Result<HashMap<String, Vec<Volume>>, Failure> {
         let mut out: HashMap<String, Vec<Volume>> = HashMap::new();
         if names.is_empty() {
             return Ok(out);
@@ -148,14 +164,31 @@ impl Api {
             let page = self
                 .client
                 .describe_volumes()
-                .filters(Filter::builder().name("tag:Name").set_values(Some(names.to_vec())).build())
-                .filters(Filter::builder().name("status").values("creating").values("available").values("in-use").build())
+                .filters(
+                    Filter::builder()
+                        .name("tag:Name")
+                        .set_values(Some(names.to_vec()))
+                        .build(),
+                )
+                .filters(
+                    Filter::builder()
+                        .name("status")
+                        .values("creating")
+                        .values("available")
+                        .values("in-use")
+                        .build(),
+                )
                 .set_next_token(token)
                 .send()
                 .await
                 .map_err(|e| failure("DescribeVolumes", e))?;
             for v in page.volumes() {
-                if let Some(name) = v.tags().iter().find(|t| t.key() == Some("Name")).and_then(|t| t.value()) {
+                if let Some(name) = v
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == Some("Name"))
+                    .and_then(|t| t.value())
+                {
                     out.entry(name.to_string()).or_default().push(v.clone());
                 }
             }
@@ -167,8 +200,16 @@ impl Api {
     }
 
     /// Zone and device names in use of each instance (unknown ones absent).
-    pub async fn instances(&self, ids: &[String]) -> Result<HashMap<String, InstanceInfo>, Failure> {
-        let unique: Vec<String> = ids.iter().cloned().collect::<HashSet<_>>().into_iter().collect();
+    pub async fn instances(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, InstanceInfo>, Failure> {
+        let unique: Vec<String> = ids
+            .iter()
+            .cloned()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
         if unique.is_empty() {
             return Ok(HashMap::new());
         }
@@ -188,7 +229,10 @@ impl Api {
         }
     }
 
-    async fn describe_instances(&self, ids: &[String]) -> Result<HashMap<String, InstanceInfo>, Failure> {
+    async fn describe_instances(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, InstanceInfo>, Failure> {
         trace(format_args!("DescribeInstances {}", ids.join(" ")));
         let out = self
             .client
@@ -204,7 +248,11 @@ impl Api {
                 m.insert(
                     id.to_string(),
                     InstanceInfo {
-                        zone: i.placement().and_then(|p| p.availability_zone()).unwrap_or_default().to_string(),
+                        zone: i
+                            .placement()
+                            .and_then(|p| p.availability_zone())
+                            .unwrap_or_default()
+                            .to_string(),
                         devices: i
                             .block_device_mappings()
                             .iter()
@@ -222,9 +270,17 @@ impl Api {
     /// Creates a tagged volume and returns its id. The client token is
     /// derived from deployment, node and name, so a retried call cannot make
     /// a second volume on real EC2; the tags make it findable on the next run.
-    pub async fn create_volume(&self, cfg: &Config, name: &str, node: &str, zone: &str) -> Result<String, Failure> {
+    pub async fn create_volume(
+        &self,
+        cfg: &Config,
+        name: &str,
+        node: &str,
+        zone: &str,
+    ) -> Result<String, Failure> {
         let token = client_token(&cfg.deployment, node, name);
-        trace(format_args!("CreateVolume Name={name} zone={zone} token={token}"));
+        trace(format_args!(
+            "CreateVolume Name={name} zone={zone} token={token}"
+        ));
         let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
         let out = self
             .client
@@ -245,11 +301,17 @@ impl Api {
             .send()
             .await
             .map_err(|e| failure(&format!("CreateVolume Name={name}"), e))?;
-        out.volume_id().map(str::to_string).ok_or_else(|| Failure::new("api-error", "CreateVolume returned no volume id"))
+        out.volume_id()
+            .map(str::to_string)
+            .ok_or_else(|| Failure::new("api-error", "CreateVolume returned no volume id"))
     }
 
     /// Sends every AttachVolume, at most `concurrency` at once.
-    pub async fn attach_all(self: &Arc<Self>, calls: Vec<(String, String, String)>, concurrency: usize) -> HashMap<String, Result<(), Failure>> {
+    pub async fn attach_all(
+        self: &Arc<Self>,
+        calls: Vec<(String, String, String)>,
+        concurrency: usize,
+    ) -> HashMap<String, Result<(), Failure>> {
         let sem = Arc::new(Semaphore::new(concurrency.max(1)));
         let mut set = JoinSet::new();
         for (vol, instance, dev) in calls {
@@ -274,7 +336,12 @@ impl Api {
     }
 
     /// Sends every DetachVolume, at most `concurrency` at once.
-    pub async fn detach_all(self: &Arc<Self>, calls: Vec<(String, String)>, force: bool, concurrency: usize) -> HashMap<String, Result<(), Failure>> {
+    pub async fn detach_all(
+        self: &Arc<Self>,
+        calls: Vec<(String, String)>,
+        force: bool,
+        concurrency: usize,
+    ) -> HashMap<String, Result<(), Failure>> {
         let sem = Arc::new(Semaphore::new(concurrency.max(1)));
         let mut set = JoinSet::new();
         for (vol, instance) in calls {
@@ -324,7 +391,13 @@ impl Api {
                 Ok(found) => {
                     pending.retain(|id| match found.get(id) {
                         None => {
-                            done.insert(id.clone(), Err(Failure::new("no-such-volume", format!("volume {id} disappeared"))));
+                            done.insert(
+                                id.clone(),
+                                Err(Failure::new(
+                                    "no-such-volume",
+                                    format!("volume {id} disappeared"),
+                                )),
+                            );
                             false
                         }
                         Some(v) => match check(v) {
@@ -334,7 +407,10 @@ impl Api {
                                 false
                             }
                             Some(Err(why)) => {
-                                done.insert(id.clone(), Err(Failure::new("wait-failed", format!("{id}: {why}"))));
+                                done.insert(
+                                    id.clone(),
+                                    Err(Failure::new("wait-failed", format!("{id}: {why}"))),
+                                );
                                 false
                             }
                         },
@@ -369,7 +445,9 @@ pub fn client_token(deployment: &str, node: &str, name: &str) -> String {
 pub async fn instance_identity(endpoint: Option<&str>) -> Result<(String, String), Failure> {
     let mut b = aws_config::imds::Client::builder();
     if let Some(e) = endpoint {
-        b = b.endpoint(e).map_err(|e| Failure::new("imds", format!("bad IMDS endpoint: {e}")))?;
+        b = b
+            .endpoint(e)
+            .map_err(|e| Failure::new("imds", format!("bad IMDS endpoint: {e}")))?;
     }
     let c = b.build();
     let get = |path: &'static str| {
@@ -378,7 +456,15 @@ pub async fn instance_identity(endpoint: Option<&str>) -> Result<(String, String
             c.get(path)
                 .await
                 .map(|s| s.as_ref().trim().to_string())
-                .map_err(|e| Failure::new("imds", format!("reading {path} from the instance metadata service: {}", DisplayErrorContext(&e))))
+                .map_err(|e| {
+                    Failure::new(
+                        "imds",
+                        format!(
+                            "reading {path} from the instance metadata service: {}",
+                            DisplayErrorContext(&e)
+                        ),
+                    )
+                })
         }
     };
     let id = get("/latest/meta-data/instance-id").await?;
@@ -401,7 +487,10 @@ mod tests {
     #[test]
     fn regions_come_from_zones() {
         assert_eq!(region_of_zone("us-east-1b").as_deref(), Some("us-east-1"));
-        assert_eq!(region_of_zone("eu-central-1a").as_deref(), Some("eu-central-1"));
+        assert_eq!(
+            region_of_zone("eu-central-1a").as_deref(),
+            Some("eu-central-1")
+        );
         assert_eq!(region_of_zone("euca"), None);
     }
 }

@@ -24,12 +24,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use appscale_persist::log;
 use appscale_persist::provider::discover::{self, ATTACHED_AS_KEY, DISK_ID_KEY, SIZE_KEY};
 use appscale_persist::provider::{DiskStatus, Provider, Size, disk_of, refuse_if_in_use};
 use appscale_persist::record::{ProviderKind, Record, State};
 use appscale_persist::tool::{Ctx, Failure, Outcome, StepResult};
 use appscale_persist::wait::WaitParams;
-use appscale_persist::log;
 use aws_sdk_ec2::types::{Volume, VolumeAttachmentState};
 
 use api::Api;
@@ -100,7 +100,11 @@ impl Default for Config {
 
 /// Backoff between polls: quick first, as EBS attaches in seconds.
 fn poll_params(timeout: Duration) -> WaitParams {
-    WaitParams { initial: Duration::from_millis(250), max: Duration::from_secs(5), timeout }
+    WaitParams {
+        initial: Duration::from_millis(250),
+        max: Duration::from_secs(5),
+        timeout,
+    }
 }
 
 /// The EC2 provider.
@@ -119,7 +123,12 @@ impl Ec2 {
             .enable_all()
             .build()
             .map_err(|e| Failure::new("runtime", e.to_string()))?;
-        Ok(Ec2 { cfg, rt, api: None, me: None })
+        Ok(Ec2 {
+            cfg,
+            rt,
+            api: None,
+            me: None,
+        })
     }
 
     /// The API client, built on first use; `zone_hint` supplies the region
@@ -138,14 +147,20 @@ impl Ec2 {
         if let Some(m) = &self.me {
             return Ok(m.clone());
         }
-        let m = self.rt.block_on(api::instance_identity(self.cfg.imds_endpoint.as_deref()))?;
+        let m = self
+            .rt
+            .block_on(api::instance_identity(self.cfg.imds_endpoint.as_deref()))?;
         self.me = Some(m.clone());
         Ok(m)
     }
 
     /// Fills in each record's instance and zone from flags or IMDS.
     fn fill_instances(&mut self, records: &mut [Record]) -> Vec<Result<(), Failure>> {
-        let me = if self.cfg.on_node { Some(self.me()) } else { None };
+        let me = if self.cfg.on_node {
+            Some(self.me())
+        } else {
+            None
+        };
         records
             .iter_mut()
             .map(|r| {
@@ -168,7 +183,10 @@ impl Ec2 {
     }
 
     fn zone_hint(&self, records: &[Record]) -> Option<String> {
-        records.iter().find_map(|r| r.zone.clone()).or_else(|| self.cfg.zone.clone())
+        records
+            .iter()
+            .find_map(|r| r.zone.clone())
+            .or_else(|| self.cfg.zone.clone())
     }
 
     /// Finds each record's volume: by id (`vol-...`) or by Name tag.
@@ -222,7 +240,11 @@ fn volume_key(r: &Record) -> Result<Key, Failure> {
         return Ok(Key::Id(id.to_string()));
     }
     let disk = disk_of(r)?;
-    Ok(if disk.starts_with("vol-") { Key::Id(disk.to_string()) } else { Key::Name(disk.to_string()) })
+    Ok(if disk.starts_with("vol-") {
+        Key::Id(disk.to_string())
+    } else {
+        Key::Name(disk.to_string())
+    })
 }
 
 fn no_such_volume(id: &str) -> Failure {
@@ -243,13 +265,21 @@ fn note_volume(r: &mut Record, v: &Volume) {
 }
 
 /// The attachment of `v` to `instance`, if any.
-fn attachment_to<'a>(v: &'a Volume, instance: &str) -> Option<&'a aws_sdk_ec2::types::VolumeAttachment> {
-    v.attachments().iter().find(|a| a.instance_id() == Some(instance))
+fn attachment_to<'a>(
+    v: &'a Volume,
+    instance: &str,
+) -> Option<&'a aws_sdk_ec2::types::VolumeAttachment> {
+    v.attachments()
+        .iter()
+        .find(|a| a.instance_id() == Some(instance))
 }
 
 /// Live attachments of `v` (not `detached`).
 fn live_attachments(v: &Volume) -> Vec<&aws_sdk_ec2::types::VolumeAttachment> {
-    v.attachments().iter().filter(|a| !matches!(a.state(), Some(VolumeAttachmentState::Detached))).collect()
+    v.attachments()
+        .iter()
+        .filter(|a| !matches!(a.state(), Some(VolumeAttachmentState::Detached)))
+        .collect()
 }
 
 impl Provider for Ec2 {
@@ -281,12 +311,11 @@ impl Provider for Ec2 {
                 }
                 match found {
                     Ok(v) => {
-                        if let (Some(want), Some(have)) = (r.zone.as_deref(), v.availability_zone()) {
-                            if want != have {
+                        if let (Some(want), Some(have)) = (r.zone.as_deref(), v.availability_zone())
+                            && want != have {
                                 out.push(Err(zone_mismatch(v.volume_id().unwrap_or("?"), have, want)));
                                 continue;
                             }
-                        }
                         note_volume(r, &v);
                         out.push(Ok(Outcome::unchanged(State::Created, format!("volume {} exists in {}", v.volume_id().unwrap_or("?"), v.availability_zone().unwrap_or("?")))));
                     }
@@ -343,15 +372,22 @@ impl Provider for Ec2 {
             Ok(a) => a,
             Err(f) => return records.iter().map(|_| Err(f.clone())).collect(),
         };
-        self.rt.block_on(Ec2::resolve(&api, records)).into_iter().map(|v| {
-            let v = v?;
-            Ok(DiskStatus {
-                id: v.volume_id().unwrap_or_default().to_string(),
-                zone: v.availability_zone().map(str::to_string),
-                size: v.size().map(|g| (g as u64) << 30),
-                attached_to: live_attachments(&v).iter().filter_map(|a| a.instance_id().map(str::to_string)).collect(),
+        self.rt
+            .block_on(Ec2::resolve(&api, records))
+            .into_iter()
+            .map(|v| {
+                let v = v?;
+                Ok(DiskStatus {
+                    id: v.volume_id().unwrap_or_default().to_string(),
+                    zone: v.availability_zone().map(str::to_string),
+                    size: v.size().map(|g| (g as u64) << 30),
+                    attached_to: live_attachments(&v)
+                        .iter()
+                        .filter_map(|a| a.instance_id().map(str::to_string))
+                        .collect(),
+                })
             })
-        }).collect()
+            .collect()
     }
 
     fn attach(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
@@ -385,13 +421,12 @@ impl Provider for Ec2 {
                     let Some(info) = inst.get(&instance) else {
                         return Err(Failure::new("no-such-instance", format!("no such instance: {instance}")));
                     };
-                    if let Some(a) = attachment_to(&v, &instance) {
-                        if matches!(a.state(), Some(VolumeAttachmentState::Attached)) {
+                    if let Some(a) = attachment_to(&v, &instance)
+                        && matches!(a.state(), Some(VolumeAttachmentState::Attached)) {
                             let dev = a.device().unwrap_or_default().to_string();
                             r.extra.insert(ATTACHED_AS_KEY.into(), dev.clone().into());
                             return Ok(Some(Outcome::unchanged(State::Attached, format!("{vol} is attached to {instance} as {dev}"))));
                         }
-                    }
                     if let Some(a) = live_attachments(&v).into_iter().find(|a| a.instance_id() != Some(instance.as_str())) {
                         return Err(Failure::new(
                             "attached-elsewhere",
@@ -476,7 +511,9 @@ impl Provider for Ec2 {
                 if let Ok(outcome) = o {
                     match discover::find(r, discover::DEVICE_WAIT) {
                         Ok(p) => {
-                            outcome.message.push_str(&format!(", device {}", p.display()));
+                            outcome
+                                .message
+                                .push_str(&format!(", device {}", p.display()));
                             r.device = Some(p.display().to_string());
                         }
                         Err(f) => *o = Err(f),
@@ -499,7 +536,11 @@ impl Provider for Ec2 {
             let found = Ec2::resolve(&api, records).await;
             let mut out: Vec<StepResult> = Vec::new();
             let mut calls: Vec<(usize, String, String)> = Vec::new();
-            for (i, (r, (fill, found))) in records.iter_mut().zip(fills.into_iter().zip(found)).enumerate() {
+            for (i, (r, (fill, found))) in records
+                .iter_mut()
+                .zip(fills.into_iter().zip(found))
+                .enumerate()
+            {
                 let res = (|| {
                     fill?;
                     let v = found?;
@@ -507,23 +548,31 @@ impl Provider for Ec2 {
                     let vol = v.volume_id().unwrap_or_default().to_string();
                     let live = live_attachments(&v);
                     let Some(a) = live.first() else {
-                        return Ok(Some(Outcome::unchanged(State::Detached, format!("{vol} is not attached"))));
+                        return Ok(Some(Outcome::unchanged(
+                            State::Detached,
+                            format!("{vol} is not attached"),
+                        )));
                     };
                     let attached_to = a.instance_id().unwrap_or_default().to_string();
-                    if let Some(want) = &r.instance {
-                        if *want != attached_to {
-                            return Err(Failure::new(
-                                "attached-elsewhere",
-                                format!("{vol} is attached to {attached_to}, not {want}: leaving it alone"),
-                            ));
-                        }
+                    if let Some(want) = &r.instance
+                        && *want != attached_to
+                    {
+                        return Err(Failure::new(
+                            "attached-elsewhere",
+                            format!(
+                                "{vol} is attached to {attached_to}, not {want}: leaving it alone"
+                            ),
+                        ));
                     }
                     // Never detach a disk mounted here.
                     if on_node || r.device.is_some() {
                         if let Some(dev) = &r.device {
                             refuse_if_in_use(std::path::Path::new(dev))?;
                         }
-                        r.extra.insert(ATTACHED_AS_KEY.into(), a.device().unwrap_or_default().into());
+                        r.extra.insert(
+                            ATTACHED_AS_KEY.into(),
+                            a.device().unwrap_or_default().into(),
+                        );
                         for c in discover::candidates(r, &discover::dev_root()) {
                             refuse_if_in_use(&c)?;
                         }
@@ -533,7 +582,10 @@ impl Provider for Ec2 {
                         return Ok(None);
                     }
                     if cx.check {
-                        return Ok(Some(Outcome::changed(State::Detached, format!("would detach {vol} from {attached_to}"))));
+                        return Ok(Some(Outcome::changed(
+                            State::Detached,
+                            format!("would detach {vol} from {attached_to}"),
+                        )));
                     }
                     calls.push((i, vol, attached_to));
                     Ok(None)
@@ -544,7 +596,11 @@ impl Provider for Ec2 {
                     Err(f) => Err(f),
                 });
             }
-            let requests: Vec<(String, String)> = calls.iter().filter(|c| !c.2.is_empty()).map(|(_, v, i)| (v.clone(), i.clone())).collect();
+            let requests: Vec<(String, String)> = calls
+                .iter()
+                .filter(|c| !c.2.is_empty())
+                .map(|(_, v, i)| (v.clone(), i.clone()))
+                .collect();
             let sent = api.detach_all(requests, cfg.force, cfg.concurrency).await;
             let mut waiting = Vec::new();
             for (i, vol, instance) in calls {
@@ -554,17 +610,32 @@ impl Provider for Ec2 {
                 }
             }
             let ids: Vec<String> = waiting.iter().map(|(_, v, _)| v.clone()).collect();
-            let done = api.wait_volumes(&ids, poll_params(cfg.timeout), |v| {
-                live_attachments(v).is_empty().then_some(Ok(()))
-            }).await;
+            let done = api
+                .wait_volumes(&ids, poll_params(cfg.timeout), |v| {
+                    live_attachments(v).is_empty().then_some(Ok(()))
+                })
+                .await;
             for (i, vol, instance) in waiting {
                 out[i] = match done.get(&vol) {
                     Some(Ok(_)) => {
                         records[i].device = None;
-                        Ok(Outcome::changed(State::Detached, format!("detached {vol} from {}", if instance.is_empty() { "its instance".to_string() } else { instance })))
+                        Ok(Outcome::changed(
+                            State::Detached,
+                            format!(
+                                "detached {vol} from {}",
+                                if instance.is_empty() {
+                                    "its instance".to_string()
+                                } else {
+                                    instance
+                                }
+                            ),
+                        ))
                     }
                     Some(Err(f)) => Err(f.clone()),
-                    None => Err(Failure::new("timeout", format!("{vol} was not detached within {:?}", cfg.timeout))),
+                    None => Err(Failure::new(
+                        "timeout",
+                        format!("{vol} was not detached within {:?}", cfg.timeout),
+                    )),
                 };
             }
             out
@@ -579,7 +650,9 @@ impl Provider for Ec2 {
 fn zone_mismatch(vol: &str, have: &str, want: &str) -> Failure {
     Failure::new(
         "zone-mismatch",
-        format!("{vol} is in {have} but the instance is in {want}: EBS volumes attach only within their zone"),
+        format!(
+            "{vol} is in {have} but the instance is in {want}: EBS volumes attach only within their zone"
+        ),
     )
 }
 

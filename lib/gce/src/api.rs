@@ -51,7 +51,10 @@ pub struct InstanceInfo {
 impl InstanceInfo {
     /// The device name `disk` is attached as.
     pub fn device_of(&self, disk: &str) -> Option<String> {
-        self.disks.iter().find(|(d, _)| d == disk).map(|(_, dev)| dev.clone())
+        self.disks
+            .iter()
+            .find(|(d, _)| d == disk)
+            .map(|(_, dev)| dev.clone())
     }
 }
 
@@ -73,7 +76,9 @@ fn failure(what: &str, e: google_cloud_gax::error::Error) -> Failure {
         (Some(s), _) => (s.code.name().to_string(), s.message.clone()),
         (None, Some(h)) => (format!("HTTP_{h}"), e.to_string()),
         (None, None) if e.is_timeout() => ("timeout".to_string(), e.to_string()),
-        (None, None) if e.is_connect() || e.is_transport() => ("unreachable".to_string(), e.to_string()),
+        (None, None) if e.is_connect() || e.is_transport() => {
+            ("unreachable".to_string(), e.to_string())
+        }
         (None, None) => ("api-error".to_string(), e.to_string()),
     };
     Failure::new(code, format!("{what}: {msg}"))
@@ -84,7 +89,10 @@ fn is_not_found(e: &google_cloud_gax::error::Error) -> bool {
 }
 
 /// Awaits one call under [`CALL_TIMEOUT`].
-async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = google_cloud_gax::Result<T>>) -> Result<google_cloud_gax::Result<T>, Failure> {
+async fn bounded<T>(
+    what: &str,
+    fut: impl std::future::Future<Output = google_cloud_gax::Result<T>>,
+) -> Result<google_cloud_gax::Result<T>, Failure> {
     log::debug(format_args!("{what}"));
     tokio::time::timeout(CALL_TIMEOUT, fut).await.map_err(|_| {
         Failure::new(
@@ -100,7 +108,9 @@ fn request_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let seed = format!(
         "{:?}/{}/{}",
-        SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     );
@@ -132,7 +142,11 @@ fn idempotent() -> RequestOptions {
 impl Api {
     /// Builds the three clients with Application Default Credentials.
     pub async fn connect(endpoint: Option<&str>) -> Result<Api, Failure> {
-        let retry = || Aip194Strict.with_attempt_limit(5).with_time_limit(Duration::from_secs(60));
+        let retry = || {
+            Aip194Strict
+                .with_attempt_limit(5)
+                .with_time_limit(Duration::from_secs(60))
+        };
         macro_rules! build {
             ($client:ty) => {{
                 let mut b = <$client>::builder().with_retry_policy(retry());
@@ -141,17 +155,37 @@ impl Api {
                 }
                 tokio::time::timeout(CALL_TIMEOUT, b.build())
                     .await
-                    .map_err(|_| Failure::new("timeout", "building the Compute Engine client took too long"))?
-                    .map_err(|e| Failure::new("credentials", format!("Compute Engine client: {e}")))?
+                    .map_err(|_| {
+                        Failure::new(
+                            "timeout",
+                            "building the Compute Engine client took too long",
+                        )
+                    })?
+                    .map_err(|e| {
+                        Failure::new("credentials", format!("Compute Engine client: {e}"))
+                    })?
             }};
         }
-        Ok(Api { disks: build!(Disks), instances: build!(Instances), ops: build!(ZoneOperations) })
+        Ok(Api {
+            disks: build!(Disks),
+            instances: build!(Instances),
+            ops: build!(ZoneOperations),
+        })
     }
 
     /// The disk `name`, or `None` when it does not exist in that zone.
     pub async fn disk(&self, at: &Where, name: &str) -> Result<Option<DiskInfo>, Failure> {
         let what = format!("disks.get {name} in {}", at.zone);
-        let r = bounded(&what, self.disks.get().set_project(&at.project).set_zone(&at.zone).set_disk(name).send()).await?;
+        let r = bounded(
+            &what,
+            self.disks
+                .get()
+                .set_project(&at.project)
+                .set_zone(&at.zone)
+                .set_disk(name)
+                .send(),
+        )
+        .await?;
         match r {
             Ok(d) => Ok(Some(info(d, name, at))),
             Err(e) if is_not_found(&e) => Ok(None),
@@ -162,7 +196,16 @@ impl Api {
     /// The instance `name`.
     pub async fn instance(&self, at: &Where, name: &str) -> Result<InstanceInfo, Failure> {
         let what = format!("instances.get {name} in {}", at.zone);
-        let r = bounded(&what, self.instances.get().set_project(&at.project).set_zone(&at.zone).set_instance(name).send()).await?;
+        let r = bounded(
+            &what,
+            self.instances
+                .get()
+                .set_project(&at.project)
+                .set_zone(&at.zone)
+                .set_instance(name)
+                .send(),
+        )
+        .await?;
         match r {
             Ok(i) => Ok(InstanceInfo {
                 disks: i
@@ -174,20 +217,33 @@ impl Api {
                     })
                     .collect(),
             }),
-            Err(e) if is_not_found(&e) => {
-                Err(Failure::new("no-such-instance", format!("no instance {name} in {} of project {}", at.zone, at.project)))
-            }
+            Err(e) if is_not_found(&e) => Err(Failure::new(
+                "no-such-instance",
+                format!(
+                    "no instance {name} in {} of project {}",
+                    at.zone, at.project
+                ),
+            )),
             Err(e) => Err(failure(&what, e)),
         }
     }
 
     /// Starts creating a disk.
-    pub async fn insert_disk(&self, at: &Where, name: &str, size_gb: i64, disk_type: &str) -> Result<Operation, Failure> {
+    pub async fn insert_disk(
+        &self,
+        at: &Where,
+        name: &str,
+        size_gb: i64,
+        disk_type: &str,
+    ) -> Result<Operation, Failure> {
         let what = format!("disks.insert {name} in {}", at.zone);
         let body = Disk::new()
             .set_name(name)
             .set_size_gb(size_gb)
-            .set_type(format!("projects/{}/zones/{}/diskTypes/{disk_type}", at.project, at.zone));
+            .set_type(format!(
+                "projects/{}/zones/{}/diskTypes/{disk_type}",
+                at.project, at.zone
+            ));
         let call = self
             .disks
             .insert()
@@ -201,10 +257,18 @@ impl Api {
     }
 
     /// Starts attaching `disk` to `instance` read-write, as device `disk`.
-    pub async fn attach(&self, at: &Where, instance: &str, disk: &str) -> Result<Operation, Failure> {
+    pub async fn attach(
+        &self,
+        at: &Where,
+        instance: &str,
+        disk: &str,
+    ) -> Result<Operation, Failure> {
         let what = format!("instances.attachDisk {disk} to {instance}");
         let body = AttachedDisk::new()
-            .set_source(format!("projects/{}/zones/{}/disks/{disk}", at.project, at.zone))
+            .set_source(format!(
+                "projects/{}/zones/{}/disks/{disk}",
+                at.project, at.zone
+            ))
             .set_device_name(disk)
             .set_mode(attached_disk::Mode::ReadWrite)
             .set_auto_delete(false);
@@ -222,7 +286,12 @@ impl Api {
     }
 
     /// Starts detaching device `device` from `instance`.
-    pub async fn detach(&self, at: &Where, instance: &str, device: &str) -> Result<Operation, Failure> {
+    pub async fn detach(
+        &self,
+        at: &Where,
+        instance: &str,
+        device: &str,
+    ) -> Result<Operation, Failure> {
         let what = format!("instances.detachDisk {device} from {instance}");
         let call = self
             .instances
@@ -239,27 +308,49 @@ impl Api {
 
     /// Waits for `op` to finish, at most `timeout`; an operation that ends
     /// with an error is a failure with the operation's error code.
-    pub async fn wait(&self, at: &Where, mut op: Operation, timeout: Duration) -> Result<(), Failure> {
+    pub async fn wait(
+        &self,
+        at: &Where,
+        mut op: Operation,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
         let name = op.name.clone().unwrap_or_default();
         let started = Instant::now();
-        let mut backoff = Backoff::start(WaitParams { initial: Duration::from_millis(200), max: Duration::from_secs(5), timeout });
+        let mut backoff = Backoff::start(WaitParams {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(5),
+            timeout,
+        });
         loop {
             if op.status == Some(operation::Status::Done) {
                 return match op.error.as_ref().and_then(|e| e.errors.first()) {
                     None => Ok(()),
                     Some(e) => Err(Failure::new(
                         e.code.clone().unwrap_or_else(|| "operation-failed".into()),
-                        format!("operation {name} ({}) failed: {}", op.operation_type.as_deref().unwrap_or("?"), e.message.as_deref().unwrap_or("no message")),
+                        format!(
+                            "operation {name} ({}) failed: {}",
+                            op.operation_type.as_deref().unwrap_or("?"),
+                            e.message.as_deref().unwrap_or("no message")
+                        ),
                     )),
                 };
             }
             if name.is_empty() {
-                return Err(Failure::new("api-error", "an unfinished operation came back without a name"));
+                return Err(Failure::new(
+                    "api-error",
+                    "an unfinished operation came back without a name",
+                ));
             }
             // zoneOperations.wait returns when the operation is done or after
             // a while (up to two minutes); between calls, back off.
             let what = format!("zoneOperations.wait {name}");
-            let call = self.ops.wait().set_project(&at.project).set_zone(&at.zone).set_operation(&name).send();
+            let call = self
+                .ops
+                .wait()
+                .set_project(&at.project)
+                .set_zone(&at.zone)
+                .set_operation(&name)
+                .send();
             let remaining = backoff.remaining();
             op = match tokio::time::timeout(remaining.min(CALL_TIMEOUT), call).await {
                 Ok(r) => r.map_err(|e| failure(&what, e))?,
@@ -273,7 +364,11 @@ impl Api {
                 None => {
                     return Err(Failure::new(
                         "timeout",
-                        format!("operation {name} did not finish within {:?} (waited {:?})", timeout, started.elapsed()),
+                        format!(
+                            "operation {name} did not finish within {:?} (waited {:?})",
+                            timeout,
+                            started.elapsed()
+                        ),
                     ));
                 }
             }
@@ -285,9 +380,23 @@ fn info(d: Disk, name: &str, at: &Where) -> DiskInfo {
     DiskInfo {
         name: d.name.clone().unwrap_or_else(|| name.to_string()),
         size_gb: d.size_gb.unwrap_or(0),
-        disk_type: d.r#type.as_deref().map(last_segment).unwrap_or("").to_string(),
-        zone: d.zone.as_deref().map(last_segment).unwrap_or(&at.zone).to_string(),
-        users: d.users.iter().map(|u| last_segment(u).to_string()).collect(),
+        disk_type: d
+            .r#type
+            .as_deref()
+            .map(last_segment)
+            .unwrap_or("")
+            .to_string(),
+        zone: d
+            .zone
+            .as_deref()
+            .map(last_segment)
+            .unwrap_or(&at.zone)
+            .to_string(),
+        users: d
+            .users
+            .iter()
+            .map(|u| last_segment(u).to_string())
+            .collect(),
     }
 }
 
@@ -306,7 +415,10 @@ mod tests {
 
     #[test]
     fn resource_urls_end_in_names() {
-        assert_eq!(last_segment("https://x/compute/v1/projects/p/zones/us-central1-a"), "us-central1-a");
+        assert_eq!(
+            last_segment("https://x/compute/v1/projects/p/zones/us-central1-a"),
+            "us-central1-a"
+        );
         assert_eq!(last_segment("mydisk"), "mydisk");
     }
 }

@@ -68,7 +68,12 @@ pub fn open(cfg: Config) -> Result<Box<dyn Provider>, Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::new("runtime", e.to_string()))?;
-    Ok(Box::new(Gce { cfg, rt, api: None, me: None }))
+    Ok(Box::new(Gce {
+        cfg,
+        rt,
+        api: None,
+        me: None,
+    }))
 }
 
 /// The GCE provider.
@@ -92,7 +97,10 @@ impl Gce {
         if let Some(a) = &self.api {
             return Ok(a.clone());
         }
-        let api = Arc::new(self.rt.block_on(Api::connect(self.cfg.endpoint.as_deref()))?);
+        let api = Arc::new(
+            self.rt
+                .block_on(Api::connect(self.cfg.endpoint.as_deref()))?,
+        );
         self.api = Some(api.clone());
         Ok(api)
     }
@@ -109,8 +117,14 @@ impl Gce {
     /// Project, zone, disk and instance of each record, from the record,
     /// the flags, the environment or the metadata server.
     fn targets(&mut self, records: &mut [Record]) -> Vec<Result<Target, Failure>> {
-        let me = if self.cfg.on_node { Some(self.me()) } else { None };
-        let env_project = std::env::var("GOOGLE_CLOUD_PROJECT").ok().or_else(|| std::env::var("CLOUDSDK_CORE_PROJECT").ok());
+        let me = if self.cfg.on_node {
+            Some(self.me())
+        } else {
+            None
+        };
+        let env_project = std::env::var("GOOGLE_CLOUD_PROJECT")
+            .ok()
+            .or_else(|| std::env::var("CLOUDSDK_CORE_PROJECT").ok());
         records
             .iter_mut()
             .map(|r| {
@@ -119,27 +133,48 @@ impl Gce {
                     Some(Ok(m)) => Some(m),
                     None => None,
                 };
-                let project = self.cfg.project.clone().or_else(|| me.map(|m| m.project.clone())).or_else(|| env_project.clone());
+                let project = self
+                    .cfg
+                    .project
+                    .clone()
+                    .or_else(|| me.map(|m| m.project.clone()))
+                    .or_else(|| env_project.clone());
                 let Some(project) = project else {
-                    return Err(Failure::new("no-project", "no Google Cloud project: pass --project or set GOOGLE_CLOUD_PROJECT"));
+                    return Err(Failure::new(
+                        "no-project",
+                        "no Google Cloud project: pass --project or set GOOGLE_CLOUD_PROJECT",
+                    ));
                 };
                 if r.zone.is_none() {
                     r.zone = self.cfg.zone.clone().or_else(|| me.map(|m| m.zone.clone()));
                 }
                 let Some(zone) = r.zone.clone() else {
-                    return Err(Failure::new("no-zone", "no zone: set `zone` in the AppScalefile, or pass --zone"));
+                    return Err(Failure::new(
+                        "no-zone",
+                        "no zone: set `zone` in the AppScalefile, or pass --zone",
+                    ));
                 };
                 if r.instance.is_none() {
-                    r.instance = me.map(|m| m.name.clone()).or_else(|| self.cfg.instance.clone());
+                    r.instance = me
+                        .map(|m| m.name.clone())
+                        .or_else(|| self.cfg.instance.clone());
                 }
                 let disk = disk_of(r)?.to_string();
-                Ok(Target { at: Where { project, zone }, disk, instance: r.instance.clone() })
+                Ok(Target {
+                    at: Where { project, zone },
+                    disk,
+                    instance: r.instance.clone(),
+                })
             })
             .collect()
     }
 
     /// Runs `f` for every target concurrently (bounded), in record order.
-    fn each<T, F, Fut>(&mut self, targets: Vec<Result<Target, Failure>>, f: F) -> Vec<Result<T, Failure>>
+    fn each<T, F, Fut>(
+        &mut self,
+        targets: Vec<Result<Target, Failure>>,
+        f: F,
+    ) -> Vec<Result<T, Failure>>
     where
         T: Send + 'static,
         F: Fn(Arc<Api>, Target) -> Fut,
@@ -176,7 +211,9 @@ impl Gce {
                     }
                 }
             }
-            out.into_iter().map(|o| o.unwrap_or_else(|| Err(Failure::new("internal", "lost task")))).collect()
+            out.into_iter()
+                .map(|o| o.unwrap_or_else(|| Err(Failure::new("internal", "lost task"))))
+                .collect()
         })
     }
 }
@@ -206,21 +243,36 @@ impl Provider for Gce {
 
     fn create(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
         let targets = self.targets(records);
-        let (size, disk_type, timeout) = (self.cfg.size, self.cfg.disk_type.clone(), self.cfg.timeout);
+        let (size, disk_type, timeout) =
+            (self.cfg.size, self.cfg.disk_type.clone(), self.cfg.timeout);
         let results = self.each(targets, move |api, t| {
             let disk_type = disk_type.clone();
             async move {
                 match api.disk(&t.at, &t.disk).await? {
                     Some(info) => {
-                        if let Some(s) = size {
-                            if info.size_gb != s.gib() as i64 {
-                                return Err(Failure::new("size-mismatch", format!("disk {} exists with {} GB, not {} GB", t.disk, info.size_gb, s.gib())));
-                            }
+                        if let Some(s) = size
+                            && info.size_gb != s.gib() as i64
+                        {
+                            return Err(Failure::new(
+                                "size-mismatch",
+                                format!(
+                                    "disk {} exists with {} GB, not {} GB",
+                                    t.disk,
+                                    info.size_gb,
+                                    s.gib()
+                                ),
+                            ));
                         }
-                        if let Some(want) = &disk_type {
-                            if info.disk_type != *want {
-                                return Err(Failure::new("type-mismatch", format!("disk {} exists with type {}, not {want}", t.disk, info.disk_type)));
-                            }
+                        if let Some(want) = &disk_type
+                            && info.disk_type != *want
+                        {
+                            return Err(Failure::new(
+                                "type-mismatch",
+                                format!(
+                                    "disk {} exists with type {}, not {want}",
+                                    t.disk, info.disk_type
+                                ),
+                            ));
                         }
                         Ok(Created::Exists(info))
                     }
@@ -228,11 +280,23 @@ impl Provider for Gce {
                         let size = size.unwrap_or(Size(10 << 30));
                         let disk_type = disk_type.unwrap_or_else(|| "pd-balanced".into());
                         if cx.check {
-                            return Ok(Created::Would(format!("would create disk {} ({} GB {disk_type}) in {}", t.disk, size.gib(), t.at.zone)));
+                            return Ok(Created::Would(format!(
+                                "would create disk {} ({} GB {disk_type}) in {}",
+                                t.disk,
+                                size.gib(),
+                                t.at.zone
+                            )));
                         }
-                        let op = api.insert_disk(&t.at, &t.disk, size.gib() as i64, &disk_type).await?;
+                        let op = api
+                            .insert_disk(&t.at, &t.disk, size.gib() as i64, &disk_type)
+                            .await?;
                         api.wait(&t.at, op, timeout).await?;
-                        let info = api.disk(&t.at, &t.disk).await?.ok_or_else(|| Failure::new("no-such-disk", format!("disk {} vanished after its creation", t.disk)))?;
+                        let info = api.disk(&t.at, &t.disk).await?.ok_or_else(|| {
+                            Failure::new(
+                                "no-such-disk",
+                                format!("disk {} vanished after its creation", t.disk),
+                            )
+                        })?;
                         Ok(Created::Made(info))
                     }
                 }
@@ -244,11 +308,23 @@ impl Provider for Gce {
             .map(|(r, res)| match res? {
                 Created::Exists(i) => {
                     note(r, &i);
-                    Ok(Outcome::unchanged(State::Created, format!("disk {} exists ({} GB {}) in {}", i.name, i.size_gb, i.disk_type, i.zone)))
+                    Ok(Outcome::unchanged(
+                        State::Created,
+                        format!(
+                            "disk {} exists ({} GB {}) in {}",
+                            i.name, i.size_gb, i.disk_type, i.zone
+                        ),
+                    ))
                 }
                 Created::Made(i) => {
                     note(r, &i);
-                    Ok(Outcome::changed(State::Created, format!("created disk {} ({} GB {}) in {}", i.name, i.size_gb, i.disk_type, i.zone)))
+                    Ok(Outcome::changed(
+                        State::Created,
+                        format!(
+                            "created disk {} ({} GB {}) in {}",
+                            i.name, i.size_gb, i.disk_type, i.zone
+                        ),
+                    ))
                 }
                 Created::Would(m) => Ok(Outcome::changed(State::Created, m)),
             })
@@ -259,8 +335,16 @@ impl Provider for Gce {
         let mut recs = records.to_vec();
         let targets = self.targets(&mut recs);
         self.each(targets, |api, t| async move {
-            let i = api.disk(&t.at, &t.disk).await?.ok_or_else(|| no_such_disk(&t))?;
-            Ok(DiskStatus { id: i.name, zone: Some(i.zone), size: Some((i.size_gb as u64) << 30), attached_to: i.users })
+            let i = api
+                .disk(&t.at, &t.disk)
+                .await?
+                .ok_or_else(|| no_such_disk(&t))?;
+            Ok(DiskStatus {
+                id: i.name,
+                zone: Some(i.zone),
+                size: Some((i.size_gb as u64) << 30),
+                attached_to: i.users,
+            })
         })
     }
 
@@ -272,7 +356,7 @@ impl Provider for Gce {
                 return Err(Failure::new("no-instance", "no instance to attach to: give the record an `instance`, or pass --instance or --self"));
             };
             let info = api.disk(&t.at, &t.disk).await?.ok_or_else(|| no_such_disk(&t))?;
-            if info.users.iter().any(|u| *u == instance) {
+            if info.users.contains(&instance) {
                 let inst = api.instance(&t.at, &instance).await?;
                 let dev = inst.device_of(&t.disk).unwrap_or_else(|| t.disk.clone());
                 return Ok((info, dev, Attached::Already(format!("disk {} is attached to {instance}", t.disk))));
@@ -303,7 +387,9 @@ impl Provider for Gce {
                 };
                 if on_node {
                     let p = discover::find(r, discover::DEVICE_WAIT)?;
-                    outcome.message.push_str(&format!(", device {}", p.display()));
+                    outcome
+                        .message
+                        .push_str(&format!(", device {}", p.display()));
                     r.device = Some(p.display().to_string());
                 }
                 Ok(outcome)
@@ -330,23 +416,41 @@ impl Provider for Gce {
         }
         let timeout = self.cfg.timeout;
         let results = self.each(targets, move |api, t| async move {
-            let info = api.disk(&t.at, &t.disk).await?.ok_or_else(|| no_such_disk(&t))?;
+            let info = api
+                .disk(&t.at, &t.disk)
+                .await?
+                .ok_or_else(|| no_such_disk(&t))?;
             let Some(user) = info.users.first().cloned() else {
-                return Ok(Outcome::unchanged(State::Detached, format!("disk {} is not attached", t.disk)));
+                return Ok(Outcome::unchanged(
+                    State::Detached,
+                    format!("disk {} is not attached", t.disk),
+                ));
             };
-            if let Some(want) = &t.instance {
-                if *want != user {
-                    return Err(Failure::new("attached-elsewhere", format!("disk {} is attached to {user}, not {want}: leaving it alone", t.disk)));
-                }
+            if let Some(want) = &t.instance
+                && *want != user
+            {
+                return Err(Failure::new(
+                    "attached-elsewhere",
+                    format!(
+                        "disk {} is attached to {user}, not {want}: leaving it alone",
+                        t.disk
+                    ),
+                ));
             }
             let inst = api.instance(&t.at, &user).await?;
             let dev = inst.device_of(&t.disk).unwrap_or_else(|| t.disk.clone());
             if cx.check {
-                return Ok(Outcome::changed(State::Detached, format!("would detach disk {} from {user}", t.disk)));
+                return Ok(Outcome::changed(
+                    State::Detached,
+                    format!("would detach disk {} from {user}", t.disk),
+                ));
             }
             let op = api.detach(&t.at, &user, &dev).await?;
             api.wait(&t.at, op, timeout).await?;
-            Ok(Outcome::changed(State::Detached, format!("detached disk {} from {user}", t.disk)))
+            Ok(Outcome::changed(
+                State::Detached,
+                format!("detached disk {} from {user}", t.disk),
+            ))
         });
         records
             .iter_mut()
@@ -367,5 +471,11 @@ impl Provider for Gce {
 }
 
 fn no_such_disk(t: &Target) -> Failure {
-    Failure::new("no-such-disk", format!("no disk {} in {} of project {}", t.disk, t.at.zone, t.at.project))
+    Failure::new(
+        "no-such-disk",
+        format!(
+            "no disk {} in {} of project {}",
+            t.disk, t.at.zone, t.at.project
+        ),
+    )
 }

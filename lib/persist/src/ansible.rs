@@ -34,7 +34,10 @@ pub fn module_args_path(argv: &[String]) -> Option<PathBuf> {
     let path = Path::new(arg);
     let text = std::fs::read_to_string(path).ok()?;
     let v: Value = serde_json::from_str(&text).ok()?;
-    v.as_object()?.keys().any(|k| k.starts_with("_ansible_")).then(|| path.to_path_buf())
+    v.as_object()?
+        .keys()
+        .any(|k| k.starts_with("_ansible_"))
+        .then(|| path.to_path_buf())
 }
 
 /// What Ansible asked for besides the task's arguments.
@@ -65,10 +68,11 @@ pub fn run_module<C: Parser>(
 ) -> ExitCode {
     let quiet_panic = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let result = std::panic::catch_unwind(move || match parse_module::<C>(name, path, takes_records) {
-        Ok((args, records, flags)) => body(args, records, flags),
-        Err(msg) => fail(msg),
-    });
+    let result =
+        std::panic::catch_unwind(move || match parse_module::<C>(name, path, takes_records) {
+            Ok((args, records, flags)) => body(args, records, flags),
+            Err(msg) => fail(msg),
+        });
     std::panic::set_hook(quiet_panic);
     let out = match result {
         Ok(v) => v,
@@ -78,7 +82,9 @@ pub fn run_module<C: Parser>(
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown".into());
-            fail(format!("{name} hit an internal error (a bug, please report it): {what}"))
+            fail(format!(
+                "{name} hit an internal error (a bug, please report it): {what}"
+            ))
         }
     };
     let failed = out.get("failed").and_then(Value::as_bool).unwrap_or(false);
@@ -93,15 +99,29 @@ pub fn fail(msg: String) -> Value {
 
 type Parsed<C> = (C, Option<Vec<Record>>, ModuleFlags);
 
-fn parse_module<C: Parser>(name: &str, path: &Path, takes_records: bool) -> Result<Parsed<C>, String> {
+fn parse_module<C: Parser>(
+    name: &str,
+    path: &Path,
+    takes_records: bool,
+) -> Result<Parsed<C>, String> {
     let module = name.replace('-', "_");
-    let text = std::fs::read_to_string(path).map_err(|e| format!("reading module arguments {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("reading module arguments {}: {e}", path.display()))?;
     let Ok(Value::Object(mut params)) = serde_json::from_str::<Value>(&text) else {
-        return Err(format!("module arguments in {} are not a JSON object", path.display()));
+        return Err(format!(
+            "module arguments in {} are not a JSON object",
+            path.display()
+        ));
     };
     let flags = ModuleFlags {
-        check: params.get("_ansible_check_mode").and_then(as_bool).unwrap_or(false),
-        diff: params.get("_ansible_diff").and_then(as_bool).unwrap_or(false),
+        check: params
+            .get("_ansible_check_mode")
+            .and_then(as_bool)
+            .unwrap_or(false),
+        diff: params
+            .get("_ansible_diff")
+            .and_then(as_bool)
+            .unwrap_or(false),
     };
     params.retain(|k, _| !k.starts_with("_ansible_"));
     let records = if takes_records {
@@ -110,40 +130,62 @@ fn parse_module<C: Parser>(name: &str, path: &Path, takes_records: bool) -> Resu
             Some(Value::Array(items)) => {
                 let mut out = Vec::new();
                 for (i, item) in items.into_iter().enumerate() {
-                    out.push(record::from_value(item).map_err(|e| format!("argument records[{i}]: {e}"))?);
+                    out.push(
+                        record::from_value(item)
+                            .map_err(|e| format!("argument records[{i}]: {e}"))?,
+                    );
                 }
                 Some(out)
             }
-            Some(other) => return Err(format!("argument records must be a list of disk records, not {}", record::json_kind(&other))),
+            Some(other) => {
+                return Err(format!(
+                    "argument records must be a list of disk records, not {}",
+                    record::json_kind(&other)
+                ));
+            }
         }
     } else {
         None
     };
     let argv = to_argv::<C>(name, &module, &params, flags.check, takes_records)?;
-    let m = C::command().try_get_matches_from(&argv).map_err(|e| format!("{module}: {}", first_line(&e.to_string())))?;
-    let args = C::from_arg_matches(&m).map_err(|e| format!("{module}: {}", first_line(&e.to_string())))?;
+    let m = C::command()
+        .try_get_matches_from(&argv)
+        .map_err(|e| format!("{module}: {}", first_line(&e.to_string())))?;
+    let args =
+        C::from_arg_matches(&m).map_err(|e| format!("{module}: {}", first_line(&e.to_string())))?;
     Ok((args, records, flags))
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or_default().trim_start_matches("error: ").to_string()
+    s.lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_string()
 }
 
 /// The module result of a step run.
 fn step_output(report: tool::ModuleReport, flags: ModuleFlags) -> Value {
     let mut out = Map::new();
-    if let [single] = report.records.as_slice() {
-        if let Value::Object(fields) = serde_json::to_value(single).unwrap_or_default() {
-            out.extend(fields);
-        }
+    if let [single] = report.records.as_slice()
+        && let Value::Object(fields) = serde_json::to_value(single).unwrap_or_default()
+    {
+        out.extend(fields);
     }
     let changed = report.records.iter().any(|r| r.changed == Some(true));
     let failed = report.exit != Exit::Ok;
     out.insert("changed".into(), changed.into());
     out.insert("failed".into(), failed.into());
-    let msg = if report.messages.is_empty() { "no disk records to act on".to_string() } else { report.messages.join("; ") };
+    let msg = if report.messages.is_empty() {
+        "no disk records to act on".to_string()
+    } else {
+        report.messages.join("; ")
+    };
     out.insert("msg".into(), msg.into());
-    out.insert("records".into(), serde_json::to_value(&report.records).unwrap_or_default());
+    out.insert(
+        "records".into(),
+        serde_json::to_value(&report.records).unwrap_or_default(),
+    );
     if failed {
         out.insert("rc".into(), (report.exit as i32).into());
         out.insert("stderr".into(), report.messages.join("\n").into());
@@ -175,7 +217,13 @@ fn as_bool(v: &Value) -> Option<bool> {
 
 /// Turns module parameters into the tool's command line, checking each
 /// against the tool's own argument definitions.
-fn to_argv<C: CommandFactory>(name: &str, module: &str, params: &Map<String, Value>, check: bool, takes_records: bool) -> Result<Vec<String>, String> {
+fn to_argv<C: CommandFactory>(
+    name: &str,
+    module: &str,
+    params: &Map<String, Value>,
+    check: bool,
+    takes_records: bool,
+) -> Result<Vec<String>, String> {
     let cmd = C::command();
     let mut argv = vec![name.to_string()];
     let mut positional = Vec::new();
@@ -184,7 +232,8 @@ fn to_argv<C: CommandFactory>(name: &str, module: &str, params: &Map<String, Val
     for (key, value) in params {
         let long = key.replace('_', "-");
         let found = cmd.get_arguments().find(|a| {
-            (a.get_long() == Some(long.as_str()) || (a.is_positional() && a.get_id().as_str() == key.as_str()))
+            (a.get_long() == Some(long.as_str())
+                || (a.is_positional() && a.get_id().as_str() == key.as_str()))
                 && !hidden.contains(&long.as_str())
         });
         let Some(arg) = found else {
@@ -203,7 +252,12 @@ fn to_argv<C: CommandFactory>(name: &str, module: &str, params: &Map<String, Val
             ArgAction::SetTrue | ArgAction::SetFalse => match as_bool(value) {
                 Some(true) => argv.push(flag),
                 Some(false) => {}
-                None => return Err(format!("argument {key} must be a boolean, not {}", record::json_kind(value))),
+                None => {
+                    return Err(format!(
+                        "argument {key} must be a boolean, not {}",
+                        record::json_kind(value)
+                    ));
+                }
             },
             ArgAction::Append => {
                 let items: Vec<&Value> = match value {
@@ -220,7 +274,11 @@ fn to_argv<C: CommandFactory>(name: &str, module: &str, params: &Map<String, Val
     if !unknown.is_empty() {
         let mut supported: Vec<String> = cmd
             .get_arguments()
-            .filter_map(|a| a.get_long().map(|l| l.replace('-', "_")).or_else(|| a.is_positional().then(|| a.get_id().to_string())))
+            .filter_map(|a| {
+                a.get_long()
+                    .map(|l| l.replace('-', "_"))
+                    .or_else(|| a.is_positional().then(|| a.get_id().to_string()))
+            })
             .filter(|l| !hidden.contains(&l.as_str()))
             .collect();
         if takes_records {
@@ -248,6 +306,9 @@ fn scalar(key: &str, v: &Value) -> Result<String, String> {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
         Value::Bool(b) => Ok(b.to_string()),
-        other => Err(format!("argument {key} must be a string, not {}", record::json_kind(other))),
+        other => Err(format!(
+            "argument {key} must be a string, not {}",
+            record::json_kind(other)
+        )),
     }
 }

@@ -56,7 +56,8 @@ impl Device {
         if !meta.file_type().is_block_device() {
             return Err(BlockError::NotBlock(path.to_path_buf()));
         }
-        let real = std::fs::canonicalize(path).map_err(|e| BlockError::Io(path.to_path_buf(), e))?;
+        let real =
+            std::fs::canonicalize(path).map_err(|e| BlockError::Io(path.to_path_buf(), e))?;
         let rdev = meta.rdev();
         let size = device_size(path)?;
         if size == 0 {
@@ -89,7 +90,11 @@ impl Device {
             }
         }
         if let Ok(entries) = std::fs::read_dir(sys.join("holders")) {
-            out.extend(entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+            out.extend(
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned()),
+            );
         }
         out.sort();
         out
@@ -99,7 +104,8 @@ impl Device {
 /// The size of a block device in bytes (seeking to its end).
 pub fn device_size(path: &Path) -> Result<u64, BlockError> {
     let mut f = File::open(path).map_err(|e| BlockError::Io(path.to_path_buf(), e))?;
-    f.seek(SeekFrom::End(0)).map_err(|e| BlockError::Io(path.to_path_buf(), e))
+    f.seek(SeekFrom::End(0))
+        .map_err(|e| BlockError::Io(path.to_path_buf(), e))
 }
 
 /// What `blkid -p` found on a device.
@@ -175,7 +181,10 @@ pub fn probe(path: &Path) -> Result<Option<Probe>, BlockError> {
 
 /// Signatures `wipefs --no-act` lists (`ext4 at 0x438`), empty when none.
 pub fn signatures(path: &Path) -> Result<Vec<String>, BlockError> {
-    let out = Cmd::new("wipefs").args(["--no-act", "--noheadings", "--parsable"]).arg(path).run()?;
+    let out = Cmd::new("wipefs")
+        .args(["--no-act", "--noheadings", "--parsable"])
+        .arg(path)
+        .run()?;
     // Lines are `offset,uuid,label,type`.
     Ok(out
         .stdout
@@ -183,7 +192,11 @@ pub fn signatures(path: &Path) -> Result<Vec<String>, BlockError> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            format!("{} at {}", f.last().unwrap_or(&"?"), f.first().unwrap_or(&"?"))
+            format!(
+                "{} at {}",
+                f.last().unwrap_or(&"?"),
+                f.first().unwrap_or(&"?")
+            )
         })
         .collect())
 }
@@ -229,7 +242,9 @@ pub enum BlockError {
     #[error("{0}: not a block device")]
     NotBlock(PathBuf),
     /// The device has no media (size 0): a detached loop device, an empty drive.
-    #[error("{0}: device has no media (size 0); a detached loop device or a vanished disk reads like this")]
+    #[error(
+        "{0}: device has no media (size 0); a detached loop device or a vanished disk reads like this"
+    )]
     NoMedia(PathBuf),
     /// Reading or opening the device failed.
     #[error("{0}: {1}")]
@@ -270,28 +285,46 @@ fn assess_open(dev: &Device, file: &mut File) -> Result<Assessment, BlockError> 
     let path = dev.path.as_path();
     // Read first: blkid's "nothing found" means something only for a device
     // we have just read ourselves.
-    let nonzero = first_nonzero_at_edges(file, dev.size).map_err(|e| BlockError::Io(path.to_path_buf(), e))?;
+    let nonzero = first_nonzero_at_edges(file, dev.size)
+        .map_err(|e| BlockError::Io(path.to_path_buf(), e))?;
     match probe(path)? {
         Some(p) if p.tags.contains_key("AMBIVALENT") => {
-            return Ok(Assessment::NotBlank(format!("several signatures at once ({})", p.tags["AMBIVALENT"])));
+            return Ok(Assessment::NotBlank(format!(
+                "several signatures at once ({})",
+                p.tags["AMBIVALENT"]
+            )));
         }
-        Some(p) if p.usage() == Some("filesystem") && p.pttype().is_none() => return Ok(Assessment::Filesystem(p)),
+        Some(p) if p.usage() == Some("filesystem") && p.pttype().is_none() => {
+            return Ok(Assessment::Filesystem(p));
+        }
         Some(p) => return Ok(Assessment::NotBlank(p.describe())),
         None => {}
     }
     let sigs = signatures(path)?;
     if !sigs.is_empty() {
-        return Ok(Assessment::NotBlank(format!("signatures: {}", sigs.join(", "))));
+        return Ok(Assessment::NotBlank(format!(
+            "signatures: {}",
+            sigs.join(", ")
+        )));
     }
     let children = dev.children();
     if !children.is_empty() {
-        return Ok(Assessment::NotBlank(format!("in use by {}", children.join(", "))));
+        return Ok(Assessment::NotBlank(format!(
+            "in use by {}",
+            children.join(", ")
+        )));
     }
-    let table = mount::Table::read().map_err(|e| BlockError::Io(PathBuf::from(mount::MOUNTINFO), e))?;
+    let table =
+        mount::Table::read().map_err(|e| BlockError::Io(PathBuf::from(mount::MOUNTINFO), e))?;
     if let Some(m) = table.by_device(dev.major, dev.minor).first() {
-        return Ok(Assessment::NotBlank(format!("mounted at {}", m.target.display())));
+        return Ok(Assessment::NotBlank(format!(
+            "mounted at {}",
+            m.target.display()
+        )));
     }
-    if mount::is_swap(dev.major, dev.minor).map_err(|e| BlockError::Io(PathBuf::from("/proc/swaps"), e))? {
+    if mount::is_swap(dev.major, dev.minor)
+        .map_err(|e| BlockError::Io(PathBuf::from("/proc/swaps"), e))?
+    {
         return Ok(Assessment::NotBlank("active swap".into()));
     }
     if let Some(at) = nonzero {

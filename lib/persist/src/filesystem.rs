@@ -25,7 +25,9 @@ impl FsType {
         match s {
             "ext4" => Ok(FsType::Ext4),
             "xfs" => Ok(FsType::Xfs),
-            other => Err(format!("filesystem type `{other}` is not supported (ext4 or xfs)")),
+            other => Err(format!(
+                "filesystem type `{other}` is not supported (ext4 or xfs)"
+            )),
         }
     }
 
@@ -48,7 +50,10 @@ impl FsType {
     /// Checks a label against the filesystem's limit.
     pub fn check_label(self, label: &str) -> Result<(), String> {
         if label.len() > self.max_label() || label.contains(['\n', ' ', ',']) {
-            Err(format!("label `{label}` is not valid for {self}: at most {} bytes, no spaces or commas", self.max_label()))
+            Err(format!(
+                "label `{label}` is not valid for {self}: at most {} bytes, no spaces or commas",
+                self.max_label()
+            ))
         } else {
             Ok(())
         }
@@ -110,13 +115,19 @@ pub fn fsck(device: &Path, fstype: FsType) -> Result<Fsck, RunError> {
     if fstype != FsType::Ext4 {
         return Ok(Fsck::Clean { fixed: false });
     }
-    let cmd = Cmd::new("fsck.ext4").arg("-a").arg(device).timeout(SLOW_TOOL_TIMEOUT);
+    let cmd = Cmd::new("fsck.ext4")
+        .arg("-a")
+        .arg(device)
+        .timeout(SLOW_TOOL_TIMEOUT);
     let out = cmd.output()?;
     match out.code {
         // 2 asks for a reboot, which matters for the root filesystem only.
         Some(0) => Ok(Fsck::Clean { fixed: false }),
         Some(1 | 2) => Ok(Fsck::Clean { fixed: true }),
-        Some(code) => Ok(Fsck::Uncorrected { code, output: format!("{}{}", out.stdout, out.stderr).trim().to_string() }),
+        Some(code) => Ok(Fsck::Uncorrected {
+            code,
+            output: format!("{}{}", out.stdout, out.stderr).trim().to_string(),
+        }),
         None => Err(cmd.failed(&out)),
     }
 }
@@ -124,16 +135,25 @@ pub fn fsck(device: &Path, fstype: FsType) -> Result<Fsck, RunError> {
 /// The size of the filesystem on `device`, in bytes.
 pub fn size(device: &Path, fstype: FsType) -> Result<u64, RunError> {
     let (cmd, count_key, size_key) = match fstype {
-        FsType::Ext4 => (Cmd::new("dumpe2fs").arg("-h").arg(device), "Block count:", "Block size:"),
+        FsType::Ext4 => (
+            Cmd::new("dumpe2fs").arg("-h").arg(device),
+            "Block count:",
+            "Block size:",
+        ),
         FsType::Xfs => (
-            Cmd::new("xfs_db").args(["-r", "-c", "sb 0", "-c", "p dblocks blocksize"]).arg(device),
+            Cmd::new("xfs_db")
+                .args(["-r", "-c", "sb 0", "-c", "p dblocks blocksize"])
+                .arg(device),
             "dblocks =",
             "blocksize =",
         ),
     };
     let out = cmd.run()?;
     let field = |key: &str| -> Option<u64> {
-        out.stdout.lines().find_map(|l| l.trim().strip_prefix(key)).and_then(|v| v.trim().parse().ok())
+        out.stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .and_then(|v| v.trim().parse().ok())
     };
     match (field(count_key), field(size_key)) {
         (Some(n), Some(b)) => Ok(n * b),
@@ -152,15 +172,30 @@ pub fn size(device: &Path, fstype: FsType) -> Result<u64, RunError> {
 pub fn grow(device: &Path, fstype: FsType, mounted_at: Option<&Path>) -> Result<(), RunError> {
     match (fstype, mounted_at) {
         (FsType::Ext4, None) => {
-            let check = Cmd::new("e2fsck").args(["-f", "-p"]).arg(device).timeout(SLOW_TOOL_TIMEOUT);
+            let check = Cmd::new("e2fsck")
+                .args(["-f", "-p"])
+                .arg(device)
+                .timeout(SLOW_TOOL_TIMEOUT);
             let out = check.output()?;
             if !matches!(out.code, Some(0 | 1)) {
                 return Err(check.failed(&out));
             }
-            Cmd::new("resize2fs").arg(device).timeout(SLOW_TOOL_TIMEOUT).run().map(drop)
+            Cmd::new("resize2fs")
+                .arg(device)
+                .timeout(SLOW_TOOL_TIMEOUT)
+                .run()
+                .map(drop)
         }
-        (FsType::Ext4, Some(_)) => Cmd::new("resize2fs").arg(device).timeout(SLOW_TOOL_TIMEOUT).run().map(drop),
-        (FsType::Xfs, Some(at)) => Cmd::new("xfs_growfs").arg(at).timeout(SLOW_TOOL_TIMEOUT).run().map(drop),
+        (FsType::Ext4, Some(_)) => Cmd::new("resize2fs")
+            .arg(device)
+            .timeout(SLOW_TOOL_TIMEOUT)
+            .run()
+            .map(drop),
+        (FsType::Xfs, Some(at)) => Cmd::new("xfs_growfs")
+            .arg(at)
+            .timeout(SLOW_TOOL_TIMEOUT)
+            .run()
+            .map(drop),
         (FsType::Xfs, None) => Err(RunError::Failed {
             cmdline: "xfs_growfs".into(),
             status: "not run".into(),

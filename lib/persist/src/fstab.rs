@@ -42,13 +42,25 @@ pub struct Entry {
 impl Entry {
     /// The entry for a filesystem of ours: by UUID, with `nofail` so boot
     /// goes on without the disk, a bounded device wait, and [`MARK`].
-    pub fn ours(uuid: &str, mountpoint: &str, fstype: &str, mount_options: &str, device_timeout_secs: u32) -> Entry {
-        let mut opts: Vec<&str> = mount_options.split(',').filter(|o| !o.is_empty() && *o != MARK).collect();
+    pub fn ours(
+        uuid: &str,
+        mountpoint: &str,
+        fstype: &str,
+        mount_options: &str,
+        device_timeout_secs: u32,
+    ) -> Entry {
+        let mut opts: Vec<&str> = mount_options
+            .split(',')
+            .filter(|o| !o.is_empty() && *o != MARK)
+            .collect();
         let timeout = format!("x-systemd.device-timeout={device_timeout_secs}s");
         if !opts.contains(&"nofail") {
             opts.push("nofail");
         }
-        if !opts.iter().any(|o| o.starts_with("x-systemd.device-timeout=")) {
+        if !opts
+            .iter()
+            .any(|o| o.starts_with("x-systemd.device-timeout="))
+        {
             opts.push(&timeout);
         }
         opts.push(MARK);
@@ -93,8 +105,14 @@ impl Entry {
         Some(Entry {
             spec: crate::mount::unescape(f[0]),
             file: crate::mount::unescape(f[1]),
-            vfstype: f.get(2).map(|s| crate::mount::unescape(s)).unwrap_or_default(),
-            options: f.get(3).map(|s| crate::mount::unescape(s)).unwrap_or_else(|| "defaults".into()),
+            vfstype: f
+                .get(2)
+                .map(|s| crate::mount::unescape(s))
+                .unwrap_or_default(),
+            options: f
+                .get(3)
+                .map(|s| crate::mount::unescape(s))
+                .unwrap_or_else(|| "defaults".into()),
             freq: f.get(4).and_then(|s| s.parse().ok()).unwrap_or(0),
             passno: f.get(5).and_then(|s| s.parse().ok()).unwrap_or(0),
         })
@@ -153,10 +171,16 @@ impl Fstab {
     /// Reads `path`; a missing file is an empty fstab.
     pub fn load(path: &Path) -> Result<Fstab, FstabError> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Ok(Fstab { path: path.to_path_buf(), text, existed: true }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(Fstab { path: path.to_path_buf(), text: String::new(), existed: false })
-            }
+            Ok(text) => Ok(Fstab {
+                path: path.to_path_buf(),
+                text,
+                existed: true,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Fstab {
+                path: path.to_path_buf(),
+                text: String::new(),
+                existed: false,
+            }),
             Err(e) => Err(FstabError::Io(path.to_path_buf(), e)),
         }
     }
@@ -176,7 +200,12 @@ impl Fstab {
                         } else {
                             format!("mounts {}", entry.spec)
                         };
-                        return Err(FstabError::Conflict { path: self.path.clone(), line: i + 1, what, text: line.to_string() });
+                        return Err(FstabError::Conflict {
+                            path: self.path.clone(),
+                            line: i + 1,
+                            what,
+                            text: line.to_string(),
+                        });
                     }
                     if e == *entry && !present {
                         present = true;
@@ -220,7 +249,11 @@ impl Fstab {
         if self.existed {
             write_atomic(&self.backup_path(), self.text.as_bytes(), Some(&self.path))?;
         }
-        write_atomic(&self.path, new_text.as_bytes(), self.existed.then_some(self.path.as_path()))
+        write_atomic(
+            &self.path,
+            new_text.as_bytes(),
+            self.existed.then_some(self.path.as_path()),
+        )
     }
 
     /// Puts the text read by [`Fstab::load`] back (rolling back a change).
@@ -228,13 +261,19 @@ impl Fstab {
         if self.existed {
             write_atomic(&self.path, self.text.as_bytes(), Some(&self.path))
         } else {
-            std::fs::remove_file(&self.path).or_else(ignore_not_found).map_err(|e| FstabError::Io(self.path.clone(), e))
+            std::fs::remove_file(&self.path)
+                .or_else(ignore_not_found)
+                .map_err(|e| FstabError::Io(self.path.clone(), e))
         }
     }
 }
 
 fn ignore_not_found(e: std::io::Error) -> std::io::Result<()> {
-    if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
 }
 
 fn join(lines: Vec<String>) -> String {
@@ -246,15 +285,25 @@ fn join(lines: Vec<String>) -> String {
 /// directory.
 pub fn write_atomic(path: &Path, data: &[u8], like: Option<&Path>) -> Result<(), FstabError> {
     let io = |e| FstabError::Io(path.to_path_buf(), e);
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(path.file_name().unwrap_or_default());
     tmp_name.push(format!(".appscale-persist.{}.tmp", std::process::id()));
     let tmp = dir.join(tmp_name);
     let result = (|| {
         let meta = like.and_then(|l| std::fs::metadata(l).ok());
-        let mode = meta.as_ref().map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o644);
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        let mode = meta
+            .as_ref()
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0o644);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(data)?;
         if let Some(m) = &meta {
             // Keep the owner; as non-root this may fail, which is fine for a
@@ -278,7 +327,11 @@ mod tests {
     use super::*;
 
     fn fstab(text: &str) -> Fstab {
-        Fstab { path: PathBuf::from("/x/fstab"), text: text.to_string(), existed: true }
+        Fstab {
+            path: PathBuf::from("/x/fstab"),
+            text: text.to_string(),
+            existed: true,
+        }
     }
 
     #[test]
@@ -307,10 +360,16 @@ mod tests {
     fn a_stale_entry_of_ours_is_replaced_and_a_foreign_one_refused() {
         let old = Entry::ours("old", "/opt/appscale", "ext4", "noatime", 30);
         let new = Entry::ours("new", "/opt/appscale", "ext4", "noatime", 30);
-        let text = fstab(&format!("{}\n", old.to_line())).with_entry(&new).unwrap().unwrap();
+        let text = fstab(&format!("{}\n", old.to_line()))
+            .with_entry(&new)
+            .unwrap()
+            .unwrap();
         assert_eq!(text, format!("{}\n", new.to_line()));
         let foreign = fstab("/dev/sdb1 /opt/appscale ext4 defaults 0 2\n");
         let err = foreign.with_entry(&new).unwrap_err().to_string();
-        assert!(err.contains("/x/fstab:1") && err.contains("not managed by appscale-persist"), "{err}");
+        assert!(
+            err.contains("/x/fstab:1") && err.contains("not managed by appscale-persist"),
+            "{err}"
+        );
     }
 }

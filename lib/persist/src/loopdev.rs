@@ -29,13 +29,19 @@ pub struct Loop {
 impl Loop {
     /// `loop3`.
     pub fn name(&self) -> String {
-        self.device.file_name().unwrap_or_default().to_string_lossy().into_owned()
+        self.device
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
     }
 
     /// What sysfs says backs this loop device.
     pub fn sysfs_backing_file(&self) -> Option<PathBuf> {
         let p = format!("/sys/block/{}/loop/backing_file", self.name());
-        std::fs::read_to_string(p).ok().map(|s| PathBuf::from(s.trim_end_matches('\n')))
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| PathBuf::from(s.trim_end_matches('\n')))
     }
 }
 
@@ -59,7 +65,12 @@ struct Row {
 /// Every loop device in use.
 pub fn list() -> Result<Vec<Loop>, RunError> {
     let out = Cmd::new("losetup")
-        .args(["--list", "--json", "--output", "NAME,BACK-FILE,BACK-INO,BACK-MAJ:MIN"])
+        .args([
+            "--list",
+            "--json",
+            "--output",
+            "NAME,BACK-FILE,BACK-INO,BACK-MAJ:MIN",
+        ])
         .run()?;
     if out.stdout.trim().is_empty() {
         return Ok(Vec::new());
@@ -81,7 +92,11 @@ pub fn list() -> Result<Vec<Loop>, RunError> {
                 Some(serde_json::Value::String(s)) => s.trim().parse().unwrap_or(0),
                 _ => 0,
             },
-            dev: r.back_majmin.unwrap_or_default().split_whitespace().collect(),
+            dev: r
+                .back_majmin
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect(),
         })
         .collect())
 }
@@ -89,26 +104,39 @@ pub fn list() -> Result<Vec<Loop>, RunError> {
 /// The loop devices backed by `image` (same inode on the same filesystem).
 pub fn bound_to(image: &Path) -> Result<Vec<Loop>, LoopError> {
     let meta = std::fs::metadata(image).map_err(|e| LoopError::Image(image.to_path_buf(), e))?;
-    let dev = format!("{}:{}", nix::sys::stat::major(meta.dev()), nix::sys::stat::minor(meta.dev()));
-    Ok(list()?.into_iter().filter(|l| l.ino == meta.ino() && l.dev == dev).collect())
+    let dev = format!(
+        "{}:{}",
+        nix::sys::stat::major(meta.dev()),
+        nix::sys::stat::minor(meta.dev())
+    );
+    Ok(list()?
+        .into_iter()
+        .filter(|l| l.ino == meta.ino() && l.dev == dev)
+        .collect())
 }
 
 /// Checks through sysfs that `lo` is backed by `image`.
 pub fn verify(lo: &Loop, image: &Path) -> Result<(), LoopError> {
-    let canonical = std::fs::canonicalize(image).map_err(|e| LoopError::Image(image.to_path_buf(), e))?;
+    let canonical =
+        std::fs::canonicalize(image).map_err(|e| LoopError::Image(image.to_path_buf(), e))?;
     match lo.sysfs_backing_file() {
         Some(b) if b == canonical => Ok(()),
         other => Err(LoopError::Identity {
             device: lo.device.clone(),
             expected: canonical,
-            found: other.map(|p| p.display().to_string()).unwrap_or_else(|| "nothing".into()),
+            found: other
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "nothing".into()),
         }),
     }
 }
 
 /// Binds a free loop device to `image` and returns it, verified.
 pub fn attach(image: &Path) -> Result<Loop, LoopError> {
-    let out = Cmd::new("losetup").args(["--find", "--show", "--nooverlap"]).arg(image).run()?;
+    let out = Cmd::new("losetup")
+        .args(["--find", "--show", "--nooverlap"])
+        .arg(image)
+        .run()?;
     let device = PathBuf::from(out.stdout.trim());
     let lo = bound_to(image)?
         .into_iter()
@@ -127,7 +155,11 @@ pub fn detach(lo: &Loop) -> Result<(), LoopError> {
     Cmd::new("losetup").arg("--detach").arg(&lo.device).run()?;
     let sys = PathBuf::from(format!("/sys/block/{}/loop/backing_file", lo.name()));
     wait::until(WaitParams::quick(Duration::from_secs(10)), || {
-        if sys.exists() { Poll::Pending } else { Poll::<(), ()>::Ready(()) }
+        if sys.exists() {
+            Poll::Pending
+        } else {
+            Poll::<(), ()>::Ready(())
+        }
     })
     .map_err(|_| LoopError::StillBound(lo.device.clone()))
 }

@@ -19,9 +19,34 @@ pub const MOUNTINFO: &str = "/proc/self/mountinfo";
 /// Directories that must never become a mountpoint: mounting a data disk
 /// over one would hide the system.
 const SYSTEM_DIRS: &[&str] = &[
-    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/media", "/mnt",
-    "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var",
-    "/usr/bin", "/usr/lib", "/usr/local", "/usr/sbin", "/var/lib", "/var/log", "/var/tmp",
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/media",
+    "/mnt",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/var",
+    "/usr/bin",
+    "/usr/lib",
+    "/usr/local",
+    "/usr/sbin",
+    "/var/lib",
+    "/var/log",
+    "/var/tmp",
 ];
 
 /// One line of mountinfo.
@@ -83,7 +108,10 @@ impl Table {
 
     /// Every mount of the device `major:minor`.
     pub fn by_device(&self, major: u64, minor: u64) -> Vec<&Entry> {
-        self.entries.iter().filter(|e| e.major == major && e.minor == minor).collect()
+        self.entries
+            .iter()
+            .filter(|e| e.major == major && e.minor == minor)
+            .collect()
     }
 }
 
@@ -93,7 +121,10 @@ pub fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -111,11 +142,18 @@ pub fn is_swap(major: u64, minor: u64) -> std::io::Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e),
     };
-    Ok(text.lines().skip(1).filter_map(|l| l.split_whitespace().next()).any(|p| {
-        std::fs::metadata(unescape(p))
-            .map(|m| nix::sys::stat::major(m.rdev()) == major && nix::sys::stat::minor(m.rdev()) == minor)
-            .unwrap_or(false)
-    }))
+    Ok(text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .any(|p| {
+            std::fs::metadata(unescape(p))
+                .map(|m| {
+                    nix::sys::stat::major(m.rdev()) == major
+                        && nix::sys::stat::minor(m.rdev()) == minor
+                })
+                .unwrap_or(false)
+        }))
 }
 
 /// Why a mountpoint is refused.
@@ -128,7 +166,9 @@ pub enum MountpointError {
     #[error("mountpoint `{0}` must be a plain absolute path, without `.` or `..`")]
     NotPlain(String),
     /// A system directory.
-    #[error("mountpoint `{0}` is a system directory: mounting a data disk there would hide the system")]
+    #[error(
+        "mountpoint `{0}` is a system directory: mounting a data disk there would hide the system"
+    )]
     System(String),
 }
 
@@ -139,7 +179,10 @@ pub fn check_mountpoint(mountpoint: &str) -> Result<PathBuf, MountpointError> {
     if !p.is_absolute() {
         return Err(MountpointError::NotAbsolute(mountpoint.into()));
     }
-    if p.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) || mountpoint.contains('\n') {
+    if p.components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+        || mountpoint.contains('\n')
+    {
         return Err(MountpointError::NotPlain(mountpoint.into()));
     }
     let clean: PathBuf = p.components().collect();
@@ -151,7 +194,12 @@ pub fn check_mountpoint(mountpoint: &str) -> Result<PathBuf, MountpointError> {
 
 /// Mounts `device` at `target` with `fstype` and `options`.
 pub fn mount(device: &Path, target: &Path, fstype: &str, options: &str) -> Result<(), RunError> {
-    Cmd::new("mount").args(["-t", fstype, "-o", options]).arg(device).arg(target).run().map(drop)
+    Cmd::new("mount")
+        .args(["-t", fstype, "-o", options])
+        .arg(device)
+        .arg(target)
+        .run()
+        .map(drop)
 }
 
 /// A process keeping a mount busy.
@@ -175,17 +223,28 @@ impl std::fmt::Display for Holder {
 /// filesystem `major:minor` (what `fuser -m` reports).
 pub fn holders(major: u64, minor: u64) -> Vec<Holder> {
     let dev = nix::sys::stat::makedev(major, minor);
-    let on_dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev() == dev).unwrap_or(false);
+    let on_dev = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.dev() == dev)
+            .unwrap_or(false)
+    };
     let mut out = Vec::new();
     let me = std::process::id();
-    let Ok(procs) = std::fs::read_dir("/proc") else { return out };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
         if pid == me {
             continue;
         }
         let base = p.path();
-        let comm = std::fs::read_to_string(base.join("comm")).unwrap_or_default().trim().to_string();
+        let comm = std::fs::read_to_string(base.join("comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         let mut hows = Vec::new();
         for what in ["cwd", "root", "exe"] {
             if on_dev(&base.join(what)) {
@@ -195,13 +254,22 @@ pub fn holders(major: u64, minor: u64) -> Vec<Holder> {
         if let Ok(fds) = std::fs::read_dir(base.join("fd")) {
             for fd in fds.flatten() {
                 if on_dev(&fd.path()) {
-                    let target = std::fs::read_link(fd.path()).map(|t| t.display().to_string()).unwrap_or_default();
-                    hows.push(format!("fd {} ({target})", fd.file_name().to_string_lossy()));
+                    let target = std::fs::read_link(fd.path())
+                        .map(|t| t.display().to_string())
+                        .unwrap_or_default();
+                    hows.push(format!(
+                        "fd {} ({target})",
+                        fd.file_name().to_string_lossy()
+                    ));
                 }
             }
         }
         if !hows.is_empty() {
-            out.push(Holder { pid, comm, how: hows.join(", ") });
+            out.push(Holder {
+                pid,
+                comm,
+                how: hows.join(", "),
+            });
         }
     }
     out
@@ -233,7 +301,11 @@ fn list(holders: &[Holder]) -> String {
     if holders.is_empty() {
         "held by the kernel or another mount namespace (no process found)".to_string()
     } else {
-        holders.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        holders
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 
@@ -254,13 +326,21 @@ pub fn unmount(target: &Path, major: u64, minor: u64, lazy: bool) -> Result<(), 
     if !out.success() {
         let busy = out.stderr.contains("busy");
         if busy {
-            return Err(UnmountError::Busy { target: target.to_path_buf(), holders: holders(major, minor) });
+            return Err(UnmountError::Busy {
+                target: target.to_path_buf(),
+                holders: holders(major, minor),
+            });
         }
         return Err(cmd.failed(&out).into());
     }
     let timeout = Duration::from_secs(10);
     wait::until(WaitParams::quick(timeout), || match Table::read() {
-        Ok(t) if t.at(target).is_some_and(|e| e.major == major && e.minor == minor) => Poll::Pending,
+        Ok(t)
+            if t.at(target)
+                .is_some_and(|e| e.major == major && e.minor == minor) =>
+        {
+            Poll::Pending
+        }
         Ok(_) => Poll::Ready(()),
         Err(e) => Poll::Failed(e),
     })
@@ -288,15 +368,24 @@ const TEMP_MOUNT_DIR: &str = "/run/appscale-persist";
 pub fn reap_stale_temp_mounts(major: u64, minor: u64) {
     let Ok(table) = Table::read() else { return };
     for e in table.by_device(major, minor) {
-        let Ok(rest) = e.target.strip_prefix(TEMP_MOUNT_DIR) else { continue };
+        let Ok(rest) = e.target.strip_prefix(TEMP_MOUNT_DIR) else {
+            continue;
+        };
         let name = rest.to_string_lossy();
-        let Some(pid) = name.strip_prefix("tmp-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else {
+        let Some(pid) = name
+            .strip_prefix("tmp-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
             continue;
         };
         if Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        crate::log::warn(format_args!("unmounting {}, left by an interrupted run", e.target.display()));
+        crate::log::warn(format_args!(
+            "unmounting {}, left by an interrupted run",
+            e.target.display()
+        ));
         if unmount(&e.target, major, minor, false).is_ok() {
             let _ = std::fs::remove_dir(&e.target);
         }
@@ -306,9 +395,18 @@ pub fn reap_stale_temp_mounts(major: u64, minor: u64) {
 impl TempMount {
     /// Mounts `device` (number `major:minor`) under `/run/appscale-persist`.
     pub fn new(device: &Path, major: u64, minor: u64, fstype: &str) -> Result<TempMount, RunError> {
-        let dir = Path::new(TEMP_MOUNT_DIR).join(format!("tmp-{}-{major}-{minor}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|error| RunError::Spawn { cmdline: format!("mkdir {}", dir.display()), error })?;
-        let mut t = TempMount { dir, major, minor, mounted: false };
+        let dir =
+            Path::new(TEMP_MOUNT_DIR).join(format!("tmp-{}-{major}-{minor}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|error| RunError::Spawn {
+            cmdline: format!("mkdir {}", dir.display()),
+            error,
+        })?;
+        let mut t = TempMount {
+            dir,
+            major,
+            minor,
+            mounted: false,
+        };
         mount(device, &t.dir, fstype, "nodev,nosuid,noexec")?;
         t.mounted = true;
         Ok(t)
@@ -337,7 +435,10 @@ impl TempMount {
 impl Drop for TempMount {
     fn drop(&mut self) {
         if let Err(e) = self.release() {
-            crate::log::error(format_args!("cleaning up temporary mount {}: {e}", self.dir.display()));
+            crate::log::error(format_args!(
+                "cleaning up temporary mount {}: {e}",
+                self.dir.display()
+            ));
         }
     }
 }
@@ -357,17 +458,32 @@ mod tests {
         assert_eq!(t.entries[0].target, Path::new("/mnt/with space"));
         assert_eq!((t.entries[0].major, t.entries[0].minor), (98, 0));
         assert_eq!(t.entries[0].fstype, "ext3");
-        assert_eq!(t.at(Path::new("/opt/appscale")).unwrap().source, "/dev/loop3");
+        assert_eq!(
+            t.at(Path::new("/opt/appscale")).unwrap().source,
+            "/dev/loop3"
+        );
         assert_eq!(t.by_device(7, 3).len(), 1);
     }
 
     #[test]
     fn mountpoints_must_be_absolute_plain_and_not_system() {
-        assert_eq!(check_mountpoint("/opt/appscale/").unwrap(), Path::new("/opt/appscale"));
-        assert!(matches!(check_mountpoint("opt/appscale"), Err(MountpointError::NotAbsolute(_))));
-        assert!(matches!(check_mountpoint("/opt/../etc"), Err(MountpointError::NotPlain(_))));
+        assert_eq!(
+            check_mountpoint("/opt/appscale/").unwrap(),
+            Path::new("/opt/appscale")
+        );
+        assert!(matches!(
+            check_mountpoint("opt/appscale"),
+            Err(MountpointError::NotAbsolute(_))
+        ));
+        assert!(matches!(
+            check_mountpoint("/opt/../etc"),
+            Err(MountpointError::NotPlain(_))
+        ));
         for sys in ["/", "/etc", "/usr/", "/var", "//etc"] {
-            assert!(matches!(check_mountpoint(sys), Err(MountpointError::System(_))), "{sys}");
+            assert!(
+                matches!(check_mountpoint(sys), Err(MountpointError::System(_))),
+                "{sys}"
+            );
         }
         assert!(check_mountpoint("/tmp/test dir/mnt").is_ok());
     }

@@ -139,7 +139,10 @@ impl ProviderKind {
 
     /// Whether the provider is a cloud API (disks live in a zone).
     pub fn is_cloud(self) -> bool {
-        matches!(self, ProviderKind::Ec2 | ProviderKind::Euca | ProviderKind::Gce)
+        matches!(
+            self,
+            ProviderKind::Ec2 | ProviderKind::Euca | ProviderKind::Gce
+        )
     }
 }
 
@@ -231,14 +234,21 @@ impl Record {
             (Some(n), Some(d)) => format!("{n} ({d})"),
             (Some(n), None) => n.clone(),
             (None, Some(d)) => d.clone(),
-            (None, None) => self.device.clone().or_else(|| self.mountpoint.clone()).unwrap_or_else(|| "record".into()),
+            (None, None) => self
+                .device
+                .clone()
+                .or_else(|| self.mountpoint.clone())
+                .unwrap_or_else(|| "record".into()),
         }
     }
 
     /// Whether this record was produced in `--check` mode by an earlier tool
     /// (its state is what *would* be, not what is).
     pub fn is_check(&self) -> bool {
-        self.extra.get("check").and_then(Value::as_bool).unwrap_or(false)
+        self.extra
+            .get("check")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
     }
 
     /// Serializes the record as one line of JSON (no trailing newline).
@@ -296,15 +306,17 @@ pub fn read_all(input: impl BufRead, source_name: &str) -> Result<Vec<Record>, I
 
 /// Parses one line into a record, or says what is wrong with it.
 pub fn parse_line(line: &str) -> Result<Record, String> {
-    let value: Value = serde_json::from_str(line)
-        .map_err(|e| format!("not valid JSON: {e}"))?;
+    let value: Value = serde_json::from_str(line).map_err(|e| format!("not valid JSON: {e}"))?;
     from_value(value)
 }
 
 /// Turns a JSON value into a record, or says what is wrong with it.
 pub fn from_value(value: Value) -> Result<Record, String> {
     if !value.is_object() {
-        return Err(format!("expected a JSON object, found {}", json_kind(&value)));
+        return Err(format!(
+            "expected a JSON object, found {}",
+            json_kind(&value)
+        ));
     }
     let record: Record = serde_json::from_value(value).map_err(|e| e.to_string())?;
     if record.v != VERSION {
@@ -373,13 +385,19 @@ mod tests {
             other => panic!("expected a malformed-line error, got {other:?}"),
         }
         let e = read_all("[1]\n".as_bytes(), "stdin").unwrap_err();
-        assert!(e.to_string().contains("stdin line 1: expected a JSON object"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("stdin line 1: expected a JSON object"),
+            "{e}"
+        );
     }
 
     #[test]
     fn states_and_providers_use_their_wire_names() {
-        let r = parse_line(r#"{"provider":"gce","state":"has-fs","fs":{"type":"ext4","formatted":false}}"#)
-            .unwrap();
+        let r = parse_line(
+            r#"{"provider":"gce","state":"has-fs","fs":{"type":"ext4","formatted":false}}"#,
+        )
+        .unwrap();
         assert_eq!(r.provider, Some(ProviderKind::Gce));
         assert_eq!(r.state, Some(State::HasFs));
         assert!(parse_line(r#"{"provider":"azure"}"#).is_err());

@@ -87,7 +87,11 @@ pub enum RunError {
 }
 
 fn stderr_suffix(stderr: &str) -> String {
-    if stderr.is_empty() { String::new() } else { format!(": {stderr}") }
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!(": {stderr}")
+    }
 }
 
 impl Cmd {
@@ -113,7 +117,8 @@ impl Cmd {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
         self
     }
 
@@ -125,7 +130,8 @@ impl Cmd {
 
     /// Sets an environment variable for the child.
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Cmd {
-        self.env.push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
         self
     }
 
@@ -244,7 +250,10 @@ pub fn resolve(program: &OsStr) -> Result<PathBuf, RunError> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     which::which_in(program, Some(search), cwd).map_err(|_| {
         let name = program.to_string_lossy().into_owned();
-        RunError::NotFound { hint: install_hint(&name), program: name }
+        RunError::NotFound {
+            hint: install_hint(&name),
+            program: name,
+        }
     })
 }
 
@@ -267,7 +276,8 @@ fn install_hint(program: &str) -> String {
 /// Quotes a word for display when it holds anything a shell would split on.
 fn shell_word(s: &str) -> String {
     if !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
     {
         s.to_string()
     } else {
@@ -281,20 +291,38 @@ mod tests {
 
     #[test]
     fn captures_output_and_exit_code() {
-        let out = Cmd::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]).output().unwrap();
-        assert_eq!((out.code, out.stdout.as_str(), out.stderr.as_str()), (Some(3), "out\n", "err\n"));
+        let out = Cmd::new("sh")
+            .args(["-c", "echo out; echo err >&2; exit 3"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            (out.code, out.stdout.as_str(), out.stderr.as_str()),
+            (Some(3), "out\n", "err\n")
+        );
     }
 
     #[test]
     fn a_failure_names_the_command_and_its_stderr() {
-        let e = Cmd::new("sh").args(["-c", "echo 'no such thing' >&2; exit 2"]).run().unwrap_err();
+        let e = Cmd::new("sh")
+            .args(["-c", "echo 'no such thing' >&2; exit 2"])
+            .run()
+            .unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("`sh -c 'echo '\\''no such thing'\\'' >&2; exit 2'` failed (exit 2): no such thing"), "{msg}");
+        assert!(
+            msg.contains(
+                "`sh -c 'echo '\\''no such thing'\\'' >&2; exit 2'` failed (exit 2): no such thing"
+            ),
+            "{msg}"
+        );
     }
 
     #[test]
     fn a_hung_child_is_killed_at_the_deadline() {
-        let e = Cmd::new("sleep").arg("30").timeout(Duration::from_millis(200)).output().unwrap_err();
+        let e = Cmd::new("sleep")
+            .arg("30")
+            .timeout(Duration::from_millis(200))
+            .output()
+            .unwrap_err();
         assert!(matches!(e, RunError::TimedOut { .. }), "{e}");
     }
 

@@ -87,11 +87,21 @@ pub struct Outcome {
 impl Outcome {
     /// Something was changed.
     pub fn changed(state: State, message: impl Into<String>) -> Outcome {
-        Outcome { state, changed: true, message: message.into(), diff: None }
+        Outcome {
+            state,
+            changed: true,
+            message: message.into(),
+            diff: None,
+        }
     }
     /// Nothing needed changing.
     pub fn unchanged(state: State, message: impl Into<String>) -> Outcome {
-        Outcome { state, changed: false, message: message.into(), diff: None }
+        Outcome {
+            state,
+            changed: false,
+            message: message.into(),
+            diff: None,
+        }
     }
 }
 
@@ -120,11 +130,19 @@ pub struct Failure {
 impl Failure {
     /// A failure with a code and message.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Failure {
-        Failure { code: code.into(), message: message.into(), refused: false }
+        Failure {
+            code: code.into(),
+            message: message.into(),
+            refused: false,
+        }
     }
     /// A refusal: the device holds data.
     pub fn refused(code: impl Into<String>, message: impl Into<String>) -> Failure {
-        Failure { code: code.into(), message: message.into(), refused: true }
+        Failure {
+            code: code.into(),
+            message: message.into(),
+            refused: true,
+        }
     }
 }
 
@@ -147,7 +165,10 @@ pub trait Step {
 
 /// Runs `f` on each record in turn, timing each (for steps that act on one
 /// record at a time).
-pub fn one_by_one(records: &mut [Record], mut f: impl FnMut(&mut Record) -> StepResult) -> Vec<(StepResult, Duration)> {
+pub fn one_by_one(
+    records: &mut [Record],
+    mut f: impl FnMut(&mut Record) -> StepResult,
+) -> Vec<(StepResult, Duration)> {
     records
         .iter_mut()
         .map(|r| {
@@ -212,8 +233,13 @@ pub fn install_panic_hook() {
             .cloned()
             .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_default();
-        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-        log::error(format_args!("internal error{at}: {what}; this is a bug, please report it"));
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        log::error(format_args!(
+            "internal error{at}: {what}; this is a bug, please report it"
+        ));
     }));
 }
 
@@ -235,10 +261,19 @@ fn read_stdin<A: ToolArgs>() -> Result<Vec<Record>, ExitCode> {
 /// Runs `step` over `records` (those carrying an error pass through) and
 /// applies the bookkeeping.
 fn execute(mut step: Box<dyn Step>, mut records: Vec<Record>, check: bool, tool: &str) -> Report {
-    let todo: Vec<usize> = (0..records.len()).filter(|&i| records[i].error.is_none()).collect();
-    let mut batch: Vec<Record> = todo.iter().map(|&i| std::mem::take(&mut records[i])).collect();
+    let todo: Vec<usize> = (0..records.len())
+        .filter(|&i| records[i].error.is_none())
+        .collect();
+    let mut batch: Vec<Record> = todo
+        .iter()
+        .map(|&i| std::mem::take(&mut records[i]))
+        .collect();
     let results = step.run(&mut batch, Ctx { check });
-    debug_assert_eq!(results.len(), batch.len(), "a step returns one result per record");
+    debug_assert_eq!(
+        results.len(),
+        batch.len(),
+        "a step returns one result per record"
+    );
     let mut diffs = Vec::new();
     let mut messages = Vec::new();
     for ((i, mut rec), (result, took)) in todo.into_iter().zip(batch).zip(results) {
@@ -257,7 +292,11 @@ fn execute(mut step: Box<dyn Step>, mut records: Vec<Record>, check: bool, tool:
                 log::error(format_args!("{line}"));
                 messages.push(line);
                 rec.changed = Some(false);
-                rec.error = Some(RecordError { tool: tool.to_string(), code: f.code, message: f.message });
+                rec.error = Some(RecordError {
+                    tool: tool.to_string(),
+                    code: f.code,
+                    message: f.message,
+                });
                 if f.refused {
                     rec.extra.insert("refused".into(), Value::Bool(true));
                 }
@@ -270,7 +309,12 @@ fn execute(mut step: Box<dyn Step>, mut records: Vec<Record>, check: bool, tool:
         records[i] = rec;
     }
     let exit = exit_code(&records);
-    Report { records, diffs, messages, exit }
+    Report {
+        records,
+        diffs,
+        messages,
+        exit,
+    }
 }
 
 /// Appends `{tool, changed, ms}` to the record's `steps` log, which the
@@ -288,7 +332,12 @@ fn push_step(rec: &mut Record, tool: &str, changed: bool, took: Duration) {
 /// [`Exit::Failed`] if any record has an error that is not a refusal,
 /// else [`Exit::Refused`] if any was refused, else [`Exit::Ok`].
 pub fn exit_code(records: &[Record]) -> Exit {
-    let refused = |r: &Record| r.extra.get("refused").and_then(Value::as_bool).unwrap_or(false);
+    let refused = |r: &Record| {
+        r.extra
+            .get("refused")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    };
     if records.iter().any(|r| r.error.is_some() && !refused(r)) {
         Exit::Failed
     } else if records.iter().any(|r| r.error.is_some()) {
@@ -301,18 +350,31 @@ pub fn exit_code(records: &[Record]) -> Exit {
 /// Runs a tool's step for the Ansible module path: `args` are already
 /// parsed from the module's arguments, `records` come from its `records`
 /// argument or from the flags.
-pub(crate) fn execute_for_module<A: ToolArgs>(args: A, records: Option<Vec<Record>>) -> ModuleReport {
+pub(crate) fn execute_for_module<A: ToolArgs>(
+    args: A,
+    records: Option<Vec<Record>>,
+) -> ModuleReport {
     let common = args.common().clone();
     log::init(A::NAME, log::level_from(true, 0));
     if let Err(e) = args.validate() {
-        return ModuleReport { records: Vec::new(), diffs: Vec::new(), messages: vec![e], exit: Exit::Usage };
+        return ModuleReport {
+            records: Vec::new(),
+            diffs: Vec::new(),
+            messages: vec![e],
+            exit: Exit::Usage,
+        };
     }
     let records = match records {
         Some(r) => r,
         None => args.single().into_iter().collect(),
     };
     let report = execute(args.into_step(), records, common.check, A::NAME);
-    ModuleReport { records: report.records, diffs: report.diffs, messages: report.messages, exit: report.exit }
+    ModuleReport {
+        records: report.records,
+        diffs: report.diffs,
+        messages: report.messages,
+        exit: report.exit,
+    }
 }
 
 /// What a module run produced.

@@ -123,7 +123,10 @@ pub enum WaitError<E> {
 /// Polls `f` until it is ready, fails, or the deadline passes (blocking).
 ///
 /// `f` is always called at least once, and once more at the deadline.
-pub fn until<T, E>(params: WaitParams, mut f: impl FnMut() -> Poll<T, E>) -> Result<T, WaitError<E>> {
+pub fn until<T, E>(
+    params: WaitParams,
+    mut f: impl FnMut() -> Poll<T, E>,
+) -> Result<T, WaitError<E>> {
     let mut backoff = Backoff::start(params);
     loop {
         match f() {
@@ -148,7 +151,9 @@ mod tests {
             max: Duration::from_millis(350),
             timeout: Duration::from_secs(3600),
         });
-        let got: Vec<u128> = (0..5).map(|_| b.next_delay().unwrap().as_millis()).collect();
+        let got: Vec<u128> = (0..5)
+            .map(|_| b.next_delay().unwrap().as_millis())
+            .collect();
         assert_eq!(got, [100, 200, 350, 350, 350]);
         assert_eq!(b.attempts(), 5);
     }
@@ -156,12 +161,16 @@ mod tests {
     #[test]
     fn the_deadline_stops_a_condition_that_never_holds() {
         let mut polls = 0;
-        let r: Result<(), WaitError<()>> = until(WaitParams::quick(Duration::from_millis(50)), || {
-            polls += 1;
-            Poll::Pending
-        });
+        let r: Result<(), WaitError<()>> =
+            until(WaitParams::quick(Duration::from_millis(50)), || {
+                polls += 1;
+                Poll::Pending
+            });
         assert!(matches!(r, Err(WaitError::TimedOut(_))));
-        assert!(polls >= 2, "polled at least at the start and at the deadline, got {polls}");
+        assert!(
+            polls >= 2,
+            "polled at least at the start and at the deadline, got {polls}"
+        );
     }
 
     #[test]

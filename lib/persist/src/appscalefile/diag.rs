@@ -83,7 +83,13 @@ impl Diagnostic {
     /// a caret under the spot, and help.
     pub fn render(&self, file: &str, source: &str) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "{}[{}]: {}", self.severity.as_str(), self.code, self.message);
+        let _ = writeln!(
+            out,
+            "{}[{}]: {}",
+            self.severity.as_str(),
+            self.code,
+            self.message
+        );
         let line_no = self.pos.line.to_string();
         let pad = " ".repeat(line_no.len());
         let _ = writeln!(out, "{pad}--> {file}:{}:{}", self.pos.line, self.pos.col);

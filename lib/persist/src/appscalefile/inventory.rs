@@ -32,7 +32,10 @@ impl Deployment {
                     if let Some(z) = &self.zone {
                         v.insert("appscale_zone".into(), z.clone().into());
                     }
-                    v.insert("appscale_mountpoint".into(), mountpoint.replace("{node}", &n.id).into());
+                    v.insert(
+                        "appscale_mountpoint".into(),
+                        mountpoint.replace("{node}", &n.id).into(),
+                    );
                 }
                 (n.id.clone(), v)
             })
@@ -55,7 +58,11 @@ impl Deployment {
 
     /// The static inventory (the `yaml` plugin's format, as JSON).
     pub fn inventory(&self, mountpoint: &str) -> Value {
-        let hosts: Map<String, Value> = self.hostvars(mountpoint).into_iter().map(|(h, v)| (h, Value::Object(v))).collect();
+        let hosts: Map<String, Value> = self
+            .hostvars(mountpoint)
+            .into_iter()
+            .map(|(h, v)| (h, Value::Object(v)))
+            .collect();
         let children: Map<String, Value> = self
             .groups()
             .into_iter()
@@ -67,7 +74,11 @@ impl Deployment {
     /// The inventory-script form (`--list`), with `_meta.hostvars`.
     pub fn inventory_list(&self, mountpoint: &str) -> Value {
         let mut out = Map::new();
-        let hostvars: Map<String, Value> = self.hostvars(mountpoint).into_iter().map(|(h, v)| (h, Value::Object(v))).collect();
+        let hostvars: Map<String, Value> = self
+            .hostvars(mountpoint)
+            .into_iter()
+            .map(|(h, v)| (h, Value::Object(v)))
+            .collect();
         out.insert("_meta".into(), json!({ "hostvars": hostvars }));
         let groups = self.groups();
         out.insert(

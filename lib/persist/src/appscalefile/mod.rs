@@ -24,15 +24,59 @@ use crate::record::{ProviderKind, Record};
 
 /// Top-level keys appscale-tools reads from an AppScalefile.
 const KNOWN_KEYS: &[&str] = &[
-    "EC2_ACCESS_KEY", "EC2_SECRET_KEY", "EC2_URL", "admin_pass", "admin_user", "alter_etc_resolv",
-    "app_id", "app_secret_key", "appengine", "autoscale", "aws_subnet_id", "aws_vpc_id",
-    "clear_datastore", "client_secrets", "default_max_appserver_memory", "default_min_appservers",
-    "disks", "flower_password", "force", "gce_instance_type", "group", "group_tag",
-    "infrastructure", "instance_type", "ips", "ips_layout", "keyname", "login_host", "machine",
-    "max", "max_images", "max_machines", "max_memory", "max_spot_price", "min", "min_images",
-    "min_machines", "n", "oauth2_storage", "project", "replication", "resource_group", "scp",
-    "static_ip", "storage_account", "subscription_id", "table", "tenant_id", "test",
-    "use_spot_instances", "user_commands", "verbose", "zone",
+    "EC2_ACCESS_KEY",
+    "EC2_SECRET_KEY",
+    "EC2_URL",
+    "admin_pass",
+    "admin_user",
+    "alter_etc_resolv",
+    "app_id",
+    "app_secret_key",
+    "appengine",
+    "autoscale",
+    "aws_subnet_id",
+    "aws_vpc_id",
+    "clear_datastore",
+    "client_secrets",
+    "default_max_appserver_memory",
+    "default_min_appservers",
+    "disks",
+    "flower_password",
+    "force",
+    "gce_instance_type",
+    "group",
+    "group_tag",
+    "infrastructure",
+    "instance_type",
+    "ips",
+    "ips_layout",
+    "keyname",
+    "login_host",
+    "machine",
+    "max",
+    "max_images",
+    "max_machines",
+    "max_memory",
+    "max_spot_price",
+    "min",
+    "min_images",
+    "min_machines",
+    "n",
+    "oauth2_storage",
+    "project",
+    "replication",
+    "resource_group",
+    "scp",
+    "static_ip",
+    "storage_account",
+    "subscription_id",
+    "table",
+    "tenant_id",
+    "test",
+    "use_spot_instances",
+    "user_commands",
+    "verbose",
+    "zone",
 ];
 
 /// Keys of a role group in the new layout format.
@@ -43,16 +87,37 @@ const SIMPLE_ROLES: &[&str] = &["controller", "servers"];
 
 /// Roles appscale-tools accepts (advanced layout and role groups).
 const ROLES: &[&str] = &[
-    "master", "appengine", "database", "shadow", "open", "load_balancer", "login", "db_master",
-    "db_slave", "zookeeper", "memcache", "taskqueue", "taskqueue_master", "taskqueue_slave",
-    "search", "compute",
+    "master",
+    "appengine",
+    "database",
+    "shadow",
+    "open",
+    "load_balancer",
+    "login",
+    "db_master",
+    "db_slave",
+    "zookeeper",
+    "memcache",
+    "taskqueue",
+    "taskqueue_master",
+    "taskqueue_slave",
+    "search",
+    "compute",
 ];
 
 /// Roles whose data lives under the mountpoint: apps (master), Cassandra,
 /// ZooKeeper. The simple layout's `controller` and `servers` both run the
 /// database.
-const DATA_ROLES: &[&str] =
-    &["master", "shadow", "database", "db_master", "db_slave", "zookeeper", "controller", "servers"];
+const DATA_ROLES: &[&str] = &[
+    "master",
+    "shadow",
+    "database",
+    "db_master",
+    "db_slave",
+    "zookeeper",
+    "controller",
+    "servers",
+];
 
 /// `infrastructure` values AppScale knew, plus this project's `local`.
 const INFRASTRUCTURES: &[&str] = &["ec2", "euca", "gce", "azure", "openstack", "local"];
@@ -141,18 +206,26 @@ pub struct Lint {
 impl Lint {
     /// Whether any finding is an error.
     pub fn has_errors(&self) -> bool {
-        self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
     }
 
     /// Whether any finding is a warning.
     pub fn has_warnings(&self) -> bool {
-        self.diagnostics.iter().any(|d| d.severity == Severity::Warning)
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Warning)
     }
 
     /// `<file>: N error(s), M warning(s)`.
     pub fn summary(&self, file: &str) -> String {
         let count = |s| self.diagnostics.iter().filter(|d| d.severity == s).count();
-        format!("{file}: {} error(s), {} warning(s)", count(Severity::Error), count(Severity::Warning))
+        format!(
+            "{file}: {} error(s), {} warning(s)",
+            count(Severity::Error),
+            count(Severity::Warning)
+        )
     }
 }
 
@@ -169,7 +242,10 @@ pub fn lint_bytes(bytes: &[u8]) -> (String, Lint) {
             l.diagnostics.push(Diagnostic {
                 severity: Severity::Error,
                 code: "not-utf8",
-                message: format!("the file is not UTF-8 text (byte 0x{:02x})", bytes[e.valid_up_to()]),
+                message: format!(
+                    "the file is not UTF-8 text (byte 0x{:02x})",
+                    bytes[e.valid_up_to()]
+                ),
                 pos: Pos { line, col },
                 width: 1,
                 help: Some("save the AppScalefile as UTF-8".into()),
@@ -185,7 +261,14 @@ pub fn lint(source: &str) -> Lint {
     let parsed = yaml::parse(source);
     for p in &parsed.problems {
         let severity = Severity::Error;
-        cx.push(severity, p.code, p.message.clone(), p.pos, 1, p.help.clone());
+        cx.push(
+            severity,
+            p.code,
+            p.message.clone(),
+            p.pos,
+            1,
+            p.help.clone(),
+        );
     }
     if !parsed.fatal {
         match parsed.documents.as_slice() {
@@ -225,8 +308,23 @@ enum Mode {
 }
 
 impl Checker {
-    fn push(&mut self, severity: Severity, code: &'static str, message: String, pos: Pos, width: usize, help: Option<String>) {
-        self.lint.diagnostics.push(Diagnostic { severity, code, message, pos, width, help });
+    fn push(
+        &mut self,
+        severity: Severity,
+        code: &'static str,
+        message: String,
+        pos: Pos,
+        width: usize,
+        help: Option<String>,
+    ) {
+        self.lint.diagnostics.push(Diagnostic {
+            severity,
+            code,
+            message,
+            pos,
+            width,
+            help,
+        });
     }
 
     fn error(&mut self, code: &'static str, message: String, at: &Node, help: Option<String>) {
@@ -238,14 +336,22 @@ impl Checker {
     }
 
     fn bad_type(&mut self, key: &str, expected: &str, at: &Node) {
-        self.error("bad-type", format!("`{key}` must be {expected}, not {}", at.kind()), at, None);
+        self.error(
+            "bad-type",
+            format!("`{key}` must be {expected}, not {}", at.kind()),
+            at,
+            None,
+        );
     }
 
     fn check(&mut self, root: &Node) {
         let Some(entries) = root.as_map() else {
             self.error(
                 "not-a-mapping",
-                format!("an AppScalefile is a mapping of `key: value` lines, not {}", root.kind()),
+                format!(
+                    "an AppScalefile is a mapping of `key: value` lines, not {}",
+                    root.kind()
+                ),
                 root,
                 None,
             );
@@ -255,10 +361,21 @@ impl Checker {
             match k.scalar() {
                 Some(name) if KNOWN_KEYS.contains(&name) => {}
                 Some(name) => {
-                    let help = did_you_mean(name, KNOWN_KEYS).map(|s| format!("did you mean `{s}`?"));
-                    self.warning("unknown-key", format!("unknown key `{name}`: AppScale ignores it"), k, help);
+                    let help =
+                        did_you_mean(name, KNOWN_KEYS).map(|s| format!("did you mean `{s}`?"));
+                    self.warning(
+                        "unknown-key",
+                        format!("unknown key `{name}`: AppScale ignores it"),
+                        k,
+                        help,
+                    );
                 }
-                None => self.error("bad-type", format!("a key must be a plain name, not {}", k.kind()), k, None),
+                None => self.error(
+                    "bad-type",
+                    format!("a key must be a plain name, not {}", k.kind()),
+                    k,
+                    None,
+                ),
             }
         }
 
@@ -284,7 +401,11 @@ impl Checker {
                 }
             },
         };
-        let mode = if infrastructure.is_some() { Mode::Cloud } else { Mode::Cluster };
+        let mode = if infrastructure.is_some() {
+            Mode::Cloud
+        } else {
+            Mode::Cluster
+        };
         self.lint.deployment.zone = zone.clone();
 
         // Each `disks` key found, with the disks it assigns.
@@ -338,7 +459,12 @@ impl Checker {
             let help = did_you_mean(value, INFRASTRUCTURES)
                 .map(|s| format!("did you mean `{s}`?"))
                 .or_else(|| Some(format!("one of: {}", INFRASTRUCTURES.join(", "))));
-            self.error("infrastructure-unknown", format!("unknown infrastructure `{value}`"), node, help);
+            self.error(
+                "infrastructure-unknown",
+                format!("unknown infrastructure `{value}`"),
+                node,
+                help,
+            );
             return None;
         }
         self.lint.deployment.provider = ProviderKind::parse(value);
@@ -354,7 +480,11 @@ impl Checker {
                     n.roles.push(role.to_string());
                 }
             }
-            None => nodes.push(NodeInfo { id: id.to_string(), roles: vec![role.to_string()], pos: at.pos }),
+            None => nodes.push(NodeInfo {
+                id: id.to_string(),
+                roles: vec![role.to_string()],
+                pos: at.pos,
+            }),
         }
     }
 
@@ -364,7 +494,12 @@ impl Checker {
             return true;
         }
         let help = did_you_mean(name, allowed).map(|s| format!("did you mean `{s}`?"));
-        self.error("layout-unknown-role", format!("unknown role `{name}`"), at, help);
+        self.error(
+            "layout-unknown-role",
+            format!("unknown role `{name}`"),
+            at,
+            help,
+        );
         false
     }
 
@@ -376,7 +511,9 @@ impl Checker {
                     "node-id-format",
                     format!("`{id}` is not a valid node ID (must be node-int)"),
                     at,
-                    Some("with `infrastructure` set, nodes are named `node-1`, `node-2`, ...".into()),
+                    Some(
+                        "with `infrastructure` set, nodes are named `node-1`, `node-2`, ...".into(),
+                    ),
                 );
                 false
             }
@@ -396,7 +533,9 @@ impl Checker {
     /// The old format: `ips_layout` maps role -> node id(s).
     fn old_layout(&mut self, layout: &Node, mode: Mode) {
         let entries = layout.as_map().unwrap_or_default();
-        let simple = entries.iter().any(|(k, _)| k.scalar().is_some_and(|s| SIMPLE_ROLES.contains(&s)));
+        let simple = entries
+            .iter()
+            .any(|(k, _)| k.scalar().is_some_and(|s| SIMPLE_ROLES.contains(&s)));
         let advanced = entries
             .iter()
             .any(|(k, _)| k.scalar().is_some_and(|s| !SIMPLE_ROLES.contains(&s)));
@@ -462,7 +601,10 @@ impl Checker {
             let Some(entries) = group.as_map() else {
                 self.error(
                     "layout-unknown-format",
-                    format!("Node layout format was not recognized: a role group is a mapping, not {}", group.kind()),
+                    format!(
+                        "Node layout format was not recognized: a role group is a mapping, not {}",
+                        group.kind()
+                    ),
                     group,
                     Some("write `- roles: [master, database]` then `nodes: 1` under it".into()),
                 );
@@ -470,8 +612,14 @@ impl Checker {
             };
             for (k, _) in entries {
                 if let Some(name) = k.scalar().filter(|n| !GROUP_KEYS.contains(n)) {
-                    let help = did_you_mean(name, GROUP_KEYS).map(|s| format!("did you mean `{s}`?"));
-                    self.warning("unknown-key", format!("unknown key `{name}` in a role group: AppScale ignores it"), k, help);
+                    let help =
+                        did_you_mean(name, GROUP_KEYS).map(|s| format!("did you mean `{s}`?"));
+                    self.warning(
+                        "unknown-key",
+                        format!("unknown key `{name}` in a role group: AppScale ignores it"),
+                        k,
+                        help,
+                    );
                 }
             }
             // Roles.
@@ -501,18 +649,31 @@ impl Checker {
             // Nodes: a count in cloud mode, IPs in cluster mode.
             let mut ids: Vec<(String, &Node)> = Vec::new();
             match group.get("nodes") {
-                None => self.error("bad-type", "a role group needs `nodes` (a count, or IP addresses)".into(), group, None),
+                None => self.error(
+                    "bad-type",
+                    "a role group needs `nodes` (a count, or IP addresses)".into(),
+                    group,
+                    None,
+                ),
                 Some(n) => {
                     if let Some(c) = n.as_int() {
                         if c == 0 {
                             self.error(
                                 "nodes-zero",
-                                format!("Node amount cannot be zero for role(s) {}.", roles.join(", ")),
+                                format!(
+                                    "Node amount cannot be zero for role(s) {}.",
+                                    roles.join(", ")
+                                ),
                                 n,
                                 Some("remove the group, or give it at least one node".into()),
                             );
-                        } else if c < 0 || c > 10_000 {
-                            self.error("bad-type", format!("`nodes` must be a count from 1 to 10000, not {c}"), n, None);
+                        } else if !(0..=10_000).contains(&c) {
+                            self.error(
+                                "bad-type",
+                                format!("`nodes` must be a count from 1 to 10000, not {c}"),
+                                n,
+                                None,
+                            );
                         } else if mode == Mode::Cluster {
                             self.error(
                                 "node-id-format",
@@ -531,7 +692,15 @@ impl Checker {
                             _ => vec![n],
                         };
                         if items.is_empty() {
-                            self.error("nodes-zero", format!("Node amount cannot be zero for role(s) {}.", roles.join(", ")), n, None);
+                            self.error(
+                                "nodes-zero",
+                                format!(
+                                    "Node amount cannot be zero for role(s) {}.",
+                                    roles.join(", ")
+                                ),
+                                n,
+                                None,
+                            );
                         }
                         for item in items {
                             let Some(ip) = item.as_str() else {
@@ -546,7 +715,12 @@ impl Checker {
                                     Some("give `nodes` a count (cloud) or IP addresses (cluster)".into()),
                                 );
                             } else if !is_ip(ip) {
-                                self.error("node-id-format", format!("`{ip}` is not an IP address"), item, None);
+                                self.error(
+                                    "node-id-format",
+                                    format!("`{ip}` is not an IP address"),
+                                    item,
+                                    None,
+                                );
                             } else if mode == Mode::Cloud {
                                 self.error(
                                     "node-id-format",
@@ -582,7 +756,9 @@ impl Checker {
                 }
             }
             // Disks: one name, or a list as long as the group's nodes.
-            let Some(d) = group.get("disks") else { continue };
+            let Some(d) = group.get("disks") else {
+                continue;
+            };
             disk_keys.push(d);
             let names: Vec<&Node> = match &d.value {
                 Value::Seq(items) => items.iter().collect(),
@@ -594,7 +770,12 @@ impl Checker {
                 }
             };
             if names.is_empty() {
-                self.warning("disks-empty", "`disks` is empty: no disk will be persisted for this group".into(), d, None);
+                self.warning(
+                    "disks-empty",
+                    "`disks` is empty: no disk will be persisted for this group".into(),
+                    d,
+                    None,
+                );
                 continue;
             }
             let wanted = match group.get("nodes") {
@@ -631,16 +812,34 @@ impl Checker {
         let entries = match &d.value {
             Value::Map(m) => m,
             _ if d.is_null() => {
-                self.warning("disks-empty", "`disks` is empty: no disk will be persisted".into(), d, None);
+                self.warning(
+                    "disks-empty",
+                    "`disks` is empty: no disk will be persisted".into(),
+                    d,
+                    None,
+                );
                 return;
             }
             _ => {
-                self.error("bad-type", format!("--disks must be a dict: `disks` maps node ids to disks, not {}", d.kind()), d, Some("write `disks:` then `  node-1: vol-...` lines under it".into()));
+                self.error(
+                    "bad-type",
+                    format!(
+                        "--disks must be a dict: `disks` maps node ids to disks, not {}",
+                        d.kind()
+                    ),
+                    d,
+                    Some("write `disks:` then `  node-1: vol-...` lines under it".into()),
+                );
                 return;
             }
         };
         if entries.is_empty() {
-            self.warning("disks-empty", "`disks` is empty: no disk will be persisted".into(), d, None);
+            self.warning(
+                "disks-empty",
+                "`disks` is empty: no disk will be persisted".into(),
+                d,
+                None,
+            );
             return;
         }
         for (k, v) in entries {
@@ -654,7 +853,13 @@ impl Checker {
             };
             let known = self.lint.deployment.nodes.iter().any(|n| n.id == node);
             if !known {
-                let ids: Vec<&str> = self.lint.deployment.nodes.iter().map(|n| n.id.as_str()).collect();
+                let ids: Vec<&str> = self
+                    .lint
+                    .deployment
+                    .nodes
+                    .iter()
+                    .map(|n| n.id.as_str())
+                    .collect();
                 let help = if no_layout {
                     Some("add an `ips_layout` that names the nodes".to_string())
                 } else if ids.is_empty() {
@@ -663,7 +868,9 @@ impl Checker {
                     Some(format!(
                         "the layout's nodes are {}{}",
                         ids.join(", "),
-                        did_you_mean(node, &ids).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default()
+                        did_you_mean(node, &ids)
+                            .map(|s| format!(" (did you mean `{s}`?)"))
+                            .unwrap_or_default()
                     ))
                 };
                 self.error(
@@ -674,12 +881,21 @@ impl Checker {
                 );
                 continue;
             }
-            self.lint.deployment.disks.push(DiskInfo { node: node.to_string(), disk: disk.to_string(), pos: v.pos });
+            self.lint.deployment.disks.push(DiskInfo {
+                node: node.to_string(),
+                disk: disk.to_string(),
+                pos: v.pos,
+            });
         }
     }
 
     /// Rules over all disks: infrastructure, zone, names, uniqueness, roles.
-    fn disk_rules(&mut self, infrastructure: Option<&(String, &Node)>, zone: Option<&str>, disk_keys: &[&Node]) {
+    fn disk_rules(
+        &mut self,
+        infrastructure: Option<&(String, &Node)>,
+        zone: Option<&str>,
+        disk_keys: &[&Node],
+    ) {
         let disks = self.lint.deployment.disks.clone();
         let with_disks: Vec<&&Node> = disk_keys.iter().filter(|d| !d.is_null()).collect();
         match infrastructure {
@@ -734,11 +950,18 @@ impl Checker {
         let provider = self.lint.deployment.provider;
         let mut first_use: HashMap<&str, &DiskInfo> = HashMap::new();
         for d in &disks {
-            if let Some(p) = provider {
-                if let Err(why) = check_disk_name(p, &d.disk) {
-                    let width = d.disk.chars().count();
-                    self.push(Severity::Error, "disk-name-invalid", format!("`{}` is not a valid {p} disk: {why}", d.disk), d.pos, width, None);
-                }
+            if let Some(p) = provider
+                && let Err(why) = check_disk_name(p, &d.disk)
+            {
+                let width = d.disk.chars().count();
+                self.push(
+                    Severity::Error,
+                    "disk-name-invalid",
+                    format!("`{}` is not a valid {p} disk: {why}", d.disk),
+                    d.pos,
+                    width,
+                    None,
+                );
             }
             match first_use.get(d.disk.as_str()) {
                 Some(first) => {
@@ -775,7 +998,12 @@ impl Checker {
                 Some(d) if !n.holds_data() && !n.roles.is_empty() => self.push(
                     Severity::Info,
                     "disk-on-stateless-node",
-                    format!("node {} ({}) keeps no data under the mountpoint; its disk `{}` is unused", n.id, n.roles.join(", "), d.disk),
+                    format!(
+                        "node {} ({}) keeps no data under the mountpoint; its disk `{}` is unused",
+                        n.id,
+                        n.roles.join(", "),
+                        d.disk
+                    ),
                     d.pos,
                     d.disk.chars().count(),
                     None,
@@ -785,8 +1013,17 @@ impl Checker {
         }
         for (pos, group) in bare {
             let ids: Vec<&str> = group.iter().map(|n| n.id.as_str()).collect();
-            let roles: Vec<&str> = group[0].roles.iter().map(String::as_str).filter(|r| DATA_ROLES.contains(r)).collect();
-            let (who, has) = if ids.len() == 1 { (format!("node {}", ids[0]), "has") } else { (format!("nodes {}", ids.join(", ")), "have") };
+            let roles: Vec<&str> = group[0]
+                .roles
+                .iter()
+                .map(String::as_str)
+                .filter(|r| DATA_ROLES.contains(r))
+                .collect();
+            let (who, has) = if ids.len() == 1 {
+                (format!("node {}", ids[0]), "has")
+            } else {
+                (format!("nodes {}", ids.join(", ")), "have")
+            };
             self.push(
                 Severity::Warning,
                 "data-node-without-disk",
@@ -801,7 +1038,8 @@ impl Checker {
 
 /// Whether `s` is an old-format cloud node id (`node-<integer>`).
 fn is_node_id(s: &str) -> bool {
-    s.strip_prefix("node-").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    s.strip_prefix("node-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Whether `s` is an IPv4 address (AppScale's own test: four dotted numbers).
@@ -813,7 +1051,11 @@ fn is_ip(s: &str) -> bool {
 pub fn check_disk_name(provider: ProviderKind, name: &str) -> Result<(), String> {
     let hex = |s: &str, upper: bool| {
         (s.len() == 8 || s.len() == 17)
-            && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || (upper && (b'A'..=b'F').contains(&b)))
+            && s.bytes().all(|b| {
+                b.is_ascii_digit()
+                    || (b'a'..=b'f').contains(&b)
+                    || (upper && (b'A'..=b'F').contains(&b))
+            })
     };
     match provider {
         ProviderKind::Ec2 | ProviderKind::Euca => {
@@ -835,7 +1077,8 @@ pub fn check_disk_name(provider: ProviderKind, name: &str) -> Result<(), String>
             let ok = !b.is_empty()
                 && b.len() <= 63
                 && b[0].is_ascii_lowercase()
-                && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
                 && b[b.len() - 1] != b'-';
             if ok {
                 Ok(())
@@ -887,7 +1130,10 @@ mod tests {
     #[test]
     fn suggestions_catch_typos_only() {
         assert_eq!(did_you_mean("zome", KNOWN_KEYS), Some("zone"));
-        assert_eq!(did_you_mean("infrastucture", KNOWN_KEYS), Some("infrastructure"));
+        assert_eq!(
+            did_you_mean("infrastucture", KNOWN_KEYS),
+            Some("infrastructure")
+        );
         assert_eq!(did_you_mean("completely_else", KNOWN_KEYS), None);
     }
 
@@ -896,7 +1142,10 @@ mod tests {
         assert!(check_disk_name(ProviderKind::Ec2, "vol-0123456789abcdef0").is_ok());
         assert!(check_disk_name(ProviderKind::Ec2, "vol-1234abcd").is_ok());
         assert!(check_disk_name(ProviderKind::Ec2, "vol-ABCDEFG").is_err());
-        assert!(check_disk_name(ProviderKind::Ec2, "my-data").is_ok(), "a Name tag");
+        assert!(
+            check_disk_name(ProviderKind::Ec2, "my-data").is_ok(),
+            "a Name tag"
+        );
         assert!(check_disk_name(ProviderKind::Euca, "vol-4D9B3BF9").is_ok());
         assert!(check_disk_name(ProviderKind::Gce, "mydisk1").is_ok());
         assert!(check_disk_name(ProviderKind::Gce, "My_Disk").is_err());
@@ -914,7 +1163,19 @@ mod tests {
         assert!(!l.has_errors(), "{:?}", l.diagnostics);
         let ids: Vec<_> = l.deployment.nodes.iter().map(|n| n.id.as_str()).collect();
         assert_eq!(ids, ["node-0", "node-1", "node-2", "node-3", "node-4"]);
-        let disks: Vec<_> = l.deployment.disks.iter().map(|d| (d.node.as_str(), d.disk.as_str())).collect();
-        assert_eq!(disks, [("node-0", "vol-11111111"), ("node-3", "vol-22222222"), ("node-4", "vol-33333333")]);
+        let disks: Vec<_> = l
+            .deployment
+            .disks
+            .iter()
+            .map(|d| (d.node.as_str(), d.disk.as_str()))
+            .collect();
+        assert_eq!(
+            disks,
+            [
+                ("node-0", "vol-11111111"),
+                ("node-3", "vol-22222222"),
+                ("node-4", "vol-33333333")
+            ]
+        );
     }
 }

@@ -30,8 +30,14 @@ pub struct Pos {
 impl Pos {
     fn from_span(span: &Span) -> (Pos, Pos) {
         (
-            Pos { line: span.start.line(), col: span.start.col() + 1 },
-            Pos { line: span.end.line(), col: span.end.col() + 1 },
+            Pos {
+                line: span.start.line(),
+                col: span.start.col() + 1,
+            },
+            Pos {
+                line: span.end.line(),
+                col: span.end.col() + 1,
+            },
         )
     }
 }
@@ -105,7 +111,10 @@ impl Node {
         match &self.value {
             Value::Scalar { text, plain: false } => Some(text),
             Value::Scalar { text, plain: true }
-                if !is_null(text) && !is_bool(text) && parse_int(text).is_none() && !is_float(text) =>
+                if !is_null(text)
+                    && !is_bool(text)
+                    && parse_int(text).is_none()
+                    && !is_float(text) =>
             {
                 Some(text)
             }
@@ -167,7 +176,9 @@ impl Node {
     /// How many characters the caret under this node should span.
     pub fn width(&self) -> usize {
         match &self.value {
-            Value::Scalar { .. } if self.end.line == self.pos.line && self.end.col > self.pos.col => {
+            Value::Scalar { .. }
+                if self.end.line == self.pos.line && self.end.col > self.pos.col =>
+            {
                 self.end.col - self.pos.col
             }
             _ => 1,
@@ -201,13 +212,23 @@ fn is_float(s: &str) -> bool {
     let lower = s.to_ascii_lowercase();
     matches!(lower.as_str(), ".inf" | "-.inf" | "+.inf" | ".nan")
         || (s.bytes().any(|b| b.is_ascii_digit())
-            && s.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
             && s.parse::<f64>().is_ok())
 }
 
 enum Frame {
-    Seq { start: Pos, anchor: usize, items: Vec<Node> },
-    Map { start: Pos, anchor: usize, entries: Vec<(Node, Node)>, key: Option<Node> },
+    Seq {
+        start: Pos,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        start: Pos,
+        anchor: usize,
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+    },
 }
 
 /// Builds the tree of `source`.
@@ -222,10 +243,17 @@ pub fn parse(source: &str) -> Parsed {
             Ok(e) => e,
             Err(e) => {
                 let m = e.marker();
-                let mut pos = Pos { line: m.line(), col: m.col() + 1 };
+                let mut pos = Pos {
+                    line: m.line(),
+                    col: m.col() + 1,
+                };
                 if e.info().contains("tab") {
                     // Point at the tab itself, not just after it.
-                    if let Some(c) = source.lines().nth(pos.line.saturating_sub(1)).and_then(|l| l.chars().position(|c| c == '\t')) {
+                    if let Some(c) = source
+                        .lines()
+                        .nth(pos.line.saturating_sub(1))
+                        .and_then(|l| l.chars().position(|c| c == '\t'))
+                    {
                         pos.col = c + 1;
                     }
                 }
@@ -240,7 +268,10 @@ pub fn parse(source: &str) -> Parsed {
                 let node = Node {
                     pos,
                     end,
-                    value: Value::Scalar { text: text.into_owned(), plain: style == ScalarStyle::Plain },
+                    value: Value::Scalar {
+                        text: text.into_owned(),
+                        plain: style == ScalarStyle::Plain,
+                    },
                 };
                 if anchor > 0 {
                     anchors.insert(anchor, node.clone());
@@ -259,20 +290,48 @@ pub fn parse(source: &str) -> Parsed {
                     return parsed;
                 }
                 stack.push(if matches!(event, Event::SequenceStart(..)) {
-                    Frame::Seq { start: pos, anchor, items: Vec::new() }
+                    Frame::Seq {
+                        start: pos,
+                        anchor,
+                        items: Vec::new(),
+                    }
                 } else {
-                    Frame::Map { start: pos, anchor, entries: Vec::new(), key: None }
+                    Frame::Map {
+                        start: pos,
+                        anchor,
+                        entries: Vec::new(),
+                        key: None,
+                    }
                 });
                 None
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, anchor) = match stack.pop() {
-                    Some(Frame::Seq { start, anchor, items }) => {
-                        (Node { pos: start, end, value: Value::Seq(items) }, anchor)
-                    }
-                    Some(Frame::Map { start, anchor, entries, .. }) => {
-                        (Node { pos: start, end, value: Value::Map(entries) }, anchor)
-                    }
+                    Some(Frame::Seq {
+                        start,
+                        anchor,
+                        items,
+                    }) => (
+                        Node {
+                            pos: start,
+                            end,
+                            value: Value::Seq(items),
+                        },
+                        anchor,
+                    ),
+                    Some(Frame::Map {
+                        start,
+                        anchor,
+                        entries,
+                        ..
+                    }) => (
+                        Node {
+                            pos: start,
+                            end,
+                            value: Value::Map(entries),
+                        },
+                        anchor,
+                    ),
                     None => continue,
                 };
                 if anchor > 0 {
@@ -299,14 +358,18 @@ pub fn parse(source: &str) -> Parsed {
                     Some(node)
                 }
                 None => {
-                    parsed.problems.push(syntax_problem("alias to an unknown anchor", pos));
+                    parsed
+                        .problems
+                        .push(syntax_problem("alias to an unknown anchor", pos));
                     parsed.fatal = true;
                     return parsed;
                 }
             },
-            Event::StreamStart | Event::StreamEnd | Event::DocumentStart(_) | Event::DocumentEnd | Event::Nothing => {
-                None
-            }
+            Event::StreamStart
+            | Event::StreamEnd
+            | Event::DocumentStart(_)
+            | Event::DocumentEnd
+            | Event::Nothing => None,
         };
         if let Some(node) = complete {
             match stack.last_mut() {
@@ -315,9 +378,11 @@ pub fn parse(source: &str) -> Parsed {
                 Some(Frame::Map { entries, key, .. }) => match key.take() {
                     None => *key = Some(node),
                     Some(k) => {
-                        if let Some(name) = k.scalar() {
-                            if let Some((first, _)) = entries.iter().find(|(e, _)| e.scalar() == Some(name)) {
-                                parsed.problems.push(YamlProblem {
+                        if let Some(name) = k.scalar()
+                            && let Some((first, _)) =
+                                entries.iter().find(|(e, _)| e.scalar() == Some(name))
+                        {
+                            parsed.problems.push(YamlProblem {
                                     code: "yaml-duplicate-key",
                                     message: format!(
                                         "key `{name}` appears twice (first on line {}); AppScale would silently keep only this one",
@@ -326,7 +391,6 @@ pub fn parse(source: &str) -> Parsed {
                                     pos: k.pos,
                                     help: Some("remove one of the two".into()),
                                 });
-                            }
                         }
                         entries.push((k, node));
                     }
@@ -366,7 +430,12 @@ fn syntax_problem(info: &str, pos: Pos) -> YamlProblem {
     } else {
         None
     };
-    YamlProblem { code: "yaml-syntax", message: format!("YAML syntax error: {info}"), pos, help }
+    YamlProblem {
+        code: "yaml-syntax",
+        message: format!("YAML syntax error: {info}"),
+        pos,
+        help,
+    }
 }
 
 #[cfg(test)]
@@ -395,7 +464,11 @@ mod tests {
         assert_eq!(d.get("a").unwrap().as_int(), Some(3));
         assert_eq!(d.get("a").unwrap().as_str(), None);
         assert_eq!(d.get("b").unwrap().as_str(), Some("3"));
-        assert_eq!(d.get("c").unwrap().as_str(), Some("yes"), "YAML 1.2: yes is a string");
+        assert_eq!(
+            d.get("c").unwrap().as_str(),
+            Some("yes"),
+            "YAML 1.2: yes is a string"
+        );
         assert_eq!(d.get("d").unwrap().kind(), "a boolean");
         assert!(d.get("e").unwrap().is_null());
         assert_eq!(d.get("f").unwrap().kind(), "a number");

@@ -44,18 +44,25 @@ pub const DEVICE_WAIT: Duration = Duration::from_secs(60);
 
 /// `/dev`, or the test override.
 pub fn dev_root() -> PathBuf {
-    std::env::var_os(DEV_ROOT_ENV).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/dev"))
+    std::env::var_os(DEV_ROOT_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/dev"))
 }
 
 /// The provider's id for the record's disk.
 pub fn disk_id(rec: &Record) -> Option<&str> {
-    rec.extra.get(DISK_ID_KEY).and_then(|v| v.as_str()).or(rec.disk.as_deref())
+    rec.extra
+        .get(DISK_ID_KEY)
+        .and_then(|v| v.as_str())
+        .or(rec.disk.as_deref())
 }
 
 /// Candidate device paths for a cloud record, most specific first.
 pub fn candidates(rec: &Record, root: &Path) -> Vec<PathBuf> {
     let by_id = root.join("disk/by-id");
-    let Some(id) = disk_id(rec) else { return Vec::new() };
+    let Some(id) = disk_id(rec) else {
+        return Vec::new();
+    };
     match rec.provider {
         Some(ProviderKind::Ec2 | ProviderKind::Euca) => {
             let serial = id.replacen('-', "", 1);
@@ -83,24 +90,40 @@ pub fn candidates(rec: &Record, root: &Path) -> Vec<PathBuf> {
 /// Checks that `dev` is the record's disk: NVMe serial for EBS, and size
 /// when the record knows it.
 pub fn check_identity(rec: &Record, dev: &Device) -> Result<(), Failure> {
-    let name = dev.real.file_name().unwrap_or_default().to_string_lossy().into_owned();
-    if matches!(rec.provider, Some(ProviderKind::Ec2 | ProviderKind::Euca)) && name.starts_with("nvme") {
+    let name = dev
+        .real
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    if matches!(rec.provider, Some(ProviderKind::Ec2 | ProviderKind::Euca))
+        && name.starts_with("nvme")
+    {
         let want = disk_id(rec).unwrap_or_default().replacen('-', "", 1);
-        let serial = std::fs::read_to_string(format!("/sys/block/{name}/device/serial")).unwrap_or_default();
+        let serial =
+            std::fs::read_to_string(format!("/sys/block/{name}/device/serial")).unwrap_or_default();
         if serial.trim() != want {
             return Err(Failure::new(
                 "identity-mismatch",
-                format!("{} has NVMe serial `{}`, not `{want}`: not this volume", dev.path.display(), serial.trim()),
+                format!(
+                    "{} has NVMe serial `{}`, not `{want}`: not this volume",
+                    dev.path.display(),
+                    serial.trim()
+                ),
             ));
         }
     }
-    if let Some(size) = rec.extra.get(SIZE_KEY).and_then(|v| v.as_u64()) {
-        if dev.size != size {
-            return Err(Failure::new(
-                "identity-mismatch",
-                format!("{} is {} bytes but the disk is {size}: not this disk", dev.path.display(), dev.size),
-            ));
-        }
+    if let Some(size) = rec.extra.get(SIZE_KEY).and_then(|v| v.as_u64())
+        && dev.size != size
+    {
+        return Err(Failure::new(
+            "identity-mismatch",
+            format!(
+                "{} is {} bytes but the disk is {size}: not this disk",
+                dev.path.display(),
+                dev.size
+            ),
+        ));
     }
     Ok(())
 }
@@ -112,11 +135,16 @@ pub fn find(rec: &Record, timeout: Duration) -> Result<PathBuf, Failure> {
     let root = dev_root();
     let cands = candidates(rec, &root);
     if cands.is_empty() {
-        return Err(Failure::new("no-device", "the record has no `device` and its provider gives no way to find one"));
+        return Err(Failure::new(
+            "no-device",
+            "the record has no `device` and its provider gives no way to find one",
+        ));
     }
-    let found = wait::until(WaitParams::quick(timeout), || match cands.iter().find(|c| c.exists()) {
-        Some(c) => Poll::<PathBuf, ()>::Ready(c.clone()),
-        None => Poll::Pending,
+    let found = wait::until(WaitParams::quick(timeout), || {
+        match cands.iter().find(|c| c.exists()) {
+            Some(c) => Poll::<PathBuf, ()>::Ready(c.clone()),
+            None => Poll::Pending,
+        }
     });
     let path = found.map_err(|_| {
         Failure::new(
@@ -124,7 +152,11 @@ pub fn find(rec: &Record, timeout: Duration) -> Result<PathBuf, Failure> {
             format!(
                 "no device for {} appeared within {timeout:?} (looked for {})",
                 disk_id(rec).unwrap_or("?"),
-                cands.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+                cands
+                    .iter()
+                    .map(|c| c.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         )
     })?;

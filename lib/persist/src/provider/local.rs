@@ -33,7 +33,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && !name.starts_with(['.', '-'])
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -53,7 +55,11 @@ impl Local {
     /// A provider over images in `dir`; `size` is for new images, and when
     /// given, an existing image of another size is an error.
     pub fn new(dir: PathBuf, size: Option<Size>) -> Local {
-        Local { dir, size: size.unwrap_or(DEFAULT_SIZE), size_given: size.is_some() }
+        Local {
+            dir,
+            size: size.unwrap_or(DEFAULT_SIZE),
+            size_given: size.is_some(),
+        }
     }
 
     /// The state directory from the flag, the environment, or the default.
@@ -70,9 +76,20 @@ impl Local {
     }
 
     fn lock(&self) -> Result<Flock<File>, Failure> {
-        let fail = |e: &dyn std::fmt::Display| Failure::new("state-dir", format!("{}: {e}", self.dir.display()));
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).map_err(|e| fail(&e))?;
-        let f = OpenOptions::new().create(true).truncate(false).write(true).open(self.dir.join(".lock")).map_err(|e| fail(&e))?;
+        let fail = |e: &dyn std::fmt::Display| {
+            Failure::new("state-dir", format!("{}: {e}", self.dir.display()))
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|e| fail(&e))?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join(".lock"))
+            .map_err(|e| fail(&e))?;
         Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| fail(&e))
     }
 
@@ -84,7 +101,8 @@ impl Local {
             0 => Ok(None),
             1 => {
                 let lo = loops.remove(0);
-                loopdev::verify(&lo, image).map_err(|e| Failure::new("identity-mismatch", e.to_string()))?;
+                loopdev::verify(&lo, image)
+                    .map_err(|e| Failure::new("identity-mismatch", e.to_string()))?;
                 Ok(Some(lo))
             }
             _ => Err(Failure::new(
@@ -92,7 +110,11 @@ impl Local {
                 format!(
                     "{} is bound to several loop devices ({}): detach the extra ones with `losetup -d`",
                     image.display(),
-                    loops.iter().map(|l| l.device.display().to_string()).collect::<Vec<_>>().join(", ")
+                    loops
+                        .iter()
+                        .map(|l| l.device.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )),
         }
@@ -105,33 +127,56 @@ impl Local {
                 if self.size_given && meta.len() != self.size.bytes() {
                     return Err(Failure::new(
                         "size-mismatch",
-                        format!("{} exists with size {}, not {}", image.display(), Size(meta.len()), self.size),
+                        format!(
+                            "{} exists with size {}, not {}",
+                            image.display(),
+                            Size(meta.len()),
+                            self.size
+                        ),
                     ));
                 }
-                Ok(Outcome::unchanged(State::Created, format!("image {} exists ({})", image.display(), Size(meta.len()))))
+                Ok(Outcome::unchanged(
+                    State::Created,
+                    format!("image {} exists ({})", image.display(), Size(meta.len())),
+                ))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if cx.check {
-                    return Ok(Outcome::changed(State::Created, format!("would create image {} ({})", image.display(), self.size)));
+                    return Ok(Outcome::changed(
+                        State::Created,
+                        format!("would create image {} ({})", image.display(), self.size),
+                    ));
                 }
                 self.make_image(&image)?;
-                Ok(Outcome::changed(State::Created, format!("created sparse image {} ({})", image.display(), self.size)))
+                Ok(Outcome::changed(
+                    State::Created,
+                    format!("created sparse image {} ({})", image.display(), self.size),
+                ))
             }
-            Err(e) => Err(Failure::new("state-dir", format!("{}: {e}", image.display()))),
+            Err(e) => Err(Failure::new(
+                "state-dir",
+                format!("{}: {e}", image.display()),
+            )),
         }
     }
 
     /// Creates the image under a temporary name, then renames it into place.
     fn make_image(&self, image: &Path) -> Result<(), Failure> {
         let _lock = self.lock()?;
-        let fail = |e: &dyn std::fmt::Display| Failure::new("create-failed", format!("{}: {e}", image.display()));
+        let fail = |e: &dyn std::fmt::Display| {
+            Failure::new("create-failed", format!("{}: {e}", image.display()))
+        };
         let mut tmp_name = std::ffi::OsString::from(".");
         tmp_name.push(image.file_name().unwrap_or_default());
         tmp_name.push(format!(".{}.tmp", std::process::id()));
         let tmp = image.with_file_name(tmp_name);
         remove_stale_temporaries(image);
         let made = (|| {
-            let f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+            let f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.set_len(self.size.bytes())?;
             f.sync_all()?;
             std::fs::rename(&tmp, image)?;
@@ -147,49 +192,88 @@ impl Local {
         let image = self.image(rec)?;
         if !image.exists() {
             if cx.check && rec.is_check() {
-                return Ok(Outcome::changed(State::Attached, format!("would attach {} once created", image.display())));
+                return Ok(Outcome::changed(
+                    State::Attached,
+                    format!("would attach {} once created", image.display()),
+                ));
             }
-            return Err(Failure::new("no-such-disk", format!("{} does not exist: run disk-create first", image.display())));
+            return Err(Failure::new(
+                "no-such-disk",
+                format!("{} does not exist: run disk-create first", image.display()),
+            ));
         }
         let _lock = self.lock()?;
         if let Some(lo) = self.bound(&image)? {
             rec.device = Some(lo.device.display().to_string());
-            return Ok(Outcome::unchanged(State::Attached, format!("{} is attached as {}", image.display(), lo.device.display())));
+            return Ok(Outcome::unchanged(
+                State::Attached,
+                format!("{} is attached as {}", image.display(), lo.device.display()),
+            ));
         }
         if cx.check {
-            return Ok(Outcome::changed(State::Attached, format!("would attach {} to a free loop device", image.display())));
+            return Ok(Outcome::changed(
+                State::Attached,
+                format!("would attach {} to a free loop device", image.display()),
+            ));
         }
-        let lo = loopdev::attach(&image).map_err(|e| Failure::new("attach-failed", e.to_string()))?;
+        let lo =
+            loopdev::attach(&image).map_err(|e| Failure::new("attach-failed", e.to_string()))?;
         rec.device = Some(lo.device.display().to_string());
-        Ok(Outcome::changed(State::Attached, format!("attached {} as {}", image.display(), lo.device.display())))
+        Ok(Outcome::changed(
+            State::Attached,
+            format!("attached {} as {}", image.display(), lo.device.display()),
+        ))
     }
 
     fn detach_one(&self, rec: &mut Record, cx: Ctx) -> StepResult {
         let image = self.image(rec)?;
         if !image.exists() {
-            return Ok(Outcome::unchanged(State::Detached, format!("{} does not exist: nothing attached", image.display())));
+            return Ok(Outcome::unchanged(
+                State::Detached,
+                format!("{} does not exist: nothing attached", image.display()),
+            ));
         }
         let _lock = self.lock()?;
         let Some(lo) = self.bound(&image)? else {
-            return Ok(Outcome::unchanged(State::Detached, format!("{} is not attached", image.display())));
+            return Ok(Outcome::unchanged(
+                State::Detached,
+                format!("{} is not attached", image.display()),
+            ));
         };
         refuse_if_in_use(&lo.device)?;
         if cx.check {
-            return Ok(Outcome::changed(State::Detached, format!("would detach {} from {}", image.display(), lo.device.display())));
+            return Ok(Outcome::changed(
+                State::Detached,
+                format!(
+                    "would detach {} from {}",
+                    image.display(),
+                    lo.device.display()
+                ),
+            ));
         }
         loopdev::detach(&lo).map_err(|e| Failure::new("detach-failed", e.to_string()))?;
-        Ok(Outcome::changed(State::Detached, format!("detached {} from {}", image.display(), lo.device.display())))
+        Ok(Outcome::changed(
+            State::Detached,
+            format!("detached {} from {}", image.display(), lo.device.display()),
+        ))
     }
 }
 
 /// Removes `.<name>.img.<pid>.tmp` files left by creates that were killed.
 fn remove_stale_temporaries(image: &Path) {
-    let (Some(dir), Some(name)) = (image.parent(), image.file_name()) else { return };
+    let (Some(dir), Some(name)) = (image.parent(), image.file_name()) else {
+        return;
+    };
     let prefix = format!(".{}.", name.to_string_lossy());
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
-        let pid = n.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".tmp")).and_then(|p| p.parse::<u32>().ok());
+        let pid = n
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".tmp"))
+            .and_then(|p| p.parse::<u32>().ok());
         if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
             let _ = std::fs::remove_file(e.path());
         }
@@ -210,14 +294,22 @@ impl Provider for Local {
             .iter()
             .map(|r| {
                 let image = self.image(r)?;
-                let meta = std::fs::metadata(&image)
-                    .map_err(|_| Failure::new("no-such-disk", format!("{} does not exist", image.display())))?;
-                let loops = loopdev::bound_to(&image).map_err(|e| Failure::new("loop-failed", e.to_string()))?;
+                let meta = std::fs::metadata(&image).map_err(|_| {
+                    Failure::new(
+                        "no-such-disk",
+                        format!("{} does not exist", image.display()),
+                    )
+                })?;
+                let loops = loopdev::bound_to(&image)
+                    .map_err(|e| Failure::new("loop-failed", e.to_string()))?;
                 Ok(DiskStatus {
                     id: image.display().to_string(),
                     zone: None,
                     size: Some(meta.len()),
-                    attached_to: loops.iter().map(|l| l.device.display().to_string()).collect(),
+                    attached_to: loops
+                        .iter()
+                        .map(|l| l.device.display().to_string())
+                        .collect(),
                 })
             })
             .collect()
@@ -233,8 +325,11 @@ impl Provider for Local {
 
     fn discover(&mut self, record: &Record) -> Result<PathBuf, Failure> {
         let image = self.image(record)?;
-        self.bound(&image)?
-            .map(|l| l.device)
-            .ok_or_else(|| Failure::new("not-attached", format!("{} is not attached", image.display())))
+        self.bound(&image)?.map(|l| l.device).ok_or_else(|| {
+            Failure::new(
+                "not-attached",
+                format!("{} is not attached", image.display()),
+            )
+        })
     }
 }

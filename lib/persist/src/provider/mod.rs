@@ -63,7 +63,10 @@ pub trait Provider {
 
 /// The record's `disk`, or a failure saying it is missing.
 pub fn disk_of(rec: &Record) -> Result<&str, Failure> {
-    rec.disk.as_deref().filter(|d| !d.is_empty()).ok_or_else(|| Failure::new("no-disk", "the record names no `disk`"))
+    rec.disk
+        .as_deref()
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| Failure::new("no-disk", "the record names no `disk`"))
 }
 
 /// Refuses when `device`, a partition of it, or something stacked on it is
@@ -77,29 +80,40 @@ pub fn refuse_if_in_use(device: &Path) -> Result<(), Failure> {
     let table = mount::Table::read().map_err(|e| Failure::new("mount-table", e.to_string()))?;
     let mut numbers = vec![(dev.major, dev.minor)];
     for child in dev.children() {
-        if let Ok(s) = std::fs::read_to_string(format!("/sys/class/block/{child}/dev")) {
-            if let Some((a, b)) = s.trim().split_once(':') {
-                if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
-                    numbers.push((a, b));
-                }
-            }
+        if let Ok(s) = std::fs::read_to_string(format!("/sys/class/block/{child}/dev"))
+            && let Some((a, b)) = s.trim().split_once(':')
+            && let (Ok(a), Ok(b)) = (a.parse(), b.parse())
+        {
+            numbers.push((a, b));
         }
     }
     for (major, minor) in numbers {
         if let Some(m) = table.by_device(major, minor).first() {
             return Err(Failure::new(
                 "mounted",
-                format!("{} is mounted on {}: run disk-unmount first; not detaching a mounted disk", device.display(), m.target.display()),
+                format!(
+                    "{} is mounted on {}: run disk-unmount first; not detaching a mounted disk",
+                    device.display(),
+                    m.target.display()
+                ),
             ));
         }
     }
     let holders: Vec<String> = std::fs::read_dir(dev.sysfs().join("holders"))
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     if !holders.is_empty() {
         return Err(Failure::new(
             "in-use",
-            format!("{} is in use by {}: not detaching it", device.display(), holders.join(", ")),
+            format!(
+                "{} is in use by {}: not detaching it",
+                device.display(),
+                holders.join(", ")
+            ),
         ));
     }
     Ok(())
@@ -128,7 +142,9 @@ impl std::str::FromStr for Size {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size (like 10G, 512M, 1T)"))?;
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a size (like 10G, 512M, 1T)"))?;
         let shift = match unit.trim().to_ascii_uppercase().as_str() {
             "B" => 0,
             "K" | "KB" | "KIB" => 10,
@@ -137,7 +153,9 @@ impl std::str::FromStr for Size {
             "T" | "TB" | "TIB" => 40,
             _ => return Err(format!("`{s}`: unknown unit (use K, M, G or T)")),
         };
-        let bytes = n.checked_mul(1 << shift).ok_or_else(|| format!("`{s}` is too large"))?;
+        let bytes = n
+            .checked_mul(1 << shift)
+            .ok_or_else(|| format!("`{s}` is too large"))?;
         if bytes == 0 {
             return Err("a disk cannot be empty".into());
         }

@@ -17,7 +17,10 @@ pub struct Static;
 fn device_of(rec: &Record) -> Result<Device, Failure> {
     let path = disk_of(rec)?;
     if !path.starts_with("/dev/") {
-        return Err(Failure::new("bad-disk-name", format!("`{path}`: a static disk is a device path under /dev")));
+        return Err(Failure::new(
+            "bad-disk-name",
+            format!("`{path}`: a static disk is a device path under /dev"),
+        ));
     }
     Device::open(Path::new(path)).map_err(|e| Failure::new("no-such-disk", e.to_string()))
 }
@@ -32,7 +35,10 @@ impl Provider for Static {
             .iter_mut()
             .map(|r| {
                 let d = device_of(r)?;
-                Ok(Outcome::unchanged(State::Created, format!("{} exists ({} MiB)", d.path.display(), d.size >> 20)))
+                Ok(Outcome::unchanged(
+                    State::Created,
+                    format!("{} exists ({} MiB)", d.path.display(), d.size >> 20),
+                ))
             })
             .collect()
     }
@@ -43,7 +49,12 @@ impl Provider for Static {
             .map(|r| {
                 let d = device_of(r)?;
                 let id = d.path.display().to_string();
-                Ok(DiskStatus { attached_to: vec![id.clone()], id, zone: None, size: Some(d.size) })
+                Ok(DiskStatus {
+                    attached_to: vec![id.clone()],
+                    id,
+                    zone: None,
+                    size: Some(d.size),
+                })
             })
             .collect()
     }
@@ -54,7 +65,10 @@ impl Provider for Static {
             .map(|r| {
                 let d = device_of(r)?;
                 r.device = Some(d.path.display().to_string());
-                Ok(Outcome::unchanged(State::Attached, format!("{} is present", d.path.display())))
+                Ok(Outcome::unchanged(
+                    State::Attached,
+                    format!("{} is present", d.path.display()),
+                ))
             })
             .collect()
     }
@@ -65,7 +79,10 @@ impl Provider for Static {
             .map(|r| {
                 let path = disk_of(r)?;
                 refuse_if_in_use(Path::new(path))?;
-                Ok(Outcome::unchanged(State::Detached, format!("{path} is a static disk: nothing to detach")))
+                Ok(Outcome::unchanged(
+                    State::Detached,
+                    format!("{path} is a static disk: nothing to detach"),
+                ))
             })
             .collect()
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::blockdev::{self, Device};
-use crate::filesystem::{self, Fsck, FsType};
+use crate::filesystem::{self, FsType, Fsck};
 use crate::fstab::{self, Fstab};
 use crate::mount::{self, TempMount};
 use crate::provider::discover::{self, DEVICE_WAIT};
@@ -52,7 +52,8 @@ pub fn resolve_mountpoint(rec: &mut Record, flag: Option<&str>) -> Result<PathBu
     if rec.mountpoint.is_none() {
         rec.mountpoint = flag.map(str::to_string);
     }
-    let mp = mount::check_mountpoint(rec.mountpoint()).map_err(|e| Failure::new("bad-mountpoint", e.to_string()))?;
+    let mp = mount::check_mountpoint(rec.mountpoint())
+        .map_err(|e| Failure::new("bad-mountpoint", e.to_string()))?;
     rec.mountpoint = Some(mp.display().to_string());
     Ok(mp)
 }
@@ -78,28 +79,46 @@ impl Mount {
         }
         let Some(device) = rec.device.clone() else {
             if pending {
-                return Ok(Outcome::changed(State::Mounted, format!("would mount the new filesystem on {}", mp.display())));
+                return Ok(Outcome::changed(
+                    State::Mounted,
+                    format!("would mount the new filesystem on {}", mp.display()),
+                ));
             }
-            return Err(Failure::new("no-device", "the record has no `device`: run disk-attach first, or pass --device"));
+            return Err(Failure::new(
+                "no-device",
+                "the record has no `device`: run disk-attach first, or pass --device",
+            ));
         };
         let dev = match open_device(&device) {
             Err(_) if pending => {
-                return Ok(Outcome::changed(State::Mounted, format!("would mount {device} on {} once it exists", mp.display())));
+                return Ok(Outcome::changed(
+                    State::Mounted,
+                    format!("would mount {device} on {} once it exists", mp.display()),
+                ));
             }
             r => r?,
         };
-        let probe = blockdev::probe(&dev.path).map_err(|e| Failure::new("probe-failed", e.to_string()))?;
+        let probe =
+            blockdev::probe(&dev.path).map_err(|e| Failure::new("probe-failed", e.to_string()))?;
         let Some(probe) = probe.filter(|p| p.usage() == Some("filesystem")) else {
             if pending {
-                return Ok(Outcome::changed(State::Mounted, format!("would mount {device} on {} once formatted", mp.display())));
+                return Ok(Outcome::changed(
+                    State::Mounted,
+                    format!("would mount {device} on {} once formatted", mp.display()),
+                ));
             }
-            return Err(Failure::new("no-filesystem", format!("{device} holds no filesystem: run disk-ensure-fs first")));
+            return Err(Failure::new(
+                "no-filesystem",
+                format!("{device} holds no filesystem: run disk-ensure-fs first"),
+            ));
         };
         let fstype = probe.fstype().unwrap_or_default().to_string();
         let uuid = probe.uuid().unwrap_or_default().to_string();
         // Identity: the device must hold the filesystem the record names.
         if let Some(fs) = &rec.fs {
-            if fs.uuid.as_deref().is_some_and(|u| u != uuid) || (!fs.fstype.is_empty() && fs.fstype != fstype) {
+            if fs.uuid.as_deref().is_some_and(|u| u != uuid)
+                || (!fs.fstype.is_empty() && fs.fstype != fstype)
+            {
                 return Err(Failure::new(
                     "identity-mismatch",
                     format!(
@@ -121,20 +140,28 @@ impl Mount {
         mount::reap_stale_temp_mounts(dev.major, dev.minor);
         let table = mount::Table::read().map_err(|e| Failure::new("mount-table", e.to_string()))?;
         let here = table.at(&mp).cloned();
-        let ours_here = here.as_ref().is_some_and(|e| (e.major, e.minor) == (dev.major, dev.minor));
+        let ours_here = here
+            .as_ref()
+            .is_some_and(|e| (e.major, e.minor) == (dev.major, dev.minor));
         if let (Some(e), false) = (&here, ours_here) {
             return Err(Failure::new(
                 "mountpoint-busy",
-                format!("{} already has {} ({}) mounted on it", mp.display(), e.source, e.fstype),
+                format!(
+                    "{} already has {} ({}) mounted on it",
+                    mp.display(),
+                    e.source,
+                    e.fstype
+                ),
             ));
         }
-        if !ours_here {
-            if let Some(e) = table.by_device(dev.major, dev.minor).first() {
-                return Err(Failure::new(
-                    "mounted-elsewhere",
-                    format!("{device} is already mounted on {}; unmount it there first", e.target.display()),
-                ));
-            }
+        if !ours_here && let Some(e) = table.by_device(dev.major, dev.minor).first() {
+            return Err(Failure::new(
+                "mounted-elsewhere",
+                format!(
+                    "{device} is already mounted on {}; unmount it there first",
+                    e.target.display()
+                ),
+            ));
         }
 
         // The fstab entry we want, and the text with it.
@@ -142,7 +169,13 @@ impl Mount {
             None => None,
             Some(path) => {
                 let tab = Fstab::load(path).map_err(|e| Failure::new("fstab", e.to_string()))?;
-                let entry = fstab::Entry::ours(&uuid, &mp.display().to_string(), &fstype, &self.options.options, self.options.device_timeout);
+                let entry = fstab::Entry::ours(
+                    &uuid,
+                    &mp.display().to_string(),
+                    &fstype,
+                    &self.options.options,
+                    self.options.device_timeout,
+                );
                 tab.with_entry(&entry)
                     .map_err(|e| Failure::new("fstab-conflict", e.to_string()))?
                     .map(|new| (tab, new))
@@ -155,14 +188,23 @@ impl Mount {
         });
 
         if ours_here {
-            let mut outcome = Outcome::unchanged(State::Mounted, format!("{device} is already mounted on {}", mp.display()));
+            let mut outcome = Outcome::unchanged(
+                State::Mounted,
+                format!("{device} is already mounted on {}", mp.display()),
+            );
             if let Some((tab, new)) = &fstab_change {
                 if !cx.check {
-                    tab.replace(new).map_err(|e| Failure::new("fstab", e.to_string()))?;
+                    tab.replace(new)
+                        .map_err(|e| Failure::new("fstab", e.to_string()))?;
                 }
                 outcome = Outcome::changed(
                     State::Mounted,
-                    format!("{device} is already mounted on {}; {} its entry in {}", mp.display(), if cx.check { "would add" } else { "added" }, tab.path.display()),
+                    format!(
+                        "{device} is already mounted on {}; {} its entry in {}",
+                        mp.display(),
+                        if cx.check { "would add" } else { "added" },
+                        tab.path.display()
+                    ),
                 );
             }
             outcome.diff = diff;
@@ -170,28 +212,47 @@ impl Mount {
         }
 
         if cx.check {
-            let mut what = vec![format!("would mount {device} ({fstype} UUID={uuid}) on {}", mp.display())];
+            let mut what = vec![format!(
+                "would mount {device} ({fstype} UUID={uuid}) on {}",
+                mp.display()
+            )];
             if let Some((tab, _)) = &fstab_change {
                 what.push(format!("add it to {}", tab.path.display()));
             }
             if self.options.seed && dir_has_entries(&mp) {
-                what.push(format!("copy what {} holds onto it if it is empty", mp.display()));
+                what.push(format!(
+                    "copy what {} holds onto it if it is empty",
+                    mp.display()
+                ));
             }
             let mut o = Outcome::changed(State::Mounted, what.join(", "));
             o.diff = diff;
             return Ok(o);
         }
 
-        std::fs::create_dir_all(&mp).map_err(|e| Failure::new("bad-mountpoint", format!("creating {}: {e}", mp.display())))?;
+        std::fs::create_dir_all(&mp).map_err(|e| {
+            Failure::new("bad-mountpoint", format!("creating {}: {e}", mp.display()))
+        })?;
         if let Some((tab, new)) = &fstab_change {
-            tab.replace(new).map_err(|e| Failure::new("fstab", e.to_string()))?;
+            tab.replace(new)
+                .map_err(|e| Failure::new("fstab", e.to_string()))?;
         }
         // From here on, any failure puts the fstab back as it was.
         let rollback = |f: Failure| -> Failure {
             match &fstab_change {
                 Some((tab, _)) => match tab.restore() {
-                    Ok(()) => Failure { message: format!("{} ({} restored)", f.message, tab.path.display()), ..f },
-                    Err(e) => Failure { message: format!("{}; restoring {} also failed: {e}", f.message, tab.path.display()), ..f },
+                    Ok(()) => Failure {
+                        message: format!("{} ({} restored)", f.message, tab.path.display()),
+                        ..f
+                    },
+                    Err(e) => Failure {
+                        message: format!(
+                            "{}; restoring {} also failed: {e}",
+                            f.message,
+                            tab.path.display()
+                        ),
+                        ..f
+                    },
                 },
                 None => f,
             }
@@ -205,7 +266,9 @@ impl Mount {
                 Ok(Fsck::Uncorrected { code, output }) => {
                     return Err(rollback(Failure::new(
                         "fsck-failed",
-                        format!("fsck.ext4 -a {device} left errors uncorrected (exit {code}), not mounting: {output}"),
+                        format!(
+                            "fsck.ext4 -a {device} left errors uncorrected (exit {code}), not mounting: {output}"
+                        ),
                     )));
                 }
                 Err(e) => return Err(rollback(Failure::new("fsck-failed", e.to_string()))),
@@ -213,7 +276,9 @@ impl Mount {
         }
         if self.options.seed && dir_has_entries(&mp) {
             match seed(&dev, &fstype, &mp) {
-                Ok(Some(n)) => notes.push(format!("seeded it with {n} entries from {}", mp.display())),
+                Ok(Some(n)) => {
+                    notes.push(format!("seeded it with {n} entries from {}", mp.display()))
+                }
                 Ok(None) => {}
                 Err(f) => return Err(rollback(f)),
             }
@@ -222,10 +287,22 @@ impl Mount {
             return Err(rollback(Failure::new("mount-failed", e.to_string())));
         }
         let now = mount::Table::read().map_err(|e| Failure::new("mount-table", e.to_string()))?;
-        if !now.at(&mp).is_some_and(|e| (e.major, e.minor) == (dev.major, dev.minor)) {
-            return Err(Failure::new("mount-failed", format!("mount reported success but {} does not show {device}", mp.display())));
+        if now
+            .at(&mp)
+            .is_none_or(|e| (e.major, e.minor) != (dev.major, dev.minor))
+        {
+            return Err(Failure::new(
+                "mount-failed",
+                format!(
+                    "mount reported success but {} does not show {device}",
+                    mp.display()
+                ),
+            ));
         }
-        let mut message = format!("mounted {device} ({fstype} UUID={uuid}) on {}", mp.display());
+        let mut message = format!(
+            "mounted {device} ({fstype} UUID={uuid}) on {}",
+            mp.display()
+        );
         if let Some((tab, _)) = &fstab_change {
             message.push_str(&format!(", entry added to {}", tab.path.display()));
         }
@@ -240,14 +317,18 @@ impl Mount {
 }
 
 fn dir_has_entries(dir: &Path) -> bool {
-    std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false)
+    std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
 }
 
 /// Copies the mountpoint's files onto the filesystem, if it is empty (only
 /// `lost+found`) or an earlier copy was interrupted. Returns how many
 /// entries were copied, or `None` when the filesystem already holds data.
 fn seed(dev: &Device, fstype: &str, mp: &Path) -> Result<Option<usize>, Failure> {
-    let fail = |e: &dyn std::fmt::Display| Failure::new("seed-failed", format!("seeding from {}: {e}", mp.display()));
+    let fail = |e: &dyn std::fmt::Display| {
+        Failure::new("seed-failed", format!("seeding from {}: {e}", mp.display()))
+    };
     let tmp = TempMount::new(&dev.path, dev.major, dev.minor, fstype).map_err(|e| fail(&e))?;
     let root = tmp.path().to_path_buf();
     let names: Vec<String> = std::fs::read_dir(&root)
@@ -263,9 +344,16 @@ fn seed(dev: &Device, fstype: &str, mp: &Path) -> Result<Option<usize>, Failure>
     }
     if interrupted {
         // Our own half-finished copy onto a disk that was empty: start over.
-        for n in names.iter().filter(|n| *n != "lost+found" && *n != SEED_MARKER) {
+        for n in names
+            .iter()
+            .filter(|n| *n != "lost+found" && *n != SEED_MARKER)
+        {
             let p = root.join(n);
-            let r = if p.is_dir() && !p.is_symlink() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+            let r = if p.is_dir() && !p.is_symlink() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
             r.map_err(|e| fail(&e))?;
         }
     }

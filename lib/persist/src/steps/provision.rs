@@ -39,7 +39,8 @@ pub struct ProviderStep {
 
 impl Step for ProviderStep {
     fn run(&mut self, records: &mut [Record], cx: Ctx) -> Vec<(StepResult, Duration)> {
-        let mut results: Vec<Option<(StepResult, Duration)>> = (0..records.len()).map(|_| None).collect();
+        let mut results: Vec<Option<(StepResult, Duration)>> =
+            (0..records.len()).map(|_| None).collect();
         let mut groups: Vec<(ProviderKind, Vec<usize>)> = Vec::new();
         for (i, r) in records.iter_mut().enumerate() {
             if r.provider.is_none() {
@@ -52,7 +53,10 @@ impl Step for ProviderStep {
                 },
                 None => {
                     results[i] = Some((
-                        Err(Failure::new("no-provider", "the record names no `provider`: pass --provider")),
+                        Err(Failure::new(
+                            "no-provider",
+                            "the record names no `provider`: pass --provider",
+                        )),
                         Duration::ZERO,
                     ))
                 }
@@ -60,7 +64,10 @@ impl Step for ProviderStep {
         }
         for (kind, idx) in groups {
             let started = Instant::now();
-            let mut batch: Vec<Record> = idx.iter().map(|&i| std::mem::take(&mut records[i])).collect();
+            let mut batch: Vec<Record> = idx
+                .iter()
+                .map(|&i| std::mem::take(&mut records[i]))
+                .collect();
             let outcomes: Vec<StepResult> = match (self.open)(kind) {
                 Err(f) => batch.iter().map(|_| Err(f.clone())).collect(),
                 Ok(mut p) => match self.op {
@@ -77,7 +84,17 @@ impl Step for ProviderStep {
         }
         results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| (Err(Failure::new("internal", "provider returned too few results")), Duration::ZERO)))
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    (
+                        Err(Failure::new(
+                            "internal",
+                            "provider returned too few results",
+                        )),
+                        Duration::ZERO,
+                    )
+                })
+            })
             .collect()
     }
 }

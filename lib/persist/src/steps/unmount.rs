@@ -43,26 +43,37 @@ impl Unmount {
         let mut changed = false;
         if let Some(entry) = table.at(&mp) {
             // Unmount only what is ours: the record's device, when it names one.
-            if let Some(device) = &rec.device {
-                if let Ok(dev) = open_device(device) {
-                    if (dev.major, dev.minor) != (entry.major, entry.minor) {
-                        return Err(Failure::new(
-                            "mountpoint-other-device",
-                            format!("{} has {} mounted, not {device}: leaving it alone", mp.display(), entry.source),
-                        ));
-                    }
-                }
+            if let Some(device) = &rec.device
+                && let Ok(dev) = open_device(device)
+                && (dev.major, dev.minor) != (entry.major, entry.minor)
+            {
+                return Err(Failure::new(
+                    "mountpoint-other-device",
+                    format!(
+                        "{} has {} mounted, not {device}: leaving it alone",
+                        mp.display(),
+                        entry.source
+                    ),
+                ));
             }
             changed = true;
             if cx.check {
-                done.push(format!("would unmount {} from {}", entry.source, mp.display()));
+                done.push(format!(
+                    "would unmount {} from {}",
+                    entry.source,
+                    mp.display()
+                ));
             } else {
-                mount::unmount(&mp, entry.major, entry.minor, self.options.lazy).map_err(|e| match e {
-                    UnmountError::Busy { .. } => Failure::new(
-                        "busy",
-                        format!("{e}; stop them and rerun (or pass --lazy to detach it anyway)"),
-                    ),
-                    other => Failure::new("unmount-failed", other.to_string()),
+                mount::unmount(&mp, entry.major, entry.minor, self.options.lazy).map_err(|e| {
+                    match e {
+                        UnmountError::Busy { .. } => Failure::new(
+                            "busy",
+                            format!(
+                                "{e}; stop them and rerun (or pass --lazy to detach it anyway)"
+                            ),
+                        ),
+                        other => Failure::new("unmount-failed", other.to_string()),
+                    }
                 })?;
                 done.push(format!("unmounted {} from {}", entry.source, mp.display()));
             }
@@ -75,12 +86,26 @@ impl Unmount {
             if let Some(new) = tab.without_entry(&mp.display().to_string()) {
                 changed = true;
                 if !cx.check {
-                    tab.replace(&new).map_err(|e| Failure::new("fstab", e.to_string()))?;
+                    tab.replace(&new)
+                        .map_err(|e| Failure::new("fstab", e.to_string()))?;
                 }
-                done.push(format!("{} its entry from {}", if cx.check { "would remove" } else { "removed" }, path.display()));
-                diff = Some(Diff { path: path.display().to_string(), before: tab.text.clone(), after: new });
+                done.push(format!(
+                    "{} its entry from {}",
+                    if cx.check { "would remove" } else { "removed" },
+                    path.display()
+                ));
+                diff = Some(Diff {
+                    path: path.display().to_string(),
+                    before: tab.text.clone(),
+                    after: new,
+                });
             }
         }
-        Ok(Outcome { state: State::Unmounted, changed, message: done.join(", "), diff })
+        Ok(Outcome {
+            state: State::Unmounted,
+            changed,
+            message: done.join(", "),
+            diff,
+        })
     }
 }

@@ -1,0 +1,166 @@
+//! What every tool promises on its command line: --help with an example
+//! pipeline, --version, records in and out, and the documented schema.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+const TOOLS: [&str; 7] = [
+    "appscalefile-lint",
+    "disk-create",
+    "disk-attach",
+    "disk-ensure-fs",
+    "disk-mount",
+    "disk-unmount",
+    "disk-detach",
+];
+
+#[test]
+fn every_tool_has_help_with_an_example_pipeline() {
+    for t in TOOLS {
+        let r = run(t, &["--help"], "").expect(0);
+        assert!(r.stdout.contains("Examples:"), "{t}: {}", r.stdout);
+        let examples = r.stdout.split("Examples:").nth(1).unwrap();
+        assert!(
+            examples.contains(" | "),
+            "{t}: an example pipeline: {examples}"
+        );
+        assert!(
+            examples.lines().any(|l| l.trim_start().starts_with(t)),
+            "{t}: an example of the tool alone"
+        );
+        if t != "appscalefile-lint" {
+            assert!(r.stdout.contains("--check"), "{t}: --check");
+        }
+        let v = run(t, &["--version"], "").expect(0);
+        assert!(v.stdout.starts_with(&format!("{t} ")), "{t}: {}", v.stdout);
+    }
+}
+
+#[test]
+fn bad_usage_exits_2_and_says_why() {
+    for t in TOOLS {
+        let r = run(t, &["--no-such-flag"], "").expect(2);
+        assert!(r.stderr.contains("--no-such-flag"), "{t}: {}", r.stderr);
+        assert!(r.stdout.is_empty());
+    }
+    let r = run("disk-create", &["--provider", "azure", "--disk", "x"], "").expect(2);
+    assert!(
+        r.stderr.contains("one of ec2, euca, gce, local, static"),
+        "{}",
+        r.stderr
+    );
+    let r = run(
+        "disk-create",
+        &["--provider", "local", "--disk", "x", "--size", "ten"],
+        "",
+    )
+    .expect(2);
+    assert!(r.stderr.contains("not a size"), "{}", r.stderr);
+}
+
+#[test]
+fn empty_input_is_no_work_not_a_hang() {
+    for t in &TOOLS[1..] {
+        let r = run(t, &[], "").expect(0);
+        assert!(r.stdout.is_empty(), "{t}");
+    }
+}
+
+#[test]
+fn a_malformed_line_is_named_and_nothing_is_done() {
+    let t = TempDir::new("cli-malformed");
+    let state = t.s("disks");
+    let input = "{\"v\":1,\"provider\":\"local\",\"disk\":\"a\"}\nnot json\n";
+    let r = run("disk-create", &["--state-dir", &state], input).expect(2);
+    assert!(
+        r.stderr.contains("stdin line 2: not valid JSON"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !t.join("disks/a.img").exists(),
+        "the valid record before it was not acted on"
+    );
+}
+
+#[test]
+fn unknown_keys_ride_through_the_tools() {
+    let t = TempDir::new("cli-extra");
+    let state = t.s("disks");
+    let input = "{\"v\":1,\"provider\":\"local\",\"disk\":\"a\",\"ticket\":{\"id\":42},\"owner\":\"ops\"}\n";
+    let r = run(
+        "disk-create",
+        &["--state-dir", &state, "--size", "1M", "--check"],
+        input,
+    )
+    .expect(0);
+    let rec = r.record();
+    assert_eq!(rec["ticket"]["id"], 42);
+    assert_eq!(rec["owner"], "ops");
+    assert_eq!(rec["steps"][0]["tool"], "disk-create");
+}
+
+#[test]
+fn the_schema_documents_every_key_the_tools_write() {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("docs/record.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let props: Vec<String> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let record = appscale_persist::record::Record::default();
+    let mut known: Vec<String> = serde_json::to_value(&record)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    // Optional keys are skipped when empty; name them from the struct.
+    known.extend(
+        [
+            "node",
+            "provider",
+            "zone",
+            "disk",
+            "instance",
+            "device",
+            "fs",
+            "mountpoint",
+            "state",
+            "changed",
+            "error",
+        ]
+        .map(String::from),
+    );
+    known.extend(
+        [
+            "steps",
+            "check",
+            "refused",
+            "roles",
+            "disk_id",
+            "size_bytes",
+            "attached_as",
+        ]
+        .map(String::from),
+    );
+    known.sort();
+    known.dedup();
+    let mut props_sorted = props.clone();
+    props_sorted.sort();
+    assert_eq!(props_sorted, known);
+    let doc = std::fs::read_to_string(repo().join("docs/protocol.md")).unwrap();
+    for k in &known {
+        assert!(
+            doc.contains(&format!("`{k}`")),
+            "docs/protocol.md mentions `{k}`"
+        );
+    }
+}
