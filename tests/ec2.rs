@@ -567,48 +567,18 @@ fn up_and_down_on_an_ec2_appscalefile() {
     let root = t.s("dev");
     let mut env = aws_env();
     env.push(("APPSCALE_PERSIST_DEV_ROOT", root.as_str()));
-    env.push((
-        "APPSCALE_PERSIST_BIN",
-        Box::leak(bin_dir().display().to_string().into_boxed_str()),
-    ));
     let imds_url = imds.url();
     let provider = [
-        "--",
         "--endpoint-url",
         url.as_str(),
         "--self",
         "--metadata-endpoint",
         imds_url.as_str(),
     ];
-    let mnt = t.s("mnt/{node}");
-    let fstab = t.s("fstab");
-    let up = |extra: &[&str]| {
-        let mut a = vec![
-            "--mountpoint",
-            mnt.as_str(),
-            "--fstab",
-            fstab.as_str(),
-            file.to_str().unwrap(),
-        ];
-        a.extend_from_slice(extra);
-        run_env(repo().join("scripts/up").to_str().unwrap(), &a, "", &env)
-    };
-    let down = || {
-        let a = [
-            "--mountpoint",
-            mnt.as_str(),
-            file.to_str().unwrap(),
-            "--",
-            "--endpoint-url",
-            url.as_str(),
-            "--self",
-            "--metadata-endpoint",
-            imds_url.as_str(),
-        ];
-        run_env(repo().join("scripts/down").to_str().unwrap(), &a, "", &env)
-    };
+    let up = || flow("up", &t, &file, &provider, &env);
+    let down = || flow("down", &t, &file, &provider, &env);
 
-    let r = up(&provider).expect(0).record();
+    let r = up().expect(0).record();
     assert_eq!(r["state"], "mounted");
     assert_eq!(
         r["instance"],
@@ -653,14 +623,14 @@ fn up_and_down_on_an_ec2_appscalefile() {
     assert_eq!(moto.ec2_admin(&["volume", &vol])["state"], "available");
     assert!(!Path::new(&data).exists());
 
-    let r = up(&provider).expect(0).record();
+    let r = up().expect(0).record();
     assert_eq!(r["state"], "mounted");
     assert_eq!(
         std::fs::read_to_string(&data).unwrap(),
         "rows",
         "the data survived down and up"
     );
-    let again = up(&provider).expect(0).record();
+    let again = up().expect(0).record();
     assert!(
         again["steps"]
             .as_array()

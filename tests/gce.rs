@@ -367,37 +367,25 @@ fn up_and_down_on_the_seed_gce_appscalefile() {
 
     let mut env = g.env();
     env.push(("APPSCALE_PERSIST_DEV_ROOT".into(), t.s("dev")));
-    env.push((
-        "APPSCALE_PERSIST_BIN".into(),
-        bin_dir().display().to_string(),
-    ));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let url = g.url();
-    let mnt = t.s("mnt/{node}");
-    let fstab = t.s("fstab");
-    let provider = ["--", "--endpoint", url.as_str(), "--self", "--size", "1G"];
     let up = || {
-        let mut a = vec![
-            "--mountpoint",
-            mnt.as_str(),
-            "--fstab",
-            fstab.as_str(),
-            file.to_str().unwrap(),
-        ];
-        a.extend_from_slice(&provider);
-        run_env(repo().join("scripts/up").to_str().unwrap(), &a, "", &env)
+        flow(
+            "up",
+            &t,
+            &file,
+            &["--endpoint", url.as_str(), "--self", "--size", "1G"],
+            &env,
+        )
     };
     let down = || {
-        let a = [
-            "--mountpoint",
-            mnt.as_str(),
-            file.to_str().unwrap(),
-            "--",
-            "--endpoint",
-            url.as_str(),
-            "--self",
-        ];
-        run_env(repo().join("scripts/down").to_str().unwrap(), &a, "", &env)
+        flow(
+            "down",
+            &t,
+            &file,
+            &["--endpoint", url.as_str(), "--self"],
+            &env,
+        )
     };
 
     let r = up().expect(0).record();

@@ -14,6 +14,13 @@ fn ensure(dev: &str, extra: &[&str]) -> Run {
     run("disk-ensure-fs", &args, "")
 }
 
+/// Runs disk-mount on one device.
+fn mount(dev: &str, mountpoint: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["--device", dev, "--mountpoint", mountpoint];
+    args.extend_from_slice(extra);
+    run("disk-mount", &args, "")
+}
+
 fn blkid_type(dev: &str) -> String {
     sh(&["blkid", "-p", "-s", "TYPE", "-o", "value", dev])
         .stdout
@@ -199,12 +206,7 @@ fn a_mounted_filesystem_of_the_wanted_type_is_accepted_as_is() {
     let d = LoopDev::new(&t, "disk", 64);
     ensure(&d.device, &[]).expect(0);
     let mp = t.s("mnt");
-    run(
-        "disk-mount",
-        &["--device", &d.device, "--mountpoint", &mp, "--no-fstab"],
-        "",
-    )
-    .expect(0);
+    mount(&d.device, &mp, &["--no-fstab"]).expect(0);
     let r = ensure(&d.device, &[]).expect(0).record();
     assert_eq!(
         (r["state"].as_str(), r["changed"].as_bool()),
@@ -389,18 +391,7 @@ fn fsck_errors_stop_the_mount() {
     sh_ok(&["debugfs", "-w", "-R", "clri <2>", &d.device]);
     sh_ok(&["debugfs", "-w", "-R", "ssv state 0", &d.device]);
     let mp = t.join("mnt");
-    let r = run(
-        "disk-mount",
-        &[
-            "--device",
-            &d.device,
-            "--mountpoint",
-            mp.to_str().unwrap(),
-            "--no-fstab",
-        ],
-        "",
-    )
-    .expect(1);
+    let r = mount(&d.device, mp.to_str().unwrap(), &["--no-fstab"]).expect(1);
     let rec = r.record();
     assert_eq!(rec["error"]["code"], "fsck-failed", "{}", r.stderr);
     assert!(
@@ -417,18 +408,7 @@ fn busy_unmount_names_the_holder() {
     let d = LoopDev::new(&t, "disk", 64);
     ensure(&d.device, &[]).expect(0);
     let mp = t.join("mnt");
-    run(
-        "disk-mount",
-        &[
-            "--device",
-            &d.device,
-            "--mountpoint",
-            mp.to_str().unwrap(),
-            "--no-fstab",
-        ],
-        "",
-    )
-    .expect(0);
+    mount(&d.device, mp.to_str().unwrap(), &["--no-fstab"]).expect(0);
     let mut holder = std::process::Command::new("sleep")
         .arg("60")
         .current_dir(&mp)
@@ -505,55 +485,17 @@ fn mountpoints_are_checked() {
     let d = LoopDev::new(&t, "disk", 64);
     ensure(&d.device, &[]).expect(0);
     for bad in ["/etc", "/", "relative/dir", "/opt/../etc", "/usr/"] {
-        let r = run(
-            "disk-mount",
-            &["--device", &d.device, "--mountpoint", bad, "--no-fstab"],
-            "",
-        )
-        .expect(1);
+        let r = mount(&d.device, bad, &["--no-fstab"]).expect(1);
         assert_eq!(r.record()["error"]["code"], "bad-mountpoint", "{bad}");
     }
     // Another device on the mountpoint, or ours mounted elsewhere: errors.
     let other = LoopDev::new(&t, "other", 64);
     ensure(&other.device, &[]).expect(0);
     let mp = t.join("mnt");
-    run(
-        "disk-mount",
-        &[
-            "--device",
-            &other.device,
-            "--mountpoint",
-            mp.to_str().unwrap(),
-            "--no-fstab",
-        ],
-        "",
-    )
-    .expect(0);
-    let r = run(
-        "disk-mount",
-        &[
-            "--device",
-            &d.device,
-            "--mountpoint",
-            mp.to_str().unwrap(),
-            "--no-fstab",
-        ],
-        "",
-    )
-    .expect(1);
+    mount(&other.device, mp.to_str().unwrap(), &["--no-fstab"]).expect(0);
+    let r = mount(&d.device, mp.to_str().unwrap(), &["--no-fstab"]).expect(1);
     assert_eq!(r.record()["error"]["code"], "mountpoint-busy");
-    let r = run(
-        "disk-mount",
-        &[
-            "--device",
-            &other.device,
-            "--mountpoint",
-            t.s("elsewhere").as_str(),
-            "--no-fstab",
-        ],
-        "",
-    )
-    .expect(1);
+    let r = mount(&other.device, t.s("elsewhere").as_str(), &["--no-fstab"]).expect(1);
     assert_eq!(r.record()["error"]["code"], "mounted-elsewhere");
     // disk-unmount leaves another device's mount alone.
     let r = run(

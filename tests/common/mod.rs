@@ -426,3 +426,33 @@ pub fn http(method: &str, url: &str, body: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// Runs `scripts/up` or `scripts/down` on `file` with mountpoints under
+/// `t/mnt/{node}` (and, for up, fstab `t/fstab`), the tools of this build,
+/// and `provider` options after `--`.
+pub fn flow(
+    script: &str,
+    t: &TempDir,
+    file: &Path,
+    provider: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
+    let mnt = t.s("mnt/{node}");
+    let fstab = t.s("fstab");
+    let mut args = vec!["--mountpoint", mnt.as_str()];
+    if script == "up" {
+        args.extend(["--fstab", fstab.as_str()]);
+    }
+    args.push(file.to_str().unwrap());
+    args.push("--");
+    args.extend_from_slice(provider);
+    let bin = bin_dir().display().to_string();
+    let mut env = env.to_vec();
+    env.push(("APPSCALE_PERSIST_BIN", bin.as_str()));
+    run_env(
+        repo().join("scripts").join(script).to_str().unwrap(),
+        &args,
+        "",
+        &env,
+    )
+}

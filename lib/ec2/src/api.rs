@@ -103,34 +103,12 @@ impl Api {
         })
     }
 
-    /// Volumes by id, in one call when all exist. EC2 fails the whole call
-    /// when one id is unknown; then each is asked alone, and unknown ones are
-    /// simply absent from the answer.
+    /// Volumes by id, in one call when all exist (unknown ones absent).
     pub async fn volumes_by_id(&self, ids: &[String]) -> Result<HashMap<String, Volume>, Failure> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let unique: Vec<String> = ids
-            .iter()
-            .cloned()
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        match self.describe(&unique).await {
-            Ok(v) => Ok(v),
-            Err(f) if f.code.starts_with("InvalidVolume") => {
-                let mut all = HashMap::new();
-                for id in &unique {
-                    match self.describe(std::slice::from_ref(id)).await {
-                        Ok(v) => all.extend(v),
-                        Err(f) if f.code.starts_with("InvalidVolume") => {}
-                        Err(f) => return Err(f),
-                    }
-                }
-                Ok(all)
-            }
-            Err(f) => Err(f),
-        }
+        batch_or_each(ids, "InvalidVolume", |chunk| async move {
+            self.describe(&chunk).await
+        })
+        .await
     }
 
     async fn describe(&self, ids: &[String]) -> Result<HashMap<String, Volume>, Failure> {
@@ -204,29 +182,10 @@ impl Api {
         &self,
         ids: &[String],
     ) -> Result<HashMap<String, InstanceInfo>, Failure> {
-        let unique: Vec<String> = ids
-            .iter()
-            .cloned()
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        if unique.is_empty() {
-            return Ok(HashMap::new());
-        }
-        match self.describe_instances(&unique).await {
-            Err(f) if f.code.starts_with("InvalidInstanceID") => {
-                let mut all = HashMap::new();
-                for id in &unique {
-                    match self.describe_instances(std::slice::from_ref(id)).await {
-                        Ok(m) => all.extend(m),
-                        Err(f) if f.code.starts_with("InvalidInstanceID") => {}
-                        Err(f) => return Err(f),
-                    }
-                }
-                Ok(all)
-            }
-            other => other,
-        }
+        batch_or_each(ids, "InvalidInstanceID", |chunk| async move {
+            self.describe_instances(&chunk).await
+        })
+        .await
     }
 
     async fn describe_instances(
@@ -426,6 +385,43 @@ impl Api {
             }
         }
         done
+    }
+}
+
+/// Describes `ids` in one call. EC2 fails the whole call when one id is
+/// unknown (an error code starting with `not_found`); then each id is asked
+/// alone, and the unknown ones are simply absent from the answer.
+async fn batch_or_each<T, F, Fut>(
+    ids: &[String],
+    not_found: &str,
+    describe: F,
+) -> Result<HashMap<String, T>, Failure>
+where
+    F: Fn(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<HashMap<String, T>, Failure>>,
+{
+    let unique: Vec<String> = ids
+        .iter()
+        .cloned()
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    if unique.is_empty() {
+        return Ok(HashMap::new());
+    }
+    match describe(unique.clone()).await {
+        Err(f) if f.code.starts_with(not_found) => {
+            let mut all = HashMap::new();
+            for id in &unique {
+                match describe(vec![id.clone()]).await {
+                    Ok(m) => all.extend(m),
+                    Err(f) if f.code.starts_with(not_found) => {}
+                    Err(f) => return Err(f),
+                }
+            }
+            Ok(all)
+        }
+        other => other,
     }
 }
 

@@ -41,6 +41,16 @@ pub struct DiskInfo {
     pub users: Vec<String>,
 }
 
+impl DiskInfo {
+    /// `name (10 GB pd-balanced) in zone`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({} GB {}) in {}",
+            self.name, self.size_gb, self.disk_type, self.zone
+        )
+    }
+}
+
 /// What the provider needs to know about an instance.
 #[derive(Debug, Clone, Default)]
 pub struct InstanceInfo {

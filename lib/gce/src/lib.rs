@@ -310,20 +310,14 @@ impl Provider for Gce {
                     note(r, &i);
                     Ok(Outcome::unchanged(
                         State::Created,
-                        format!(
-                            "disk {} exists ({} GB {}) in {}",
-                            i.name, i.size_gb, i.disk_type, i.zone
-                        ),
+                        format!("disk {}", i.describe()),
                     ))
                 }
                 Created::Made(i) => {
                     note(r, &i);
                     Ok(Outcome::changed(
                         State::Created,
-                        format!(
-                            "created disk {} ({} GB {}) in {}",
-                            i.name, i.size_gb, i.disk_type, i.zone
-                        ),
+                        format!("created disk {}", i.describe()),
                     ))
                 }
                 Created::Would(m) => Ok(Outcome::changed(State::Created, m)),
