@@ -154,6 +154,32 @@ fn create_attach_detach_are_idempotent() {
 }
 
 #[test]
+fn eucalyptus_is_the_same_api_at_another_endpoint() {
+    let moto = Server::moto();
+    let url = moto.url();
+    let inst = instances(&moto, "us-east-1b", 1).remove(0);
+    let mut r = rec("node-0", "euca-data");
+    r["provider"] = json!("euca");
+    let created = tool(&url, "disk-create", &["--size", "1G"], &ndjson(&[r]))
+        .expect(0)
+        .record();
+    assert_eq!(
+        (created["provider"].as_str(), created["state"].as_str()),
+        (Some("euca"), Some("created"))
+    );
+    let attached = tool(
+        &url,
+        "disk-attach",
+        &["--instance", &inst],
+        &ndjson(&[created]),
+    )
+    .expect(0)
+    .record();
+    assert_eq!(attached["state"], "attached");
+    tool(&url, "disk-detach", &[], &ndjson(&[attached])).expect(0);
+}
+
+#[test]
 fn a_missing_volume_is_a_clear_error() {
     let moto = Server::moto();
     let url = moto.url();

@@ -326,3 +326,54 @@ fn check_mode_flow_changes_nothing() {
     );
     assert!(!d.mnt(0).exists() && !d.dir.join("fstab").exists());
 }
+
+#[test]
+fn the_static_provider_uses_an_existing_device() {
+    require_root();
+    let t = TempDir::new("static");
+    // A loop device stands in for a VirtualBox or bare-metal disk.
+    let d = LoopDev::new(&t, "sdb", 64);
+    let file = t.join("AppScalefile");
+    std::fs::write(
+        &file,
+        format!("ips_layout:\n  - roles: [master, database, zookeeper]\n    nodes: 10.0.0.5\n    disks: {}\n", d.device),
+    )
+    .unwrap();
+    let r = flow("up", &t, &file, &[], &[]).expect(0).record();
+    assert_eq!(
+        (
+            r["provider"].as_str(),
+            r["node"].as_str(),
+            r["state"].as_str()
+        ),
+        (Some("static"), Some("10.0.0.5"), Some("mounted"))
+    );
+    assert_eq!(r["device"], d.device.as_str());
+    let mnt = t.join("mnt/10.0.0.5");
+    std::fs::write(mnt.join("kept"), "yes").unwrap();
+    // Detach refuses a mounted static disk, as any other.
+    let r = run(
+        "disk-detach",
+        &["--provider", "static", "--disk", &d.device],
+        "",
+    )
+    .expect(1);
+    assert_eq!(r.record()["error"]["code"], "mounted");
+    let r = flow("down", &t, &file, &[], &[]).expect(0).record();
+    assert_eq!(
+        (r["state"].as_str(), r["changed"].as_bool()),
+        (Some("detached"), Some(false))
+    );
+    assert!(!is_mounted(&mnt));
+    flow("up", &t, &file, &[], &[]).expect(0);
+    assert_eq!(std::fs::read_to_string(mnt.join("kept")).unwrap(), "yes");
+    flow("down", &t, &file, &[], &[]).expect(0);
+    // A device that is not there is a clear error, not a guess.
+    let r = run(
+        "disk-attach",
+        &["--provider", "static", "--disk", "/dev/no-such-disk"],
+        "",
+    )
+    .expect(1);
+    assert_eq!(r.record()["error"]["code"], "no-such-disk");
+}
