@@ -179,6 +179,39 @@ fn eucalyptus_is_the_same_api_at_another_endpoint() {
     tool(&url, "disk-detach", &[], &ndjson(&[attached])).expect(0);
 }
 
+/// A whole pipeline in --check mode, for a volume that does not exist yet:
+/// every step says what it would do, and nothing is made.
+#[test]
+fn a_check_mode_pipeline_makes_nothing() {
+    let moto = Server::moto();
+    let url = moto.url();
+    let inst = instances(&moto, "us-east-1b", 1).remove(0);
+    let mut recs = ndjson(&[rec("node-0", "not-yet")]);
+    for (tool_name, args) in [
+        ("disk-create", vec!["--check", "--endpoint-url", &url]),
+        (
+            "disk-attach",
+            vec!["--check", "--endpoint-url", &url, "--instance", &inst],
+        ),
+        ("disk-ensure-fs", vec!["--check"]),
+        ("disk-mount", vec!["--check", "--no-fstab"]),
+    ] {
+        let r = run_env(tool_name, &args, &recs, &aws_env()).expect(0);
+        let rec = r.record();
+        assert_eq!(
+            (rec["changed"].as_bool(), rec["check"].as_bool()),
+            (Some(true), Some(true)),
+            "{tool_name}: {rec}"
+        );
+        recs = r.stdout;
+    }
+    assert_eq!(
+        moto.ec2_admin(&["named", "not-yet"]),
+        json!([]),
+        "no volume was created"
+    );
+}
+
 #[test]
 fn a_missing_volume_is_a_clear_error() {
     let moto = Server::moto();

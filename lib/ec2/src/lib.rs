@@ -412,7 +412,12 @@ impl Provider for Ec2 {
             for (i, (r, (fill, found))) in records.iter_mut().zip(fills.into_iter().zip(found)).enumerate() {
                 let res = (|| {
                     fill?;
-                    let v = found?;
+                    let v = match found {
+                        Err(f) if f.code == "no-such-volume" && cx.check && r.is_check() => {
+                            return Ok(Some(Outcome::changed(State::Attached, "would attach the volume once it is created")));
+                        }
+                        other => other?,
+                    };
                     note_volume(r, &v);
                     let vol = v.volume_id().unwrap_or_default().to_string();
                     let Some(instance) = r.instance.clone() else {

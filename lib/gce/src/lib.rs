@@ -90,6 +90,8 @@ struct Target {
     at: Where,
     disk: String,
     instance: Option<String>,
+    /// `--check` on a record an earlier `--check` step would have made.
+    pending: bool,
 }
 
 impl Gce {
@@ -116,7 +118,7 @@ impl Gce {
 
     /// Project, zone, disk and instance of each record, from the record,
     /// the flags, the environment or the metadata server.
-    fn targets(&mut self, records: &mut [Record]) -> Vec<Result<Target, Failure>> {
+    fn targets(&mut self, records: &mut [Record], check: bool) -> Vec<Result<Target, Failure>> {
         let me = if self.cfg.on_node {
             Some(self.me())
         } else {
@@ -164,6 +166,7 @@ impl Gce {
                     at: Where { project, zone },
                     disk,
                     instance: r.instance.clone(),
+                    pending: check && r.is_check(),
                 })
             })
             .collect()
@@ -242,7 +245,7 @@ impl Provider for Gce {
     }
 
     fn create(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
-        let targets = self.targets(records);
+        let targets = self.targets(records, cx.check);
         let (size, disk_type, timeout) =
             (self.cfg.size, self.cfg.disk_type.clone(), self.cfg.timeout);
         let results = self.each(targets, move |api, t| {
@@ -327,7 +330,7 @@ impl Provider for Gce {
 
     fn describe(&mut self, records: &[Record]) -> Vec<Result<DiskStatus, Failure>> {
         let mut recs = records.to_vec();
-        let targets = self.targets(&mut recs);
+        let targets = self.targets(&mut recs, false);
         self.each(targets, |api, t| async move {
             let i = api
                 .disk(&t.at, &t.disk)
@@ -343,17 +346,23 @@ impl Provider for Gce {
     }
 
     fn attach(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
-        let targets = self.targets(records);
+        let targets = self.targets(records, cx.check);
         let timeout = self.cfg.timeout;
         let results = self.each(targets, move |api, t| async move {
             let Some(instance) = t.instance.clone() else {
                 return Err(Failure::new("no-instance", "no instance to attach to: give the record an `instance`, or pass --instance or --self"));
             };
-            let info = api.disk(&t.at, &t.disk).await?.ok_or_else(|| no_such_disk(&t))?;
+            let Some(info) = api.disk(&t.at, &t.disk).await? else {
+                if t.pending {
+                    let would = Attached::Would(format!("would attach disk {} to {instance} once it is created", t.disk));
+                    return Ok((None, t.disk.clone(), would));
+                }
+                return Err(no_such_disk(&t));
+            };
             if info.users.contains(&instance) {
                 let inst = api.instance(&t.at, &instance).await?;
                 let dev = inst.device_of(&t.disk).unwrap_or_else(|| t.disk.clone());
-                return Ok((info, dev, Attached::Already(format!("disk {} is attached to {instance}", t.disk))));
+                return Ok((Some(info), dev, Attached::Already(format!("disk {} is attached to {instance}", t.disk))));
             }
             if let Some(other) = info.users.first() {
                 return Err(Failure::new("attached-elsewhere", format!("disk {} is in use by {other}: detach it there first", t.disk)));
@@ -361,11 +370,11 @@ impl Provider for Gce {
             // The instance must exist (and be in this zone) before we ask.
             api.instance(&t.at, &instance).await?;
             if cx.check {
-                return Ok((info, t.disk.clone(), Attached::Would(format!("would attach disk {} to {instance}", t.disk))));
+                return Ok((Some(info), t.disk.clone(), Attached::Would(format!("would attach disk {} to {instance}", t.disk))));
             }
             let op = api.attach(&t.at, &instance, &t.disk).await?;
             api.wait(&t.at, op, timeout).await?;
-            Ok((info, t.disk.clone(), Attached::Done(format!("attached disk {} to {instance} as device {}", t.disk, t.disk))))
+            Ok((Some(info), t.disk.clone(), Attached::Done(format!("attached disk {} to {instance} as device {}", t.disk, t.disk))))
         });
         let on_node = self.cfg.on_node && !cx.check;
         records
@@ -373,7 +382,9 @@ impl Provider for Gce {
             .zip(results)
             .map(|(r, res)| {
                 let (info, dev, what) = res?;
-                note(r, &info);
+                if let Some(info) = &info {
+                    note(r, info);
+                }
                 r.extra.insert(ATTACHED_AS_KEY.into(), dev.into());
                 let mut outcome = match what {
                     Attached::Already(m) => Outcome::unchanged(State::Attached, m),
@@ -402,7 +413,7 @@ impl Provider for Gce {
                 paths.iter().find_map(|p| refuse_if_in_use(p).err())
             })
             .collect();
-        let mut targets = self.targets(records);
+        let mut targets = self.targets(records, cx.check);
         for (t, refusal) in targets.iter_mut().zip(refusals) {
             if let Some(f) = refusal {
                 *t = Err(f);
