@@ -589,6 +589,50 @@ fn grow_fills_a_device_that_grew() {
     );
 }
 
+#[test]
+fn grow_fills_a_grown_xfs_device_through_a_temporary_mount() {
+    require_root();
+    let t = TempDir::new("grow-xfs");
+    let d = LoopDev::new(&t, "disk", 320);
+    ensure(&d.device, &["--fstype", "xfs"]).expect(0);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&d.image)
+        .unwrap()
+        .set_len(512 << 20)
+        .unwrap();
+    sh_ok(&["losetup", "--set-capacity", &d.device]);
+    let r = ensure(&d.device, &["--fstype", "xfs", "--grow"]).expect(0);
+    assert_eq!(r.record()["changed"], true, "{}", r.stderr);
+    let out = sh_ok(&[
+        "xfs_db",
+        "-r",
+        "-c",
+        "sb 0",
+        "-c",
+        "p dblocks blocksize",
+        &d.device,
+    ]);
+    let field = |k: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        field("dblocks =") * field("blocksize =") > 500 << 20,
+        "{out}"
+    );
+    assert!(
+        !std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains("/run/appscale-persist/tmp-"),
+        "the temporary mount is gone"
+    );
+}
+
 /// fstab is never seen half-written: a reader polling it while the tools
 /// rewrite it many times sees only whole versions.
 #[test]

@@ -67,6 +67,10 @@ struct Args {
     /// Print an Ansible inventory in the inventory-script form (`--list`).
     #[arg(long, conflicts_with = "format")]
     inventory_list: bool,
+    /// Accepted for symmetry with the other tools: the linter changes
+    /// nothing anyway.
+    #[arg(long)]
+    check: bool,
     /// Print only errors.
     #[arg(short, long)]
     quiet: bool,
