@@ -205,7 +205,11 @@ pub fn unmount_under(dir: &Path) {
         .collect();
     targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
     for t in targets {
-        let _ = Command::new("umount").arg("--lazy").arg(&t).status();
+        let _ = Command::new("umount")
+            .arg("--lazy")
+            .arg(&t)
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -222,7 +226,11 @@ pub fn detach_loops_under(dir: &Path) {
         if let (Some(name), Some(back)) = (f.next(), f.next())
             && Path::new(back).starts_with(dir)
         {
-            let _ = Command::new("losetup").arg("--detach").arg(name).status();
+            let _ = Command::new("losetup")
+                .arg("--detach")
+                .arg(name)
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
@@ -256,22 +264,34 @@ impl LoopDev {
 
 impl Drop for LoopDev {
     fn drop(&mut self) {
-        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for l in text.lines() {
-            let f: Vec<&str> = l.split(' ').collect();
-            if let Some(i) = f.iter().position(|x| *x == "-")
-                && f.get(i + 2) == Some(&self.device.as_str())
-            {
-                let _ = Command::new("umount")
-                    .arg("--lazy")
-                    .arg(f[4].replace("\\040", " "))
-                    .status();
+        // The loop device may have been detached by the test and reused by
+        // another one since: touch it only while it is still backed by our
+        // image.
+        let name = self.device.trim_start_matches("/dev/");
+        let backing = std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file"))
+            .unwrap_or_default();
+        let ours = std::fs::canonicalize(&self.image)
+            .is_ok_and(|img| Path::new(backing.trim_end()) == img);
+        if ours {
+            let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            for l in text.lines() {
+                let f: Vec<&str> = l.split(' ').collect();
+                if let Some(i) = f.iter().position(|x| *x == "-")
+                    && f.get(i + 2) == Some(&self.device.as_str())
+                {
+                    let _ = Command::new("umount")
+                        .arg("--lazy")
+                        .arg(f[4].replace("\\040", " "))
+                        .stderr(Stdio::null())
+                        .status();
+                }
             }
+            let _ = Command::new("losetup")
+                .arg("--detach")
+                .arg(&self.device)
+                .stderr(Stdio::null())
+                .status();
         }
-        let _ = Command::new("losetup")
-            .arg("--detach")
-            .arg(&self.device)
-            .status();
         let _ = std::fs::remove_file(&self.image);
     }
 }
