@@ -43,19 +43,44 @@ pub struct InstanceInfo {
 pub fn failure<E, R>(what: &str, e: SdkError<E, R>) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
-    let code = match (&e, e.code()) {
-        (_, Some(c)) => c.to_string(),
-        (SdkError::TimeoutError(_), None) => "timeout".into(),
-        (SdkError::DispatchFailure(_), None) => "unreachable".into(),
-        _ => "api-error".into(),
+    if let Some(code) = e.code() {
+        let msg = e.message().unwrap_or("no message");
+        return Failure::new(code, format!("{what}: {msg}"));
+    }
+    let chain = error_chain(&e);
+    let code = if chain.contains("credential") {
+        "no-credentials"
+    } else {
+        match &e {
+            SdkError::TimeoutError(_) => "timeout",
+            SdkError::DispatchFailure(_) => "unreachable",
+            _ => "api-error",
+        }
     };
-    let msg = match e.message() {
-        Some(m) => m.to_string(),
-        None => DisplayErrorContext(&e).to_string(),
+    let hint = if code == "no-credentials" {
+        " (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with an instance role)"
+    } else {
+        ""
     };
-    Failure::new(code, format!("{what}: {msg}"))
+    Failure::new(code, format!("{what}: {chain}{hint}"))
+}
+
+/// An error and its sources, by their Display texts (never Debug dumps),
+/// without the repetitions SDK errors carry.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        let text = text.trim();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(text)) {
+            parts.push(text.to_string());
+        }
+        cur = err.source();
+    }
+    parts.join(": ").replace('\n', " ")
 }
 
 /// Region `us-east-1` from zone `us-east-1b`.
@@ -478,6 +503,24 @@ mod tests {
         assert_eq!(a, client_token("d", "node-1", "data"));
         assert_ne!(a, client_token("d", "node-2", "data"));
         assert!(a.len() <= 64 && a.is_ascii());
+    }
+
+    #[test]
+    fn error_chains_read_as_text_without_repeats() {
+        #[derive(Debug)]
+        struct E(&'static str, Option<Box<E>>);
+        impl std::fmt::Display for E {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for E {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let e = E("dispatch failure", Some(Box::new(E("io error", Some(Box::new(E("io error", None)))))));
+        assert_eq!(error_chain(&e), "dispatch failure: io error");
     }
 
     #[test]

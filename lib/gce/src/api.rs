@@ -85,6 +85,12 @@ fn failure(what: &str, e: google_cloud_gax::error::Error) -> Failure {
     let (code, msg) = match (e.status(), e.http_status_code()) {
         (Some(s), _) => (s.code.name().to_string(), s.message.clone()),
         (None, Some(h)) => (format!("HTTP_{h}"), e.to_string()),
+        (None, None) if e.is_authentication() => (
+            "no-credentials".to_string(),
+            format!(
+                "{e} (Application Default Credentials: set GOOGLE_APPLICATION_CREDENTIALS, run `gcloud auth application-default login`, or run on an instance with a service account)"
+            ),
+        ),
         (None, None) if e.is_timeout() => ("timeout".to_string(), e.to_string()),
         (None, None) if e.is_connect() || e.is_transport() => {
             ("unreachable".to_string(), e.to_string())
