@@ -519,7 +519,10 @@ mod tests {
                 self.1.as_deref().map(|e| e as _)
             }
         }
-        let e = E("dispatch failure", Some(Box::new(E("io error", Some(Box::new(E("io error", None)))))));
+        let e = E(
+            "dispatch failure",
+            Some(Box::new(E("io error", Some(Box::new(E("io error", None)))))),
+        );
         assert_eq!(error_chain(&e), "dispatch failure: io error");
     }
 

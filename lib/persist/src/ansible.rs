@@ -165,7 +165,7 @@ fn first_line(s: &str) -> String {
 }
 
 /// The module result of a step run.
-fn step_output(report: tool::ModuleReport, flags: ModuleFlags) -> Value {
+fn step_output(report: tool::Report, flags: ModuleFlags) -> Value {
     let mut out = Map::new();
     if let [single] = report.records.as_slice()
         && let Value::Object(fields) = serde_json::to_value(single).unwrap_or_default()

@@ -179,12 +179,13 @@ pub fn one_by_one(
         .collect()
 }
 
-/// What a run produced, for either output form.
-struct Report {
-    records: Vec<Record>,
-    diffs: Vec<Diff>,
-    messages: Vec<String>,
-    exit: Exit,
+/// What a run produced, for either output form (NDJSON, or the Ansible
+/// module result).
+pub(crate) struct Report {
+    pub records: Vec<Record>,
+    pub diffs: Vec<Diff>,
+    pub messages: Vec<String>,
+    pub exit: Exit,
 }
 
 /// Runs tool `A`: parse arguments (or read Ansible's arguments file), read
@@ -350,14 +351,11 @@ pub fn exit_code(records: &[Record]) -> Exit {
 /// Runs a tool's step for the Ansible module path: `args` are already
 /// parsed from the module's arguments, `records` come from its `records`
 /// argument or from the flags.
-pub(crate) fn execute_for_module<A: ToolArgs>(
-    args: A,
-    records: Option<Vec<Record>>,
-) -> ModuleReport {
+pub(crate) fn execute_for_module<A: ToolArgs>(args: A, records: Option<Vec<Record>>) -> Report {
     let common = args.common().clone();
     log::init(A::NAME, log::level_from(true, 0));
     if let Err(e) = args.validate() {
-        return ModuleReport {
+        return Report {
             records: Vec::new(),
             diffs: Vec::new(),
             messages: vec![e],
@@ -368,21 +366,7 @@ pub(crate) fn execute_for_module<A: ToolArgs>(
         Some(r) => r,
         None => args.single().into_iter().collect(),
     };
-    let report = execute(args.into_step(), records, common.check, A::NAME);
-    ModuleReport {
-        records: report.records,
-        diffs: report.diffs,
-        messages: report.messages,
-        exit: report.exit,
-    }
-}
-
-/// What a module run produced.
-pub(crate) struct ModuleReport {
-    pub records: Vec<Record>,
-    pub diffs: Vec<Diff>,
-    pub messages: Vec<String>,
-    pub exit: Exit,
+    execute(args.into_step(), records, common.check, A::NAME)
 }
 
 /// Writes one line of JSON to stdout.
