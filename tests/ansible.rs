@@ -13,15 +13,10 @@ use std::process::Command;
 use common::*;
 use serde_json::{Value, json};
 
-const MODULES: [&str; 7] = [
-    "appscalefile_lint",
-    "disk_create",
-    "disk_attach",
-    "disk_ensure_fs",
-    "disk_mount",
-    "disk_unmount",
-    "disk_detach",
-];
+/// The module names: the tools' names with `_` for `-`.
+fn module_names() -> Vec<String> {
+    TOOLS.iter().map(|t| t.replace('-', "_")).collect()
+}
 
 /// A copy of the collection with the debug tools as its modules.
 fn collection(t: &TempDir) -> PathBuf {
@@ -44,7 +39,8 @@ fn collection(t: &TempDir) -> PathBuf {
         &root.join("ansible_collections"),
     );
     let modules = root.join("ansible_collections/appscale/persist/plugins/modules");
-    for m in MODULES {
+    for m in module_names() {
+        let m = m.as_str();
         std::fs::copy(bin_dir().join(m.replace('_', "-")), modules.join(m)).unwrap();
     }
     root
@@ -109,12 +105,7 @@ impl Play {
         for (k, v) in &self.extra_env {
             c.env(k, v);
         }
-        let out = c.output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        finish(c.output().unwrap())
     }
 
     fn playbook(&self, book: &str, extra: &[&str]) -> Run {
@@ -250,9 +241,7 @@ fn one_host_with_a_bad_disk_fails_alone() {
     require_root();
     let p = Play::local("ansible-bad", 3);
     std::fs::create_dir_all(p.t.join("disks")).unwrap();
-    let mut junk = vec![0x5Au8; 1 << 20];
-    junk.resize(64 << 20, 0);
-    std::fs::write(p.t.join("disks/ans-1.img"), &junk).unwrap();
+    junk_image(&p.t.join("disks/ans-1.img"), 64);
     let r = p.playbook("up.yml", &[]);
     assert_ne!(r.code, 0);
     let rc = recap(&r);
@@ -278,7 +267,8 @@ fn ansible_doc_renders_every_module() {
         extra_env: Vec::new(),
         t,
     };
-    for m in MODULES {
+    for m in module_names() {
+        let m = m.as_str();
         let r = p.ansible("ansible-doc", &[&format!("appscale.persist.{m}")]);
         assert_eq!(r.code, 0, "{m}: {}", r.stderr);
         assert!(
@@ -339,7 +329,8 @@ fn flags(tool: &str) -> Vec<String> {
 #[test]
 fn module_docs_list_exactly_the_tools_options() {
     use appscale_persist::appscalefile::yaml;
-    for m in MODULES {
+    for m in module_names() {
+        let m = m.as_str();
         let tool = m.replace('_', "-");
         let text = std::fs::read_to_string(repo().join(format!(
             "ansible/ansible_collections/appscale/persist/plugins/modules/{m}.yml"

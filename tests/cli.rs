@@ -6,16 +6,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-const TOOLS: [&str; 7] = [
-    "appscalefile-lint",
-    "disk-create",
-    "disk-attach",
-    "disk-ensure-fs",
-    "disk-mount",
-    "disk-unmount",
-    "disk-detach",
-];
-
 #[test]
 fn every_tool_has_help_with_an_example_pipeline() {
     for t in TOOLS {

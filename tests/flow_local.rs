@@ -77,12 +77,7 @@ impl Deployment {
     }
 
     fn flow_with(&self, name: &str, extra: &[&str]) -> Run {
-        let out = self.script(name, None, extra, false).output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        finish(self.script(name, None, extra, false).output().unwrap())
     }
 
     fn flow(&self, name: &str) -> Run {
@@ -148,9 +143,7 @@ fn one_bad_disk_does_not_stop_the_others() {
     // node-1's image exists and holds data nobody recognises.
     std::fs::create_dir_all(d.dir.join("disks")).unwrap();
     let bad = d.dir.join("disks/data-1.img");
-    let mut junk = vec![0x5Au8; 1 << 20];
-    junk.resize(64 << 20, 0);
-    std::fs::write(&bad, &junk).unwrap();
+    junk_image(&bad, 64);
     let before = sha256(&bad);
 
     let r = d.flow("up");
@@ -178,15 +171,7 @@ fn one_bad_disk_does_not_stop_the_others() {
 fn killing_bin(t: &TempDir, step: &str, mode: &str, delay: &str) -> PathBuf {
     let dir = t.join(&format!("bin-{step}-{mode}-{delay}"));
     std::fs::create_dir_all(&dir).unwrap();
-    for tool in [
-        "appscalefile-lint",
-        "disk-create",
-        "disk-attach",
-        "disk-ensure-fs",
-        "disk-mount",
-        "disk-unmount",
-        "disk-detach",
-    ] {
+    for tool in TOOLS {
         let real = bin_dir().join(tool);
         let link = dir.join(tool);
         if tool != step {

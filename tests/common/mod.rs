@@ -97,7 +97,27 @@ impl Run {
     }
 }
 
-fn finish(out: Output) -> Run {
+/// Every tool, in pipeline order.
+pub const TOOLS: [&str; 7] = [
+    "appscalefile-lint",
+    "disk-create",
+    "disk-attach",
+    "disk-ensure-fs",
+    "disk-mount",
+    "disk-unmount",
+    "disk-detach",
+];
+
+/// Writes an image of `mib` MiB whose first MiB holds bytes no probe
+/// recognises: data, but of no known kind.
+pub fn junk_image(path: &Path, mib: u64) {
+    let mut junk = vec![0x5Au8; 1 << 20];
+    junk.resize((mib << 20) as usize, 0);
+    std::fs::write(path, &junk).unwrap();
+}
+
+/// The [`Run`] of a finished command.
+pub fn finish(out: Output) -> Run {
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

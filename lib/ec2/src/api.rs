@@ -453,12 +453,7 @@ where
 /// A client token (at most 64 ASCII characters) that is the same for the
 /// same deployment, node and disk name.
 pub fn client_token(deployment: &str, node: &str, name: &str) -> String {
-    // FNV-1a: stable across builds and platforms, unlike std's hasher.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in format!("{deployment}\0{node}\0{name}").bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let h = appscale_persist::hash::fnv1a64(0, format!("{deployment}\0{node}\0{name}").as_bytes());
     format!("appscale-persist-{h:016x}")
 }
 

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use appscale_persist::log;
 use appscale_persist::provider::discover::{self, ATTACHED_AS_KEY, DISK_ID_KEY, SIZE_KEY};
-use appscale_persist::provider::{DiskStatus, Provider, Size, disk_of, refuse_if_in_use};
+use appscale_persist::provider::{DiskStatus, Provider, Size, disk_of};
 use appscale_persist::record::{ProviderKind, Record, State};
 use appscale_persist::tool::{Ctx, Failure, Outcome, StepResult};
 use appscale_persist::wait::WaitParams;
@@ -571,16 +571,11 @@ impl Provider for Ec2 {
                     }
                     // Never detach a disk mounted here.
                     if on_node || r.device.is_some() {
-                        if let Some(dev) = &r.device {
-                            refuse_if_in_use(std::path::Path::new(dev))?;
-                        }
                         r.extra.insert(
                             ATTACHED_AS_KEY.into(),
                             a.device().unwrap_or_default().into(),
                         );
-                        for c in discover::candidates(r, &discover::dev_root()) {
-                            refuse_if_in_use(&c)?;
-                        }
+                        discover::refuse_if_mounted_here(r)?;
                     }
                     if matches!(a.state(), Some(VolumeAttachmentState::Detaching)) {
                         calls.push((i, vol, String::new()));

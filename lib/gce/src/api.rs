@@ -130,14 +130,7 @@ fn request_id() -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     );
-    let h = |salt: u64| {
-        let mut x: u64 = 0xcbf2_9ce4_8422_2325 ^ salt;
-        for b in seed.bytes() {
-            x ^= u64::from(b);
-            x = x.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        x
-    };
+    let h = |salt: u64| appscale_persist::hash::fnv1a64(salt, seed.as_bytes());
     let (a, b) = (h(1), h(2));
     format!(
         "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",

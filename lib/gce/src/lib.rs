@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use appscale_persist::provider::discover::{self, ATTACHED_AS_KEY, SIZE_KEY};
-use appscale_persist::provider::{DiskStatus, Provider, Size, disk_of, refuse_if_in_use};
+use appscale_persist::provider::{DiskStatus, Provider, Size, disk_of};
 use appscale_persist::record::{ProviderKind, Record, State};
 use appscale_persist::tool::{Ctx, Failure, Outcome, StepResult};
 use tokio::sync::Semaphore;
@@ -406,12 +406,7 @@ impl Provider for Gce {
         // Never detach a disk mounted here.
         let refusals: Vec<Option<Failure>> = records
             .iter()
-            .map(|r| {
-                let root = discover::dev_root();
-                let mut paths: Vec<PathBuf> = r.device.iter().map(PathBuf::from).collect();
-                paths.extend(discover::candidates(r, &root));
-                paths.iter().find_map(|p| refuse_if_in_use(p).err())
-            })
+            .map(|r| discover::refuse_if_mounted_here(r).err())
             .collect();
         let mut targets = self.targets(records, cx.check);
         for (t, refusal) in targets.iter_mut().zip(refusals) {

@@ -19,7 +19,7 @@
 //! * [`tool`]: what every tool does around its one step: arguments, input,
 //!   output, `--check`, exit codes; [`ansible`]: the same as an Ansible module.
 //! * [`run`], [`wait`], [`log`]: the one way to run a subprocess, to wait,
-//!   and to talk to the operator.
+//!   and to talk to the operator; [`hash`]: stable ids derived from text.
 #![deny(missing_docs)]
 
 pub mod ansible;
@@ -27,6 +27,7 @@ pub mod appscalefile;
 pub mod blockdev;
 pub mod filesystem;
 pub mod fstab;
+pub mod hash;
 pub mod log;
 pub mod loopdev;
 pub mod mount;

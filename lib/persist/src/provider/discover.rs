@@ -165,6 +165,16 @@ pub fn find(rec: &Record, timeout: Duration) -> Result<PathBuf, Failure> {
     Ok(path)
 }
 
+/// Refuses when the record's disk is mounted (or otherwise held) on this
+/// machine: its `device`, if it names one, and every path the disk would be
+/// found at here. On a controller, where the disk's device is not visible,
+/// nothing is found and nothing is refused.
+pub fn refuse_if_mounted_here(rec: &Record) -> Result<(), Failure> {
+    let mut paths: Vec<PathBuf> = rec.device.iter().map(PathBuf::from).collect();
+    paths.extend(candidates(rec, &dev_root()));
+    paths.iter().try_for_each(|p| super::refuse_if_in_use(p))
+}
+
 /// For a record with no `device` on a cloud provider, finds it; other
 /// records are left alone. Used by the node-side tools, so that a record
 /// attached from a controller can be completed on the node.
