@@ -362,6 +362,8 @@ pub fn venv() -> PathBuf {
 pub struct Server {
     child: std::process::Child,
     pub port: u16,
+    /// Where the server may write (moto's request recording), removed after it.
+    _scratch: Option<TempDir>,
 }
 
 impl Server {
@@ -384,7 +386,11 @@ impl Server {
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("{script} did not print its port (got {line:?})"));
-        Server { child, port }
+        Server {
+            child,
+            port,
+            _scratch: None,
+        }
     }
 
     /// moto's EC2 emulator (moto_server from PyPI), warmed up.
@@ -394,14 +400,23 @@ impl Server {
             .local_addr()
             .unwrap()
             .port();
+        // moto writes its request recording to a file in its working
+        // directory unless told where: keep it out of the repository.
+        let scratch = TempDir::new("moto");
         let child = Command::new(venv().join("bin/moto_server"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .current_dir(&scratch.path)
+            .env("MOTO_RECORDER_FILEPATH", scratch.join("recording"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting moto_server");
-        let server = Server { child, port };
+        let server = Server {
+            child,
+            port,
+            _scratch: Some(scratch),
+        };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(

@@ -168,8 +168,16 @@ pub struct Fstab {
 }
 
 impl Fstab {
-    /// Reads `path`; a missing file is an empty fstab.
+    /// Reads `path`; a missing file is an empty fstab. A symlink is
+    /// followed, so that writes go to the file it names rather than replace
+    /// the link; a dangling one is an error.
     pub fn load(path: &Path) -> Result<Fstab, FstabError> {
+        let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        let path = &if is_link {
+            std::fs::canonicalize(path).map_err(|e| FstabError::Io(path.to_path_buf(), e))?
+        } else {
+            path.to_path_buf()
+        };
         match std::fs::read_to_string(path) {
             Ok(text) => Ok(Fstab {
                 path: path.to_path_buf(),
@@ -342,6 +350,30 @@ mod tests {
             "UUID=abcd /opt/app\\040scale ext4 noatime,nofail,x-systemd.device-timeout=30s,x-appscale-persist 0 2"
         );
         assert_eq!(Entry::parse(&e.to_line()).unwrap(), e);
+    }
+
+    #[test]
+    fn a_symlinked_fstab_is_written_through_its_link() {
+        let dir = std::env::temp_dir().join(format!("fstab-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("real"), "# theirs\n").unwrap();
+        std::os::unix::fs::symlink("real", dir.join("fstab")).unwrap();
+        let tab = Fstab::load(&dir.join("fstab")).unwrap();
+        tab.replace("# theirs\n# ours\n").unwrap();
+        assert!(
+            std::fs::symlink_metadata(dir.join("fstab"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("real")).unwrap(),
+            "# theirs\n# ours\n"
+        );
+        std::os::unix::fs::symlink("gone", dir.join("dangling")).unwrap();
+        assert!(Fstab::load(&dir.join("dangling")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
