@@ -154,27 +154,14 @@ fn read(args: &Args) -> Result<(String, String, Lint), String> {
 
 /// The disk records of the plan (only `--node`'s, when given).
 fn plan(args: &Args, name: &str, lint: &Lint) -> Result<Vec<Record>, String> {
-    let mut plan = lint.deployment.plan(&args.mountpoint);
-    if let Some(node) = &args.node {
-        plan.retain(|r| r.node.as_deref() == Some(node));
-        if plan.is_empty() {
-            let with: Vec<String> = lint
-                .deployment
-                .disks
-                .iter()
-                .map(|d| d.node.clone())
-                .collect();
-            return Err(format!(
-                "{name} gives node `{node}` no disk (nodes with disks: {})",
-                if with.is_empty() {
-                    "none".into()
-                } else {
-                    with.join(", ")
-                }
-            ));
-        }
+    match &args.node {
+        None => Ok(lint.deployment.plan(&args.mountpoint)),
+        Some(node) => lint
+            .deployment
+            .plan_node(&args.mountpoint, node)
+            .map(|r| vec![r])
+            .map_err(|e| format!("{name}: {e}")),
     }
-    Ok(plan)
 }
 
 fn report(args: &Args, name: &str, source: &str, lint: &Lint) {

@@ -192,6 +192,26 @@ impl Deployment {
             })
             .collect()
     }
+
+    /// The plan's record for `node` alone; an error naming the nodes that
+    /// have disks when it has none (a typo in `--node` must not plan nothing
+    /// and succeed).
+    pub fn plan_node(&self, mountpoint: &str, node: &str) -> Result<Record, String> {
+        self.plan(mountpoint)
+            .into_iter()
+            .find(|r| r.node.as_deref() == Some(node))
+            .ok_or_else(|| {
+                let with: Vec<&str> = self.disks.iter().map(|d| d.node.as_str()).collect();
+                format!(
+                    "node `{node}` has no disk (nodes with disks: {})",
+                    if with.is_empty() {
+                        "none".to_string()
+                    } else {
+                        with.join(", ")
+                    }
+                )
+            })
+    }
 }
 
 /// The result of linting one file.
