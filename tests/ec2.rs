@@ -42,6 +42,18 @@ fn rec(node: &str, disk: &str) -> Value {
     json!({"v": 1, "node": node, "provider": "ec2", "zone": "us-east-1b", "disk": disk})
 }
 
+/// Creates 1G volumes for `recs` (`disk-create`, which must succeed).
+fn create(url: &str, recs: &[Value]) -> Vec<Value> {
+    tool(url, "disk-create", &["--size", "1G"], &ndjson(recs))
+        .expect(0)
+        .records()
+}
+
+/// Tells the ec2_proxy.py at `url` what to inject.
+fn inject(url: &str, rule: Value) {
+    http("POST", &format!("{url}/__proxy__"), &rule.to_string());
+}
+
 fn steps_changed(r: &Value) -> bool {
     r["changed"].as_bool().unwrap()
 }
@@ -160,9 +172,7 @@ fn eucalyptus_is_the_same_api_at_another_endpoint() {
     let inst = instances(&moto, "us-east-1b", 1).remove(0);
     let mut r = rec("node-0", "euca-data");
     r["provider"] = json!("euca");
-    let created = tool(&url, "disk-create", &["--size", "1G"], &ndjson(&[r]))
-        .expect(0)
-        .record();
+    let created = create(&url, &[r]).remove(0);
     assert_eq!(
         (created["provider"].as_str(), created["state"].as_str()),
         (Some("euca"), Some("created"))
@@ -267,14 +277,7 @@ fn a_volume_attached_elsewhere_is_left_alone() {
     let moto = Server::moto();
     let url = moto.url();
     let [a, b]: [String; 2] = instances(&moto, "us-east-1b", 2).try_into().unwrap();
-    let created = tool(
-        &url,
-        "disk-create",
-        &["--size", "1G"],
-        &ndjson(&[rec("node-0", "shared")]),
-    )
-    .expect(0)
-    .record();
+    let created = create(&url, &[rec("node-0", "shared")]).remove(0);
     let vol = created["disk_id"].as_str().unwrap().to_string();
     tool(
         &url,
@@ -363,9 +366,7 @@ fn fifty_volumes_attach_concurrently_with_batched_polling() {
             r
         })
         .collect();
-    let created = tool(&url, "disk-create", &["--size", "1G"], &ndjson(&recs))
-        .expect(0)
-        .records();
+    let created = create(&url, &recs);
     assert_eq!(created.len(), 50);
 
     moto.ec2_admin(&["record-start"]);
@@ -424,16 +425,9 @@ fn api_errors_become_record_errors_with_the_aws_code() {
     let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
     let url = proxy.url();
     let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let created = tool(
-        &url,
-        "disk-create",
-        &["--size", "1G"],
-        &ndjson(&[rec("node-0", "data-0"), rec("node-1", "data-1")]),
-    )
-    .expect(0)
-    .records();
+    let created = create(&url, &[rec("node-0", "data-0"), rec("node-1", "data-1")]);
     let rule = json!({"fail": {"AttachVolume": {"status": 403, "code": "UnauthorizedOperation", "times": 1}}});
-    http("POST", &format!("{url}/__proxy__"), &rule.to_string());
+    inject(&url, rule);
     let r = tool(
         &url,
         "disk-attach",
@@ -466,15 +460,8 @@ fn throttling_and_server_errors_are_retried() {
         "DescribeVolumes": {"status": 503, "code": "RequestLimitExceeded", "times": 2},
         "CreateVolume": {"status": 500, "code": "InternalError", "times": 1},
     }});
-    http("POST", &format!("{url}/__proxy__"), &rule.to_string());
-    let r = tool(
-        &url,
-        "disk-create",
-        &["--size", "1G"],
-        &ndjson(&[rec("node-0", "data-0")]),
-    )
-    .expect(0)
-    .record();
+    inject(&url, rule);
+    let r = create(&url, &[rec("node-0", "data-0")]).remove(0);
     assert_eq!(r["state"], "created");
     let (_, body) = http("GET", &format!("{url}/__proxy__"), "");
     let injected: Value = serde_json::from_str(&body).unwrap();
@@ -498,19 +485,8 @@ fn an_attachment_stuck_attaching_is_undone_and_reported() {
     let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
     let url = proxy.url();
     let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let created = tool(
-        &url,
-        "disk-create",
-        &["--size", "1G"],
-        &ndjson(&[rec("node-0", "data-0")]),
-    )
-    .expect(0)
-    .record();
-    http(
-        "POST",
-        &format!("{url}/__proxy__"),
-        &json!({"attaching": true}).to_string(),
-    );
+    let created = create(&url, &[rec("node-0", "data-0")]).remove(0);
+    inject(&url, json!({"attaching": true}));
     let r = tool(
         &url,
         "disk-attach",
@@ -551,14 +527,7 @@ fn the_node_finds_the_volume_device_after_a_controller_attach() {
     let url = moto.url();
     let t = TempDir::new("ec2-node");
     let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let created = tool(
-        &url,
-        "disk-create",
-        &["--size", "1G"],
-        &ndjson(&[rec("node-0", "data-0")]),
-    )
-    .expect(0)
-    .record();
+    let created = create(&url, &[rec("node-0", "data-0")]).remove(0);
     let vol = created["disk_id"].as_str().unwrap().to_string();
     let _dev = stand_in(&t, &vol);
     let attached = tool(
@@ -690,13 +659,6 @@ fn up_and_down_on_an_ec2_appscalefile() {
         "the data survived down and up"
     );
     let again = up().expect(0).record();
-    assert!(
-        again["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["changed"] == false),
-        "{again}"
-    );
+    assert!(all_unchanged(std::slice::from_ref(&again)), "{again}");
     down().expect(0);
 }

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use serde_json::Value;
 
 /// One local deployment in a scratch directory.
 struct Deployment {
@@ -83,16 +82,6 @@ impl Deployment {
     fn flow(&self, name: &str) -> Run {
         self.flow_with(name, &[])
     }
-}
-
-fn all_unchanged(recs: &[Value]) -> bool {
-    recs.iter().all(|r| {
-        r["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["changed"] == false)
-    })
 }
 
 #[test]

@@ -14,6 +14,15 @@ fn ensure(dev: &str, extra: &[&str]) -> Run {
     run("disk-ensure-fs", &args, "")
 }
 
+/// A 64 MiB loop device, formatted by disk-ensure-fs (the tools' defaults).
+fn formatted(tag: &str) -> (TempDir, LoopDev) {
+    require_root();
+    let t = TempDir::new(tag);
+    let d = LoopDev::new(&t, "disk", 64);
+    ensure(&d.device, &[]).expect(0);
+    (t, d)
+}
+
 /// Runs disk-mount on one device.
 fn mount(dev: &str, mountpoint: &str, extra: &[&str]) -> Run {
     let mut args = vec!["--device", dev, "--mountpoint", mountpoint];
@@ -201,10 +210,7 @@ fn a_vanished_or_missing_device_is_not_blank() {
 
 #[test]
 fn a_mounted_filesystem_of_the_wanted_type_is_accepted_as_is() {
-    require_root();
-    let t = TempDir::new("mounted");
-    let d = LoopDev::new(&t, "disk", 64);
-    ensure(&d.device, &[]).expect(0);
+    let (t, d) = formatted("mounted");
     let mp = t.s("mnt");
     mount(&d.device, &mp, &["--no-fstab"]).expect(0);
     let r = ensure(&d.device, &[]).expect(0).record();
@@ -232,18 +238,10 @@ fn check_mode_changes_nothing() {
     let fstab = t.join("fstab");
     std::fs::write(&fstab, "# fstab\n").unwrap();
     let mp = t.join("mnt");
-    let r = run(
-        "disk-mount",
-        &[
-            "--check",
-            "--device",
-            &d.device,
-            "--mountpoint",
-            mp.to_str().unwrap(),
-            "--fstab",
-            fstab.to_str().unwrap(),
-        ],
-        "",
+    let r = mount(
+        &d.device,
+        mp.to_str().unwrap(),
+        &["--check", "--fstab", fstab.to_str().unwrap()],
     )
     .expect(0)
     .record();
@@ -340,27 +338,20 @@ fn mount_and_unmount_are_idempotent_and_keep_fstab() {
 
 #[test]
 fn a_failed_mount_rolls_fstab_back() {
-    require_root();
-    let t = TempDir::new("rollback");
-    let d = LoopDev::new(&t, "disk", 64);
-    ensure(&d.device, &[]).expect(0);
+    let (t, d) = formatted("rollback");
     let fstab = t.join("fstab");
     let original = "# original\n/dev/sda1 / ext4 defaults 0 1\n";
     std::fs::write(&fstab, original).unwrap();
     let mp = t.join("mnt");
-    let r = run(
-        "disk-mount",
+    let r = mount(
+        &d.device,
+        mp.to_str().unwrap(),
         &[
-            "--device",
-            &d.device,
-            "--mountpoint",
-            mp.to_str().unwrap(),
             "--fstab",
             fstab.to_str().unwrap(),
             "--options",
             "noatime,no_such_option",
         ],
-        "",
     )
     .expect(1);
     let rec = r.record();
@@ -382,10 +373,7 @@ fn a_failed_mount_rolls_fstab_back() {
 
 #[test]
 fn fsck_errors_stop_the_mount() {
-    require_root();
-    let t = TempDir::new("fsck");
-    let d = LoopDev::new(&t, "disk", 64);
-    ensure(&d.device, &[]).expect(0);
+    let (t, d) = formatted("fsck");
     // Damage the root directory and mark the filesystem unclean: preen
     // mode (-a) cannot fix that and exits 4.
     sh_ok(&["debugfs", "-w", "-R", "clri <2>", &d.device]);
@@ -403,10 +391,7 @@ fn fsck_errors_stop_the_mount() {
 
 #[test]
 fn busy_unmount_names_the_holder() {
-    require_root();
-    let t = TempDir::new("busy");
-    let d = LoopDev::new(&t, "disk", 64);
-    ensure(&d.device, &[]).expect(0);
+    let (t, d) = formatted("busy");
     let mp = t.join("mnt");
     mount(&d.device, mp.to_str().unwrap(), &["--no-fstab"]).expect(0);
     let mut holder = std::process::Command::new("sleep")
@@ -480,10 +465,7 @@ fn seed_copies_what_the_mountpoint_held_onto_a_new_disk() {
 
 #[test]
 fn mountpoints_are_checked() {
-    require_root();
-    let t = TempDir::new("mountpoints");
-    let d = LoopDev::new(&t, "disk", 64);
-    ensure(&d.device, &[]).expect(0);
+    let (t, d) = formatted("mountpoints");
     for bad in ["/etc", "/", "relative/dir", "/opt/../etc", "/usr/"] {
         let r = mount(&d.device, bad, &["--no-fstab"]).expect(1);
         assert_eq!(r.record()["error"]["code"], "bad-mountpoint", "{bad}");
@@ -510,10 +492,7 @@ fn mountpoints_are_checked() {
 
 #[test]
 fn a_record_naming_another_filesystem_is_not_mounted() {
-    require_root();
-    let t = TempDir::new("identity");
-    let d = LoopDev::new(&t, "disk", 64);
-    ensure(&d.device, &[]).expect(0);
+    let (t, d) = formatted("identity");
     let rec = json!({"v": 1, "device": d.device, "fs": {"type": "ext4", "uuid": "00000000-1111-2222-3333-444444444444", "formatted": false}});
     let r = run(
         "disk-mount",
@@ -552,10 +531,7 @@ fn bad_input_does_nothing_and_errors_pass_through() {
 
 #[test]
 fn grow_fills_a_device_that_grew() {
-    require_root();
-    let t = TempDir::new("grow");
-    let d = LoopDev::new(&t, "disk", 64);
-    ensure(&d.device, &[]).expect(0);
+    let (_t, d) = formatted("grow");
     std::fs::OpenOptions::new()
         .write(true)
         .open(&d.image)

@@ -340,7 +340,19 @@ pub fn is_mounted(dir: &Path) -> bool {
     })
 }
 
-/// Creates `n` records as NDJSON text.
+/// Whether every step of every record reported `changed: false` (a rerun
+/// that found everything as wanted).
+pub fn all_unchanged(recs: &[Value]) -> bool {
+    recs.iter().all(|r| {
+        r["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["changed"] == false)
+    })
+}
+
+/// The records as NDJSON text.
 pub fn ndjson(records: &[Value]) -> String {
     records.iter().map(|r| format!("{r}\n")).collect()
 }

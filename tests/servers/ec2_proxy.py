@@ -17,7 +17,8 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import loopback
 
 UPSTREAM = sys.argv[1].rstrip("/")
 STATE = {"fail": {}, "attaching": False, "injected": {}}
@@ -27,20 +28,7 @@ ERROR = """<?xml version="1.0" encoding="UTF-8"?>
 <Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>proxy</RequestID></Response>"""
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def reply(self, status, body, ctype="text/xml"):
-        data = body.encode() if isinstance(body, str) else body
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
+class Handler(loopback.Handler):
     def do_GET(self):
         if self.path.startswith("/__proxy__"):
             with LOCK:
@@ -65,7 +53,7 @@ class Handler(BaseHTTPRequestHandler):
                     rule["times"] -= 1
                 STATE["injected"][action] = STATE["injected"].get(action, 0) + 1
                 code = rule.get("code", "InternalError")
-                return self.reply(rule.get("status", 500), ERROR.format(code=code, message=f"injected {code}"))
+                return self.reply(rule.get("status", 500), ERROR.format(code=code, message=f"injected {code}"), "text/xml")
             attaching = STATE["attaching"]
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
         req = urllib.request.Request(UPSTREAM + self.path, data=body or None, headers=headers, method=self.command)
@@ -79,11 +67,5 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(status, data, ctype)
 
 
-def main():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    print(server.server_address[1], flush=True)
-    server.serve_forever()
-
-
 if __name__ == "__main__":
-    main()
+    loopback.serve(Handler)

@@ -25,7 +25,8 @@ import sys
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import loopback
 
 BASE = "https://www.googleapis.com/compute/v1"
 LOCK = threading.Condition()
@@ -167,19 +168,9 @@ def add_instance(project, zone, name):
 ROUTE = re.compile(r"^/compute/v1/projects/([^/]+)/zones/([^/]+)/(disks|instances|operations)(?:/([^/]+))?(?:/([A-Za-z]+))?$")
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
+class Handler(loopback.Handler):
     def send(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.reply(status, json.dumps(body), "application/json; charset=UTF-8")
 
     def body(self):
         n = int(self.headers.get("Content-Length") or 0)
@@ -374,10 +365,7 @@ def main():
             ME[flag[2:]] = args[args.index(flag) + 1]
     if ME.get("instance"):
         add_instance(ME["project"], ME["zone"], ME["instance"])
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    print(server.server_address[1], flush=True)
-    server.serve_forever()
+    loopback.serve(Handler)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ paths answer only with that token, as IMDSv2 does.
 """
 
 import sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import loopback
 
 INSTANCE, ZONE = sys.argv[1], sys.argv[2]
 TOKEN = "fake-imds-token"
@@ -16,27 +17,12 @@ PATHS = {
 }
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def reply(self, status, body, headers=()):
-        data = body.encode()
-        self.send_response(status)
-        for k, v in headers:
-            self.send_header(k, v)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
+class Handler(loopback.Handler):
     def do_PUT(self):
         ttl = self.headers.get("x-aws-ec2-metadata-token-ttl-seconds")
         if self.path != "/latest/api/token" or not ttl:
             return self.reply(400, "bad token request")
-        self.reply(200, TOKEN, [("x-aws-ec2-metadata-token-ttl-seconds", ttl)])
+        self.reply(200, TOKEN, headers=[("x-aws-ec2-metadata-token-ttl-seconds", ttl)])
 
     def do_GET(self):
         if self.headers.get("x-aws-ec2-metadata-token") != TOKEN:
@@ -46,11 +32,5 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(404, "not found")
 
 
-def main():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    print(server.server_address[1], flush=True)
-    server.serve_forever()
-
-
 if __name__ == "__main__":
-    main()
+    loopback.serve(Handler)
