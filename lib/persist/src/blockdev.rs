@@ -264,19 +264,26 @@ pub fn assess(path: &Path) -> Result<Assessment, BlockError> {
     assess_open(&dev, &mut file)
 }
 
-/// Assesses `path` while holding it open with `O_EXCL`, so nothing else can
-/// mount or claim it meanwhile. Returns the open file: drop it right before
-/// running `mkfs`.
-pub fn assess_exclusive(path: &Path) -> Result<(Assessment, File), BlockError> {
-    let dev = Device::open(path)?;
-    let mut file = std::fs::OpenOptions::new()
+/// Opens a block device with `O_EXCL`: the kernel refuses (`EBUSY`,
+/// [`BlockError::Busy`]) while anything holds it exclusively: a mounted or
+/// lazily unmounted filesystem, a device-mapper or RAID holder, `mkfs`.
+pub fn open_exclusive(path: &Path) -> Result<File, BlockError> {
+    std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_EXCL)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
             Some(nix::libc::EBUSY) => BlockError::Busy(path.to_path_buf(), e),
             _ => BlockError::Io(path.to_path_buf(), e),
-        })?;
+        })
+}
+
+/// Assesses `path` while holding it open with `O_EXCL`, so nothing else can
+/// mount or claim it meanwhile. Returns the open file: drop it right before
+/// running `mkfs`.
+pub fn assess_exclusive(path: &Path) -> Result<(Assessment, File), BlockError> {
+    let dev = Device::open(path)?;
+    let mut file = open_exclusive(path)?;
     let a = assess_open(&dev, &mut file)?;
     Ok((a, file))
 }

@@ -67,6 +67,12 @@ pub trait ToolArgs: Parser {
     fn validate(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Checks the whole input before anything is done (several records
+    /// that cannot go to one instance, say); an error is a usage error
+    /// (exit 2) and no record is acted on.
+    fn check_records(&self, _records: &[Record]) -> Result<(), String> {
+        Ok(())
+    }
     /// The step to run.
     fn into_step(self) -> Box<dyn Step>;
 }
@@ -210,6 +216,10 @@ pub fn main<A: ToolArgs>() -> ExitCode {
             Err(code) => return code,
         },
     };
+    if let Err(e) = args.check_records(&records) {
+        log::error(format_args!("{e}; nothing was done"));
+        return ExitCode::from(Exit::Usage as u8);
+    }
     let report = execute(args.into_step(), records, common.check, A::NAME);
     let mut out = std::io::stdout().lock();
     match record::write_all(&mut out, &report.records) {
@@ -366,6 +376,14 @@ pub(crate) fn execute_for_module<A: ToolArgs>(args: A, records: Option<Vec<Recor
         Some(r) => r,
         None => args.single().into_iter().collect(),
     };
+    if let Err(e) = args.check_records(&records) {
+        return Report {
+            records: Vec::new(),
+            diffs: Vec::new(),
+            messages: vec![format!("{e}; nothing was done")],
+            exit: Exit::Usage,
+        };
+    }
     execute(args.into_step(), records, common.check, A::NAME)
 }
 

@@ -128,6 +128,48 @@ pub fn check_identity(rec: &Record, dev: &Device) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Checks that the `device` a cloud record names is that record's disk:
+/// at least one of the paths the disk is known by here must exist, every
+/// one that exists must be the same kernel device as `dev`, and
+/// [`check_identity`] must pass. A record's word alone is never enough: a
+/// stale record may name a device that now holds another disk.
+pub fn verify_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
+    let cands = candidates(rec, &dev_root());
+    let mut confirmed = None;
+    for c in cands.iter().filter(|c| c.exists()) {
+        let other = Device::open(c).map_err(|e| Failure::new("device-unusable", e.to_string()))?;
+        if (other.major, other.minor) != (dev.major, dev.minor) {
+            return Err(Failure::new(
+                "identity-mismatch",
+                format!(
+                    "the record names {} for {}, but {} leads to {}: not this disk",
+                    dev.path.display(),
+                    disk_id(rec).unwrap_or("?"),
+                    c.display(),
+                    other.real.display()
+                ),
+            ));
+        }
+        confirmed = Some(c.clone());
+    }
+    if confirmed.is_none() {
+        return Err(Failure::new(
+            "identity-unconfirmed",
+            format!(
+                "nothing on this node confirms that {} is {} (looked for {}): run disk-attach on the node, or drop `device` from the record so it is found",
+                dev.path.display(),
+                disk_id(rec).unwrap_or("?"),
+                cands
+                    .iter()
+                    .map(|c| c.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    check_identity(rec, dev)
+}
+
 /// Waits (at most `timeout`) for the record's device to appear, then checks
 /// its identity. Returns the device path as found (a by-id link when there
 /// is one: stable across reboots).
