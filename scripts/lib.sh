@@ -31,25 +31,34 @@ persist_use_tools() {
     command -v jq >/dev/null || { echo "$(basename "$0"): jq is needed for the summary (apt-get install jq)" >&2; exit 2; }
 }
 
+# jq definitions shared by the summary and the error list: `safe` writes a
+# string's control characters as \u{..} (as the tools do on stderr), so a
+# disk or node name cannot forge or hide lines on the operator's terminal.
+PERSIST_JQ_DEFS='
+    def hex: "0123456789abcdef" as $d
+        | if . < 16 then $d[.:.+1] else $d[(. / 16 | floor):(. / 16 | floor) + 1] + $d[(. % 16):(. % 16) + 1] end;
+    def safe: tostring | gsub("(?<c>[[:cntrl:]])"; "\\u{" + (.c | explode[0] | hex) + "}");
+'
+
 # Reads final records (NDJSON) on stdin; prints a table on stderr:
 # node, disk, device, state, changed (by any step), time (all steps), then
 # the message of every failed record.
 persist_summary() {
     local title=$1
-    jq -rs --arg title "$title" '
-        def cell: if . == null then "-" else tostring end;
+    jq -rs --arg title "$title" "$PERSIST_JQ_DEFS"'
+        def cell: if . == null then "-" else safe end;
         ( ["NODE", "DISK", "DEVICE", "STATE", "CHANGED", "TIME"] ),
         ( .[] | [
             (.node | cell), (.disk | cell), (.device | cell),
-            (if .error then "FAILED(\(.error.tool))" else (.state | cell) end),
+            (if .error then "FAILED(\(.error.tool | safe))" else (.state | cell) end),
             ([.steps[]?.changed] | any | tostring),
             ((([.steps[]?.ms] | add) // 0) | tostring) + "ms"
           ] )
-        | @tsv' |
-    awk -F'\t' -v title="$title" '
+        | join("\t")' |
+    PERSIST_TITLE=$(jq -rn --arg t "$title" "$PERSIST_JQ_DEFS"' $t | safe') awk -F'\t' '
         { for (i = 1; i <= NF; i++) { cell[NR, i] = $i; if (length($i) > w[i]) w[i] = length($i) } n = NR; nf = NF }
         END {
-            printf "%s\n", title > "/dev/stderr"
+            printf "%s\n", ENVIRON["PERSIST_TITLE"] > "/dev/stderr"
             for (r = 1; r <= n; r++) {
                 line = ""
                 for (i = 1; i <= nf; i++) line = line sprintf("%-" w[i] "s  ", cell[r, i])
@@ -62,5 +71,5 @@ persist_summary() {
 
 # Prints each failed record's error on stderr.
 persist_errors() {
-    jq -r 'select(.error) | "  \(.node // .disk // "record"): \(.error.tool): \(.error.message) [\(.error.code)]"' >&2
+    jq -r "$PERSIST_JQ_DEFS"'select(.error) | "  \(.node // .disk // "record" | safe): \(.error.tool | safe): \(.error.message | safe) [\(.error.code | safe)]"' >&2
 }

@@ -326,7 +326,7 @@ fn mount_and_unmount_are_idempotent_and_keep_fstab() {
     let fstab_arg = format!("--fstab={}", fstab.display());
     run(
         "disk-unmount",
-        &[&unmount_args[..], &[fstab_arg.as_str()]].concat(),
+        &[&unmount_args[..], &[fstab_arg.as_str(), "--remove-fstab"]].concat(),
         "",
     )
     .expect(0);
@@ -360,7 +360,7 @@ fn a_failed_mount_rolls_fstab_back() {
         rec["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("restored"),
+            .contains("entry removed from"),
         "{rec}"
     );
     assert_eq!(
@@ -399,7 +399,8 @@ fn busy_unmount_names_the_holder() {
         .current_dir(&mp)
         .spawn()
         .unwrap();
-    let r = run("disk-unmount", &["--mountpoint", mp.to_str().unwrap()], "").expect(1);
+    let by_device = ["--device", &d.device, "--mountpoint", mp.to_str().unwrap()];
+    let r = run("disk-unmount", &by_device, "").expect(1);
     let _ = holder.kill();
     let _ = holder.wait();
     let msg = r.record()["error"]["message"].as_str().unwrap().to_string();
@@ -411,7 +412,7 @@ fn busy_unmount_names_the_holder() {
         is_mounted(&mp),
         "a busy mount is not detached lazily unless asked"
     );
-    run("disk-unmount", &["--mountpoint", mp.to_str().unwrap()], "").expect(0);
+    run("disk-unmount", &by_device, "").expect(0);
 }
 
 #[test]
@@ -445,7 +446,12 @@ fn seed_copies_what_the_mountpoint_held_onto_a_new_disk() {
     );
     assert!(!mp.join(".appscale-persist-seeding").exists());
     // A second mount of a disk holding data seeds nothing.
-    run("disk-unmount", &["--mountpoint", mp.to_str().unwrap()], "").expect(0);
+    run(
+        "disk-unmount",
+        &["--device", &d.device, "--mountpoint", mp.to_str().unwrap()],
+        "",
+    )
+    .expect(0);
     std::fs::write(mp.join("apps/later"), "only in the image").unwrap();
     run(
         "disk-mount",
@@ -668,6 +674,7 @@ fn fstab_writes_are_atomic() {
                 mp.to_str().unwrap(),
                 "--fstab",
                 fstab.to_str().unwrap(),
+                "--remove-fstab",
             ],
             "",
         )

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use appscale_persist::filesystem::FsType;
+use appscale_persist::filesystem::{self, FsType};
 use appscale_persist::record::Record;
 use appscale_persist::steps::ensure_fs::{EnsureFs, EnsureFsOptions};
 use appscale_persist::tool::{self, Common, Step, ToolArgs};
@@ -11,9 +11,18 @@ use clap::Parser;
 const AFTER_HELP: &str = "\
 A device is formatted only when all of these hold: it is a block device with
 media; blkid -p finds no filesystem or partition table; wipefs finds no
-signature; it has no partitions or holders and is not mounted or swap; and its
-first and last MiB read as zeros. A device already holding the wanted
+signature; it has no partitions or holders and is not mounted or swap; no
+ext2/3/4 backup superblock, XFS secondary superblock, btrfs mirror or GPT
+backup header is found past a wiped head; and its first and last MiB, and 256
+blocks sampled across it, read as zeros. A device already holding the wanted
 filesystem is left as it is (state has-fs). Anything else is refused.
+
+A record that already names a filesystem (fs.uuid, or state has-fs) is never
+formatted, and a record's device must be the disk the record names (the
+image behind a loop device, a cloud disk's links). Runs wait for one another
+(the node lock), and the device is flock'ed from the last check to the end of
+mkfs, which runs on the resolved device node. --mkfs-option takes mkfs
+options only: never -F/-f, -L, -U, a long option or a device.
 
 Exit status: 0 ok; 1 a record failed; 2 bad usage or input (nothing done);
 3 refused: a device holds data (and nothing else failed).
@@ -62,7 +71,8 @@ impl ToolArgs for Args {
         })
     }
     fn validate(&self) -> Result<(), String> {
-        self.fstype.check_label(&self.label)
+        self.fstype.check_label(&self.label)?;
+        filesystem::check_mkfs_options(self.fstype, &self.mkfs_options)
     }
     fn into_step(self) -> Box<dyn Step> {
         Box::new(EnsureFs {

@@ -11,14 +11,21 @@ use clap::Parser;
 
 const AFTER_HELP: &str = "\
 Flushes the filesystem, unmounts it, and waits until the kernel's mount table
-no longer shows it. Not mounted is success (changed: false). A busy mount is
-an error naming the processes that hold it; --lazy detaches it anyway.
-Only the record's device is unmounted: another device on the mountpoint is
-left alone and reported.
+no longer shows it and an exclusive open of the device succeeds (the
+filesystem is gone, not only hidden). Not mounted is success (changed:
+false). A busy mount is an error naming the processes that hold it; --lazy
+detaches it anyway, but while they keep the filesystem alive the record fails
+with still-in-use, so the disk is not detached under it.
+
+Only the record's own filesystem is unmounted: the record's device or
+fs.uuid, its disk found on this node, or our marked entry in the fstab
+(--fstab) must show that what is mounted there is it.
+Anything else (a tmpfs, an NFS share, another disk) is left alone and
+reported.
 
 Examples:
   disk-unmount --mountpoint /opt/appscale
-  disk-unmount --device /dev/loop3 --mountpoint /opt/appscale --fstab
+  disk-unmount --device /dev/loop3 --mountpoint /opt/appscale --remove-fstab
   appscalefile-lint --plan AppScalefile | disk-unmount | disk-detach";
 
 /// Unmount a disk record's mountpoint.
@@ -33,16 +40,20 @@ struct Args {
     /// Act on this device alone instead of reading records on stdin.
     #[arg(long, value_name = "PATH")]
     device: Option<String>,
-    /// Act on this mountpoint alone instead of reading records on stdin
-    /// [default: /opt/appscale].
+    /// Mountpoint for records that name none; with no records on stdin,
+    /// act on this mountpoint alone [default: /opt/appscale].
     #[arg(long, value_name = "DIR")]
     mountpoint: Option<String>,
     /// Detach a busy mount lazily (umount -l) instead of failing.
     #[arg(long)]
     lazy: bool,
-    /// Also remove our entry from this fstab [default path: /etc/fstab].
-    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = fstab::DEFAULT_PATH)]
-    fstab: Option<PathBuf>,
+    /// The fstab holding our entries (as given to disk-mount): read to
+    /// recognise our filesystem, changed only with --remove-fstab.
+    #[arg(long, value_name = "PATH", default_value = fstab::DEFAULT_PATH)]
+    fstab: PathBuf,
+    /// Also remove our entry from the fstab.
+    #[arg(long)]
+    remove_fstab: bool,
 }
 
 impl ToolArgs for Args {
@@ -51,9 +62,15 @@ impl ToolArgs for Args {
         &self.common
     }
     fn single(&self) -> Option<Record> {
-        (self.device.is_some() || self.mountpoint.is_some()).then(|| Record {
-            device: self.device.clone(),
+        self.device.as_ref().map(|d| Record {
+            device: Some(d.clone()),
             mountpoint: self.mountpoint.clone(),
+            ..Record::default()
+        })
+    }
+    fn fallback(&self) -> Option<Record> {
+        self.mountpoint.as_ref().map(|m| Record {
+            mountpoint: Some(m.clone()),
             ..Record::default()
         })
     }
@@ -63,6 +80,7 @@ impl ToolArgs for Args {
                 mountpoint: self.mountpoint,
                 lazy: self.lazy,
                 fstab: self.fstab,
+                remove_fstab: self.remove_fstab,
             },
         })
     }

@@ -9,20 +9,26 @@
 //!    loop device or an empty drive reads as nothing, which is not blank);
 //! 2. `blkid -p` (low-level probe, no cache) finds no filesystem and no
 //!    partition table; its exit 2 counts as "nothing found" only because
-//!    check 5 has already read the device;
+//!    the reads below have already read the device;
 //! 3. `wipefs --no-act` lists no signature;
 //! 4. no partitions, no holders (LVM, dm-crypt, RAID), not mounted, not swap;
-//! 5. the first and the last MiB read back as zeros: a new EBS volume or
-//!    persistent disk does, a disk holding data in a format no probe knows
-//!    does not.
+//! 5. the metadata that survives a wiped head is absent ([`secondary`]): ext2/3/4
+//!    backup superblocks, XFS secondary AG headers, btrfs superblock mirrors,
+//!    the GPT backup header;
+//! 6. the first and the last MiB read back as zeros, and so do
+//!    [`SAMPLES`] blocks of 4 KiB spread evenly across the whole device: a new
+//!    EBS volume or persistent disk does, a disk holding data in a format no
+//!    probe knows does not.
 //!
 //! [`assess_exclusive`] repeats all of it while holding the device open with
-//! `O_EXCL`, the last step before `mkfs`.
+//! `O_EXCL`, the last step before `mkfs`. Nothing relies on `mkfs` refusing
+//! a device that holds data: without a terminal, `mke2fs` formats over an
+//! existing filesystem.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::mount;
@@ -30,6 +36,13 @@ use crate::run::{Cmd, RunError};
 
 /// How many bytes at each end of a device must be zero.
 pub const EDGE_BYTES: u64 = 1 << 20;
+
+/// How many blocks of [`SAMPLE_BYTES`], spread evenly across the device,
+/// must read as zeros.
+pub const SAMPLES: u64 = 256;
+
+/// The size of one sample.
+pub const SAMPLE_BYTES: u64 = 4096;
 
 /// Identity and size of a block device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,9 +85,50 @@ impl Device {
         })
     }
 
+    /// The device numbered `major:minor`, by the node sysfs names for it
+    /// (`/dev/<DEVNAME>`), checked to carry that number.
+    pub fn from_number(major: u64, minor: u64) -> Result<Device, BlockError> {
+        let sys = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+        let uevent = std::fs::read_to_string(sys.join("uevent"))
+            .map_err(|_| BlockError::Missing(sys.clone()))?;
+        let name = uevent
+            .lines()
+            .find_map(|l| l.strip_prefix("DEVNAME="))
+            .ok_or_else(|| BlockError::Missing(sys.clone()))?;
+        let dev = Device::open(&PathBuf::from("/dev").join(name))?;
+        if (dev.major, dev.minor) != (major, minor) {
+            return Err(BlockError::NotBlock(dev.path));
+        }
+        Ok(dev)
+    }
+
     /// `/sys/dev/block/MAJ:MIN`.
     pub fn sysfs(&self) -> PathBuf {
         PathBuf::from(format!("/sys/dev/block/{}:{}", self.major, self.minor))
+    }
+
+    /// The node of the whole disk this device is on: the device itself, or
+    /// the disk a partition belongs to (from sysfs). Its major:minor is
+    /// checked, so a node that names another device is never returned.
+    pub fn whole_disk(&self) -> Result<PathBuf, BlockError> {
+        let sys = self.sysfs();
+        if !sys.join("partition").exists() {
+            return Ok(self.real.clone());
+        }
+        let io = |e| BlockError::Io(self.path.clone(), e);
+        let parent = std::fs::canonicalize(&sys).map_err(io)?.join("..");
+        let uevent = std::fs::read_to_string(parent.join("uevent")).map_err(io)?;
+        let name = uevent
+            .lines()
+            .find_map(|l| l.strip_prefix("DEVNAME="))
+            .ok_or_else(|| BlockError::NotBlock(parent.clone()))?;
+        let node = PathBuf::from("/dev").join(name);
+        let want = std::fs::read_to_string(parent.join("dev")).map_err(io)?;
+        let have = Device::open(&node)?;
+        if format!("{}:{}", have.major, have.minor) != want.trim() {
+            return Err(BlockError::NotBlock(node));
+        }
+        Ok(node)
     }
 
     /// Partitions of this device, and devices stacked on it (LVM, dm-crypt,
@@ -203,18 +257,155 @@ pub fn signatures(path: &Path) -> Result<Vec<String>, BlockError> {
 
 /// The offset of the first non-zero byte in the first or last
 /// [`EDGE_BYTES`] of the device, or `None` when both read as zeros.
-pub fn first_nonzero_at_edges(file: &mut File, size: u64) -> std::io::Result<Option<u64>> {
+pub fn first_nonzero_at_edges(file: &File, size: u64) -> std::io::Result<Option<u64>> {
     let head = EDGE_BYTES.min(size);
     let tail_start = size.saturating_sub(EDGE_BYTES).max(head);
     for (start, len) in [(0, head), (tail_start, size - tail_start)] {
         if len == 0 {
             continue;
         }
-        file.seek(SeekFrom::Start(start))?;
         let mut buf = vec![0u8; len as usize];
-        file.read_exact(&mut buf)?;
+        file.read_exact_at(&mut buf, start)?;
         if let Some(i) = buf.iter().position(|&b| b != 0) {
             return Ok(Some(start + i as u64));
+        }
+    }
+    Ok(None)
+}
+
+/// The offset of the first non-zero byte among [`SAMPLES`] blocks of
+/// [`SAMPLE_BYTES`] spread evenly across the device (block-aligned), or
+/// `None` when all read as zeros.
+pub fn first_nonzero_in_sample(file: &File, size: u64) -> std::io::Result<Option<u64>> {
+    let mut buf = vec![0u8; SAMPLE_BYTES as usize];
+    let last = size.saturating_sub(SAMPLE_BYTES) / SAMPLE_BYTES * SAMPLE_BYTES;
+    for i in 0..SAMPLES {
+        let at = (size / SAMPLES * i / SAMPLE_BYTES * SAMPLE_BYTES).min(last);
+        let len = SAMPLE_BYTES.min(size - at) as usize;
+        file.read_exact_at(&mut buf[..len], at)?;
+        if let Some(j) = buf[..len].iter().position(|&b| b != 0) {
+            return Ok(Some(at + j as u64));
+        }
+    }
+    Ok(None)
+}
+
+/// Reads `len` bytes at `at`, or `None` past the end of the device.
+fn read_at(file: &File, size: u64, at: u64, len: usize) -> std::io::Result<Option<Vec<u8>>> {
+    if at.checked_add(len as u64).is_none_or(|end| end > size) {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, at)?;
+    Ok(Some(buf))
+}
+
+fn le16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Block groups that hold an ext2/3/4 backup superblock (`sparse_super`):
+/// 1 and the powers of 3, 5 and 7, below `groups`.
+fn ext_backup_groups(groups: u64) -> Vec<u64> {
+    let mut out = vec![1];
+    for base in [3u64, 5, 7] {
+        let mut g = base;
+        while g < groups {
+            out.push(g);
+            g = match g.checked_mul(base) {
+                Some(n) => n,
+                None => break,
+            };
+        }
+    }
+    out.retain(|&g| g < groups);
+    out.sort_unstable();
+    out
+}
+
+/// Metadata a filesystem or partition table keeps away from the start of
+/// the device, so that it survives a wiped head: a description of the first
+/// one found, or `None`.
+///
+/// * ext2/3/4: backup superblocks at the start of block groups 1, 3, 5, 7,
+///   9, 25, 27, ... for each block size (1, 2, 4 and 64 KiB, groups of
+///   8 × block size blocks), checked by magic and block size;
+/// * XFS: the secondary superblock at the start of allocation group 1, for
+///   the AG sizes `mkfs.xfs` chooses (2 to 128 groups, or 1 TiB groups),
+///   checked by magic, block size and AG size;
+/// * btrfs: the superblock mirrors at 64 MiB and 256 GiB;
+/// * GPT: the backup header in the last sector (512 or 4096 bytes).
+pub fn secondary(file: &File, size: u64) -> std::io::Result<Option<String>> {
+    for sector in [512u64, 4096] {
+        if size >= 2 * sector
+            && let Some(b) = read_at(file, size, size - sector, 8)?
+            && &b[..] == b"EFI PART"
+        {
+            return Ok(Some(format!(
+                "a GPT backup header at offset {} (a partition table whose start was wiped)",
+                size - sector
+            )));
+        }
+    }
+    for bs in [1024u64, 2048, 4096, 65536] {
+        let per_group = 8 * bs;
+        let first_data_block = u64::from(bs == 1024);
+        let groups = (size / bs).div_ceil(per_group);
+        for g in ext_backup_groups(groups) {
+            let at = (g * per_group + first_data_block) * bs;
+            let Some(sb) = read_at(file, size, at, 1024)? else {
+                break;
+            };
+            if le16(&sb, 0x38) == 0xEF53 && u64::from(le32(&sb, 0x18)) + 10 == bs.ilog2() as u64 {
+                return Ok(Some(format!(
+                    "an ext2/3/4 backup superblock at offset {at} (block group {g}): a filesystem whose start was wiped"
+                )));
+            }
+        }
+    }
+    let mut xfs_offsets: Vec<(u64, u64)> = Vec::new();
+    for bs in [512u64, 1024, 2048, 4096, 65536] {
+        let blocks = size / bs;
+        for count in 2..=128u64 {
+            for ag in [blocks / count, blocks.div_ceil(count)] {
+                xfs_offsets.push((ag * bs, bs));
+            }
+        }
+        xfs_offsets.push(((1u64 << 40) / bs * bs, bs));
+    }
+    xfs_offsets.sort_unstable();
+    xfs_offsets.dedup();
+    for (at, bs) in xfs_offsets {
+        if at == 0 {
+            continue;
+        }
+        let Some(sb) = read_at(file, size, at, 512)? else {
+            continue;
+        };
+        if &sb[..4] == b"XFSB"
+            && u64::from(be32(&sb, 4)) == bs
+            && u64::from(be32(&sb, 84)) * bs == at
+        {
+            return Ok(Some(format!(
+                "an XFS secondary superblock at offset {at}: a filesystem whose start was wiped"
+            )));
+        }
+    }
+    for at in [64u64 << 20, 256 << 30, 1 << 50] {
+        if let Some(sb) = read_at(file, size, at + 0x40, 8)?
+            && &sb[..] == b"_BHRfS_M"
+        {
+            return Ok(Some(format!(
+                "a btrfs superblock mirror at offset {at}: a filesystem whose start was wiped"
+            )));
         }
     }
     Ok(None)
@@ -290,10 +481,12 @@ pub fn assess_exclusive(path: &Path) -> Result<(Assessment, File), BlockError> {
 
 fn assess_open(dev: &Device, file: &mut File) -> Result<Assessment, BlockError> {
     let path = dev.path.as_path();
+    let io = |e| BlockError::Io(path.to_path_buf(), e);
     // Read first: blkid's "nothing found" means something only for a device
     // we have just read ourselves.
-    let nonzero = first_nonzero_at_edges(file, dev.size)
-        .map_err(|e| BlockError::Io(path.to_path_buf(), e))?;
+    let edges = first_nonzero_at_edges(file, dev.size).map_err(io)?;
+    let behind = secondary(file, dev.size).map_err(io)?;
+    let sampled = first_nonzero_in_sample(file, dev.size).map_err(io)?;
     match probe(path)? {
         Some(p) if p.tags.contains_key("AMBIVALENT") => {
             return Ok(Assessment::NotBlank(format!(
@@ -306,6 +499,10 @@ fn assess_open(dev: &Device, file: &mut File) -> Result<Assessment, BlockError> 
         }
         Some(p) => return Ok(Assessment::NotBlank(p.describe())),
         None => {}
+    }
+    // Named before wipefs's list: "a GPT backup header" says more than "gpt".
+    if let Some(what) = behind {
+        return Ok(Assessment::NotBlank(what));
     }
     let sigs = signatures(path)?;
     if !sigs.is_empty() {
@@ -334,10 +531,48 @@ fn assess_open(dev: &Device, file: &mut File) -> Result<Assessment, BlockError> 
     {
         return Ok(Assessment::NotBlank("active swap".into()));
     }
-    if let Some(at) = nonzero {
+    if let Some(at) = edges {
         return Ok(Assessment::NotBlank(format!(
             "non-zero bytes at offset {at} (the first and last MiB of a blank disk read as zeros)"
         )));
     }
+    if let Some(at) = sampled {
+        return Ok(Assessment::NotBlank(format!(
+            "non-zero bytes at offset {at} (found sampling {SAMPLES} blocks across the device; a blank disk reads as zeros throughout)"
+        )));
+    }
     Ok(Assessment::Blank)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_groups_are_one_and_powers_of_three_five_seven() {
+        assert_eq!(ext_backup_groups(60), [1, 3, 5, 7, 9, 25, 27, 49]);
+        assert_eq!(ext_backup_groups(2), [1]);
+        assert!(ext_backup_groups(1).is_empty());
+    }
+
+    #[test]
+    fn the_sample_covers_the_device_and_stays_inside_it() {
+        let path = std::env::temp_dir().join(format!("sample-{}", std::process::id()));
+        let size = (10 << 20) + 512;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        f.set_len(size).unwrap();
+        assert_eq!(first_nonzero_in_sample(&f, size).unwrap(), None);
+        assert_eq!(secondary(&f, size).unwrap(), None);
+        // A byte in a sampled block far from both ends.
+        let at = size / SAMPLES * 100 / SAMPLE_BYTES * SAMPLE_BYTES + 7;
+        f.write_all_at(&[1], at).unwrap();
+        assert_eq!(first_nonzero_in_sample(&f, size).unwrap(), Some(at));
+        std::fs::remove_file(&path).unwrap();
+    }
 }

@@ -75,17 +75,118 @@ impl clap::ValueEnum for FsType {
     }
 }
 
-/// Makes a filesystem. Never forces: `mkfs.ext4` without `-F` and
-/// `mkfs.xfs` without `-f` refuse a device that holds a filesystem, a last
-/// guard behind [`crate::blockdev::assess`].
-pub fn mkfs(device: &Path, fstype: FsType, label: &str, extra: &[String]) -> Result<(), RunError> {
-    let program = match fstype {
-        FsType::Ext4 => "mkfs.ext4",
-        FsType::Xfs => "mkfs.xfs",
+/// Options each `mkfs` takes that are followed by a value (getopt letters).
+fn takes_value(fstype: FsType) -> &'static str {
+    match fstype {
+        FsType::Ext4 => "bdegGilmorstCEIJLMNORTUz",
+        FsType::Xfs => "bcdilLmnprs",
+    }
+}
+
+/// Options refused in `--mkfs-option`: forcing (`-F`, `-f`), and what this
+/// toolkit sets itself (label, UUID).
+fn refused_options(fstype: FsType) -> &'static str {
+    match fstype {
+        FsType::Ext4 => "FLSU",
+        FsType::Xfs => "fLN",
+    }
+}
+
+/// Checks extra `mkfs` arguments (`--mkfs-option`): options only, each
+/// known to take a value or not as getopt reads them, never a force flag,
+/// a label or UUID (set by this toolkit), a long option, or a positional
+/// argument (another device). An option's value may be attached (`-Elazy_itable_init=0`)
+/// or be the next argument.
+pub fn check_mkfs_options(fstype: FsType, options: &[String]) -> Result<(), String> {
+    let mut expect_value = false;
+    for opt in options {
+        if expect_value {
+            expect_value = false;
+            if fstype == FsType::Xfs && opt.contains("uuid=") {
+                return Err(format!(
+                    "--mkfs-option `{opt}`: the UUID is set by disk-ensure-fs"
+                ));
+            }
+            continue;
+        }
+        let Some(letters) = opt
+            .strip_prefix('-')
+            .filter(|l| !l.is_empty() && !l.starts_with('-'))
+        else {
+            return Err(format!(
+                "--mkfs-option `{opt}` is not a short option of mkfs.{fstype}: positional arguments and long options are refused (the device is given by disk-ensure-fs)"
+            ));
+        };
+        for (i, c) in letters.char_indices() {
+            if refused_options(fstype).contains(c) {
+                return Err(format!(
+                    "--mkfs-option `{opt}`: -{c} is refused (disk-ensure-fs never forces mkfs, and sets the label and UUID itself)"
+                ));
+            }
+            if takes_value(fstype).contains(c) {
+                let rest = &letters[i + c.len_utf8()..];
+                if rest.is_empty() {
+                    expect_value = true;
+                } else if fstype == FsType::Xfs && rest.contains("uuid=") {
+                    return Err(format!(
+                        "--mkfs-option `{opt}`: the UUID is set by disk-ensure-fs"
+                    ));
+                }
+                break;
+            }
+            if !c.is_ascii_alphabetic() {
+                return Err(format!(
+                    "--mkfs-option `{opt}` is not an option of mkfs.{fstype}"
+                ));
+            }
+        }
+    }
+    if expect_value {
+        return Err(format!(
+            "--mkfs-option `{}` needs a value (give it as the next --mkfs-option, or attached)",
+            options.last().map(String::as_str).unwrap_or("")
+        ));
+    }
+    Ok(())
+}
+
+/// A new random (version 4) UUID for a filesystem, from `/dev/urandom`.
+pub fn new_uuid() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
+
+/// Makes a filesystem with the given label and UUID on `device` (a
+/// resolved device node). `mkfs` is not a safety check: without a terminal
+/// `mke2fs` formats over an existing filesystem, so the caller must have
+/// decided the device is blank ([`crate::blockdev::assess`]). `extra` must
+/// have passed [`check_mkfs_options`].
+pub fn mkfs(
+    device: &Path,
+    fstype: FsType,
+    label: &str,
+    uuid: &str,
+    extra: &[String],
+) -> Result<(), RunError> {
+    let cmd = match fstype {
+        FsType::Ext4 => Cmd::new("mkfs.ext4").args(["-q", "-L", label, "-U", uuid]),
+        FsType::Xfs => Cmd::new("mkfs.xfs")
+            .args(["-q", "-L", label, "-m"])
+            .arg(format!("uuid={uuid}")),
     };
-    Cmd::new(program)
-        .args(["-q", "-L", label])
-        .args(extra)
+    cmd.args(extra)
         .arg(device)
         .timeout(SLOW_TOOL_TIMEOUT)
         .run()
@@ -107,6 +208,12 @@ pub enum Fsck {
         /// What fsck said.
         output: String,
     },
+    /// Killed by a signal or at its deadline: it may have stopped part-way
+    /// through a repair; do not mount.
+    Interrupted {
+        /// How it ended.
+        how: String,
+    },
 }
 
 /// Runs `fsck.ext4 -a` (preen: fix what is safe, nothing interactive) before
@@ -119,7 +226,14 @@ pub fn fsck(device: &Path, fstype: FsType) -> Result<Fsck, RunError> {
         .arg("-a")
         .arg(device)
         .timeout(SLOW_TOOL_TIMEOUT);
-    let out = cmd.output()?;
+    let out = match cmd.output() {
+        Err(RunError::TimedOut { timeout, .. }) => {
+            return Ok(Fsck::Interrupted {
+                how: format!("killed at its deadline of {timeout:?}"),
+            });
+        }
+        other => other?,
+    };
     match out.code {
         // 2 asks for a reboot, which matters for the root filesystem only.
         Some(0) => Ok(Fsck::Clean { fixed: false }),
@@ -128,7 +242,9 @@ pub fn fsck(device: &Path, fstype: FsType) -> Result<Fsck, RunError> {
             code,
             output: format!("{}{}", out.stdout, out.stderr).trim().to_string(),
         }),
-        None => Err(cmd.failed(&out)),
+        None => Ok(Fsck::Interrupted {
+            how: "killed by a signal".into(),
+        }),
     }
 }
 
@@ -202,5 +318,51 @@ pub fn grow(device: &Path, fstype: FsType, mounted_at: Option<&Path>) -> Result<
             code: None,
             stderr: "XFS grows only while mounted".into(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn mkfs_options_never_force_or_name_a_device() {
+        let ok = |t, v: &[&str]| check_mkfs_options(t, &opts(v));
+        assert!(ok(FsType::Ext4, &["-E", "lazy_itable_init=0", "-m0", "-qj"]).is_ok());
+        assert!(ok(FsType::Xfs, &["-m", "crc=1", "-ireclen=1", "-K"]).is_ok());
+        for bad in [
+            &["-F"][..],
+            &["-qF"],
+            &["/dev/sdb"],
+            &["--force"],
+            &["-"],
+            &["-L", "x"],
+            &["-E"],
+        ] {
+            assert!(ok(FsType::Ext4, bad).is_err(), "{bad:?}");
+        }
+        for bad in [
+            &["-f"][..],
+            &["-Kf"],
+            &["-m", "uuid=1"],
+            &["-muuid=1"],
+            &["sdb"],
+        ] {
+            assert!(ok(FsType::Xfs, bad).is_err(), "{bad:?}");
+        }
+        // The value of an option that takes one is not read as letters.
+        assert!(ok(FsType::Xfs, &["-mfinobt=1"]).is_ok());
+    }
+
+    #[test]
+    fn new_uuids_are_version_4() {
+        let u = new_uuid().unwrap();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        assert_ne!(u, new_uuid().unwrap());
     }
 }

@@ -5,6 +5,14 @@
 //! removed; a foreign entry for the same mountpoint or filesystem is a
 //! conflict reported to the operator, not overwritten.
 //!
+//! Changes are made line by line to the text as it is when written
+//! ([`add`], [`remove`]), never to a copy read earlier, and the caller holds
+//! the node lock ([`crate::lock`]) around them, so two runs editing one
+//! fstab both keep their lines. Every line we do not own is kept byte for
+//! byte (its line ending included). [`Applied::undo`] takes back exactly
+//! what one change did: the line it added is removed, the lines of ours it
+//! replaced are put back, and nothing else is touched.
+//!
 //! Every write is atomic: the new text goes to a temporary file in the same
 //! directory, is fsynced, keeps the old file's mode and owner, and is renamed
 //! over the old one; then the directory is fsynced. Before replacing, the old
@@ -156,6 +164,22 @@ pub enum FstabError {
     Io(PathBuf, std::io::Error),
 }
 
+impl FstabError {
+    /// The record error code for this failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            FstabError::Conflict { .. } => "fstab-conflict",
+            FstabError::Io(..) => "fstab",
+        }
+    }
+}
+
+impl From<FstabError> for crate::tool::Failure {
+    fn from(e: FstabError) -> Self {
+        crate::tool::Failure::new(e.code(), e.to_string())
+    }
+}
+
 /// An fstab as text, as read from disk.
 #[derive(Debug, Clone)]
 pub struct Fstab {
@@ -197,9 +221,15 @@ impl Fstab {
     /// filesystem are replaced, everything else is kept byte for byte.
     /// `None` when the text already holds exactly this entry.
     pub fn with_entry(&self, entry: &Entry) -> Result<Option<String>, FstabError> {
-        let mut lines: Vec<String> = Vec::new();
+        Ok(self.plan_entry(entry)?.map(|c| c.text))
+    }
+
+    fn plan_entry(&self, entry: &Entry) -> Result<Option<Planned>, FstabError> {
+        let mut kept: Vec<&str> = Vec::new();
+        let mut removed: Vec<String> = Vec::new();
         let mut present = false;
-        for (i, line) in self.text.lines().enumerate() {
+        for (i, raw) in self.text.split_inclusive('\n').enumerate() {
+            let line = raw.trim_end_matches(['\n', '\r']);
             match Entry::parse(line) {
                 Some(e) if e.file == entry.file || e.spec == entry.spec => {
                     if !e.is_ours() {
@@ -217,32 +247,58 @@ impl Fstab {
                     }
                     if e == *entry && !present {
                         present = true;
-                        lines.push(line.to_string());
+                        kept.push(raw);
+                    } else {
+                        // Any other entry of ours for this mountpoint or
+                        // filesystem is stale: it goes.
+                        removed.push(line.to_string());
                     }
-                    // Any other entry of ours for this mountpoint or
-                    // filesystem is stale: drop it.
                 }
-                _ => lines.push(line.to_string()),
+                _ => kept.push(raw),
             }
         }
-        if present && lines.len() == self.text.lines().count() {
+        if present && removed.is_empty() {
             return Ok(None);
         }
-        if !present {
-            lines.push(entry.to_line());
+        let mut text: String = kept.concat();
+        let added = (!present).then(|| entry.to_line());
+        if let Some(line) = &added {
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(line);
+            text.push('\n');
         }
-        Ok(Some(join(lines)))
+        Ok(Some(Planned {
+            text,
+            added,
+            removed,
+        }))
     }
 
     /// The text without our entry for `mountpoint`; `None` if there is none.
     pub fn without_entry(&self, mountpoint: &str) -> Option<String> {
-        let kept: Vec<String> = self
+        self.without(|e| e.is_ours() && e.file == mountpoint)
+            .map(|(text, _)| text)
+    }
+
+    /// The text without the lines whose entry matches `drop`, and those
+    /// lines; `None` when no line matches. Other lines are kept byte for byte.
+    fn without(&self, drop: impl Fn(&Entry) -> bool) -> Option<(String, Vec<String>)> {
+        let mut removed = Vec::new();
+        let kept: String = self
             .text
-            .lines()
-            .filter(|l| !Entry::parse(l).is_some_and(|e| e.is_ours() && e.file == mountpoint))
-            .map(str::to_string)
+            .split_inclusive('\n')
+            .filter(|raw| {
+                let line = raw.trim_end_matches(['\n', '\r']);
+                let gone = Entry::parse(line).is_some_and(|e| drop(&e));
+                if gone {
+                    removed.push(line.to_string());
+                }
+                !gone
+            })
             .collect();
-        (kept.len() != self.text.lines().count()).then(|| join(kept))
+        (!removed.is_empty()).then_some((kept, removed))
     }
 
     /// The path of the backup kept of the previous text.
@@ -263,15 +319,130 @@ impl Fstab {
             self.existed.then_some(self.path.as_path()),
         )
     }
+}
 
-    /// Puts the text read by [`Fstab::load`] back (rolling back a change).
-    pub fn restore(&self) -> Result<(), FstabError> {
-        if self.existed {
-            write_atomic(&self.path, self.text.as_bytes(), Some(&self.path))
-        } else {
-            std::fs::remove_file(&self.path)
+/// A change worked out on one text.
+struct Planned {
+    text: String,
+    added: Option<String>,
+    removed: Vec<String>,
+}
+
+/// What one change did to an fstab, so that exactly it can be undone and
+/// shown as a diff.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The fstab changed (its real path).
+    pub path: PathBuf,
+    /// The text before the change.
+    pub before: String,
+    /// The text after it.
+    pub after: String,
+    /// The line this change added, if any.
+    pub added: Option<String>,
+    /// Lines of ours this change removed.
+    pub removed: Vec<String>,
+}
+
+impl Applied {
+    /// Whether the change changed anything.
+    pub fn changed(&self) -> bool {
+        self.before != self.after
+    }
+
+    /// Takes back this change on the file as it is now: removes the line it
+    /// added and puts back the lines of ours it removed (unless an entry for
+    /// the same mountpoint or filesystem is there again). Lines added or
+    /// changed by anyone since are kept. The caller holds the node lock.
+    pub fn undo(&self) -> Result<(), FstabError> {
+        if !self.changed() {
+            return Ok(());
+        }
+        let tab = Fstab::load(&self.path)?;
+        let mut text = match &self.added {
+            Some(line) => {
+                let mine = Entry::parse(line);
+                tab.without(|e| Some(e) == mine.as_ref())
+                    .map(|(t, _)| t)
+                    .unwrap_or_else(|| tab.text.clone())
+            }
+            None => tab.text.clone(),
+        };
+        for line in &self.removed {
+            let Some(old) = Entry::parse(line) else {
+                continue;
+            };
+            let taken = text
+                .lines()
+                .filter_map(Entry::parse)
+                .any(|e| e.file == old.file || e.spec == old.spec);
+            if !taken {
+                if !text.is_empty() && !text.ends_with('\n') {
+                    text.push('\n');
+                }
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        if text == tab.text {
+            return Ok(());
+        }
+        if !tab.existed && text.is_empty() {
+            return std::fs::remove_file(&tab.path)
                 .or_else(ignore_not_found)
-                .map_err(|e| FstabError::Io(self.path.clone(), e))
+                .map_err(|e| FstabError::Io(tab.path.clone(), e));
+        }
+        tab.replace(&text)
+    }
+}
+
+/// Puts our `entry` into the fstab at `path` as it is now (replacing stale
+/// entries of ours for the same mountpoint or filesystem; a foreign one is
+/// a [`FstabError::Conflict`]), and writes it atomically if that changes
+/// anything. The caller holds the node lock.
+pub fn add(path: &Path, entry: &Entry) -> Result<Applied, FstabError> {
+    let tab = Fstab::load(path)?;
+    match tab.plan_entry(entry)? {
+        None => Ok(Applied {
+            path: tab.path.clone(),
+            before: tab.text.clone(),
+            after: tab.text,
+            ..Applied::default()
+        }),
+        Some(p) => {
+            tab.replace(&p.text)?;
+            Ok(Applied {
+                path: tab.path.clone(),
+                before: tab.text,
+                after: p.text,
+                added: p.added,
+                removed: p.removed,
+            })
+        }
+    }
+}
+
+/// Removes our entry for `mountpoint` from the fstab at `path` as it is
+/// now, if there is one (atomically; nothing else is touched). The caller
+/// holds the node lock.
+pub fn remove(path: &Path, mountpoint: &str) -> Result<Applied, FstabError> {
+    let tab = Fstab::load(path)?;
+    match tab.without(|e| e.is_ours() && e.file == mountpoint) {
+        None => Ok(Applied {
+            path: tab.path.clone(),
+            before: tab.text.clone(),
+            after: tab.text,
+            ..Applied::default()
+        }),
+        Some((text, removed)) => {
+            tab.replace(&text)?;
+            Ok(Applied {
+                path: tab.path.clone(),
+                before: tab.text,
+                after: text,
+                added: None,
+                removed,
+            })
         }
     }
 }
@@ -282,10 +453,6 @@ fn ignore_not_found(e: std::io::Error) -> std::io::Result<()> {
     } else {
         Err(e)
     }
-}
-
-fn join(lines: Vec<String>) -> String {
-    lines.into_iter().map(|l| l + "\n").collect()
 }
 
 /// Writes `data` to `path` atomically: temp file in the same directory,
@@ -386,6 +553,33 @@ mod tests {
         let removed = fstab(&once).without_entry("/opt/appscale").unwrap();
         assert_eq!(removed, base);
         assert_eq!(fstab(base).without_entry("/opt/appscale"), None);
+    }
+
+    #[test]
+    fn undo_takes_back_only_this_change() {
+        let dir = std::env::temp_dir().join(format!("fstab-undo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("fstab");
+        let stale = Entry::ours("old", "/a", "ext4", "noatime", 30);
+        std::fs::write(&path, format!("# theirs\r\n{}\n", stale.to_line())).unwrap();
+        let mine = Entry::ours("new", "/a", "ext4", "noatime", 30);
+        let applied = add(&path, &mine).unwrap();
+        assert_eq!(applied.removed, [stale.to_line()]);
+        // Another run adds its own line meanwhile.
+        let other = Entry::ours("other", "/b", "ext4", "noatime", 30);
+        let theirs = add(&path, &other).unwrap();
+        assert!(theirs.changed());
+        applied.undo().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("# theirs\r\n{}\n{}\n", other.to_line(), stale.to_line()),
+            "the other run's line stays, the CRLF line is kept as it was"
+        );
+        let gone = remove(&path, "/b").unwrap();
+        assert_eq!(gone.removed, [other.to_line()]);
+        assert!(!remove(&path, "/b").unwrap().changed());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

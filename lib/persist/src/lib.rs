@@ -12,12 +12,17 @@
 //! * [`blockdev`]: probing block devices; deciding whether one is blank.
 //! * [`filesystem`]: making, checking and growing filesystems.
 //! * [`mount`]: the kernel's mount table, mounting and unmounting.
+//! * [`seed`]: copying a mountpoint's files onto a new filesystem, never
+//!   deleting anything.
 //! * [`fstab`]: our entries in `/etc/fstab`, written atomically.
 //! * [`provider`]: the provider trait, and the `local` and `static` providers.
 //! * [`loopdev`]: loop devices over image files.
 //! * [`steps`]: what each tool does to a record.
 //! * [`tool`]: what every tool does around its one step: arguments, input,
 //!   output, `--check`, exit codes; [`ansible`]: the same as an Ansible module.
+//! * [`lock`]: one writer at a time on a node (the node lock, and the
+//!   device lock held from the blank check to the end of `mkfs`).
+//! * [`files`]: renaming without replacing, flushing a filesystem.
 //! * [`run`], [`wait`], [`log`]: the one way to run a subprocess, to wait,
 //!   and to talk to the operator; [`hash`]: stable ids derived from text.
 #![deny(missing_docs)]
@@ -25,15 +30,18 @@
 pub mod ansible;
 pub mod appscalefile;
 pub mod blockdev;
+pub mod files;
 pub mod filesystem;
 pub mod fstab;
 pub mod hash;
+pub mod lock;
 pub mod log;
 pub mod loopdev;
 pub mod mount;
 pub mod provider;
 pub mod record;
 pub mod run;
+pub mod seed;
 pub mod steps;
 pub mod tool;
 pub mod wait;

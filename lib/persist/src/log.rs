@@ -1,7 +1,10 @@
 //! Human messages on stderr, prefixed with the tool's name.
 //!
 //! stdout carries records only; everything a person reads goes through here.
-//! The level is set once at start-up from `-q`/`-v` (or `APPSCALE_PERSIST_LOG`
+//! Every message is one line: control characters in it (a newline, an
+//! escape sequence, a carriage return, from a disk or node name in a record)
+//! are written escaped (`\u{1b}`), so a record cannot forge or hide lines on
+//! an operator's terminal. The level is set once at start-up from `-q`/`-v` (or `APPSCALE_PERSIST_LOG`
 //! = `quiet`, `info`, `debug`).
 
 use std::fmt::Arguments;
@@ -57,9 +60,27 @@ pub fn tool() -> &'static str {
 }
 
 fn emit(prefix: &str, args: Arguments<'_>) {
+    let line = escape_controls(&args.to_string());
     let mut err = std::io::stderr().lock();
     // stderr going away is no reason to fail the tool.
-    let _ = writeln!(err, "{}: {prefix}{args}", tool());
+    let _ = writeln!(err, "{}: {prefix}{line}", tool());
+}
+
+/// `s` with every control character written as `\u{..}`, so it prints as
+/// one inert line.
+pub fn escape_controls(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// An error, always shown.
@@ -85,5 +106,19 @@ pub fn info(args: Arguments<'_>) {
 pub fn debug(args: Arguments<'_>) {
     if enabled(Level::Debug) {
         emit("debug: ", args);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("plain/dev/loop3"), "plain/dev/loop3");
+        assert_eq!(
+            escape_controls("a\u{1b}[2J\rb\nc\td"),
+            "a\\u{1b}[2J\\u{d}b\\u{a}c\\u{9}d"
+        );
     }
 }

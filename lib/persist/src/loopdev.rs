@@ -131,16 +131,29 @@ pub fn verify(lo: &Loop, image: &Path) -> Result<(), LoopError> {
     }
 }
 
-/// Binds a free loop device to `image` and returns it, verified.
-pub fn attach(image: &Path) -> Result<Loop, LoopError> {
+/// Binds a free loop device to the image open as `file` (opened by the
+/// caller without following symlinks, so what is bound is the very file
+/// checked) and returns it, verified against `image` and the file's inode.
+pub fn attach(image: &Path, file: &std::fs::File) -> Result<Loop, LoopError> {
+    use std::os::fd::AsRawFd;
+    let meta = file
+        .metadata()
+        .map_err(|e| LoopError::Image(image.to_path_buf(), e))?;
+    // losetup opens the path it is given; through our descriptor it opens
+    // the file we hold, whatever the name points at by then.
+    let through = format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd());
     let out = Cmd::new("losetup")
-        .args(["--find", "--show", "--nooverlap"])
-        .arg(image)
+        .args(["--find", "--show", "--nooverlap", &through])
         .run()?;
     let device = PathBuf::from(out.stdout.trim());
-    let lo = bound_to(image)?
+    let dev = format!(
+        "{}:{}",
+        nix::sys::stat::major(meta.dev()),
+        nix::sys::stat::minor(meta.dev())
+    );
+    let lo = list()?
         .into_iter()
-        .find(|l| l.device == device)
+        .find(|l| l.device == device && l.ino == meta.ino() && l.dev == dev)
         .ok_or_else(|| LoopError::Identity {
             device: device.clone(),
             expected: image.to_path_buf(),

@@ -6,7 +6,7 @@
 //! `/dev/disk/by-uuid/...`, `/dev/loop3` and `/dev/xvdf` naming the same
 //! device compare equal.
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -16,8 +16,9 @@ use crate::wait::{self, Poll, WaitParams};
 /// Where the kernel publishes this process's mount table.
 pub const MOUNTINFO: &str = "/proc/self/mountinfo";
 
-/// Directories that must never become a mountpoint: mounting a data disk
-/// over one would hide the system.
+/// Directories that must never themselves become a mountpoint: mounting a
+/// data disk over one would hide the system or users' files. Directories
+/// below them are allowed (`/opt/appscale`, `/srv/data`, `/mnt/disk`).
 const SYSTEM_DIRS: &[&str] = &[
     "/",
     "/bin",
@@ -48,6 +49,19 @@ const SYSTEM_DIRS: &[&str] = &[
     "/var/log",
     "/var/tmp",
 ];
+
+/// Trees nothing may be mounted anywhere inside: the system's own files,
+/// the kernel's virtual filesystems, and package state. (`/lib*` means every
+/// top-level directory whose name starts with `lib`.)
+const SYSTEM_TREES: &[&str] = &[
+    "/etc", "/usr", "/boot", "/proc", "/sys", "/dev", "/run", "/bin", "/sbin", "/var/lib",
+];
+
+/// How long `mount` and `umount` may take. The kernel call cannot be
+/// interrupted, so a short deadline would only hide what happened: the
+/// deadline is long, and the mount table is read afterwards to learn the
+/// truth either way.
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// One line of mountinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,15 +179,28 @@ pub enum MountpointError {
     /// Holds `..` or `.` components, or is empty.
     #[error("mountpoint `{0}` must be a plain absolute path, without `.` or `..`")]
     NotPlain(String),
-    /// A system directory.
+    /// A system directory, or inside a system tree.
     #[error(
-        "mountpoint `{0}` is a system directory: mounting a data disk there would hide the system"
+        "mountpoint `{0}` is a system directory or inside one (/etc, /usr, /boot, /proc, /sys, /dev, /run, /bin, /sbin, /lib*, /var/lib): mounting a data disk there would hide or break the system"
     )]
     System(String),
+    /// A component of the path is a symbolic link.
+    #[error(
+        "mountpoint `{0}` goes through the symbolic link {1} (to {2}): give the real path, so the disk is mounted where it seems to be"
+    )]
+    Symlink(String, String, String),
+    /// A component of the path exists and is not a directory.
+    #[error("mountpoint `{0}`: {1} is not a directory")]
+    NotDirectory(String, String),
+    /// A component of the path could not be examined.
+    #[error("mountpoint `{0}`: {1}: {2}")]
+    Unreadable(String, String, String),
 }
 
-/// Checks that `mountpoint` is absolute, plain and not a system directory;
-/// returns it without a trailing slash.
+/// Checks that `mountpoint` is absolute, plain, not a system directory nor
+/// inside a system tree, and that none of its existing components is a
+/// symbolic link (so the path is already canonical: the disk is mounted
+/// where the path says); returns it without a trailing slash.
 pub fn check_mountpoint(mountpoint: &str) -> Result<PathBuf, MountpointError> {
     let p = Path::new(mountpoint);
     if !p.is_absolute() {
@@ -186,20 +213,115 @@ pub fn check_mountpoint(mountpoint: &str) -> Result<PathBuf, MountpointError> {
         return Err(MountpointError::NotPlain(mountpoint.into()));
     }
     let clean: PathBuf = p.components().collect();
-    if SYSTEM_DIRS.iter().any(|d| Path::new(d) == clean) {
-        return Err(MountpointError::System(clean.display().to_string()));
+    let shown = || clean.display().to_string();
+    let in_lib = clean
+        .components()
+        .nth(1)
+        .is_some_and(|c| c.as_os_str().to_string_lossy().starts_with("lib"));
+    if SYSTEM_DIRS.iter().any(|d| Path::new(d) == clean)
+        || SYSTEM_TREES.iter().any(|t| clean.starts_with(t))
+        || in_lib
+    {
+        return Err(MountpointError::System(shown()));
+    }
+    let mut prefix = PathBuf::from("/");
+    for c in clean.components().skip(1) {
+        prefix.push(c);
+        match std::fs::symlink_metadata(&prefix) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = std::fs::read_link(&prefix)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_else(|_| "?".into());
+                return Err(MountpointError::Symlink(
+                    shown(),
+                    prefix.display().to_string(),
+                    to,
+                ));
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(MountpointError::NotDirectory(
+                    shown(),
+                    prefix.display().to_string(),
+                ));
+            }
+            Ok(_) => {}
+            // What does not exist yet is made as a plain directory.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(e) => {
+                return Err(MountpointError::Unreadable(
+                    shown(),
+                    prefix.display().to_string(),
+                    e.to_string(),
+                ));
+            }
+        }
     }
     Ok(clean)
 }
 
-/// Mounts `device` at `target` with `fstype` and `options`.
-pub fn mount(device: &Path, target: &Path, fstype: &str, options: &str) -> Result<(), RunError> {
-    Cmd::new("mount")
+/// Mounts the device `major:minor` (node `device`) at `target` with
+/// `fstype` and `options`, and judges the result by the kernel's mount
+/// table, not by mount(8)'s exit status alone: a mount that went through is
+/// success even when mount(8) reported otherwise (it is logged), and one
+/// that did not is an error even when it reported success.
+pub fn mount(
+    device: &Path,
+    (major, minor): (u64, u64),
+    target: &Path,
+    fstype: &str,
+    options: &str,
+) -> Result<(), MountError> {
+    let ran = Cmd::new("mount")
         .args(["-t", fstype, "-o", options])
         .arg(device)
         .arg(target)
-        .run()
-        .map(drop)
+        .timeout(MOUNT_TIMEOUT)
+        .run();
+    let table = Table::read().map_err(MountError::Table)?;
+    let there = table
+        .at(target)
+        .is_some_and(|e| (e.major, e.minor) == (major, minor));
+    match (ran, there) {
+        (Ok(_), true) => Ok(()),
+        (Err(e), true) => {
+            crate::log::warn(format_args!(
+                "{e}; but the kernel shows {} mounted on {}: going on",
+                device.display(),
+                target.display()
+            ));
+            Ok(())
+        }
+        (Err(e), false) => Err(MountError::Tool(e)),
+        (Ok(_), false) => Err(MountError::NotThere {
+            device: device.to_path_buf(),
+            target: target.to_path_buf(),
+            found: table
+                .at(target)
+                .map(|e| format!("{} ({})", e.source, e.fstype))
+                .unwrap_or_else(|| "nothing".into()),
+        }),
+    }
+}
+
+/// Why a mount did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// mount(8) failed, and the kernel shows nothing mounted.
+    #[error(transparent)]
+    Tool(#[from] RunError),
+    /// mount(8) said it succeeded, but the mountpoint shows something else.
+    #[error("mount reported success, but {target} shows {found}, not {device}")]
+    NotThere {
+        /// The device.
+        device: PathBuf,
+        /// The mountpoint.
+        target: PathBuf,
+        /// What the mountpoint shows.
+        found: String,
+    },
+    /// Reading the mount table failed.
+    #[error("reading {MOUNTINFO}: {0}")]
+    Table(std::io::Error),
 }
 
 /// A process keeping a mount busy.
@@ -312,41 +434,56 @@ fn list(holders: &[Holder]) -> String {
 /// Flushes and unmounts the filesystem `major:minor` at `target`, then waits
 /// (bounded) until the kernel no longer lists it. A busy mount is an error
 /// naming the processes holding it, unless `lazy` (`umount -l`) is asked.
+/// umount(8) has a long deadline (the kernel call cannot be interrupted),
+/// and whatever it reports, the mount table decides: gone is success.
 pub fn unmount(target: &Path, major: u64, minor: u64, lazy: bool) -> Result<(), UnmountError> {
     // Flush this filesystem's dirty data before anything else.
     if let Ok(dir) = std::fs::File::open(target) {
         let _ = nix::unistd::syncfs(&dir);
     }
-    let mut cmd = Cmd::new("umount");
+    let still_there = || -> Result<bool, UnmountError> {
+        Ok(Table::read()?
+            .at(target)
+            .is_some_and(|e| e.major == major && e.minor == minor))
+    };
+    let mut cmd = Cmd::new("umount").timeout(MOUNT_TIMEOUT);
     if lazy {
         cmd = cmd.arg("--lazy");
     }
     cmd = cmd.arg(target);
-    let out = cmd.output()?;
-    if !out.success() {
-        let busy = out.stderr.contains("busy");
-        if busy {
-            return Err(UnmountError::Busy {
-                target: target.to_path_buf(),
-                holders: holders(major, minor),
-            });
+    match cmd.output() {
+        Ok(out) if !out.success() => {
+            if !still_there()? {
+                crate::log::warn(format_args!(
+                    "{}; but the kernel no longer shows it mounted: going on",
+                    cmd.failed(&out)
+                ));
+                return Ok(());
+            }
+            if out.stderr.contains("busy") {
+                return Err(UnmountError::Busy {
+                    target: target.to_path_buf(),
+                    holders: holders(major, minor),
+                });
+            }
+            return Err(cmd.failed(&out).into());
         }
-        return Err(cmd.failed(&out).into());
+        Ok(_) => {}
+        Err(e) => {
+            if still_there()? {
+                return Err(e.into());
+            }
+        }
     }
     let timeout = Duration::from_secs(10);
-    wait::until(WaitParams::quick(timeout), || match Table::read() {
-        Ok(t)
-            if t.at(target)
-                .is_some_and(|e| e.major == major && e.minor == minor) =>
-        {
-            Poll::Pending
-        }
-        Ok(_) => Poll::Ready(()),
+    wait::until(WaitParams::quick(timeout), || match still_there() {
+        Ok(true) => Poll::Pending,
+        Ok(false) => Poll::Ready(()),
         Err(e) => Poll::Failed(e),
     })
     .map_err(|e| match e {
         wait::WaitError::TimedOut(d) => UnmountError::NotReleased(target.to_path_buf(), d),
-        wait::WaitError::Failed(e) => UnmountError::Table(e),
+        wait::WaitError::Failed(e) => e,
     })
 }
 
@@ -394,20 +531,37 @@ pub fn reap_stale_temp_mounts(major: u64, minor: u64) {
 
 impl TempMount {
     /// Mounts `device` (number `major:minor`) under `/run/appscale-persist`.
-    pub fn new(device: &Path, major: u64, minor: u64, fstype: &str) -> Result<TempMount, RunError> {
+    pub fn new(
+        device: &Path,
+        major: u64,
+        minor: u64,
+        fstype: &str,
+    ) -> Result<TempMount, MountError> {
         let dir =
             Path::new(TEMP_MOUNT_DIR).join(format!("tmp-{}-{major}-{minor}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|error| RunError::Spawn {
-            cmdline: format!("mkdir {}", dir.display()),
-            error,
-        })?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|error| {
+                MountError::Tool(RunError::Spawn {
+                    cmdline: format!("mkdir {}", dir.display()),
+                    error,
+                })
+            })?;
         let mut t = TempMount {
             dir,
             major,
             minor,
             mounted: false,
         };
-        mount(device, &t.dir, fstype, "nodev,nosuid,noexec")?;
+        mount(
+            device,
+            (major, minor),
+            &t.dir,
+            fstype,
+            "nodev,nosuid,noexec",
+        )?;
         t.mounted = true;
         Ok(t)
     }
@@ -479,12 +633,43 @@ mod tests {
             check_mountpoint("/opt/../etc"),
             Err(MountpointError::NotPlain(_))
         ));
-        for sys in ["/", "/etc", "/usr/", "/var", "//etc"] {
+        for sys in [
+            "/",
+            "/etc",
+            "/usr/",
+            "/var",
+            "//etc",
+            "/etc/appscale",
+            "/usr/local/x",
+            "/lib64/x",
+            "/libx32",
+            "/var/lib/x",
+            "/run/x",
+            "/boot/efi2",
+        ] {
             assert!(
                 matches!(check_mountpoint(sys), Err(MountpointError::System(_))),
                 "{sys}"
             );
         }
         assert!(check_mountpoint("/tmp/test dir/mnt").is_ok());
+        assert!(check_mountpoint("/var/appscale").is_ok());
+        assert!(check_mountpoint("/library/x").is_err(), "starts with lib");
+        let dir = std::env::temp_dir().join(format!("mp-link-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("real")).unwrap();
+        std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
+        std::fs::write(dir.join("file"), "").unwrap();
+        let link = dir.join("link/mnt");
+        assert!(matches!(
+            check_mountpoint(link.to_str().unwrap()),
+            Err(MountpointError::Symlink(..))
+        ));
+        let file = dir.join("file/mnt");
+        assert!(matches!(
+            check_mountpoint(file.to_str().unwrap()),
+            Err(MountpointError::NotDirectory(..))
+        ));
+        assert!(check_mountpoint(dir.join("real/new/deeper").to_str().unwrap()).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

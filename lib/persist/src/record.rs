@@ -15,7 +15,7 @@
 //! omitted when absent, so a record stays as small as what is known.
 
 use std::fmt;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -281,25 +281,49 @@ pub enum InputError {
     },
 }
 
+/// The longest input line a tool accepts. A disk record is a few hundred
+/// bytes; a longer line is not one, and is refused without being read whole.
+pub const MAX_LINE: usize = 1 << 20;
+
 /// Reads every record from `input`, failing on the first malformed line.
 ///
 /// Blank lines are skipped. Nothing is returned unless every line is valid,
-/// so a caller never acts on part of a broken input.
-pub fn read_all(input: impl BufRead, source_name: &str) -> Result<Vec<Record>, InputError> {
+/// so a caller never acts on part of a broken input. A line longer than
+/// [`MAX_LINE`] is refused as soon as that much of it has been read.
+pub fn read_all(mut input: impl BufRead, source_name: &str) -> Result<Vec<Record>, InputError> {
     let mut out = Vec::new();
-    for (i, line) in input.lines().enumerate() {
-        let line = line.map_err(|error| InputError::Read {
+    let mut buf = Vec::new();
+    for line_no in 1.. {
+        buf.clear();
+        let malformed = |message: String| InputError::Malformed {
             source_name: source_name.to_string(),
-            error,
-        })?;
+            line: line_no,
+            message,
+        };
+        // Read at most one byte past the limit: enough to know.
+        let n = (&mut input)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|error| InputError::Read {
+                source_name: source_name.to_string(),
+                error,
+            })?;
+        if n == 0 {
+            break;
+        }
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+        } else if buf.len() > MAX_LINE {
+            return Err(malformed(format!(
+                "longer than 1 MiB ({MAX_LINE} bytes): not a disk record"
+            )));
+        }
+        let line =
+            std::str::from_utf8(&buf).map_err(|e| malformed(format!("not valid UTF-8: {e}")))?;
         if line.trim().is_empty() {
             continue;
         }
-        out.push(parse_line(&line).map_err(|message| InputError::Malformed {
-            source_name: source_name.to_string(),
-            line: i + 1,
-            message,
-        })?);
+        out.push(parse_line(line).map_err(malformed)?);
     }
     Ok(out)
 }
@@ -390,6 +414,21 @@ mod tests {
                 .contains("stdin line 1: expected a JSON object"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_overlong_line_is_refused_after_reading_only_the_limit() {
+        let line = format!("{{\"v\":1,\"x\":\"{}\"}}\n", "y".repeat(MAX_LINE));
+        let input = format!("{{\"v\":1}}\n{line}");
+        let mut reader = std::io::BufReader::new(input.as_bytes());
+        let e = read_all(&mut reader, "stdin").unwrap_err().to_string();
+        assert!(e.contains("stdin line 2: longer than 1 MiB"), "{e}");
+        // Exactly at the limit is still read (and here fails as JSON).
+        let at_limit = format!("{}\n", "z".repeat(MAX_LINE));
+        let e = read_all(at_limit.as_bytes(), "stdin")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not valid JSON"), "{e}");
     }
 
     #[test]

@@ -62,6 +62,13 @@ pub trait ToolArgs: Parser {
     /// The single record the flags describe, when identity flags (such as
     /// `--device`) were given; the tool then reads no stdin.
     fn single(&self) -> Option<Record>;
+    /// The record the flags describe when stdin gives none (a terminal, or
+    /// empty input): `disk-unmount --mountpoint DIR` alone. With records on
+    /// stdin, such flags only fill in what the records do not name; they
+    /// never replace them.
+    fn fallback(&self) -> Option<Record> {
+        None
+    }
     /// Checks arguments that clap cannot check alone (a label too long for
     /// the filesystem type); an error is a usage error (exit 2).
     fn validate(&self) -> Result<(), String> {
@@ -211,7 +218,8 @@ pub fn main<A: ToolArgs>() -> ExitCode {
     }
     let records = match args.single() {
         Some(r) => vec![r],
-        None => match read_stdin::<A>() {
+        None => match read_stdin::<A>(args.fallback().is_some()) {
+            Ok(r) if r.is_empty() => args.fallback().into_iter().collect(),
             Ok(r) => r,
             Err(code) => return code,
         },
@@ -254,9 +262,14 @@ pub fn install_panic_hook() {
     }));
 }
 
-fn read_stdin<A: ToolArgs>() -> Result<Vec<Record>, ExitCode> {
+/// Reads the records on stdin. A terminal gives none: an error unless the
+/// flags describe a record (`has_fallback`).
+fn read_stdin<A: ToolArgs>(has_fallback: bool) -> Result<Vec<Record>, ExitCode> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
+        if has_fallback {
+            return Ok(Vec::new());
+        }
         log::error(format_args!(
             "no input: pipe disk records into {0} (see `{0} --help`), or name the disk with flags",
             A::NAME
@@ -374,7 +387,11 @@ pub(crate) fn execute_for_module<A: ToolArgs>(args: A, records: Option<Vec<Recor
     }
     let records = match records {
         Some(r) => r,
-        None => args.single().into_iter().collect(),
+        None => args
+            .single()
+            .or_else(|| args.fallback())
+            .into_iter()
+            .collect(),
     };
     if let Err(e) = args.check_records(&records) {
         return Report {

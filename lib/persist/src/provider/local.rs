@@ -2,18 +2,28 @@
 //! in a state directory, attached as a loop device.
 //!
 //! The state directory is `/var/lib/appscale-persist/disks` unless
-//! `--state-dir` or `APPSCALE_PERSIST_STATE_DIR` says otherwise. An image is
-//! created under a temporary name and renamed into place, so a crash never
-//! leaves a half-made image under the disk's name. Attach and detach hold a
-//! lock on the state directory, so two runs cannot bind one image twice.
+//! `--state-dir` or `APPSCALE_PERSIST_STATE_DIR` says otherwise. Whoever can
+//! write it decides what gets formatted and mounted, so it must be owned by
+//! root (the user running the tools) and writable by nobody else; it is
+//! created `0700`.
+//!
+//! Create, attach and detach hold the node lock ([`crate::lock`]) from their
+//! first look to their last act, so two runs cannot make or bind one image
+//! twice. An image is created under a temporary name and moved into place
+//! with `RENAME_NOREPLACE`: an existing image is never replaced, and a crash
+//! never leaves a half-made image under the disk's name. Images are opened
+//! without following symlinks and must be regular files, and the loop
+//! device is bound to the very file opened. The record's `disk_id` is the
+//! image's path, so the node-side tools can check a loop device against it.
+//! `--check` creates nothing: no directory, no lock file.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
-
 use super::{DiskStatus, Provider, Size, disk_of, refuse_if_in_use};
+use crate::blockdev::Device;
+use crate::lock::NodeLock;
 use crate::loopdev::{self, Loop};
 use crate::record::{ProviderKind, Record, State};
 use crate::tool::{Ctx, Failure, Outcome, StepResult};
@@ -75,22 +85,12 @@ impl Local {
         Ok(self.dir.join(format!("{name}.img")))
     }
 
-    fn lock(&self) -> Result<Flock<File>, Failure> {
-        let fail = |e: &dyn std::fmt::Display| {
-            Failure::new("state-dir", format!("{}: {e}", self.dir.display()))
-        };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(|e| fail(&e))?;
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.dir.join(".lock"))
-            .map_err(|e| fail(&e))?;
-        Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| fail(&e))
+    /// Checks the state directory (see the module docs) and, unless
+    /// `check`, creates it; then takes the node lock. In `--check` mode a
+    /// missing directory is fine: nothing is created.
+    fn prepare(&self, check: bool) -> Result<NodeLock, Failure> {
+        check_state_dir(&self.dir, !check)?;
+        Ok(NodeLock::take(check)?)
     }
 
     /// The one loop device bound to `image`, verified; `None` when unbound.
@@ -122,8 +122,14 @@ impl Local {
 
     fn create_one(&self, rec: &mut Record, cx: Ctx) -> StepResult {
         let image = self.image(rec)?;
-        match std::fs::metadata(&image) {
-            Ok(meta) => {
+        let _lock = self.prepare(cx.check)?;
+        // Looked at under the lock: another run may have made it meanwhile.
+        match std::fs::symlink_metadata(&image) {
+            Ok(_) => {
+                let meta = open_image(&image, false)?
+                    .metadata()
+                    .map_err(|e| Failure::new("state-dir", format!("{}: {e}", image.display())))?;
+                note_image(rec, &image);
                 if self.size_given && meta.len() != self.size.bytes() {
                     return Err(Failure::new(
                         "size-mismatch",
@@ -147,7 +153,17 @@ impl Local {
                         format!("would create image {} ({})", image.display(), self.size),
                     ));
                 }
-                self.make_image(&image)?;
+                let made = self.make_image(&image)?;
+                note_image(rec, &image);
+                if !made {
+                    return Ok(Outcome::unchanged(
+                        State::Created,
+                        format!(
+                            "image {} was made meanwhile by another run",
+                            image.display()
+                        ),
+                    ));
+                }
                 Ok(Outcome::changed(
                     State::Created,
                     format!("created sparse image {} ({})", image.display(), self.size),
@@ -160,9 +176,10 @@ impl Local {
         }
     }
 
-    /// Creates the image under a temporary name, then renames it into place.
-    fn make_image(&self, image: &Path) -> Result<(), Failure> {
-        let _lock = self.lock()?;
+    /// Creates the image under a temporary name, then moves it into place
+    /// without ever replacing an existing file. `false` when an image
+    /// appeared under the name meanwhile (it is kept; ours is removed).
+    fn make_image(&self, image: &Path) -> Result<bool, Failure> {
         let fail = |e: &dyn std::fmt::Display| {
             Failure::new("create-failed", format!("{}: {e}", image.display()))
         };
@@ -176,21 +193,22 @@ impl Local {
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
+                .custom_flags(nix::libc::O_NOFOLLOW)
                 .open(&tmp)?;
             f.set_len(self.size.bytes())?;
             f.sync_all()?;
-            std::fs::rename(&tmp, image)?;
-            File::open(&self.dir)?.sync_all()
+            let placed = crate::files::rename_noreplace(&tmp, image)?;
+            File::open(&self.dir)?.sync_all()?;
+            Ok::<bool, std::io::Error>(placed)
         })();
-        if made.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
+        let _ = std::fs::remove_file(&tmp);
         made.map_err(|e| fail(&e))
     }
 
     fn attach_one(&self, rec: &mut Record, cx: Ctx) -> StepResult {
         let image = self.image(rec)?;
-        if !image.exists() {
+        let _lock = self.prepare(cx.check)?;
+        if std::fs::symlink_metadata(&image).is_err() {
             if cx.check && rec.is_check() {
                 return Ok(Outcome::changed(
                     State::Attached,
@@ -202,7 +220,8 @@ impl Local {
                 format!("{} does not exist: run disk-create first", image.display()),
             ));
         }
-        let _lock = self.lock()?;
+        let file = open_image(&image, !cx.check)?;
+        note_image(rec, &image);
         if let Some(lo) = self.bound(&image)? {
             rec.device = Some(lo.device.display().to_string());
             return Ok(Outcome::unchanged(
@@ -216,8 +235,8 @@ impl Local {
                 format!("would attach {} to a free loop device", image.display()),
             ));
         }
-        let lo =
-            loopdev::attach(&image).map_err(|e| Failure::new("attach-failed", e.to_string()))?;
+        let lo = loopdev::attach(&image, &file)
+            .map_err(|e| Failure::new("attach-failed", e.to_string()))?;
         rec.device = Some(lo.device.display().to_string());
         Ok(Outcome::changed(
             State::Attached,
@@ -227,13 +246,15 @@ impl Local {
 
     fn detach_one(&self, rec: &mut Record, cx: Ctx) -> StepResult {
         let image = self.image(rec)?;
-        if !image.exists() {
+        let _lock = self.prepare(cx.check)?;
+        if std::fs::symlink_metadata(&image).is_err() {
             return Ok(Outcome::unchanged(
                 State::Detached,
                 format!("{} does not exist: nothing attached", image.display()),
             ));
         }
-        let _lock = self.lock()?;
+        open_image(&image, false)?;
+        note_image(rec, &image);
         let Some(lo) = self.bound(&image)? else {
             return Ok(Outcome::unchanged(
                 State::Detached,
@@ -252,10 +273,128 @@ impl Local {
             ));
         }
         loopdev::detach(&lo).map_err(|e| Failure::new("detach-failed", e.to_string()))?;
+        rec.device = None;
         Ok(Outcome::changed(
             State::Detached,
             format!("detached {} from {}", image.display(), lo.device.display()),
         ))
+    }
+}
+
+/// Records the image's path as the record's `disk_id`.
+fn note_image(rec: &mut Record, image: &Path) {
+    rec.extra.insert(
+        super::discover::DISK_ID_KEY.into(),
+        image.display().to_string().into(),
+    );
+}
+
+/// Checks that the state directory is safe to trust: a directory (not a
+/// symlink) owned by this user and writable by nobody else. A missing one
+/// is created `0700` when `create`, else accepted (`--check`).
+pub fn check_state_dir(dir: &Path, create: bool) -> Result<(), Failure> {
+    let unsafe_dir = |why: String| {
+        Failure::new(
+            "state-dir-unsafe",
+            format!(
+                "{}: {why}: whoever can write the state directory decides what is formatted and mounted; fix it (chown root, chmod 700) or choose another with --state-dir",
+                dir.display()
+            ),
+        )
+    };
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => Err(unsafe_dir("is a symbolic link".into())),
+        Ok(m) if !m.is_dir() => Err(unsafe_dir("is not a directory".into())),
+        Ok(m) if m.uid() != nix::unistd::geteuid().as_raw() => {
+            Err(unsafe_dir(format!("is owned by uid {}", m.uid())))
+        }
+        Ok(m) if m.mode() & 0o022 != 0 => Err(unsafe_dir(format!(
+            "is writable by group or others (mode {:o})",
+            m.mode() & 0o7777
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if create {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| Failure::new("state-dir", format!("{}: {e}", dir.display())))?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(Failure::new("state-dir", format!("{}: {e}", dir.display()))),
+    }
+}
+
+/// Opens an image without following a symlink at its name, and checks it
+/// is a regular file.
+fn open_image(image: &Path, write: bool) -> Result<File, Failure> {
+    let refuse = |why: String| {
+        Failure::new(
+            "unsafe-image",
+            format!("{}: {why}: not using it as a disk image", image.display()),
+        )
+    };
+    let f = OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(image)
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ELOOP) => refuse("is a symbolic link".into()),
+            _ => Failure::new("state-dir", format!("{}: {e}", image.display())),
+        })?;
+    let meta = f
+        .metadata()
+        .map_err(|e| Failure::new("state-dir", format!("{}: {e}", image.display())))?;
+    if !meta.is_file() {
+        return Err(refuse("is not a regular file".into()));
+    }
+    Ok(f)
+}
+
+/// Checks that the loop device `dev` a local record names is bound to the
+/// record's image (its `disk_id`, else `<state dir>/<disk>.img`): by the
+/// backing inode and by sysfs's backing file.
+pub fn verify_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
+    let image = match rec
+        .extra
+        .get(super::discover::DISK_ID_KEY)
+        .and_then(|v| v.as_str())
+    {
+        Some(p) => PathBuf::from(p),
+        None => Local::new(Local::state_dir(None), None).image(rec)?,
+    };
+    let unconfirmed = |why: String| {
+        Failure::new(
+            "identity-unconfirmed",
+            format!(
+                "cannot confirm that {} is the disk {}: {why}",
+                dev.path.display(),
+                image.display()
+            ),
+        )
+    };
+    let loops = loopdev::bound_to(&image).map_err(|e| unconfirmed(e.to_string()))?;
+    let name = dev.real.file_name().unwrap_or_default();
+    match loops.iter().find(|l| l.device.file_name() == Some(name)) {
+        Some(lo) => loopdev::verify(lo, &image)
+            .map_err(|e| Failure::new("identity-mismatch", e.to_string())),
+        None => Err(Failure::new(
+            "identity-mismatch",
+            format!(
+                "the record names {} for {}, but {} is bound to {}: not this disk",
+                dev.path.display(),
+                image.display(),
+                dev.path.display(),
+                loopdev::list()
+                    .ok()
+                    .and_then(|all| all.into_iter().find(|l| l.device.file_name() == Some(name)))
+                    .map(|l| l.backing_file.display().to_string())
+                    .unwrap_or_else(|| "nothing".into())
+            ),
+        )),
     }
 }
 
@@ -294,12 +433,15 @@ impl Provider for Local {
             .iter()
             .map(|r| {
                 let image = self.image(r)?;
-                let meta = std::fs::metadata(&image).map_err(|_| {
-                    Failure::new(
+                if std::fs::symlink_metadata(&image).is_err() {
+                    return Err(Failure::new(
                         "no-such-disk",
                         format!("{} does not exist", image.display()),
-                    )
-                })?;
+                    ));
+                }
+                let meta = open_image(&image, false)?
+                    .metadata()
+                    .map_err(|e| Failure::new("state-dir", format!("{}: {e}", image.display())))?;
                 let loops = loopdev::bound_to(&image)
                     .map_err(|e| Failure::new("loop-failed", e.to_string()))?;
                 Ok(DiskStatus {

@@ -69,6 +69,74 @@ pub fn disk_of(rec: &Record) -> Result<&str, Failure> {
         .ok_or_else(|| Failure::new("no-disk", "the record names no `disk`"))
 }
 
+/// Checks that the `device` a record names is the disk the record names,
+/// before a node-side step acts on it: a local record's loop device must be
+/// bound to its image, a static record's device must be its disk, a cloud
+/// record's device must be what the disk's own links and serial lead to
+/// ([`discover::verify_device`]). A record naming only a device claims
+/// nothing else, and passes.
+pub fn verify_claimed_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
+    if rec.disk.is_none() && !rec.extra.contains_key(discover::DISK_ID_KEY) {
+        return Ok(());
+    }
+    match rec.provider {
+        Some(ProviderKind::Local) => local::verify_device(rec, dev),
+        Some(ProviderKind::Static) => {
+            let disk = Device::open(&static_disk::device_path(rec)?)
+                .map_err(|e| Failure::new("identity-mismatch", e.to_string()))?;
+            if (disk.major, disk.minor) == (dev.major, dev.minor) {
+                Ok(())
+            } else {
+                Err(Failure::new(
+                    "identity-mismatch",
+                    format!(
+                        "the record names {} for the disk {}, which is another device: not this disk",
+                        dev.path.display(),
+                        disk.path.display()
+                    ),
+                ))
+            }
+        }
+        Some(p) if p.is_cloud() => discover::verify_device(rec, dev),
+        _ => Ok(()),
+    }
+}
+
+/// The record's disk on this node, found without waiting and without
+/// guessing: its `device`, else the loop device bound to its image (local),
+/// its device path (static), or what its identity links lead to (clouds).
+/// `None` when it is not found here.
+pub fn find_here(rec: &Record) -> Option<Device> {
+    if let Some(d) = &rec.device {
+        return Device::open(Path::new(d)).ok();
+    }
+    match rec.provider? {
+        ProviderKind::Local => {
+            let image = match rec
+                .extra
+                .get(discover::DISK_ID_KEY)
+                .and_then(|v| v.as_str())
+            {
+                Some(p) => PathBuf::from(p),
+                None => local::Local::new(local::Local::state_dir(None), None)
+                    .image(rec)
+                    .ok()?,
+            };
+            let loops = crate::loopdev::bound_to(&image).ok()?;
+            let [lo] = loops.as_slice() else {
+                return None;
+            };
+            crate::loopdev::verify(lo, &image).ok()?;
+            Device::open(&lo.device).ok()
+        }
+        ProviderKind::Static => Device::open(&static_disk::device_path(rec).ok()?).ok(),
+        _ => discover::candidates(rec, &discover::dev_root())
+            .iter()
+            .find_map(|c| Device::open(c).ok())
+            .filter(|d| discover::check_identity(rec, d).is_ok()),
+    }
+}
+
 /// Refuses when `device`, a partition of it, or something stacked on it is
 /// mounted or otherwise held on this node. A device that does not exist
 /// here is not mounted here.

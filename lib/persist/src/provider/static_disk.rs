@@ -3,7 +3,7 @@
 //! create and attach check that the device exists, detach that it is not
 //! mounted.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use super::{DiskStatus, Provider, disk_of, refuse_if_in_use};
 use crate::blockdev::Device;
@@ -14,15 +14,34 @@ use crate::tool::{Ctx, Failure, Outcome, StepResult};
 #[derive(Debug, Clone, Default)]
 pub struct Static;
 
-fn device_of(rec: &Record) -> Result<Device, Failure> {
+/// The record's device path, normalised (`//` and a trailing `/` go), and
+/// checked: absolute, under `/dev`, no `.` or `..`.
+pub fn device_path(rec: &Record) -> Result<PathBuf, Failure> {
     let path = disk_of(rec)?;
-    if !path.starts_with("/dev/") {
-        return Err(Failure::new(
+    let p = Path::new(path);
+    let bad = || {
+        Failure::new(
             "bad-disk-name",
-            format!("`{path}`: a static disk is a device path under /dev"),
-        ));
+            format!(
+                "`{}`: a static disk is a plain device path under /dev (no `.` or `..`)",
+                crate::log::escape_controls(path)
+            ),
+        )
+    };
+    if p.components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(bad());
     }
-    Device::open(Path::new(path)).map_err(|e| Failure::new("no-such-disk", e.to_string()))
+    let clean: PathBuf = p.components().collect();
+    if !clean.starts_with("/dev") || clean == Path::new("/dev") {
+        return Err(bad());
+    }
+    Ok(clean)
+}
+
+fn device_of(rec: &Record) -> Result<Device, Failure> {
+    Device::open(&device_path(rec)?).map_err(|e| Failure::new("no-such-disk", e.to_string()))
 }
 
 impl Provider for Static {
@@ -77,11 +96,11 @@ impl Provider for Static {
         records
             .iter_mut()
             .map(|r| {
-                let path = disk_of(r)?;
-                refuse_if_in_use(Path::new(path))?;
+                let path = device_path(r)?;
+                refuse_if_in_use(&path)?;
                 Ok(Outcome::unchanged(
                     State::Detached,
-                    format!("{path} is a static disk: nothing to detach"),
+                    format!("{} is a static disk: nothing to detach", path.display()),
                 ))
             })
             .collect()

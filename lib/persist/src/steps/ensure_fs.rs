@@ -3,15 +3,33 @@
 //! The decision is [`crate::blockdev::assess`]'s; this step only acts on it:
 //! a wanted filesystem already there is `has-fs` (unchanged), another
 //! filesystem or any other data is a refusal, and a blank device is assessed
-//! once more under an exclusive open right before `mkfs`.
+//! once more right before `mkfs`. Around that, what the record claims is
+//! checked, never trusted:
+//!
+//! * the whole step holds the node lock ([`crate::lock`]);
+//! * the record's `device` must be the disk the record names
+//!   ([`crate::provider::verify_claimed_device`]);
+//! * a record that already names a filesystem (`fs.uuid`, or a state that
+//!   implies one) is never formatted: a device that now reads blank, or
+//!   holds another filesystem, is an identity error;
+//! * from the second look to the end of `mkfs`, the whole-disk device node
+//!   is locked with `flock` (udev's convention, so nothing probes or writes
+//!   it meanwhile); `mkfs` runs on the resolved node (not a link that could
+//!   be re-pointed), whose major:minor is checked before and after;
+//! * the new filesystem gets a UUID chosen here, marked fresh
+//!   ([`crate::seed::mark_fresh`]) before `mkfs` runs, so that only a
+//!   filesystem this flow made is ever seeded.
 
 use std::path::Path;
 
-use crate::blockdev::{self, Assessment, BlockError, Probe};
+use crate::blockdev::{self, Assessment, BlockError, Device, Probe};
 use crate::filesystem::{self, FsType};
+use crate::lock::{DeviceLock, NodeLock};
 use crate::mount::{self, TempMount};
 use crate::provider::discover::{self, DEVICE_WAIT};
+use crate::provider::verify_claimed_device;
 use crate::record::{Fs, Record, State};
+use crate::seed;
 use crate::tool::{Ctx, Failure, Outcome, Step, StepResult, one_by_one};
 
 /// A filesystem smaller than its device by more than this is grown by
@@ -66,14 +84,38 @@ fn fs_of(p: &Probe, formatted: bool) -> Fs {
     }
 }
 
+/// The filesystem a record already names, if it names one: its `fs` with a
+/// UUID, or a state only a device holding a filesystem reaches.
+fn named_fs(rec: &Record) -> Option<String> {
+    if rec.is_check() {
+        return None;
+    }
+    if let Some(fs) = &rec.fs
+        && let Some(uuid) = &fs.uuid
+    {
+        return Some(format!("{} UUID={uuid}", fs.fstype));
+    }
+    matches!(
+        rec.state,
+        Some(State::HasFs | State::Formatted | State::Mounted | State::Unmounted)
+    )
+    .then(|| {
+        format!(
+            "a filesystem (state {})",
+            rec.state.map(State::as_str).unwrap_or("?")
+        )
+    })
+}
+
 impl EnsureFs {
     fn one(&self, rec: &mut Record, cx: Ctx) -> StepResult {
         let want = self.options.fstype;
-        if !(cx.check && rec.is_check()) {
+        let pending = cx.check && rec.is_check();
+        if !pending {
             discover::fill_device(rec, DEVICE_WAIT)?;
         }
         let Some(device) = rec.device.clone() else {
-            if cx.check && rec.is_check() {
+            if pending {
                 return Ok(Outcome::changed(
                     State::Formatted,
                     format!("would format the disk as {want} once it is attached"),
@@ -85,13 +127,19 @@ impl EnsureFs {
             ));
         };
         let path = Path::new(&device);
-        match blockdev::assess(path) {
-            Err(BlockError::Missing(_) | BlockError::NoMedia(_)) if cx.check && rec.is_check() => {
-                Ok(Outcome::changed(
+        let _lock = NodeLock::take(cx.check)?;
+        let dev = match Device::open(path) {
+            Err(BlockError::Missing(_) | BlockError::NoMedia(_)) if pending => {
+                return Ok(Outcome::changed(
                     State::Formatted,
                     format!("would format {device} as {want} once it is attached"),
-                ))
+                ));
             }
+            r => r.map_err(block_failure)?,
+        };
+        verify_claimed_device(rec, &dev)?;
+        let named = named_fs(rec);
+        match blockdev::assess(path) {
             Err(e) => Err(block_failure(e)),
             Ok(Assessment::NotBlank(what)) => Err(Failure::refused(
                 "not-blank",
@@ -103,6 +151,23 @@ impl EnsureFs {
                     format!(
                         "{device} already holds a filesystem of type {} ({want} was asked): refusing to reformat it",
                         p.fstype().unwrap_or("unknown")
+                    ),
+                ))
+            }
+            Ok(Assessment::Filesystem(p))
+                if rec
+                    .fs
+                    .as_ref()
+                    .and_then(|f| f.uuid.as_deref())
+                    .is_some_and(|u| Some(u) != p.uuid()) =>
+            {
+                Err(Failure::new(
+                    "identity-mismatch",
+                    format!(
+                        "{device} holds {} UUID={}, but the record names {}: the device is not the disk the record was made for",
+                        p.fstype().unwrap_or("?"),
+                        p.uuid().unwrap_or("?"),
+                        named.unwrap_or_default()
                     ),
                 ))
             }
@@ -128,6 +193,13 @@ impl EnsureFs {
                 }
                 Ok(outcome)
             }
+            Ok(Assessment::Blank) if named.is_some() => Err(Failure::new(
+                "identity-mismatch",
+                format!(
+                    "the record says {device} holds {}, but it now reads blank: the device changed between steps; not formatting it",
+                    named.unwrap_or_default()
+                ),
+            )),
             Ok(Assessment::Blank) if cx.check => Ok(Outcome::changed(
                 State::Formatted,
                 format!(
@@ -135,15 +207,38 @@ impl EnsureFs {
                     self.options.label
                 ),
             )),
-            Ok(Assessment::Blank) => self.format(rec, path, want),
+            Ok(Assessment::Blank) => self.format(rec, &dev, want),
         }
     }
 
-    fn format(&self, rec: &mut Record, path: &Path, want: FsType) -> StepResult {
-        let device = path.display().to_string();
+    fn format(&self, rec: &mut Record, dev: &Device, want: FsType) -> StepResult {
+        let device = dev.path.display().to_string();
+        // The resolved node, never a link that could be re-pointed.
+        let node = dev.real.clone();
+        let same_device = |when: &str| -> Result<(), Failure> {
+            let now = Device::open(&node).map_err(block_failure)?;
+            if (now.major, now.minor) != (dev.major, dev.minor) {
+                return Err(Failure::new(
+                    "identity-mismatch",
+                    format!(
+                        "{} became device {}:{} {when} (it was {}:{}): not formatting it",
+                        node.display(),
+                        now.major,
+                        now.minor,
+                        dev.major,
+                        dev.minor
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        // Lock the whole disk from the second look to the end of mkfs.
+        let whole = dev.whole_disk().map_err(block_failure)?;
+        let held = DeviceLock::take(&whole)?;
+        same_device("while it was being locked")?;
         // Once more, holding the device exclusively: nothing may have
         // mounted, claimed or written it since the first look.
-        let (again, exclusive) = blockdev::assess_exclusive(path).map_err(block_failure)?;
+        let (again, exclusive) = blockdev::assess_exclusive(&node).map_err(block_failure)?;
         if again != Assessment::Blank {
             return Err(Failure::refused(
                 "not-blank",
@@ -151,23 +246,42 @@ impl EnsureFs {
             ));
         }
         drop(exclusive);
-        filesystem::mkfs(path, want, &self.options.label, &self.options.mkfs_options)
-            .map_err(|e| Failure::new("mkfs-failed", e.to_string()))?;
-        let probe = blockdev::probe(path)
+        let uuid = filesystem::new_uuid()
+            .map_err(|e| Failure::new("mkfs-failed", format!("choosing a UUID: {e}")))?;
+        seed::mark_fresh(&uuid).map_err(|e| {
+            Failure::new(
+                "mkfs-failed",
+                format!("marking the new filesystem in /run/appscale-persist: {e}"),
+            )
+        })?;
+        let made = filesystem::mkfs(
+            &node,
+            want,
+            &self.options.label,
+            &uuid,
+            &self.options.mkfs_options,
+        )
+        .map_err(|e| Failure::new("mkfs-failed", e.to_string()))
+        .and_then(|()| same_device("while mkfs ran"));
+        drop(held);
+        if let Err(f) = made {
+            seed::clear_fresh(&uuid);
+            return Err(f);
+        }
+        let probe = blockdev::probe(&node)
             .map_err(block_failure)?
-            .filter(|p| p.fstype() == Some(want.as_str()))
+            .filter(|p| p.fstype() == Some(want.as_str()) && p.uuid() == Some(uuid.as_str()))
             .ok_or_else(|| {
                 Failure::new(
                     "mkfs-failed",
-                    format!("{device}: no {want} filesystem found after mkfs"),
+                    format!("{device}: no {want} filesystem with UUID {uuid} found after mkfs"),
                 )
             })?;
         rec.fs = Some(fs_of(&probe, true));
         Ok(Outcome::changed(
             State::Formatted,
             format!(
-                "formatted blank {device} as {want} (UUID={}, label {})",
-                probe.uuid().unwrap_or("?"),
+                "formatted blank {device} as {want} (UUID={uuid}, label {})",
                 self.options.label
             ),
         ))

@@ -1,21 +1,28 @@
 //! `disk-mount`: mount a record's filesystem at its mountpoint, idempotently,
-//! with an fstab entry that is rolled back if the mount fails.
+//! with an fstab entry that is taken back if the mount fails.
+//!
+//! Each record is handled under the node lock ([`crate::lock`]): the device
+//! is checked to be the record's disk and to hold the record's filesystem,
+//! the mountpoint to be free (or already ours), then the fstab line is added
+//! to the file as it is now, `fsck -a` runs, the mountpoint is seeded if it
+//! may be ([`crate::seed`]), and the filesystem is mounted. Any failure after
+//! the fstab line was added unmounts whatever this run mounted and removes
+//! that line, and only that line ([`fstab::Applied::undo`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::blockdev::{self, Device};
 use crate::filesystem::{self, FsType, Fsck};
-use crate::fstab::{self, Fstab};
-use crate::mount::{self, TempMount};
+use crate::fstab::{self, Applied, Fstab};
+use crate::lock::NodeLock;
+use crate::log;
+use crate::mount::{self, MountError};
 use crate::provider::discover::{self, DEVICE_WAIT};
+use crate::provider::verify_claimed_device;
 use crate::record::{Fs, Record, State};
-use crate::run::Cmd;
+use crate::seed::{self, Seeded};
 use crate::tool::{Ctx, Diff, Failure, Outcome, Step, StepResult, one_by_one};
-
-/// Left on a new disk while `--seed` copies onto it; found on a later run,
-/// it means the copy was interrupted and is redone.
-pub const SEED_MARKER: &str = ".appscale-persist-seeding";
 
 /// Options for [`Mount`].
 #[derive(Debug, Clone)]
@@ -28,7 +35,7 @@ pub struct MountOptions {
     pub fstab: Option<PathBuf>,
     /// `x-systemd.device-timeout` for the fstab entry, in seconds.
     pub device_timeout: u32,
-    /// Copy what the mountpoint holds onto an empty new filesystem first.
+    /// Copy what the mountpoint holds onto a new, empty filesystem first.
     pub seed: bool,
     /// Run `fsck -a` on ext4 before a read-write mount.
     pub fsck: bool,
@@ -70,7 +77,35 @@ pub fn open_device(device: &str) -> Result<Device, Failure> {
     })
 }
 
+/// How many entries a directory holds (0 when it cannot be read).
+pub fn entries_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
 impl Mount {
+    fn entry(&self, uuid: &str, mp: &Path, fstype: &str) -> fstab::Entry {
+        fstab::Entry::ours(
+            uuid,
+            &mp.display().to_string(),
+            fstype,
+            &self.options.options,
+            self.options.device_timeout,
+        )
+    }
+
+    /// What adding our entry would change, for `--check`.
+    fn would_add(&self, entry: &fstab::Entry) -> Result<Option<Diff>, Failure> {
+        let Some(path) = &self.options.fstab else {
+            return Ok(None);
+        };
+        let tab = Fstab::load(path)?;
+        Ok(tab.with_entry(entry)?.map(|after| Diff {
+            path: tab.path.display().to_string(),
+            before: tab.text.clone(),
+            after,
+        }))
+    }
+
     fn one(&self, rec: &mut Record, cx: Ctx) -> StepResult {
         let mp = resolve_mountpoint(rec, self.options.mountpoint.as_deref())?;
         let pending = cx.check && rec.is_check();
@@ -89,6 +124,7 @@ impl Mount {
                 "the record has no `device`: run disk-attach first, or pass --device",
             ));
         };
+        let _lock = NodeLock::take(cx.check)?;
         let dev = match open_device(&device) {
             Err(_) if pending => {
                 return Ok(Outcome::changed(
@@ -98,6 +134,7 @@ impl Mount {
             }
             r => r?,
         };
+        verify_claimed_device(rec, &dev)?;
         let probe =
             blockdev::probe(&dev.path).map_err(|e| Failure::new("probe-failed", e.to_string()))?;
         let Some(probe) = probe.filter(|p| p.usage() == Some("filesystem")) else {
@@ -137,7 +174,9 @@ impl Mount {
             });
         }
 
-        mount::reap_stale_temp_mounts(dev.major, dev.minor);
+        if !cx.check {
+            mount::reap_stale_temp_mounts(dev.major, dev.minor);
+        }
         let table = mount::Table::read().map_err(|e| Failure::new("mount-table", e.to_string()))?;
         let here = table.at(&mp).cloned();
         let ours_here = here
@@ -163,100 +202,72 @@ impl Mount {
                 ),
             ));
         }
+        let entry = self.entry(&uuid, &mp, &fstype);
 
-        // The fstab entry we want, and the text with it.
-        let fstab_change = match &self.options.fstab {
-            None => None,
-            Some(path) => {
-                let tab = Fstab::load(path).map_err(|e| Failure::new("fstab", e.to_string()))?;
-                let entry = fstab::Entry::ours(
-                    &uuid,
-                    &mp.display().to_string(),
-                    &fstype,
-                    &self.options.options,
-                    self.options.device_timeout,
-                );
-                tab.with_entry(&entry)
-                    .map_err(|e| Failure::new("fstab-conflict", e.to_string()))?
-                    .map(|new| (tab, new))
+        if cx.check {
+            let diff = self.would_add(&entry)?;
+            let mut what = vec![if ours_here {
+                format!("{device} is already mounted on {}", mp.display())
+            } else {
+                format!(
+                    "would mount {device} ({fstype} UUID={uuid}) on {}",
+                    mp.display()
+                )
+            }];
+            if let Some(d) = &diff {
+                what.push(format!("would add its entry to {}", d.path));
             }
-        };
-        let diff = fstab_change.as_ref().map(|(tab, new)| Diff {
-            path: tab.path.display().to_string(),
-            before: tab.text.clone(),
-            after: new.clone(),
-        });
+            let held = entries_in(&mp);
+            if !ours_here && held > 0 {
+                if self.options.seed {
+                    what.push(format!(
+                        "copy what {} holds onto it if this flow formatted it and it is empty",
+                        mp.display()
+                    ));
+                } else {
+                    what.push(format!(
+                        "it would hide the {held} entries {} holds",
+                        mp.display()
+                    ));
+                }
+            }
+            let mut o = if ours_here && diff.is_none() {
+                Outcome::unchanged(State::Mounted, what.join(", "))
+            } else {
+                Outcome::changed(State::Mounted, what.join(", "))
+            };
+            o.diff = diff;
+            return Ok(o);
+        }
 
         if ours_here {
+            seed::clear_fresh(&uuid);
+            let applied = self.add_entry(&entry)?;
             let mut outcome = Outcome::unchanged(
                 State::Mounted,
                 format!("{device} is already mounted on {}", mp.display()),
             );
-            if let Some((tab, new)) = &fstab_change {
-                if !cx.check {
-                    tab.replace(new)
-                        .map_err(|e| Failure::new("fstab", e.to_string()))?;
-                }
+            if let Some(a) = applied.filter(Applied::changed) {
                 outcome = Outcome::changed(
                     State::Mounted,
                     format!(
-                        "{device} is already mounted on {}; {} its entry in {}",
+                        "{device} is already mounted on {}; added its entry to {}",
                         mp.display(),
-                        if cx.check { "would add" } else { "added" },
-                        tab.path.display()
+                        a.path.display()
                     ),
                 );
+                outcome.diff = Some(diff_of(&a));
             }
-            outcome.diff = diff;
             return Ok(outcome);
-        }
-
-        if cx.check {
-            let mut what = vec![format!(
-                "would mount {device} ({fstype} UUID={uuid}) on {}",
-                mp.display()
-            )];
-            if let Some((tab, _)) = &fstab_change {
-                what.push(format!("add it to {}", tab.path.display()));
-            }
-            if self.options.seed && dir_has_entries(&mp) {
-                what.push(format!(
-                    "copy what {} holds onto it if it is empty",
-                    mp.display()
-                ));
-            }
-            let mut o = Outcome::changed(State::Mounted, what.join(", "));
-            o.diff = diff;
-            return Ok(o);
         }
 
         std::fs::create_dir_all(&mp).map_err(|e| {
             Failure::new("bad-mountpoint", format!("creating {}: {e}", mp.display()))
         })?;
-        if let Some((tab, new)) = &fstab_change {
-            tab.replace(new)
-                .map_err(|e| Failure::new("fstab", e.to_string()))?;
-        }
-        // From here on, any failure puts the fstab back as it was.
-        let rollback = |f: Failure| -> Failure {
-            match &fstab_change {
-                Some((tab, _)) => match tab.restore() {
-                    Ok(()) => Failure {
-                        message: format!("{} ({} restored)", f.message, tab.path.display()),
-                        ..f
-                    },
-                    Err(e) => Failure {
-                        message: format!(
-                            "{}; restoring {} also failed: {e}",
-                            f.message,
-                            tab.path.display()
-                        ),
-                        ..f
-                    },
-                },
-                None => f,
-            }
-        };
+        let applied = self.add_entry(&entry)?;
+        let before = table;
+        // From here on, any failure takes back what this run did.
+        let undo = |f: Failure| -> Failure { undo(f, &before, &dev, applied.as_ref()) };
         let read_only = self.options.options.split(',').any(|o| o == "ro");
         let mut notes = Vec::new();
         if self.options.fsck && !read_only && fstype == "ext4" {
@@ -264,112 +275,139 @@ impl Mount {
                 Ok(Fsck::Clean { fixed: true }) => notes.push("fsck fixed errors".to_string()),
                 Ok(Fsck::Clean { fixed: false }) => {}
                 Ok(Fsck::Uncorrected { code, output }) => {
-                    return Err(rollback(Failure::new(
+                    return Err(undo(Failure::new(
                         "fsck-failed",
                         format!(
                             "fsck.ext4 -a {device} left errors uncorrected (exit {code}), not mounting: {output}"
                         ),
                     )));
                 }
-                Err(e) => return Err(rollback(Failure::new("fsck-failed", e.to_string()))),
-            }
-        }
-        if self.options.seed && dir_has_entries(&mp) {
-            match seed(&dev, &fstype, &mp) {
-                Ok(Some(n)) => {
-                    notes.push(format!("seeded it with {n} entries from {}", mp.display()))
+                Ok(Fsck::Interrupted { how }) => {
+                    return Err(undo(Failure::new(
+                        "fsck-interrupted",
+                        format!(
+                            "fsck.ext4 -a {device} was {how}: it may have stopped half-way through a repair; not mounting. Run `fsck.ext4 -f {device}` by hand, then this step again"
+                        ),
+                    )));
                 }
-                Ok(None) => {}
-                Err(f) => return Err(rollback(f)),
+                Err(e) => return Err(undo(Failure::new("fsck-failed", e.to_string()))),
             }
         }
-        if let Err(e) = mount::mount(&dev.path, &mp, &fstype, &self.options.options) {
-            return Err(rollback(Failure::new("mount-failed", e.to_string())));
+        let held = entries_in(&mp);
+        let mut seeded = false;
+        if self.options.seed && held > 0 {
+            let may_start = seed::is_fresh(&uuid)
+                || rec
+                    .fs
+                    .as_ref()
+                    .is_some_and(|f| f.formatted && f.uuid.as_deref() == Some(uuid.as_str()));
+            match seed::seed(&dev, &fstype, &mp, may_start) {
+                Ok(Seeded::Copied(n)) => {
+                    seeded = true;
+                    notes.push(format!("seeded it with {n} entries from {}", mp.display()));
+                }
+                Ok(Seeded::Finished(n)) => {
+                    seeded = true;
+                    notes.push(format!(
+                        "finished an interrupted seed ({n} entries moved into place)"
+                    ));
+                }
+                Ok(Seeded::Nothing) => {}
+                Err(e) => return Err(undo(e.into())),
+            }
         }
-        let now = mount::Table::read().map_err(|e| Failure::new("mount-table", e.to_string()))?;
-        if now
-            .at(&mp)
-            .is_none_or(|e| (e.major, e.minor) != (dev.major, dev.minor))
-        {
-            return Err(Failure::new(
-                "mount-failed",
-                format!(
-                    "mount reported success but {} does not show {device}",
-                    mp.display()
-                ),
+        if let Err(e) = mount::mount(
+            &dev.path,
+            (dev.major, dev.minor),
+            &mp,
+            &fstype,
+            &self.options.options,
+        ) {
+            let code = match e {
+                MountError::Table(_) => "mount-table",
+                _ => "mount-failed",
+            };
+            return Err(undo(Failure::new(code, e.to_string())));
+        }
+        seed::clear_fresh(&uuid);
+        if held > 0 && !seeded {
+            log::warn(format_args!(
+                "{}: mounting over {} hides {held} entries it holds (they stay there, under the mount; unmount to see them)",
+                rec.label(),
+                mp.display()
             ));
         }
         let mut message = format!(
             "mounted {device} ({fstype} UUID={uuid}) on {}",
             mp.display()
         );
-        if let Some((tab, _)) = &fstab_change {
-            message.push_str(&format!(", entry added to {}", tab.path.display()));
+        if let Some(a) = applied.as_ref().filter(|a| a.changed()) {
+            message.push_str(&format!(", entry added to {}", a.path.display()));
         }
         for n in notes {
             message.push_str(", ");
             message.push_str(&n);
         }
         let mut o = Outcome::changed(State::Mounted, message);
-        o.diff = diff;
+        o.diff = applied.as_ref().filter(|a| a.changed()).map(diff_of);
         Ok(o)
     }
-}
 
-fn dir_has_entries(dir: &Path) -> bool {
-    std::fs::read_dir(dir)
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false)
-}
-
-/// Copies the mountpoint's files onto the filesystem, if it is empty (only
-/// `lost+found`) or an earlier copy was interrupted. Returns how many
-/// entries were copied, or `None` when the filesystem already holds data.
-fn seed(dev: &Device, fstype: &str, mp: &Path) -> Result<Option<usize>, Failure> {
-    let fail = |e: &dyn std::fmt::Display| {
-        Failure::new("seed-failed", format!("seeding from {}: {e}", mp.display()))
-    };
-    let tmp = TempMount::new(&dev.path, dev.major, dev.minor, fstype).map_err(|e| fail(&e))?;
-    let root = tmp.path().to_path_buf();
-    let names: Vec<String> = std::fs::read_dir(&root)
-        .map_err(|e| fail(&e))?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    let interrupted = names.iter().any(|n| n == SEED_MARKER);
-    let empty = names.iter().all(|n| n == "lost+found");
-    if !(empty || interrupted) {
-        tmp.finish().map_err(|e| fail(&e))?;
-        return Ok(None);
-    }
-    if interrupted {
-        // Our own half-finished copy onto a disk that was empty: start over.
-        for n in names
-            .iter()
-            .filter(|n| *n != "lost+found" && *n != SEED_MARKER)
-        {
-            let p = root.join(n);
-            let r = if p.is_dir() && !p.is_symlink() {
-                std::fs::remove_dir_all(&p)
-            } else {
-                std::fs::remove_file(&p)
-            };
-            r.map_err(|e| fail(&e))?;
+    /// Adds our entry to the fstab (when one is kept).
+    fn add_entry(&self, entry: &fstab::Entry) -> Result<Option<Applied>, Failure> {
+        match &self.options.fstab {
+            None => Ok(None),
+            Some(path) => Ok(Some(fstab::add(path, entry)?)),
         }
     }
-    let marker = root.join(SEED_MARKER);
-    std::fs::write(&marker, b"appscale-persist: copy in progress\n").map_err(|e| fail(&e))?;
-    let mut src = mp.as_os_str().to_owned();
-    src.push("/.");
-    Cmd::new("cp")
-        .args(["-a", "--"])
-        .arg(&src)
-        .arg(&root)
-        .timeout(Duration::from_secs(6 * 60 * 60))
-        .run()
-        .map_err(|e| fail(&e))?;
-    std::fs::remove_file(&marker).map_err(|e| fail(&e))?;
-    let copied = std::fs::read_dir(mp).map(|d| d.count()).unwrap_or(0);
-    tmp.finish().map_err(|e| fail(&e))?;
-    Ok(Some(copied))
+}
+
+fn diff_of(a: &Applied) -> Diff {
+    Diff {
+        path: a.path.display().to_string(),
+        before: a.before.clone(),
+        after: a.after.clone(),
+    }
+}
+
+/// Takes back what a failed mount did: unmounts every mount of `dev` that
+/// was not in `before`, and undoes the fstab change; says so in the
+/// failure's message.
+fn undo(f: Failure, before: &mount::Table, dev: &Device, applied: Option<&Applied>) -> Failure {
+    let mut said = Vec::new();
+    if let Ok(now) = mount::Table::read() {
+        let old: Vec<&Path> = before
+            .by_device(dev.major, dev.minor)
+            .iter()
+            .map(|e| e.target.as_path())
+            .collect();
+        for e in now.by_device(dev.major, dev.minor) {
+            if old.contains(&e.target.as_path()) {
+                continue;
+            }
+            match mount::unmount(&e.target, dev.major, dev.minor, false) {
+                Ok(()) => said.push(format!("unmounted it from {}", e.target.display())),
+                Err(err) => said.push(format!(
+                    "unmounting it from {} also failed: {err}",
+                    e.target.display()
+                )),
+            }
+        }
+    }
+    if let Some(a) = applied.filter(|a| a.changed()) {
+        match a.undo() {
+            Ok(()) => said.push(format!("its entry removed from {}", a.path.display())),
+            Err(e) => said.push(format!(
+                "removing its entry from {} also failed: {e}",
+                a.path.display()
+            )),
+        }
+    }
+    if said.is_empty() {
+        return f;
+    }
+    Failure {
+        message: format!("{} ({})", f.message, said.join("; ")),
+        ..f
+    }
 }

@@ -1,15 +1,41 @@
-//! `disk-unmount`: flush and unmount a record's mountpoint, and confirm the
+//! `disk-unmount`: flush and unmount a record's filesystem, and confirm the
 //! kernel let go of it.
+//!
+//! Only the record's own filesystem is ever unmounted. What is mounted at
+//! the mountpoint is the record's when one of these says so: the record's
+//! `device` is that device; the record's `fs.uuid` is its UUID; the record's
+//! disk, found on this node ([`crate::provider::find_here`]), is that device;
+//! or our own entry (marked `x-appscale-persist`) in the fstab (`--fstab`,
+//! `/etc/fstab` by default) mounts that UUID there. Anything else (a tmpfs, an
+//! NFS share, another disk) is left alone and reported.
+//!
+//! A disk is reported unmounted only once the kernel has let go of it: an
+//! exclusive open of the device must succeed (bounded wait). After a lazy
+//! unmount the filesystem stays alive while anything still uses it; the
+//! record then fails with `still-in-use`, naming the processes, so the disk
+//! is not detached under a live filesystem.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::fstab::Fstab;
-use crate::mount::{self, UnmountError};
+use crate::blockdev::{self, Device};
+use crate::fstab::{self, Fstab};
+use crate::lock::NodeLock;
+use crate::mount::{self, Entry, UnmountError};
+use crate::provider::find_here;
 use crate::record::{Record, State};
 use crate::tool::{Ctx, Diff, Failure, Outcome, Step, StepResult, one_by_one};
+use crate::wait::{self, Poll, WaitParams};
 
 use super::mount::{open_device, resolve_mountpoint};
+
+/// The environment variable bounding the wait for the kernel to release a
+/// device after an unmount, in seconds.
+pub const RELEASE_WAIT_ENV: &str = "APPSCALE_PERSIST_RELEASE_WAIT";
+
+/// How long to wait for the kernel to release a device after an unmount,
+/// unless [`RELEASE_WAIT_ENV`] says otherwise.
+pub const RELEASE_WAIT: Duration = Duration::from_secs(10);
 
 /// Options for [`Unmount`].
 #[derive(Debug, Clone)]
@@ -18,8 +44,10 @@ pub struct UnmountOptions {
     pub mountpoint: Option<String>,
     /// Detach a busy mount lazily (`umount -l`) instead of failing.
     pub lazy: bool,
-    /// Remove our entry from this fstab.
-    pub fstab: Option<PathBuf>,
+    /// The fstab holding our entries: read to recognise our filesystem.
+    pub fstab: PathBuf,
+    /// Also remove our entry from it.
+    pub remove_fstab: bool,
 }
 
 /// The `disk-unmount` step.
@@ -35,31 +63,103 @@ impl Step for Unmount {
     }
 }
 
+fn release_wait() -> Duration {
+    std::env::var(RELEASE_WAIT_ENV)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(RELEASE_WAIT)
+}
+
+/// The UUID of the filesystem on `dev`, as blkid reads it.
+fn uuid_of(dev: &Device) -> Option<String> {
+    blockdev::probe(&dev.path)
+        .ok()
+        .flatten()
+        .and_then(|p| p.uuid().map(str::to_string))
+}
+
 impl Unmount {
+    /// Why the mount `entry` at `mp` is the record's, or why it is not.
+    fn whose(&self, rec: &Record, mp: &Path, entry: &Entry) -> Result<String, Failure> {
+        let mounted = Device::from_number(entry.major, entry.minor).ok();
+        if let Some(device) = &rec.device
+            && let Ok(dev) = open_device(device)
+        {
+            if (dev.major, dev.minor) == (entry.major, entry.minor) {
+                return Ok(format!("the record's device {device}"));
+            }
+            return Err(Failure::new(
+                "mountpoint-other-device",
+                format!(
+                    "{} has {} mounted, not {device}: leaving it alone",
+                    mp.display(),
+                    entry.source
+                ),
+            ));
+        }
+        let uuid = mounted.as_ref().and_then(uuid_of);
+        if let (Some(want), Some(have)) = (rec.fs.as_ref().and_then(|f| f.uuid.as_deref()), &uuid) {
+            if want == have {
+                return Ok(format!("the record's filesystem UUID={want}"));
+            }
+            return Err(Failure::new(
+                "mountpoint-other-device",
+                format!(
+                    "{} has {} (UUID={have}) mounted, not the record's filesystem UUID={want}: leaving it alone",
+                    mp.display(),
+                    entry.source
+                ),
+            ));
+        }
+        if rec.disk.is_some()
+            && let Some(disk) = find_here(rec)
+            && (disk.major, disk.minor) == (entry.major, entry.minor)
+        {
+            return Ok(format!(
+                "the record's disk, found at {}",
+                disk.path.display()
+            ));
+        }
+        let tab_path = &self.options.fstab;
+        if let Some(u) = &uuid
+            && let Ok(tab) = Fstab::load(tab_path)
+            && tab
+                .text
+                .lines()
+                .filter_map(fstab::Entry::parse)
+                .any(|e| e.is_ours() && Path::new(&e.file) == mp && e.spec == format!("UUID={u}"))
+        {
+            return Ok(format!("our entry in {}", tab_path.display()));
+        }
+        Err(Failure::new(
+            "not-ours",
+            format!(
+                "{} has {} ({}{}) mounted, and nothing shows it is this record's disk (no matching device or fs.uuid in the record, the record's disk is not it, and no entry of ours in {} mounts it there): leaving it alone; name the disk with --device if it is yours",
+                mp.display(),
+                entry.source,
+                entry.fstype,
+                uuid.map(|u| format!(" UUID={u}")).unwrap_or_default(),
+                tab_path.display()
+            ),
+        ))
+    }
+
     fn one(&self, rec: &mut Record, cx: Ctx) -> StepResult {
         let mp = resolve_mountpoint(rec, self.options.mountpoint.as_deref())?;
+        let _lock = NodeLock::take(cx.check)?;
         let table = mount::Table::read().map_err(|e| Failure::new("mount-table", e.to_string()))?;
         let mut done = Vec::new();
         let mut changed = false;
+        // The device to see released: the one unmounted here, else the
+        // record's disk when it is found on this node.
+        let mut device = None;
         if let Some(entry) = table.at(&mp) {
-            // Unmount only what is ours: the record's device, when it names one.
-            if let Some(device) = &rec.device
-                && let Ok(dev) = open_device(device)
-                && (dev.major, dev.minor) != (entry.major, entry.minor)
-            {
-                return Err(Failure::new(
-                    "mountpoint-other-device",
-                    format!(
-                        "{} has {} mounted, not {device}: leaving it alone",
-                        mp.display(),
-                        entry.source
-                    ),
-                ));
-            }
+            let why = self.whose(rec, &mp, entry)?;
             changed = true;
             if cx.check {
                 done.push(format!(
-                    "would unmount {} from {}",
+                    "would unmount {} from {} ({why})",
                     entry.source,
                     mp.display()
                 ));
@@ -76,29 +176,44 @@ impl Unmount {
                     }
                 })?;
                 done.push(format!("unmounted {} from {}", entry.source, mp.display()));
+                device = Device::from_number(entry.major, entry.minor).ok();
             }
         } else {
             done.push(format!("{} is not mounted", mp.display()));
+            if !cx.check {
+                device = find_here(rec);
+            }
+        }
+        if let Some(dev) = device {
+            released(&dev)?;
         }
         let mut diff = None;
-        if let Some(path) = &self.options.fstab {
-            let tab = Fstab::load(path).map_err(|e| Failure::new("fstab", e.to_string()))?;
-            if let Some(new) = tab.without_entry(&mp.display().to_string()) {
+        if self.options.remove_fstab {
+            let path = &self.options.fstab;
+            let mountpoint = mp.display().to_string();
+            let would = if cx.check {
+                let tab = Fstab::load(path)?;
+                tab.without_entry(&mountpoint).map(|after| Diff {
+                    path: tab.path.display().to_string(),
+                    before: tab.text.clone(),
+                    after,
+                })
+            } else {
+                let a = fstab::remove(path, &mountpoint)?;
+                a.changed().then(|| Diff {
+                    path: a.path.display().to_string(),
+                    before: a.before,
+                    after: a.after,
+                })
+            };
+            if let Some(d) = would {
                 changed = true;
-                if !cx.check {
-                    tab.replace(&new)
-                        .map_err(|e| Failure::new("fstab", e.to_string()))?;
-                }
                 done.push(format!(
                     "{} its entry from {}",
                     if cx.check { "would remove" } else { "removed" },
                     path.display()
                 ));
-                diff = Some(Diff {
-                    path: path.display().to_string(),
-                    before: tab.text.clone(),
-                    after: new,
-                });
+                diff = Some(d);
             }
         }
         Ok(Outcome {
@@ -107,5 +222,47 @@ impl Unmount {
             message: done.join(", "),
             diff,
         })
+    }
+}
+
+/// Waits (bounded) until an exclusive open of `dev` succeeds: the kernel
+/// holds no filesystem (mounted, or lazily unmounted and still in use) or
+/// other exclusive user on it. Fails with `still-in-use`, naming the
+/// processes still using the filesystem.
+fn released(dev: &Device) -> Result<(), Failure> {
+    let limit = release_wait();
+    let r = wait::until(
+        WaitParams::quick(limit),
+        || match blockdev::open_exclusive(&dev.real) {
+            Ok(_) => Poll::Ready(()),
+            Err(blockdev::BlockError::Busy(..)) => Poll::Pending,
+            Err(e) => Poll::Failed(e),
+        },
+    );
+    match r {
+        Ok(()) => Ok(()),
+        Err(wait::WaitError::Failed(e)) => Err(Failure::new("device-unusable", e.to_string())),
+        Err(wait::WaitError::TimedOut(_)) => {
+            let holders = mount::holders(dev.major, dev.minor);
+            let who = if holders.is_empty() {
+                "by the kernel: another mount of it, a holder, or another mount namespace".into()
+            } else {
+                format!(
+                    "by {}",
+                    holders
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            };
+            Err(Failure::new(
+                "still-in-use",
+                format!(
+                    "{} is unmounted here, but its filesystem is still alive after {limit:?}, held {who}: it is not ready to detach; stop them, then rerun",
+                    dev.path.display()
+                ),
+            ))
+        }
     }
 }
