@@ -196,7 +196,7 @@ fn a_device_locked_by_another_tool_is_not_formatted() {
         "disk-ensure-fs",
         &["--device", &d.device],
         "",
-        &[("APPSCALE_PERSIST_LOCK_TIMEOUT", "1")],
+        &[("APPSCALE_PERSIST_DEVICE_LOCK_TIMEOUT", "1")],
     )
     .expect(1);
     assert_eq!(r.record()["error"]["code"], "device-locked", "{}", r.stderr);

@@ -54,6 +54,10 @@ struct Args {
     /// Also remove our entry from the fstab.
     #[arg(long)]
     remove_fstab: bool,
+    /// Directory of local disk images, to recognise a local disk [default:
+    /// $APPSCALE_PERSIST_STATE_DIR or /var/lib/appscale-persist/disks].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 impl ToolArgs for Args {
@@ -81,6 +85,7 @@ impl ToolArgs for Args {
                 lazy: self.lazy,
                 fstab: self.fstab,
                 remove_fstab: self.remove_fstab,
+                state_dir: self.state_dir,
             },
         })
     }

@@ -10,7 +10,8 @@
 //! * The lock is a BSD `flock(2)` on a file in `/run`, which the kernel
 //!   releases when the process ends, however it ends (a crash, `kill -9`):
 //!   a killed run never leaves the node locked.
-//! * The wait is bounded ([`TIMEOUT_ENV`], default [`DEFAULT_TIMEOUT`]) and
+//! * The wait is bounded ([`TIMEOUT_ENV`], default [`DEFAULT_TIMEOUT`]; for a
+//!   device, [`DEVICE_TIMEOUT_ENV`], default [`DEFAULT_DEVICE_TIMEOUT`]) and
 //!   says who holds the lock: the holder writes its pid and tool name into
 //!   the file.
 //! * The file and its directory are created only by a run that changes
@@ -38,13 +39,23 @@ use crate::wait::{self, Poll, WaitParams};
 /// The node lock's path.
 pub const NODE_LOCK: &str = "/run/appscale-persist/lock";
 
-/// The environment variable that bounds every lock wait, in seconds.
+/// The environment variable that bounds the wait for the node lock, in
+/// seconds.
 pub const TIMEOUT_ENV: &str = "APPSCALE_PERSIST_LOCK_TIMEOUT";
 
-/// How long a run waits for a lock unless [`TIMEOUT_ENV`] says otherwise:
-/// long enough for another run's mkfs or fsck of a large disk, short enough
-/// that a stuck run is reported rather than waited on for ever.
+/// How long a run waits for the node lock unless [`TIMEOUT_ENV`] says
+/// otherwise: long enough for another run's mkfs or fsck of a large disk,
+/// short enough that a stuck run is reported rather than waited on for ever.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The environment variable that bounds the wait for a device lock, in
+/// seconds.
+pub const DEVICE_TIMEOUT_ENV: &str = "APPSCALE_PERSIST_DEVICE_LOCK_TIMEOUT";
+
+/// How long a run waits for a device another tool has locked unless
+/// [`DEVICE_TIMEOUT_ENV`] says otherwise: udev holds it for milliseconds, a
+/// partitioner for seconds.
+pub const DEFAULT_DEVICE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How often a waiting run says it is still waiting.
 const REMIND_EVERY: Duration = Duration::from_secs(30);
@@ -96,14 +107,14 @@ impl From<LockError> for crate::tool::Failure {
     }
 }
 
-/// The wait bound: [`TIMEOUT_ENV`] when set to a number of seconds, else
-/// [`DEFAULT_TIMEOUT`].
-pub fn timeout() -> Duration {
-    std::env::var(TIMEOUT_ENV)
+/// A wait bound: the environment variable `var` when set to a number of
+/// seconds, else `default`.
+fn timeout(var: &str, default: Duration) -> Duration {
+    std::env::var(var)
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
         .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_TIMEOUT)
+        .unwrap_or(default)
 }
 
 /// The node lock, held until dropped (or, in `--check` mode, possibly not
@@ -135,7 +146,7 @@ impl NodeLock {
                 }
                 Err(e) => return Err(io(e)),
             };
-            let held = flock_bounded(file, FlockArg::LockSharedNonblock, || {
+            let held = flock_bounded(file, FlockArg::LockSharedNonblock, node_timeout(), || {
                 format!("another run ({})", holder_of(path))
             })
             .map_err(|waited| LockError::NodeTimeout {
@@ -161,9 +172,12 @@ impl NodeLock {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(path)
             .map_err(io)?;
-        let mut held = flock_bounded(file, FlockArg::LockExclusiveNonblock, || {
-            format!("another run ({})", holder_of(path))
-        })
+        let mut held = flock_bounded(
+            file,
+            FlockArg::LockExclusiveNonblock,
+            node_timeout(),
+            || format!("another run ({})", holder_of(path)),
+        )
         .map_err(|waited| LockError::NodeTimeout {
             path: path.to_path_buf(),
             holder: holder_of(path),
@@ -203,7 +217,8 @@ impl DeviceLock {
     /// while it probes are waited out too.
     pub fn take(path: &Path) -> Result<DeviceLock, LockError> {
         let file = File::open(path).map_err(|e| LockError::Io(path.to_path_buf(), e))?;
-        let held = flock_bounded(file, FlockArg::LockExclusiveNonblock, || {
+        let limit = timeout(DEVICE_TIMEOUT_ENV, DEFAULT_DEVICE_TIMEOUT);
+        let held = flock_bounded(file, FlockArg::LockExclusiveNonblock, limit, || {
             format!("another tool's lock on {}", path.display())
         })
         .map_err(|waited| LockError::DeviceTimeout {
@@ -219,16 +234,20 @@ impl DeviceLock {
     }
 }
 
-/// Tries `how` until it succeeds or [`timeout`] passes; says once what it
-/// waits for (`what`), and again every [`REMIND_EVERY`]. Returns the time
-/// waited when it gives up.
+fn node_timeout() -> Duration {
+    timeout(TIMEOUT_ENV, DEFAULT_TIMEOUT)
+}
+
+/// Tries `how` until it succeeds or `limit` passes; says once what it waits
+/// for (`what`), and again every [`REMIND_EVERY`]. Returns the time waited
+/// when it gives up.
 fn flock_bounded(
     file: File,
     how: FlockArg,
+    limit: Duration,
     what: impl Fn() -> String,
 ) -> Result<Flock<File>, Duration> {
     let started = Instant::now();
-    let limit = timeout();
     let mut file = Some(file);
     let mut last_said: Option<Instant> = None;
     let polled = wait::until(WaitParams::quick(limit), || {
@@ -238,10 +257,7 @@ fn flock_bounded(
             Err((f, Errno::EWOULDBLOCK)) => {
                 file = Some(f);
                 if last_said.is_none_or(|t| t.elapsed() >= REMIND_EVERY) {
-                    log::warn(format_args!(
-                        "waiting for {} (at most {limit:?}, {TIMEOUT_ENV} to change)",
-                        what()
-                    ));
+                    log::warn(format_args!("waiting for {} (at most {limit:?})", what()));
                     last_said = Some(Instant::now());
                 }
                 Poll::Pending

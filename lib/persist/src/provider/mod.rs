@@ -103,10 +103,11 @@ pub fn verify_claimed_device(rec: &Record, dev: &Device) -> Result<(), Failure> 
 }
 
 /// The record's disk on this node, found without waiting and without
-/// guessing: its `device`, else the loop device bound to its image (local),
-/// its device path (static), or what its identity links lead to (clouds).
-/// `None` when it is not found here.
-pub fn find_here(rec: &Record) -> Option<Device> {
+/// guessing: its `device`, else the loop device bound to its image (local:
+/// its `disk_id`, else `<state_dir>/<disk>.img`, the state directory being
+/// [`local::Local::state_dir`]'s), its device path (static), or what its
+/// identity links lead to (clouds). `None` when it is not found here.
+pub fn find_here(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
     if let Some(d) = &rec.device {
         return Device::open(Path::new(d)).ok();
     }
@@ -118,9 +119,12 @@ pub fn find_here(rec: &Record) -> Option<Device> {
                 .and_then(|v| v.as_str())
             {
                 Some(p) => PathBuf::from(p),
-                None => local::Local::new(local::Local::state_dir(None), None)
-                    .image(rec)
-                    .ok()?,
+                None => local::Local::new(
+                    local::Local::state_dir(state_dir.map(Path::to_path_buf)),
+                    None,
+                )
+                .image(rec)
+                .ok()?,
             };
             let loops = crate::loopdev::bound_to(&image).ok()?;
             let [lo] = loops.as_slice() else {

@@ -48,6 +48,8 @@ pub struct UnmountOptions {
     pub fstab: PathBuf,
     /// Also remove our entry from it.
     pub remove_fstab: bool,
+    /// The local provider's state directory, to recognise a local disk.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// The `disk-unmount` step.
@@ -113,7 +115,7 @@ impl Unmount {
             ));
         }
         if rec.disk.is_some()
-            && let Some(disk) = find_here(rec)
+            && let Some(disk) = find_here(rec, self.options.state_dir.as_deref())
             && (disk.major, disk.minor) == (entry.major, entry.minor)
         {
             return Ok(format!(
@@ -181,7 +183,7 @@ impl Unmount {
         } else {
             done.push(format!("{} is not mounted", mp.display()));
             if !cx.check {
-                device = find_here(rec);
+                device = find_here(rec, self.options.state_dir.as_deref());
             }
         }
         if let Some(dev) = device {
