@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use appscale_persist::appscalefile::{self, Lint, Severity};
 use appscale_persist::record::{self, DEFAULT_MOUNTPOINT, Record};
-use appscale_persist::{ansible, log, tool};
+use appscale_persist::step::Exit;
+use appscale_persist::{ansible, cli, log};
 use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
 
@@ -84,22 +85,22 @@ fn main() -> ExitCode {
         });
     }
     let args = Args::parse();
-    log::init("appscalefile-lint", log::level_from(args.quiet, 0));
-    tool::install_panic_hook();
+    cli::prologue("appscalefile-lint", args.quiet, 0);
+    let exit = |e: Exit| ExitCode::from(e as u8);
     if args.node.is_some() && !args.plan {
         log::error(format_args!("--node needs --plan"));
-        return ExitCode::from(2);
+        return exit(Exit::Usage);
     }
     let (name, source, lint) = match read(&args) {
         Ok(r) => r,
         Err(e) => {
             log::error(format_args!("{e}"));
-            return ExitCode::from(2);
+            return exit(Exit::Usage);
         }
     };
     report(&args, &name, &source, &lint);
     if lint.has_errors() || (args.deny_warnings && lint.has_warnings()) {
-        return ExitCode::from(1);
+        return exit(Exit::Failed);
     }
     let mut out = std::io::stdout().lock();
     let written = if args.plan {
@@ -107,7 +108,7 @@ fn main() -> ExitCode {
             Ok(p) => record::write_all(&mut out, &p),
             Err(e) => {
                 log::error(format_args!("{e}"));
-                return ExitCode::from(1);
+                return exit(Exit::Failed);
             }
         }
     } else if args.inventory || args.inventory_list {
@@ -127,9 +128,9 @@ fn main() -> ExitCode {
     match written {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             log::error(format_args!("writing stdout: {e}"));
-            ExitCode::from(1)
+            exit(Exit::Failed)
         }
-        _ => ExitCode::SUCCESS,
+        _ => exit(Exit::Ok),
     }
 }
 

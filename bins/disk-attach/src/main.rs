@@ -2,9 +2,11 @@
 
 use std::process::ExitCode;
 
+use appscale_persist::cli;
 use appscale_persist::record::Record;
+use appscale_persist::step::Step;
 use appscale_persist::steps::provision::Op;
-use appscale_persist::tool::{self, Common, Step, ToolArgs};
+use appscale_persist::tool::{Common, ToolArgs};
 use appscale_persist_cloud::ProviderArgs;
 use clap::Parser;
 
@@ -46,5 +48,5 @@ impl ToolArgs for Args {
 }
 
 fn main() -> ExitCode {
-    tool::main::<Args>()
+    cli::main::<Args>()
 }

@@ -2,10 +2,12 @@
 
 use std::process::ExitCode;
 
+use appscale_persist::cli;
 use appscale_persist::filesystem::{self, FsType};
 use appscale_persist::record::Record;
+use appscale_persist::step::Step;
 use appscale_persist::steps::ensure_fs::{EnsureFs, EnsureFsOptions};
-use appscale_persist::tool::{self, Common, Step, ToolArgs};
+use appscale_persist::tool::{Common, ToolArgs};
 use clap::Parser;
 
 const AFTER_HELP: &str = "\
@@ -87,5 +89,5 @@ impl ToolArgs for Args {
 }
 
 fn main() -> ExitCode {
-    tool::main::<Args>()
+    cli::main::<Args>()
 }

@@ -3,10 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use appscale_persist::cli;
 use appscale_persist::fstab;
 use appscale_persist::record::Record;
+use appscale_persist::step::Step;
 use appscale_persist::steps::unmount::{Unmount, UnmountOptions};
-use appscale_persist::tool::{self, Common, Step, ToolArgs};
+use appscale_persist::tool::{Common, ToolArgs};
 use clap::Parser;
 
 const AFTER_HELP: &str = "\
@@ -92,5 +94,5 @@ impl ToolArgs for Args {
 }
 
 fn main() -> ExitCode {
-    tool::main::<Args>()
+    cli::main::<Args>()
 }

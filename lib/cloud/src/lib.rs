@@ -12,8 +12,8 @@ use appscale_persist::provider::local::Local;
 use appscale_persist::provider::static_disk::Static;
 use appscale_persist::provider::{Provider, Size};
 use appscale_persist::record::{ProviderKind, Record};
+use appscale_persist::step::Failure;
 use appscale_persist::steps::provision::{Op, ProviderStep};
-use appscale_persist::tool::Failure;
 use clap::Args;
 
 /// Which disk a run acts on, when not reading records, and provider options.

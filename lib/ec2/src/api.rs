@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use appscale_persist::tool::Failure;
+use appscale_persist::step::Failure;
 use appscale_persist::wait::{Backoff, WaitParams};
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;

@@ -28,7 +28,7 @@ use appscale_persist::log;
 use appscale_persist::provider::discover::{self, ATTACHED_AS_KEY, DISK_ID_KEY, SIZE_KEY};
 use appscale_persist::provider::{DiskStatus, Provider, Size, disk_of};
 use appscale_persist::record::{ProviderKind, Record, State};
-use appscale_persist::tool::{Ctx, Failure, Outcome, StepResult};
+use appscale_persist::step::{Ctx, Failure, Outcome, StepResult};
 use appscale_persist::wait::WaitParams;
 use aws_sdk_ec2::types::{Volume, VolumeAttachmentState};
 

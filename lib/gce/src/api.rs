@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use appscale_persist::log;
-use appscale_persist::tool::Failure;
+use appscale_persist::step::Failure;
 use appscale_persist::wait::{Backoff, WaitParams};
 use google_cloud_compute_v1::client::{Disks, Instances, ZoneOperations};
 use google_cloud_compute_v1::model::{AttachedDisk, Disk, Operation, attached_disk, operation};

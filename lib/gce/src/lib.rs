@@ -25,7 +25,7 @@ use std::time::Duration;
 use appscale_persist::provider::discover::{self, ATTACHED_AS_KEY, SIZE_KEY};
 use appscale_persist::provider::{DiskStatus, Provider, Size, disk_of};
 use appscale_persist::record::{ProviderKind, Record, State};
-use appscale_persist::tool::{Ctx, Failure, Outcome, StepResult};
+use appscale_persist::step::{Ctx, Failure, Outcome, StepResult};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use appscale_persist::tool::Failure;
+use appscale_persist::step::Failure;
 
 /// This instance, as the metadata server describes it.
 #[derive(Debug, Clone)]

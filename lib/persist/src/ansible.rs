@@ -16,14 +16,17 @@
 //!
 //! Nothing here may print a stack trace: a panic becomes `failed: true`.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{ArgAction, CommandFactory, Parser};
 use serde_json::{Map, Value, json};
 
+use crate::log;
 use crate::record::{self, Record};
-use crate::tool::{self, Exit, ToolArgs};
+use crate::step::{Exit, Report};
+use crate::tool::{self, ToolArgs};
 
 /// The argument file, when the process was started as an Ansible module.
 pub fn module_args_path(argv: &[String]) -> Option<PathBuf> {
@@ -52,7 +55,7 @@ pub struct ModuleFlags {
 /// Runs tool `A` as a module with the arguments in `path`.
 pub fn run<A: ToolArgs>(path: &Path) -> ExitCode {
     run_module::<A>(A::NAME, path, true, |args, records, flags| {
-        step_output(tool::execute_for_module(args, records), flags)
+        step_output(run_step(args, records), flags)
     })
 }
 
@@ -88,8 +91,39 @@ pub fn run_module<C: Parser>(
         }
     };
     let failed = out.get("failed").and_then(Value::as_bool).unwrap_or(false);
-    tool::print_json(&out);
+    print_json(&out);
     ExitCode::from(if failed { 1 } else { 0 })
+}
+
+/// Runs a tool's step for the module: `args` are already parsed from the
+/// module's arguments, `records` come from its `records` argument or from
+/// the flags.
+fn run_step<A: ToolArgs>(args: A, records: Option<Vec<Record>>) -> Report {
+    log::init(A::NAME, log::level_from(true, 0));
+    if let Err(e) = args.validate() {
+        return Report {
+            records: Vec::new(),
+            diffs: Vec::new(),
+            messages: vec![e],
+            exit: Exit::Usage,
+        };
+    }
+    let records = match records {
+        Some(r) => r,
+        None => args
+            .single()
+            .or_else(|| args.fallback())
+            .into_iter()
+            .collect(),
+    };
+    tool::run(args, records)
+}
+
+/// Writes one line of JSON to stdout.
+fn print_json(v: &Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
 }
 
 /// A failed module result.
@@ -165,7 +199,7 @@ fn first_line(s: &str) -> String {
 }
 
 /// The module result of a step run.
-fn step_output(report: tool::Report, flags: ModuleFlags) -> Value {
+fn step_output(report: Report, flags: ModuleFlags) -> Value {
     let mut out = Map::new();
     if let [single] = report.records.as_slice()
         && let Value::Object(fields) = serde_json::to_value(single).unwrap_or_default()

@@ -174,9 +174,9 @@ impl FstabError {
     }
 }
 
-impl From<FstabError> for crate::tool::Failure {
+impl From<FstabError> for crate::step::Failure {
     fn from(e: FstabError) -> Self {
-        crate::tool::Failure::new(e.code(), e.to_string())
+        crate::step::Failure::new(e.code(), e.to_string())
     }
 }
 

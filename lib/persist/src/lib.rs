@@ -17,9 +17,12 @@
 //! * [`fstab`]: our entries in `/etc/fstab`, written atomically.
 //! * [`provider`]: the provider trait, and the `local` and `static` providers.
 //! * [`loopdev`]: loop devices over image files.
-//! * [`steps`]: what each tool does to a record.
-//! * [`tool`]: what every tool does around its one step: arguments, input,
-//!   output, `--check`, exit codes; [`ansible`]: the same as an Ansible module.
+//! * [`step`]: the step vocabulary (outcome, failure, exit codes) and the
+//!   bookkeeping every tool applies to records; [`steps`]: what each tool
+//!   does to a record.
+//! * [`tool`]: what a tool is (its flags and its step); [`cli`]: the
+//!   command-line driver around it; [`ansible`]: the same as an Ansible
+//!   module.
 //! * [`lock`]: one writer at a time on a node (the node lock, and the
 //!   device lock held from the blank check to the end of `mkfs`).
 //! * [`files`]: renaming without replacing, flushing a filesystem.
@@ -30,6 +33,7 @@
 pub mod ansible;
 pub mod appscalefile;
 pub mod blockdev;
+pub mod cli;
 pub mod files;
 pub mod filesystem;
 pub mod fstab;
@@ -42,6 +46,7 @@ pub mod provider;
 pub mod record;
 pub mod run;
 pub mod seed;
+pub mod step;
 pub mod steps;
 pub mod tool;
 pub mod wait;

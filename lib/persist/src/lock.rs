@@ -101,9 +101,9 @@ impl LockError {
     }
 }
 
-impl From<LockError> for crate::tool::Failure {
+impl From<LockError> for crate::step::Failure {
     fn from(e: LockError) -> Self {
-        crate::tool::Failure::new(e.code(), e.to_string())
+        crate::step::Failure::new(e.code(), e.to_string())
     }
 }
 

@@ -116,9 +116,9 @@ impl SeedError {
     }
 }
 
-impl From<SeedError> for crate::tool::Failure {
+impl From<SeedError> for crate::step::Failure {
     fn from(e: SeedError) -> Self {
-        crate::tool::Failure::new(e.code(), e.to_string())
+        crate::step::Failure::new(e.code(), e.to_string())
     }
 }
 

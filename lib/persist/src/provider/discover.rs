@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use crate::blockdev::Device;
 use crate::record::{ProviderKind, Record};
-use crate::tool::Failure;
+use crate::step::Failure;
 use crate::wait::{self, Poll, WaitParams};
 
 /// Environment variable that replaces `/dev` when looking for links.

@@ -26,7 +26,7 @@ use crate::blockdev::Device;
 use crate::lock::NodeLock;
 use crate::loopdev::{self, Loop};
 use crate::record::{ProviderKind, Record, State};
-use crate::tool::{Ctx, Failure, Outcome, StepResult};
+use crate::step::{Ctx, Failure, Outcome, StepResult};
 
 /// Where images live unless told otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/appscale-persist/disks";

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use crate::blockdev::Device;
 use crate::mount;
 use crate::record::{ProviderKind, Record};
-use crate::tool::{Ctx, Failure, StepResult};
+use crate::step::{Ctx, Failure, StepResult};
 
 /// What a provider knows about one disk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

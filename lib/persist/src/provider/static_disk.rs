@@ -8,7 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use super::{DiskStatus, Provider, disk_of, refuse_if_in_use};
 use crate::blockdev::Device;
 use crate::record::{ProviderKind, Record, State};
-use crate::tool::{Ctx, Failure, Outcome, StepResult};
+use crate::step::{Ctx, Failure, Outcome, StepResult};
 
 /// The static provider.
 #[derive(Debug, Clone, Default)]

@@ -30,7 +30,7 @@ use crate::provider::discover::{self, DEVICE_WAIT};
 use crate::provider::verify_claimed_device;
 use crate::record::{Fs, Record, State};
 use crate::seed;
-use crate::tool::{Ctx, Failure, Outcome, Step, StepResult, one_by_one};
+use crate::step::{Ctx, Failure, Outcome, Step, StepResult, one_by_one};
 
 /// A filesystem smaller than its device by more than this is grown by
 /// `--grow` (below it, the difference is rounding to the filesystem's

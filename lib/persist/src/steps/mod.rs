@@ -1,5 +1,5 @@
 //! The tools' steps: each is what one tool does to a record, behind
-//! [`crate::tool::Step`].
+//! [`crate::step::Step`].
 
 pub mod ensure_fs;
 pub mod mount;

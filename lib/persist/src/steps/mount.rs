@@ -22,7 +22,7 @@ use crate::provider::discover::{self, DEVICE_WAIT};
 use crate::provider::verify_claimed_device;
 use crate::record::{Fs, Record, State};
 use crate::seed::{self, Seeded};
-use crate::tool::{Ctx, Diff, Failure, Outcome, Step, StepResult, one_by_one};
+use crate::step::{Ctx, Diff, Failure, Outcome, Step, StepResult, one_by_one};
 
 /// Options for [`Mount`].
 #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::provider::Provider;
 use crate::record::{ProviderKind, Record};
-use crate::tool::{Ctx, Failure, Step, StepResult};
+use crate::step::{Ctx, Failure, Step, StepResult};
 
 /// Which provider operation a step runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,7 +24,7 @@ use crate::lock::NodeLock;
 use crate::mount::{self, Entry, UnmountError};
 use crate::provider::find_here;
 use crate::record::{Record, State};
-use crate::tool::{Ctx, Diff, Failure, Outcome, Step, StepResult, one_by_one};
+use crate::step::{Ctx, Diff, Failure, Outcome, Step, StepResult, one_by_one};
 use crate::wait::{self, Poll, WaitParams};
 
 use super::mount::{open_device, resolve_mountpoint};

@@ -1,0 +1,112 @@
+//! The command-line driver: what every tool's `main` does around its step.
+//!
+//! A tool's `main` is one call to [`main`] with its clap arguments type.
+//! This module then owns, once for all tools:
+//!
+//! * the prologue ([`prologue`]): the log level from `-q`/`-v` and a panic
+//!   hook that prints one line instead of a backtrace (the linter uses it
+//!   too);
+//! * input: one record built from flags (`disk-ensure-fs --device
+//!   /dev/loop3`), or every record on stdin, read whole and validated before
+//!   anything is done (a malformed line: exit 2, nothing done);
+//! * output: NDJSON on stdout, one human line per record on stderr, and the
+//!   exit code ([`Exit`]);
+//! * handing over to Ansible's binary-module mode ([`crate::ansible`]) when
+//!   started with a module arguments file.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use crate::log;
+use crate::record::{self, Record};
+use crate::step::Exit;
+use crate::tool::{self, ToolArgs};
+
+/// Runs tool `A`: parse arguments (or read Ansible's arguments file), read
+/// records, run the step, write records, and return the exit code.
+pub fn main<A: ToolArgs>() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(path) = crate::ansible::module_args_path(&argv) {
+        return crate::ansible::run::<A>(&path);
+    }
+    let args = A::parse();
+    let common = args.common().clone();
+    prologue(A::NAME, common.quiet, common.verbose);
+    if let Err(e) = args.validate() {
+        log::error(format_args!("{e}"));
+        return ExitCode::from(Exit::Usage as u8);
+    }
+    let records = match args.single() {
+        Some(r) => vec![r],
+        None => match read_stdin::<A>(args.fallback().is_some()) {
+            Ok(r) if r.is_empty() => args.fallback().into_iter().collect(),
+            Ok(r) => r,
+            Err(code) => return code,
+        },
+    };
+    let report = tool::run(args, records);
+    if report.exit == Exit::Usage {
+        for m in &report.messages {
+            log::error(format_args!("{m}"));
+        }
+        return ExitCode::from(Exit::Usage as u8);
+    }
+    let mut out = std::io::stdout().lock();
+    match record::write_all(&mut out, &report.records) {
+        Ok(()) => {}
+        // The reader went away (`| head`): nothing more to say.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => {
+            log::error(format_args!("writing stdout: {e}"));
+            return ExitCode::from(Exit::Failed as u8);
+        }
+    }
+    ExitCode::from(report.exit as u8)
+}
+
+/// The start every tool shares: the log level from `-q`/`-v` (or
+/// `APPSCALE_PERSIST_LOG`), and [`install_panic_hook`].
+pub fn prologue(name: &str, quiet: bool, verbose: u8) {
+    log::init(name, log::level_from(quiet, verbose));
+    install_panic_hook();
+}
+
+/// Replaces Rust's panic message (a backtrace hint) with one line that says
+/// it is a bug.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let what = info
+            .payload()
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        log::error(format_args!(
+            "internal error{at}: {what}; this is a bug, please report it"
+        ));
+    }));
+}
+
+/// Reads the records on stdin. A terminal gives none: an error unless the
+/// flags describe a record (`has_fallback`).
+fn read_stdin<A: ToolArgs>(has_fallback: bool) -> Result<Vec<Record>, ExitCode> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        if has_fallback {
+            return Ok(Vec::new());
+        }
+        log::error(format_args!(
+            "no input: pipe disk records into {0} (see `{0} --help`), or name the disk with flags",
+            A::NAME
+        ));
+        return Err(ExitCode::from(Exit::Usage as u8));
+    }
+    record::read_all(stdin.lock(), "stdin").map_err(|e| {
+        log::error(format_args!("{e}; nothing was done"));
+        ExitCode::from(Exit::Usage as u8)
+    })
+}

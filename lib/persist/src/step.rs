@@ -1,0 +1,245 @@
+//! The step vocabulary: what one tool does to records, and what came of it.
+//!
+//! A tool's work is a [`Step`] run over the records that carry no error
+//! ([`execute`]); each record gets an [`Outcome`] or a [`Failure`], and
+//! `execute` applies the bookkeeping every tool shares: `state`, `changed`,
+//! the `steps` log with timing, `error` (and `refused`), the `check` mark in
+//! `--check` mode. The run's [`Report`] and [`Exit`] code are the same for
+//! both drivers: the command line ([`crate::cli`]) and Ansible
+//! ([`crate::ansible`]), which both sit above this module.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::log;
+use crate::record::{Record, RecordError, State};
+
+/// Exit codes shared by every tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Every record succeeded (or was already as wanted).
+    Ok = 0,
+    /// At least one record carries an error (its own, or passed on).
+    Failed = 1,
+    /// Bad usage or malformed input: nothing was done.
+    Usage = 2,
+    /// Refused to format a device because it holds data (and nothing else
+    /// failed): `disk-ensure-fs` only.
+    Refused = 3,
+}
+
+/// What a step did to one record.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The state the record is now in (in `--check`: would be in).
+    pub state: State,
+    /// Whether anything changed (in `--check`: would change).
+    pub changed: bool,
+    /// One line for the operator: what was done, or found.
+    pub message: String,
+    /// A file the step changed, before and after (for Ansible's `--diff`).
+    pub diff: Option<Diff>,
+}
+
+impl Outcome {
+    /// Something was changed.
+    pub fn changed(state: State, message: impl Into<String>) -> Outcome {
+        Outcome {
+            state,
+            changed: true,
+            message: message.into(),
+            diff: None,
+        }
+    }
+    /// Nothing needed changing.
+    pub fn unchanged(state: State, message: impl Into<String>) -> Outcome {
+        Outcome {
+            state,
+            changed: false,
+            message: message.into(),
+            diff: None,
+        }
+    }
+}
+
+/// A file's text before and after a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diff {
+    /// The file.
+    pub path: String,
+    /// Before.
+    pub before: String,
+    /// After.
+    pub after: String,
+}
+
+/// Why a step failed on one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Stable code for the record's `error.code`.
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+    /// A deliberate refusal to touch data (exit 3), not a malfunction.
+    pub refused: bool,
+}
+
+impl Failure {
+    /// A failure with a code and message.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Failure {
+        Failure {
+            code: code.into(),
+            message: message.into(),
+            refused: false,
+        }
+    }
+    /// A refusal: the device holds data.
+    pub fn refused(code: impl Into<String>, message: impl Into<String>) -> Failure {
+        Failure {
+            code: code.into(),
+            message: message.into(),
+            refused: true,
+        }
+    }
+}
+
+/// The result of a step on one record.
+pub type StepResult = Result<Outcome, Failure>;
+
+/// Context every step gets.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    /// `--check`: change nothing.
+    pub check: bool,
+}
+
+/// One tool's step over the records that carry no error.
+pub trait Step {
+    /// Runs over `records`; returns one result per record, in order, with
+    /// the time spent on it.
+    fn run(&mut self, records: &mut [Record], cx: Ctx) -> Vec<(StepResult, Duration)>;
+}
+
+/// Runs `f` on each record in turn, timing each (for steps that act on one
+/// record at a time).
+pub fn one_by_one(
+    records: &mut [Record],
+    mut f: impl FnMut(&mut Record) -> StepResult,
+) -> Vec<(StepResult, Duration)> {
+    records
+        .iter_mut()
+        .map(|r| {
+            let t = Instant::now();
+            let res = f(r);
+            (res, t.elapsed())
+        })
+        .collect()
+}
+
+/// What a run produced, for either output form (NDJSON, or the Ansible
+/// module result).
+pub struct Report {
+    /// Every record, in input order, with the step's results applied.
+    pub records: Vec<Record>,
+    /// The file changes the step made (for Ansible's `--diff`).
+    pub diffs: Vec<Diff>,
+    /// One line per record acted on: what was done, or what failed.
+    pub messages: Vec<String>,
+    /// The exit code the run ends with.
+    pub exit: Exit,
+}
+
+/// Runs `step` over `records` (those carrying an error pass through) and
+/// applies the bookkeeping.
+pub fn execute(
+    mut step: Box<dyn Step>,
+    mut records: Vec<Record>,
+    check: bool,
+    tool: &str,
+) -> Report {
+    let todo: Vec<usize> = (0..records.len())
+        .filter(|&i| records[i].error.is_none())
+        .collect();
+    let mut batch: Vec<Record> = todo
+        .iter()
+        .map(|&i| std::mem::take(&mut records[i]))
+        .collect();
+    let results = step.run(&mut batch, Ctx { check });
+    debug_assert_eq!(
+        results.len(),
+        batch.len(),
+        "a step returns one result per record"
+    );
+    let mut diffs = Vec::new();
+    let mut messages = Vec::new();
+    for ((i, mut rec), (result, took)) in todo.into_iter().zip(batch).zip(results) {
+        let changed = matches!(&result, Ok(o) if o.changed);
+        match result {
+            Ok(o) => {
+                let line = format!("{}: {}", rec.label(), o.message);
+                log::info(format_args!("{line}"));
+                messages.push(line);
+                rec.state = Some(o.state);
+                rec.changed = Some(o.changed);
+                diffs.extend(o.diff);
+            }
+            Err(f) => {
+                let line = format!("{}: {} [{}]", rec.label(), f.message, f.code);
+                log::error(format_args!("{line}"));
+                messages.push(line);
+                rec.changed = Some(false);
+                rec.error = Some(RecordError {
+                    tool: tool.to_string(),
+                    code: f.code,
+                    message: f.message,
+                });
+                if f.refused {
+                    rec.extra.insert("refused".into(), Value::Bool(true));
+                }
+            }
+        }
+        if check {
+            rec.extra.insert("check".into(), Value::Bool(true));
+        }
+        push_step(&mut rec, tool, changed, took);
+        records[i] = rec;
+    }
+    let exit = exit_code(&records);
+    Report {
+        records,
+        diffs,
+        messages,
+        exit,
+    }
+}
+
+/// Appends `{tool, changed, ms}` to the record's `steps` log, which the
+/// flows' summary reads.
+fn push_step(rec: &mut Record, tool: &str, changed: bool, took: Duration) {
+    let entry = json!({ "tool": tool, "changed": changed, "ms": took.as_millis() as u64 });
+    match rec.extra.get_mut("steps") {
+        Some(Value::Array(a)) => a.push(entry),
+        _ => {
+            rec.extra.insert("steps".into(), Value::Array(vec![entry]));
+        }
+    }
+}
+
+/// [`Exit::Failed`] if any record has an error that is not a refusal,
+/// else [`Exit::Refused`] if any was refused, else [`Exit::Ok`].
+pub fn exit_code(records: &[Record]) -> Exit {
+    let refused = |r: &Record| {
+        r.extra
+            .get("refused")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    };
+    if records.iter().any(|r| r.error.is_some() && !refused(r)) {
+        Exit::Failed
+    } else if records.iter().any(|r| r.error.is_some()) {
+        Exit::Refused
+    } else {
+        Exit::Ok
+    }
+}
