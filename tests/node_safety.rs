@@ -157,7 +157,8 @@ fn a_second_run_waits_for_the_node_lock_then_sees_the_result() {
     let t = TempDir::new("node-lock");
     let d = LoopDev::new(&t, "disk", 64);
     let held = hold_node_lock();
-    let child = spawn("disk-ensure-fs", &["--device", &d.device], "", &[]);
+    let first = spawn("disk-ensure-fs", &["--device", &d.device], "", &[]);
+    let second = spawn("disk-ensure-fs", &["--device", &d.device], "", &[]);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         blkid(&d.device, "TYPE"),
@@ -165,9 +166,20 @@ fn a_second_run_waits_for_the_node_lock_then_sees_the_result() {
         "nothing is formatted while another run holds the node lock"
     );
     drop(held);
-    let r = finish_child(child).expect(0);
-    assert!(r.stderr.contains("waiting"), "says it waits: {}", r.stderr);
-    assert_eq!(r.record()["state"], "formatted");
+    let (a, b) = (
+        finish_child(first).expect(0),
+        finish_child(second).expect(0),
+    );
+    assert!(a.stderr.contains("waiting"), "says it waits: {}", a.stderr);
+    let (a, b) = (a.record(), b.record());
+    let mut states = [a["state"].as_str().unwrap(), b["state"].as_str().unwrap()];
+    states.sort();
+    assert_eq!(
+        states,
+        ["formatted", "has-fs"],
+        "one formats, the other sees it"
+    );
+    assert_eq!(a["fs"]["uuid"], b["fs"]["uuid"]);
 
     // Bounded: with the lock held past the deadline, a clear error.
     let _held = hold_node_lock();
@@ -527,12 +539,24 @@ fn wipe_head(d: &LoopDev) {
 fn data_behind_a_wiped_head_is_not_blank() {
     require_root();
     let t = TempDir::new("wiped-head");
-    let cases: Vec<(&str, Vec<&str>)> = vec![
-        ("ext4", vec!["mkfs.ext4", "-q", "-F"]),
-        ("xfs", vec!["mkfs.xfs", "-q", "-f"]),
-        ("btrfs", vec!["mkfs.btrfs", "-q", "-f"]),
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        (
+            "ext4",
+            vec!["mkfs.ext4", "-q", "-F"],
+            "ext2/3/4 backup superblock",
+        ),
+        (
+            "xfs",
+            vec!["mkfs.xfs", "-q", "-f"],
+            "XFS secondary superblock",
+        ),
+        (
+            "btrfs",
+            vec!["mkfs.btrfs", "-q", "-f"],
+            "btrfs superblock mirror",
+        ),
     ];
-    for (name, mkfs) in cases {
+    for (name, mkfs, found) in cases {
         let d = LoopDev::new(&t, name, 512);
         let mut argv = mkfs.clone();
         argv.push(&d.device);
@@ -546,6 +570,8 @@ fn data_behind_a_wiped_head_is_not_blank() {
             "{name}: {}",
             r.stderr
         );
+        let msg = r.record()["error"]["message"].as_str().unwrap().to_string();
+        assert!(msg.contains(found), "{name}: names what it found: {msg}");
         assert_eq!(d.sha256(), before, "{name}: untouched");
     }
     // A GPT whose primary header is gone: its backup at the end remains.
@@ -568,6 +594,8 @@ fn data_behind_a_wiped_head_is_not_blank() {
     }
     let r = run("disk-ensure-fs", &["--device", &d.device], "").expect(3);
     assert_eq!(r.record()["error"]["code"], "not-blank", "{}", r.stderr);
+    let msg = r.record()["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("sampling 256 blocks"), "{msg}");
 }
 
 // ---------------------------------------------------------------------------
@@ -813,7 +841,7 @@ fn unmount_leaves_a_foreign_mount_alone() {
     let mp = t.join("appscale");
     std::fs::create_dir_all(&mp).unwrap();
     sh_ok(&["mount", "-t", "tmpfs", "tmpfs", mp.to_str().unwrap()]);
-    let r = run("disk-unmount", &["--mountpoint", mp.to_str().unwrap()], "").expect(1);
+    let r = run_alone("disk-unmount", &["--mountpoint", mp.to_str().unwrap()]).expect(1);
     let rec = r.record();
     assert_eq!(rec["error"]["code"], "not-ours", "{}", r.stderr);
     assert!(
@@ -1150,6 +1178,13 @@ fn options_cannot_force_mkfs_or_escape_dev() {
         &["--fstype", "xfs", "--mkfs-option", "-f"],
         &["--mkfs-option", "/dev/sdz"],
         &["--mkfs-option", "--force"],
+        &[
+            "--fstype",
+            "xfs",
+            "--mkfs-option=-l",
+            "--mkfs-option=logdev=/dev/sdz",
+        ],
+        &["--mkfs-option=-Jdevice=/dev/sdz"],
     ] {
         let mut args = vec!["--check", "--device", "/dev/null"];
         args.extend_from_slice(bad);
@@ -1289,4 +1324,240 @@ fn flow_help_is_the_usage_only() {
             assert!(!r.stdout.contains(code), "{flow}: {code}: {}", r.stdout);
         }
     }
+}
+
+/// Puts `entries` (name, contents) under `dir` at the top of the
+/// filesystem on `dev`, through a scratch mount.
+fn write_on_disk(t: &TempDir, dev: &str, dir: &str, entries: &[(&str, &str)]) {
+    let scratch = t.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    sh_ok(&["mount", dev, scratch.to_str().unwrap()]);
+    let base = scratch.join(dir);
+    for (name, text) in entries {
+        let p = base.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    sh_ok(&["umount", scratch.to_str().unwrap()]);
+}
+
+fn seed_into(mp: &Path, input: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["--seed", "--no-fstab", "--mountpoint", mp.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    run("disk-mount", &args, input)
+}
+
+/// A staging directory beside other data, or a finished copy on a
+/// filesystem this node did not just format, is an error naming it; a
+/// finished copy on a fresh one is moved into place.
+#[test]
+fn seed_staging_is_finished_only_on_a_fresh_disk() {
+    require_root();
+    let t = TempDir::new("seed-staged");
+    let mp = t.join("appscale");
+    std::fs::create_dir_all(&mp).unwrap();
+    std::fs::write(mp.join("from-image"), "image file").unwrap();
+
+    // Staging beside data.
+    let d = LoopDev::new(&t, "beside", 64);
+    mkfs_ext4(&d.device);
+    write_on_disk(
+        &t,
+        &d.device,
+        "",
+        &[
+            ("data", "theirs"),
+            (".appscale-persist-seed.partial/x", "half"),
+        ],
+    );
+    let r = seed_into(&mp, "", &["--device", &d.device]).expect(1);
+    let err = r.record()["error"].clone();
+    assert_eq!(err["code"], "seed-marker", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains(".appscale-persist-seed.partial"),
+        "{err}"
+    );
+    assert!(!is_mounted(&mp));
+
+    // A finished copy on a disk this node did not just format.
+    let d = LoopDev::new(&t, "stale", 64);
+    mkfs_ext4(&d.device);
+    write_on_disk(
+        &t,
+        &d.device,
+        ".appscale-persist-seed.done",
+        &[("old-copy", "old")],
+    );
+    let r = seed_into(&mp, "", &["--device", &d.device]).expect(1);
+    assert_eq!(r.record()["error"]["code"], "seed-marker", "{}", r.stderr);
+    assert!(!is_mounted(&mp));
+
+    // A finished copy on a fresh disk: moved into place.
+    let d = LoopDev::new(&t, "fresh", 64);
+    let rec = ensure_ok(&d.device);
+    write_on_disk(
+        &t,
+        &d.device,
+        ".appscale-persist-seed.done",
+        &[("apps/app", "copied")],
+    );
+    let r = seed_into(&mp, &ndjson(&[rec]), &[]).expect(0);
+    assert!(
+        r.stderr.contains("finished an interrupted seed"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(mp.join("apps/app")).unwrap(),
+        "copied"
+    );
+    assert!(!mp.join(".appscale-persist-seed.done").exists());
+}
+
+/// SIGTERM in the middle of a seed: the copy is stopped, the temporary
+/// mount released, nothing mounted, no fstab line left; a rerun finishes.
+#[test]
+fn a_signal_mid_seed_releases_everything() {
+    require_root();
+    let t = TempDir::new("sigterm-seed");
+    let d = LoopDev::new(&t, "disk", 64);
+    let rec = ensure_ok(&d.device);
+    let mp = t.join("appscale");
+    std::fs::create_dir_all(mp.join("apps")).unwrap();
+    std::fs::write(mp.join("apps/app"), "app").unwrap();
+    let fstab = t.join("fstab");
+    std::fs::write(&fstab, "# theirs\n").unwrap();
+    // A copy that takes long enough to be interrupted.
+    let path = fake_tools(&t, &[("cp", "exec sleep 60")]);
+    let args = [
+        "--seed",
+        "--mountpoint",
+        mp.to_str().unwrap(),
+        "--fstab",
+        fstab.to_str().unwrap(),
+    ];
+    let child = spawn(
+        "disk-mount",
+        &args,
+        &ndjson(std::slice::from_ref(&rec)),
+        &[("PATH", &path)],
+    );
+    let pid = child.id();
+    let temp_mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.contains(&format!("/run/appscale-persist/tmp-{pid}-")))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !temp_mounted() {
+        assert!(Instant::now() < deadline, "the seed never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let r = finish_child(child).expect(1);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "stopped promptly"
+    );
+    assert_eq!(r.record()["error"]["code"], "interrupted", "{}", r.stderr);
+    assert!(!temp_mounted(), "the temporary mount is released");
+    assert!(
+        !std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains("/run/appscale-persist/tmp-"),
+        "no temporary mount left at all"
+    );
+    assert!(!is_mounted(&mp));
+    assert_eq!(std::fs::read_to_string(&fstab).unwrap(), "# theirs\n");
+    // The rerun (the real cp) redoes the copy from its staging directory.
+    run("disk-mount", &args, &ndjson(&[rec])).expect(0);
+    assert_eq!(std::fs::read_to_string(mp.join("apps/app")).unwrap(), "app");
+}
+
+/// An empty pipe is a pipeline whose first step printed nothing: the
+/// mountpoint flag does not stand in for records that never came.
+#[test]
+fn an_empty_pipe_is_no_records_not_the_flags() {
+    require_root();
+    let t = TempDir::new("empty-pipe");
+    let d = LoopDev::new(&t, "disk", 64);
+    mkfs_ext4(&d.device);
+    let fstab = t.join("fstab");
+    let mp = t.s("mnt");
+    run(
+        "disk-mount",
+        &[
+            "--device",
+            &d.device,
+            "--mountpoint",
+            &mp,
+            "--fstab",
+            fstab.to_str().unwrap(),
+        ],
+        "",
+    )
+    .expect(0);
+    let r = run(
+        "disk-unmount",
+        &["--mountpoint", &mp, "--fstab", fstab.to_str().unwrap()],
+        "",
+    )
+    .expect(0);
+    assert!(r.stdout.is_empty(), "no records: {}", r.stdout);
+    assert!(is_mounted(&t.join("mnt")), "nothing was unmounted");
+    // With stdin /dev/null (cron, a unit), the flags name the record.
+    let out = Command::new(bin("disk-unmount"))
+        .args(["--mountpoint", &mp, "--fstab", fstab.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!is_mounted(&t.join("mnt")));
+}
+
+/// scripts/demo never deletes through a mount, even in a directory it made.
+#[test]
+fn the_demo_never_deletes_through_a_mount() {
+    require_root();
+    let t = TempDir::new("demo-mount");
+    let dir = t.join("demo");
+    std::fs::create_dir_all(dir.join("mnt/x")).unwrap();
+    std::fs::write(dir.join(".appscale-persist-demo"), "").unwrap();
+    sh_ok(&[
+        "mount",
+        "-t",
+        "tmpfs",
+        "tmpfs",
+        dir.join("mnt/x").to_str().unwrap(),
+    ]);
+    std::fs::write(dir.join("mnt/x/precious"), "on another filesystem").unwrap();
+    let r = run_env(
+        repo().join("scripts/demo").to_str().unwrap(),
+        &[],
+        "",
+        &[
+            ("DEMO_DIR", dir.to_str().unwrap()),
+            ("APPSCALE_PERSIST_BIN", &bin_dir().display().to_string()),
+        ],
+    );
+    assert_ne!(r.code, 0, "the demo refuses: {}", r.stderr);
+    assert!(r.stderr.contains("still mounted"), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("mnt/x/precious")).unwrap(),
+        "on another filesystem"
+    );
 }

@@ -523,3 +523,15 @@ pub fn flow(
         &env,
     )
 }
+
+/// Runs a tool alone, with stdin `/dev/null` (as from cron or a unit):
+/// flags such as `disk-unmount --mountpoint` then name the record.
+pub fn run_alone(name: &str, args: &[&str]) -> Run {
+    finish(
+        Command::new(bin(name))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}")),
+    )
+}

@@ -63,6 +63,7 @@ struct Args {
 
 impl ToolArgs for Args {
     const NAME: &'static str = "disk-ensure-fs";
+    const STOPS_CLEANLY: bool = true;
     fn common(&self) -> &Common {
         &self.common
     }

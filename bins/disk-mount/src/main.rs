@@ -13,11 +13,14 @@ use clap::Parser;
 
 const AFTER_HELP: &str = "\
 Idempotent: a filesystem already mounted at its mountpoint is left as it is
-(changed: false). ext4 is checked with `fsck -a` before a read-write mount;
+(changed: false). The record's device must be its disk and hold its
+filesystem. ext4 is checked with `fsck -a` before a read-write mount;
 uncorrected errors stop the mount. The fstab entry (by UUID, with nofail,
-x-systemd.device-timeout and the x-appscale-persist mark) is written
-atomically with a backup (<fstab>.appscale-persist.bak) and rolled back if
-the mount fails.
+x-systemd.device-timeout and the x-appscale-persist mark) is written only
+once the filesystem is mounted, atomically, line by line, with a backup
+(<fstab>.appscale-persist.bak). A failure or a signal (SIGINT, SIGTERM,
+SIGHUP) takes back what the run did. Runs on one node take turns (the node
+lock).
 
 Examples:
   disk-mount --device /dev/loop3 --mountpoint /opt/appscale
@@ -29,7 +32,8 @@ Examples:
 ///
 /// Reads disk records (NDJSON) on stdin, writes them on stdout with `state`
 /// mounted. The mountpoint is the record's, else --mountpoint, else
-/// /opt/appscale; system directories are refused.
+/// /opt/appscale; system directories and trees (/etc, /usr, /var/lib, ...)
+/// and paths through a symbolic link are refused.
 #[derive(Debug, Parser)]
 #[command(name = "disk-mount", version, after_help = AFTER_HELP)]
 struct Args {
@@ -53,8 +57,9 @@ struct Args {
     /// Seconds systemd waits for the device at boot (x-systemd.device-timeout).
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     device_timeout: u32,
-    /// If the mountpoint holds files and the filesystem is empty, copy them
-    /// onto it first, so mounting does not hide them.
+    /// If the mountpoint holds files and the filesystem is one this flow's
+    /// disk-ensure-fs just made (and still empty), copy them onto it first,
+    /// through a staging directory, so mounting does not hide them.
     #[arg(long)]
     seed: bool,
     /// Skip `fsck -a` before mounting.
@@ -64,6 +69,7 @@ struct Args {
 
 impl ToolArgs for Args {
     const NAME: &'static str = "disk-mount";
+    const STOPS_CLEANLY: bool = true;
     fn common(&self) -> &Common {
         &self.common
     }

@@ -64,6 +64,7 @@ struct Args {
 
 impl ToolArgs for Args {
     const NAME: &'static str = "disk-unmount";
+    const STOPS_CLEANLY: bool = true;
     fn common(&self) -> &Common {
         &self.common
     }

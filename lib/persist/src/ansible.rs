@@ -54,6 +54,9 @@ pub struct ModuleFlags {
 
 /// Runs tool `A` as a module with the arguments in `path`.
 pub fn run<A: ToolArgs>(path: &Path) -> ExitCode {
+    if A::STOPS_CLEANLY {
+        crate::interrupt::install();
+    }
     run_module::<A>(A::NAME, path, true, |args, records, flags| {
         step_output(run_step(args, records), flags)
     })

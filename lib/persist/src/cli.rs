@@ -15,6 +15,7 @@
 //!   started with a module arguments file.
 
 use std::io::IsTerminal;
+use std::os::fd::AsFd;
 use std::process::ExitCode;
 
 use crate::log;
@@ -29,6 +30,9 @@ pub fn main<A: ToolArgs>() -> ExitCode {
     if let Some(path) = crate::ansible::module_args_path(&argv) {
         return crate::ansible::run::<A>(&path);
     }
+    if A::STOPS_CLEANLY {
+        crate::interrupt::install();
+    }
     let args = A::parse();
     let common = args.common().clone();
     prologue(A::NAME, common.quiet, common.verbose);
@@ -36,10 +40,13 @@ pub fn main<A: ToolArgs>() -> ExitCode {
         log::error(format_args!("{e}"));
         return ExitCode::from(Exit::Usage as u8);
     }
-    let records = match args.single() {
-        Some(r) => vec![r],
-        None => match read_stdin::<A>(args.fallback().is_some()) {
-            Ok(r) if r.is_empty() => args.fallback().into_iter().collect(),
+    let records = match (args.single(), args.fallback()) {
+        (Some(r), _) => vec![r],
+        // A terminal or /dev/null: the flags name the record. A pipe or a
+        // file always means records, even none (an empty pipe is a
+        // pipeline whose first step printed nothing, not "use the flags").
+        (None, Some(r)) if stdin_gives_nothing() => vec![r],
+        (None, fallback) => match read_stdin::<A>(fallback.is_some()) {
             Ok(r) => r,
             Err(code) => return code,
         },
@@ -91,19 +98,43 @@ pub fn install_panic_hook() {
     }));
 }
 
-/// Reads the records on stdin. A terminal gives none: an error unless the
-/// flags describe a record (`has_fallback`).
+/// Whether stdin is a terminal, `/dev/null` or closed: no records can come
+/// from it, as opposed to a pipe or a file.
+fn stdin_gives_nothing() -> bool {
+    match nix::sys::stat::fstat(std::io::stdin()) {
+        Ok(st) => st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFCHR,
+        Err(_) => true,
+    }
+}
+
+/// How long a tool waits on a silent pipe before saying it is waiting.
+const HINT_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Reads the records on stdin; a terminal is a usage error. When nothing
+/// arrives for a while, says once that the tool waits for records (over
+/// ssh without a terminal, stdin is a pipe from the operator's keyboard).
 fn read_stdin<A: ToolArgs>(has_fallback: bool) -> Result<Vec<Record>, ExitCode> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        if has_fallback {
-            return Ok(Vec::new());
-        }
         log::error(format_args!(
             "no input: pipe disk records into {0} (see `{0} --help`), or name the disk with flags",
             A::NAME
         ));
         return Err(ExitCode::from(Exit::Usage as u8));
+    }
+    let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+    let timeout = PollTimeout::try_from(HINT_AFTER).unwrap_or(PollTimeout::MAX);
+    if matches!(poll(&mut fds, timeout), Ok(0)) {
+        let alone = if has_fallback {
+            ", or run it with stdin from /dev/null to act on the flags alone"
+        } else {
+            ""
+        };
+        log::warn(format_args!(
+            "waiting for disk records on stdin (pipe them in, as `{0} --help` shows{alone})",
+            A::NAME
+        ));
     }
     record::read_all(stdin.lock(), "stdin").map_err(|e| {
         log::error(format_args!("{e}; nothing was done"));

@@ -22,6 +22,48 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<bool> {
     }
 }
 
+/// Creates the absolute directory `dir` and any missing parents, walking
+/// from `/` one component at a time without following a symbolic link
+/// (`openat` with `O_NOFOLLOW`), so a link planted on the way is refused
+/// rather than followed. Returns the directories it created, outermost
+/// first (for a caller that must take them back).
+pub fn create_dir_all_nofollow(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    use nix::fcntl::{OFlag, openat};
+    use nix::sys::stat::{Mode, mkdirat};
+    use std::os::fd::OwnedFd;
+    use std::path::Component;
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    let mut at: OwnedFd = openat(nix::fcntl::AT_FDCWD, "/", flags, Mode::empty())?;
+    let mut here = std::path::PathBuf::from("/");
+    let mut created = Vec::new();
+    for c in dir.components() {
+        let Component::Normal(name) = c else {
+            continue;
+        };
+        here.push(name);
+        let next = match openat(&at, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(nix::errno::Errno::ENOENT) => {
+                match mkdirat(&at, name, Mode::from_bits_truncate(0o755)) {
+                    Ok(()) => created.push(here.clone()),
+                    Err(nix::errno::Errno::EEXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                openat(&at, name, flags, Mode::empty())?
+            }
+            Err(nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR) => {
+                return Err(std::io::Error::other(format!(
+                    "{} is a symbolic link or not a directory",
+                    here.display()
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        at = next;
+    }
+    Ok(created)
+}
+
 /// Flushes the filesystem holding `dir` (`syncfs`).
 pub fn sync_fs(dir: &Path) -> std::io::Result<()> {
     let f = std::fs::File::open(dir)?;
@@ -43,6 +85,24 @@ mod tests {
         assert_eq!(std::fs::read_to_string(dir.join("b")).unwrap(), "old");
         assert!(rename_noreplace(&dir.join("a"), &dir.join("c")).unwrap());
         assert_eq!(std::fs::read_to_string(dir.join("c")).unwrap(), "new");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn directories_are_made_without_following_links() {
+        let dir = std::env::temp_dir().join(format!("nofollow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("real")).unwrap();
+        let made = create_dir_all_nofollow(&dir.join("a/b")).unwrap();
+        assert_eq!(made, [dir.join("a"), dir.join("a/b")]);
+        assert!(
+            create_dir_all_nofollow(&dir.join("a/b"))
+                .unwrap()
+                .is_empty()
+        );
+        std::os::unix::fs::symlink(dir.join("real"), dir.join("link")).unwrap();
+        assert!(create_dir_all_nofollow(&dir.join("link/x")).is_err());
+        assert!(!dir.join("real/x").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

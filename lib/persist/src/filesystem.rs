@@ -92,21 +92,40 @@ fn refused_options(fstype: FsType) -> &'static str {
     }
 }
 
+/// What an option's value must not say: it must not name another device
+/// or file for mkfs to write (`-l logdev=`, `-r rtdev=`, `-d name=`,
+/// `-J device=`, or any path), nor set the UUID.
+fn check_value(opt: &str, value: &str) -> Result<(), String> {
+    let lower = value.to_ascii_lowercase();
+    if value.contains('/')
+        || ["dev=", "device=", "name=", "logdev", "rtdev"]
+            .iter()
+            .any(|w| lower.contains(w))
+    {
+        return Err(format!(
+            "--mkfs-option `{opt}`: a value naming another device or a path is refused (mkfs writes only the device disk-ensure-fs checked)"
+        ));
+    }
+    if lower.contains("uuid=") {
+        return Err(format!(
+            "--mkfs-option `{opt}`: the UUID is set by disk-ensure-fs"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks extra `mkfs` arguments (`--mkfs-option`): options only, each
 /// known to take a value or not as getopt reads them, never a force flag,
-/// a label or UUID (set by this toolkit), a long option, or a positional
-/// argument (another device). An option's value may be attached (`-Elazy_itable_init=0`)
-/// or be the next argument.
+/// a label or UUID (set by this toolkit), a long option, a positional
+/// argument (another device), or a value naming another device or a path
+/// ([`check_value`]). An option's value may be attached
+/// (`-Elazy_itable_init=0`) or be the next argument.
 pub fn check_mkfs_options(fstype: FsType, options: &[String]) -> Result<(), String> {
     let mut expect_value = false;
     for opt in options {
         if expect_value {
             expect_value = false;
-            if fstype == FsType::Xfs && opt.contains("uuid=") {
-                return Err(format!(
-                    "--mkfs-option `{opt}`: the UUID is set by disk-ensure-fs"
-                ));
-            }
+            check_value(opt, opt)?;
             continue;
         }
         let Some(letters) = opt
@@ -127,10 +146,8 @@ pub fn check_mkfs_options(fstype: FsType, options: &[String]) -> Result<(), Stri
                 let rest = &letters[i + c.len_utf8()..];
                 if rest.is_empty() {
                     expect_value = true;
-                } else if fstype == FsType::Xfs && rest.contains("uuid=") {
-                    return Err(format!(
-                        "--mkfs-option `{opt}`: the UUID is set by disk-ensure-fs"
-                    ));
+                } else {
+                    check_value(opt, rest)?;
                 }
                 break;
             }
@@ -189,6 +206,7 @@ pub fn mkfs(
     cmd.args(extra)
         .arg(device)
         .timeout(SLOW_TOOL_TIMEOUT)
+        .finish_on_interrupt()
         .run()
         .map(drop)
 }

@@ -9,9 +9,8 @@
 //! ([`add`], [`remove`]), never to a copy read earlier, and the caller holds
 //! the node lock ([`crate::lock`]) around them, so two runs editing one
 //! fstab both keep their lines. Every line we do not own is kept byte for
-//! byte (its line ending included). [`Applied::undo`] takes back exactly
-//! what one change did: the line it added is removed, the lines of ours it
-//! replaced are put back, and nothing else is touched.
+//! byte (its line ending included). `disk-mount` adds its line only once the
+//! mount has succeeded, so there is never a line to take back.
 //!
 //! Every write is atomic: the new text goes to a temporary file in the same
 //! directory, is fsynced, keeps the old file's mode and owner, and is renamed
@@ -276,9 +275,10 @@ impl Fstab {
         }))
     }
 
-    /// The text without our entry for `mountpoint`; `None` if there is none.
-    pub fn without_entry(&self, mountpoint: &str) -> Option<String> {
-        self.without(|e| e.is_ours() && e.file == mountpoint)
+    /// The text without our entry for `mountpoint` (and, when `uuid` is
+    /// given, for that filesystem only); `None` if there is none.
+    pub fn without_entry(&self, mountpoint: &str, uuid: Option<&str>) -> Option<String> {
+        self.without(|e| is_ours_for(e, mountpoint, uuid))
             .map(|(text, _)| text)
     }
 
@@ -349,51 +349,6 @@ impl Applied {
     pub fn changed(&self) -> bool {
         self.before != self.after
     }
-
-    /// Takes back this change on the file as it is now: removes the line it
-    /// added and puts back the lines of ours it removed (unless an entry for
-    /// the same mountpoint or filesystem is there again). Lines added or
-    /// changed by anyone since are kept. The caller holds the node lock.
-    pub fn undo(&self) -> Result<(), FstabError> {
-        if !self.changed() {
-            return Ok(());
-        }
-        let tab = Fstab::load(&self.path)?;
-        let mut text = match &self.added {
-            Some(line) => {
-                let mine = Entry::parse(line);
-                tab.without(|e| Some(e) == mine.as_ref())
-                    .map(|(t, _)| t)
-                    .unwrap_or_else(|| tab.text.clone())
-            }
-            None => tab.text.clone(),
-        };
-        for line in &self.removed {
-            let Some(old) = Entry::parse(line) else {
-                continue;
-            };
-            let taken = text
-                .lines()
-                .filter_map(Entry::parse)
-                .any(|e| e.file == old.file || e.spec == old.spec);
-            if !taken {
-                if !text.is_empty() && !text.ends_with('\n') {
-                    text.push('\n');
-                }
-                text.push_str(line);
-                text.push('\n');
-            }
-        }
-        if text == tab.text {
-            return Ok(());
-        }
-        if !tab.existed && text.is_empty() {
-            return std::fs::remove_file(&tab.path)
-                .or_else(ignore_not_found)
-                .map_err(|e| FstabError::Io(tab.path.clone(), e));
-        }
-        tab.replace(&text)
-    }
 }
 
 /// Puts our `entry` into the fstab at `path` as it is now (replacing stale
@@ -422,12 +377,20 @@ pub fn add(path: &Path, entry: &Entry) -> Result<Applied, FstabError> {
     }
 }
 
-/// Removes our entry for `mountpoint` from the fstab at `path` as it is
-/// now, if there is one (atomically; nothing else is touched). The caller
-/// holds the node lock.
-pub fn remove(path: &Path, mountpoint: &str) -> Result<Applied, FstabError> {
+/// Whether `e` is our entry for `mountpoint` (and the filesystem `uuid`,
+/// when given).
+fn is_ours_for(e: &Entry, mountpoint: &str, uuid: Option<&str>) -> bool {
+    e.is_ours()
+        && e.file == mountpoint
+        && uuid.is_none_or(|u| e.spec.eq_ignore_ascii_case(&format!("UUID={u}")))
+}
+
+/// Removes our entry for `mountpoint` (and, when `uuid` is given, for that
+/// filesystem only) from the fstab at `path` as it is now, if there is one
+/// (atomically; nothing else is touched). The caller holds the node lock.
+pub fn remove(path: &Path, mountpoint: &str, uuid: Option<&str>) -> Result<Applied, FstabError> {
     let tab = Fstab::load(path)?;
-    match tab.without(|e| e.is_ours() && e.file == mountpoint) {
+    match tab.without(|e| is_ours_for(e, mountpoint, uuid)) {
         None => Ok(Applied {
             path: tab.path.clone(),
             before: tab.text.clone(),
@@ -444,14 +407,6 @@ pub fn remove(path: &Path, mountpoint: &str) -> Result<Applied, FstabError> {
                 removed,
             })
         }
-    }
-}
-
-fn ignore_not_found(e: std::io::Error) -> std::io::Result<()> {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        Ok(())
-    } else {
-        Err(e)
     }
 }
 
@@ -550,14 +505,23 @@ mod tests {
         let once = fstab(base).with_entry(&e).unwrap().unwrap();
         assert!(once.starts_with(base));
         assert_eq!(fstab(&once).with_entry(&e).unwrap(), None);
-        let removed = fstab(&once).without_entry("/opt/appscale").unwrap();
+        let removed = fstab(&once).without_entry("/opt/appscale", None).unwrap();
         assert_eq!(removed, base);
-        assert_eq!(fstab(base).without_entry("/opt/appscale"), None);
+        assert_eq!(
+            fstab(&once).without_entry("/opt/appscale", Some("other")),
+            None
+        );
+        assert!(
+            fstab(&once)
+                .without_entry("/opt/appscale", Some("abcd"))
+                .is_some()
+        );
+        assert_eq!(fstab(base).without_entry("/opt/appscale", None), None);
     }
 
     #[test]
-    fn undo_takes_back_only_this_change() {
-        let dir = std::env::temp_dir().join(format!("fstab-undo-{}", std::process::id()));
+    fn changes_touch_only_our_lines() {
+        let dir = std::env::temp_dir().join(format!("fstab-lines-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("fstab");
@@ -566,19 +530,19 @@ mod tests {
         let mine = Entry::ours("new", "/a", "ext4", "noatime", 30);
         let applied = add(&path, &mine).unwrap();
         assert_eq!(applied.removed, [stale.to_line()]);
-        // Another run adds its own line meanwhile.
+        assert_eq!(applied.added, Some(mine.to_line()));
         let other = Entry::ours("other", "/b", "ext4", "noatime", 30);
-        let theirs = add(&path, &other).unwrap();
-        assert!(theirs.changed());
-        applied.undo().unwrap();
+        assert!(add(&path, &other).unwrap().changed());
+        assert!(!add(&path, &other).unwrap().changed(), "already there");
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
-            format!("# theirs\r\n{}\n{}\n", other.to_line(), stale.to_line()),
-            "the other run's line stays, the CRLF line is kept as it was"
+            format!("# theirs\r\n{}\n{}\n", mine.to_line(), other.to_line()),
+            "the CRLF line is kept as it was"
         );
-        let gone = remove(&path, "/b").unwrap();
+        assert!(!remove(&path, "/b", Some("not-it")).unwrap().changed());
+        let gone = remove(&path, "/b", Some("other")).unwrap();
         assert_eq!(gone.removed, [other.to_line()]);
-        assert!(!remove(&path, "/b").unwrap().changed());
+        assert!(!remove(&path, "/b", None).unwrap().changed());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -23,6 +23,7 @@
 //! * [`tool`]: what a tool is (its flags and its step); [`cli`]: the
 //!   command-line driver around it; [`ansible`]: the same as an Ansible
 //!   module.
+//! * [`interrupt`]: stopping cleanly on SIGINT, SIGTERM, SIGHUP.
 //! * [`lock`]: one writer at a time on a node (the node lock, and the
 //!   device lock held from the blank check to the end of `mkfs`).
 //! * [`files`]: renaming without replacing, flushing a filesystem.
@@ -38,6 +39,7 @@ pub mod files;
 pub mod filesystem;
 pub mod fstab;
 pub mod hash;
+pub mod interrupt;
 pub mod lock;
 pub mod log;
 pub mod loopdev;

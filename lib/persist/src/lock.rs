@@ -46,6 +46,8 @@ pub const TIMEOUT_ENV: &str = "APPSCALE_PERSIST_LOCK_TIMEOUT";
 /// How long a run waits for the node lock unless [`TIMEOUT_ENV`] says
 /// otherwise: long enough for another run's mkfs or fsck of a large disk,
 /// short enough that a stuck run is reported rather than waited on for ever.
+/// A `--seed` copy holds the lock while it copies (up to 6 hours): a run
+/// started meanwhile gives up after this long, saying who holds the lock.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The environment variable that bounds the wait for a device lock, in
@@ -85,7 +87,11 @@ pub enum LockError {
         /// How long this run waited.
         waited: Duration,
     },
-    /// The lock file or its directory could not be opened or created.
+    /// A signal asked the run to stop while it waited.
+    #[error("stopped by {1} while waiting for {0}")]
+    Interrupted(PathBuf, nix::sys::signal::Signal),
+    /// The lock file or its directory could not be opened, created or
+    /// locked.
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
 }
@@ -96,6 +102,7 @@ impl LockError {
         match self {
             LockError::NodeTimeout { .. } => "node-locked",
             LockError::DeviceTimeout { .. } => "device-locked",
+            LockError::Interrupted(..) => "interrupted",
             LockError::Io(..) => "lock-failed",
         }
     }
@@ -149,10 +156,12 @@ impl NodeLock {
             let held = flock_bounded(file, FlockArg::LockSharedNonblock, node_timeout(), || {
                 format!("another run ({})", holder_of(path))
             })
-            .map_err(|waited| LockError::NodeTimeout {
-                path: path.to_path_buf(),
-                holder: holder_of(path),
-                waited,
+            .map_err(|e| {
+                lock_error(path, e, |waited| LockError::NodeTimeout {
+                    path: path.to_path_buf(),
+                    holder: holder_of(path),
+                    waited,
+                })
             })?;
             return Ok(NodeLock { _held: Some(held) });
         }
@@ -178,10 +187,12 @@ impl NodeLock {
             node_timeout(),
             || format!("another run ({})", holder_of(path)),
         )
-        .map_err(|waited| LockError::NodeTimeout {
-            path: path.to_path_buf(),
-            holder: holder_of(path),
-            waited,
+        .map_err(|e| {
+            lock_error(path, e, |waited| LockError::NodeTimeout {
+                path: path.to_path_buf(),
+                holder: holder_of(path),
+                waited,
+            })
         })?;
         // Say who holds it, for the next run that has to wait.
         let me = format!("pid {} ({})\n", std::process::id(), log::tool());
@@ -221,9 +232,11 @@ impl DeviceLock {
         let held = flock_bounded(file, FlockArg::LockExclusiveNonblock, limit, || {
             format!("another tool's lock on {}", path.display())
         })
-        .map_err(|waited| LockError::DeviceTimeout {
-            path: path.to_path_buf(),
-            waited,
+        .map_err(|e| {
+            lock_error(path, e, |waited| LockError::DeviceTimeout {
+                path: path.to_path_buf(),
+                waited,
+            })
         })?;
         Ok(DeviceLock { held })
     }
@@ -246,11 +259,10 @@ fn flock_bounded(
     how: FlockArg,
     limit: Duration,
     what: impl Fn() -> String,
-) -> Result<Flock<File>, Duration> {
-    let started = Instant::now();
+) -> Result<Flock<File>, wait::WaitError<Errno>> {
     let mut file = Some(file);
     let mut last_said: Option<Instant> = None;
-    let polled = wait::until(WaitParams::quick(limit), || {
+    wait::until(WaitParams::quick(limit), || {
         let f = file.take().expect("the file is put back on every retry");
         match Flock::lock(f, how) {
             Ok(held) => Poll::Ready(held),
@@ -268,8 +280,21 @@ fn flock_bounded(
             }
             Err((_, e)) => Poll::Failed(e),
         }
-    });
-    polled.map_err(|_| started.elapsed())
+    })
+}
+
+/// The [`LockError`] for a failed wait on `path`; `timed_out` builds the
+/// error for a wait that ran out.
+fn lock_error(
+    path: &Path,
+    e: wait::WaitError<Errno>,
+    timed_out: impl FnOnce(Duration) -> LockError,
+) -> LockError {
+    match e {
+        wait::WaitError::TimedOut(d) => timed_out(d),
+        wait::WaitError::Interrupted(sig) => LockError::Interrupted(path.to_path_buf(), sig),
+        wait::WaitError::Failed(errno) => LockError::Io(path.to_path_buf(), errno.into()),
+    }
 }
 
 #[cfg(test)]

@@ -276,6 +276,7 @@ pub fn mount(
         .arg(device)
         .arg(target)
         .timeout(MOUNT_TIMEOUT)
+        .finish_on_interrupt()
         .run();
     let table = Table::read().map_err(MountError::Table)?;
     let there = table
@@ -411,6 +412,14 @@ pub enum UnmountError {
     /// umount failed for another reason.
     #[error(transparent)]
     Tool(#[from] RunError),
+    /// Something else was mounted on top meanwhile; it is left alone.
+    #[error("{target} now has {found} mounted on top: leaving it alone")]
+    Changed {
+        /// The mountpoint.
+        target: PathBuf,
+        /// What is on top now.
+        found: String,
+    },
     /// umount succeeded but the kernel still lists the mount.
     #[error("{0} is still mounted {1:?} after umount succeeded")]
     NotReleased(PathBuf, Duration),
@@ -437,6 +446,21 @@ fn list(holders: &[Holder]) -> String {
 /// umount(8) has a long deadline (the kernel call cannot be interrupted),
 /// and whatever it reports, the mount table decides: gone is success.
 pub fn unmount(target: &Path, major: u64, minor: u64, lazy: bool) -> Result<(), UnmountError> {
+    // umount acts on whatever is on top at the path: look once more, right
+    // before, that it is still the filesystem the caller decided on.
+    let top = Table::read()?
+        .at(target)
+        .map(|e| (e.major, e.minor, format!("{} ({})", e.source, e.fstype)));
+    match top {
+        None => return Ok(()),
+        Some((a, b, _)) if (a, b) == (major, minor) => {}
+        Some((_, _, found)) => {
+            return Err(UnmountError::Changed {
+                target: target.to_path_buf(),
+                found,
+            });
+        }
+    }
     // Flush this filesystem's dirty data before anything else.
     if let Ok(dir) = std::fs::File::open(target) {
         let _ = nix::unistd::syncfs(&dir);
@@ -446,7 +470,9 @@ pub fn unmount(target: &Path, major: u64, minor: u64, lazy: bool) -> Result<(), 
             .at(target)
             .is_some_and(|e| e.major == major && e.minor == minor))
     };
-    let mut cmd = Cmd::new("umount").timeout(MOUNT_TIMEOUT);
+    let mut cmd = Cmd::new("umount")
+        .timeout(MOUNT_TIMEOUT)
+        .finish_on_interrupt();
     if lazy {
         cmd = cmd.arg("--lazy");
     }
@@ -483,6 +509,7 @@ pub fn unmount(target: &Path, major: u64, minor: u64, lazy: bool) -> Result<(), 
     })
     .map_err(|e| match e {
         wait::WaitError::TimedOut(d) => UnmountError::NotReleased(target.to_path_buf(), d),
+        wait::WaitError::Interrupted(_) => UnmountError::NotReleased(target.to_path_buf(), timeout),
         wait::WaitError::Failed(e) => e,
     })
 }

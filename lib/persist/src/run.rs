@@ -1,6 +1,8 @@
 //! The one way to run a subprocess: an argv (never a shell string), stdin
 //! closed, stdout and stderr captured, and a deadline after which the child
-//! is killed.
+//! is killed. When a signal asks the run to stop ([`crate::interrupt`]), the
+//! child is stopped too ([`RunError::Interrupted`]), unless it was marked to
+//! finish ([`Cmd::finish_on_interrupt`]: `mkfs`, `mount`, `umount`).
 //!
 //! A failure carries the command line and the child's stderr, so the message
 //! an operator sees says what was run and what it said.
@@ -12,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use crate::wait::{self, Poll, WaitParams};
+use crate::wait::{Backoff, WaitParams};
 
 /// Directories searched after `$PATH` for system tools: `mkfs.*`, `blkid`
 /// and friends live in sbin, which is not on every user's path.
@@ -25,6 +27,7 @@ pub struct Cmd {
     args: Vec<OsString>,
     timeout: Duration,
     env: Vec<(OsString, OsString)>,
+    finish_on_interrupt: bool,
 }
 
 /// What a finished child produced.
@@ -72,6 +75,14 @@ pub enum RunError {
         /// The deadline it had.
         timeout: Duration,
     },
+    /// A signal asked the run to stop, and the child was stopped.
+    #[error("`{cmdline}` was stopped: {signal} received")]
+    Interrupted {
+        /// The command line, for display.
+        cmdline: String,
+        /// The signal.
+        signal: nix::sys::signal::Signal,
+    },
     /// The child exited non-zero (from [`Cmd::run`] only).
     #[error("`{cmdline}` failed ({status}){}", stderr_suffix(.stderr))]
     Failed {
@@ -102,7 +113,16 @@ impl Cmd {
             args: Vec::new(),
             timeout: Duration::from_secs(60),
             env: Vec::new(),
+            finish_on_interrupt: false,
         }
+    }
+
+    /// Lets the child finish when a signal asks the run to stop (for
+    /// commands that stopping half-way would make worse: `mkfs`, or a kernel
+    /// call such as `mount` that cannot be interrupted anyway).
+    pub fn finish_on_interrupt(mut self) -> Cmd {
+        self.finish_on_interrupt = true;
+        self
     }
 
     /// Appends one argument.
@@ -159,6 +179,14 @@ impl Cmd {
         for (k, v) in &self.env {
             command.env(k, v);
         }
+        // SAFETY: the hook only calls pthread_sigmask, which is
+        // async-signal-safe, as code between fork and exec must be.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(
+                &mut command,
+                crate::interrupt::unblock_in_child,
+            );
+        }
         let mut child = command.spawn().map_err(|error| RunError::Spawn {
             cmdline: self.cmdline(),
             error,
@@ -199,24 +227,60 @@ impl Cmd {
     }
 
     fn wait_for(&self, child: &mut Child) -> Result<ExitStatus, RunError> {
-        let polled = wait::until(WaitParams::quick(self.timeout), || match child.try_wait() {
-            Ok(Some(status)) => Poll::Ready(status),
-            Ok(None) => Poll::Pending,
-            Err(e) => Poll::Failed(e),
-        });
-        match polled {
-            Ok(status) => Ok(status),
-            Err(wait::WaitError::Failed(error)) => Err(RunError::Spawn {
-                cmdline: self.cmdline(),
-                error,
-            }),
-            Err(wait::WaitError::TimedOut(_)) => {
+        let mut backoff = Backoff::start(WaitParams::quick(self.timeout));
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Ok(status),
+                Ok(None) => {}
+                Err(error) => {
+                    return Err(RunError::Spawn {
+                        cmdline: self.cmdline(),
+                        error,
+                    });
+                }
+            }
+            if let Some(signal) = crate::interrupt::interrupted()
+                && !self.finish_on_interrupt
+            {
+                stop(child);
+                return Err(RunError::Interrupted {
+                    cmdline: self.cmdline(),
+                    signal,
+                });
+            }
+            match backoff.next_delay() {
+                Some(d) => std::thread::sleep(d),
+                None => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(RunError::TimedOut {
+                        cmdline: self.cmdline(),
+                        timeout: self.timeout,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Stops a child: SIGTERM, then SIGKILL if it has not exited a few seconds
+/// later (e2fsck, cp and friends stop cleanly on SIGTERM).
+fn stop(child: &mut Child) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let pid = Pid::from_raw(child.id() as i32);
+    let _ = kill(pid, Signal::SIGTERM);
+    let mut backoff = Backoff::start(WaitParams::quick(Duration::from_secs(5)));
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        match backoff.next_delay() {
+            Some(d) => std::thread::sleep(d),
+            None => {
                 let _ = child.kill();
                 let _ = child.wait();
-                Err(RunError::TimedOut {
-                    cmdline: self.cmdline(),
-                    timeout: self.timeout,
-                })
+                return;
             }
         }
     }

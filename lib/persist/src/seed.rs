@@ -8,13 +8,14 @@
 //!   writes a *fresh* mark for the UUID it gives a new filesystem
 //!   ([`mark_fresh`], in `/run`, before `mkfs` runs), and `disk-mount`
 //!   clears it once the filesystem is mounted. A filesystem made by anyone
-//!   else, or mounted before, is never seeded.
+//!   else, or mounted before, is never seeded; a record's `fs.formatted` is
+//!   not enough (it is the record's word).
 //! * The copy goes into a staging directory on the new filesystem
 //!   ([`STAGING`]); only when it is complete is that renamed to [`STAGED`],
 //!   and its entries are then moved to the top of the filesystem one by one,
 //!   never replacing anything there. A copy interrupted mid-way is redone
 //!   after removing its staging directory, and nothing else; one interrupted
-//!   while moving is finished.
+//!   while moving is finished (on a fresh filesystem only).
 //! * A staging directory, or the marker of older versions
 //!   ([`LEGACY_MARKER`]), on a filesystem that holds anything else is an
 //!   error naming it: the disk is never wiped to start over.
@@ -122,6 +123,14 @@ impl From<SeedError> for crate::step::Failure {
     }
 }
 
+/// The seed marker at the top of the directory `root` (a mounted
+/// filesystem), if one is there: a staging directory or the old marker.
+pub fn leftover_at(root: &Path) -> Option<&'static str> {
+    [STAGING, STAGED, LEGACY_MARKER]
+        .into_iter()
+        .find(|m| root.join(m).symlink_metadata().is_ok())
+}
+
 /// What [`seed`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seeded {
@@ -168,8 +177,17 @@ pub fn seed(dev: &Device, fstype: &str, mp: &Path, may_start: bool) -> Result<Se
                 listed()
             },
         })
-    } else if has(STAGED) {
+    } else if has(STAGED) && may_start {
         finish(&root).map(Seeded::Finished)
+    } else if has(STAGED) {
+        Err(SeedError::LeftoverMarker {
+            marker: STAGED.into(),
+            others: if others.is_empty() {
+                "on a filesystem this node did not just format".into()
+            } else {
+                listed()
+            },
+        })
     } else if has(STAGING) && !others.is_empty() {
         Err(SeedError::LeftoverMarker {
             marker: STAGING.into(),

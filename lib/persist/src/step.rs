@@ -122,7 +122,9 @@ pub trait Step {
 }
 
 /// Runs `f` on each record in turn, timing each (for steps that act on one
-/// record at a time).
+/// record at a time). Once a signal has asked the run to stop
+/// ([`crate::interrupt`]), the records not yet started fail as
+/// `interrupted`, untouched.
 pub fn one_by_one(
     records: &mut [Record],
     mut f: impl FnMut(&mut Record) -> StepResult,
@@ -131,7 +133,10 @@ pub fn one_by_one(
         .iter_mut()
         .map(|r| {
             let t = Instant::now();
-            let res = f(r);
+            let res = match crate::interrupt::interrupted() {
+                Some(sig) => Err(crate::interrupt::failure(sig)),
+                None => f(r),
+            };
             (res, t.elapsed())
         })
         .collect()

@@ -26,6 +26,11 @@ pub struct Common {
 pub trait ToolArgs: Parser {
     /// The tool's name (`disk-mount`).
     const NAME: &'static str;
+    /// Whether SIGINT, SIGTERM and SIGHUP stop the tool cleanly
+    /// ([`crate::interrupt`]) rather than end it where it stands: true for
+    /// the node tools, which hold things on the node (a temporary mount, an
+    /// fstab change) that must be taken back on every path.
+    const STOPS_CLEANLY: bool = false;
     /// The common flags.
     fn common(&self) -> &Common;
     /// The single record the flags describe, when identity flags (such as

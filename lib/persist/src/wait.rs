@@ -115,12 +115,16 @@ pub enum WaitError<E> {
     /// The deadline passed with the condition still pending.
     #[error("timed out after {0:?}")]
     TimedOut(Duration),
+    /// A signal asked the run to stop ([`crate::interrupt`]).
+    #[error("stopped by {0}")]
+    Interrupted(nix::sys::signal::Signal),
     /// The poll reported a terminal failure.
     #[error(transparent)]
     Failed(E),
 }
 
-/// Polls `f` until it is ready, fails, or the deadline passes (blocking).
+/// Polls `f` until it is ready, fails, the deadline passes, or a signal
+/// asks the run to stop ([`crate::interrupt::interrupted`]) (blocking).
 ///
 /// `f` is always called at least once, and once more at the deadline.
 pub fn until<T, E>(
@@ -132,6 +136,9 @@ pub fn until<T, E>(
         match f() {
             Poll::Ready(v) => return Ok(v),
             Poll::Failed(e) => return Err(WaitError::Failed(e)),
+            Poll::Pending if let Some(sig) = crate::interrupt::interrupted() => {
+                return Err(WaitError::Interrupted(sig));
+            }
             Poll::Pending => match backoff.next_delay() {
                 Some(d) => std::thread::sleep(d),
                 None => return Err(WaitError::TimedOut(params.timeout)),

@@ -188,7 +188,10 @@ pub fn find(rec: &Record, timeout: Duration) -> Result<PathBuf, Failure> {
             None => Poll::Pending,
         }
     });
-    let path = found.map_err(|_| {
+    let path = found.map_err(|e| {
+        if let wait::WaitError::Interrupted(sig) = e {
+            return crate::interrupt::failure(sig);
+        }
         Failure::new(
             "device-not-found",
             format!(

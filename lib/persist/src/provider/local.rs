@@ -376,6 +376,11 @@ pub fn verify_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
             ),
         )
     };
+    if std::fs::symlink_metadata(&image).is_err() {
+        return Err(unconfirmed(
+            "the image does not exist here (give the record its `disk_id`, as disk-attach does, or the state directory in APPSCALE_PERSIST_STATE_DIR)".into(),
+        ));
+    }
     let loops = loopdev::bound_to(&image).map_err(|e| unconfirmed(e.to_string()))?;
     let name = dev.real.file_name().unwrap_or_default();
     match loops.iter().find(|l| l.device.file_name() == Some(name)) {

@@ -191,16 +191,23 @@ pub fn refuse_if_in_use(device: &Path) -> Result<(), Failure> {
     // Last, the kernel's own word: a filesystem lazily unmounted but still
     // alive, a running mkfs or fsck, any exclusive user, holds the device
     // open exclusively, and then this open fails.
-    if let Err(e) = crate::blockdev::open_exclusive(&dev.real) {
-        return Err(Failure::new(
+    match crate::blockdev::open_exclusive(&dev.real) {
+        Ok(_) => Ok(()),
+        Err(e @ crate::blockdev::BlockError::Busy(..)) => Err(Failure::new(
             "in-use",
             format!(
                 "{}: {e}; a lazily unmounted filesystem stays alive until its last user exits: not detaching it",
                 device.display()
             ),
-        ));
+        )),
+        Err(e) => Err(Failure::new(
+            "device-unusable",
+            format!(
+                "{}: {e}: cannot tell whether it is in use; not detaching it",
+                device.display()
+            ),
+        )),
     }
-    Ok(())
 }
 
 /// A disk size: `10G`, `512M`, `1T`, `20GiB`; a bare number is GiB, as the

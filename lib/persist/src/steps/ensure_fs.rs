@@ -85,15 +85,17 @@ fn fs_of(p: &Probe, formatted: bool) -> Fs {
 }
 
 /// The filesystem a record already names, if it names one: its `fs` with a
-/// UUID, or a state only a device holding a filesystem reaches.
+/// UUID (always: a UUID is only ever probed), or a state only a device
+/// holding a filesystem reaches (unless the record comes from `--check`,
+/// whose states are predictions).
 fn named_fs(rec: &Record) -> Option<String> {
-    if rec.is_check() {
-        return None;
-    }
     if let Some(fs) = &rec.fs
         && let Some(uuid) = &fs.uuid
     {
         return Some(format!("{} UUID={uuid}", fs.fstype));
+    }
+    if rec.is_check() {
+        return None;
     }
     matches!(
         rec.state,
@@ -221,7 +223,7 @@ impl EnsureFs {
                 return Err(Failure::new(
                     "identity-mismatch",
                     format!(
-                        "{} became device {}:{} {when} (it was {}:{}): not formatting it",
+                        "{} became device {}:{} {when} (it was {}:{})",
                         node.display(),
                         now.major,
                         now.minor,
@@ -235,14 +237,24 @@ impl EnsureFs {
         // Lock the whole disk from the second look to the end of mkfs.
         let whole = dev.whole_disk().map_err(block_failure)?;
         let held = DeviceLock::take(&whole)?;
-        same_device("while it was being locked")?;
+        same_device("while it was being locked").map_err(|f| Failure {
+            message: format!("{}: not formatting it", f.message),
+            ..f
+        })?;
         // Once more, holding the device exclusively: nothing may have
         // mounted, claimed or written it since the first look.
         let (again, exclusive) = blockdev::assess_exclusive(&node).map_err(block_failure)?;
-        if again != Assessment::Blank {
+        let changed = match again {
+            Assessment::Blank => None,
+            Assessment::NotBlank(what) => Some(what),
+            Assessment::Filesystem(p) => Some(p.describe()),
+        };
+        if let Some(what) = changed {
             return Err(Failure::refused(
                 "not-blank",
-                format!("{device} changed while being checked ({again:?}): refusing to format it"),
+                format!(
+                    "{device} changed while being checked (it now holds {what}): refusing to format it"
+                ),
             ));
         }
         drop(exclusive);
@@ -250,8 +262,8 @@ impl EnsureFs {
             .map_err(|e| Failure::new("mkfs-failed", format!("choosing a UUID: {e}")))?;
         seed::mark_fresh(&uuid).map_err(|e| {
             Failure::new(
-                "mkfs-failed",
-                format!("marking the new filesystem in /run/appscale-persist: {e}"),
+                "run-state",
+                format!("writing /run/appscale-persist/fresh/{uuid}: {e}; nothing was formatted"),
             )
         })?;
         let made = filesystem::mkfs(
@@ -262,7 +274,15 @@ impl EnsureFs {
             &self.options.mkfs_options,
         )
         .map_err(|e| Failure::new("mkfs-failed", e.to_string()))
-        .and_then(|()| same_device("while mkfs ran"));
+        .and_then(|()| {
+            same_device("while mkfs ran").map_err(|f| Failure {
+                message: format!(
+                    "{}: mkfs ran on whatever the node was then; look at both devices before anything else",
+                    f.message
+                ),
+                ..f
+            })
+        });
         drop(held);
         if let Err(f) = made {
             seed::clear_fresh(&uuid);

@@ -3,16 +3,18 @@
 //!
 //! Each record is handled under the node lock ([`crate::lock`]): the device
 //! is checked to be the record's disk and to hold the record's filesystem,
-//! the mountpoint to be free (or already ours), then the fstab line is added
-//! to the file as it is now, `fsck -a` runs, the mountpoint is seeded if it
-//! may be ([`crate::seed`]), and the filesystem is mounted. Any failure after
-//! the fstab line was added unmounts whatever this run mounted and removes
-//! that line, and only that line ([`fstab::Applied::undo`]).
+//! the mountpoint to be free (or already ours); then `fsck -a` runs, the
+//! mountpoint is seeded if it may be ([`crate::seed`]), the filesystem is
+//! mounted, and only then is the fstab line added (to the file as it is
+//! now), so that a run stopped at any point leaves no line that would mount
+//! a half-made disk at boot. A failure, or a signal ([`crate::interrupt`]),
+//! unmounts whatever this run mounted and removes the directories it made.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::blockdev::{self, Device};
+use crate::files;
 use crate::filesystem::{self, FsType, Fsck};
 use crate::fstab::{self, Applied, Fstab};
 use crate::lock::NodeLock;
@@ -82,55 +84,77 @@ pub fn entries_in(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
 
+/// What mounting one record takes, decided under the node lock before
+/// anything is done; [`Mount::describe`] says it (`--check`),
+/// [`Mount::apply`] does it.
+struct Plan {
+    /// The device as the record names it, for messages.
+    device: String,
+    dev: Device,
+    mp: PathBuf,
+    fstype: String,
+    uuid: String,
+    /// Our fstab entry, when an fstab is kept.
+    entry: Option<fstab::Entry>,
+    /// The filesystem is already mounted at the mountpoint.
+    mounted: bool,
+    /// Entries the mountpoint holds (hidden by a mount, unless seeded).
+    held: usize,
+    /// Whether a seed may start: this flow formatted the filesystem.
+    fresh: bool,
+}
+
+/// A record checked and ready to act on, or one that `--check` can only
+/// describe because an earlier step would have made its disk.
+enum Planned {
+    Act(Box<Plan>),
+    Pending(String),
+}
+
 impl Mount {
-    fn entry(&self, uuid: &str, mp: &Path, fstype: &str) -> fstab::Entry {
-        fstab::Entry::ours(
-            uuid,
-            &mp.display().to_string(),
-            fstype,
-            &self.options.options,
-            self.options.device_timeout,
-        )
-    }
-
-    /// What adding our entry would change, for `--check`.
-    fn would_add(&self, entry: &fstab::Entry) -> Result<Option<Diff>, Failure> {
-        let Some(path) = &self.options.fstab else {
-            return Ok(None);
-        };
-        let tab = Fstab::load(path)?;
-        Ok(tab.with_entry(entry)?.map(|after| Diff {
-            path: tab.path.display().to_string(),
-            before: tab.text.clone(),
-            after,
-        }))
-    }
-
     fn one(&self, rec: &mut Record, cx: Ctx) -> StepResult {
         let mp = resolve_mountpoint(rec, self.options.mountpoint.as_deref())?;
         let pending = cx.check && rec.is_check();
         if !pending {
             discover::fill_device(rec, DEVICE_WAIT)?;
         }
+        let _lock = NodeLock::take(cx.check)?;
+        match self.plan(rec, mp, pending, cx)? {
+            Planned::Pending(what) => Ok(Outcome::changed(State::Mounted, what)),
+            Planned::Act(plan) if cx.check => self.describe(&plan),
+            Planned::Act(plan) => self.apply(rec, *plan),
+        }
+    }
+
+    /// Checks the record against the node: the device is the record's disk
+    /// and holds the record's filesystem; the mountpoint is free or already
+    /// ours; the device is mounted nowhere else. Changes nothing (but fills
+    /// in the record's `fs` when it named none).
+    fn plan(
+        &self,
+        rec: &mut Record,
+        mp: PathBuf,
+        pending: bool,
+        cx: Ctx,
+    ) -> Result<Planned, Failure> {
         let Some(device) = rec.device.clone() else {
             if pending {
-                return Ok(Outcome::changed(
-                    State::Mounted,
-                    format!("would mount the new filesystem on {}", mp.display()),
-                ));
+                return Ok(Planned::Pending(format!(
+                    "would mount the new filesystem on {}",
+                    mp.display()
+                )));
             }
             return Err(Failure::new(
                 "no-device",
                 "the record has no `device`: run disk-attach first, or pass --device",
             ));
         };
-        let _lock = NodeLock::take(cx.check)?;
         let dev = match open_device(&device) {
             Err(_) if pending => {
-                return Ok(Outcome::changed(
-                    State::Mounted,
-                    format!("would mount {device} on {} once it exists", mp.display()),
-                ));
+                return Ok(Planned::Pending(format!(
+                    "would mount {device} on {} once it exists",
+                    mp.display()
+                )));
             }
             r => r?,
         };
@@ -139,10 +163,10 @@ impl Mount {
             blockdev::probe(&dev.path).map_err(|e| Failure::new("probe-failed", e.to_string()))?;
         let Some(probe) = probe.filter(|p| p.usage() == Some("filesystem")) else {
             if pending {
-                return Ok(Outcome::changed(
-                    State::Mounted,
-                    format!("would mount {device} on {} once formatted", mp.display()),
-                ));
+                return Ok(Planned::Pending(format!(
+                    "would mount {device} on {} once formatted",
+                    mp.display()
+                )));
             }
             return Err(Failure::new(
                 "no-filesystem",
@@ -173,16 +197,13 @@ impl Mount {
                 formatted: false,
             });
         }
-
         if !cx.check {
             mount::reap_stale_temp_mounts(dev.major, dev.minor);
         }
         let table = mount::Table::read().map_err(|e| Failure::new("mount-table", e.to_string()))?;
-        let here = table.at(&mp).cloned();
-        let ours_here = here
-            .as_ref()
-            .is_some_and(|e| (e.major, e.minor) == (dev.major, dev.minor));
-        if let (Some(e), false) = (&here, ours_here) {
+        let here = table.at(&mp);
+        let mounted = here.is_some_and(|e| (e.major, e.minor) == (dev.major, dev.minor));
+        if let (Some(e), false) = (here, mounted) {
             return Err(Failure::new(
                 "mountpoint-busy",
                 format!(
@@ -193,7 +214,7 @@ impl Mount {
                 ),
             ));
         }
-        if !ours_here && let Some(e) = table.by_device(dev.major, dev.minor).first() {
+        if !mounted && let Some(e) = table.by_device(dev.major, dev.minor).first() {
             return Err(Failure::new(
                 "mounted-elsewhere",
                 format!(
@@ -202,106 +223,135 @@ impl Mount {
                 ),
             ));
         }
-        let entry = self.entry(&uuid, &mp, &fstype);
+        // Only this node's own mark says the filesystem is new: a record's
+        // `fs.formatted` is its word, and words are not trusted.
+        let fresh = seed::is_fresh(&uuid);
+        let entry = self.options.fstab.as_ref().map(|_| {
+            fstab::Entry::ours(
+                &uuid,
+                &mp.display().to_string(),
+                &fstype,
+                &self.options.options,
+                self.options.device_timeout,
+            )
+        });
+        Ok(Planned::Act(Box::new(Plan {
+            held: if mounted { 0 } else { entries_in(&mp) },
+            device,
+            dev,
+            mp,
+            fstype,
+            uuid,
+            entry,
+            mounted,
+            fresh,
+        })))
+    }
 
-        if cx.check {
-            let diff = self.would_add(&entry)?;
-            let mut what = vec![if ours_here {
-                format!("{device} is already mounted on {}", mp.display())
-            } else {
-                format!(
-                    "would mount {device} ({fstype} UUID={uuid}) on {}",
-                    mp.display()
-                )
-            }];
-            if let Some(d) = &diff {
-                what.push(format!("would add its entry to {}", d.path));
+    /// What applying `plan` would do (`--check`); reads, never writes.
+    fn describe(&self, plan: &Plan) -> StepResult {
+        let (device, mp) = (&plan.device, plan.mp.display());
+        let diff = match (&self.options.fstab, &plan.entry) {
+            (Some(path), Some(entry)) => {
+                let tab = Fstab::load(path)?;
+                tab.with_entry(entry)?.map(|after| Diff {
+                    path: tab.path.display().to_string(),
+                    before: tab.text.clone(),
+                    after,
+                })
             }
-            let held = entries_in(&mp);
-            if !ours_here && held > 0 {
-                if self.options.seed {
-                    what.push(format!(
-                        "copy what {} holds onto it if this flow formatted it and it is empty",
-                        mp.display()
-                    ));
-                } else {
-                    what.push(format!(
-                        "it would hide the {held} entries {} holds",
-                        mp.display()
-                    ));
+            _ => None,
+        };
+        let mut what = vec![if plan.mounted {
+            format!("{device} is already mounted on {mp}")
+        } else {
+            format!(
+                "would mount {device} ({} UUID={}) on {mp}",
+                plan.fstype, plan.uuid
+            )
+        }];
+        if let Some(d) = &diff {
+            what.push(format!("would add its entry to {}", d.path));
+        }
+        if plan.held > 0 {
+            if self.options.seed && plan.fresh {
+                what.push(format!(
+                    "would copy the {} entries {mp} holds onto it if it is empty",
+                    plan.held
+                ));
+            } else {
+                what.push(format!("would hide the {} entries {mp} holds", plan.held));
+            }
+        }
+        let mut o = if plan.mounted && diff.is_none() {
+            Outcome::unchanged(State::Mounted, what.join(", "))
+        } else {
+            Outcome::changed(State::Mounted, what.join(", "))
+        };
+        o.diff = diff;
+        Ok(o)
+    }
+
+    /// Does what `plan` says: the fstab entry, then (unless mounted) fsck,
+    /// the seed and the mount; a failure after the entry was added takes
+    /// back what this run did.
+    fn apply(&self, rec: &Record, plan: Plan) -> StepResult {
+        let Plan {
+            device,
+            dev,
+            mp,
+            fstype,
+            uuid,
+            entry,
+            mounted,
+            held,
+            fresh,
+        } = plan;
+        if mounted {
+            if let Some(marker) = seed::leftover_at(&mp) {
+                return Err(seed::SeedError::LeftoverMarker {
+                    marker: marker.into(),
+                    others: format!("mounted on {}", mp.display()),
                 }
+                .into());
             }
-            let mut o = if ours_here && diff.is_none() {
-                Outcome::unchanged(State::Mounted, what.join(", "))
-            } else {
-                Outcome::changed(State::Mounted, what.join(", "))
-            };
-            o.diff = diff;
-            return Ok(o);
-        }
-
-        if ours_here {
             seed::clear_fresh(&uuid);
-            let applied = self.add_entry(&entry)?;
-            let mut outcome = Outcome::unchanged(
-                State::Mounted,
-                format!("{device} is already mounted on {}", mp.display()),
-            );
-            if let Some(a) = applied.filter(Applied::changed) {
-                outcome = Outcome::changed(
+            let applied = self.add_entry(entry.as_ref())?;
+            return Ok(match applied.filter(Applied::changed) {
+                None => Outcome::unchanged(
                     State::Mounted,
-                    format!(
-                        "{device} is already mounted on {}; added its entry to {}",
-                        mp.display(),
-                        a.path.display()
-                    ),
-                );
-                outcome.diff = Some(diff_of(&a));
-            }
-            return Ok(outcome);
+                    format!("{device} is already mounted on {}", mp.display()),
+                ),
+                Some(a) => {
+                    let mut o = Outcome::changed(
+                        State::Mounted,
+                        format!(
+                            "{device} is already mounted on {}; added its entry to {}",
+                            mp.display(),
+                            a.path.display()
+                        ),
+                    );
+                    o.diff = Some(diff_of(&a));
+                    o
+                }
+            });
         }
-
-        std::fs::create_dir_all(&mp).map_err(|e| {
+        let before =
+            mount::Table::read().map_err(|e| Failure::new("mount-table", e.to_string()))?;
+        // Made without following a link planted meanwhile; taken back on
+        // failure with the rest.
+        let created = files::create_dir_all_nofollow(&mp).map_err(|e| {
             Failure::new("bad-mountpoint", format!("creating {}: {e}", mp.display()))
         })?;
-        let applied = self.add_entry(&entry)?;
-        let before = table;
         // From here on, any failure takes back what this run did.
-        let undo = |f: Failure| -> Failure { undo(f, &before, &dev, applied.as_ref()) };
-        let read_only = self.options.options.split(',').any(|o| o == "ro");
+        let undo = |f: Failure| -> Failure { undo(f, &before, &dev, &created) };
         let mut notes = Vec::new();
-        if self.options.fsck && !read_only && fstype == "ext4" {
-            match filesystem::fsck(&dev.path, FsType::Ext4) {
-                Ok(Fsck::Clean { fixed: true }) => notes.push("fsck fixed errors".to_string()),
-                Ok(Fsck::Clean { fixed: false }) => {}
-                Ok(Fsck::Uncorrected { code, output }) => {
-                    return Err(undo(Failure::new(
-                        "fsck-failed",
-                        format!(
-                            "fsck.ext4 -a {device} left errors uncorrected (exit {code}), not mounting: {output}"
-                        ),
-                    )));
-                }
-                Ok(Fsck::Interrupted { how }) => {
-                    return Err(undo(Failure::new(
-                        "fsck-interrupted",
-                        format!(
-                            "fsck.ext4 -a {device} was {how}: it may have stopped half-way through a repair; not mounting. Run `fsck.ext4 -f {device}` by hand, then this step again"
-                        ),
-                    )));
-                }
-                Err(e) => return Err(undo(Failure::new("fsck-failed", e.to_string()))),
-            }
+        if let Some(note) = self.fsck(&dev, &device, &fstype).map_err(undo)? {
+            notes.push(note);
         }
-        let held = entries_in(&mp);
         let mut seeded = false;
         if self.options.seed && held > 0 {
-            let may_start = seed::is_fresh(&uuid)
-                || rec
-                    .fs
-                    .as_ref()
-                    .is_some_and(|f| f.formatted && f.uuid.as_deref() == Some(uuid.as_str()));
-            match seed::seed(&dev, &fstype, &mp, may_start) {
+            match seed::seed(&dev, &fstype, &mp, fresh) {
                 Ok(Seeded::Copied(n)) => {
                     seeded = true;
                     notes.push(format!("seeded it with {n} entries from {}", mp.display()));
@@ -316,8 +366,11 @@ impl Mount {
                 Err(e) => return Err(undo(e.into())),
             }
         }
+        if let Some(sig) = crate::interrupt::interrupted() {
+            return Err(undo(crate::interrupt::failure(sig)));
+        }
         if let Err(e) = mount::mount(
-            &dev.path,
+            &dev.real,
             (dev.major, dev.minor),
             &mp,
             &fstype,
@@ -329,6 +382,12 @@ impl Mount {
             };
             return Err(undo(Failure::new(code, e.to_string())));
         }
+        // The fstab line last: a run stopped at any point before leaves no
+        // line that would mount a half-made disk at boot.
+        let applied = self
+            .add_entry(entry.as_ref())
+            .map_err(undo)?
+            .filter(Applied::changed);
         seed::clear_fresh(&uuid);
         if held > 0 && !seeded {
             log::warn(format_args!(
@@ -341,7 +400,7 @@ impl Mount {
             "mounted {device} ({fstype} UUID={uuid}) on {}",
             mp.display()
         );
-        if let Some(a) = applied.as_ref().filter(|a| a.changed()) {
+        if let Some(a) = &applied {
             message.push_str(&format!(", entry added to {}", a.path.display()));
         }
         for n in notes {
@@ -349,15 +408,41 @@ impl Mount {
             message.push_str(&n);
         }
         let mut o = Outcome::changed(State::Mounted, message);
-        o.diff = applied.as_ref().filter(|a| a.changed()).map(diff_of);
+        o.diff = applied.as_ref().map(diff_of);
         Ok(o)
     }
 
+    /// `fsck -a` before a read-write mount of ext4 (unless `--no-fsck`);
+    /// returns a note when it fixed something.
+    fn fsck(&self, dev: &Device, device: &str, fstype: &str) -> Result<Option<String>, Failure> {
+        let read_only = self.options.options.split(',').any(|o| o == "ro");
+        if !self.options.fsck || read_only || fstype != "ext4" {
+            return Ok(None);
+        }
+        match filesystem::fsck(&dev.real, FsType::Ext4) {
+            Ok(Fsck::Clean { fixed: true }) => Ok(Some("fsck fixed errors".to_string())),
+            Ok(Fsck::Clean { fixed: false }) => Ok(None),
+            Ok(Fsck::Uncorrected { code, output }) => Err(Failure::new(
+                "fsck-failed",
+                format!(
+                    "fsck.ext4 -a {device} left errors uncorrected (exit {code}), not mounting: {output}"
+                ),
+            )),
+            Ok(Fsck::Interrupted { how }) => Err(Failure::new(
+                "fsck-interrupted",
+                format!(
+                    "fsck.ext4 -a {device} was {how}: it may have stopped half-way through a repair; not mounting. Run `fsck.ext4 -f {device}` by hand, then this step again"
+                ),
+            )),
+            Err(e) => Err(Failure::new("fsck-failed", e.to_string())),
+        }
+    }
+
     /// Adds our entry to the fstab (when one is kept).
-    fn add_entry(&self, entry: &fstab::Entry) -> Result<Option<Applied>, Failure> {
-        match &self.options.fstab {
-            None => Ok(None),
-            Some(path) => Ok(Some(fstab::add(path, entry)?)),
+    fn add_entry(&self, entry: Option<&fstab::Entry>) -> Result<Option<Applied>, Failure> {
+        match (&self.options.fstab, entry) {
+            (Some(path), Some(entry)) => Ok(Some(fstab::add(path, entry)?)),
+            _ => Ok(None),
         }
     }
 }
@@ -371,9 +456,10 @@ fn diff_of(a: &Applied) -> Diff {
 }
 
 /// Takes back what a failed mount did: unmounts every mount of `dev` that
-/// was not in `before`, and undoes the fstab change; says so in the
-/// failure's message.
-fn undo(f: Failure, before: &mount::Table, dev: &Device, applied: Option<&Applied>) -> Failure {
+/// was not in `before`, and removes the directories this run created (when
+/// empty); says so in the failure's message. The fstab line is written
+/// last, so there is none to take back.
+fn undo(f: Failure, before: &mount::Table, dev: &Device, created: &[PathBuf]) -> Failure {
     let mut said = Vec::new();
     if let Ok(now) = mount::Table::read() {
         let old: Vec<&Path> = before
@@ -394,15 +480,18 @@ fn undo(f: Failure, before: &mount::Table, dev: &Device, applied: Option<&Applie
             }
         }
     }
-    if let Some(a) = applied.filter(|a| a.changed()) {
-        match a.undo() {
-            Ok(()) => said.push(format!("its entry removed from {}", a.path.display())),
-            Err(e) => said.push(format!(
-                "removing its entry from {} also failed: {e}",
-                a.path.display()
-            )),
-        }
+    for d in created.iter().rev() {
+        let _ = std::fs::remove_dir(d);
     }
+    // Stopped by a signal: say so, whatever the step was doing.
+    let f = match crate::interrupt::interrupted() {
+        Some(sig) if f.code != "interrupted" => Failure {
+            code: "interrupted".into(),
+            message: format!("stopped by {sig}: {}", f.message),
+            ..f
+        },
+        _ => f,
+    };
     if said.is_empty() {
         return f;
     }

@@ -156,8 +156,17 @@ impl Unmount {
         // The device to see released: the one unmounted here, else the
         // record's disk when it is found on this node.
         let mut device = None;
+        // The filesystem whose fstab entry may be removed.
+        let mut uuid = rec.fs.as_ref().and_then(|f| f.uuid.clone());
         if let Some(entry) = table.at(&mp) {
             let why = self.whose(rec, &mp, entry)?;
+            if let Some(u) = Device::from_number(entry.major, entry.minor)
+                .ok()
+                .as_ref()
+                .and_then(uuid_of)
+            {
+                uuid = Some(u);
+            }
             changed = true;
             if cx.check {
                 done.push(format!(
@@ -187,7 +196,10 @@ impl Unmount {
             }
         }
         if let Some(dev) = device {
-            released(&dev)?;
+            if uuid.is_none() {
+                uuid = uuid_of(&dev);
+            }
+            released(&dev, &table)?;
         }
         let mut diff = None;
         if self.options.remove_fstab {
@@ -195,13 +207,14 @@ impl Unmount {
             let mountpoint = mp.display().to_string();
             let would = if cx.check {
                 let tab = Fstab::load(path)?;
-                tab.without_entry(&mountpoint).map(|after| Diff {
-                    path: tab.path.display().to_string(),
-                    before: tab.text.clone(),
-                    after,
-                })
+                tab.without_entry(&mountpoint, uuid.as_deref())
+                    .map(|after| Diff {
+                        path: tab.path.display().to_string(),
+                        before: tab.text.clone(),
+                        after,
+                    })
             } else {
-                let a = fstab::remove(path, &mountpoint)?;
+                let a = fstab::remove(path, &mountpoint, uuid.as_deref())?;
                 a.changed().then(|| Diff {
                     path: a.path.display().to_string(),
                     before: a.before,
@@ -231,7 +244,25 @@ impl Unmount {
 /// holds no filesystem (mounted, or lazily unmounted and still in use) or
 /// other exclusive user on it. Fails with `still-in-use`, naming the
 /// processes still using the filesystem.
-fn released(dev: &Device) -> Result<(), Failure> {
+fn released(dev: &Device, table: &mount::Table) -> Result<(), Failure> {
+    // Mounted somewhere else too: not this mountpoint's business to
+    // unmount, and not ready to detach either.
+    let elsewhere: Vec<String> = mount::Table::read()
+        .unwrap_or_else(|_| table.clone())
+        .by_device(dev.major, dev.minor)
+        .iter()
+        .map(|e| e.target.display().to_string())
+        .collect();
+    if !elsewhere.is_empty() {
+        return Err(Failure::new(
+            "mounted-elsewhere",
+            format!(
+                "{} is still mounted on {}: it is not ready to detach; unmount it there (with its own record) first",
+                dev.path.display(),
+                elsewhere.join(", ")
+            ),
+        ));
+    }
     let limit = release_wait();
     let r = wait::until(
         WaitParams::quick(limit),
@@ -244,6 +275,7 @@ fn released(dev: &Device) -> Result<(), Failure> {
     match r {
         Ok(()) => Ok(()),
         Err(wait::WaitError::Failed(e)) => Err(Failure::new("device-unusable", e.to_string())),
+        Err(wait::WaitError::Interrupted(sig)) => Err(crate::interrupt::failure(sig)),
         Err(wait::WaitError::TimedOut(_)) => {
             let holders = mount::holders(dev.major, dev.minor);
             let who = if holders.is_empty() {

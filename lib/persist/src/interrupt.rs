@@ -1,0 +1,93 @@
+//! Stopping cleanly on SIGINT, SIGTERM and SIGHUP.
+//!
+//! A node-side step holds things that must be released on every path: a
+//! temporary mount, an fstab line to take back, a half-copied seed. Killed
+//! by a signal's default action, it would leave them behind. So the node
+//! tools [`install`] this at start-up:
+//!
+//! * the three signals are blocked in every thread (threads inherit the
+//!   mask), and one thread waits for them (`sigwait`);
+//! * the first one is recorded ([`interrupted`]): the child process being
+//!   waited for is stopped ([`crate::run::Cmd`]; `mkfs`, `mount` and `umount`
+//!   are let finish, as killing them would only leave half a filesystem or
+//!   hide what the kernel did), waits stop ([`crate::wait::until`]), the
+//!   record being worked on fails and takes back what it did through its
+//!   normal error path, and the records not yet started fail as
+//!   `interrupted` without being touched;
+//! * a second signal ends the process at once (exit 128 + signal): the
+//!   operator's choice, when cleaning up itself hangs.
+//!
+//! Children get an unblocked mask again before they run ([`unblock_in_child`]).
+
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+
+use crate::log;
+
+static SIGNALLED: AtomicI32 = AtomicI32::new(0);
+
+fn signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP and starts the thread that waits for
+/// them. Call once, from the main thread, before any other thread starts.
+pub fn install() {
+    let set = signals();
+    if pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).is_err() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            loop {
+                let Ok(sig) = set.wait() else { continue };
+                if SIGNALLED
+                    .compare_exchange(0, sig as i32, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
+                    log::warn(format_args!(
+                        "{sig} received: stopping, and taking back what this run started (send it again to stop at once)"
+                    ));
+                } else {
+                    log::error(format_args!("{sig} received again: stopping at once"));
+                    std::process::exit(128 + sig as i32);
+                }
+            }
+        });
+    if spawned.is_err() {
+        // Without the waiter, blocked signals would never be seen: give
+        // them their default action back.
+        let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
+    }
+}
+
+/// The signal that asked this run to stop, if one did.
+pub fn interrupted() -> Option<Signal> {
+    match SIGNALLED.load(Ordering::SeqCst) {
+        0 => None,
+        n => Signal::try_from(n).ok(),
+    }
+}
+
+/// For a child about to `exec`: unblocks the signals [`install`] blocked, so
+/// the child can be stopped by them. Async-signal-safe (it only calls
+/// `pthread_sigmask`), as a `pre_exec` hook must be.
+pub fn unblock_in_child() -> std::io::Result<()> {
+    pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&signals()), None).map_err(std::io::Error::from)
+}
+
+/// The failure of a record the run stopped before, or while, acting on.
+pub fn failure(sig: Signal) -> crate::step::Failure {
+    crate::step::Failure::new(
+        "interrupted",
+        format!(
+            "stopped by {sig}: this record was not finished, and what was done for it was taken back"
+        ),
+    )
+}
