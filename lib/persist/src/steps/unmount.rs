@@ -101,6 +101,7 @@ impl Unmount {
                 });
             }
         }
+        crate::provider::release::stamp(rec, table.at(&mp), cx.check);
         Ok(Outcome {
             state: State::Unmounted,
             changed,
