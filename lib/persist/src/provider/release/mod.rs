@@ -180,6 +180,36 @@ pub fn require(rec: &Record, disk: &str, attached_to: &str) -> Result<UnmountPro
     })
 }
 
+/// How long a detach on the node itself waits for the disk's device to show.
+pub const HERE_WAIT: Duration = Duration::from_secs(2);
+
+/// On the node itself (`--self`), right before detaching the record's disk
+/// from this instance: refuses while its device here is in use (mounted,
+/// held, or open exclusively, as a lazily unmounted filesystem keeps it),
+/// `force` or not; and when no device here can be shown to be the disk
+/// (then nothing can be checked), unless `force`.
+pub fn check_here(rec: &Record, force: bool) -> Result<(), Failure> {
+    discover::refuse_if_mounted_here(rec)?;
+    match discover::find(rec, HERE_WAIT) {
+        Ok(path) => super::refuse_if_in_use(&path),
+        Err(f) if force => {
+            log::warn(format_args!(
+                "{}: detaching without checking this machine (--force): {}; {FORCE_RISK}",
+                rec.label(),
+                f.message
+            ));
+            Ok(())
+        }
+        Err(f) => Err(Failure::new(
+            f.code,
+            format!(
+                "{}; so nothing shows that this machine let go of the disk: run disk-attach --self here if it should be here, or pass --force to detach anyway ({FORCE_RISK})",
+                f.message
+            ),
+        )),
+    }
+}
+
 /// Drops any proof from the record (a disk attached again is in use again).
 pub fn forget(rec: &mut Record) {
     rec.extra.remove(UNMOUNT_PROOF_KEY);
