@@ -523,3 +523,42 @@ pub fn flow(
         &env,
     )
 }
+
+/// [`flow`] with options for the script itself, given before the
+/// AppScalefile (`--node node-1`).
+pub fn flow_with(
+    script: &str,
+    t: &TempDir,
+    file: &Path,
+    script_args: &[&str],
+    provider: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
+    let mnt = t.s("mnt/{node}");
+    let fstab = t.s("fstab");
+    let mut args = vec!["--mountpoint", mnt.as_str()];
+    if script == "up" {
+        args.extend(["--fstab", fstab.as_str()]);
+    }
+    args.extend_from_slice(script_args);
+    args.push(file.to_str().unwrap());
+    args.push("--");
+    args.extend_from_slice(provider);
+    let bin = bin_dir().display().to_string();
+    let mut env = env.to_vec();
+    env.push(("APPSCALE_PERSIST_BIN", bin.as_str()));
+    run_env(
+        repo().join("scripts").join(script).to_str().unwrap(),
+        &args,
+        "",
+        &env,
+    )
+}
+
+/// The record without `key` (as another machine, which cannot see it,
+/// would have it).
+pub fn without(rec: &Value, key: &str) -> Value {
+    let mut r = rec.clone();
+    r.as_object_mut().unwrap().remove(key);
+    r
+}
