@@ -782,7 +782,7 @@ impl Provider for Ec2 {
                         if r.device.is_some() {
                             discover::refuse_if_mounted_here(r)?;
                         }
-                        if let Err(e) = release::require(r, &vol, &attached_to) {
+                        if let Err(e) = release::require(r, &vol, &attached_to, a.device()) {
                             if !cfg.force {
                                 return Err(e);
                             }

@@ -584,7 +584,7 @@ impl Provider for Gce {
                     if r.device.is_some() {
                         discover::refuse_if_mounted_here(r)?;
                     }
-                    if let Err(e) = release::require(r, &disk, &user) {
+                    if let Err(e) = release::require(r, &disk, &user, Some(&dev)) {
                         if !force {
                             return Err(e);
                         }

@@ -50,12 +50,28 @@ pub const FORCE_RISK: &str = "the node may still have the filesystem mounted: wr
 pub struct UnmountProof {
     /// The instance it ran on (EC2 instance id, GCE instance name).
     pub instance: String,
-    /// The disk it found free there (EBS volume id, GCE disk name).
+    /// The disk it found free there (EBS volume id, GCE disk name); empty
+    /// when only [`xen_name`](UnmountProof::xen_name) tells.
     pub disk: String,
     /// The device it checked.
     pub device: String,
     /// When, in seconds since the Unix epoch.
     pub at: u64,
+    /// On a Xen instance, where a volume has neither serial nor udev link,
+    /// the device's kernel name (`xvdf`): the volume EC2 attached as
+    /// `/dev/sdf` there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xen_name: Option<String>,
+}
+
+/// `f` for `/dev/xvdf`, `/dev/sdf`, `xvdf`: the letters EC2 and a Xen
+/// guest share for one attachment.
+fn xen_letters(name: &str) -> Option<&str> {
+    let base = name.trim_start_matches("/dev/");
+    let rest = base
+        .strip_prefix("xvd")
+        .or_else(|| base.strip_prefix("sd"))?;
+    (!rest.is_empty() && rest.chars().all(|c| c.is_ascii_lowercase())).then_some(rest)
 }
 
 /// Why a record's proof is not enough to detach its disk from elsewhere.
@@ -113,11 +129,13 @@ fn now_secs(now: SystemTime) -> u64 {
     now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
-/// Checks the record's proof for detaching `disk` from `attached_to`.
+/// Checks the record's proof for detaching `disk` from `attached_to`, where
+/// the cloud says it is attached as device `attached_as`.
 pub fn check(
     rec: &Record,
     disk: &str,
     attached_to: &str,
+    attached_as: Option<&str>,
     now: SystemTime,
 ) -> Result<UnmountProof, ProofError> {
     let raw = rec
@@ -133,10 +151,25 @@ pub fn check(
                 .unwrap_or_else(|| "with no state".into()),
         ));
     }
-    if proof.disk != disk {
+    let same = if proof.disk.is_empty() {
+        match (
+            proof.xen_name.as_deref().and_then(xen_letters),
+            attached_as.and_then(xen_letters),
+        ) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        }
+    } else {
+        proof.disk == disk
+    };
+    if !same {
+        let proved = match (&proof.xen_name, proof.disk.is_empty()) {
+            (Some(x), true) => format!("device {x}"),
+            _ => proof.disk,
+        };
         return Err(ProofError::OtherDisk {
-            proved: proof.disk,
-            disk: disk.to_string(),
+            proved,
+            disk: format!("{disk} ({})", attached_as.unwrap_or("?")),
         });
     }
     if proof.instance != attached_to {
@@ -165,8 +198,13 @@ pub fn check(
 }
 
 /// [`check`] now, as a record failure that says how to do it right.
-pub fn require(rec: &Record, disk: &str, attached_to: &str) -> Result<UnmountProof, Failure> {
-    check(rec, disk, attached_to, SystemTime::now()).map_err(|e| {
+pub fn require(
+    rec: &Record,
+    disk: &str,
+    attached_to: &str,
+    attached_as: Option<&str>,
+) -> Result<UnmountProof, Failure> {
+    check(rec, disk, attached_to, attached_as, SystemTime::now()).map_err(|e| {
         let node = rec.node.as_deref().unwrap_or("NODE");
         Failure::new(
             e.code(),
@@ -255,7 +293,19 @@ fn prove(
     unmounted: Option<&Entry>,
 ) -> Result<UnmountProof, String> {
     let dev = released_device(rec, unmounted)?;
-    let disk = identify(rec, kind, &dev)?;
+    let (disk, xen_name) = match identify(rec, kind, &dev) {
+        Ok(d) => (d, None),
+        // A Xen guest names the volume by its attachment alone: say which
+        // name, and let the controller match it against the attachment.
+        Err(why) => match (kind, kernel_name(&dev)) {
+            (ProviderKind::Ec2 | ProviderKind::Euca, Some(k))
+                if k.starts_with("xvd") && xen_letters(&k).is_some() =>
+            {
+                (String::new(), Some(k))
+            }
+            _ => return Err(why),
+        },
+    };
     super::refuse_if_in_use(&dev.path).map_err(|f| f.message)?;
     let instance = match kind {
         ProviderKind::Gce => identity::gce(None).map(|i| i.name),
@@ -267,7 +317,12 @@ fn prove(
         disk,
         device: dev.path.display().to_string(),
         at: now_secs(SystemTime::now()),
+        xen_name,
     })
+}
+
+fn kernel_name(dev: &Device) -> Option<String> {
+    Some(dev.real.file_name()?.to_string_lossy().into_owned())
 }
 
 /// The device the unmount let go of: what was mounted at the mountpoint,
@@ -368,29 +423,35 @@ mod tests {
     fn a_proof_holds_only_for_its_disk_instance_state_and_time() {
         let p = json!({"instance": "i-a", "disk": "vol-1", "device": "/dev/x", "at": 1000});
         let ok = rec(p.clone(), State::Unmounted);
-        assert!(check(&ok, "vol-1", "i-a", at(1100)).is_ok());
+        assert!(check(&ok, "vol-1", "i-a", None, at(1100)).is_ok());
         assert_eq!(
-            check(&ok, "vol-2", "i-a", at(1100)).unwrap_err().code(),
+            check(&ok, "vol-2", "i-a", None, at(1100))
+                .unwrap_err()
+                .code(),
             "unmount-proof-mismatch"
         );
         assert_eq!(
-            check(&ok, "vol-1", "i-b", at(1100)).unwrap_err().code(),
+            check(&ok, "vol-1", "i-b", None, at(1100))
+                .unwrap_err()
+                .code(),
             "unmount-proof-mismatch"
         );
         assert_eq!(
-            check(&ok, "vol-1", "i-a", at(1000 + 3601))
+            check(&ok, "vol-1", "i-a", None, at(1000 + 3601))
                 .unwrap_err()
                 .code(),
             "unmount-proof-stale"
         );
         assert_eq!(
-            check(&ok, "vol-1", "i-a", at(100)).unwrap_err().code(),
+            check(&ok, "vol-1", "i-a", None, at(100))
+                .unwrap_err()
+                .code(),
             "unmount-proof-stale",
             "from the future"
         );
         let mounted_again = rec(p, State::Mounted);
         assert_eq!(
-            check(&mounted_again, "vol-1", "i-a", at(1100))
+            check(&mounted_again, "vol-1", "i-a", None, at(1100))
                 .unwrap_err()
                 .code(),
             "no-unmount-proof"
@@ -398,14 +459,31 @@ mod tests {
         let mut none = ok.clone();
         forget(&mut none);
         assert_eq!(
-            check(&none, "vol-1", "i-a", at(1100)),
+            check(&none, "vol-1", "i-a", None, at(1100)),
             Err(ProofError::Missing)
         );
         let junk = rec(json!("yes"), State::Unmounted);
         assert_eq!(
-            check(&junk, "vol-1", "i-a", at(1100)).unwrap_err().code(),
+            check(&junk, "vol-1", "i-a", None, at(1100))
+                .unwrap_err()
+                .code(),
             "no-unmount-proof"
         );
+    }
+
+    #[test]
+    fn on_xen_the_kernel_name_stands_for_the_attachment() {
+        let p = json!({"instance": "i-a", "disk": "", "device": "/dev/xvdf", "at": 1000, "xen_name": "xvdf"});
+        let r = rec(p, State::Unmounted);
+        assert!(check(&r, "vol-1", "i-a", Some("/dev/sdf"), at(1100)).is_ok());
+        assert!(check(&r, "vol-1", "i-a", Some("/dev/xvdf"), at(1100)).is_ok());
+        assert_eq!(
+            check(&r, "vol-1", "i-a", Some("/dev/sdg"), at(1100))
+                .unwrap_err()
+                .code(),
+            "unmount-proof-mismatch"
+        );
+        assert!(check(&r, "vol-1", "i-a", None, at(1100)).is_err());
     }
 
     #[test]
@@ -413,7 +491,7 @@ mod tests {
         let r = rec(json!(null), State::Unmounted);
         let mut r = r;
         forget(&mut r);
-        let f = require(&r, "vol-1", "i-a").unwrap_err();
+        let f = require(&r, "vol-1", "i-a", None).unwrap_err();
         assert_eq!(f.code, "no-unmount-proof");
         assert!(
             f.message.contains("--self") && f.message.contains("--force"),
