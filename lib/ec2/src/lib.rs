@@ -260,7 +260,17 @@ impl Ec2 {
                         Err(f) => Err(f.clone()),
                         Ok(m) => match m.get(&id) {
                             None => Err(no_such_volume(&id)),
-                            Some(v) => owner::by_id(v.clone(), &deployment, node),
+                            Some(v) => owner::by_id(v.clone(), &deployment, node).map(|mut f| {
+                                // An id a tool found by the record's Name
+                                // tag: the operator chose the name, not
+                                // this volume.
+                                if f.owner == Owner::HandMadeById
+                                    && !r.disk.as_deref().is_some_and(|d| d.starts_with("vol-"))
+                                {
+                                    f.owner = Owner::HandMadeByName;
+                                }
+                                f
+                            }),
                         },
                     },
                     Key::Name(n) => match &by_name {
