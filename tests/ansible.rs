@@ -624,8 +624,15 @@ fn the_ec2_flow_through_the_playbooks() {
         .unwrap();
         devs.push((vol, d));
     }
+    // Each node learns which instance it is from its own metadata service
+    // (both "nodes" are this machine here): down.yml's detach needs each
+    // node's proof that it unmounted its disk, from the right instance.
+    let imds: Vec<Server> = inst
+        .iter()
+        .map(|i| Server::python("fake_imds.py", &[i, "us-east-1b"]))
+        .collect();
     let hosts: String = (0..2)
-        .map(|i| format!("    node-{i}:\n      appscale_instance: {}\n      appscale_mountpoint: {}\n      appscale_fstab: {}\n", inst[i], t.s(&format!("mnt/node-{i}")), t.s(&format!("fstab-{i}"))))
+        .map(|i| format!("    node-{i}:\n      appscale_instance: {}\n      appscale_metadata_endpoint: {}\n      appscale_mountpoint: {}\n      appscale_fstab: {}\n", inst[i], imds[i].url(), t.s(&format!("mnt/node-{i}")), t.s(&format!("fstab-{i}"))))
         .collect();
     let inventory = t.join("inventory.yml");
     std::fs::write(

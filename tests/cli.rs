@@ -138,6 +138,9 @@ fn the_schema_documents_every_key_the_tools_write() {
             "disk_id",
             "size_bytes",
             "attached_as",
+            "deployment",
+            "adopted",
+            "unmount_proof",
         ]
         .map(String::from),
     );

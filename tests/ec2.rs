@@ -133,9 +133,15 @@ fn create_attach_detach_are_idempotent() {
     .record();
     assert!(!steps_changed(&again), "already attached here: unchanged");
 
-    let detached = tool(&url, "disk-detach", &[], &ndjson(&[attached.clone()]))
-        .expect(0)
-        .record();
+    // No node ever used it: detached from here without a node's proof.
+    let detached = tool(
+        &url,
+        "disk-detach",
+        &["--force"],
+        &ndjson(&[attached.clone()]),
+    )
+    .expect(0)
+    .record();
     assert_eq!(
         (detached["state"].as_str(), steps_changed(&detached)),
         (Some("detached"), true)
@@ -150,7 +156,16 @@ fn create_attach_detach_are_idempotent() {
     let id_rec = tool(
         &url,
         "disk-create",
-        &["--provider", "ec2", "--disk", &vol, "--zone", "us-east-1b"],
+        &[
+            "--provider",
+            "ec2",
+            "--disk",
+            &vol,
+            "--zone",
+            "us-east-1b",
+            "--deployment",
+            "test",
+        ],
         "",
     )
     .expect(0)
@@ -159,7 +174,16 @@ fn create_attach_detach_are_idempotent() {
     tool(
         &url,
         "disk-attach",
-        &["--provider", "ec2", "--disk", &vol, "--instance", &inst],
+        &[
+            "--provider",
+            "ec2",
+            "--disk",
+            &vol,
+            "--instance",
+            &inst,
+            "--deployment",
+            "test",
+        ],
         "",
     )
     .expect(0);
@@ -186,7 +210,7 @@ fn eucalyptus_is_the_same_api_at_another_endpoint() {
     .expect(0)
     .record();
     assert_eq!(attached["state"], "attached");
-    tool(&url, "disk-detach", &[], &ndjson(&[attached])).expect(0);
+    tool(&url, "disk-detach", &["--force"], &ndjson(&[attached])).expect(0);
 }
 
 /// A whole pipeline in --check mode, for a volume that does not exist yet:
@@ -407,7 +431,7 @@ fn fifty_volumes_attach_concurrently_with_batched_polling() {
     }
 
     moto.ec2_admin(&["record-start"]);
-    let detached = tool(&url, "disk-detach", &[], &ndjson(&attached))
+    let detached = tool(&url, "disk-detach", &["--force"], &ndjson(&attached))
         .expect(0)
         .records();
     assert!(detached.iter().all(|r| r["state"] == "detached"));
@@ -425,13 +449,16 @@ fn api_errors_become_record_errors_with_the_aws_code() {
     let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
     let url = proxy.url();
     let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let created = create(&url, &[rec("node-0", "data-0"), rec("node-1", "data-1")]);
+    let mut created = create(&url, &[rec("node-0", "data-0"), rec("node-1", "data-1")]);
+    for r in &mut created {
+        r["instance"] = json!(inst);
+    }
     let rule = json!({"fail": {"AttachVolume": {"status": 403, "code": "UnauthorizedOperation", "times": 1}}});
     inject(&url, rule);
     let r = tool(
         &url,
         "disk-attach",
-        &["--instance", &inst, "--concurrency", "1"],
+        &["--concurrency", "1"],
         &ndjson(&created),
     )
     .expect(1);
@@ -661,4 +688,801 @@ fn up_and_down_on_an_ec2_appscalefile() {
     let again = up().expect(0).record();
     assert!(all_unchanged(std::slice::from_ref(&again)), "{again}");
     down().expect(0);
+}
+
+// --- Whose disk is it ---------------------------------------------------
+
+/// A fake IMDS for `instance` in us-east-1b (IMDSv2; `v1`: only IMDSv1, as
+/// Eucalyptus).
+fn imds(instance: &str, v1: bool) -> Server {
+    let mut args = vec![instance, "us-east-1b"];
+    if v1 {
+        args.push("--v1");
+    }
+    Server::python("fake_imds.py", &args)
+}
+
+fn in_deployment(mut r: Value, deployment: &str) -> Value {
+    r["deployment"] = json!(deployment);
+    r
+}
+
+fn error_code(r: &Value) -> &str {
+    r["error"]["code"].as_str().unwrap_or("none")
+}
+
+#[test]
+fn a_volume_tagged_for_another_deployment_is_never_adopted() {
+    let moto = Server::moto();
+    let url = moto.url();
+    let inst = instances(&moto, "us-east-1b", 1).remove(0);
+    // Deployment alpha made the volume Name=data for its node-0.
+    let made = create(&url, &[in_deployment(rec("node-0", "data"), "alpha")]).remove(0);
+    let vol = made["disk_id"].as_str().unwrap().to_string();
+
+    // Deployment beta's AppScalefile names a disk `data` for its node-0 too.
+    moto.ec2_admin(&["record-start"]);
+    let theirs = in_deployment(rec("node-0", "data"), "beta");
+    let mut by_id = theirs.clone();
+    by_id["disk"] = json!(vol);
+    for (tool_name, r) in [
+        ("disk-create", &theirs),
+        ("disk-attach", &theirs),
+        ("disk-attach", &by_id),
+    ] {
+        let out = tool(
+            &url,
+            tool_name,
+            &["--instance", &inst],
+            &ndjson(&[r.clone()]),
+        )
+        .expect(1)
+        .record();
+        assert_eq!(error_code(&out), "other-deployment", "{tool_name}: {out}");
+        assert!(
+            out["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("deployment alpha"),
+            "the error names the owner: {out}"
+        );
+    }
+    let actions = moto.ec2_admin(&["actions"]);
+    for a in ["CreateVolume", "CreateTags", "AttachVolume"] {
+        assert_eq!(actions.get(a), None, "no {a}: {actions}");
+    }
+    assert_eq!(moto.ec2_admin(&["named", "data"]), json!([vol]));
+    assert_eq!(
+        moto.ec2_admin(&["volume", &vol])["attachments"],
+        json!([]),
+        "still alpha's, unattached"
+    );
+    // --deployment names the deployment over the record's.
+    let again = tool(
+        &url,
+        "disk-create",
+        &["--deployment", "alpha"],
+        &ndjson(&[theirs]),
+    )
+    .expect(0)
+    .record();
+    assert_eq!(
+        (again["disk_id"].as_str(), again["changed"].as_bool()),
+        (Some(vol.as_str()), Some(false))
+    );
+}
+
+#[test]
+fn a_hand_made_volume_is_adopted_only_when_available_and_in_the_zone() {
+    let moto = Server::moto();
+    let url = moto.url();
+    let other = instances(&moto, "us-east-1b", 1).remove(0);
+    let hand = |zone: &str, name: &str| {
+        moto.ec2_admin(&["create-volume", zone, "1", name])
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // In use by an instance: whose data is on it is unknown. Not adopted.
+    let busy = hand("us-east-1b", "busy-data");
+    moto.ec2_admin(&["attach", &busy, &other, "/dev/sdf"]);
+    let r = tool(
+        &url,
+        "disk-create",
+        &[],
+        &ndjson(&[rec("node-0", "busy-data")]),
+    )
+    .expect(1)
+    .record();
+    assert_eq!(error_code(&r), "not-adoptable", "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("in-use"),
+        "{r}"
+    );
+    // In another zone: not adopted either.
+    hand("us-east-1a", "far-data");
+    let r = tool(
+        &url,
+        "disk-create",
+        &[],
+        &ndjson(&[rec("node-0", "far-data")]),
+    )
+    .expect(1)
+    .record();
+    assert_eq!(error_code(&r), "zone-mismatch", "{r}");
+    // Available, in the zone: adopted, tagged, and the record says so.
+    let free = hand("us-east-1b", "free-data");
+    let mine = in_deployment(rec("node-0", "free-data"), "gamma");
+    let r = tool(&url, "disk-create", &[], &ndjson(&[mine.clone()]))
+        .expect(0)
+        .record();
+    assert_eq!(
+        (
+            r["disk_id"].as_str(),
+            r["adopted"].as_bool(),
+            r["changed"].as_bool()
+        ),
+        (Some(free.as_str()), Some(true), Some(true)),
+        "{r}"
+    );
+    let tags = &moto.ec2_admin(&["volume", &free])["tags"];
+    assert_eq!(
+        (
+            tags["appscale-persist:deployment"].as_str(),
+            tags["appscale-persist:node"].as_str()
+        ),
+        (Some("gamma"), Some("node-0"))
+    );
+    let again = tool(&url, "disk-create", &[], &ndjson(&[mine]))
+        .expect(0)
+        .record();
+    assert_eq!(
+        (again["changed"].as_bool(), again.get("adopted")),
+        (Some(false), None),
+        "now gamma's own: {again}"
+    );
+    // Adopted, it is no longer free for another deployment to take.
+    let r = tool(
+        &url,
+        "disk-create",
+        &[],
+        &ndjson(&[in_deployment(rec("node-0", "free-data"), "delta")]),
+    )
+    .expect(1)
+    .record();
+    assert_eq!(error_code(&r), "other-deployment");
+}
+
+#[test]
+fn two_deployments_never_share_tags_or_client_tokens() {
+    let moto = Server::moto();
+    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
+    let url = proxy.url();
+    let t = TempDir::new("ec2-deployments");
+    let body = "infrastructure: ec2\nzone: us-east-1b\nips_layout:\n  master: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: data\n";
+    // Each deployment in its own moto account, as two AWS accounts would
+    // keep them; the disk, node and name are the same.
+    let mut ids = Vec::new();
+    for (head, account, want) in [
+        ("keyname: alpha\n", "111111111111", "alpha"),
+        ("group: beta\n", "222222222222", "beta"),
+        ("", "333333333333", "appscale"),
+    ] {
+        inject(&url, json!({"account": account}));
+        let file = t.join(&format!("AppScalefile-{want}"));
+        std::fs::write(&file, format!("{head}{body}")).unwrap();
+        let plan = run("appscalefile-lint", &["--plan", file.to_str().unwrap()], "")
+            .expect(0)
+            .stdout;
+        let r = tool(&url, "disk-create", &["--size", "1G"], &plan).expect(0);
+        let created = r.record();
+        let vol = created["disk_id"].as_str().unwrap().to_string();
+        let tags = &proxy.ec2_admin(&["volume", &vol])["tags"];
+        assert_eq!(
+            tags["appscale-persist:deployment"].as_str(),
+            Some(want),
+            "{created}"
+        );
+        assert_eq!(created["deployment"], want);
+        assert_eq!(
+            r.stderr.contains("no deployment name"),
+            want == "appscale",
+            "the shared default is warned about, and only it: {}",
+            r.stderr
+        );
+        ids.push(vol);
+    }
+    let (_, body) = http("GET", &format!("{url}/__proxy__"), "");
+    let tokens: Vec<String> = serde_json::from_str::<Value>(&body).unwrap()["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(tokens.len(), 3, "{tokens:?}");
+    let mut distinct = tokens.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "no two deployments share a token: {tokens:?}"
+    );
+}
+
+#[test]
+fn one_instance_never_receives_the_disks_of_several_nodes() {
+    let moto = Server::moto();
+    let url = moto.url();
+    let inst = instances(&moto, "us-east-1b", 1).remove(0);
+    let node = imds(&inst, false);
+    let created = create(&url, &[rec("node-0", "data-0"), rec("node-1", "data-1")]);
+    moto.ec2_admin(&["record-start"]);
+    let imds_url = node.url();
+    for (tool_name, args) in [
+        ("disk-attach", vec!["--instance", inst.as_str()]),
+        (
+            "disk-attach",
+            vec!["--self", "--metadata-endpoint", imds_url.as_str()],
+        ),
+        (
+            "disk-create",
+            vec!["--self", "--metadata-endpoint", imds_url.as_str()],
+        ),
+        ("disk-detach", vec!["--instance", inst.as_str()]),
+    ] {
+        let r = tool(&url, tool_name, &args, &ndjson(&created)).expect(2);
+        assert!(r.stdout.is_empty(), "{tool_name}: {}", r.stdout);
+        assert!(
+            r.stderr.contains("node-0, node-1")
+                && r.stderr.contains("--node")
+                && r.stderr.contains("nothing was done"),
+            "{tool_name} {args:?}: {}",
+            r.stderr
+        );
+    }
+    // --node takes one node's records, and refuses the others.
+    let r = tool(
+        &url,
+        "disk-attach",
+        &["--instance", &inst, "--node", "node-0"],
+        &ndjson(&created),
+    )
+    .expect(2);
+    assert!(r.stderr.contains("node-1"), "{}", r.stderr);
+    let actions = moto.ec2_admin(&["actions"]);
+    assert_eq!(actions.get("AttachVolume"), None, "{actions}");
+    let r = tool(
+        &url,
+        "disk-attach",
+        &["--instance", &inst, "--node", "node-0"],
+        &ndjson(&created[..1]),
+    )
+    .expect(0)
+    .record();
+    assert_eq!(
+        (r["node"].as_str(), r["state"].as_str()),
+        (Some("node-0"), Some("attached"))
+    );
+    // With --self, a record for another instance is refused.
+    let mut elsewhere = created[1].clone();
+    elsewhere["instance"] = json!("i-0000000000000beef");
+    let r = tool(
+        &url,
+        "disk-attach",
+        &["--self", "--metadata-endpoint", &imds_url],
+        &ndjson(&[elsewhere]),
+    )
+    .expect(1)
+    .record();
+    assert_eq!(error_code(&r), "other-instance", "{r}");
+    assert_eq!(
+        moto.ec2_admin(&["volume", created[1]["disk_id"].as_str().unwrap()])["attachments"],
+        json!([])
+    );
+}
+
+#[test]
+fn two_records_for_one_volume_are_refused_up_front() {
+    let moto = Server::moto();
+    let url = moto.url();
+    let inst = instances(&moto, "us-east-1b", 1).remove(0);
+    let mut created = create(&url, &[rec("node-0", "data-0")]).remove(0);
+    created["instance"] = json!(inst);
+    let vol = created["disk_id"].as_str().unwrap().to_string();
+    moto.ec2_admin(&["record-start"]);
+    let r = tool(
+        &url,
+        "disk-attach",
+        &[],
+        &ndjson(&[created.clone(), created.clone()]),
+    )
+    .expect(2);
+    assert!(
+        r.stderr.contains("records 1 and 2 both name disk")
+            && r.stderr.contains("nothing was done"),
+        "{}",
+        r.stderr
+    );
+    // A Name tag and an id of one volume: found out once both are looked
+    // up, and still before anything is done.
+    let mut by_name = rec("node-0", "data-0");
+    by_name["instance"] = json!(inst);
+    let mut by_id = by_name.clone();
+    by_id["disk"] = json!(vol);
+    let recs = tool(&url, "disk-attach", &[], &ndjson(&[by_name, by_id]))
+        .expect(1)
+        .records();
+    for r in &recs {
+        assert_eq!(error_code(r), "duplicate-volume", "{r}");
+    }
+    let actions = moto.ec2_admin(&["actions"]);
+    assert_eq!(actions.get("AttachVolume"), None, "{actions}");
+}
+
+// --- Never detach under a live filesystem --------------------------------
+
+/// An EC2 AppScalefile for node-1 whose disk is volume `vol`.
+fn appscalefile(t: &TempDir, vol: &str) -> std::path::PathBuf {
+    let file = t.join("AppScalefile");
+    std::fs::write(
+        &file,
+        format!("infrastructure: ec2\nzone: us-east-1b\nips_layout:\n  master: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: {vol}\n"),
+    )
+    .unwrap();
+    file
+}
+
+#[test]
+fn the_node_detaches_only_a_device_it_can_see_free() {
+    require_root();
+    let moto = Server::moto();
+    let url = moto.url();
+    let t = TempDir::new("ec2-self-detach");
+    let inst = instances(&moto, "us-east-1b", 1).remove(0);
+    let node = imds(&inst, false);
+    let vol = moto
+        .ec2_admin(&["create-volume", "us-east-1b", "1"])
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = appscalefile(&t, &vol);
+    let dev = stand_in(&t, &vol);
+    let root = t.s("dev");
+    let mut env = aws_env();
+    env.push(("APPSCALE_PERSIST_DEV_ROOT", root.as_str()));
+    let imds_url = node.url();
+    let on_node = [
+        "--endpoint-url",
+        url.as_str(),
+        "--self",
+        "--metadata-endpoint",
+        imds_url.as_str(),
+    ];
+    flow_with("up", &t, &file, &["--node", "node-1"], &on_node, &env).expect(0);
+    let detach_here = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut a = on_node.to_vec();
+        a.extend([
+            "--node",
+            "node-1",
+            "--provider",
+            "ec2",
+            "--disk",
+            vol.as_str(),
+        ]);
+        a.extend_from_slice(extra);
+        run_env("disk-detach", &a, "", env)
+    };
+    let attached_to = || moto.ec2_admin(&["volume", &vol])["attachments"][0]["instance"].clone();
+
+    // Lazily unmounted while a file on it is open: the filesystem lives on.
+    let mnt = t.join("mnt/node-1");
+    let open = std::fs::File::create(mnt.join("open-file")).unwrap();
+    sh_ok(&["umount", "--lazy", mnt.to_str().unwrap()]);
+    assert!(!is_mounted(&mnt));
+    let r = detach_here(&[], &env).expect(1).record();
+    assert_eq!(error_code(&r), "in-use", "{r}");
+    assert_eq!(attached_to(), inst.as_str(), "still attached");
+    drop(open);
+    // Its device not visible here (no udev link): nothing can be checked.
+    let blind = t.s("blind-dev");
+    std::fs::create_dir_all(&blind).unwrap();
+    let mut blind_env = aws_env();
+    blind_env.push(("APPSCALE_PERSIST_DEV_ROOT", blind.as_str()));
+    let r = detach_here(&[], &blind_env).expect(1);
+    let rec = r.record();
+    assert_eq!(error_code(&rec), "device-not-found", "{rec}");
+    assert!(
+        rec["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--force"),
+        "says how: {rec}"
+    );
+    assert_eq!(attached_to(), inst.as_str(), "still attached");
+    // Visible and free: detached.
+    let r = detach_here(&[], &env).expect(0).record();
+    assert_eq!(r["state"], "detached");
+    assert_eq!(moto.ec2_admin(&["volume", &vol])["state"], "available");
+    drop(dev);
+}
+
+#[test]
+fn detaching_from_elsewhere_needs_the_nodes_unmount_proof() {
+    require_root();
+    let moto = Server::moto();
+    let url = moto.url();
+    let t = TempDir::new("ec2-proof");
+    let [a, b]: [String; 2] = instances(&moto, "us-east-1b", 2).try_into().unwrap();
+    let (node_a, node_b) = (imds(&a, false), imds(&b, false));
+    let vol = moto
+        .ec2_admin(&["create-volume", "us-east-1b", "1"])
+        .as_str()
+        .unwrap()
+        .to_string();
+    let _dev = stand_in(&t, &vol);
+    let root = t.s("dev");
+    let mnt = t.s("mnt");
+    // The controller attaches to instance a; the node (this machine, with
+    // the stand-in device) formats and mounts.
+    let attached = tool(
+        &url,
+        "disk-attach",
+        &[
+            "--provider",
+            "ec2",
+            "--node",
+            "node-1",
+            "--disk",
+            &vol,
+            "--instance",
+            &a,
+        ],
+        "",
+    )
+    .expect(0)
+    .stdout;
+    let node_env = |imds: &Server| {
+        vec![
+            ("APPSCALE_PERSIST_DEV_ROOT".to_string(), root.clone()),
+            ("APPSCALE_PERSIST_METADATA_ENDPOINT".to_string(), imds.url()),
+        ]
+    };
+    let on_node = |tool_name: &str, args: &[&str], input: &str, imds: &Server| {
+        let env = node_env(imds);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_env(tool_name, args, input, &env)
+    };
+    let fs = on_node("disk-ensure-fs", &[], &attached, &node_a)
+        .expect(0)
+        .stdout;
+    let mounted = on_node(
+        "disk-mount",
+        &["--mountpoint", &mnt, "--no-fstab"],
+        &fs,
+        &node_a,
+    )
+    .expect(0)
+    .record();
+    // The controller cannot see the node's devices.
+    let from_controller = |r: &Value, extra: &[&str]| {
+        tool(&url, "disk-detach", extra, &ndjson(&[without(r, "device")]))
+    };
+    let attached_to = || moto.ec2_admin(&["volume", &vol])["attachments"][0]["instance"].clone();
+
+    // No proof (the disk is mounted on the node): refused, says how.
+    let r = from_controller(&mounted, &[]).expect(1).record();
+    assert_eq!(error_code(&r), "no-unmount-proof", "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("--self") && msg.contains("--force"), "{msg}");
+    assert_eq!(attached_to(), a.as_str());
+    assert!(is_mounted(Path::new(&mnt)));
+
+    // A proof from another instance than the one the volume is on.
+    let unmounted_b = on_node("disk-unmount", &[], &ndjson(&[mounted.clone()]), &node_b)
+        .expect(0)
+        .record();
+    assert_eq!(unmounted_b["unmount_proof"]["instance"], b.as_str());
+    let r = from_controller(&unmounted_b, &[]).expect(1).record();
+    assert_eq!(error_code(&r), "unmount-proof-mismatch", "{r}");
+    assert_eq!(attached_to(), a.as_str());
+
+    // The proof from instance a, where it is attached.
+    let unmounted = on_node("disk-unmount", &[], &ndjson(&[unmounted_b]), &node_a)
+        .expect(0)
+        .record();
+    let proof = unmounted["unmount_proof"].clone();
+    assert_eq!(
+        (proof["instance"].as_str(), proof["disk"].as_str()),
+        (Some(a.as_str()), Some(vol.as_str())),
+        "{unmounted}"
+    );
+    // ... but old, or followed by a mount again: not taken.
+    let mut old = unmounted.clone();
+    old["unmount_proof"]["at"] = json!(proof["at"].as_u64().unwrap() - 7200);
+    assert_eq!(
+        error_code(&from_controller(&old, &[]).expect(1).record()),
+        "unmount-proof-stale"
+    );
+    let mut remounted = unmounted.clone();
+    remounted["state"] = json!("mounted");
+    assert_eq!(
+        error_code(&from_controller(&remounted, &[]).expect(1).record()),
+        "no-unmount-proof"
+    );
+    assert_eq!(attached_to(), a.as_str());
+    // As it is: detached.
+    let r = from_controller(&unmounted, &[]).expect(0).record();
+    assert_eq!(r["state"], "detached");
+    assert_eq!(moto.ec2_admin(&["volume", &vol])["state"], "available");
+
+    // --force detaches without proof, and says what it risks.
+    tool(
+        &url,
+        "disk-attach",
+        &[
+            "--provider",
+            "ec2",
+            "--node",
+            "node-1",
+            "--disk",
+            &vol,
+            "--instance",
+            &a,
+        ],
+        "",
+    )
+    .expect(0);
+    let r = from_controller(&mounted, &["--force"]).expect(0);
+    assert!(
+        r.stderr.contains("--force") && r.stderr.contains("not flushed"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(moto.ec2_admin(&["volume", &vol])["state"], "available");
+}
+
+#[test]
+fn scripts_down_away_from_the_node_refuses_to_detach_and_says_how() {
+    let moto = Server::moto();
+    let url = moto.url();
+    let t = TempDir::new("ec2-down-away");
+    let inst = instances(&moto, "us-east-1b", 1).remove(0);
+    let vol = moto
+        .ec2_admin(&["create-volume", "us-east-1b", "1"])
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = appscalefile(&t, &vol);
+    tool(
+        &url,
+        "disk-attach",
+        &[
+            "--provider",
+            "ec2",
+            "--node",
+            "node-1",
+            "--disk",
+            &vol,
+            "--instance",
+            &inst,
+        ],
+        "",
+    )
+    .expect(0);
+    // Run on a controller: nothing of node-1's is mounted or visible here.
+    let r = flow_with(
+        "down",
+        &t,
+        &file,
+        &["--node", "node-1"],
+        &["--endpoint-url", url.as_str(), "--instance", inst.as_str()],
+        &aws_env(),
+    )
+    .expect(1);
+    let rec = r.record();
+    assert_eq!(error_code(&rec), "no-unmount-proof", "{rec}");
+    assert!(
+        r.stderr
+            .contains("scripts/down --node node-1 AppScalefile -- --self"),
+        "says how to do it right: {}",
+        r.stderr
+    );
+    assert_eq!(
+        moto.ec2_admin(&["volume", &vol])["attachments"][0]["instance"],
+        inst.as_str(),
+        "still attached"
+    );
+}
+
+// --- Waits that survive a bad minute -------------------------------------
+
+#[test]
+fn a_failed_poll_is_retried_until_the_deadline() {
+    let moto = Server::moto();
+    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
+    let url = proxy.url();
+    let inst = instances(&moto, "us-east-1b", 1).remove(0);
+    let created = create(&url, &[rec("node-0", "data-0")]).remove(0);
+    // Let the lookup through, then fail more polls in a row than the SDK
+    // tries one call (5 attempts).
+    inject(
+        &url,
+        json!({"fail": {"DescribeVolumes": {"status": 503, "code": "RequestLimitExceeded", "skip": 1, "times": 7}}}),
+    );
+    let r = tool(
+        &url,
+        "disk-attach",
+        &["--instance", &inst],
+        &ndjson(&[created]),
+    )
+    .expect(0);
+    assert_eq!(r.record()["state"], "attached", "{}", r.stderr);
+    let (_, body) = http("GET", &format!("{url}/__proxy__"), "");
+    let injected: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(injected["injected"]["DescribeVolumes"], 7, "{injected}");
+}
+
+#[test]
+fn a_volume_still_detaching_from_this_instance_is_waited_out() {
+    let moto = Server::moto();
+    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
+    let url = proxy.url();
+    let inst = instances(&moto, "us-east-1b", 1).remove(0);
+    let created = create(&url, &[rec("node-0", "data-0")]).remove(0);
+    let vol = created["disk_id"].as_str().unwrap().to_string();
+    // An earlier down left its detach in progress for three more polls.
+    moto.ec2_admin(&["attach", &vol, &inst, "/dev/sdf"]);
+    inject(
+        &url,
+        json!({"detaching": {"volume": vol, "instance": inst, "polls": 3}}),
+    );
+    let r = tool(
+        &url,
+        "disk-attach",
+        &["--instance", &inst],
+        &ndjson(&[created]),
+    )
+    .expect(0)
+    .record();
+    assert_eq!(
+        (r["state"].as_str(), r["changed"].as_bool()),
+        (Some("attached"), Some(true)),
+        "{r}"
+    );
+    let v = moto.ec2_admin(&["volume", &vol]);
+    assert_eq!(v["attachments"][0]["instance"], inst.as_str());
+    assert_eq!(v["attachments"][0]["state"], "attached");
+}
+
+#[test]
+fn an_api_error_reading_instances_is_reported_as_itself() {
+    let moto = Server::moto();
+    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
+    let url = proxy.url();
+    let inst = instances(&moto, "us-east-1b", 1).remove(0);
+    inject(
+        &url,
+        json!({"fail": {"DescribeInstances": {"status": 403, "code": "UnauthorizedOperation", "times": -1}}}),
+    );
+    let r = tool(
+        &url,
+        "disk-create",
+        &["--instance", &inst],
+        &ndjson(&[without(&rec("node-0", "data-0"), "zone")]),
+    )
+    .expect(1)
+    .record();
+    assert_eq!(error_code(&r), "UnauthorizedOperation", "{r}");
+    assert_eq!(moto.ec2_admin(&["named", "data-0"]), json!([]));
+}
+
+// --- Identity on the node -------------------------------------------------
+
+/// Plants a serial for a loop device under the test's sysfs root.
+fn plant_serial(t: &TempDir, dev: &LoopDev, serial: &str) {
+    let name = dev.device.trim_start_matches("/dev/");
+    let dir = t.join(&format!("sys/block/{name}/device"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("serial"), format!("{serial}\n")).unwrap();
+}
+
+#[test]
+fn a_stand_in_with_a_wrong_serial_or_links_that_disagree_is_refused() {
+    require_root();
+    let moto = Server::moto();
+    let url = moto.url();
+    let t = TempDir::new("ec2-identity");
+    let inst = instances(&moto, "us-east-1b", 1).remove(0);
+    let mut created = create(&url, &[rec("node-0", "data-0")]).remove(0);
+    created["instance"] = json!(inst);
+    let attached = tool(&url, "disk-attach", &[], &ndjson(&[created]))
+        .expect(0)
+        .record();
+    let vol = attached["disk_id"].as_str().unwrap().to_string();
+    let dev = stand_in(&t, &vol);
+    let (root, sys) = (t.s("dev"), t.s("sys"));
+    let env = [
+        ("APPSCALE_PERSIST_DEV_ROOT", root.as_str()),
+        ("APPSCALE_PERSIST_SYS_ROOT", sys.as_str()),
+    ];
+    let ensure = || {
+        run_env(
+            "disk-ensure-fs",
+            &["--check"],
+            &ndjson(&[attached.clone()]),
+            &env,
+        )
+    };
+
+    // The udev link leads to a device whose serial is another volume's.
+    plant_serial(&t, &dev, "vol0aaaaaaaaaaaaaaaa");
+    let r = ensure().expect(1).record();
+    assert_eq!(error_code(&r), "identity-mismatch", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("vol0aaaaaaaaaaaaaaaa"),
+        "{r}"
+    );
+    // Its own serial: taken.
+    plant_serial(&t, &dev, &vol.replacen('-', "", 1));
+    ensure().expect(0);
+    // The attach name (/dev/sdf) leads to another device than the NVMe link.
+    let other = LoopDev::new(&t, "other", 1024);
+    assert_eq!(attached["attached_as"], "/dev/sdf");
+    std::os::unix::fs::symlink(&other.device, t.join("dev/sdf")).unwrap();
+    let r = ensure().expect(1).record();
+    assert_eq!(error_code(&r), "identity-mismatch", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("different devices"),
+        "{r}"
+    );
+}
+
+#[test]
+fn eucalyptus_on_the_node_uses_imdsv1_and_virtio_devices() {
+    require_root();
+    let moto = Server::moto();
+    let url = moto.url();
+    let t = TempDir::new("euca-node");
+    let inst = instances(&moto, "us-east-1b", 1).remove(0);
+    // Eucalyptus has no IMDSv2: the token call is refused.
+    let node = imds(&inst, true);
+    let mut r = rec("node-0", "euca-data");
+    r["provider"] = json!("euca");
+    let created = create(&url, &[r]).remove(0);
+    // KVM presents the volume attached as /dev/sdf as the virtio disk vdf.
+    let dev = LoopDev::new(&t, "euca-data", 1024);
+    std::fs::create_dir_all(t.join("dev")).unwrap();
+    std::os::unix::fs::symlink(&dev.device, t.join("dev/vdf")).unwrap();
+    let root = t.s("dev");
+    let mut env = aws_env();
+    env.push(("APPSCALE_PERSIST_DEV_ROOT", root.as_str()));
+    let imds_url = node.url();
+    let r = run_env(
+        "disk-attach",
+        &[
+            "--endpoint-url",
+            &url,
+            "--self",
+            "--node",
+            "node-0",
+            "--metadata-endpoint",
+            &imds_url,
+        ],
+        &ndjson(&[created]),
+        &env,
+    )
+    .expect(0)
+    .record();
+    assert_eq!(
+        (r["instance"].as_str(), r["attached_as"].as_str()),
+        (Some(inst.as_str()), Some("/dev/sdf"))
+    );
+    assert_eq!(r["device"].as_str(), Some(format!("{root}/vdf").as_str()));
 }

@@ -90,7 +90,11 @@ fn create_attach_detach_are_idempotent() {
     );
     assert_eq!(
         g.state()["disks"]["proj/us-central1-a/mydisk1"],
-        json!({"sizeGb": 10, "type": "pd-balanced", "users": []})
+        json!({"sizeGb": 10, "type": "pd-balanced", "users": [], "labels": {
+            "appscale-persist-deployment": "appscale",
+            "appscale-persist-node": "node-0",
+        }}),
+        "labelled for its deployment (the shared default here) and node"
     );
     let r = g
         .tool("disk-create", &["--size", "10G"], &input)
@@ -133,8 +137,9 @@ fn create_attach_detach_are_idempotent() {
         .record();
     assert_eq!(again["changed"], false);
 
+    // No node ever used it: detached from here without a node's proof.
     let d = g
-        .tool("disk-detach", &[], &ndjson(&[a.clone()]))
+        .tool("disk-detach", &["--force"], &ndjson(&[a.clone()]))
         .expect(0)
         .record();
     assert_eq!(
@@ -187,13 +192,17 @@ fn a_disk_in_use_elsewhere_is_refused() {
 #[test]
 fn an_operation_error_becomes_the_record_error() {
     let g = Gce::new("us-central1-a");
-    let input = ndjson(&[rec("node-0", "d1"), rec("node-1", "d2")]);
+    let recs: Vec<Value> = [rec("node-0", "d1"), rec("node-1", "d2")]
+        .into_iter()
+        .map(|mut r| {
+            r["instance"] = json!("vm-1");
+            r
+        })
+        .collect();
+    let input = ndjson(&recs);
     g.tool("disk-create", &["--size", "1G"], &input).expect(0);
     g.control("config", json!({"fail": {"attachDisk": {"code": "QUOTA_EXCEEDED", "message": "Quota 'DISKS_TOTAL_GB' exceeded"}}}));
-    let recs = g
-        .tool("disk-attach", &["--instance", "vm-1"], &input)
-        .expect(1)
-        .records();
+    let recs = g.tool("disk-attach", &[], &input).expect(1).records();
     for r in &recs {
         assert_eq!(r["error"]["code"], "QUOTA_EXCEEDED");
         assert!(
@@ -318,7 +327,11 @@ fn fifty_disks_are_created_and_attached_concurrently() {
     // would take one by one.
     eprintln!("50 disks: create {create_took:?}, attach {attach_took:?}");
     let detached = g
-        .tool("disk-detach", &["--concurrency", "16"], &ndjson(&attached))
+        .tool(
+            "disk-detach",
+            &["--concurrency", "16", "--force"],
+            &ndjson(&attached),
+        )
         .expect(0)
         .records();
     assert!(detached.iter().all(|r| r["state"] == "detached"));
@@ -370,19 +383,21 @@ fn up_and_down_on_the_seed_gce_appscalefile() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let url = g.url();
     let up = || {
-        flow(
+        flow_with(
             "up",
             &t,
             &file,
+            &["--node", "node-1"],
             &["--endpoint", url.as_str(), "--self", "--size", "1G"],
             &env,
         )
     };
     let down = || {
-        flow(
+        flow_with(
             "down",
             &t,
             &file,
+            &["--node", "node-1"],
             &["--endpoint", url.as_str(), "--self"],
             &env,
         )
@@ -420,4 +435,274 @@ fn up_and_down_on_the_seed_gce_appscalefile() {
     let again = up().expect(0).record();
     assert!(all_unchanged(std::slice::from_ref(&again)), "{again}");
     down().expect(0);
+}
+
+fn error_code(r: &Value) -> &str {
+    r["error"]["code"].as_str().unwrap_or("none")
+}
+
+fn in_deployment(mut r: Value, deployment: &str) -> Value {
+    r["deployment"] = json!(deployment);
+    r
+}
+
+#[test]
+fn a_disk_labelled_for_another_deployment_is_never_adopted() {
+    let zone = "us-central1-a";
+    let g = Gce::new(zone);
+    g.instance(zone, "vm-2");
+    g.tool(
+        "disk-create",
+        &["--size", "1G"],
+        &ndjson(&[in_deployment(rec("node-0", "data"), "alpha")]),
+    )
+    .expect(0);
+    // Deployment beta names a disk `data` too.
+    let theirs = in_deployment(rec("node-0", "data"), "beta");
+    for (tool_name, args) in [
+        ("disk-create", vec![]),
+        ("disk-attach", vec!["--instance", "vm-1"]),
+    ] {
+        let r = g
+            .tool(tool_name, &args, &ndjson(&[theirs.clone()]))
+            .expect(1)
+            .record();
+        assert_eq!(error_code(&r), "other-deployment", "{tool_name}: {r}");
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("deployment alpha"),
+            "{r}"
+        );
+    }
+    let s = g.state();
+    assert_eq!(s["calls"].get("instances.attachDisk"), None, "{s}");
+    assert_eq!(
+        s["disks"][format!("proj/{zone}/data")]["labels"]["appscale-persist-deployment"],
+        "alpha"
+    );
+    // Made by hand and in use by an instance: not adopted.
+    g.control(
+        "disks",
+        json!({"project": "proj", "zone": zone, "name": "busy", "users": ["vm-2"]}),
+    );
+    let r = g
+        .tool("disk-create", &[], &ndjson(&[rec("node-0", "busy")]))
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "not-adoptable", "{r}");
+    // Made by hand and free: adopted, labelled, and the record says so.
+    g.control(
+        "disks",
+        json!({"project": "proj", "zone": zone, "name": "free"}),
+    );
+    let mine = in_deployment(rec("node-0", "free"), "gamma");
+    let r = g
+        .tool("disk-create", &[], &ndjson(&[mine.clone()]))
+        .expect(0)
+        .record();
+    assert_eq!(
+        (r["adopted"].as_bool(), r["changed"].as_bool()),
+        (Some(true), Some(true)),
+        "{r}"
+    );
+    assert_eq!(
+        g.state()["disks"][format!("proj/{zone}/free")]["labels"],
+        json!({"appscale-persist-deployment": "gamma", "appscale-persist-node": "node-0"})
+    );
+    let again = g
+        .tool("disk-create", &[], &ndjson(&[mine]))
+        .expect(0)
+        .record();
+    assert_eq!(
+        (again["changed"].as_bool(), again.get("adopted")),
+        (Some(false), None),
+        "{again}"
+    );
+}
+
+#[test]
+fn a_failed_operation_poll_is_retried_until_the_deadline() {
+    let g = Gce::new("us-central1-a");
+    // A slow operation, and more failed polls in a row than the client
+    // would try one call.
+    g.control(
+        "config",
+        json!({"op_delay": 1.0, "wait_max": 0.1, "http_fail": {"zoneOperations.wait": {"status": 503, "times": 6}}}),
+    );
+    let r = g
+        .tool(
+            "disk-create",
+            &["--size", "1G"],
+            &ndjson(&[rec("node-0", "d1")]),
+        )
+        .expect(0)
+        .record();
+    assert_eq!(r["state"], "created", "{r}");
+    assert!(
+        g.state()["calls"]["zoneOperations.wait"].as_u64().unwrap() >= 7,
+        "{}",
+        g.state()
+    );
+}
+
+#[test]
+fn mutating_calls_are_retried_only_when_safe() {
+    let zone = "us-central1-a";
+    let g = Gce::new(zone);
+    // Throttled inserts and detaches, and an attach whose answer is lost
+    // after it was done: each retried with its request id.
+    g.control(
+        "config",
+        json!({"http_fail": {
+            "disks.insert": {"status": 429, "times": 2},
+            "instances.attachDisk": {"status": 503, "times": 1, "lost": true},
+            "instances.detachDisk": {"status": 429, "times": 1},
+        }}),
+    );
+    let input = ndjson(&[rec("node-0", "d1")]);
+    g.tool("disk-create", &["--size", "1G"], &input).expect(0);
+    let a = g
+        .tool("disk-attach", &["--instance", "vm-1"], &input)
+        .expect(0)
+        .record();
+    g.tool("disk-detach", &["--force"], &ndjson(&[a])).expect(0);
+    let s = g.state();
+    assert_eq!(
+        (
+            s["calls"]["disks.insert"].as_u64(),
+            s["calls"]["instances.attachDisk"].as_u64(),
+            s["calls"]["instances.detachDisk"].as_u64()
+        ),
+        (Some(3), Some(2), Some(2)),
+        "{s}"
+    );
+    assert_eq!(s["disks"][format!("proj/{zone}/d1")]["users"], json!([]));
+    // An insert whose answer is lost: the retry carries the same request
+    // id, so Compute Engine answers with the first call's operation rather
+    // than making a second disk or failing on the first.
+    g.control(
+        "config",
+        json!({"http_fail": {"disks.insert": {"status": 503, "times": 1, "lost": true}}}),
+    );
+    let r = g
+        .tool(
+            "disk-create",
+            &["--size", "1G"],
+            &ndjson(&[rec("node-1", "d2")]),
+        )
+        .expect(0)
+        .record();
+    assert_eq!(
+        (r["state"].as_str(), r["changed"].as_bool()),
+        (Some("created"), Some(true))
+    );
+    assert_eq!(g.state()["calls"]["disks.insert"], 5);
+}
+
+/// A loop device standing in for disk `name`, linked where the guest's
+/// udev rules link it (`google-NAME`).
+fn stand_in(t: &TempDir, name: &str, mib: u64) -> LoopDev {
+    let d = LoopDev::new(t, name, mib);
+    std::fs::create_dir_all(t.join("dev/disk/by-id")).unwrap();
+    let link = t.join(&format!("dev/disk/by-id/google-{name}"));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&d.device, link).unwrap();
+    d
+}
+
+#[test]
+fn detaching_from_elsewhere_needs_the_nodes_unmount_proof() {
+    require_root();
+    let zone = "us-central1-a";
+    let g = Gce::new(zone);
+    let t = TempDir::new("gce-proof");
+    let mut r = rec("node-0", "pd1");
+    r["mountpoint"] = json!(t.s("mnt"));
+    g.tool("disk-create", &["--size", "1G"], &ndjson(&[r.clone()]))
+        .expect(0);
+    let attached = g
+        .tool("disk-attach", &["--instance", "vm-1"], &ndjson(&[r]))
+        .expect(0)
+        .record();
+    let _dev = stand_in(&t, "pd1", 1024);
+    // From the controller, without the node's word: refused.
+    let refused = g
+        .tool("disk-detach", &[], &ndjson(&[attached.clone()]))
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&refused), "no-unmount-proof", "{refused}");
+    assert_eq!(
+        g.state()["disks"][format!("proj/{zone}/pd1")]["users"],
+        json!(["vm-1"])
+    );
+    // disk-unmount on the node (vm-1, this machine with the stand-in)
+    // stamps the record: the device is here and free.
+    let mut env = g.env();
+    env.push(("APPSCALE_PERSIST_DEV_ROOT".into(), t.s("dev")));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let unmounted = run_env("disk-unmount", &[], &ndjson(&[attached]), &env)
+        .expect(0)
+        .record();
+    assert_eq!(
+        (
+            unmounted["unmount_proof"]["instance"].as_str(),
+            unmounted["unmount_proof"]["disk"].as_str()
+        ),
+        (Some("vm-1"), Some("pd1")),
+        "{unmounted}"
+    );
+    let r = g
+        .tool("disk-detach", &[], &ndjson(&[unmounted]))
+        .expect(0)
+        .record();
+    assert_eq!(r["state"], "detached");
+    assert_eq!(
+        g.state()["disks"][format!("proj/{zone}/pd1")]["users"],
+        json!([])
+    );
+}
+
+#[test]
+fn links_that_disagree_or_a_device_of_another_size_are_refused() {
+    require_root();
+    let zone = "us-central1-a";
+    let g = Gce::new(zone);
+    let t = TempDir::new("gce-identity");
+    let input = ndjson(&[rec("node-0", "pd2")]);
+    g.tool("disk-create", &["--size", "1G"], &input).expect(0);
+    let attached = g
+        .tool("disk-attach", &["--instance", "vm-1"], &input)
+        .expect(0)
+        .record();
+    let root = t.s("dev");
+    let ensure = || {
+        run_env(
+            "disk-ensure-fs",
+            &["--check"],
+            &ndjson(&[attached.clone()]),
+            &[("APPSCALE_PERSIST_DEV_ROOT", root.as_str())],
+        )
+    };
+    // google-pd2 and scsi-0Google_PersistentDisk_pd2 lead to two devices.
+    let _right = stand_in(&t, "pd2", 1024);
+    let other = LoopDev::new(&t, "other", 1024);
+    let scsi = t.join("dev/disk/by-id/scsi-0Google_PersistentDisk_pd2");
+    std::os::unix::fs::symlink(&other.device, &scsi).unwrap();
+    let r = ensure().expect(1).record();
+    assert_eq!(error_code(&r), "identity-mismatch", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("different devices"),
+        "{r}"
+    );
+    std::fs::remove_file(&scsi).unwrap();
+    ensure().expect(0);
+    // The link leads to a device of another size than the disk.
+    let _small = stand_in(&t, "pd2", 512);
+    let r = ensure().expect(1).record();
+    assert_eq!(error_code(&r), "identity-mismatch", "{r}");
 }

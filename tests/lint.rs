@@ -431,3 +431,46 @@ fn random_input_never_panics() {
         );
     }
 }
+
+/// Cloud records carry the deployment's name (AppScale's `keyname`, else
+/// `group`), which scopes their disks' tags and client tokens; without one
+/// they carry none, and the cloud tools fall back (with a warning).
+#[test]
+fn the_plan_names_the_deployment_after_keyname_else_group() {
+    let base = "infrastructure: ec2\nzone: us-east-1b\nips_layout:\n  master: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: data-1\n";
+    let plan = |extra: &str| {
+        run(
+            "appscalefile-lint",
+            &["--plan", "-"],
+            &format!("{extra}{base}"),
+        )
+        .expect(0)
+        .record()
+    };
+    assert_eq!(
+        plan("keyname: prod-key\ngroup: prod-group\n")["deployment"],
+        "prod-key"
+    );
+    assert_eq!(plan("group: prod-group\n")["deployment"], "prod-group");
+    assert!(plan("").get("deployment").is_none(), "no name: no key");
+    let r = run(
+        "appscalefile-lint",
+        &["--plan", "-"],
+        &format!("keyname: [a, b]\n{base}"),
+    )
+    .expect(1);
+    assert!(
+        r.stderr.contains("`keyname` must be a name"),
+        "{}",
+        r.stderr
+    );
+    // Local disks belong to the machine, not to a cloud deployment.
+    let local = run(
+        "appscalefile-lint",
+        &["--plan", "-"],
+        "keyname: k\ninfrastructure: local\nips_layout:\n  master: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: data-1\n",
+    )
+    .expect(0)
+    .record();
+    assert!(local.get("deployment").is_none(), "{local}");
+}

@@ -495,8 +495,8 @@ pub fn http(method: &str, url: &str, body: &str) -> (u16, String) {
 }
 
 /// Runs `scripts/up` or `scripts/down` on `file` with mountpoints under
-/// `t/mnt/{node}` (and, for up, fstab `t/fstab`), the tools of this build,
-/// and `provider` options after `--`.
+/// `t/mnt/{node}` and fstab `t/fstab`, the tools of this build, and
+/// `provider` options after `--`.
 pub fn flow(
     script: &str,
     t: &TempDir,
@@ -504,12 +504,35 @@ pub fn flow(
     provider: &[&str],
     env: &[(&str, &str)],
 ) -> Run {
+    flow_with(script, t, file, &[], provider, env)
+}
+
+/// Runs a tool alone, with stdin `/dev/null` (as from cron or a unit):
+/// flags such as `disk-unmount --mountpoint` then name the record.
+pub fn run_alone(name: &str, args: &[&str]) -> Run {
+    finish(
+        Command::new(bin(name))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}")),
+    )
+}
+
+/// [`flow`] with options for the script itself, given before the
+/// AppScalefile (`--node node-1`).
+pub fn flow_with(
+    script: &str,
+    t: &TempDir,
+    file: &Path,
+    script_args: &[&str],
+    provider: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
     let mnt = t.s("mnt/{node}");
     let fstab = t.s("fstab");
-    let mut args = vec!["--mountpoint", mnt.as_str()];
-    if script == "up" {
-        args.extend(["--fstab", fstab.as_str()]);
-    }
+    let mut args = vec!["--mountpoint", mnt.as_str(), "--fstab", fstab.as_str()];
+    args.extend_from_slice(script_args);
     args.push(file.to_str().unwrap());
     args.push("--");
     args.extend_from_slice(provider);
@@ -524,14 +547,10 @@ pub fn flow(
     )
 }
 
-/// Runs a tool alone, with stdin `/dev/null` (as from cron or a unit):
-/// flags such as `disk-unmount --mountpoint` then name the record.
-pub fn run_alone(name: &str, args: &[&str]) -> Run {
-    finish(
-        Command::new(bin(name))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}")),
-    )
+/// The record without `key` (as another machine, which cannot see it,
+/// would have it).
+pub fn without(rec: &Value, key: &str) -> Value {
+    let mut r = rec.clone();
+    r.as_object_mut().unwrap().remove(key);
+    r
 }

@@ -1,13 +1,22 @@
 """Test helper: an HTTP proxy in front of the moto server that injects what
 moto never does: API errors (a permanent AWS error code, or throttling and
-5xx answers that the SDK must retry), and attachments stuck in `attaching`.
+5xx answers that the SDK must retry), attachments stuck in `attaching`, and
+a detach still in progress; and that keeps deployments apart (moto's
+per-account state) and remembers the client tokens it saw.
 
 Usage: ec2_proxy.py UPSTREAM      prints its port on the first line of stdout
 Control: POST /__proxy__ with JSON
-  {"fail": {"AttachVolume": {"status": 403, "code": "UnauthorizedOperation", "times": -1}},
-   "attaching": true}
-  "times" is how many requests fail (-1: all). GET /__proxy__ returns
-  {"injected": {"Action": n}} counting the failures sent.
+  {"fail": {"AttachVolume": {"status": 403, "code": "UnauthorizedOperation", "times": -1, "skip": 0}},
+   "attaching": true,
+   "detaching": {"volume": "vol-...", "instance": "i-...", "polls": 3},
+   "account": "222222222222"}
+  "times" is how many requests fail (-1: all), after letting "skip" pass.
+  "detaching": the next "polls" DescribeVolumes answers naming the volume
+  show its attachment to the instance as `detaching`; then the proxy
+  detaches it upstream, as EC2 would have by then.
+  "account": moto keeps separate state per account (x-moto-account-id).
+  GET /__proxy__ returns {"injected": {"Action": n}} counting the failures
+  sent, and {"tokens": [...]}, the ClientToken of every CreateVolume.
 Binds 127.0.0.1 only.
 """
 
@@ -21,7 +30,7 @@ import urllib.request
 import loopback
 
 UPSTREAM = sys.argv[1].rstrip("/")
-STATE = {"fail": {}, "attaching": False, "injected": {}}
+STATE = {"fail": {}, "attaching": False, "detaching": None, "account": None, "injected": {}, "tokens": []}
 LOCK = threading.Lock()
 
 ERROR = """<?xml version="1.0" encoding="UTF-8"?>
@@ -32,7 +41,7 @@ class Handler(loopback.Handler):
     def do_GET(self):
         if self.path.startswith("/__proxy__"):
             with LOCK:
-                return self.reply(200, json.dumps({"injected": STATE["injected"]}), "application/json")
+                return self.reply(200, json.dumps({"injected": STATE["injected"], "tokens": STATE["tokens"]}), "application/json")
         self.forward(b"")
 
     def do_POST(self):
@@ -44,26 +53,51 @@ class Handler(loopback.Handler):
             return self.reply(200, "{}", "application/json")
         self.forward(body)
 
+    def upstream(self, body, headers, method):
+        req = urllib.request.Request(UPSTREAM + self.path, data=body or None, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(req) as resp:
+                return resp.status, resp.read(), resp.headers.get("Content-Type", "text/xml")
+        except urllib.error.HTTPError as e:
+            return e.code, e.read(), e.headers.get("Content-Type", "text/xml")
+
     def forward(self, body):
-        action = (urllib.parse.parse_qs(body.decode(errors="replace")).get("Action") or ["?"])[0]
+        params = urllib.parse.parse_qs(body.decode(errors="replace"))
+        action = (params.get("Action") or ["?"])[0]
         with LOCK:
+            if action == "CreateVolume":
+                STATE["tokens"].append((params.get("ClientToken") or [None])[0])
             rule = STATE["fail"].get(action)
-            if rule and rule.get("times", -1) != 0:
+            if rule and rule.get("skip", 0) > 0:
+                rule["skip"] -= 1
+            elif rule and rule.get("times", -1) != 0:
                 if rule.get("times", -1) > 0:
                     rule["times"] -= 1
                 STATE["injected"][action] = STATE["injected"].get(action, 0) + 1
                 code = rule.get("code", "InternalError")
                 return self.reply(rule.get("status", 500), ERROR.format(code=code, message=f"injected {code}"), "text/xml")
             attaching = STATE["attaching"]
+            detaching = STATE["detaching"]
+            account = STATE["account"]
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
-        req = urllib.request.Request(UPSTREAM + self.path, data=body or None, headers=headers, method=self.command)
-        try:
-            with urllib.request.urlopen(req) as resp:
-                status, data, ctype = resp.status, resp.read(), resp.headers.get("Content-Type", "text/xml")
-        except urllib.error.HTTPError as e:
-            status, data, ctype = e.code, e.read(), e.headers.get("Content-Type", "text/xml")
+        if account:
+            headers["x-moto-account-id"] = account
+        if detaching and action == "DescribeVolumes" and detaching["polls"] <= 0:
+            # The detach in progress is over by now: make it so upstream.
+            with LOCK:
+                STATE["detaching"] = None
+            # moto routes by the signature's service (never checked): reuse
+            # this EC2 request's headers.
+            form = urllib.parse.urlencode({"Action": "DetachVolume", "Version": "2016-11-15", "VolumeId": detaching["volume"], "InstanceId": detaching["instance"]})
+            self.upstream(form.encode(), headers, "POST")
+            detaching = None
+        status, data, ctype = self.upstream(body, headers, self.command)
         if attaching and action == "DescribeVolumes":
             data = data.replace(b"<status>attached</status>", b"<status>attaching</status>")
+        if detaching and action == "DescribeVolumes" and detaching["volume"].encode() in data:
+            with LOCK:
+                detaching["polls"] -= 1
+            data = data.replace(b"<status>attached</status>", b"<status>detaching</status>")
         self.reply(status, data, ctype)
 
 

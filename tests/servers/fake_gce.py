@@ -1,11 +1,14 @@
 """Test helper: a small fake Compute Engine, since no public emulator exists.
 
 It speaks the real REST paths and JSON that google-cloud-compute-v1 sends
-(disks insert/get, instances get/attachDisk/detachDisk, zoneOperations
-wait/get) and the metadata server's paths (an access token for Application
-Default Credentials; instance name, zone and project for --self). It holds
-state, applies an operation's effect when the operation completes, and can
-be told to make operations slow, never finish, or fail.
+(disks insert/get/setLabels, instances get/attachDisk/detachDisk,
+zoneOperations wait/get) and the metadata server's paths (an access token
+for Application Default Credentials; instance name, zone and project for
+--self). It holds state, applies an operation's effect when the operation
+completes, and can be told to make operations slow, never finish, or fail,
+and calls fail over HTTP. Like Compute Engine, it answers a mutating call
+that repeats a `requestId` with the first call's operation, doing nothing
+twice.
 
 Usage: fake_gce.py [--instance NAME --zone ZONE --project ID]   prints its
 port on the first line of stdout; binds 127.0.0.1 only. The optional
@@ -13,12 +16,18 @@ instance is the one the metadata server describes (and is created).
 
 Control (JSON bodies):
   POST /__fake__/instances {"project", "zone", "name"}   create an instance
+  POST /__fake__/disks {"project", "zone", "name", "sizeGb", "labels", "users"}
+       a disk made by hand (attached to `users`)
   POST /__fake__/config {"op_delay": s, "hang": bool, "wait_max": s,
        "fail": {"attachDisk": {"code": "...", "message": "..."}},
-       "http_fail": {"disks.insert": {"status": 503, "times": 1}}}
+       "http_fail": {"disks.insert": {"status": 503, "times": 1, "lost": false}}}
+       "lost": the call is done, and then its answer is an error (a
+       response lost on the way back)
   GET  /__fake__/state   {"disks": {...}, "instances": {...}, "calls": {...}}
 """
 
+import base64
+import hashlib
 import json
 import re
 import sys
@@ -34,6 +43,7 @@ STATE = {
     "disks": {},  # (project, zone, name) -> dict
     "instances": {},  # (project, zone, name) -> dict
     "ops": {},  # name -> dict
+    "requests": {},  # requestId -> operation name
     "calls": {},
     "config": {"op_delay": 0.0, "hang": False, "wait_max": 2.0, "fail": {}, "http_fail": {}},
     "counter": 0,
@@ -123,6 +133,8 @@ def disk_json(key):
         "kind": "compute#disk",
         "id": d["id"],
         "name": name,
+        "labels": dict(d.get("labels", {})),
+        "labelFingerprint": fingerprint(d.get("labels", {})),
         "sizeGb": str(d["sizeGb"]),
         "zone": link(project, zone),
         "status": "READY",
@@ -130,6 +142,12 @@ def disk_json(key):
         "users": [link(project, zone, "instances", u) for u in d["users"]],
         "selfLink": link(project, zone, "disks", name),
     }
+
+
+def fingerprint(labels):
+    # URL-safe base64: google-cloud-compute-v1 reads bytes fields so.
+    raw = json.dumps(sorted(labels.items())).encode()
+    return base64.urlsafe_b64encode(hashlib.sha256(raw).digest()[:8]).decode()
 
 
 def instance_json(key):
@@ -201,6 +219,7 @@ class Handler(loopback.Handler):
         method_name = {
             ("POST", "disks", None): "disks.insert",
             ("GET", "disks", None): "disks.get",
+            ("POST", "disks", "setLabels"): "disks.setLabels",
             ("GET", "instances", None): "instances.get",
             ("POST", "instances", "attachDisk"): "instances.attachDisk",
             ("POST", "instances", "detachDisk"): "instances.detachDisk",
@@ -212,14 +231,27 @@ class Handler(loopback.Handler):
         with LOCK:
             STATE["calls"][method_name] = STATE["calls"].get(method_name, 0) + 1
             rule = STATE["config"]["http_fail"].get(method_name)
+            lost = False
             if rule and rule.get("times", -1) != 0:
                 if rule.get("times", -1) > 0:
                     rule["times"] -= 1
-                return self.send(*error(rule.get("status", 503), "injected failure", "backendError"))
+                if not rule.get("lost"):
+                    status = rule.get("status", 503)
+                    return self.send(*error(status, "injected failure", "rateLimitExceeded" if status == 429 else "backendError"))
+                lost = rule.get("status", 503)
         if method_name == "zoneOperations.wait":
             return self.wait(name)
         with LOCK:
-            return self.send(*self.api(method_name, project, zone, name, body, query))
+            request_id = (query.get("requestId") or [None])[0]
+            if request_id and request_id in STATE["requests"]:
+                answer = (200, op_json(STATE["requests"][request_id]))
+            else:
+                answer = self.api(method_name, project, zone, name, body, query)
+                if request_id and answer[0] == 200 and answer[1].get("kind") == "compute#operation":
+                    STATE["requests"][request_id] = answer[1]["name"]
+            if lost:
+                return self.send(*error(lost, "injected failure after the call was done", "backendError"))
+            return self.send(*answer)
 
     def api(self, method_name, project, zone, name, body, query):
         if method_name == "disks.insert":
@@ -232,9 +264,11 @@ class Handler(loopback.Handler):
             size = int(body.get("sizeGb", 10))
             dtype = (body.get("type") or "pd-standard").rsplit("/", 1)[-1]
 
+            labels = dict(body.get("labels") or {})
+
             def effect():
                 STATE["counter"] += 1
-                STATE["disks"][key] = {"id": str(5000 + STATE["counter"]), "sizeGb": size, "type": dtype, "users": []}
+                STATE["disks"][key] = {"id": str(5000 + STATE["counter"]), "sizeGb": size, "type": dtype, "users": [], "labels": labels}
 
             return 200, new_op(project, zone, "insert", link(project, zone, "disks", dname), effect)
         if method_name == "disks.get":
@@ -242,6 +276,18 @@ class Handler(loopback.Handler):
             if key not in STATE["disks"]:
                 return not_found(f"projects/{project}/zones/{zone}/disks/{name}")
             return 200, disk_json(key)
+        if method_name == "disks.setLabels":
+            key = (project, zone, name)
+            if key not in STATE["disks"]:
+                return not_found(f"projects/{project}/zones/{zone}/disks/{name}")
+            if body.get("labelFingerprint") != fingerprint(STATE["disks"][key].get("labels", {})):
+                return error(412, "Labels fingerprint either invalid or resource labels have changed", "conditionNotMet")
+            labels = dict(body.get("labels") or {})
+
+            def effect():
+                STATE["disks"][key]["labels"] = labels
+
+            return 200, new_op(project, zone, "setLabels", link(project, zone, "disks", name), effect)
         ikey = (project, zone, name)
         if method_name.startswith("instances.") and ikey not in STATE["instances"]:
             return not_found(f"projects/{project}/zones/{zone}/instances/{name}")
@@ -341,6 +387,15 @@ class Handler(loopback.Handler):
             if path == "/__fake__/instances":
                 add_instance(body["project"], body["zone"], body["name"])
                 return self.send(200, {})
+            if path == "/__fake__/disks":
+                STATE["counter"] += 1
+                key = (body["project"], body["zone"], body["name"])
+                users = list(body.get("users", []))
+                STATE["disks"][key] = {"id": str(5000 + STATE["counter"]), "sizeGb": int(body.get("sizeGb", 1)), "type": body.get("type", "pd-balanced"), "users": users, "labels": dict(body.get("labels", {}))}
+                for u in users:
+                    inst = STATE["instances"][(body["project"], body["zone"], u)]
+                    inst["disks"].append({"kind": "compute#attachedDisk", "type": "PERSISTENT", "mode": "READ_WRITE", "source": link(body["project"], body["zone"], "disks", body["name"]), "deviceName": body["name"], "index": len(inst["disks"]), "boot": False, "autoDelete": False})
+                return self.send(200, {})
             if path == "/__fake__/config":
                 STATE["config"].update(body)
                 return self.send(200, {})
@@ -350,7 +405,7 @@ class Handler(loopback.Handler):
                 return self.send(
                     200,
                     {
-                        "disks": {"/".join(k): {"sizeGb": v["sizeGb"], "type": v["type"], "users": v["users"]} for k, v in STATE["disks"].items()},
+                        "disks": {"/".join(k): {"sizeGb": v["sizeGb"], "type": v["type"], "users": v["users"], "labels": v.get("labels", {})} for k, v in STATE["disks"].items()},
                         "instances": {"/".join(k): [d["deviceName"] for d in v["disks"]] for k, v in STATE["instances"].items()},
                         "calls": STATE["calls"],
                     },

@@ -1,8 +1,10 @@
-"""Test helper: the two IMDSv2 answers `--self` needs, on 127.0.0.1.
+"""Test helper: the two IMDS answers `--self` needs, on 127.0.0.1.
 
-Usage: fake_imds.py INSTANCE_ID ZONE    prints its port on the first line
+Usage: fake_imds.py INSTANCE_ID ZONE [--v1]   prints its port on the first line
 PUT /latest/api/token issues a token (echoing the TTL header); metadata
-paths answer only with that token, as IMDSv2 does.
+paths answer only with that token, as IMDSv2 does. With --v1 (Eucalyptus,
+which has no IMDSv2), the token call is refused (405) and the metadata
+paths answer without a token.
 """
 
 import sys
@@ -10,6 +12,7 @@ import sys
 import loopback
 
 INSTANCE, ZONE = sys.argv[1], sys.argv[2]
+V1_ONLY = "--v1" in sys.argv[3:]
 TOKEN = "fake-imds-token"
 PATHS = {
     "/latest/meta-data/instance-id": INSTANCE,
@@ -19,13 +22,15 @@ PATHS = {
 
 class Handler(loopback.Handler):
     def do_PUT(self):
+        if V1_ONLY:
+            return self.reply(405, "method not allowed")
         ttl = self.headers.get("x-aws-ec2-metadata-token-ttl-seconds")
         if self.path != "/latest/api/token" or not ttl:
             return self.reply(400, "bad token request")
         self.reply(200, TOKEN, headers=[("x-aws-ec2-metadata-token-ttl-seconds", ttl)])
 
     def do_GET(self):
-        if self.headers.get("x-aws-ec2-metadata-token") != TOKEN:
+        if not V1_ONLY and self.headers.get("x-aws-ec2-metadata-token") != TOKEN:
             return self.reply(401, "")
         if self.path in PATHS:
             return self.reply(200, PATHS[self.path])

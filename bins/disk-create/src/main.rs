@@ -16,6 +16,7 @@ Exit status: 0 ok; 1 a record failed; 2 bad usage or input (nothing done).
 Examples:
   disk-create --provider local --disk data-1 --size 1G
   disk-create --provider ec2 --disk vol-0123456789abcdef0 --zone us-east-1b
+  disk-create --provider gce --disk data-1 --zone us-central1-a --deployment prod
   appscalefile-lint --plan AppScalefile | disk-create | disk-attach \\
     | disk-ensure-fs | disk-mount";
 
@@ -24,7 +25,10 @@ Examples:
 /// Reads disk records (NDJSON) on stdin, writes them on stdout with `state` created.
 /// A local disk is a sparse image file; an EBS volume named by id must exist,
 /// any other name is a Name tag, found or created; a GCE disk is found or
-/// created by name.
+/// created by name. Cloud disks belong to a deployment (the record's
+/// `deployment`, from the AppScalefile's keyname or group): one tagged or
+/// labelled for another is never used; one made by hand is adopted (tagged)
+/// only while nothing uses it, in the record's zone.
 #[derive(Debug, Parser)]
 #[command(name = "disk-create", version, after_help = AFTER_HELP)]
 struct Args {
@@ -41,6 +45,9 @@ impl ToolArgs for Args {
     }
     fn single(&self) -> Option<Record> {
         self.provider.single()
+    }
+    fn check_records(&self, records: &[Record]) -> Result<(), String> {
+        self.provider.check_records(records)
     }
     fn into_step(self) -> Box<dyn Step> {
         Box::new(self.provider.step(Op::Create))

@@ -1,20 +1,30 @@
 //! The provider options shared by `disk-create`, `disk-attach` and
-//! `disk-detach`, and the one place that opens a provider by kind.
+//! `disk-detach`, the one place that opens a provider by kind, and the
+//! checks on a whole input that keep cloud disks where they belong
+//! ([`ProviderArgs::check_records`]) and name their deployment
+//! ([`CloudStep`]).
 //!
 //! This is the only crate that links every provider; the node-side tools do
 //! not depend on it.
 #![deny(missing_docs)]
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use appscale_persist::log;
+use appscale_persist::provider::discover::{DEPLOYMENT_KEY, DISK_ID_KEY};
 use appscale_persist::provider::local::Local;
 use appscale_persist::provider::static_disk::Static;
 use appscale_persist::provider::{Provider, Size};
 use appscale_persist::record::{ProviderKind, Record};
-use appscale_persist::step::Failure;
+use appscale_persist::step::{Ctx, Failure, Step, StepResult};
 use appscale_persist::steps::provision::{Op, ProviderStep};
 use clap::Args;
+
+/// The deployment name of last resort, shared by every deployment that
+/// names none (AppScale's own default `keyname`).
+pub const DEFAULT_DEPLOYMENT: &str = "appscale";
 
 /// Which disk a run acts on, when not reading records, and provider options.
 #[derive(Debug, Clone, Args)]
@@ -23,7 +33,10 @@ pub struct ProviderArgs {
     /// or Name tag, GCE disk name, local image name, or device path).
     #[arg(long, value_name = "DISK", help_heading = "Disk")]
     pub disk: Option<String>,
-    /// Node id for a disk given with --disk.
+    /// Node id: the node of a disk given with --disk; with records on
+    /// stdin, the one node whose records this run takes (records of other
+    /// nodes are refused, nothing done). With --self or --instance and
+    /// records of several nodes, required.
     #[arg(long, value_name = "ID", help_heading = "Disk")]
     pub node: Option<String>,
     /// Provider for records that name none.
@@ -49,14 +62,13 @@ pub struct ProviderArgs {
     /// Encrypt a new EBS volume.
     #[arg(long, help_heading = "Create")]
     pub encrypted: bool,
-    /// Deployment name: tags new EBS volumes and keys their client tokens.
-    #[arg(
-        long,
-        value_name = "NAME",
-        default_value = "appscale",
-        help_heading = "Create"
-    )]
-    pub deployment: String,
+    /// Deployment the disks belong to: new disks are tagged (EBS) or
+    /// labelled (GCE) with it and their client tokens keyed by it, and a
+    /// disk tagged for another deployment is never used [default: the
+    /// record's `deployment` (the AppScalefile's keyname, else group), else
+    /// `appscale`, with a warning].
+    #[arg(long, value_name = "NAME", help_heading = "Disk")]
+    pub deployment: Option<String>,
 
     /// Directory of local disk images [default: $APPSCALE_PERSIST_STATE_DIR
     /// or /var/lib/appscale-persist/disks].
@@ -84,9 +96,19 @@ pub struct ProviderArgs {
     /// server on GCE).
     #[arg(long, value_name = "URL", help_heading = "Cloud")]
     pub metadata_endpoint: Option<String>,
-    /// Detach an EBS volume with Force (can lose unflushed writes).
+    /// Detach from elsewhere without the node's proof that it unmounted the
+    /// disk (the `unmount_proof` disk-unmount stamps there), or from the
+    /// node itself when its device is not visible: the node may still have
+    /// the filesystem mounted, so writes it has not flushed are lost and the
+    /// filesystem can be left corrupt. A disk mounted on this machine is
+    /// refused even so.
     #[arg(long, help_heading = "Cloud")]
     pub force: bool,
+    /// Send EC2's DetachVolume with Force=true, for a volume stuck in
+    /// `detaching` (the instance gets no chance to flush its caches: writes
+    /// can be lost). The proof rules apply as without it.
+    #[arg(long, help_heading = "Cloud")]
+    pub ebs_force: bool,
     /// At most this many attach or detach calls at once.
     #[arg(long, value_name = "N", default_value_t = 8, help_heading = "Cloud")]
     pub concurrency: usize,
@@ -105,6 +127,100 @@ fn parse_kind(s: &str) -> Result<ProviderKind, String> {
 }
 
 impl ProviderArgs {
+    /// The deployment for records that name none: `--deployment`, else the
+    /// shared default.
+    fn default_deployment(&self) -> String {
+        self.deployment
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DEPLOYMENT.to_string())
+    }
+
+    /// The provider a record goes to.
+    fn kind_of(&self, r: &Record) -> Option<ProviderKind> {
+        r.provider.or(self.provider)
+    }
+
+    /// Checks the whole input before anything is done (exit 2 on an error):
+    ///
+    /// * with `--node`, every record is that node's;
+    /// * one `--instance` or `--self` never receives the disks of several
+    ///   nodes: records of more than one node that name no `instance` of
+    ///   their own are refused;
+    /// * no two records name the same cloud disk.
+    ///
+    /// Records carrying an error are not acted on, and not checked.
+    pub fn check_records(&self, records: &[Record]) -> Result<(), String> {
+        let cloud: Vec<(usize, &Record)> = records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.error.is_none())
+            .filter(|(_, r)| self.kind_of(r).is_some_and(ProviderKind::is_cloud))
+            .collect();
+        if let Some(node) = &self.node {
+            let others: BTreeSet<&str> = cloud
+                .iter()
+                .filter_map(|(_, r)| r.node.as_deref())
+                .filter(|n| n != node)
+                .collect();
+            if !others.is_empty() {
+                return Err(format!(
+                    "--node {node} was given, but the input holds records of {}: plan only this node's disk (appscalefile-lint --plan --node {node})",
+                    others.into_iter().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        if self.on_node || self.instance.is_some() {
+            let nodes: BTreeSet<&str> = cloud
+                .iter()
+                .filter(|(_, r)| r.instance.is_none())
+                .map(|(_, r)| r.node.as_deref().unwrap_or("(no node)"))
+                .collect();
+            if nodes.len() > 1 {
+                let target = match &self.instance {
+                    Some(i) => format!("--instance {i}"),
+                    None => "--self".to_string(),
+                };
+                return Err(format!(
+                    "the input holds disks of {} nodes ({}) and no record names its own `instance`: {target} would give all of them one instance. Pass --node ID and plan only that node's disk (appscalefile-lint --plan --node ID), or give each record its `instance`",
+                    nodes.len(),
+                    nodes.into_iter().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        let mut seen: HashMap<(String, String, String), usize> = HashMap::new();
+        for (i, r) in &cloud {
+            let Some(kind) = self.kind_of(r) else {
+                continue;
+            };
+            let Some(disk) = r
+                .extra
+                .get(DISK_ID_KEY)
+                .and_then(|v| v.as_str())
+                .or(r.disk.as_deref())
+            else {
+                continue;
+            };
+            let (family, zone) = match kind {
+                ProviderKind::Gce => (
+                    "gce",
+                    r.zone
+                        .clone()
+                        .or_else(|| self.zone.clone())
+                        .unwrap_or_default(),
+                ),
+                _ => ("ec2", String::new()),
+            };
+            if let Some(first) = seen.insert((family.into(), zone, disk.to_string()), *i) {
+                return Err(format!(
+                    "records {} and {} both name disk {disk}: one disk belongs to one node, once",
+                    first + 1,
+                    i + 1
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The one record `--disk` describes, if given.
     pub fn single(&self) -> Option<Record> {
         self.disk.as_ref().map(|d| Record {
@@ -140,8 +256,9 @@ impl ProviderArgs {
                     size: self.size.unwrap_or(defaults.size),
                     volume_type: self.disk_type.clone().unwrap_or(defaults.volume_type),
                     encrypted: self.encrypted,
-                    deployment: self.deployment.clone(),
+                    deployment: self.default_deployment(),
                     force: self.force,
+                    ebs_force: self.ebs_force,
                     concurrency: self.concurrency,
                     timeout,
                     stuck_after: defaults.stuck_after.min(timeout),
@@ -157,6 +274,8 @@ impl ProviderArgs {
                 metadata_host: self.metadata_endpoint.clone(),
                 size: self.size,
                 disk_type: self.disk_type.clone(),
+                deployment: self.default_deployment(),
+                force: self.force,
                 concurrency: self.concurrency,
                 timeout,
             }),
@@ -164,12 +283,62 @@ impl ProviderArgs {
     }
 
     /// The step running `op` over these options.
-    pub fn step(self, op: Op) -> ProviderStep {
+    pub fn step(self, op: Op) -> CloudStep {
         let default_provider = self.provider;
-        ProviderStep {
-            op,
+        let deployment = self.deployment.clone();
+        CloudStep {
+            deployment,
             default_provider,
-            open: Box::new(move |kind| self.open(kind)),
+            inner: ProviderStep {
+                op,
+                default_provider,
+                open: Box::new(move |kind| self.open(kind)),
+            },
         }
+    }
+}
+
+/// [`ProviderStep`], after naming each cloud record's deployment:
+/// `--deployment`, else the record's own, else [`DEFAULT_DEPLOYMENT`] with
+/// a warning (deployments that share a name share their disks' tags and
+/// client tokens). The name is written into the record, so the next tool
+/// uses the same one.
+pub struct CloudStep {
+    deployment: Option<String>,
+    default_provider: Option<ProviderKind>,
+    inner: ProviderStep,
+}
+
+impl Step for CloudStep {
+    fn run(&mut self, records: &mut [Record], cx: Ctx) -> Vec<(StepResult, Duration)> {
+        let mut unnamed = Vec::new();
+        for r in records.iter_mut() {
+            if !r
+                .provider
+                .or(self.default_provider)
+                .is_some_and(ProviderKind::is_cloud)
+            {
+                continue;
+            }
+            let name = match (
+                &self.deployment,
+                r.extra.get(DEPLOYMENT_KEY).and_then(|v| v.as_str()),
+            ) {
+                (Some(flag), _) => flag.clone(),
+                (None, Some(own)) if !own.is_empty() => continue,
+                (None, _) => {
+                    unnamed.push(r.label());
+                    DEFAULT_DEPLOYMENT.to_string()
+                }
+            };
+            r.extra.insert(DEPLOYMENT_KEY.into(), name.into());
+        }
+        if !unnamed.is_empty() {
+            log::warn(format_args!(
+                "no deployment name for {}: using the shared default `{DEFAULT_DEPLOYMENT}`, which every unnamed deployment shares (tags, labels, client tokens); set `keyname` in the AppScalefile, or pass --deployment",
+                unnamed.join(", ")
+            ));
+        }
+        self.inner.run(records, cx)
     }
 }

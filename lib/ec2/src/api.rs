@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use appscale_persist::log;
 use appscale_persist::step::Failure;
 use appscale_persist::wait::{Backoff, WaitParams};
 use aws_config::BehaviorVersion;
@@ -12,17 +13,13 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::Region;
-use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification, Volume, VolumeType};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::owner::{TAG_DEPLOYMENT, TAG_NODE};
 use crate::{Config, devices, trace};
-
-/// Tag keys put on volumes this toolkit creates.
-pub const TAG_DEPLOYMENT: &str = "appscale-persist:deployment";
-/// The node a created volume is for.
-pub const TAG_NODE: &str = "appscale-persist:node";
 
 /// A connected client.
 pub struct Api {
@@ -65,6 +62,30 @@ where
         ""
     };
     Failure::new(code, format!("{what}: {chain}{hint}"))
+}
+
+/// Error codes of calls that may succeed when tried again later:
+/// throttling, server errors, and no answer at all.
+const TRANSIENT: &[&str] = &[
+    "RequestLimitExceeded",
+    "Throttling",
+    "ThrottlingException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "InternalError",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "Unavailable",
+    "timeout",
+    "unreachable",
+    "api-error",
+];
+
+/// Whether a failed call may succeed when tried again later (after the
+/// SDK's own retries gave up): throttling, 5xx, a dropped connection.
+pub fn is_transient(f: &Failure) -> bool {
+    TRANSIENT.contains(&f.code.as_str())
 }
 
 /// An error and its sources, by their Display texts (never Debug dumps),
@@ -251,17 +272,20 @@ impl Api {
         Ok(m)
     }
 
-    /// Creates a tagged volume and returns its id. The client token is
-    /// derived from deployment, node and name, so a retried call cannot make
-    /// a second volume on real EC2; the tags make it findable on the next run.
+    /// Creates a volume tagged for `deployment` and `node` and returns its
+    /// id. The client token is derived from deployment, node and name, so a
+    /// retried call cannot make a second volume on real EC2, and two
+    /// deployments never share one; the tags make it findable on the next
+    /// run, by this deployment only.
     pub async fn create_volume(
         &self,
         cfg: &Config,
+        deployment: &str,
         name: &str,
         node: &str,
         zone: &str,
     ) -> Result<String, Failure> {
-        let token = client_token(&cfg.deployment, node, name);
+        let token = client_token(deployment, node, name);
         trace(format_args!(
             "CreateVolume Name={name} zone={zone} token={token}"
         ));
@@ -278,7 +302,7 @@ impl Api {
                 TagSpecification::builder()
                     .resource_type(ResourceType::Volume)
                     .tags(tag("Name", name))
-                    .tags(tag(TAG_DEPLOYMENT, &cfg.deployment))
+                    .tags(tag(TAG_DEPLOYMENT, deployment))
                     .tags(tag(TAG_NODE, node))
                     .build(),
             )
@@ -288,6 +312,32 @@ impl Api {
         out.volume_id()
             .map(str::to_string)
             .ok_or_else(|| Failure::new("api-error", "CreateVolume returned no volume id"))
+    }
+
+    /// Tags a volume made by hand for `deployment` (and `node`, when known):
+    /// adopting it, so that no other deployment takes it afterwards.
+    pub async fn adopt(
+        &self,
+        vol: &str,
+        deployment: &str,
+        node: Option<&str>,
+    ) -> Result<(), Failure> {
+        trace(format_args!(
+            "CreateTags {vol} {TAG_DEPLOYMENT}={deployment}"
+        ));
+        let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+        let mut call = self
+            .client
+            .create_tags()
+            .resources(vol)
+            .tags(tag(TAG_DEPLOYMENT, deployment));
+        if let Some(n) = node {
+            call = call.tags(tag(TAG_NODE, n));
+        }
+        call.send()
+            .await
+            .map(drop)
+            .map_err(|e| failure(&format!("CreateTags {vol}"), e))
     }
 
     /// Sends every AttachVolume, at most `concurrency` at once.
@@ -355,7 +405,10 @@ impl Api {
 
     /// Polls the volumes `ids`, one DescribeVolumes per round for all still
     /// pending, until `check` says each is done (`Some(Ok)`) or failed
-    /// (`Some(Err)`), or the deadline passes (absent from the answer).
+    /// (`Some(Err)`), or the deadline passes (absent from the answer, or a
+    /// `timeout` failure naming the last failed poll). A poll that fails
+    /// for a passing reason (throttling, 5xx, no answer: [`is_transient`])
+    /// is tried again with backoff until the deadline; it fails nothing.
     pub async fn wait_volumes(
         &self,
         ids: &[String],
@@ -365,14 +418,23 @@ impl Api {
         let mut done = HashMap::new();
         let mut pending: Vec<String> = ids.to_vec();
         let mut backoff = Backoff::start(params);
+        let mut last_failure: Option<Failure> = None;
         while !pending.is_empty() {
             match self.volumes_by_id(&pending).await {
+                Err(f) if is_transient(&f) => {
+                    log::warn(format_args!(
+                        "{} [{}]; polling again until the deadline",
+                        f.message, f.code
+                    ));
+                    last_failure = Some(f);
+                }
                 Err(f) => {
                     for id in pending.drain(..) {
                         done.insert(id, Err(f.clone()));
                     }
                 }
                 Ok(found) => {
+                    last_failure = None;
                     pending.retain(|id| match found.get(id) {
                         None => {
                             done.insert(
@@ -407,6 +469,20 @@ impl Api {
             match backoff.next_delay() {
                 Some(d) => tokio::time::sleep(d).await,
                 None => break,
+            }
+        }
+        if let Some(f) = last_failure {
+            for id in pending {
+                done.insert(
+                    id.clone(),
+                    Err(Failure::new(
+                        "timeout",
+                        format!(
+                            "{id}: no answer to wait on within {:?}; the last poll failed: {} [{}]",
+                            params.timeout, f.message, f.code
+                        ),
+                    )),
+                );
             }
         }
         done
@@ -457,37 +533,6 @@ pub fn client_token(deployment: &str, node: &str, name: &str) -> String {
     format!("appscale-persist-{h:016x}")
 }
 
-/// This instance's id and zone from IMDSv2.
-pub async fn instance_identity(endpoint: Option<&str>) -> Result<(String, String), Failure> {
-    let mut b = aws_config::imds::Client::builder();
-    if let Some(e) = endpoint {
-        b = b
-            .endpoint(e)
-            .map_err(|e| Failure::new("imds", format!("bad IMDS endpoint: {e}")))?;
-    }
-    let c = b.build();
-    let get = |path: &'static str| {
-        let c = c.clone();
-        async move {
-            c.get(path)
-                .await
-                .map(|s| s.as_ref().trim().to_string())
-                .map_err(|e| {
-                    Failure::new(
-                        "imds",
-                        format!(
-                            "reading {path} from the instance metadata service: {}",
-                            DisplayErrorContext(&e)
-                        ),
-                    )
-                })
-        }
-    };
-    let id = get("/latest/meta-data/instance-id").await?;
-    let zone = get("/latest/meta-data/placement/availability-zone").await?;
-    Ok((id, zone))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,6 +542,11 @@ mod tests {
         let a = client_token("d", "node-1", "data");
         assert_eq!(a, client_token("d", "node-1", "data"));
         assert_ne!(a, client_token("d", "node-2", "data"));
+        assert_ne!(
+            a,
+            client_token("e", "node-1", "data"),
+            "two deployments never share a token"
+        );
         assert!(a.len() <= 64 && a.is_ascii());
     }
 

@@ -8,16 +8,25 @@
 //! after the fact): a volume attached to another instance, a volume in
 //! another zone than its instance, a device name already in use.
 //!
+//! Whose a volume is, the tags say ([`owner`]): a volume tagged for another
+//! deployment or node is never used, one made by hand is adopted (tagged)
+//! only on the rules there. A volume is detached from the node itself
+//! (`--self`) only when nothing uses its device here, and from elsewhere
+//! only with the node's proof that it let go
+//! ([`appscale_persist::provider::release`]), or `--force`.
+//!
 //! Waiting is batched: every poll is one `DescribeVolumes` call for all the
 //! volumes still pending, under one deadline ([`Config::timeout`]). Attach
 //! and detach calls run concurrently, at most [`Config::concurrency`] at a
 //! time. Throttling and 5xx answers are retried by the SDK's standard retry
-//! configuration; any error that remains becomes the record's `error`, with
-//! the AWS error code as its code.
+//! configuration, and a poll that still fails is tried again until the
+//! deadline; any other error becomes the record's `error`, with the AWS
+//! error code as its code.
 #![deny(missing_docs)]
 
 mod api;
 mod devices;
+pub mod owner;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -25,7 +34,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use appscale_persist::log;
-use appscale_persist::provider::discover::{self, ATTACHED_AS_KEY, DISK_ID_KEY, SIZE_KEY};
+use appscale_persist::provider::discover::{
+    self, ADOPTED_KEY, ATTACHED_AS_KEY, DEPLOYMENT_KEY, DISK_ID_KEY, SIZE_KEY,
+};
+use appscale_persist::provider::release::{self, FORCE_RISK, identity};
 use appscale_persist::provider::{DiskStatus, Provider, Size, disk_of};
 use appscale_persist::record::{ProviderKind, Record, State};
 use appscale_persist::step::{Ctx, Failure, Outcome, StepResult};
@@ -33,6 +45,7 @@ use appscale_persist::wait::WaitParams;
 use aws_sdk_ec2::types::{Volume, VolumeAttachmentState};
 
 use api::Api;
+use owner::{Found, Owner};
 
 /// How the provider reaches EC2 and what it creates.
 #[derive(Debug, Clone)]
@@ -49,7 +62,8 @@ pub struct Config {
     /// Instance for records that name none.
     pub instance: Option<String>,
     /// Running on the node itself (`--self`): instance id and zone come from
-    /// IMDSv2, and attach finds the device here.
+    /// IMDS (v2, else v1), attach finds the device here, and detach checks
+    /// that nothing here uses it.
     pub on_node: bool,
     /// IMDS endpoint override (otherwise `AWS_EC2_METADATA_SERVICE_ENDPOINT`
     /// or the link-local default).
@@ -62,10 +76,15 @@ pub struct Config {
     pub volume_type: String,
     /// Encrypt new volumes.
     pub encrypted: bool,
-    /// Deployment name: tags new volumes and keys their client tokens.
+    /// Deployment of records that name none (`deployment`): tags new
+    /// volumes, keys their client tokens, and scopes Name-tag lookups.
     pub deployment: String,
-    /// Detach with `Force` (only when asked: it can lose unflushed writes).
+    /// Detach without the node's proof that it let go of the volume (from
+    /// elsewhere), or without finding its device (`--self`).
     pub force: bool,
+    /// Send DetachVolume with `Force` (only when asked: the instance gets no
+    /// chance to flush).
+    pub ebs_force: bool,
     /// At most this many attach or detach calls at once.
     pub concurrency: usize,
     /// Deadline for waiting on attachments and detachments.
@@ -91,6 +110,7 @@ impl Default for Config {
             encrypted: false,
             deployment: "appscale".into(),
             force: false,
+            ebs_force: false,
             concurrency: 8,
             timeout: Duration::from_secs(300),
             stuck_after: Duration::from_secs(120),
@@ -112,7 +132,15 @@ pub struct Ec2 {
     cfg: Config,
     rt: tokio::runtime::Runtime,
     api: Option<Arc<Api>>,
-    me: Option<(String, String)>,
+    me: Option<identity::Ec2Instance>,
+}
+
+/// A record's place in an attach or detach: the volume and instance.
+struct Job {
+    /// Index of the record.
+    i: usize,
+    vol: String,
+    instance: String,
 }
 
 impl Ec2 {
@@ -142,19 +170,19 @@ impl Ec2 {
         Ok(api)
     }
 
-    /// This node's instance id and zone, from IMDSv2 (`--self`).
-    fn me(&mut self) -> Result<(String, String), Failure> {
+    /// This node's instance id and zone, from IMDS (`--self`).
+    fn me(&mut self) -> Result<identity::Ec2Instance, Failure> {
         if let Some(m) = &self.me {
             return Ok(m.clone());
         }
-        let m = self
-            .rt
-            .block_on(api::instance_identity(self.cfg.imds_endpoint.as_deref()))?;
+        let m = identity::ec2(self.cfg.imds_endpoint.as_deref())
+            .map_err(|e| Failure::new("imds", format!("--self: {e}")))?;
         self.me = Some(m.clone());
         Ok(m)
     }
 
-    /// Fills in each record's instance and zone from flags or IMDS.
+    /// Fills in each record's instance and zone from flags or IMDS. With
+    /// `--self`, a record naming another instance is refused.
     fn fill_instances(&mut self, records: &mut [Record]) -> Vec<Result<(), Failure>> {
         let me = if self.cfg.on_node {
             Some(self.me())
@@ -164,16 +192,24 @@ impl Ec2 {
         records
             .iter_mut()
             .map(|r| {
-                if r.instance.is_none() {
-                    r.instance = match &me {
-                        Some(Ok((id, _))) => Some(id.clone()),
-                        Some(Err(f)) => return Err(f.clone()),
-                        None => self.cfg.instance.clone(),
-                    };
+                match (&me, &r.instance) {
+                    (Some(Err(f)), _) => return Err(f.clone()),
+                    (Some(Ok(m)), Some(i)) if *i != m.id => {
+                        return Err(Failure::new(
+                            "other-instance",
+                            format!(
+                                "the record is for instance {i}, but this is {} (--self): run it there",
+                                m.id
+                            ),
+                        ));
+                    }
+                    (Some(Ok(m)), None) => r.instance = Some(m.id.clone()),
+                    (None, None) => r.instance = self.cfg.instance.clone(),
+                    _ => {}
                 }
                 if r.zone.is_none() {
                     r.zone = match &me {
-                        Some(Ok((_, z))) => Some(z.clone()),
+                        Some(Ok(m)) => Some(m.zone.clone()),
                         _ => self.cfg.zone.clone(),
                     };
                 }
@@ -189,9 +225,20 @@ impl Ec2 {
             .or_else(|| self.cfg.zone.clone())
     }
 
-    /// Finds each record's volume: by id (`vol-...`) or by Name tag.
-    /// Missing volumes are failures `no-such-volume`.
-    async fn resolve(api: &Api, records: &[Record]) -> Vec<Result<Volume, Failure>> {
+    /// The deployment a record belongs to.
+    fn deployment_of(cfg: &Config, r: &Record) -> String {
+        r.extra
+            .get(DEPLOYMENT_KEY)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&cfg.deployment)
+            .to_string()
+    }
+
+    /// Finds each record's volume, by id (`vol-...`) or by Name tag, and
+    /// whose it is ([`owner`]); two records that turn out to name one
+    /// volume both fail. Missing volumes are failures `no-such-volume`.
+    async fn resolve(api: &Api, cfg: &Config, records: &[Record]) -> Vec<Result<Found, Failure>> {
         let mut ids = Vec::new();
         let mut names = Vec::new();
         for r in records {
@@ -203,29 +250,66 @@ impl Ec2 {
         }
         let by_id = api.volumes_by_id(&ids).await;
         let by_name = api.volumes_by_name(&names).await;
-        records
+        let mut out: Vec<Result<Found, Failure>> = records
             .iter()
-            .map(|r| match volume_key(r)? {
-                Key::Id(id) => match &by_id {
-                    Err(f) => Err(f.clone()),
-                    Ok(m) => m.get(&id).cloned().ok_or_else(|| no_such_volume(&id)),
-                },
-                Key::Name(n) => match &by_name {
-                    Err(f) => Err(f.clone()),
-                    Ok(m) => match m.get(&n).map(Vec::as_slice) {
-                        None | Some([]) => Err(Failure::new("no-such-volume", format!("no volume is tagged Name={n}: run disk-create first"))),
-                        Some([v]) => Ok(v.clone()),
-                        Some(many) => Err(Failure::new(
-                            "ambiguous-volume",
-                            format!(
-                                "several volumes are tagged Name={n} ({}): name the one to use by its id",
-                                many.iter().filter_map(|v| v.volume_id()).collect::<Vec<_>>().join(", ")
-                            ),
-                        )),
+            .map(|r| {
+                let deployment = Ec2::deployment_of(cfg, r);
+                let node = r.node.as_deref();
+                match volume_key(r)? {
+                    Key::Id(id) => match &by_id {
+                        Err(f) => Err(f.clone()),
+                        Ok(m) => match m.get(&id) {
+                            None => Err(no_such_volume(&id)),
+                            Some(v) => owner::by_id(v.clone(), &deployment, node).map(|mut f| {
+                                // An id a tool found by the record's Name
+                                // tag: the operator chose the name, not
+                                // this volume.
+                                if f.owner == Owner::HandMadeById
+                                    && !r.disk.as_deref().is_some_and(|d| d.starts_with("vol-"))
+                                {
+                                    f.owner = Owner::HandMadeByName;
+                                }
+                                f
+                            }),
+                        },
                     },
-                },
+                    Key::Name(n) => match &by_name {
+                        Err(f) => Err(f.clone()),
+                        Ok(m) => owner::by_name(
+                            &n,
+                            m.get(&n).map(Vec::as_slice).unwrap_or_default(),
+                            &deployment,
+                            node,
+                        ),
+                    },
+                }
             })
-            .collect()
+            .collect();
+        // One volume, one record.
+        let mut seen: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, f) in out.iter().enumerate() {
+            if let Ok(f) = f {
+                seen.entry(f.vol.volume_id().unwrap_or_default().to_string())
+                    .or_default()
+                    .push(i);
+            }
+        }
+        for (vol, idx) in seen.into_iter().filter(|(_, idx)| idx.len() > 1) {
+            let which: Vec<String> = idx
+                .iter()
+                .map(|&i| records[i].disk.clone().unwrap_or_default())
+                .collect();
+            for i in idx {
+                out[i] = Err(Failure::new(
+                    "duplicate-volume",
+                    format!(
+                        "records {} all name volume {vol}: one volume belongs to one record; nothing was done to it",
+                        which.join(", ")
+                    ),
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -282,6 +366,40 @@ fn live_attachments(v: &Volume) -> Vec<&aws_sdk_ec2::types::VolumeAttachment> {
         .collect()
 }
 
+/// Adopts the hand-made volumes of `adopt` (record index, volume): tags
+/// each for its record's deployment and node and marks the record; a
+/// failure fails its record.
+async fn adopt_all(
+    api: &Api,
+    cfg: &Config,
+    records: &mut [Record],
+    adopt: &[(usize, String)],
+    out: &mut [StepResult],
+) {
+    for (i, vol) in adopt {
+        let r = &mut records[*i];
+        if out[*i].is_err() {
+            continue;
+        }
+        let deployment = Ec2::deployment_of(cfg, r);
+        match api.adopt(vol, &deployment, r.node.as_deref()).await {
+            Ok(()) => {
+                r.extra.insert(ADOPTED_KEY.into(), true.into());
+                log::info(format_args!(
+                    "{}: adopted {vol}, made by hand: tagged for deployment {deployment}",
+                    r.label()
+                ));
+            }
+            Err(f) => out[*i] = Err(f),
+        }
+    }
+}
+
+/// The time left of `timeout` since `started`.
+fn left(timeout: Duration, started: Instant) -> Duration {
+    timeout.saturating_sub(started.elapsed())
+}
+
 impl Provider for Ec2 {
     fn kind(&self) -> ProviderKind {
         self.cfg.kind
@@ -295,29 +413,55 @@ impl Provider for Ec2 {
         };
         let cfg = self.cfg.clone();
         self.rt.block_on(async {
-            let found = Ec2::resolve(&api, records).await;
+            let found = Ec2::resolve(&api, &cfg, records).await;
             // Zones of the instances, for records with no zone of their own.
             let instances: Vec<String> = records.iter().filter(|r| r.zone.is_none()).filter_map(|r| r.instance.clone()).collect();
-            let inst = api.instances(&instances).await.unwrap_or_default();
+            let inst = api.instances(&instances).await;
             let mut out = Vec::new();
             let mut created: Vec<(usize, String)> = Vec::new();
+            let mut adopt: Vec<(usize, String)> = Vec::new();
             for (i, (r, (fill, found))) in records.iter_mut().zip(fills.into_iter().zip(found)).enumerate() {
                 if let Err(f) = fill {
                     out.push(Err(f));
                     continue;
                 }
-                if r.zone.is_none() {
-                    r.zone = r.instance.as_ref().and_then(|id| inst.get(id)).map(|i| i.zone.clone());
+                if r.zone.is_none() && let Some(id) = &r.instance {
+                    match &inst {
+                        Ok(m) => r.zone = m.get(id).map(|i| i.zone.clone()),
+                        // The instance's zone is unknown because the API
+                        // said no: say that, not "no zone".
+                        Err(f) => {
+                            out.push(Err(f.clone()));
+                            continue;
+                        }
+                    }
                 }
                 match found {
-                    Ok(v) => {
+                    Ok(f) => {
+                        let v = &f.vol;
+                        let vol = v.volume_id().unwrap_or("?").to_string();
                         if let (Some(want), Some(have)) = (r.zone.as_deref(), v.availability_zone())
                             && want != have {
-                                out.push(Err(zone_mismatch(v.volume_id().unwrap_or("?"), have, want)));
+                                out.push(Err(zone_mismatch(&vol, have, want)));
                                 continue;
                             }
-                        note_volume(r, &v);
-                        out.push(Ok(Outcome::unchanged(State::Created, format!("volume {} exists in {}", v.volume_id().unwrap_or("?"), v.availability_zone().unwrap_or("?")))));
+                        if let Err(e) = owner::check_adoptable(&f, r.zone.as_deref()) {
+                            out.push(Err(e));
+                            continue;
+                        }
+                        note_volume(r, v);
+                        let zone = v.availability_zone().unwrap_or("?");
+                        if f.owner.hand_made() {
+                            let deployment = Ec2::deployment_of(&cfg, r);
+                            if cx.check {
+                                r.extra.insert(ADOPTED_KEY.into(), true.into());
+                            } else {
+                                adopt.push((i, vol.clone()));
+                            }
+                            out.push(Ok(Outcome::changed(State::Created, format!("{} {vol} in {zone}, made by hand, for deployment {deployment}", if cx.check { "would adopt" } else { "adopted" }))));
+                        } else {
+                            out.push(Ok(Outcome::unchanged(State::Created, format!("volume {vol} exists in {zone}"))));
+                        }
                     }
                     Err(f) if f.code == "no-such-volume" && matches!(volume_key(r), Ok(Key::Name(_))) => {
                         let Some(zone) = r.zone.clone() else {
@@ -329,7 +473,8 @@ impl Provider for Ec2 {
                             out.push(Ok(Outcome::changed(State::Created, format!("would create a {} {} volume Name={name} in {zone}", cfg.size, cfg.volume_type))));
                             continue;
                         }
-                        match api.create_volume(&cfg, &name, r.node.as_deref().unwrap_or(""), &zone).await {
+                        let deployment = Ec2::deployment_of(&cfg, r);
+                        match api.create_volume(&cfg, &deployment, &name, r.node.as_deref().unwrap_or(""), &zone).await {
                             Ok(id) => {
                                 r.extra.insert(DISK_ID_KEY.into(), id.clone().into());
                                 created.push((i, id));
@@ -341,6 +486,7 @@ impl Provider for Ec2 {
                     Err(f) => out.push(Err(f)),
                 }
             }
+            adopt_all(&api, &cfg, records, &adopt, &mut out).await;
             // Wait, batched, for new volumes to become available.
             if !created.is_empty() {
                 let ids: Vec<String> = created.iter().map(|(_, id)| id.clone()).collect();
@@ -372,11 +518,12 @@ impl Provider for Ec2 {
             Ok(a) => a,
             Err(f) => return records.iter().map(|_| Err(f.clone())).collect(),
         };
+        let cfg = self.cfg.clone();
         self.rt
-            .block_on(Ec2::resolve(&api, records))
+            .block_on(Ec2::resolve(&api, &cfg, records))
             .into_iter()
-            .map(|v| {
-                let v = v?;
+            .map(|f| {
+                let v = f?.vol;
                 Ok(DiskStatus {
                     id: v.volume_id().unwrap_or_default().to_string(),
                     zone: v.availability_zone().map(str::to_string),
@@ -391,6 +538,7 @@ impl Provider for Ec2 {
     }
 
     fn attach(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
+        let started = Instant::now();
         let fills = self.fill_instances(records);
         let api = match self.api(self.zone_hint(records).as_deref()) {
             Ok(a) => a,
@@ -398,7 +546,7 @@ impl Provider for Ec2 {
         };
         let cfg = self.cfg.clone();
         let mut out: Vec<StepResult> = self.rt.block_on(async {
-            let found = Ec2::resolve(&api, records).await;
+            let found = Ec2::resolve(&api, &cfg, records).await;
             let instances: Vec<String> = records.iter().filter_map(|r| r.instance.clone()).collect();
             let inst = match api.instances(&instances).await {
                 Ok(m) => m,
@@ -408,17 +556,25 @@ impl Provider for Ec2 {
             let mut in_use: HashMap<String, HashSet<String>> =
                 inst.iter().map(|(id, i)| (id.clone(), i.devices.clone())).collect();
             let mut out: Vec<StepResult> = Vec::new();
-            let mut calls: Vec<(usize, String, String, String)> = Vec::new();
+            // To attach now (device name given), to wait for (attaching
+            // already), or to attach once a detach in progress is over.
+            let mut calls: Vec<(Job, String)> = Vec::new();
+            let mut after_detach: Vec<(Job, String)> = Vec::new();
+            let mut adopt: Vec<(usize, String)> = Vec::new();
             for (i, (r, (fill, found))) in records.iter_mut().zip(fills.into_iter().zip(found)).enumerate() {
                 let res = (|| {
                     fill?;
-                    let v = match found {
+                    let f = match found {
                         Err(f) if f.code == "no-such-volume" && cx.check && r.is_check() => {
                             return Ok(Some(Outcome::changed(State::Attached, "would attach the volume once it is created")));
                         }
                         other => other?,
                     };
-                    note_volume(r, &v);
+                    // Attached again, the disk is in use again: an earlier
+                    // proof that the node let go of it no longer holds.
+                    release::forget(r);
+                    let v = &f.vol;
+                    note_volume(r, v);
                     let vol = v.volume_id().unwrap_or_default().to_string();
                     let Some(instance) = r.instance.clone() else {
                         return Err(Failure::new("no-instance", "no instance to attach to: give the record an `instance`, or pass --instance or --self"));
@@ -426,13 +582,18 @@ impl Provider for Ec2 {
                     let Some(info) = inst.get(&instance) else {
                         return Err(Failure::new("no-such-instance", format!("no such instance: {instance}")));
                     };
-                    if let Some(a) = attachment_to(&v, &instance)
+                    owner::check_adoptable(&f, Some(&info.zone))?;
+                    let here = attachment_to(v, &instance);
+                    if let Some(a) = here
                         && matches!(a.state(), Some(VolumeAttachmentState::Attached)) {
                             let dev = a.device().unwrap_or_default().to_string();
                             r.extra.insert(ATTACHED_AS_KEY.into(), dev.clone().into());
+                            if f.owner.hand_made() && !cx.check {
+                                adopt.push((i, vol.clone()));
+                            }
                             return Ok(Some(Outcome::unchanged(State::Attached, format!("{vol} is attached to {instance} as {dev}"))));
                         }
-                    if let Some(a) = live_attachments(&v).into_iter().find(|a| a.instance_id() != Some(instance.as_str())) {
+                    if let Some(a) = live_attachments(v).into_iter().find(|a| a.instance_id() != Some(instance.as_str())) {
                         return Err(Failure::new(
                             "attached-elsewhere",
                             format!("{vol} is attached to {} as {}: detach it there first", a.instance_id().unwrap_or("?"), a.device().unwrap_or("?")),
@@ -442,10 +603,12 @@ impl Provider for Ec2 {
                     if vz != info.zone {
                         return Err(zone_mismatch(&vol, vz, &format!("{} (the zone of {instance})", info.zone)));
                     }
-                    if let Some(a) = attachment_to(&v, &instance) {
+                    let job = Job { i, vol: vol.clone(), instance: instance.clone() };
+                    let detaching = here.is_some_and(|a| matches!(a.state(), Some(VolumeAttachmentState::Detaching)));
+                    if let Some(a) = here && !detaching {
                         // Attaching already (an interrupted earlier run): just wait.
                         r.extra.insert(ATTACHED_AS_KEY.into(), a.device().unwrap_or_default().into());
-                        calls.push((i, vol.clone(), instance.clone(), String::new()));
+                        calls.push((job, String::new()));
                         return Ok(None);
                     }
                     let used = in_use.entry(instance.clone()).or_default();
@@ -453,11 +616,24 @@ impl Provider for Ec2 {
                         return Err(Failure::new("no-device-name", format!("{instance} has no free device name from /dev/sdf to /dev/sdz")));
                     };
                     used.insert(devices::normalize(&dev));
+                    if f.owner.hand_made() {
+                        if cx.check {
+                            r.extra.insert(ADOPTED_KEY.into(), true.into());
+                        } else {
+                            adopt.push((i, vol.clone()));
+                        }
+                    }
                     if cx.check {
-                        return Ok(Some(Outcome::changed(State::Attached, format!("would attach {vol} to {instance} as {dev}"))));
+                        let after = if detaching { " once its detach from there is over" } else { "" };
+                        return Ok(Some(Outcome::changed(State::Attached, format!("would attach {vol} to {instance} as {dev}{after}"))));
                     }
                     r.extra.insert(ATTACHED_AS_KEY.into(), dev.clone().into());
-                    calls.push((i, vol, instance, dev));
+                    if detaching {
+                        log::info(format_args!("{}: {vol} is still detaching from {instance}: waiting for that to finish", r.label()));
+                        after_detach.push((job, dev));
+                    } else {
+                        calls.push((job, dev));
+                    }
                     Ok(None)
                 })();
                 out.push(match res {
@@ -466,37 +642,61 @@ impl Provider for Ec2 {
                     Err(f) => Err(f),
                 });
             }
-            // Attach concurrently, then wait for all in one poll loop.
-            let requests: Vec<(String, String, String)> = calls.iter().filter(|c| !c.3.is_empty()).map(|(_, v, i, d)| (v.clone(), i.clone(), d.clone())).collect();
-            let sent = api.attach_all(requests, cfg.concurrency).await;
-            let mut waiting: Vec<(usize, String, String)> = Vec::new();
-            for (i, vol, instance, dev) in calls {
-                match (dev.is_empty(), sent.get(&vol)) {
-                    (false, Some(Err(f))) => out[i] = Err(f.clone()),
-                    _ => waiting.push((i, vol, instance)),
+            adopt_all(&api, &cfg, records, &adopt, &mut out).await;
+            // A detach in progress is waited out, then the volume attached.
+            if !after_detach.is_empty() {
+                let ids: Vec<String> = after_detach.iter().map(|(j, _)| j.vol.clone()).collect();
+                let targets: HashMap<String, String> = after_detach.iter().map(|(j, _)| (j.vol.clone(), j.instance.clone())).collect();
+                let gone = api.wait_volumes(&ids, poll_params(left(cfg.timeout, started)), |v| {
+                    let instance = targets.get(v.volume_id().unwrap_or_default())?;
+                    let live = live_attachments(v);
+                    if live.is_empty() {
+                        return Some(Ok(()));
+                    }
+                    live.iter()
+                        .find(|a| a.instance_id() != Some(instance.as_str()) || !matches!(a.state(), Some(VolumeAttachmentState::Detaching)))
+                        .map(|a| Err(format!("while it was detaching, it became {} on {}", a.state().map(|s| s.as_str()).unwrap_or("?"), a.instance_id().unwrap_or("?"))))
+                }).await;
+                for (job, dev) in after_detach {
+                    match gone.get(&job.vol) {
+                        Some(Ok(_)) => calls.push((job, dev)),
+                        Some(Err(f)) => out[job.i] = Err(f.clone()),
+                        None => out[job.i] = Err(Failure::new("timeout", format!("{} was still detaching from {} after {:?}", job.vol, job.instance, cfg.timeout))),
+                    }
                 }
             }
-            let started = Instant::now();
-            let ids: Vec<String> = waiting.iter().map(|(_, v, _)| v.clone()).collect();
-            let targets: HashMap<String, String> = waiting.iter().map(|(_, v, i)| (v.clone(), i.clone())).collect();
+            let calls: Vec<(Job, String)> = calls.into_iter().filter(|(j, _)| out[j.i].is_ok()).collect();
+            // Attach concurrently, then wait for all in one poll loop.
+            let requests: Vec<(String, String, String)> = calls.iter().filter(|c| !c.1.is_empty()).map(|(j, d)| (j.vol.clone(), j.instance.clone(), d.clone())).collect();
+            let sent = api.attach_all(requests, cfg.concurrency).await;
+            let mut waiting: Vec<Job> = Vec::new();
+            for (job, dev) in calls {
+                match (dev.is_empty(), sent.get(&job.vol)) {
+                    (false, Some(Err(f))) => out[job.i] = Err(f.clone()),
+                    _ => waiting.push(job),
+                }
+            }
+            let ids: Vec<String> = waiting.iter().map(|j| j.vol.clone()).collect();
+            let targets: HashMap<String, String> = waiting.iter().map(|j| (j.vol.clone(), j.instance.clone())).collect();
             let stuck_after = cfg.stuck_after;
-            let done = api.wait_volumes(&ids, poll_params(cfg.timeout), |v| {
+            let done = api.wait_volumes(&ids, poll_params(left(cfg.timeout, started)), |v| {
                 let instance = targets.get(v.volume_id().unwrap_or_default())?;
                 match attachment_to(v, instance).and_then(|a| a.state()) {
                     Some(VolumeAttachmentState::Attached) => Some(Ok(())),
                     Some(VolumeAttachmentState::Attaching | VolumeAttachmentState::Busy) => {
-                        (started.elapsed() > stuck_after).then(|| Err(format!("still attaching after {stuck_after:?}")))
+                        (started.elapsed() >= stuck_after).then(|| Err(format!("still attaching after {stuck_after:?}")))
                     }
                     None | Some(_) => Some(Err("the attachment went away (the instance refused the volume)".to_string())),
                 }
             }).await;
-            for (i, vol, instance) in waiting {
+            for Job { i, vol, instance } in waiting {
                 let r = &mut records[i];
                 let dev = r.extra.get(ATTACHED_AS_KEY).and_then(|d| d.as_str()).unwrap_or("?").to_string();
+                let adopted = if r.extra.contains_key(ADOPTED_KEY) { " (adopted)" } else { "" };
                 out[i] = match done.get(&vol) {
                     Some(Ok(v)) => {
                         note_volume(r, v);
-                        Ok(Outcome::changed(State::Attached, format!("attached {vol} to {instance} as {dev}")))
+                        Ok(Outcome::changed(State::Attached, format!("attached {vol}{adopted} to {instance} as {dev}")))
                     }
                     Some(Err(f)) if f.message.contains("still attaching") => {
                         // Give the volume back rather than leave it half-attached.
@@ -538,8 +738,9 @@ impl Provider for Ec2 {
         let cfg = self.cfg.clone();
         let on_node = self.cfg.on_node;
         self.rt.block_on(async {
-            let found = Ec2::resolve(&api, records).await;
+            let found = Ec2::resolve(&api, &cfg, records).await;
             let mut out: Vec<StepResult> = Vec::new();
+            // To detach (instance given), or to wait for (detaching already).
             let mut calls: Vec<(usize, String, String)> = Vec::new();
             for (i, (r, (fill, found))) in records
                 .iter_mut()
@@ -548,10 +749,11 @@ impl Provider for Ec2 {
             {
                 let res = (|| {
                     fill?;
-                    let v = found?;
-                    note_volume(r, &v);
+                    let f = found?;
+                    let v = &f.vol;
+                    note_volume(r, v);
                     let vol = v.volume_id().unwrap_or_default().to_string();
-                    let live = live_attachments(&v);
+                    let live = live_attachments(v);
                     let Some(a) = live.first() else {
                         return Ok(Some(Outcome::unchanged(
                             State::Detached,
@@ -569,22 +771,42 @@ impl Provider for Ec2 {
                             ),
                         ));
                     }
-                    // Never detach a disk mounted here.
-                    if on_node || r.device.is_some() {
-                        r.extra.insert(
-                            ATTACHED_AS_KEY.into(),
-                            a.device().unwrap_or_default().into(),
-                        );
-                        discover::refuse_if_mounted_here(r)?;
+                    if f.owner == Owner::HandMadeByName {
+                        owner::check_adoptable(&f, None)?;
                     }
+                    r.extra.insert(
+                        ATTACHED_AS_KEY.into(),
+                        a.device().unwrap_or_default().into(),
+                    );
                     if matches!(a.state(), Some(VolumeAttachmentState::Detaching)) {
+                        // Someone asked already: only wait.
                         calls.push((i, vol, String::new()));
                         return Ok(None);
+                    }
+                    // Never detach under a live filesystem: on the node,
+                    // look; from elsewhere, the node must have said so.
+                    let mut forced = "";
+                    if on_node {
+                        release::check_here(r, cfg.force)?;
+                    } else {
+                        if r.device.is_some() {
+                            discover::refuse_if_mounted_here(r)?;
+                        }
+                        if let Err(e) = release::require(r, &vol, &attached_to, a.device()) {
+                            if !cfg.force {
+                                return Err(e);
+                            }
+                            log::warn(format_args!(
+                                "{}: detaching {vol} from {attached_to} without proof that the node let go of it (--force): {FORCE_RISK}",
+                                r.label()
+                            ));
+                            forced = " (forced: no proof that the node let go of it)";
+                        }
                     }
                     if cx.check {
                         return Ok(Some(Outcome::changed(
                             State::Detached,
-                            format!("would detach {vol} from {attached_to}"),
+                            format!("would detach {vol} from {attached_to}{forced}"),
                         )));
                     }
                     calls.push((i, vol, attached_to));
@@ -601,7 +823,7 @@ impl Provider for Ec2 {
                 .filter(|c| !c.2.is_empty())
                 .map(|(_, v, i)| (v.clone(), i.clone()))
                 .collect();
-            let sent = api.detach_all(requests, cfg.force, cfg.concurrency).await;
+            let sent = api.detach_all(requests, cfg.ebs_force, cfg.concurrency).await;
             let mut waiting = Vec::new();
             for (i, vol, instance) in calls {
                 match (instance.is_empty(), sent.get(&vol)) {

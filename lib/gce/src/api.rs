@@ -1,6 +1,14 @@
 //! The Compute Engine calls this provider makes: every call bounded by a
 //! timeout, every error mapped to a record failure.
+//!
+//! Retries ([`SafeRetry`]): a call is tried again on throttling (429), a
+//! server error (5xx) or a dropped connection only when that is safe: reads,
+//! and mutating calls marked idempotent, which all carry a `requestId` (a
+//! repeated request with the same id is the same request to Compute
+//! Engine). Waiting on an operation survives failed polls until its
+//! deadline ([`Api::wait`]).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -8,9 +16,12 @@ use appscale_persist::log;
 use appscale_persist::step::Failure;
 use appscale_persist::wait::{Backoff, WaitParams};
 use google_cloud_compute_v1::client::{Disks, Instances, ZoneOperations};
+use google_cloud_compute_v1::model::ZoneSetLabelsRequest;
 use google_cloud_compute_v1::model::{AttachedDisk, Disk, Operation, attached_disk, operation};
 use google_cloud_gax::options::RequestOptions;
-use google_cloud_gax::retry_policy::{Aip194Strict, RetryPolicyExt};
+use google_cloud_gax::retry_policy::{Aip194Strict, RetryPolicy, RetryPolicyExt};
+use google_cloud_gax::retry_result::RetryResult;
+use google_cloud_gax::retry_state::RetryState;
 
 /// No single API call may take longer than this. Without credentials the
 /// client waits for ever before sending anything; this turns that into an
@@ -18,7 +29,7 @@ use google_cloud_gax::retry_policy::{Aip194Strict, RetryPolicyExt};
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A project and zone.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Where {
     /// Project id.
     pub project: String,
@@ -39,6 +50,8 @@ pub struct DiskInfo {
     pub zone: String,
     /// Names of the instances using it.
     pub users: Vec<String>,
+    /// Its labels.
+    pub labels: HashMap<String, String>,
 }
 
 impl DiskInfo {
@@ -104,6 +117,33 @@ fn is_not_found(e: &google_cloud_gax::error::Error) -> bool {
     e.http_status_code() == Some(404)
 }
 
+/// Whether a failed call may succeed when tried again: throttled (429), a
+/// server error (5xx), or no answer.
+fn is_transient(e: &google_cloud_gax::error::Error) -> bool {
+    e.http_status_code()
+        .is_some_and(|c| c == 429 || (500..600).contains(&c))
+        || e.is_io()
+        || e.is_timeout()
+        || e.is_connect()
+        || e.is_transport()
+}
+
+/// The retry policy of every call: [`Aip194Strict`] (UNAVAILABLE, and
+/// transport errors of idempotent calls), plus 429 and every 5xx for
+/// idempotent calls only: reads, and mutating calls carrying a `requestId`.
+/// A mutating call without one is never sent twice.
+#[derive(Debug, Clone)]
+pub struct SafeRetry;
+
+impl RetryPolicy for SafeRetry {
+    fn on_error(&self, state: &RetryState, error: google_cloud_gax::error::Error) -> RetryResult {
+        if state.idempotent && is_transient(&error) {
+            return RetryResult::Continue(error);
+        }
+        Aip194Strict.on_error(state, error)
+    }
+}
+
 /// Awaits one call under [`CALL_TIMEOUT`].
 async fn bounded<T>(
     what: &str,
@@ -152,7 +192,7 @@ impl Api {
     /// Builds the three clients with Application Default Credentials.
     pub async fn connect(endpoint: Option<&str>) -> Result<Api, Failure> {
         let retry = || {
-            Aip194Strict
+            SafeRetry
                 .with_attempt_limit(5)
                 .with_time_limit(Duration::from_secs(60))
         };
@@ -237,18 +277,20 @@ impl Api {
         }
     }
 
-    /// Starts creating a disk.
+    /// Starts creating a disk with `labels`.
     pub async fn insert_disk(
         &self,
         at: &Where,
         name: &str,
         size_gb: i64,
         disk_type: &str,
+        labels: Vec<(String, String)>,
     ) -> Result<Operation, Failure> {
         let what = format!("disks.insert {name} in {}", at.zone);
         let body = Disk::new()
             .set_name(name)
             .set_size_gb(size_gb)
+            .set_labels(labels)
             .set_type(format!(
                 "projects/{}/zones/{}/diskTypes/{disk_type}",
                 at.project, at.zone
@@ -263,6 +305,48 @@ impl Api {
             .with_options(idempotent())
             .send();
         bounded(&what, call).await?.map_err(|e| failure(&what, e))
+    }
+
+    /// Adds `labels` to the disk `name` (keeping its others): adopting a disk
+    /// made by hand. Waits for the operation, at most `timeout`.
+    pub async fn adopt(
+        &self,
+        at: &Where,
+        name: &str,
+        labels: Vec<(String, String)>,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        let what = format!("disks.get {name} in {}", at.zone);
+        let d = bounded(
+            &what,
+            self.disks
+                .get()
+                .set_project(&at.project)
+                .set_zone(&at.zone)
+                .set_disk(name)
+                .send(),
+        )
+        .await?
+        .map_err(|e| failure(&what, e))?;
+        let mut all = d.labels.clone();
+        all.extend(labels);
+        let what = format!("disks.setLabels {name} in {}", at.zone);
+        let call = self
+            .disks
+            .set_labels()
+            .set_project(&at.project)
+            .set_zone(&at.zone)
+            .set_resource(name)
+            .set_request_id(request_id())
+            .set_body(
+                ZoneSetLabelsRequest::new()
+                    .set_labels(all)
+                    .set_or_clear_label_fingerprint(d.label_fingerprint.clone()),
+            )
+            .with_options(idempotent())
+            .send();
+        let op = bounded(&what, call).await?.map_err(|e| failure(&what, e))?;
+        self.wait(at, op, timeout).await
     }
 
     /// Starts attaching `disk` to `instance` read-write, as device `disk`.
@@ -316,7 +400,9 @@ impl Api {
     }
 
     /// Waits for `op` to finish, at most `timeout`; an operation that ends
-    /// with an error is a failure with the operation's error code.
+    /// with an error is a failure with the operation's error code. A poll
+    /// that fails for a passing reason (429, 5xx, no answer) is tried again
+    /// with backoff until the deadline; the operation goes on meanwhile.
     pub async fn wait(
         &self,
         at: &Where,
@@ -325,6 +411,7 @@ impl Api {
     ) -> Result<(), Failure> {
         let name = op.name.clone().unwrap_or_default();
         let started = Instant::now();
+        let mut last_failure: Option<Failure> = None;
         let mut backoff = Backoff::start(WaitParams {
             initial: Duration::from_millis(200),
             max: Duration::from_secs(5),
@@ -362,7 +449,20 @@ impl Api {
                 .send();
             let remaining = backoff.remaining();
             op = match tokio::time::timeout(remaining.min(CALL_TIMEOUT), call).await {
-                Ok(r) => r.map_err(|e| failure(&what, e))?,
+                Ok(Ok(o)) => {
+                    last_failure = None;
+                    o
+                }
+                Ok(Err(e)) if is_transient(&e) => {
+                    let f = failure(&what, e);
+                    log::warn(format_args!(
+                        "{} [{}]; polling again until the deadline",
+                        f.message, f.code
+                    ));
+                    last_failure = Some(f);
+                    op
+                }
+                Ok(Err(e)) => return Err(failure(&what, e)),
                 Err(_) => op,
             };
             if op.status == Some(operation::Status::Done) {
@@ -371,10 +471,13 @@ impl Api {
             match backoff.next_delay() {
                 Some(d) => tokio::time::sleep(d).await,
                 None => {
+                    let last = last_failure
+                        .map(|f| format!("; the last poll failed: {} [{}]", f.message, f.code))
+                        .unwrap_or_default();
                     return Err(Failure::new(
                         "timeout",
                         format!(
-                            "operation {name} did not finish within {:?} (waited {:?})",
+                            "operation {name} did not finish within {:?} (waited {:?}){last}",
                             timeout,
                             started.elapsed()
                         ),
@@ -406,6 +509,7 @@ fn info(d: Disk, name: &str, at: &Where) -> DiskInfo {
             .iter()
             .map(|u| last_segment(u).to_string())
             .collect(),
+        labels: d.labels.clone(),
     }
 }
 
@@ -420,6 +524,33 @@ mod tests {
         let parts: Vec<usize> = a.split('-').map(str::len).collect();
         assert_eq!(parts, [8, 4, 4, 4, 12], "{a}");
         assert!(a.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn only_idempotent_calls_are_retried_on_throttling_and_server_errors() {
+        use google_cloud_gax::error::Error;
+        use google_cloud_gax::error::rpc::{Code, Status};
+        let http = |code: u16, status: Code| {
+            Error::service_with_http_metadata(Status::default().set_code(status), Some(code), None)
+        };
+        let retried = |idempotent: bool, e: Error| {
+            matches!(
+                SafeRetry.on_error(&RetryState::new(idempotent), e),
+                RetryResult::Continue(_)
+            )
+        };
+        for (code, status) in [
+            (429, Code::ResourceExhausted),
+            (500, Code::Internal),
+            (503, Code::Unavailable),
+        ] {
+            assert!(
+                retried(true, http(code, status)),
+                "{code}, with a request id"
+            );
+            assert!(!retried(false, http(code, status)), "{code}, without one");
+        }
+        assert!(!retried(true, http(403, Code::PermissionDenied)));
     }
 
     #[test]

@@ -13,16 +13,26 @@
 //! Disks are attached with `deviceName` = the disk's name, so on the node the
 //! disk is `/dev/disk/by-id/google-<name>`, found and checked by
 //! [`appscale_persist::provider::discover`].
+//!
+//! Whose a disk is, its labels say ([`owner`]). A disk is detached from the
+//! node itself (`--self`) only when nothing uses its device there, and from
+//! elsewhere only with the node's proof that it let go
+//! ([`appscale_persist::provider::release`]), or `--force`.
 #![deny(missing_docs)]
 
 mod api;
-mod metadata;
+pub mod owner;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use appscale_persist::provider::discover::{self, ATTACHED_AS_KEY, SIZE_KEY};
+use appscale_persist::log;
+use appscale_persist::provider::discover::{
+    self, ADOPTED_KEY, ATTACHED_AS_KEY, DEPLOYMENT_KEY, SIZE_KEY,
+};
+use appscale_persist::provider::release::{self, FORCE_RISK, identity};
 use appscale_persist::provider::{DiskStatus, Provider, Size, disk_of};
 use appscale_persist::record::{ProviderKind, Record, State};
 use appscale_persist::step::{Ctx, Failure, Outcome, StepResult};
@@ -30,6 +40,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use api::{Api, Where};
+use owner::Owner;
 
 /// How the provider reaches Compute Engine and what it creates.
 #[derive(Debug, Clone)]
@@ -44,10 +55,12 @@ pub struct Config {
     /// Instance for records that name none.
     pub instance: Option<String>,
     /// Running on the node (`--self`): instance, zone and project from the
-    /// metadata server; attach finds the device here.
+    /// metadata server; attach finds the device here, and detach checks that
+    /// nothing here uses it.
     pub on_node: bool,
-    /// Metadata server (`host:port`) override; otherwise `GCE_METADATA_HOST`
-    /// or `metadata.google.internal`.
+    /// Metadata server (`host:port`) override; otherwise
+    /// `APPSCALE_PERSIST_METADATA_ENDPOINT`, `GCE_METADATA_HOST` or
+    /// `metadata.google.internal`.
     pub metadata_host: Option<String>,
     /// Size of new disks; when given, an existing disk of another size is an
     /// error [default for new disks: 10G].
@@ -55,6 +68,12 @@ pub struct Config {
     /// Type of new disks; when given, an existing disk of another type is an
     /// error [default for new disks: pd-balanced].
     pub disk_type: Option<String>,
+    /// Deployment of records that name none (`deployment`): labels new
+    /// disks, and scopes which found disks may be used.
+    pub deployment: String,
+    /// Detach without the node's proof that it let go of the disk (from
+    /// elsewhere), or without finding its device (`--self`).
+    pub force: bool,
     /// At most this many calls at once.
     pub concurrency: usize,
     /// Deadline for each operation.
@@ -81,7 +100,7 @@ struct Gce {
     cfg: Config,
     rt: tokio::runtime::Runtime,
     api: Option<Arc<Api>>,
-    me: Option<metadata::Me>,
+    me: Option<identity::GceInstance>,
 }
 
 /// Everything a record's disk is known by.
@@ -90,8 +109,14 @@ struct Target {
     at: Where,
     disk: String,
     instance: Option<String>,
+    /// The record's deployment and node, whose disk it must be.
+    deployment: String,
+    node: Option<String>,
     /// `--check` on a record an earlier `--check` step would have made.
     pending: bool,
+    /// For a detach: the instance the disk is attached to, and its device
+    /// name there.
+    attached: Option<(String, String)>,
 }
 
 impl Gce {
@@ -107,17 +132,20 @@ impl Gce {
         Ok(api)
     }
 
-    fn me(&mut self) -> Result<metadata::Me, Failure> {
+    fn me(&mut self) -> Result<identity::GceInstance, Failure> {
         if let Some(m) = &self.me {
             return Ok(m.clone());
         }
-        let m = metadata::me(self.cfg.metadata_host.as_deref())?;
+        let m = identity::gce(self.cfg.metadata_host.as_deref())
+            .map_err(|e| Failure::new("metadata", format!("--self: {e}")))?;
         self.me = Some(m.clone());
         Ok(m)
     }
 
     /// Project, zone, disk and instance of each record, from the record,
-    /// the flags, the environment or the metadata server.
+    /// the flags, the environment or the metadata server. With `--self`, a
+    /// record naming another instance is refused; two records naming one
+    /// disk both fail.
     fn targets(&mut self, records: &mut [Record], check: bool) -> Vec<Result<Target, Failure>> {
         let me = if self.cfg.on_node {
             Some(self.me())
@@ -127,7 +155,7 @@ impl Gce {
         let env_project = std::env::var("GOOGLE_CLOUD_PROJECT")
             .ok()
             .or_else(|| std::env::var("CLOUDSDK_CORE_PROJECT").ok());
-        records
+        let mut out: Vec<Result<Target, Failure>> = records
             .iter_mut()
             .map(|r| {
                 let me = match &me {
@@ -156,20 +184,58 @@ impl Gce {
                         "no zone: set `zone` in the AppScalefile, or pass --zone",
                     ));
                 };
-                if r.instance.is_none() {
-                    r.instance = me
-                        .map(|m| m.name.clone())
-                        .or_else(|| self.cfg.instance.clone());
+                match (me, &r.instance) {
+                    (Some(m), Some(i)) if *i != m.name => {
+                        return Err(Failure::new(
+                            "other-instance",
+                            format!(
+                                "the record is for instance {i}, but this is {} (--self): run it there",
+                                m.name
+                            ),
+                        ));
+                    }
+                    (Some(m), None) => r.instance = Some(m.name.clone()),
+                    (None, None) => r.instance = self.cfg.instance.clone(),
+                    _ => {}
                 }
                 let disk = disk_of(r)?.to_string();
                 Ok(Target {
                     at: Where { project, zone },
                     disk,
                     instance: r.instance.clone(),
+                    deployment: r
+                        .extra
+                        .get(DEPLOYMENT_KEY)
+                        .and_then(|v| v.as_str())
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or(&self.cfg.deployment)
+                        .to_string(),
+                    node: r.node.clone(),
                     pending: check && r.is_check(),
+                    attached: None,
                 })
             })
-            .collect()
+            .collect();
+        // One disk, one record.
+        let mut seen: HashMap<(Where, String), Vec<usize>> = HashMap::new();
+        for (i, t) in out.iter().enumerate() {
+            if let Ok(t) = t {
+                seen.entry((t.at.clone(), t.disk.clone()))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        for ((_, disk), idx) in seen.into_iter().filter(|(_, idx)| idx.len() > 1) {
+            for i in idx {
+                out[i] = Err(Failure::new(
+                    "duplicate-disk",
+                    format!(
+                        "several records name disk {disk}: one disk belongs to one record; nothing was done to it"
+                    ),
+                ));
+            }
+        }
+        out
     }
 
     /// Runs `f` for every target concurrently (bounded), in record order.
@@ -225,7 +291,8 @@ impl Gce {
 enum Created {
     Exists(api::DiskInfo),
     Made(api::DiskInfo),
-    Would(String),
+    Adopted(api::DiskInfo),
+    Would(String, bool),
 }
 
 /// What attach found or did.
@@ -237,6 +304,34 @@ enum Attached {
 
 fn note(r: &mut Record, info: &api::DiskInfo) {
     r.extra.insert(SIZE_KEY.into(), (info.size_gb << 30).into());
+}
+
+/// The disk of `t`, checked to be its deployment's and node's; whether it
+/// was made by hand (and may be adopted).
+async fn owned(api: &Api, t: &Target) -> Result<Option<(api::DiskInfo, Owner)>, Failure> {
+    match api.disk(&t.at, &t.disk).await? {
+        None => Ok(None),
+        Some(info) => {
+            let o = owner::check(&info, &t.deployment, t.node.as_deref())?;
+            Ok(Some((info, o)))
+        }
+    }
+}
+
+/// Adopts a hand-made disk: labels it for the target's deployment and node.
+async fn adopt(api: &Api, t: &Target, timeout: Duration) -> Result<(), Failure> {
+    api.adopt(
+        &t.at,
+        &t.disk,
+        owner::labels(&t.deployment, t.node.as_deref()),
+        timeout,
+    )
+    .await?;
+    log::info(format_args!(
+        "adopted disk {}, made by hand: labelled for deployment {}",
+        t.disk, t.deployment
+    ));
+    Ok(())
 }
 
 impl Provider for Gce {
@@ -251,8 +346,8 @@ impl Provider for Gce {
         let results = self.each(targets, move |api, t| {
             let disk_type = disk_type.clone();
             async move {
-                match api.disk(&t.at, &t.disk).await? {
-                    Some(info) => {
+                match owned(&api, &t).await? {
+                    Some((info, o)) => {
                         if let Some(s) = size
                             && info.size_gb != s.gib() as i64
                         {
@@ -277,21 +372,40 @@ impl Provider for Gce {
                                 ),
                             ));
                         }
+                        if o == Owner::HandMade {
+                            owner::check_adoptable(&info, o)?;
+                            if cx.check {
+                                return Ok(Created::Would(
+                                    format!(
+                                        "would adopt disk {}, made by hand, for deployment {}",
+                                        info.describe(),
+                                        t.deployment
+                                    ),
+                                    true,
+                                ));
+                            }
+                            adopt(&api, &t, timeout).await?;
+                            return Ok(Created::Adopted(info));
+                        }
                         Ok(Created::Exists(info))
                     }
                     None => {
                         let size = size.unwrap_or(Size(10 << 30));
                         let disk_type = disk_type.unwrap_or_else(|| "pd-balanced".into());
                         if cx.check {
-                            return Ok(Created::Would(format!(
-                                "would create disk {} ({} GB {disk_type}) in {}",
-                                t.disk,
-                                size.gib(),
-                                t.at.zone
-                            )));
+                            return Ok(Created::Would(
+                                format!(
+                                    "would create disk {} ({} GB {disk_type}) in {}",
+                                    t.disk,
+                                    size.gib(),
+                                    t.at.zone
+                                ),
+                                false,
+                            ));
                         }
+                        let labels = owner::labels(&t.deployment, t.node.as_deref());
                         let op = api
-                            .insert_disk(&t.at, &t.disk, size.gib() as i64, &disk_type)
+                            .insert_disk(&t.at, &t.disk, size.gib() as i64, &disk_type, labels)
                             .await?;
                         api.wait(&t.at, op, timeout).await?;
                         let info = api.disk(&t.at, &t.disk).await?.ok_or_else(|| {
@@ -323,7 +437,20 @@ impl Provider for Gce {
                         format!("created disk {}", i.describe()),
                     ))
                 }
-                Created::Would(m) => Ok(Outcome::changed(State::Created, m)),
+                Created::Adopted(i) => {
+                    note(r, &i);
+                    r.extra.insert(ADOPTED_KEY.into(), true.into());
+                    Ok(Outcome::changed(
+                        State::Created,
+                        format!("adopted disk {}, made by hand", i.describe()),
+                    ))
+                }
+                Created::Would(m, adopting) => {
+                    if adopting {
+                        r.extra.insert(ADOPTED_KEY.into(), true.into());
+                    }
+                    Ok(Outcome::changed(State::Created, m))
+                }
             })
             .collect()
     }
@@ -332,10 +459,7 @@ impl Provider for Gce {
         let mut recs = records.to_vec();
         let targets = self.targets(&mut recs, false);
         self.each(targets, |api, t| async move {
-            let i = api
-                .disk(&t.at, &t.disk)
-                .await?
-                .ok_or_else(|| no_such_disk(&t))?;
+            let (i, _) = owned(&api, &t).await?.ok_or_else(|| no_such_disk(&t))?;
             Ok(DiskStatus {
                 id: i.name,
                 zone: Some(i.zone),
@@ -352,17 +476,19 @@ impl Provider for Gce {
             let Some(instance) = t.instance.clone() else {
                 return Err(Failure::new("no-instance", "no instance to attach to: give the record an `instance`, or pass --instance or --self"));
             };
-            let Some(info) = api.disk(&t.at, &t.disk).await? else {
+            let Some((info, o)) = owned(&api, &t).await? else {
                 if t.pending {
                     let would = Attached::Would(format!("would attach disk {} to {instance} once it is created", t.disk));
-                    return Ok((None, t.disk.clone(), would));
+                    return Ok((None, t.disk.clone(), would, false));
                 }
                 return Err(no_such_disk(&t));
             };
+            owner::check_adoptable(&info, o)?;
+            let adopting = o == Owner::HandMade;
             if info.users.contains(&instance) {
                 let inst = api.instance(&t.at, &instance).await?;
                 let dev = inst.device_of(&t.disk).unwrap_or_else(|| t.disk.clone());
-                return Ok((Some(info), dev, Attached::Already(format!("disk {} is attached to {instance}", t.disk))));
+                return Ok((Some(info), dev, Attached::Already(format!("disk {} is attached to {instance}", t.disk)), false));
             }
             if let Some(other) = info.users.first() {
                 return Err(Failure::new("attached-elsewhere", format!("disk {} is in use by {other}: detach it there first", t.disk)));
@@ -370,21 +496,30 @@ impl Provider for Gce {
             // The instance must exist (and be in this zone) before we ask.
             api.instance(&t.at, &instance).await?;
             if cx.check {
-                return Ok((Some(info), t.disk.clone(), Attached::Would(format!("would attach disk {} to {instance}", t.disk))));
+                return Ok((Some(info), t.disk.clone(), Attached::Would(format!("would attach disk {} to {instance}", t.disk)), adopting));
+            }
+            if adopting {
+                adopt(&api, &t, timeout).await?;
             }
             let op = api.attach(&t.at, &instance, &t.disk).await?;
             api.wait(&t.at, op, timeout).await?;
-            Ok((Some(info), t.disk.clone(), Attached::Done(format!("attached disk {} to {instance} as device {}", t.disk, t.disk))))
+            let adopted = if adopting { " (adopted)" } else { "" };
+            Ok((Some(info), t.disk.clone(), Attached::Done(format!("attached disk {}{adopted} to {instance} as device {}", t.disk, t.disk)), adopting))
         });
         let on_node = self.cfg.on_node && !cx.check;
         records
             .iter_mut()
             .zip(results)
             .map(|(r, res)| {
-                let (info, dev, what) = res?;
+                let (info, dev, what, adopted) = res?;
                 if let Some(info) = &info {
                     note(r, info);
                 }
+                if adopted {
+                    r.extra.insert(ADOPTED_KEY.into(), true.into());
+                }
+                // Attached again, the disk is in use again.
+                release::forget(r);
                 r.extra.insert(ATTACHED_AS_KEY.into(), dev.into());
                 let mut outcome = match what {
                     Attached::Already(m) => Outcome::unchanged(State::Attached, m),
@@ -403,29 +538,15 @@ impl Provider for Gce {
     }
 
     fn detach(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
-        // Never detach a disk mounted here.
-        let refusals: Vec<Option<Failure>> = records
-            .iter()
-            .map(|r| discover::refuse_if_mounted_here(r).err())
-            .collect();
-        let mut targets = self.targets(records, cx.check);
-        for (t, refusal) in targets.iter_mut().zip(refusals) {
-            if let Some(f) = refusal {
-                *t = Err(f);
-            }
-        }
+        let targets = self.targets(records, cx.check);
         let timeout = self.cfg.timeout;
-        let results = self.each(targets, move |api, t| async move {
-            let info = api
-                .disk(&t.at, &t.disk)
-                .await?
-                .ok_or_else(|| no_such_disk(&t))?;
+        // What the cloud says: who uses each disk, as which device.
+        let found = self.each(targets.clone(), |api, t| async move {
+            let (info, o) = owned(&api, &t).await?.ok_or_else(|| no_such_disk(&t))?;
             let Some(user) = info.users.first().cloned() else {
-                return Ok(Outcome::unchanged(
-                    State::Detached,
-                    format!("disk {} is not attached", t.disk),
-                ));
+                return Ok(None);
             };
+            owner::check_adoptable(&info, o)?;
             if let Some(want) = &t.instance
                 && *want != user
             {
@@ -439,12 +560,70 @@ impl Provider for Gce {
             }
             let inst = api.instance(&t.at, &user).await?;
             let dev = inst.device_of(&t.disk).unwrap_or_else(|| t.disk.clone());
-            if cx.check {
-                return Ok(Outcome::changed(
-                    State::Detached,
-                    format!("would detach disk {} from {user}", t.disk),
-                ));
+            Ok(Some((user, dev)))
+        });
+        // Never detach under a live filesystem: on the node, look; from
+        // elsewhere, the node must have said so.
+        let (on_node, force) = (self.cfg.on_node, self.cfg.force);
+        let mut out: Vec<Option<StepResult>> = Vec::new();
+        let mut todo: Vec<Result<Target, Failure>> = Vec::new();
+        for ((r, t), f) in records.iter_mut().zip(targets).zip(found) {
+            let step = (|| {
+                let Some((user, dev)) = f? else {
+                    return Ok(Err(Outcome::unchanged(
+                        State::Detached,
+                        format!("disk {} is not attached", r.disk.as_deref().unwrap_or("?")),
+                    )));
+                };
+                r.extra.insert(ATTACHED_AS_KEY.into(), dev.clone().into());
+                let disk = r.disk.clone().unwrap_or_default();
+                let mut forced = "";
+                if on_node {
+                    release::check_here(r, force)?;
+                } else {
+                    if r.device.is_some() {
+                        discover::refuse_if_mounted_here(r)?;
+                    }
+                    if let Err(e) = release::require(r, &disk, &user, Some(&dev)) {
+                        if !force {
+                            return Err(e);
+                        }
+                        log::warn(format_args!(
+                            "{}: detaching disk {disk} from {user} without proof that the node let go of it (--force): {FORCE_RISK}",
+                            r.label()
+                        ));
+                        forced = " (forced: no proof that the node let go of it)";
+                    }
+                }
+                if cx.check {
+                    return Ok(Err(Outcome::changed(
+                        State::Detached,
+                        format!("would detach disk {disk} from {user}{forced}"),
+                    )));
+                }
+                Ok(Ok((user, dev)))
+            })();
+            let skip = || Err(Failure::new("internal", "nothing to detach"));
+            match step {
+                Ok(Ok(attached)) => {
+                    out.push(None);
+                    todo.push(t.map(|t| Target {
+                        attached: Some(attached),
+                        ..t
+                    }));
+                }
+                Ok(Err(o)) => {
+                    out.push(Some(Ok(o)));
+                    todo.push(skip());
+                }
+                Err(e) => {
+                    out.push(Some(Err(e)));
+                    todo.push(skip());
+                }
             }
+        }
+        let done = self.each(todo, move |api, t| async move {
+            let (user, dev) = t.attached.clone().unwrap_or_default();
             let op = api.detach(&t.at, &user, &dev).await?;
             api.wait(&t.at, op, timeout).await?;
             Ok(Outcome::changed(
@@ -454,13 +633,14 @@ impl Provider for Gce {
         });
         records
             .iter_mut()
-            .zip(results)
-            .map(|(r, res)| {
-                let o = res?;
-                if o.changed && !cx.check {
+            .zip(out.into_iter().zip(done))
+            .map(|(r, (o, d))| match o {
+                Some(res) => res,
+                None => {
+                    let o = d?;
                     r.device = None;
+                    Ok(o)
                 }
-                Ok(o)
             })
             .collect()
     }

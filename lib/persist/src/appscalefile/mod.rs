@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 pub use diag::{Diagnostic, Severity};
 use yaml::{Node, Pos, Value};
 
+use crate::provider::discover::DEPLOYMENT_KEY;
 use crate::record::{ProviderKind, Record};
 
 /// Top-level keys appscale-tools reads from an AppScalefile.
@@ -158,6 +159,9 @@ pub struct Deployment {
     pub provider: Option<ProviderKind>,
     /// `zone`, when given.
     pub zone: Option<String>,
+    /// The deployment's name: `keyname`, else `group` (what AppScale names
+    /// the deployment's cloud resources after), when given.
+    pub name: Option<String>,
     /// Every node, in appscale-tools' order.
     pub nodes: Vec<NodeInfo>,
     /// Every disk assignment, in file order.
@@ -168,7 +172,9 @@ impl Deployment {
     /// One record per node that has a disk, ready for `disk-create`.
     ///
     /// `mountpoint` may hold `{node}`, replaced by the node id (several nodes
-    /// on one machine, as in tests, each get their own).
+    /// on one machine, as in tests, each get their own). Cloud records carry
+    /// the deployment's [`name`](Deployment::name) as `deployment`, which
+    /// scopes the tags, labels and client tokens of their disks.
     pub fn plan(&self, mountpoint: &str) -> Vec<Record> {
         self.disks
             .iter()
@@ -188,6 +194,12 @@ impl Deployment {
                     ..Record::default()
                 };
                 r.extra.insert("roles".into(), roles.into());
+                if let (Some(name), true) = (
+                    &self.name,
+                    self.provider.is_some_and(ProviderKind::is_cloud),
+                ) {
+                    r.extra.insert(DEPLOYMENT_KEY.into(), name.clone().into());
+                }
                 r
             })
             .collect()
@@ -427,6 +439,7 @@ impl Checker {
             Mode::Cluster
         };
         self.lint.deployment.zone = zone.clone();
+        self.lint.deployment.name = self.deployment_name(root);
 
         // Each `disks` key found, with the disks it assigns.
         let mut disk_keys: Vec<&Node> = Vec::new();
@@ -463,6 +476,26 @@ impl Checker {
         }
 
         self.disk_rules(infrastructure.as_ref(), zone.as_deref(), &disk_keys);
+    }
+
+    /// The deployment's name: `keyname`, else `group`, as AppScale reads
+    /// them (any scalar; a list or map is an error).
+    fn deployment_name(&mut self, root: &Node) -> Option<String> {
+        let mut found = None;
+        for key in ["keyname", "group"] {
+            match root.get(key) {
+                None => {}
+                Some(n) if n.is_null() => {}
+                Some(n) => match n.scalar() {
+                    Some(text) if !text.trim().is_empty() => {
+                        found = found.or_else(|| Some(text.trim().to_string()));
+                    }
+                    Some(_) => {}
+                    None => self.bad_type(key, "a name", n),
+                },
+            }
+        }
+        found
     }
 
     /// Reads `infrastructure`; returns its value and node when valid.

@@ -12,10 +12,18 @@
 //!   `scsi-0Google_PersistentDisk_<deviceName>`); the attach sets the device
 //!   name to the disk name.
 //!
-//! When the record knows the disk's size (`size_bytes`, set by disk-attach),
-//! the device's size must match too. Nothing is ever guessed: no link, no
-//! device. `APPSCALE_PERSIST_DEV_ROOT` moves `/dev` for tests, where loop
-//! devices stand in for cloud volumes.
+//! * Eucalyptus on KVM: virtio disks, `/dev/vdf` for an attach as `/dev/sdf`,
+//!   and `/dev/disk/by-id/virtio-<serial>` when the volume id is the serial.
+//!
+//! Every path that exists must lead to the same device: two links that
+//! disagree are refused, never resolved by taking the first. A device that
+//! carries a serial (`/sys/block/<name>/device/serial` on NVMe,
+//! `/sys/block/<name>/serial` on virtio) must carry the volume's; an NVMe
+//! device without one is refused. When the record knows the disk's size
+//! (`size_bytes`, set by disk-attach), the device's size must match too.
+//! Nothing is ever guessed: no link, no device. `APPSCALE_PERSIST_DEV_ROOT`
+//! moves `/dev` and `APPSCALE_PERSIST_SYS_ROOT` moves `/sys` (for the serial)
+//! for tests, where loop devices stand in for cloud volumes.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,6 +35,18 @@ use crate::wait::{self, Poll, WaitParams};
 
 /// Environment variable that replaces `/dev` when looking for links.
 pub const DEV_ROOT_ENV: &str = "APPSCALE_PERSIST_DEV_ROOT";
+
+/// Environment variable that replaces `/sys` when reading a device's serial
+/// (tests plant a serial for a loop device standing in for a volume).
+pub const SYS_ROOT_ENV: &str = "APPSCALE_PERSIST_SYS_ROOT";
+
+/// The record key naming the deployment a cloud disk belongs to (the
+/// AppScalefile's `keyname`, else `group`, else `--deployment`).
+pub const DEPLOYMENT_KEY: &str = "deployment";
+
+/// The record key set to `true` when a tool adopted a disk made by hand
+/// (tagging or labelling it for the deployment).
+pub const ADOPTED_KEY: &str = "adopted";
 
 /// The record key holding the provider's id for the disk (`vol-...`), when
 /// it differs from `disk` (an EBS Name tag).
@@ -49,6 +69,13 @@ pub fn dev_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/dev"))
 }
 
+/// `/sys`, or the test override.
+pub fn sys_root() -> PathBuf {
+    std::env::var_os(SYS_ROOT_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/sys"))
+}
+
 /// The provider's id for the record's disk.
 pub fn disk_id(rec: &Record) -> Option<&str> {
     rec.extra
@@ -63,32 +90,75 @@ pub fn candidates(rec: &Record, root: &Path) -> Vec<PathBuf> {
     let Some(id) = disk_id(rec) else {
         return Vec::new();
     };
+    let attached_as = rec
+        .extra
+        .get(ATTACHED_AS_KEY)
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty());
     match rec.provider {
-        Some(ProviderKind::Ec2 | ProviderKind::Euca) => {
+        Some(kind @ (ProviderKind::Ec2 | ProviderKind::Euca)) => {
             let serial = id.replacen('-', "", 1);
             let mut c: Vec<PathBuf> = ["", "_1", "-ns-1"]
                 .iter()
                 .map(|s| by_id.join(format!("nvme-Amazon_Elastic_Block_Store_{serial}{s}")))
                 .collect();
-            if let Some(name) = rec.extra.get(ATTACHED_AS_KEY).and_then(|v| v.as_str()) {
+            let euca = kind == ProviderKind::Euca;
+            if euca {
+                // virtio serials are at most 20 characters.
+                let short: String = id.chars().take(20).collect();
+                c.push(by_id.join(format!("virtio-{id}")));
+                if short != id {
+                    c.push(by_id.join(format!("virtio-{short}")));
+                }
+            }
+            if let Some(name) = attached_as {
                 let base = name.trim_start_matches("/dev/");
                 c.push(root.join(base));
                 if let Some(rest) = base.strip_prefix("sd") {
                     c.push(root.join(format!("xvd{rest}")));
+                    if euca {
+                        c.push(root.join(format!("vd{rest}")));
+                    }
                 }
             }
             c
         }
-        Some(ProviderKind::Gce) => vec![
-            by_id.join(format!("google-{id}")),
-            by_id.join(format!("scsi-0Google_PersistentDisk_{id}")),
-        ],
+        Some(ProviderKind::Gce) => {
+            // The attach sets the device name; a disk attached by hand may
+            // carry another one, which disk-attach and disk-detach record.
+            let name = attached_as.unwrap_or(id);
+            vec![
+                by_id.join(format!("google-{name}")),
+                by_id.join(format!("scsi-0Google_PersistentDisk_{name}")),
+            ]
+        }
         _ => Vec::new(),
     }
 }
 
-/// Checks that `dev` is the record's disk: NVMe serial for EBS, and size
-/// when the record knows it.
+/// The serial a device reports in sysfs (under [`sys_root`]): NVMe's
+/// `device/serial`, else virtio's `serial`; empty when it has none.
+pub fn serial_of(kernel_name: &str) -> String {
+    let block = sys_root().join("block").join(kernel_name);
+    ["device/serial", "serial"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(block.join(f)).ok())
+        .map(|s| s.trim().to_string())
+        .find(|s| !s.is_empty())
+        .unwrap_or_default()
+}
+
+/// Whether an EBS device serial names volume `id`: NVMe reports the id
+/// without its dash (`vol0123...`), virtio the id itself, cut to 20
+/// characters.
+pub fn serial_names_volume(serial: &str, id: &str) -> bool {
+    let short: String = id.chars().take(20).collect();
+    !id.is_empty() && (serial == id.replacen('-', "", 1) || serial == id || serial == short)
+}
+
+/// Checks that `dev` is the record's disk: for EBS, the serial the device
+/// carries (an NVMe device must carry one), and size when the record knows
+/// it.
 pub fn check_identity(rec: &Record, dev: &Device) -> Result<(), Failure> {
     let name = dev
         .real
@@ -96,20 +166,24 @@ pub fn check_identity(rec: &Record, dev: &Device) -> Result<(), Failure> {
         .unwrap_or_default()
         .to_string_lossy()
         .into_owned();
-    if matches!(rec.provider, Some(ProviderKind::Ec2 | ProviderKind::Euca))
-        && name.starts_with("nvme")
-    {
-        let want = disk_id(rec).unwrap_or_default().replacen('-', "", 1);
-        let serial =
-            std::fs::read_to_string(format!("/sys/block/{name}/device/serial")).unwrap_or_default();
-        if serial.trim() != want {
-            return Err(Failure::new(
+    if matches!(rec.provider, Some(ProviderKind::Ec2 | ProviderKind::Euca)) {
+        let want = disk_id(rec).unwrap_or_default();
+        let serial = serial_of(&name);
+        let refuse = |why: String| {
+            Err(Failure::new(
                 "identity-mismatch",
-                format!(
-                    "{} has NVMe serial `{}`, not `{want}`: not this volume",
-                    dev.path.display(),
-                    serial.trim()
-                ),
+                format!("{} {why}: not this volume", dev.path.display()),
+            ))
+        };
+        if serial.is_empty() && name.starts_with("nvme") {
+            return refuse(format!(
+                "({name}) reports no NVMe serial, so it cannot be shown to be {want}"
+            ));
+        }
+        if !serial.is_empty() && !serial_names_volume(&serial, want) {
+            return refuse(format!(
+                "({name}) has serial `{serial}`, not `{}`",
+                want.replacen('-', "", 1)
             ));
         }
     }
@@ -205,9 +279,36 @@ pub fn find(rec: &Record, timeout: Duration) -> Result<PathBuf, Failure> {
             ),
         )
     })?;
-    let dev = Device::open(&path).map_err(|e| Failure::new("device-unusable", e.to_string()))?;
+    let dev = open(&path)?;
+    agree(rec, &dev, &cands)?;
     check_identity(rec, &dev)?;
     Ok(path)
+}
+
+fn open(path: &Path) -> Result<Device, Failure> {
+    Device::open(path).map_err(|e| Failure::new("device-unusable", e.to_string()))
+}
+
+/// Every candidate path that exists leads to `dev`: a link to another
+/// device means one of them lies, and then neither is trusted.
+fn agree(rec: &Record, dev: &Device, cands: &[PathBuf]) -> Result<(), Failure> {
+    for c in cands.iter().filter(|c| c.exists()) {
+        let other = open(c)?;
+        if (other.major, other.minor) != (dev.major, dev.minor) {
+            return Err(Failure::new(
+                "identity-mismatch",
+                format!(
+                    "{} and {} both claim to be {} but lead to different devices ({} and {}): not using either",
+                    dev.path.display(),
+                    c.display(),
+                    disk_id(rec).unwrap_or("?"),
+                    dev.real.display(),
+                    other.real.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses when the record's disk is mounted (or otherwise held) on this

@@ -13,6 +13,7 @@
 
 pub mod discover;
 pub mod local;
+pub mod release;
 pub mod static_disk;
 
 use std::path::{Path, PathBuf};

@@ -231,6 +231,7 @@ impl Unmount {
                 diff = Some(d);
             }
         }
+        crate::provider::release::stamp(rec, table.at(&mp), cx.check);
         Ok(Outcome {
             state: State::Unmounted,
             changed,
