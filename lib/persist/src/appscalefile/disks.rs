@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::record::ProviderKind;
 
 use super::keys::{DATA_ROLES, did_you_mean};
+use super::layout::Format;
 use super::layout::is_ip;
 use super::plan::{DiskInfo, NodeInfo};
 use super::yaml::{Node, Pos, Value};
@@ -13,7 +14,7 @@ use super::{Checker, Severity};
 
 impl Checker {
     /// The old format's top-level `disks:` map of node id -> disk.
-    pub(super) fn top_level_disks(&mut self, d: &Node, no_layout: bool) {
+    pub(super) fn top_level_disks(&mut self, d: &Node, format: Format) {
         let entries = match &d.value {
             Value::Map(m) => m,
             _ if d.is_null() => {
@@ -65,8 +66,14 @@ impl Checker {
                     .iter()
                     .map(|n| n.id.as_str())
                     .collect();
-                let help = if no_layout {
-                    Some("add an `ips_layout` that names the nodes".to_string())
+                let suggestion = did_you_mean(node, &ids)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                let help = if format == Format::Generated {
+                    Some(format!(
+                        "without `ips_layout`, AppScale named the machines node-1 (the controller) to node-N, N = `min_machines`: here {}{suggestion}",
+                        ids.join(", ")
+                    ))
                 } else if ids.is_empty() {
                     None
                 } else {
@@ -92,6 +99,7 @@ impl Checker {
                 pos: v.pos,
             });
         }
+        self.facts.disk_map = true;
     }
 
     /// Rules over all disks: infrastructure, zone, names, uniqueness, roles.
@@ -192,14 +200,66 @@ impl Checker {
         let persisting = matches!(provider, Some(p) if p.is_cloud() || p == ProviderKind::Local);
         let mut by_node: BTreeMap<&str, &DiskInfo> = BTreeMap::new();
         for d in &disks {
+            if let Some(first) = by_node.get(d.node.as_str()) {
+                // One machine in two role groups, each giving it a disk.
+                self.push(
+                    Severity::Error,
+                    "node-two-disks",
+                    format!(
+                        "node {} gets a second disk `{}` (it has `{}` on line {}): AppScale kept only the last, and the first holds nothing",
+                        d.node, d.disk, first.disk, first.pos.line
+                    ),
+                    d.pos,
+                    d.disk.chars().count(),
+                    Some("give a machine listed in several role groups its disk in one group only".into()),
+                );
+                continue;
+            }
             by_node.insert(&d.node, d);
         }
         let nodes = self.lint.deployment.nodes.clone();
+        // The old format's map needed a disk for every node (or, with
+        // `data_nodes_only`, every node that keeps data).
+        let mut missing: BTreeMap<Pos, Vec<&NodeInfo>> = BTreeMap::new();
+        if self.facts.disk_map {
+            for n in &nodes {
+                if !by_node.contains_key(n.id.as_str())
+                    && (!self.options.data_nodes_only || n.holds_data())
+                {
+                    missing.entry(n.pos).or_default().push(n);
+                }
+            }
+        }
+        for (pos, group) in &missing {
+            let who: Vec<String> = group
+                .iter()
+                .map(|n| format!("{} ({})", n.id, n.roles.join(", ")))
+                .collect();
+            self.push(
+                Severity::Error,
+                "disk-missing",
+                format!(
+                    "Please specify a disk for every node: {} {} none in `disks`",
+                    who.join(", "),
+                    if group.len() == 1 { "has" } else { "have" }
+                ),
+                *pos,
+                1,
+                Some(if self.options.data_nodes_only {
+                    "add a `node-N: disk` line under `disks:` for it (it keeps data)".into()
+                } else {
+                    "add a `node-N: disk` line under `disks:` for it (AppScale required one on every node; --data-nodes-only asks only for nodes that keep data)".into()
+                }),
+            );
+        }
+        let missing: Vec<&str> = missing.values().flatten().map(|n| n.id.as_str()).collect();
         // Nodes made from one `nodes: N` share a position: one warning each place.
         let mut bare: BTreeMap<Pos, Vec<&NodeInfo>> = BTreeMap::new();
         for n in &nodes {
             match by_node.get(n.id.as_str()) {
-                None if persisting && n.holds_data() => bare.entry(n.pos).or_default().push(n),
+                None if persisting && n.holds_data() && !missing.contains(&n.id.as_str()) => {
+                    bare.entry(n.pos).or_default().push(n)
+                }
                 Some(d) if !n.holds_data() && !n.roles.is_empty() => self.push(
                     Severity::Info,
                     "disk-on-stateless-node",

@@ -4,7 +4,9 @@
 //! that keep data under the mountpoint, and `infrastructure` values; plus the
 //! did-you-mean helper every "unknown ..." finding uses.
 
-/// Top-level keys appscale-tools reads from an AppScalefile.
+/// Top-level keys: every `appscale-run-instances` flag of appscale-tools
+/// 2.3 to 3.8 (`appscale up` turned each key into `--key value`, and the
+/// argument parser refused any other), less `help` and `version`.
 pub(super) const KNOWN_KEYS: &[&str] = &[
     "EC2_ACCESS_KEY",
     "EC2_SECRET_KEY",
@@ -12,22 +14,27 @@ pub(super) const KNOWN_KEYS: &[&str] = &[
     "admin_pass",
     "admin_user",
     "alter_etc_resolv",
-    "app_id",
-    "app_secret_key",
     "appengine",
     "autoscale",
     "aws_subnet_id",
     "aws_vpc_id",
+    "azure_app_id",
+    "azure_app_secret_key",
+    "azure_group_tag",
+    "azure_resource_group",
+    "azure_storage_account",
+    "azure_subscription_id",
+    "azure_tenant_id",
     "clear_datastore",
     "client_secrets",
     "default_max_appserver_memory",
     "default_min_appservers",
     "disks",
+    "fdb_clusterfile_content",
     "flower_password",
     "force",
     "gce_instance_type",
     "group",
-    "group_tag",
     "infrastructure",
     "instance_type",
     "ips",
@@ -36,24 +43,19 @@ pub(super) const KNOWN_KEYS: &[&str] = &[
     "login_host",
     "machine",
     "max",
-    "max_images",
     "max_machines",
     "max_memory",
     "max_spot_price",
     "min",
-    "min_images",
     "min_machines",
     "n",
     "oauth2_storage",
     "project",
     "replication",
-    "resource_group",
+    "rsync_source",
     "scp",
     "static_ip",
-    "storage_account",
-    "subscription_id",
     "table",
-    "tenant_id",
     "test",
     "use_spot_instances",
     "user_commands",
@@ -61,16 +63,62 @@ pub(super) const KNOWN_KEYS: &[&str] = &[
     "zone",
 ];
 
+/// Keys whose value the argument parser read as an integer.
+pub(super) const INT_KEYS: &[&str] = &[
+    "min",
+    "max",
+    "min_machines",
+    "max_machines",
+    "replication",
+    "n",
+    "appengine",
+    "max_memory",
+    "default_max_appserver_memory",
+    "default_min_appservers",
+];
+
+/// Keys the argument parser took as on/off switches: `true` passes the
+/// flag, `false` leaves it out, any other value was refused.
+pub(super) const SWITCH_KEYS: &[&str] = &[
+    "alter_etc_resolv",
+    "autoscale",
+    "clear_datastore",
+    "force",
+    "test",
+    "use_spot_instances",
+    "verbose",
+];
+
+/// The one datastore every release accepted for `table`.
+pub(super) const DATASTORES: &[&str] = &["cassandra"];
+
 /// Keys of a role group in the new layout format.
 pub(super) const GROUP_KEYS: &[&str] = &["roles", "nodes", "instance_type", "disks"];
 
 /// Role keys of the old "simple" layout.
 pub(super) const SIMPLE_ROLES: &[&str] = &["controller", "servers"];
 
-/// Roles appscale-tools accepts (advanced layout and role groups).
+/// Role keys of the old "advanced" layout (appscale-tools 2.3 to 3.3; other
+/// roles were "not a supported flag" there).
+pub(super) const OLD_ROLES: &[&str] = &[
+    "master",
+    "database",
+    "appengine",
+    "open",
+    "login",
+    "zookeeper",
+    "memcache",
+    "taskqueue",
+    "search",
+    "load_balancer",
+];
+
+/// Roles a role group may name (appscale-tools 3.4 to 3.8: `login` until
+/// 3.7, `compute` and `search2` from 3.8 on).
 pub(super) const ROLES: &[&str] = &[
     "master",
     "appengine",
+    "compute",
     "database",
     "shadow",
     "open",
@@ -84,7 +132,7 @@ pub(super) const ROLES: &[&str] = &[
     "taskqueue_master",
     "taskqueue_slave",
     "search",
-    "compute",
+    "search2",
 ];
 
 /// Roles whose data lives under the mountpoint: apps (master), Cassandra,
@@ -103,6 +151,44 @@ pub(super) const DATA_ROLES: &[&str] = &[
 
 /// `infrastructure` values AppScale knew, plus this project's `local`.
 pub(super) const INFRASTRUCTURES: &[&str] = &["ec2", "euca", "gce", "azure", "openstack", "local"];
+
+/// The clouds AppScale itself started machines in (not this project's
+/// `local`): only they need `machine`, instance types and credentials.
+pub(super) const APPSCALE_CLOUDS: &[&str] = &["ec2", "euca", "gce", "azure", "openstack"];
+
+/// The roles a role name stands for, as appscale-tools expanded them
+/// (`controller` and `servers` in the simple layout, `master`, and the
+/// renamed `appengine`), the role itself included.
+pub(super) fn implied_roles(role: &str) -> &'static [&'static str] {
+    match role {
+        "controller" => &[
+            "shadow",
+            "load_balancer",
+            "database",
+            "memcache",
+            "login",
+            "zookeeper",
+            "taskqueue",
+        ],
+        "servers" => &["appengine", "compute", "memcache", "database", "taskqueue"],
+        "master" => &["master", "shadow", "load_balancer"],
+        "appengine" | "compute" => &["appengine", "compute"],
+        "database" | "db_master" | "db_slave" => &["database"],
+        _ => &[],
+    }
+}
+
+/// The one known key `word` is a prefix of, when only one: Python's argument
+/// parser took such an abbreviation for the whole flag.
+pub(super) fn abbreviation_of(word: &str) -> Option<&'static str> {
+    let mut matches = KNOWN_KEYS
+        .iter()
+        .filter(|k| k.len() > word.len() && k.starts_with(word));
+    match (matches.next(), matches.next()) {
+        (Some(k), None) if !word.is_empty() => Some(k),
+        _ => None,
+    }
+}
 
 /// The closest candidate to `word` by edit distance, when close enough to
 /// be a likely typo.

@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 
-use super::keys::{GROUP_KEYS, ROLES, SIMPLE_ROLES, did_you_mean};
+use super::keys::{GROUP_KEYS, OLD_ROLES, ROLES, SIMPLE_ROLES, did_you_mean, implied_roles};
 use super::plan::{DiskInfo, NodeInfo};
 use super::yaml::{Node, Pos, Value};
-use super::{Checker, Mode};
+use super::{Checker, Mode, Severity};
 
 impl Checker {
     /// Adds a node, or a role to a node already known.
@@ -68,16 +68,17 @@ impl Checker {
         }
     }
 
-    /// The old format: `ips_layout` maps role -> node id(s).
+    /// The old format: `ips_layout` maps role -> node id(s), with either
+    /// the simple keys (`controller`, `servers`) or the advanced ones.
     pub(super) fn old_layout(&mut self, layout: &Node, mode: Mode) {
         let entries = layout.as_map().unwrap_or_default();
-        let simple = entries
-            .iter()
-            .any(|(k, _)| k.scalar().is_some_and(|s| SIMPLE_ROLES.contains(&s)));
-        let advanced = entries
-            .iter()
-            .any(|(k, _)| k.scalar().is_some_and(|s| !SIMPLE_ROLES.contains(&s)));
-        if simple && advanced {
+        let names = || entries.iter().filter_map(|(k, _)| k.scalar());
+        let simple = names().any(|s| SIMPLE_ROLES.contains(&s));
+        let advanced = names().any(|s| OLD_ROLES.contains(&s));
+        let unknown = names().any(|s| !SIMPLE_ROLES.contains(&s) && !OLD_ROLES.contains(&s));
+        // appscale-tools named an unknown key first, and mixing only when
+        // every key was known.
+        if simple && advanced && !unknown {
             self.error(
                 "layout-mixed-format",
                 "Check your node layout and make sure not to mix simple and advanced deployment methods.".into(),
@@ -85,16 +86,28 @@ impl Checker {
                 Some("use either `controller`/`servers` or the advanced roles (`master`, `database`, ...)".into()),
             );
         }
-        let both: Vec<&str> = SIMPLE_ROLES.iter().chain(ROLES).copied().collect();
+        self.facts.format = if simple && !advanced {
+            Format::Simple
+        } else {
+            Format::Advanced
+        };
+        let both: Vec<&str> = SIMPLE_ROLES.iter().chain(OLD_ROLES).copied().collect();
         let allowed: &[&str] = match (simple, advanced) {
             (true, false) => SIMPLE_ROLES,
             (true, true) => &both,
-            _ => ROLES,
+            _ => OLD_ROLES,
         };
         let mut seen_ips: HashMap<String, Pos> = HashMap::new();
         for (k, v) in entries {
             let Some(role) = k.scalar() else { continue };
-            if !self.role(role, k, allowed) {
+            if !allowed.contains(&role) {
+                let help = did_you_mean(role, allowed).map(|s| format!("did you mean `{s}`?"));
+                self.error(
+                    "layout-unknown-role",
+                    format!("The flag {role} is not a supported flag: `{role}` is not a role of the old `ips_layout` format"),
+                    k,
+                    help.or_else(|| Some(format!("the roles are {}", allowed.join(", ")))),
+                );
                 continue;
             }
             let ids: Vec<&Node> = match &v.value {
@@ -138,9 +151,12 @@ impl Checker {
         mode: Mode,
         disk_keys: &mut Vec<&'a Node>,
     ) {
+        self.facts.format = Format::Groups;
         let mut count = 0usize;
-        let mut seen_ips: HashMap<String, Pos> = HashMap::new();
         for group in groups {
+            // appscale-tools refused an IP twice in one group; in two groups
+            // it is one machine with both groups' roles.
+            let mut seen_ips: HashMap<String, Pos> = HashMap::new();
             let Some(entries) = group.as_map() else {
                 self.error(
                     "layout-unknown-format",
@@ -287,6 +303,27 @@ impl Checker {
                 }
             }
             count += ids.len();
+            // What the rules over the whole layout need.
+            if roles.iter().any(|r| r == "master") {
+                for (_, at) in &ids {
+                    self.facts.masters.push((at.pos, at.width()));
+                }
+            }
+            if let Some(r) = group.get("roles")
+                && roles.iter().any(|r| r == "login")
+            {
+                self.facts.logins.push((r.pos, r.width()));
+            }
+            if self.facts.needs_instance_type
+                && group.get("instance_type").is_none_or(Node::is_null)
+            {
+                self.error(
+                    "instance-type-missing",
+                    "Must set a default instance type or specify instance type per role.".into(),
+                    group,
+                    Some("add `instance_type:` to this role group, or a top-level `instance_type:` for every group".into()),
+                );
+            }
             for (id, at) in &ids {
                 for role in &roles {
                     self.add_node(id, role, at);
@@ -347,6 +384,212 @@ impl Checker {
                     None => self.bad_type("disks", "a disk name or a list of disk names", name),
                 }
             }
+        }
+    }
+}
+
+/// Which layout the nodes came from (appscale-tools checked each its way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum Format {
+    /// No nodes read yet.
+    #[default]
+    None,
+    /// Old format, `controller`/`servers`.
+    Simple,
+    /// Old format, `master`, `database`, ...
+    Advanced,
+    /// The list of role groups.
+    Groups,
+    /// No `ips_layout`: `min`..`max` machines, laid out by appscale-tools.
+    Generated,
+}
+
+/// What reading the layout found, for the rules over the whole layout.
+#[derive(Debug, Default)]
+pub(super) struct LayoutFacts {
+    /// The layout's format.
+    pub(super) format: Format,
+    /// Where each master is declared (role groups: one per node).
+    pub(super) masters: Vec<(Pos, usize)>,
+    /// Where each role group naming `login` is.
+    pub(super) logins: Vec<(Pos, usize)>,
+    /// Whether each role group needs an instance type (an AppScale cloud
+    /// and no top-level `instance_type`).
+    pub(super) needs_instance_type: bool,
+    /// Whether the old format's top-level `disks` map gave any disk.
+    pub(super) disk_map: bool,
+}
+
+impl Checker {
+    /// No `ips_layout` in a cloud: appscale-tools (to 3.4) started `min`
+    /// machines, `node-1` the controller and the rest servers.
+    pub(super) fn generated_layout(&mut self, root: &Node, anchor: &Node) {
+        let read = |this: &mut Self, keys: [&str; 2]| -> Option<(i64, Node)> {
+            let n = keys
+                .iter()
+                .find_map(|k| root.get(k).filter(|n| !n.is_null()))?;
+            match n.as_int() {
+                Some(v) => Some((v, n.clone())),
+                None => {
+                    this.bad_type(keys[0], "an integer", n);
+                    None
+                }
+            }
+        };
+        let min = read(self, ["min_machines", "min"]);
+        let max = read(self, ["max_machines", "max"]);
+        self.facts.format = Format::Generated;
+        let Some((max, max_at)) = max else {
+            let at = min.as_ref().map_or(anchor, |(_, n)| n);
+            self.error(
+                "setting-missing",
+                "Must specify max if not using a YAML file: without `ips_layout`, AppScale needs the number of machines".into(),
+                at,
+                Some("add `max_machines: N` (and `min_machines`, which defaults to it), or an `ips_layout`".into()),
+            );
+            return;
+        };
+        // appscale-tools set min to max when only max was given.
+        let (min, min_at) = min.unwrap_or((max, max_at.clone()));
+        let mut ok = true;
+        for (value, at, which) in [(min, &min_at, "Min"), (max, &max_at, "Max")] {
+            if value < 1 {
+                self.error(
+                    "setting-invalid",
+                    format!("{which} cannot be less than 1."),
+                    at,
+                    Some("start at least one machine".into()),
+                );
+                ok = false;
+            }
+        }
+        if ok && min > max {
+            self.error(
+                "setting-invalid",
+                format!("Min cannot exceed max ({min} > {max})."),
+                &min_at,
+                Some("make `min_machines` at most `max_machines`".into()),
+            );
+            ok = false;
+        }
+        if !ok || min > 10_000 {
+            return;
+        }
+        self.add_node("node-1", "controller", &min_at);
+        for i in 2..=min {
+            self.add_node(&format!("node-{i}"), "servers", &min_at);
+        }
+    }
+
+    /// AppScale's rules over the whole layout: one master, a database, a
+    /// compute node where required, one login group, and a replication
+    /// factor the database nodes can hold. `anchor` is where layout-wide
+    /// findings point; `replication` the `replication` (or `n`) setting.
+    pub(super) fn role_rules(&mut self, anchor: &Node, replication: Option<(i64, &Node)>) {
+        let format = self.facts.format;
+        let nodes = self.lint.deployment.nodes.clone();
+        if format == Format::None || nodes.is_empty() {
+            return;
+        }
+        let effective: Vec<Vec<&str>> = nodes
+            .iter()
+            .map(|n| {
+                let mut all: Vec<&str> = n.roles.iter().map(String::as_str).collect();
+                for r in &n.roles {
+                    all.extend(implied_roles(r));
+                }
+                if format == Format::Simple && nodes.len() == 1 {
+                    all.push("appengine");
+                }
+                all
+            })
+            .collect();
+        let count = |role: &str| effective.iter().filter(|r| r.contains(&role)).count();
+        let (what, add) = match format {
+            Format::Simple | Format::Generated => ("controller", "`controller: <node>`"),
+            Format::Advanced => ("master", "`master: <node>`"),
+            _ => (
+                "master",
+                "a role group with `roles: [master]` and `nodes: 1`",
+            ),
+        };
+        let masters: Vec<(Pos, usize)> = match format {
+            Format::Groups => self.facts.masters.clone(),
+            _ => nodes
+                .iter()
+                .zip(&effective)
+                .filter(|(_, r)| r.contains(&"shadow"))
+                .map(|(n, _)| (n.pos, 1))
+                .collect(),
+        };
+        match masters.as_slice() {
+            [] => self.error(
+                "layout-no-master",
+                match format {
+                    Format::Groups => "Need to specify one master node.".to_string(),
+                    _ => format!("No {what} was specified"),
+                },
+                anchor,
+                Some(format!("add {add}")),
+            ),
+            [_, rest @ ..] => {
+                for (pos, width) in rest.iter().take(1) {
+                    self.push(
+                        Severity::Error,
+                        "layout-many-masters",
+                        format!("Only one {what} is allowed ({} given)", masters.len()),
+                        *pos,
+                        *width,
+                        Some(format!("keep one {what} node: AppScale runs one head node")),
+                    );
+                }
+            }
+        }
+        let databases = count("database");
+        if databases == 0 {
+            self.error(
+                "layout-no-database",
+                "At least one database node must be provided.".into(),
+                anchor,
+                Some("give the `database` role to at least one node".into()),
+            );
+        }
+        if matches!(format, Format::Advanced | Format::Groups) && count("appengine") == 0 {
+            let role = if format == Format::Groups {
+                "compute"
+            } else {
+                "appengine"
+            };
+            self.error(
+                "layout-no-compute",
+                format!("Need to specify at least one {role} node."),
+                anchor,
+                Some(format!(
+                    "give the `{role}` role to at least one node (it serves the apps)"
+                )),
+            );
+        }
+        if let [_, second, ..] = self.facts.logins.as_slice() {
+            let (pos, width) = *second;
+            self.push(
+                Severity::Error,
+                "layout-many-logins",
+                "Only one login is allowed.".into(),
+                pos,
+                width,
+                Some("name `login` in one role group only".into()),
+            );
+        }
+        if let Some((factor, at)) = replication
+            && databases > 0
+            && factor > databases as i64
+        {
+            self.error(
+                "replication-too-high",
+                format!("Replication factor cannot exceed # of databases ({factor} > {databases} database node(s))."),
+                at,
+                Some(format!("lower it to at most {databases}, or add database nodes")),
+            );
         }
     }
 }

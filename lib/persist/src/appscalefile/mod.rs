@@ -24,6 +24,7 @@ pub mod inventory;
 mod keys;
 mod layout;
 mod plan;
+mod settings;
 pub mod yaml;
 
 pub use diag::{Diagnostic, Severity};
@@ -33,7 +34,8 @@ pub use plan::{Deployment, DiskInfo, NodeInfo};
 use yaml::{Node, Pos, Value};
 
 use crate::record::ProviderKind;
-use keys::{INFRASTRUCTURES, KNOWN_KEYS};
+use keys::{APPSCALE_CLOUDS, INFRASTRUCTURES};
+use layout::LayoutFacts;
 
 /// The result of linting one file.
 #[derive(Debug, Default)]
@@ -70,11 +72,26 @@ impl Lint {
     }
 }
 
+/// Choices that change which files pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// In the old format's top-level `disks` map, require a disk only on
+    /// nodes that keep data (`master`, `database`, `zookeeper`, and the
+    /// simple layout's `controller`/`servers`), the seed page's future work.
+    /// AppScale required one on every node: off by default.
+    pub data_nodes_only: bool,
+}
+
 /// Lints a file's bytes: text that is not UTF-8 is an error at the line of
 /// the first bad byte. Returns the text (lossily decoded) for rendering.
 pub fn lint_bytes(bytes: &[u8]) -> (String, Lint) {
+    lint_bytes_with(bytes, Options::default())
+}
+
+/// [`lint_bytes`] with [`Options`].
+pub fn lint_bytes_with(bytes: &[u8], options: Options) -> (String, Lint) {
     match std::str::from_utf8(bytes) {
-        Ok(s) => (s.to_string(), lint(s)),
+        Ok(s) => (s.to_string(), lint_with(s, options)),
         Err(e) => {
             let good = &bytes[..e.valid_up_to()];
             let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
@@ -98,7 +115,15 @@ pub fn lint_bytes(bytes: &[u8]) -> (String, Lint) {
 
 /// Lints the text of an AppScalefile.
 pub fn lint(source: &str) -> Lint {
-    let mut cx = Checker::default();
+    lint_with(source, Options::default())
+}
+
+/// [`lint`] with [`Options`].
+pub fn lint_with(source: &str, options: Options) -> Lint {
+    let mut cx = Checker {
+        options,
+        ..Checker::default()
+    };
     let parsed = yaml::parse(source);
     for p in &parsed.problems {
         let severity = Severity::Error;
@@ -137,6 +162,8 @@ pub fn lint(source: &str) -> Lint {
 #[derive(Default)]
 pub(super) struct Checker {
     lint: Lint,
+    options: Options,
+    facts: LayoutFacts,
 }
 
 /// How nodes are named in this file.
@@ -210,27 +237,7 @@ impl Checker {
             );
             return;
         };
-        for (k, _) in entries {
-            match k.scalar() {
-                Some(name) if KNOWN_KEYS.contains(&name) => {}
-                Some(name) => {
-                    let help =
-                        did_you_mean(name, KNOWN_KEYS).map(|s| format!("did you mean `{s}`?"));
-                    self.warning(
-                        "unknown-key",
-                        format!("unknown key `{name}`: AppScale ignores it"),
-                        k,
-                        help,
-                    );
-                }
-                None => self.error(
-                    "bad-type",
-                    format!("a key must be a plain name, not {}", k.kind()),
-                    k,
-                    None,
-                ),
-            }
-        }
+        self.unknown_keys(entries);
 
         let infrastructure = self.infrastructure(root);
         let zone = match root.get("zone") {
@@ -261,13 +268,29 @@ impl Checker {
         };
         self.lint.deployment.zone = zone.clone();
 
+        let given = root.get("infrastructure").is_some_and(|n| !n.is_null());
+        let cloud = infrastructure.as_ref().map(|(name, _)| name.as_str());
+        self.settings(root, cloud, given);
+        self.facts.needs_instance_type = cloud.is_some_and(|c| APPSCALE_CLOUDS.contains(&c))
+            && root.get("instance_type").is_none_or(Node::is_null);
+
         // Each `disks` key found, with the disks it assigns.
         let mut disk_keys: Vec<&Node> = Vec::new();
-        let layout = root.get("ips_layout");
+        let layout = root.get("ips_layout").filter(|l| !l.is_null());
         let top_disks = root.get("disks");
+        let errors_before = self.errors();
         match layout {
+            None if infrastructure.is_some() => {
+                let (_, at) = infrastructure.as_ref().expect("matched Some");
+                self.generated_layout(root, at);
+            }
+            None if !given => self.error(
+                "layout-missing",
+                "A YAML file is required for virtualized clusters: without `infrastructure`, AppScale needs an `ips_layout`".into(),
+                root,
+                Some("add an `ips_layout` listing the machines' IP addresses, or set `infrastructure`".into()),
+            ),
             None => {}
-            Some(l) if l.is_null() => {}
             Some(l) => match &l.value {
                 Value::Map(_) => self.old_layout(l, mode),
                 Value::Seq(groups) => {
@@ -289,13 +312,34 @@ impl Checker {
                 ),
             },
         }
-        let old_format = layout.is_none_or(|l| l.is_null() || l.as_map().is_some());
+        // The rules over the whole layout only make sense of a layout that
+        // read without error.
+        if self.errors() == errors_before {
+            let anchor = layout
+                .or(infrastructure.as_ref().map(|(_, at)| *at))
+                .unwrap_or(root);
+            let replication = ["replication", "n"]
+                .iter()
+                .find_map(|k| root.get(k))
+                .and_then(|n| n.as_int().map(|v| (v, n)));
+            self.role_rules(anchor, replication);
+        }
+        let old_format = layout.is_none_or(|l| l.as_map().is_some());
         if let (Some(d), true) = (top_disks, old_format) {
-            self.top_level_disks(d, layout.is_none_or(Node::is_null));
+            self.top_level_disks(d, self.facts.format);
             disk_keys.push(d);
         }
 
         self.disk_rules(infrastructure.as_ref(), zone.as_deref(), &disk_keys);
+    }
+
+    /// How many errors were found so far.
+    fn errors(&self) -> usize {
+        self.lint
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
     }
 
     /// Reads `infrastructure`; returns its value and node when valid.
