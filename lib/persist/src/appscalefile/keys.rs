@@ -178,14 +178,15 @@ pub(super) fn implied_roles(role: &str) -> &'static [&'static str] {
     }
 }
 
-/// The one known key `word` is a prefix of, when only one: Python's argument
-/// parser took such an abbreviation for the whole flag.
+/// The one known key `word` is a prefix of, when only one and `word` is not
+/// a key itself: Python's argument parser took such an abbreviation for the
+/// whole flag.
 pub(super) fn abbreviation_of(word: &str) -> Option<&'static str> {
     let mut matches = KNOWN_KEYS
         .iter()
         .filter(|k| k.len() > word.len() && k.starts_with(word));
     match (matches.next(), matches.next()) {
-        (Some(k), None) if !word.is_empty() => Some(k),
+        (Some(k), None) if !word.is_empty() && !KNOWN_KEYS.contains(&word) => Some(k),
         _ => None,
     }
 }
@@ -228,5 +229,28 @@ mod tests {
             Some("infrastructure")
         );
         assert_eq!(did_you_mean("completely_else", KNOWN_KEYS), None);
+    }
+
+    #[test]
+    fn abbreviations_are_unique_prefixes_of_a_key() {
+        assert_eq!(abbreviation_of("infra"), Some("infrastructure"));
+        assert_eq!(abbreviation_of("zon"), Some("zone"));
+        assert_eq!(
+            abbreviation_of("min"),
+            None,
+            "a key itself, and a prefix of two"
+        );
+        assert_eq!(abbreviation_of("azure_app"), None, "ambiguous");
+        assert_eq!(abbreviation_of("zome"), None);
+    }
+
+    #[test]
+    fn old_role_names_imply_their_roles() {
+        assert!(implied_roles("controller").contains(&"database"));
+        assert!(implied_roles("controller").contains(&"shadow"));
+        assert!(implied_roles("servers").contains(&"appengine"));
+        assert!(implied_roles("master").contains(&"shadow"));
+        assert!(implied_roles("compute").contains(&"appengine"));
+        assert!(implied_roles("open").is_empty());
     }
 }

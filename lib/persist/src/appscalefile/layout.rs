@@ -612,7 +612,7 @@ mod tests {
     #[test]
     fn new_format_names_nodes_across_groups() {
         let l = lint(
-            "infrastructure: ec2\nzone: us-east-1b\nips_layout:\n- roles: [master, zookeeper]\n  nodes: 1\n  disks: vol-11111111\n- roles: [appengine]\n  nodes: 2\n- roles: database\n  nodes: 2\n  disks: [vol-22222222, vol-33333333]\n",
+            "infrastructure: ec2\nmachine: ami-1\ninstance_type: m3.medium\nzone: us-east-1b\nips_layout:\n- roles: [master, zookeeper]\n  nodes: 1\n  disks: vol-11111111\n- roles: [appengine]\n  nodes: 2\n- roles: database\n  nodes: 2\n  disks: [vol-22222222, vol-33333333]\n",
         );
         assert!(!l.has_errors(), "{:?}", l.diagnostics);
         let ids: Vec<_> = l.deployment.nodes.iter().map(|n| n.id.as_str()).collect();
