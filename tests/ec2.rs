@@ -588,7 +588,7 @@ fn up_and_down_on_an_ec2_appscalefile() {
     let file = t.join("AppScalefile");
     std::fs::write(
         &file,
-        format!("infrastructure: ec2\nzone: us-east-1b\nips_layout:\n  master: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: {vol}\n"),
+        format!("infrastructure: ec2\nmachine: ami-0123456789abcdef0\nzone: us-east-1b\nips_layout:\n  master: node-1\n  appengine: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: {vol}\n"),
     )
     .unwrap();
     let _dev = stand_in(&t, &vol);

@@ -148,6 +148,7 @@ const CORPUS: &[(&str, i32, &[&str])] = &[
             "error setting-without-infrastructure 3:10",
         ],
     ),
+    ("local-extension.yaml", 0, &[]),
     (
         "layout-many-logins.yaml",
         1,

@@ -312,9 +312,26 @@ impl Checker {
                 ),
             },
         }
-        // The rules over the whole layout only make sense of a layout that
-        // read without error.
-        if self.errors() == errors_before {
+        let layout_read = self.errors() == errors_before;
+        let old_format = layout.is_none_or(|l| l.as_map().is_some());
+        if let (Some(d), true) = (top_disks, old_format) {
+            self.top_level_disks(d, self.facts.format);
+            disk_keys.push(d);
+        }
+
+        // AppScale's rules over the whole layout: only for files AppScale
+        // could take (not this project's `local` or device-path disks in
+        // cluster mode), and only of a layout that read without error.
+        let extension = cloud == Some("local")
+            || (!given
+                && !self.lint.deployment.disks.is_empty()
+                && self
+                    .lint
+                    .deployment
+                    .disks
+                    .iter()
+                    .all(|d| d.disk.starts_with("/dev/")));
+        if layout_read && !extension {
             let anchor = layout
                 .or(infrastructure.as_ref().map(|(_, at)| *at))
                 .unwrap_or(root);
@@ -323,11 +340,6 @@ impl Checker {
                 .find_map(|k| root.get(k))
                 .and_then(|n| n.as_int().map(|v| (v, n)));
             self.role_rules(anchor, replication);
-        }
-        let old_format = layout.is_none_or(|l| l.as_map().is_some());
-        if let (Some(d), true) = (top_disks, old_format) {
-            self.top_level_disks(d, self.facts.format);
-            disk_keys.push(d);
         }
 
         self.disk_rules(infrastructure.as_ref(), zone.as_deref(), &disk_keys);
