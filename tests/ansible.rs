@@ -600,7 +600,7 @@ fn the_ec2_flow_through_the_playbooks() {
         .collect();
     std::fs::write(
         t.join("AppScalefile"),
-        "infrastructure: ec2\nzone: us-east-1b\nips_layout:\n  - roles: [master, database, zookeeper]\n    nodes: 2\n    disks: [data-a, data-b]\n",
+        "infrastructure: ec2\nmachine: ami-0123456789abcdef0\ninstance_type: m3.medium\nzone: us-east-1b\nips_layout:\n  - roles: [master, database, zookeeper, appengine]\n    nodes: 1\n    disks: data-a\n  - roles: [database, zookeeper]\n    nodes: 1\n    disks: data-b\n",
     )
     .unwrap();
     // Volumes exist already (tagged by Name), and a loop device stands in for

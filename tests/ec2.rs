@@ -615,7 +615,7 @@ fn up_and_down_on_an_ec2_appscalefile() {
     let file = t.join("AppScalefile");
     std::fs::write(
         &file,
-        format!("infrastructure: ec2\nzone: us-east-1b\nips_layout:\n  master: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: {vol}\n"),
+        format!("infrastructure: ec2\nmachine: ami-0123456789abcdef0\nzone: us-east-1b\nips_layout:\n  master: node-1\n  appengine: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: {vol}\n"),
     )
     .unwrap();
     let _dev = stand_in(&t, &vol);
@@ -859,7 +859,7 @@ fn two_deployments_never_share_tags_or_client_tokens() {
     let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
     let url = proxy.url();
     let t = TempDir::new("ec2-deployments");
-    let body = "infrastructure: ec2\nzone: us-east-1b\nips_layout:\n  master: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: data\n";
+    let body = "infrastructure: ec2\nmachine: ami-0123456789abcdef0\nzone: us-east-1b\nips_layout:\n  master: node-1\n  appengine: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: data\n";
     // Each deployment in its own moto account, as two AWS accounts would
     // keep them; the disk, node and name are the same.
     let mut ids = Vec::new();
@@ -1027,7 +1027,7 @@ fn appscalefile(t: &TempDir, vol: &str) -> std::path::PathBuf {
     let file = t.join("AppScalefile");
     std::fs::write(
         &file,
-        format!("infrastructure: ec2\nzone: us-east-1b\nips_layout:\n  master: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: {vol}\n"),
+        format!("infrastructure: ec2\nmachine: ami-0123456789abcdef0\nzone: us-east-1b\nips_layout:\n  master: node-1\n  appengine: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: {vol}\n"),
     )
     .unwrap();
     file

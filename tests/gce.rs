@@ -369,7 +369,7 @@ fn up_and_down_on_the_seed_gce_appscalefile() {
     let g = Gce::new(zone);
     let t = TempDir::new("gce-flow");
     let file = t.join("AppScalefile");
-    std::fs::write(&file, "infrastructure: gce\nproject: proj\nzone: us-central-1a\nips_layout:\n  master: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: mydisk1\n").unwrap();
+    std::fs::write(&file, "infrastructure: gce\nproject: proj\nmachine: appscale-image\nclient_secrets: ~/client_secrets.json\nzone: us-central-1a\nips_layout:\n  master: node-1\n  appengine: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: mydisk1\n").unwrap();
     let lint = run("appscalefile-lint", &[file.to_str().unwrap()], "").expect(0);
     assert!(!lint.stderr.contains("error"), "{}", lint.stderr);
     // A loop device stands in for the persistent disk, linked where the

@@ -15,8 +15,10 @@ const AFTER_HELP: &str = "\
 Both layout formats are read: the old one (ips_layout a map of role to node
 ids, with a top-level `disks:` map of node id to disk) and the new one
 (ips_layout a list of role groups with `roles`, `nodes`, `disks`). Rules are
-AppScale's own plus the ones AppScale missed; every finding has a stable code
-(docs/appscalefile-lint.md lists them).
+AppScale's own (node layout, and the checks `appscale up` made on every key)
+plus the ones AppScale missed; every finding has a stable code
+(docs/appscalefile-lint.md lists them, and where the linter differs from
+AppScale on purpose).
 
 Exit status: 0 no error (warnings allowed unless --deny-warnings);
 1 errors found; 2 the file could not be read or bad usage.
@@ -52,6 +54,11 @@ struct Args {
     /// Fail (exit 1) on warnings too.
     #[arg(long)]
     deny_warnings: bool,
+    /// In the old format's top-level `disks` map, require a disk only on
+    /// nodes that keep data (master, database, zookeeper, controller,
+    /// servers). AppScale required one on every node; off by default.
+    #[arg(long)]
+    data_nodes_only: bool,
     /// Print the disk plan (records) on stdout when there is no error.
     #[arg(long, conflicts_with_all = ["format", "inventory", "inventory_list"])]
     plan: bool,
@@ -149,7 +156,10 @@ fn read(args: &Args) -> Result<(String, String, Lint), String> {
         std::fs::read(&args.file)
     };
     let bytes = bytes.map_err(|e| format!("cannot read {name}: {e}"))?;
-    let (source, lint) = appscalefile::lint_bytes(&bytes);
+    let options = appscalefile::Options {
+        data_nodes_only: args.data_nodes_only,
+    };
+    let (source, lint) = appscalefile::lint_bytes_with(&bytes, options);
     Ok((name, source, lint))
 }
 

@@ -15,7 +15,7 @@
 
 use aws_sdk_ec2::types::{Volume, VolumeState};
 
-use appscale_persist::tool::Failure;
+use appscale_persist::step::Failure;
 
 /// The deployment a volume belongs to.
 pub const TAG_DEPLOYMENT: &str = "appscale-persist:deployment";

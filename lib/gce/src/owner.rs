@@ -16,7 +16,7 @@
 //! names are written in that alphabet with a hash of the original, so two
 //! names never share a label ([`label_value`]).
 
-use appscale_persist::tool::Failure;
+use appscale_persist::step::Failure;
 
 use crate::api::DiskInfo;
 

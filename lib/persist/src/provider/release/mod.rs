@@ -29,7 +29,7 @@ use crate::blockdev::Device;
 use crate::log;
 use crate::mount::Entry;
 use crate::record::{ProviderKind, Record, State};
-use crate::tool::Failure;
+use crate::step::Failure;
 
 /// The record key holding an [`UnmountProof`].
 pub const UNMOUNT_PROOF_KEY: &str = "unmount_proof";
