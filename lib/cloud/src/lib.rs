@@ -12,8 +12,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use appscale_persist::discover::{DEPLOYMENT_KEY, DISK_ID_KEY};
 use appscale_persist::log;
-use appscale_persist::provider::discover::{DEPLOYMENT_KEY, DISK_ID_KEY};
 use appscale_persist::provider::local::Local;
 use appscale_persist::provider::static_disk::Static;
 use appscale_persist::provider::{Provider, Size};

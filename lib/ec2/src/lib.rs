@@ -13,7 +13,7 @@
 //! only on the rules there. A volume is detached from the node itself
 //! (`--self`) only when nothing uses its device here, and from elsewhere
 //! only with the node's proof that it let go
-//! ([`appscale_persist::provider::release`]), or `--force`.
+//! ([`appscale_persist::release`]), or `--force`.
 //!
 //! Waiting is batched: every poll is one `DescribeVolumes` call for all the
 //! volumes still pending, under one deadline ([`Config::timeout`]). Attach
@@ -33,13 +33,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use appscale_persist::log;
-use appscale_persist::provider::discover::{
+use appscale_persist::discover::{
     self, ADOPTED_KEY, ATTACHED_AS_KEY, DEPLOYMENT_KEY, DISK_ID_KEY, SIZE_KEY,
 };
-use appscale_persist::provider::release::{self, FORCE_RISK, identity};
+use appscale_persist::log;
 use appscale_persist::provider::{DiskStatus, Provider, Size, disk_of};
 use appscale_persist::record::{ProviderKind, Record, State};
+use appscale_persist::release::{self, FORCE_RISK, identity};
 use appscale_persist::step::{Ctx, Failure, Outcome, StepResult};
 use appscale_persist::wait::WaitParams;
 use aws_sdk_ec2::types::{Volume, VolumeAttachmentState};

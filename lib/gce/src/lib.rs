@@ -12,12 +12,12 @@
 //!
 //! Disks are attached with `deviceName` = the disk's name, so on the node the
 //! disk is `/dev/disk/by-id/google-<name>`, found and checked by
-//! [`appscale_persist::provider::discover`].
+//! [`appscale_persist::discover`].
 //!
 //! Whose a disk is, its labels say ([`owner`]). A disk is detached from the
 //! node itself (`--self`) only when nothing uses its device there, and from
 //! elsewhere only with the node's proof that it let go
-//! ([`appscale_persist::provider::release`]), or `--force`.
+//! ([`appscale_persist::release`]), or `--force`.
 #![deny(missing_docs)]
 
 mod api;
@@ -28,13 +28,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use appscale_persist::discover::{self, ADOPTED_KEY, ATTACHED_AS_KEY, DEPLOYMENT_KEY, SIZE_KEY};
 use appscale_persist::log;
-use appscale_persist::provider::discover::{
-    self, ADOPTED_KEY, ATTACHED_AS_KEY, DEPLOYMENT_KEY, SIZE_KEY,
-};
-use appscale_persist::provider::release::{self, FORCE_RISK, identity};
 use appscale_persist::provider::{DiskStatus, Provider, Size, disk_of};
 use appscale_persist::record::{ProviderKind, Record, State};
+use appscale_persist::release::{self, FORCE_RISK, identity};
 use appscale_persist::step::{Ctx, Failure, Outcome, StepResult};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;

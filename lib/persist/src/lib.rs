@@ -16,6 +16,9 @@
 //!   deleting anything.
 //! * [`fstab`]: our entries in `/etc/fstab`, written atomically.
 //! * [`provider`]: the provider trait, and the `local` and `static` providers.
+//! * [`discover`]: a record's disk on this node (finding its device, checking
+//!   it is that disk, refusing to let go of one in use); [`release`]: the
+//!   node's proof that it let go of a cloud disk.
 //! * [`loopdev`]: loop devices over image files.
 //! * [`step`]: the step vocabulary (outcome, failure, exit codes) and the
 //!   bookkeeping every tool applies to records; [`steps`]: what each tool
@@ -35,6 +38,7 @@ pub mod ansible;
 pub mod appscalefile;
 pub mod blockdev;
 pub mod cli;
+pub mod discover;
 pub mod files;
 pub mod filesystem;
 pub mod fstab;
@@ -46,6 +50,7 @@ pub mod loopdev;
 pub mod mount;
 pub mod provider;
 pub mod record;
+pub mod release;
 pub mod run;
 pub mod seed;
 pub mod step;

@@ -1,7 +1,7 @@
 //! The plan: what an AppScalefile describes (nodes, roles, disks) and the
 //! disk records it turns into for `disk-create`.
 
-use crate::provider::discover::DEPLOYMENT_KEY;
+use crate::discover::DEPLOYMENT_KEY;
 use crate::record::{ProviderKind, Record};
 
 use super::keys::DATA_ROLES;

@@ -21,8 +21,9 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{DiskStatus, Provider, Size, disk_of, refuse_if_in_use};
+use super::{DiskStatus, Provider, Size, disk_of};
 use crate::blockdev::Device;
+use crate::discover::refuse_if_in_use;
 use crate::lock::NodeLock;
 use crate::loopdev::{self, Loop};
 use crate::record::{ProviderKind, Record, State};
@@ -284,7 +285,7 @@ impl Local {
 /// Records the image's path as the record's `disk_id`.
 fn note_image(rec: &mut Record, image: &Path) {
     rec.extra.insert(
-        super::discover::DISK_ID_KEY.into(),
+        crate::discover::DISK_ID_KEY.into(),
         image.display().to_string().into(),
     );
 }
@@ -360,7 +361,7 @@ fn open_image(image: &Path, write: bool) -> Result<File, Failure> {
 pub fn verify_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
     let image = match rec
         .extra
-        .get(super::discover::DISK_ID_KEY)
+        .get(crate::discover::DISK_ID_KEY)
         .and_then(|v| v.as_str())
     {
         Some(p) => PathBuf::from(p),

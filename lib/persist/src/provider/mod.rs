@@ -11,15 +11,11 @@
 //! `changed: false`. Attached elsewhere, in another zone, or mounted on this
 //! node are errors, reported before any change is made.
 
-pub mod discover;
 pub mod local;
-pub mod release;
 pub mod static_disk;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::blockdev::Device;
-use crate::mount;
 use crate::record::{ProviderKind, Record};
 use crate::step::{Ctx, Failure, StepResult};
 
@@ -68,147 +64,6 @@ pub fn disk_of(rec: &Record) -> Result<&str, Failure> {
         .as_deref()
         .filter(|d| !d.is_empty())
         .ok_or_else(|| Failure::new("no-disk", "the record names no `disk`"))
-}
-
-/// Checks that the `device` a record names is the disk the record names,
-/// before a node-side step acts on it: a local record's loop device must be
-/// bound to its image, a static record's device must be its disk, a cloud
-/// record's device must be what the disk's own links and serial lead to
-/// ([`discover::verify_device`]). A record naming only a device claims
-/// nothing else, and passes.
-pub fn verify_claimed_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
-    if rec.disk.is_none() && !rec.extra.contains_key(discover::DISK_ID_KEY) {
-        return Ok(());
-    }
-    match rec.provider {
-        Some(ProviderKind::Local) => local::verify_device(rec, dev),
-        Some(ProviderKind::Static) => {
-            let disk = Device::open(&static_disk::device_path(rec)?)
-                .map_err(|e| Failure::new("identity-mismatch", e.to_string()))?;
-            if (disk.major, disk.minor) == (dev.major, dev.minor) {
-                Ok(())
-            } else {
-                Err(Failure::new(
-                    "identity-mismatch",
-                    format!(
-                        "the record names {} for the disk {}, which is another device: not this disk",
-                        dev.path.display(),
-                        disk.path.display()
-                    ),
-                ))
-            }
-        }
-        Some(p) if p.is_cloud() => discover::verify_device(rec, dev),
-        _ => Ok(()),
-    }
-}
-
-/// The record's disk on this node, found without waiting and without
-/// guessing: its `device`, else the loop device bound to its image (local:
-/// its `disk_id`, else `<state_dir>/<disk>.img`, the state directory being
-/// [`local::Local::state_dir`]'s), its device path (static), or what its
-/// identity links lead to (clouds). `None` when it is not found here.
-pub fn find_here(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
-    if let Some(d) = &rec.device {
-        return Device::open(Path::new(d)).ok();
-    }
-    match rec.provider? {
-        ProviderKind::Local => {
-            let image = match rec
-                .extra
-                .get(discover::DISK_ID_KEY)
-                .and_then(|v| v.as_str())
-            {
-                Some(p) => PathBuf::from(p),
-                None => local::Local::new(
-                    local::Local::state_dir(state_dir.map(Path::to_path_buf)),
-                    None,
-                )
-                .image(rec)
-                .ok()?,
-            };
-            let loops = crate::loopdev::bound_to(&image).ok()?;
-            let [lo] = loops.as_slice() else {
-                return None;
-            };
-            crate::loopdev::verify(lo, &image).ok()?;
-            Device::open(&lo.device).ok()
-        }
-        ProviderKind::Static => Device::open(&static_disk::device_path(rec).ok()?).ok(),
-        _ => discover::candidates(rec, &discover::dev_root())
-            .iter()
-            .find_map(|c| Device::open(c).ok())
-            .filter(|d| discover::check_identity(rec, d).is_ok()),
-    }
-}
-
-/// Refuses when `device`, a partition of it, or something stacked on it is
-/// mounted or otherwise held on this node. A device that does not exist
-/// here is not mounted here.
-pub fn refuse_if_in_use(device: &Path) -> Result<(), Failure> {
-    let dev = match Device::open(device) {
-        Ok(d) => d,
-        Err(_) => return Ok(()),
-    };
-    let table = mount::Table::read().map_err(|e| Failure::new("mount-table", e.to_string()))?;
-    let mut numbers = vec![(dev.major, dev.minor)];
-    for child in dev.children() {
-        if let Ok(s) = std::fs::read_to_string(format!("/sys/class/block/{child}/dev"))
-            && let Some((a, b)) = s.trim().split_once(':')
-            && let (Ok(a), Ok(b)) = (a.parse(), b.parse())
-        {
-            numbers.push((a, b));
-        }
-    }
-    for (major, minor) in numbers {
-        if let Some(m) = table.by_device(major, minor).first() {
-            return Err(Failure::new(
-                "mounted",
-                format!(
-                    "{} is mounted on {}: run disk-unmount first; not detaching a mounted disk",
-                    device.display(),
-                    m.target.display()
-                ),
-            ));
-        }
-    }
-    let holders: Vec<String> = std::fs::read_dir(dev.sysfs().join("holders"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    if !holders.is_empty() {
-        return Err(Failure::new(
-            "in-use",
-            format!(
-                "{} is in use by {}: not detaching it",
-                device.display(),
-                holders.join(", ")
-            ),
-        ));
-    }
-    // Last, the kernel's own word: a filesystem lazily unmounted but still
-    // alive, a running mkfs or fsck, any exclusive user, holds the device
-    // open exclusively, and then this open fails.
-    match crate::blockdev::open_exclusive(&dev.real) {
-        Ok(_) => Ok(()),
-        Err(e @ crate::blockdev::BlockError::Busy(..)) => Err(Failure::new(
-            "in-use",
-            format!(
-                "{}: {e}; a lazily unmounted filesystem stays alive until its last user exits: not detaching it",
-                device.display()
-            ),
-        )),
-        Err(e) => Err(Failure::new(
-            "device-unusable",
-            format!(
-                "{}: {e}: cannot tell whether it is in use; not detaching it",
-                device.display()
-            ),
-        )),
-    }
 }
 
 /// A disk size: `10G`, `512M`, `1T`, `20GiB`; a bare number is GiB, as the

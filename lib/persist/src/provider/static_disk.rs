@@ -5,8 +5,9 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use super::{DiskStatus, Provider, disk_of, refuse_if_in_use};
+use super::{DiskStatus, Provider, disk_of};
 use crate::blockdev::Device;
+use crate::discover::refuse_if_in_use;
 use crate::record::{ProviderKind, Record, State};
 use crate::step::{Ctx, Failure, Outcome, StepResult};
 

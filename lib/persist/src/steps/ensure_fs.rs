@@ -8,7 +8,7 @@
 //!
 //! * the whole step holds the node lock ([`crate::lock`]);
 //! * the record's `device` must be the disk the record names
-//!   ([`crate::provider::verify_claimed_device`]);
+//!   ([`crate::discover::verify_claimed_device`]);
 //! * a record that already names a filesystem (`fs.uuid`, or a state that
 //!   implies one) is never formatted: a device that now reads blank, or
 //!   holds another filesystem, is an identity error;
@@ -23,11 +23,11 @@
 use std::path::Path;
 
 use crate::blockdev::{self, Assessment, BlockError, Device, Probe};
+use crate::discover::verify_claimed_device;
+use crate::discover::{self, DEVICE_WAIT};
 use crate::filesystem::{self, FsType};
 use crate::lock::{DeviceLock, NodeLock};
 use crate::mount::{self, TempMount};
-use crate::provider::discover::{self, DEVICE_WAIT};
-use crate::provider::verify_claimed_device;
 use crate::record::{Fs, Record, State};
 use crate::seed;
 use crate::step::{Ctx, Failure, Outcome, Step, StepResult, one_by_one};

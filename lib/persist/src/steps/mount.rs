@@ -14,14 +14,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::blockdev::{self, Device};
+use crate::discover::verify_claimed_device;
+use crate::discover::{self, DEVICE_WAIT};
 use crate::files;
 use crate::filesystem::{self, FsType, Fsck};
 use crate::fstab::{self, Applied, Fstab};
 use crate::lock::NodeLock;
 use crate::log;
 use crate::mount::{self, MountError};
-use crate::provider::discover::{self, DEVICE_WAIT};
-use crate::provider::verify_claimed_device;
 use crate::record::{Fs, Record, State};
 use crate::seed::{self, Seeded};
 use crate::step::{Ctx, Diff, Failure, Outcome, Step, StepResult, one_by_one};

@@ -4,7 +4,7 @@
 //! Only the record's own filesystem is ever unmounted. What is mounted at
 //! the mountpoint is the record's when one of these says so: the record's
 //! `device` is that device; the record's `fs.uuid` is its UUID; the record's
-//! disk, found on this node ([`crate::provider::find_here`]), is that device;
+//! disk, found on this node ([`crate::discover::find_here`]), is that device;
 //! or our own entry (marked `x-appscale-persist`) in the fstab (`--fstab`,
 //! `/etc/fstab` by default) mounts that UUID there. Anything else (a tmpfs, an
 //! NFS share, another disk) is left alone and reported.
@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::blockdev::{self, Device};
+use crate::discover::find_here;
 use crate::fstab::{self, Fstab};
 use crate::lock::NodeLock;
 use crate::mount::{self, Entry, UnmountError};
-use crate::provider::find_here;
 use crate::record::{Record, State};
 use crate::step::{Ctx, Diff, Failure, Outcome, Step, StepResult, one_by_one};
 use crate::wait::{self, Poll, WaitParams};
@@ -231,7 +231,7 @@ impl Unmount {
                 diff = Some(d);
             }
         }
-        crate::provider::release::stamp(rec, table.at(&mp), cx.check);
+        crate::release::stamp(rec, table.at(&mp), cx.check);
         Ok(Outcome {
             state: State::Unmounted,
             changed,

@@ -8,7 +8,7 @@
 //!
 //! * the disk's device is on this machine, shown to be the record's disk by
 //!   its own identity (udev links, serial, size: [`discover`]),
-//! * nothing uses it any more ([`super::refuse_if_in_use`]: no mount, no
+//! * nothing uses it any more ([`discover::refuse_if_in_use`]: no mount, no
 //!   holder, and an exclusive open succeeds),
 //! * and this machine's instance is known ([`identity`]).
 //!
@@ -24,8 +24,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::discover;
 use crate::blockdev::Device;
+use crate::discover;
 use crate::log;
 use crate::mount::Entry;
 use crate::record::{ProviderKind, Record, State};
@@ -229,7 +229,7 @@ pub const HERE_WAIT: Duration = Duration::from_secs(2);
 pub fn check_here(rec: &Record, force: bool) -> Result<(), Failure> {
     discover::refuse_if_mounted_here(rec)?;
     match discover::find(rec, HERE_WAIT) {
-        Ok(path) => super::refuse_if_in_use(&path),
+        Ok(path) => discover::refuse_if_in_use(&path),
         Err(f) if force => {
             log::warn(format_args!(
                 "{}: detaching without checking this machine (--force): {}; {FORCE_RISK}",
@@ -306,7 +306,7 @@ fn prove(
             _ => return Err(why),
         },
     };
-    super::refuse_if_in_use(&dev.path).map_err(|f| f.message)?;
+    discover::refuse_if_in_use(&dev.path).map_err(|f| f.message)?;
     let instance = match kind {
         ProviderKind::Gce => identity::gce(None).map(|i| i.name),
         _ => identity::ec2(None).map(|i| i.id),
