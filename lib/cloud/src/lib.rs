@@ -12,7 +12,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use appscale_persist::discover::{DEPLOYMENT_KEY, DISK_ID_KEY};
 use appscale_persist::log;
 use appscale_persist::provider::local::Local;
 use appscale_persist::provider::static_disk::Static;
@@ -192,12 +191,7 @@ impl ProviderArgs {
             let Some(kind) = self.kind_of(r) else {
                 continue;
             };
-            let Some(disk) = r
-                .extra
-                .get(DISK_ID_KEY)
-                .and_then(|v| v.as_str())
-                .or(r.disk.as_deref())
-            else {
+            let Some(disk) = r.disk_id() else {
                 continue;
             };
             let (family, zone) = match kind {
@@ -320,10 +314,7 @@ impl Step for CloudStep {
             {
                 continue;
             }
-            let name = match (
-                &self.deployment,
-                r.extra.get(DEPLOYMENT_KEY).and_then(|v| v.as_str()),
-            ) {
+            let name = match (&self.deployment, r.deployment.as_deref()) {
                 (Some(flag), _) => flag.clone(),
                 (None, Some(own)) if !own.is_empty() => continue,
                 (None, _) => {
@@ -331,7 +322,7 @@ impl Step for CloudStep {
                     DEFAULT_DEPLOYMENT.to_string()
                 }
             };
-            r.extra.insert(DEPLOYMENT_KEY.into(), name.into());
+            r.deployment = Some(name);
         }
         if !unnamed.is_empty() {
             log::warn(format_args!(

@@ -33,9 +33,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use appscale_persist::discover::{
-    self, ADOPTED_KEY, ATTACHED_AS_KEY, DEPLOYMENT_KEY, DISK_ID_KEY, SIZE_KEY,
-};
+use appscale_persist::discover::{self};
 use appscale_persist::log;
 use appscale_persist::provider::{DiskStatus, Provider, Size, disk_of};
 use appscale_persist::record::{ProviderKind, Record, State};
@@ -227,9 +225,8 @@ impl Ec2 {
 
     /// The deployment a record belongs to.
     fn deployment_of(cfg: &Config, r: &Record) -> String {
-        r.extra
-            .get(DEPLOYMENT_KEY)
-            .and_then(|v| v.as_str())
+        r.deployment
+            .as_deref()
             .filter(|s| !s.is_empty())
             .unwrap_or(&cfg.deployment)
             .to_string()
@@ -320,7 +317,7 @@ enum Key {
 }
 
 fn volume_key(r: &Record) -> Result<Key, Failure> {
-    if let Some(id) = r.extra.get(DISK_ID_KEY).and_then(|v| v.as_str()) {
+    if let Some(id) = r.disk_id.as_deref() {
         return Ok(Key::Id(id.to_string()));
     }
     let disk = disk_of(r)?;
@@ -338,10 +335,10 @@ fn no_such_volume(id: &str) -> Failure {
 /// Records what the API says about a volume on the record.
 fn note_volume(r: &mut Record, v: &Volume) {
     if let Some(id) = v.volume_id() {
-        r.extra.insert(DISK_ID_KEY.into(), id.into());
+        r.disk_id = Some(id.into());
     }
     if let Some(gib) = v.size() {
-        r.extra.insert(SIZE_KEY.into(), ((gib as u64) << 30).into());
+        r.size_bytes = Some((gib.max(0) as u64) << 30);
     }
     if r.zone.is_none() {
         r.zone = v.availability_zone().map(str::to_string);
@@ -384,7 +381,7 @@ async fn adopt_all(
         let deployment = Ec2::deployment_of(cfg, r);
         match api.adopt(vol, &deployment, r.node.as_deref()).await {
             Ok(()) => {
-                r.extra.insert(ADOPTED_KEY.into(), true.into());
+                r.adopted = true;
                 log::info(format_args!(
                     "{}: adopted {vol}, made by hand: tagged for deployment {deployment}",
                     r.label()
@@ -454,7 +451,7 @@ impl Provider for Ec2 {
                         if f.owner.hand_made() {
                             let deployment = Ec2::deployment_of(&cfg, r);
                             if cx.check {
-                                r.extra.insert(ADOPTED_KEY.into(), true.into());
+                                r.adopted = true;
                             } else {
                                 adopt.push((i, vol.clone()));
                             }
@@ -476,7 +473,7 @@ impl Provider for Ec2 {
                         let deployment = Ec2::deployment_of(&cfg, r);
                         match api.create_volume(&cfg, &deployment, &name, r.node.as_deref().unwrap_or(""), &zone).await {
                             Ok(id) => {
-                                r.extra.insert(DISK_ID_KEY.into(), id.clone().into());
+                                r.disk_id = Some(id.clone());
                                 created.push((i, id));
                                 out.push(Ok(Outcome::changed(State::Created, String::new())));
                             }
@@ -587,7 +584,7 @@ impl Provider for Ec2 {
                     if let Some(a) = here
                         && matches!(a.state(), Some(VolumeAttachmentState::Attached)) {
                             let dev = a.device().unwrap_or_default().to_string();
-                            r.extra.insert(ATTACHED_AS_KEY.into(), dev.clone().into());
+                            r.attached_as = Some(dev.clone());
                             if f.owner.hand_made() && !cx.check {
                                 adopt.push((i, vol.clone()));
                             }
@@ -607,7 +604,7 @@ impl Provider for Ec2 {
                     let detaching = here.is_some_and(|a| matches!(a.state(), Some(VolumeAttachmentState::Detaching)));
                     if let Some(a) = here && !detaching {
                         // Attaching already (an interrupted earlier run): just wait.
-                        r.extra.insert(ATTACHED_AS_KEY.into(), a.device().unwrap_or_default().into());
+                        r.attached_as = Some(a.device().unwrap_or_default().into());
                         calls.push((job, String::new()));
                         return Ok(None);
                     }
@@ -618,7 +615,7 @@ impl Provider for Ec2 {
                     used.insert(devices::normalize(&dev));
                     if f.owner.hand_made() {
                         if cx.check {
-                            r.extra.insert(ADOPTED_KEY.into(), true.into());
+                            r.adopted = true;
                         } else {
                             adopt.push((i, vol.clone()));
                         }
@@ -627,7 +624,7 @@ impl Provider for Ec2 {
                         let after = if detaching { " once its detach from there is over" } else { "" };
                         return Ok(Some(Outcome::changed(State::Attached, format!("would attach {vol} to {instance} as {dev}{after}"))));
                     }
-                    r.extra.insert(ATTACHED_AS_KEY.into(), dev.clone().into());
+                    r.attached_as = Some(dev.clone());
                     if detaching {
                         log::info(format_args!("{}: {vol} is still detaching from {instance}: waiting for that to finish", r.label()));
                         after_detach.push((job, dev));
@@ -691,8 +688,8 @@ impl Provider for Ec2 {
             }).await;
             for Job { i, vol, instance } in waiting {
                 let r = &mut records[i];
-                let dev = r.extra.get(ATTACHED_AS_KEY).and_then(|d| d.as_str()).unwrap_or("?").to_string();
-                let adopted = if r.extra.contains_key(ADOPTED_KEY) { " (adopted)" } else { "" };
+                let dev = r.attached_as.as_deref().unwrap_or("?").to_string();
+                let adopted = if r.adopted { " (adopted)" } else { "" };
                 out[i] = match done.get(&vol) {
                     Some(Ok(v)) => {
                         note_volume(r, v);
@@ -774,10 +771,7 @@ impl Provider for Ec2 {
                     if f.owner == Owner::HandMadeByName {
                         owner::check_adoptable(&f, None)?;
                     }
-                    r.extra.insert(
-                        ATTACHED_AS_KEY.into(),
-                        a.device().unwrap_or_default().into(),
-                    );
+                    r.attached_as = Some(a.device().unwrap_or_default().into());
                     if matches!(a.state(), Some(VolumeAttachmentState::Detaching)) {
                         // Someone asked already: only wait.
                         calls.push((i, vol, String::new()));

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use appscale_persist::discover::{self, ADOPTED_KEY, ATTACHED_AS_KEY, DEPLOYMENT_KEY, SIZE_KEY};
+use appscale_persist::discover;
 use appscale_persist::log;
 use appscale_persist::provider::{DiskStatus, Provider, Size, disk_of};
 use appscale_persist::record::{ProviderKind, Record, State};
@@ -202,9 +202,8 @@ impl Gce {
                     disk,
                     instance: r.instance.clone(),
                     deployment: r
-                        .extra
-                        .get(DEPLOYMENT_KEY)
-                        .and_then(|v| v.as_str())
+                        .deployment
+                        .as_deref()
                         .filter(|s| !s.is_empty())
                         .unwrap_or(&self.cfg.deployment)
                         .to_string(),
@@ -301,7 +300,7 @@ enum Attached {
 }
 
 fn note(r: &mut Record, info: &api::DiskInfo) {
-    r.extra.insert(SIZE_KEY.into(), (info.size_gb << 30).into());
+    r.size_bytes = Some((info.size_gb.max(0) as u64) << 30);
 }
 
 /// The disk of `t`, checked to be its deployment's and node's; whether it
@@ -437,7 +436,7 @@ impl Provider for Gce {
                 }
                 Created::Adopted(i) => {
                     note(r, &i);
-                    r.extra.insert(ADOPTED_KEY.into(), true.into());
+                    r.adopted = true;
                     Ok(Outcome::changed(
                         State::Created,
                         format!("adopted disk {}, made by hand", i.describe()),
@@ -445,7 +444,7 @@ impl Provider for Gce {
                 }
                 Created::Would(m, adopting) => {
                     if adopting {
-                        r.extra.insert(ADOPTED_KEY.into(), true.into());
+                        r.adopted = true;
                     }
                     Ok(Outcome::changed(State::Created, m))
                 }
@@ -514,11 +513,11 @@ impl Provider for Gce {
                     note(r, info);
                 }
                 if adopted {
-                    r.extra.insert(ADOPTED_KEY.into(), true.into());
+                    r.adopted = true;
                 }
                 // Attached again, the disk is in use again.
                 release::forget(r);
-                r.extra.insert(ATTACHED_AS_KEY.into(), dev.into());
+                r.attached_as = Some(dev);
                 let mut outcome = match what {
                     Attached::Already(m) => Outcome::unchanged(State::Attached, m),
                     Attached::Done(m) | Attached::Would(m) => Outcome::changed(State::Attached, m),
@@ -573,7 +572,7 @@ impl Provider for Gce {
                         format!("disk {} is not attached", r.disk.as_deref().unwrap_or("?")),
                     )));
                 };
-                r.extra.insert(ATTACHED_AS_KEY.into(), dev.clone().into());
+                r.attached_as = Some(dev.clone());
                 let disk = r.disk.clone().unwrap_or_default();
                 let mut forced = "";
                 if on_node {

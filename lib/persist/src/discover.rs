@@ -48,25 +48,6 @@ pub const DEV_ROOT_ENV: &str = "APPSCALE_PERSIST_DEV_ROOT";
 /// (tests plant a serial for a loop device standing in for a volume).
 pub const SYS_ROOT_ENV: &str = "APPSCALE_PERSIST_SYS_ROOT";
 
-/// The record key naming the deployment a cloud disk belongs to (the
-/// AppScalefile's `keyname`, else `group`, else `--deployment`).
-pub const DEPLOYMENT_KEY: &str = "deployment";
-
-/// The record key set to `true` when a tool adopted a disk made by hand
-/// (tagging or labelling it for the deployment).
-pub const ADOPTED_KEY: &str = "adopted";
-
-/// The record key holding the provider's id for the disk (`vol-...`), when
-/// it differs from `disk` (an EBS Name tag).
-pub const DISK_ID_KEY: &str = "disk_id";
-
-/// The record key holding the disk's size in bytes, as the cloud reports it.
-pub const SIZE_KEY: &str = "size_bytes";
-
-/// The record key holding the device name the cloud attached the disk as
-/// (EC2: `/dev/sdf`).
-pub const ATTACHED_AS_KEY: &str = "attached_as";
-
 /// How long the node-side tools wait for a cloud disk's device to appear.
 pub const DEVICE_WAIT: Duration = Duration::from_secs(60);
 
@@ -84,25 +65,13 @@ pub fn sys_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/sys"))
 }
 
-/// The provider's id for the record's disk.
-pub fn disk_id(rec: &Record) -> Option<&str> {
-    rec.extra
-        .get(DISK_ID_KEY)
-        .and_then(|v| v.as_str())
-        .or(rec.disk.as_deref())
-}
-
 /// Candidate device paths for a cloud record, most specific first.
 pub fn candidates(rec: &Record, root: &Path) -> Vec<PathBuf> {
     let by_id = root.join("disk/by-id");
-    let Some(id) = disk_id(rec) else {
+    let Some(id) = rec.disk_id() else {
         return Vec::new();
     };
-    let attached_as = rec
-        .extra
-        .get(ATTACHED_AS_KEY)
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty());
+    let attached_as = rec.attached_as.as_deref().filter(|s| !s.is_empty());
     match rec.provider {
         Some(kind @ (ProviderKind::Ec2 | ProviderKind::Euca)) => {
             let serial = id.replacen('-', "", 1);
@@ -175,7 +144,7 @@ pub fn check_identity(rec: &Record, dev: &Device) -> Result<(), Failure> {
         .to_string_lossy()
         .into_owned();
     if matches!(rec.provider, Some(ProviderKind::Ec2 | ProviderKind::Euca)) {
-        let want = disk_id(rec).unwrap_or_default();
+        let want = rec.disk_id().unwrap_or_default();
         let serial = serial_of(&name);
         let refuse = |why: String| {
             Err(Failure::new(
@@ -195,7 +164,7 @@ pub fn check_identity(rec: &Record, dev: &Device) -> Result<(), Failure> {
             ));
         }
     }
-    if let Some(size) = rec.extra.get(SIZE_KEY).and_then(|v| v.as_u64())
+    if let Some(size) = rec.size_bytes
         && dev.size != size
     {
         return Err(Failure::new(
@@ -226,7 +195,7 @@ pub fn verify_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
                 format!(
                     "the record names {} for {}, but {} leads to {}: not this disk",
                     dev.path.display(),
-                    disk_id(rec).unwrap_or("?"),
+                    rec.disk_id().unwrap_or("?"),
                     c.display(),
                     other.real.display()
                 ),
@@ -240,7 +209,7 @@ pub fn verify_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
             format!(
                 "nothing on this node confirms that {} is {} (looked for {}): run disk-attach on the node, or drop `device` from the record so it is found",
                 dev.path.display(),
-                disk_id(rec).unwrap_or("?"),
+                rec.disk_id().unwrap_or("?"),
                 cands
                     .iter()
                     .map(|c| c.display().to_string())
@@ -278,7 +247,7 @@ pub fn find(rec: &Record, timeout: Duration) -> Result<PathBuf, Failure> {
             "device-not-found",
             format!(
                 "no device for {} appeared within {timeout:?} (looked for {})",
-                disk_id(rec).unwrap_or("?"),
+                rec.disk_id().unwrap_or("?"),
                 cands
                     .iter()
                     .map(|c| c.display().to_string())
@@ -309,7 +278,7 @@ fn agree(rec: &Record, dev: &Device, cands: &[PathBuf]) -> Result<(), Failure> {
                     "{} and {} both claim to be {} but lead to different devices ({} and {}): not using either",
                     dev.path.display(),
                     c.display(),
-                    disk_id(rec).unwrap_or("?"),
+                    rec.disk_id().unwrap_or("?"),
                     dev.real.display(),
                     other.real.display()
                 ),
@@ -346,7 +315,7 @@ pub fn fill_device(rec: &mut Record, timeout: Duration) -> Result<(), Failure> {
 /// ([`verify_device`]). A record naming only a device claims
 /// nothing else, and passes.
 pub fn verify_claimed_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
-    if rec.disk.is_none() && !rec.extra.contains_key(DISK_ID_KEY) {
+    if rec.disk.is_none() && rec.disk_id.is_none() {
         return Ok(());
     }
     match rec.provider {
@@ -383,7 +352,7 @@ pub fn find_here(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
     }
     match rec.provider? {
         ProviderKind::Local => {
-            let image = match rec.extra.get(DISK_ID_KEY).and_then(|v| v.as_str()) {
+            let image = match rec.disk_id.as_deref() {
                 Some(p) => PathBuf::from(p),
                 None => crate::provider::local::Local::new(
                     crate::provider::local::Local::state_dir(state_dir.map(Path::to_path_buf)),

@@ -4,8 +4,9 @@
 //! one per line, so `a | b | c` composes. The full specification is
 //! `docs/protocol.md`; the JSON Schema is `docs/record.schema.json`. In short:
 //!
-//! * Tools add to a record and never drop keys they do not know
-//!   ([`Record::extra`] carries them through untouched).
+//! * Every key the protocol defines is a typed field, checked on input like
+//!   the others; tools add to a record and never drop keys they do not know
+//!   ([`Record::extra`] carries those, and only those, through untouched).
 //! * A record carrying [`Record::error`] passes through every later tool
 //!   untouched and unacted on.
 //! * Input is read whole before any record is acted on: one malformed line
@@ -65,9 +66,82 @@ pub struct Record {
     /// Set by the first tool that failed on this record; later tools pass it on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<RecordError>,
+    /// With `error`: the tool refused to touch data (disk-ensure-fs, exit 3),
+    /// rather than failed.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub refused: bool,
+    /// Set once a tool ran with `--check`: `state` is what would be.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub check: bool,
+    /// One entry per tool that acted on the record, in order; the flows'
+    /// summary reads it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepLog>,
+    /// The node's roles, from the plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+    /// The deployment the disk belongs to: AppScale's `keyname`, else
+    /// `group`, else `--deployment`; scopes cloud tags, labels and tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    /// The provider's id for the disk when it differs from `disk`: the
+    /// volume id behind an EBS Name tag, a local image's path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_id: Option<String>,
+    /// The disk's size in bytes as the cloud reports it, checked against
+    /// the device on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// The device name the cloud attached the disk as (EC2 `/dev/sdf`, GCE
+    /// `deviceName`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached_as: Option<String>,
+    /// The disk was made by hand, and this deployment took it (tagging or
+    /// labelling it as its own).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub adopted: bool,
+    /// The node's word that it let go of the disk ([`UnmountProof`]), which a
+    /// detach from elsewhere needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmount_proof: Option<UnmountProof>,
     /// Every key this version does not know, kept in order and passed on.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// One tool's entry in a record's `steps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepLog {
+    /// The tool (`disk-mount`).
+    pub tool: String,
+    /// Whether it changed anything (in `--check`: would have).
+    pub changed: bool,
+    /// How long it spent on the record, in milliseconds.
+    pub ms: u64,
+}
+
+/// What a node found when `disk-unmount` ran there: the proof a controller
+/// needs before detaching the disk ([`crate::release`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnmountProof {
+    /// The instance it ran on (EC2 instance id, GCE instance name).
+    pub instance: String,
+    /// The disk it found free there (EBS volume id, GCE disk name); empty
+    /// when only [`xen_name`](UnmountProof::xen_name) tells.
+    pub disk: String,
+    /// The device it checked.
+    pub device: String,
+    /// When, in seconds since the Unix epoch.
+    pub at: u64,
+    /// On a Xen instance, where a volume has neither serial nor udev link,
+    /// the device's kernel name (`xvdf`): the volume EC2 attached as
+    /// `/dev/sdf` there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xen_name: Option<String>,
 }
 
 fn default_version() -> u32 {
@@ -90,6 +164,16 @@ impl Default for Record {
             state: None,
             changed: None,
             error: None,
+            refused: false,
+            check: false,
+            steps: Vec::new(),
+            roles: None,
+            deployment: None,
+            disk_id: None,
+            size_bytes: None,
+            attached_as: None,
+            adopted: false,
+            unmount_proof: None,
             extra: Map::new(),
         }
     }
@@ -245,10 +329,12 @@ impl Record {
     /// Whether this record was produced in `--check` mode by an earlier tool
     /// (its state is what *would* be, not what is).
     pub fn is_check(&self) -> bool {
-        self.extra
-            .get("check")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
+        self.check
+    }
+
+    /// The provider's id for the disk: `disk_id`, else `disk`.
+    pub fn disk_id(&self) -> Option<&str> {
+        self.disk_id.as_deref().or(self.disk.as_deref())
     }
 
     /// Serializes the record as one line of JSON (no trailing newline).
@@ -429,6 +515,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not valid JSON"), "{e}");
+    }
+
+    #[test]
+    fn protocol_keys_are_typed_and_checked_on_input() {
+        let r = parse_line(
+            r#"{"steps":[{"tool":"disk-create","changed":true,"ms":3}],"check":true,"roles":["master"],"disk_id":"vol-1","size_bytes":1024,"attached_as":"/dev/sdf","deployment":"d","adopted":true,"mine":1}"#,
+        )
+        .unwrap();
+        assert_eq!(r.steps[0].tool, "disk-create");
+        assert!(r.check && r.adopted);
+        assert_eq!(r.size_bytes, Some(1024));
+        assert_eq!(r.extra.len(), 1, "only unknown keys are extra");
+        for bad in [
+            r#"{"steps":5}"#,
+            r#"{"size_bytes":"big"}"#,
+            r#"{"check":"yes"}"#,
+            r#"{"unmount_proof":{"instance":1}}"#,
+        ] {
+            assert!(parse_line(bad).is_err(), "{bad}");
+        }
+        let back = r.to_line();
+        assert!(
+            back.contains(r#""disk_id":"vol-1""#) && back.contains(r#""mine":1"#),
+            "{back}"
+        );
     }
 
     #[test]

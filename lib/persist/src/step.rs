@@ -10,10 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-
 use crate::log;
-use crate::record::{Record, RecordError, State};
+use crate::record::{Record, RecordError, State, StepLog};
 
 /// Exit codes shared by every tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,13 +197,11 @@ pub fn execute(
                     code: f.code,
                     message: f.message,
                 });
-                if f.refused {
-                    rec.extra.insert("refused".into(), Value::Bool(true));
-                }
+                rec.refused = f.refused;
             }
         }
         if check {
-            rec.extra.insert("check".into(), Value::Bool(true));
+            rec.check = true;
         }
         push_step(&mut rec, tool, changed, took);
         records[i] = rec;
@@ -219,27 +215,20 @@ pub fn execute(
     }
 }
 
-/// Appends `{tool, changed, ms}` to the record's `steps` log, which the
-/// flows' summary reads.
+/// Appends this tool's entry to the record's `steps` log, which the flows'
+/// summary reads.
 fn push_step(rec: &mut Record, tool: &str, changed: bool, took: Duration) {
-    let entry = json!({ "tool": tool, "changed": changed, "ms": took.as_millis() as u64 });
-    match rec.extra.get_mut("steps") {
-        Some(Value::Array(a)) => a.push(entry),
-        _ => {
-            rec.extra.insert("steps".into(), Value::Array(vec![entry]));
-        }
-    }
+    rec.steps.push(StepLog {
+        tool: tool.to_string(),
+        changed,
+        ms: took.as_millis() as u64,
+    });
 }
 
 /// [`Exit::Failed`] if any record has an error that is not a refusal,
 /// else [`Exit::Refused`] if any was refused, else [`Exit::Ok`].
 pub fn exit_code(records: &[Record]) -> Exit {
-    let refused = |r: &Record| {
-        r.extra
-            .get("refused")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-    };
+    let refused = |r: &Record| r.refused;
     if records.iter().any(|r| r.error.is_some() && !refused(r)) {
         Exit::Failed
     } else if records.iter().any(|r| r.error.is_some()) {

@@ -1,7 +1,6 @@
 //! The plan: what an AppScalefile describes (nodes, roles, disks) and the
 //! disk records it turns into for `disk-create`.
 
-use crate::discover::DEPLOYMENT_KEY;
 use crate::record::{ProviderKind, Record};
 
 use super::keys::DATA_ROLES;
@@ -77,12 +76,12 @@ impl Deployment {
                     mountpoint: Some(mountpoint.replace("{node}", &d.node)),
                     ..Record::default()
                 };
-                r.extra.insert("roles".into(), roles.into());
+                r.roles = Some(roles);
                 if let (Some(name), true) = (
                     &self.name,
                     self.provider.is_some_and(ProviderKind::is_cloud),
                 ) {
-                    r.extra.insert(DEPLOYMENT_KEY.into(), name.clone().into());
+                    r.deployment = Some(name.clone());
                 }
                 r
             })

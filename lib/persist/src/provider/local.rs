@@ -284,10 +284,7 @@ impl Local {
 
 /// Records the image's path as the record's `disk_id`.
 fn note_image(rec: &mut Record, image: &Path) {
-    rec.extra.insert(
-        crate::discover::DISK_ID_KEY.into(),
-        image.display().to_string().into(),
-    );
+    rec.disk_id = Some(image.display().to_string());
 }
 
 /// Checks that the state directory is safe to trust: a directory (not a
@@ -359,11 +356,7 @@ fn open_image(image: &Path, write: bool) -> Result<File, Failure> {
 /// record's image (its `disk_id`, else `<state dir>/<disk>.img`): by the
 /// backing inode and by sysfs's backing file.
 pub fn verify_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
-    let image = match rec
-        .extra
-        .get(crate::discover::DISK_ID_KEY)
-        .and_then(|v| v.as_str())
-    {
+    let image = match rec.disk_id.as_deref() {
         Some(p) => PathBuf::from(p),
         None => Local::new(Local::state_dir(None), None).image(rec)?,
     };

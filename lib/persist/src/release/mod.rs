@@ -4,7 +4,7 @@
 //! on the cloud's word alone: the node may still have its filesystem
 //! mounted, or lazily unmounted and still alive. The node says so instead:
 //! `disk-unmount`, run there, calls [`stamp`], which writes
-//! [`UNMOUNT_PROOF_KEY`] into the record when
+//! an [`UnmountProof`] into the record (`unmount_proof`) when
 //!
 //! * the disk's device is on this machine, shown to be the record's disk by
 //!   its own identity (udev links, serial, size: [`discover`]),
@@ -22,17 +22,13 @@ pub mod identity;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-
 use crate::blockdev::Device;
 use crate::discover;
 use crate::log;
 use crate::mount::Entry;
+pub use crate::record::UnmountProof;
 use crate::record::{ProviderKind, Record, State};
 use crate::step::Failure;
-
-/// The record key holding an [`UnmountProof`].
-pub const UNMOUNT_PROOF_KEY: &str = "unmount_proof";
 
 /// A proof older than this is not taken: the node may have mounted the
 /// disk again since.
@@ -44,25 +40,6 @@ const CLOCK_SKEW: Duration = Duration::from_secs(300);
 
 /// What `--force` risks, for messages and `--help`.
 pub const FORCE_RISK: &str = "the node may still have the filesystem mounted: writes it has not flushed are lost, and the filesystem can be left corrupt";
-
-/// What the node found when `disk-unmount` ran there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UnmountProof {
-    /// The instance it ran on (EC2 instance id, GCE instance name).
-    pub instance: String,
-    /// The disk it found free there (EBS volume id, GCE disk name); empty
-    /// when only [`xen_name`](UnmountProof::xen_name) tells.
-    pub disk: String,
-    /// The device it checked.
-    pub device: String,
-    /// When, in seconds since the Unix epoch.
-    pub at: u64,
-    /// On a Xen instance, where a volume has neither serial nor udev link,
-    /// the device's kernel name (`xvdf`): the volume EC2 attached as
-    /// `/dev/sdf` there.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub xen_name: Option<String>,
-}
 
 /// `f` for `/dev/xvdf`, `/dev/sdf`, `xvdf`: the letters EC2 and a Xen
 /// guest share for one attachment.
@@ -80,9 +57,6 @@ pub enum ProofError {
     /// The record carries no proof.
     #[error("the record carries no `unmount_proof`")]
     Missing,
-    /// The proof is not an object of the expected keys.
-    #[error("the record's `unmount_proof` is malformed: {0}")]
-    Malformed(String),
     /// A later step acted on the record after the unmount.
     #[error("the record's last step left it {0}, not unmounted, after its proof was made")]
     NotUnmounted(String),
@@ -114,9 +88,7 @@ impl ProofError {
     /// The record error code for this refusal.
     pub fn code(&self) -> &'static str {
         match self {
-            ProofError::Missing | ProofError::Malformed(_) | ProofError::NotUnmounted(_) => {
-                "no-unmount-proof"
-            }
+            ProofError::Missing | ProofError::NotUnmounted(_) => "no-unmount-proof",
             ProofError::OtherDisk { .. } | ProofError::OtherInstance { .. } => {
                 "unmount-proof-mismatch"
             }
@@ -138,12 +110,7 @@ pub fn check(
     attached_as: Option<&str>,
     now: SystemTime,
 ) -> Result<UnmountProof, ProofError> {
-    let raw = rec
-        .extra
-        .get(UNMOUNT_PROOF_KEY)
-        .ok_or(ProofError::Missing)?;
-    let proof: UnmountProof =
-        serde_json::from_value(raw.clone()).map_err(|e| ProofError::Malformed(e.to_string()))?;
+    let proof = rec.unmount_proof.clone().ok_or(ProofError::Missing)?;
     if rec.state != Some(State::Unmounted) {
         return Err(ProofError::NotUnmounted(
             rec.state
@@ -250,7 +217,7 @@ pub fn check_here(rec: &Record, force: bool) -> Result<(), Failure> {
 
 /// Drops any proof from the record (a disk attached again is in use again).
 pub fn forget(rec: &mut Record) {
-    rec.extra.remove(UNMOUNT_PROOF_KEY);
+    rec.unmount_proof = None;
 }
 
 /// Called by `disk-unmount` after a successful unmount: stamps the record
@@ -276,9 +243,7 @@ pub fn stamp(rec: &mut Record, unmounted: Option<&Entry>, check: bool) {
                 p.instance,
                 p.device
             ));
-            if let Ok(v) = serde_json::to_value(&p) {
-                rec.extra.insert(UNMOUNT_PROOF_KEY.into(), v);
-            }
+            rec.unmount_proof = Some(p);
         }
         Err(why) => log::warn(format_args!(
             "{}: no unmount proof ({why}); disk-detach will detach it only from the node itself (--self) or with --force",
@@ -356,8 +321,9 @@ fn released_device(rec: &Record, unmounted: Option<&Entry>) -> Result<Device, St
 /// the device itself names, by its serial or udev link.
 fn identify(rec: &Record, kind: ProviderKind, dev: &Device) -> Result<String, String> {
     let named = match kind {
-        ProviderKind::Gce => discover::disk_id(rec).map(str::to_string),
-        _ => discover::disk_id(rec)
+        ProviderKind::Gce => rec.disk_id().map(str::to_string),
+        _ => rec
+            .disk_id()
             .filter(|id| id.starts_with("vol-"))
             .map(str::to_string),
     };
@@ -372,9 +338,7 @@ fn identify(rec: &Record, kind: ProviderKind, dev: &Device) -> Result<String, St
         )
     })?;
     let mut known = rec.clone();
-    known
-        .extra
-        .insert(discover::DISK_ID_KEY.into(), vol.clone().into());
+    known.disk_id = Some(vol.clone());
     discover::check_identity(&known, dev).map_err(|f| f.message)?;
     Ok(vol)
 }
@@ -406,13 +370,12 @@ mod tests {
     use serde_json::json;
 
     fn rec(proof: serde_json::Value, state: State) -> Record {
-        let mut r = Record {
+        Record {
             node: Some("node-1".into()),
             state: Some(state),
+            unmount_proof: serde_json::from_value(proof).unwrap(),
             ..Record::default()
-        };
-        r.extra.insert(UNMOUNT_PROOF_KEY.into(), proof);
-        r
+        }
     }
 
     fn at(secs: u64) -> SystemTime {
@@ -462,13 +425,9 @@ mod tests {
             check(&none, "vol-1", "i-a", None, at(1100)),
             Err(ProofError::Missing)
         );
-        let junk = rec(json!("yes"), State::Unmounted);
-        assert_eq!(
-            check(&junk, "vol-1", "i-a", None, at(1100))
-                .unwrap_err()
-                .code(),
-            "no-unmount-proof"
-        );
+        // A malformed proof never gets this far: the record is refused on
+        // input, nothing done.
+        assert!(crate::record::from_value(json!({"unmount_proof": "yes"})).is_err());
     }
 
     #[test]
