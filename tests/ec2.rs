@@ -268,7 +268,7 @@ fn a_missing_volume_is_a_clear_error() {
     let e = &r.record()["error"];
     assert_eq!(
         (e["code"].as_str(), e["tool"].as_str()),
-        (Some("no-such-volume"), Some("disk-create"))
+        (Some("no-such-disk"), Some("disk-create"))
     );
     assert_eq!(e["message"], "no such volume: vol-0123456789abcdef0");
     let r = tool(
@@ -278,7 +278,7 @@ fn a_missing_volume_is_a_clear_error() {
         "",
     )
     .expect(1);
-    assert_eq!(r.record()["error"]["code"], "no-such-volume");
+    assert_eq!(r.record()["error"]["code"], "no-such-disk");
     let r = tool(
         &url,
         "disk-attach",
@@ -293,7 +293,7 @@ fn a_missing_volume_is_a_clear_error() {
         "",
     )
     .expect(1);
-    assert_eq!(r.record()["error"]["code"], "no-such-volume");
+    assert_eq!(r.record()["error"]["code"], "no-such-disk");
 }
 
 #[test]
@@ -1014,7 +1014,7 @@ fn two_records_for_one_volume_are_refused_up_front() {
         .expect(1)
         .records();
     for r in &recs {
-        assert_eq!(error_code(r), "duplicate-volume", "{r}");
+        assert_eq!(error_code(r), "duplicate-disk", "{r}");
     }
     let actions = moto.ec2_admin(&["actions"]);
     assert_eq!(actions.get("AttachVolume"), None, "{actions}");

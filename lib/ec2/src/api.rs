@@ -1,6 +1,7 @@
 //! The EC2 calls this provider makes, each mapping SDK errors to record
 //! failures with the AWS error code.
 
+use appscale_persist::codes;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,15 +49,15 @@ where
     }
     let chain = error_chain(&e);
     let code = if chain.contains("credential") {
-        "no-credentials"
+        codes::NO_CREDENTIALS
     } else {
         match &e {
-            SdkError::TimeoutError(_) => "timeout",
-            SdkError::DispatchFailure(_) => "unreachable",
-            _ => "api-error",
+            SdkError::TimeoutError(_) => codes::TIMEOUT,
+            SdkError::DispatchFailure(_) => codes::UNREACHABLE,
+            _ => codes::API_ERROR,
         }
     };
-    let hint = if code == "no-credentials" {
+    let hint = if code == codes::NO_CREDENTIALS {
         " (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with an instance role)"
     } else {
         ""
@@ -77,9 +78,9 @@ const TRANSIENT: &[&str] = &[
     "InternalFailure",
     "ServiceUnavailable",
     "Unavailable",
-    "timeout",
-    "unreachable",
-    "api-error",
+    codes::TIMEOUT,
+    codes::UNREACHABLE,
+    codes::API_ERROR,
 ];
 
 /// Whether a failed call may succeed when tried again later (after the
@@ -140,7 +141,7 @@ impl Api {
         let mut conf = aws_sdk_ec2::config::Builder::from(&sdk);
         if sdk.region().is_none() {
             let region = zone_hint.and_then(region_of_zone).ok_or_else(|| {
-                Failure::new("no-region", "no AWS region: set AWS_REGION, pass --region, or give the AppScalefile a `zone`")
+                Failure::new(codes::NO_REGION, "no AWS region: set AWS_REGION, pass --region, or give the AppScalefile a `zone`")
             })?;
             conf = conf.region(Region::new(region));
         }
@@ -311,7 +312,7 @@ impl Api {
             .map_err(|e| failure(&format!("CreateVolume Name={name}"), e))?;
         out.volume_id()
             .map(str::to_string)
-            .ok_or_else(|| Failure::new("api-error", "CreateVolume returned no volume id"))
+            .ok_or_else(|| Failure::new(codes::API_ERROR, "CreateVolume returned no volume id"))
     }
 
     /// Tags a volume made by hand for `deployment` (and `node`, when known):
@@ -440,7 +441,7 @@ impl Api {
                             done.insert(
                                 id.clone(),
                                 Err(Failure::new(
-                                    "no-such-volume",
+                                    codes::NO_SUCH_DISK,
                                     format!("volume {id} disappeared"),
                                 )),
                             );
@@ -455,7 +456,7 @@ impl Api {
                             Some(Err(why)) => {
                                 done.insert(
                                     id.clone(),
-                                    Err(Failure::new("wait-failed", format!("{id}: {why}"))),
+                                    Err(Failure::new(codes::WAIT_FAILED, format!("{id}: {why}"))),
                                 );
                                 false
                             }
@@ -476,7 +477,7 @@ impl Api {
                 done.insert(
                     id.clone(),
                     Err(Failure::new(
-                        "timeout",
+                        codes::TIMEOUT,
                         format!(
                             "{id}: no answer to wait on within {:?}; the last poll failed: {} [{}]",
                             params.timeout, f.message, f.code

@@ -28,6 +28,7 @@ mod api;
 mod devices;
 pub mod owner;
 
+use appscale_persist::codes;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -148,7 +149,7 @@ impl Ec2 {
             .worker_threads(2)
             .enable_all()
             .build()
-            .map_err(|e| Failure::new("runtime", e.to_string()))?;
+            .map_err(|e| Failure::new(codes::INTERNAL, e.to_string()))?;
         Ok(Ec2 {
             cfg,
             rt,
@@ -174,7 +175,7 @@ impl Ec2 {
             return Ok(m.clone());
         }
         let m = identity::ec2(self.cfg.imds_endpoint.as_deref())
-            .map_err(|e| Failure::new("imds", format!("--self: {e}")))?;
+            .map_err(|e| Failure::new(codes::METADATA, format!("--self: {e}")))?;
         self.me = Some(m.clone());
         Ok(m)
     }
@@ -194,7 +195,7 @@ impl Ec2 {
                     (Some(Err(f)), _) => return Err(f.clone()),
                     (Some(Ok(m)), Some(i)) if *i != m.id => {
                         return Err(Failure::new(
-                            "other-instance",
+                            codes::OTHER_INSTANCE,
                             format!(
                                 "the record is for instance {i}, but this is {} (--self): run it there",
                                 m.id
@@ -298,7 +299,7 @@ impl Ec2 {
                 .collect();
             for i in idx {
                 out[i] = Err(Failure::new(
-                    "duplicate-volume",
+                    codes::DUPLICATE_DISK,
                     format!(
                         "records {} all name volume {vol}: one volume belongs to one record; nothing was done to it",
                         which.join(", ")
@@ -329,7 +330,7 @@ fn volume_key(r: &Record) -> Result<Key, Failure> {
 }
 
 fn no_such_volume(id: &str) -> Failure {
-    Failure::new("no-such-volume", format!("no such volume: {id}"))
+    Failure::new(codes::NO_SUCH_DISK, format!("no such volume: {id}"))
 }
 
 /// Records what the API says about a volume on the record.
@@ -460,9 +461,9 @@ impl Provider for Ec2 {
                             out.push(Ok(Outcome::unchanged(State::Created, format!("volume {vol} exists in {zone}"))));
                         }
                     }
-                    Err(f) if f.code == "no-such-volume" && matches!(volume_key(r), Ok(Key::Name(_))) => {
+                    Err(f) if f.code == codes::NO_SUCH_DISK && matches!(volume_key(r), Ok(Key::Name(_))) => {
                         let Some(zone) = r.zone.clone() else {
-                            out.push(Err(Failure::new("no-zone", "no zone to create the volume in: set `zone` in the AppScalefile, or pass --zone or --instance")));
+                            out.push(Err(Failure::new(codes::NO_ZONE, "no zone to create the volume in: set `zone` in the AppScalefile, or pass --zone or --instance")));
                             continue;
                         };
                         let name = r.disk.clone().unwrap_or_default();
@@ -502,7 +503,7 @@ impl Provider for Ec2 {
                             Ok(Outcome::changed(State::Created, format!("created volume {id} Name={} ({} GiB {}) in {}", r.disk.as_deref().unwrap_or(""), v.size().unwrap_or(0), cfg.volume_type, v.availability_zone().unwrap_or("?"))))
                         }
                         Some(Err(f)) => Err(f.clone()),
-                        None => Err(Failure::new("timeout", format!("volume {id} was not available within {:?}", cfg.timeout))),
+                        None => Err(Failure::new(codes::TIMEOUT, format!("volume {id} was not available within {:?}", cfg.timeout))),
                     };
                 }
             }
@@ -562,7 +563,7 @@ impl Provider for Ec2 {
                 let res = (|| {
                     fill?;
                     let f = match found {
-                        Err(f) if f.code == "no-such-volume" && cx.check && r.is_check() => {
+                        Err(f) if f.code == codes::NO_SUCH_DISK && cx.check && r.is_check() => {
                             return Ok(Some(Outcome::changed(State::Attached, "would attach the volume once it is created")));
                         }
                         other => other?,
@@ -574,10 +575,10 @@ impl Provider for Ec2 {
                     note_volume(r, v);
                     let vol = v.volume_id().unwrap_or_default().to_string();
                     let Some(instance) = r.instance.clone() else {
-                        return Err(Failure::new("no-instance", "no instance to attach to: give the record an `instance`, or pass --instance or --self"));
+                        return Err(Failure::new(codes::NO_INSTANCE, "no instance to attach to: give the record an `instance`, or pass --instance or --self"));
                     };
                     let Some(info) = inst.get(&instance) else {
-                        return Err(Failure::new("no-such-instance", format!("no such instance: {instance}")));
+                        return Err(Failure::new(codes::NO_SUCH_INSTANCE, format!("no such instance: {instance}")));
                     };
                     owner::check_adoptable(&f, Some(&info.zone))?;
                     let here = attachment_to(v, &instance);
@@ -592,7 +593,7 @@ impl Provider for Ec2 {
                         }
                     if let Some(a) = live_attachments(v).into_iter().find(|a| a.instance_id() != Some(instance.as_str())) {
                         return Err(Failure::new(
-                            "attached-elsewhere",
+                            codes::ATTACHED_ELSEWHERE,
                             format!("{vol} is attached to {} as {}: detach it there first", a.instance_id().unwrap_or("?"), a.device().unwrap_or("?")),
                         ));
                     }
@@ -610,7 +611,7 @@ impl Provider for Ec2 {
                     }
                     let used = in_use.entry(instance.clone()).or_default();
                     let Some(dev) = devices::free_name(used) else {
-                        return Err(Failure::new("no-device-name", format!("{instance} has no free device name from /dev/sdf to /dev/sdz")));
+                        return Err(Failure::new(codes::NO_DEVICE_NAME, format!("{instance} has no free device name from /dev/sdf to /dev/sdz")));
                     };
                     used.insert(devices::normalize(&dev));
                     if f.owner.hand_made() {
@@ -658,7 +659,7 @@ impl Provider for Ec2 {
                     match gone.get(&job.vol) {
                         Some(Ok(_)) => calls.push((job, dev)),
                         Some(Err(f)) => out[job.i] = Err(f.clone()),
-                        None => out[job.i] = Err(Failure::new("timeout", format!("{} was still detaching from {} after {:?}", job.vol, job.instance, cfg.timeout))),
+                        None => out[job.i] = Err(Failure::new(codes::TIMEOUT, format!("{} was still detaching from {} after {:?}", job.vol, job.instance, cfg.timeout))),
                     }
                 }
             }
@@ -699,10 +700,10 @@ impl Provider for Ec2 {
                         // Give the volume back rather than leave it half-attached.
                         let undo = api.detach(&vol, &instance, false).await;
                         let undo = match undo { Ok(()) => "detached it again".to_string(), Err(e) => format!("detaching it again failed too: {}", e.message) };
-                        Err(Failure::new("stuck-attaching", format!("{vol} {} on {instance}; {undo}", f.message)))
+                        Err(Failure::new(codes::STUCK_ATTACHING, format!("{vol} {} on {instance}; {undo}", f.message)))
                     }
                     Some(Err(f)) => Err(f.clone()),
-                    None => Err(Failure::new("timeout", format!("{vol} was not attached to {instance} within {:?}", cfg.timeout))),
+                    None => Err(Failure::new(codes::TIMEOUT, format!("{vol} was not attached to {instance} within {:?}", cfg.timeout))),
                 };
             }
             out
@@ -762,7 +763,7 @@ impl Provider for Ec2 {
                         && *want != attached_to
                     {
                         return Err(Failure::new(
-                            "attached-elsewhere",
+                            codes::ATTACHED_ELSEWHERE,
                             format!(
                                 "{vol} is attached to {attached_to}, not {want}: leaving it alone"
                             ),
@@ -849,7 +850,7 @@ impl Provider for Ec2 {
                     }
                     Some(Err(f)) => Err(f.clone()),
                     None => Err(Failure::new(
-                        "timeout",
+                        codes::TIMEOUT,
                         format!("{vol} was not detached within {:?}", cfg.timeout),
                     )),
                 };
@@ -865,7 +866,7 @@ impl Provider for Ec2 {
 
 fn zone_mismatch(vol: &str, have: &str, want: &str) -> Failure {
     Failure::new(
-        "zone-mismatch",
+        codes::ZONE_MISMATCH,
         format!(
             "{vol} is in {have} but the instance is in {want}: EBS volumes attach only within their zone"
         ),

@@ -13,6 +13,7 @@
 //! * **another deployment's** (or another node's): never used; an error
 //!   naming the owner.
 
+use appscale_persist::codes;
 use aws_sdk_ec2::types::{Volume, VolumeState};
 
 use appscale_persist::step::Failure;
@@ -64,7 +65,7 @@ fn id(v: &Volume) -> &str {
 
 fn other_deployment(what: &str, theirs: &[&str], ours: &str) -> Failure {
     Failure::new(
-        "other-deployment",
+        codes::OTHER_DEPLOYMENT,
         format!(
             "{what} belongs to deployment {} (tag {TAG_DEPLOYMENT}), not {ours}: never used by another deployment. Give this disk another name, or pass --deployment if this is that deployment",
             theirs.join(", ")
@@ -74,7 +75,7 @@ fn other_deployment(what: &str, theirs: &[&str], ours: &str) -> Failure {
 
 fn other_node(what: &str, theirs: &[&str], deployment: &str, node: &str) -> Failure {
     Failure::new(
-        "other-node",
+        codes::OTHER_NODE,
         format!(
             "{what} is node {}'s disk in deployment {deployment} (tag {TAG_NODE}), not {node}'s: leaving it alone",
             theirs.join(", ")
@@ -125,7 +126,7 @@ pub fn by_name(
     let what = format!("the volume tagged Name={name}");
     let ambiguous = |many: &[&Volume]| {
         Failure::new(
-            "ambiguous-volume",
+            codes::AMBIGUOUS_DISK,
             format!(
                 "several volumes are tagged Name={name} ({}): name the one to use by its id",
                 many.iter().map(|v| id(v)).collect::<Vec<_>>().join(", ")
@@ -176,7 +177,7 @@ pub fn by_name(
         return Err(other_deployment(&what, &theirs, deployment));
     }
     Err(Failure::new(
-        "no-such-volume",
+        codes::NO_SUCH_DISK,
         format!("no volume is tagged Name={name}: run disk-create first"),
     ))
 }
@@ -208,7 +209,7 @@ pub fn check_adoptable(f: &Found, zone: Option<&str>) -> Result<(), Failure> {
     match why {
         None => Ok(()),
         Some(why) => Err(Failure::new(
-            "not-adoptable",
+            codes::NOT_ADOPTABLE,
             format!(
                 "volume {} (tagged Name={}) was made by hand and carries no {TAG_DEPLOYMENT} tag, and {why}: a hand-made volume is adopted only while available and in the zone. Name it by its id if it is this node's, or tag it for this deployment",
                 id(v),
@@ -254,7 +255,7 @@ mod tests {
         assert_eq!(e.code, "other-node");
         assert_eq!(
             by_name("d", &[], "a", None).unwrap_err().code,
-            "no-such-volume"
+            "no-such-disk"
         );
         assert_eq!(
             by_id(theirs, "a", None).unwrap_err().code,

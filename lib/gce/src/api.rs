@@ -8,6 +8,7 @@
 //! Engine). Waiting on an operation survives failed polls until its
 //! deadline ([`Api::wait`]).
 
+use appscale_persist::codes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -99,16 +100,16 @@ fn failure(what: &str, e: google_cloud_gax::error::Error) -> Failure {
         (Some(s), _) => (s.code.name().to_string(), s.message.clone()),
         (None, Some(h)) => (format!("HTTP_{h}"), e.to_string()),
         (None, None) if e.is_authentication() => (
-            "no-credentials".to_string(),
+            codes::NO_CREDENTIALS.to_string(),
             format!(
                 "{e} (Application Default Credentials: set GOOGLE_APPLICATION_CREDENTIALS, run `gcloud auth application-default login`, or run on an instance with a service account)"
             ),
         ),
-        (None, None) if e.is_timeout() => ("timeout".to_string(), e.to_string()),
+        (None, None) if e.is_timeout() => (codes::TIMEOUT.to_string(), e.to_string()),
         (None, None) if e.is_connect() || e.is_transport() => {
-            ("unreachable".to_string(), e.to_string())
+            (codes::UNREACHABLE.to_string(), e.to_string())
         }
-        (None, None) => ("api-error".to_string(), e.to_string()),
+        (None, None) => (codes::API_ERROR.to_string(), e.to_string()),
     };
     Failure::new(code, format!("{what}: {msg}"))
 }
@@ -152,7 +153,7 @@ async fn bounded<T>(
     log::debug(format_args!("{what}"));
     tokio::time::timeout(CALL_TIMEOUT, fut).await.map_err(|_| {
         Failure::new(
-            "timeout",
+            codes::TIMEOUT,
             format!("{what}: no answer within {CALL_TIMEOUT:?} (are Application Default Credentials available?)"),
         )
     })
@@ -206,12 +207,12 @@ impl Api {
                     .await
                     .map_err(|_| {
                         Failure::new(
-                            "timeout",
+                            codes::TIMEOUT,
                             "building the Compute Engine client took too long",
                         )
                     })?
                     .map_err(|e| {
-                        Failure::new("credentials", format!("Compute Engine client: {e}"))
+                        Failure::new(codes::NO_CREDENTIALS, format!("Compute Engine client: {e}"))
                     })?
             }};
         }
@@ -267,7 +268,7 @@ impl Api {
                     .collect(),
             }),
             Err(e) if is_not_found(&e) => Err(Failure::new(
-                "no-such-instance",
+                codes::NO_SUCH_INSTANCE,
                 format!(
                     "no instance {name} in {} of project {}",
                     at.zone, at.project
@@ -422,7 +423,9 @@ impl Api {
                 return match op.error.as_ref().and_then(|e| e.errors.first()) {
                     None => Ok(()),
                     Some(e) => Err(Failure::new(
-                        e.code.clone().unwrap_or_else(|| "operation-failed".into()),
+                        e.code
+                            .clone()
+                            .unwrap_or_else(|| codes::OPERATION_FAILED.into()),
                         format!(
                             "operation {name} ({}) failed: {}",
                             op.operation_type.as_deref().unwrap_or("?"),
@@ -433,7 +436,7 @@ impl Api {
             }
             if name.is_empty() {
                 return Err(Failure::new(
-                    "api-error",
+                    codes::API_ERROR,
                     "an unfinished operation came back without a name",
                 ));
             }
@@ -475,7 +478,7 @@ impl Api {
                         .map(|f| format!("; the last poll failed: {} [{}]", f.message, f.code))
                         .unwrap_or_default();
                     return Err(Failure::new(
-                        "timeout",
+                        codes::TIMEOUT,
                         format!(
                             "operation {name} did not finish within {:?} (waited {:?}){last}",
                             timeout,

@@ -23,6 +23,7 @@
 mod api;
 pub mod owner;
 
+use appscale_persist::codes;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -84,7 +85,7 @@ pub fn open(cfg: Config) -> Result<Box<dyn Provider>, Failure> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| Failure::new("runtime", e.to_string()))?;
+        .map_err(|e| Failure::new(codes::INTERNAL, e.to_string()))?;
     Ok(Box::new(Gce {
         cfg,
         rt,
@@ -135,7 +136,7 @@ impl Gce {
             return Ok(m.clone());
         }
         let m = identity::gce(self.cfg.metadata_host.as_deref())
-            .map_err(|e| Failure::new("metadata", format!("--self: {e}")))?;
+            .map_err(|e| Failure::new(codes::METADATA, format!("--self: {e}")))?;
         self.me = Some(m.clone());
         Ok(m)
     }
@@ -169,7 +170,7 @@ impl Gce {
                     .or_else(|| env_project.clone());
                 let Some(project) = project else {
                     return Err(Failure::new(
-                        "no-project",
+                        codes::NO_PROJECT,
                         "no Google Cloud project: pass --project or set GOOGLE_CLOUD_PROJECT",
                     ));
                 };
@@ -178,14 +179,14 @@ impl Gce {
                 }
                 let Some(zone) = r.zone.clone() else {
                     return Err(Failure::new(
-                        "no-zone",
+                        codes::NO_ZONE,
                         "no zone: set `zone` in the AppScalefile, or pass --zone",
                     ));
                 };
                 match (me, &r.instance) {
                     (Some(m), Some(i)) if *i != m.name => {
                         return Err(Failure::new(
-                            "other-instance",
+                            codes::OTHER_INSTANCE,
                             format!(
                                 "the record is for instance {i}, but this is {} (--self): run it there",
                                 m.name
@@ -225,7 +226,7 @@ impl Gce {
         for ((_, disk), idx) in seen.into_iter().filter(|(_, idx)| idx.len() > 1) {
             for i in idx {
                 out[i] = Err(Failure::new(
-                    "duplicate-disk",
+                    codes::DUPLICATE_DISK,
                     format!(
                         "several records name disk {disk}: one disk belongs to one record; nothing was done to it"
                     ),
@@ -272,13 +273,13 @@ impl Gce {
                     Ok((i, r)) => out[i] = Some(r),
                     Err(e) => {
                         if let Some(slot) = out.iter_mut().find(|s| s.is_none()) {
-                            *slot = Some(Err(Failure::new("internal", e.to_string())));
+                            *slot = Some(Err(Failure::new(codes::INTERNAL, e.to_string())));
                         }
                     }
                 }
             }
             out.into_iter()
-                .map(|o| o.unwrap_or_else(|| Err(Failure::new("internal", "lost task"))))
+                .map(|o| o.unwrap_or_else(|| Err(Failure::new(codes::INTERNAL, "lost task"))))
                 .collect()
         })
     }
@@ -349,7 +350,7 @@ impl Provider for Gce {
                             && info.size_gb != s.gib() as i64
                         {
                             return Err(Failure::new(
-                                "size-mismatch",
+                                codes::SIZE_MISMATCH,
                                 format!(
                                     "disk {} exists with {} GB, not {} GB",
                                     t.disk,
@@ -362,7 +363,7 @@ impl Provider for Gce {
                             && info.disk_type != *want
                         {
                             return Err(Failure::new(
-                                "type-mismatch",
+                                codes::TYPE_MISMATCH,
                                 format!(
                                     "disk {} exists with type {}, not {want}",
                                     t.disk, info.disk_type
@@ -407,7 +408,7 @@ impl Provider for Gce {
                         api.wait(&t.at, op, timeout).await?;
                         let info = api.disk(&t.at, &t.disk).await?.ok_or_else(|| {
                             Failure::new(
-                                "no-such-disk",
+                                codes::NO_SUCH_DISK,
                                 format!("disk {} vanished after its creation", t.disk),
                             )
                         })?;
@@ -471,7 +472,7 @@ impl Provider for Gce {
         let timeout = self.cfg.timeout;
         let results = self.each(targets, move |api, t| async move {
             let Some(instance) = t.instance.clone() else {
-                return Err(Failure::new("no-instance", "no instance to attach to: give the record an `instance`, or pass --instance or --self"));
+                return Err(Failure::new(codes::NO_INSTANCE, "no instance to attach to: give the record an `instance`, or pass --instance or --self"));
             };
             let Some((info, o)) = owned(&api, &t).await? else {
                 if t.pending {
@@ -488,7 +489,7 @@ impl Provider for Gce {
                 return Ok((Some(info), dev, Attached::Already(format!("disk {} is attached to {instance}", t.disk)), false));
             }
             if let Some(other) = info.users.first() {
-                return Err(Failure::new("attached-elsewhere", format!("disk {} is in use by {other}: detach it there first", t.disk)));
+                return Err(Failure::new(codes::ATTACHED_ELSEWHERE, format!("disk {} is in use by {other}: detach it there first", t.disk)));
             }
             // The instance must exist (and be in this zone) before we ask.
             api.instance(&t.at, &instance).await?;
@@ -548,7 +549,7 @@ impl Provider for Gce {
                 && *want != user
             {
                 return Err(Failure::new(
-                    "attached-elsewhere",
+                    codes::ATTACHED_ELSEWHERE,
                     format!(
                         "disk {} is attached to {user}, not {want}: leaving it alone",
                         t.disk
@@ -600,7 +601,7 @@ impl Provider for Gce {
                 }
                 Ok(Ok((user, dev)))
             })();
-            let skip = || Err(Failure::new("internal", "nothing to detach"));
+            let skip = || Err(Failure::new(codes::INTERNAL, "nothing to detach"));
             match step {
                 Ok(Ok(attached)) => {
                     out.push(None);
@@ -649,7 +650,7 @@ impl Provider for Gce {
 
 fn no_such_disk(t: &Target) -> Failure {
     Failure::new(
-        "no-such-disk",
+        codes::NO_SUCH_DISK,
         format!(
             "no disk {} in {} of project {}",
             t.disk, t.at.zone, t.at.project

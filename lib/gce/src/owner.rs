@@ -16,6 +16,7 @@
 //! names are written in that alphabet with a hash of the original, so two
 //! names never share a label ([`label_value`]).
 
+use appscale_persist::codes;
 use appscale_persist::step::Failure;
 
 use crate::api::DiskInfo;
@@ -71,7 +72,7 @@ pub fn check(disk: &DiskInfo, deployment: &str, node: Option<&str>) -> Result<Ow
     match label(LABEL_DEPLOYMENT) {
         None => Ok(Owner::HandMade),
         Some(d) if d != label_value(deployment) => Err(Failure::new(
-            "other-deployment",
+            codes::OTHER_DEPLOYMENT,
             format!(
                 "disk {} belongs to deployment {d} (label {LABEL_DEPLOYMENT}), not {deployment}: never used by another deployment. Give this disk another name, or pass --deployment if this is that deployment",
                 disk.name
@@ -79,7 +80,7 @@ pub fn check(disk: &DiskInfo, deployment: &str, node: Option<&str>) -> Result<Ow
         )),
         Some(_) => match (label(LABEL_NODE), node) {
             (Some(have), Some(want)) if have != label_value(want) => Err(Failure::new(
-                "other-node",
+                codes::OTHER_NODE,
                 format!(
                     "disk {} is node {have}'s disk in deployment {deployment} (label {LABEL_NODE}), not {want}'s: leaving it alone",
                     disk.name
@@ -94,7 +95,7 @@ pub fn check(disk: &DiskInfo, deployment: &str, node: Option<&str>) -> Result<Ow
 pub fn check_adoptable(disk: &DiskInfo, owner: Owner) -> Result<(), Failure> {
     match (owner, disk.users.first()) {
         (Owner::HandMade, Some(user)) => Err(Failure::new(
-            "not-adoptable",
+            codes::NOT_ADOPTABLE,
             format!(
                 "disk {} was made by hand and carries no {LABEL_DEPLOYMENT} label, and {user} uses it: a hand-made disk is adopted only while no instance uses it. Detach it there, or label it for this deployment (gcloud compute disks add-labels)",
                 disk.name

@@ -31,8 +31,10 @@ use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::codes;
 use crate::mount;
 use crate::run::{Cmd, RunError};
+use crate::step::Failure;
 
 /// How many bytes at each end of a device must be zero.
 pub const EDGE_BYTES: u64 = 1 << 20;
@@ -446,6 +448,26 @@ pub enum BlockError {
     /// A probing tool failed.
     #[error(transparent)]
     Tool(#[from] RunError),
+}
+
+impl BlockError {
+    /// The record error code for this failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BlockError::Missing(_) => codes::NO_SUCH_DEVICE,
+            BlockError::NotBlock(_) => codes::NOT_A_BLOCK_DEVICE,
+            BlockError::NoMedia(_) => codes::NO_MEDIA,
+            BlockError::Busy(..) => codes::DEVICE_BUSY,
+            BlockError::Io(..) => codes::DEVICE_UNREADABLE,
+            BlockError::Tool(_) => codes::PROBE_FAILED,
+        }
+    }
+}
+
+impl From<BlockError> for Failure {
+    fn from(e: BlockError) -> Self {
+        Failure::new(e.code(), e.to_string())
+    }
 }
 
 /// Assesses `path` (see the module docs for the checks).

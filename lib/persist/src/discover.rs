@@ -32,6 +32,7 @@
 //! moves `/dev` and `APPSCALE_PERSIST_SYS_ROOT` moves `/sys` (for the serial)
 //! for tests, where loop devices stand in for cloud volumes.
 
+use crate::codes;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -148,7 +149,7 @@ pub fn check_identity(rec: &Record, dev: &Device) -> Result<(), Failure> {
         let serial = serial_of(&name);
         let refuse = |why: String| {
             Err(Failure::new(
-                "identity-mismatch",
+                codes::IDENTITY_MISMATCH,
                 format!("{} {why}: not this volume", dev.path.display()),
             ))
         };
@@ -168,7 +169,7 @@ pub fn check_identity(rec: &Record, dev: &Device) -> Result<(), Failure> {
         && dev.size != size
     {
         return Err(Failure::new(
-            "identity-mismatch",
+            codes::IDENTITY_MISMATCH,
             format!(
                 "{} is {} bytes but the disk is {size}: not this disk",
                 dev.path.display(),
@@ -188,10 +189,10 @@ pub fn verify_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
     let cands = candidates(rec, &dev_root());
     let mut confirmed = None;
     for c in cands.iter().filter(|c| c.exists()) {
-        let other = Device::open(c).map_err(|e| Failure::new("device-unusable", e.to_string()))?;
+        let other = Device::open(c)?;
         if (other.major, other.minor) != (dev.major, dev.minor) {
             return Err(Failure::new(
-                "identity-mismatch",
+                codes::IDENTITY_MISMATCH,
                 format!(
                     "the record names {} for {}, but {} leads to {}: not this disk",
                     dev.path.display(),
@@ -205,7 +206,7 @@ pub fn verify_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
     }
     if confirmed.is_none() {
         return Err(Failure::new(
-            "identity-unconfirmed",
+            codes::IDENTITY_UNCONFIRMED,
             format!(
                 "nothing on this node confirms that {} is {} (looked for {}): run disk-attach on the node, or drop `device` from the record so it is found",
                 dev.path.display(),
@@ -229,7 +230,7 @@ pub fn find(rec: &Record, timeout: Duration) -> Result<PathBuf, Failure> {
     let cands = candidates(rec, &root);
     if cands.is_empty() {
         return Err(Failure::new(
-            "no-device",
+            codes::NO_DEVICE,
             "the record has no `device` and its provider gives no way to find one",
         ));
     }
@@ -244,7 +245,7 @@ pub fn find(rec: &Record, timeout: Duration) -> Result<PathBuf, Failure> {
             return crate::interrupt::failure(sig);
         }
         Failure::new(
-            "device-not-found",
+            codes::DEVICE_NOT_FOUND,
             format!(
                 "no device for {} appeared within {timeout:?} (looked for {})",
                 rec.disk_id().unwrap_or("?"),
@@ -263,7 +264,7 @@ pub fn find(rec: &Record, timeout: Duration) -> Result<PathBuf, Failure> {
 }
 
 fn open(path: &Path) -> Result<Device, Failure> {
-    Device::open(path).map_err(|e| Failure::new("device-unusable", e.to_string()))
+    Ok(Device::open(path)?)
 }
 
 /// Every candidate path that exists leads to `dev`: a link to another
@@ -273,7 +274,7 @@ fn agree(rec: &Record, dev: &Device, cands: &[PathBuf]) -> Result<(), Failure> {
         let other = open(c)?;
         if (other.major, other.minor) != (dev.major, dev.minor) {
             return Err(Failure::new(
-                "identity-mismatch",
+                codes::IDENTITY_MISMATCH,
                 format!(
                     "{} and {} both claim to be {} but lead to different devices ({} and {}): not using either",
                     dev.path.display(),
@@ -322,12 +323,12 @@ pub fn verify_claimed_device(rec: &Record, dev: &Device) -> Result<(), Failure> 
         Some(ProviderKind::Local) => crate::provider::local::verify_device(rec, dev),
         Some(ProviderKind::Static) => {
             let disk = Device::open(&crate::provider::static_disk::device_path(rec)?)
-                .map_err(|e| Failure::new("identity-mismatch", e.to_string()))?;
+                .map_err(|e| Failure::new(codes::IDENTITY_MISMATCH, e.to_string()))?;
             if (disk.major, disk.minor) == (dev.major, dev.minor) {
                 Ok(())
             } else {
                 Err(Failure::new(
-                    "identity-mismatch",
+                    codes::IDENTITY_MISMATCH,
                     format!(
                         "the record names {} for the disk {}, which is another device: not this disk",
                         dev.path.display(),
@@ -386,7 +387,7 @@ pub fn refuse_if_in_use(device: &Path) -> Result<(), Failure> {
         Ok(d) => d,
         Err(_) => return Ok(()),
     };
-    let table = mount::Table::read().map_err(|e| Failure::new("mount-table", e.to_string()))?;
+    let table = mount::read_table()?;
     let mut numbers = vec![(dev.major, dev.minor)];
     for child in dev.children() {
         if let Ok(s) = std::fs::read_to_string(format!("/sys/class/block/{child}/dev"))
@@ -399,7 +400,7 @@ pub fn refuse_if_in_use(device: &Path) -> Result<(), Failure> {
     for (major, minor) in numbers {
         if let Some(m) = table.by_device(major, minor).first() {
             return Err(Failure::new(
-                "mounted",
+                codes::MOUNTED,
                 format!(
                     "{} is mounted on {}: run disk-unmount first; not detaching a mounted disk",
                     device.display(),
@@ -417,7 +418,7 @@ pub fn refuse_if_in_use(device: &Path) -> Result<(), Failure> {
         .unwrap_or_default();
     if !holders.is_empty() {
         return Err(Failure::new(
-            "in-use",
+            codes::IN_USE,
             format!(
                 "{} is in use by {}: not detaching it",
                 device.display(),
@@ -431,14 +432,14 @@ pub fn refuse_if_in_use(device: &Path) -> Result<(), Failure> {
     match crate::blockdev::open_exclusive(&dev.real) {
         Ok(_) => Ok(()),
         Err(e @ crate::blockdev::BlockError::Busy(..)) => Err(Failure::new(
-            "in-use",
+            codes::IN_USE,
             format!(
                 "{}: {e}; a lazily unmounted filesystem stays alive until its last user exits: not detaching it",
                 device.display()
             ),
         )),
         Err(e) => Err(Failure::new(
-            "device-unusable",
+            e.code(),
             format!(
                 "{}: {e}: cannot tell whether it is in use; not detaching it",
                 device.display()

@@ -18,6 +18,7 @@
 //! text is saved the same way as `<fstab>.appscale-persist.bak`. A reader
 //! (systemd, mount -a, a crash) sees the old file or the new one, never half.
 
+use crate::codes;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -167,8 +168,8 @@ impl FstabError {
     /// The record error code for this failure.
     pub fn code(&self) -> &'static str {
         match self {
-            FstabError::Conflict { .. } => "fstab-conflict",
-            FstabError::Io(..) => "fstab",
+            FstabError::Conflict { .. } => codes::FSTAB_CONFLICT,
+            FstabError::Io(..) => codes::FSTAB,
         }
     }
 }

@@ -19,6 +19,7 @@
 //!
 //! Children get an unblocked mask again before they run ([`unblock_in_child`]).
 
+use crate::codes;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
@@ -85,7 +86,7 @@ pub fn unblock_in_child() -> std::io::Result<()> {
 /// The failure of a record the run stopped before, or while, acting on.
 pub fn failure(sig: Signal) -> crate::step::Failure {
     crate::step::Failure::new(
-        "interrupted",
+        codes::INTERRUPTED,
         format!(
             "stopped by {sig}: this record was not finished, and what was done for it was taken back"
         ),

@@ -20,6 +20,7 @@
 //!   it is that disk, refusing to let go of one in use); [`release`]: the
 //!   node's proof that it let go of a cloud disk.
 //! * [`loopdev`]: loop devices over image files.
+//! * [`codes`]: every `error.code` a record can carry.
 //! * [`step`]: the step vocabulary (outcome, failure, exit codes) and the
 //!   bookkeeping every tool applies to records; [`steps`]: what each tool
 //!   does to a record.
@@ -38,6 +39,7 @@ pub mod ansible;
 pub mod appscalefile;
 pub mod blockdev;
 pub mod cli;
+pub mod codes;
 pub mod discover;
 pub mod files;
 pub mod filesystem;

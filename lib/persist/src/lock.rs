@@ -24,6 +24,7 @@
 //! convention udev and the partitioning tools follow: while it is held, udev
 //! does not probe the device and no other careful tool writes to it.
 
+use crate::codes;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -100,10 +101,10 @@ impl LockError {
     /// The record error code for this failure.
     pub fn code(&self) -> &'static str {
         match self {
-            LockError::NodeTimeout { .. } => "node-locked",
-            LockError::DeviceTimeout { .. } => "device-locked",
-            LockError::Interrupted(..) => "interrupted",
-            LockError::Io(..) => "lock-failed",
+            LockError::NodeTimeout { .. } => codes::NODE_LOCKED,
+            LockError::DeviceTimeout { .. } => codes::DEVICE_LOCKED,
+            LockError::Interrupted(..) => codes::INTERRUPTED,
+            LockError::Io(..) => codes::LOCK_FAILED,
         }
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::codes;
 use crate::run::{Cmd, RunError};
 use crate::wait::{self, Poll, WaitParams};
 
@@ -175,6 +176,23 @@ pub fn detach(lo: &Loop) -> Result<(), LoopError> {
         }
     })
     .map_err(|_| LoopError::StillBound(lo.device.clone()))
+}
+
+impl LoopError {
+    /// The record error code for this failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LoopError::Identity { .. } => codes::IDENTITY_MISMATCH,
+            LoopError::Image(..) => codes::STATE_DIR,
+            LoopError::StillBound(_) | LoopError::Tool(_) => codes::LOOP_FAILED,
+        }
+    }
+}
+
+impl From<LoopError> for crate::step::Failure {
+    fn from(e: LoopError) -> Self {
+        crate::step::Failure::new(e.code(), e.to_string())
+    }
 }
 
 /// Why a loop operation failed.

@@ -10,7 +10,9 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use crate::codes;
 use crate::run::{Cmd, RunError};
+use crate::step::Failure;
 use crate::wait::{self, Poll, WaitParams};
 
 /// Where the kernel publishes this process's mount table.
@@ -304,6 +306,24 @@ pub fn mount(
     }
 }
 
+impl MountpointError {
+    /// The record error code for this failure.
+    pub fn code(&self) -> &'static str {
+        codes::BAD_MOUNTPOINT
+    }
+}
+
+impl From<MountpointError> for Failure {
+    fn from(e: MountpointError) -> Self {
+        Failure::new(e.code(), e.to_string())
+    }
+}
+
+/// Reads the kernel's mount table, as a record failure when it cannot.
+pub fn read_table() -> Result<Table, Failure> {
+    Table::read().map_err(|e| Failure::new(codes::MOUNT_TABLE, format!("reading {MOUNTINFO}: {e}")))
+}
+
 /// Why a mount did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
@@ -323,6 +343,22 @@ pub enum MountError {
     /// Reading the mount table failed.
     #[error("reading {MOUNTINFO}: {0}")]
     Table(std::io::Error),
+}
+
+impl MountError {
+    /// The record error code for this failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MountError::Table(_) => codes::MOUNT_TABLE,
+            MountError::Tool(_) | MountError::NotThere { .. } => codes::MOUNT_FAILED,
+        }
+    }
+}
+
+impl From<MountError> for Failure {
+    fn from(e: MountError) -> Self {
+        Failure::new(e.code(), e.to_string())
+    }
 }
 
 /// A process keeping a mount busy.
@@ -426,6 +462,30 @@ pub enum UnmountError {
     /// Reading the mount table failed.
     #[error("reading {MOUNTINFO}: {0}")]
     Table(#[from] std::io::Error),
+}
+
+impl UnmountError {
+    /// The record error code for this failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            UnmountError::Busy { .. } => codes::BUSY,
+            UnmountError::Changed { .. } => codes::MOUNTPOINT_OTHER_DEVICE,
+            UnmountError::Table(_) => codes::MOUNT_TABLE,
+            UnmountError::Tool(_) | UnmountError::NotReleased(..) => codes::UNMOUNT_FAILED,
+        }
+    }
+}
+
+impl From<UnmountError> for Failure {
+    fn from(e: UnmountError) -> Self {
+        let hint = match e {
+            UnmountError::Busy { .. } => {
+                "; stop them and rerun (or pass --lazy to detach it anyway)"
+            }
+            _ => "",
+        };
+        Failure::new(e.code(), format!("{e}{hint}"))
+    }
 }
 
 fn list(holders: &[Holder]) -> String {

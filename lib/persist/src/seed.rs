@@ -20,6 +20,7 @@
 //!   ([`LEGACY_MARKER`]), on a filesystem that holds anything else is an
 //!   error naming it: the disk is never wiped to start over.
 
+use crate::codes;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -110,9 +111,9 @@ impl SeedError {
     /// The record error code for this failure.
     pub fn code(&self) -> &'static str {
         match self {
-            SeedError::LeftoverMarker { .. } => "seed-marker",
-            SeedError::Conflict { .. } => "seed-conflict",
-            SeedError::Failed(_) => "seed-failed",
+            SeedError::LeftoverMarker { .. } => codes::SEED_MARKER,
+            SeedError::Conflict { .. } => codes::SEED_CONFLICT,
+            SeedError::Failed(_) => codes::SEED_FAILED,
         }
     }
 }

@@ -17,6 +17,7 @@
 //! image's path, so the node-side tools can check a loop device against it.
 //! `--check` creates nothing: no directory, no lock file.
 
+use crate::codes;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -82,7 +83,8 @@ impl Local {
     /// The image of a record's disk.
     pub fn image(&self, rec: &Record) -> Result<PathBuf, Failure> {
         let name = disk_of(rec)?;
-        check_name(name).map_err(|e| Failure::new("bad-disk-name", format!("`{name}`: {e}")))?;
+        check_name(name)
+            .map_err(|e| Failure::new(codes::BAD_DISK_NAME, format!("`{name}`: {e}")))?;
         Ok(self.dir.join(format!("{name}.img")))
     }
 
@@ -96,18 +98,16 @@ impl Local {
 
     /// The one loop device bound to `image`, verified; `None` when unbound.
     fn bound(&self, image: &Path) -> Result<Option<Loop>, Failure> {
-        let fail = |e: &dyn std::fmt::Display| Failure::new("loop-failed", e.to_string());
-        let mut loops = loopdev::bound_to(image).map_err(|e| fail(&e))?;
+        let mut loops = loopdev::bound_to(image)?;
         match loops.len() {
             0 => Ok(None),
             1 => {
                 let lo = loops.remove(0);
-                loopdev::verify(&lo, image)
-                    .map_err(|e| Failure::new("identity-mismatch", e.to_string()))?;
+                loopdev::verify(&lo, image)?;
                 Ok(Some(lo))
             }
             _ => Err(Failure::new(
-                "attached-elsewhere",
+                codes::ATTACHED_ELSEWHERE,
                 format!(
                     "{} is bound to several loop devices ({}): detach the extra ones with `losetup -d`",
                     image.display(),
@@ -127,13 +127,13 @@ impl Local {
         // Looked at under the lock: another run may have made it meanwhile.
         match std::fs::symlink_metadata(&image) {
             Ok(_) => {
-                let meta = open_image(&image, false)?
-                    .metadata()
-                    .map_err(|e| Failure::new("state-dir", format!("{}: {e}", image.display())))?;
+                let meta = open_image(&image, false)?.metadata().map_err(|e| {
+                    Failure::new(codes::STATE_DIR, format!("{}: {e}", image.display()))
+                })?;
                 note_image(rec, &image);
                 if self.size_given && meta.len() != self.size.bytes() {
                     return Err(Failure::new(
-                        "size-mismatch",
+                        codes::SIZE_MISMATCH,
                         format!(
                             "{} exists with size {}, not {}",
                             image.display(),
@@ -171,7 +171,7 @@ impl Local {
                 ))
             }
             Err(e) => Err(Failure::new(
-                "state-dir",
+                codes::STATE_DIR,
                 format!("{}: {e}", image.display()),
             )),
         }
@@ -182,7 +182,7 @@ impl Local {
     /// appeared under the name meanwhile (it is kept; ours is removed).
     fn make_image(&self, image: &Path) -> Result<bool, Failure> {
         let fail = |e: &dyn std::fmt::Display| {
-            Failure::new("create-failed", format!("{}: {e}", image.display()))
+            Failure::new(codes::CREATE_FAILED, format!("{}: {e}", image.display()))
         };
         let mut tmp_name = std::ffi::OsString::from(".");
         tmp_name.push(image.file_name().unwrap_or_default());
@@ -217,7 +217,7 @@ impl Local {
                 ));
             }
             return Err(Failure::new(
-                "no-such-disk",
+                codes::NO_SUCH_DISK,
                 format!("{} does not exist: run disk-create first", image.display()),
             ));
         }
@@ -237,7 +237,7 @@ impl Local {
             ));
         }
         let lo = loopdev::attach(&image, &file)
-            .map_err(|e| Failure::new("attach-failed", e.to_string()))?;
+            .map_err(|e| Failure::new(codes::ATTACH_FAILED, e.to_string()))?;
         rec.device = Some(lo.device.display().to_string());
         Ok(Outcome::changed(
             State::Attached,
@@ -273,7 +273,7 @@ impl Local {
                 ),
             ));
         }
-        loopdev::detach(&lo).map_err(|e| Failure::new("detach-failed", e.to_string()))?;
+        loopdev::detach(&lo).map_err(|e| Failure::new(codes::DETACH_FAILED, e.to_string()))?;
         rec.device = None;
         Ok(Outcome::changed(
             State::Detached,
@@ -293,7 +293,7 @@ fn note_image(rec: &mut Record, image: &Path) {
 pub fn check_state_dir(dir: &Path, create: bool) -> Result<(), Failure> {
     let unsafe_dir = |why: String| {
         Failure::new(
-            "state-dir-unsafe",
+            codes::STATE_DIR_UNSAFE,
             format!(
                 "{}: {why}: whoever can write the state directory decides what is formatted and mounted; fix it (chown root, chmod 700) or choose another with --state-dir",
                 dir.display()
@@ -317,11 +317,16 @@ pub fn check_state_dir(dir: &Path, create: bool) -> Result<(), Failure> {
                     .recursive(true)
                     .mode(0o700)
                     .create(dir)
-                    .map_err(|e| Failure::new("state-dir", format!("{}: {e}", dir.display())))?;
+                    .map_err(|e| {
+                        Failure::new(codes::STATE_DIR, format!("{}: {e}", dir.display()))
+                    })?;
             }
             Ok(())
         }
-        Err(e) => Err(Failure::new("state-dir", format!("{}: {e}", dir.display()))),
+        Err(e) => Err(Failure::new(
+            codes::STATE_DIR,
+            format!("{}: {e}", dir.display()),
+        )),
     }
 }
 
@@ -330,7 +335,7 @@ pub fn check_state_dir(dir: &Path, create: bool) -> Result<(), Failure> {
 fn open_image(image: &Path, write: bool) -> Result<File, Failure> {
     let refuse = |why: String| {
         Failure::new(
-            "unsafe-image",
+            codes::UNSAFE_IMAGE,
             format!("{}: {why}: not using it as a disk image", image.display()),
         )
     };
@@ -341,11 +346,11 @@ fn open_image(image: &Path, write: bool) -> Result<File, Failure> {
         .open(image)
         .map_err(|e| match e.raw_os_error() {
             Some(nix::libc::ELOOP) => refuse("is a symbolic link".into()),
-            _ => Failure::new("state-dir", format!("{}: {e}", image.display())),
+            _ => Failure::new(codes::STATE_DIR, format!("{}: {e}", image.display())),
         })?;
     let meta = f
         .metadata()
-        .map_err(|e| Failure::new("state-dir", format!("{}: {e}", image.display())))?;
+        .map_err(|e| Failure::new(codes::STATE_DIR, format!("{}: {e}", image.display())))?;
     if !meta.is_file() {
         return Err(refuse("is not a regular file".into()));
     }
@@ -362,7 +367,7 @@ pub fn verify_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
     };
     let unconfirmed = |why: String| {
         Failure::new(
-            "identity-unconfirmed",
+            codes::IDENTITY_UNCONFIRMED,
             format!(
                 "cannot confirm that {} is the disk {}: {why}",
                 dev.path.display(),
@@ -378,10 +383,9 @@ pub fn verify_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
     let loops = loopdev::bound_to(&image).map_err(|e| unconfirmed(e.to_string()))?;
     let name = dev.real.file_name().unwrap_or_default();
     match loops.iter().find(|l| l.device.file_name() == Some(name)) {
-        Some(lo) => loopdev::verify(lo, &image)
-            .map_err(|e| Failure::new("identity-mismatch", e.to_string())),
+        Some(lo) => loopdev::verify(lo, &image).map_err(Failure::from),
         None => Err(Failure::new(
-            "identity-mismatch",
+            codes::IDENTITY_MISMATCH,
             format!(
                 "the record names {} for {}, but {} is bound to {}: not this disk",
                 dev.path.display(),
@@ -434,15 +438,14 @@ impl Provider for Local {
                 let image = self.image(r)?;
                 if std::fs::symlink_metadata(&image).is_err() {
                     return Err(Failure::new(
-                        "no-such-disk",
+                        codes::NO_SUCH_DISK,
                         format!("{} does not exist", image.display()),
                     ));
                 }
-                let meta = open_image(&image, false)?
-                    .metadata()
-                    .map_err(|e| Failure::new("state-dir", format!("{}: {e}", image.display())))?;
-                let loops = loopdev::bound_to(&image)
-                    .map_err(|e| Failure::new("loop-failed", e.to_string()))?;
+                let meta = open_image(&image, false)?.metadata().map_err(|e| {
+                    Failure::new(codes::STATE_DIR, format!("{}: {e}", image.display()))
+                })?;
+                let loops = loopdev::bound_to(&image)?;
                 Ok(DiskStatus {
                     id: image.display().to_string(),
                     zone: None,
@@ -468,7 +471,7 @@ impl Provider for Local {
         let image = self.image(record)?;
         self.bound(&image)?.map(|l| l.device).ok_or_else(|| {
             Failure::new(
-                "not-attached",
+                codes::NOT_ATTACHED,
                 format!("{} is not attached", image.display()),
             )
         })

@@ -14,6 +14,7 @@
 pub mod local;
 pub mod static_disk;
 
+use crate::codes;
 use std::path::PathBuf;
 
 use crate::record::{ProviderKind, Record};
@@ -63,7 +64,7 @@ pub fn disk_of(rec: &Record) -> Result<&str, Failure> {
     rec.disk
         .as_deref()
         .filter(|d| !d.is_empty())
-        .ok_or_else(|| Failure::new("no-disk", "the record names no `disk`"))
+        .ok_or_else(|| Failure::new(codes::NO_DISK, "the record names no `disk`"))
 }
 
 /// A disk size: `10G`, `512M`, `1T`, `20GiB`; a bare number is GiB, as the

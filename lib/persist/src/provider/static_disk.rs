@@ -3,6 +3,7 @@
 //! create and attach check that the device exists, detach that it is not
 //! mounted.
 
+use crate::codes;
 use std::path::{Component, Path, PathBuf};
 
 use super::{DiskStatus, Provider, disk_of};
@@ -22,7 +23,7 @@ pub fn device_path(rec: &Record) -> Result<PathBuf, Failure> {
     let p = Path::new(path);
     let bad = || {
         Failure::new(
-            "bad-disk-name",
+            codes::BAD_DISK_NAME,
             format!(
                 "`{}`: a static disk is a plain device path under /dev (no `.` or `..`)",
                 crate::log::escape_controls(path)
@@ -42,7 +43,7 @@ pub fn device_path(rec: &Record) -> Result<PathBuf, Failure> {
 }
 
 fn device_of(rec: &Record) -> Result<Device, Failure> {
-    Device::open(&device_path(rec)?).map_err(|e| Failure::new("no-such-disk", e.to_string()))
+    Device::open(&device_path(rec)?).map_err(|e| Failure::new(codes::NO_SUCH_DISK, e.to_string()))
 }
 
 impl Provider for Static {

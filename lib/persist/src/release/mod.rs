@@ -19,6 +19,7 @@
 
 pub mod identity;
 
+use crate::codes;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -88,11 +89,11 @@ impl ProofError {
     /// The record error code for this refusal.
     pub fn code(&self) -> &'static str {
         match self {
-            ProofError::Missing | ProofError::NotUnmounted(_) => "no-unmount-proof",
+            ProofError::Missing | ProofError::NotUnmounted(_) => codes::NO_UNMOUNT_PROOF,
             ProofError::OtherDisk { .. } | ProofError::OtherInstance { .. } => {
-                "unmount-proof-mismatch"
+                codes::UNMOUNT_PROOF_MISMATCH
             }
-            ProofError::Stale { .. } => "unmount-proof-stale",
+            ProofError::Stale { .. } => codes::UNMOUNT_PROOF_STALE,
         }
     }
 }
@@ -309,9 +310,12 @@ fn released_device(rec: &Record, unmounted: Option<&Entry>) -> Result<Device, St
     if let Some(d) = &rec.device {
         return Device::open(Path::new(d)).map_err(|e| e.to_string());
     }
-    let path = discover::find(rec, Duration::ZERO).map_err(|f| match f.code.as_str() {
-        "device-not-found" => "its device is not on this machine".to_string(),
-        _ => f.message,
+    let path = discover::find(rec, Duration::ZERO).map_err(|f| {
+        if f.code == codes::DEVICE_NOT_FOUND {
+            "its device is not on this machine".to_string()
+        } else {
+            f.message
+        }
     })?;
     Device::open(&path).map_err(|e| e.to_string())
 }

@@ -20,6 +20,7 @@
 //!   ([`crate::seed::mark_fresh`]) before `mkfs` runs, so that only a
 //!   filesystem this flow made is ever seeded.
 
+use crate::codes;
 use std::path::Path;
 
 use crate::blockdev::{self, Assessment, BlockError, Device, Probe};
@@ -64,15 +65,7 @@ impl Step for EnsureFs {
 }
 
 fn block_failure(e: BlockError) -> Failure {
-    let code = match &e {
-        BlockError::Missing(_) => "no-such-device",
-        BlockError::NotBlock(_) => "not-a-block-device",
-        BlockError::NoMedia(_) => "no-media",
-        BlockError::Busy(..) => "device-busy",
-        BlockError::Io(..) => "device-unreadable",
-        BlockError::Tool(_) => "probe-failed",
-    };
-    Failure::new(code, format!("{e}; not formatting"))
+    Failure::new(e.code(), format!("{e}; not formatting"))
 }
 
 fn fs_of(p: &Probe, formatted: bool) -> Fs {
@@ -124,7 +117,7 @@ impl EnsureFs {
                 ));
             }
             return Err(Failure::new(
-                "no-device",
+                codes::NO_DEVICE,
                 "the record has no `device`: run disk-attach first, or pass --device",
             ));
         };
@@ -144,12 +137,12 @@ impl EnsureFs {
         match blockdev::assess(path) {
             Err(e) => Err(block_failure(e)),
             Ok(Assessment::NotBlank(what)) => Err(Failure::refused(
-                "not-blank",
+                codes::NOT_BLANK,
                 format!("{device} is not blank ({what}): refusing to format it"),
             )),
             Ok(Assessment::Filesystem(p)) if p.fstype() != Some(want.as_str()) => {
                 Err(Failure::refused(
-                    "fs-mismatch",
+                    codes::FS_MISMATCH,
                     format!(
                         "{device} already holds a filesystem of type {} ({want} was asked): refusing to reformat it",
                         p.fstype().unwrap_or("unknown")
@@ -164,7 +157,7 @@ impl EnsureFs {
                     .is_some_and(|u| Some(u) != p.uuid()) =>
             {
                 Err(Failure::new(
-                    "identity-mismatch",
+                    codes::IDENTITY_MISMATCH,
                     format!(
                         "{device} holds {} UUID={}, but the record names {}: the device is not the disk the record was made for",
                         p.fstype().unwrap_or("?"),
@@ -196,7 +189,7 @@ impl EnsureFs {
                 Ok(outcome)
             }
             Ok(Assessment::Blank) if named.is_some() => Err(Failure::new(
-                "identity-mismatch",
+                codes::IDENTITY_MISMATCH,
                 format!(
                     "the record says {device} holds {}, but it now reads blank: the device changed between steps; not formatting it",
                     named.unwrap_or_default()
@@ -221,7 +214,7 @@ impl EnsureFs {
             let now = Device::open(&node).map_err(block_failure)?;
             if (now.major, now.minor) != (dev.major, dev.minor) {
                 return Err(Failure::new(
-                    "identity-mismatch",
+                    codes::IDENTITY_MISMATCH,
                     format!(
                         "{} became device {}:{} {when} (it was {}:{})",
                         node.display(),
@@ -251,7 +244,7 @@ impl EnsureFs {
         };
         if let Some(what) = changed {
             return Err(Failure::refused(
-                "not-blank",
+                codes::NOT_BLANK,
                 format!(
                     "{device} changed while being checked (it now holds {what}): refusing to format it"
                 ),
@@ -259,10 +252,10 @@ impl EnsureFs {
         }
         drop(exclusive);
         let uuid = filesystem::new_uuid()
-            .map_err(|e| Failure::new("mkfs-failed", format!("choosing a UUID: {e}")))?;
+            .map_err(|e| Failure::new(codes::MKFS_FAILED, format!("choosing a UUID: {e}")))?;
         seed::mark_fresh(&uuid).map_err(|e| {
             Failure::new(
-                "run-state",
+                codes::RUN_STATE,
                 format!("writing /run/appscale-persist/fresh/{uuid}: {e}; nothing was formatted"),
             )
         })?;
@@ -273,7 +266,7 @@ impl EnsureFs {
             &uuid,
             &self.options.mkfs_options,
         )
-        .map_err(|e| Failure::new("mkfs-failed", e.to_string()))
+        .map_err(|e| Failure::new(codes::MKFS_FAILED, e.to_string()))
         .and_then(|()| {
             same_device("while mkfs ran").map_err(|f| Failure {
                 message: format!(
@@ -293,7 +286,7 @@ impl EnsureFs {
             .filter(|p| p.fstype() == Some(want.as_str()) && p.uuid() == Some(uuid.as_str()))
             .ok_or_else(|| {
                 Failure::new(
-                    "mkfs-failed",
+                    codes::MKFS_FAILED,
                     format!("{device}: no {want} filesystem with UUID {uuid} found after mkfs"),
                 )
             })?;
@@ -310,7 +303,7 @@ impl EnsureFs {
     /// Grows the filesystem when its device is larger; returns what was done.
     fn grow(&self, path: &Path, fstype: FsType, cx: Ctx) -> Result<Option<String>, Failure> {
         let failed = |e: &dyn std::fmt::Display| {
-            Failure::new("grow-failed", format!("{}: {e}", path.display()))
+            Failure::new(codes::GROW_FAILED, format!("{}: {e}", path.display()))
         };
         let dev = blockdev::Device::open(path).map_err(block_failure)?;
         let fs_size = filesystem::size(path, fstype).map_err(|e| failed(&e))?;

@@ -10,6 +10,7 @@
 //! a half-made disk at boot. A failure, or a signal ([`crate::interrupt`]),
 //! unmounts whatever this run mounted and removes the directories it made.
 
+use crate::codes;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use crate::filesystem::{self, FsType, Fsck};
 use crate::fstab::{self, Applied, Fstab};
 use crate::lock::NodeLock;
 use crate::log;
-use crate::mount::{self, MountError};
+use crate::mount;
 use crate::record::{Fs, Record, State};
 use crate::seed::{self, Seeded};
 use crate::step::{Ctx, Diff, Failure, Outcome, Step, StepResult, one_by_one};
@@ -61,22 +62,14 @@ pub fn resolve_mountpoint(rec: &mut Record, flag: Option<&str>) -> Result<PathBu
     if rec.mountpoint.is_none() {
         rec.mountpoint = flag.map(str::to_string);
     }
-    let mp = mount::check_mountpoint(rec.mountpoint())
-        .map_err(|e| Failure::new("bad-mountpoint", e.to_string()))?;
+    let mp = mount::check_mountpoint(rec.mountpoint())?;
     rec.mountpoint = Some(mp.display().to_string());
     Ok(mp)
 }
 
-/// Opens the record's device, mapping errors to failures.
+/// Opens the record's device.
 pub fn open_device(device: &str) -> Result<Device, Failure> {
-    Device::open(Path::new(device)).map_err(|e| {
-        let code = match e {
-            blockdev::BlockError::Missing(_) => "no-such-device",
-            blockdev::BlockError::NoMedia(_) => "no-media",
-            _ => "device-unusable",
-        };
-        Failure::new(code, e.to_string())
-    })
+    Ok(Device::open(Path::new(device))?)
 }
 
 /// How many entries a directory holds (0 when it cannot be read).
@@ -145,7 +138,7 @@ impl Mount {
                 )));
             }
             return Err(Failure::new(
-                "no-device",
+                codes::NO_DEVICE,
                 "the record has no `device`: run disk-attach first, or pass --device",
             ));
         };
@@ -159,8 +152,8 @@ impl Mount {
             r => r?,
         };
         verify_claimed_device(rec, &dev)?;
-        let probe =
-            blockdev::probe(&dev.path).map_err(|e| Failure::new("probe-failed", e.to_string()))?;
+        let probe = blockdev::probe(&dev.path)
+            .map_err(|e| Failure::new(codes::PROBE_FAILED, e.to_string()))?;
         let Some(probe) = probe.filter(|p| p.usage() == Some("filesystem")) else {
             if pending {
                 return Ok(Planned::Pending(format!(
@@ -169,7 +162,7 @@ impl Mount {
                 )));
             }
             return Err(Failure::new(
-                "no-filesystem",
+                codes::NO_FILESYSTEM,
                 format!("{device} holds no filesystem: run disk-ensure-fs first"),
             ));
         };
@@ -181,7 +174,7 @@ impl Mount {
                 || (!fs.fstype.is_empty() && fs.fstype != fstype)
             {
                 return Err(Failure::new(
-                    "identity-mismatch",
+                    codes::IDENTITY_MISMATCH,
                     format!(
                         "{device} holds {fstype} UUID={uuid}, but the record names {} UUID={}: not mounting a disk that may not be this node's",
                         fs.fstype,
@@ -200,12 +193,12 @@ impl Mount {
         if !cx.check {
             mount::reap_stale_temp_mounts(dev.major, dev.minor);
         }
-        let table = mount::Table::read().map_err(|e| Failure::new("mount-table", e.to_string()))?;
+        let table = mount::read_table()?;
         let here = table.at(&mp);
         let mounted = here.is_some_and(|e| (e.major, e.minor) == (dev.major, dev.minor));
         if let (Some(e), false) = (here, mounted) {
             return Err(Failure::new(
-                "mountpoint-busy",
+                codes::MOUNTPOINT_BUSY,
                 format!(
                     "{} already has {} ({}) mounted on it",
                     mp.display(),
@@ -216,7 +209,7 @@ impl Mount {
         }
         if !mounted && let Some(e) = table.by_device(dev.major, dev.minor).first() {
             return Err(Failure::new(
-                "mounted-elsewhere",
+                codes::MOUNTED_ELSEWHERE,
                 format!(
                     "{device} is already mounted on {}; unmount it there first",
                     e.target.display()
@@ -336,12 +329,14 @@ impl Mount {
                 }
             });
         }
-        let before =
-            mount::Table::read().map_err(|e| Failure::new("mount-table", e.to_string()))?;
+        let before = mount::read_table()?;
         // Made without following a link planted meanwhile; taken back on
         // failure with the rest.
         let created = files::create_dir_all_nofollow(&mp).map_err(|e| {
-            Failure::new("bad-mountpoint", format!("creating {}: {e}", mp.display()))
+            Failure::new(
+                codes::BAD_MOUNTPOINT,
+                format!("creating {}: {e}", mp.display()),
+            )
         })?;
         // From here on, any failure takes back what this run did.
         let undo = |f: Failure| -> Failure { undo(f, &before, &dev, &created) };
@@ -376,11 +371,7 @@ impl Mount {
             &fstype,
             &self.options.options,
         ) {
-            let code = match e {
-                MountError::Table(_) => "mount-table",
-                _ => "mount-failed",
-            };
-            return Err(undo(Failure::new(code, e.to_string())));
+            return Err(undo(e.into()));
         }
         // The fstab line last: a run stopped at any point before leaves no
         // line that would mount a half-made disk at boot.
@@ -423,18 +414,18 @@ impl Mount {
             Ok(Fsck::Clean { fixed: true }) => Ok(Some("fsck fixed errors".to_string())),
             Ok(Fsck::Clean { fixed: false }) => Ok(None),
             Ok(Fsck::Uncorrected { code, output }) => Err(Failure::new(
-                "fsck-failed",
+                codes::FSCK_FAILED,
                 format!(
                     "fsck.ext4 -a {device} left errors uncorrected (exit {code}), not mounting: {output}"
                 ),
             )),
             Ok(Fsck::Interrupted { how }) => Err(Failure::new(
-                "fsck-interrupted",
+                codes::FSCK_INTERRUPTED,
                 format!(
                     "fsck.ext4 -a {device} was {how}: it may have stopped half-way through a repair; not mounting. Run `fsck.ext4 -f {device}` by hand, then this step again"
                 ),
             )),
-            Err(e) => Err(Failure::new("fsck-failed", e.to_string())),
+            Err(e) => Err(Failure::new(codes::FSCK_FAILED, e.to_string())),
         }
     }
 
@@ -485,8 +476,8 @@ fn undo(f: Failure, before: &mount::Table, dev: &Device, created: &[PathBuf]) ->
     }
     // Stopped by a signal: say so, whatever the step was doing.
     let f = match crate::interrupt::interrupted() {
-        Some(sig) if f.code != "interrupted" => Failure {
-            code: "interrupted".into(),
+        Some(sig) if f.code != codes::INTERRUPTED => Failure {
+            code: codes::INTERRUPTED.into(),
             message: format!("stopped by {sig}: {}", f.message),
             ..f
         },

@@ -7,6 +7,7 @@
 //! caller's business: it passes an `open` function, so this crate needs no
 //! cloud SDK to drive them.
 
+use crate::codes;
 use std::time::{Duration, Instant};
 
 use crate::provider::Provider;
@@ -54,7 +55,7 @@ impl Step for ProviderStep {
                 None => {
                     results[i] = Some((
                         Err(Failure::new(
-                            "no-provider",
+                            codes::NO_PROVIDER,
                             "the record names no `provider`: pass --provider",
                         )),
                         Duration::ZERO,
@@ -88,7 +89,7 @@ impl Step for ProviderStep {
                 r.unwrap_or_else(|| {
                     (
                         Err(Failure::new(
-                            "internal",
+                            codes::INTERNAL,
                             "provider returned too few results",
                         )),
                         Duration::ZERO,

@@ -15,6 +15,7 @@
 //! record then fails with `still-in-use`, naming the processes, so the disk
 //! is not detached under a live filesystem.
 
+use crate::codes;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use crate::blockdev::{self, Device};
 use crate::discover::find_here;
 use crate::fstab::{self, Fstab};
 use crate::lock::NodeLock;
-use crate::mount::{self, Entry, UnmountError};
+use crate::mount::{self, Entry};
 use crate::record::{Record, State};
 use crate::step::{Ctx, Diff, Failure, Outcome, Step, StepResult, one_by_one};
 use crate::wait::{self, Poll, WaitParams};
@@ -92,7 +93,7 @@ impl Unmount {
                 return Ok(format!("the record's device {device}"));
             }
             return Err(Failure::new(
-                "mountpoint-other-device",
+                codes::MOUNTPOINT_OTHER_DEVICE,
                 format!(
                     "{} has {} mounted, not {device}: leaving it alone",
                     mp.display(),
@@ -106,7 +107,7 @@ impl Unmount {
                 return Ok(format!("the record's filesystem UUID={want}"));
             }
             return Err(Failure::new(
-                "mountpoint-other-device",
+                codes::MOUNTPOINT_OTHER_DEVICE,
                 format!(
                     "{} has {} (UUID={have}) mounted, not the record's filesystem UUID={want}: leaving it alone",
                     mp.display(),
@@ -135,7 +136,7 @@ impl Unmount {
             return Ok(format!("our entry in {}", tab_path.display()));
         }
         Err(Failure::new(
-            "not-ours",
+            codes::NOT_OURS,
             format!(
                 "{} has {} ({}{}) mounted, and nothing shows it is this record's disk (no matching device or fs.uuid in the record, the record's disk is not it, and no entry of ours in {} mounts it there): leaving it alone; name the disk with --device if it is yours",
                 mp.display(),
@@ -150,7 +151,7 @@ impl Unmount {
     fn one(&self, rec: &mut Record, cx: Ctx) -> StepResult {
         let mp = resolve_mountpoint(rec, self.options.mountpoint.as_deref())?;
         let _lock = NodeLock::take(cx.check)?;
-        let table = mount::Table::read().map_err(|e| Failure::new("mount-table", e.to_string()))?;
+        let table = mount::read_table()?;
         let mut done = Vec::new();
         let mut changed = false;
         // The device to see released: the one unmounted here, else the
@@ -175,17 +176,7 @@ impl Unmount {
                     mp.display()
                 ));
             } else {
-                mount::unmount(&mp, entry.major, entry.minor, self.options.lazy).map_err(|e| {
-                    match e {
-                        UnmountError::Busy { .. } => Failure::new(
-                            "busy",
-                            format!(
-                                "{e}; stop them and rerun (or pass --lazy to detach it anyway)"
-                            ),
-                        ),
-                        other => Failure::new("unmount-failed", other.to_string()),
-                    }
-                })?;
+                mount::unmount(&mp, entry.major, entry.minor, self.options.lazy)?;
                 done.push(format!("unmounted {} from {}", entry.source, mp.display()));
                 device = Device::from_number(entry.major, entry.minor).ok();
             }
@@ -256,7 +247,7 @@ fn released(dev: &Device, table: &mount::Table) -> Result<(), Failure> {
         .collect();
     if !elsewhere.is_empty() {
         return Err(Failure::new(
-            "mounted-elsewhere",
+            codes::MOUNTED_ELSEWHERE,
             format!(
                 "{} is still mounted on {}: it is not ready to detach; unmount it there (with its own record) first",
                 dev.path.display(),
@@ -275,7 +266,7 @@ fn released(dev: &Device, table: &mount::Table) -> Result<(), Failure> {
     );
     match r {
         Ok(()) => Ok(()),
-        Err(wait::WaitError::Failed(e)) => Err(Failure::new("device-unusable", e.to_string())),
+        Err(wait::WaitError::Failed(e)) => Err(e.into()),
         Err(wait::WaitError::Interrupted(sig)) => Err(crate::interrupt::failure(sig)),
         Err(wait::WaitError::TimedOut(_)) => {
             let holders = mount::holders(dev.major, dev.minor);
@@ -292,7 +283,7 @@ fn released(dev: &Device, table: &mount::Table) -> Result<(), Failure> {
                 )
             };
             Err(Failure::new(
-                "still-in-use",
+                codes::STILL_IN_USE,
                 format!(
                     "{} is unmounted here, but its filesystem is still alive after {limit:?}, held {who}: it is not ready to detach; stop them, then rerun",
                     dev.path.display()

@@ -1,0 +1,354 @@
+//! Every `error.code` a record can carry: a contract with the operator's
+//! scripts, so each is a constant here, never a string literal at the place
+//! that fails, and each is documented (meaning, and what to do) in
+//! `docs/protocol.md`, which a test holds to this list.
+//!
+//! Typed errors give their code beside their message (`code()`, and
+//! `impl From<E> for Failure`); the codes they give are listed here too.
+//! One meaning, one code: a missing device is [`NO_SUCH_DEVICE`] whichever
+//! step finds it missing.
+//!
+//! Besides these, a cloud API's own error code passes through as the
+//! record's code when the API gave one: an AWS error code
+//! (`InvalidVolume.NotFound`, `RequestLimitExceeded`), a Compute Engine
+//! status (`NOT_FOUND`, `PERMISSION_DENIED`), or `HTTP_<status>`.
+
+// The record and its input.
+/// The record names no provider.
+pub const NO_PROVIDER: &str = "no-provider";
+/// The record names no disk.
+pub const NO_DISK: &str = "no-disk";
+/// The record has no device, and none can be found for it here.
+pub const NO_DEVICE: &str = "no-device";
+/// A signal stopped the run before this record was finished.
+pub const INTERRUPTED: &str = "interrupted";
+/// A bug: something that cannot happen did.
+pub const INTERNAL: &str = "internal";
+
+// Locks.
+/// Another run held the node lock for the whole wait.
+pub const NODE_LOCKED: &str = "node-locked";
+/// Another tool held the device's lock for the whole wait.
+pub const DEVICE_LOCKED: &str = "device-locked";
+/// A lock file could not be opened, created or locked.
+pub const LOCK_FAILED: &str = "lock-failed";
+
+// Devices.
+/// The device path does not exist.
+pub const NO_SUCH_DEVICE: &str = "no-such-device";
+/// The path is not a block device.
+pub const NOT_A_BLOCK_DEVICE: &str = "not-a-block-device";
+/// The device has no media (size 0).
+pub const NO_MEDIA: &str = "no-media";
+/// The device could not be opened or read.
+pub const DEVICE_UNREADABLE: &str = "device-unreadable";
+/// Another user holds the device exclusively.
+pub const DEVICE_BUSY: &str = "device-busy";
+/// A probing tool (blkid, wipefs) failed.
+pub const PROBE_FAILED: &str = "probe-failed";
+/// A cloud disk's device did not appear on the node within the wait.
+pub const DEVICE_NOT_FOUND: &str = "device-not-found";
+/// The device is not the disk the record names.
+pub const IDENTITY_MISMATCH: &str = "identity-mismatch";
+/// Nothing on the node confirms which disk the device is.
+pub const IDENTITY_UNCONFIRMED: &str = "identity-unconfirmed";
+
+// Formatting (disk-ensure-fs).
+/// The device holds data: refused (exit 3).
+pub const NOT_BLANK: &str = "not-blank";
+/// The device holds another filesystem than the one asked: refused (exit 3).
+pub const FS_MISMATCH: &str = "fs-mismatch";
+/// mkfs failed, or made no filesystem.
+pub const MKFS_FAILED: &str = "mkfs-failed";
+/// Growing the filesystem failed.
+pub const GROW_FAILED: &str = "grow-failed";
+/// The run's state under /run/appscale-persist could not be written.
+pub const RUN_STATE: &str = "run-state";
+
+// Mounting (disk-mount).
+/// The mountpoint is refused (not absolute, a system tree, a symlink).
+pub const BAD_MOUNTPOINT: &str = "bad-mountpoint";
+/// Something else is mounted at the mountpoint.
+pub const MOUNTPOINT_BUSY: &str = "mountpoint-busy";
+/// The device is mounted somewhere else.
+pub const MOUNTED_ELSEWHERE: &str = "mounted-elsewhere";
+/// The device holds no filesystem.
+pub const NO_FILESYSTEM: &str = "no-filesystem";
+/// fsck left errors uncorrected.
+pub const FSCK_FAILED: &str = "fsck-failed";
+/// fsck was stopped part-way (it may have left a repair half done).
+pub const FSCK_INTERRUPTED: &str = "fsck-interrupted";
+/// mount failed, or the mountpoint does not show the device after it.
+pub const MOUNT_FAILED: &str = "mount-failed";
+/// The kernel's mount table could not be read.
+pub const MOUNT_TABLE: &str = "mount-table";
+/// The fstab could not be read or written.
+pub const FSTAB: &str = "fstab";
+/// An fstab entry we do not own claims the mountpoint or filesystem.
+pub const FSTAB_CONFLICT: &str = "fstab-conflict";
+/// An interrupted seed's staging directory sits beside other data.
+pub const SEED_MARKER: &str = "seed-marker";
+/// A finished seed's entry is already at the top of the filesystem.
+pub const SEED_CONFLICT: &str = "seed-conflict";
+/// Copying or moving the seed failed.
+pub const SEED_FAILED: &str = "seed-failed";
+
+// Unmounting (disk-unmount).
+/// What is mounted at the mountpoint is not the record's disk.
+pub const NOT_OURS: &str = "not-ours";
+/// Another device than the record's is mounted at the mountpoint.
+pub const MOUNTPOINT_OTHER_DEVICE: &str = "mountpoint-other-device";
+/// Processes keep the mount busy.
+pub const BUSY: &str = "busy";
+/// umount failed.
+pub const UNMOUNT_FAILED: &str = "unmount-failed";
+/// Unmounted, but the filesystem is still alive (lazily unmounted, in use).
+pub const STILL_IN_USE: &str = "still-in-use";
+
+// Detaching on the node.
+/// The device (or something on it) is mounted here.
+pub const MOUNTED: &str = "mounted";
+/// The device is held here (a holder, or an exclusive open fails).
+pub const IN_USE: &str = "in-use";
+
+// The local provider.
+/// The disk name is not valid for the provider.
+pub const BAD_DISK_NAME: &str = "bad-disk-name";
+/// The state directory could not be used.
+pub const STATE_DIR: &str = "state-dir";
+/// The state directory may be written by others than root.
+pub const STATE_DIR_UNSAFE: &str = "state-dir-unsafe";
+/// The image is a symbolic link or not a regular file.
+pub const UNSAFE_IMAGE: &str = "unsafe-image";
+/// Creating the disk failed.
+pub const CREATE_FAILED: &str = "create-failed";
+/// Attaching the disk failed.
+pub const ATTACH_FAILED: &str = "attach-failed";
+/// Detaching the disk failed.
+pub const DETACH_FAILED: &str = "detach-failed";
+/// losetup failed, or its answer could not be read.
+pub const LOOP_FAILED: &str = "loop-failed";
+/// The disk is not attached.
+pub const NOT_ATTACHED: &str = "not-attached";
+
+// Disks in a provider.
+/// The disk does not exist.
+pub const NO_SUCH_DISK: &str = "no-such-disk";
+/// Several disks answer to the record's name.
+pub const AMBIGUOUS_DISK: &str = "ambiguous-disk";
+/// Two records name the same disk.
+pub const DUPLICATE_DISK: &str = "duplicate-disk";
+/// The disk exists with another size than asked.
+pub const SIZE_MISMATCH: &str = "size-mismatch";
+/// The disk exists with another type than asked.
+pub const TYPE_MISMATCH: &str = "type-mismatch";
+/// The disk is attached to another instance (or loop device).
+pub const ATTACHED_ELSEWHERE: &str = "attached-elsewhere";
+/// The disk and its instance are in different zones.
+pub const ZONE_MISMATCH: &str = "zone-mismatch";
+/// The disk belongs to another deployment.
+pub const OTHER_DEPLOYMENT: &str = "other-deployment";
+/// The disk belongs to another node of this deployment.
+pub const OTHER_NODE: &str = "other-node";
+/// A disk made by hand cannot be taken: in use, or in another zone.
+pub const NOT_ADOPTABLE: &str = "not-adoptable";
+/// The record names another instance than the one this tool runs on.
+pub const OTHER_INSTANCE: &str = "other-instance";
+
+// Where and how to reach the cloud.
+/// No zone for the disk.
+pub const NO_ZONE: &str = "no-zone";
+/// No AWS region.
+pub const NO_REGION: &str = "no-region";
+/// No Google Cloud project.
+pub const NO_PROJECT: &str = "no-project";
+/// No instance to attach to.
+pub const NO_INSTANCE: &str = "no-instance";
+/// The instance does not exist.
+pub const NO_SUCH_INSTANCE: &str = "no-such-instance";
+/// The instance has no free device name.
+pub const NO_DEVICE_NAME: &str = "no-device-name";
+/// No credentials for the cloud API.
+pub const NO_CREDENTIALS: &str = "no-credentials";
+/// The API endpoint could not be reached.
+pub const UNREACHABLE: &str = "unreachable";
+/// The API failed in another way, without a code of its own.
+pub const API_ERROR: &str = "api-error";
+/// This instance's identity could not be read from the metadata service.
+pub const METADATA: &str = "metadata";
+
+// Waiting on the cloud.
+/// The wait's deadline passed.
+pub const TIMEOUT: &str = "timeout";
+/// What was waited for ended in a state that cannot become the wanted one.
+pub const WAIT_FAILED: &str = "wait-failed";
+/// A cloud operation finished with an error.
+pub const OPERATION_FAILED: &str = "operation-failed";
+/// An attachment stayed `attaching`: it was undone.
+pub const STUCK_ATTACHING: &str = "stuck-attaching";
+
+// Detaching from elsewhere.
+/// The record carries no proof that the node let go of the disk.
+pub const NO_UNMOUNT_PROOF: &str = "no-unmount-proof";
+/// The proof is for another disk, or from another instance.
+pub const UNMOUNT_PROOF_MISMATCH: &str = "unmount-proof-mismatch";
+/// The proof is too old.
+pub const UNMOUNT_PROOF_STALE: &str = "unmount-proof-stale";
+
+/// Every code above, in the order `docs/protocol.md` lists them.
+pub const ALL: &[&str] = &[
+    NO_PROVIDER,
+    NO_DISK,
+    NO_DEVICE,
+    INTERRUPTED,
+    INTERNAL,
+    NODE_LOCKED,
+    DEVICE_LOCKED,
+    LOCK_FAILED,
+    NO_SUCH_DEVICE,
+    NOT_A_BLOCK_DEVICE,
+    NO_MEDIA,
+    DEVICE_UNREADABLE,
+    DEVICE_BUSY,
+    PROBE_FAILED,
+    DEVICE_NOT_FOUND,
+    IDENTITY_MISMATCH,
+    IDENTITY_UNCONFIRMED,
+    NOT_BLANK,
+    FS_MISMATCH,
+    MKFS_FAILED,
+    GROW_FAILED,
+    RUN_STATE,
+    BAD_MOUNTPOINT,
+    MOUNTPOINT_BUSY,
+    MOUNTED_ELSEWHERE,
+    NO_FILESYSTEM,
+    FSCK_FAILED,
+    FSCK_INTERRUPTED,
+    MOUNT_FAILED,
+    MOUNT_TABLE,
+    FSTAB,
+    FSTAB_CONFLICT,
+    SEED_MARKER,
+    SEED_CONFLICT,
+    SEED_FAILED,
+    NOT_OURS,
+    MOUNTPOINT_OTHER_DEVICE,
+    BUSY,
+    UNMOUNT_FAILED,
+    STILL_IN_USE,
+    MOUNTED,
+    IN_USE,
+    BAD_DISK_NAME,
+    STATE_DIR,
+    STATE_DIR_UNSAFE,
+    UNSAFE_IMAGE,
+    CREATE_FAILED,
+    ATTACH_FAILED,
+    DETACH_FAILED,
+    LOOP_FAILED,
+    NOT_ATTACHED,
+    NO_SUCH_DISK,
+    AMBIGUOUS_DISK,
+    DUPLICATE_DISK,
+    SIZE_MISMATCH,
+    TYPE_MISMATCH,
+    ATTACHED_ELSEWHERE,
+    ZONE_MISMATCH,
+    OTHER_DEPLOYMENT,
+    OTHER_NODE,
+    NOT_ADOPTABLE,
+    OTHER_INSTANCE,
+    NO_ZONE,
+    NO_REGION,
+    NO_PROJECT,
+    NO_INSTANCE,
+    NO_SUCH_INSTANCE,
+    NO_DEVICE_NAME,
+    NO_CREDENTIALS,
+    UNREACHABLE,
+    API_ERROR,
+    METADATA,
+    TIMEOUT,
+    WAIT_FAILED,
+    OPERATION_FAILED,
+    STUCK_ATTACHING,
+    NO_UNMOUNT_PROOF,
+    UNMOUNT_PROOF_MISMATCH,
+    UNMOUNT_PROOF_STALE,
+];
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::ALL;
+
+    fn workspace() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    /// The codes in docs/protocol.md's table, in order.
+    fn documented() -> Vec<String> {
+        let text = std::fs::read_to_string(workspace().join("docs/protocol.md")).unwrap();
+        let table = text
+            .split("## Error codes")
+            .nth(1)
+            .expect("docs/protocol.md has an `## Error codes` section");
+        table
+            .lines()
+            .take_while(|l| !l.starts_with("## "))
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn every_code_is_documented_once_and_nothing_else() {
+        let docs = documented();
+        let want: Vec<String> = ALL.iter().map(|c| c.to_string()).collect();
+        assert_eq!(docs, want, "docs/protocol.md's error codes, in order");
+        let mut unique = want.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), want.len(), "a code listed twice");
+    }
+
+    /// Rust sources under `dir`.
+    fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.ends_with("target") {
+                sources(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+
+    #[test]
+    fn no_code_is_a_literal_at_the_place_that_fails() {
+        let mut files = Vec::new();
+        sources(&workspace().join("lib"), &mut files);
+        sources(&workspace().join("bins"), &mut files);
+        let mut bad = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            for pat in ["Failure::new(\"", "Failure::refused(\""] {
+                if flat.contains(pat) {
+                    bad.push(format!("{}: {pat}", f.display()));
+                }
+            }
+            // A typed error's `code()` returns constants from this module.
+            for body in flat.split("fn code(&self) -> &'static str {").skip(1) {
+                let end = body.find("} }").unwrap_or(body.len());
+                if body[..end].contains("=> \"") {
+                    bad.push(format!("{}: a literal in code()", f.display()));
+                }
+            }
+        }
+        assert!(bad.is_empty(), "codes written as literals: {bad:#?}");
+    }
+}
