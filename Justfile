@@ -38,7 +38,6 @@ bench:
 ansible:
     scripts/build-collection
 
-# Format and lint the code.
+# Format and lint the code (rustfmt, clippy, lines rustfmt gave up on).
 check:
-    cargo fmt --all --check
-    cargo clippy --workspace --all-targets -- -D warnings
+    scripts/check

@@ -16,13 +16,23 @@ persist_bin_dir() {
     fi
 }
 
+# The tools: one crate each under bins/ (appscale_persist::TOOLS gives
+# their pipeline order).
+persist_tools() {
+    local here d
+    here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    for d in "$here"/bins/*/; do
+        basename "$d"
+    done
+}
+
 # Prefixes the tool directory to PATH, and checks every tool is there.
 persist_use_tools() {
     local dir
     dir=$(persist_bin_dir)
     [[ -n "$dir" ]] && export PATH="$dir:$PATH"
     local t
-    for t in appscalefile-lint disk-create disk-attach disk-ensure-fs disk-mount disk-unmount disk-detach; do
+    for t in $(persist_tools); do
         command -v "$t" >/dev/null || {
             echo "$(basename "$0"): $t not found: build with \`cargo build --workspace\` or set APPSCALE_PERSIST_BIN" >&2
             exit 2

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 #[test]
 fn every_tool_has_help_with_an_example_pipeline() {
-    for t in TOOLS {
+    for &t in TOOLS {
         let r = run(t, &["--help"], "").expect(0);
         assert!(r.stdout.contains("Examples:"), "{t}: {}", r.stdout);
         let examples = r.stdout.split("Examples:").nth(1).unwrap();
@@ -29,8 +29,22 @@ fn every_tool_has_help_with_an_example_pipeline() {
 }
 
 #[test]
+fn the_tool_list_is_the_binary_crates() {
+    let mut crates: Vec<String> = std::fs::read_dir(repo().join("bins"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("Cargo.toml").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    crates.sort();
+    let mut tools: Vec<String> = TOOLS.iter().map(|t| t.to_string()).collect();
+    tools.sort();
+    assert_eq!(tools, crates, "appscale_persist::TOOLS and bins/");
+}
+
+#[test]
 fn bad_usage_exits_2_and_says_why() {
-    for t in TOOLS {
+    for &t in TOOLS {
         let r = run(t, &["--no-such-flag"], "").expect(2);
         assert!(r.stderr.contains("--no-such-flag"), "{t}: {}", r.stderr);
         assert!(r.stdout.is_empty());

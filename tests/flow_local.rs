@@ -160,7 +160,7 @@ fn one_bad_disk_does_not_stop_the_others() {
 fn killing_bin(t: &TempDir, step: &str, mode: &str, delay: &str) -> PathBuf {
     let dir = t.join(&format!("bin-{step}-{mode}-{delay}"));
     std::fs::create_dir_all(&dir).unwrap();
-    for tool in TOOLS {
+    for &tool in TOOLS {
         let real = bin_dir().join(tool);
         let link = dir.join(tool);
         if tool != step {

@@ -98,15 +98,8 @@ impl Run {
 }
 
 /// Every tool, in pipeline order.
-pub const TOOLS: [&str; 7] = [
-    "appscalefile-lint",
-    "disk-create",
-    "disk-attach",
-    "disk-ensure-fs",
-    "disk-mount",
-    "disk-unmount",
-    "disk-detach",
-];
+#[allow(unused_imports)]
+pub use appscale_persist::TOOLS;
 
 /// Writes an image of `mib` MiB whose first MiB holds bytes no probe
 /// recognises: data, but of no known kind.

@@ -59,3 +59,15 @@ pub mod step;
 pub mod steps;
 pub mod tool;
 pub mod wait;
+
+/// Every tool, in pipeline order: one crate each under `bins/` (a test holds
+/// the two together; the scripts list `bins/`).
+pub const TOOLS: &[&str] = &[
+    "appscalefile-lint",
+    "disk-create",
+    "disk-attach",
+    "disk-ensure-fs",
+    "disk-mount",
+    "disk-unmount",
+    "disk-detach",
+];

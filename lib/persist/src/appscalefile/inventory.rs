@@ -66,7 +66,11 @@ impl Deployment {
         let children: Map<String, Value> = self
             .groups()
             .into_iter()
-            .map(|(g, members)| (g, json!({ "hosts": members.into_iter().map(|m| (m, json!({}))).collect::<Map<_, _>>() })))
+            .map(|(g, members)| {
+                let hosts: Map<String, Value> =
+                    members.into_iter().map(|m| (m, json!({}))).collect();
+                (g, json!({ "hosts": hosts }))
+            })
             .collect();
         json!({ "all": { "hosts": hosts, "children": children } })
     }
@@ -81,9 +85,11 @@ impl Deployment {
             .collect();
         out.insert("_meta".into(), json!({ "hostvars": hostvars }));
         let groups = self.groups();
+        let hosts: Vec<String> = self.nodes.iter().map(|n| n.id.clone()).collect();
+        let children: Vec<String> = groups.iter().map(|(g, _)| g.clone()).collect();
         out.insert(
             "all".into(),
-            json!({ "hosts": self.nodes.iter().map(|n| n.id.clone()).collect::<Vec<_>>(), "children": groups.iter().map(|(g, _)| g.clone()).collect::<Vec<_>>() }),
+            json!({ "hosts": hosts, "children": children }),
         );
         for (g, members) in groups {
             out.insert(g, json!({ "hosts": members }));
