@@ -102,19 +102,64 @@ fn named_fs(rec: &Record) -> Option<String> {
     })
 }
 
+/// What ensuring a filesystem on one record takes, decided under the node
+/// lock before anything is done; [`EnsureFs::describe`] says it (`--check`),
+/// [`EnsureFs::apply`] does it. Refusals are decided here, as errors.
+enum Plan {
+    /// `--check` on a record whose disk an earlier step would have made.
+    Pending(String),
+    /// The wanted filesystem is there; grow it when asked and it is smaller
+    /// than its device.
+    HasFs {
+        device: String,
+        probe: Probe,
+        grow: Option<Grow>,
+    },
+    /// The device is blank: format it.
+    Format { dev: Device },
+}
+
+/// A filesystem smaller than its device.
+struct Grow {
+    dev: Device,
+    fs_size: u64,
+}
+
+impl Grow {
+    fn what(&self, fstype: FsType) -> String {
+        format!(
+            "{fstype} filesystem from {} MiB to fill {} MiB",
+            self.fs_size >> 20,
+            self.dev.size >> 20
+        )
+    }
+}
+
 impl EnsureFs {
     fn one(&self, rec: &mut Record, cx: Ctx) -> StepResult {
-        let want = self.options.fstype;
         let pending = cx.check && rec.is_check();
         if !pending {
             discover::fill_device(rec, DEVICE_WAIT)?;
         }
+        let _lock = NodeLock::take(cx.check)?;
+        match self.plan(rec, pending)? {
+            Plan::Pending(what) => Ok(Outcome::changed(State::Formatted, what)),
+            plan if cx.check => Ok(self.describe(&plan)),
+            plan => self.apply(rec, plan),
+        }
+    }
+
+    /// Checks the record against its device: the device is the record's
+    /// disk, a filesystem the record names is there, the device is blank or
+    /// holds the wanted filesystem (anything else is a refusal). Changes
+    /// nothing.
+    fn plan(&self, rec: &mut Record, pending: bool) -> Result<Plan, Failure> {
+        let want = self.options.fstype;
         let Some(device) = rec.device.clone() else {
             if pending {
-                return Ok(Outcome::changed(
-                    State::Formatted,
-                    format!("would format the disk as {want} once it is attached"),
-                ));
+                return Ok(Plan::Pending(format!(
+                    "would format the disk as {want} once it is attached"
+                )));
             }
             return Err(Failure::new(
                 codes::NO_DEVICE,
@@ -122,25 +167,22 @@ impl EnsureFs {
             ));
         };
         let path = Path::new(&device);
-        let _lock = NodeLock::take(cx.check)?;
         let dev = match Device::open(path) {
             Err(BlockError::Missing(_) | BlockError::NoMedia(_)) if pending => {
-                return Ok(Outcome::changed(
-                    State::Formatted,
-                    format!("would format {device} as {want} once it is attached"),
-                ));
+                return Ok(Plan::Pending(format!(
+                    "would format {device} as {want} once it is attached"
+                )));
             }
             r => r.map_err(block_failure)?,
         };
         verify_claimed_device(rec, &dev)?;
         let named = named_fs(rec);
-        match blockdev::assess(path) {
-            Err(e) => Err(block_failure(e)),
-            Ok(Assessment::NotBlank(what)) => Err(Failure::refused(
+        match blockdev::assess(path).map_err(block_failure)? {
+            Assessment::NotBlank(what) => Err(Failure::refused(
                 codes::NOT_BLANK,
                 format!("{device} is not blank ({what}): refusing to format it"),
             )),
-            Ok(Assessment::Filesystem(p)) if p.fstype() != Some(want.as_str()) => {
+            Assessment::Filesystem(p) if p.fstype() != Some(want.as_str()) => {
                 Err(Failure::refused(
                     codes::FS_MISMATCH,
                     format!(
@@ -149,7 +191,7 @@ impl EnsureFs {
                     ),
                 ))
             }
-            Ok(Assessment::Filesystem(p))
+            Assessment::Filesystem(p)
                 if rec
                     .fs
                     .as_ref()
@@ -166,43 +208,80 @@ impl EnsureFs {
                     ),
                 ))
             }
-            Ok(Assessment::Filesystem(p)) => {
+            Assessment::Filesystem(probe) => {
                 // Keep `formatted` from an earlier run of this tool in the
-                // same flow (a rerun after a crash), so `--seed` still knows.
+                // same flow (a rerun after a crash).
                 let formatted = rec
                     .fs
                     .as_ref()
-                    .is_some_and(|f| f.formatted && f.uuid.as_deref() == p.uuid());
-                rec.fs = Some(fs_of(&p, formatted));
-                let mut outcome = Outcome::unchanged(
-                    State::HasFs,
-                    format!(
-                        "{device} already holds {want} (UUID={})",
-                        p.uuid().unwrap_or("?")
-                    ),
-                );
-                if self.options.grow
-                    && let Some(grown) = self.grow(path, want, cx)?
-                {
-                    outcome = Outcome::changed(State::HasFs, grown);
-                }
-                Ok(outcome)
+                    .is_some_and(|f| f.formatted && f.uuid.as_deref() == probe.uuid());
+                rec.fs = Some(fs_of(&probe, formatted));
+                let grow = if self.options.grow {
+                    let fs_size = filesystem::size(path, want)
+                        .map_err(|e| Failure::new(codes::GROW_FAILED, format!("{device}: {e}")))?;
+                    (dev.size > fs_size + GROW_SLACK).then_some(Grow { dev, fs_size })
+                } else {
+                    None
+                };
+                Ok(Plan::HasFs {
+                    device,
+                    probe,
+                    grow,
+                })
             }
-            Ok(Assessment::Blank) if named.is_some() => Err(Failure::new(
+            Assessment::Blank if named.is_some() => Err(Failure::new(
                 codes::IDENTITY_MISMATCH,
                 format!(
                     "the record says {device} holds {}, but it now reads blank: the device changed between steps; not formatting it",
                     named.unwrap_or_default()
                 ),
             )),
-            Ok(Assessment::Blank) if cx.check => Ok(Outcome::changed(
+            Assessment::Blank => Ok(Plan::Format { dev }),
+        }
+    }
+
+    /// What applying `plan` would do (`--check`).
+    fn describe(&self, plan: &Plan) -> Outcome {
+        let want = self.options.fstype;
+        match plan {
+            Plan::Pending(what) => Outcome::changed(State::Formatted, what.clone()),
+            Plan::HasFs {
+                device,
+                probe,
+                grow: None,
+            } => Outcome::unchanged(
+                State::HasFs,
+                format!(
+                    "{device} already holds {want} (UUID={})",
+                    probe.uuid().unwrap_or("?")
+                ),
+            ),
+            Plan::HasFs { grow: Some(g), .. } => {
+                Outcome::changed(State::HasFs, format!("would grow the {}", g.what(want)))
+            }
+            Plan::Format { dev } => Outcome::changed(
                 State::Formatted,
                 format!(
-                    "would format blank {device} as {want} (label {})",
+                    "would format blank {} as {want} (label {})",
+                    dev.path.display(),
                     self.options.label
                 ),
-            )),
-            Ok(Assessment::Blank) => self.format(rec, &dev, want),
+            ),
+        }
+    }
+
+    /// Does what `plan` says.
+    fn apply(&self, rec: &mut Record, plan: Plan) -> StepResult {
+        match plan {
+            Plan::Format { dev } => self.format(rec, &dev, self.options.fstype),
+            Plan::HasFs { grow: Some(g), .. } => {
+                self.grow(&g)?;
+                Ok(Outcome::changed(
+                    State::HasFs,
+                    format!("grew the {}", g.what(self.options.fstype)),
+                ))
+            }
+            plan => Ok(self.describe(&plan)),
         }
     }
 
@@ -300,40 +379,28 @@ impl EnsureFs {
         ))
     }
 
-    /// Grows the filesystem when its device is larger; returns what was done.
-    fn grow(&self, path: &Path, fstype: FsType, cx: Ctx) -> Result<Option<String>, Failure> {
+    /// Grows the filesystem to fill its device: online when it is mounted,
+    /// else offline (ext4) or through a temporary mount (XFS grows only
+    /// online).
+    fn grow(&self, g: &Grow) -> Result<(), Failure> {
+        let fstype = self.options.fstype;
+        let path = g.dev.path.as_path();
         let failed = |e: &dyn std::fmt::Display| {
             Failure::new(codes::GROW_FAILED, format!("{}: {e}", path.display()))
         };
-        let dev = blockdev::Device::open(path).map_err(block_failure)?;
-        let fs_size = filesystem::size(path, fstype).map_err(|e| failed(&e))?;
-        if dev.size <= fs_size + GROW_SLACK {
-            return Ok(None);
-        }
-        let what = format!(
-            "{} filesystem from {} MiB to fill {} MiB",
-            fstype,
-            fs_size >> 20,
-            dev.size >> 20
-        );
-        if cx.check {
-            return Ok(Some(format!("would grow the {what}")));
-        }
-        let table = mount::Table::read().map_err(|e| failed(&e))?;
-        let mounted = table
-            .by_device(dev.major, dev.minor)
+        let mounted = mount::read_table()?
+            .by_device(g.dev.major, g.dev.minor)
             .first()
             .map(|m| m.target.clone());
         match (fstype, mounted) {
-            (_, Some(at)) => filesystem::grow(path, fstype, Some(&at)).map_err(|e| failed(&e))?,
-            (FsType::Ext4, None) => filesystem::grow(path, fstype, None).map_err(|e| failed(&e))?,
+            (_, Some(at)) => filesystem::grow(path, fstype, Some(&at)).map_err(|e| failed(&e)),
+            (FsType::Ext4, None) => filesystem::grow(path, fstype, None).map_err(|e| failed(&e)),
             (FsType::Xfs, None) => {
-                let tmp = TempMount::new(path, dev.major, dev.minor, fstype.as_str())
+                let tmp = TempMount::new(path, g.dev.major, g.dev.minor, fstype.as_str())
                     .map_err(|e| failed(&e))?;
                 filesystem::grow(path, fstype, Some(tmp.path())).map_err(|e| failed(&e))?;
-                tmp.finish().map_err(|e| failed(&e))?;
+                tmp.finish().map_err(|e| failed(&e))
             }
         }
-        Ok(Some(format!("grew the {what}")))
     }
 }
