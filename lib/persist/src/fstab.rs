@@ -5,12 +5,19 @@
 //! removed; a foreign entry for the same mountpoint or filesystem is a
 //! conflict reported to the operator, not overwritten.
 //!
-//! Changes are made line by line to the text as it is when written
-//! ([`add`], [`remove`]), never to a copy read earlier, and the caller holds
-//! the node lock ([`crate::lock`]) around them, so two runs editing one
-//! fstab both keep their lines. Every line we do not own is kept byte for
-//! byte (its line ending included). `disk-mount` adds its line only once the
-//! mount has succeeded, so there is never a line to take back.
+//! "The same" is judged as libmount judges it, by what an entry resolves
+//! to, not by its text ([`Filesystem::named_by`], [`same_target`]): a
+//! foreign `/dev/loop0` or `/dev/disk/by-uuid/...` for our device, `UUID=`
+//! with the UUID in upper case, `LABEL=` with our label, a mountpoint with a
+//! trailing slash, all name ours, and are conflicts.
+//!
+//! The file is read and written as bytes: every line we do not own is kept
+//! byte for byte, whatever its encoding (a Latin-1 comment) and its line
+//! ending (CRLF). Changes are made line by line to the file as it is when
+//! written ([`add`], [`remove`]), never to a copy read earlier, and the
+//! caller holds the node lock ([`crate::lock`]) around them, so two runs
+//! editing one fstab both keep their lines. `disk-mount` adds its line only
+//! once the mount has succeeded, so there is never a line to take back.
 //!
 //! Every write is atomic: the new text goes to a temporary file in the same
 //! directory, is fsynced, keeps the old file's mode and owner, and is renamed
@@ -18,11 +25,13 @@
 //! text is saved the same way as `<fstab>.appscale-persist.bak`. A reader
 //! (systemd, mount -a, a crash) sees the old file or the new one, never half.
 
-use crate::codes;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+
+use crate::codes;
+use crate::step::Failure;
 
 /// The option that marks an entry as ours.
 pub const MARK: &str = "x-appscale-persist";
@@ -144,6 +153,67 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// What a filesystem of ours is known by, to recognise an entry that names
+/// it however it is written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filesystem {
+    /// Its UUID.
+    pub uuid: String,
+    /// Its label, when it has one.
+    pub label: Option<String>,
+    /// The device holding it (major, minor), when known.
+    pub device: Option<(u64, u64)>,
+}
+
+impl Filesystem {
+    /// Whether an entry's `spec` names this filesystem, as libmount would
+    /// resolve it: `UUID=` (any case), `LABEL=`, or a path (`/dev/loop0`, a
+    /// `/dev/disk/by-*` link) leading to its device. Tags it cannot have
+    /// (`PARTUUID=`, `PARTLABEL=`: our disks are whole-disk filesystems) and
+    /// other sources (`tmpfs`, `server:/export`) do not.
+    pub fn named_by(&self, spec: &str) -> bool {
+        let unquote = |v: &str| v.trim_matches('"').to_string();
+        if let Some(v) = spec.strip_prefix("UUID=") {
+            return unquote(v).eq_ignore_ascii_case(&self.uuid);
+        }
+        if let Some(v) = spec.strip_prefix("LABEL=") {
+            return self.label.as_deref() == Some(unquote(v).as_str());
+        }
+        if !spec.starts_with('/') {
+            return false;
+        }
+        let Some((major, minor)) = self.device else {
+            return false;
+        };
+        std::fs::metadata(spec).is_ok_and(|m| {
+            std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type())
+                && nix::sys::stat::major(m.rdev()) == major
+                && nix::sys::stat::minor(m.rdev()) == minor
+        })
+    }
+}
+
+/// Whether two mountpoints are the same, as libmount compares them: after
+/// unescaping (done by [`Entry::parse`]), without repeated or trailing
+/// slashes and `.` components, and by the directory they resolve to when
+/// both exist.
+pub fn same_target(a: &str, b: &str) -> bool {
+    fn plain(p: &str) -> PathBuf {
+        Path::new(p)
+            .components()
+            .filter(|c| !matches!(c, Component::CurDir))
+            .collect()
+    }
+    let (pa, pb) = (plain(a), plain(b));
+    if pa == pb {
+        return true;
+    }
+    match (std::fs::canonicalize(&pa), std::fs::canonicalize(&pb)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
 /// Why fstab could not be read, changed or written.
 #[derive(Debug, thiserror::Error)]
 pub enum FstabError {
@@ -174,21 +244,35 @@ impl FstabError {
     }
 }
 
-impl From<FstabError> for crate::step::Failure {
+impl From<FstabError> for Failure {
     fn from(e: FstabError) -> Self {
-        crate::step::Failure::new(e.code(), e.to_string())
+        Failure::new(e.code(), e.to_string())
     }
 }
 
-/// An fstab as text, as read from disk.
+/// One line of an fstab: its bytes as read (line ending included), and the
+/// entry on it, if any.
+struct Line<'a> {
+    raw: &'a [u8],
+    entry: Option<Entry>,
+}
+
+/// An fstab as read from disk, byte for byte.
 #[derive(Debug, Clone)]
 pub struct Fstab {
     /// Where it lives.
     pub path: PathBuf,
-    /// Its text; empty when the file does not exist.
-    pub text: String,
+    /// Its bytes; empty when the file does not exist.
+    pub bytes: Vec<u8>,
     /// Whether the file existed.
     pub existed: bool,
+}
+
+/// A change worked out on one text.
+struct Planned {
+    bytes: Vec<u8>,
+    added: Option<String>,
+    removed: Vec<String>,
 }
 
 impl Fstab {
@@ -202,103 +286,128 @@ impl Fstab {
         } else {
             path.to_path_buf()
         };
-        match std::fs::read_to_string(path) {
-            Ok(text) => Ok(Fstab {
+        match std::fs::read(path) {
+            Ok(bytes) => Ok(Fstab {
                 path: path.to_path_buf(),
-                text,
+                bytes,
                 existed: true,
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Fstab {
                 path: path.to_path_buf(),
-                text: String::new(),
+                bytes: Vec::new(),
                 existed: false,
             }),
             Err(e) => Err(FstabError::Io(path.to_path_buf(), e)),
         }
     }
 
-    /// The text with `entry` in it: our entries for the same mountpoint or
-    /// filesystem are replaced, everything else is kept byte for byte.
-    /// `None` when the text already holds exactly this entry.
-    pub fn with_entry(&self, entry: &Entry) -> Result<Option<String>, FstabError> {
-        Ok(self.plan_entry(entry)?.map(|c| c.text))
+    /// The text, for messages and diffs (bytes that are not UTF-8 shown as
+    /// U+FFFD; the file itself is never rewritten from this).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
     }
 
-    fn plan_entry(&self, entry: &Entry) -> Result<Option<Planned>, FstabError> {
-        let mut kept: Vec<&str> = Vec::new();
+    /// Every line, with the entry on it.
+    fn lines(&self) -> impl Iterator<Item = Line<'_>> {
+        self.bytes.split_inclusive(|&b| b == b'\n').map(|raw| {
+            let text = String::from_utf8_lossy(raw);
+            Line {
+                raw,
+                entry: Entry::parse(text.trim_end_matches(['\n', '\r'])),
+            }
+        })
+    }
+
+    /// Every entry, in order.
+    pub fn entries(&self) -> Vec<Entry> {
+        self.lines().filter_map(|l| l.entry).collect()
+    }
+
+    /// The bytes with `entry` for the filesystem `fs` in them: our entries
+    /// for the same mountpoint or filesystem are replaced, everything else is
+    /// kept byte for byte; a foreign one is a [`FstabError::Conflict`].
+    /// `None` when the file already holds exactly this entry.
+    pub fn with_entry(
+        &self,
+        entry: &Entry,
+        fs: &Filesystem,
+    ) -> Result<Option<Vec<u8>>, FstabError> {
+        Ok(self.plan_entry(entry, fs)?.map(|c| c.bytes))
+    }
+
+    fn plan_entry(&self, entry: &Entry, fs: &Filesystem) -> Result<Option<Planned>, FstabError> {
+        let mut kept: Vec<u8> = Vec::with_capacity(self.bytes.len() + 128);
         let mut removed: Vec<String> = Vec::new();
         let mut present = false;
-        for (i, raw) in self.text.split_inclusive('\n').enumerate() {
-            let line = raw.trim_end_matches(['\n', '\r']);
-            match Entry::parse(line) {
-                Some(e) if e.file == entry.file || e.spec == entry.spec => {
-                    if !e.is_ours() {
-                        let what = if e.file == entry.file {
-                            format!("mounts something at {}", entry.file)
-                        } else {
-                            format!("mounts {}", entry.spec)
-                        };
-                        return Err(FstabError::Conflict {
-                            path: self.path.clone(),
-                            line: i + 1,
-                            what,
-                            text: line.to_string(),
-                        });
-                    }
-                    if e == *entry && !present {
-                        present = true;
-                        kept.push(raw);
-                    } else {
-                        // Any other entry of ours for this mountpoint or
-                        // filesystem is stale: it goes.
-                        removed.push(line.to_string());
-                    }
-                }
-                _ => kept.push(raw),
+        for (i, line) in self.lines().enumerate() {
+            let Some(e) = &line.entry else {
+                kept.extend_from_slice(line.raw);
+                continue;
+            };
+            let same_place = same_target(&e.file, &entry.file);
+            let same_fs = fs.named_by(&e.spec);
+            if !(same_place || same_fs) {
+                kept.extend_from_slice(line.raw);
+                continue;
+            }
+            if !e.is_ours() {
+                let what = if same_place {
+                    format!("mounts something at {}", entry.file)
+                } else {
+                    format!("mounts this filesystem (UUID={})", fs.uuid)
+                };
+                return Err(FstabError::Conflict {
+                    path: self.path.clone(),
+                    line: i + 1,
+                    what,
+                    text: String::from_utf8_lossy(line.raw).trim_end().to_string(),
+                });
+            }
+            if e == entry && !present {
+                present = true;
+                kept.extend_from_slice(line.raw);
+            } else {
+                // Any other entry of ours for this mountpoint or filesystem
+                // is stale: it goes.
+                removed.push(e.to_line());
             }
         }
         if present && removed.is_empty() {
             return Ok(None);
         }
-        let mut text: String = kept.concat();
         let added = (!present).then(|| entry.to_line());
         if let Some(line) = &added {
-            if !text.is_empty() && !text.ends_with('\n') {
-                text.push('\n');
+            if !kept.is_empty() && !kept.ends_with(b"\n") {
+                kept.push(b'\n');
             }
-            text.push_str(line);
-            text.push('\n');
+            kept.extend_from_slice(line.as_bytes());
+            kept.push(b'\n');
         }
         Ok(Some(Planned {
-            text,
+            bytes: kept,
             added,
             removed,
         }))
     }
 
-    /// The text without our entry for `mountpoint` (and, when `uuid` is
+    /// The bytes without our entry for `mountpoint` (and, when `uuid` is
     /// given, for that filesystem only); `None` if there is none.
-    pub fn without_entry(&self, mountpoint: &str, uuid: Option<&str>) -> Option<String> {
+    pub fn without_entry(&self, mountpoint: &str, uuid: Option<&str>) -> Option<Vec<u8>> {
         self.without(|e| is_ours_for(e, mountpoint, uuid))
-            .map(|(text, _)| text)
+            .map(|(bytes, _)| bytes)
     }
 
-    /// The text without the lines whose entry matches `drop`, and those
+    /// The bytes without the lines whose entry matches `drop`, and those
     /// lines; `None` when no line matches. Other lines are kept byte for byte.
-    fn without(&self, drop: impl Fn(&Entry) -> bool) -> Option<(String, Vec<String>)> {
+    fn without(&self, drop: impl Fn(&Entry) -> bool) -> Option<(Vec<u8>, Vec<String>)> {
         let mut removed = Vec::new();
-        let kept: String = self
-            .text
-            .split_inclusive('\n')
-            .filter(|raw| {
-                let line = raw.trim_end_matches(['\n', '\r']);
-                let gone = Entry::parse(line).is_some_and(|e| drop(&e));
-                if gone {
-                    removed.push(line.to_string());
-                }
-                !gone
-            })
-            .collect();
+        let mut kept = Vec::with_capacity(self.bytes.len());
+        for line in self.lines() {
+            match &line.entry {
+                Some(e) if drop(e) => removed.push(e.to_line()),
+                _ => kept.extend_from_slice(line.raw),
+            }
+        }
         (!removed.is_empty()).then_some((kept, removed))
     }
 
@@ -309,35 +418,23 @@ impl Fstab {
         self.path.with_file_name(name)
     }
 
-    /// Replaces the file's text with `new_text`, keeping a backup of the old.
-    pub fn replace(&self, new_text: &str) -> Result<(), FstabError> {
+    /// Replaces the file's bytes with `new`, keeping a backup of the old.
+    pub fn replace(&self, new: &[u8]) -> Result<(), FstabError> {
         if self.existed {
-            write_atomic(&self.backup_path(), self.text.as_bytes(), Some(&self.path))?;
+            write_atomic(&self.backup_path(), &self.bytes, Some(&self.path))?;
         }
-        write_atomic(
-            &self.path,
-            new_text.as_bytes(),
-            self.existed.then_some(self.path.as_path()),
-        )
+        write_atomic(&self.path, new, self.existed.then_some(self.path.as_path()))
     }
 }
 
-/// A change worked out on one text.
-struct Planned {
-    text: String,
-    added: Option<String>,
-    removed: Vec<String>,
-}
-
-/// What one change did to an fstab, so that exactly it can be undone and
-/// shown as a diff.
+/// What one change did to an fstab, shown as a diff.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied {
     /// The fstab changed (its real path).
     pub path: PathBuf,
-    /// The text before the change.
+    /// The text before the change (lossy UTF-8, for display).
     pub before: String,
-    /// The text after it.
+    /// The text after it (lossy UTF-8, for display).
     pub after: String,
     /// The line this change added, if any.
     pub added: Option<String>,
@@ -348,29 +445,34 @@ pub struct Applied {
 impl Applied {
     /// Whether the change changed anything.
     pub fn changed(&self) -> bool {
-        self.before != self.after
+        self.added.is_some() || !self.removed.is_empty()
+    }
+
+    fn unchanged(tab: &Fstab) -> Applied {
+        let text = tab.text();
+        Applied {
+            path: tab.path.clone(),
+            before: text.clone(),
+            after: text,
+            ..Applied::default()
+        }
     }
 }
 
-/// Puts our `entry` into the fstab at `path` as it is now (replacing stale
-/// entries of ours for the same mountpoint or filesystem; a foreign one is
-/// a [`FstabError::Conflict`]), and writes it atomically if that changes
-/// anything. The caller holds the node lock.
-pub fn add(path: &Path, entry: &Entry) -> Result<Applied, FstabError> {
+/// Puts our `entry` for the filesystem `fs` into the fstab at `path` as it
+/// is now (replacing stale entries of ours for the same mountpoint or
+/// filesystem; a foreign one is a [`FstabError::Conflict`]), and writes it
+/// atomically if that changes anything. The caller holds the node lock.
+pub fn add(path: &Path, entry: &Entry, fs: &Filesystem) -> Result<Applied, FstabError> {
     let tab = Fstab::load(path)?;
-    match tab.plan_entry(entry)? {
-        None => Ok(Applied {
-            path: tab.path.clone(),
-            before: tab.text.clone(),
-            after: tab.text,
-            ..Applied::default()
-        }),
+    match tab.plan_entry(entry, fs)? {
+        None => Ok(Applied::unchanged(&tab)),
         Some(p) => {
-            tab.replace(&p.text)?;
+            tab.replace(&p.bytes)?;
             Ok(Applied {
                 path: tab.path.clone(),
-                before: tab.text,
-                after: p.text,
+                before: tab.text(),
+                after: String::from_utf8_lossy(&p.bytes).into_owned(),
                 added: p.added,
                 removed: p.removed,
             })
@@ -382,8 +484,14 @@ pub fn add(path: &Path, entry: &Entry) -> Result<Applied, FstabError> {
 /// when given).
 fn is_ours_for(e: &Entry, mountpoint: &str, uuid: Option<&str>) -> bool {
     e.is_ours()
-        && e.file == mountpoint
-        && uuid.is_none_or(|u| e.spec.eq_ignore_ascii_case(&format!("UUID={u}")))
+        && same_target(&e.file, mountpoint)
+        && uuid.is_none_or(|u| {
+            Filesystem {
+                uuid: u.to_string(),
+                ..Filesystem::default()
+            }
+            .named_by(&e.spec)
+        })
 }
 
 /// Removes our entry for `mountpoint` (and, when `uuid` is given, for that
@@ -392,18 +500,13 @@ fn is_ours_for(e: &Entry, mountpoint: &str, uuid: Option<&str>) -> bool {
 pub fn remove(path: &Path, mountpoint: &str, uuid: Option<&str>) -> Result<Applied, FstabError> {
     let tab = Fstab::load(path)?;
     match tab.without(|e| is_ours_for(e, mountpoint, uuid)) {
-        None => Ok(Applied {
-            path: tab.path.clone(),
-            before: tab.text.clone(),
-            after: tab.text,
-            ..Applied::default()
-        }),
-        Some((text, removed)) => {
-            tab.replace(&text)?;
+        None => Ok(Applied::unchanged(&tab)),
+        Some((bytes, removed)) => {
+            tab.replace(&bytes)?;
             Ok(Applied {
                 path: tab.path.clone(),
-                before: tab.text,
-                after: text,
+                before: tab.text(),
+                after: String::from_utf8_lossy(&bytes).into_owned(),
                 added: None,
                 removed,
             })
@@ -460,8 +563,16 @@ mod tests {
     fn fstab(text: &str) -> Fstab {
         Fstab {
             path: PathBuf::from("/x/fstab"),
-            text: text.to_string(),
+            bytes: text.as_bytes().to_vec(),
             existed: true,
+        }
+    }
+
+    fn fs(uuid: &str) -> Filesystem {
+        Filesystem {
+            uuid: uuid.into(),
+            label: Some("appscale".into()),
+            device: None,
         }
     }
 
@@ -483,7 +594,7 @@ mod tests {
         std::fs::write(dir.join("real"), "# theirs\n").unwrap();
         std::os::unix::fs::symlink("real", dir.join("fstab")).unwrap();
         let tab = Fstab::load(&dir.join("fstab")).unwrap();
-        tab.replace("# theirs\n# ours\n").unwrap();
+        tab.replace(b"# theirs\n# ours\n").unwrap();
         assert!(
             std::fs::symlink_metadata(dir.join("fstab"))
                 .unwrap()
@@ -503,43 +614,45 @@ mod tests {
     fn adding_twice_changes_nothing_the_second_time() {
         let e = Entry::ours("abcd", "/opt/appscale", "ext4", "noatime", 30);
         let base = "# static\nUUID=root / ext4 defaults 0 1\n";
-        let once = fstab(base).with_entry(&e).unwrap().unwrap();
-        assert!(once.starts_with(base));
-        assert_eq!(fstab(&once).with_entry(&e).unwrap(), None);
+        let once = fstab(base).with_entry(&e, &fs("abcd")).unwrap().unwrap();
+        assert!(once.starts_with(base.as_bytes()));
+        let once = String::from_utf8(once).unwrap();
+        assert_eq!(fstab(&once).with_entry(&e, &fs("abcd")).unwrap(), None);
         let removed = fstab(&once).without_entry("/opt/appscale", None).unwrap();
-        assert_eq!(removed, base);
+        assert_eq!(removed, base.as_bytes());
         assert_eq!(
             fstab(&once).without_entry("/opt/appscale", Some("other")),
             None
         );
         assert!(
             fstab(&once)
-                .without_entry("/opt/appscale", Some("abcd"))
+                .without_entry("/opt/appscale/", Some("ABCD"))
                 .is_some()
         );
         assert_eq!(fstab(base).without_entry("/opt/appscale", None), None);
     }
 
     #[test]
-    fn changes_touch_only_our_lines() {
+    fn changes_touch_only_our_lines_byte_for_byte() {
         let dir = std::env::temp_dir().join(format!("fstab-lines-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("fstab");
         let stale = Entry::ours("old", "/a", "ext4", "noatime", 30);
-        std::fs::write(&path, format!("# theirs\r\n{}\n", stale.to_line())).unwrap();
+        // CRLF, and a Latin-1 byte in a comment (not UTF-8).
+        let mut base = b"# th\xe9irs\r\n".to_vec();
+        base.extend_from_slice(format!("{}\n", stale.to_line()).as_bytes());
+        std::fs::write(&path, &base).unwrap();
         let mine = Entry::ours("new", "/a", "ext4", "noatime", 30);
-        let applied = add(&path, &mine).unwrap();
+        let applied = add(&path, &mine, &fs("new")).unwrap();
         assert_eq!(applied.removed, [stale.to_line()]);
         assert_eq!(applied.added, Some(mine.to_line()));
         let other = Entry::ours("other", "/b", "ext4", "noatime", 30);
-        assert!(add(&path, &other).unwrap().changed());
-        assert!(!add(&path, &other).unwrap().changed(), "already there");
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            format!("# theirs\r\n{}\n{}\n", mine.to_line(), other.to_line()),
-            "the CRLF line is kept as it was"
-        );
+        assert!(add(&path, &other, &fs("other")).unwrap().changed());
+        assert!(!add(&path, &other, &fs("other")).unwrap().changed());
+        let mut want = b"# th\xe9irs\r\n".to_vec();
+        want.extend_from_slice(format!("{}\n{}\n", mine.to_line(), other.to_line()).as_bytes());
+        assert_eq!(std::fs::read(&path).unwrap(), want);
         assert!(!remove(&path, "/b", Some("not-it")).unwrap().changed());
         let gone = remove(&path, "/b", Some("other")).unwrap();
         assert_eq!(gone.removed, [other.to_line()]);
@@ -548,19 +661,48 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_entry_of_ours_is_replaced_and_a_foreign_one_refused() {
+    fn a_foreign_entry_for_our_place_or_filesystem_conflicts_however_written() {
+        let ours = Entry::ours("abcd-ef", "/opt/appscale", "ext4", "noatime", 30);
+        for foreign in [
+            "/dev/sdb1 /opt/appscale ext4 defaults 0 2",
+            "/dev/sdb1 /opt/appscale/ ext4 defaults 0 2",
+            "/dev/sdb1 /opt//appscale ext4 defaults 0 2",
+            "UUID=ABCD-EF /data ext4 defaults 0 2",
+            "UUID=\"abcd-ef\" /data ext4 defaults 0 2",
+            "LABEL=appscale /data ext4 defaults 0 2",
+        ] {
+            let err = fstab(&format!("# x\n{foreign}\n"))
+                .with_entry(&ours, &fs("abcd-ef"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("/x/fstab:2") && err.contains("not managed by appscale-persist"),
+                "{foreign}: {err}"
+            );
+        }
+        for unrelated in [
+            "PARTUUID=abcd-ef /data ext4 defaults 0 2",
+            "server:/export /opt/appscale-other nfs defaults 0 0",
+            "tmpfs /tmp tmpfs defaults 0 0",
+            "/swapfile none swap sw 0 0",
+        ] {
+            assert!(
+                fstab(&format!("{unrelated}\n"))
+                    .with_entry(&ours, &fs("abcd-ef"))
+                    .is_ok(),
+                "{unrelated}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stale_entry_of_ours_is_replaced() {
         let old = Entry::ours("old", "/opt/appscale", "ext4", "noatime", 30);
         let new = Entry::ours("new", "/opt/appscale", "ext4", "noatime", 30);
-        let text = fstab(&format!("{}\n", old.to_line()))
-            .with_entry(&new)
+        let bytes = fstab(&format!("{}\n", old.to_line()))
+            .with_entry(&new, &fs("new"))
             .unwrap()
             .unwrap();
-        assert_eq!(text, format!("{}\n", new.to_line()));
-        let foreign = fstab("/dev/sdb1 /opt/appscale ext4 defaults 0 2\n");
-        let err = foreign.with_entry(&new).unwrap_err().to_string();
-        assert!(
-            err.contains("/x/fstab:1") && err.contains("not managed by appscale-persist"),
-            "{err}"
-        );
+        assert_eq!(bytes, format!("{}\n", new.to_line()).as_bytes());
     }
 }

@@ -89,6 +89,8 @@ struct Plan {
     uuid: String,
     /// Our fstab entry, when an fstab is kept.
     entry: Option<fstab::Entry>,
+    /// What the filesystem is known by, to recognise any entry naming it.
+    known_as: fstab::Filesystem,
     /// The filesystem is already mounted at the mountpoint.
     mounted: bool,
     /// Entries the mountpoint holds (hidden by a mount, unless seeded).
@@ -228,8 +230,19 @@ impl Mount {
                 self.options.device_timeout,
             )
         });
+        let known_as = fstab::Filesystem {
+            uuid: uuid.clone(),
+            label: probe.label().map(str::to_string),
+            device: Some((dev.major, dev.minor)),
+        };
+        // A foreign entry for this mountpoint or filesystem is found now,
+        // before anything is mounted (the line itself is written last).
+        if let (Some(path), Some(entry)) = (&self.options.fstab, &entry) {
+            Fstab::load(path)?.with_entry(entry, &known_as)?;
+        }
         Ok(Planned::Act(Box::new(Plan {
             held: if mounted { 0 } else { entries_in(&mp) },
+            known_as,
             device,
             dev,
             mp,
@@ -247,10 +260,10 @@ impl Mount {
         let diff = match (&self.options.fstab, &plan.entry) {
             (Some(path), Some(entry)) => {
                 let tab = Fstab::load(path)?;
-                tab.with_entry(entry)?.map(|after| Diff {
+                tab.with_entry(entry, &plan.known_as)?.map(|after| Diff {
                     path: tab.path.display().to_string(),
-                    before: tab.text.clone(),
-                    after,
+                    before: tab.text(),
+                    after: String::from_utf8_lossy(&after).into_owned(),
                 })
             }
             _ => None,
@@ -296,6 +309,7 @@ impl Mount {
             fstype,
             uuid,
             entry,
+            known_as,
             mounted,
             held,
             fresh,
@@ -309,7 +323,7 @@ impl Mount {
                 .into());
             }
             seed::clear_fresh(&uuid);
-            let applied = self.add_entry(entry.as_ref())?;
+            let applied = self.add_entry(entry.as_ref(), &known_as)?;
             return Ok(match applied.filter(Applied::changed) {
                 None => Outcome::unchanged(
                     State::Mounted,
@@ -376,7 +390,7 @@ impl Mount {
         // The fstab line last: a run stopped at any point before leaves no
         // line that would mount a half-made disk at boot.
         let applied = self
-            .add_entry(entry.as_ref())
+            .add_entry(entry.as_ref(), &known_as)
             .map_err(undo)?
             .filter(Applied::changed);
         seed::clear_fresh(&uuid);
@@ -430,9 +444,13 @@ impl Mount {
     }
 
     /// Adds our entry to the fstab (when one is kept).
-    fn add_entry(&self, entry: Option<&fstab::Entry>) -> Result<Option<Applied>, Failure> {
+    fn add_entry(
+        &self,
+        entry: Option<&fstab::Entry>,
+        known_as: &fstab::Filesystem,
+    ) -> Result<Option<Applied>, Failure> {
         match (&self.options.fstab, entry) {
-            (Some(path), Some(entry)) => Ok(Some(fstab::add(path, entry)?)),
+            (Some(path), Some(entry)) => Ok(Some(fstab::add(path, entry, known_as)?)),
             _ => Ok(None),
         }
     }

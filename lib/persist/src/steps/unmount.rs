@@ -127,11 +127,15 @@ impl Unmount {
         let tab_path = &self.options.fstab;
         if let Some(u) = &uuid
             && let Ok(tab) = Fstab::load(tab_path)
-            && tab
-                .text
-                .lines()
-                .filter_map(fstab::Entry::parse)
-                .any(|e| e.is_ours() && Path::new(&e.file) == mp && e.spec == format!("UUID={u}"))
+            && tab.entries().iter().any(|e| {
+                let known_as = fstab::Filesystem {
+                    uuid: u.clone(),
+                    ..fstab::Filesystem::default()
+                };
+                e.is_ours()
+                    && fstab::same_target(&e.file, &mp.display().to_string())
+                    && known_as.named_by(&e.spec)
+            })
         {
             return Ok(format!("our entry in {}", tab_path.display()));
         }
@@ -201,8 +205,8 @@ impl Unmount {
                 tab.without_entry(&mountpoint, uuid.as_deref())
                     .map(|after| Diff {
                         path: tab.path.display().to_string(),
-                        before: tab.text.clone(),
-                        after,
+                        before: tab.text(),
+                        after: String::from_utf8_lossy(&after).into_owned(),
                     })
             } else {
                 let a = fstab::remove(path, &mountpoint, uuid.as_deref())?;
