@@ -8,17 +8,39 @@ use std::path::Path;
 /// or a hard link (then `from` stays; the caller removes it) on a
 /// filesystem without it. `Ok(false)` when `to` exists: nothing was replaced.
 pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<bool> {
-    use nix::errno::Errno;
-    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-    match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
-        Ok(()) => Ok(true),
-        Err(Errno::EEXIST) => Ok(false),
-        Err(Errno::EINVAL | Errno::ENOSYS) => match std::fs::hard_link(from, to) {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    };
+    let (a, b) = (c(from)?, c(to)?);
+    // renameat2 by its system call: the C libraries do not all wrap it
+    // (musl does not), and nix offers it for glibc only.
+    const RENAME_NOREPLACE: nix::libc::c_uint = 1;
+    // SAFETY: two valid NUL-terminated paths and plain integer arguments.
+    let r = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_renameat2,
+            nix::libc::AT_FDCWD,
+            a.as_ptr(),
+            nix::libc::AT_FDCWD,
+            b.as_ptr(),
+            RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(nix::libc::EEXIST) => Ok(false),
+        Some(nix::libc::EINVAL | nix::libc::ENOSYS) => match std::fs::hard_link(from, to) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(e),
         },
-        Err(e) => Err(e.into()),
+        _ => Err(e),
     }
 }
 
