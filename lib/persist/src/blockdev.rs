@@ -9,7 +9,7 @@
 //!    loop device or an empty drive reads as nothing, which is not blank);
 //! 2. `blkid -p` (low-level probe, no cache) finds no filesystem and no
 //!    partition table; its exit 2 counts as "nothing found" only because
-//!    the reads below have already read the device;
+//!    the reads below then read the device themselves;
 //! 3. `wipefs --no-act` lists no signature;
 //! 4. no partitions, no holders (LVM, dm-crypt, RAID), not mounted, not swap;
 //! 5. the metadata that survives a wiped head is absent ([`secondary`]): ext2/3/4
@@ -20,8 +20,8 @@
 //!    EBS volume or persistent disk does, a disk holding data in a format no
 //!    probe knows does not.
 //!
-//! [`assess_exclusive`] repeats all of it while holding the device open with
-//! `O_EXCL`, the last step before `mkfs`. Nothing relies on `mkfs` refusing
+//! [`assess_file`] makes the same checks through a descriptor the caller
+//! holds open with `O_EXCL` until `mkfs` runs. Nothing relies on `mkfs` refusing
 //! a device that holds data: without a terminal, `mke2fs` formats over an
 //! existing filesystem.
 
@@ -207,6 +207,80 @@ impl Probe {
             (None, None) => "an unrecognised signature".to_string(),
         }
     }
+}
+
+impl Probe {
+    /// A probe made from a superblock read in-process.
+    pub fn from_superblock(sb: &Superblock) -> Probe {
+        let mut tags = BTreeMap::new();
+        tags.insert("TYPE".to_string(), sb.fstype.to_string());
+        tags.insert("USAGE".to_string(), "filesystem".to_string());
+        tags.insert("UUID".to_string(), sb.uuid.clone());
+        if let Some(l) = &sb.label {
+            tags.insert("LABEL".to_string(), l.clone());
+        }
+        Probe { tags }
+    }
+}
+
+/// The superblock of an ext4 or XFS filesystem, read in-process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Superblock {
+    /// `ext4` or `xfs`.
+    pub fstype: &'static str,
+    /// Its UUID, as blkid writes it.
+    pub uuid: String,
+    /// Its label, when it has one.
+    pub label: Option<String>,
+}
+
+/// Reads an ext4 or XFS superblock at the start of `path`, without a
+/// subprocess: the fast way to name a filesystem already known to be there
+/// (one this run just made, or one the kernel has mounted). It is no blank
+/// check and no replacement for `blkid -p`'s view of other signatures.
+pub fn read_superblock(path: &Path) -> Result<Option<Superblock>, BlockError> {
+    let io = |e| BlockError::Io(path.to_path_buf(), e);
+    let file = File::open(path).map_err(io)?;
+    let mut b = vec![0u8; 2048];
+    file.read_exact_at(&mut b, 0).map_err(io)?;
+    let uuid = |u: &[u8]| {
+        let h: String = u.iter().map(|x| format!("{x:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
+    };
+    let label = |l: &[u8]| {
+        let end = l.iter().position(|&c| c == 0).unwrap_or(l.len());
+        (end > 0).then(|| String::from_utf8_lossy(&l[..end]).into_owned())
+    };
+    let ext = &b[1024..2048];
+    if le16(ext, 0x38) == 0xEF53 {
+        // ext2/3/4 share the magic; this toolkit makes and accepts ext4,
+        // which has a journal and extents.
+        let compat = le32(ext, 0x5C);
+        let incompat = le32(ext, 0x60);
+        if compat & 0x4 == 0 || incompat & 0x40 == 0 {
+            return Ok(None);
+        }
+        return Ok(Some(Superblock {
+            fstype: "ext4",
+            uuid: uuid(&ext[0x68..0x78]),
+            label: label(&ext[0x78..0x88]),
+        }));
+    }
+    if &b[..4] == b"XFSB" {
+        return Ok(Some(Superblock {
+            fstype: "xfs",
+            uuid: uuid(&b[32..48]),
+            label: label(&b[108..120]),
+        }));
+    }
+    Ok(None)
 }
 
 /// Runs `blkid -p` (low-level probe, no cache) on `path`.
@@ -473,8 +547,8 @@ impl From<BlockError> for Failure {
 /// Assesses `path` (see the module docs for the checks).
 pub fn assess(path: &Path) -> Result<Assessment, BlockError> {
     let dev = Device::open(path)?;
-    let mut file = File::open(path).map_err(|e| BlockError::Io(path.to_path_buf(), e))?;
-    assess_open(&dev, &mut file)
+    let file = File::open(path).map_err(|e| BlockError::Io(path.to_path_buf(), e))?;
+    assess_open(&dev, &file)
 }
 
 /// Opens a block device with `O_EXCL`: the kernel refuses (`EBUSY`,
@@ -491,24 +565,19 @@ pub fn open_exclusive(path: &Path) -> Result<File, BlockError> {
         })
 }
 
-/// Assesses `path` while holding it open with `O_EXCL`, so nothing else can
-/// mount or claim it meanwhile. Returns the open file: drop it right before
-/// running `mkfs`.
-pub fn assess_exclusive(path: &Path) -> Result<(Assessment, File), BlockError> {
-    let dev = Device::open(path)?;
-    let mut file = open_exclusive(path)?;
-    let a = assess_open(&dev, &mut file)?;
-    Ok((a, file))
+/// Assesses the device `dev` through `file`, a descriptor the caller holds
+/// (with `O_EXCL` from [`open_exclusive`], so nothing can mount or claim the
+/// device meanwhile; drop it right before running `mkfs`).
+pub fn assess_file(dev: &Device, file: &File) -> Result<Assessment, BlockError> {
+    assess_open(dev, file)
 }
 
-fn assess_open(dev: &Device, file: &mut File) -> Result<Assessment, BlockError> {
+fn assess_open(dev: &Device, file: &File) -> Result<Assessment, BlockError> {
     let path = dev.path.as_path();
     let io = |e| BlockError::Io(path.to_path_buf(), e);
-    // Read first: blkid's "nothing found" means something only for a device
-    // we have just read ourselves.
-    let edges = first_nonzero_at_edges(file, dev.size).map_err(io)?;
-    let behind = secondary(file, dev.size).map_err(io)?;
-    let sampled = first_nonzero_in_sample(file, dev.size).map_err(io)?;
+    // What blkid recognises decides at once. Its "nothing found" means
+    // something only for a device read here: the reads come next, before
+    // anything is called blank.
     match probe(path)? {
         Some(p) if p.tags.contains_key("AMBIVALENT") => {
             return Ok(Assessment::NotBlank(format!(
@@ -522,8 +591,9 @@ fn assess_open(dev: &Device, file: &mut File) -> Result<Assessment, BlockError> 
         Some(p) => return Ok(Assessment::NotBlank(p.describe())),
         None => {}
     }
+    let edges = first_nonzero_at_edges(file, dev.size).map_err(io)?;
     // Named before wipefs's list: "a GPT backup header" says more than "gpt".
-    if let Some(what) = behind {
+    if let Some(what) = secondary(file, dev.size).map_err(io)? {
         return Ok(Assessment::NotBlank(what));
     }
     let sigs = signatures(path)?;
@@ -558,7 +628,7 @@ fn assess_open(dev: &Device, file: &mut File) -> Result<Assessment, BlockError> 
             "non-zero bytes at offset {at} (the first and last MiB of a blank disk read as zeros)"
         )));
     }
-    if let Some(at) = sampled {
+    if let Some(at) = first_nonzero_in_sample(file, dev.size).map_err(io)? {
         return Ok(Assessment::NotBlank(format!(
             "non-zero bytes at offset {at} (found sampling {SAMPLES} blocks across the device; a blank disk reads as zeros throughout)"
         )));
@@ -575,6 +645,41 @@ mod tests {
         assert_eq!(ext_backup_groups(60), [1, 3, 5, 7, 9, 25, 27, 49]);
         assert_eq!(ext_backup_groups(2), [1]);
         assert!(ext_backup_groups(1).is_empty());
+    }
+
+    #[test]
+    fn the_superblock_read_in_process_agrees_with_blkid() {
+        let dir = std::env::temp_dir().join(format!("sb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (mkfs, size, fstype) in [
+            (
+                &["mkfs.ext4", "-q", "-F", "-L", "lab-ext"][..],
+                64u64 << 20,
+                "ext4",
+            ),
+            (
+                &["mkfs.xfs", "-q", "-f", "-L", "lab-xfs"][..],
+                320 << 20,
+                "xfs",
+            ),
+        ] {
+            assert!(
+                crate::run::installed(mkfs[0]),
+                "{} is installed (scripts/setup test)",
+                mkfs[0]
+            );
+            let img = dir.join(fstype);
+            std::fs::File::create(&img).unwrap().set_len(size).unwrap();
+            Cmd::new(mkfs[0]).args(&mkfs[1..]).arg(&img).run().unwrap();
+            let sb = read_superblock(&img).unwrap().unwrap();
+            let p = probe(&img).unwrap().unwrap();
+            assert_eq!(Some(sb.fstype), p.fstype());
+            assert_eq!(Some(sb.uuid.as_str()), p.uuid());
+            assert_eq!(sb.label.as_deref(), p.label());
+        }
+        std::fs::write(dir.join("zeros"), vec![0u8; 4096]).unwrap();
+        assert_eq!(read_superblock(&dir.join("zeros")).unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

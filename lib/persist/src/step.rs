@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::codes;
 use crate::log;
 use crate::record::{Record, RecordError, State, StepLog};
 
@@ -125,7 +126,7 @@ pub trait Step {
 /// `interrupted`, untouched.
 pub fn one_by_one(
     records: &mut [Record],
-    mut f: impl FnMut(&mut Record) -> StepResult,
+    f: impl Fn(&mut Record) -> StepResult,
 ) -> Vec<(StepResult, Duration)> {
     records
         .iter_mut()
@@ -136,6 +137,64 @@ pub fn one_by_one(
                 None => f(r),
             };
             (res, t.elapsed())
+        })
+        .collect()
+}
+
+/// At most this many records are worked on at once by [`concurrently`]
+/// (and never more than the machine has processors).
+pub const MAX_WORKERS: usize = 8;
+
+/// Runs `f` on each record, several records at a time (bounded by the
+/// processors and [`MAX_WORKERS`]), timing each; results come back in input
+/// order, and each record's failure stays its own. Once a signal has asked
+/// the run to stop ([`crate::interrupt`]), the records not yet started fail
+/// as `interrupted`, untouched.
+pub fn concurrently<F>(records: &mut [Record], f: F) -> Vec<(StepResult, Duration)>
+where
+    F: Fn(&mut Record) -> StepResult + Sync,
+{
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_WORKERS)
+        .min(records.len())
+        .max(1);
+    if workers == 1 {
+        return one_by_one(records, f);
+    }
+    let results: Vec<std::sync::Mutex<Option<(StepResult, Duration)>>> = records
+        .iter()
+        .map(|_| std::sync::Mutex::new(None))
+        .collect();
+    let queue = std::sync::Mutex::new(records.iter_mut().enumerate());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                    let Some((i, r)) = next else { break };
+                    let t = Instant::now();
+                    let res = match crate::interrupt::interrupted() {
+                        Some(sig) => Err(crate::interrupt::failure(sig)),
+                        None => f(r),
+                    };
+                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((res, t.elapsed()));
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(|| {
+                    (
+                        Err(Failure::new(codes::INTERNAL, "a record was not worked on")),
+                        Duration::ZERO,
+                    )
+                })
         })
         .collect()
 }

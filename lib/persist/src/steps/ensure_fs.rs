@@ -2,20 +2,27 @@
 //!
 //! The decision is [`crate::blockdev::assess`]'s; this step only acts on it:
 //! a wanted filesystem already there is `has-fs` (unchanged), another
-//! filesystem or any other data is a refusal, and a blank device is assessed
-//! once more right before `mkfs`. Around that, what the record claims is
-//! checked, never trusted:
+//! filesystem or any other data is a refusal, and only a blank device is
+//! formatted. Around that, what the record claims is checked, never
+//! trusted:
 //!
-//! * the whole step holds the node lock ([`crate::lock`]);
+//! * the run holds the node lock ([`crate::lock`]) from its first look to
+//!   its last act, and works on several records at once
+//!   ([`crate::step::concurrently`]);
 //! * the record's `device` must be the disk the record names
 //!   ([`crate::discover::verify_claimed_device`]);
 //! * a record that already names a filesystem (`fs.uuid`, or a state that
 //!   implies one) is never formatted: a device that now reads blank, or
 //!   holds another filesystem, is an identity error;
-//! * from the second look to the end of `mkfs`, the whole-disk device node
+//! * from the blank check to the end of `mkfs`, the whole-disk device node
 //!   is locked with `flock` (udev's convention, so nothing probes or writes
-//!   it meanwhile); `mkfs` runs on the resolved node (not a link that could
-//!   be re-pointed), whose major:minor is checked before and after;
+//!   it meanwhile) and held open with `O_EXCL` (so nothing mounts or claims
+//!   it) until `mkfs` starts; `mkfs` runs on the resolved node (not a link
+//!   that could be re-pointed), whose major:minor is checked before and
+//!   after;
+//! * a device the kernel has mounted is named by its superblock, read
+//!   in-process (no subprocess), and the mount's type; a filesystem just
+//!   made is checked the same way;
 //! * the new filesystem gets a UUID chosen here, marked fresh
 //!   ([`crate::seed::mark_fresh`]) before `mkfs` runs, so that only a
 //!   filesystem this flow made is ever seeded.
@@ -31,7 +38,7 @@ use crate::lock::{DeviceLock, NodeLock};
 use crate::mount::{self, TempMount};
 use crate::record::{Fs, Record, State};
 use crate::seed;
-use crate::step::{Ctx, Failure, Outcome, Step, StepResult, one_by_one};
+use crate::step::{Ctx, Failure, Outcome, Step, StepResult, concurrently};
 
 /// A filesystem smaller than its device by more than this is grown by
 /// `--grow` (below it, the difference is rounding to the filesystem's
@@ -60,12 +67,43 @@ pub struct EnsureFs {
 
 impl Step for EnsureFs {
     fn run(&mut self, records: &mut [Record], cx: Ctx) -> Vec<(StepResult, std::time::Duration)> {
-        one_by_one(records, |r| self.one(r, cx))
+        let lock = match NodeLock::take(cx.check) {
+            Ok(l) => l,
+            Err(e) => {
+                let f = Failure::from(e);
+                return records
+                    .iter()
+                    .map(|_| (Err(f.clone()), Default::default()))
+                    .collect();
+            }
+        };
+        let results = concurrently(records, |r| self.one(r, cx));
+        drop(lock);
+        results
     }
 }
 
 fn block_failure(e: BlockError) -> Failure {
     Failure::new(e.code(), format!("{e}; not formatting"))
+}
+
+/// Checks that `dev`'s resolved node is still the device first opened.
+fn same_device(dev: &Device, when: &str) -> Result<(), Failure> {
+    let now = Device::open(&dev.real).map_err(block_failure)?;
+    if (now.major, now.minor) != (dev.major, dev.minor) {
+        return Err(Failure::new(
+            codes::IDENTITY_MISMATCH,
+            format!(
+                "{} became device {}:{} {when} (it was {}:{}): not formatting it",
+                dev.real.display(),
+                now.major,
+                now.minor,
+                dev.major,
+                dev.minor
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn fs_of(p: &Probe, formatted: bool) -> Fs {
@@ -115,8 +153,16 @@ enum Plan {
         probe: Probe,
         grow: Option<Grow>,
     },
-    /// The device is blank: format it.
-    Format { dev: Device },
+    /// The device is blank: format it, still holding what was held for the
+    /// blank check.
+    Format { dev: Device, held: Held },
+}
+
+/// What is held on a blank device from its blank check to `mkfs`: the
+/// whole disk's `flock`, and an `O_EXCL` open (both absent in `--check`).
+struct Held {
+    _lock: Option<DeviceLock>,
+    exclusive: Option<std::fs::File>,
 }
 
 /// A filesystem smaller than its device.
@@ -141,8 +187,7 @@ impl EnsureFs {
         if !pending {
             discover::fill_device(rec, DEVICE_WAIT)?;
         }
-        let _lock = NodeLock::take(cx.check)?;
-        match self.plan(rec, pending)? {
+        match self.plan(rec, pending, cx)? {
             Plan::Pending(what) => Ok(Outcome::changed(State::Formatted, what)),
             plan if cx.check => Ok(self.describe(&plan)),
             plan => self.apply(rec, plan),
@@ -153,7 +198,7 @@ impl EnsureFs {
     /// disk, a filesystem the record names is there, the device is blank or
     /// holds the wanted filesystem (anything else is a refusal). Changes
     /// nothing.
-    fn plan(&self, rec: &mut Record, pending: bool) -> Result<Plan, Failure> {
+    fn plan(&self, rec: &mut Record, pending: bool, cx: Ctx) -> Result<Plan, Failure> {
         let want = self.options.fstype;
         let Some(device) = rec.device.clone() else {
             if pending {
@@ -177,7 +222,41 @@ impl EnsureFs {
         };
         verify_claimed_device(rec, &dev)?;
         let named = named_fs(rec);
-        match blockdev::assess(path).map_err(block_failure)? {
+        if let Some(m) = mount::read_table()?.by_device(dev.major, dev.minor).first() {
+            return self.mounted(rec, device, dev.clone(), m);
+        }
+        // Held from the blank check to mkfs (not in --check).
+        let held = if cx.check {
+            Held {
+                _lock: None,
+                exclusive: None,
+            }
+        } else {
+            let lock = DeviceLock::take(&dev.whole_disk().map_err(block_failure)?)?;
+            same_device(&dev, "while it was being locked")?;
+            // Held exclusively by someone else (LVM, RAID, dm-crypt): the
+            // assessment below says by whom, and it is never formatted.
+            let exclusive = match blockdev::open_exclusive(&dev.real) {
+                Ok(f) => Some(f),
+                Err(BlockError::Busy(..)) => None,
+                Err(e) => return Err(block_failure(e)),
+            };
+            Held {
+                _lock: Some(lock),
+                exclusive,
+            }
+        };
+        let assessment = match &held.exclusive {
+            Some(f) => blockdev::assess_file(&dev, f),
+            None => blockdev::assess(path),
+        };
+        if !cx.check && held.exclusive.is_none() && matches!(assessment, Ok(Assessment::Blank)) {
+            return Err(block_failure(BlockError::Busy(
+                dev.path.clone(),
+                std::io::Error::from_raw_os_error(nix::libc::EBUSY),
+            )));
+        }
+        match assessment.map_err(block_failure)? {
             Assessment::NotBlank(what) => Err(Failure::refused(
                 codes::NOT_BLANK,
                 format!("{device} is not blank ({what}): refusing to format it"),
@@ -236,8 +315,69 @@ impl EnsureFs {
                     named.unwrap_or_default()
                 ),
             )),
-            Assessment::Blank => Ok(Plan::Format { dev }),
+            Assessment::Blank => Ok(Plan::Format { dev, held }),
         }
+    }
+
+    /// The plan for a device the kernel has mounted: its superblock, read
+    /// in-process, names the filesystem; the mount says its type.
+    fn mounted(
+        &self,
+        rec: &mut Record,
+        device: String,
+        dev: Device,
+        m: &mount::Entry,
+    ) -> Result<Plan, Failure> {
+        let want = self.options.fstype;
+        if m.fstype != want.as_str() {
+            return Err(Failure::refused(
+                codes::FS_MISMATCH,
+                format!(
+                    "{device} is mounted on {} as {} ({want} was asked): refusing to reformat it",
+                    m.target.display(),
+                    m.fstype
+                ),
+            ));
+        }
+        let sb = blockdev::read_superblock(&dev.real)
+            .map_err(block_failure)?
+            .ok_or_else(|| {
+                Failure::new(
+                    codes::PROBE_FAILED,
+                    format!(
+                        "{device} is mounted as {want}, but its superblock does not read as one"
+                    ),
+                )
+            })?;
+        let probe = Probe::from_superblock(&sb);
+        if let Some(u) = rec.fs.as_ref().and_then(|f| f.uuid.as_deref())
+            && u != sb.uuid
+        {
+            return Err(Failure::new(
+                codes::IDENTITY_MISMATCH,
+                format!(
+                    "{device} holds {want} UUID={}, but the record names UUID={u}: the device is not the disk the record was made for",
+                    sb.uuid
+                ),
+            ));
+        }
+        let formatted = rec
+            .fs
+            .as_ref()
+            .is_some_and(|f| f.formatted && f.uuid.as_deref() == Some(sb.uuid.as_str()));
+        rec.fs = Some(fs_of(&probe, formatted));
+        let grow = if self.options.grow {
+            let fs_size = filesystem::size(&dev.real, want)
+                .map_err(|e| Failure::new(codes::GROW_FAILED, format!("{device}: {e}")))?;
+            (dev.size > fs_size + GROW_SLACK).then_some(Grow { dev, fs_size })
+        } else {
+            None
+        };
+        Ok(Plan::HasFs {
+            device,
+            probe,
+            grow,
+        })
     }
 
     /// What applying `plan` would do (`--check`).
@@ -259,7 +399,7 @@ impl EnsureFs {
             Plan::HasFs { grow: Some(g), .. } => {
                 Outcome::changed(State::HasFs, format!("would grow the {}", g.what(want)))
             }
-            Plan::Format { dev } => Outcome::changed(
+            Plan::Format { dev, .. } => Outcome::changed(
                 State::Formatted,
                 format!(
                     "would format blank {} as {want} (label {})",
@@ -273,7 +413,7 @@ impl EnsureFs {
     /// Does what `plan` says.
     fn apply(&self, rec: &mut Record, plan: Plan) -> StepResult {
         match plan {
-            Plan::Format { dev } => self.format(rec, &dev, self.options.fstype),
+            Plan::Format { dev, held } => self.format(rec, &dev, held),
             Plan::HasFs { grow: Some(g), .. } => {
                 self.grow(&g)?;
                 Ok(Outcome::changed(
@@ -285,51 +425,14 @@ impl EnsureFs {
         }
     }
 
-    fn format(&self, rec: &mut Record, dev: &Device, want: FsType) -> StepResult {
+    /// Formats the blank device `dev`, whose blank check ran while `held`
+    /// was held: the exclusive open is let go right before mkfs (which opens
+    /// the device exclusively itself), the device lock right after.
+    fn format(&self, rec: &mut Record, dev: &Device, held: Held) -> StepResult {
+        let want = self.options.fstype;
         let device = dev.path.display().to_string();
         // The resolved node, never a link that could be re-pointed.
         let node = dev.real.clone();
-        let same_device = |when: &str| -> Result<(), Failure> {
-            let now = Device::open(&node).map_err(block_failure)?;
-            if (now.major, now.minor) != (dev.major, dev.minor) {
-                return Err(Failure::new(
-                    codes::IDENTITY_MISMATCH,
-                    format!(
-                        "{} became device {}:{} {when} (it was {}:{})",
-                        node.display(),
-                        now.major,
-                        now.minor,
-                        dev.major,
-                        dev.minor
-                    ),
-                ));
-            }
-            Ok(())
-        };
-        // Lock the whole disk from the second look to the end of mkfs.
-        let whole = dev.whole_disk().map_err(block_failure)?;
-        let held = DeviceLock::take(&whole)?;
-        same_device("while it was being locked").map_err(|f| Failure {
-            message: format!("{}: not formatting it", f.message),
-            ..f
-        })?;
-        // Once more, holding the device exclusively: nothing may have
-        // mounted, claimed or written it since the first look.
-        let (again, exclusive) = blockdev::assess_exclusive(&node).map_err(block_failure)?;
-        let changed = match again {
-            Assessment::Blank => None,
-            Assessment::NotBlank(what) => Some(what),
-            Assessment::Filesystem(p) => Some(p.describe()),
-        };
-        if let Some(what) = changed {
-            return Err(Failure::refused(
-                codes::NOT_BLANK,
-                format!(
-                    "{device} changed while being checked (it now holds {what}): refusing to format it"
-                ),
-            ));
-        }
-        drop(exclusive);
         let uuid = filesystem::new_uuid()
             .map_err(|e| Failure::new(codes::MKFS_FAILED, format!("choosing a UUID: {e}")))?;
         seed::mark_fresh(&uuid).map_err(|e| {
@@ -338,6 +441,8 @@ impl EnsureFs {
                 format!("writing /run/appscale-persist/fresh/{uuid}: {e}; nothing was formatted"),
             )
         })?;
+        let Held { _lock, exclusive } = held;
+        drop(exclusive);
         let made = filesystem::mkfs(
             &node,
             want,
@@ -347,7 +452,7 @@ impl EnsureFs {
         )
         .map_err(|e| Failure::new(codes::MKFS_FAILED, e.to_string()))
         .and_then(|()| {
-            same_device("while mkfs ran").map_err(|f| Failure {
+            same_device(dev, "while mkfs ran").map_err(|f| Failure {
                 message: format!(
                     "{}: mkfs ran on whatever the node was then; look at both devices before anything else",
                     f.message
@@ -355,21 +460,22 @@ impl EnsureFs {
                 ..f
             })
         });
-        drop(held);
+        drop(_lock);
         if let Err(f) = made {
             seed::clear_fresh(&uuid);
             return Err(f);
         }
-        let probe = blockdev::probe(&node)
+        // mkfs said it made it; the superblock must say so too.
+        let sb = blockdev::read_superblock(&node)
             .map_err(block_failure)?
-            .filter(|p| p.fstype() == Some(want.as_str()) && p.uuid() == Some(uuid.as_str()))
+            .filter(|sb| sb.fstype == want.as_str() && sb.uuid == uuid)
             .ok_or_else(|| {
                 Failure::new(
                     codes::MKFS_FAILED,
                     format!("{device}: no {want} filesystem with UUID {uuid} found after mkfs"),
                 )
             })?;
-        rec.fs = Some(fs_of(&probe, true));
+        rec.fs = Some(fs_of(&Probe::from_superblock(&sb), true));
         Ok(Outcome::changed(
             State::Formatted,
             format!(
