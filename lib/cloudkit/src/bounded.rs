@@ -61,6 +61,41 @@ where
         .collect()
 }
 
+/// The send phase over a plan: for every record whose plan is `Ok` and for
+/// which `request` gives a request, runs `call` on it ([`concurrently`], at
+/// most `limit` at once). A failed call fails its record (its plan becomes
+/// the failure); the values of the calls that succeeded come back at their
+/// record's place, `None` elsewhere.
+pub async fn call_each<P, Q, T, F, Fut>(
+    limit: usize,
+    plans: &mut [Result<P, Failure>],
+    request: impl Fn(&P) -> Option<Q>,
+    call: F,
+) -> Vec<Option<T>>
+where
+    Q: Send + 'static,
+    T: Send + 'static,
+    F: Fn(Q) -> Fut,
+    Fut: Future<Output = Result<T, Failure>> + Send + 'static,
+{
+    let (at, requests): (Vec<usize>, Vec<Q>) = plans
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| Some((i, request(p.as_ref().ok()?)?)))
+        .unzip();
+    let mut out: Vec<Option<T>> = (0..plans.len()).map(|_| None).collect();
+    for (i, result) in at
+        .into_iter()
+        .zip(concurrently(limit, requests, call).await)
+    {
+        match result {
+            Ok(v) => out[i] = Some(v),
+            Err(f) => plans[i] = Err(f),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +158,36 @@ mod tests {
         assert_eq!(out[0], Ok(1));
         assert_eq!(out[1].as_ref().unwrap_err().code, codes::INTERNAL);
         assert_eq!(out[2], Ok(3));
+    }
+
+    #[test]
+    fn only_the_requested_are_called_and_a_failed_call_fails_its_record() {
+        let rt = crate::runtime().unwrap();
+        let mut plans: Vec<Result<u32, Failure>> = vec![
+            Ok(1),
+            Err(Failure::new(codes::NO_SUCH_DISK, "x")),
+            Ok(2),
+            Ok(3),
+            Ok(4),
+        ];
+        let called = Arc::new(Mutex::new(Vec::new()));
+        let values = rt.block_on(call_each(
+            2,
+            &mut plans,
+            |p| (*p != 3).then_some(*p),
+            |q| {
+                called.lock().unwrap().push(q);
+                async move {
+                    if q == 4 {
+                        return Err(Failure::new(codes::API_ERROR, "refused"));
+                    }
+                    Ok(q * 100)
+                }
+            },
+        ));
+        assert_eq!(*called.lock().unwrap(), [1, 2, 4]);
+        assert_eq!(values, [Some(100), None, Some(200), None, None]);
+        assert_eq!(plans[3], Ok(3), "not requested: left as planned");
+        assert_eq!(plans[4].as_ref().unwrap_err().message, "refused");
     }
 }

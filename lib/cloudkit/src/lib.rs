@@ -8,7 +8,8 @@
 //!    each record, what to do (a provider's own enum: nothing, a call, a
 //!    wait), or why not (a [`Failure`]). `--check` stops here and describes
 //!    the plan: nothing that changes anything is called.
-//! 2. **send** the calls, at most `--concurrency` at once ([`concurrently`]).
+//! 2. **send** the calls, at most `--concurrency` at once ([`call_each`],
+//!    [`concurrently`]).
 //! 3. **wait** for everything still pending under one deadline
 //!    ([`Deadline`], [`poll_until`]): capped backoff, and a poll that fails
 //!    for a passing reason ([`Fault::is_transient`]) tried again until the
@@ -34,7 +35,7 @@ mod lazy;
 mod poll;
 mod records;
 
-pub use bounded::concurrently;
+pub use bounded::{call_each, concurrently};
 pub use fault::{ApiError, Fault};
 pub use lazy::Lazy;
 pub use poll::{Deadline, Unfinished, poll_until};

@@ -1,6 +1,7 @@
 //! The one async poll loop, over [`appscale_persist::wait`]'s schedule.
 
 use std::fmt::Display;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use appscale_persist::log;
@@ -36,9 +37,14 @@ impl Deadline {
         self.started.elapsed()
     }
 
+    /// Time left before the deadline.
+    pub fn remaining(&self) -> Duration {
+        self.timeout.saturating_sub(self.elapsed())
+    }
+
     /// `schedule` (first delay, cap) ending at this deadline.
     pub fn schedule(&self, schedule: WaitParams) -> WaitParams {
-        schedule.with_timeout(self.timeout.saturating_sub(self.elapsed()))
+        schedule.with_timeout(self.remaining())
     }
 }
 
@@ -79,10 +85,11 @@ impl Unfinished {
 /// the deadline: a bad minute fails nothing. At the deadline, the last such
 /// failure is kept in [`Unfinished::TimedOut`]. `poll` is always called at
 /// least once, and once more at the deadline.
-pub async fn poll_until<T>(
-    schedule: WaitParams,
-    mut poll: impl AsyncFnMut() -> Result<Poll<T, Failure>, ApiError>,
-) -> Result<T, Unfinished> {
+pub async fn poll_until<T, F, Fut>(schedule: WaitParams, mut poll: F) -> Result<T, Unfinished>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Poll<T, Failure>, ApiError>>,
+{
     let mut backoff = Backoff::start(schedule);
     loop {
         let last_failure = match poll().await {
@@ -132,12 +139,15 @@ mod tests {
     fn transient_failures_are_polled_through_until_ready() {
         let rt = crate::runtime().unwrap();
         let mut polls = 0;
-        let r = rt.block_on(poll_until(schedule(5_000), async || {
+        let r = rt.block_on(poll_until(schedule(5_000), || {
             polls += 1;
-            match polls {
-                1..=6 => Err(throttled()),
-                7 => Ok(Poll::Pending),
-                _ => Ok(Poll::Ready("attached")),
+            let n = polls;
+            async move {
+                match n {
+                    1..=6 => Err(throttled()),
+                    7 => Ok(Poll::Pending),
+                    _ => Ok(Poll::Ready("attached")),
+                }
             }
         }));
         assert_eq!(r, Ok("attached"));
@@ -149,9 +159,9 @@ mod tests {
         let rt = crate::runtime().unwrap();
         let started = Instant::now();
         let mut polls = 0;
-        let r: Result<(), _> = rt.block_on(poll_until(schedule(150), async || {
+        let r: Result<(), _> = rt.block_on(poll_until(schedule(150), || {
             polls += 1;
-            Err(throttled())
+            async { Err(throttled()) }
         }));
         let took = started.elapsed();
         assert!(
@@ -188,12 +198,15 @@ mod tests {
     fn a_pending_poll_clears_the_last_failure() {
         let rt = crate::runtime().unwrap();
         let mut polls = 0;
-        let r: Result<(), _> = rt.block_on(poll_until(schedule(60), async || {
+        let r: Result<(), _> = rt.block_on(poll_until(schedule(60), || {
             polls += 1;
-            if polls == 1 {
-                Err(throttled())
-            } else {
-                Ok(Poll::Pending)
+            let first = polls == 1;
+            async move {
+                if first {
+                    Err(throttled())
+                } else {
+                    Ok(Poll::Pending)
+                }
             }
         }));
         assert_eq!(r, Err(Unfinished::TimedOut { last_failure: None }));
@@ -204,14 +217,16 @@ mod tests {
         let rt = crate::runtime().unwrap();
         let mut polls = 0;
         let denied = Failure::new("UnauthorizedOperation", "no");
-        let r: Result<(), _> = rt.block_on(poll_until(schedule(5_000), async || {
+        let r: Result<(), _> = rt.block_on(poll_until(schedule(5_000), || {
             polls += 1;
-            Err(ApiError::new(Fault::Answered, denied.clone()))
+            let denied = denied.clone();
+            async move { Err(ApiError::new(Fault::Answered, denied)) }
         }));
         assert_eq!((r, polls), (Err(Unfinished::Failed(denied)), 1));
         let gone = Failure::new(codes::NO_SUCH_DISK, "gone");
-        let r: Result<(), _> = rt.block_on(poll_until(schedule(5_000), async || {
-            Ok(Poll::Failed(gone.clone()))
+        let r: Result<(), _> = rt.block_on(poll_until(schedule(5_000), || {
+            let gone = gone.clone();
+            async move { Ok(Poll::Failed(gone)) }
         }));
         assert_eq!(r, Err(Unfinished::Failed(gone)));
     }
