@@ -166,6 +166,7 @@ fn plan_one(
         return Err(failures::zone_mismatch(&what, have, want));
     }
     owner::check_adoptable(&f, r.zone.as_deref())?;
+    check_size_and_type(run, &what, &f.vol)?;
     volume::note(r, &f.vol);
     Ok(if f.owner.hand_made() {
         CreatePlan::Adopt {
@@ -201,6 +202,28 @@ fn plan_new(run: &Run, r: &Record) -> Result<CreatePlan, Failure> {
             .unwrap_or_else(|| DEFAULT_DISK_TYPE.into()),
         encrypted: run.cfg.encrypted,
     }))
+}
+
+/// `--size` and `--type`, when given, must be what an existing volume has:
+/// a volume of another size or type is an error, not a surprise later.
+fn check_size_and_type(run: &Run, what: &str, v: &Volume) -> Result<(), Failure> {
+    let have_gib = v.size().unwrap_or(0).max(0) as u64;
+    if let Some(want) = run.cfg.size
+        && want.gib() != have_gib
+    {
+        return Err(failures::size_mismatch(
+            what,
+            Size(have_gib << 30),
+            Size(want.gib() << 30),
+        ));
+    }
+    let have_type = v.volume_type().map(|t| t.as_str()).unwrap_or("?");
+    if let Some(want) = &run.cfg.disk_type
+        && want != have_type
+    {
+        return Err(failures::type_mismatch(what, have_type, want));
+    }
+    Ok(())
 }
 
 /// The CreateTags request of a plan that adopts a volume.
