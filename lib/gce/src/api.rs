@@ -59,6 +59,8 @@ pub struct DiskInfo {
     pub disk_type: String,
     /// Its zone.
     pub zone: String,
+    /// `READY`, `CREATING`, ... (empty when not said).
+    pub status: String,
     /// Names of the instances using it.
     pub users: Vec<String>,
     /// Its labels.
@@ -66,6 +68,11 @@ pub struct DiskInfo {
 }
 
 impl DiskInfo {
+    /// Still being made (or restored): not usable yet.
+    pub fn is_creating(&self) -> bool {
+        matches!(self.status.as_str(), "CREATING" | "RESTORING")
+    }
+
     /// `name (10 GB pd-balanced) in zone`.
     pub fn describe(&self) -> String {
         format!(
@@ -469,6 +476,35 @@ impl Api {
     }
 }
 
+impl Api {
+    /// Waits until the disk `name` is `READY` ([`poll_until`] under
+    /// `deadline`, one `disks.get` a poll): a disk being created, by this
+    /// run's operation or an earlier run's.
+    pub async fn wait_ready(
+        &self,
+        at: &Location,
+        name: &str,
+        deadline: &Deadline,
+    ) -> Result<DiskInfo, Failure> {
+        let waited = poll_until(deadline.schedule(POLL), || async {
+            Ok(match self.disk(at, name).await? {
+                Some(d) if d.is_creating() => Poll::Pending,
+                Some(d) if d.status == "FAILED" => Poll::Failed(Failure::new(
+                    codes::WAIT_FAILED,
+                    format!("disk {name}: its creation failed (status FAILED)"),
+                )),
+                Some(d) => Poll::Ready(d),
+                None => Poll::Failed(Failure::new(
+                    codes::NO_SUCH_DISK,
+                    format!("disk {name} vanished while it was being created"),
+                )),
+            })
+        })
+        .await;
+        waited.map_err(|u| u.into_failure(format!("disk {name} was not ready"), deadline))
+    }
+}
+
 /// What an operation says: pending until done, then done or failed with
 /// its own error code.
 fn outcome(op: &Operation) -> Poll<(), Failure> {
@@ -506,6 +542,12 @@ fn info(d: Disk, name: &str, at: &Location) -> DiskInfo {
             .as_deref()
             .map(last_segment)
             .unwrap_or(&at.zone)
+            .to_string(),
+        status: d
+            .status
+            .as_ref()
+            .and_then(|s| s.name())
+            .unwrap_or_default()
             .to_string(),
         users: d
             .users

@@ -4,10 +4,10 @@
 //!   [`CreatePlan`] per record.
 //! * **send**: `disks.insert` for the disks to make, `disks.setLabels` for
 //!   the hand-made ones to adopt, at most `--concurrency` at once.
-//! * **wait**: every operation, under one deadline.
-//! * **finish**: a new disk is read back; the record gets its size.
+//! * **wait**: every operation, then every new disk (and one an earlier run
+//!   left being created) until it is ready, under one deadline.
+//! * **finish**: the record gets the disk's size.
 
-use appscale_persist::codes;
 use appscale_persist::log;
 use appscale_persist::provider::Size;
 use appscale_persist::record::{Record, State};
@@ -24,6 +24,9 @@ use crate::{DEFAULT_DISK_TYPE, DEFAULT_SIZE, Run, Target};
 pub enum CreatePlan {
     /// The disk exists and is this deployment's: nothing to do.
     Exists(DiskInfo),
+    /// The disk exists, this deployment's, but an earlier run left it
+    /// being created: wait until it is ready.
+    Creating(DiskInfo),
     /// The disk was made by hand: adopt it (label it for the deployment and
     /// node).
     Adopt(DiskInfo),
@@ -74,26 +77,22 @@ pub async fn create(
         }
     })
     .await;
-    // Wait.
+    // Wait: for the operations, then until the new disks are ready (read
+    // back: their size known).
     run.wait_all(&mut plans, ops).await;
-    // Finish: a new disk is read back.
     let made = call_each(
-        run.cfg.concurrency,
+        plans.len(),
         &mut plans,
-        |(t, p)| matches!(p, CreatePlan::Create { .. }).then(|| t.clone()),
+        |(t, p)| {
+            matches!(p, CreatePlan::Create { .. } | CreatePlan::Creating(_)).then(|| t.clone())
+        },
         |t| {
-            let api = run.api.clone();
-            async move {
-                api.disk(&t.location, &t.disk).await?.ok_or_else(|| {
-                    Failure::new(
-                        codes::NO_SUCH_DISK,
-                        format!("disk {} vanished after its creation", t.disk),
-                    )
-                })
-            }
+            let (api, deadline) = (run.api.clone(), run.deadline);
+            async move { api.wait_ready(&t.location, &t.disk, &deadline).await }
         },
     )
     .await;
+    // Finish.
     records
         .iter_mut()
         .zip(plans)
@@ -104,6 +103,10 @@ pub async fn create(
                 (CreatePlan::Create { .. }, Some(d)) => {
                     disk::note(r, &d);
                     Outcome::changed(State::Created, format!("created disk {}", d.describe()))
+                }
+                (CreatePlan::Creating(_), Some(d)) => {
+                    disk::note(r, &d);
+                    Outcome::unchanged(State::Created, format!("disk {}", d.describe()))
                 }
                 (CreatePlan::Adopt(d), _) => {
                     disk::note(r, &d);
@@ -153,6 +156,9 @@ fn plan(run: &Run, t: &Target, found: Found) -> Result<CreatePlan, Failure> {
         owner::check_adoptable(&d, o)?;
         return Ok(CreatePlan::Adopt(d));
     }
+    if d.is_creating() {
+        return Ok(CreatePlan::Creating(d));
+    }
     Ok(CreatePlan::Exists(d))
 }
 
@@ -172,7 +178,7 @@ enum Call {
 /// The call sent for a plan: a disk to adopt or make.
 fn to_send((t, plan): &(Target, CreatePlan)) -> Option<(Target, Call)> {
     let call = match plan {
-        CreatePlan::Exists(_) => return None,
+        CreatePlan::Exists(_) | CreatePlan::Creating(_) => return None,
         CreatePlan::Adopt(_) => Call::Adopt,
         CreatePlan::Create { size, disk_type } => Call::Insert {
             gib: i64::try_from(size.gib()).unwrap_or(i64::MAX),
@@ -188,6 +194,13 @@ fn describe(r: &mut Record, (t, plan): &(Target, CreatePlan)) -> Outcome {
         CreatePlan::Exists(d) => {
             disk::note(r, d);
             Outcome::unchanged(State::Created, format!("disk {}", d.describe()))
+        }
+        CreatePlan::Creating(d) => {
+            disk::note(r, d);
+            Outcome::unchanged(
+                State::Created,
+                format!("disk {} is being created", d.describe()),
+            )
         }
         CreatePlan::Adopt(d) => {
             disk::note(r, d);
