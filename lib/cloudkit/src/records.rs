@@ -23,11 +23,11 @@ pub struct ThisInstance {
     pub zone: String,
 }
 
-impl From<Ec2Instance> for ThisInstance {
-    fn from(i: Ec2Instance) -> ThisInstance {
+impl From<&Ec2Instance> for ThisInstance {
+    fn from(i: &Ec2Instance) -> ThisInstance {
         ThisInstance {
-            instance: i.id,
-            zone: i.zone,
+            instance: i.id.clone(),
+            zone: i.zone.clone(),
         }
     }
 }

@@ -110,6 +110,8 @@ pub async fn attach(
         async move { Ok(api.adopt(&vol, &a.deployment, a.node.as_deref()).await?) }
     })
     .await;
+    // Then attach: once a detach in progress from the same instance is over
+    // (waited out under the one deadline), right away otherwise.
     wait_out_detaches(run, records, &mut plans).await;
     call_each(limit, &mut plans, to_attach, |a| {
         let api = run.api.clone();

@@ -182,9 +182,8 @@ impl Ec2 {
     fn this_instance(&mut self) -> Result<ThisInstance, Failure> {
         let endpoint = self.cfg.metadata_endpoint.as_deref();
         self.this_instance.get_or_try(|| {
-            identity::ec2(endpoint)
-                .map(ThisInstance::from)
-                .map_err(failures::metadata)
+            let this = identity::ec2(endpoint).map_err(failures::metadata)?;
+            Ok(ThisInstance::from(&this))
         })
     }
 
