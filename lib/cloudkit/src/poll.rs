@@ -128,10 +128,14 @@ mod tests {
         }
     }
 
+    /// Codes an API gives, passed through as the record's code.
+    const THROTTLING: &str = "RequestLimitExceeded";
+    const DENIED: &str = "UnauthorizedOperation";
+
     fn throttled() -> ApiError {
         ApiError::new(
             Fault::Throttled,
-            Failure::new("RequestLimitExceeded", "DescribeVolumes: slow down"),
+            Failure::new(THROTTLING, "DescribeVolumes: slow down"),
         )
     }
 
@@ -179,7 +183,7 @@ mod tests {
         else {
             panic!("{r:?}");
         };
-        assert_eq!(f.code, "RequestLimitExceeded");
+        assert_eq!(f.code, THROTTLING);
         let f = Unfinished::TimedOut {
             last_failure: Some(f),
         }
@@ -216,7 +220,7 @@ mod tests {
     fn a_failure_that_is_not_transient_ends_the_wait_at_once() {
         let rt = crate::runtime().unwrap();
         let mut polls = 0;
-        let denied = Failure::new("UnauthorizedOperation", "no");
+        let denied = Failure::new(DENIED, "no");
         let r: Result<(), _> = rt.block_on(poll_until(schedule(5_000), || {
             polls += 1;
             let denied = denied.clone();
