@@ -690,6 +690,52 @@ fn up_and_down_on_an_ec2_appscalefile() {
     down().expect(0);
 }
 
+/// As local and GCE: `--size` or `--type`, when given, must be what an
+/// existing volume has; without them, any volume will do.
+#[test]
+fn an_existing_volume_of_another_size_or_type_is_refused() {
+    let moto = Server::moto();
+    let url = moto.url();
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let created = create(&url, &[rec("node-0", "data-0")]).remove(0);
+    let vol = created["disk_id"].as_str().unwrap().to_string();
+    for args in [&["--size", "1G"][..], &[], &["--type", "gp3"]] {
+        let r = tool(&url, "disk-create", args, &input).expect(0).record();
+        assert_eq!(r["changed"], false, "{args:?}: {r}");
+    }
+    moto.ec2_admin(&["record-start"]);
+    let r = tool(&url, "disk-create", &["--size", "2G"], &input)
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "size-mismatch", "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&vol) && msg.contains("1G") && msg.contains("2G"),
+        "{msg}"
+    );
+    let r = tool(&url, "disk-create", &["--type", "io1"], &input)
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "type-mismatch", "{r}");
+    // Named by its id, the same.
+    let by_id = [
+        "--provider",
+        "ec2",
+        "--disk",
+        vol.as_str(),
+        "--zone",
+        "us-east-1b",
+        "--size",
+        "5G",
+    ];
+    let r = tool(&url, "disk-create", &by_id, "").expect(1).record();
+    assert_eq!(error_code(&r), "size-mismatch", "{r}");
+    let actions = moto.ec2_admin(&["actions"]);
+    for a in ["CreateVolume", "CreateTags"] {
+        assert_eq!(actions.get(a), None, "nothing made or changed: {actions}");
+    }
+}
+
 // --- Whose disk is it ---------------------------------------------------
 
 /// A fake IMDS for `instance` in us-east-1b (IMDSv2; `v1`: only IMDSv1, as

@@ -237,35 +237,33 @@ impl ProviderArgs {
             ))),
             ProviderKind::Static => Ok(Box::new(Static)),
             ProviderKind::Ec2 | ProviderKind::Euca => {
-                let defaults = appscale_persist_ec2::Config::default();
-                let cfg = appscale_persist_ec2::Config {
+                appscale_persist_ec2::open(appscale_persist_ec2::Config {
                     kind,
                     endpoint_url: self.endpoint_url.clone(),
                     region: self.region.clone(),
                     profile: self.profile.clone(),
                     instance: self.instance.clone(),
                     on_node: self.on_node,
-                    imds_endpoint: self.metadata_endpoint.clone(),
+                    metadata_endpoint: self.metadata_endpoint.clone(),
                     zone: self.zone.clone(),
-                    size: self.size.unwrap_or(defaults.size),
-                    volume_type: self.disk_type.clone().unwrap_or(defaults.volume_type),
+                    size: self.size,
+                    disk_type: self.disk_type.clone(),
                     encrypted: self.encrypted,
                     deployment: self.default_deployment(),
                     force: self.force,
                     ebs_force: self.ebs_force,
                     concurrency: self.concurrency,
                     timeout,
-                    stuck_after: defaults.stuck_after.min(timeout),
-                };
-                Ok(Box::new(appscale_persist_ec2::Ec2::new(cfg)?))
+                    ..appscale_persist_ec2::Config::default()
+                })
             }
             ProviderKind::Gce => appscale_persist_gce::open(appscale_persist_gce::Config {
-                endpoint: self.endpoint_url.clone(),
+                endpoint_url: self.endpoint_url.clone(),
                 project: self.project.clone(),
                 zone: self.zone.clone(),
                 instance: self.instance.clone(),
                 on_node: self.on_node,
-                metadata_host: self.metadata_endpoint.clone(),
+                metadata_endpoint: self.metadata_endpoint.clone(),
                 size: self.size,
                 disk_type: self.disk_type.clone(),
                 deployment: self.default_deployment(),

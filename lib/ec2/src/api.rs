@@ -1,26 +1,26 @@
-//! The EC2 calls this provider makes, each mapping SDK errors to record
-//! failures with the AWS error code.
+//! The EC2 calls this provider makes, each turning an SDK error into an
+//! [`ApiError`]: the record's failure, with the AWS error code when there is
+//! one, and its [`Fault`] (may trying again help?).
 
-use appscale_persist::codes;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use appscale_persist::log;
+use appscale_persist::codes;
 use appscale_persist::step::Failure;
-use appscale_persist::wait::{Backoff, WaitParams};
+use appscale_persist::wait::Poll;
+use appscale_persist_cloudkit::{ApiError, Deadline, Fault, Unfinished, poll_until};
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::Region;
+use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification, Volume, VolumeType};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use crate::owner::{TAG_DEPLOYMENT, TAG_NODE};
-use crate::{Config, devices, trace};
+use crate::{Config, POLL, devices, trace};
 
 /// A connected client.
 pub struct Api {
@@ -36,57 +36,96 @@ pub struct InstanceInfo {
     pub devices: HashSet<String>,
 }
 
-/// Turns an SDK error into a record failure: the AWS error code when there
-/// is one, else what kind of failure it was.
-pub fn failure<E, R>(what: &str, e: SdkError<E, R>) -> Failure
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    if let Some(code) = e.code() {
-        let msg = e.message().unwrap_or("no message");
-        return Failure::new(code, format!("{what}: {msg}"));
-    }
-    let chain = error_chain(&e);
-    let code = if chain.contains("credential") {
-        codes::NO_CREDENTIALS
-    } else {
-        match &e {
-            SdkError::TimeoutError(_) => codes::TIMEOUT,
-            SdkError::DispatchFailure(_) => codes::UNREACHABLE,
-            _ => codes::API_ERROR,
-        }
-    };
-    let hint = if code == codes::NO_CREDENTIALS {
-        " (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with an instance role)"
-    } else {
-        ""
-    };
-    Failure::new(code, format!("{what}: {chain}{hint}"))
+/// A volume to create.
+#[derive(Debug, Clone)]
+pub struct NewVolume {
+    /// Its Name tag.
+    pub name: String,
+    /// Its availability zone.
+    pub zone: String,
+    /// The deployment it is tagged for.
+    pub deployment: String,
+    /// The node it is tagged for (empty: none).
+    pub node: String,
+    /// Size in GiB.
+    pub gib: u64,
+    /// Volume type (`gp3`).
+    pub disk_type: String,
+    /// Encrypted.
+    pub encrypted: bool,
 }
 
-/// Error codes of calls that may succeed when tried again later:
-/// throttling, server errors, and no answer at all.
-const TRANSIENT: &[&str] = &[
+/// AWS error codes that mean "too many requests".
+const THROTTLED: &[&str] = &[
     "RequestLimitExceeded",
     "Throttling",
     "ThrottlingException",
     "RequestThrottled",
     "RequestThrottledException",
     "TooManyRequestsException",
+];
+
+/// AWS error codes that mean the service failed.
+const SERVER_ERROR: &[&str] = &[
     "InternalError",
     "InternalFailure",
     "ServiceUnavailable",
     "Unavailable",
-    codes::TIMEOUT,
-    codes::UNREACHABLE,
-    codes::API_ERROR,
 ];
 
-/// Whether a failed call may succeed when tried again later (after the
-/// SDK's own retries gave up): throttling, 5xx, a dropped connection.
-pub fn is_transient(f: &Failure) -> bool {
-    TRANSIENT.contains(&f.code.as_str())
+/// What kind of failure an SDK error is: by its AWS error code when it has
+/// one, else by the HTTP status, else by how the call failed.
+fn fault_of<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> Fault {
+    let code = e.code().unwrap_or_default();
+    if THROTTLED.contains(&code) {
+        return Fault::Throttled;
+    }
+    if SERVER_ERROR.contains(&code) {
+        return Fault::ServerError;
+    }
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    match e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => Fault::NoAnswer,
+        SdkError::ServiceError(_) | SdkError::ResponseError(_) if status.is_some() => {
+            Fault::from_http_status(status.unwrap_or_default())
+        }
+        // An answer that could not be read: a garbled or cut-off response.
+        SdkError::ResponseError(_) => Fault::ServerError,
+        _ => Fault::Answered,
+    }
+}
+
+/// What to do about missing credentials.
+const CREDENTIALS_HINT: &str =
+    " (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with an instance role)";
+
+/// Turns an SDK error of the call `what` into an [`ApiError`]: the AWS
+/// error code when there is one, else what kind of failure it was.
+pub fn api_error<E>(what: &str, e: SdkError<E, HttpResponse>) -> ApiError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let fault = fault_of(&e);
+    if let Some(code) = e.code() {
+        let msg = e.message().unwrap_or("no message");
+        return ApiError::new(fault, Failure::new(code, format!("{what}: {msg}")));
+    }
+    let chain = error_chain(&e);
+    let (fault, code, hint) = if chain.contains("credential") {
+        (
+            Fault::NoCredentials,
+            codes::NO_CREDENTIALS,
+            CREDENTIALS_HINT,
+        )
+    } else {
+        let code = match &e {
+            SdkError::TimeoutError(_) => codes::TIMEOUT,
+            SdkError::DispatchFailure(_) => codes::UNREACHABLE,
+            _ => codes::API_ERROR,
+        };
+        (fault, code, "")
+    };
+    ApiError::new(fault, Failure::new(code, format!("{what}: {chain}{hint}")))
 }
 
 /// An error and its sources, by their Display texts (never Debug dumps),
@@ -141,7 +180,10 @@ impl Api {
         let mut conf = aws_sdk_ec2::config::Builder::from(&sdk);
         if sdk.region().is_none() {
             let region = zone_hint.and_then(region_of_zone).ok_or_else(|| {
-                Failure::new(codes::NO_REGION, "no AWS region: set AWS_REGION, pass --region, or give the AppScalefile a `zone`")
+                Failure::new(
+                    codes::NO_REGION,
+                    "no AWS region: set AWS_REGION, pass --region, or give the AppScalefile a `zone`",
+                )
             })?;
             conf = conf.region(Region::new(region));
         }
@@ -151,22 +193,19 @@ impl Api {
     }
 
     /// Volumes by id, in one call when all exist (unknown ones absent).
-    pub async fn volumes_by_id(&self, ids: &[String]) -> Result<HashMap<String, Volume>, Failure> {
-        batch_or_each(ids, "InvalidVolume", |chunk| async move {
-            self.describe(&chunk).await
-        })
-        .await
+    pub async fn volumes_by_id(&self, ids: &[String]) -> Result<HashMap<String, Volume>, ApiError> {
+        batch_or_each(ids, "InvalidVolume", |chunk| self.describe(chunk)).await
     }
 
-    async fn describe(&self, ids: &[String]) -> Result<HashMap<String, Volume>, Failure> {
+    async fn describe(&self, ids: Vec<String>) -> Result<HashMap<String, Volume>, ApiError> {
         trace(format_args!("DescribeVolumes {}", ids.join(" ")));
         let out = self
             .client
             .describe_volumes()
-            .set_volume_ids(Some(ids.to_vec()))
+            .set_volume_ids(Some(ids))
             .send()
             .await
-            .map_err(|e| failure("DescribeVolumes", e))?;
+            .map_err(|e| api_error("DescribeVolumes", e))?;
         Ok(out
             .volumes()
             .iter()
@@ -178,42 +217,35 @@ impl Api {
     pub async fn volumes_by_name(
         &self,
         names: &[String],
-    ) -> Result<HashMap<String, Vec<Volume>>, Failure> {
+    ) -> Result<HashMap<String, Vec<Volume>>, ApiError> {
         let mut out: HashMap<String, Vec<Volume>> = HashMap::new();
         if names.is_empty() {
             return Ok(out);
         }
         trace(format_args!("DescribeVolumes tag:Name={}", names.join(",")));
+        let live = Filter::builder()
+            .name("status")
+            .values("creating")
+            .values("available")
+            .values("in-use")
+            .build();
+        let named = Filter::builder()
+            .name("tag:Name")
+            .set_values(Some(names.to_vec()))
+            .build();
         let mut token = None;
         loop {
             let page = self
                 .client
                 .describe_volumes()
-                .filters(
-                    Filter::builder()
-                        .name("tag:Name")
-                        .set_values(Some(names.to_vec()))
-                        .build(),
-                )
-                .filters(
-                    Filter::builder()
-                        .name("status")
-                        .values("creating")
-                        .values("available")
-                        .values("in-use")
-                        .build(),
-                )
+                .filters(named.clone())
+                .filters(live.clone())
                 .set_next_token(token)
                 .send()
                 .await
-                .map_err(|e| failure("DescribeVolumes", e))?;
+                .map_err(|e| api_error("DescribeVolumes", e))?;
             for v in page.volumes() {
-                if let Some(name) = v
-                    .tags()
-                    .iter()
-                    .find(|t| t.key() == Some("Name"))
-                    .and_then(|t| t.value())
-                {
+                if let Some(name) = crate::owner::tag(v, "Name") {
                     out.entry(name.to_string()).or_default().push(v.clone());
                 }
             }
@@ -228,91 +260,79 @@ impl Api {
     pub async fn instances(
         &self,
         ids: &[String],
-    ) -> Result<HashMap<String, InstanceInfo>, Failure> {
-        batch_or_each(ids, "InvalidInstanceID", |chunk| async move {
-            self.describe_instances(&chunk).await
+    ) -> Result<HashMap<String, InstanceInfo>, ApiError> {
+        batch_or_each(ids, "InvalidInstanceID", |chunk| {
+            self.describe_instances(chunk)
         })
         .await
     }
 
     async fn describe_instances(
         &self,
-        ids: &[String],
-    ) -> Result<HashMap<String, InstanceInfo>, Failure> {
+        ids: Vec<String>,
+    ) -> Result<HashMap<String, InstanceInfo>, ApiError> {
         trace(format_args!("DescribeInstances {}", ids.join(" ")));
         let out = self
             .client
             .describe_instances()
-            .set_instance_ids(Some(ids.to_vec()))
+            .set_instance_ids(Some(ids))
             .send()
             .await
-            .map_err(|e| failure("DescribeInstances", e))?;
+            .map_err(|e| api_error("DescribeInstances", e))?;
         let mut m = HashMap::new();
-        for res in out.reservations() {
-            for i in res.instances() {
-                let Some(id) = i.instance_id() else { continue };
-                m.insert(
-                    id.to_string(),
-                    InstanceInfo {
-                        zone: i
-                            .placement()
-                            .and_then(|p| p.availability_zone())
-                            .unwrap_or_default()
-                            .to_string(),
-                        devices: i
-                            .block_device_mappings()
-                            .iter()
-                            .filter_map(|b| b.device_name())
-                            .chain(i.root_device_name())
-                            .map(devices::normalize)
-                            .collect(),
-                    },
-                );
-            }
+        for i in out.reservations().iter().flat_map(|r| r.instances()) {
+            let Some(id) = i.instance_id() else { continue };
+            let zone = i.placement().and_then(|p| p.availability_zone());
+            let devices = i
+                .block_device_mappings()
+                .iter()
+                .filter_map(|b| b.device_name())
+                .chain(i.root_device_name())
+                .map(devices::normalize)
+                .collect();
+            let info = InstanceInfo {
+                zone: zone.unwrap_or_default().to_string(),
+                devices,
+            };
+            m.insert(id.to_string(), info);
         }
         Ok(m)
     }
 
-    /// Creates a volume tagged for `deployment` and `node` and returns its
+    /// Creates a volume tagged for its deployment and node and returns its
     /// id. The client token is derived from deployment, node and name, so a
     /// retried call cannot make a second volume on real EC2, and two
     /// deployments never share one; the tags make it findable on the next
     /// run, by this deployment only.
-    pub async fn create_volume(
-        &self,
-        cfg: &Config,
-        deployment: &str,
-        name: &str,
-        node: &str,
-        zone: &str,
-    ) -> Result<String, Failure> {
-        let token = client_token(deployment, node, name);
+    pub async fn create_volume(&self, v: &NewVolume) -> Result<String, ApiError> {
+        let token = client_token(&v.deployment, &v.node, &v.name);
         trace(format_args!(
-            "CreateVolume Name={name} zone={zone} token={token}"
+            "CreateVolume Name={} zone={} token={token}",
+            v.name, v.zone
         ));
-        let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+        let tag = |k: &str, val: &str| Tag::builder().key(k).value(val).build();
+        let tags = TagSpecification::builder()
+            .resource_type(ResourceType::Volume)
+            .tags(tag("Name", &v.name))
+            .tags(tag(TAG_DEPLOYMENT, &v.deployment))
+            .tags(tag(TAG_NODE, &v.node))
+            .build();
         let out = self
             .client
             .create_volume()
-            .availability_zone(zone)
-            .size(i32::try_from(cfg.size.gib()).unwrap_or(i32::MAX))
-            .volume_type(VolumeType::from(cfg.volume_type.as_str()))
-            .encrypted(cfg.encrypted)
+            .availability_zone(&v.zone)
+            .size(i32::try_from(v.gib).unwrap_or(i32::MAX))
+            .volume_type(VolumeType::from(v.disk_type.as_str()))
+            .encrypted(v.encrypted)
             .client_token(token)
-            .tag_specifications(
-                TagSpecification::builder()
-                    .resource_type(ResourceType::Volume)
-                    .tags(tag("Name", name))
-                    .tags(tag(TAG_DEPLOYMENT, deployment))
-                    .tags(tag(TAG_NODE, node))
-                    .build(),
-            )
+            .tag_specifications(tags)
             .send()
             .await
-            .map_err(|e| failure(&format!("CreateVolume Name={name}"), e))?;
-        out.volume_id()
-            .map(str::to_string)
-            .ok_or_else(|| Failure::new(codes::API_ERROR, "CreateVolume returned no volume id"))
+            .map_err(|e| api_error(&format!("CreateVolume Name={}", v.name), e))?;
+        out.volume_id().map(str::to_string).ok_or_else(|| {
+            let f = Failure::new(codes::API_ERROR, "CreateVolume returned no volume id");
+            ApiError::new(Fault::ServerError, f)
+        })
     }
 
     /// Tags a volume made by hand for `deployment` (and `node`, when known):
@@ -322,7 +342,7 @@ impl Api {
         vol: &str,
         deployment: &str,
         node: Option<&str>,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), ApiError> {
         trace(format_args!(
             "CreateTags {vol} {TAG_DEPLOYMENT}={deployment}"
         ));
@@ -338,60 +358,26 @@ impl Api {
         call.send()
             .await
             .map(drop)
-            .map_err(|e| failure(&format!("CreateTags {vol}"), e))
+            .map_err(|e| api_error(&format!("CreateTags {vol}"), e))
     }
 
-    /// Sends every AttachVolume, at most `concurrency` at once.
-    pub async fn attach_all(
-        self: &Arc<Self>,
-        calls: Vec<(String, String, String)>,
-        concurrency: usize,
-    ) -> HashMap<String, Result<(), Failure>> {
-        let sem = Arc::new(Semaphore::new(concurrency.max(1)));
-        let mut set = JoinSet::new();
-        for (vol, instance, dev) in calls {
-            let (api, sem) = (self.clone(), sem.clone());
-            set.spawn(async move {
-                let _permit = sem.acquire().await;
-                trace(format_args!("AttachVolume {vol} {instance} {dev}"));
-                let r = api
-                    .client
-                    .attach_volume()
-                    .volume_id(&vol)
-                    .instance_id(&instance)
-                    .device(&dev)
-                    .send()
-                    .await
-                    .map(drop)
-                    .map_err(|e| failure(&format!("AttachVolume {vol} to {instance}"), e));
-                (vol, r)
-            });
-        }
-        set.join_all().await.into_iter().collect()
+    /// Attaches `vol` to `instance` as `device`.
+    pub async fn attach(&self, vol: &str, instance: &str, device: &str) -> Result<(), ApiError> {
+        trace(format_args!("AttachVolume {vol} {instance} {device}"));
+        self.client
+            .attach_volume()
+            .volume_id(vol)
+            .instance_id(instance)
+            .device(device)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| api_error(&format!("AttachVolume {vol} to {instance}"), e))
     }
 
-    /// Sends every DetachVolume, at most `concurrency` at once.
-    pub async fn detach_all(
-        self: &Arc<Self>,
-        calls: Vec<(String, String)>,
-        force: bool,
-        concurrency: usize,
-    ) -> HashMap<String, Result<(), Failure>> {
-        let sem = Arc::new(Semaphore::new(concurrency.max(1)));
-        let mut set = JoinSet::new();
-        for (vol, instance) in calls {
-            let (api, sem) = (self.clone(), sem.clone());
-            set.spawn(async move {
-                let _permit = sem.acquire().await;
-                let r = api.detach(&vol, &instance, force).await;
-                (vol, r)
-            });
-        }
-        set.join_all().await.into_iter().collect()
-    }
-
-    /// Detaches one volume from its instance (always naming the instance).
-    pub async fn detach(&self, vol: &str, instance: &str, force: bool) -> Result<(), Failure> {
+    /// Detaches `vol` from `instance` (always naming the instance); `force`:
+    /// EBS's Force, for a volume stuck detaching.
+    pub async fn detach(&self, vol: &str, instance: &str, force: bool) -> Result<(), ApiError> {
         trace(format_args!("DetachVolume {vol} {instance} force={force}"));
         self.client
             .detach_volume()
@@ -401,89 +387,58 @@ impl Api {
             .send()
             .await
             .map(drop)
-            .map_err(|e| failure(&format!("DetachVolume {vol} from {instance}"), e))
+            .map_err(|e| api_error(&format!("DetachVolume {vol} from {instance}"), e))
     }
 
-    /// Polls the volumes `ids`, one DescribeVolumes per round for all still
-    /// pending, until `check` says each is done (`Some(Ok)`) or failed
-    /// (`Some(Err)`), or the deadline passes (absent from the answer, or a
-    /// `timeout` failure naming the last failed poll). A poll that fails
-    /// for a passing reason (throttling, 5xx, no answer: [`is_transient`])
-    /// is tried again with backoff until the deadline; it fails nothing.
-    pub async fn wait_volumes(
+    /// Waits for the volumes `ids`, one DescribeVolumes per round for all
+    /// still pending ([`poll_until`] under `deadline`), until `check` says
+    /// each is ready or failed. A volume that disappears fails
+    /// (`no-such-disk`); those still pending at the deadline, or when a poll
+    /// fails for good, get that [`Unfinished`].
+    pub async fn wait_volumes<T>(
         &self,
-        ids: &[String],
-        params: WaitParams,
-        check: impl Fn(&Volume) -> Option<Result<(), String>>,
-    ) -> HashMap<String, Result<Volume, Failure>> {
-        let mut done = HashMap::new();
-        let mut pending: Vec<String> = ids.to_vec();
-        let mut backoff = Backoff::start(params);
-        let mut last_failure: Option<Failure> = None;
-        while !pending.is_empty() {
-            match self.volumes_by_id(&pending).await {
-                Err(f) if is_transient(&f) => {
-                    log::warn(format_args!(
-                        "{} [{}]; polling again until the deadline",
-                        f.message, f.code
-                    ));
-                    last_failure = Some(f);
-                }
-                Err(f) => {
-                    for id in pending.drain(..) {
-                        done.insert(id, Err(f.clone()));
-                    }
-                }
-                Ok(found) => {
-                    last_failure = None;
-                    pending.retain(|id| match found.get(id) {
-                        None => {
-                            done.insert(
-                                id.clone(),
-                                Err(Failure::new(
-                                    codes::NO_SUCH_DISK,
-                                    format!("volume {id} disappeared"),
-                                )),
-                            );
-                            false
-                        }
-                        Some(v) => match check(v) {
-                            None => true,
-                            Some(Ok(())) => {
-                                done.insert(id.clone(), Ok(v.clone()));
-                                false
-                            }
-                            Some(Err(why)) => {
-                                done.insert(
-                                    id.clone(),
-                                    Err(Failure::new(codes::WAIT_FAILED, format!("{id}: {why}"))),
-                                );
-                                false
-                            }
-                        },
-                    });
-                }
-            }
-            if pending.is_empty() {
-                break;
-            }
-            match backoff.next_delay() {
-                Some(d) => tokio::time::sleep(d).await,
-                None => break,
-            }
+        ids: Vec<String>,
+        deadline: &Deadline,
+        check: impl Fn(&Volume) -> Poll<T, Failure>,
+    ) -> HashMap<String, Result<T, Unfinished>> {
+        if ids.is_empty() {
+            return HashMap::new();
         }
-        if let Some(f) = last_failure {
+        // Still pending, and done: what each round leaves for the next.
+        let state = Mutex::new((ids, HashMap::new()));
+        let round = || async {
+            let pending = state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .0
+                .clone();
+            let found = self.volumes_by_id(&pending).await?;
+            let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+            let (pending, done) = &mut *state;
+            pending.retain(|id| {
+                let result = match found.get(id).map(&check) {
+                    Some(Poll::Pending) => return true,
+                    Some(Poll::Ready(t)) => Ok(t),
+                    Some(Poll::Failed(f)) => Err(Unfinished::Failed(f)),
+                    None => Err(Unfinished::Failed(Failure::new(
+                        codes::NO_SUCH_DISK,
+                        format!("volume {id} disappeared"),
+                    ))),
+                };
+                done.insert(id.clone(), result);
+                false
+            });
+            Ok(if pending.is_empty() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            })
+        };
+        let waited = poll_until(deadline.schedule(POLL), round).await;
+        let (pending, mut done) = state.into_inner().unwrap_or_else(PoisonError::into_inner);
+        if let Err(unfinished) = waited {
             for id in pending {
-                done.insert(
-                    id.clone(),
-                    Err(Failure::new(
-                        codes::TIMEOUT,
-                        format!(
-                            "{id}: no answer to wait on within {:?}; the last poll failed: {} [{}]",
-                            params.timeout, f.message, f.code
-                        ),
-                    )),
-                );
+                done.insert(id, Err(unfinished.clone()));
             }
         }
         done
@@ -493,14 +448,13 @@ impl Api {
 /// Describes `ids` in one call. EC2 fails the whole call when one id is
 /// unknown (an error code starting with `not_found`); then each id is asked
 /// alone, and the unknown ones are simply absent from the answer.
-async fn batch_or_each<T, F, Fut>(
+async fn batch_or_each<T, Fut>(
     ids: &[String],
     not_found: &str,
-    describe: F,
-) -> Result<HashMap<String, T>, Failure>
+    describe: impl Fn(Vec<String>) -> Fut,
+) -> Result<HashMap<String, T>, ApiError>
 where
-    F: Fn(Vec<String>) -> Fut,
-    Fut: std::future::Future<Output = Result<HashMap<String, T>, Failure>>,
+    Fut: std::future::Future<Output = Result<HashMap<String, T>, ApiError>>,
 {
     let unique: Vec<String> = ids
         .iter()
@@ -511,14 +465,15 @@ where
     if unique.is_empty() {
         return Ok(HashMap::new());
     }
+    let unknown = |e: &ApiError| e.failure.code.starts_with(not_found);
     match describe(unique.clone()).await {
-        Err(f) if f.code.starts_with(not_found) => {
+        Err(e) if unknown(&e) => {
             let mut all = HashMap::new();
-            for id in &unique {
-                match describe(vec![id.clone()]).await {
+            for id in unique {
+                match describe(vec![id]).await {
                     Ok(m) => all.extend(m),
-                    Err(f) if f.code.starts_with(not_found) => {}
-                    Err(f) => return Err(f),
+                    Err(e) if unknown(&e) => {}
+                    Err(e) => return Err(e),
                 }
             }
             Ok(all)

@@ -1,5 +1,6 @@
 //! The Compute Engine calls this provider makes: every call bounded by a
-//! timeout, every error mapped to a record failure.
+//! timeout, every error turned into an [`ApiError`] (the record's failure,
+//! and its [`Fault`]: may trying again help?).
 //!
 //! Retries ([`SafeRetry`]): a call is tried again on throttling (429), a
 //! server error (5xx) or a dropped connection only when that is safe: reads,
@@ -8,14 +9,15 @@
 //! Engine). Waiting on an operation survives failed polls until its
 //! deadline ([`Api::wait`]).
 
-use appscale_persist::codes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use appscale_persist::codes;
 use appscale_persist::log;
 use appscale_persist::step::Failure;
-use appscale_persist::wait::{Backoff, WaitParams};
+use appscale_persist::wait::Poll;
+use appscale_persist_cloudkit::{ApiError, Deadline, Fault, failures, poll_until};
 use google_cloud_compute_v1::client::{Disks, Instances, ZoneOperations};
 use google_cloud_compute_v1::model::ZoneSetLabelsRequest;
 use google_cloud_compute_v1::model::{AttachedDisk, Disk, Operation, attached_disk, operation};
@@ -24,18 +26,26 @@ use google_cloud_gax::retry_policy::{Aip194Strict, RetryPolicy, RetryPolicyExt};
 use google_cloud_gax::retry_result::RetryResult;
 use google_cloud_gax::retry_state::RetryState;
 
+use crate::POLL;
+
 /// No single API call may take longer than this. Without credentials the
 /// client waits for ever before sending anything; this turns that into an
 /// error that says so.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A project and zone.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Where {
+/// Where a zonal resource is: a project and a zone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Location {
     /// Project id.
     pub project: String,
     /// Zone.
     pub zone: String,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} of project {}", self.zone, self.project)
+    }
 }
 
 /// What the provider needs to know about a disk.
@@ -49,6 +59,8 @@ pub struct DiskInfo {
     pub disk_type: String,
     /// Its zone.
     pub zone: String,
+    /// `READY`, `CREATING`, ... (empty when not said).
+    pub status: String,
     /// Names of the instances using it.
     pub users: Vec<String>,
     /// Its labels.
@@ -56,6 +68,11 @@ pub struct DiskInfo {
 }
 
 impl DiskInfo {
+    /// Still being made (or restored): not usable yet.
+    pub fn is_creating(&self) -> bool {
+        matches!(self.status.as_str(), "CREATING" | "RESTORING")
+    }
+
     /// `name (10 GB pd-balanced) in zone`.
     pub fn describe(&self) -> String {
         format!(
@@ -65,11 +82,20 @@ impl DiskInfo {
     }
 }
 
+/// A disk attached to an instance, and as which device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachedAs {
+    /// The disk's name.
+    pub disk: String,
+    /// Its device name on the instance.
+    pub device: String,
+}
+
 /// What the provider needs to know about an instance.
 #[derive(Debug, Clone, Default)]
 pub struct InstanceInfo {
-    /// (disk name, device name) of each attached disk.
-    pub disks: Vec<(String, String)>,
+    /// Each attached disk.
+    pub disks: Vec<AttachedAs>,
 }
 
 impl InstanceInfo {
@@ -77,8 +103,8 @@ impl InstanceInfo {
     pub fn device_of(&self, disk: &str) -> Option<String> {
         self.disks
             .iter()
-            .find(|(d, _)| d == disk)
-            .map(|(_, dev)| dev.clone())
+            .find(|a| a.disk == disk)
+            .map(|a| a.device.clone())
     }
 }
 
@@ -95,7 +121,24 @@ pub struct Api {
     ops: ZoneOperations,
 }
 
-fn failure(what: &str, e: google_cloud_gax::error::Error) -> Failure {
+/// What kind of failure a client error is: by its HTTP status when it has
+/// one, else by how the call failed.
+fn fault_of(e: &google_cloud_gax::error::Error) -> Fault {
+    match e.http_status_code() {
+        Some(status) => Fault::from_http_status(status),
+        None if e.is_io() || e.is_timeout() || e.is_connect() || e.is_transport() => {
+            Fault::NoAnswer
+        }
+        None if e.is_authentication() => Fault::NoCredentials,
+        None => Fault::Answered,
+    }
+}
+
+/// Turns a client error of the call `what` into an [`ApiError`]: the
+/// Compute Engine status when there is one, else `HTTP_<status>`, else what
+/// kind of failure it was.
+fn api_error(what: &str, e: google_cloud_gax::error::Error) -> ApiError {
+    let fault = fault_of(&e);
     let (code, msg) = match (e.status(), e.http_status_code()) {
         (Some(s), _) => (s.code.name().to_string(), s.message.clone()),
         (None, Some(h)) => (format!("HTTP_{h}"), e.to_string()),
@@ -111,22 +154,11 @@ fn failure(what: &str, e: google_cloud_gax::error::Error) -> Failure {
         }
         (None, None) => (codes::API_ERROR.to_string(), e.to_string()),
     };
-    Failure::new(code, format!("{what}: {msg}"))
+    ApiError::new(fault, Failure::new(code, format!("{what}: {msg}")))
 }
 
 fn is_not_found(e: &google_cloud_gax::error::Error) -> bool {
     e.http_status_code() == Some(404)
-}
-
-/// Whether a failed call may succeed when tried again: throttled (429), a
-/// server error (5xx), or no answer.
-fn is_transient(e: &google_cloud_gax::error::Error) -> bool {
-    e.http_status_code()
-        .is_some_and(|c| c == 429 || (500..600).contains(&c))
-        || e.is_io()
-        || e.is_timeout()
-        || e.is_connect()
-        || e.is_transport()
 }
 
 /// The retry policy of every call: [`Aip194Strict`] (UNAVAILABLE, and
@@ -138,25 +170,39 @@ pub struct SafeRetry;
 
 impl RetryPolicy for SafeRetry {
     fn on_error(&self, state: &RetryState, error: google_cloud_gax::error::Error) -> RetryResult {
-        if state.idempotent && is_transient(&error) {
+        if state.idempotent && fault_of(&error).is_transient() {
             return RetryResult::Continue(error);
         }
         Aip194Strict.on_error(state, error)
     }
 }
 
-/// Awaits one call under [`CALL_TIMEOUT`].
+/// Awaits one call under [`CALL_TIMEOUT`]: no answer in time is an
+/// [`ApiError`]; the call's own error is left to the caller.
 async fn bounded<T>(
     what: &str,
     fut: impl std::future::Future<Output = google_cloud_gax::Result<T>>,
-) -> Result<google_cloud_gax::Result<T>, Failure> {
+) -> Result<google_cloud_gax::Result<T>, ApiError> {
     log::debug(format_args!("{what}"));
     tokio::time::timeout(CALL_TIMEOUT, fut).await.map_err(|_| {
-        Failure::new(
-            codes::TIMEOUT,
-            format!("{what}: no answer within {CALL_TIMEOUT:?} (are Application Default Credentials available?)"),
+        ApiError::new(
+            Fault::NoAnswer,
+            Failure::new(
+                codes::TIMEOUT,
+                format!(
+                    "{what}: no answer within {CALL_TIMEOUT:?} (are Application Default Credentials available?)"
+                ),
+            ),
         )
     })
+}
+
+/// [`bounded`], for a call whose every error is a failure.
+async fn call<T>(
+    what: &str,
+    fut: impl std::future::Future<Output = google_cloud_gax::Result<T>>,
+) -> Result<T, ApiError> {
+    bounded(what, fut).await?.map_err(|e| api_error(what, e))
 }
 
 /// A fresh request id (a UUID, as Compute Engine requires): the same id is
@@ -191,7 +237,7 @@ fn idempotent() -> RequestOptions {
 
 impl Api {
     /// Builds the three clients with Application Default Credentials.
-    pub async fn connect(endpoint: Option<&str>) -> Result<Api, Failure> {
+    pub async fn connect(endpoint_url: Option<&str>) -> Result<Api, Failure> {
         let retry = || {
             SafeRetry
                 .with_attempt_limit(5)
@@ -200,7 +246,7 @@ impl Api {
         macro_rules! build {
             ($client:ty) => {{
                 let mut b = <$client>::builder().with_retry_policy(retry());
-                if let Some(e) = endpoint {
+                if let Some(e) = endpoint_url {
                     b = b.with_endpoint(e);
                 }
                 tokio::time::timeout(CALL_TIMEOUT, b.build())
@@ -224,69 +270,61 @@ impl Api {
     }
 
     /// The disk `name`, or `None` when it does not exist in that zone.
-    pub async fn disk(&self, at: &Where, name: &str) -> Result<Option<DiskInfo>, Failure> {
+    pub async fn disk(&self, at: &Location, name: &str) -> Result<Option<DiskInfo>, ApiError> {
         let what = format!("disks.get {name} in {}", at.zone);
-        let r = bounded(
-            &what,
-            self.disks
-                .get()
-                .set_project(&at.project)
-                .set_zone(&at.zone)
-                .set_disk(name)
-                .send(),
-        )
-        .await?;
-        match r {
+        let get = self
+            .disks
+            .get()
+            .set_project(&at.project)
+            .set_zone(&at.zone)
+            .set_disk(name)
+            .send();
+        match bounded(&what, get).await? {
             Ok(d) => Ok(Some(info(d, name, at))),
             Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(failure(&what, e)),
+            Err(e) => Err(api_error(&what, e)),
         }
     }
 
     /// The instance `name`.
-    pub async fn instance(&self, at: &Where, name: &str) -> Result<InstanceInfo, Failure> {
+    pub async fn instance(&self, at: &Location, name: &str) -> Result<InstanceInfo, ApiError> {
         let what = format!("instances.get {name} in {}", at.zone);
-        let r = bounded(
-            &what,
-            self.instances
-                .get()
-                .set_project(&at.project)
-                .set_zone(&at.zone)
-                .set_instance(name)
-                .send(),
-        )
-        .await?;
-        match r {
+        let get = self
+            .instances
+            .get()
+            .set_project(&at.project)
+            .set_zone(&at.zone)
+            .set_instance(name)
+            .send();
+        match bounded(&what, get).await? {
             Ok(i) => Ok(InstanceInfo {
                 disks: i
                     .disks
                     .iter()
                     .filter_map(|d| {
                         let src = last_segment(d.source.as_deref()?).to_string();
-                        Some((src.clone(), d.device_name.clone().unwrap_or(src)))
+                        let device = d.device_name.clone().unwrap_or_else(|| src.clone());
+                        Some(AttachedAs { disk: src, device })
                     })
                     .collect(),
             }),
-            Err(e) if is_not_found(&e) => Err(Failure::new(
-                codes::NO_SUCH_INSTANCE,
-                format!(
-                    "no instance {name} in {} of project {}",
-                    at.zone, at.project
-                ),
+            Err(e) if is_not_found(&e) => Err(ApiError::new(
+                Fault::Answered,
+                failures::no_such_instance(name, Some(&at.to_string())),
             )),
-            Err(e) => Err(failure(&what, e)),
+            Err(e) => Err(api_error(&what, e)),
         }
     }
 
     /// Starts creating a disk with `labels`.
     pub async fn insert_disk(
         &self,
-        at: &Where,
+        at: &Location,
         name: &str,
         size_gb: i64,
         disk_type: &str,
         labels: Vec<(String, String)>,
-    ) -> Result<Operation, Failure> {
+    ) -> Result<Operation, ApiError> {
         let what = format!("disks.insert {name} in {}", at.zone);
         let body = Disk::new()
             .set_name(name)
@@ -296,7 +334,7 @@ impl Api {
                 "projects/{}/zones/{}/diskTypes/{disk_type}",
                 at.project, at.zone
             ));
-        let call = self
+        let insert = self
             .disks
             .insert()
             .set_project(&at.project)
@@ -305,58 +343,52 @@ impl Api {
             .set_body(body)
             .with_options(idempotent())
             .send();
-        bounded(&what, call).await?.map_err(|e| failure(&what, e))
+        call(&what, insert).await
     }
 
-    /// Adds `labels` to the disk `name` (keeping its others): adopting a disk
-    /// made by hand. Waits for the operation, at most `timeout`.
+    /// Starts adding `labels` to the disk `name` (keeping its others):
+    /// adopting a disk made by hand.
     pub async fn adopt(
         &self,
-        at: &Where,
+        at: &Location,
         name: &str,
         labels: Vec<(String, String)>,
-        timeout: Duration,
-    ) -> Result<(), Failure> {
+    ) -> Result<Operation, ApiError> {
         let what = format!("disks.get {name} in {}", at.zone);
-        let d = bounded(
-            &what,
-            self.disks
-                .get()
-                .set_project(&at.project)
-                .set_zone(&at.zone)
-                .set_disk(name)
-                .send(),
-        )
-        .await?
-        .map_err(|e| failure(&what, e))?;
+        let get = self
+            .disks
+            .get()
+            .set_project(&at.project)
+            .set_zone(&at.zone)
+            .set_disk(name)
+            .send();
+        let d = call(&what, get).await?;
         let mut all = d.labels.clone();
         all.extend(labels);
         let what = format!("disks.setLabels {name} in {}", at.zone);
-        let call = self
+        let body = ZoneSetLabelsRequest::new()
+            .set_labels(all)
+            .set_or_clear_label_fingerprint(d.label_fingerprint.clone());
+        let set_labels = self
             .disks
             .set_labels()
             .set_project(&at.project)
             .set_zone(&at.zone)
             .set_resource(name)
             .set_request_id(request_id())
-            .set_body(
-                ZoneSetLabelsRequest::new()
-                    .set_labels(all)
-                    .set_or_clear_label_fingerprint(d.label_fingerprint.clone()),
-            )
+            .set_body(body)
             .with_options(idempotent())
             .send();
-        let op = bounded(&what, call).await?.map_err(|e| failure(&what, e))?;
-        self.wait(at, op, timeout).await
+        call(&what, set_labels).await
     }
 
     /// Starts attaching `disk` to `instance` read-write, as device `disk`.
     pub async fn attach(
         &self,
-        at: &Where,
+        at: &Location,
         instance: &str,
         disk: &str,
-    ) -> Result<Operation, Failure> {
+    ) -> Result<Operation, ApiError> {
         let what = format!("instances.attachDisk {disk} to {instance}");
         let body = AttachedDisk::new()
             .set_source(format!(
@@ -366,7 +398,7 @@ impl Api {
             .set_device_name(disk)
             .set_mode(attached_disk::Mode::ReadWrite)
             .set_auto_delete(false);
-        let call = self
+        let attach = self
             .instances
             .attach_disk()
             .set_project(&at.project)
@@ -376,18 +408,18 @@ impl Api {
             .set_body(body)
             .with_options(idempotent())
             .send();
-        bounded(&what, call).await?.map_err(|e| failure(&what, e))
+        call(&what, attach).await
     }
 
     /// Starts detaching device `device` from `instance`.
     pub async fn detach(
         &self,
-        at: &Where,
+        at: &Location,
         instance: &str,
         device: &str,
-    ) -> Result<Operation, Failure> {
+    ) -> Result<Operation, ApiError> {
         let what = format!("instances.detachDisk {device} from {instance}");
-        let call = self
+        let detach = self
             .instances
             .detach_disk()
             .set_project(&at.project)
@@ -397,101 +429,105 @@ impl Api {
             .set_request_id(request_id())
             .with_options(idempotent())
             .send();
-        bounded(&what, call).await?.map_err(|e| failure(&what, e))
+        call(&what, detach).await
     }
 
-    /// Waits for `op` to finish, at most `timeout`; an operation that ends
-    /// with an error is a failure with the operation's error code. A poll
-    /// that fails for a passing reason (429, 5xx, no answer) is tried again
-    /// with backoff until the deadline; the operation goes on meanwhile.
+    /// Waits for `op` to finish ([`poll_until`] under `deadline`); an
+    /// operation that ends with an error is a failure with the operation's
+    /// error code. Each poll is a `zoneOperations.wait`, which returns when
+    /// the operation is done or after a while (up to two minutes); one that
+    /// fails for a passing reason (429, 5xx, no answer) is tried again with
+    /// backoff until the deadline: the operation goes on meanwhile.
     pub async fn wait(
         &self,
-        at: &Where,
-        mut op: Operation,
-        timeout: Duration,
+        at: &Location,
+        op: Operation,
+        deadline: &Deadline,
     ) -> Result<(), Failure> {
+        match outcome(&op) {
+            Poll::Ready(()) => return Ok(()),
+            Poll::Failed(f) => return Err(f),
+            Poll::Pending => {}
+        }
         let name = op.name.clone().unwrap_or_default();
-        let started = Instant::now();
-        let mut last_failure: Option<Failure> = None;
-        let mut backoff = Backoff::start(WaitParams {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(5),
-            timeout,
-        });
-        loop {
-            if op.status == Some(operation::Status::Done) {
-                return match op.error.as_ref().and_then(|e| e.errors.first()) {
-                    None => Ok(()),
-                    Some(e) => Err(Failure::new(
-                        e.code
-                            .clone()
-                            .unwrap_or_else(|| codes::OPERATION_FAILED.into()),
-                        format!(
-                            "operation {name} ({}) failed: {}",
-                            op.operation_type.as_deref().unwrap_or("?"),
-                            e.message.as_deref().unwrap_or("no message")
-                        ),
-                    )),
-                };
-            }
-            if name.is_empty() {
-                return Err(Failure::new(
-                    codes::API_ERROR,
-                    "an unfinished operation came back without a name",
-                ));
-            }
-            // zoneOperations.wait returns when the operation is done or after
-            // a while (up to two minutes); between calls, back off.
-            let what = format!("zoneOperations.wait {name}");
-            let call = self
+        if name.is_empty() {
+            return Err(Failure::new(
+                codes::API_ERROR,
+                "an unfinished operation came back without a name",
+            ));
+        }
+        let what = format!("zoneOperations.wait {name}");
+        let waited = poll_until(deadline.schedule(POLL), || async {
+            let wait = self
                 .ops
                 .wait()
                 .set_project(&at.project)
                 .set_zone(&at.zone)
                 .set_operation(&name)
                 .send();
-            let remaining = backoff.remaining();
-            op = match tokio::time::timeout(remaining.min(CALL_TIMEOUT), call).await {
-                Ok(Ok(o)) => {
-                    last_failure = None;
-                    o
-                }
-                Ok(Err(e)) if is_transient(&e) => {
-                    let f = failure(&what, e);
-                    log::warn(format_args!(
-                        "{} [{}]; polling again until the deadline",
-                        f.message, f.code
-                    ));
-                    last_failure = Some(f);
-                    op
-                }
-                Ok(Err(e)) => return Err(failure(&what, e)),
-                Err(_) => op,
-            };
-            if op.status == Some(operation::Status::Done) {
-                continue;
+            match tokio::time::timeout(deadline.remaining().min(CALL_TIMEOUT), wait).await {
+                Ok(answer) => Ok(outcome(&answer.map_err(|e| api_error(&what, e))?)),
+                // Still running when the call's time was up: poll again.
+                Err(_) => Ok(Poll::Pending),
             }
-            match backoff.next_delay() {
-                Some(d) => tokio::time::sleep(d).await,
-                None => {
-                    let last = last_failure
-                        .map(|f| format!("; the last poll failed: {} [{}]", f.message, f.code))
-                        .unwrap_or_default();
-                    return Err(Failure::new(
-                        codes::TIMEOUT,
-                        format!(
-                            "operation {name} did not finish within {:?} (waited {:?}){last}",
-                            timeout,
-                            started.elapsed()
-                        ),
-                    ));
-                }
-            }
-        }
+        })
+        .await;
+        waited.map_err(|u| u.into_failure(format!("operation {name} did not finish"), deadline))
     }
 }
 
-fn info(d: Disk, name: &str, at: &Where) -> DiskInfo {
+impl Api {
+    /// Waits until the disk `name` is `READY` ([`poll_until`] under
+    /// `deadline`, one `disks.get` a poll): a disk being created, by this
+    /// run's operation or an earlier run's.
+    pub async fn wait_ready(
+        &self,
+        at: &Location,
+        name: &str,
+        deadline: &Deadline,
+    ) -> Result<DiskInfo, Failure> {
+        let waited = poll_until(deadline.schedule(POLL), || async {
+            Ok(match self.disk(at, name).await? {
+                Some(d) if d.is_creating() => Poll::Pending,
+                Some(d) if d.status == "FAILED" => Poll::Failed(Failure::new(
+                    codes::WAIT_FAILED,
+                    format!("disk {name}: its creation failed (status FAILED)"),
+                )),
+                Some(d) => Poll::Ready(d),
+                None => Poll::Failed(Failure::new(
+                    codes::NO_SUCH_DISK,
+                    format!("disk {name} vanished while it was being created"),
+                )),
+            })
+        })
+        .await;
+        waited.map_err(|u| u.into_failure(format!("disk {name} was not ready"), deadline))
+    }
+}
+
+/// What an operation says: pending until done, then done or failed with
+/// its own error code.
+fn outcome(op: &Operation) -> Poll<(), Failure> {
+    if op.status != Some(operation::Status::Done) {
+        return Poll::Pending;
+    }
+    match op.error.as_ref().and_then(|e| e.errors.first()) {
+        None => Poll::Ready(()),
+        Some(e) => Poll::Failed(Failure::new(
+            e.code
+                .clone()
+                .unwrap_or_else(|| codes::OPERATION_FAILED.into()),
+            format!(
+                "operation {} ({}) failed: {}",
+                op.name.as_deref().unwrap_or("?"),
+                op.operation_type.as_deref().unwrap_or("?"),
+                e.message.as_deref().unwrap_or("no message")
+            ),
+        )),
+    }
+}
+
+fn info(d: Disk, name: &str, at: &Location) -> DiskInfo {
     DiskInfo {
         name: d.name.clone().unwrap_or_else(|| name.to_string()),
         size_gb: d.size_gb.unwrap_or(0),
@@ -506,6 +542,12 @@ fn info(d: Disk, name: &str, at: &Where) -> DiskInfo {
             .as_deref()
             .map(last_segment)
             .unwrap_or(&at.zone)
+            .to_string(),
+        status: d
+            .status
+            .as_ref()
+            .and_then(|s| s.name())
+            .unwrap_or_default()
             .to_string(),
         users: d
             .users

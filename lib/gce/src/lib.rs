@@ -1,11 +1,18 @@
 //! The `gce` provider: Compute Engine persistent disks through the official
 //! `google-cloud-compute-v1` crate.
 //!
+//! Every operation has the shape of [`appscale_persist_cloudkit`]: **plan**
+//! each record (its disk and instance looked up, at most
+//! [`Config::concurrency`] calls at once, then an enum per operation:
+//! [`create`], [`attach`], [`detach`]), **send** the calls at most
+//! [`Config::concurrency`] at once, **wait** for all their operations under
+//! one deadline ([`Config::timeout`]), **finish** each record. `--check`
+//! plans, then describes the plan.
+//!
 //! Credentials are Application Default Credentials (a key file in
 //! `GOOGLE_APPLICATION_CREDENTIALS`, gcloud's ADC file, or the metadata
 //! server). Every mutating call carries a `requestId` derived from what it
-//! does, so a retried call is not done twice, and every operation is waited
-//! on under one deadline ([`Config::timeout`]); an operation that finishes
+//! does, so a retried call is not done twice; an operation that finishes
 //! with an error fails the record with the operation's own error code.
 //! Every API call is bounded by a timeout too: without credentials the
 //! client would otherwise wait for ever before sending anything.
@@ -21,31 +28,42 @@
 #![deny(missing_docs)]
 
 mod api;
+mod attach;
+mod create;
+mod detach;
+mod disk;
 pub mod owner;
 
-use appscale_persist::codes;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use appscale_persist::codes;
 use appscale_persist::discover;
-use appscale_persist::log;
 use appscale_persist::provider::{DiskStatus, Provider, Size, disk_of};
-use appscale_persist::record::{ProviderKind, Record, State};
-use appscale_persist::release::{self, FORCE_RISK, identity};
-use appscale_persist::step::{Ctx, Failure, Outcome, StepResult};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use appscale_persist::record::{ProviderKind, Record};
+use appscale_persist::release::identity::{self, GceInstance};
+use appscale_persist::step::{Ctx, Failure, StepResult};
+use appscale_persist::wait::WaitParams;
+use appscale_persist_cloudkit::{
+    self as kit, Deadline, Lazy, ThisInstance, concurrently, failures,
+};
+use google_cloud_compute_v1::model::Operation;
 
-use api::{Api, Where};
-use owner::Owner;
+use api::{Api, Location};
+
+/// The size of a new disk unless `--size` says otherwise.
+pub const DEFAULT_SIZE: Size = Size(10 << 30);
+
+/// The type of a new disk unless `--type` says otherwise.
+pub const DEFAULT_DISK_TYPE: &str = "pd-balanced";
 
 /// How the provider reaches Compute Engine and what it creates.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// API endpoint override (`http://127.0.0.1:PORT` for a fake).
-    pub endpoint: Option<String>,
+    /// API endpoint override (a private endpoint; `http://127.0.0.1:PORT`
+    /// for a fake).
+    pub endpoint_url: Option<String>,
     /// Project id; otherwise `GOOGLE_CLOUD_PROJECT`, or the metadata server
     /// with `--self`.
     pub project: Option<String>,
@@ -57,15 +75,15 @@ pub struct Config {
     /// metadata server; attach finds the device here, and detach checks that
     /// nothing here uses it.
     pub on_node: bool,
-    /// Metadata server (`host:port`) override; otherwise
-    /// `APPSCALE_PERSIST_METADATA_ENDPOINT`, `GCE_METADATA_HOST` or
+    /// Metadata server override (`http://HOST:PORT` or `HOST:PORT`);
+    /// otherwise `APPSCALE_PERSIST_METADATA_ENDPOINT`, `GCE_METADATA_HOST` or
     /// `metadata.google.internal`.
-    pub metadata_host: Option<String>,
+    pub metadata_endpoint: Option<String>,
     /// Size of new disks; when given, an existing disk of another size is an
-    /// error [default for new disks: 10G].
+    /// error [default for new disks: [`DEFAULT_SIZE`]].
     pub size: Option<Size>,
     /// Type of new disks; when given, an existing disk of another type is an
-    /// error [default for new disks: pd-balanced].
+    /// error [default for new disks: [`DEFAULT_DISK_TYPE`]].
     pub disk_type: Option<String>,
     /// Deployment of records that name none (`deployment`): labels new
     /// disks, and scopes which found disks may be used.
@@ -75,22 +93,44 @@ pub struct Config {
     pub force: bool,
     /// At most this many calls at once.
     pub concurrency: usize,
-    /// Deadline for each operation.
+    /// Deadline for all the waiting of one operation.
     pub timeout: Duration,
 }
 
-/// Opens the provider; nothing is contacted until the first call.
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            endpoint_url: None,
+            project: None,
+            zone: None,
+            instance: None,
+            on_node: false,
+            metadata_endpoint: None,
+            size: None,
+            disk_type: None,
+            deployment: "appscale".into(),
+            force: false,
+            concurrency: 8,
+            timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Backoff between polls of an operation (the timeout comes from the
+/// operation's [`Deadline`]).
+const POLL: WaitParams = WaitParams {
+    initial: Duration::from_millis(200),
+    max: Duration::from_secs(5),
+    timeout: Duration::ZERO,
+};
+
+/// Opens the provider; nothing is contacted until the first record needs it.
 pub fn open(cfg: Config) -> Result<Box<dyn Provider>, Failure> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::new(codes::INTERNAL, e.to_string()))?;
     Ok(Box::new(Gce {
         cfg,
-        rt,
-        api: None,
-        me: None,
+        rt: kit::runtime()?,
+        api: Lazy::new(),
+        this_instance: Lazy::new(),
     }))
 }
 
@@ -98,238 +138,163 @@ pub fn open(cfg: Config) -> Result<Box<dyn Provider>, Failure> {
 struct Gce {
     cfg: Config,
     rt: tokio::runtime::Runtime,
-    api: Option<Arc<Api>>,
-    me: Option<identity::GceInstance>,
+    api: Lazy<Arc<Api>>,
+    this_instance: Lazy<GceInstance>,
 }
 
-/// Everything a record's disk is known by.
+/// What one operation works with: the client, the settings, `--check`, and
+/// the one deadline all its waiting shares.
+struct Run {
+    api: Arc<Api>,
+    cfg: Config,
+    check: bool,
+    deadline: Deadline,
+}
+
+impl Run {
+    /// Waits for every operation (`ops`, at their records' places) under
+    /// the run's one deadline, all at once: these are polls, not changes,
+    /// and one that hangs must not keep the others from being seen done. An
+    /// operation that fails, or does not finish in time, fails its record.
+    async fn wait_all<P>(
+        &self,
+        plans: &mut [Result<(Target, P), Failure>],
+        ops: Vec<Option<Operation>>,
+    ) {
+        let (at, waits): (Vec<usize>, Vec<(Location, Operation)>) = plans
+            .iter()
+            .zip(ops)
+            .enumerate()
+            .filter_map(|(i, (p, op))| Some((i, (p.as_ref().ok()?.0.location.clone(), op?))))
+            .unzip();
+        let deadline = self.deadline;
+        let done = concurrently(waits.len(), waits, |(location, op)| {
+            let api = self.api.clone();
+            async move { api.wait(&location, op, &deadline).await }
+        })
+        .await;
+        for (i, done) in at.into_iter().zip(done) {
+            if let Err(f) = done {
+                plans[i] = Err(f);
+            }
+        }
+    }
+}
+
+/// A record's disk, where it is, and whose it must be.
 #[derive(Debug, Clone)]
-struct Target {
-    at: Where,
-    disk: String,
-    instance: Option<String>,
-    /// The record's deployment and node, whose disk it must be.
-    deployment: String,
-    node: Option<String>,
-    /// `--check` on a record an earlier `--check` step would have made.
-    pending: bool,
-    /// For a detach: the instance the disk is attached to, and its device
-    /// name there.
-    attached: Option<(String, String)>,
+pub struct Target {
+    /// Project and zone.
+    pub location: Location,
+    /// The disk's name.
+    pub disk: String,
+    /// The instance it goes to (or comes from).
+    pub instance: Option<String>,
+    /// The record's deployment, whose disk it must be.
+    pub deployment: String,
+    /// The record's node, whose disk it must be.
+    pub node: Option<String>,
+}
+
+impl Target {
+    /// `disk NAME`, for messages.
+    pub fn what(&self) -> String {
+        format!("disk {}", self.disk)
+    }
 }
 
 impl Gce {
-    fn api(&mut self) -> Result<Arc<Api>, Failure> {
-        if let Some(a) = &self.api {
-            return Ok(a.clone());
-        }
-        let api = Arc::new(
-            self.rt
-                .block_on(Api::connect(self.cfg.endpoint.as_deref()))?,
-        );
-        self.api = Some(api.clone());
-        Ok(api)
-    }
-
-    fn me(&mut self) -> Result<identity::GceInstance, Failure> {
-        if let Some(m) = &self.me {
-            return Ok(m.clone());
-        }
-        let m = identity::gce(self.cfg.metadata_host.as_deref())
-            .map_err(|e| Failure::new(codes::METADATA, format!("--self: {e}")))?;
-        self.me = Some(m.clone());
-        Ok(m)
+    /// This machine's instance, zone and project, from the metadata server
+    /// (`--self`).
+    fn this_instance(&mut self) -> Result<GceInstance, Failure> {
+        let endpoint = self.cfg.metadata_endpoint.as_deref();
+        self.this_instance
+            .get_or_try(|| identity::gce(endpoint).map_err(failures::metadata))
     }
 
     /// Project, zone, disk and instance of each record, from the record,
-    /// the flags, the environment or the metadata server. With `--self`, a
-    /// record naming another instance is refused; two records naming one
+    /// this machine (`--self`), the flags or the environment. With `--self`,
+    /// a record naming another instance is refused; two records naming one
     /// disk both fail.
-    fn targets(&mut self, records: &mut [Record], check: bool) -> Vec<Result<Target, Failure>> {
-        let me = if self.cfg.on_node {
-            Some(self.me())
-        } else {
-            None
-        };
+    fn targets(&mut self, records: &mut [Record]) -> Vec<Result<Target, Failure>> {
+        let this = self.cfg.on_node.then(|| self.this_instance());
         let env_project = std::env::var("GOOGLE_CLOUD_PROJECT")
             .ok()
             .or_else(|| std::env::var("CLOUDSDK_CORE_PROJECT").ok());
-        let mut out: Vec<Result<Target, Failure>> = records
+        let cfg = &self.cfg;
+        let mut targets: Vec<Result<Target, Failure>> = records
             .iter_mut()
             .map(|r| {
-                let me = match &me {
-                    Some(Err(f)) => return Err(f.clone()),
-                    Some(Ok(m)) => Some(m),
-                    None => None,
-                };
-                let project = self
-                    .cfg
+                let this = this
+                    .as_ref()
+                    .map(|t| t.as_ref().map_err(Clone::clone))
+                    .transpose()?;
+                let here = this.map(ThisInstance::from);
+                kit::place(
+                    r,
+                    here.as_ref(),
+                    cfg.instance.as_deref(),
+                    cfg.zone.as_deref(),
+                )?;
+                let project = cfg
                     .project
                     .clone()
-                    .or_else(|| me.map(|m| m.project.clone()))
-                    .or_else(|| env_project.clone());
-                let Some(project) = project else {
-                    return Err(Failure::new(
-                        codes::NO_PROJECT,
-                        "no Google Cloud project: pass --project or set GOOGLE_CLOUD_PROJECT",
-                    ));
-                };
-                if r.zone.is_none() {
-                    r.zone = self.cfg.zone.clone().or_else(|| me.map(|m| m.zone.clone()));
-                }
-                let Some(zone) = r.zone.clone() else {
-                    return Err(Failure::new(
-                        codes::NO_ZONE,
-                        "no zone: set `zone` in the AppScalefile, or pass --zone",
-                    ));
-                };
-                match (me, &r.instance) {
-                    (Some(m), Some(i)) if *i != m.name => {
-                        return Err(Failure::new(
-                            codes::OTHER_INSTANCE,
-                            format!(
-                                "the record is for instance {i}, but this is {} (--self): run it there",
-                                m.name
-                            ),
-                        ));
-                    }
-                    (Some(m), None) => r.instance = Some(m.name.clone()),
-                    (None, None) => r.instance = self.cfg.instance.clone(),
-                    _ => {}
-                }
-                let disk = disk_of(r)?.to_string();
+                    .or_else(|| this.map(|m| m.project.clone()))
+                    .or_else(|| env_project.clone())
+                    .ok_or_else(|| {
+                        Failure::new(
+                            codes::NO_PROJECT,
+                            "no Google Cloud project: pass --project or set GOOGLE_CLOUD_PROJECT",
+                        )
+                    })?;
+                let zone = r
+                    .zone
+                    .clone()
+                    .ok_or_else(|| failures::no_zone("for the disk", "--zone or --self"))?;
                 Ok(Target {
-                    at: Where { project, zone },
-                    disk,
+                    location: Location { project, zone },
+                    disk: disk_of(r)?.to_string(),
                     instance: r.instance.clone(),
-                    deployment: r
-                        .deployment
-                        .as_deref()
-                        .filter(|s| !s.is_empty())
-                        .unwrap_or(&self.cfg.deployment)
-                        .to_string(),
+                    deployment: kit::deployment_of(r, &cfg.deployment),
                     node: r.node.clone(),
-                    pending: check && r.is_check(),
-                    attached: None,
                 })
             })
             .collect();
-        // One disk, one record.
-        let mut seen: HashMap<(Where, String), Vec<usize>> = HashMap::new();
-        for (i, t) in out.iter().enumerate() {
-            if let Ok(t) = t {
-                seen.entry((t.at.clone(), t.disk.clone()))
-                    .or_default()
-                    .push(i);
-            }
-        }
-        for ((_, disk), idx) in seen.into_iter().filter(|(_, idx)| idx.len() > 1) {
-            for i in idx {
-                out[i] = Err(Failure::new(
-                    codes::DUPLICATE_DISK,
-                    format!(
-                        "several records name disk {disk}: one disk belongs to one record; nothing was done to it"
-                    ),
-                ));
-            }
-        }
-        out
+        kit::refuse_duplicates(
+            records,
+            &mut targets,
+            |t| (t.location.clone(), t.disk.clone()),
+            |(_, disk)| format!("disk {disk}"),
+        );
+        targets
     }
 
-    /// Runs `f` for every target concurrently (bounded), in record order.
-    fn each<T, F, Fut>(
+    /// The targets, and what an operation runs with. A client that cannot
+    /// be built fails every record.
+    fn start(
         &mut self,
-        targets: Vec<Result<Target, Failure>>,
-        f: F,
-    ) -> Vec<Result<T, Failure>>
-    where
-        T: Send + 'static,
-        F: Fn(Arc<Api>, Target) -> Fut,
-        Fut: std::future::Future<Output = Result<T, Failure>> + Send + 'static,
-    {
-        let api = match self.api() {
-            Ok(a) => a,
-            Err(e) => return targets.iter().map(|_| Err(e.clone())).collect(),
+        records: &mut [Record],
+        cx: Ctx,
+    ) -> Result<(Run, Vec<Result<Target, Failure>>), Failure> {
+        let targets = self.targets(records);
+        let (cfg, rt) = (&self.cfg, &self.rt);
+        let api = self.api.get_or_try(|| {
+            let api = rt.block_on(Api::connect(cfg.endpoint_url.as_deref()))?;
+            Ok(Arc::new(api))
+        })?;
+        let run = Run {
+            api,
+            cfg: self.cfg.clone(),
+            check: cx.check,
+            deadline: Deadline::start(self.cfg.timeout),
         };
-        let sem = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
-        self.rt.block_on(async {
-            let mut set = JoinSet::new();
-            let mut out: Vec<Option<Result<T, Failure>>> = Vec::new();
-            for (i, t) in targets.into_iter().enumerate() {
-                out.push(None);
-                match t {
-                    Err(e) => out[i] = Some(Err(e)),
-                    Ok(t) => {
-                        let (sem, fut) = (sem.clone(), f(api.clone(), t));
-                        set.spawn(async move {
-                            let _permit = sem.acquire_owned().await;
-                            (i, fut.await)
-                        });
-                    }
-                }
-            }
-            while let Some(done) = set.join_next().await {
-                match done {
-                    Ok((i, r)) => out[i] = Some(r),
-                    Err(e) => {
-                        if let Some(slot) = out.iter_mut().find(|s| s.is_none()) {
-                            *slot = Some(Err(Failure::new(codes::INTERNAL, e.to_string())));
-                        }
-                    }
-                }
-            }
-            out.into_iter()
-                .map(|o| o.unwrap_or_else(|| Err(Failure::new(codes::INTERNAL, "lost task"))))
-                .collect()
-        })
+        Ok((run, targets))
     }
 }
 
-/// What create found or did.
-enum Created {
-    Exists(api::DiskInfo),
-    Made(api::DiskInfo),
-    Adopted(api::DiskInfo),
-    Would(String, bool),
-}
-
-/// What attach found or did.
-enum Attached {
-    Already(String),
-    Done(String),
-    Would(String),
-}
-
-fn note(r: &mut Record, info: &api::DiskInfo) {
-    r.size_bytes = Some((info.size_gb.max(0) as u64) << 30);
-}
-
-/// The disk of `t`, checked to be its deployment's and node's; whether it
-/// was made by hand (and may be adopted).
-async fn owned(api: &Api, t: &Target) -> Result<Option<(api::DiskInfo, Owner)>, Failure> {
-    match api.disk(&t.at, &t.disk).await? {
-        None => Ok(None),
-        Some(info) => {
-            let o = owner::check(&info, &t.deployment, t.node.as_deref())?;
-            Ok(Some((info, o)))
-        }
-    }
-}
-
-/// Adopts a hand-made disk: labels it for the target's deployment and node.
-async fn adopt(api: &Api, t: &Target, timeout: Duration) -> Result<(), Failure> {
-    api.adopt(
-        &t.at,
-        &t.disk,
-        owner::labels(&t.deployment, t.node.as_deref()),
-        timeout,
-    )
-    .await?;
-    log::info(format_args!(
-        "adopted disk {}, made by hand: labelled for deployment {}",
-        t.disk, t.deployment
-    ));
-    Ok(())
+/// `f` for every record.
+fn fail_all(records: &[Record], f: Failure) -> Vec<StepResult> {
+    records.iter().map(|_| Err(f.clone())).collect()
 }
 
 impl Provider for Gce {
@@ -338,322 +303,60 @@ impl Provider for Gce {
     }
 
     fn create(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
-        let targets = self.targets(records, cx.check);
-        let (size, disk_type, timeout) =
-            (self.cfg.size, self.cfg.disk_type.clone(), self.cfg.timeout);
-        let results = self.each(targets, move |api, t| {
-            let disk_type = disk_type.clone();
-            async move {
-                match owned(&api, &t).await? {
-                    Some((info, o)) => {
-                        if let Some(s) = size
-                            && info.size_gb != s.gib() as i64
-                        {
-                            return Err(Failure::new(
-                                codes::SIZE_MISMATCH,
-                                format!(
-                                    "disk {} exists with {} GB, not {} GB",
-                                    t.disk,
-                                    info.size_gb,
-                                    s.gib()
-                                ),
-                            ));
-                        }
-                        if let Some(want) = &disk_type
-                            && info.disk_type != *want
-                        {
-                            return Err(Failure::new(
-                                codes::TYPE_MISMATCH,
-                                format!(
-                                    "disk {} exists with type {}, not {want}",
-                                    t.disk, info.disk_type
-                                ),
-                            ));
-                        }
-                        if o == Owner::HandMade {
-                            owner::check_adoptable(&info, o)?;
-                            if cx.check {
-                                return Ok(Created::Would(
-                                    format!(
-                                        "would adopt disk {}, made by hand, for deployment {}",
-                                        info.describe(),
-                                        t.deployment
-                                    ),
-                                    true,
-                                ));
-                            }
-                            adopt(&api, &t, timeout).await?;
-                            return Ok(Created::Adopted(info));
-                        }
-                        Ok(Created::Exists(info))
-                    }
-                    None => {
-                        let size = size.unwrap_or(Size(10 << 30));
-                        let disk_type = disk_type.unwrap_or_else(|| "pd-balanced".into());
-                        if cx.check {
-                            return Ok(Created::Would(
-                                format!(
-                                    "would create disk {} ({} GB {disk_type}) in {}",
-                                    t.disk,
-                                    size.gib(),
-                                    t.at.zone
-                                ),
-                                false,
-                            ));
-                        }
-                        let labels = owner::labels(&t.deployment, t.node.as_deref());
-                        let op = api
-                            .insert_disk(&t.at, &t.disk, size.gib() as i64, &disk_type, labels)
-                            .await?;
-                        api.wait(&t.at, op, timeout).await?;
-                        let info = api.disk(&t.at, &t.disk).await?.ok_or_else(|| {
-                            Failure::new(
-                                codes::NO_SUCH_DISK,
-                                format!("disk {} vanished after its creation", t.disk),
-                            )
-                        })?;
-                        Ok(Created::Made(info))
-                    }
-                }
-            }
-        });
-        records
-            .iter_mut()
-            .zip(results)
-            .map(|(r, res)| match res? {
-                Created::Exists(i) => {
-                    note(r, &i);
-                    Ok(Outcome::unchanged(
-                        State::Created,
-                        format!("disk {}", i.describe()),
-                    ))
-                }
-                Created::Made(i) => {
-                    note(r, &i);
-                    Ok(Outcome::changed(
-                        State::Created,
-                        format!("created disk {}", i.describe()),
-                    ))
-                }
-                Created::Adopted(i) => {
-                    note(r, &i);
-                    r.adopted = true;
-                    Ok(Outcome::changed(
-                        State::Created,
-                        format!("adopted disk {}, made by hand", i.describe()),
-                    ))
-                }
-                Created::Would(m, adopting) => {
-                    if adopting {
-                        r.adopted = true;
-                    }
-                    Ok(Outcome::changed(State::Created, m))
-                }
+        match self.start(records, cx) {
+            Ok((run, targets)) => self.rt.block_on(create::create(&run, records, targets)),
+            Err(f) => fail_all(records, f),
+        }
+    }
+
+    fn describe(&mut self, records: &[Record]) -> Vec<Result<DiskStatus, Failure>> {
+        let mut records = records.to_vec();
+        let (run, targets) = match self.start(&mut records, Ctx { check: true }) {
+            Ok(started) => started,
+            Err(f) => return records.iter().map(|_| Err(f.clone())).collect(),
+        };
+        let found = self.rt.block_on(disk::find_disks(&run, &targets));
+        targets
+            .iter()
+            .zip(found)
+            .map(|(t, found)| {
+                let found = found?;
+                let t = t.as_ref().map_err(Clone::clone)?;
+                let (d, _) = found.ok_or_else(|| disk::no_such_disk(t))?;
+                Ok(DiskStatus {
+                    id: d.name,
+                    zone: Some(d.zone),
+                    size: Some((d.size_gb.max(0) as u64) << 30),
+                    attached_to: d.users,
+                })
             })
             .collect()
     }
 
-    fn describe(&mut self, records: &[Record]) -> Vec<Result<DiskStatus, Failure>> {
-        let mut recs = records.to_vec();
-        let targets = self.targets(&mut recs, false);
-        self.each(targets, |api, t| async move {
-            let (i, _) = owned(&api, &t).await?.ok_or_else(|| no_such_disk(&t))?;
-            Ok(DiskStatus {
-                id: i.name,
-                zone: Some(i.zone),
-                size: Some((i.size_gb as u64) << 30),
-                attached_to: i.users,
-            })
-        })
-    }
-
     fn attach(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
-        let targets = self.targets(records, cx.check);
-        let timeout = self.cfg.timeout;
-        let results = self.each(targets, move |api, t| async move {
-            let Some(instance) = t.instance.clone() else {
-                return Err(Failure::new(codes::NO_INSTANCE, "no instance to attach to: give the record an `instance`, or pass --instance or --self"));
-            };
-            let Some((info, o)) = owned(&api, &t).await? else {
-                if t.pending {
-                    let would = Attached::Would(format!("would attach disk {} to {instance} once it is created", t.disk));
-                    return Ok((None, t.disk.clone(), would, false));
-                }
-                return Err(no_such_disk(&t));
-            };
-            owner::check_adoptable(&info, o)?;
-            let adopting = o == Owner::HandMade;
-            if info.users.contains(&instance) {
-                let inst = api.instance(&t.at, &instance).await?;
-                let dev = inst.device_of(&t.disk).unwrap_or_else(|| t.disk.clone());
-                return Ok((Some(info), dev, Attached::Already(format!("disk {} is attached to {instance}", t.disk)), false));
-            }
-            if let Some(other) = info.users.first() {
-                return Err(Failure::new(codes::ATTACHED_ELSEWHERE, format!("disk {} is in use by {other}: detach it there first", t.disk)));
-            }
-            // The instance must exist (and be in this zone) before we ask.
-            api.instance(&t.at, &instance).await?;
-            if cx.check {
-                return Ok((Some(info), t.disk.clone(), Attached::Would(format!("would attach disk {} to {instance}", t.disk)), adopting));
-            }
-            if adopting {
-                adopt(&api, &t, timeout).await?;
-            }
-            let op = api.attach(&t.at, &instance, &t.disk).await?;
-            api.wait(&t.at, op, timeout).await?;
-            let adopted = if adopting { " (adopted)" } else { "" };
-            Ok((Some(info), t.disk.clone(), Attached::Done(format!("attached disk {}{adopted} to {instance} as device {}", t.disk, t.disk)), adopting))
-        });
-        let on_node = self.cfg.on_node && !cx.check;
+        let out = match self.start(records, cx) {
+            Ok((run, targets)) => self.rt.block_on(attach::attach(&run, records, targets)),
+            Err(f) => return fail_all(records, f),
+        };
+        // On the node, find the device the disk became.
+        if !self.cfg.on_node || cx.check {
+            return out;
+        }
         records
             .iter_mut()
-            .zip(results)
-            .map(|(r, res)| {
-                let (info, dev, what, adopted) = res?;
-                if let Some(info) = &info {
-                    note(r, info);
-                }
-                if adopted {
-                    r.adopted = true;
-                }
-                // Attached again, the disk is in use again.
-                release::forget(r);
-                r.attached_as = Some(dev);
-                let mut outcome = match what {
-                    Attached::Already(m) => Outcome::unchanged(State::Attached, m),
-                    Attached::Done(m) | Attached::Would(m) => Outcome::changed(State::Attached, m),
-                };
-                if on_node {
-                    let p = discover::find(r, discover::DEVICE_WAIT)?;
-                    outcome
-                        .message
-                        .push_str(&format!(", device {}", p.display()));
-                    r.device = Some(p.display().to_string());
-                }
-                Ok(outcome)
-            })
+            .zip(out)
+            .map(|(r, o)| kit::find_device_here(r, o))
             .collect()
     }
 
     fn detach(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
-        let targets = self.targets(records, cx.check);
-        let timeout = self.cfg.timeout;
-        // What the cloud says: who uses each disk, as which device.
-        let found = self.each(targets.clone(), |api, t| async move {
-            let (info, o) = owned(&api, &t).await?.ok_or_else(|| no_such_disk(&t))?;
-            let Some(user) = info.users.first().cloned() else {
-                return Ok(None);
-            };
-            owner::check_adoptable(&info, o)?;
-            if let Some(want) = &t.instance
-                && *want != user
-            {
-                return Err(Failure::new(
-                    codes::ATTACHED_ELSEWHERE,
-                    format!(
-                        "disk {} is attached to {user}, not {want}: leaving it alone",
-                        t.disk
-                    ),
-                ));
-            }
-            let inst = api.instance(&t.at, &user).await?;
-            let dev = inst.device_of(&t.disk).unwrap_or_else(|| t.disk.clone());
-            Ok(Some((user, dev)))
-        });
-        // Never detach under a live filesystem: on the node, look; from
-        // elsewhere, the node must have said so.
-        let (on_node, force) = (self.cfg.on_node, self.cfg.force);
-        let mut out: Vec<Option<StepResult>> = Vec::new();
-        let mut todo: Vec<Result<Target, Failure>> = Vec::new();
-        for ((r, t), f) in records.iter_mut().zip(targets).zip(found) {
-            let step = (|| {
-                let Some((user, dev)) = f? else {
-                    return Ok(Err(Outcome::unchanged(
-                        State::Detached,
-                        format!("disk {} is not attached", r.disk.as_deref().unwrap_or("?")),
-                    )));
-                };
-                r.attached_as = Some(dev.clone());
-                let disk = r.disk.clone().unwrap_or_default();
-                let mut forced = "";
-                if on_node {
-                    release::check_here(r, force)?;
-                } else {
-                    if r.device.is_some() {
-                        discover::refuse_if_mounted_here(r)?;
-                    }
-                    if let Err(e) = release::require(r, &disk, &user, Some(&dev)) {
-                        if !force {
-                            return Err(e);
-                        }
-                        log::warn(format_args!(
-                            "{}: detaching disk {disk} from {user} without proof that the node let go of it (--force): {FORCE_RISK}",
-                            r.label()
-                        ));
-                        forced = " (forced: no proof that the node let go of it)";
-                    }
-                }
-                if cx.check {
-                    return Ok(Err(Outcome::changed(
-                        State::Detached,
-                        format!("would detach disk {disk} from {user}{forced}"),
-                    )));
-                }
-                Ok(Ok((user, dev)))
-            })();
-            let skip = || Err(Failure::new(codes::INTERNAL, "nothing to detach"));
-            match step {
-                Ok(Ok(attached)) => {
-                    out.push(None);
-                    todo.push(t.map(|t| Target {
-                        attached: Some(attached),
-                        ..t
-                    }));
-                }
-                Ok(Err(o)) => {
-                    out.push(Some(Ok(o)));
-                    todo.push(skip());
-                }
-                Err(e) => {
-                    out.push(Some(Err(e)));
-                    todo.push(skip());
-                }
-            }
+        match self.start(records, cx) {
+            Ok((run, targets)) => self.rt.block_on(detach::detach(&run, records, targets)),
+            Err(f) => fail_all(records, f),
         }
-        let done = self.each(todo, move |api, t| async move {
-            let (user, dev) = t.attached.clone().unwrap_or_default();
-            let op = api.detach(&t.at, &user, &dev).await?;
-            api.wait(&t.at, op, timeout).await?;
-            Ok(Outcome::changed(
-                State::Detached,
-                format!("detached disk {} from {user}", t.disk),
-            ))
-        });
-        records
-            .iter_mut()
-            .zip(out.into_iter().zip(done))
-            .map(|(r, (o, d))| match o {
-                Some(res) => res,
-                None => {
-                    let o = d?;
-                    r.device = None;
-                    Ok(o)
-                }
-            })
-            .collect()
     }
 
     fn discover(&mut self, record: &Record) -> Result<PathBuf, Failure> {
         discover::find(record, discover::DEVICE_WAIT)
     }
-}
-
-fn no_such_disk(t: &Target) -> Failure {
-    Failure::new(
-        codes::NO_SUCH_DISK,
-        format!(
-            "no disk {} in {} of project {}",
-            t.disk, t.at.zone, t.at.project
-        ),
-    )
 }

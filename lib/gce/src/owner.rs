@@ -115,6 +115,7 @@ mod tests {
             size_gb: 1,
             disk_type: "pd-balanced".into(),
             zone: "z".into(),
+            status: "READY".into(),
             users: users.iter().map(|u| u.to_string()).collect(),
             labels: labels
                 .iter()
