@@ -171,3 +171,58 @@ fn the_schema_documents_every_key_the_tools_write() {
         );
     }
 }
+
+/// Each cloud tool offers only the flags it uses: another tool's flag is a
+/// usage error (exit 2, nothing done), on the command line and as an
+/// Ansible module argument.
+#[test]
+fn each_cloud_tool_takes_only_its_own_flags() {
+    let t = TempDir::new("cli-own-flags");
+    let state = t.s("disks");
+    let not_theirs: &[(&str, &[&[&str]])] = &[
+        ("disk-create", &[&["--force"], &["--ebs-force"]]),
+        (
+            "disk-attach",
+            &[
+                &["--size", "1G"],
+                &["--type", "gp3"],
+                &["--encrypted"],
+                &["--force"],
+                &["--ebs-force"],
+            ],
+        ),
+        (
+            "disk-detach",
+            &[&["--size", "1G"], &["--type", "gp3"], &["--encrypted"]],
+        ),
+    ];
+    for (tool, flags) in not_theirs {
+        let help = run(tool, &["--help"], "").expect(0).stdout;
+        for flag in *flags {
+            assert!(!help.contains(&format!("{} ", flag[0])), "{tool}: {help}");
+            let mut args = vec!["--provider", "local", "--disk", "d", "--state-dir", &state];
+            args.extend_from_slice(flag);
+            let r = run(tool, &args, "").expect(2);
+            assert!(r.stderr.contains(flag[0]), "{tool} {flag:?}: {}", r.stderr);
+            assert!(r.stdout.is_empty(), "{tool} {flag:?}");
+        }
+    }
+    assert!(!t.join("disks").exists(), "nothing was done");
+    // As a module: the same flag is an unsupported argument.
+    let args = t.join("args.json");
+    std::fs::write(
+        &args,
+        r#"{"_ansible_check_mode": false, "provider": "local", "disk": "d", "size": "1G"}"#,
+    )
+    .unwrap();
+    let r = run("disk-detach", &[args.to_str().unwrap()], "").expect(1);
+    let out: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(out["failed"], true, "{out}");
+    assert!(
+        out["msg"]
+            .as_str()
+            .unwrap()
+            .contains("Unsupported parameters for (disk_detach) module: size"),
+        "{out}"
+    );
+}

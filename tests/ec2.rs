@@ -1532,3 +1532,145 @@ fn eucalyptus_on_the_node_uses_imdsv1_and_virtio_devices() {
     );
     assert_eq!(r["device"].as_str(), Some(format!("{root}/vdf").as_str()));
 }
+
+// --- More volumes per instance ------------------------------------------
+
+/// An instance of type `ty` in us-east-1b (moto's AMI is HVM).
+fn instance_of(moto: &Server, ty: &str) -> String {
+    moto.ec2_admin(&["run-instances", "us-east-1b", "1", ty])[0]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `n` records of one node each, all for `inst`.
+fn recs_for(inst: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let mut r = rec(&format!("node-{i}"), &format!("data-{i}"));
+            r["instance"] = json!(inst);
+            r
+        })
+        .collect()
+}
+
+/// HVM instances take volumes beyond `/dev/sdz` (`/dev/xvdba` on), where
+/// the 22nd volume used to find no name.
+#[test]
+fn sixty_volumes_attach_to_one_hvm_instance() {
+    let moto = Server::moto();
+    let url = moto.url();
+    // A type that takes 128 EBS volumes.
+    let inst = instance_of(&moto, "m7i.48xlarge");
+    let created = create(&url, &recs_for(&inst, 60));
+    let attached = tool(
+        &url,
+        "disk-attach",
+        &["--concurrency", "16"],
+        &ndjson(&created),
+    )
+    .expect(0)
+    .records();
+    let mut names: Vec<&str> = attached
+        .iter()
+        .map(|r| r["attached_as"].as_str().unwrap())
+        .collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 60, "{names:?}");
+    for n in [
+        "/dev/sdf",
+        "/dev/sdz",
+        "/dev/xvdba",
+        "/dev/xvdbz",
+        "/dev/xvdca",
+    ] {
+        assert!(names.contains(&n), "{n} in {names:?}");
+    }
+    let on_instance = moto.ec2_admin(&["attached", &inst]);
+    for r in &attached {
+        assert_eq!(
+            on_instance[r["disk_id"].as_str().unwrap()],
+            r["attached_as"]
+        );
+    }
+    // Found attached, under the names they were given.
+    let again = tool(&url, "disk-attach", &[], &ndjson(&created))
+        .expect(0)
+        .records();
+    assert!(again.iter().all(|r| r["changed"] == false));
+    assert_eq!(
+        again
+            .iter()
+            .map(|r| r["attached_as"].clone())
+            .collect::<Vec<_>>(),
+        attached
+            .iter()
+            .map(|r| r["attached_as"].clone())
+            .collect::<Vec<_>>()
+    );
+}
+
+/// An m5.large takes 27 EBS volumes (one network interface): its root
+/// volume and 26 more. The volumes beyond fail `attachment-limit` before
+/// any call; the others attach.
+#[test]
+fn an_instance_types_attachment_limit_is_reported_before_any_call() {
+    let moto = Server::moto();
+    let url = moto.url();
+    let inst = instance_of(&moto, "m5.large");
+    let created = create(&url, &recs_for(&inst, 28));
+    moto.ec2_admin(&["record-start"]);
+    let r = tool(&url, "disk-attach", &[], &ndjson(&created)).expect(1);
+    let out = r.records();
+    let failed: Vec<&Value> = out.iter().filter(|r| r.get("error").is_some()).collect();
+    assert_eq!(out.len() - failed.len(), 26, "{}", r.stdout);
+    assert_eq!(failed.len(), 2);
+    for f in &failed {
+        assert_eq!(error_code(f), "attachment-limit", "{f}");
+        let msg = f["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains(&inst) && msg.contains("m5.large") && msg.contains("at most 27"),
+            "{msg}"
+        );
+    }
+    assert_eq!(
+        (failed[0]["node"].as_str(), failed[1]["node"].as_str()),
+        (Some("node-26"), Some("node-27")),
+        "the first ones fit"
+    );
+    assert_eq!(moto.ec2_admin(&["actions"])["AttachVolume"], 26);
+    // One detached makes room for one more; the last still does not fit.
+    let first = out[0].clone();
+    tool(&url, "disk-detach", &["--force"], &ndjson(&[first])).expect(0);
+    let rest = [created[26].clone(), created[27].clone()];
+    let r = tool(&url, "disk-attach", &[], &ndjson(&rest)).expect(1);
+    let out = r.records();
+    assert_eq!(out[0]["state"], "attached", "{}", r.stdout);
+    assert_eq!(error_code(&out[1]), "attachment-limit");
+}
+
+/// EC2 itself refusing an attach for the limit (it counts what the plan
+/// cannot see) is the same code.
+#[test]
+fn ec2_refusing_an_attach_for_its_limit_is_attachment_limit() {
+    let moto = Server::moto();
+    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
+    let url = proxy.url();
+    let inst = instances(&moto, "us-east-1b", 1).remove(0);
+    let created = create(&url, &recs_for(&inst, 1));
+    let rule =
+        json!({"fail": {"AttachVolume": {"status": 400, "code": "AttachmentLimitExceeded"}}});
+    inject(&url, rule);
+    let r = tool(&url, "disk-attach", &[], &ndjson(&created))
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "attachment-limit", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("injected AttachmentLimitExceeded"),
+        "{r}"
+    );
+}

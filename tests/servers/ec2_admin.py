@@ -1,11 +1,12 @@
 """Test helper: set up and inspect EC2 state on the moto server with boto3.
 
 Usage: ec2_admin.py ENDPOINT COMMAND ARGS...   (prints JSON)
-  run-instances ZONE COUNT        instance ids
+  run-instances ZONE COUNT [TYPE] instance ids (of instance type TYPE)
   create-volume ZONE GIB [NAME]   a volume id
   attach VOLUME INSTANCE DEVICE
   volume ID                       {id, state, zone, size, attachments, tags}
   named NAME                      volume ids tagged Name=NAME
+  attached INSTANCE               {volume id: device} of its attached volumes
   record-start | record-stop      moto's request recorder
   actions                         {Action: count} of recorded requests
 """
@@ -34,8 +35,9 @@ def main():
     ec2 = client(endpoint)
     if command == "run-instances":
         zone, count = args[0], int(args[1])
+        kw = {"InstanceType": args[2]} if len(args) > 2 else {}
         r = ec2.run_instances(
-            ImageId="ami-03cf127a", MinCount=count, MaxCount=count, Placement={"AvailabilityZone": zone}
+            ImageId="ami-03cf127a", MinCount=count, MaxCount=count, Placement={"AvailabilityZone": zone}, **kw
         )
         out = [i["InstanceId"] for i in r["Instances"]]
     elif command == "create-volume":
@@ -57,6 +59,11 @@ def main():
                 {"instance": a["InstanceId"], "state": a["State"], "device": a["Device"]} for a in v["Attachments"]
             ],
             "tags": {t["Key"]: t["Value"] for t in v.get("Tags", [])},
+        }
+    elif command == "attached":
+        vols = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [args[0]]}])["Volumes"]
+        out = {
+            v["VolumeId"]: a["Device"] for v in vols for a in v["Attachments"] if a["InstanceId"] == args[0] and a["State"] == "attached"
         }
     elif command == "named":
         vols = ec2.describe_volumes(Filters=[{"Name": "tag:Name", "Values": [args[0]]}])["Volumes"]

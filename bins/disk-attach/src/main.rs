@@ -5,9 +5,8 @@ use std::process::ExitCode;
 use appscale_persist::cli;
 use appscale_persist::record::Record;
 use appscale_persist::step::Step;
-use appscale_persist::steps::provision::Op;
 use appscale_persist::tool::{Common, ToolArgs};
-use appscale_persist_cloud::ProviderArgs;
+use appscale_persist_cloud::{Operation, ProviderArgs};
 use clap::Parser;
 
 const AFTER_HELP: &str = "\
@@ -47,7 +46,7 @@ impl ToolArgs for Args {
         self.provider.check_records(records)
     }
     fn into_step(self) -> Box<dyn Step> {
-        Box::new(self.provider.step(Op::Attach))
+        Box::new(self.provider.step(Operation::Attach))
     }
 }
 

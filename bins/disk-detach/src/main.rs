@@ -5,9 +5,8 @@ use std::process::ExitCode;
 use appscale_persist::cli;
 use appscale_persist::record::Record;
 use appscale_persist::step::Step;
-use appscale_persist::steps::provision::Op;
 use appscale_persist::tool::{Common, ToolArgs};
-use appscale_persist_cloud::ProviderArgs;
+use appscale_persist_cloud::{DetachArgs, Operation, ProviderArgs};
 use clap::Parser;
 
 const AFTER_HELP: &str = "\
@@ -40,6 +39,8 @@ struct Args {
     common: Common,
     #[command(flatten)]
     provider: ProviderArgs,
+    #[command(flatten)]
+    detach: DetachArgs,
 }
 
 impl ToolArgs for Args {
@@ -54,7 +55,7 @@ impl ToolArgs for Args {
         self.provider.check_records(records)
     }
     fn into_step(self) -> Box<dyn Step> {
-        Box::new(self.provider.step(Op::Detach))
+        Box::new(self.provider.step(Operation::Detach(self.detach)))
     }
 }
 

@@ -1,8 +1,10 @@
-//! The provider options shared by `disk-create`, `disk-attach` and
-//! `disk-detach`, the one place that opens a provider by kind, and the
-//! checks on a whole input that keep cloud disks where they belong
-//! ([`ProviderArgs::check_records`]) and name their deployment
-//! ([`CloudStep`]).
+//! The options of `disk-create`, `disk-attach` and `disk-detach`: those
+//! all three take ([`ProviderArgs`]: which disk, where, how to reach the
+//! provider) and each tool's own ([`CreateArgs`], [`DetachArgs`]), so that
+//! a tool offers only the flags it uses and any other is a usage error; the
+//! one place that opens a provider by kind; and the checks on a whole input
+//! that keep cloud disks where they belong ([`ProviderArgs::check_records`])
+//! and name their deployment ([`CloudStep`]).
 //!
 //! This is the only crate that links every provider; the node-side tools do
 //! not depend on it.
@@ -25,7 +27,8 @@ use clap::Args;
 /// names none (AppScale's own default `keyname`).
 pub const DEFAULT_DEPLOYMENT: &str = "appscale";
 
-/// Which disk a run acts on, when not reading records, and provider options.
+/// The options every cloud tool takes: which disk a run acts on, when not
+/// reading records, and how to reach its provider.
 #[derive(Debug, Clone, Args)]
 pub struct ProviderArgs {
     /// Act on this disk alone instead of reading records on stdin (volume id
@@ -52,15 +55,6 @@ pub struct ProviderArgs {
     #[arg(long = "self", help_heading = "Disk")]
     pub on_node: bool,
 
-    /// Size of a new disk (10G, 512M, 1T; a bare number is GiB) [default: 10G].
-    #[arg(long, value_name = "SIZE", help_heading = "Create")]
-    pub size: Option<Size>,
-    /// Type of a new disk [default: gp3 on EC2, pd-balanced on GCE].
-    #[arg(long = "type", value_name = "TYPE", help_heading = "Create")]
-    pub disk_type: Option<String>,
-    /// Encrypt a new EBS volume.
-    #[arg(long, help_heading = "Create")]
-    pub encrypted: bool,
     /// Deployment the disks belong to: new disks are tagged (EBS) or
     /// labelled (GCE) with it and their client tokens keyed by it, and a
     /// disk tagged for another deployment is never used [default: the
@@ -95,20 +89,7 @@ pub struct ProviderArgs {
     /// server on GCE).
     #[arg(long, value_name = "URL", help_heading = "Cloud")]
     pub metadata_endpoint: Option<String>,
-    /// Detach from elsewhere without the node's proof that it unmounted the
-    /// disk (the `unmount_proof` disk-unmount stamps there), or from the
-    /// node itself when its device is not visible: the node may still have
-    /// the filesystem mounted, so writes it has not flushed are lost and the
-    /// filesystem can be left corrupt. A disk mounted on this machine is
-    /// refused even so.
-    #[arg(long, help_heading = "Cloud")]
-    pub force: bool,
-    /// Send EC2's DetachVolume with Force=true, for a volume stuck in
-    /// `detaching` (the instance gets no chance to flush its caches: writes
-    /// can be lost). The proof rules apply as without it.
-    #[arg(long, help_heading = "Cloud")]
-    pub ebs_force: bool,
-    /// At most this many attach or detach calls at once.
+    /// At most this many API calls (create, attach, detach) at once.
     #[arg(long, value_name = "N", default_value_t = 8, help_heading = "Cloud")]
     pub concurrency: usize,
     /// Seconds to wait for attachments, detachments and operations.
@@ -119,6 +100,81 @@ pub struct ProviderArgs {
         help_heading = "Cloud"
     )]
     pub timeout: u64,
+}
+
+/// `disk-create`'s own options: what a new disk is, and what a disk found
+/// must be.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CreateArgs {
+    /// Size of a new disk (10G, 512M, 1T; a bare number is GiB); when
+    /// given, a disk found with another size is an error [default: 10G].
+    #[arg(long, value_name = "SIZE", help_heading = "Create")]
+    pub size: Option<Size>,
+    /// Type of a new disk; when given, a disk found with another type is an
+    /// error [default: gp3 on EC2, pd-balanced on GCE].
+    #[arg(long = "type", value_name = "TYPE", help_heading = "Create")]
+    pub disk_type: Option<String>,
+    /// Encrypt a new EBS volume.
+    #[arg(long, help_heading = "Create")]
+    pub encrypted: bool,
+}
+
+/// `disk-detach`'s own options: when a detach may go ahead without the
+/// usual proof.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DetachArgs {
+    /// Detach from elsewhere without the node's proof that it unmounted the
+    /// disk (the `unmount_proof` disk-unmount stamps there), or from the
+    /// node itself when its device is not visible: the node may still have
+    /// the filesystem mounted, so writes it has not flushed are lost and the
+    /// filesystem can be left corrupt. A disk mounted on this machine is
+    /// refused even so.
+    #[arg(long, help_heading = "Detach")]
+    pub force: bool,
+    /// Send EC2's DetachVolume with Force=true, for a volume stuck in
+    /// `detaching` (the instance gets no chance to flush its caches: writes
+    /// can be lost). The proof rules apply as without it.
+    #[arg(long, help_heading = "Detach")]
+    pub ebs_force: bool,
+}
+
+/// What a cloud tool runs, with its own options.
+#[derive(Debug, Clone)]
+pub enum Operation {
+    /// `disk-create`.
+    Create(CreateArgs),
+    /// `disk-attach`.
+    Attach,
+    /// `disk-detach`.
+    Detach(DetachArgs),
+}
+
+impl Operation {
+    /// The provider step this is.
+    fn op(&self) -> Op {
+        match self {
+            Operation::Create(_) => Op::Create,
+            Operation::Attach => Op::Attach,
+            Operation::Detach(_) => Op::Detach,
+        }
+    }
+
+    /// `disk-create`'s options; the defaults for the other tools, which
+    /// create nothing.
+    fn create(&self) -> CreateArgs {
+        match self {
+            Operation::Create(c) => c.clone(),
+            _ => CreateArgs::default(),
+        }
+    }
+
+    /// `disk-detach`'s options; the defaults for the other tools.
+    fn detach(&self) -> DetachArgs {
+        match self {
+            Operation::Detach(d) => d.clone(),
+            _ => DetachArgs::default(),
+        }
+    }
 }
 
 fn parse_kind(s: &str) -> Result<ProviderKind, String> {
@@ -227,13 +283,14 @@ impl ProviderArgs {
         })
     }
 
-    /// Opens the provider for `kind` with these options.
-    pub fn open(&self, kind: ProviderKind) -> Result<Box<dyn Provider>, Failure> {
+    /// Opens the provider for `kind` with these options and `op`'s own.
+    pub fn open(&self, kind: ProviderKind, op: &Operation) -> Result<Box<dyn Provider>, Failure> {
         let timeout = Duration::from_secs(self.timeout);
+        let (create, detach) = (op.create(), op.detach());
         match kind {
             ProviderKind::Local => Ok(Box::new(Local::new(
                 Local::state_dir(self.state_dir.clone()),
-                self.size,
+                create.size,
             ))),
             ProviderKind::Static => Ok(Box::new(Static)),
             ProviderKind::Ec2 | ProviderKind::Euca => {
@@ -246,12 +303,12 @@ impl ProviderArgs {
                     on_node: self.on_node,
                     metadata_endpoint: self.metadata_endpoint.clone(),
                     zone: self.zone.clone(),
-                    size: self.size,
-                    disk_type: self.disk_type.clone(),
-                    encrypted: self.encrypted,
+                    size: create.size,
+                    disk_type: create.disk_type.clone(),
+                    encrypted: create.encrypted,
                     deployment: self.default_deployment(),
-                    force: self.force,
-                    ebs_force: self.ebs_force,
+                    force: detach.force,
+                    ebs_force: detach.ebs_force,
                     concurrency: self.concurrency,
                     timeout,
                     ..appscale_persist_ec2::Config::default()
@@ -264,10 +321,10 @@ impl ProviderArgs {
                 instance: self.instance.clone(),
                 on_node: self.on_node,
                 metadata_endpoint: self.metadata_endpoint.clone(),
-                size: self.size,
-                disk_type: self.disk_type.clone(),
+                size: create.size,
+                disk_type: create.disk_type.clone(),
                 deployment: self.default_deployment(),
-                force: self.force,
+                force: detach.force,
                 concurrency: self.concurrency,
                 timeout,
             }),
@@ -275,16 +332,16 @@ impl ProviderArgs {
     }
 
     /// The step running `op` over these options.
-    pub fn step(self, op: Op) -> CloudStep {
+    pub fn step(self, op: Operation) -> CloudStep {
         let default_provider = self.provider;
         let deployment = self.deployment.clone();
         CloudStep {
             deployment,
             default_provider,
             inner: ProviderStep {
-                op,
+                op: op.op(),
                 default_provider,
-                open: Box::new(move |kind| self.open(kind)),
+                open: Box::new(move |kind| self.open(kind, &op)),
             },
         }
     }

@@ -17,8 +17,12 @@ use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::Region;
 use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification, Volume, VolumeType};
+use aws_sdk_ec2::types::{
+    AttachmentLimitType, Filter, InstanceType, ResourceType, Tag, TagSpecification,
+    VirtualizationType, Volume, VolumeType,
+};
 
+use crate::limits::{self, EbsLimit};
 use crate::owner::{TAG_DEPLOYMENT, TAG_NODE};
 use crate::{Config, POLL, devices, trace};
 
@@ -34,7 +38,19 @@ pub struct InstanceInfo {
     pub zone: String,
     /// Device names in use (normalised: `sdf`, never `xvdf` or `/dev/`).
     pub devices: HashSet<String>,
+    /// Its instance type (`m5.large`), when said.
+    pub instance_type: Option<String>,
+    /// An HVM instance (not paravirtual): the longer name space.
+    pub hvm: bool,
+    /// EBS volumes attached (the root volume too).
+    pub ebs_volumes: usize,
+    /// Network interfaces attached.
+    pub network_interfaces: usize,
 }
+
+/// The AWS error code of an AttachVolume refused because the instance
+/// carries as many volumes as it may.
+const ATTACHMENT_LIMIT_EXCEEDED: &str = "AttachmentLimitExceeded";
 
 /// A volume to create.
 #[derive(Debug, Clone)]
@@ -293,10 +309,61 @@ impl Api {
             let info = InstanceInfo {
                 zone: zone.unwrap_or_default().to_string(),
                 devices,
+                instance_type: i.instance_type().map(|t| t.as_str().to_string()),
+                hvm: i.virtualization_type() == Some(&VirtualizationType::Hvm),
+                ebs_volumes: i
+                    .block_device_mappings()
+                    .iter()
+                    .filter(|b| b.ebs().is_some())
+                    .count(),
+                network_interfaces: i.network_interfaces().len(),
             };
             m.insert(id.to_string(), info);
         }
         Ok(m)
+    }
+
+    /// How many EBS volumes each instance type of `types` takes (one
+    /// DescribeInstanceTypes); types the answer does not describe are
+    /// absent.
+    pub async fn ebs_limits(
+        &self,
+        types: &[String],
+    ) -> Result<HashMap<String, EbsLimit>, ApiError> {
+        trace(format_args!("DescribeInstanceTypes {}", types.join(" ")));
+        let wanted: Vec<InstanceType> = types
+            .iter()
+            .map(|t| InstanceType::from(t.as_str()))
+            .collect();
+        let mut out = HashMap::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .describe_instance_types()
+                .set_instance_types(Some(wanted.clone()))
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| api_error("DescribeInstanceTypes", e))?;
+            for t in page.instance_types() {
+                let (Some(name), Some(ebs)) = (t.instance_type(), t.ebs_info()) else {
+                    continue;
+                };
+                let Some(max) = ebs.maximum_ebs_attachments() else {
+                    continue;
+                };
+                let limit = EbsLimit {
+                    max: usize::try_from(max).unwrap_or(0),
+                    shared: ebs.attachment_limit_type() != Some(&AttachmentLimitType::Dedicated),
+                };
+                out.insert(name.as_str().to_string(), limit);
+            }
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
     }
 
     /// Creates a volume tagged for its deployment and node and returns its
@@ -361,7 +428,10 @@ impl Api {
             .map_err(|e| api_error(&format!("CreateTags {vol}"), e))
     }
 
-    /// Attaches `vol` to `instance` as `device`.
+    /// Attaches `vol` to `instance` as `device`. EC2 refusing it because
+    /// the instance carries as many volumes as it may (which counts what
+    /// only EC2 knows: network interfaces, instance store) is
+    /// `attachment-limit`, as when the plan finds that itself.
     pub async fn attach(&self, vol: &str, instance: &str, device: &str) -> Result<(), ApiError> {
         trace(format_args!("AttachVolume {vol} {instance} {device}"));
         self.client
@@ -372,7 +442,13 @@ impl Api {
             .send()
             .await
             .map(drop)
-            .map_err(|e| api_error(&format!("AttachVolume {vol} to {instance}"), e))
+            .map_err(|e| {
+                let mut e = api_error(&format!("AttachVolume {vol} to {instance}"), e);
+                if e.failure.code == ATTACHMENT_LIMIT_EXCEEDED {
+                    e.failure = limits::refused_by_ec2(instance, &e.failure.message);
+                }
+                e
+            })
     }
 
     /// Detaches `vol` from `instance` (always naming the instance); `force`:

@@ -3,7 +3,11 @@
 //! * **plan**: the records' volumes (one DescribeVolumes per kind of name)
 //!   and instances (one DescribeInstances) are looked up; then an
 //!   [`AttachPlan`] per record, with a free device name for each volume to
-//!   attach (names taken by this plan count as taken).
+//!   attach (names taken by this plan count as taken; HVM instances have
+//!   the longer name space, [`devices::NameSpace`]); then, when volumes are
+//!   to be attached, their instances' types say how many each may carry
+//!   (one DescribeInstanceTypes, [`crate::limits`]): the volumes beyond
+//!   fail `attachment-limit` before any call.
 //! * **send**: CreateTags for the hand-made volumes to adopt, then, once a
 //!   detach in progress from the same instance is over, AttachVolume, at
 //!   most `--concurrency` at once.
@@ -16,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 
 use appscale_persist::codes;
 use appscale_persist::log;
-use appscale_persist::record::{Record, State};
+use appscale_persist::record::{ProviderKind, Record, State};
 use appscale_persist::release;
 use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist::wait::Poll;
@@ -25,8 +29,9 @@ use aws_sdk_ec2::types::{Volume, VolumeAttachmentState};
 
 use crate::Run;
 use crate::api::InstanceInfo;
+use crate::devices::NameSpace;
 use crate::owner::{self, Found};
-use crate::{devices, volume};
+use crate::{devices, limits, volume};
 
 /// What disk-attach does for one record, decided before any call.
 #[derive(Debug, Clone)]
@@ -227,11 +232,67 @@ async fn plan(
         .iter()
         .map(|(id, i)| (id.clone(), i.devices.clone()))
         .collect();
-    records
+    let mut plans: Vec<Result<AttachPlan, Failure>> = records
         .iter_mut()
         .zip(found)
         .map(|(r, found)| plan_one(run, r, found, &instances, &mut in_use))
-        .collect()
+        .collect();
+    keep_to_limits(run, &instances, &mut plans).await;
+    plans
+}
+
+/// The volumes to attach beyond what their instance's type allows fail
+/// `attachment-limit` (the first ones, in input order, fit). The types'
+/// limits come from one DescribeInstanceTypes, made only when something is
+/// to be attached; when it fails (no permission to call it, say), EC2
+/// itself refuses what does not fit, with the same code.
+async fn keep_to_limits(
+    run: &Run,
+    instances: &HashMap<String, InstanceInfo>,
+    plans: &mut [Result<AttachPlan, Failure>],
+) {
+    if run.cfg.kind == ProviderKind::Euca {
+        return;
+    }
+    let getting: HashSet<&str> = plans
+        .iter()
+        .filter_map(|p| match p {
+            Ok(AttachPlan::Attach(a)) => Some(a.instance.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut types: Vec<String> = getting
+        .iter()
+        .filter_map(|i| instances.get(*i)?.instance_type.clone())
+        .collect();
+    types.sort();
+    types.dedup();
+    if types.is_empty() {
+        return;
+    }
+    let limits = match run.api.ebs_limits(&types).await {
+        Ok(l) => l,
+        Err(e) => {
+            log::warn(format_args!(
+                "{e}: the instance types' attachment limits are unknown; EC2 will say when one is reached"
+            ));
+            return;
+        }
+    };
+    let mut room = limits::room(instances, &limits);
+    for p in plans.iter_mut() {
+        let Ok(AttachPlan::Attach(a)) = p else {
+            continue;
+        };
+        let Some(room) = room.get_mut(&a.instance) else {
+            continue;
+        };
+        if room.left == 0 {
+            *p = Err(room.full(&a.instance));
+        } else {
+            room.left -= 1;
+        }
+    }
 }
 
 /// The plan for one record, from what was found for it.
@@ -289,11 +350,19 @@ fn plan_one(
     {
         return Ok(AttachPlan::Attaching(attachment(a.device().unwrap_or("?"))));
     }
+    let space = if info.hvm && run.cfg.kind == ProviderKind::Ec2 {
+        NameSpace::Hvm
+    } else {
+        NameSpace::Short
+    };
     let used = in_use.entry(instance.clone()).or_default();
-    let Some(device) = devices::free_name(used) else {
+    let Some(device) = devices::free_name(used, space) else {
         return Err(Failure::new(
             codes::NO_DEVICE_NAME,
-            format!("{instance} has no free device name from /dev/sdf to /dev/sdz"),
+            format!(
+                "{instance} has no free device name ({}): detach a volume it no longer needs",
+                space.describe()
+            ),
         ));
     };
     used.insert(devices::normalize(&device));

@@ -1,12 +1,49 @@
 //! Choosing a device name for an attachment.
 //!
-//! EC2 takes `/dev/sdf` ... `/dev/sdz` for data volumes; Xen kernels show
-//! them as `/dev/xvdf`, so `sdf` and `xvdf` are one name, and a name taken
-//! under either spelling (or with a partition number) is in use.
+//! EC2's documented names for EBS data volumes are `/dev/sdf` ...
+//! `/dev/sdz` on every instance, and on HVM instances also `/dev/xvdba` ...
+//! `/dev/xvdcz` ([`NameSpace::Hvm`]): 73 names in all, where `sd[f-z]`
+//! alone runs out at the 22nd volume. Paravirtual instances and Eucalyptus
+//! keep to `sd[f-z]` ([`NameSpace::Short`]). Xen kernels show `sdf` as
+//! `/dev/xvdf`, so `sdf` and `xvdf` are one name, and a name taken under
+//! either spelling (or with a partition number) is in use.
+//!
+//! How many volumes an instance may carry is its type's business, not the
+//! names': see [`crate::api::EbsLimit`].
 
 use std::collections::HashSet;
 
-/// `/dev/xvdf1` → `sdf`.
+/// The device names an instance's volumes may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameSpace {
+    /// `/dev/sdf` to `/dev/sdz`: paravirtual instances, Eucalyptus.
+    Short,
+    /// Those, then `/dev/xvdba` to `/dev/xvdcz`: HVM instances on EC2.
+    Hvm,
+}
+
+impl NameSpace {
+    /// Every name, in the order they are handed out.
+    pub fn names(self) -> Vec<String> {
+        let mut names: Vec<String> = ('f'..='z').map(|c| format!("/dev/sd{c}")).collect();
+        if self == NameSpace::Hvm {
+            for first in ['b', 'c'] {
+                names.extend(('a'..='z').map(|c| format!("/dev/xvd{first}{c}")));
+            }
+        }
+        names
+    }
+
+    /// The names, for messages: `/dev/sdf to /dev/sdz`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            NameSpace::Short => "/dev/sdf to /dev/sdz",
+            NameSpace::Hvm => "/dev/sdf to /dev/sdz, /dev/xvdba to /dev/xvdcz",
+        }
+    }
+}
+
+/// `/dev/xvdf1` → `sdf`; `/dev/xvdba` → `sdba`.
 pub fn normalize(name: &str) -> String {
     let base = name.trim_start_matches("/dev/");
     let base = base
@@ -17,12 +54,12 @@ pub fn normalize(name: &str) -> String {
         .to_string()
 }
 
-/// The first free name from `/dev/sdf` to `/dev/sdz`.
-pub fn free_name(in_use: &HashSet<String>) -> Option<String> {
-    ('f'..='z')
-        .map(|c| format!("sd{c}"))
-        .find(|n| !in_use.contains(n))
-        .map(|n| format!("/dev/{n}"))
+/// The first name of `space` not in `in_use` (normalised names).
+pub fn free_name(in_use: &HashSet<String>, space: NameSpace) -> Option<String> {
+    space
+        .names()
+        .into_iter()
+        .find(|n| !in_use.contains(&normalize(n)))
 }
 
 #[cfg(test)]
@@ -34,12 +71,39 @@ mod tests {
         assert_eq!(normalize("/dev/xvdf"), "sdf");
         assert_eq!(normalize("/dev/sda1"), "sda");
         assert_eq!(normalize("xvdg2"), "sdg");
+        assert_eq!(normalize("/dev/xvdba"), "sdba");
         let used: HashSet<String> = ["/dev/sda1", "/dev/xvdf", "sdg"]
             .iter()
             .map(|s| normalize(s))
             .collect();
-        assert_eq!(free_name(&used).as_deref(), Some("/dev/sdh"));
-        let all: HashSet<String> = ('f'..='z').map(|c| format!("sd{c}")).collect();
-        assert_eq!(free_name(&all), None);
+        assert_eq!(
+            free_name(&used, NameSpace::Short).as_deref(),
+            Some("/dev/sdh")
+        );
+    }
+
+    #[test]
+    fn hvm_instances_have_73_names_paravirtual_ones_21() {
+        assert_eq!(NameSpace::Short.names().len(), 21);
+        let hvm = NameSpace::Hvm.names();
+        assert_eq!(hvm.len(), 73);
+        assert_eq!(
+            (hvm[20].as_str(), hvm[21].as_str(), hvm[72].as_str()),
+            ("/dev/sdz", "/dev/xvdba", "/dev/xvdcz")
+        );
+        let distinct: HashSet<String> = hvm.iter().map(|n| normalize(n)).collect();
+        assert_eq!(distinct.len(), 73, "no two names are aliases");
+        let short: HashSet<String> = NameSpace::Short
+            .names()
+            .iter()
+            .map(|n| normalize(n))
+            .collect();
+        assert_eq!(free_name(&short, NameSpace::Short), None);
+        assert_eq!(
+            free_name(&short, NameSpace::Hvm).as_deref(),
+            Some("/dev/xvdba")
+        );
+        let all: HashSet<String> = distinct;
+        assert_eq!(free_name(&all, NameSpace::Hvm), None);
     }
 }

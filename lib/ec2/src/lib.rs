@@ -34,6 +34,7 @@ mod attach;
 mod create;
 mod detach;
 mod devices;
+mod limits;
 pub mod owner;
 mod volume;
 

@@ -195,6 +195,10 @@ pub const UNMOUNT_PROOF_MISMATCH: &str = "unmount-proof-mismatch";
 /// The proof is too old.
 pub const UNMOUNT_PROOF_STALE: &str = "unmount-proof-stale";
 
+// Added later, each listed last in `docs/protocol.md`'s table too.
+/// The instance carries as many EBS volumes as its type allows.
+pub const ATTACHMENT_LIMIT: &str = "attachment-limit";
+
 /// Every code above, in the order `docs/protocol.md` lists them.
 pub const ALL: &[&str] = &[
     NO_PROVIDER,
@@ -276,6 +280,7 @@ pub const ALL: &[&str] = &[
     NO_UNMOUNT_PROOF,
     UNMOUNT_PROOF_MISMATCH,
     UNMOUNT_PROOF_STALE,
+    ATTACHMENT_LIMIT,
 ];
 
 #[cfg(test)]
