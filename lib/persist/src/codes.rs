@@ -198,6 +198,14 @@ pub const UNMOUNT_PROOF_STALE: &str = "unmount-proof-stale";
 // Added later, each listed last in `docs/protocol.md`'s table too.
 /// The instance carries as many EBS volumes as its type allows.
 pub const ATTACHMENT_LIMIT: &str = "attachment-limit";
+/// The disk exists encrypted otherwise than asked (not at all, or with
+/// another key).
+pub const ENCRYPTION_MISMATCH: &str = "encryption-mismatch";
+/// The disk exists with other provisioned IOPS or throughput than asked.
+pub const PERFORMANCE_MISMATCH: &str = "performance-mismatch";
+/// Growing the disk itself failed (the image, the loop device, the cloud
+/// volume's modification).
+pub const RESIZE_FAILED: &str = "resize-failed";
 
 /// Every code above, in the order `docs/protocol.md` lists them.
 pub const ALL: &[&str] = &[
@@ -281,6 +289,9 @@ pub const ALL: &[&str] = &[
     UNMOUNT_PROOF_MISMATCH,
     UNMOUNT_PROOF_STALE,
     ATTACHMENT_LIMIT,
+    ENCRYPTION_MISMATCH,
+    PERFORMANCE_MISMATCH,
+    RESIZE_FAILED,
 ];
 
 #[cfg(test)]
