@@ -684,3 +684,59 @@ fn fstab_writes_are_atomic() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert_eq!(std::fs::read_to_string(&fstab).unwrap(), base);
 }
+
+#[test]
+fn many_disks_in_one_run_are_formatted_mounted_and_unmounted_together() {
+    // One run works on its records concurrently: each still gets its own
+    // blank check, mkfs, fsck and mount, and the fstab gets every line in
+    // one rewrite. Children started by one record's thread must not hold
+    // another record's device or filesystem (mkfs "apparently in use",
+    // umount "busy"). That race is timing-bound: before children were
+    // started one at a time (run.rs), about one run in eight of this test
+    // failed with mkfs "apparently in use"; the flows saw both kinds.
+    require_root();
+    let t = TempDir::new("many");
+    let disks: Vec<LoopDev> = (0..12)
+        .map(|i| LoopDev::new(&t, &format!("d{i}"), 32))
+        .collect();
+    let fstab = t.s("fstab");
+    std::fs::write(&fstab, "# kept\n").unwrap();
+    let records: Vec<Value> = disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| json!({"v": 1, "node": format!("n{i}"), "device": d.device, "mountpoint": t.s(&format!("mnt/{i}"))}))
+        .collect();
+    let made = run("disk-ensure-fs", &[], &ndjson(&records))
+        .expect(0)
+        .records();
+    assert_eq!(made.len(), 12);
+    assert!(made.iter().all(|r| r["state"] == "formatted"), "{made:?}");
+    let mounted = run("disk-mount", &["--fstab", &fstab], &ndjson(&made))
+        .expect(0)
+        .records();
+    assert!(
+        mounted.iter().all(|r| r["state"] == "mounted"),
+        "{mounted:?}"
+    );
+    for i in 0..12 {
+        assert!(is_mounted(&t.join(&format!("mnt/{i}"))));
+    }
+    let tab = std::fs::read_to_string(&fstab).unwrap();
+    assert!(tab.starts_with("# kept\n"), "{tab}");
+    assert_eq!(tab.matches("x-appscale-persist").count(), 12, "{tab}");
+    // A rerun changes nothing.
+    let again = run("disk-mount", &["--fstab", &fstab], &ndjson(&mounted))
+        .expect(0)
+        .records();
+    assert!(again.iter().all(|r| r["changed"] == false), "{again:?}");
+    assert_eq!(std::fs::read_to_string(&fstab).unwrap(), tab);
+    let gone = run(
+        "disk-unmount",
+        &["--fstab", &fstab, "--remove-fstab"],
+        &ndjson(&again),
+    )
+    .expect(0)
+    .records();
+    assert!(gone.iter().all(|r| r["state"] == "unmounted"), "{gone:?}");
+    assert_eq!(std::fs::read_to_string(&fstab).unwrap(), "# kept\n");
+}

@@ -232,6 +232,11 @@ pub struct Superblock {
     pub uuid: String,
     /// Its label, when it has one.
     pub label: Option<String>,
+    /// The superblock says the filesystem was left clean: for ext4, valid,
+    /// no errors recorded and no journal to replay (what `e2fsck -p` reads
+    /// to decide there is nothing to do); XFS has no such state to read
+    /// and is always `true` (its fsck does nothing at mount time).
+    pub clean: bool,
 }
 
 /// Reads an ext4 or XFS superblock at the start of `path`, without a
@@ -267,10 +272,14 @@ pub fn read_superblock(path: &Path) -> Result<Option<Superblock>, BlockError> {
         if compat & 0x4 == 0 || incompat & 0x40 == 0 {
             return Ok(None);
         }
+        // s_state: 1 valid, 2 errors; incompat 0x4: the journal needs
+        // recovery.
+        let state = le16(ext, 0x3A);
         return Ok(Some(Superblock {
             fstype: "ext4",
             uuid: uuid(&ext[0x68..0x78]),
             label: label(&ext[0x78..0x88]),
+            clean: state & 1 != 0 && state & 2 == 0 && incompat & 0x4 == 0,
         }));
     }
     if &b[..4] == b"XFSB" {
@@ -278,6 +287,7 @@ pub fn read_superblock(path: &Path) -> Result<Option<Superblock>, BlockError> {
             fstype: "xfs",
             uuid: uuid(&b[32..48]),
             label: label(&b[108..120]),
+            clean: true,
         }));
     }
     Ok(None)

@@ -480,6 +480,84 @@ pub fn add(path: &Path, entry: &Entry, fs: &Filesystem) -> Result<Applied, Fstab
     }
 }
 
+/// Puts every one of `entries` (our entry, and the filesystem it is for)
+/// into the fstab at `path` as it is now, in one transaction: the file is
+/// read once, each entry applied to the text in turn (one with a foreign
+/// conflict is left out, with its error), and written once, atomically, if
+/// anything changed. Returns the whole change, and for each entry whether
+/// it changed the text. The caller holds the node lock.
+#[allow(clippy::type_complexity)]
+pub fn add_all(
+    path: &Path,
+    entries: &[(&Entry, &Filesystem)],
+) -> Result<(Applied, Vec<Result<bool, FstabError>>), FstabError> {
+    let original = Fstab::load(path)?;
+    let mut tab = original.clone();
+    let mut added = Vec::new();
+    let mut removed = Vec::new();
+    let mut each = Vec::with_capacity(entries.len());
+    for (entry, fs) in entries {
+        match tab.plan_entry(entry, fs) {
+            Err(e) => each.push(Err(e)),
+            Ok(None) => each.push(Ok(false)),
+            Ok(Some(p)) => {
+                added.extend(p.added);
+                removed.extend(p.removed);
+                tab.bytes = p.bytes;
+                each.push(Ok(true));
+            }
+        }
+    }
+    if tab.bytes == original.bytes {
+        return Ok((Applied::unchanged(&original), each));
+    }
+    original.replace(&tab.bytes)?;
+    let applied = Applied {
+        path: original.path.clone(),
+        before: original.text(),
+        after: tab.text(),
+        added: added.first().cloned(),
+        removed,
+    };
+    Ok((applied, each))
+}
+
+/// Removes our entries for every one of `targets` (a mountpoint, and the
+/// filesystem's UUID when known) from the fstab at `path` as it is now, in
+/// one transaction (read once, written once if anything changed). Returns
+/// the whole change, and for each target whether a line went.
+pub fn remove_all(
+    path: &Path,
+    targets: &[(&str, Option<&str>)],
+) -> Result<(Applied, Vec<bool>), FstabError> {
+    let original = Fstab::load(path)?;
+    let mut tab = original.clone();
+    let mut removed = Vec::new();
+    let mut each = Vec::with_capacity(targets.len());
+    for (mountpoint, uuid) in targets {
+        match tab.without(|e| is_ours_for(e, mountpoint, *uuid)) {
+            None => each.push(false),
+            Some((bytes, gone)) => {
+                tab.bytes = bytes;
+                removed.extend(gone);
+                each.push(true);
+            }
+        }
+    }
+    if removed.is_empty() {
+        return Ok((Applied::unchanged(&original), each));
+    }
+    original.replace(&tab.bytes)?;
+    let applied = Applied {
+        path: original.path.clone(),
+        before: original.text(),
+        after: tab.text(),
+        added: None,
+        removed,
+    };
+    Ok((applied, each))
+}
+
 /// Whether `e` is our entry for `mountpoint` (and the filesystem `uuid`,
 /// when given).
 fn is_ours_for(e: &Entry, mountpoint: &str, uuid: Option<&str>) -> bool {

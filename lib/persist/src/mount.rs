@@ -537,30 +537,39 @@ pub fn unmount(target: &Path, major: u64, minor: u64, lazy: bool) -> Result<(), 
         cmd = cmd.arg("--lazy");
     }
     cmd = cmd.arg(target);
-    match cmd.output() {
-        Ok(out) if !out.success() => {
-            if !still_there()? {
-                crate::log::warn(format_args!(
-                    "{}; but the kernel no longer shows it mounted: going on",
-                    cmd.failed(&out)
-                ));
-                return Ok(());
-            }
-            if out.stderr.contains("busy") {
-                return Err(UnmountError::Busy {
-                    target: target.to_path_buf(),
-                    holders: holders(major, minor),
-                });
-            }
-            return Err(cmd.failed(&out).into());
+    // A busy answer is tried again for a moment: a file of this filesystem
+    // open in this process is also, for the instant between fork and exec,
+    // open in any child another thread is starting, and that passes.
+    let attempt = || -> Poll<(), UnmountError> {
+        match cmd.output() {
+            Ok(out) if !out.success() => match still_there() {
+                Err(e) => Poll::Failed(e),
+                Ok(false) => {
+                    crate::log::warn(format_args!(
+                        "{}; but the kernel no longer shows it mounted: going on",
+                        cmd.failed(&out)
+                    ));
+                    Poll::Ready(())
+                }
+                Ok(true) if out.stderr.contains("busy") => Poll::Pending,
+                Ok(true) => Poll::Failed(cmd.failed(&out).into()),
+            },
+            Ok(_) => Poll::Ready(()),
+            Err(e) => match still_there() {
+                Ok(true) => Poll::Failed(e.into()),
+                Ok(false) => Poll::Ready(()),
+                Err(e) => Poll::Failed(e),
+            },
         }
-        Ok(_) => {}
-        Err(e) => {
-            if still_there()? {
-                return Err(e.into());
-            }
-        }
-    }
+    };
+    let busy_for = Duration::from_secs(1);
+    wait::until(WaitParams::quick(busy_for), attempt).map_err(|e| match e {
+        wait::WaitError::Failed(e) => e,
+        _ => UnmountError::Busy {
+            target: target.to_path_buf(),
+            holders: holders(major, minor),
+        },
+    })?;
     let timeout = Duration::from_secs(10);
     wait::until(WaitParams::quick(timeout), || match still_there() {
         Ok(true) => Poll::Pending,
@@ -589,8 +598,7 @@ const TEMP_MOUNT_DIR: &str = "/run/appscale-persist";
 
 /// Unmounts temporary mounts of `major:minor` left by a run that was
 /// killed (its process is gone), so a rerun is not blocked by them.
-pub fn reap_stale_temp_mounts(major: u64, minor: u64) {
-    let Ok(table) = Table::read() else { return };
+pub fn reap_stale_temp_mounts(table: &Table, major: u64, minor: u64) {
     for e in table.by_device(major, minor) {
         let Ok(rest) = e.target.strip_prefix(TEMP_MOUNT_DIR) else {
             continue;

@@ -20,6 +20,17 @@ use crate::wait::{Backoff, WaitParams};
 /// and friends live in sbin, which is not on every user's path.
 const SBIN_DIRS: &str = "/usr/local/sbin:/usr/sbin:/sbin";
 
+/// Held while a child is started, so children start one at a time.
+///
+/// Between fork and exec a child holds a copy of every file this process
+/// has open, close-on-exec or not, and `spawn` returns only once the child
+/// has exec'd. Were two threads to start children at once, one thread's
+/// `mkfs` could find its device still held exclusively, or its `umount` its
+/// filesystem still busy, through the other thread's half-started child
+/// holding a file the first had already closed. One at a time, a child
+/// starts with no other child half-started.
+static SPAWNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A command to run.
 #[derive(Debug, Clone)]
 pub struct Cmd {
@@ -187,7 +198,11 @@ impl Cmd {
                 crate::interrupt::unblock_in_child,
             );
         }
-        let mut child = command.spawn().map_err(|error| RunError::Spawn {
+        let spawned = {
+            let _one_at_a_time = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
+            command.spawn()
+        };
+        let mut child = spawned.map_err(|error| RunError::Spawn {
             cmdline: self.cmdline(),
             error,
         })?;

@@ -126,7 +126,7 @@ pub trait Step {
 /// `interrupted`, untouched.
 pub fn one_by_one(
     records: &mut [Record],
-    f: impl Fn(&mut Record) -> StepResult,
+    mut f: impl FnMut(&mut Record) -> StepResult,
 ) -> Vec<(StepResult, Duration)> {
     records
         .iter_mut()
@@ -152,7 +152,7 @@ pub const MAX_WORKERS: usize = 8;
 /// as `interrupted`, untouched.
 pub fn concurrently<F>(records: &mut [Record], f: F) -> Vec<(StepResult, Duration)>
 where
-    F: Fn(&mut Record) -> StepResult + Sync,
+    F: Fn(usize, &mut Record) -> StepResult + Sync,
 {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -160,7 +160,11 @@ where
         .min(records.len())
         .max(1);
     if workers == 1 {
-        return one_by_one(records, f);
+        let mut i = 0;
+        return one_by_one(records, |r| {
+            i += 1;
+            f(i - 1, r)
+        });
     }
     let results: Vec<std::sync::Mutex<Option<(StepResult, Duration)>>> = records
         .iter()
@@ -176,7 +180,7 @@ where
                     let t = Instant::now();
                     let res = match crate::interrupt::interrupted() {
                         Some(sig) => Err(crate::interrupt::failure(sig)),
-                        None => f(r),
+                        None => f(i, r),
                     };
                     *results[i].lock().unwrap_or_else(|e| e.into_inner()) =
                         Some((res, t.elapsed()));

@@ -77,7 +77,7 @@ impl Step for EnsureFs {
                     .collect();
             }
         };
-        let results = concurrently(records, |r| self.one(r, cx));
+        let results = concurrently(records, |_, r| self.one(r, cx));
         drop(lock);
         results
     }

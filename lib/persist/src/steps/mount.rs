@@ -1,20 +1,26 @@
 //! `disk-mount`: mount a record's filesystem at its mountpoint, idempotently,
 //! with an fstab entry that is taken back if the mount fails.
 //!
-//! Each record is handled under the node lock ([`crate::lock`]): the device
-//! is checked to be the record's disk and to hold the record's filesystem,
-//! the mountpoint to be free (or already ours); then `fsck -a` runs, the
-//! mountpoint is seeded if it may be ([`crate::seed`]), the filesystem is
-//! mounted, and only then is the fstab line added (to the file as it is
-//! now), so that a run stopped at any point leaves no line that would mount
-//! a half-made disk at boot. A failure, or a signal ([`crate::interrupt`]),
-//! unmounts whatever this run mounted and removes the directories it made.
+//! A run takes the node lock ([`crate::lock`]) once and reads the mount
+//! table and the fstab once; then its records are worked on concurrently.
+//! For each, the device is checked to be the record's disk and to hold the
+//! record's filesystem, the mountpoint to be free (or already ours) and
+//! claimed by no other record of the run; then `fsck -a` runs (unless this
+//! node just made the filesystem and its superblock still says clean), the
+//! mountpoint is seeded if it may be ([`crate::seed`]) and the filesystem is
+//! mounted. Only when every record is done are the fstab lines added, in
+//! one atomic rewrite of the file as it is then, so that a run stopped at
+//! any point leaves no line that would mount a half-made disk at boot. A
+//! failure, or a signal ([`crate::interrupt`]), unmounts whatever this run
+//! mounted and removes the directories it made; a record whose fstab line
+//! cannot be written is unmounted again.
 
 use crate::codes;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::blockdev::{self, Device};
+use crate::blockdev::{self, Device, Probe};
 use crate::discover::verify_claimed_device;
 use crate::discover::{self, DEVICE_WAIT};
 use crate::files;
@@ -25,7 +31,7 @@ use crate::log;
 use crate::mount;
 use crate::record::{Fs, Record, State};
 use crate::seed::{self, Seeded};
-use crate::step::{Ctx, Diff, Failure, Outcome, Step, StepResult, one_by_one};
+use crate::step::{Ctx, Diff, Failure, Outcome, Step, StepResult, concurrently};
 
 /// Options for [`Mount`].
 #[derive(Debug, Clone)]
@@ -53,8 +59,90 @@ pub struct Mount {
 
 impl Step for Mount {
     fn run(&mut self, records: &mut [Record], cx: Ctx) -> Vec<(StepResult, Duration)> {
-        one_by_one(records, |r| self.one(r, cx))
+        let shared = match self.look(cx) {
+            Ok(s) => s,
+            Err(f) => {
+                return records
+                    .iter()
+                    .map(|_| (Err(f.clone()), Duration::ZERO))
+                    .collect();
+            }
+        };
+        let taken = Claims::default();
+        let lines: Vec<Mutex<Option<FstabLine>>> =
+            records.iter().map(|_| Mutex::new(None)).collect();
+        let mut results = concurrently(records, |i, r| {
+            let (outcome, line) = self.one(r, cx, &shared, &taken)?;
+            *lines[i].lock().unwrap_or_else(|e| e.into_inner()) = line;
+            Ok(outcome)
+        });
+        let lines: Vec<Option<FstabLine>> = lines
+            .into_iter()
+            .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        if let Some(path) = &self.options.fstab
+            && !cx.check
+        {
+            self.write_fstab(path, &mut results, lines);
+        }
+        drop(shared);
+        results
     }
+}
+
+/// What every record of a run shares: the node lock, held for the whole
+/// run, and the node as it was when the run started (the mount table, the
+/// fstab), which each record is planned against.
+struct Shared {
+    _lock: NodeLock,
+    table: mount::Table,
+    fstab: Option<Fstab>,
+}
+
+/// The mountpoints and devices records of this run have claimed: a second
+/// record for either is refused (two mounts stacked on one directory, one
+/// device mounted twice).
+#[derive(Default)]
+struct Claims(Mutex<Claimed>);
+
+/// What [`Claims`] holds: mountpoints, and devices by major:minor.
+#[derive(Default)]
+struct Claimed {
+    mountpoints: Vec<PathBuf>,
+    devices: Vec<(u64, u64)>,
+}
+
+impl Claims {
+    fn claim(&self, mp: &Path, dev: &Device) -> Result<(), Failure> {
+        let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if c.mountpoints.iter().any(|m| m == mp) {
+            return Err(Failure::new(
+                codes::MOUNTPOINT_BUSY,
+                format!(
+                    "another record of this run mounts a disk on {}",
+                    mp.display()
+                ),
+            ));
+        }
+        if c.devices.contains(&(dev.major, dev.minor)) {
+            return Err(Failure::new(
+                codes::DUPLICATE_DISK,
+                format!("another record of this run mounts {}", dev.path.display()),
+            ));
+        }
+        c.mountpoints.push(mp.to_path_buf());
+        c.devices.push((dev.major, dev.minor));
+        Ok(())
+    }
+}
+
+/// A record's fstab line, written with every other one in one transaction
+/// once the records are done; and what to take back if it cannot be.
+struct FstabLine {
+    entry: fstab::Entry,
+    known_as: fstab::Filesystem,
+    /// Mounted by this run (unmounted again if the line cannot be written).
+    mounted_now: Option<(PathBuf, Device, Vec<PathBuf>)>,
 }
 
 /// The record's mountpoint (or the flag's, or the default), checked.
@@ -107,17 +195,85 @@ enum Planned {
 }
 
 impl Mount {
-    fn one(&self, rec: &mut Record, cx: Ctx) -> StepResult {
+    /// Takes the node lock and reads the node once for the whole run.
+    fn look(&self, cx: Ctx) -> Result<Shared, Failure> {
+        let lock = NodeLock::take(cx.check)?;
+        let table = mount::read_table()?;
+        let fstab = match &self.options.fstab {
+            Some(path) => Some(Fstab::load(path)?),
+            None => None,
+        };
+        Ok(Shared {
+            _lock: lock,
+            table,
+            fstab,
+        })
+    }
+
+    fn one(
+        &self,
+        rec: &mut Record,
+        cx: Ctx,
+        shared: &Shared,
+        taken: &Claims,
+    ) -> Result<(Outcome, Option<FstabLine>), Failure> {
         let mp = resolve_mountpoint(rec, self.options.mountpoint.as_deref())?;
         let pending = cx.check && rec.is_check();
         if !pending {
             discover::fill_device(rec, DEVICE_WAIT)?;
         }
-        let _lock = NodeLock::take(cx.check)?;
-        match self.plan(rec, mp, pending, cx)? {
-            Planned::Pending(what) => Ok(Outcome::changed(State::Mounted, what)),
-            Planned::Act(plan) if cx.check => self.describe(&plan),
+        match self.plan(rec, mp, pending, cx, shared, taken)? {
+            Planned::Pending(what) => Ok((Outcome::changed(State::Mounted, what), None)),
+            Planned::Act(plan) if cx.check => Ok((self.describe(&plan, shared)?, None)),
             Planned::Act(plan) => self.apply(rec, *plan),
+        }
+    }
+
+    /// Writes the fstab lines of every record that got one, in one
+    /// transaction; a record whose line cannot be written fails, and what
+    /// this run mounted for it is unmounted again.
+    fn write_fstab(
+        &self,
+        path: &Path,
+        results: &mut [(StepResult, Duration)],
+        lines: Vec<Option<FstabLine>>,
+    ) {
+        let todo: Vec<(usize, FstabLine)> = lines
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, l)| Some((i, l?)))
+            .filter(|(i, _)| results[*i].0.is_ok())
+            .collect();
+        if todo.is_empty() {
+            return;
+        }
+        let entries: Vec<(&fstab::Entry, &fstab::Filesystem)> =
+            todo.iter().map(|(_, l)| (&l.entry, &l.known_as)).collect();
+        match fstab::add_all(path, &entries) {
+            Err(e) => {
+                let f = Failure::from(e);
+                for (i, line) in todo {
+                    results[i].0 = Err(take_back(f.clone(), line));
+                }
+            }
+            Ok((applied, each)) => {
+                // The whole change, shown once.
+                let mut diff = applied.changed().then(|| diff_of(&applied));
+                for ((i, line), r) in todo.into_iter().zip(each) {
+                    match (r, &mut results[i].0) {
+                        (Ok(true), Ok(o)) => {
+                            o.changed = true;
+                            o.message
+                                .push_str(&format!(", entry added to {}", applied.path.display()));
+                            if let Some(d) = diff.take() {
+                                o.diff = Some(d);
+                            }
+                        }
+                        (Ok(_), _) => {}
+                        (Err(e), slot) => *slot = Err(take_back(e.into(), line)),
+                    }
+                }
+            }
         }
     }
 
@@ -131,6 +287,8 @@ impl Mount {
         mp: PathBuf,
         pending: bool,
         cx: Ctx,
+        shared: &Shared,
+        taken: &Claims,
     ) -> Result<Planned, Failure> {
         let Some(device) = rec.device.clone() else {
             if pending {
@@ -154,8 +312,11 @@ impl Mount {
             r => r?,
         };
         verify_claimed_device(rec, &dev)?;
-        let probe = blockdev::probe(&dev.path)
-            .map_err(|e| Failure::new(codes::PROBE_FAILED, e.to_string()))?;
+        taken.claim(&mp, &dev)?;
+        let table = &shared.table;
+        let here = table.at(&mp);
+        let mounted = here.is_some_and(|e| (e.major, e.minor) == (dev.major, dev.minor));
+        let probe = self.probe(&dev, mounted)?;
         let Some(probe) = probe.filter(|p| p.usage() == Some("filesystem")) else {
             if pending {
                 return Ok(Planned::Pending(format!(
@@ -193,11 +354,8 @@ impl Mount {
             });
         }
         if !cx.check {
-            mount::reap_stale_temp_mounts(dev.major, dev.minor);
+            mount::reap_stale_temp_mounts(table, dev.major, dev.minor);
         }
-        let table = mount::read_table()?;
-        let here = table.at(&mp);
-        let mounted = here.is_some_and(|e| (e.major, e.minor) == (dev.major, dev.minor));
         if let (Some(e), false) = (here, mounted) {
             return Err(Failure::new(
                 codes::MOUNTPOINT_BUSY,
@@ -237,8 +395,8 @@ impl Mount {
         };
         // A foreign entry for this mountpoint or filesystem is found now,
         // before anything is mounted (the line itself is written last).
-        if let (Some(path), Some(entry)) = (&self.options.fstab, &entry) {
-            Fstab::load(path)?.with_entry(entry, &known_as)?;
+        if let (Some(tab), Some(entry)) = (&shared.fstab, &entry) {
+            tab.with_entry(entry, &known_as)?;
         }
         Ok(Planned::Act(Box::new(Plan {
             held: if mounted { 0 } else { entries_in(&mp) },
@@ -254,18 +412,28 @@ impl Mount {
         })))
     }
 
+    /// The filesystem on `dev`: read in-process from its superblock when it
+    /// is already known to be one (mounted here, or just made by this node,
+    /// which is how the blank check let it be made), else probed by
+    /// `blkid -p`, which also sees any other signature on it.
+    fn probe(&self, dev: &Device, mounted: bool) -> Result<Option<Probe>, Failure> {
+        if let Some(sb) = blockdev::read_superblock(&dev.real)?
+            && (mounted || seed::is_fresh(&sb.uuid))
+        {
+            return Ok(Some(Probe::from_superblock(&sb)));
+        }
+        blockdev::probe(&dev.path).map_err(|e| Failure::new(codes::PROBE_FAILED, e.to_string()))
+    }
+
     /// What applying `plan` would do (`--check`); reads, never writes.
-    fn describe(&self, plan: &Plan) -> StepResult {
+    fn describe(&self, plan: &Plan, shared: &Shared) -> StepResult {
         let (device, mp) = (&plan.device, plan.mp.display());
-        let diff = match (&self.options.fstab, &plan.entry) {
-            (Some(path), Some(entry)) => {
-                let tab = Fstab::load(path)?;
-                tab.with_entry(entry, &plan.known_as)?.map(|after| Diff {
-                    path: tab.path.display().to_string(),
-                    before: tab.text(),
-                    after: String::from_utf8_lossy(&after).into_owned(),
-                })
-            }
+        let diff = match (&shared.fstab, &plan.entry) {
+            (Some(tab), Some(entry)) => tab.with_entry(entry, &plan.known_as)?.map(|after| Diff {
+                path: tab.path.display().to_string(),
+                before: tab.text(),
+                after: String::from_utf8_lossy(&after).into_owned(),
+            }),
             _ => None,
         };
         let mut what = vec![if plan.mounted {
@@ -298,10 +466,10 @@ impl Mount {
         Ok(o)
     }
 
-    /// Does what `plan` says: the fstab entry, then (unless mounted) fsck,
-    /// the seed and the mount; a failure after the entry was added takes
-    /// back what this run did.
-    fn apply(&self, rec: &Record, plan: Plan) -> StepResult {
+    /// Does what `plan` says: (unless mounted) fsck, the seed and the mount;
+    /// a failure takes back what this run did. The fstab line is returned,
+    /// for the run's one fstab transaction once every record is done.
+    fn apply(&self, rec: &Record, plan: Plan) -> Result<(Outcome, Option<FstabLine>), Failure> {
         let Plan {
             device,
             dev,
@@ -323,25 +491,18 @@ impl Mount {
                 .into());
             }
             seed::clear_fresh(&uuid);
-            let applied = self.add_entry(entry.as_ref(), &known_as)?;
-            return Ok(match applied.filter(Applied::changed) {
-                None => Outcome::unchanged(
+            let line = entry.map(|entry| FstabLine {
+                entry,
+                known_as,
+                mounted_now: None,
+            });
+            return Ok((
+                Outcome::unchanged(
                     State::Mounted,
                     format!("{device} is already mounted on {}", mp.display()),
                 ),
-                Some(a) => {
-                    let mut o = Outcome::changed(
-                        State::Mounted,
-                        format!(
-                            "{device} is already mounted on {}; added its entry to {}",
-                            mp.display(),
-                            a.path.display()
-                        ),
-                    );
-                    o.diff = Some(diff_of(&a));
-                    o
-                }
-            });
+                line,
+            ));
         }
         let before = mount::read_table()?;
         // Made without following a link planted meanwhile; taken back on
@@ -355,7 +516,13 @@ impl Mount {
         // From here on, any failure takes back what this run did.
         let undo = |f: Failure| -> Failure { undo(f, &before, &dev, &created) };
         let mut notes = Vec::new();
-        if let Some(note) = self.fsck(&dev, &device, &fstype).map_err(undo)? {
+        // A filesystem this node just made, and left clean, has nothing for
+        // fsck to find; anything done to it since shows in its superblock.
+        let untouched = fresh
+            && blockdev::read_superblock(&dev.real)
+                .map_err(|e| undo(e.into()))?
+                .is_some_and(|sb| sb.clean && sb.uuid == uuid);
+        if !untouched && let Some(note) = self.fsck(&dev, &device, &fstype).map_err(undo)? {
             notes.push(note);
         }
         let mut seeded = false;
@@ -387,12 +554,6 @@ impl Mount {
         ) {
             return Err(undo(e.into()));
         }
-        // The fstab line last: a run stopped at any point before leaves no
-        // line that would mount a half-made disk at boot.
-        let applied = self
-            .add_entry(entry.as_ref(), &known_as)
-            .map_err(undo)?
-            .filter(Applied::changed);
         seed::clear_fresh(&uuid);
         if held > 0 && !seeded {
             log::warn(format_args!(
@@ -405,16 +566,19 @@ impl Mount {
             "mounted {device} ({fstype} UUID={uuid}) on {}",
             mp.display()
         );
-        if let Some(a) = &applied {
-            message.push_str(&format!(", entry added to {}", a.path.display()));
-        }
         for n in notes {
             message.push_str(", ");
             message.push_str(&n);
         }
-        let mut o = Outcome::changed(State::Mounted, message);
-        o.diff = applied.as_ref().map(diff_of);
-        Ok(o)
+        // The fstab line last, once every record is done: a run stopped at
+        // any point before leaves no line that would mount a half-made disk
+        // at boot.
+        let line = entry.map(|entry| FstabLine {
+            entry,
+            known_as,
+            mounted_now: Some((mp, dev, created)),
+        });
+        Ok((Outcome::changed(State::Mounted, message), line))
     }
 
     /// `fsck -a` before a read-write mount of ext4 (unless `--no-fsck`);
@@ -442,17 +606,24 @@ impl Mount {
             Err(e) => Err(Failure::new(codes::FSCK_FAILED, e.to_string())),
         }
     }
+}
 
-    /// Adds our entry to the fstab (when one is kept).
-    fn add_entry(
-        &self,
-        entry: Option<&fstab::Entry>,
-        known_as: &fstab::Filesystem,
-    ) -> Result<Option<Applied>, Failure> {
-        match (&self.options.fstab, entry) {
-            (Some(path), Some(entry)) => Ok(Some(fstab::add(path, entry, known_as)?)),
-            _ => Ok(None),
-        }
+/// Fails a record whose fstab line could not be written: what this run
+/// mounted for it is unmounted, the directories it made removed.
+fn take_back(f: Failure, line: FstabLine) -> Failure {
+    let Some((mp, dev, created)) = line.mounted_now else {
+        return f;
+    };
+    let said = match mount::unmount(&mp, dev.major, dev.minor, false) {
+        Ok(()) => format!("unmounted it from {}", mp.display()),
+        Err(e) => format!("unmounting it from {} also failed: {e}", mp.display()),
+    };
+    for d in created.iter().rev() {
+        let _ = std::fs::remove_dir(d);
+    }
+    Failure {
+        message: format!("{} ({said})", f.message),
+        ..f
     }
 }
 

@@ -14,9 +14,15 @@
 //! unmount the filesystem stays alive while anything still uses it; the
 //! record then fails with `still-in-use`, naming the processes, so the disk
 //! is not detached under a live filesystem.
+//!
+//! A run takes the node lock once, reads the mount table and the fstab
+//! once, and works on its records concurrently; with `--remove-fstab`, the
+//! entries of every record unmounted are removed in one atomic rewrite of
+//! the fstab at the end.
 
 use crate::codes;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::blockdev::{self, Device};
@@ -25,10 +31,14 @@ use crate::fstab::{self, Fstab};
 use crate::lock::NodeLock;
 use crate::mount::{self, Entry};
 use crate::record::{Record, State};
-use crate::step::{Ctx, Diff, Failure, Outcome, Step, StepResult, one_by_one};
+use crate::step::{Ctx, Diff, Failure, Outcome, Step, StepResult, concurrently};
 use crate::wait::{self, Poll, WaitParams};
 
 use super::mount::{open_device, resolve_mountpoint};
+
+/// An fstab entry `--remove-fstab` takes out: its mountpoint, and the UUID
+/// of the filesystem it must name (when known).
+type FstabTarget = (String, Option<String>);
 
 /// The environment variable bounding the wait for the kernel to release a
 /// device after an unmount, in seconds.
@@ -62,7 +72,41 @@ pub struct Unmount {
 
 impl Step for Unmount {
     fn run(&mut self, records: &mut [Record], cx: Ctx) -> Vec<(StepResult, Duration)> {
-        one_by_one(records, |r| self.one(r, cx))
+        let look = || -> Result<(NodeLock, mount::Table, Option<Fstab>), Failure> {
+            let lock = NodeLock::take(cx.check)?;
+            let table = mount::read_table()?;
+            let tab = if self.options.remove_fstab {
+                Some(Fstab::load(&self.options.fstab)?)
+            } else {
+                None
+            };
+            Ok((lock, table, tab))
+        };
+        let (lock, table, tab) = match look() {
+            Ok(l) => l,
+            Err(f) => {
+                return records
+                    .iter()
+                    .map(|_| (Err(f.clone()), Duration::ZERO))
+                    .collect();
+            }
+        };
+        let targets: Vec<Mutex<Option<FstabTarget>>> =
+            records.iter().map(|_| Mutex::new(None)).collect();
+        let mut results = concurrently(records, |i, r| {
+            let (outcome, target) = self.one(r, cx, &table, tab.as_ref())?;
+            *targets[i].lock().unwrap_or_else(|e| e.into_inner()) = target;
+            Ok(outcome)
+        });
+        if self.options.remove_fstab && !cx.check {
+            let targets: Vec<Option<FstabTarget>> = targets
+                .into_iter()
+                .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+                .collect();
+            self.remove_entries(&mut results, targets);
+        }
+        drop(lock);
+        results
     }
 }
 
@@ -74,8 +118,12 @@ fn release_wait() -> Duration {
         .unwrap_or(RELEASE_WAIT)
 }
 
-/// The UUID of the filesystem on `dev`, as blkid reads it.
+/// The UUID of the filesystem on `dev`: from its superblock, read
+/// in-process, else as blkid reads it.
 fn uuid_of(dev: &Device) -> Option<String> {
+    if let Ok(Some(sb)) = blockdev::read_superblock(&dev.real) {
+        return Some(sb.uuid);
+    }
     blockdev::probe(&dev.path)
         .ok()
         .flatten()
@@ -152,10 +200,66 @@ impl Unmount {
         ))
     }
 
-    fn one(&self, rec: &mut Record, cx: Ctx) -> StepResult {
+    /// Removes the fstab entries of the records that got that far, in one
+    /// transaction; a record whose entry cannot be removed fails.
+    fn remove_entries(
+        &self,
+        results: &mut [(StepResult, Duration)],
+        targets: Vec<Option<FstabTarget>>,
+    ) {
+        let todo: Vec<(usize, FstabTarget)> = targets
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, t)| Some((i, t?)))
+            .filter(|(i, _)| results[*i].0.is_ok())
+            .collect();
+        if todo.is_empty() {
+            return;
+        }
+        let list: Vec<(&str, Option<&str>)> = todo
+            .iter()
+            .map(|(_, (mp, uuid))| (mp.as_str(), uuid.as_deref()))
+            .collect();
+        match fstab::remove_all(&self.options.fstab, &list) {
+            Err(e) => {
+                let f = Failure::from(e);
+                for (i, _) in todo {
+                    results[i].0 = Err(f.clone());
+                }
+            }
+            Ok((applied, each)) => {
+                // The whole change, shown once.
+                let mut diff = applied.changed().then(|| Diff {
+                    path: applied.path.display().to_string(),
+                    before: applied.before.clone(),
+                    after: applied.after.clone(),
+                });
+                for ((i, _), gone) in todo.into_iter().zip(each) {
+                    if let (true, Ok(o)) = (gone, &mut results[i].0) {
+                        o.changed = true;
+                        o.message.push_str(&format!(
+                            ", removed its entry from {}",
+                            applied.path.display()
+                        ));
+                        if let Some(d) = diff.take() {
+                            o.diff = Some(d);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Unmounts one record's filesystem; returns what was done, and (with
+    /// `--remove-fstab`) the entry to remove in the run's one transaction.
+    fn one(
+        &self,
+        rec: &mut Record,
+        cx: Ctx,
+        table: &mount::Table,
+        tab: Option<&Fstab>,
+    ) -> Result<(Outcome, Option<FstabTarget>), Failure> {
         let mp = resolve_mountpoint(rec, self.options.mountpoint.as_deref())?;
-        let _lock = NodeLock::take(cx.check)?;
-        let table = mount::read_table()?;
         let mut done = Vec::new();
         let mut changed = false;
         // The device to see released: the one unmounted here, else the
@@ -194,45 +298,33 @@ impl Unmount {
             if uuid.is_none() {
                 uuid = uuid_of(&dev);
             }
-            released(&dev, &table)?;
+            released(&dev)?;
         }
         let mut diff = None;
-        if self.options.remove_fstab {
-            let path = &self.options.fstab;
-            let mountpoint = mp.display().to_string();
-            let would = if cx.check {
-                let tab = Fstab::load(path)?;
-                tab.without_entry(&mountpoint, uuid.as_deref())
-                    .map(|after| Diff {
-                        path: tab.path.display().to_string(),
-                        before: tab.text(),
-                        after: String::from_utf8_lossy(&after).into_owned(),
-                    })
-            } else {
-                let a = fstab::remove(path, &mountpoint, uuid.as_deref())?;
-                a.changed().then(|| Diff {
-                    path: a.path.display().to_string(),
-                    before: a.before,
-                    after: a.after,
-                })
-            };
-            if let Some(d) = would {
-                changed = true;
-                done.push(format!(
-                    "{} its entry from {}",
-                    if cx.check { "would remove" } else { "removed" },
-                    path.display()
-                ));
-                diff = Some(d);
-            }
+        let mountpoint = mp.display().to_string();
+        if let (Some(tab), true) = (tab, cx.check)
+            && let Some(after) = tab.without_entry(&mountpoint, uuid.as_deref())
+        {
+            changed = true;
+            done.push(format!(
+                "would remove its entry from {}",
+                tab.path.display()
+            ));
+            diff = Some(Diff {
+                path: tab.path.display().to_string(),
+                before: tab.text(),
+                after: String::from_utf8_lossy(&after).into_owned(),
+            });
         }
         crate::release::stamp(rec, table.at(&mp), cx.check);
-        Ok(Outcome {
+        let outcome = Outcome {
             state: State::Unmounted,
             changed,
             message: done.join(", "),
             diff,
-        })
+        };
+        let target = self.options.remove_fstab.then_some((mountpoint, uuid));
+        Ok((outcome, target))
     }
 }
 
@@ -240,11 +332,10 @@ impl Unmount {
 /// holds no filesystem (mounted, or lazily unmounted and still in use) or
 /// other exclusive user on it. Fails with `still-in-use`, naming the
 /// processes still using the filesystem.
-fn released(dev: &Device, table: &mount::Table) -> Result<(), Failure> {
+fn released(dev: &Device) -> Result<(), Failure> {
     // Mounted somewhere else too: not this mountpoint's business to
     // unmount, and not ready to detach either.
-    let elsewhere: Vec<String> = mount::Table::read()
-        .unwrap_or_else(|_| table.clone())
+    let elsewhere: Vec<String> = mount::read_table()?
         .by_device(dev.major, dev.minor)
         .iter()
         .map(|e| e.target.display().to_string())
