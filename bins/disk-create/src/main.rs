@@ -48,7 +48,8 @@ impl ToolArgs for Args {
         self.provider.single()
     }
     fn check_records(&self, records: &[Record]) -> Result<(), String> {
-        self.provider.check_records(records)
+        self.provider.check_records(records)?;
+        self.create.check(records, |r| self.provider.kind_of(r))
     }
     fn into_step(self) -> Box<dyn Step> {
         Box::new(self.provider.step(Operation::Create(self.create)))

@@ -41,10 +41,10 @@ pub use bounded::{call_each, concurrently};
 pub use fault::{ApiError, Fault};
 pub use lazy::Lazy;
 pub use poll::{Deadline, Unfinished, poll_until};
-pub use spec::DiskSpec;
 pub use records::{
     Detachable, ThisInstance, deployment_of, find_device_here, may_detach, place, refuse_duplicates,
 };
+pub use spec::DiskSpec;
 
 use appscale_persist::codes;
 use appscale_persist::step::Failure;

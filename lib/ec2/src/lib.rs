@@ -35,6 +35,7 @@ mod create;
 mod detach;
 mod devices;
 mod limits;
+mod options;
 pub mod owner;
 mod volume;
 
@@ -49,7 +50,9 @@ use appscale_persist::record::{ProviderKind, Record};
 use appscale_persist::release::identity;
 use appscale_persist::step::{Ctx, Failure, StepResult};
 use appscale_persist::wait::WaitParams;
-use appscale_persist_cloudkit::{self as kit, Deadline, Lazy, ThisInstance, failures};
+use appscale_persist_cloudkit::{self as kit, Deadline, DiskSpec, Lazy, ThisInstance, failures};
+
+pub use options::check as check_spec;
 
 use api::Api;
 
@@ -85,14 +88,10 @@ pub struct Config {
     pub metadata_endpoint: Option<String>,
     /// Zone for records that name none.
     pub zone: Option<String>,
-    /// Size of new volumes; when given, an existing volume of another size
-    /// is an error [default for new volumes: [`DEFAULT_SIZE`]].
-    pub size: Option<Size>,
-    /// Type of new volumes; when given, an existing volume of another type
-    /// is an error [default for new volumes: [`DEFAULT_DISK_TYPE`]].
-    pub disk_type: Option<String>,
-    /// Encrypt new volumes.
-    pub encrypted: bool,
+    /// What new volumes are, and volumes found must be (size [default:
+    /// [`DEFAULT_SIZE`]], type [default: [`DEFAULT_DISK_TYPE`]], encryption,
+    /// IOPS, throughput, tags); checked with [`check_spec`] first.
+    pub spec: DiskSpec,
     /// Deployment of records that name none (`deployment`): tags new
     /// volumes, keys their client tokens, and scopes Name-tag lookups.
     pub deployment: String,
@@ -123,9 +122,7 @@ impl Default for Config {
             on_node: false,
             metadata_endpoint: None,
             zone: None,
-            size: None,
-            disk_type: None,
-            encrypted: false,
+            spec: DiskSpec::default(),
             deployment: "appscale".into(),
             force: false,
             ebs_force: false,

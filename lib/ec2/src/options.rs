@@ -242,7 +242,11 @@ mod tests {
             ..DiskSpec::default()
         };
         assert_eq!(check(&tagged("team", "db")), Ok(()));
-        assert!(check(&tagged("aws:x", "1")).unwrap_err().contains("AWS's own"));
+        assert!(
+            check(&tagged("aws:x", "1"))
+                .unwrap_err()
+                .contains("AWS's own")
+        );
         assert!(check(&tagged("Name", "x")).unwrap_err().contains("itself"));
         assert!(check(&tagged(TAG_DEPLOYMENT, "x")).is_err());
         assert!(check(&tagged(&"k".repeat(129), "x")).is_err());

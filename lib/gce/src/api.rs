@@ -19,8 +19,10 @@ use appscale_persist::step::Failure;
 use appscale_persist::wait::Poll;
 use appscale_persist_cloudkit::{ApiError, Deadline, Fault, failures, poll_until};
 use google_cloud_compute_v1::client::{Disks, Instances, ZoneOperations};
-use google_cloud_compute_v1::model::ZoneSetLabelsRequest;
 use google_cloud_compute_v1::model::{AttachedDisk, Disk, Operation, attached_disk, operation};
+use google_cloud_compute_v1::model::{
+    CustomerEncryptionKey, DisksResizeRequest, ZoneSetLabelsRequest,
+};
 use google_cloud_gax::options::RequestOptions;
 use google_cloud_gax::retry_policy::{Aip194Strict, RetryPolicy, RetryPolicyExt};
 use google_cloud_gax::retry_result::RetryResult;
@@ -65,6 +67,31 @@ pub struct DiskInfo {
     pub users: Vec<String>,
     /// Its labels.
     pub labels: HashMap<String, String>,
+    /// The Cloud KMS key it is encrypted with (Compute Engine says the key
+    /// version: `.../cryptoKeys/K/cryptoKeyVersions/1`); `None`: a
+    /// Google-managed key.
+    pub kms_key: Option<String>,
+    /// Provisioned IOPS, for the types that take them.
+    pub iops: Option<i64>,
+    /// Provisioned throughput, MiB/s, for the types that take it.
+    pub throughput: Option<i64>,
+}
+
+/// A disk to create.
+#[derive(Debug, Clone)]
+pub struct NewDisk {
+    /// Size in GB (GiB).
+    pub size_gb: i64,
+    /// Disk type (`pd-balanced`).
+    pub disk_type: String,
+    /// Cloud KMS key name, when not Google-managed.
+    pub kms_key: Option<String>,
+    /// Provisioned IOPS.
+    pub iops: Option<i64>,
+    /// Provisioned throughput, MiB/s.
+    pub throughput: Option<i64>,
+    /// The operator's own labels (`--tag`), besides the deployment's.
+    pub labels: Vec<(String, String)>,
 }
 
 impl DiskInfo {
@@ -316,24 +343,31 @@ impl Api {
         }
     }
 
-    /// Starts creating a disk with `labels`.
+    /// Starts creating the disk `new` named `name`, with `labels` (the
+    /// deployment's) and its own.
     pub async fn insert_disk(
         &self,
         at: &Location,
         name: &str,
-        size_gb: i64,
-        disk_type: &str,
+        new: &NewDisk,
         labels: Vec<(String, String)>,
     ) -> Result<Operation, ApiError> {
         let what = format!("disks.insert {name} in {}", at.zone);
         let body = Disk::new()
             .set_name(name)
-            .set_size_gb(size_gb)
-            .set_labels(labels)
+            .set_size_gb(new.size_gb)
+            .set_labels(labels.into_iter().chain(new.labels.iter().cloned()))
             .set_type(format!(
-                "projects/{}/zones/{}/diskTypes/{disk_type}",
-                at.project, at.zone
-            ));
+                "projects/{}/zones/{}/diskTypes/{}",
+                at.project, at.zone, new.disk_type
+            ))
+            .set_or_clear_disk_encryption_key(
+                new.kms_key
+                    .as_ref()
+                    .map(|k| CustomerEncryptionKey::new().set_kms_key_name(k)),
+            )
+            .set_or_clear_provisioned_iops(new.iops)
+            .set_or_clear_provisioned_throughput(new.throughput);
         let insert = self
             .disks
             .insert()
@@ -380,6 +414,28 @@ impl Api {
             .with_options(idempotent())
             .send();
         call(&what, set_labels).await
+    }
+
+    /// Starts growing the disk `name` to `size_gb` GB (`disks.resize`; a disk
+    /// is never shrunk: the caller checked, and Compute Engine refuses).
+    pub async fn resize(
+        &self,
+        at: &Location,
+        name: &str,
+        size_gb: i64,
+    ) -> Result<Operation, ApiError> {
+        let what = format!("disks.resize {name} to {size_gb} GB in {}", at.zone);
+        let resize = self
+            .disks
+            .resize()
+            .set_project(&at.project)
+            .set_zone(&at.zone)
+            .set_disk(name)
+            .set_request_id(request_id())
+            .set_body(DisksResizeRequest::new().set_size_gb(size_gb))
+            .with_options(idempotent())
+            .send();
+        call(&what, resize).await
     }
 
     /// Starts attaching `disk` to `instance` read-write, as device `disk`.
@@ -555,6 +611,12 @@ fn info(d: Disk, name: &str, at: &Location) -> DiskInfo {
             .map(|u| last_segment(u).to_string())
             .collect(),
         labels: d.labels.clone(),
+        kms_key: d
+            .disk_encryption_key
+            .as_ref()
+            .and_then(|k| k.kms_key_name.clone()),
+        iops: d.provisioned_iops,
+        throughput: d.provisioned_throughput,
     }
 }
 
