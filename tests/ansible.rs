@@ -210,6 +210,42 @@ fn playbooks_keep_data_across_down_and_up_and_rerun_unchanged() {
     assert_eq!(p.playbook("down.yml", &[]).code, 0);
 }
 
+/// `appscale_grow` with a larger `appscale_size` grows the disk, then its
+/// filesystem, with the data intact (grown while detached: this container
+/// lacks the CAP_SYS_RESOURCE ext4's online resize needs).
+#[test]
+fn appscale_grow_grows_the_disk_and_its_filesystem() {
+    require_root();
+    let p = Play::local("ansible-grow", 1);
+    assert_eq!(p.playbook("up.yml", &[]).code, 0);
+    std::fs::write(p.mnt(0).join("precious"), "kept").unwrap();
+    assert_eq!(p.playbook("down.yml", &[]).code, 0);
+    let bigger = ["-e", "appscale_size=128M"];
+    let r = p.playbook("up.yml", &bigger);
+    assert_ne!(r.code, 0, "a larger size without appscale_grow fails");
+    assert!(r.stdout.contains("size-mismatch"), "{}", r.stdout);
+    let image = p.t.join("disks/ans-0.img");
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 64 << 20);
+    assert_eq!(p.playbook("down.yml", &[]).code, 0);
+
+    let r = p.playbook(
+        "up.yml",
+        &["-e", "appscale_size=128M", "-e", "appscale_grow=true"],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 128 << 20);
+    let st = nix::sys::statvfs::statvfs(&p.mnt(0)).unwrap();
+    assert!(
+        st.blocks() * st.fragment_size() > 100 << 20,
+        "the filesystem grew"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.mnt(0).join("precious")).unwrap(),
+        "kept"
+    );
+    assert_eq!(p.playbook("down.yml", &[]).code, 0);
+}
+
 #[test]
 fn check_mode_changes_nothing_and_says_what_would() {
     require_root();

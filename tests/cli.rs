@@ -187,13 +187,27 @@ fn each_cloud_tool_takes_only_its_own_flags() {
                 &["--size", "1G"],
                 &["--type", "gp3"],
                 &["--encrypted"],
+                &["--grow"],
+                &["--kms-key", "k"],
+                &["--iops", "3000"],
+                &["--throughput", "125"],
+                &["--tag", "a=b"],
+                &["--retag"],
                 &["--force"],
                 &["--ebs-force"],
             ],
         ),
         (
             "disk-detach",
-            &[&["--size", "1G"], &["--type", "gp3"], &["--encrypted"]],
+            &[
+                &["--size", "1G"],
+                &["--type", "gp3"],
+                &["--encrypted"],
+                &["--grow"],
+                &["--kms-key", "k"],
+                &["--iops", "3000"],
+                &["--tag", "a=b"],
+            ],
         ),
     ];
     for (tool, flags) in not_theirs {

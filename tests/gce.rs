@@ -706,3 +706,214 @@ fn links_that_disagree_or_a_device_of_another_size_are_refused() {
     let r = ensure().expect(1).record();
     assert_eq!(error_code(&r), "identity-mismatch", "{r}");
 }
+
+// --- Production options (issue 18) ----------------------------------------
+
+const KEY: &str = "projects/proj/locations/us/keyRings/appscale/cryptoKeys/data";
+
+/// A new disk gets the customer-managed key, provisioned IOPS and
+/// throughput, and labels asked; found again it is held to them (Compute
+/// Engine names the key version, which matches the key); labels are added
+/// only with --retag.
+#[test]
+fn a_new_disk_has_the_key_performance_and_labels_asked_and_is_held_to_them() {
+    let g = Gce::new("us-central1-a");
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let opts = [
+        "--size",
+        "100G",
+        "--type",
+        "hyperdisk-balanced",
+        "--kms-key",
+        KEY,
+        "--iops",
+        "6000",
+        "--throughput",
+        "400",
+        "--tag",
+        "team=db",
+    ];
+    let r = g.tool("disk-create", &opts, &input).expect(0).record();
+    assert_eq!(r["changed"], true, "{r}");
+    let d = &g.state()["disks"]["proj/us-central1-a/data-0"];
+    assert_eq!(d["kmsKeyName"], KEY, "{d}");
+    assert_eq!(
+        (
+            d["provisionedIops"].as_u64(),
+            d["provisionedThroughput"].as_u64()
+        ),
+        (Some(6000), Some(400)),
+        "{d}"
+    );
+    assert_eq!(d["labels"]["team"], "db", "{d}");
+    assert_eq!(
+        d["labels"]["appscale-persist-deployment"], "appscale",
+        "{d}"
+    );
+
+    for args in [&opts[..], &[]] {
+        let r = g.tool("disk-create", args, &input).expect(0).record();
+        assert_eq!(r["changed"], false, "{args:?}: {r}");
+    }
+    let other = KEY.replace("data", "other");
+    for (args, code) in [
+        (&["--kms-key", other.as_str()][..], "encryption-mismatch"),
+        (
+            &["--type", "hyperdisk-balanced", "--iops", "7000"],
+            "performance-mismatch",
+        ),
+    ] {
+        let r = g.tool("disk-create", args, &input).expect(1).record();
+        assert_eq!(error_code(&r), code, "{args:?}: {r}");
+    }
+    let r = g
+        .tool("disk-create", &["--tag", "team=web"], &input)
+        .expect(0)
+        .record();
+    assert_eq!(r["changed"], false, "{r}");
+    assert_eq!(g.state()["calls"].get("disks.setLabels"), None);
+    let retag = ["--tag", "team=web", "--tag", "tier=gold", "--retag"];
+    let r = g.tool("disk-create", &retag, &input).expect(0).record();
+    assert_eq!(r["changed"], true, "{r}");
+    let labels = &g.state()["disks"]["proj/us-central1-a/data-0"]["labels"];
+    assert_eq!(
+        (labels["team"].as_str(), labels["tier"].as_str()),
+        (Some("web"), Some("gold"))
+    );
+    assert_eq!(
+        labels["appscale-persist-deployment"], "appscale",
+        "{labels}"
+    );
+    let r = g.tool("disk-create", &retag, &input).expect(0).record();
+    assert_eq!(r["changed"], false, "labelled once: {r}");
+    assert_eq!(g.state()["calls"]["disks.setLabels"], 1);
+}
+
+/// A disk found with a Google-managed key where --kms-key asks for one is
+/// an error, never accepted.
+#[test]
+fn a_disk_with_a_google_managed_key_is_not_taken_for_a_customer_managed_one() {
+    let g = Gce::new("us-central1-a");
+    g.control(
+        "disks",
+        json!({"project": "proj", "zone": "us-central1-a", "name": "data-0", "sizeGb": 10}),
+    );
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let r = g
+        .tool("disk-create", &["--kms-key", KEY], &input)
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "encryption-mismatch", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Google-managed"),
+        "{r}"
+    );
+    assert_eq!(
+        g.state()["calls"].get("disks.setLabels"),
+        None,
+        "not adopted"
+    );
+}
+
+/// Label rules, provisioned values beyond the type's limits, and a key
+/// that is no Cloud KMS key name are usage errors before any call.
+#[test]
+fn labels_and_performance_beyond_the_rules_are_refused_before_any_call() {
+    let g = Gce::new("us-central1-a");
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let refused: &[(&[&str], &str)] = &[
+        (&["--tag", "Team=db"], "lowercase letter"),
+        (&["--tag", "team=DB"], "only lowercase"),
+        (&["--tag", "appscale-persist-node=x"], "itself"),
+        (
+            &["--iops", "5000"],
+            "pd-balanced disks take no provisioned IOPS",
+        ),
+        (
+            &["--type", "pd-extreme", "--iops", "5000"],
+            "10000 to 120000",
+        ),
+        (
+            &["--type", "hyperdisk-throughput", "--iops", "5000"],
+            "no provisioned IOPS",
+        ),
+        (
+            &["--type", "hyperdisk-balanced", "--throughput", "5000"],
+            "140 to 2400",
+        ),
+        (&["--kms-key", "alias/data"], "Cloud KMS key name"),
+    ];
+    for (args, why) in refused {
+        let r = g.tool("disk-create", args, &input).expect(2);
+        assert!(r.stderr.contains(why), "{args:?}: {}", r.stderr);
+        assert!(r.stdout.is_empty(), "{args:?}");
+    }
+    assert_eq!(g.state()["calls"], json!({}), "no call at all");
+}
+
+/// --grow resizes a smaller disk (disks.resize, its operation waited for);
+/// without it the difference is reported; a larger disk is never shrunk.
+#[test]
+fn grow_resizes_a_smaller_disk_and_never_shrinks_one() {
+    let g = Gce::new("us-central1-a");
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    g.tool("disk-create", &["--size", "10G"], &input).expect(0);
+    let size = || g.state()["disks"]["proj/us-central1-a/data-0"]["sizeGb"].as_u64();
+    let r = g
+        .tool("disk-create", &["--size", "20G"], &input)
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "size-mismatch", "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("--grow"),
+        "{r}"
+    );
+    let r = g
+        .tool(
+            "disk-create",
+            &["--check", "--size", "20G", "--grow"],
+            &input,
+        )
+        .expect(0);
+    assert!(
+        r.stderr.contains("would grow from 10 GB to 20 GB"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(g.state()["calls"].get("disks.resize"), None);
+
+    let r = g
+        .tool("disk-create", &["--size", "20G", "--grow"], &input)
+        .expect(0)
+        .record();
+    assert_eq!(r["changed"], true, "{r}");
+    assert_eq!(r["size_bytes"], 20u64 << 30, "{r}");
+    assert_eq!(size(), Some(20));
+    let r = g
+        .tool("disk-create", &["--size", "20G", "--grow"], &input)
+        .expect(0)
+        .record();
+    assert_eq!(r["changed"], false, "grown once: {r}");
+
+    let r = g
+        .tool("disk-create", &["--size", "15G", "--grow"], &input)
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "size-mismatch", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("never shrunk"),
+        "{r}"
+    );
+    assert_eq!(size(), Some(20));
+    assert_eq!(
+        g.state()["calls"]["disks.resize"],
+        1,
+        "no call to shrink it"
+    );
+}

@@ -3,7 +3,9 @@
 //!
 //! The limits are those the EC2 API reference gives for CreateVolume
 //! (aws-sdk-ec2 1.274): which volume types take `--iops` and
-//! `--throughput`, their ranges, and the ratios to size and to IOPS. An
+//! `--throughput`, their ranges, and the ratios to size (when `--size` is
+//! given: a volume found has its own, and EC2 checks a new one's) and to
+//! IOPS. An
 //! unknown type is passed on as given, but takes neither flag here: its
 //! limits are unknown. Tags: at most 128 characters a key and 256 a value,
 //! no `aws:` key (AWS's own), and none of the keys this provider sets
@@ -11,8 +13,8 @@
 
 use appscale_persist_cloudkit::DiskSpec;
 
+use crate::DEFAULT_DISK_TYPE;
 use crate::owner::{TAG_DEPLOYMENT, TAG_KMS_KEY, TAG_NODE};
-use crate::{DEFAULT_DISK_TYPE, DEFAULT_SIZE};
 
 /// A volume type's provisioned IOPS.
 struct Iops {
@@ -119,7 +121,8 @@ fn check_performance(spec: &DiskSpec) -> Result<(), String> {
         }
         return Ok(());
     };
-    let gib = spec.size.unwrap_or(DEFAULT_SIZE).gib();
+    // The ratio to size only with --size: a volume found has its own size.
+    let gib = spec.size.map(|s| s.gib()).unwrap_or(u64::MAX / 1_000_000);
     let iops = match (&ty.iops, spec.iops) {
         (None, Some(_)) => {
             return Err(format!(

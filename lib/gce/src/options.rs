@@ -4,7 +4,8 @@
 //!
 //! * Provisioned IOPS and throughput: only the disk types that take them
 //!   (pd-extreme, the hyperdisks), within the ranges Compute Engine's
-//!   documentation gives for each (as of 2025); any other type takes
+//!   documentation gives for each (as of 2025), and the ratio to size when
+//!   `--size` is given (a disk found has its own); any other type takes
 //!   neither.
 //! * Labels (`--tag`): keys of 1 to 63 characters starting with a lowercase
 //!   letter, keys and values only lowercase letters, digits, `_` and `-`
@@ -16,8 +17,8 @@
 
 use appscale_persist_cloudkit::DiskSpec;
 
+use crate::DEFAULT_DISK_TYPE;
 use crate::owner::{LABEL_DEPLOYMENT, LABEL_NODE};
-use crate::{DEFAULT_DISK_TYPE, DEFAULT_SIZE};
 
 /// What a disk type takes: IOPS (min, max, at most this many per GiB; 0:
 /// no ratio) and throughput, MiB/s (min, max, at most IOPS divided by this;
@@ -92,7 +93,8 @@ pub fn check(spec: &DiskSpec) -> Result<(), String> {
 fn check_performance(spec: &DiskSpec) -> Result<(), String> {
     let name = spec.disk_type.as_deref().unwrap_or(DEFAULT_DISK_TYPE);
     let ty = TYPES.iter().find(|t| t.name == name);
-    let gib = spec.size.unwrap_or(DEFAULT_SIZE).gib();
+    // The ratio to size only with --size: a disk found has its own size.
+    let gib = spec.size.map(|s| s.gib()).unwrap_or(u64::MAX / 1_000_000);
     let takes = "pd-extreme, hyperdisk-balanced and hyperdisk-extreme take --iops; hyperdisk-balanced, hyperdisk-throughput and hyperdisk-ml --throughput";
     if let Some(n) = spec.iops {
         let Some((min, max, per_gib)) = ty.and_then(|t| t.iops) else {
