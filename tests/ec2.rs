@@ -1933,3 +1933,46 @@ fn grow_modifies_a_smaller_volume_and_never_shrinks_one() {
     assert_eq!(moto.ec2_admin(&["volume", &vol])["size"], 3);
     assert_eq!(calls(&moto, "ModifyVolume"), 1, "no call to shrink it");
 }
+
+/// A grow is waited for while its modification is `modifying`, and done at
+/// `optimizing` (usable at the new size); a modification that fails is
+/// `resize-failed`, with EC2's reason.
+#[test]
+fn a_grow_waits_out_modifying_and_a_failed_modification_is_resize_failed() {
+    let moto = Server::moto();
+    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
+    let url = proxy.url();
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    create(&url, &[rec("node-0", "data-0")]);
+    let polls = || {
+        let (_, body) = http("GET", &format!("{url}/__proxy__"), "");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["injected"]["DescribeVolumesModifications"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    inject(
+        &url,
+        json!({"modification": {"polls": 2, "then": "optimizing"}}),
+    );
+    let r = tool(&url, "disk-create", &["--size", "2G", "--grow"], &input)
+        .expect(0)
+        .record();
+    assert_eq!(
+        (r["changed"].as_bool(), r["size_bytes"].as_u64()),
+        (Some(true), Some(2 << 30)),
+        "{r}"
+    );
+    assert_eq!(polls(), 3, "polled until optimizing");
+
+    inject(
+        &url,
+        json!({"modification": {"polls": 1, "then": "failed", "message": "insufficient capacity"}}),
+    );
+    let r = tool(&url, "disk-create", &["--size", "3G", "--grow"], &input)
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "resize-failed", "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("insufficient capacity"), "{msg}");
+}
