@@ -1965,6 +1965,17 @@ fn a_grow_waits_out_modifying_and_a_failed_modification_is_resize_failed() {
     );
     assert_eq!(polls(), 3, "polled until optimizing");
 
+    // An earlier run's grow still modifying: waited for, nothing sent.
+    inject(
+        &url,
+        json!({"modification": {"polls": 2, "then": "optimizing"}}),
+    );
+    let r = tool(&url, "disk-create", &["--size", "2G", "--grow"], &input)
+        .expect(0)
+        .record();
+    assert_eq!(r["changed"], false, "{r}");
+    assert_eq!(polls(), 3, "looked up once, then polled until optimizing");
+
     inject(
         &url,
         json!({"modification": {"polls": 1, "then": "failed", "message": "insufficient capacity"}}),

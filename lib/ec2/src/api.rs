@@ -523,6 +523,17 @@ impl Api {
         Ok(latest.into_iter().map(|(k, (_, m))| (k, m)).collect())
     }
 
+    /// Those of `ids` whose latest modification is still `modifying`.
+    pub async fn modifying(&self, ids: Vec<String>) -> Result<Vec<String>, ApiError> {
+        Ok(self
+            .modifications(ids)
+            .await?
+            .into_iter()
+            .filter(|(_, m)| m.state == "modifying")
+            .map(|(id, _)| id)
+            .collect())
+    }
+
     /// Waits until the modification of each of `ids` is usable
     /// (`optimizing` or `completed`: the volume has its new size; EBS goes
     /// on optimizing it in the background), one

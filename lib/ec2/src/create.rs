@@ -146,10 +146,9 @@ pub async fn create(
         .api
         .wait_volumes(pending, &run.deadline, available)
         .await;
-    let mut modified = run
-        .api
-        .wait_modified(grown.iter().flatten().cloned().collect(), &run.deadline)
-        .await;
+    let mut growing: Vec<String> = grown.iter().flatten().cloned().collect();
+    growing.extend(modifying_already(run, &plans).await);
+    let mut modified = run.api.wait_modified(growing, &run.deadline).await;
     // Finish.
     records
         .iter_mut()
@@ -161,7 +160,16 @@ pub async fn create(
                 (CreatePlan::Exists { vol, change }, _) if !change.is_empty() => {
                     return finish_changed(run, r, vol, change, &mut modified);
                 }
-                (CreatePlan::Exists { .. }, _) => return Ok(describe(r, &plan)),
+                (CreatePlan::Exists { vol, .. }, _) => {
+                    let id = volume::id(vol);
+                    if let Some(m) = modified.remove(id) {
+                        m.map_err(|u| {
+                            let what = format!("volume {id}'s modification by an earlier run");
+                            u.into_failure(format!("{what} did not become usable"), &run.deadline)
+                        })?;
+                    }
+                    return Ok(describe(r, &plan));
+                }
                 (CreatePlan::Adopt { vol, change, .. }, _) => {
                     let changed = finish_changed(run, r, vol, change, &mut modified)?;
                     return Ok(finish_adopted(r, plan, changed));
@@ -211,6 +219,39 @@ async fn plan(
             plan_one(run, r, found)
         })
         .collect()
+}
+
+/// With `--grow`, the volumes found at the size asked whose latest
+/// modification (an earlier run's grow, cut short) is still `modifying`:
+/// not usable at their new size yet, so waited for like this run's. One
+/// DescribeVolumesModifications; if it fails, a warning (the volumes have
+/// the size asked; only the filesystem's grow may come a run later).
+async fn modifying_already(run: &Run, plans: &[Result<CreatePlan, Failure>]) -> Vec<String> {
+    if !run.cfg.spec.grow || run.cfg.spec.size.is_none() {
+        return Vec::new();
+    }
+    let ids: Vec<String> = plans
+        .iter()
+        .filter_map(|p| match p {
+            Ok(CreatePlan::Exists { vol, change }) if change.is_empty() => {
+                Some(volume::id(vol).to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    match run.api.modifying(ids).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            log::warn(format_args!(
+                "could not tell whether an earlier grow is still modifying: {}",
+                e.failure.message
+            ));
+            Vec::new()
+        }
+    }
 }
 
 /// The plan for one record, from what was found for it.
