@@ -687,6 +687,25 @@ fn up_and_down_on_an_ec2_appscalefile() {
     );
     let again = up().expect(0).record();
     assert!(all_unchanged(std::slice::from_ref(&again)), "{again}");
+    // disk-create's own options go to it alone (disk-attach would refuse
+    // them): the found volume is tagged.
+    let mut tagged = provider.to_vec();
+    tagged.extend([
+        "--size",
+        "1G",
+        "--tag",
+        "team=db",
+        "--tag=tier=gold",
+        "--retag",
+    ]);
+    let r = flow("up", &t, &file, &tagged, &env).expect(0).record();
+    assert_eq!(r["state"], "mounted", "{r}");
+    let tags = &moto.ec2_admin(&["volume", &vol])["tags"];
+    assert_eq!(
+        (tags["team"].as_str(), tags["tier"].as_str()),
+        (Some("db"), Some("gold")),
+        "{tags}"
+    );
     down().expect(0);
 }
 
