@@ -240,3 +240,33 @@ fn each_cloud_tool_takes_only_its_own_flags() {
         "{out}"
     );
 }
+
+/// The cloud options are a usage error for a local image (which takes
+/// --size and --grow) and a static device (used as it is): exit 2, nothing
+/// done.
+#[test]
+fn local_and_static_disks_refuse_the_cloud_options() {
+    let t = TempDir::new("cli-cloud-options");
+    let state = t.s("disks");
+    let refused: &[(&str, &[&str])] = &[
+        ("local", &["--encrypted"]),
+        ("local", &["--kms-key", "alias/k"]),
+        ("local", &["--iops", "3000"]),
+        ("local", &["--throughput", "125"]),
+        ("local", &["--tag", "a=b"]),
+        ("static", &["--grow"]),
+        ("static", &["--tag", "a=b"]),
+    ];
+    for (provider, flag) in refused {
+        let mut args = vec!["--provider", provider, "--disk", "d", "--state-dir", &state];
+        args.extend_from_slice(flag);
+        let r = run("disk-create", &args, "").expect(2);
+        assert!(
+            r.stderr.contains(flag[0]),
+            "{provider} {flag:?}: {}",
+            r.stderr
+        );
+        assert!(r.stdout.is_empty(), "{provider} {flag:?}");
+    }
+    assert!(!t.join("disks").exists(), "nothing was done");
+}

@@ -172,7 +172,8 @@ impl CreateArgs {
 
     /// Checks these options against the limits of every provider the
     /// records go to (`kind_of`), before anything is done: an error is a
-    /// usage error. A local image takes only --size and --grow.
+    /// usage error. A local image takes only --size and --grow; a static
+    /// device none of the production options (it is used as it is).
     pub fn check(
         &self,
         records: &[Record],
@@ -188,8 +189,9 @@ impl CreateArgs {
             match kind {
                 ProviderKind::Ec2 | ProviderKind::Euca => appscale_persist_ec2::check_spec(&spec)?,
                 ProviderKind::Gce => appscale_persist_gce::check_spec(&spec)?,
-                ProviderKind::Local => {
+                ProviderKind::Local | ProviderKind::Static => {
                     let cloud_only = [
+                        (self.grow && kind == ProviderKind::Static, "--grow"),
                         (self.encrypted, "--encrypted"),
                         (self.kms_key.is_some(), "--kms-key"),
                         (self.iops.is_some(), "--iops"),
@@ -197,12 +199,13 @@ impl CreateArgs {
                         (!self.tags.is_empty(), "--tag"),
                     ];
                     if let Some((_, flag)) = cloud_only.iter().find(|(given, _)| *given) {
-                        return Err(format!(
-                            "{flag}: a local disk image takes only --size and --grow"
-                        ));
+                        return Err(if kind == ProviderKind::Local {
+                            format!("{flag}: a local disk image takes only --size and --grow")
+                        } else {
+                            format!("{flag}: a static device is used as it is")
+                        });
                     }
                 }
-                ProviderKind::Static => {}
             }
         }
         Ok(())
