@@ -122,7 +122,8 @@ pub struct CreateArgs {
     #[arg(long, help_heading = "Create")]
     pub grow: bool,
     /// Encrypt a new EBS volume (with the account's default key unless
-    /// --kms-key); a volume found unencrypted is an error.
+    /// --kms-key); a volume found unencrypted is an error. (Every GCE disk
+    /// is encrypted.)
     #[arg(long, help_heading = "Create")]
     pub encrypted: bool,
     /// Customer-managed key of a new disk: on EC2 a KMS key id, alias
@@ -137,7 +138,8 @@ pub struct CreateArgs {
     #[arg(long, value_name = "N", help_heading = "Create")]
     pub iops: Option<u64>,
     /// Provisioned throughput of a new disk, MiB/s (EBS gp3; GCE
-    /// hyperdisk-balanced, hyperdisk-throughput), checked likewise.
+    /// hyperdisk-balanced, hyperdisk-throughput, hyperdisk-ml), checked
+    /// likewise.
     #[arg(long, value_name = "MIBPS", help_heading = "Create")]
     pub throughput: Option<u64>,
     /// A tag (EBS) or label (GCE) for new disks, repeatable; GCE label
