@@ -917,3 +917,66 @@ fn grow_resizes_a_smaller_disk_and_never_shrinks_one() {
         "no call to shrink it"
     );
 }
+
+/// The whole way on Compute Engine: a disk grown by disk-create --grow
+/// (the fake grows its stand-in as Compute Engine grows the disk under the
+/// guest), then scripts/up --grow grows the filesystem; the data is
+/// intact. (Grown while detached: this container lacks the
+/// CAP_SYS_RESOURCE ext4's online resize needs.)
+#[test]
+fn up_grow_on_compute_engine_keeps_the_data() {
+    require_root();
+    let zone = "us-central1-a";
+    let g = Gce::new(zone);
+    let t = TempDir::new("gce-grow");
+    let file = t.join("AppScalefile");
+    std::fs::write(&file, format!("infrastructure: gce\nproject: proj\nmachine: appscale-image\nclient_secrets: ~/client_secrets.json\nzone: {zone}\nips_layout:\n  master: node-1\n  appengine: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: growdisk\n")).unwrap();
+    let dev = stand_in(&t, "growdisk", 1024);
+    let mut env = g.env();
+    env.push(("APPSCALE_PERSIST_DEV_ROOT".into(), t.s("dev")));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let url = g.url();
+    let flow_of = |script: &str, flags: &[&str], size: &str| {
+        let mut provider = vec!["--endpoint", url.as_str(), "--self"];
+        if script == "up" {
+            provider.extend(["--size", size]);
+        }
+        let mut flags = flags.to_vec();
+        flags.extend(["--node", "node-1"]);
+        flow_with(script, &t, &file, &flags, &provider, &env)
+    };
+    flow_of("up", &[], "1G").expect(0);
+    let data = t.join("mnt/node-1/rows");
+    std::fs::write(&data, "kept").unwrap();
+    flow_of("down", &[], "").expect(0);
+
+    // Without --grow, a larger size is reported and nothing is done.
+    let r = flow_of("up", &[], "2G");
+    assert_ne!(r.code, 0);
+    assert_eq!(error_code(&r.record()), "size-mismatch", "{}", r.stdout);
+    assert_eq!(g.state()["calls"].get("disks.resize"), None);
+
+    // The disk grows (disks.resize); the guest sees its device grow.
+    let input = ndjson(&[rec("node-1", "growdisk")]);
+    g.tool("disk-create", &["--size", "2G", "--grow"], &input)
+        .expect(0);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&dev.image)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    sh_ok(&["losetup", "--set-capacity", &dev.device]);
+
+    let r = flow_of("up", &["--grow"], "2G").expect(0).record();
+    assert_eq!(r["state"], "mounted", "{r}");
+    let st = nix::sys::statvfs::statvfs(&t.join("mnt/node-1")).unwrap();
+    assert!(
+        st.blocks() * st.fragment_size() > 3 << 29,
+        "the filesystem grew"
+    );
+    assert_eq!(std::fs::read_to_string(&data).unwrap(), "kept");
+    let again = flow_of("up", &["--grow"], "2G").expect(0).record();
+    assert!(all_unchanged(std::slice::from_ref(&again)), "{again}");
+    flow_of("down", &[], "").expect(0);
+}
