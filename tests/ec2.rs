@@ -732,7 +732,7 @@ fn an_existing_volume_of_another_size_or_type_is_refused() {
         msg.contains(&vol) && msg.contains("1G") && msg.contains("2G"),
         "{msg}"
     );
-    let r = tool(&url, "disk-create", &["--type", "st1"], &input)
+    let r = tool(&url, "disk-create", &["--type", "io1"], &input)
         .expect(1)
         .record();
     assert_eq!(error_code(&r), "type-mismatch", "{r}");
@@ -1864,7 +1864,6 @@ fn options_beyond_the_volume_types_limits_are_refused_before_any_call() {
             "at most 5000",
         ),
         (&["--type", "gp3", "--throughput", "800"], "at most 750"),
-        (&["--type", "io1"], "need --iops"),
         (
             &["--type", "io2", "--iops", "1000", "--throughput", "200"],
             "gp3 does",
@@ -1889,6 +1888,20 @@ fn options_beyond_the_volume_types_limits_are_refused_before_any_call() {
     }
     let actions = moto.ec2_admin(&["actions"]);
     assert_eq!(actions, json!({}), "no call at all: {actions}");
+    // A new io1 volume needs --iops (a volume found has its own): the
+    // record fails before any CreateVolume.
+    let r = tool(&url, "disk-create", &["--type", "io1"], &input)
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "create-failed", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs --iops"),
+        "{r}"
+    );
+    assert_eq!(moto.ec2_admin(&["actions"]).get("CreateVolume"), None);
 }
 
 /// --grow grows a smaller volume (ModifyVolume, waited until usable);

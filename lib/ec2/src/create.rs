@@ -320,6 +320,9 @@ fn plan_one(
 /// The plan for a record whose Name tag no volume carries: make one.
 fn plan_new(run: &Run, r: &Record) -> Result<CreatePlan, Failure> {
     let spec = &run.cfg.spec;
+    if let Some(why) = crate::options::missing_iops(spec) {
+        return Err(Failure::new(codes::CREATE_FAILED, why));
+    }
     let Some(zone) = r.zone.clone() else {
         return Err(failures::no_zone(
             "to create the volume in",

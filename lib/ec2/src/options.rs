@@ -25,7 +25,8 @@ struct Iops {
     per_gib: u64,
     /// ...above what every volume of the type has (gp3's baseline).
     baseline: u64,
-    /// CreateVolume needs it.
+    /// CreateVolume needs it: checked when a volume is to be made
+    /// ([`missing_iops`]), as a volume found has its own.
     required: bool,
 }
 
@@ -129,12 +130,6 @@ fn check_performance(spec: &DiskSpec) -> Result<(), String> {
                 "--iops: {name} volumes take no provisioned IOPS (gp3, io1 and io2 do)"
             ));
         }
-        (Some(l), None) if l.required => {
-            return Err(format!(
-                "{name} volumes need --iops ({} to {})",
-                l.min, l.max
-            ));
-        }
         (Some(l), Some(n)) => {
             if !(l.min..=l.max).contains(&n) {
                 return Err(format!(
@@ -175,6 +170,19 @@ fn check_performance(spec: &DiskSpec) -> Result<(), String> {
         }
         _ => Ok(()),
     }
+}
+
+/// Why a new volume of `spec` cannot be made without `--iops` (io1, io2),
+/// if it cannot.
+pub fn missing_iops(spec: &DiskSpec) -> Option<String> {
+    let name = spec.disk_type.as_deref().unwrap_or(DEFAULT_DISK_TYPE);
+    let l = TYPES.iter().find(|t| t.name == name)?.iops.as_ref()?;
+    (l.required && spec.iops.is_none()).then(|| {
+        format!(
+            "a new {name} volume needs --iops ({} to {}): pass it, nothing was created",
+            l.min, l.max
+        )
+    })
 }
 
 fn check_tags(tags: &[(String, String)]) -> Result<(), String> {
@@ -230,7 +238,14 @@ mod tests {
         assert!(err(spec("gp3", 10, Some(6_000), None)).contains("at most 5000 IOPS"));
         assert!(err(spec("gp3", 10, None, Some(800))).contains("at most 750 MiB/s"));
         assert!(err(spec("gp3", 10, None, Some(100))).contains("125 to 2000"));
-        assert!(err(spec("io1", 10, None, None)).contains("need --iops"));
+        assert_eq!(
+            check(&spec("io1", 10, None, None)),
+            Ok(()),
+            "a volume found"
+        );
+        assert!(missing_iops(&spec("io1", 10, None, None)).is_some());
+        assert!(missing_iops(&spec("io1", 10, Some(500), None)).is_none());
+        assert!(missing_iops(&spec("gp3", 10, None, None)).is_none());
         assert!(err(spec("io1", 10, Some(1_000), None)).contains("at most 500 IOPS"));
         assert!(err(spec("io1", 10, Some(300), Some(200))).contains("gp3 does"));
         assert!(err(spec("gp2", 10, Some(300), None)).contains("no provisioned IOPS"));
