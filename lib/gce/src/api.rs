@@ -65,6 +65,8 @@ pub struct DiskInfo {
     pub users: Vec<String>,
     /// Its labels.
     pub labels: HashMap<String, String>,
+    /// When it was made (RFC 3339), when said.
+    pub created: Option<String>,
 }
 
 impl DiskInfo {
@@ -555,6 +557,7 @@ fn info(d: Disk, name: &str, at: &Location) -> DiskInfo {
             .map(|u| last_segment(u).to_string())
             .collect(),
         labels: d.labels.clone(),
+        created: d.creation_timestamp.clone(),
     }
 }
 

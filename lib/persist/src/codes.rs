@@ -199,6 +199,24 @@ pub const UNMOUNT_PROOF_STALE: &str = "unmount-proof-stale";
 /// The instance carries as many EBS volumes as its type allows.
 pub const ATTACHMENT_LIMIT: &str = "attachment-limit";
 
+// Problems disk-status finds (besides codes above that mean the same:
+// `no-such-disk`, `attached-elsewhere`, `zone-mismatch`, `other-deployment`,
+// `not-attached`, `device-not-found`, `identity-mismatch`,
+// `mounted-elsewhere`, `no-filesystem`).
+/// The filesystem is not mounted at the record's mountpoint, nor anywhere.
+pub const NOT_MOUNTED: &str = "not-mounted";
+/// The filesystem is mounted, but no fstab entry mounts it at boot.
+pub const NO_FSTAB_ENTRY: &str = "no-fstab-entry";
+/// The fstab entry for the mountpoint names another filesystem than the
+/// disk's (or the disk's filesystem is entered for another mountpoint).
+pub const FSTAB_MISMATCH: &str = "fstab-mismatch";
+/// An fstab entry mounts the record's mountpoint, but its disk is not here.
+pub const FSTAB_STALE: &str = "fstab-stale";
+/// The filesystem is fuller than the threshold (`--full-percent`).
+pub const DISK_FULL: &str = "disk-full";
+/// The superblock says the filesystem is not clean: it needs fsck.
+pub const NEEDS_FSCK: &str = "needs-fsck";
+
 /// Every code above, in the order `docs/protocol.md` lists them.
 pub const ALL: &[&str] = &[
     NO_PROVIDER,
@@ -281,6 +299,12 @@ pub const ALL: &[&str] = &[
     UNMOUNT_PROOF_MISMATCH,
     UNMOUNT_PROOF_STALE,
     ATTACHMENT_LIMIT,
+    NOT_MOUNTED,
+    NO_FSTAB_ENTRY,
+    FSTAB_MISMATCH,
+    FSTAB_STALE,
+    DISK_FULL,
+    NEEDS_FSCK,
 ];
 
 #[cfg(test)]
