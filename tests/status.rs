@@ -383,3 +383,132 @@ fn a_bare_device_and_usage_errors() {
         .record();
     assert_eq!(r, failed);
 }
+
+fn aws_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_CONFIG_FILE", "/nonexistent"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+    ]
+}
+
+/// Runs a controller-side tool against moto at `url`.
+fn ec2_tool(url: &str, name: &str, args: &[&str], input: &str) -> Run {
+    let mut a = vec!["--endpoint-url", url];
+    a.extend_from_slice(args);
+    run_env(name, &a, input, &aws_env())
+}
+
+fn ec2_rec(node: &str, disk: &str) -> Value {
+    json!({"v": 1, "node": node, "provider": "ec2", "zone": "us-east-1b", "disk": disk,
+           "deployment": "test"})
+}
+
+#[test]
+fn ec2_problems_come_from_moto_in_one_describe() {
+    let moto = Server::moto();
+    let url = moto.url();
+    let insts: Vec<String> = moto
+        .ec2_admin(&["run-instances", "us-east-1b", "2"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let recs: Vec<Value> = (0..3)
+        .map(|i| ec2_rec(&format!("node-{i}"), &format!("data-{i}")))
+        .collect();
+    let created = ec2_tool(&url, "disk-create", &["--size", "1G"], &ndjson(&recs))
+        .expect(0)
+        .records();
+    // data-0 on the first instance, data-1 on the second, data-2 nowhere.
+    for (r, inst) in created.iter().zip(&insts) {
+        let mut r = r.clone();
+        r["instance"] = json!(inst);
+        ec2_tool(&url, "disk-attach", &[], &ndjson(&[r])).expect(0);
+    }
+    let with = |i: usize, inst: &str| {
+        let mut r = recs[i].clone();
+        r["instance"] = json!(inst);
+        r
+    };
+
+    // Healthy: attached where the record says.
+    let healthy = with(0, &insts[0]);
+    let r = expect_codes(
+        ec2_tool(&url, "disk-status", &[], &ndjson(&[healthy.clone()])),
+        &[],
+    );
+    let c = &r["status"]["cloud"];
+    assert!(c["id"].as_str().unwrap().starts_with("vol-"), "{c}");
+    assert_eq!(c["size_bytes"], 1u64 << 30);
+    assert_eq!(c["type"], "gp3");
+    assert_eq!(c["zone"], "us-east-1b");
+    assert_eq!(c["state"], "in-use");
+    assert_eq!(c["encrypted"], false);
+    assert_eq!(c["attached_to"], json!([insts[0]]));
+    assert_eq!(c["attached_as"], "/dev/sdf");
+    assert_eq!(c["deployment"], "test");
+    assert_eq!(c["node"], "node-0");
+    assert!(c["created"].as_str().is_some_and(|s| !s.is_empty()), "{c}");
+    assert!(
+        r["status"].get("node").is_none(),
+        "no node part off the node"
+    );
+
+    // Every cloud problem at once, in one run: one DescribeVolumes.
+    let mut ghost = ec2_rec("node-3", "ghost");
+    ghost["instance"] = json!(insts[0]);
+    let input = ndjson(&[healthy.clone(), with(1, &insts[0]), recs[2].clone(), ghost]);
+    moto.ec2_admin(&["record-start"]);
+    let run = ec2_tool(&url, "disk-status", &[], &input).expect(1);
+    let actions = moto.ec2_admin(&["actions"]);
+    assert_eq!(actions["DescribeVolumes"], 1, "{actions}");
+    assert_eq!(actions.as_object().unwrap().len(), 1, "{actions}");
+    let got: Vec<Vec<String>> = run.records().iter().map(codes_of).collect();
+    assert_eq!(
+        got,
+        vec![
+            vec![],
+            vec!["attached-elsewhere".to_string()],
+            vec!["not-attached".to_string()],
+            vec!["no-such-disk".to_string()],
+        ]
+    );
+    assert_eq!(run.records()[3]["status"]["cloud"]["exists"], false);
+
+    // Another zone than the record's; another deployment's.
+    let mut elsewhere = healthy.clone();
+    elsewhere["zone"] = json!("us-east-1a");
+    expect_codes(
+        ec2_tool(&url, "disk-status", &[], &ndjson(&[elsewhere])),
+        &["zone-mismatch"],
+    );
+    let r = expect_codes(
+        ec2_tool(
+            &url,
+            "disk-status",
+            &["--deployment", "other"],
+            &ndjson(&[healthy.clone()]),
+        ),
+        &["other-deployment"],
+    );
+    assert_eq!(r["status"]["cloud"]["exists"], true);
+
+    // The table names every disk; nothing was changed.
+    let table = ec2_tool(&url, "disk-status", &["--format", "table"], &input).expect(1);
+    for d in ["data-0", "data-1", "data-2", "ghost"] {
+        assert!(table.stdout.contains(d), "{}", table.stdout);
+    }
+    assert!(
+        table.stdout.contains("attached-elsewhere; fix:")
+            || table.stdout.contains("[attached-elsewhere]")
+    );
+    let v = moto.ec2_admin(&["attached", &insts[1]]);
+    assert!(
+        v.as_object().unwrap().values().any(|d| d == "/dev/sdf"),
+        "data-1 is still attached there: {v}"
+    );
+}

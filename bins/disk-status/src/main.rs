@@ -108,6 +108,7 @@ impl Args {
         let opts = Options {
             default_provider: self.provider.provider,
             zone: self.provider.zone.clone(),
+            deployment: self.provider.deployment.clone(),
             on_node: self.provider.on_node,
             node: NodeOptions {
                 mountpoint: self.mountpoint,

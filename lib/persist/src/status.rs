@@ -248,6 +248,9 @@ pub struct Options {
     pub default_provider: Option<ProviderKind>,
     /// Zone for records that name none.
     pub zone: Option<String>,
+    /// The deployment every cloud disk must belong to (`--deployment`),
+    /// over the records' own.
+    pub deployment: Option<String>,
     /// Running on the node (`--self`): cloud records get a node part too.
     pub on_node: bool,
     /// How the node part is read.
@@ -296,6 +299,9 @@ pub fn run(records: &mut [Record], opts: &Options, open: &mut Opener) -> Exit {
         .map(|&i| {
             let mut r = records[i].clone();
             r.provider = r.provider.or(opts.default_provider);
+            if opts.deployment.is_some() && r.provider.is_some_and(ProviderKind::is_cloud) {
+                r.deployment.clone_from(&opts.deployment);
+            }
             r
         })
         .collect();
