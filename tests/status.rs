@@ -512,3 +512,117 @@ fn ec2_problems_come_from_moto_in_one_describe() {
         "data-1 is still attached there: {v}"
     );
 }
+
+/// The fake Compute Engine, its metadata describing `vm-1` in `zone`.
+struct FakeGce {
+    server: Server,
+}
+
+impl FakeGce {
+    fn new(zone: &str) -> FakeGce {
+        FakeGce {
+            server: Server::python(
+                "fake_gce.py",
+                &["--instance", "vm-1", "--zone", zone, "--project", "proj"],
+            ),
+        }
+    }
+
+    fn tool(&self, name: &str, args: &[&str], input: &str) -> Run {
+        let url = self.server.url();
+        let host = format!("127.0.0.1:{}", self.server.port);
+        let mut a = vec!["--endpoint", url.as_str(), "--project", "proj"];
+        a.extend_from_slice(args);
+        run_env(
+            name,
+            &a,
+            input,
+            &[
+                ("GCE_METADATA_HOST", host.as_str()),
+                ("CLOUDSDK_CONFIG", "/nonexistent"),
+            ],
+        )
+    }
+
+    fn control(&self, path: &str, body: Value) {
+        let url = format!("{}/__fake__/{path}", self.server.url());
+        let (status, text) = http("POST", &url, &body.to_string());
+        assert_eq!(status, 200, "{text}");
+    }
+
+    fn calls(&self) -> Value {
+        let url = format!("{}/__fake__/state", self.server.url());
+        serde_json::from_str::<Value>(&http("GET", &url, "").1).unwrap()["calls"].clone()
+    }
+
+    /// A disk of deployment `deployment` (node `node`) attached to `users`.
+    fn disk(&self, zone: &str, name: &str, deployment: &str, node: &str, users: &[&str]) {
+        self.control(
+            "disks",
+            json!({"project": "proj", "zone": zone, "name": name, "sizeGb": 10,
+                   "type": "pd-balanced", "users": users,
+                   "labels": {"appscale-persist-deployment": deployment,
+                              "appscale-persist-node": node}}),
+        );
+    }
+}
+
+#[test]
+fn gce_problems_come_from_the_fake_in_one_list() {
+    let zone = "us-central1-a";
+    let g = FakeGce::new(zone);
+    g.control(
+        "instances",
+        json!({"project": "proj", "zone": zone, "name": "vm-2"}),
+    );
+    g.disk(zone, "data-0", "test", "node-0", &["vm-1"]);
+    g.disk(zone, "data-1", "test", "node-1", &["vm-2"]);
+    g.disk(zone, "data-2", "test", "node-2", &[]);
+    g.disk(zone, "theirs", "other", "node-4", &[]);
+    let rec = |node: &str, disk: &str| {
+        json!({"v": 1, "node": node, "provider": "gce", "zone": zone, "disk": disk,
+               "deployment": "test", "instance": "vm-1"})
+    };
+    let healthy = rec("node-0", "data-0");
+    let r = expect_codes(g.tool("disk-status", &[], &ndjson(&[healthy.clone()])), &[]);
+    let c = &r["status"]["cloud"];
+    assert_eq!(c["id"], "data-0");
+    assert_eq!(c["size_bytes"], 10u64 << 30);
+    assert_eq!(c["type"], "pd-balanced");
+    assert_eq!(c["zone"], zone);
+    assert_eq!(c["state"], "READY");
+    assert_eq!(c["attached_to"], json!(["vm-1"]));
+    assert_eq!(
+        (&c["deployment"], &c["node"]),
+        (&json!("test"), &json!("node-0"))
+    );
+    assert!(c["created"].as_str().is_some_and(|s| !s.is_empty()), "{c}");
+
+    let before = g.calls();
+    let input = ndjson(&[
+        healthy,
+        rec("node-1", "data-1"),
+        rec("node-2", "data-2"),
+        rec("node-3", "ghost"),
+        rec("node-4", "theirs"),
+    ]);
+    let run = g.tool("disk-status", &[], &input).expect(1);
+    let after = g.calls();
+    let delta = |k: &str| after[k].as_u64().unwrap_or(0) - before[k].as_u64().unwrap_or(0);
+    assert_eq!(delta("disks.list"), 1, "one list for five disks: {after}");
+    assert_eq!(delta("disks.get"), 0, "{after}");
+    let got: Vec<Vec<String>> = run.records().iter().map(codes_of).collect();
+    assert_eq!(
+        got,
+        vec![
+            vec![],
+            vec!["attached-elsewhere".to_string()],
+            vec!["not-attached".to_string()],
+            vec!["no-such-disk".to_string()],
+            vec!["other-deployment".to_string()],
+        ]
+    );
+    for r in run.records() {
+        assert_explained(&r);
+    }
+}

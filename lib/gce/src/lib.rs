@@ -315,7 +315,7 @@ impl Provider for Gce {
             Ok(started) => started,
             Err(f) => return records.iter().map(|_| Err(f.clone())).collect(),
         };
-        let found = self.rt.block_on(disk::find_disks(&run, &targets));
+        let found = self.rt.block_on(disk::list_disks(&run, &targets));
         targets
             .iter()
             .zip(found)
