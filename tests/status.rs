@@ -626,3 +626,44 @@ fn gce_problems_come_from_the_fake_in_one_list() {
         assert_explained(&r);
     }
 }
+
+#[test]
+fn scripts_status_reports_a_deployment_made_by_scripts_up() {
+    require_root();
+    let t = TempDir::new("st-script");
+    let file = t.join("AppScalefile");
+    std::fs::write(
+        &file,
+        "infrastructure: local\nips_layout:\n  - roles: [master, database, zookeeper]\n    nodes: 2\n    disks: [d-0, d-1]\n",
+    )
+    .unwrap();
+    let state = t.s("disks");
+    let env = [("APPSCALE_PERSIST_STATE_DIR", state.as_str())];
+    flow("up", &t, &file, &["--size", "64M"], &env).expect(0);
+    let fstab = t.s("fstab");
+    let status = |extra: &[&str]| {
+        let mnt = t.s("mnt/{node}");
+        let mut args = vec!["--mountpoint", mnt.as_str()];
+        args.extend_from_slice(extra);
+        args.extend([file.to_str().unwrap(), "--", "--fstab", fstab.as_str()]);
+        let bin = bin_dir().display().to_string();
+        run_env(
+            repo().join("scripts/status").to_str().unwrap(),
+            &args,
+            "",
+            &[
+                ("APPSCALE_PERSIST_STATE_DIR", state.as_str()),
+                ("APPSCALE_PERSIST_BIN", bin.as_str()),
+            ],
+        )
+    };
+    let healthy = status(&[]).expect(0);
+    assert_eq!(healthy.stdout.lines().count(), 3, "{}", healthy.stdout);
+    assert!(healthy.stdout.lines().skip(1).all(|l| l.ends_with("ok")));
+    sh_ok(&["umount", t.join("mnt/node-1").to_str().unwrap()]);
+    let one = status(&[]).expect(1);
+    assert!(one.stdout.contains("[not-mounted]"), "{}", one.stdout);
+    let json = status(&["--format", "json", "--node", "node-1"]).expect(1);
+    assert_eq!(codes_of(&json.record()), vec!["not-mounted".to_string()]);
+    flow("down", &t, &file, &[], &env).expect(0);
+}
