@@ -58,6 +58,19 @@ enum Format {
 /// when run on the node), and `problems` (each with a code and a fix).
 #[derive(Debug, Parser)]
 #[command(name = "disk-status", version, after_help = AFTER_HELP)]
+// The shared provider options, said as disk-status uses them.
+#[command(mut_arg("deployment", |a| a.help(
+    "Deployment the disks must belong to: a disk tagged (EBS) or labelled (GCE) for \
+     another is reported (other-deployment) [default: the record's `deployment`, else `appscale`]"
+)))]
+#[command(mut_arg("concurrency", |a| a.help(
+    "At most this many API calls at once (GCE: one disks.list per zone)"
+)))]
+#[command(mut_arg("timeout", |a| a.hide(true)))]
+#[command(mut_arg("on_node", |a| a.help(
+    "Run on the node itself: take instance and zone from the metadata service, and add \
+     each cloud disk's node part (its device found here)"
+)))]
 struct Args {
     #[command(flatten)]
     common: Common,
