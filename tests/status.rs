@@ -667,3 +667,78 @@ fn scripts_status_reports_a_deployment_made_by_scripts_up() {
     assert_eq!(codes_of(&json.record()), vec!["not-mounted".to_string()]);
     flow("down", &t, &file, &[], &env).expect(0);
 }
+
+#[test]
+fn ec2_on_the_node_adds_the_node_part_found_by_the_volume_link() {
+    require_root();
+    let moto = Server::moto();
+    let url = moto.url();
+    let t = TempDir::new("st-ec2-node");
+    let inst = moto.ec2_admin(&["run-instances", "us-east-1b", "1"])[0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let imds = Server::python("fake_imds.py", &[&inst, "us-east-1b"]);
+    let vol = moto
+        .ec2_admin(&["create-volume", "us-east-1b", "1"])
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = t.join("AppScalefile");
+    std::fs::write(
+        &file,
+        format!("infrastructure: ec2\nmachine: ami-0123456789abcdef0\nzone: us-east-1b\nips_layout:\n  master: node-1\n  appengine: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: {vol}\n"),
+    )
+    .unwrap();
+    // A loop device stands in for the volume, behind its NVMe link.
+    let d = LoopDev::new(&t, &vol, 1024);
+    let by_id = t.join("dev/disk/by-id");
+    std::fs::create_dir_all(&by_id).unwrap();
+    let link = by_id.join(format!(
+        "nvme-Amazon_Elastic_Block_Store_{}",
+        vol.replacen('-', "", 1)
+    ));
+    std::os::unix::fs::symlink(&d.device, &link).unwrap();
+    let root = t.s("dev");
+    let mut env = aws_env();
+    env.push(("APPSCALE_PERSIST_DEV_ROOT", root.as_str()));
+    let imds_url = imds.url();
+    let provider = [
+        "--endpoint-url",
+        url.as_str(),
+        "--self",
+        "--metadata-endpoint",
+        imds_url.as_str(),
+    ];
+    let rec = flow("up", &t, &file, &provider, &env).expect(0).record();
+    let fstab = t.s("fstab");
+    let status = |r: &Value| {
+        let mut a = provider.to_vec();
+        a.extend(["--fstab", fstab.as_str(), "--node", "node-1"]);
+        run_env("disk-status", &a, &ndjson(&[r.clone()]), &env)
+    };
+    let r = expect_codes(status(&rec), &[]);
+    let s = &r["status"];
+    assert_eq!(s["cloud"]["attached_to"], json!([inst]));
+    assert_eq!(s["node"]["device"], rec["device"]);
+    let how = s["node"]["identity"].as_str().unwrap();
+    assert!(how.contains("nvme-Amazon_Elastic_Block_Store_"), "{how}");
+    assert_eq!(s["node"]["fs"]["uuid"], rec["fs"]["uuid"]);
+    assert_eq!(s["node"]["mounted_at"], t.s("mnt/node-1").as_str());
+    // The plan's record alone (no device): found by the volume's link.
+    let mut planned = rec.clone();
+    for k in ["device", "fs", "state", "steps", "changed", "attached_as"] {
+        planned.as_object_mut().unwrap().remove(k);
+    }
+    let r = expect_codes(status(&planned), &[]);
+    assert_eq!(r["status"]["node"]["device"], link.to_str().unwrap(), "{r}");
+    // The link gone: the device is not found on the node.
+    std::fs::remove_file(&link).unwrap();
+    let r = status(&planned).expect(1).record();
+    assert!(
+        codes_of(&r).contains(&"device-not-found".to_string()),
+        "{r}"
+    );
+    std::os::unix::fs::symlink(&d.device, &link).unwrap();
+    flow("down", &t, &file, &provider, &env).expect(0);
+}
