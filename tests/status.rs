@@ -384,16 +384,6 @@ fn a_bare_device_and_usage_errors() {
     assert_eq!(r, failed);
 }
 
-fn aws_env() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_CONFIG_FILE", "/nonexistent"),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
-    ]
-}
-
 /// Runs a controller-side tool against moto at `url`.
 fn ec2_tool(url: &str, name: &str, args: &[&str], input: &str) -> Run {
     let mut a = vec!["--endpoint-url", url];
@@ -513,72 +503,30 @@ fn ec2_problems_come_from_moto_in_one_describe() {
     );
 }
 
-/// The fake Compute Engine, its metadata describing `vm-1` in `zone`.
-struct FakeGce {
-    server: Server,
-}
-
-impl FakeGce {
-    fn new(zone: &str) -> FakeGce {
-        FakeGce {
-            server: Server::python(
-                "fake_gce.py",
-                &["--instance", "vm-1", "--zone", zone, "--project", "proj"],
-            ),
-        }
-    }
-
-    fn tool(&self, name: &str, args: &[&str], input: &str) -> Run {
-        let url = self.server.url();
-        let host = format!("127.0.0.1:{}", self.server.port);
-        let mut a = vec!["--endpoint", url.as_str(), "--project", "proj"];
-        a.extend_from_slice(args);
-        run_env(
-            name,
-            &a,
-            input,
-            &[
-                ("GCE_METADATA_HOST", host.as_str()),
-                ("CLOUDSDK_CONFIG", "/nonexistent"),
-            ],
-        )
-    }
-
-    fn control(&self, path: &str, body: Value) {
-        let url = format!("{}/__fake__/{path}", self.server.url());
-        let (status, text) = http("POST", &url, &body.to_string());
-        assert_eq!(status, 200, "{text}");
-    }
-
-    fn calls(&self) -> Value {
-        let url = format!("{}/__fake__/state", self.server.url());
-        serde_json::from_str::<Value>(&http("GET", &url, "").1).unwrap()["calls"].clone()
-    }
-
-    /// A disk of deployment `deployment` (node `node`) attached to `users`.
-    fn disk(&self, zone: &str, name: &str, deployment: &str, node: &str, users: &[&str]) {
-        self.control(
-            "disks",
-            json!({"project": "proj", "zone": zone, "name": name, "sizeGb": 10,
-                   "type": "pd-balanced", "users": users,
-                   "labels": {"appscale-persist-deployment": deployment,
-                              "appscale-persist-node": node}}),
-        );
-    }
+/// A disk on the fake Compute Engine, of deployment `deployment` (node
+/// `node`), attached to `users`.
+fn gce_disk(g: &Gce, zone: &str, name: &str, deployment: &str, node: &str, users: &[&str]) {
+    g.control(
+        "disks",
+        json!({"project": "proj", "zone": zone, "name": name, "sizeGb": 10,
+               "type": "pd-balanced", "users": users,
+               "labels": {"appscale-persist-deployment": deployment,
+                          "appscale-persist-node": node}}),
+    );
 }
 
 #[test]
 fn gce_problems_come_from_the_fake_in_one_list() {
     let zone = "us-central1-a";
-    let g = FakeGce::new(zone);
+    let g = Gce::new(zone);
     g.control(
         "instances",
         json!({"project": "proj", "zone": zone, "name": "vm-2"}),
     );
-    g.disk(zone, "data-0", "test", "node-0", &["vm-1"]);
-    g.disk(zone, "data-1", "test", "node-1", &["vm-2"]);
-    g.disk(zone, "data-2", "test", "node-2", &[]);
-    g.disk(zone, "theirs", "other", "node-4", &[]);
+    gce_disk(&g, zone, "data-0", "test", "node-0", &["vm-1"]);
+    gce_disk(&g, zone, "data-1", "test", "node-1", &["vm-2"]);
+    gce_disk(&g, zone, "data-2", "test", "node-2", &[]);
+    gce_disk(&g, zone, "theirs", "other", "node-4", &[]);
     let rec = |node: &str, disk: &str| {
         json!({"v": 1, "node": node, "provider": "gce", "zone": zone, "disk": disk,
                "deployment": "test", "instance": "vm-1"})
@@ -598,7 +546,7 @@ fn gce_problems_come_from_the_fake_in_one_list() {
     );
     assert!(c["created"].as_str().is_some_and(|s| !s.is_empty()), "{c}");
 
-    let before = g.calls();
+    let before = g.state()["calls"].clone();
     let input = ndjson(&[
         healthy,
         rec("node-1", "data-1"),
@@ -607,7 +555,7 @@ fn gce_problems_come_from_the_fake_in_one_list() {
         rec("node-4", "theirs"),
     ]);
     let run = g.tool("disk-status", &[], &input).expect(1);
-    let after = g.calls();
+    let after = g.state()["calls"].clone();
     let delta = |k: &str| after[k].as_u64().unwrap_or(0) - before[k].as_u64().unwrap_or(0);
     assert_eq!(delta("disks.list"), 1, "one list for five disks: {after}");
     assert_eq!(delta("disks.get"), 0, "{after}");
