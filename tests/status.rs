@@ -171,7 +171,7 @@ fn a_healthy_local_disk_exits_0_in_every_format_and_nothing_changes() {
     );
     assert_eq!(s["node"]["fs"]["type"], "ext4");
     assert_eq!(s["node"]["fs"]["uuid"], r["fs"]["uuid"]);
-    assert_eq!(s["node"]["fs"]["clean"], false, "mounted: journal in use");
+    assert_eq!(s["node"]["fs"]["clean"], true);
     assert_eq!(s["node"]["mounted_at"], l.mnt().as_str());
     assert!(s["node"]["mount_options"].as_str().unwrap().contains("rw"));
     assert_eq!(
@@ -289,6 +289,17 @@ fn node_problems_each_come_from_a_real_situation() {
     other["fs"]["uuid"] = json!("0b9e0c2d-1111-4222-8333-444455556666");
     expect_codes(l.status(&other, &[]), &["identity-mismatch"]);
 
+    // A stale record: its `device` is now another image's loop device.
+    let stranger = LoopDev::new(&l.t, "stranger", 16);
+    let mut stale = l.rec.clone();
+    stale["device"] = json!(stranger.device);
+    let r = expect_codes(l.status(&stale, &[]), &["identity-mismatch"]);
+    assert!(
+        r["status"]["node"].get("fs").is_none(),
+        "another disk's: not read"
+    );
+    drop(stranger);
+
     // Mounted, but fstab has no entry (another fstab: this one is empty).
     let empty = l.t.join("empty-fstab");
     std::fs::write(&empty, "# nothing\n").unwrap();
@@ -331,12 +342,16 @@ fn node_problems_each_come_from_a_real_situation() {
     expect_codes(l.status(&l.rec, &[]), &["not-mounted"]);
 
     // The loop device detached (the disk gone from the node), the fstab
-    // line left behind.
+    // line left behind. The plan's record (no `device`): the loop device's
+    // number may already serve another image (another test's), which the
+    // record naming it would rightly call identity-mismatch.
     let fstab = fstab_text(&l);
     l.tool("disk-detach", &[], &ndjson(&[l.rec.clone()]))
         .expect(0);
+    let mut planned = l.rec.clone();
+    planned.as_object_mut().unwrap().remove("device");
     let r = expect_codes(
-        l.status(&l.rec, &[]),
+        l.status(&planned, &[]),
         &["not-attached", "device-not-found", "fstab-stale"],
     );
     assert_eq!(r["status"]["node"]["fstab"]["present"], true);

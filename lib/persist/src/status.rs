@@ -144,7 +144,9 @@ pub struct NodeFs {
     /// Label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
-    /// Whether the superblock says it is clean (ext4 and XFS only).
+    /// Whether the superblock says it needs no fsck (ext4 and XFS only):
+    /// mounted, no errors recorded; unmounted, also left clean (no journal
+    /// to replay). False is the problem `needs-fsck`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clean: Option<bool>,
 }
@@ -506,7 +508,7 @@ fn filesystem(dev: &Device, mounted: bool) -> Result<Option<(NodeFs, bool)>, Fai
             fstype: sb.fstype.to_string(),
             uuid: Some(sb.uuid),
             label: sb.label,
-            clean: Some(sb.clean),
+            clean: Some(!needs_fsck),
         };
         return Ok(Some((fs, needs_fsck)));
     }
@@ -579,7 +581,11 @@ pub fn node_part(rec: &Record, opts: &NodeOptions, view: &NodeView) -> (NodePart
     part.size_bytes = Some(dev.size);
     match identity(rec, &dev) {
         Ok(how) => part.identity = Some(how),
-        Err(f) => problems.push(f.into()),
+        // Not this disk: what is on that device is another disk's business.
+        Err(f) => {
+            problems.push(f.into());
+            return (part, problems);
+        }
     }
     let mounts = view.table.by_device(dev.major, dev.minor);
     let here = mounts
