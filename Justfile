@@ -30,6 +30,11 @@ up FILE *ARGS: build
 down FILE *ARGS: build
     scripts/down {{ARGS}} {{FILE}}
 
+# Every disk of an AppScalefile, cloud and node side, in one table (see
+# scripts/status --help); changes nothing.
+status FILE *ARGS: build
+    scripts/status {{ARGS}} {{FILE}}
+
 # Benchmarks; results go to docs/bench.md.
 bench:
     scripts/bench

@@ -295,6 +295,44 @@ fn one_host_with_a_bad_disk_fails_alone() {
 }
 
 #[test]
+fn status_playbook_prints_one_table_and_fails_on_a_problem() {
+    require_root();
+    let p = Play::local("ansible-status", 2);
+    assert_eq!(p.playbook("up.yml", &[]).code, 0);
+    let r = p.playbook("status.yml", &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let table: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.contains("node-0") || l.contains("node-1") || l.contains("PROBLEMS"))
+        .filter(|l| l.contains("ans-") || l.contains("PROBLEMS"))
+        .collect();
+    assert_eq!(table.len(), 3, "one header, one row per node: {}", r.stdout);
+    assert!(table[1..].iter().all(|l| l.contains("ok")), "{table:?}");
+    assert!(
+        recap(&r)
+            .values()
+            .all(|&(_, changed, failed)| (changed, failed) == (0, 0)),
+        "{}",
+        r.stdout
+    );
+
+    // One node's disk unmounted: that host fails, with the code and the fix.
+    sh_ok(&["umount", p.mnt(1).to_str().unwrap()]);
+    for extra in [&[][..], &["--check"][..]] {
+        let r = p.playbook("status.yml", extra);
+        assert_ne!(r.code, 0, "{}", r.stdout);
+        assert!(r.stdout.contains("[not-mounted]"), "{}", r.stdout);
+        assert!(r.stdout.contains("fix: run disk-mount"), "{}", r.stdout);
+        let rc = recap(&r);
+        assert_eq!(rc["node-0"].2, 0, "{}", r.stdout);
+        assert_eq!(rc["node-1"].2, 1, "{}", r.stdout);
+    }
+    assert!(!is_mounted(&p.mnt(1)), "status changed nothing");
+    assert_eq!(p.playbook("down.yml", &[]).code, 0);
+}
+
+#[test]
 fn ansible_doc_renders_every_module() {
     let t = TempDir::new("ansible-doc");
     let p = Play {

@@ -155,6 +155,7 @@ fn the_schema_documents_every_key_the_tools_write() {
             "deployment",
             "adopted",
             "unmount_proof",
+            "status",
         ]
         .map(String::from),
     );

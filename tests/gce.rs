@@ -12,66 +12,6 @@ use std::path::Path;
 use common::*;
 use serde_json::{Value, json};
 
-struct Gce {
-    server: Server,
-}
-
-impl Gce {
-    /// A fake whose metadata server describes instance `vm-1` in `zone`.
-    fn new(zone: &str) -> Gce {
-        Gce {
-            server: Server::python(
-                "fake_gce.py",
-                &["--instance", "vm-1", "--zone", zone, "--project", "proj"],
-            ),
-        }
-    }
-
-    fn url(&self) -> String {
-        self.server.url()
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.server.port)
-    }
-
-    fn env(&self) -> Vec<(String, String)> {
-        vec![
-            ("GCE_METADATA_HOST".into(), self.host()),
-            ("CLOUDSDK_CONFIG".into(), "/nonexistent".into()),
-        ]
-    }
-
-    fn tool(&self, name: &str, args: &[&str], input: &str) -> Run {
-        let url = self.url();
-        let mut a = vec!["--endpoint", url.as_str(), "--project", "proj"];
-        a.extend_from_slice(args);
-        let env = self.env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        run_env(name, &a, input, &env)
-    }
-
-    fn control(&self, path: &str, body: Value) {
-        let (status, text) = http(
-            "POST",
-            &format!("{}/__fake__/{path}", self.url()),
-            &body.to_string(),
-        );
-        assert_eq!(status, 200, "{text}");
-    }
-
-    fn instance(&self, zone: &str, name: &str) {
-        self.control(
-            "instances",
-            json!({"project": "proj", "zone": zone, "name": name}),
-        );
-    }
-
-    fn state(&self) -> Value {
-        serde_json::from_str(&http("GET", &format!("{}/__fake__/state", self.url()), "").1).unwrap()
-    }
-}
-
 fn rec(node: &str, disk: &str) -> Value {
     json!({"v": 1, "node": node, "provider": "gce", "zone": "us-central1-a", "disk": disk})
 }

@@ -1,14 +1,15 @@
 """Test helper: a small fake Compute Engine, since no public emulator exists.
 
 It speaks the real REST paths and JSON that google-cloud-compute-v1 sends
-(disks insert/get/setLabels/resize, instances get/attachDisk/detachDisk,
+(disks insert/get/list/setLabels/resize, instances get/attachDisk/detachDisk,
 zoneOperations wait/get) and the metadata server's paths (an access token
 for Application Default Credentials; instance name, zone and project for
 --self). It holds state, applies an operation's effect when the operation
 completes, and can be told to make operations slow, never finish, or fail,
 and calls fail over HTTP. Like Compute Engine, it answers a mutating call
 that repeats a `requestId` with the first call's operation, doing nothing
-twice.
+twice. disks.list returns every disk of the zone: its `filter` is not
+applied (the client keeps the names it asked for).
 
 Usage: fake_gce.py [--instance NAME --zone ZONE --project ID]   prints its
 port on the first line of stdout; binds 127.0.0.1 only. The optional
@@ -144,6 +145,7 @@ def disk_json(key):
         "sizeGb": str(d["sizeGb"]),
         "zone": link(project, zone),
         "status": "READY",
+        "creationTimestamp": d.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S.000-00:00", time.gmtime())),
         "type": link(project, zone, "diskTypes", d["type"]),
         "users": [link(project, zone, "instances", u) for u in d["users"]],
         "selfLink": link(project, zone, "disks", name),
@@ -239,6 +241,8 @@ class Handler(loopback.Handler):
             ("POST", "operations", "wait"): "zoneOperations.wait",
             ("GET", "operations", None): "zoneOperations.get",
         }.get((method, kind, verb))
+        if method_name == "disks.get" and name is None:
+            method_name = "disks.list"
         if method_name is None:
             return self.send(*error(400, f"unsupported {method} {path}"))
         with LOCK:
@@ -295,6 +299,9 @@ class Handler(loopback.Handler):
                 }
 
             return 200, new_op(project, zone, "insert", link(project, zone, "disks", dname), effect)
+        if method_name == "disks.list":
+            keys = [k for k in STATE["disks"] if k[0] == project and k[1] == zone]
+            return 200, {"kind": "compute#diskList", "items": [disk_json(k) for k in keys]}
         if method_name == "disks.get":
             key = (project, zone, name)
             if key not in STATE["disks"]:

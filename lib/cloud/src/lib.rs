@@ -423,6 +423,12 @@ impl ProviderArgs {
         }
     }
 
+    /// Opens providers for looking disks up (`disk-status`): with these
+    /// options alone, as `disk-attach`, which has no options of its own.
+    pub fn opener(self) -> appscale_persist::steps::provision::Opener {
+        Box::new(move |kind| self.open(kind, &Operation::Attach))
+    }
+
     /// The step running `op` over these options.
     pub fn step(self, op: Operation) -> CloudStep {
         let default_provider = self.provider;

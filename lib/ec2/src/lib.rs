@@ -256,7 +256,8 @@ impl Provider for Ec2 {
             .block_on(volume::find_volumes(&run, &records, placed));
         found
             .into_iter()
-            .map(|f| Ok(volume::status(&f?.vol)))
+            .zip(&records)
+            .map(|(f, r)| Ok(volume::status(&f?.vol, r.instance.as_deref())))
             .collect()
     }
 

@@ -316,7 +316,7 @@ impl Provider for Gce {
             Ok(started) => started,
             Err(f) => return records.iter().map(|_| Err(f.clone())).collect(),
         };
-        let found = self.rt.block_on(disk::find_disks(&run, &targets));
+        let found = self.rt.block_on(disk::list_disks(&run, &targets));
         targets
             .iter()
             .zip(found)
@@ -325,6 +325,15 @@ impl Provider for Gce {
                 let t = t.as_ref().map_err(Clone::clone)?;
                 let (d, _) = found.ok_or_else(|| disk::no_such_disk(t))?;
                 Ok(DiskStatus {
+                    attached_as: None,
+                    disk_type: Some(d.disk_type.clone()),
+                    state: Some(d.status.clone()).filter(|s| !s.is_empty()),
+                    deployment: d.labels.get(owner::LABEL_DEPLOYMENT).cloned(),
+                    node: d.labels.get(owner::LABEL_NODE).cloned(),
+                    created: d.created.clone(),
+                    // Compute Engine encrypts every disk.
+                    encrypted: Some(true),
+                    instance: t.instance.clone(),
                     id: d.name,
                     zone: Some(d.zone),
                     size: Some((d.size_gb.max(0) as u64) << 30),

@@ -124,6 +124,7 @@ mod tests {
             kms_key: None,
             iops: None,
             throughput: None,
+            created: None,
         }
     }
 

@@ -207,6 +207,24 @@ pub const PERFORMANCE_MISMATCH: &str = "performance-mismatch";
 /// volume's modification).
 pub const RESIZE_FAILED: &str = "resize-failed";
 
+// Problems disk-status finds (besides codes above that mean the same:
+// `no-such-disk`, `attached-elsewhere`, `zone-mismatch`, `other-deployment`,
+// `not-attached`, `device-not-found`, `identity-mismatch`,
+// `mounted-elsewhere`, `no-filesystem`).
+/// The filesystem is not mounted at the record's mountpoint, nor anywhere.
+pub const NOT_MOUNTED: &str = "not-mounted";
+/// The filesystem is mounted, but no fstab entry mounts it at boot.
+pub const NO_FSTAB_ENTRY: &str = "no-fstab-entry";
+/// The fstab entry for the mountpoint names another filesystem than the
+/// disk's (or the disk's filesystem is entered for another mountpoint).
+pub const FSTAB_MISMATCH: &str = "fstab-mismatch";
+/// An fstab entry mounts the record's mountpoint, but its disk is not here.
+pub const FSTAB_STALE: &str = "fstab-stale";
+/// The filesystem is fuller than the threshold (`--full-percent`).
+pub const DISK_FULL: &str = "disk-full";
+/// The superblock says the filesystem is not clean: it needs fsck.
+pub const NEEDS_FSCK: &str = "needs-fsck";
+
 /// Every code above, in the order `docs/protocol.md` lists them.
 pub const ALL: &[&str] = &[
     NO_PROVIDER,
@@ -292,6 +310,12 @@ pub const ALL: &[&str] = &[
     ENCRYPTION_MISMATCH,
     PERFORMANCE_MISMATCH,
     RESIZE_FAILED,
+    NOT_MOUNTED,
+    NO_FSTAB_ENTRY,
+    FSTAB_MISMATCH,
+    FSTAB_STALE,
+    DISK_FULL,
+    NEEDS_FSCK,
 ];
 
 #[cfg(test)]

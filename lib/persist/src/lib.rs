@@ -27,6 +27,8 @@
 //! * [`tool`]: what a tool is (its flags and its step); [`cli`]: the
 //!   command-line driver around it; [`ansible`]: the same as an Ansible
 //!   module.
+//! * [`status`]: what `disk-status` reports of a disk (its node part read
+//!   here, its cloud part from a provider's describe), and its outputs.
 //! * [`interrupt`]: stopping cleanly on SIGINT, SIGTERM, SIGHUP.
 //! * [`lock`]: one writer at a time on a node (the node lock, and the
 //!   device lock held from the blank check to the end of `mkfs`).
@@ -55,6 +57,7 @@ pub mod record;
 pub mod release;
 pub mod run;
 pub mod seed;
+pub mod status;
 pub mod step;
 pub mod steps;
 pub mod tool;
@@ -70,4 +73,5 @@ pub const TOOLS: &[&str] = &[
     "disk-mount",
     "disk-unmount",
     "disk-detach",
+    "disk-status",
 ];

@@ -104,6 +104,10 @@ pub struct Record {
     /// detach from elsewhere needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unmount_proof: Option<UnmountProof>,
+    /// What disk-status found: the cloud's and the node's view of the disk,
+    /// and its problems ([`crate::status::Status`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<crate::status::Status>,
     /// Every key this version does not know, kept in order and passed on.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -174,6 +178,7 @@ impl Default for Record {
             attached_as: None,
             adopted: false,
             unmount_proof: None,
+            status: None,
             extra: Map::new(),
         }
     }

@@ -517,6 +517,7 @@ impl Provider for Local {
                         .iter()
                         .map(|l| l.device.display().to_string())
                         .collect(),
+                    ..DiskStatus::default()
                 })
             })
             .collect()

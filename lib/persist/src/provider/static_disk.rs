@@ -75,6 +75,7 @@ impl Provider for Static {
                     id,
                     zone: None,
                     size: Some(d.size),
+                    ..DiskStatus::default()
                 })
             })
             .collect()
