@@ -155,6 +155,8 @@ fn the_schema_documents_every_key_the_tools_write() {
             "deployment",
             "adopted",
             "unmount_proof",
+            "snapshot",
+            "restored_from",
         ]
         .map(String::from),
     );
