@@ -438,3 +438,23 @@ fn a_copy_that_fails_while_frozen_thaws_and_keeps_nothing() {
     );
     sh_ok(&["umount", &dir]);
 }
+
+#[test]
+fn the_backup_demo_restores_a_and_not_b_and_keeps_the_old_disk() {
+    require_root();
+    let t = TempDir::new("demo-backup");
+    let dir = t.s("demo");
+    let bin = bin_dir().display().to_string();
+    let r = run_env(
+        repo().join("scripts/demo-backup").to_str().unwrap(),
+        &[],
+        "",
+        &[
+            ("DEMO_DIR", dir.as_str()),
+            ("APPSCALE_PERSIST_BIN", bin.as_str()),
+        ],
+    )
+    .expect(0);
+    assert!(r.stderr.contains("demo-backup: OK"), "{}", r.stderr);
+    assert!(!t.join("demo").exists(), "the demo cleaned up");
+}

@@ -401,6 +401,15 @@ impl Local {
                     Failure::new(codes::NO_SUCH_SNAPSHOT, format!("no local snapshot {from}"))
                 })?
         };
+        if meta.disk != disk {
+            return Err(Failure::new(
+                codes::NO_SUCH_SNAPSHOT,
+                format!(
+                    "snapshot {} is of disk {}, not {disk}: give each record its own disk's snapshot",
+                    meta.id, meta.disk
+                ),
+            ));
+        }
         let name = format!("{}-restored-{}", meta.disk, Stamp(meta.ms).compact());
         rec.disk = Some(name.clone());
         rec.restored_from = Some(RestoredFrom {
