@@ -458,3 +458,52 @@ fn the_backup_demo_restores_a_and_not_b_and_keeps_the_old_disk() {
     assert!(r.stderr.contains("demo-backup: OK"), "{}", r.stderr);
     assert!(!t.join("demo").exists(), "the demo cleaned up");
 }
+
+#[test]
+fn on_a_reflink_filesystem_the_snapshot_shares_blocks_and_restores_byte_for_byte() {
+    require_root();
+    let t = TempDir::new("snap-reflink");
+    let xfs = LoopDev::new(&t, "xfs", 512);
+    sh_ok(&["mkfs.xfs", "-q", "-m", "reflink=1", &xfs.device]);
+    let top = t.join("xfs");
+    std::fs::create_dir_all(&top).unwrap();
+    sh_ok(&["mount", &xfs.device, top.to_str().unwrap()]);
+    let state = t.s("xfs/disks");
+    let rec = serde_json::json!({"v": 1, "provider": "local", "disk": "r", "deployment": "d"});
+    let made = run(
+        "disk-create",
+        &["--state-dir", &state, "--size", "64M"],
+        &ndjson(std::slice::from_ref(&rec)),
+    )
+    .expect(0);
+    let image = t.join("xfs/disks/r.img");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&image)
+            .unwrap();
+        f.write_all_at(&[0x3Cu8; 5 << 20], 7 << 20).unwrap();
+        f.sync_all().unwrap();
+    }
+    let snap = run("disk-snapshot", &["--state-dir", &state], &made.stdout)
+        .expect(0)
+        .record();
+    assert_eq!(snap["snapshot"]["method"], "reflink");
+    assert_eq!(snap["snapshot"]["freeze"], "not-mounted");
+    let id = snap["snapshot"]["id"].as_str().unwrap();
+    let copy = t.join(&format!("xfs/disks/snapshots/{id}.img"));
+    assert_eq!(sha256(&copy), sha256(&image));
+    let restored = run(
+        "disk-create",
+        &["--state-dir", &state, "--from-snapshot", id],
+        &ndjson(&[rec]),
+    )
+    .expect(0)
+    .record();
+    let new = t.join(&format!(
+        "xfs/disks/{}.img",
+        restored["disk"].as_str().unwrap()
+    ));
+    assert_eq!(sha256(&new), sha256(&image), "restored byte for byte");
+}
