@@ -312,6 +312,11 @@ fn a_static_disk_is_refused_and_a_held_freeze_is_an_error_unless_no_freeze() {
     assert_eq!(r["snapshot"]["freeze"], "not-frozen");
     sh_ok(&["fsfreeze", "-u", d.mnt().to_str().unwrap()]);
     assert!(accepts_writes(&d.mnt(), 10));
+    // A freeze that outlasts --freeze-timeout is abandoned, and thawed.
+    let r = d.snapshot(&["--freeze-timeout", "0"]).expect(1).record();
+    assert_eq!(r["error"]["code"], "freeze-timeout");
+    assert!(accepts_writes(&d.mnt(), 10), "thawed after the timeout");
+    assert_eq!(d.snapshot_files().len(), 2, "only the --no-freeze one");
 }
 
 /// Starts disk-snapshot (-v) on a disk holding 1 GiB, sends `signals`
