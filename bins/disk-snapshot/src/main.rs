@@ -19,8 +19,9 @@ frozen (`fsfreeze -u MOUNTPOINT`). A freeze that cannot be taken is an error
 unless --no-freeze. An unmounted disk needs no freeze. Retention, with
 --keep or --keep-within, deletes only older snapshots of the same disk and
 deployment, never the one just taken, and reports them (`snapshot.pruned`).
-A static disk is refused (no provider to snapshot it with). Local only, for
-now.
+A static disk is refused (no provider to snapshot it with). EBS volumes:
+CreateSnapshot, tagged, waited for; the node's filesystem cannot be frozen from
+here, so --no-freeze is needed (crash-consistent). GCE: not yet.
 
 Exit status: 0 ok; 1 a record failed; 2 bad usage or input (nothing done).
 
@@ -28,6 +29,7 @@ Examples:
   disk-snapshot --provider local --disk data-1 --keep 7
   disk-snapshot --provider local --disk data-1 --list
   disk-snapshot --check --provider local --disk data-1 --keep-within 7d
+  disk-snapshot --provider ec2 --disk data-1 --deployment prod --no-freeze --keep 7
   appscalefile-lint --plan AppScalefile | disk-snapshot --keep 7 --keep-within 2d
   appscalefile-lint --plan AppScalefile | disk-create --from-snapshot latest \\
     | disk-attach | disk-ensure-fs | disk-mount";

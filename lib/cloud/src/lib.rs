@@ -340,6 +340,7 @@ impl ProviderArgs {
                     ebs_force: detach.ebs_force,
                     concurrency: self.concurrency,
                     timeout,
+                    snapshot: op.snapshot(),
                     ..appscale_persist_ec2::Config::default()
                 })
             }

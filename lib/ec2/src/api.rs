@@ -28,7 +28,8 @@ use crate::{Config, POLL, devices, trace};
 
 /// A connected client.
 pub struct Api {
-    client: Client,
+    /// The SDK client (the snapshot calls live in [`crate::snapshot`]).
+    pub(crate) client: Client,
 }
 
 /// What the provider needs to know about an instance.

@@ -36,6 +36,7 @@ mod detach;
 mod devices;
 mod limits;
 pub mod owner;
+mod snapshot;
 mod volume;
 
 use std::path::PathBuf;
@@ -110,6 +111,8 @@ pub struct Config {
     /// [`Config::timeout`]) is given up: the volume is detached again and the
     /// record fails.
     pub stuck_after: Duration,
+    /// What `disk-snapshot` is asked to do.
+    pub snapshot: appscale_persist::snapshot::SnapshotArgs,
 }
 
 impl Default for Config {
@@ -132,6 +135,7 @@ impl Default for Config {
             concurrency: 8,
             timeout: Duration::from_secs(300),
             stuck_after: DEFAULT_STUCK_AFTER,
+            snapshot: Default::default(),
         }
     }
 }
@@ -288,6 +292,16 @@ impl Provider for Ec2 {
 
     fn discover(&mut self, record: &Record) -> Result<PathBuf, Failure> {
         discover::find(record, discover::DEVICE_WAIT)
+    }
+
+    fn snapshot(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
+        let args = self.cfg.snapshot.clone();
+        match self.start(records, cx) {
+            Ok((run, placed)) => self
+                .rt
+                .block_on(snapshot::snapshot(&run, &args, records, placed)),
+            Err(f) => fail_all(records, f),
+        }
     }
 }
 
