@@ -98,6 +98,44 @@ fn ebs_snapshots_are_tagged_listed_and_pruned_per_disk() {
         list1[0]["snapshot"]["time"].as_str() >= list1[1]["snapshot"]["time"].as_str(),
         "newest first"
     );
+    // Restore: a new volume from the disk's latest snapshot, the old one kept.
+    let old_vol = created.records()[0]["disk_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let restored = tool(&url, "disk-create", &["--from-snapshot", "latest"], &disk0)
+        .expect(0)
+        .record();
+    let latest = kept["snapshot"]["id"].as_str().unwrap();
+    assert_eq!(restored["restored_from"]["snapshot"], latest);
+    assert_eq!(restored["restored_from"]["disk"], "data-0");
+    assert!(
+        restored["disk"]
+            .as_str()
+            .unwrap()
+            .starts_with("data-0-restored-")
+    );
+    let new_vol = restored["disk_id"].as_str().unwrap();
+    assert_ne!(new_vol, old_vol);
+    assert_eq!(moto.ec2_admin(&["volume", new_vol])["snapshot"], latest);
+    assert_eq!(
+        moto.ec2_admin(&["volume", &old_vol])["state"],
+        "available",
+        "old one kept"
+    );
+    let again = tool(&url, "disk-create", &["--from-snapshot", "latest"], &disk0)
+        .expect(0)
+        .record();
+    assert_eq!(
+        (again["changed"].as_bool(), again["disk_id"].as_str()),
+        (Some(false), Some(new_vol))
+    );
+    // An id of another disk's snapshot is refused.
+    let other = list1[0]["snapshot"]["id"].as_str().unwrap();
+    let r = tool(&url, "disk-create", &["--from-snapshot", other], &disk0)
+        .expect(1)
+        .record();
+    assert_eq!(r["error"]["code"], "no-such-snapshot");
     // The tags say whose they are.
     let all = moto.ec2_admin(&["snapshots"]);
     let text = all.to_string();

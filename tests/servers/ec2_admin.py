@@ -59,6 +59,7 @@ def main():
                 {"instance": a["InstanceId"], "state": a["State"], "device": a["Device"]} for a in v["Attachments"]
             ],
             "tags": {t["Key"]: t["Value"] for t in v.get("Tags", [])},
+            "snapshot": v.get("SnapshotId", ""),
         }
     elif command == "attached":
         vols = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [args[0]]}])["Volumes"]

@@ -22,6 +22,7 @@ deployment, never the one just taken, and reports them (`snapshot.pruned`).
 A static disk is refused (no provider to snapshot it with). EBS volumes:
 CreateSnapshot, tagged, waited for; the node's filesystem cannot be frozen from
 here, so --no-freeze is needed (crash-consistent). GCE: not yet.
+`disk-create --from-snapshot` restores on local and EC2.
 
 Exit status: 0 ok; 1 a record failed; 2 bad usage or input (nothing done).
 

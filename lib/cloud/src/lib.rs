@@ -123,7 +123,7 @@ pub struct CreateArgs {
     /// `latest`: the record's disk's newest of its deployment) instead of a
     /// blank one. The new disk has a name of its own, which the record then
     /// carries (with `restored_from`); the record's old disk is kept
-    /// (docs/backup.md). Local only, for now.
+    /// (docs/backup.md). Local and EC2, not GCE yet.
     #[arg(long, value_name = "ID|latest", help_heading = "Create")]
     pub from_snapshot: Option<String>,
 }
@@ -307,7 +307,7 @@ impl ProviderArgs {
     pub fn open(&self, kind: ProviderKind, op: &Operation) -> Result<Box<dyn Provider>, Failure> {
         let timeout = Duration::from_secs(self.timeout);
         let (create, detach) = (op.create(), op.detach());
-        if create.from_snapshot.is_some() && kind != ProviderKind::Local {
+        if create.from_snapshot.is_some() && kind == ProviderKind::Gce {
             return Err(Failure::new(
                 codes::SNAPSHOT_UNSUPPORTED,
                 format!(
@@ -341,6 +341,7 @@ impl ProviderArgs {
                     concurrency: self.concurrency,
                     timeout,
                     snapshot: op.snapshot(),
+                    from_snapshot: create.from_snapshot.clone(),
                     ..appscale_persist_ec2::Config::default()
                 })
             }

@@ -70,6 +70,8 @@ pub struct NewVolume {
     pub disk_type: String,
     /// Encrypted.
     pub encrypted: bool,
+    /// The snapshot to make it from (`disk-create --from-snapshot`).
+    pub snapshot: Option<String>,
 }
 
 /// AWS error codes that mean "too many requests".
@@ -392,6 +394,7 @@ impl Api {
             .size(i32::try_from(v.gib).unwrap_or(i32::MAX))
             .volume_type(VolumeType::from(v.disk_type.as_str()))
             .encrypted(v.encrypted)
+            .set_snapshot_id(v.snapshot.clone())
             .client_token(token)
             .tag_specifications(tags)
             .send()

@@ -194,13 +194,20 @@ fn plan_new(run: &Run, r: &Record) -> Result<CreatePlan, Failure> {
         zone,
         deployment: run.deployment_of(r),
         node: r.node.clone().unwrap_or_default(),
-        gib: run.cfg.size.unwrap_or(DEFAULT_SIZE).gib(),
+        // From a snapshot, its size unless --size says otherwise.
+        gib: run.cfg.size.map(Size::gib).unwrap_or_else(|| {
+            r.restored_from
+                .as_ref()
+                .and(r.size_bytes)
+                .map_or(DEFAULT_SIZE.gib(), |b| b.div_ceil(1 << 30))
+        }),
         disk_type: run
             .cfg
             .disk_type
             .clone()
             .unwrap_or_else(|| DEFAULT_DISK_TYPE.into()),
         encrypted: run.cfg.encrypted,
+        snapshot: r.restored_from.as_ref().map(|f| f.snapshot.clone()),
     }))
 }
 

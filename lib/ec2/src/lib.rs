@@ -113,6 +113,9 @@ pub struct Config {
     pub stuck_after: Duration,
     /// What `disk-snapshot` is asked to do.
     pub snapshot: appscale_persist::snapshot::SnapshotArgs,
+    /// `disk-create --from-snapshot`: make each new volume from this
+    /// snapshot (a `snap-...` id, or `latest`).
+    pub from_snapshot: Option<String>,
 }
 
 impl Default for Config {
@@ -136,6 +139,7 @@ impl Default for Config {
             timeout: Duration::from_secs(300),
             stuck_after: DEFAULT_STUCK_AFTER,
             snapshot: Default::default(),
+            from_snapshot: None,
         }
     }
 }
@@ -246,8 +250,14 @@ impl Provider for Ec2 {
     }
 
     fn create(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
+        let from = self.cfg.from_snapshot.clone();
         match self.start(records, cx) {
-            Ok((run, placed)) => self.rt.block_on(create::create(&run, records, placed)),
+            Ok((run, mut placed)) => self.rt.block_on(async {
+                if let Some(from) = &from {
+                    snapshot::restore_names(&run, from, records, &mut placed).await;
+                }
+                create::create(&run, records, placed).await
+            }),
             Err(f) => fail_all(records, f),
         }
     }

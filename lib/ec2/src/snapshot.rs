@@ -402,3 +402,66 @@ async fn finish(
     }
     Ok(Outcome::changed(r.state.unwrap_or(State::Created), msg))
 }
+
+/// `disk-create --from-snapshot`: finds each placed record's snapshot
+/// (`latest`: the newest of its disk and deployment; an id: which must be of
+/// its disk), then makes the record name the new volume,
+/// `<disk>-restored-<time>`, with `restored_from` and the snapshot's size;
+/// the old volume is left alone. A record whose snapshot is not found fails
+/// `no-such-snapshot`.
+pub async fn restore_names(
+    run: &Run,
+    from: &str,
+    records: &mut [Record],
+    placed: &mut [Result<(), Failure>],
+) {
+    let mut listed: HashMap<String, Result<Vec<Snap>, Failure>> = HashMap::new();
+    for (r, placed) in records.iter_mut().zip(placed.iter_mut()) {
+        if placed.is_err() {
+            continue;
+        }
+        let deployment = run.deployment_of(r);
+        if !listed.contains_key(&deployment) {
+            let l = run
+                .api
+                .snapshots(&deployment, &[])
+                .await
+                .map_err(Failure::from);
+            listed.insert(deployment.clone(), l);
+        }
+        let found = (|| {
+            let disk = disk_of(r)?.to_string();
+            let all = listed[&deployment].as_ref().map_err(Clone::clone)?;
+            let snap = all
+                .iter()
+                .filter(|s| s.state == "completed")
+                .find(|s| s.disk == disk && (from == "latest" || s.id == from))
+                .ok_or_else(|| {
+                    Failure::new(
+                        codes::NO_SUCH_SNAPSHOT,
+                        match from {
+                            "latest" => format!(
+                                "{disk} has no completed snapshot of deployment {deployment}"
+                            ),
+                            id => format!(
+                                "no completed snapshot {id} of {disk} in deployment {deployment}"
+                            ),
+                        },
+                    )
+                })?;
+            Ok::<_, Failure>((disk, snap.clone()))
+        })();
+        match found {
+            Ok((disk, snap)) => {
+                r.disk = Some(format!("{disk}-restored-{}", Stamp(snap.ms).compact()));
+                r.disk_id = None;
+                r.size_bytes = Some(snap.size);
+                r.restored_from = Some(appscale_persist::record::RestoredFrom {
+                    snapshot: snap.id,
+                    disk,
+                });
+            }
+            Err(f) => *placed = Err(f),
+        }
+    }
+}
