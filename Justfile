@@ -46,3 +46,15 @@ ansible:
 # Format and lint the code (rustfmt, clippy, lines rustfmt gave up on).
 check:
     scripts/check
+
+# Snapshot every disk of an AppScalefile (see scripts/backup --help).
+backup FILE *ARGS: build
+    scripts/backup {{ARGS}} {{FILE}}
+
+# Restore every disk of an AppScalefile from a snapshot (see scripts/restore --help).
+restore FILE *ARGS: build
+    scripts/restore {{ARGS}} {{FILE}}
+
+# Backup and restore on the local default: up, write, snapshot, write, down, restore.
+demo-backup:
+    scripts/demo-backup

@@ -758,3 +758,56 @@ fn the_ec2_flow_through_the_playbooks() {
     );
     assert_eq!(p.playbook("down.yml", &[]).code, 0);
 }
+
+#[test]
+fn backup_and_restore_playbooks_bring_back_a_and_not_b() {
+    require_root();
+    let p = Play::local("ansible-backup", 2);
+    assert_eq!(p.playbook("up.yml", &[]).code, 0);
+    for i in 0..2 {
+        std::fs::write(p.mnt(i).join("a"), format!("A{i}")).unwrap();
+    }
+    let r = p.playbook("backup.yml", &["-e", "appscale_keep=2"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    for i in 0..2 {
+        std::fs::write(p.mnt(i).join("b"), "B").unwrap();
+    }
+    assert_eq!(p.playbook("down.yml", &[]).code, 0);
+    let r = p.playbook("restore.yml", &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    for i in 0..2 {
+        assert_eq!(
+            std::fs::read_to_string(p.mnt(i).join("a")).unwrap(),
+            format!("A{i}")
+        );
+        assert!(!p.mnt(i).join("b").exists(), "node-{i}: B is not there");
+        assert!(
+            p.t.join(&format!("disks/ans-{i}.img")).exists(),
+            "old disk kept"
+        );
+    }
+    // The swap: an AppScalefile naming the restored disks takes them down.
+    let restored: Vec<String> = (0..2)
+        .map(|i| {
+            std::fs::read_dir(p.t.join("disks"))
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .find(|n| n.starts_with(&format!("ans-{i}-restored-")) && n.ends_with(".img"))
+                .unwrap()
+                .trim_end_matches(".img")
+                .to_string()
+        })
+        .collect();
+    std::fs::write(
+        p.t.join("AppScalefile"),
+        format!(
+            "infrastructure: local\nips_layout:\n  - roles: [master, database, zookeeper]\n    nodes: 2\n    disks: [{}]\n",
+            restored.join(", ")
+        ),
+    )
+    .unwrap();
+    let r = p.playbook("down.yml", &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(p.loops(), 0);
+}

@@ -156,6 +156,8 @@ fn the_schema_documents_every_key_the_tools_write() {
             "adopted",
             "unmount_proof",
             "status",
+            "snapshot",
+            "restored_from",
         ]
         .map(String::from),
     );

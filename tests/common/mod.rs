@@ -621,3 +621,38 @@ impl Gce {
         serde_json::from_str(&http("GET", &format!("{}/__fake__/state", self.url()), "").1).unwrap()
     }
 }
+/// Thaws the filesystem at a mountpoint on drop (`fsfreeze -u`), so a test
+/// that fails while a tool left it frozen does not hang the machine's
+/// writers; declare it after the [`TempDir`] holding the mountpoint, so it
+/// runs before the unmount.
+pub struct ThawOnDrop(pub PathBuf);
+
+impl Drop for ThawOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("fsfreeze")
+            .arg("-u")
+            .arg(&self.0)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Whether a write (and its flush) to a new file in `dir` finishes within
+/// `secs`: false while the filesystem is frozen. A writer blocked on a
+/// frozen filesystem cannot be killed (it sleeps uninterruptibly), so it
+/// runs on a thread of its own, left to finish once the filesystem thaws
+/// ([`ThawOnDrop`]).
+pub fn accepts_writes(dir: &Path, secs: u64) -> bool {
+    let file = dir.join("written-after");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let ok = Command::new("sh")
+            .args(["-c", "echo after > \"$1\" && sync -f \"$1\"", "sh"])
+            .arg(&file)
+            .status()
+            .is_ok_and(|s| s.success());
+        let _ = tx.send(ok);
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs))
+        .unwrap_or(false)
+}

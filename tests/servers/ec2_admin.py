@@ -68,6 +68,7 @@ def main():
                 {"instance": a["InstanceId"], "state": a["State"], "device": a["Device"]} for a in v["Attachments"]
             ],
             "tags": {t["Key"]: t["Value"] for t in v.get("Tags", [])},
+            "snapshot": v.get("SnapshotId", ""),
         }
     elif command == "attached":
         vols = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [args[0]]}])["Volumes"]
@@ -77,6 +78,9 @@ def main():
     elif command == "named":
         vols = ec2.describe_volumes(Filters=[{"Name": "tag:Name", "Values": [args[0]]}])["Volumes"]
         out = [v["VolumeId"] for v in vols]
+    elif command == "snapshots":
+        snaps = ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
+        out = {s["SnapshotId"]: {t["Key"]: t["Value"] for t in s.get("Tags", [])} for s in snaps}
     elif command in ("record-start", "record-stop"):
         verb = "start-recording" if command == "record-start" else "stop-recording"
         urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/recorder/reset-recording", method="POST"))

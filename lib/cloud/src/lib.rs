@@ -14,11 +14,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use appscale_persist::codes;
 use appscale_persist::log;
 use appscale_persist::provider::local::Local;
 use appscale_persist::provider::static_disk::Static;
 use appscale_persist::provider::{Provider, Size};
 use appscale_persist::record::{ProviderKind, Record};
+use appscale_persist::snapshot::SnapshotArgs;
 use appscale_persist::step::{Ctx, Failure, Step, StepResult};
 use appscale_persist::steps::provision::{Op, ProviderStep};
 use appscale_persist_cloudkit::DiskSpec;
@@ -150,6 +152,13 @@ pub struct CreateArgs {
     /// another value); other tags are left as they are.
     #[arg(long, requires = "tags", help_heading = "Create")]
     pub retag: bool,
+    /// Make a new disk from this snapshot (an id from `disk-snapshot`, or
+    /// `latest`: the record's disk's newest of its deployment) instead of a
+    /// blank one. The new disk has a name of its own, which the record then
+    /// carries (with `restored_from`); the record's old disk is kept
+    /// (docs/backup.md). Local and EC2, not GCE yet.
+    #[arg(long, value_name = "ID|latest", help_heading = "Create")]
+    pub from_snapshot: Option<String>,
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
@@ -242,6 +251,8 @@ pub enum Operation {
     Attach,
     /// `disk-detach`.
     Detach(DetachArgs),
+    /// `disk-snapshot`.
+    Snapshot(SnapshotArgs),
 }
 
 impl Operation {
@@ -251,6 +262,15 @@ impl Operation {
             Operation::Create(_) => Op::Create,
             Operation::Attach => Op::Attach,
             Operation::Detach(_) => Op::Detach,
+            Operation::Snapshot(_) => Op::Snapshot,
+        }
+    }
+
+    /// `disk-snapshot`'s options; the defaults for the other tools.
+    fn snapshot(&self) -> SnapshotArgs {
+        match self {
+            Operation::Snapshot(s) => s.clone(),
+            _ => SnapshotArgs::default(),
         }
     }
 
@@ -382,10 +402,20 @@ impl ProviderArgs {
     pub fn open(&self, kind: ProviderKind, op: &Operation) -> Result<Box<dyn Provider>, Failure> {
         let timeout = Duration::from_secs(self.timeout);
         let (create, detach) = (op.create(), op.detach());
+        if create.from_snapshot.is_some() && kind == ProviderKind::Gce {
+            return Err(Failure::new(
+                codes::SNAPSHOT_UNSUPPORTED,
+                format!(
+                    "disk-create --from-snapshot does not support the {kind} provider yet: nothing created"
+                ),
+            ));
+        }
         match kind {
             ProviderKind::Local => Ok(Box::new(
                 Local::new(Local::state_dir(self.state_dir.clone()), create.size)
-                    .growing(create.grow),
+                    .growing(create.grow)
+                    .with_snapshots(op.snapshot())
+                    .from_snapshot(create.from_snapshot),
             )),
             ProviderKind::Static => Ok(Box::new(Static)),
             ProviderKind::Ec2 | ProviderKind::Euca => {
@@ -404,6 +434,8 @@ impl ProviderArgs {
                     ebs_force: detach.ebs_force,
                     concurrency: self.concurrency,
                     timeout,
+                    snapshot: op.snapshot(),
+                    from_snapshot: create.from_snapshot.clone(),
                     ..appscale_persist_ec2::Config::default()
                 })
             }

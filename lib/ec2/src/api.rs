@@ -28,7 +28,8 @@ use crate::{Config, POLL, devices, trace};
 
 /// A connected client.
 pub struct Api {
-    client: Client,
+    /// The SDK client (the snapshot calls live in [`crate::snapshot`]).
+    pub(crate) client: Client,
 }
 
 /// What the provider needs to know about an instance.
@@ -77,6 +78,8 @@ pub struct NewVolume {
     pub throughput: Option<u64>,
     /// The operator's own tags (`--tag`).
     pub tags: Vec<(String, String)>,
+    /// The snapshot to make it from (`disk-create --from-snapshot`).
+    pub snapshot: Option<String>,
 }
 
 /// An EBS volume modification's state, as DescribeVolumesModifications
@@ -418,6 +421,7 @@ impl Api {
             .set_kms_key_id(v.kms_key.clone())
             .set_iops(v.iops.map(int))
             .set_throughput(v.throughput.map(int))
+            .set_snapshot_id(v.snapshot.clone())
             .client_token(token)
             .tag_specifications(tags.build())
             .send()

@@ -334,7 +334,13 @@ fn plan_new(run: &Run, r: &Record) -> Result<CreatePlan, Failure> {
         zone,
         deployment: run.deployment_of(r),
         node: r.node.clone().unwrap_or_default(),
-        gib: spec.size.unwrap_or(DEFAULT_SIZE).gib(),
+        // From a snapshot, its size unless --size says otherwise.
+        gib: spec.size.map(Size::gib).unwrap_or_else(|| {
+            r.restored_from
+                .as_ref()
+                .and(r.size_bytes)
+                .map_or(DEFAULT_SIZE.gib(), |b| b.div_ceil(1 << 30))
+        }),
         disk_type: spec
             .disk_type
             .clone()
@@ -344,6 +350,7 @@ fn plan_new(run: &Run, r: &Record) -> Result<CreatePlan, Failure> {
         iops: spec.iops,
         throughput: spec.throughput,
         tags: spec.tags.clone(),
+        snapshot: r.restored_from.as_ref().map(|f| f.snapshot.clone()),
     }))
 }
 

@@ -37,6 +37,7 @@ mod devices;
 mod limits;
 mod options;
 pub mod owner;
+mod snapshot;
 mod volume;
 
 use std::path::PathBuf;
@@ -109,6 +110,11 @@ pub struct Config {
     /// [`Config::timeout`]) is given up: the volume is detached again and the
     /// record fails.
     pub stuck_after: Duration,
+    /// What `disk-snapshot` is asked to do.
+    pub snapshot: appscale_persist::snapshot::SnapshotArgs,
+    /// `disk-create --from-snapshot`: make each new volume from this
+    /// snapshot (a `snap-...` id, or `latest`).
+    pub from_snapshot: Option<String>,
 }
 
 impl Default for Config {
@@ -129,6 +135,8 @@ impl Default for Config {
             concurrency: 8,
             timeout: Duration::from_secs(300),
             stuck_after: DEFAULT_STUCK_AFTER,
+            snapshot: Default::default(),
+            from_snapshot: None,
         }
     }
 }
@@ -239,8 +247,14 @@ impl Provider for Ec2 {
     }
 
     fn create(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
+        let from = self.cfg.from_snapshot.clone();
         match self.start(records, cx) {
-            Ok((run, placed)) => self.rt.block_on(create::create(&run, records, placed)),
+            Ok((run, mut placed)) => self.rt.block_on(async {
+                if let Some(from) = &from {
+                    snapshot::restore_names(&run, from, records, &mut placed).await;
+                }
+                create::create(&run, records, placed).await
+            }),
             Err(f) => fail_all(records, f),
         }
     }
@@ -286,6 +300,16 @@ impl Provider for Ec2 {
 
     fn discover(&mut self, record: &Record) -> Result<PathBuf, Failure> {
         discover::find(record, discover::DEVICE_WAIT)
+    }
+
+    fn snapshot(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
+        let args = self.cfg.snapshot.clone();
+        match self.start(records, cx) {
+            Ok((run, placed)) => self
+                .rt
+                .block_on(snapshot::snapshot(&run, &args, records, placed)),
+            Err(f) => fail_all(records, f),
+        }
     }
 }
 

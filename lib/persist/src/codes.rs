@@ -225,6 +225,20 @@ pub const DISK_FULL: &str = "disk-full";
 /// The superblock says the filesystem is not clean: it needs fsck.
 pub const NEEDS_FSCK: &str = "needs-fsck";
 
+// Snapshots (disk-snapshot, disk-create --from-snapshot).
+/// The provider cannot take snapshots (static; or not yet supported).
+pub const SNAPSHOT_UNSUPPORTED: &str = "snapshot-unsupported";
+/// The mounted filesystem could not be flushed or frozen: no snapshot taken.
+pub const FREEZE_FAILED: &str = "freeze-failed";
+/// The snapshot took longer than the freeze may last: abandoned, thawed.
+pub const FREEZE_TIMEOUT: &str = "freeze-timeout";
+/// Taking the snapshot failed: nothing kept, the filesystem thawed.
+pub const SNAPSHOT_FAILED: &str = "snapshot-failed";
+/// Retention could not delete an old snapshot (the new one was taken).
+pub const PRUNE_FAILED: &str = "prune-failed";
+/// The snapshot to restore from does not exist (or the disk has none).
+pub const NO_SUCH_SNAPSHOT: &str = "no-such-snapshot";
+
 /// Every code above, in the order `docs/protocol.md` lists them.
 pub const ALL: &[&str] = &[
     NO_PROVIDER,
@@ -316,6 +330,12 @@ pub const ALL: &[&str] = &[
     FSTAB_STALE,
     DISK_FULL,
     NEEDS_FSCK,
+    SNAPSHOT_UNSUPPORTED,
+    FREEZE_FAILED,
+    FREEZE_TIMEOUT,
+    SNAPSHOT_FAILED,
+    PRUNE_FAILED,
+    NO_SUCH_SNAPSHOT,
 ];
 
 #[cfg(test)]

@@ -20,6 +20,8 @@
 //!   it is that disk, refusing to let go of one in use); [`release`]: the
 //!   node's proof that it let go of a cloud disk.
 //! * [`loopdev`]: loop devices over image files.
+//! * [`snapshot`]: what `disk-snapshot` is asked, and retention;
+//!   [`freeze`]: freezing a filesystem for a snapshot, always thawed.
 //! * [`codes`]: every `error.code` a record can carry.
 //! * [`step`]: the step vocabulary (outcome, failure, exit codes) and the
 //!   bookkeeping every tool applies to records; [`steps`]: what each tool
@@ -45,6 +47,7 @@ pub mod codes;
 pub mod discover;
 pub mod files;
 pub mod filesystem;
+pub mod freeze;
 pub mod fstab;
 pub mod hash;
 pub mod interrupt;
@@ -57,6 +60,7 @@ pub mod record;
 pub mod release;
 pub mod run;
 pub mod seed;
+pub mod snapshot;
 pub mod status;
 pub mod step;
 pub mod steps;
@@ -74,4 +78,5 @@ pub const TOOLS: &[&str] = &[
     "disk-unmount",
     "disk-detach",
     "disk-status",
+    "disk-snapshot",
 ];

@@ -17,6 +17,8 @@
 //! image's path, so the node-side tools can check a loop device against it.
 //! `--check` creates nothing: no directory, no lock file.
 
+mod snapshots;
+
 use crate::codes;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
@@ -28,6 +30,7 @@ use crate::discover::refuse_if_in_use;
 use crate::lock::NodeLock;
 use crate::loopdev::{self, Loop};
 use crate::record::{ProviderKind, Record, State};
+use crate::snapshot::SnapshotArgs;
 use crate::step::{Ctx, Failure, Outcome, StepResult};
 
 /// Where images live unless told otherwise.
@@ -62,6 +65,8 @@ pub struct Local {
     size: Size,
     size_given: bool,
     grow: bool,
+    snap: SnapshotArgs,
+    from_snapshot: Option<String>,
 }
 
 impl Local {
@@ -73,6 +78,22 @@ impl Local {
             size: size.unwrap_or(DEFAULT_SIZE),
             size_given: size.is_some(),
             grow: false,
+            snap: SnapshotArgs::default(),
+            from_snapshot: None,
+        }
+    }
+
+    /// The same provider, taking (or listing) snapshots as `snap` says.
+    pub fn with_snapshots(self, snap: SnapshotArgs) -> Local {
+        Local { snap, ..self }
+    }
+
+    /// The same provider, making new disks from the snapshot `id` (or
+    /// `latest`, the record's disk's newest) instead of blank.
+    pub fn from_snapshot(self, id: Option<String>) -> Local {
+        Local {
+            from_snapshot: id,
+            ..self
         }
     }
 
@@ -491,7 +512,26 @@ impl Provider for Local {
     }
 
     fn create(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
-        records.iter_mut().map(|r| self.create_one(r, cx)).collect()
+        records
+            .iter_mut()
+            .map(|r| match &self.from_snapshot {
+                Some(id) => self.restore_one(r, id, cx),
+                None => self.create_one(r, cx),
+            })
+            .collect()
+    }
+
+    fn snapshot(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
+        records
+            .iter_mut()
+            .map(|r| {
+                if self.snap.list {
+                    self.list_one(r)
+                } else {
+                    self.snapshot_one(r, cx)
+                }
+            })
+            .collect()
     }
 
     fn describe(&mut self, records: &[Record]) -> Vec<Result<DiskStatus, Failure>> {

@@ -76,6 +76,23 @@ pub trait Provider {
     /// Finds the record's device on this node and checks that it is this
     /// disk (by backing file, serial number or device link), never guessing.
     fn discover(&mut self, record: &Record) -> Result<PathBuf, Failure>;
+
+    /// Takes a snapshot of each record's disk (`snapshot` set) and applies
+    /// retention, or, as the provider was opened to, lists each disk's
+    /// snapshots (`listed` set) ([`crate::snapshot`]). A provider that
+    /// cannot fails each record with `snapshot-unsupported`.
+    fn snapshot(&mut self, records: &mut [Record], _cx: Ctx) -> Vec<StepResult> {
+        let kind = self.kind();
+        records
+            .iter()
+            .map(|_| {
+                Err(Failure::new(
+                    codes::SNAPSHOT_UNSUPPORTED,
+                    format!("disk-snapshot does not support the {kind} provider yet"),
+                ))
+            })
+            .collect()
+    }
 }
 
 /// The record's `disk`, or a failure saying it is missing.

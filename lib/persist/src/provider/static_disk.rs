@@ -112,4 +112,19 @@ impl Provider for Static {
     fn discover(&mut self, record: &Record) -> Result<PathBuf, Failure> {
         Ok(device_of(record)?.path)
     }
+
+    fn snapshot(&mut self, records: &mut [Record], _cx: Ctx) -> Vec<StepResult> {
+        records
+            .iter()
+            .map(|r| {
+                Err(Failure::new(
+                    codes::SNAPSHOT_UNSUPPORTED,
+                    format!(
+                        "{} is a static disk: there is no provider to snapshot it with (back up its files instead, or use the local or a cloud provider)",
+                        r.disk.as_deref().map(crate::log::escape_controls).unwrap_or_default()
+                    ),
+                ))
+            })
+            .collect()
+    }
 }
