@@ -30,6 +30,11 @@ up FILE *ARGS: build
 down FILE *ARGS: build
     scripts/down {{ARGS}} {{FILE}}
 
+# Every disk of an AppScalefile, cloud and node side, in one table (see
+# scripts/status --help); changes nothing.
+status FILE *ARGS: build
+    scripts/status {{ARGS}} {{FILE}}
+
 # Benchmarks; results go to docs/bench.md.
 bench:
     scripts/bench
@@ -41,3 +46,15 @@ ansible:
 # Format and lint the code (rustfmt, clippy, lines rustfmt gave up on).
 check:
     scripts/check
+
+# Snapshot every disk of an AppScalefile (see scripts/backup --help).
+backup FILE *ARGS: build
+    scripts/backup {{ARGS}} {{FILE}}
+
+# Restore every disk of an AppScalefile from a snapshot (see scripts/restore --help).
+restore FILE *ARGS: build
+    scripts/restore {{ARGS}} {{FILE}}
+
+# Backup and restore on the local default: up, write, snapshot, write, down, restore.
+demo-backup:
+    scripts/demo-backup

@@ -210,6 +210,42 @@ fn playbooks_keep_data_across_down_and_up_and_rerun_unchanged() {
     assert_eq!(p.playbook("down.yml", &[]).code, 0);
 }
 
+/// `appscale_grow` with a larger `appscale_size` grows the disk, then its
+/// filesystem, with the data intact (grown while detached: this container
+/// lacks the CAP_SYS_RESOURCE ext4's online resize needs).
+#[test]
+fn appscale_grow_grows_the_disk_and_its_filesystem() {
+    require_root();
+    let p = Play::local("ansible-grow", 1);
+    assert_eq!(p.playbook("up.yml", &[]).code, 0);
+    std::fs::write(p.mnt(0).join("precious"), "kept").unwrap();
+    assert_eq!(p.playbook("down.yml", &[]).code, 0);
+    let bigger = ["-e", "appscale_size=128M"];
+    let r = p.playbook("up.yml", &bigger);
+    assert_ne!(r.code, 0, "a larger size without appscale_grow fails");
+    assert!(r.stdout.contains("size-mismatch"), "{}", r.stdout);
+    let image = p.t.join("disks/ans-0.img");
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 64 << 20);
+    assert_eq!(p.playbook("down.yml", &[]).code, 0);
+
+    let r = p.playbook(
+        "up.yml",
+        &["-e", "appscale_size=128M", "-e", "appscale_grow=true"],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 128 << 20);
+    let st = nix::sys::statvfs::statvfs(&p.mnt(0)).unwrap();
+    assert!(
+        st.blocks() * st.fragment_size() > 100 << 20,
+        "the filesystem grew"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.mnt(0).join("precious")).unwrap(),
+        "kept"
+    );
+    assert_eq!(p.playbook("down.yml", &[]).code, 0);
+}
+
 #[test]
 fn check_mode_changes_nothing_and_says_what_would() {
     require_root();
@@ -256,6 +292,44 @@ fn one_host_with_a_bad_disk_fails_alone() {
         r.stdout
     );
     assert_eq!(p.loops(), 0);
+}
+
+#[test]
+fn status_playbook_prints_one_table_and_fails_on_a_problem() {
+    require_root();
+    let p = Play::local("ansible-status", 2);
+    assert_eq!(p.playbook("up.yml", &[]).code, 0);
+    let r = p.playbook("status.yml", &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let table: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.contains("node-0") || l.contains("node-1") || l.contains("PROBLEMS"))
+        .filter(|l| l.contains("ans-") || l.contains("PROBLEMS"))
+        .collect();
+    assert_eq!(table.len(), 3, "one header, one row per node: {}", r.stdout);
+    assert!(table[1..].iter().all(|l| l.contains("ok")), "{table:?}");
+    assert!(
+        recap(&r)
+            .values()
+            .all(|&(_, changed, failed)| (changed, failed) == (0, 0)),
+        "{}",
+        r.stdout
+    );
+
+    // One node's disk unmounted: that host fails, with the code and the fix.
+    sh_ok(&["umount", p.mnt(1).to_str().unwrap()]);
+    for extra in [&[][..], &["--check"][..]] {
+        let r = p.playbook("status.yml", extra);
+        assert_ne!(r.code, 0, "{}", r.stdout);
+        assert!(r.stdout.contains("[not-mounted]"), "{}", r.stdout);
+        assert!(r.stdout.contains("fix: run disk-mount"), "{}", r.stdout);
+        let rc = recap(&r);
+        assert_eq!(rc["node-0"].2, 0, "{}", r.stdout);
+        assert_eq!(rc["node-1"].2, 1, "{}", r.stdout);
+    }
+    assert!(!is_mounted(&p.mnt(1)), "status changed nothing");
+    assert_eq!(p.playbook("down.yml", &[]).code, 0);
 }
 
 #[test]
@@ -683,4 +757,57 @@ fn the_ec2_flow_through_the_playbooks() {
         "on EBS"
     );
     assert_eq!(p.playbook("down.yml", &[]).code, 0);
+}
+
+#[test]
+fn backup_and_restore_playbooks_bring_back_a_and_not_b() {
+    require_root();
+    let p = Play::local("ansible-backup", 2);
+    assert_eq!(p.playbook("up.yml", &[]).code, 0);
+    for i in 0..2 {
+        std::fs::write(p.mnt(i).join("a"), format!("A{i}")).unwrap();
+    }
+    let r = p.playbook("backup.yml", &["-e", "appscale_keep=2"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    for i in 0..2 {
+        std::fs::write(p.mnt(i).join("b"), "B").unwrap();
+    }
+    assert_eq!(p.playbook("down.yml", &[]).code, 0);
+    let r = p.playbook("restore.yml", &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    for i in 0..2 {
+        assert_eq!(
+            std::fs::read_to_string(p.mnt(i).join("a")).unwrap(),
+            format!("A{i}")
+        );
+        assert!(!p.mnt(i).join("b").exists(), "node-{i}: B is not there");
+        assert!(
+            p.t.join(&format!("disks/ans-{i}.img")).exists(),
+            "old disk kept"
+        );
+    }
+    // The swap: an AppScalefile naming the restored disks takes them down.
+    let restored: Vec<String> = (0..2)
+        .map(|i| {
+            std::fs::read_dir(p.t.join("disks"))
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .find(|n| n.starts_with(&format!("ans-{i}-restored-")) && n.ends_with(".img"))
+                .unwrap()
+                .trim_end_matches(".img")
+                .to_string()
+        })
+        .collect();
+    std::fs::write(
+        p.t.join("AppScalefile"),
+        format!(
+            "infrastructure: local\nips_layout:\n  - roles: [master, database, zookeeper]\n    nodes: 2\n    disks: [{}]\n",
+            restored.join(", ")
+        ),
+    )
+    .unwrap();
+    let r = p.playbook("down.yml", &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(p.loops(), 0);
 }

@@ -155,6 +155,9 @@ fn the_schema_documents_every_key_the_tools_write() {
             "deployment",
             "adopted",
             "unmount_proof",
+            "status",
+            "snapshot",
+            "restored_from",
         ]
         .map(String::from),
     );
@@ -187,13 +190,27 @@ fn each_cloud_tool_takes_only_its_own_flags() {
                 &["--size", "1G"],
                 &["--type", "gp3"],
                 &["--encrypted"],
+                &["--grow"],
+                &["--kms-key", "k"],
+                &["--iops", "3000"],
+                &["--throughput", "125"],
+                &["--tag", "a=b"],
+                &["--retag"],
                 &["--force"],
                 &["--ebs-force"],
             ],
         ),
         (
             "disk-detach",
-            &[&["--size", "1G"], &["--type", "gp3"], &["--encrypted"]],
+            &[
+                &["--size", "1G"],
+                &["--type", "gp3"],
+                &["--encrypted"],
+                &["--grow"],
+                &["--kms-key", "k"],
+                &["--iops", "3000"],
+                &["--tag", "a=b"],
+            ],
         ),
     ];
     for (tool, flags) in not_theirs {
@@ -225,4 +242,34 @@ fn each_cloud_tool_takes_only_its_own_flags() {
             .contains("Unsupported parameters for (disk_detach) module: size"),
         "{out}"
     );
+}
+
+/// The cloud options are a usage error for a local image (which takes
+/// --size and --grow) and a static device (used as it is): exit 2, nothing
+/// done.
+#[test]
+fn local_and_static_disks_refuse_the_cloud_options() {
+    let t = TempDir::new("cli-cloud-options");
+    let state = t.s("disks");
+    let refused: &[(&str, &[&str])] = &[
+        ("local", &["--encrypted"]),
+        ("local", &["--kms-key", "alias/k"]),
+        ("local", &["--iops", "3000"]),
+        ("local", &["--throughput", "125"]),
+        ("local", &["--tag", "a=b"]),
+        ("static", &["--grow"]),
+        ("static", &["--tag", "a=b"]),
+    ];
+    for (provider, flag) in refused {
+        let mut args = vec!["--provider", provider, "--disk", "d", "--state-dir", &state];
+        args.extend_from_slice(flag);
+        let r = run("disk-create", &args, "").expect(2);
+        assert!(
+            r.stderr.contains(flag[0]),
+            "{provider} {flag:?}: {}",
+            r.stderr
+        );
+        assert!(r.stdout.is_empty(), "{provider} {flag:?}");
+    }
+    assert!(!t.join("disks").exists(), "nothing was done");
 }

@@ -12,16 +12,6 @@ use std::path::Path;
 use common::*;
 use serde_json::{Value, json};
 
-fn aws_env() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_CONFIG_FILE", "/nonexistent"),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
-    ]
-}
-
 /// Runs a controller-side tool against `url`.
 fn tool(url: &str, name: &str, args: &[&str], input: &str) -> Run {
     let mut a = vec!["--endpoint-url", url];
@@ -687,6 +677,25 @@ fn up_and_down_on_an_ec2_appscalefile() {
     );
     let again = up().expect(0).record();
     assert!(all_unchanged(std::slice::from_ref(&again)), "{again}");
+    // disk-create's own options go to it alone (disk-attach would refuse
+    // them): the found volume is tagged.
+    let mut tagged = provider.to_vec();
+    tagged.extend([
+        "--size",
+        "1G",
+        "--tag",
+        "team=db",
+        "--tag=tier=gold",
+        "--retag",
+    ]);
+    let r = flow("up", &t, &file, &tagged, &env).expect(0).record();
+    assert_eq!(r["state"], "mounted", "{r}");
+    let tags = &moto.ec2_admin(&["volume", &vol])["tags"];
+    assert_eq!(
+        (tags["team"].as_str(), tags["tier"].as_str()),
+        (Some("db"), Some("gold")),
+        "{tags}"
+    );
     down().expect(0);
 }
 
@@ -1673,4 +1682,330 @@ fn ec2_refusing_an_attach_for_its_limit_is_attachment_limit() {
             .contains("injected AttachmentLimitExceeded"),
         "{r}"
     );
+}
+
+// --- Production options (issue 18) ----------------------------------------
+
+/// The calls the moto recorder saw of `action` since `record-start`.
+fn calls(moto: &Server, action: &str) -> u64 {
+    moto.ec2_admin(&["actions"])
+        .get(action)
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// A new volume gets the key, IOPS, throughput and tags asked; found again
+/// it is held to them: another key, an unencrypted volume, other IOPS are
+/// errors, never accepted; tags are added to it only with --retag.
+#[test]
+fn a_new_volume_has_the_key_performance_and_tags_asked_and_is_held_to_them() {
+    let moto = Server::moto();
+    let url = moto.url();
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let opts = [
+        "--size",
+        "10G",
+        "--type",
+        "gp3",
+        "--kms-key",
+        "alias/appscale-data",
+        "--iops",
+        "4000",
+        "--throughput",
+        "250",
+        "--tag",
+        "team=db",
+        "--tag",
+        "cost-center=42",
+    ];
+    let r = tool(&url, "disk-create", &opts, &input).expect(0).record();
+    assert_eq!(r["changed"], true, "{r}");
+    let vol = r["disk_id"].as_str().unwrap().to_string();
+    let v = moto.ec2_admin(&["volume", &vol]);
+    assert_eq!(v["encrypted"], true, "{v}");
+    assert_eq!(v["kms_key"], "alias/appscale-data", "{v}");
+    assert_eq!(
+        (v["iops"].as_u64(), v["throughput"].as_u64()),
+        (Some(4000), Some(250))
+    );
+    assert_eq!(v["tags"]["team"], "db", "{v}");
+    assert_eq!(v["tags"]["cost-center"], "42", "{v}");
+    assert_eq!(v["tags"]["appscale-persist:kms-key"], "alias/appscale-data");
+
+    // Found again with the same options (the alias confirmed by its tag),
+    // or none: nothing to do.
+    for args in [&opts[..], &["--encrypted"], &[]] {
+        let r = tool(&url, "disk-create", args, &input).expect(0).record();
+        assert_eq!(r["changed"], false, "{args:?}: {r}");
+    }
+    moto.ec2_admin(&["record-start"]);
+    for (args, code) in [
+        (&["--kms-key", "alias/other"][..], "encryption-mismatch"),
+        (&["--iops", "5000"], "performance-mismatch"),
+        (
+            &["--throughput", "300", "--iops", "4000"],
+            "performance-mismatch",
+        ),
+    ] {
+        let r = tool(&url, "disk-create", args, &input).expect(1).record();
+        assert_eq!(error_code(&r), code, "{args:?}: {r}");
+        assert!(
+            r["error"]["message"].as_str().unwrap().contains(&vol),
+            "{r}"
+        );
+    }
+    // A tag with another value: left alone without --retag.
+    let r = tool(&url, "disk-create", &["--tag", "team=web"], &input)
+        .expect(0)
+        .record();
+    assert_eq!(r["changed"], false, "{r}");
+    for a in ["CreateVolume", "CreateTags", "ModifyVolume"] {
+        assert_eq!(calls(&moto, a), 0, "nothing changed: {a}");
+    }
+    let retag = ["--tag", "team=web", "--tag", "tier=gold", "--retag"];
+    let r = tool(&url, "disk-create", &retag, &input).expect(0).record();
+    assert_eq!(r["changed"], true, "{r}");
+    assert!(r["steps"][0]["ms"].is_u64());
+    let v = moto.ec2_admin(&["volume", &vol]);
+    assert_eq!(
+        (v["tags"]["team"].as_str(), v["tags"]["tier"].as_str()),
+        (Some("web"), Some("gold"))
+    );
+    assert_eq!(v["tags"]["cost-center"], "42", "other tags kept: {v}");
+    assert_eq!(v["tags"]["appscale-persist:deployment"], "appscale", "{v}");
+    let r = tool(&url, "disk-create", &retag, &input).expect(0).record();
+    assert_eq!(r["changed"], false, "tagged once: {r}");
+    assert_eq!(calls(&moto, "CreateTags"), 1);
+}
+
+/// A volume found unencrypted, or encrypted with another key, is an
+/// error when encryption is asked, named by its Name tag or by its id; a key
+/// named by its id matches the ARN EC2 says.
+#[test]
+fn a_volume_encrypted_otherwise_than_asked_is_reported() {
+    let moto = Server::moto();
+    let url = moto.url();
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let plain = tool(&url, "disk-create", &["--size", "1G"], &input)
+        .expect(0)
+        .record();
+    let plain_id = plain["disk_id"].as_str().unwrap().to_string();
+    moto.ec2_admin(&["record-start"]);
+    let r = tool(&url, "disk-create", &["--encrypted"], &input)
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "encryption-mismatch", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unencrypted"),
+        "{r}"
+    );
+    let by_id = [
+        "--provider",
+        "ec2",
+        "--disk",
+        &plain_id,
+        "--zone",
+        "us-east-1b",
+    ];
+    let mut args = by_id.to_vec();
+    args.extend(["--kms-key", "1234abcd-12ab-34cd-56ef-1234567890ab"]);
+    let r = tool(&url, "disk-create", &args, "").expect(1).record();
+    assert_eq!(error_code(&r), "encryption-mismatch", "{r}");
+    assert_eq!(calls(&moto, "CreateVolume"), 0);
+
+    // Made by hand with a key given by its ARN: named by its id, it matches.
+    let key = "1234abcd-12ab-34cd-56ef-1234567890ab";
+    let arn = format!("arn:aws:kms:us-east-1:123456789012:key/{key}");
+    let spec =
+        json!({"AvailabilityZone": "us-east-1b", "Size": 1, "Encrypted": true, "KmsKeyId": arn});
+    let keyed = moto.ec2_admin(&["create-volume-with", &spec.to_string()]);
+    let keyed = keyed.as_str().unwrap();
+    let by_id = ["--provider", "ec2", "--disk", keyed, "--zone", "us-east-1b"];
+    for k in [key, arn.as_str()] {
+        let mut args = by_id.to_vec();
+        args.extend(["--kms-key", k]);
+        tool(&url, "disk-create", &args, "").expect(0);
+    }
+    let mut args = by_id.to_vec();
+    args.extend(["--kms-key", "alias/other"]);
+    let r = tool(&url, "disk-create", &args, "").expect(1).record();
+    assert_eq!(error_code(&r), "encryption-mismatch", "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains(&arn),
+        "{r}"
+    );
+}
+
+/// Values beyond EBS's limits are usage errors before any call: exit 2,
+/// no record out, no request at all.
+#[test]
+fn options_beyond_the_volume_types_limits_are_refused_before_any_call() {
+    let moto = Server::moto();
+    let url = moto.url();
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    moto.ec2_admin(&["record-start"]);
+    let refused: &[(&[&str], &str)] = &[
+        (&["--type", "gp3", "--iops", "90000"], "3000 to 80000"),
+        (
+            &["--type", "gp3", "--size", "10G", "--iops", "6000"],
+            "at most 5000",
+        ),
+        (&["--type", "gp3", "--throughput", "800"], "at most 750"),
+        (
+            &["--type", "io2", "--iops", "1000", "--throughput", "200"],
+            "gp3 does",
+        ),
+        (&["--type", "gp2", "--iops", "3000"], "no provisioned IOPS"),
+        (&["--tag", "aws:owner=x"], "AWS's own"),
+        (&["--tag", "appscale-persist:node=x"], "itself"),
+        (
+            &[
+                "--kms-key",
+                "projects/p/locations/l/keyRings/r/cryptoKeys/k",
+            ],
+            "KMS key id",
+        ),
+        (&["--tag", "novalue"], "KEY=VALUE"),
+        (&["--retag"], "--tag"),
+    ];
+    for (args, why) in refused {
+        let r = tool(&url, "disk-create", args, &input).expect(2);
+        assert!(r.stderr.contains(why), "{args:?}: {}", r.stderr);
+        assert!(r.stdout.is_empty(), "{args:?}: {}", r.stdout);
+    }
+    let actions = moto.ec2_admin(&["actions"]);
+    assert_eq!(actions, json!({}), "no call at all: {actions}");
+    // A new io1 volume needs --iops (a volume found has its own): the
+    // record fails before any CreateVolume.
+    let r = tool(&url, "disk-create", &["--type", "io1"], &input)
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "create-failed", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs --iops"),
+        "{r}"
+    );
+    assert_eq!(moto.ec2_admin(&["actions"]).get("CreateVolume"), None);
+}
+
+/// --grow grows a smaller volume (ModifyVolume, waited until usable);
+/// without it the difference is reported; a larger volume is never shrunk.
+#[test]
+fn grow_modifies_a_smaller_volume_and_never_shrinks_one() {
+    let moto = Server::moto();
+    let url = moto.url();
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let vol = create(&url, &[rec("node-0", "data-0")]).remove(0)["disk_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    moto.ec2_admin(&["record-start"]);
+    let r = tool(&url, "disk-create", &["--size", "3G"], &input)
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "size-mismatch", "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("--grow"),
+        "{r}"
+    );
+    let r = tool(
+        &url,
+        "disk-create",
+        &["--check", "--size", "3G", "--grow"],
+        &input,
+    )
+    .expect(0);
+    assert!(
+        r.stderr.contains("would grow from 1 GiB to 3 GiB"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(calls(&moto, "ModifyVolume"), 0);
+
+    let r = tool(&url, "disk-create", &["--size", "3G", "--grow"], &input).expect(0);
+    let rec = r.record();
+    assert_eq!(rec["changed"], true, "{rec}");
+    assert_eq!(rec["size_bytes"], 3u64 << 30, "{rec}");
+    assert!(r.stderr.contains("disk-ensure-fs --grow"), "{}", r.stderr);
+    assert_eq!(moto.ec2_admin(&["volume", &vol])["size"], 3);
+    assert_eq!(calls(&moto, "ModifyVolume"), 1);
+    assert!(calls(&moto, "DescribeVolumesModifications") >= 1);
+    let r = tool(&url, "disk-create", &["--size", "3G", "--grow"], &input)
+        .expect(0)
+        .record();
+    assert_eq!(r["changed"], false, "grown once: {r}");
+
+    let r = tool(&url, "disk-create", &["--size", "2G", "--grow"], &input)
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "size-mismatch", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("never shrunk"),
+        "{r}"
+    );
+    assert_eq!(moto.ec2_admin(&["volume", &vol])["size"], 3);
+    assert_eq!(calls(&moto, "ModifyVolume"), 1, "no call to shrink it");
+}
+
+/// A grow is waited for while its modification is `modifying`, and done at
+/// `optimizing` (usable at the new size); a modification that fails is
+/// `resize-failed`, with EC2's reason.
+#[test]
+fn a_grow_waits_out_modifying_and_a_failed_modification_is_resize_failed() {
+    let moto = Server::moto();
+    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
+    let url = proxy.url();
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    create(&url, &[rec("node-0", "data-0")]);
+    let polls = || {
+        let (_, body) = http("GET", &format!("{url}/__proxy__"), "");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["injected"]["DescribeVolumesModifications"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    inject(
+        &url,
+        json!({"modification": {"polls": 2, "then": "optimizing"}}),
+    );
+    let r = tool(&url, "disk-create", &["--size", "2G", "--grow"], &input)
+        .expect(0)
+        .record();
+    assert_eq!(
+        (r["changed"].as_bool(), r["size_bytes"].as_u64()),
+        (Some(true), Some(2 << 30)),
+        "{r}"
+    );
+    assert_eq!(polls(), 3, "polled until optimizing");
+
+    // An earlier run's grow still modifying: waited for, nothing sent.
+    inject(
+        &url,
+        json!({"modification": {"polls": 2, "then": "optimizing"}}),
+    );
+    let r = tool(&url, "disk-create", &["--size", "2G", "--grow"], &input)
+        .expect(0)
+        .record();
+    assert_eq!(r["changed"], false, "{r}");
+    assert_eq!(polls(), 3, "looked up once, then polled until optimizing");
+
+    inject(
+        &url,
+        json!({"modification": {"polls": 1, "then": "failed", "message": "insufficient capacity"}}),
+    );
+    let r = tool(&url, "disk-create", &["--size", "3G", "--grow"], &input)
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "resize-failed", "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("insufficient capacity"), "{msg}");
 }

@@ -15,6 +15,8 @@ use common::*;
 struct Deployment {
     dir: TempDir,
     file: PathBuf,
+    /// The provider options of `up` (after `--`).
+    provider: Vec<&'static str>,
 }
 
 impl Deployment {
@@ -30,7 +32,11 @@ impl Deployment {
             ),
         )
         .unwrap();
-        Deployment { dir, file }
+        Deployment {
+            dir,
+            file,
+            provider: vec!["--size", "64M"],
+        }
     }
 
     fn mnt(&self, node: usize) -> PathBuf {
@@ -64,7 +70,7 @@ impl Deployment {
         }
         c.args(extra).arg(&self.file);
         if name == "up" {
-            c.args(["--", "--size", "64M"]);
+            c.arg("--").args(&self.provider);
         }
         for (k, v) in self.env() {
             c.env(k, v);
@@ -121,6 +127,114 @@ fn data_survives_down_and_up_and_reruns_change_nothing() {
     assert_eq!(
         std::fs::read_to_string(d.mnt(0).join("precious")).unwrap(),
         "cassandra data"
+    );
+    d.flow("down").expect(0);
+}
+
+/// The size of the filesystem mounted at `dir`, in bytes.
+fn fs_size(dir: &Path) -> u64 {
+    let st = nix::sys::statvfs::statvfs(dir).unwrap();
+    st.blocks() * st.fragment_size()
+}
+
+/// The size the loop device bound to `image` shows, in bytes.
+fn loop_size(image: &Path) -> u64 {
+    let dev = sh_ok(&["losetup", "-j", image.to_str().unwrap()]);
+    let lo = dev
+        .split(':')
+        .next()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let sectors: u64 = std::fs::read_to_string(format!("/sys/block/{lo}/size"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    sectors * 512
+}
+
+/// `up --grow` grows the image (the loop device bound to it refreshed),
+/// then the filesystem, with the data intact; without --grow a larger
+/// size is reported; a smaller one is never applied. The filesystem is
+/// grown offline here: this container lacks CAP_SYS_RESOURCE, which
+/// ext4's online resize needs (disk-ensure-fs grows a mounted one online
+/// where it may).
+#[test]
+fn up_grow_grows_the_image_the_loop_device_and_the_filesystem_never_shrinks() {
+    require_root();
+    let mut d = Deployment::new("grow", 1);
+    d.flow("up").expect(0);
+    let image = d.dir.join("disks/data-0.img");
+    let data: Vec<u8> = (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(d.mnt(0).join("precious"), &data).unwrap();
+    let before = fs_size(&d.mnt(0));
+    assert!(before < 64 << 20, "{before}");
+    // Unmounted, still attached: the loop device is refreshed in place.
+    let mnt = d.mnt(0).display().to_string();
+    let fstab = d.dir.s("fstab");
+    run_alone("disk-unmount", &["--mountpoint", &mnt, "--fstab", &fstab]).expect(0);
+    assert_eq!(loop_size(&image), 64 << 20);
+
+    // A larger size without --grow: reported, nothing changed.
+    d.provider = vec!["--size", "128M"];
+    let r = d.flow("up");
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert_eq!(r.record()["error"]["code"], "size-mismatch", "{}", r.stdout);
+    let msg = r.record()["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("--grow"), "{msg}");
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 64 << 20);
+
+    // With --grow: the image, the loop device, then the filesystem.
+    let r = d.flow_with("up", &["--grow"]).expect(0);
+    let rec = r.record();
+    assert_eq!(rec["state"], "mounted", "{}", r.stdout);
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 128 << 20);
+    assert_eq!(
+        loop_size(&image),
+        128 << 20,
+        "the loop device sees the new size"
+    );
+    let after = fs_size(&d.mnt(0));
+    assert!(
+        after > 100 << 20,
+        "the filesystem grew: {before} -> {after}"
+    );
+    assert!(
+        std::fs::read(d.mnt(0).join("precious")).unwrap() == data,
+        "data intact"
+    );
+
+    // Grown once: a rerun changes nothing.
+    let again = d.flow_with("up", &["--grow"]).expect(0);
+    assert!(all_unchanged(&again.records()), "{}", again.stdout);
+
+    // Never shrunk, even with --grow.
+    d.provider = vec!["--size", "64M"];
+    let r = d.flow_with("up", &["--grow"]);
+    assert_ne!(r.code, 0);
+    assert_eq!(r.record()["error"]["code"], "size-mismatch", "{}", r.stdout);
+    let msg = r.record()["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("never shrunk"), "{msg}");
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 128 << 20);
+    assert!(
+        std::fs::read(d.mnt(0).join("precious")).unwrap() == data,
+        "data intact"
+    );
+
+    // Detached, grown again: the image alone, then attached at its size.
+    d.flow("down").expect(0);
+    d.provider = vec!["--size", "192M"];
+    d.flow_with("up", &["--grow"]).expect(0);
+    assert_eq!(loop_size(&image), 192 << 20);
+    assert!(fs_size(&d.mnt(0)) > 160 << 20);
+    assert!(
+        std::fs::read(d.mnt(0).join("precious")).unwrap() == data,
+        "data intact"
     );
     d.flow("down").expect(0);
 }

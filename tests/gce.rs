@@ -12,66 +12,6 @@ use std::path::Path;
 use common::*;
 use serde_json::{Value, json};
 
-struct Gce {
-    server: Server,
-}
-
-impl Gce {
-    /// A fake whose metadata server describes instance `vm-1` in `zone`.
-    fn new(zone: &str) -> Gce {
-        Gce {
-            server: Server::python(
-                "fake_gce.py",
-                &["--instance", "vm-1", "--zone", zone, "--project", "proj"],
-            ),
-        }
-    }
-
-    fn url(&self) -> String {
-        self.server.url()
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.server.port)
-    }
-
-    fn env(&self) -> Vec<(String, String)> {
-        vec![
-            ("GCE_METADATA_HOST".into(), self.host()),
-            ("CLOUDSDK_CONFIG".into(), "/nonexistent".into()),
-        ]
-    }
-
-    fn tool(&self, name: &str, args: &[&str], input: &str) -> Run {
-        let url = self.url();
-        let mut a = vec!["--endpoint", url.as_str(), "--project", "proj"];
-        a.extend_from_slice(args);
-        let env = self.env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        run_env(name, &a, input, &env)
-    }
-
-    fn control(&self, path: &str, body: Value) {
-        let (status, text) = http(
-            "POST",
-            &format!("{}/__fake__/{path}", self.url()),
-            &body.to_string(),
-        );
-        assert_eq!(status, 200, "{text}");
-    }
-
-    fn instance(&self, zone: &str, name: &str) {
-        self.control(
-            "instances",
-            json!({"project": "proj", "zone": zone, "name": name}),
-        );
-    }
-
-    fn state(&self) -> Value {
-        serde_json::from_str(&http("GET", &format!("{}/__fake__/state", self.url()), "").1).unwrap()
-    }
-}
-
 fn rec(node: &str, disk: &str) -> Value {
     json!({"v": 1, "node": node, "provider": "gce", "zone": "us-central1-a", "disk": disk})
 }
@@ -705,4 +645,278 @@ fn links_that_disagree_or_a_device_of_another_size_are_refused() {
     let _small = stand_in(&t, "pd2", 512);
     let r = ensure().expect(1).record();
     assert_eq!(error_code(&r), "identity-mismatch", "{r}");
+}
+
+// --- Production options (issue 18) ----------------------------------------
+
+const KEY: &str = "projects/proj/locations/us/keyRings/appscale/cryptoKeys/data";
+
+/// A new disk gets the customer-managed key, provisioned IOPS and
+/// throughput, and labels asked; found again it is held to them (Compute
+/// Engine names the key version, which matches the key); labels are added
+/// only with --retag.
+#[test]
+fn a_new_disk_has_the_key_performance_and_labels_asked_and_is_held_to_them() {
+    let g = Gce::new("us-central1-a");
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let opts = [
+        "--size",
+        "100G",
+        "--type",
+        "hyperdisk-balanced",
+        "--kms-key",
+        KEY,
+        "--iops",
+        "6000",
+        "--throughput",
+        "400",
+        "--tag",
+        "team=db",
+    ];
+    let r = g.tool("disk-create", &opts, &input).expect(0).record();
+    assert_eq!(r["changed"], true, "{r}");
+    let d = &g.state()["disks"]["proj/us-central1-a/data-0"];
+    assert_eq!(d["kmsKeyName"], KEY, "{d}");
+    assert_eq!(
+        (
+            d["provisionedIops"].as_u64(),
+            d["provisionedThroughput"].as_u64()
+        ),
+        (Some(6000), Some(400)),
+        "{d}"
+    );
+    assert_eq!(d["labels"]["team"], "db", "{d}");
+    assert_eq!(
+        d["labels"]["appscale-persist-deployment"], "appscale",
+        "{d}"
+    );
+
+    for args in [&opts[..], &[]] {
+        let r = g.tool("disk-create", args, &input).expect(0).record();
+        assert_eq!(r["changed"], false, "{args:?}: {r}");
+    }
+    let other = KEY.replace("data", "other");
+    for (args, code) in [
+        (&["--kms-key", other.as_str()][..], "encryption-mismatch"),
+        (
+            &["--type", "hyperdisk-balanced", "--iops", "7000"],
+            "performance-mismatch",
+        ),
+    ] {
+        let r = g.tool("disk-create", args, &input).expect(1).record();
+        assert_eq!(error_code(&r), code, "{args:?}: {r}");
+    }
+    let r = g
+        .tool("disk-create", &["--tag", "team=web"], &input)
+        .expect(0)
+        .record();
+    assert_eq!(r["changed"], false, "{r}");
+    assert_eq!(g.state()["calls"].get("disks.setLabels"), None);
+    let retag = ["--tag", "team=web", "--tag", "tier=gold", "--retag"];
+    let r = g.tool("disk-create", &retag, &input).expect(0).record();
+    assert_eq!(r["changed"], true, "{r}");
+    let labels = &g.state()["disks"]["proj/us-central1-a/data-0"]["labels"];
+    assert_eq!(
+        (labels["team"].as_str(), labels["tier"].as_str()),
+        (Some("web"), Some("gold"))
+    );
+    assert_eq!(
+        labels["appscale-persist-deployment"], "appscale",
+        "{labels}"
+    );
+    let r = g.tool("disk-create", &retag, &input).expect(0).record();
+    assert_eq!(r["changed"], false, "labelled once: {r}");
+    assert_eq!(g.state()["calls"]["disks.setLabels"], 1);
+}
+
+/// A disk found with a Google-managed key where --kms-key asks for one is
+/// an error, never accepted.
+#[test]
+fn a_disk_with_a_google_managed_key_is_not_taken_for_a_customer_managed_one() {
+    let g = Gce::new("us-central1-a");
+    g.control(
+        "disks",
+        json!({"project": "proj", "zone": "us-central1-a", "name": "data-0", "sizeGb": 10}),
+    );
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let r = g
+        .tool("disk-create", &["--kms-key", KEY], &input)
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "encryption-mismatch", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Google-managed"),
+        "{r}"
+    );
+    assert_eq!(
+        g.state()["calls"].get("disks.setLabels"),
+        None,
+        "not adopted"
+    );
+}
+
+/// Label rules, provisioned values beyond the type's limits, and a key
+/// that is no Cloud KMS key name are usage errors before any call.
+#[test]
+fn labels_and_performance_beyond_the_rules_are_refused_before_any_call() {
+    let g = Gce::new("us-central1-a");
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let refused: &[(&[&str], &str)] = &[
+        (&["--tag", "Team=db"], "lowercase letter"),
+        (&["--tag", "team=DB"], "only lowercase"),
+        (&["--tag", "appscale-persist-node=x"], "itself"),
+        (
+            &["--iops", "5000"],
+            "pd-balanced disks take no provisioned IOPS",
+        ),
+        (
+            &["--type", "pd-extreme", "--iops", "5000"],
+            "10000 to 120000",
+        ),
+        (
+            &["--type", "hyperdisk-throughput", "--iops", "5000"],
+            "no provisioned IOPS",
+        ),
+        (
+            &["--type", "hyperdisk-balanced", "--throughput", "5000"],
+            "140 to 2400",
+        ),
+        (&["--kms-key", "alias/data"], "Cloud KMS key name"),
+    ];
+    for (args, why) in refused {
+        let r = g.tool("disk-create", args, &input).expect(2);
+        assert!(r.stderr.contains(why), "{args:?}: {}", r.stderr);
+        assert!(r.stdout.is_empty(), "{args:?}");
+    }
+    assert_eq!(g.state()["calls"], json!({}), "no call at all");
+}
+
+/// --grow resizes a smaller disk (disks.resize, its operation waited for);
+/// without it the difference is reported; a larger disk is never shrunk.
+#[test]
+fn grow_resizes_a_smaller_disk_and_never_shrinks_one() {
+    let g = Gce::new("us-central1-a");
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    g.tool("disk-create", &["--size", "10G"], &input).expect(0);
+    let size = || g.state()["disks"]["proj/us-central1-a/data-0"]["sizeGb"].as_u64();
+    let r = g
+        .tool("disk-create", &["--size", "20G"], &input)
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "size-mismatch", "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("--grow"),
+        "{r}"
+    );
+    let r = g
+        .tool(
+            "disk-create",
+            &["--check", "--size", "20G", "--grow"],
+            &input,
+        )
+        .expect(0);
+    assert!(
+        r.stderr.contains("would grow from 10 GB to 20 GB"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(g.state()["calls"].get("disks.resize"), None);
+
+    let r = g
+        .tool("disk-create", &["--size", "20G", "--grow"], &input)
+        .expect(0)
+        .record();
+    assert_eq!(r["changed"], true, "{r}");
+    assert_eq!(r["size_bytes"], 20u64 << 30, "{r}");
+    assert_eq!(size(), Some(20));
+    let r = g
+        .tool("disk-create", &["--size", "20G", "--grow"], &input)
+        .expect(0)
+        .record();
+    assert_eq!(r["changed"], false, "grown once: {r}");
+
+    let r = g
+        .tool("disk-create", &["--size", "15G", "--grow"], &input)
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "size-mismatch", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("never shrunk"),
+        "{r}"
+    );
+    assert_eq!(size(), Some(20));
+    assert_eq!(
+        g.state()["calls"]["disks.resize"],
+        1,
+        "no call to shrink it"
+    );
+}
+
+/// The whole way on Compute Engine: a disk grown by disk-create --grow
+/// (the fake grows its stand-in as Compute Engine grows the disk under the
+/// guest), then scripts/up --grow grows the filesystem; the data is
+/// intact. (Grown while detached: this container lacks the
+/// CAP_SYS_RESOURCE ext4's online resize needs.)
+#[test]
+fn up_grow_on_compute_engine_keeps_the_data() {
+    require_root();
+    let zone = "us-central1-a";
+    let g = Gce::new(zone);
+    let t = TempDir::new("gce-grow");
+    let file = t.join("AppScalefile");
+    std::fs::write(&file, format!("infrastructure: gce\nproject: proj\nmachine: appscale-image\nclient_secrets: ~/client_secrets.json\nzone: {zone}\nips_layout:\n  master: node-1\n  appengine: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: growdisk\n")).unwrap();
+    let dev = stand_in(&t, "growdisk", 1024);
+    let mut env = g.env();
+    env.push(("APPSCALE_PERSIST_DEV_ROOT".into(), t.s("dev")));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let url = g.url();
+    let flow_of = |script: &str, flags: &[&str], size: &str| {
+        let mut provider = vec!["--endpoint", url.as_str(), "--self"];
+        if script == "up" {
+            provider.extend(["--size", size]);
+        }
+        let mut flags = flags.to_vec();
+        flags.extend(["--node", "node-1"]);
+        flow_with(script, &t, &file, &flags, &provider, &env)
+    };
+    flow_of("up", &[], "1G").expect(0);
+    let data = t.join("mnt/node-1/rows");
+    std::fs::write(&data, "kept").unwrap();
+    flow_of("down", &[], "").expect(0);
+
+    // Without --grow, a larger size is reported and nothing is done.
+    let r = flow_of("up", &[], "2G");
+    assert_ne!(r.code, 0);
+    assert_eq!(error_code(&r.record()), "size-mismatch", "{}", r.stdout);
+    assert_eq!(g.state()["calls"].get("disks.resize"), None);
+
+    // The disk grows (disks.resize); the guest sees its device grow.
+    let input = ndjson(&[rec("node-1", "growdisk")]);
+    g.tool("disk-create", &["--size", "2G", "--grow"], &input)
+        .expect(0);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&dev.image)
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    sh_ok(&["losetup", "--set-capacity", &dev.device]);
+
+    let r = flow_of("up", &["--grow"], "2G").expect(0).record();
+    assert_eq!(r["state"], "mounted", "{r}");
+    let st = nix::sys::statvfs::statvfs(&t.join("mnt/node-1")).unwrap();
+    assert!(
+        st.blocks() * st.fragment_size() > 3 << 29,
+        "the filesystem grew"
+    );
+    assert_eq!(std::fs::read_to_string(&data).unwrap(), "kept");
+    let again = flow_of("up", &["--grow"], "2G").expect(0).record();
+    assert!(all_unchanged(std::slice::from_ref(&again)), "{again}");
+    flow_of("down", &[], "").expect(0);
 }

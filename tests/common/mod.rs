@@ -547,3 +547,112 @@ pub fn without(rec: &Value, key: &str) -> Value {
     r.as_object_mut().unwrap().remove(key);
     r
 }
+
+/// The environment of an AWS tool run against moto: test credentials, a
+/// region, and no shared config files of the machine's.
+pub fn aws_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_CONFIG_FILE", "/nonexistent"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+    ]
+}
+
+/// The fake Compute Engine (tests/servers/fake_gce.py), its metadata server
+/// describing instance `vm-1` in a zone of project `proj`; killed on drop.
+pub struct Gce {
+    pub server: Server,
+}
+
+impl Gce {
+    /// A fake whose metadata server describes instance `vm-1` in `zone`.
+    pub fn new(zone: &str) -> Gce {
+        Gce {
+            server: Server::python(
+                "fake_gce.py",
+                &["--instance", "vm-1", "--zone", zone, "--project", "proj"],
+            ),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.server.port)
+    }
+
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("GCE_METADATA_HOST".into(), self.host()),
+            ("CLOUDSDK_CONFIG".into(), "/nonexistent".into()),
+        ]
+    }
+
+    pub fn tool(&self, name: &str, args: &[&str], input: &str) -> Run {
+        let url = self.url();
+        let mut a = vec!["--endpoint", url.as_str(), "--project", "proj"];
+        a.extend_from_slice(args);
+        let env = self.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_env(name, &a, input, &env)
+    }
+
+    pub fn control(&self, path: &str, body: Value) {
+        let (status, text) = http(
+            "POST",
+            &format!("{}/__fake__/{path}", self.url()),
+            &body.to_string(),
+        );
+        assert_eq!(status, 200, "{text}");
+    }
+
+    pub fn instance(&self, zone: &str, name: &str) {
+        self.control(
+            "instances",
+            serde_json::json!({"project": "proj", "zone": zone, "name": name}),
+        );
+    }
+
+    pub fn state(&self) -> Value {
+        serde_json::from_str(&http("GET", &format!("{}/__fake__/state", self.url()), "").1).unwrap()
+    }
+}
+/// Thaws the filesystem at a mountpoint on drop (`fsfreeze -u`), so a test
+/// that fails while a tool left it frozen does not hang the machine's
+/// writers; declare it after the [`TempDir`] holding the mountpoint, so it
+/// runs before the unmount.
+pub struct ThawOnDrop(pub PathBuf);
+
+impl Drop for ThawOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("fsfreeze")
+            .arg("-u")
+            .arg(&self.0)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Whether a write (and its flush) to a new file in `dir` finishes within
+/// `secs`: false while the filesystem is frozen. A writer blocked on a
+/// frozen filesystem cannot be killed (it sleeps uninterruptibly), so it
+/// runs on a thread of its own, left to finish once the filesystem thaws
+/// ([`ThawOnDrop`]).
+pub fn accepts_writes(dir: &Path, secs: u64) -> bool {
+    let file = dir.join("written-after");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let ok = Command::new("sh")
+            .args(["-c", "echo after > \"$1\" && sync -f \"$1\"", "sh"])
+            .arg(&file)
+            .status()
+            .is_ok_and(|s| s.success());
+        let _ = tx.send(ok);
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs))
+        .unwrap_or(false)
+}

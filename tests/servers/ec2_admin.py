@@ -3,8 +3,10 @@
 Usage: ec2_admin.py ENDPOINT COMMAND ARGS...   (prints JSON)
   run-instances ZONE COUNT [TYPE] instance ids (of instance type TYPE)
   create-volume ZONE GIB [NAME]   a volume id
+  create-volume-with JSON         a volume id (JSON: CreateVolume's arguments)
   attach VOLUME INSTANCE DEVICE
-  volume ID                       {id, state, zone, size, attachments, tags}
+  volume ID                       {id, state, zone, size, type, encrypted,
+                                  kms_key, iops, throughput, attachments, tags}
   named NAME                      volume ids tagged Name=NAME
   attached INSTANCE               {volume id: device} of its attached volumes
   record-start | record-stop      moto's request recorder
@@ -45,6 +47,8 @@ def main():
         if len(args) > 2:
             kw["TagSpecifications"] = [{"ResourceType": "volume", "Tags": [{"Key": "Name", "Value": args[2]}]}]
         out = ec2.create_volume(**kw)["VolumeId"]
+    elif command == "create-volume-with":
+        out = ec2.create_volume(**json.loads(args[0]))["VolumeId"]
     elif command == "attach":
         ec2.attach_volume(VolumeId=args[0], InstanceId=args[1], Device=args[2])
         out = "ok"
@@ -55,10 +59,16 @@ def main():
             "state": v["State"],
             "zone": v["AvailabilityZone"],
             "size": v["Size"],
+            "type": v.get("VolumeType"),
+            "encrypted": v.get("Encrypted"),
+            "kms_key": v.get("KmsKeyId"),
+            "iops": v.get("Iops"),
+            "throughput": v.get("Throughput"),
             "attachments": [
                 {"instance": a["InstanceId"], "state": a["State"], "device": a["Device"]} for a in v["Attachments"]
             ],
             "tags": {t["Key"]: t["Value"] for t in v.get("Tags", [])},
+            "snapshot": v.get("SnapshotId", ""),
         }
     elif command == "attached":
         vols = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [args[0]]}])["Volumes"]
@@ -68,6 +78,9 @@ def main():
     elif command == "named":
         vols = ec2.describe_volumes(Filters=[{"Name": "tag:Name", "Values": [args[0]]}])["Volumes"]
         out = [v["VolumeId"] for v in vols]
+    elif command == "snapshots":
+        snaps = ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
+        out = {s["SnapshotId"]: {t["Key"]: t["Value"] for t in s.get("Tags", [])} for s in snaps}
     elif command in ("record-start", "record-stop"):
         verb = "start-recording" if command == "record-start" else "stop-recording"
         urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/recorder/reset-recording", method="POST"))

@@ -1,7 +1,8 @@
 """Test helper: an HTTP proxy in front of the moto server that injects what
 moto never does: API errors (a permanent AWS error code, or throttling and
-5xx answers that the SDK must retry), attachments stuck in `attaching`, and
-a detach still in progress; and that keeps deployments apart (moto's
+5xx answers that the SDK must retry), attachments stuck in `attaching`, a
+detach still in progress, and a volume modification still `modifying` or
+`failed` (moto completes each at once); and that keeps deployments apart (moto's
 per-account state) and remembers the client tokens it saw.
 
 Usage: ec2_proxy.py UPSTREAM      prints its port on the first line of stdout
@@ -9,18 +10,24 @@ Control: POST /__proxy__ with JSON
   {"fail": {"AttachVolume": {"status": 403, "code": "UnauthorizedOperation", "times": -1, "skip": 0}},
    "attaching": true,
    "detaching": {"volume": "vol-...", "instance": "i-...", "polls": 3},
-   "account": "222222222222"}
+   "account": "222222222222",
+   "modification": {"polls": 2, "then": "optimizing", "message": "..."}}
   "times" is how many requests fail (-1: all), after letting "skip" pass.
   "detaching": the next "polls" DescribeVolumes answers naming the volume
   show its attachment to the instance as `detaching`; then the proxy
   detaches it upstream, as EC2 would have by then.
   "account": moto keeps separate state per account (x-moto-account-id).
+  "modification": the next "polls" DescribeVolumesModifications answers show
+  every modification `modifying`, the ones after that "then" (with
+  "message" as its statusMessage); each answer rewritten is counted in
+  "injected".
   GET /__proxy__ returns {"injected": {"Action": n}} counting the failures
   sent, and {"tokens": [...]}, the ClientToken of every CreateVolume.
 Binds 127.0.0.1 only.
 """
 
 import json
+import re
 import sys
 import threading
 import urllib.error
@@ -30,7 +37,7 @@ import urllib.request
 import loopback
 
 UPSTREAM = sys.argv[1].rstrip("/")
-STATE = {"fail": {}, "attaching": False, "detaching": None, "account": None, "injected": {}, "tokens": []}
+STATE = {"fail": {}, "attaching": False, "detaching": None, "account": None, "modification": None, "injected": {}, "tokens": []}
 LOCK = threading.Lock()
 
 ERROR = """<?xml version="1.0" encoding="UTF-8"?>
@@ -79,6 +86,7 @@ class Handler(loopback.Handler):
             attaching = STATE["attaching"]
             detaching = STATE["detaching"]
             account = STATE["account"]
+            modification = STATE["modification"]
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
         if account:
             headers["x-moto-account-id"] = account
@@ -94,6 +102,15 @@ class Handler(loopback.Handler):
         status, data, ctype = self.upstream(body, headers, self.command)
         if attaching and action == "DescribeVolumes":
             data = data.replace(b"<status>attached</status>", b"<status>attaching</status>")
+        if modification and action == "DescribeVolumesModifications":
+            with LOCK:
+                STATE["injected"][action] = STATE["injected"].get(action, 0) + 1
+                modification["polls"] -= 1
+                state = "modifying" if modification["polls"] >= 0 else modification.get("then", "completed")
+            tag = f"<modificationState>{state}</modificationState>"
+            if modification.get("message") and state == "failed":
+                tag += f"<statusMessage>{modification['message']}</statusMessage>"
+            data = re.sub(rb"<modificationState>[a-z]+</modificationState>", tag.encode(), data)
         if detaching and action == "DescribeVolumes" and detaching["volume"].encode() in data:
             with LOCK:
                 detaching["polls"] -= 1

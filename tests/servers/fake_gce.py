@@ -1,14 +1,15 @@
 """Test helper: a small fake Compute Engine, since no public emulator exists.
 
 It speaks the real REST paths and JSON that google-cloud-compute-v1 sends
-(disks insert/get/setLabels, instances get/attachDisk/detachDisk,
+(disks insert/get/list/setLabels/resize, instances get/attachDisk/detachDisk,
 zoneOperations wait/get) and the metadata server's paths (an access token
 for Application Default Credentials; instance name, zone and project for
 --self). It holds state, applies an operation's effect when the operation
 completes, and can be told to make operations slow, never finish, or fail,
 and calls fail over HTTP. Like Compute Engine, it answers a mutating call
 that repeats a `requestId` with the first call's operation, doing nothing
-twice.
+twice. disks.list returns every disk of the zone: its `filter` is not
+applied (the client keeps the names it asked for).
 
 Usage: fake_gce.py [--instance NAME --zone ZONE --project ID]   prints its
 port on the first line of stdout; binds 127.0.0.1 only. The optional
@@ -16,8 +17,14 @@ instance is the one the metadata server describes (and is created).
 
 Control (JSON bodies):
   POST /__fake__/instances {"project", "zone", "name"}   create an instance
-  POST /__fake__/disks {"project", "zone", "name", "sizeGb", "labels", "users"}
+  POST /__fake__/disks {"project", "zone", "name", "sizeGb", "labels", "users",
+       "kmsKeyName", "provisionedIops", "provisionedThroughput"}
        a disk made by hand (attached to `users`)
+
+A disk's customer-managed key is stored and said as Compute Engine says
+it: the key version used (`.../cryptoKeys/K/cryptoKeyVersions/1`).
+disks.resize refuses a size not larger than the disk's, as Compute Engine
+does.
   POST /__fake__/config {"op_delay": s, "hang": bool, "wait_max": s,
        "fail": {"attachDisk": {"code": "...", "message": "..."}},
        "http_fail": {"disks.insert": {"status": 503, "times": 1, "lost": false}}}
@@ -129,7 +136,7 @@ def op_json(name):
 def disk_json(key):
     project, zone, name = key
     d = STATE["disks"][key]
-    return {
+    out = {
         "kind": "compute#disk",
         "id": d["id"],
         "name": name,
@@ -138,10 +145,17 @@ def disk_json(key):
         "sizeGb": str(d["sizeGb"]),
         "zone": link(project, zone),
         "status": "READY",
+        "creationTimestamp": d.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S.000-00:00", time.gmtime())),
         "type": link(project, zone, "diskTypes", d["type"]),
         "users": [link(project, zone, "instances", u) for u in d["users"]],
         "selfLink": link(project, zone, "disks", name),
     }
+    if d.get("kmsKeyName"):
+        out["diskEncryptionKey"] = {"kmsKeyName": d["kmsKeyName"] + "/cryptoKeyVersions/1"}
+    for k in ("provisionedIops", "provisionedThroughput"):
+        if d.get(k) is not None:
+            out[k] = str(d[k])
+    return out
 
 
 def fingerprint(labels):
@@ -220,12 +234,15 @@ class Handler(loopback.Handler):
             ("POST", "disks", None): "disks.insert",
             ("GET", "disks", None): "disks.get",
             ("POST", "disks", "setLabels"): "disks.setLabels",
+            ("POST", "disks", "resize"): "disks.resize",
             ("GET", "instances", None): "instances.get",
             ("POST", "instances", "attachDisk"): "instances.attachDisk",
             ("POST", "instances", "detachDisk"): "instances.detachDisk",
             ("POST", "operations", "wait"): "zoneOperations.wait",
             ("GET", "operations", None): "zoneOperations.get",
         }.get((method, kind, verb))
+        if method_name == "disks.get" and name is None:
+            method_name = "disks.list"
         if method_name is None:
             return self.send(*error(400, f"unsupported {method} {path}"))
         with LOCK:
@@ -265,12 +282,26 @@ class Handler(loopback.Handler):
             dtype = (body.get("type") or "pd-standard").rsplit("/", 1)[-1]
 
             labels = dict(body.get("labels") or {})
+            kms = (body.get("diskEncryptionKey") or {}).get("kmsKeyName")
+            iops, tput = body.get("provisionedIops"), body.get("provisionedThroughput")
 
             def effect():
                 STATE["counter"] += 1
-                STATE["disks"][key] = {"id": str(5000 + STATE["counter"]), "sizeGb": size, "type": dtype, "users": [], "labels": labels}
+                STATE["disks"][key] = {
+                    "id": str(5000 + STATE["counter"]),
+                    "sizeGb": size,
+                    "type": dtype,
+                    "users": [],
+                    "labels": labels,
+                    "kmsKeyName": kms,
+                    "provisionedIops": int(iops) if iops is not None else None,
+                    "provisionedThroughput": int(tput) if tput is not None else None,
+                }
 
             return 200, new_op(project, zone, "insert", link(project, zone, "disks", dname), effect)
+        if method_name == "disks.list":
+            keys = [k for k in STATE["disks"] if k[0] == project and k[1] == zone]
+            return 200, {"kind": "compute#diskList", "items": [disk_json(k) for k in keys]}
         if method_name == "disks.get":
             key = (project, zone, name)
             if key not in STATE["disks"]:
@@ -288,6 +319,18 @@ class Handler(loopback.Handler):
                 STATE["disks"][key]["labels"] = labels
 
             return 200, new_op(project, zone, "setLabels", link(project, zone, "disks", name), effect)
+        if method_name == "disks.resize":
+            key = (project, zone, name)
+            if key not in STATE["disks"]:
+                return not_found(f"projects/{project}/zones/{zone}/disks/{name}")
+            size = int(body.get("sizeGb", 0))
+            if size <= STATE["disks"][key]["sizeGb"]:
+                return error(400, f"Invalid value for field 'sizeGb': '{size}'. Requested disk size cannot be smaller than the current size", "invalid")
+
+            def effect():
+                STATE["disks"][key]["sizeGb"] = size
+
+            return 200, new_op(project, zone, "resize", link(project, zone, "disks", name), effect)
         ikey = (project, zone, name)
         if method_name.startswith("instances.") and ikey not in STATE["instances"]:
             return not_found(f"projects/{project}/zones/{zone}/instances/{name}")
@@ -391,7 +434,16 @@ class Handler(loopback.Handler):
                 STATE["counter"] += 1
                 key = (body["project"], body["zone"], body["name"])
                 users = list(body.get("users", []))
-                STATE["disks"][key] = {"id": str(5000 + STATE["counter"]), "sizeGb": int(body.get("sizeGb", 1)), "type": body.get("type", "pd-balanced"), "users": users, "labels": dict(body.get("labels", {}))}
+                STATE["disks"][key] = {
+                    "id": str(5000 + STATE["counter"]),
+                    "sizeGb": int(body.get("sizeGb", 1)),
+                    "type": body.get("type", "pd-balanced"),
+                    "users": users,
+                    "labels": dict(body.get("labels", {})),
+                    "kmsKeyName": body.get("kmsKeyName"),
+                    "provisionedIops": body.get("provisionedIops"),
+                    "provisionedThroughput": body.get("provisionedThroughput"),
+                }
                 for u in users:
                     inst = STATE["instances"][(body["project"], body["zone"], u)]
                     inst["disks"].append({"kind": "compute#attachedDisk", "type": "PERSISTENT", "mode": "READ_WRITE", "source": link(body["project"], body["zone"], "disks", body["name"]), "deviceName": body["name"], "index": len(inst["disks"]), "boot": False, "autoDelete": False})
@@ -405,7 +457,21 @@ class Handler(loopback.Handler):
                 return self.send(
                     200,
                     {
-                        "disks": {"/".join(k): {"sizeGb": v["sizeGb"], "type": v["type"], "users": v["users"], "labels": v.get("labels", {})} for k, v in STATE["disks"].items()},
+                        "disks": {
+                            "/".join(k): {
+                                "sizeGb": v["sizeGb"],
+                                "type": v["type"],
+                                "users": v["users"],
+                                "labels": v.get("labels", {}),
+                                # Said only when set.
+                                **{
+                                    f: v[f]
+                                    for f in ("kmsKeyName", "provisionedIops", "provisionedThroughput")
+                                    if v.get(f) is not None
+                                },
+                            }
+                            for k, v in STATE["disks"].items()
+                        },
                         "instances": {"/".join(k): [d["deviceName"] for d in v["disks"]] for k, v in STATE["instances"].items()},
                         "calls": STATE["calls"],
                     },

@@ -16,6 +16,8 @@ Examples:
   disk-create --provider local --disk data-1 --size 1G
   disk-create --provider ec2 --disk vol-0123456789abcdef0 --zone us-east-1b
   disk-create --provider gce --disk data-1 --zone us-central1-a --deployment prod
+  disk-create --provider ec2 --disk data-1 --zone us-east-1b --size 200G --grow \
+    --kms-key alias/appscale --iops 6000 --throughput 250 --tag team=db
   appscalefile-lint --plan AppScalefile | disk-create | disk-attach \\
     | disk-ensure-fs | disk-mount";
 
@@ -27,7 +29,11 @@ Examples:
 /// created by name. Cloud disks belong to a deployment (the record's
 /// `deployment`, from the AppScalefile's keyname or group): one tagged or
 /// labelled for another is never used; one made by hand is adopted (tagged)
-/// only while nothing uses it, in the record's zone.
+/// only while nothing uses it, in the record's zone. A disk found is held
+/// to the options given (size, type, encryption, IOPS, throughput): a
+/// difference is an error, except a smaller size with --grow, which grows
+/// it (never shrinking one); the options are checked against the cloud's
+/// limits before any call.
 #[derive(Debug, Parser)]
 #[command(name = "disk-create", version, after_help = AFTER_HELP)]
 struct Args {
@@ -48,7 +54,8 @@ impl ToolArgs for Args {
         self.provider.single()
     }
     fn check_records(&self, records: &[Record]) -> Result<(), String> {
-        self.provider.check_records(records)
+        self.provider.check_records(records)?;
+        self.create.check(records, |r| self.provider.kind_of(r))
     }
     fn into_step(self) -> Box<dyn Step> {
         Box::new(self.provider.step(Operation::Create(self.create)))

@@ -14,13 +14,16 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use appscale_persist::codes;
 use appscale_persist::log;
 use appscale_persist::provider::local::Local;
 use appscale_persist::provider::static_disk::Static;
 use appscale_persist::provider::{Provider, Size};
 use appscale_persist::record::{ProviderKind, Record};
+use appscale_persist::snapshot::SnapshotArgs;
 use appscale_persist::step::{Ctx, Failure, Step, StepResult};
 use appscale_persist::steps::provision::{Op, ProviderStep};
+use appscale_persist_cloudkit::DiskSpec;
 use clap::Args;
 
 /// The deployment name of last resort, shared by every deployment that
@@ -114,9 +117,110 @@ pub struct CreateArgs {
     /// error [default: gp3 on EC2, pd-balanced on GCE].
     #[arg(long = "type", value_name = "TYPE", help_heading = "Create")]
     pub disk_type: Option<String>,
-    /// Encrypt a new EBS volume.
+    /// Grow a disk found smaller than --size to that size (EBS
+    /// ModifyVolume, GCE disks.resize, a local image extended and its loop
+    /// device refreshed); then `disk-ensure-fs --grow` grows its
+    /// filesystem. A disk is never shrunk: one found larger is an error.
+    #[arg(long, help_heading = "Create")]
+    pub grow: bool,
+    /// Encrypt a new EBS volume (with the account's default key unless
+    /// --kms-key); a volume found unencrypted is an error. (Every GCE disk
+    /// is encrypted.)
     #[arg(long, help_heading = "Create")]
     pub encrypted: bool,
+    /// Customer-managed key of a new disk: on EC2 a KMS key id, alias
+    /// (alias/NAME) or ARN (implies --encrypted); on GCE a Cloud KMS key
+    /// name (projects/P/locations/L/keyRings/R/cryptoKeys/K). A disk found
+    /// encrypted otherwise is an error.
+    #[arg(long, value_name = "KEY", help_heading = "Create")]
+    pub kms_key: Option<String>,
+    /// Provisioned IOPS of a new disk (EBS gp3, io1, io2; GCE pd-extreme,
+    /// hyperdisk-balanced, hyperdisk-extreme), checked against the type's
+    /// limits before any call; a disk found with others is an error.
+    #[arg(long, value_name = "N", help_heading = "Create")]
+    pub iops: Option<u64>,
+    /// Provisioned throughput of a new disk, MiB/s (EBS gp3; GCE
+    /// hyperdisk-balanced, hyperdisk-throughput, hyperdisk-ml), checked
+    /// likewise.
+    #[arg(long, value_name = "MIBPS", help_heading = "Create")]
+    pub throughput: Option<u64>,
+    /// A tag (EBS) or label (GCE) for new disks, repeatable; GCE label
+    /// rules (lowercase keys of at most 63 characters) are checked first.
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag, help_heading = "Create")]
+    pub tags: Vec<(String, String)>,
+    /// Also give disks found the --tag tags they lack (or have with
+    /// another value); other tags are left as they are.
+    #[arg(long, requires = "tags", help_heading = "Create")]
+    pub retag: bool,
+    /// Make a new disk from this snapshot (an id from `disk-snapshot`, or
+    /// `latest`: the record's disk's newest of its deployment) instead of a
+    /// blank one. The new disk has a name of its own, which the record then
+    /// carries (with `restored_from`); the record's old disk is kept
+    /// (docs/backup.md). Local and EC2, not GCE yet.
+    #[arg(long, value_name = "ID|latest", help_heading = "Create")]
+    pub from_snapshot: Option<String>,
+}
+
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    appscale_persist_cloudkit::spec::parse_tag(s)
+}
+
+impl CreateArgs {
+    /// What a disk must be, as the cloud providers take it.
+    pub fn spec(&self) -> DiskSpec {
+        DiskSpec {
+            size: self.size,
+            disk_type: self.disk_type.clone(),
+            grow: self.grow,
+            encrypted: self.encrypted || self.kms_key.is_some(),
+            kms_key: self.kms_key.clone(),
+            iops: self.iops,
+            throughput: self.throughput,
+            tags: self.tags.clone(),
+            retag: self.retag,
+        }
+    }
+
+    /// Checks these options against the limits of every provider the
+    /// records go to (`kind_of`), before anything is done: an error is a
+    /// usage error. A local image takes only --size and --grow; a static
+    /// device none of the production options (it is used as it is).
+    pub fn check(
+        &self,
+        records: &[Record],
+        kind_of: impl Fn(&Record) -> Option<ProviderKind>,
+    ) -> Result<(), String> {
+        let used: Vec<ProviderKind> = records
+            .iter()
+            .filter(|r| r.error.is_none())
+            .filter_map(&kind_of)
+            .collect();
+        let spec = self.spec();
+        for kind in ProviderKind::ALL.into_iter().filter(|k| used.contains(k)) {
+            match kind {
+                ProviderKind::Ec2 | ProviderKind::Euca => appscale_persist_ec2::check_spec(&spec)?,
+                ProviderKind::Gce => appscale_persist_gce::check_spec(&spec)?,
+                ProviderKind::Local | ProviderKind::Static => {
+                    let cloud_only = [
+                        (self.grow && kind == ProviderKind::Static, "--grow"),
+                        (self.encrypted, "--encrypted"),
+                        (self.kms_key.is_some(), "--kms-key"),
+                        (self.iops.is_some(), "--iops"),
+                        (self.throughput.is_some(), "--throughput"),
+                        (!self.tags.is_empty(), "--tag"),
+                    ];
+                    if let Some((_, flag)) = cloud_only.iter().find(|(given, _)| *given) {
+                        return Err(if kind == ProviderKind::Local {
+                            format!("{flag}: a local disk image takes only --size and --grow")
+                        } else {
+                            format!("{flag}: a static device is used as it is")
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `disk-detach`'s own options: when a detach may go ahead without the
@@ -147,6 +251,8 @@ pub enum Operation {
     Attach,
     /// `disk-detach`.
     Detach(DetachArgs),
+    /// `disk-snapshot`.
+    Snapshot(SnapshotArgs),
 }
 
 impl Operation {
@@ -156,6 +262,15 @@ impl Operation {
             Operation::Create(_) => Op::Create,
             Operation::Attach => Op::Attach,
             Operation::Detach(_) => Op::Detach,
+            Operation::Snapshot(_) => Op::Snapshot,
+        }
+    }
+
+    /// `disk-snapshot`'s options; the defaults for the other tools.
+    fn snapshot(&self) -> SnapshotArgs {
+        match self {
+            Operation::Snapshot(s) => s.clone(),
+            _ => SnapshotArgs::default(),
         }
     }
 
@@ -191,7 +306,7 @@ impl ProviderArgs {
     }
 
     /// The provider a record goes to.
-    fn kind_of(&self, r: &Record) -> Option<ProviderKind> {
+    pub fn kind_of(&self, r: &Record) -> Option<ProviderKind> {
         r.provider.or(self.provider)
     }
 
@@ -287,11 +402,21 @@ impl ProviderArgs {
     pub fn open(&self, kind: ProviderKind, op: &Operation) -> Result<Box<dyn Provider>, Failure> {
         let timeout = Duration::from_secs(self.timeout);
         let (create, detach) = (op.create(), op.detach());
+        if create.from_snapshot.is_some() && kind == ProviderKind::Gce {
+            return Err(Failure::new(
+                codes::SNAPSHOT_UNSUPPORTED,
+                format!(
+                    "disk-create --from-snapshot does not support the {kind} provider yet: nothing created"
+                ),
+            ));
+        }
         match kind {
-            ProviderKind::Local => Ok(Box::new(Local::new(
-                Local::state_dir(self.state_dir.clone()),
-                create.size,
-            ))),
+            ProviderKind::Local => Ok(Box::new(
+                Local::new(Local::state_dir(self.state_dir.clone()), create.size)
+                    .growing(create.grow)
+                    .with_snapshots(op.snapshot())
+                    .from_snapshot(create.from_snapshot),
+            )),
             ProviderKind::Static => Ok(Box::new(Static)),
             ProviderKind::Ec2 | ProviderKind::Euca => {
                 appscale_persist_ec2::open(appscale_persist_ec2::Config {
@@ -303,14 +428,14 @@ impl ProviderArgs {
                     on_node: self.on_node,
                     metadata_endpoint: self.metadata_endpoint.clone(),
                     zone: self.zone.clone(),
-                    size: create.size,
-                    disk_type: create.disk_type.clone(),
-                    encrypted: create.encrypted,
+                    spec: create.spec(),
                     deployment: self.default_deployment(),
                     force: detach.force,
                     ebs_force: detach.ebs_force,
                     concurrency: self.concurrency,
                     timeout,
+                    snapshot: op.snapshot(),
+                    from_snapshot: create.from_snapshot.clone(),
                     ..appscale_persist_ec2::Config::default()
                 })
             }
@@ -321,14 +446,19 @@ impl ProviderArgs {
                 instance: self.instance.clone(),
                 on_node: self.on_node,
                 metadata_endpoint: self.metadata_endpoint.clone(),
-                size: create.size,
-                disk_type: create.disk_type.clone(),
+                spec: create.spec(),
                 deployment: self.default_deployment(),
                 force: detach.force,
                 concurrency: self.concurrency,
                 timeout,
             }),
         }
+    }
+
+    /// Opens providers for looking disks up (`disk-status`): with these
+    /// options alone, as `disk-attach`, which has no options of its own.
+    pub fn opener(self) -> appscale_persist::steps::provision::Opener {
+        Box::new(move |kind| self.open(kind, &Operation::Attach))
     }
 
     /// The step running `op` over these options.

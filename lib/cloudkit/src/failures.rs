@@ -27,12 +27,18 @@ pub fn duplicate_disk(disk: &str, labels: &[String]) -> Failure {
     )
 }
 
-/// `disk` exists with another size than `--size` asked.
+/// `disk` exists with another size than `--size` asked: smaller (to be
+/// grown only with `--grow`), or larger (never shrunk).
 pub fn size_mismatch(disk: &str, have: Size, want: Size) -> Failure {
+    let how = if have.bytes() < want.bytes() {
+        format!("pass --grow to grow it to {want}, ")
+    } else {
+        "a disk is never shrunk; ".to_string()
+    };
     Failure::new(
         codes::SIZE_MISMATCH,
         format!(
-            "{disk} exists with size {have}, not {want}: pass --size {have}, or no --size to take it as it is"
+            "{disk} exists with size {have}, not {want}: {how}pass --size {have}, or no --size to take it as it is"
         ),
     )
 }

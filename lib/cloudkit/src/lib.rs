@@ -23,7 +23,8 @@
 //! API client, this machine's identity), where a record goes
 //! ([`place`], [`deployment_of`]), the refusal of two records for one disk
 //! ([`refuse_duplicates`]), the guard before any detach ([`may_detach`]),
-//! and the failures both clouds give ([`failures`]).
+//! what `disk-create` asks of a disk ([`spec::DiskSpec`]), and the failures
+//! both clouds give ([`failures`]).
 //!
 //! The node-side tools do not depend on it: they link no async runtime.
 #![deny(missing_docs)]
@@ -34,6 +35,7 @@ mod fault;
 mod lazy;
 mod poll;
 mod records;
+pub mod spec;
 
 pub use bounded::{call_each, concurrently};
 pub use fault::{ApiError, Fault};
@@ -42,6 +44,7 @@ pub use poll::{Deadline, Unfinished, poll_until};
 pub use records::{
     Detachable, ThisInstance, deployment_of, find_device_here, may_detach, place, refuse_duplicates,
 };
+pub use spec::DiskSpec;
 
 use appscale_persist::codes;
 use appscale_persist::step::Failure;

@@ -23,12 +23,13 @@ use aws_sdk_ec2::types::{
 };
 
 use crate::limits::{self, EbsLimit};
-use crate::owner::{TAG_DEPLOYMENT, TAG_NODE};
+use crate::owner::{TAG_DEPLOYMENT, TAG_KMS_KEY, TAG_NODE};
 use crate::{Config, POLL, devices, trace};
 
 /// A connected client.
 pub struct Api {
-    client: Client,
+    /// The SDK client (the snapshot calls live in [`crate::snapshot`]).
+    pub(crate) client: Client,
 }
 
 /// What the provider needs to know about an instance.
@@ -69,6 +70,26 @@ pub struct NewVolume {
     pub disk_type: String,
     /// Encrypted.
     pub encrypted: bool,
+    /// The KMS key (id, alias or ARN), when not the account's default.
+    pub kms_key: Option<String>,
+    /// Provisioned IOPS.
+    pub iops: Option<u64>,
+    /// Provisioned throughput, MiB/s.
+    pub throughput: Option<u64>,
+    /// The operator's own tags (`--tag`).
+    pub tags: Vec<(String, String)>,
+    /// The snapshot to make it from (`disk-create --from-snapshot`).
+    pub snapshot: Option<String>,
+}
+
+/// An EBS volume modification's state, as DescribeVolumesModifications
+/// says it (`modifying`, `optimizing`, `completed`, `failed`).
+#[derive(Debug, Clone)]
+pub struct Modification {
+    /// Its state.
+    pub state: String,
+    /// Why it failed, when it did.
+    pub message: Option<String>,
 }
 
 /// AWS error codes that mean "too many requests".
@@ -378,21 +399,31 @@ impl Api {
             v.name, v.zone
         ));
         let tag = |k: &str, val: &str| Tag::builder().key(k).value(val).build();
-        let tags = TagSpecification::builder()
+        let mut tags = TagSpecification::builder()
             .resource_type(ResourceType::Volume)
             .tags(tag("Name", &v.name))
             .tags(tag(TAG_DEPLOYMENT, &v.deployment))
-            .tags(tag(TAG_NODE, &v.node))
-            .build();
+            .tags(tag(TAG_NODE, &v.node));
+        if let Some(key) = &v.kms_key {
+            tags = tags.tags(tag(TAG_KMS_KEY, key));
+        }
+        for (k, val) in &v.tags {
+            tags = tags.tags(tag(k, val));
+        }
+        let int = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
         let out = self
             .client
             .create_volume()
             .availability_zone(&v.zone)
-            .size(i32::try_from(v.gib).unwrap_or(i32::MAX))
+            .size(int(v.gib))
             .volume_type(VolumeType::from(v.disk_type.as_str()))
-            .encrypted(v.encrypted)
+            .encrypted(v.encrypted || v.kms_key.is_some())
+            .set_kms_key_id(v.kms_key.clone())
+            .set_iops(v.iops.map(int))
+            .set_throughput(v.throughput.map(int))
+            .set_snapshot_id(v.snapshot.clone())
             .client_token(token)
-            .tag_specifications(tags)
+            .tag_specifications(tags.build())
             .send()
             .await
             .map_err(|e| api_error(&format!("CreateVolume Name={}", v.name), e))?;
@@ -426,6 +457,116 @@ impl Api {
             .await
             .map(drop)
             .map_err(|e| api_error(&format!("CreateTags {vol}"), e))
+    }
+
+    /// Gives `vol` the tags `tags` (`--retag`), leaving its others alone.
+    pub async fn tag(&self, vol: &str, tags: &[(String, String)]) -> Result<(), ApiError> {
+        trace(format_args!("CreateTags {vol} ({} tags)", tags.len()));
+        let tags = tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        self.client
+            .create_tags()
+            .resources(vol)
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| api_error(&format!("CreateTags {vol}"), e))
+    }
+
+    /// Grows `vol` to `gib` GiB (ModifyVolume). Its filesystem is grown
+    /// after, on the node (`disk-ensure-fs --grow`).
+    pub async fn grow(&self, vol: &str, gib: u64) -> Result<(), ApiError> {
+        trace(format_args!("ModifyVolume {vol} size={gib}"));
+        self.client
+            .modify_volume()
+            .volume_id(vol)
+            .size(i32::try_from(gib).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| api_error(&format!("ModifyVolume {vol} to {gib} GiB"), e))
+    }
+
+    /// The latest modification of each of `ids`, in one call.
+    async fn modifications(
+        &self,
+        ids: Vec<String>,
+    ) -> Result<HashMap<String, Modification>, ApiError> {
+        trace(format_args!(
+            "DescribeVolumesModifications {}",
+            ids.join(" ")
+        ));
+        let out = self
+            .client
+            .describe_volumes_modifications()
+            .set_volume_ids(Some(ids))
+            .send()
+            .await
+            .map_err(|e| api_error("DescribeVolumesModifications", e))?;
+        let mut latest: HashMap<String, (Option<f64>, Modification)> = HashMap::new();
+        for m in out.volumes_modifications() {
+            let Some(id) = m.volume_id() else { continue };
+            let started = m.start_time().map(|t| t.as_secs_f64());
+            let this = Modification {
+                state: m
+                    .modification_state()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+                message: m.status_message().map(str::to_string),
+            };
+            match latest.get(id) {
+                Some((t, _)) if *t > started => {}
+                _ => {
+                    latest.insert(id.to_string(), (started, this));
+                }
+            }
+        }
+        Ok(latest.into_iter().map(|(k, (_, m))| (k, m)).collect())
+    }
+
+    /// Those of `ids` whose latest modification is still `modifying`.
+    pub async fn modifying(&self, ids: Vec<String>) -> Result<Vec<String>, ApiError> {
+        Ok(self
+            .modifications(ids)
+            .await?
+            .into_iter()
+            .filter(|(_, m)| m.state == "modifying")
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// Waits until the modification of each of `ids` is usable
+    /// (`optimizing` or `completed`: the volume has its new size; EBS goes
+    /// on optimizing it in the background), one
+    /// DescribeVolumesModifications per round; `failed` fails
+    /// (`resize-failed`).
+    pub async fn wait_modified(
+        &self,
+        ids: Vec<String>,
+        deadline: &Deadline,
+    ) -> HashMap<String, Result<Modification, Unfinished>> {
+        let check = |m: &Modification| match m.state.as_str() {
+            "optimizing" | "completed" => Poll::Ready(m.clone()),
+            "failed" => Poll::Failed(Failure::new(
+                codes::RESIZE_FAILED,
+                format!(
+                    "the modification failed: {}",
+                    m.message.as_deref().unwrap_or("EC2 gave no reason")
+                ),
+            )),
+            _ => Poll::Pending,
+        };
+        self.wait_for(
+            ids,
+            deadline,
+            |ids| self.modifications(ids),
+            check,
+            "modification",
+        )
+        .await
     }
 
     /// Attaches `vol` to `instance` as `device`. EC2 refusing it because
@@ -477,6 +618,30 @@ impl Api {
         deadline: &Deadline,
         check: impl Fn(&Volume) -> Poll<T, Failure>,
     ) -> HashMap<String, Result<T, Unfinished>> {
+        self.wait_for(
+            ids,
+            deadline,
+            |ids| async move { self.volumes_by_id(&ids).await },
+            check,
+            "volume",
+        )
+        .await
+    }
+
+    /// Waits for `ids`, one `describe` per round for all still pending,
+    /// until `check` says each is ready or failed; one `describe` leaves
+    /// out is gone (`no-such-disk`, naming `what` of it disappeared).
+    async fn wait_for<V, T, Fut>(
+        &self,
+        ids: Vec<String>,
+        deadline: &Deadline,
+        describe: impl Fn(Vec<String>) -> Fut,
+        check: impl Fn(&V) -> Poll<T, Failure>,
+        what: &str,
+    ) -> HashMap<String, Result<T, Unfinished>>
+    where
+        Fut: std::future::Future<Output = Result<HashMap<String, V>, ApiError>>,
+    {
         if ids.is_empty() {
             return HashMap::new();
         }
@@ -488,7 +653,7 @@ impl Api {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0
                 .clone();
-            let found = self.volumes_by_id(&pending).await?;
+            let found = describe(pending).await?;
             let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
             let (pending, done) = &mut *state;
             pending.retain(|id| {
@@ -498,7 +663,7 @@ impl Api {
                     Some(Poll::Failed(f)) => Err(Unfinished::Failed(f)),
                     None => Err(Unfinished::Failed(Failure::new(
                         codes::NO_SUCH_DISK,
-                        format!("volume {id} disappeared"),
+                        format!("the {what} of volume {id} disappeared"),
                     ))),
                 };
                 done.insert(id.clone(), result);

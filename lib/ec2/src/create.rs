@@ -3,10 +3,16 @@
 //! * **plan**: each record's volume is looked up (by id or Name tag, one
 //!   DescribeVolumes each) and, for records with no zone, its instance's
 //!   zone (one DescribeInstances); then a [`CreatePlan`] per record.
+//!   A volume found is held to `--size`, `--type`, `--encrypted`,
+//!   `--kms-key`, `--iops` and `--throughput` when given; with `--grow` a
+//!   smaller one is planned to grow, with `--retag` given the tags it lacks.
 //! * **send**: CreateVolume for the volumes to make, CreateTags for the
-//!   hand-made ones to adopt, at most `--concurrency` at once.
+//!   hand-made ones to adopt and the ones to retag, ModifyVolume for the
+//!   ones to grow, at most `--concurrency` at once.
 //! * **wait**: every new volume (and one an earlier run left `creating`)
-//!   until it is `available`, in one poll loop.
+//!   until it is `available`, in one poll loop; every grown one until its
+//!   modification is `optimizing` (usable at its new size) or `completed`,
+//!   in another, under the same deadline.
 //! * **finish**: the record gets the volume's id, size and zone.
 
 use appscale_persist::codes;
@@ -15,19 +21,26 @@ use appscale_persist::provider::Size;
 use appscale_persist::record::{Record, State};
 use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist::wait::Poll;
-use appscale_persist_cloudkit::{Unfinished, call_each, failures};
+use appscale_persist_cloudkit::spec::{encryption_mismatch, performance_mismatch};
+use appscale_persist_cloudkit::{DiskSpec, Unfinished, call_each, failures};
 use aws_sdk_ec2::types::{Volume, VolumeState};
 
 use crate::api::NewVolume;
-use crate::owner::{self, Found};
+use crate::owner::{self, Found, TAG_KMS_KEY};
 use crate::volume::{self, VolumeRef};
 use crate::{DEFAULT_DISK_TYPE, DEFAULT_SIZE, Run};
 
 /// What disk-create does for one record, decided before any call.
 #[derive(Debug, Clone)]
 pub enum CreatePlan {
-    /// The volume exists and is this deployment's: nothing to do.
-    Exists(Volume),
+    /// The volume exists and is this deployment's: nothing to do but
+    /// `change`.
+    Exists {
+        /// The volume.
+        vol: Volume,
+        /// What `--grow` and `--retag` change on it.
+        change: Change,
+    },
     /// The volume exists, this deployment's, but an earlier run left it
     /// `creating`: wait until it is available.
     Creating(Volume),
@@ -40,10 +53,44 @@ pub enum CreatePlan {
         deployment: String,
         /// The node it is tagged for.
         node: Option<String>,
+        /// What `--grow` and `--retag` change on it.
+        change: Change,
     },
     /// No volume carries the record's Name tag: create one, then wait until
     /// it is available.
     Create(NewVolume),
+}
+
+/// What a found volume is given: a new size, tags.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    /// Grow it to this many GiB (`--grow`).
+    pub grow: Option<u64>,
+    /// The tags it lacks (`--retag`).
+    pub tags: Vec<(String, String)>,
+}
+
+impl Change {
+    /// Nothing to change.
+    fn is_empty(&self) -> bool {
+        self.grow.is_none() && self.tags.is_empty()
+    }
+
+    /// What it does, for messages: `grow from 10 GiB to 20 GiB, tag team=db`.
+    fn describe(&self, v: &Volume) -> String {
+        let mut parts = Vec::new();
+        if let Some(gib) = self.grow {
+            parts.push(format!(
+                "grow from {} GiB to {gib} GiB",
+                v.size().unwrap_or(0)
+            ));
+        }
+        if !self.tags.is_empty() {
+            let tags: Vec<String> = self.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            parts.push(format!("tag {}", tags.join(" ")));
+        }
+        parts.join(", ")
+    }
 }
 
 /// Runs disk-create over `records` (placed, or failed to be).
@@ -67,6 +114,19 @@ pub async fn create(
         async move { Ok(api.adopt(&vol, &deployment, node.as_deref()).await?) }
     })
     .await;
+    call_each(limit, &mut plans, retagging, |(vol, tags)| {
+        let api = run.api.clone();
+        async move { Ok(api.tag(&vol, &tags).await?) }
+    })
+    .await;
+    let grown = call_each(limit, &mut plans, growth, |(vol, gib)| {
+        let api = run.api.clone();
+        async move {
+            api.grow(&vol, gib).await?;
+            Ok(vol)
+        }
+    })
+    .await;
     let made = call_each(limit, &mut plans, new_volume, |new| {
         let api = run.api.clone();
         async move { Ok(api.create_volume(&new).await?) }
@@ -86,6 +146,9 @@ pub async fn create(
         .api
         .wait_volumes(pending, &run.deadline, available)
         .await;
+    let mut growing: Vec<String> = grown.iter().flatten().cloned().collect();
+    growing.extend(modifying_already(run, &plans).await);
+    let mut modified = run.api.wait_modified(growing, &run.deadline).await;
     // Finish.
     records
         .iter_mut()
@@ -94,8 +157,23 @@ pub async fn create(
         .map(|((r, plan), made)| {
             let plan = plan?;
             let id = match (&plan, made) {
-                (CreatePlan::Exists(_), _) => return Ok(describe(r, &plan)),
-                (CreatePlan::Adopt { .. }, _) => return Ok(finish_adopted(r, plan)),
+                (CreatePlan::Exists { vol, change }, _) if !change.is_empty() => {
+                    return finish_changed(run, r, vol, change, &mut modified);
+                }
+                (CreatePlan::Exists { vol, .. }, _) => {
+                    let id = volume::id(vol);
+                    if let Some(m) = modified.remove(id) {
+                        m.map_err(|u| {
+                            let what = format!("volume {id}'s modification by an earlier run");
+                            u.into_failure(format!("{what} did not become usable"), &run.deadline)
+                        })?;
+                    }
+                    return Ok(describe(r, &plan));
+                }
+                (CreatePlan::Adopt { vol, change, .. }, _) => {
+                    let changed = finish_changed(run, r, vol, change, &mut modified)?;
+                    return Ok(finish_adopted(r, plan, changed));
+                }
                 (CreatePlan::Creating(v), _) => volume::id(v).to_string(),
                 (CreatePlan::Create(_), made) => made.ok_or_else(|| {
                     Failure::new(codes::INTERNAL, "CreateVolume gave no volume back")
@@ -143,6 +221,39 @@ async fn plan(
         .collect()
 }
 
+/// With `--grow`, the volumes found at the size asked whose latest
+/// modification (an earlier run's grow, cut short) is still `modifying`:
+/// not usable at their new size yet, so waited for like this run's. One
+/// DescribeVolumesModifications; if it fails, a warning (the volumes have
+/// the size asked; only the filesystem's grow may come a run later).
+async fn modifying_already(run: &Run, plans: &[Result<CreatePlan, Failure>]) -> Vec<String> {
+    if !run.cfg.spec.grow || run.cfg.spec.size.is_none() {
+        return Vec::new();
+    }
+    let ids: Vec<String> = plans
+        .iter()
+        .filter_map(|p| match p {
+            Ok(CreatePlan::Exists { vol, change }) if change.is_empty() => {
+                Some(volume::id(vol).to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    match run.api.modifying(ids).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            log::warn(format_args!(
+                "could not tell whether an earlier grow is still modifying: {}",
+                e.failure.message
+            ));
+            Vec::new()
+        }
+    }
+}
+
 /// The plan for one record, from what was found for it.
 fn plan_one(
     run: &Run,
@@ -166,23 +277,52 @@ fn plan_one(
         return Err(failures::zone_mismatch(&what, have, want));
     }
     owner::check_adoptable(&f, r.zone.as_deref())?;
-    check_size_and_type(run, &what, &f.vol)?;
+    let spec = &run.cfg.spec;
+    check_type(spec, &what, &f.vol)?;
+    let have_gib = f.vol.size().unwrap_or(0).max(0) as u64;
+    let grow = spec.size_change(&what, have_gib)?;
+    check_encryption(spec, &what, &f.vol)?;
+    check_performance(spec, &what, &f.vol)?;
+    let change = Change {
+        grow,
+        tags: spec.missing_tags(|k| {
+            f.vol
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some(k))
+                .and_then(|t| t.value())
+        }),
+    };
     volume::note(r, &f.vol);
     Ok(if f.owner.hand_made() {
         CreatePlan::Adopt {
             vol: f.vol,
             deployment: run.deployment_of(r),
             node: r.node.clone(),
+            change,
         }
     } else if f.vol.state() == Some(&VolumeState::Creating) {
+        if !change.is_empty() {
+            return Err(Failure::new(
+                codes::WAIT_FAILED,
+                format!(
+                    "{what} is still being created: run disk-create again once it is available, to {}",
+                    change.describe(&f.vol)
+                ),
+            ));
+        }
         CreatePlan::Creating(f.vol)
     } else {
-        CreatePlan::Exists(f.vol)
+        CreatePlan::Exists { vol: f.vol, change }
     })
 }
 
 /// The plan for a record whose Name tag no volume carries: make one.
 fn plan_new(run: &Run, r: &Record) -> Result<CreatePlan, Failure> {
+    let spec = &run.cfg.spec;
+    if let Some(why) = crate::options::missing_iops(spec) {
+        return Err(Failure::new(codes::CREATE_FAILED, why));
+    }
     let Some(zone) = r.zone.clone() else {
         return Err(failures::no_zone(
             "to create the volume in",
@@ -194,34 +334,81 @@ fn plan_new(run: &Run, r: &Record) -> Result<CreatePlan, Failure> {
         zone,
         deployment: run.deployment_of(r),
         node: r.node.clone().unwrap_or_default(),
-        gib: run.cfg.size.unwrap_or(DEFAULT_SIZE).gib(),
-        disk_type: run
-            .cfg
+        // From a snapshot, its size unless --size says otherwise.
+        gib: spec.size.map(Size::gib).unwrap_or_else(|| {
+            r.restored_from
+                .as_ref()
+                .and(r.size_bytes)
+                .map_or(DEFAULT_SIZE.gib(), |b| b.div_ceil(1 << 30))
+        }),
+        disk_type: spec
             .disk_type
             .clone()
             .unwrap_or_else(|| DEFAULT_DISK_TYPE.into()),
-        encrypted: run.cfg.encrypted,
+        encrypted: spec.wants_encryption(),
+        kms_key: spec.kms_key.clone(),
+        iops: spec.iops,
+        throughput: spec.throughput,
+        tags: spec.tags.clone(),
+        snapshot: r.restored_from.as_ref().map(|f| f.snapshot.clone()),
     }))
 }
 
-/// `--size` and `--type`, when given, must be what an existing volume has:
-/// a volume of another size or type is an error, not a surprise later.
-fn check_size_and_type(run: &Run, what: &str, v: &Volume) -> Result<(), Failure> {
-    let have_gib = v.size().unwrap_or(0).max(0) as u64;
-    if let Some(want) = run.cfg.size
-        && want.gib() != have_gib
-    {
-        return Err(failures::size_mismatch(
-            what,
-            Size(have_gib << 30),
-            Size(want.gib() << 30),
-        ));
-    }
+/// `--type`, when given, must be what an existing volume has: a volume of
+/// another type is an error, not a surprise later.
+fn check_type(spec: &DiskSpec, what: &str, v: &Volume) -> Result<(), Failure> {
     let have_type = v.volume_type().map(|t| t.as_str()).unwrap_or("?");
-    if let Some(want) = &run.cfg.disk_type
+    if let Some(want) = &spec.disk_type
         && want != have_type
     {
         return Err(failures::type_mismatch(what, have_type, want));
+    }
+    Ok(())
+}
+
+/// A volume found must be encrypted when `--encrypted` or `--kms-key` was
+/// given, and with that key: named by its ARN, by its id (the end of the
+/// ARN EC2 says), or as the key disk-create made it with (its
+/// [`TAG_KMS_KEY`] tag: an alias is confirmed only so).
+fn check_encryption(spec: &DiskSpec, what: &str, v: &Volume) -> Result<(), Failure> {
+    if !spec.wants_encryption() {
+        return Ok(());
+    }
+    if v.encrypted() != Some(true) {
+        return Err(encryption_mismatch(what, "exists unencrypted"));
+    }
+    let Some(want) = &spec.kms_key else {
+        return Ok(());
+    };
+    let have = v.kms_key_id().unwrap_or("");
+    let by_id = !want.contains([':', '/']) && have.ends_with(&format!(":key/{want}"));
+    if have == want || by_id || owner::tag(v, TAG_KMS_KEY) == Some(want.as_str()) {
+        return Ok(());
+    }
+    let have = if have.is_empty() {
+        "the account's default key"
+    } else {
+        have
+    };
+    Err(encryption_mismatch(
+        what,
+        format!("is encrypted with {have}, not {want}"),
+    ))
+}
+
+/// `--iops` and `--throughput`, when given, must be what a volume found
+/// has.
+fn check_performance(spec: &DiskSpec, what: &str, v: &Volume) -> Result<(), Failure> {
+    let have = |n: Option<i32>| n.map(|n| n.max(0) as u64);
+    for (name, want, have) in [
+        ("provisioned IOPS", spec.iops, have(v.iops())),
+        ("throughput (MiB/s)", spec.throughput, have(v.throughput())),
+    ] {
+        if let Some(want) = want
+            && have != Some(want)
+        {
+            return Err(performance_mismatch(what, name, have, want));
+        }
     }
     Ok(())
 }
@@ -233,6 +420,7 @@ fn adoption(p: &CreatePlan) -> Option<(String, String, Option<String>)> {
             vol,
             deployment,
             node,
+            ..
         } => Some((
             volume::id(vol).to_string(),
             deployment.clone(),
@@ -240,6 +428,28 @@ fn adoption(p: &CreatePlan) -> Option<(String, String, Option<String>)> {
         )),
         _ => None,
     }
+}
+
+/// The change of a plan for a volume found.
+fn change_of(p: &CreatePlan) -> Option<(&Volume, &Change)> {
+    match p {
+        CreatePlan::Exists { vol, change } | CreatePlan::Adopt { vol, change, .. } => {
+            Some((vol, change))
+        }
+        _ => None,
+    }
+}
+
+/// The CreateTags request of a plan that retags a volume (`--retag`).
+fn retagging(p: &CreatePlan) -> Option<(String, Vec<(String, String)>)> {
+    let (vol, change) = change_of(p)?;
+    (!change.tags.is_empty()).then(|| (volume::id(vol).to_string(), change.tags.clone()))
+}
+
+/// The ModifyVolume request of a plan that grows a volume (`--grow`).
+fn growth(p: &CreatePlan) -> Option<(String, u64)> {
+    let (vol, change) = change_of(p)?;
+    Some((volume::id(vol).to_string(), change.grow?))
 }
 
 /// The CreateVolume request of a plan that makes a volume.
@@ -265,9 +475,18 @@ fn available(v: &Volume) -> Poll<Volume, Failure> {
 /// What the plan would do (`--check`), or found done (nothing to do).
 fn describe(r: &mut Record, plan: &CreatePlan) -> Outcome {
     match plan {
-        CreatePlan::Exists(v) => Outcome::unchanged(
+        CreatePlan::Exists { vol, change } if !change.is_empty() => Outcome::changed(
             State::Created,
-            format!("volume {} exists in {}", volume::id(v), zone_of(v)),
+            format!(
+                "volume {} exists in {}: would {}",
+                volume::id(vol),
+                zone_of(vol),
+                change.describe(vol)
+            ),
+        ),
+        CreatePlan::Exists { vol, .. } => Outcome::unchanged(
+            State::Created,
+            format!("volume {} exists in {}", volume::id(vol), zone_of(vol)),
         ),
         CreatePlan::Creating(v) => Outcome::unchanged(
             State::Created,
@@ -278,13 +497,21 @@ fn describe(r: &mut Record, plan: &CreatePlan) -> Outcome {
             ),
         ),
         CreatePlan::Adopt {
-            vol, deployment, ..
+            vol,
+            deployment,
+            change,
+            ..
         } => {
             r.adopted = true;
+            let also = if change.is_empty() {
+                String::new()
+            } else {
+                format!(", and {}", change.describe(vol))
+            };
             Outcome::changed(
                 State::Created,
                 format!(
-                    "would adopt {} in {}, made by hand, for deployment {deployment}",
+                    "would adopt {} in {}, made by hand, for deployment {deployment}{also}",
                     volume::id(vol),
                     zone_of(vol)
                 ),
@@ -303,10 +530,55 @@ fn describe(r: &mut Record, plan: &CreatePlan) -> Outcome {
     }
 }
 
-/// A volume made by hand, now tagged.
-fn finish_adopted(r: &mut Record, plan: CreatePlan) -> Outcome {
+/// A volume found and changed (grown, retagged): the grown one once its
+/// modification is usable.
+fn finish_changed(
+    run: &Run,
+    r: &mut Record,
+    vol: &Volume,
+    change: &Change,
+    modified: &mut std::collections::HashMap<String, Result<crate::api::Modification, Unfinished>>,
+) -> StepResult {
+    let id = volume::id(vol);
+    if change.is_empty() {
+        return Ok(Outcome::unchanged(
+            State::Created,
+            format!("volume {id} exists in {}", zone_of(vol)),
+        ));
+    }
+    if let Some(gib) = change.grow {
+        modified
+            .remove(id)
+            .unwrap_or(Err(Unfinished::TimedOut { last_failure: None }))
+            .map_err(|u| {
+                u.into_failure(
+                    format!("volume {id} did not grow to {gib} GiB"),
+                    &run.deadline,
+                )
+            })?;
+        r.size_bytes = Some(gib << 30);
+        log::info(format_args!(
+            "{}: grew {id} to {gib} GiB: run disk-ensure-fs --grow to grow its filesystem",
+            r.label()
+        ));
+    }
+    Ok(Outcome::changed(
+        State::Created,
+        format!(
+            "volume {id} exists in {}: did {}",
+            zone_of(vol),
+            change.describe(vol)
+        ),
+    ))
+}
+
+/// A volume made by hand, now tagged (and `changed`).
+fn finish_adopted(r: &mut Record, plan: CreatePlan, changed: Outcome) -> Outcome {
     let CreatePlan::Adopt {
-        vol, deployment, ..
+        vol,
+        deployment,
+        change,
+        ..
     } = plan
     else {
         unreachable!("only an adoption is adopted");
@@ -317,9 +589,14 @@ fn finish_adopted(r: &mut Record, plan: CreatePlan) -> Outcome {
         "{}: adopted {id}, made by hand: tagged for deployment {deployment}",
         r.label()
     ));
+    let also = if change.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", changed.message)
+    };
     Outcome::changed(
         State::Created,
-        format!("adopted {id} in {zone}, made by hand, for deployment {deployment}"),
+        format!("adopted {id} in {zone}, made by hand, for deployment {deployment}{also}"),
     )
 }
 

@@ -35,7 +35,9 @@ mod create;
 mod detach;
 mod devices;
 mod limits;
+mod options;
 pub mod owner;
+mod snapshot;
 mod volume;
 
 use std::path::PathBuf;
@@ -49,7 +51,9 @@ use appscale_persist::record::{ProviderKind, Record};
 use appscale_persist::release::identity;
 use appscale_persist::step::{Ctx, Failure, StepResult};
 use appscale_persist::wait::WaitParams;
-use appscale_persist_cloudkit::{self as kit, Deadline, Lazy, ThisInstance, failures};
+use appscale_persist_cloudkit::{self as kit, Deadline, DiskSpec, Lazy, ThisInstance, failures};
+
+pub use options::check as check_spec;
 
 use api::Api;
 
@@ -85,14 +89,10 @@ pub struct Config {
     pub metadata_endpoint: Option<String>,
     /// Zone for records that name none.
     pub zone: Option<String>,
-    /// Size of new volumes; when given, an existing volume of another size
-    /// is an error [default for new volumes: [`DEFAULT_SIZE`]].
-    pub size: Option<Size>,
-    /// Type of new volumes; when given, an existing volume of another type
-    /// is an error [default for new volumes: [`DEFAULT_DISK_TYPE`]].
-    pub disk_type: Option<String>,
-    /// Encrypt new volumes.
-    pub encrypted: bool,
+    /// What new volumes are, and volumes found must be (size [default:
+    /// [`DEFAULT_SIZE`]], type [default: [`DEFAULT_DISK_TYPE`]], encryption,
+    /// IOPS, throughput, tags); checked with [`check_spec`] first.
+    pub spec: DiskSpec,
     /// Deployment of records that name none (`deployment`): tags new
     /// volumes, keys their client tokens, and scopes Name-tag lookups.
     pub deployment: String,
@@ -110,6 +110,11 @@ pub struct Config {
     /// [`Config::timeout`]) is given up: the volume is detached again and the
     /// record fails.
     pub stuck_after: Duration,
+    /// What `disk-snapshot` is asked to do.
+    pub snapshot: appscale_persist::snapshot::SnapshotArgs,
+    /// `disk-create --from-snapshot`: make each new volume from this
+    /// snapshot (a `snap-...` id, or `latest`).
+    pub from_snapshot: Option<String>,
 }
 
 impl Default for Config {
@@ -123,15 +128,15 @@ impl Default for Config {
             on_node: false,
             metadata_endpoint: None,
             zone: None,
-            size: None,
-            disk_type: None,
-            encrypted: false,
+            spec: DiskSpec::default(),
             deployment: "appscale".into(),
             force: false,
             ebs_force: false,
             concurrency: 8,
             timeout: Duration::from_secs(300),
             stuck_after: DEFAULT_STUCK_AFTER,
+            snapshot: Default::default(),
+            from_snapshot: None,
         }
     }
 }
@@ -242,8 +247,14 @@ impl Provider for Ec2 {
     }
 
     fn create(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
+        let from = self.cfg.from_snapshot.clone();
         match self.start(records, cx) {
-            Ok((run, placed)) => self.rt.block_on(create::create(&run, records, placed)),
+            Ok((run, mut placed)) => self.rt.block_on(async {
+                if let Some(from) = &from {
+                    snapshot::restore_names(&run, from, records, &mut placed).await;
+                }
+                create::create(&run, records, placed).await
+            }),
             Err(f) => fail_all(records, f),
         }
     }
@@ -259,7 +270,8 @@ impl Provider for Ec2 {
             .block_on(volume::find_volumes(&run, &records, placed));
         found
             .into_iter()
-            .map(|f| Ok(volume::status(&f?.vol)))
+            .zip(&records)
+            .map(|(f, r)| Ok(volume::status(&f?.vol, r.instance.as_deref())))
             .collect()
     }
 
@@ -288,6 +300,16 @@ impl Provider for Ec2 {
 
     fn discover(&mut self, record: &Record) -> Result<PathBuf, Failure> {
         discover::find(record, discover::DEVICE_WAIT)
+    }
+
+    fn snapshot(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
+        let args = self.cfg.snapshot.clone();
+        match self.start(records, cx) {
+            Ok((run, placed)) => self
+                .rt
+                .block_on(snapshot::snapshot(&run, &args, records, placed)),
+            Err(f) => fail_all(records, f),
+        }
     }
 }
 

@@ -22,6 +22,10 @@ use appscale_persist::step::Failure;
 pub const TAG_DEPLOYMENT: &str = "appscale-persist:deployment";
 /// The node a volume is for.
 pub const TAG_NODE: &str = "appscale-persist:node";
+/// The KMS key a volume was created with, as `--kms-key` named it: EC2
+/// says a volume's key by its ARN only, so a key named by an alias is
+/// confirmed by this tag.
+pub const TAG_KMS_KEY: &str = "appscale-persist:kms-key";
 
 /// Whose a found volume is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

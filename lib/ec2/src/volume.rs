@@ -155,16 +155,26 @@ pub fn state_of(a: &VolumeAttachment) -> &str {
     a.state().map(|s| s.as_str()).unwrap_or("?")
 }
 
-/// What [`crate::Provider::describe`] says of a volume.
-pub fn status(v: &Volume) -> DiskStatus {
+/// What [`crate::Provider::describe`] says of a volume, for the record
+/// placed on `instance`.
+pub fn status(v: &Volume, instance: Option<&str>) -> DiskStatus {
+    let live = live_attachments(v);
     DiskStatus {
         id: id(v).to_string(),
         zone: v.availability_zone().map(str::to_string),
         size: v.size().map(|g| (g.max(0) as u64) << 30),
-        attached_to: live_attachments(v)
+        attached_to: live
             .iter()
             .filter_map(|a| a.instance_id().map(str::to_string))
             .collect(),
+        attached_as: live.first().and_then(|a| a.device()).map(str::to_string),
+        disk_type: v.volume_type().map(|t| t.as_str().to_string()),
+        encrypted: v.encrypted(),
+        state: v.state().map(|s| s.as_str().to_string()),
+        deployment: owner::tag(v, owner::TAG_DEPLOYMENT).map(str::to_string),
+        node: owner::tag(v, owner::TAG_NODE).map(str::to_string),
+        created: v.create_time().map(|t| t.to_string()),
+        instance: instance.map(str::to_string),
     }
 }
 

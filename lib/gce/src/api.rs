@@ -19,8 +19,10 @@ use appscale_persist::step::Failure;
 use appscale_persist::wait::Poll;
 use appscale_persist_cloudkit::{ApiError, Deadline, Fault, failures, poll_until};
 use google_cloud_compute_v1::client::{Disks, Instances, ZoneOperations};
-use google_cloud_compute_v1::model::ZoneSetLabelsRequest;
 use google_cloud_compute_v1::model::{AttachedDisk, Disk, Operation, attached_disk, operation};
+use google_cloud_compute_v1::model::{
+    CustomerEncryptionKey, DisksResizeRequest, ZoneSetLabelsRequest,
+};
 use google_cloud_gax::options::RequestOptions;
 use google_cloud_gax::retry_policy::{Aip194Strict, RetryPolicy, RetryPolicyExt};
 use google_cloud_gax::retry_result::RetryResult;
@@ -65,6 +67,33 @@ pub struct DiskInfo {
     pub users: Vec<String>,
     /// Its labels.
     pub labels: HashMap<String, String>,
+    /// The Cloud KMS key it is encrypted with (Compute Engine says the key
+    /// version: `.../cryptoKeys/K/cryptoKeyVersions/1`); `None`: a
+    /// Google-managed key.
+    pub kms_key: Option<String>,
+    /// Provisioned IOPS, for the types that take them.
+    pub iops: Option<i64>,
+    /// Provisioned throughput, MiB/s, for the types that take it.
+    pub throughput: Option<i64>,
+    /// When it was made (RFC 3339), when said.
+    pub created: Option<String>,
+}
+
+/// A disk to create.
+#[derive(Debug, Clone)]
+pub struct NewDisk {
+    /// Size in GB (GiB).
+    pub size_gb: i64,
+    /// Disk type (`pd-balanced`).
+    pub disk_type: String,
+    /// Cloud KMS key name, when not Google-managed.
+    pub kms_key: Option<String>,
+    /// Provisioned IOPS.
+    pub iops: Option<i64>,
+    /// Provisioned throughput, MiB/s.
+    pub throughput: Option<i64>,
+    /// The operator's own labels (`--tag`), besides the deployment's.
+    pub labels: Vec<(String, String)>,
 }
 
 impl DiskInfo {
@@ -286,6 +315,48 @@ impl Api {
         }
     }
 
+    /// The disks of `names` that exist in one zone, by name: the batched
+    /// form of [`Api::disk`], one `disks.list` (a page at a time) filtered
+    /// by name, whatever the number of disks.
+    pub async fn disks_named(
+        &self,
+        at: &Location,
+        names: &[String],
+    ) -> Result<HashMap<String, DiskInfo>, ApiError> {
+        let filter = names
+            .iter()
+            .map(|n| format!("(name = \"{n}\")"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let what = format!("disks.list of {} disks in {}", names.len(), at.zone);
+        let mut out = HashMap::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut list = self
+                .disks
+                .list()
+                .set_project(&at.project)
+                .set_zone(&at.zone)
+                .set_filter(&filter)
+                .set_max_results(500u32);
+            if let Some(t) = token.take() {
+                list = list.set_page_token(t);
+            }
+            let page = call(&what, list.send()).await?;
+            for d in page.items {
+                let name = d.name.clone().unwrap_or_default();
+                // The filter is the server's business; the names are ours.
+                if names.contains(&name) {
+                    out.insert(name.clone(), info(d, &name, at));
+                }
+            }
+            match page.next_page_token.filter(|t| !t.is_empty()) {
+                Some(t) => token = Some(t),
+                None => return Ok(out),
+            }
+        }
+    }
+
     /// The instance `name`.
     pub async fn instance(&self, at: &Location, name: &str) -> Result<InstanceInfo, ApiError> {
         let what = format!("instances.get {name} in {}", at.zone);
@@ -316,24 +387,31 @@ impl Api {
         }
     }
 
-    /// Starts creating a disk with `labels`.
+    /// Starts creating the disk `new` named `name`, with `labels` (the
+    /// deployment's) and its own.
     pub async fn insert_disk(
         &self,
         at: &Location,
         name: &str,
-        size_gb: i64,
-        disk_type: &str,
+        new: &NewDisk,
         labels: Vec<(String, String)>,
     ) -> Result<Operation, ApiError> {
         let what = format!("disks.insert {name} in {}", at.zone);
         let body = Disk::new()
             .set_name(name)
-            .set_size_gb(size_gb)
-            .set_labels(labels)
+            .set_size_gb(new.size_gb)
+            .set_labels(labels.into_iter().chain(new.labels.iter().cloned()))
             .set_type(format!(
-                "projects/{}/zones/{}/diskTypes/{disk_type}",
-                at.project, at.zone
-            ));
+                "projects/{}/zones/{}/diskTypes/{}",
+                at.project, at.zone, new.disk_type
+            ))
+            .set_or_clear_disk_encryption_key(
+                new.kms_key
+                    .as_ref()
+                    .map(|k| CustomerEncryptionKey::new().set_kms_key_name(k)),
+            )
+            .set_or_clear_provisioned_iops(new.iops)
+            .set_or_clear_provisioned_throughput(new.throughput);
         let insert = self
             .disks
             .insert()
@@ -380,6 +458,28 @@ impl Api {
             .with_options(idempotent())
             .send();
         call(&what, set_labels).await
+    }
+
+    /// Starts growing the disk `name` to `size_gb` GB (`disks.resize`; a disk
+    /// is never shrunk: the caller checked, and Compute Engine refuses).
+    pub async fn resize(
+        &self,
+        at: &Location,
+        name: &str,
+        size_gb: i64,
+    ) -> Result<Operation, ApiError> {
+        let what = format!("disks.resize {name} to {size_gb} GB in {}", at.zone);
+        let resize = self
+            .disks
+            .resize()
+            .set_project(&at.project)
+            .set_zone(&at.zone)
+            .set_disk(name)
+            .set_request_id(request_id())
+            .set_body(DisksResizeRequest::new().set_size_gb(size_gb))
+            .with_options(idempotent())
+            .send();
+        call(&what, resize).await
     }
 
     /// Starts attaching `disk` to `instance` read-write, as device `disk`.
@@ -555,6 +655,13 @@ fn info(d: Disk, name: &str, at: &Location) -> DiskInfo {
             .map(|u| last_segment(u).to_string())
             .collect(),
         labels: d.labels.clone(),
+        kms_key: d
+            .disk_encryption_key
+            .as_ref()
+            .and_then(|k| k.kms_key_name.clone()),
+        iops: d.provisioned_iops,
+        throughput: d.provisioned_throughput,
+        created: d.creation_timestamp.clone(),
     }
 }
 

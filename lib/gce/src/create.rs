@@ -1,20 +1,26 @@
 //! `disk-create` on Compute Engine: plan, send, wait, finish.
 //!
 //! * **plan**: each record's disk is looked up (`disks.get`); then a
-//!   [`CreatePlan`] per record.
+//!   [`CreatePlan`] per record. A disk found is held to `--size`, `--type`,
+//!   `--kms-key`, `--iops` and `--throughput` when given; with `--grow` a
+//!   smaller one is planned to grow, with `--retag` given the labels it
+//!   lacks.
 //! * **send**: `disks.insert` for the disks to make, `disks.setLabels` for
-//!   the hand-made ones to adopt, at most `--concurrency` at once.
+//!   the hand-made ones to adopt and the ones to relabel, at most
+//!   `--concurrency` at once; once those are done, `disks.resize` for the
+//!   ones to grow.
 //! * **wait**: every operation, then every new disk (and one an earlier run
 //!   left being created) until it is ready, under one deadline.
 //! * **finish**: the record gets the disk's size.
 
+use appscale_persist::codes;
 use appscale_persist::log;
-use appscale_persist::provider::Size;
 use appscale_persist::record::{Record, State};
 use appscale_persist::step::{Failure, Outcome, StepResult};
-use appscale_persist_cloudkit::{call_each, failures};
+use appscale_persist_cloudkit::spec::{encryption_mismatch, performance_mismatch};
+use appscale_persist_cloudkit::{DiskSpec, call_each, failures};
 
-use crate::api::DiskInfo;
+use crate::api::{DiskInfo, NewDisk};
 use crate::disk::{self, Found};
 use crate::owner::{self, Owner};
 use crate::{DEFAULT_DISK_TYPE, DEFAULT_SIZE, Run, Target};
@@ -22,21 +28,50 @@ use crate::{DEFAULT_DISK_TYPE, DEFAULT_SIZE, Run, Target};
 /// What disk-create does for one record, decided before any call.
 #[derive(Debug, Clone)]
 pub enum CreatePlan {
-    /// The disk exists and is this deployment's: nothing to do.
-    Exists(DiskInfo),
+    /// The disk exists and is this deployment's: nothing to do but
+    /// `Change`.
+    Exists(DiskInfo, Change),
     /// The disk exists, this deployment's, but an earlier run left it
     /// being created: wait until it is ready.
     Creating(DiskInfo),
     /// The disk was made by hand: adopt it (label it for the deployment and
-    /// node).
-    Adopt(DiskInfo),
+    /// node), and `Change` it.
+    Adopt(DiskInfo, Change),
     /// No such disk: create it.
-    Create {
-        /// Its size.
-        size: Size,
-        /// Its type (`pd-balanced`).
-        disk_type: String,
-    },
+    Create(NewDisk),
+}
+
+/// What a found disk is given: a new size, labels.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    /// Grow it to this many GB (`--grow`).
+    pub grow: Option<u64>,
+    /// The labels it lacks (`--retag`).
+    pub labels: Vec<(String, String)>,
+}
+
+impl Change {
+    /// Nothing to change.
+    fn is_empty(&self) -> bool {
+        self.grow.is_none() && self.labels.is_empty()
+    }
+
+    /// What it does, for messages: `grow from 10 GB to 20 GB, label a=b`.
+    fn describe(&self, d: &DiskInfo) -> String {
+        let mut parts = Vec::new();
+        if let Some(gib) = self.grow {
+            parts.push(format!("grow from {} GB to {gib} GB", d.size_gb));
+        }
+        if !self.labels.is_empty() {
+            let l: Vec<String> = self
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            parts.push(format!("label {}", l.join(" ")));
+        }
+        parts.join(", ")
+    }
 }
 
 /// Runs disk-create over the records' targets.
@@ -63,23 +98,32 @@ pub async fn create(
             .collect();
     }
     // Send.
-    let ops = call_each(run.cfg.concurrency, &mut plans, to_send, |(t, call)| {
+    let ops = call_each(run.cfg.concurrency, &mut plans, to_send, |(t, p, call)| {
         let api = run.api.clone();
         async move {
             let (at, labels) = (&t.location, owner::labels(&t.deployment, t.node.as_deref()));
             Ok(match call {
-                Call::Adopt => api.adopt(at, &t.disk, labels).await?,
-                Call::Insert { gib, disk_type } => {
-                    api.insert_disk(at, &t.disk, gib, &disk_type, labels)
-                        .await?
+                Call::Label(mut more) => {
+                    if matches!(p, CreatePlan::Adopt(..)) {
+                        more.extend(labels);
+                    }
+                    api.adopt(at, &t.disk, more).await?
                 }
+                Call::Insert(new) => api.insert_disk(at, &t.disk, &new, labels).await?,
             })
         }
     })
     .await;
-    // Wait: for the operations, then until the new disks are ready (read
-    // back: their size known).
+    // Wait: for the operations, then grow (after any labels: one change of
+    // a disk at a time), then until the new disks are ready (read back:
+    // their size known).
     run.wait_all(&mut plans, ops).await;
+    let grown = call_each(run.cfg.concurrency, &mut plans, to_grow, |(t, gb)| {
+        let api = run.api.clone();
+        async move { Ok(api.resize(&t.location, &t.disk, gb).await?) }
+    })
+    .await;
+    run.wait_all(&mut plans, grown).await;
     let made = call_each(
         plans.len(),
         &mut plans,
@@ -100,6 +144,21 @@ pub async fn create(
         .map(|((r, plan), made)| {
             let (t, plan) = plan?;
             Ok(match (plan, made) {
+                (CreatePlan::Exists(d, change), _) if !change.is_empty() => {
+                    disk::note(r, &d);
+                    if let Some(gb) = change.grow {
+                        r.size_bytes = Some(gb << 30);
+                        log::info(format_args!(
+                            "{}: grew disk {} to {gb} GB: run disk-ensure-fs --grow to grow its filesystem",
+                            r.label(),
+                            t.disk
+                        ));
+                    }
+                    Outcome::changed(
+                        State::Created,
+                        format!("disk {}: did {}", d.describe(), change.describe(&d)),
+                    )
+                }
                 (CreatePlan::Create { .. }, Some(d)) => {
                     disk::note(r, &d);
                     Outcome::changed(State::Created, format!("created disk {}", d.describe()))
@@ -108,8 +167,11 @@ pub async fn create(
                     disk::note(r, &d);
                     Outcome::unchanged(State::Created, format!("disk {}", d.describe()))
                 }
-                (CreatePlan::Adopt(d), _) => {
+                (CreatePlan::Adopt(d, change), _) => {
                     disk::note(r, &d);
+                    if let Some(gb) = change.grow {
+                        r.size_bytes = Some(gb << 30);
+                    }
                     r.adopted = true;
                     log::info(format_args!(
                         "{}: adopted disk {}, made by hand: labelled for deployment {}",
@@ -117,9 +179,14 @@ pub async fn create(
                         t.disk,
                         t.deployment
                     ));
+                    let also = if change.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", and did {}", change.describe(&d))
+                    };
                     Outcome::changed(
                         State::Created,
-                        format!("adopted disk {}, made by hand", d.describe()),
+                        format!("adopted disk {}, made by hand{also}", d.describe()),
                     )
                 }
                 (plan, _) => describe(r, &(t, plan)),
@@ -130,68 +197,136 @@ pub async fn create(
 
 /// The plan for one record, from its disk.
 fn plan(run: &Run, t: &Target, found: Found) -> Result<CreatePlan, Failure> {
+    let spec = &run.cfg.spec;
+    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let Some((d, o)) = found else {
-        return Ok(CreatePlan::Create {
-            size: run.cfg.size.unwrap_or(DEFAULT_SIZE),
-            disk_type: run
-                .cfg
+        return Ok(CreatePlan::Create(NewDisk {
+            size_gb: int(spec.size.unwrap_or(DEFAULT_SIZE).gib()),
+            disk_type: spec
                 .disk_type
                 .clone()
                 .unwrap_or_else(|| DEFAULT_DISK_TYPE.into()),
-        });
+            kms_key: spec.kms_key.clone(),
+            iops: spec.iops.map(int),
+            throughput: spec.throughput.map(int),
+            labels: spec.tags.clone(),
+        }));
     };
-    let have_gib = d.size_gb.max(0) as u64;
-    if let Some(want) = run.cfg.size
-        && want.gib() != have_gib
-    {
-        let (have, want) = (Size(have_gib << 30), Size(want.gib() << 30));
-        return Err(failures::size_mismatch(&t.what(), have, want));
-    }
-    if let Some(want) = &run.cfg.disk_type
+    let what = t.what();
+    if let Some(want) = &spec.disk_type
         && d.disk_type != *want
     {
-        return Err(failures::type_mismatch(&t.what(), &d.disk_type, want));
+        return Err(failures::type_mismatch(&what, &d.disk_type, want));
     }
+    let grow = spec.size_change(&what, d.size_gb.max(0) as u64)?;
+    check_encryption(spec, &what, &d)?;
+    check_performance(spec, &what, &d)?;
+    let change = Change {
+        grow,
+        labels: spec.missing_tags(|k| d.labels.get(k).map(String::as_str)),
+    };
     if o == Owner::HandMade {
         owner::check_adoptable(&d, o)?;
-        return Ok(CreatePlan::Adopt(d));
+        return Ok(CreatePlan::Adopt(d, change));
     }
     if d.is_creating() {
+        if !change.is_empty() {
+            return Err(Failure::new(
+                codes::WAIT_FAILED,
+                format!(
+                    "{what} is still being created: run disk-create again once it is ready, to {}",
+                    change.describe(&d)
+                ),
+            ));
+        }
         return Ok(CreatePlan::Creating(d));
     }
-    Ok(CreatePlan::Exists(d))
+    Ok(CreatePlan::Exists(d, change))
+}
+
+/// A disk found must be encrypted with `--kms-key` when given (Compute
+/// Engine names the key version it used: `K/cryptoKeyVersions/N`);
+/// `--encrypted` alone asks nothing more (every disk is encrypted).
+fn check_encryption(spec: &DiskSpec, what: &str, d: &DiskInfo) -> Result<(), Failure> {
+    let Some(want) = &spec.kms_key else {
+        return Ok(());
+    };
+    match d.kms_key.as_deref() {
+        Some(have) if have == want || have.starts_with(&format!("{want}/cryptoKeyVersions/")) => {
+            Ok(())
+        }
+        Some(have) => Err(encryption_mismatch(
+            what,
+            format!("is encrypted with {have}, not {want}"),
+        )),
+        None => Err(encryption_mismatch(
+            what,
+            format!("is encrypted with a Google-managed key, not {want}"),
+        )),
+    }
+}
+
+/// `--iops` and `--throughput`, when given, must be what a disk found has.
+fn check_performance(spec: &DiskSpec, what: &str, d: &DiskInfo) -> Result<(), Failure> {
+    let have = |n: Option<i64>| n.map(|n| n.max(0) as u64);
+    for (name, want, have) in [
+        ("provisioned IOPS", spec.iops, have(d.iops)),
+        (
+            "provisioned throughput (MiB/s)",
+            spec.throughput,
+            have(d.throughput),
+        ),
+    ] {
+        if let Some(want) = want
+            && have != Some(want)
+        {
+            return Err(performance_mismatch(what, name, have, want));
+        }
+    }
+    Ok(())
 }
 
 /// A call disk-create sends.
 enum Call {
-    /// `disks.setLabels`, after reading the labels it has.
-    Adopt,
+    /// `disks.setLabels`, after reading the labels it has: these, and the
+    /// deployment's when adopting.
+    Label(Vec<(String, String)>),
     /// `disks.insert`.
-    Insert {
-        /// Size in GB (GiB).
-        gib: i64,
-        /// Disk type.
-        disk_type: String,
-    },
+    Insert(NewDisk),
 }
 
-/// The call sent for a plan: a disk to adopt or make.
-fn to_send((t, plan): &(Target, CreatePlan)) -> Option<(Target, Call)> {
+/// The call sent first for a plan: a disk to adopt, relabel or make.
+fn to_send((t, plan): &(Target, CreatePlan)) -> Option<(Target, CreatePlan, Call)> {
     let call = match plan {
-        CreatePlan::Exists(_) | CreatePlan::Creating(_) => return None,
-        CreatePlan::Adopt(_) => Call::Adopt,
-        CreatePlan::Create { size, disk_type } => Call::Insert {
-            gib: i64::try_from(size.gib()).unwrap_or(i64::MAX),
-            disk_type: disk_type.clone(),
-        },
+        CreatePlan::Exists(_, c) if !c.labels.is_empty() => Call::Label(c.labels.clone()),
+        CreatePlan::Exists(..) | CreatePlan::Creating(_) => return None,
+        CreatePlan::Adopt(_, c) => Call::Label(c.labels.clone()),
+        CreatePlan::Create(new) => Call::Insert(new.clone()),
     };
-    Some((t.clone(), call))
+    Some((t.clone(), plan.clone(), call))
+}
+
+/// The `disks.resize` sent for a plan that grows a disk found.
+fn to_grow((t, plan): &(Target, CreatePlan)) -> Option<(Target, i64)> {
+    match plan {
+        CreatePlan::Exists(_, c) | CreatePlan::Adopt(_, c) => {
+            Some((t.clone(), i64::try_from(c.grow?).unwrap_or(i64::MAX)))
+        }
+        _ => None,
+    }
 }
 
 /// What the plan would do (`--check`), or found done (nothing to do).
 fn describe(r: &mut Record, (t, plan): &(Target, CreatePlan)) -> Outcome {
     match plan {
-        CreatePlan::Exists(d) => {
+        CreatePlan::Exists(d, change) if !change.is_empty() => {
+            disk::note(r, d);
+            Outcome::changed(
+                State::Created,
+                format!("disk {}: would {}", d.describe(), change.describe(d)),
+            )
+        }
+        CreatePlan::Exists(d, _) => {
             disk::note(r, d);
             Outcome::unchanged(State::Created, format!("disk {}", d.describe()))
         }
@@ -202,25 +337,28 @@ fn describe(r: &mut Record, (t, plan): &(Target, CreatePlan)) -> Outcome {
                 format!("disk {} is being created", d.describe()),
             )
         }
-        CreatePlan::Adopt(d) => {
+        CreatePlan::Adopt(d, change) => {
             disk::note(r, d);
             r.adopted = true;
+            let also = if change.is_empty() {
+                String::new()
+            } else {
+                format!(", and {}", change.describe(d))
+            };
             Outcome::changed(
                 State::Created,
                 format!(
-                    "would adopt disk {}, made by hand, for deployment {}",
+                    "would adopt disk {}, made by hand, for deployment {}{also}",
                     d.describe(),
                     t.deployment
                 ),
             )
         }
-        CreatePlan::Create { size, disk_type } => Outcome::changed(
+        CreatePlan::Create(new) => Outcome::changed(
             State::Created,
             format!(
-                "would create disk {} ({} GB {disk_type}) in {}",
-                t.disk,
-                size.gib(),
-                t.location.zone
+                "would create disk {} ({} GB {}) in {}",
+                t.disk, new.size_gb, new.disk_type, t.location.zone
             ),
         ),
     }

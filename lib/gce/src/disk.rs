@@ -2,7 +2,7 @@
 //! most `--concurrency` at once, each instance once however many records
 //! name it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use appscale_persist::record::Record;
 use appscale_persist::step::Failure;
@@ -35,6 +35,46 @@ pub async fn find_disks(
         }
     })
     .await
+}
+
+/// [`find_disks`] in one `disks.list` per zone ([`crate::api::Api::disks_named`])
+/// instead of one `disks.get` per disk: for looking many disks up at once
+/// (disk-status).
+pub async fn list_disks(
+    run: &Run,
+    targets: &[Result<Target, Failure>],
+) -> Vec<Result<Found, Failure>> {
+    let mut zones: BTreeMap<Location, Vec<String>> = BTreeMap::new();
+    for t in targets.iter().flatten() {
+        zones
+            .entry(t.location.clone())
+            .or_default()
+            .push(t.disk.clone());
+    }
+    let lookups: Vec<(Location, Vec<String>)> = zones.into_iter().collect();
+    let keys: Vec<Location> = lookups.iter().map(|(at, _)| at.clone()).collect();
+    let found = concurrently(run.cfg.concurrency, lookups, |(at, names)| {
+        let api = run.api.clone();
+        async move { Ok(api.disks_named(&at, &names).await?) }
+    })
+    .await;
+    let by_zone: HashMap<Location, Result<HashMap<String, DiskInfo>, Failure>> =
+        keys.into_iter().zip(found).collect();
+    targets
+        .iter()
+        .map(|t| {
+            let t = t.clone()?;
+            let disks = by_zone
+                .get(&t.location)
+                .cloned()
+                .unwrap_or_else(|| Ok(HashMap::new()))?;
+            let Some(d) = disks.get(&t.disk) else {
+                return Ok(None);
+            };
+            let o = owner::check(d, &t.deployment, t.node.as_deref())?;
+            Ok(Some((d.clone(), o)))
+        })
+        .collect()
 }
 
 /// An instance by where it is and its name.

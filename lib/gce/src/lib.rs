@@ -32,6 +32,7 @@ mod attach;
 mod create;
 mod detach;
 mod disk;
+mod options;
 pub mod owner;
 
 use std::path::PathBuf;
@@ -46,11 +47,13 @@ use appscale_persist::release::identity::{self, GceInstance};
 use appscale_persist::step::{Ctx, Failure, StepResult};
 use appscale_persist::wait::WaitParams;
 use appscale_persist_cloudkit::{
-    self as kit, Deadline, Lazy, ThisInstance, concurrently, failures,
+    self as kit, Deadline, DiskSpec, Lazy, ThisInstance, concurrently, failures,
 };
 use google_cloud_compute_v1::model::Operation;
 
 use api::{Api, Location};
+
+pub use options::check as check_spec;
 
 /// The size of a new disk unless `--size` says otherwise.
 pub const DEFAULT_SIZE: Size = Size(10 << 30);
@@ -79,12 +82,11 @@ pub struct Config {
     /// otherwise `APPSCALE_PERSIST_METADATA_ENDPOINT`, `GCE_METADATA_HOST` or
     /// `metadata.google.internal`.
     pub metadata_endpoint: Option<String>,
-    /// Size of new disks; when given, an existing disk of another size is an
-    /// error [default for new disks: [`DEFAULT_SIZE`]].
-    pub size: Option<Size>,
-    /// Type of new disks; when given, an existing disk of another type is an
-    /// error [default for new disks: [`DEFAULT_DISK_TYPE`]].
-    pub disk_type: Option<String>,
+    /// What new disks are, and disks found must be (size [default:
+    /// [`DEFAULT_SIZE`]], type [default: [`DEFAULT_DISK_TYPE`]], key,
+    /// provisioned IOPS and throughput, labels); checked with
+    /// [`check_spec`] first.
+    pub spec: DiskSpec,
     /// Deployment of records that name none (`deployment`): labels new
     /// disks, and scopes which found disks may be used.
     pub deployment: String,
@@ -106,8 +108,7 @@ impl Default for Config {
             instance: None,
             on_node: false,
             metadata_endpoint: None,
-            size: None,
-            disk_type: None,
+            spec: DiskSpec::default(),
             deployment: "appscale".into(),
             force: false,
             concurrency: 8,
@@ -315,7 +316,7 @@ impl Provider for Gce {
             Ok(started) => started,
             Err(f) => return records.iter().map(|_| Err(f.clone())).collect(),
         };
-        let found = self.rt.block_on(disk::find_disks(&run, &targets));
+        let found = self.rt.block_on(disk::list_disks(&run, &targets));
         targets
             .iter()
             .zip(found)
@@ -324,6 +325,15 @@ impl Provider for Gce {
                 let t = t.as_ref().map_err(Clone::clone)?;
                 let (d, _) = found.ok_or_else(|| disk::no_such_disk(t))?;
                 Ok(DiskStatus {
+                    attached_as: None,
+                    disk_type: Some(d.disk_type.clone()),
+                    state: Some(d.status.clone()).filter(|s| !s.is_empty()),
+                    deployment: d.labels.get(owner::LABEL_DEPLOYMENT).cloned(),
+                    node: d.labels.get(owner::LABEL_NODE).cloned(),
+                    created: d.created.clone(),
+                    // Compute Engine encrypts every disk.
+                    encrypted: Some(true),
+                    instance: t.instance.clone(),
                     id: d.name,
                     zone: Some(d.zone),
                     size: Some((d.size_gb.max(0) as u64) << 30),

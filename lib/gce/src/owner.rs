@@ -121,6 +121,10 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            kms_key: None,
+            iops: None,
+            throughput: None,
+            created: None,
         }
     }
 

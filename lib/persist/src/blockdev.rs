@@ -237,6 +237,10 @@ pub struct Superblock {
     /// to decide there is nothing to do); XFS has no such state to read
     /// and is always `true` (its fsck does nothing at mount time).
     pub clean: bool,
+    /// The superblock records errors found while it was in use (ext4's
+    /// `s_state` error bit, which a mount leaves alone: readable while
+    /// mounted, unlike [`Superblock::clean`]); never for XFS.
+    pub errors: bool,
 }
 
 /// Reads an ext4 or XFS superblock at the start of `path`, without a
@@ -280,6 +284,7 @@ pub fn read_superblock(path: &Path) -> Result<Option<Superblock>, BlockError> {
             uuid: uuid(&ext[0x68..0x78]),
             label: label(&ext[0x78..0x88]),
             clean: state & 1 != 0 && state & 2 == 0 && incompat & 0x4 == 0,
+            errors: state & 2 != 0,
         }));
     }
     if &b[..4] == b"XFSB" {
@@ -288,6 +293,7 @@ pub fn read_superblock(path: &Path) -> Result<Option<Superblock>, BlockError> {
             uuid: uuid(&b[32..48]),
             label: label(&b[108..120]),
             clean: true,
+            errors: false,
         }));
     }
     Ok(None)

@@ -40,16 +40,9 @@ pub fn main<A: ToolArgs>() -> ExitCode {
         log::error(format_args!("{e}"));
         return ExitCode::from(Exit::Usage as u8);
     }
-    let records = match (args.single(), args.fallback()) {
-        (Some(r), _) => vec![r],
-        // A terminal or /dev/null: the flags name the record. A pipe or a
-        // file always means records, even none (an empty pipe is a
-        // pipeline whose first step printed nothing, not "use the flags").
-        (None, Some(r)) if stdin_gives_nothing() => vec![r],
-        (None, fallback) => match read_stdin::<A>(fallback.is_some()) {
-            Ok(r) => r,
-            Err(code) => return code,
-        },
+    let records = match input(A::NAME, args.single(), args.fallback()) {
+        Ok(r) => r,
+        Err(code) => return code,
     };
     let report = tool::run(args, records);
     if report.exit == Exit::Usage {
@@ -69,6 +62,25 @@ pub fn main<A: ToolArgs>() -> ExitCode {
         }
     }
     ExitCode::from(report.exit as u8)
+}
+
+/// The records a run of tool `name` works on: the one its flags describe
+/// (`single`), else those on stdin, read whole and checked (a malformed line,
+/// or a terminal, is a usage error: the exit code is returned), else, when
+/// stdin gives nothing (a terminal, `/dev/null`), the `fallback` record.
+pub fn input(
+    name: &str,
+    single: Option<Record>,
+    fallback: Option<Record>,
+) -> Result<Vec<Record>, ExitCode> {
+    match (single, fallback) {
+        (Some(r), _) => Ok(vec![r]),
+        // A terminal or /dev/null: the flags name the record. A pipe or a
+        // file always means records, even none (an empty pipe is a
+        // pipeline whose first step printed nothing, not "use the flags").
+        (None, Some(r)) if stdin_gives_nothing() => Ok(vec![r]),
+        (None, fallback) => read_stdin(name, fallback.is_some()),
+    }
 }
 
 /// The start every tool shares: the log level from `-q`/`-v` (or
@@ -113,13 +125,12 @@ const HINT_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 /// Reads the records on stdin; a terminal is a usage error. When nothing
 /// arrives for a while, says once that the tool waits for records (over
 /// ssh without a terminal, stdin is a pipe from the operator's keyboard).
-fn read_stdin<A: ToolArgs>(has_fallback: bool) -> Result<Vec<Record>, ExitCode> {
+fn read_stdin(name: &str, has_fallback: bool) -> Result<Vec<Record>, ExitCode> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         log::error(format_args!(
-            "no input: pipe disk records into {0} (see `{0} --help`), or name the disk with flags",
-            A::NAME
+            "no input: pipe disk records into {name} (see `{name} --help`), or name the disk with flags"
         ));
         return Err(ExitCode::from(Exit::Usage as u8));
     }
@@ -132,8 +143,7 @@ fn read_stdin<A: ToolArgs>(has_fallback: bool) -> Result<Vec<Record>, ExitCode> 
             ""
         };
         log::warn(format_args!(
-            "waiting for disk records on stdin (pipe them in, as `{0} --help` shows{alone})",
-            A::NAME
+            "waiting for disk records on stdin (pipe them in, as `{name} --help` shows{alone})"
         ));
     }
     record::read_all(stdin.lock(), "stdin").map_err(|e| {

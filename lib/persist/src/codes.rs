@@ -198,6 +198,46 @@ pub const UNMOUNT_PROOF_STALE: &str = "unmount-proof-stale";
 // Added later, each listed last in `docs/protocol.md`'s table too.
 /// The instance carries as many EBS volumes as its type allows.
 pub const ATTACHMENT_LIMIT: &str = "attachment-limit";
+/// The disk exists encrypted otherwise than asked (not at all, or with
+/// another key).
+pub const ENCRYPTION_MISMATCH: &str = "encryption-mismatch";
+/// The disk exists with other provisioned IOPS or throughput than asked.
+pub const PERFORMANCE_MISMATCH: &str = "performance-mismatch";
+/// Growing the disk itself failed (the image, the loop device, the cloud
+/// volume's modification).
+pub const RESIZE_FAILED: &str = "resize-failed";
+
+// Problems disk-status finds (besides codes above that mean the same:
+// `no-such-disk`, `attached-elsewhere`, `zone-mismatch`, `other-deployment`,
+// `not-attached`, `device-not-found`, `identity-mismatch`,
+// `mounted-elsewhere`, `no-filesystem`).
+/// The filesystem is not mounted at the record's mountpoint, nor anywhere.
+pub const NOT_MOUNTED: &str = "not-mounted";
+/// The filesystem is mounted, but no fstab entry mounts it at boot.
+pub const NO_FSTAB_ENTRY: &str = "no-fstab-entry";
+/// The fstab entry for the mountpoint names another filesystem than the
+/// disk's (or the disk's filesystem is entered for another mountpoint).
+pub const FSTAB_MISMATCH: &str = "fstab-mismatch";
+/// An fstab entry mounts the record's mountpoint, but its disk is not here.
+pub const FSTAB_STALE: &str = "fstab-stale";
+/// The filesystem is fuller than the threshold (`--full-percent`).
+pub const DISK_FULL: &str = "disk-full";
+/// The superblock says the filesystem is not clean: it needs fsck.
+pub const NEEDS_FSCK: &str = "needs-fsck";
+
+// Snapshots (disk-snapshot, disk-create --from-snapshot).
+/// The provider cannot take snapshots (static; or not yet supported).
+pub const SNAPSHOT_UNSUPPORTED: &str = "snapshot-unsupported";
+/// The mounted filesystem could not be flushed or frozen: no snapshot taken.
+pub const FREEZE_FAILED: &str = "freeze-failed";
+/// The snapshot took longer than the freeze may last: abandoned, thawed.
+pub const FREEZE_TIMEOUT: &str = "freeze-timeout";
+/// Taking the snapshot failed: nothing kept, the filesystem thawed.
+pub const SNAPSHOT_FAILED: &str = "snapshot-failed";
+/// Retention could not delete an old snapshot (the new one was taken).
+pub const PRUNE_FAILED: &str = "prune-failed";
+/// The snapshot to restore from does not exist (or the disk has none).
+pub const NO_SUCH_SNAPSHOT: &str = "no-such-snapshot";
 
 /// Every code above, in the order `docs/protocol.md` lists them.
 pub const ALL: &[&str] = &[
@@ -281,6 +321,21 @@ pub const ALL: &[&str] = &[
     UNMOUNT_PROOF_MISMATCH,
     UNMOUNT_PROOF_STALE,
     ATTACHMENT_LIMIT,
+    ENCRYPTION_MISMATCH,
+    PERFORMANCE_MISMATCH,
+    RESIZE_FAILED,
+    NOT_MOUNTED,
+    NO_FSTAB_ENTRY,
+    FSTAB_MISMATCH,
+    FSTAB_STALE,
+    DISK_FULL,
+    NEEDS_FSCK,
+    SNAPSHOT_UNSUPPORTED,
+    FREEZE_FAILED,
+    FREEZE_TIMEOUT,
+    SNAPSHOT_FAILED,
+    PRUNE_FAILED,
+    NO_SUCH_SNAPSHOT,
 ];
 
 #[cfg(test)]

@@ -15,7 +15,8 @@
 //!   normal error path, and the records not yet started fail as
 //!   `interrupted` without being touched;
 //! * a second signal ends the process at once (exit 128 + signal): the
-//!   operator's choice, when cleaning up itself hangs.
+//!   operator's choice, when cleaning up itself hangs; a filesystem frozen
+//!   for a snapshot is thawed first ([`crate::freeze::thaw_all`]).
 //!
 //! Children get an unblocked mask again before they run ([`unblock_in_child`]).
 
@@ -57,6 +58,7 @@ pub fn install() {
                     ));
                 } else {
                     log::error(format_args!("{sig} received again: stopping at once"));
+                    crate::freeze::thaw_all();
                     std::process::exit(128 + sig as i32);
                 }
             }

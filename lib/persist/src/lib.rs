@@ -20,6 +20,8 @@
 //!   it is that disk, refusing to let go of one in use); [`release`]: the
 //!   node's proof that it let go of a cloud disk.
 //! * [`loopdev`]: loop devices over image files.
+//! * [`snapshot`]: what `disk-snapshot` is asked, and retention;
+//!   [`freeze`]: freezing a filesystem for a snapshot, always thawed.
 //! * [`codes`]: every `error.code` a record can carry.
 //! * [`step`]: the step vocabulary (outcome, failure, exit codes) and the
 //!   bookkeeping every tool applies to records; [`steps`]: what each tool
@@ -27,6 +29,8 @@
 //! * [`tool`]: what a tool is (its flags and its step); [`cli`]: the
 //!   command-line driver around it; [`ansible`]: the same as an Ansible
 //!   module.
+//! * [`status`]: what `disk-status` reports of a disk (its node part read
+//!   here, its cloud part from a provider's describe), and its outputs.
 //! * [`interrupt`]: stopping cleanly on SIGINT, SIGTERM, SIGHUP.
 //! * [`lock`]: one writer at a time on a node (the node lock, and the
 //!   device lock held from the blank check to the end of `mkfs`).
@@ -43,6 +47,7 @@ pub mod codes;
 pub mod discover;
 pub mod files;
 pub mod filesystem;
+pub mod freeze;
 pub mod fstab;
 pub mod hash;
 pub mod interrupt;
@@ -55,6 +60,8 @@ pub mod record;
 pub mod release;
 pub mod run;
 pub mod seed;
+pub mod snapshot;
+pub mod status;
 pub mod step;
 pub mod steps;
 pub mod tool;
@@ -70,4 +77,6 @@ pub const TOOLS: &[&str] = &[
     "disk-mount",
     "disk-unmount",
     "disk-detach",
+    "disk-status",
+    "disk-snapshot",
 ];

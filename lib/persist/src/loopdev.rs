@@ -164,6 +164,27 @@ pub fn attach(image: &Path, file: &std::fs::File) -> Result<Loop, LoopError> {
     Ok(lo)
 }
 
+/// Has the kernel read the size of `lo`'s backing file again (`losetup
+/// --set-capacity`, after the image grew), and waits (bounded) until the
+/// device shows `bytes`.
+pub fn refresh_capacity(lo: &Loop, bytes: u64) -> Result<(), LoopError> {
+    Cmd::new("losetup")
+        .arg("--set-capacity")
+        .arg(&lo.device)
+        .run()?;
+    let sys = PathBuf::from(format!("/sys/block/{}/size", lo.name()));
+    wait::until(WaitParams::quick(Duration::from_secs(10)), || {
+        let sectors = std::fs::read_to_string(&sys)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        match sectors {
+            Some(n) if n * 512 >= bytes => Poll::Ready(()),
+            _ => Poll::<(), ()>::Pending,
+        }
+    })
+    .map_err(|_| LoopError::NotRefreshed(lo.device.clone(), bytes))
+}
+
 /// Detaches `lo` and waits (bounded) until the kernel has let go.
 pub fn detach(lo: &Loop) -> Result<(), LoopError> {
     Cmd::new("losetup").arg("--detach").arg(&lo.device).run()?;
@@ -184,7 +205,9 @@ impl LoopError {
         match self {
             LoopError::Identity { .. } => codes::IDENTITY_MISMATCH,
             LoopError::Image(..) => codes::STATE_DIR,
-            LoopError::StillBound(_) | LoopError::Tool(_) => codes::LOOP_FAILED,
+            LoopError::StillBound(_) | LoopError::NotRefreshed(..) | LoopError::Tool(_) => {
+                codes::LOOP_FAILED
+            }
         }
     }
 }
@@ -214,6 +237,9 @@ pub enum LoopError {
     /// The kernel did not release the loop device in time.
     #[error("{0} is still bound 10s after losetup --detach")]
     StillBound(PathBuf),
+    /// The loop device did not take its image's new size in time.
+    #[error("{0} does not show {1} bytes 10s after losetup --set-capacity")]
+    NotRefreshed(PathBuf, u64),
     /// losetup failed.
     #[error(transparent)]
     Tool(#[from] RunError),

@@ -104,6 +104,22 @@ pub struct Record {
     /// detach from elsewhere needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unmount_proof: Option<UnmountProof>,
+    /// What disk-status found: the cloud's and the node's view of the disk,
+    /// and its problems ([`crate::status::Status`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<crate::status::Status>,
+    /// The snapshot disk-snapshot took of the disk (or, with `--list`, one
+    /// of the disk's snapshots; with `--check`, the one it would take).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Snapshot>,
+    /// The snapshot this disk was made from (`disk-create --from-snapshot`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<RestoredFrom>,
+    /// With `disk-snapshot --list`, the disk's snapshots, newest first: never
+    /// on the wire, as the driver writes one record per snapshot instead
+    /// ([`crate::tool::run`]).
+    #[serde(skip)]
+    pub listed: Vec<Snapshot>,
     /// Every key this version does not know, kept in order and passed on.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -144,6 +160,42 @@ pub struct UnmountProof {
     pub xen_name: Option<String>,
 }
 
+/// A snapshot of a disk, as `disk-snapshot` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The provider's id for it (EBS `snap-...`, GCE snapshot name, local
+    /// `<disk>@<time>`): what `disk-create --from-snapshot` takes.
+    pub id: String,
+    /// When it was taken, RFC 3339 in UTC (`2026-11-27T02:35:12.123Z`).
+    pub time: String,
+    /// The size of the disk it was taken of, in bytes.
+    pub size: u64,
+    /// `completed`, `pending` (a cloud still copying), `error`, or
+    /// `planned` (`--check`).
+    pub state: String,
+    /// How the filesystem was kept consistent: `frozen` (fsfreeze while the
+    /// snapshot was taken), `not-mounted` (nothing to freeze), `not-frozen`
+    /// (`--no-freeze`: crash-consistent only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze: Option<String>,
+    /// Local snapshots: `reflink` (blocks shared) or `sparse` (a copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The older snapshots of the same disk and deployment that retention
+    /// (`--keep`, `--keep-within`) deleted (with `--check`: would delete).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pruned: Vec<String>,
+}
+
+/// Where a restored disk came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoredFrom {
+    /// The snapshot's id.
+    pub snapshot: String,
+    /// The disk the snapshot was taken of.
+    pub disk: String,
+}
+
 fn default_version() -> u32 {
     VERSION
 }
@@ -174,6 +226,10 @@ impl Default for Record {
             attached_as: None,
             adopted: false,
             unmount_proof: None,
+            status: None,
+            snapshot: None,
+            restored_from: None,
+            listed: Vec::new(),
             extra: Map::new(),
         }
     }

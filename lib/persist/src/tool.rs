@@ -60,7 +60,8 @@ pub trait ToolArgs: Parser {
 
 /// Runs tool `A`'s step over `records`: the whole input is checked first
 /// ([`ToolArgs::check_records`]; a failure is [`Exit::Usage`] with nothing
-/// done), then the step runs ([`execute`]). The caller has checked the
+/// done), then the step runs ([`execute`]); a record that lists snapshots
+/// becomes one record per snapshot. The caller has checked the
 /// arguments themselves ([`ToolArgs::validate`]).
 pub fn run<A: ToolArgs>(args: A, records: Vec<Record>) -> Report {
     let check = args.common().check;
@@ -72,5 +73,23 @@ pub fn run<A: ToolArgs>(args: A, records: Vec<Record>) -> Report {
             exit: Exit::Usage,
         };
     }
-    execute(args.into_step(), records, check, A::NAME)
+    let mut report = execute(args.into_step(), records, check, A::NAME);
+    report.records = report.records.into_iter().flat_map(split_listed).collect();
+    report
+}
+
+/// A record listing snapshots (`disk-snapshot --list`) as one record per
+/// snapshot, newest first; any other record as it is.
+fn split_listed(mut rec: Record) -> Vec<Record> {
+    let listed = std::mem::take(&mut rec.listed);
+    if listed.is_empty() {
+        return vec![rec];
+    }
+    listed
+        .into_iter()
+        .map(|s| Record {
+            snapshot: Some(s),
+            ..rec.clone()
+        })
+        .collect()
 }

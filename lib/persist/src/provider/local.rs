@@ -17,6 +17,8 @@
 //! image's path, so the node-side tools can check a loop device against it.
 //! `--check` creates nothing: no directory, no lock file.
 
+mod snapshots;
+
 use crate::codes;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
@@ -28,6 +30,7 @@ use crate::discover::refuse_if_in_use;
 use crate::lock::NodeLock;
 use crate::loopdev::{self, Loop};
 use crate::record::{ProviderKind, Record, State};
+use crate::snapshot::SnapshotArgs;
 use crate::step::{Ctx, Failure, Outcome, StepResult};
 
 /// Where images live unless told otherwise.
@@ -61,6 +64,9 @@ pub struct Local {
     dir: PathBuf,
     size: Size,
     size_given: bool,
+    grow: bool,
+    snap: SnapshotArgs,
+    from_snapshot: Option<String>,
 }
 
 impl Local {
@@ -71,7 +77,32 @@ impl Local {
             dir,
             size: size.unwrap_or(DEFAULT_SIZE),
             size_given: size.is_some(),
+            grow: false,
+            snap: SnapshotArgs::default(),
+            from_snapshot: None,
         }
+    }
+
+    /// The same provider, taking (or listing) snapshots as `snap` says.
+    pub fn with_snapshots(self, snap: SnapshotArgs) -> Local {
+        Local { snap, ..self }
+    }
+
+    /// The same provider, making new disks from the snapshot `id` (or
+    /// `latest`, the record's disk's newest) instead of blank.
+    pub fn from_snapshot(self, id: Option<String>) -> Local {
+        Local {
+            from_snapshot: id,
+            ..self
+        }
+    }
+
+    /// With `grow`, an image found smaller than the size given is extended
+    /// to it, and the loop device bound to it (if any) refreshed to the new
+    /// size; an image is never shrunk.
+    pub fn growing(mut self, grow: bool) -> Local {
+        self.grow = grow;
+        self
     }
 
     /// The state directory from the flag, the environment, or the default.
@@ -132,13 +163,22 @@ impl Local {
                 })?;
                 note_image(rec, &image);
                 if self.size_given && meta.len() != self.size.bytes() {
+                    if self.grow && meta.len() < self.size.bytes() {
+                        return self.grow_image(&image, Size(meta.len()), cx);
+                    }
+                    let how = if meta.len() < self.size.bytes() {
+                        "pass --grow to grow it"
+                    } else {
+                        "an image is never shrunk"
+                    };
                     return Err(Failure::new(
                         codes::SIZE_MISMATCH,
                         format!(
-                            "{} exists with size {}, not {}",
+                            "{} exists with size {}, not {}: {how}, or pass --size {}",
                             image.display(),
                             Size(meta.len()),
-                            self.size
+                            self.size,
+                            Size(meta.len()),
                         ),
                     ));
                 }
@@ -204,6 +244,50 @@ impl Local {
         })();
         let _ = std::fs::remove_file(&tmp);
         made.map_err(|e| fail(&e))
+    }
+
+    /// Extends `image` (found with size `have`, under the node lock) to the
+    /// size asked, then refreshes the loop device bound to it so that the
+    /// kernel sees the new size; `disk-ensure-fs --grow` grows the
+    /// filesystem after.
+    fn grow_image(&self, image: &Path, have: Size, cx: Ctx) -> StepResult {
+        let want = self.size;
+        let bound = self.bound(image)?;
+        let on = bound
+            .as_ref()
+            .map(|l| format!(" and refresh {}", l.device.display()))
+            .unwrap_or_default();
+        if cx.check {
+            return Ok(Outcome::changed(
+                State::Created,
+                format!(
+                    "would grow image {} from {have} to {want}{on}",
+                    image.display()
+                ),
+            ));
+        }
+        let failed = |e: &dyn std::fmt::Display| {
+            Failure::new(
+                codes::RESIZE_FAILED,
+                format!("growing {} to {want}: {e}", image.display()),
+            )
+        };
+        let f = open_image(image, true)?;
+        f.set_len(want.bytes()).map_err(|e| failed(&e))?;
+        f.sync_all().map_err(|e| failed(&e))?;
+        if let Some(lo) = &bound {
+            loopdev::refresh_capacity(lo, want.bytes()).map_err(|e| failed(&e))?;
+        }
+        Ok(Outcome::changed(
+            State::Created,
+            format!(
+                "grew image {} from {have} to {want}{}",
+                image.display(),
+                bound
+                    .map(|l| format!(", {} refreshed", l.device.display()))
+                    .unwrap_or_default()
+            ),
+        ))
     }
 
     fn attach_one(&self, rec: &mut Record, cx: Ctx) -> StepResult {
@@ -428,7 +512,26 @@ impl Provider for Local {
     }
 
     fn create(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
-        records.iter_mut().map(|r| self.create_one(r, cx)).collect()
+        records
+            .iter_mut()
+            .map(|r| match &self.from_snapshot {
+                Some(id) => self.restore_one(r, id, cx),
+                None => self.create_one(r, cx),
+            })
+            .collect()
+    }
+
+    fn snapshot(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
+        records
+            .iter_mut()
+            .map(|r| {
+                if self.snap.list {
+                    self.list_one(r)
+                } else {
+                    self.snapshot_one(r, cx)
+                }
+            })
+            .collect()
     }
 
     fn describe(&mut self, records: &[Record]) -> Vec<Result<DiskStatus, Failure>> {
@@ -454,6 +557,7 @@ impl Provider for Local {
                         .iter()
                         .map(|l| l.device.display().to_string())
                         .collect(),
+                    ..DiskStatus::default()
                 })
             })
             .collect()

@@ -31,6 +31,25 @@ pub struct DiskStatus {
     pub size: Option<u64>,
     /// What it is attached to: instance ids, or loop devices for images.
     pub attached_to: Vec<String>,
+    /// The device name its (first) attachment gives it (EC2 `/dev/sdf`, GCE
+    /// `deviceName`), when the provider says.
+    pub attached_as: Option<String>,
+    /// Its type (`gp3`, `pd-balanced`), for cloud disks.
+    pub disk_type: Option<String>,
+    /// Whether it is encrypted, when the provider says.
+    pub encrypted: Option<bool>,
+    /// Its state as the provider words it (EC2 `in-use`, GCE `READY`).
+    pub state: Option<String>,
+    /// The deployment its tag or label names.
+    pub deployment: Option<String>,
+    /// The node its tag or label names.
+    pub node: Option<String>,
+    /// When it was made (RFC 3339), when the provider says.
+    pub created: Option<String>,
+    /// The instance the record is for, once placed (its own, `--instance`,
+    /// or this machine's with `--self`): what "attached elsewhere" is judged
+    /// against.
+    pub instance: Option<String>,
 }
 
 /// A place disks come from.
@@ -57,6 +76,23 @@ pub trait Provider {
     /// Finds the record's device on this node and checks that it is this
     /// disk (by backing file, serial number or device link), never guessing.
     fn discover(&mut self, record: &Record) -> Result<PathBuf, Failure>;
+
+    /// Takes a snapshot of each record's disk (`snapshot` set) and applies
+    /// retention, or, as the provider was opened to, lists each disk's
+    /// snapshots (`listed` set) ([`crate::snapshot`]). A provider that
+    /// cannot fails each record with `snapshot-unsupported`.
+    fn snapshot(&mut self, records: &mut [Record], _cx: Ctx) -> Vec<StepResult> {
+        let kind = self.kind();
+        records
+            .iter()
+            .map(|_| {
+                Err(Failure::new(
+                    codes::SNAPSHOT_UNSUPPORTED,
+                    format!("disk-snapshot does not support the {kind} provider yet"),
+                ))
+            })
+            .collect()
+    }
 }
 
 /// The record's `disk`, or a failure saying it is missing.

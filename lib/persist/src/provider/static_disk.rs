@@ -75,6 +75,7 @@ impl Provider for Static {
                     id,
                     zone: None,
                     size: Some(d.size),
+                    ..DiskStatus::default()
                 })
             })
             .collect()
@@ -110,5 +111,20 @@ impl Provider for Static {
 
     fn discover(&mut self, record: &Record) -> Result<PathBuf, Failure> {
         Ok(device_of(record)?.path)
+    }
+
+    fn snapshot(&mut self, records: &mut [Record], _cx: Ctx) -> Vec<StepResult> {
+        records
+            .iter()
+            .map(|r| {
+                Err(Failure::new(
+                    codes::SNAPSHOT_UNSUPPORTED,
+                    format!(
+                        "{} is a static disk: there is no provider to snapshot it with (back up its files instead, or use the local or a cloud provider)",
+                        r.disk.as_deref().map(crate::log::escape_controls).unwrap_or_default()
+                    ),
+                ))
+            })
+            .collect()
     }
 }

@@ -1,4 +1,4 @@
-//! `disk-create`, `disk-attach`, `disk-detach`: one step each, over whatever
+//! `disk-create`, `disk-attach`, `disk-detach`, `disk-snapshot`: one step each, over whatever
 //! providers the records name.
 //!
 //! Records are grouped by provider; each group goes to its provider in one
@@ -23,6 +23,8 @@ pub enum Op {
     Attach,
     /// `disk-detach`.
     Detach,
+    /// `disk-snapshot`.
+    Snapshot,
 }
 
 /// Opens the provider for a kind, or says why it cannot.
@@ -75,6 +77,7 @@ impl Step for ProviderStep {
                     Op::Create => p.create(&mut batch, cx),
                     Op::Attach => p.attach(&mut batch, cx),
                     Op::Detach => p.detach(&mut batch, cx),
+                    Op::Snapshot => p.snapshot(&mut batch, cx),
                 },
             };
             let took = started.elapsed();

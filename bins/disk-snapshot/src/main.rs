@@ -1,0 +1,77 @@
+//! disk-snapshot: take a snapshot of each disk record's disk, keep the
+//! newest, or list them.
+
+use std::process::ExitCode;
+
+use appscale_persist::cli;
+use appscale_persist::record::Record;
+use appscale_persist::snapshot::SnapshotArgs;
+use appscale_persist::step::Step;
+use appscale_persist::tool::{Common, ToolArgs};
+use appscale_persist_cloud::{Operation, ProviderArgs};
+use clap::Parser;
+
+const AFTER_HELP: &str = "\
+A mounted filesystem is flushed, then frozen (fsfreeze) for the copy alone,
+and thawed on every path: success, error, --freeze-timeout, SIGINT, SIGTERM,
+SIGHUP (a second signal thaws, then exits at once); only SIGKILL can leave it
+frozen (`fsfreeze -u MOUNTPOINT`). A freeze that cannot be taken is an error
+unless --no-freeze. An unmounted disk needs no freeze. Retention, with
+--keep or --keep-within, deletes only older snapshots of the same disk and
+deployment, never the one just taken, and reports them (`snapshot.pruned`).
+A static disk is refused (no provider to snapshot it with). EBS volumes:
+CreateSnapshot, tagged, waited for; the node's filesystem cannot be frozen from
+here, so --no-freeze is needed (crash-consistent). GCE: not yet.
+`disk-create --from-snapshot` restores on local and EC2.
+
+Exit status: 0 ok; 1 a record failed; 2 bad usage or input (nothing done).
+
+Examples:
+  disk-snapshot --provider local --disk data-1 --keep 7
+  disk-snapshot --provider local --disk data-1 --list
+  disk-snapshot --check --provider local --disk data-1 --keep-within 7d
+  disk-snapshot --provider ec2 --disk data-1 --deployment prod --no-freeze --keep 7
+  appscalefile-lint --plan AppScalefile | disk-snapshot --keep 7 --keep-within 2d
+  appscalefile-lint --plan AppScalefile | disk-create --from-snapshot latest \\
+    | disk-attach | disk-ensure-fs | disk-mount";
+
+/// Take a snapshot of each disk record's disk, keep the newest, or list them.
+///
+/// Reads disk records (NDJSON) on stdin, writes them on stdout with
+/// `snapshot` {id, time, size, state, freeze, method, pruned}; with --list,
+/// one record per snapshot of each disk, newest first. A local snapshot is a
+/// copy of the image in <state dir>/snapshots that shares its blocks where
+/// the filesystem can (reflink), else a sparse copy, with a metadata file
+/// beside it. `disk-create --from-snapshot ID|latest` makes a new disk from
+/// one (docs/backup.md).
+#[derive(Debug, Parser)]
+#[command(name = "disk-snapshot", version, after_help = AFTER_HELP)]
+struct Args {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    provider: ProviderArgs,
+    #[command(flatten)]
+    snapshot: SnapshotArgs,
+}
+
+impl ToolArgs for Args {
+    const NAME: &'static str = "disk-snapshot";
+    const STOPS_CLEANLY: bool = true;
+    fn common(&self) -> &Common {
+        &self.common
+    }
+    fn single(&self) -> Option<Record> {
+        self.provider.single()
+    }
+    fn check_records(&self, records: &[Record]) -> Result<(), String> {
+        self.provider.check_records(records)
+    }
+    fn into_step(self) -> Box<dyn Step> {
+        Box::new(self.provider.step(Operation::Snapshot(self.snapshot)))
+    }
+}
+
+fn main() -> ExitCode {
+    cli::main::<Args>()
+}

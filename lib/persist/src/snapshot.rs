@@ -1,0 +1,221 @@
+//! Snapshots: what `disk-snapshot` is asked to do ([`SnapshotArgs`]), the
+//! retention rule every provider applies the same way ([`Retention`]), and
+//! the time stamps snapshots carry ([`Stamp`]).
+//!
+//! Retention only ever chooses among the snapshots of **one disk of one
+//! deployment** (the provider lists those alone), and never chooses the
+//! snapshot just taken.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+
+/// `disk-snapshot`'s own options.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SnapshotArgs {
+    /// List each disk's snapshots (newest first), one record each, instead
+    /// of taking one.
+    #[arg(long, help_heading = "Snapshot", conflicts_with_all = ["keep", "keep_within", "no_freeze"])]
+    pub list: bool,
+    /// After taking a snapshot, keep only the N newest of the same disk and
+    /// deployment (the new one counts, and is never deleted); delete the
+    /// others and report them.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..),
+        help_heading = "Snapshot"
+    )]
+    pub keep: Option<u32>,
+    /// After taking a snapshot, keep the snapshots of the same disk and
+    /// deployment taken within DURATION (30m, 12h, 7d, 4w); with --keep, a
+    /// snapshot either rule keeps is kept.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Snapshot")]
+    pub keep_within: Option<Duration>,
+    /// Take the snapshot of a mounted filesystem without freezing it
+    /// (crash-consistent only: writes in flight may be half there); the
+    /// record notes it (`snapshot.freeze`: not-frozen).
+    #[arg(long, help_heading = "Snapshot")]
+    pub no_freeze: bool,
+    /// The longest a filesystem stays frozen: a snapshot not taken by then
+    /// is abandoned and the filesystem thawed.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 60,
+        help_heading = "Snapshot"
+    )]
+    pub freeze_timeout: u64,
+}
+
+impl SnapshotArgs {
+    /// The retention rule the flags give.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            keep: self.keep.map(|n| n as usize),
+            keep_within: self.keep_within,
+        }
+    }
+}
+
+/// Parses a duration: a number and a unit, `s`, `m`, `h`, `d` or `w`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (like 30m, 12h, 7d, 4w)"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(format!("`{s}`: give a unit: s, m, h, d or w")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(secs)))
+}
+
+/// Which snapshots of one disk and deployment to keep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep the N newest.
+    pub keep: Option<usize>,
+    /// Keep those taken within this long.
+    pub keep_within: Option<Duration>,
+}
+
+impl Retention {
+    /// Whether any rule is set (without one, nothing is ever deleted).
+    pub fn is_set(&self) -> bool {
+        self.keep.is_some() || self.keep_within.is_some()
+    }
+
+    /// The ids to delete among `snaps` (id, time in ms since the epoch; all
+    /// of one disk and deployment, in any order), at `now_ms`: those no set
+    /// rule keeps. `taken` (the snapshot just taken) is never among them.
+    pub fn prune<'a>(&self, snaps: &'a [(String, u64)], taken: &str, now_ms: u64) -> Vec<&'a str> {
+        if !self.is_set() {
+            return Vec::new();
+        }
+        let mut newest: Vec<&(String, u64)> = snaps.iter().collect();
+        newest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+        newest
+            .iter()
+            .enumerate()
+            .filter(|(i, (id, at))| {
+                let by_count = self.keep.is_some_and(|n| *i < n);
+                let by_age = self
+                    .keep_within
+                    .is_some_and(|d| now_ms.saturating_sub(*at) <= d.as_millis() as u64);
+                id != taken && !by_count && !by_age
+            })
+            .map(|(_, (id, _))| id.as_str())
+            .collect()
+    }
+}
+
+/// A moment, in ms since the Unix epoch, as snapshots write it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Stamp(pub u64);
+
+impl Stamp {
+    /// Now.
+    pub fn now() -> Stamp {
+        Stamp(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        )
+    }
+
+    /// The date and time in UTC: (year, month, day, hour, minute, second, ms).
+    fn parts(self) -> (i64, u32, u32, u64, u64, u64, u64) {
+        let secs = self.0 / 1000;
+        let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+        // Howard Hinnant's civil_from_days.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        (
+            y,
+            m,
+            d,
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60,
+            self.0 % 1000,
+        )
+    }
+
+    /// RFC 3339 in UTC, with milliseconds: `2026-11-27T02:35:12.123Z`.
+    pub fn rfc3339(self) -> String {
+        let (y, mo, d, h, mi, s, ms) = self.parts();
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+    }
+
+    /// Compact, for names: `20261127T023512.123Z`.
+    pub fn compact(self) -> String {
+        let (y, mo, d, h, mi, s, ms) = self.parts();
+        format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}.{ms:03}Z")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_are_utc() {
+        assert_eq!(Stamp(0).rfc3339(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Stamp(1_795_746_912_123).rfc3339(),
+            "2026-11-27T02:35:12.123Z"
+        );
+        assert_eq!(Stamp(951_782_400_000).rfc3339(), "2000-02-29T00:00:00.000Z");
+        assert_eq!(Stamp(1_795_746_912_123).compact(), "20261127T023512.123Z");
+    }
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert!(parse_duration("7").is_err());
+        assert!(parse_duration("d").is_err());
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_and_the_recent_and_never_the_new_one() {
+        let s = |id: &str, at: u64| (id.to_string(), at);
+        let snaps = [s("a", 1000), s("b", 2000), s("c", 3000), s("d", 4000)];
+        let keep2 = Retention {
+            keep: Some(2),
+            keep_within: None,
+        };
+        assert_eq!(keep2.prune(&snaps, "d", 5000), ["b", "a"]);
+        // The one just taken is kept even when it is not among the newest
+        // (a clock that went back).
+        assert_eq!(keep2.prune(&snaps, "a", 5000), ["b"]);
+        let within = Retention {
+            keep: None,
+            keep_within: Some(Duration::from_millis(2500)),
+        };
+        assert_eq!(within.prune(&snaps, "d", 5000), ["b", "a"]);
+        let both = Retention {
+            keep: Some(1),
+            keep_within: Some(Duration::from_millis(2500)),
+        };
+        assert_eq!(both.prune(&snaps, "d", 5000), ["b", "a"]);
+        assert!(Retention::default().prune(&snaps, "d", 5000).is_empty());
+    }
+}

@@ -1,0 +1,518 @@
+//! disk-snapshot and disk-create --from-snapshot on the local provider, on
+//! real loop devices: snapshot, list, keep N, restore with the data checked
+//! byte for byte; retention that never touches another disk's or another
+//! deployment's snapshots; and the freeze always released (a signal while
+//! frozen, once or twice; a copy that fails), the filesystem taking writes
+//! afterwards.
+
+mod common;
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+/// A local disk, made, attached, formatted and mounted in a scratch
+/// directory; the state directory is `t/disks`.
+struct Disk {
+    t: TempDir,
+    state: String,
+    up: Value,
+}
+
+impl Disk {
+    fn new(tag: &str, size: &str) -> Disk {
+        require_root();
+        let t = TempDir::new(tag);
+        let state = t.s("disks");
+        std::fs::create_dir_all(t.join("mnt")).unwrap();
+        let created = run(
+            "disk-create",
+            &[
+                "--provider",
+                "local",
+                "--disk",
+                "data-1",
+                "--size",
+                size,
+                "--state-dir",
+                &state,
+            ],
+            "",
+        )
+        .expect(0);
+        let attached = run("disk-attach", &["--state-dir", &state], &created.stdout).expect(0);
+        let fs = run("disk-ensure-fs", &[], &attached.stdout).expect(0);
+        let mnt = t.s("mnt");
+        let up = run(
+            "disk-mount",
+            &["--no-fstab", "--mountpoint", &mnt],
+            &fs.stdout,
+        )
+        .expect(0)
+        .record();
+        Disk { t, state, up }
+    }
+
+    fn mnt(&self) -> PathBuf {
+        self.t.join("mnt")
+    }
+
+    fn snapshot(&self, args: &[&str]) -> Run {
+        let mut a = vec!["--state-dir", self.state.as_str()];
+        a.extend_from_slice(args);
+        run("disk-snapshot", &a, &ndjson(std::slice::from_ref(&self.up)))
+    }
+
+    fn snapshots_dir(&self) -> PathBuf {
+        self.t.join("disks/snapshots")
+    }
+
+    /// Files in the snapshots directory (hidden ones too).
+    fn snapshot_files(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.snapshots_dir())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+fn ids(recs: &[Value]) -> Vec<String> {
+    recs.iter()
+        .map(|r| r["snapshot"]["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn snapshot_list_keep_and_restore_bring_back_the_data_byte_for_byte() {
+    let d = Disk::new("snap-restore", "64M");
+    let _thaw = ThawOnDrop(d.mnt());
+    std::fs::write(d.mnt().join("a"), vec![0xA5u8; 3 << 20]).unwrap();
+
+    // --check takes nothing.
+    let c = d.snapshot(&["--check"]).expect(0).record();
+    assert_eq!(c["snapshot"]["state"], "planned");
+    assert!(d.snapshot_files().is_empty(), "{:?}", d.snapshot_files());
+
+    let first = d.snapshot(&[]).expect(0).record();
+    let snap = &first["snapshot"];
+    assert_eq!(snap["state"], "completed");
+    assert_eq!(snap["freeze"], "frozen");
+    assert_eq!(snap["size"], 64 << 20);
+    assert_eq!(first["state"], "mounted", "the record's state is kept");
+    let id = snap["id"].as_str().unwrap().to_string();
+    assert!(accepts_writes(&d.mnt(), 10), "thawed after the snapshot");
+    std::fs::write(d.mnt().join("b"), b"written after the snapshot").unwrap();
+
+    // Three more, keeping two: the oldest two go, and are reported.
+    let mut taken = vec![id.clone()];
+    for _ in 0..3 {
+        let r = d.snapshot(&["--keep", "2"]).expect(0).record();
+        taken.push(r["snapshot"]["id"].as_str().unwrap().to_string());
+    }
+    let listed = d.snapshot(&["--list"]).expect(0).records();
+    assert_eq!(
+        ids(&listed),
+        [taken[3].clone(), taken[2].clone()],
+        "newest first"
+    );
+    let mut all_pruned: Vec<String> = Vec::new();
+    // The last run pruned what the earlier ones had not.
+    assert_eq!(
+        d.snapshot_files().len(),
+        4,
+        "two images, two metadata files"
+    );
+    let again = d.snapshot(&["--check", "--keep", "1"]).expect(0).record();
+    all_pruned.extend(
+        again["snapshot"]["pruned"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string()),
+    );
+    assert_eq!(
+        all_pruned,
+        [taken[3].clone(), taken[2].clone()],
+        "--check says what would go"
+    );
+    assert_eq!(d.snapshot_files().len(), 4, "--check deleted nothing");
+
+    // Restore the first snapshot... which retention deleted: refused.
+    let gone = run(
+        "disk-create",
+        &["--state-dir", &d.state, "--from-snapshot", &id],
+        &ndjson(std::slice::from_ref(&d.up)),
+    )
+    .expect(1)
+    .record();
+    assert_eq!(gone["error"]["code"], "no-such-snapshot");
+
+    // Take one now, then down, then restore `latest`: a new disk holding
+    // exactly the snapshot's bytes, the old disk kept.
+    let last = d.snapshot(&["--keep", "2"]).expect(0).record();
+    let last_id = last["snapshot"]["id"].as_str().unwrap().to_string();
+    std::fs::write(d.mnt().join("c"), b"written after the last snapshot").unwrap();
+    let fstab = d.t.s("fstab");
+    let down = run(
+        "disk-unmount",
+        &["--fstab", &fstab],
+        &ndjson(std::slice::from_ref(&d.up)),
+    )
+    .expect(0);
+    run("disk-detach", &["--state-dir", &d.state], &down.stdout).expect(0);
+    let old_image = d.t.join("disks/data-1.img");
+    let old_sum = sha256(&old_image);
+    let plan = serde_json::json!({"v": 1, "provider": "local", "disk": "data-1", "mountpoint": d.t.s("mnt")});
+    let created = run(
+        "disk-create",
+        &["--state-dir", &d.state, "--from-snapshot", "latest"],
+        &ndjson(std::slice::from_ref(&plan)),
+    )
+    .expect(0)
+    .record();
+    let new_disk = created["disk"].as_str().unwrap().to_string();
+    assert_ne!(new_disk, "data-1");
+    assert_eq!(created["restored_from"]["snapshot"], last_id.as_str());
+    assert_eq!(created["restored_from"]["disk"], "data-1");
+    let new_image = d.t.join(&format!("disks/{new_disk}.img"));
+    assert_eq!(
+        sha256(&new_image),
+        sha256(&d.snapshots_dir().join(format!("{last_id}.img"))),
+        "the restored image is the snapshot, byte for byte"
+    );
+    // A rerun finds it.
+    let rerun = run(
+        "disk-create",
+        &["--state-dir", &d.state, "--from-snapshot", "latest"],
+        &ndjson(&[plan]),
+    )
+    .expect(0)
+    .record();
+    assert_eq!(rerun["changed"], false);
+    assert_eq!(rerun["disk"], new_disk.as_str());
+
+    let attached = run(
+        "disk-attach",
+        &["--state-dir", &d.state],
+        &ndjson(&[created]),
+    )
+    .expect(0);
+    let fs = run("disk-ensure-fs", &[], &attached.stdout)
+        .expect(0)
+        .record();
+    assert_eq!(fs["state"], "has-fs", "the filesystem is kept");
+    run("disk-mount", &["--no-fstab"], &ndjson(&[fs])).expect(0);
+    assert_eq!(
+        std::fs::read(d.mnt().join("a")).unwrap(),
+        vec![0xA5u8; 3 << 20]
+    );
+    assert!(
+        d.mnt().join("b").exists(),
+        "written before the last snapshot"
+    );
+    assert!(!d.mnt().join("c").exists(), "written after it");
+    assert_eq!(
+        sha256(&old_image),
+        old_sum,
+        "the old disk is kept, untouched"
+    );
+}
+
+#[test]
+fn retention_never_touches_another_disk_or_another_deployment() {
+    require_root();
+    let t = TempDir::new("snap-retention");
+    let state = t.s("disks");
+    let rec = |disk: &str, dep: &str| serde_json::json!({"v": 1, "provider": "local", "disk": disk, "deployment": dep});
+    let input = ndjson(&[rec("a", "prod"), rec("b", "prod"), rec("a", "test")]);
+    run(
+        "disk-create",
+        &["--state-dir", &state, "--size", "8M"],
+        &input,
+    )
+    .expect(0);
+    for _ in 0..2 {
+        let r = run("disk-snapshot", &["--state-dir", &state], &input).expect(0);
+        for r in r.records() {
+            assert_eq!(r["snapshot"]["freeze"], "not-mounted");
+        }
+    }
+    let kept = run(
+        "disk-snapshot",
+        &["--state-dir", &state, "--keep", "1"],
+        &ndjson(&[rec("a", "prod")]),
+    )
+    .expect(0)
+    .record();
+    assert_eq!(kept["snapshot"]["pruned"].as_array().unwrap().len(), 2);
+    let list = |r: Value| {
+        run(
+            "disk-snapshot",
+            &["--state-dir", &state, "--list"],
+            &ndjson(&[r]),
+        )
+        .expect(0)
+        .records()
+        .len()
+    };
+    assert_eq!(list(rec("a", "prod")), 1);
+    assert_eq!(
+        list(rec("b", "prod")),
+        2,
+        "another disk's snapshots are kept"
+    );
+    assert_eq!(
+        list(rec("a", "test")),
+        2,
+        "another deployment's snapshots are kept"
+    );
+    // --keep-within 1h keeps the recent ones.
+    let within = run(
+        "disk-snapshot",
+        &["--state-dir", &state, "--keep-within", "1h"],
+        &ndjson(&[rec("b", "prod")]),
+    )
+    .expect(0)
+    .record();
+    assert!(within["snapshot"].get("pruned").is_none());
+    assert_eq!(list(rec("b", "prod")), 3);
+}
+
+#[test]
+fn a_static_disk_is_refused_and_a_held_freeze_is_an_error_unless_no_freeze() {
+    let r = run(
+        "disk-snapshot",
+        &["--provider", "static", "--disk", "/dev/null"],
+        "",
+    )
+    .expect(1)
+    .record();
+    assert_eq!(r["error"]["code"], "snapshot-unsupported");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no provider")
+    );
+
+    let d = Disk::new("snap-held", "32M");
+    let _thaw = ThawOnDrop(d.mnt());
+    sh_ok(&["fsfreeze", "-f", d.mnt().to_str().unwrap()]);
+    let r = d.snapshot(&[]).expect(1).record();
+    assert_eq!(r["error"]["code"], "freeze-failed");
+    let r = d.snapshot(&["--no-freeze"]).expect(0).record();
+    assert_eq!(r["snapshot"]["freeze"], "not-frozen");
+    sh_ok(&["fsfreeze", "-u", d.mnt().to_str().unwrap()]);
+    assert!(accepts_writes(&d.mnt(), 10));
+    // A freeze that outlasts --freeze-timeout is abandoned, and thawed.
+    let r = d.snapshot(&["--freeze-timeout", "0"]).expect(1).record();
+    assert_eq!(r["error"]["code"], "freeze-timeout");
+    assert!(accepts_writes(&d.mnt(), 10), "thawed after the timeout");
+    assert_eq!(d.snapshot_files().len(), 2, "only the --no-freeze one");
+}
+
+/// Starts disk-snapshot (-v) on a disk holding 1 GiB, sends SIGTERM (and,
+/// with `signals` 2, SIGINT right after) once it says it froze the
+/// filesystem, and returns its run.
+fn snapshot_killed_while_frozen(d: &Disk, signals: usize) -> Run {
+    let mut child = Command::new(bin("disk-snapshot"))
+        .args(["-v", "--state-dir", &d.state])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(ndjson(std::slice::from_ref(&d.up)).as_bytes())
+            .unwrap();
+    }
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("froze ") {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            // Back to back, the second a different signal (two pending
+            // SIGTERMs would be one): it arrives while the copy is still
+            // running and the filesystem frozen.
+            use nix::sys::signal::{Signal, kill};
+            for sig in [Signal::SIGTERM, Signal::SIGINT].into_iter().take(signals) {
+                kill(pid, sig).unwrap();
+            }
+            break;
+        }
+    }
+    for line in lines {
+        seen.push_str(&line.unwrap());
+        seen.push('\n');
+    }
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: seen,
+    }
+}
+
+fn disk_with_a_gib() -> Disk {
+    let d = Disk::new("snap-signal", "2G");
+    sh_ok(&[
+        "dd",
+        "if=/dev/zero",
+        &format!("of={}", d.mnt().join("big").display()),
+        "bs=1M",
+        "count=1024",
+        "status=none",
+        "conv=fsync",
+    ]);
+    d
+}
+
+#[test]
+fn sigterm_while_frozen_thaws_and_keeps_nothing() {
+    let d = disk_with_a_gib();
+    let _thaw = ThawOnDrop(d.mnt());
+    let r = snapshot_killed_while_frozen(&d, 1);
+    assert!(r.stderr.contains("froze "), "{}", r.stderr);
+    assert!(
+        accepts_writes(&d.mnt(), 10),
+        "thawed after SIGTERM: {}",
+        r.stderr
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.record()["error"]["code"], "interrupted");
+    assert!(
+        d.snapshot_files().is_empty(),
+        "nothing kept: {:?}",
+        d.snapshot_files()
+    );
+}
+
+#[test]
+fn a_second_signal_while_frozen_thaws_before_it_exits() {
+    let d = disk_with_a_gib();
+    let _thaw = ThawOnDrop(d.mnt());
+    let r = snapshot_killed_while_frozen(&d, 2);
+    assert!(r.stderr.contains("froze "), "{}", r.stderr);
+    assert!(
+        accepts_writes(&d.mnt(), 10),
+        "thawed after two signals: {}",
+        r.stderr
+    );
+    assert!(
+        r.code == 1 || r.code == 128 + 15 || r.code == 128 + 2,
+        "stopped or exited at once: {} {}",
+        r.code,
+        r.stderr
+    );
+}
+
+#[test]
+fn a_copy_that_fails_while_frozen_thaws_and_keeps_nothing() {
+    let d = Disk::new("snap-full", "64M");
+    let _thaw = ThawOnDrop(d.mnt());
+    std::fs::write(d.mnt().join("data"), vec![1u8; 16 << 20]).unwrap();
+    std::fs::create_dir_all(d.snapshots_dir()).unwrap();
+    let dir = d.snapshots_dir().display().to_string();
+    sh_ok(&[
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=1m,mode=700",
+        "tmpfs",
+        &dir,
+    ]);
+    let r = d.snapshot(&[]).expect(1).record();
+    assert_eq!(r["error"]["code"], "snapshot-failed", "{r}");
+    assert!(accepts_writes(&d.mnt(), 10), "thawed after the failure");
+    assert!(
+        d.snapshot_files().is_empty(),
+        "nothing kept: {:?}",
+        d.snapshot_files()
+    );
+    sh_ok(&["umount", &dir]);
+}
+
+#[test]
+fn the_backup_demo_restores_a_and_not_b_and_keeps_the_old_disk() {
+    require_root();
+    let t = TempDir::new("demo-backup");
+    let dir = t.s("demo");
+    let bin = bin_dir().display().to_string();
+    let r = run_env(
+        repo().join("scripts/demo-backup").to_str().unwrap(),
+        &[],
+        "",
+        &[
+            ("DEMO_DIR", dir.as_str()),
+            ("APPSCALE_PERSIST_BIN", bin.as_str()),
+        ],
+    )
+    .expect(0);
+    assert!(r.stderr.contains("demo-backup: OK"), "{}", r.stderr);
+    assert!(!t.join("demo").exists(), "the demo cleaned up");
+}
+
+#[test]
+fn on_a_reflink_filesystem_the_snapshot_shares_blocks_and_restores_byte_for_byte() {
+    require_root();
+    let t = TempDir::new("snap-reflink");
+    let xfs = LoopDev::new(&t, "xfs", 512);
+    sh_ok(&["mkfs.xfs", "-q", "-m", "reflink=1", &xfs.device]);
+    let top = t.join("xfs");
+    std::fs::create_dir_all(&top).unwrap();
+    sh_ok(&["mount", &xfs.device, top.to_str().unwrap()]);
+    let state = t.s("xfs/disks");
+    let rec = serde_json::json!({"v": 1, "provider": "local", "disk": "r", "deployment": "d"});
+    let made = run(
+        "disk-create",
+        &["--state-dir", &state, "--size", "64M"],
+        &ndjson(std::slice::from_ref(&rec)),
+    )
+    .expect(0);
+    let image = t.join("xfs/disks/r.img");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&image)
+            .unwrap();
+        f.write_all_at(&[0x3Cu8; 5 << 20], 7 << 20).unwrap();
+        f.sync_all().unwrap();
+    }
+    let snap = run("disk-snapshot", &["--state-dir", &state], &made.stdout)
+        .expect(0)
+        .record();
+    assert_eq!(snap["snapshot"]["method"], "reflink");
+    assert_eq!(snap["snapshot"]["freeze"], "not-mounted");
+    let id = snap["snapshot"]["id"].as_str().unwrap();
+    let copy = t.join(&format!("xfs/disks/snapshots/{id}.img"));
+    assert_eq!(sha256(&copy), sha256(&image));
+    let restored = run(
+        "disk-create",
+        &["--state-dir", &state, "--from-snapshot", id],
+        &ndjson(&[rec]),
+    )
+    .expect(0)
+    .record();
+    let new = t.join(&format!(
+        "xfs/disks/{}.img",
+        restored["disk"].as_str().unwrap()
+    ));
+    assert_eq!(sha256(&new), sha256(&image), "restored byte for byte");
+}
