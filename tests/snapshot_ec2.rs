@@ -7,16 +7,6 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-fn aws_env() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_CONFIG_FILE", "/nonexistent"),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
-    ]
-}
-
 fn tool(url: &str, name: &str, args: &[&str], input: &str) -> Run {
     let mut a = vec!["--endpoint-url", url, "--deployment", "snaps"];
     a.extend_from_slice(args);

@@ -508,18 +508,29 @@ pub fn add_all(
             }
         }
     }
+    let added = added.first().cloned();
+    Ok((commit(&original, &tab, added, removed)?, each))
+}
+
+/// Ends a transaction: writes `tab` over `original` (atomically) unless
+/// nothing changed, and says what changed.
+fn commit(
+    original: &Fstab,
+    tab: &Fstab,
+    added: Option<String>,
+    removed: Vec<String>,
+) -> Result<Applied, FstabError> {
     if tab.bytes == original.bytes {
-        return Ok((Applied::unchanged(&original), each));
+        return Ok(Applied::unchanged(original));
     }
     original.replace(&tab.bytes)?;
-    let applied = Applied {
+    Ok(Applied {
         path: original.path.clone(),
         before: original.text(),
         after: tab.text(),
-        added: added.first().cloned(),
+        added,
         removed,
-    };
-    Ok((applied, each))
+    })
 }
 
 /// Removes our entries for every one of `targets` (a mountpoint, and the
@@ -544,18 +555,7 @@ pub fn remove_all(
             }
         }
     }
-    if removed.is_empty() {
-        return Ok((Applied::unchanged(&original), each));
-    }
-    original.replace(&tab.bytes)?;
-    let applied = Applied {
-        path: original.path.clone(),
-        before: original.text(),
-        after: tab.text(),
-        added: None,
-        removed,
-    };
-    Ok((applied, each))
+    Ok((commit(&original, &tab, None, removed)?, each))
 }
 
 /// Whether `e` is our entry for `mountpoint` (and the filesystem `uuid`,
