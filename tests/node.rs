@@ -382,6 +382,29 @@ fn fsck_errors_stop_the_mount() {
     assert!(!is_mounted(&mp));
 }
 
+/// A filesystem disk-ensure-fs just made skips fsck only while its
+/// superblock still says clean: damaged between the two steps, the record's
+/// word that it is new does not spare it the check.
+#[test]
+fn a_just_made_filesystem_damaged_before_the_mount_is_still_checked() {
+    require_root();
+    let t = TempDir::new("fresh-fsck");
+    let d = LoopDev::new(&t, "disk", 64);
+    let made = run("disk-ensure-fs", &["--device", &d.device], "").expect(0);
+    assert_eq!(made.record()["fs"]["formatted"], true, "{}", made.stdout);
+    sh_ok(&["debugfs", "-w", "-R", "clri <2>", &d.device]);
+    sh_ok(&["debugfs", "-w", "-R", "ssv state 0", &d.device]);
+    let mp = t.s("mnt");
+    let r = run(
+        "disk-mount",
+        &["--no-fstab", "--mountpoint", &mp],
+        &made.stdout,
+    )
+    .expect(1);
+    assert_eq!(r.record()["error"]["code"], "fsck-failed", "{}", r.stderr);
+    assert!(!is_mounted(&t.join("mnt")));
+}
+
 #[test]
 fn busy_unmount_names_the_holder() {
     let (t, d) = formatted("busy");
