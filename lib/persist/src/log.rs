@@ -9,8 +9,8 @@
 
 use std::fmt::Arguments;
 use std::io::Write;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 /// How much to say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -25,6 +25,33 @@ pub enum Level {
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 static TOOL: OnceLock<String> = OnceLock::new();
+/// Values never to print: credentials read by this run (see [`add_secret`]).
+static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Registers a secret (an access key's secret, a token) read by this run:
+/// from now on every message writes it as `<redacted>`. Values shorter than
+/// 4 characters are ignored (they would mask ordinary words).
+pub fn add_secret(value: &str) {
+    if value.len() < 4 {
+        return;
+    }
+    let mut secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
+    if !secrets.iter().any(|s| s == value) {
+        secrets.push(value.to_string());
+    }
+}
+
+/// `s` with every registered secret replaced by `<redacted>`.
+pub fn redact(s: &str) -> String {
+    let secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = s.to_string();
+    for secret in secrets.iter() {
+        if out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), "<redacted>");
+        }
+    }
+    out
+}
 
 /// Sets the tool name used as prefix and the level. Call once from `main`.
 pub fn init(tool: &str, level: Level) {
@@ -60,7 +87,7 @@ pub fn tool() -> &'static str {
 }
 
 fn emit(prefix: &str, args: Arguments<'_>) {
-    let line = escape_controls(&args.to_string());
+    let line = escape_controls(&redact(&args.to_string()));
     let mut err = std::io::stderr().lock();
     // stderr going away is no reason to fail the tool.
     let _ = writeln!(err, "{}: {prefix}{line}", tool());
@@ -111,7 +138,18 @@ pub fn debug(args: Arguments<'_>) {
 
 #[cfg(test)]
 mod tests {
-    use super::escape_controls;
+    use super::{add_secret, escape_controls, redact};
+
+    #[test]
+    fn registered_secrets_are_redacted() {
+        add_secret("wJalrXUtnFEMI/K7MDENG");
+        assert_eq!(
+            redact("signing with wJalrXUtnFEMI/K7MDENG failed"),
+            "signing with <redacted> failed"
+        );
+        add_secret("ab");
+        assert_eq!(redact("ab cd"), "ab cd");
+    }
 
     #[test]
     fn control_characters_are_escaped() {
