@@ -1,8 +1,10 @@
 """Test helper: a small fake Compute Engine, since no public emulator exists.
 
 It speaks the real REST paths and JSON that google-cloud-compute-v1 sends
-(disks insert/get/list/setLabels/resize, instances get/attachDisk/detachDisk,
-zoneOperations wait/get) and the metadata server's paths (an access token
+(disks insert/get/list/setLabels/resize/createSnapshot, instances
+get/attachDisk/detachDisk, zoneOperations wait/get, snapshots list/get/delete
+with the list's `labels.KEY = "VALUE"` filter applied, globalOperations
+get) and the metadata server's paths (an access token
 for Application Default Credentials; instance name, zone and project for
 --self). It holds state, applies an operation's effect when the operation
 completes, and can be told to make operations slow, never finish, or fail,
@@ -21,22 +23,34 @@ Control (JSON bodies):
        "kmsKeyName", "provisionedIops", "provisionedThroughput"}
        a disk made by hand (attached to `users`)
 
+  POST /__fake__/backing {"project", "zone", "name", "path"}
+       the disk's content is the file `path` (a loop device's image): a
+       snapshot copies it (beside it, `snapshot-NAME.img`), a disk made from
+       the snapshot (disks.insert with `sourceSnapshot`) gets a copy of that
+       (`DISK.img` in the same directory), so a test can check the bytes
+  POST /__fake__/snapshots {"project", "name", "labels", "diskSizeGb",
+       "sourceDisk"}   a snapshot made by someone else (READY)
+
 A disk's customer-managed key is stored and said as Compute Engine says
 it: the key version used (`.../cryptoKeys/K/cryptoKeyVersions/1`).
 disks.resize refuses a size not larger than the disk's, as Compute Engine
 does.
   POST /__fake__/config {"op_delay": s, "hang": bool, "wait_max": s,
+       "snapshot_status": "FAILED" (new snapshots end so; default READY),
        "fail": {"attachDisk": {"code": "...", "message": "..."}},
        "http_fail": {"disks.insert": {"status": 503, "times": 1, "lost": false}}}
        "lost": the call is done, and then its answer is an error (a
        response lost on the way back)
-  GET  /__fake__/state   {"disks": {...}, "instances": {...}, "calls": {...}}
+  GET  /__fake__/state   {"disks": {...}, "instances": {...}, "snapshots": {...},
+       "calls": {...}}
 """
 
 import base64
 import hashlib
 import json
+import os
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -49,17 +63,18 @@ LOCK = threading.Condition()
 STATE = {
     "disks": {},  # (project, zone, name) -> dict
     "instances": {},  # (project, zone, name) -> dict
+    "snapshots": {},  # (project, name) -> dict
     "ops": {},  # name -> dict
     "requests": {},  # requestId -> operation name
     "calls": {},
-    "config": {"op_delay": 0.0, "hang": False, "wait_max": 2.0, "fail": {}, "http_fail": {}},
+    "config": {"op_delay": 0.0, "hang": False, "wait_max": 2.0, "fail": {}, "http_fail": {}, "snapshot_status": "READY"},
     "counter": 0,
 }
 ME = {}
 
 
 def link(project, zone, kind=None, name=None):
-    url = f"{BASE}/projects/{project}/zones/{zone}"
+    url = f"{BASE}/projects/{project}/zones/{zone}" if zone else f"{BASE}/projects/{project}/global"
     if kind:
         url += f"/{kind}/{name}"
     return url
@@ -119,13 +134,14 @@ def op_json(name):
         "kind": "compute#operation",
         "id": str(abs(hash(name)) % 10**18),
         "name": name,
-        "zone": link(op["project"], op["zone"]),
         "operationType": op["kind"],
         "targetLink": op["target"],
         "status": op["status"],
         "progress": 100 if op["status"] == "DONE" else 0,
         "selfLink": link(op["project"], op["zone"], "operations", name),
     }
+    if op["zone"]:
+        out["zone"] = link(op["project"], op["zone"])
     if op["error"]:
         out["error"] = op["error"]
         out["httpErrorStatusCode"] = 400
@@ -155,7 +171,46 @@ def disk_json(key):
     for k in ("provisionedIops", "provisionedThroughput"):
         if d.get(k) is not None:
             out[k] = str(d[k])
+    if d.get("sourceSnapshot"):
+        out["sourceSnapshot"] = link(project, None, "snapshots", d["sourceSnapshot"])
     return out
+
+
+def snapshot_json(key):
+    project, name = key
+    s = STATE["snapshots"][key]
+    return {
+        "kind": "compute#snapshot",
+        "id": s["id"],
+        "name": name,
+        "labels": dict(s.get("labels", {})),
+        "labelFingerprint": fingerprint(s.get("labels", {})),
+        "diskSizeGb": str(s["diskSizeGb"]),
+        "sourceDisk": s.get("sourceDisk", ""),
+        "status": s["status"],
+        "creationTimestamp": s["created"],
+        "storageBytes": "0",
+        "selfLink": link(project, None, "snapshots", name),
+    }
+
+
+FILTER_TERM = re.compile(r'\(\s*labels\.([a-z0-9_-]+)\s*=\s*"([^"]*)"\s*\)')
+
+
+def label_filter(text):
+    """The real API's `(labels.KEY = "VALUE")` terms, ANDed (by juxtaposition
+    or AND); None when the filter holds anything else."""
+    terms = FILTER_TERM.findall(text)
+    rest = FILTER_TERM.sub("", text).replace("AND", "").strip()
+    return None if rest else terms
+
+
+def copy_content(src, dst):
+    """A copy of a disk's image, holes kept (images are sparse)."""
+    if src and os.path.exists(src):
+        subprocess.run(["cp", "--sparse=always", "--reflink=auto", src, dst], check=True)
+        return dst
+    return None
 
 
 def fingerprint(labels):
@@ -198,6 +253,7 @@ def add_instance(project, zone, name):
 
 
 ROUTE = re.compile(r"^/compute/v1/projects/([^/]+)/zones/([^/]+)/(disks|instances|operations)(?:/([^/]+))?(?:/([A-Za-z]+))?$")
+GLOBAL_ROUTE = re.compile(r"^/compute/v1/projects/([^/]+)/global/(snapshots|operations)(?:/([^/]+))?$")
 
 
 class Handler(loopback.Handler):
@@ -215,6 +271,9 @@ class Handler(loopback.Handler):
     def do_POST(self):
         self.handle_any("POST")
 
+    def do_DELETE(self):
+        self.handle_any("DELETE")
+
     def handle_any(self, method):
         url = urllib.parse.urlparse(self.path)
         query = urllib.parse.parse_qs(url.query)
@@ -224,9 +283,14 @@ class Handler(loopback.Handler):
         if path.startswith("/__fake__/"):
             return self.control(method, path)
         m = ROUTE.match(path)
-        if not m:
+        g = GLOBAL_ROUTE.match(path)
+        if m:
+            project, zone, kind, name, verb = m.groups()
+        elif g:
+            (project, kind, name), zone, verb = g.groups(), None, None
+            kind = "global-" + kind
+        else:
             return self.send(*error(404, f"no such path {path}", "notFound"))
-        project, zone, kind, name, verb = m.groups()
         if not (self.headers.get("Authorization") or "").startswith("Bearer "):
             return self.send(*error(401, "Request is missing required authentication credential.", "required"))
         body = self.body() if method == "POST" else {}
@@ -235,6 +299,10 @@ class Handler(loopback.Handler):
             ("GET", "disks", None): "disks.get",
             ("POST", "disks", "setLabels"): "disks.setLabels",
             ("POST", "disks", "resize"): "disks.resize",
+            ("POST", "disks", "createSnapshot"): "disks.createSnapshot",
+            ("GET", "global-snapshots", None): "snapshots.get",
+            ("DELETE", "global-snapshots", None): "snapshots.delete",
+            ("GET", "global-operations", None): "globalOperations.get",
             ("GET", "instances", None): "instances.get",
             ("POST", "instances", "attachDisk"): "instances.attachDisk",
             ("POST", "instances", "detachDisk"): "instances.detachDisk",
@@ -243,6 +311,8 @@ class Handler(loopback.Handler):
         }.get((method, kind, verb))
         if method_name == "disks.get" and name is None:
             method_name = "disks.list"
+        if method_name == "snapshots.get" and name is None:
+            method_name = "snapshots.list"
         if method_name is None:
             return self.send(*error(400, f"unsupported {method} {path}"))
         with LOCK:
@@ -284,10 +354,28 @@ class Handler(loopback.Handler):
             labels = dict(body.get("labels") or {})
             kms = (body.get("diskEncryptionKey") or {}).get("kmsKeyName")
             iops, tput = body.get("provisionedIops"), body.get("provisionedThroughput")
+            source = (body.get("sourceSnapshot") or "").rsplit("/", 1)[-1] or None
+            if source:
+                snap = STATE["snapshots"].get((project, source))
+                if snap is None:
+                    return not_found(f"projects/{project}/global/snapshots/{source}")
+                if "sizeGb" not in body:
+                    size = snap["diskSizeGb"]
+                if size < snap["diskSizeGb"]:
+                    return error(400, f"Requested disk size cannot be smaller than the snapshot size ({snap['diskSizeGb']} GB)", "invalid")
 
             def effect():
                 STATE["counter"] += 1
+                backing = None
+                if source:
+                    snap = STATE["snapshots"].get((project, source))
+                    if snap is None:
+                        return {"errors": [{"code": "RESOURCE_NOT_FOUND", "message": f"The resource 'projects/{project}/global/snapshots/{source}' was not found"}]}
+                    if snap.get("backing"):
+                        backing = copy_content(snap["backing"], os.path.join(os.path.dirname(snap["backing"]), f"{dname}.img"))
                 STATE["disks"][key] = {
+                    "sourceSnapshot": source,
+                    "backing": backing,
                     "id": str(5000 + STATE["counter"]),
                     "sizeGb": size,
                     "type": dtype,
@@ -331,6 +419,62 @@ class Handler(loopback.Handler):
                 STATE["disks"][key]["sizeGb"] = size
 
             return 200, new_op(project, zone, "resize", link(project, zone, "disks", name), effect)
+        if method_name == "disks.createSnapshot":
+            key = (project, zone, name)
+            if key not in STATE["disks"]:
+                return not_found(f"projects/{project}/zones/{zone}/disks/{name}")
+            sname = body.get("name", "")
+            if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", sname):
+                return error(400, f"Invalid value for field 'resource.name': '{sname}'.", "invalid")
+            if (project, sname) in STATE["snapshots"]:
+                return error(409, f"The resource 'projects/{project}/global/snapshots/{sname}' already exists", "alreadyExists")
+            labels = dict(body.get("labels") or {})
+
+            def effect():
+                disk = STATE["disks"].get(key)
+                if disk is None:
+                    return {"errors": [{"code": "RESOURCE_NOT_FOUND", "message": f"disk {name} was not found"}]}
+                STATE["counter"] += 1
+                backing = disk.get("backing")
+                STATE["snapshots"][(project, sname)] = {
+                    "id": str(9000 + STATE["counter"]),
+                    "labels": labels,
+                    "diskSizeGb": disk["sizeGb"],
+                    "sourceDisk": link(project, zone, "disks", name),
+                    "status": STATE["config"]["snapshot_status"],
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S.000-00:00", time.gmtime()),
+                    "backing": copy_content(backing, os.path.join(os.path.dirname(backing), f"snapshot-{sname}.img")) if backing else None,
+                }
+                return None
+
+            return 200, new_op(project, zone, "createSnapshot", link(project, zone, "disks", name), effect)
+        if method_name == "snapshots.list":
+            terms = label_filter((query.get("filter") or [""])[0])
+            if terms is None:
+                return error(400, f"Invalid list filter expression '{query.get('filter')}'.", "invalid")
+            keys = [k for k in STATE["snapshots"] if k[0] == project and all(STATE["snapshots"][k]["labels"].get(lk) == lv for lk, lv in terms)]
+            return 200, {"kind": "compute#snapshotList", "items": [snapshot_json(k) for k in sorted(keys)]}
+        if method_name == "snapshots.get":
+            if (project, name) not in STATE["snapshots"]:
+                return not_found(f"projects/{project}/global/snapshots/{name}")
+            return 200, snapshot_json((project, name))
+        if method_name == "snapshots.delete":
+            skey = (project, name)
+            if skey not in STATE["snapshots"]:
+                return not_found(f"projects/{project}/global/snapshots/{name}")
+
+            def effect():
+                snap = STATE["snapshots"].pop(skey, None)
+                if snap and snap.get("backing") and os.path.exists(snap["backing"]):
+                    os.remove(snap["backing"])
+                return None
+
+            return 200, new_op(project, None, "delete", link(project, None, "snapshots", name), effect)
+        if method_name == "globalOperations.get":
+            if name not in STATE["ops"] or STATE["ops"][name]["zone"] is not None:
+                return not_found(f"projects/{project}/global/operations/{name}")
+            settle(name)
+            return 200, op_json(name)
         ikey = (project, zone, name)
         if method_name.startswith("instances.") and ikey not in STATE["instances"]:
             return not_found(f"projects/{project}/zones/{zone}/instances/{name}")
@@ -448,6 +592,21 @@ class Handler(loopback.Handler):
                     inst = STATE["instances"][(body["project"], body["zone"], u)]
                     inst["disks"].append({"kind": "compute#attachedDisk", "type": "PERSISTENT", "mode": "READ_WRITE", "source": link(body["project"], body["zone"], "disks", body["name"]), "deviceName": body["name"], "index": len(inst["disks"]), "boot": False, "autoDelete": False})
                 return self.send(200, {})
+            if path == "/__fake__/backing":
+                STATE["disks"][(body["project"], body["zone"], body["name"])]["backing"] = body["path"]
+                return self.send(200, {})
+            if path == "/__fake__/snapshots":
+                STATE["counter"] += 1
+                STATE["snapshots"][(body["project"], body["name"])] = {
+                    "id": str(9000 + STATE["counter"]),
+                    "labels": dict(body.get("labels", {})),
+                    "diskSizeGb": int(body.get("diskSizeGb", 1)),
+                    "sourceDisk": body.get("sourceDisk", ""),
+                    "status": "READY",
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S.000-00:00", time.gmtime()),
+                    "backing": None,
+                }
+                return self.send(200, {})
             if path == "/__fake__/config":
                 STATE["config"].update(body)
                 return self.send(200, {})
@@ -466,13 +625,17 @@ class Handler(loopback.Handler):
                                 # Said only when set.
                                 **{
                                     f: v[f]
-                                    for f in ("kmsKeyName", "provisionedIops", "provisionedThroughput")
+                                    for f in ("kmsKeyName", "provisionedIops", "provisionedThroughput", "sourceSnapshot", "backing")
                                     if v.get(f) is not None
                                 },
                             }
                             for k, v in STATE["disks"].items()
                         },
                         "instances": {"/".join(k): [d["deviceName"] for d in v["disks"]] for k, v in STATE["instances"].items()},
+                        "snapshots": {
+                            "/".join(k): {"labels": v["labels"], "diskSizeGb": v["diskSizeGb"], "status": v["status"], **({"backing": v["backing"]} if v.get("backing") else {})}
+                            for k, v in STATE["snapshots"].items()
+                        },
                         "calls": STATE["calls"],
                     },
                 )

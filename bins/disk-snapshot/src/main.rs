@@ -21,8 +21,9 @@ unless --no-freeze. An unmounted disk needs no freeze. Retention, with
 deployment, never the one just taken, and reports them (`snapshot.pruned`).
 A static disk is refused (no provider to snapshot it with). EBS volumes:
 CreateSnapshot, tagged, waited for; the node's filesystem cannot be frozen from
-here, so --no-freeze is needed (crash-consistent). GCE: not yet.
-`disk-create --from-snapshot` restores on local and EC2.
+here, so --no-freeze is needed (crash-consistent). GCE disks: disks.createSnapshot,
+labelled likewise, waited for; --no-freeze is needed there too.
+`disk-create --from-snapshot` restores on local, EC2 and GCE.
 
 Exit status: 0 ok; 1 a record failed; 2 bad usage or input (nothing done).
 
@@ -31,6 +32,7 @@ Examples:
   disk-snapshot --provider local --disk data-1 --list
   disk-snapshot --check --provider local --disk data-1 --keep-within 7d
   disk-snapshot --provider ec2 --disk data-1 --deployment prod --no-freeze --keep 7
+  disk-snapshot --provider gce --project p --zone us-central1-a --disk data-1 --no-freeze --keep 7
   appscalefile-lint --plan AppScalefile | disk-snapshot --keep 7 --keep-within 2d
   appscalefile-lint --plan AppScalefile | disk-create --from-snapshot latest \\
     | disk-attach | disk-ensure-fs | disk-mount";

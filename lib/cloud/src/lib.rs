@@ -14,7 +14,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use appscale_persist::codes;
 use appscale_persist::log;
 use appscale_persist::provider::local::Local;
 use appscale_persist::provider::static_disk::Static;
@@ -156,7 +155,7 @@ pub struct CreateArgs {
     /// `latest`: the record's disk's newest of its deployment) instead of a
     /// blank one. The new disk has a name of its own, which the record then
     /// carries (with `restored_from`); the record's old disk is kept
-    /// (docs/backup.md). Local and EC2, not GCE yet.
+    /// (docs/backup.md). Local, EC2 and GCE.
     #[arg(long, value_name = "ID|latest", help_heading = "Create")]
     pub from_snapshot: Option<String>,
 }
@@ -402,14 +401,6 @@ impl ProviderArgs {
     pub fn open(&self, kind: ProviderKind, op: &Operation) -> Result<Box<dyn Provider>, Failure> {
         let timeout = Duration::from_secs(self.timeout);
         let (create, detach) = (op.create(), op.detach());
-        if create.from_snapshot.is_some() && kind == ProviderKind::Gce {
-            return Err(Failure::new(
-                codes::SNAPSHOT_UNSUPPORTED,
-                format!(
-                    "disk-create --from-snapshot does not support the {kind} provider yet: nothing created"
-                ),
-            ));
-        }
         match kind {
             ProviderKind::Local => Ok(Box::new(
                 Local::new(Local::state_dir(self.state_dir.clone()), create.size)
@@ -451,6 +442,8 @@ impl ProviderArgs {
                 force: detach.force,
                 concurrency: self.concurrency,
                 timeout,
+                snapshot: op.snapshot(),
+                from_snapshot: create.from_snapshot.clone(),
             }),
         }
     }

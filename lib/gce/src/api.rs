@@ -18,7 +18,7 @@ use appscale_persist::log;
 use appscale_persist::step::Failure;
 use appscale_persist::wait::Poll;
 use appscale_persist_cloudkit::{ApiError, Deadline, Fault, failures, poll_until};
-use google_cloud_compute_v1::client::{Disks, Instances, ZoneOperations};
+use google_cloud_compute_v1::client::{Disks, Instances, Snapshots, ZoneOperations};
 use google_cloud_compute_v1::model::{AttachedDisk, Disk, Operation, attached_disk, operation};
 use google_cloud_compute_v1::model::{
     CustomerEncryptionKey, DisksResizeRequest, ZoneSetLabelsRequest,
@@ -33,7 +33,7 @@ use crate::POLL;
 /// No single API call may take longer than this. Without credentials the
 /// client waits for ever before sending anything; this turns that into an
 /// error that says so.
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where a zonal resource is: a project and a zone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -94,6 +94,9 @@ pub struct NewDisk {
     pub throughput: Option<i64>,
     /// The operator's own labels (`--tag`), besides the deployment's.
     pub labels: Vec<(String, String)>,
+    /// The snapshot (its name) to make it from (`disk-create
+    /// --from-snapshot`); `None`: a blank disk.
+    pub source_snapshot: Option<String>,
 }
 
 impl DiskInfo {
@@ -145,9 +148,12 @@ pub fn last_segment(s: &str) -> &str {
 
 /// Connected clients.
 pub struct Api {
-    disks: Disks,
+    pub(crate) disks: Disks,
     instances: Instances,
     ops: ZoneOperations,
+    /// Snapshots (global), and their global operations
+    /// ([`crate::snapshot`]).
+    pub(crate) snapshots: Snapshots,
 }
 
 /// What kind of failure a client error is: by its HTTP status when it has
@@ -166,7 +172,7 @@ fn fault_of(e: &google_cloud_gax::error::Error) -> Fault {
 /// Turns a client error of the call `what` into an [`ApiError`]: the
 /// Compute Engine status when there is one, else `HTTP_<status>`, else what
 /// kind of failure it was.
-fn api_error(what: &str, e: google_cloud_gax::error::Error) -> ApiError {
+pub(crate) fn api_error(what: &str, e: google_cloud_gax::error::Error) -> ApiError {
     let fault = fault_of(&e);
     let (code, msg) = match (e.status(), e.http_status_code()) {
         (Some(s), _) => (s.code.name().to_string(), s.message.clone()),
@@ -186,7 +192,7 @@ fn api_error(what: &str, e: google_cloud_gax::error::Error) -> ApiError {
     ApiError::new(fault, Failure::new(code, format!("{what}: {msg}")))
 }
 
-fn is_not_found(e: &google_cloud_gax::error::Error) -> bool {
+pub(crate) fn is_not_found(e: &google_cloud_gax::error::Error) -> bool {
     e.http_status_code() == Some(404)
 }
 
@@ -208,7 +214,7 @@ impl RetryPolicy for SafeRetry {
 
 /// Awaits one call under [`CALL_TIMEOUT`]: no answer in time is an
 /// [`ApiError`]; the call's own error is left to the caller.
-async fn bounded<T>(
+pub(crate) async fn bounded<T>(
     what: &str,
     fut: impl std::future::Future<Output = google_cloud_gax::Result<T>>,
 ) -> Result<google_cloud_gax::Result<T>, ApiError> {
@@ -227,7 +233,7 @@ async fn bounded<T>(
 }
 
 /// [`bounded`], for a call whose every error is a failure.
-async fn call<T>(
+pub(crate) async fn call<T>(
     what: &str,
     fut: impl std::future::Future<Output = google_cloud_gax::Result<T>>,
 ) -> Result<T, ApiError> {
@@ -236,7 +242,7 @@ async fn call<T>(
 
 /// A fresh request id (a UUID, as Compute Engine requires): the same id is
 /// sent again only when the client retries this very call.
-fn request_id() -> String {
+pub(crate) fn request_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let seed = format!(
         "{:?}/{}/{}",
@@ -258,14 +264,14 @@ fn request_id() -> String {
     )
 }
 
-fn idempotent() -> RequestOptions {
+pub(crate) fn idempotent() -> RequestOptions {
     let mut o = RequestOptions::default();
     o.set_idempotency(true);
     o
 }
 
 impl Api {
-    /// Builds the three clients with Application Default Credentials.
+    /// Builds the four clients with Application Default Credentials.
     pub async fn connect(endpoint_url: Option<&str>) -> Result<Api, Failure> {
         let retry = || {
             SafeRetry
@@ -295,6 +301,7 @@ impl Api {
             disks: build!(Disks),
             instances: build!(Instances),
             ops: build!(ZoneOperations),
+            snapshots: build!(Snapshots),
         })
     }
 
@@ -411,7 +418,12 @@ impl Api {
                     .map(|k| CustomerEncryptionKey::new().set_kms_key_name(k)),
             )
             .set_or_clear_provisioned_iops(new.iops)
-            .set_or_clear_provisioned_throughput(new.throughput);
+            .set_or_clear_provisioned_throughput(new.throughput)
+            .set_or_clear_source_snapshot(
+                new.source_snapshot
+                    .as_ref()
+                    .map(|s| format!("projects/{}/global/snapshots/{s}", at.project)),
+            );
         let insert = self
             .disks
             .insert()
@@ -607,7 +619,7 @@ impl Api {
 
 /// What an operation says: pending until done, then done or failed with
 /// its own error code.
-fn outcome(op: &Operation) -> Poll<(), Failure> {
+pub(crate) fn outcome(op: &Operation) -> Poll<(), Failure> {
     if op.status != Some(operation::Status::Done) {
         return Poll::Pending;
     }

@@ -23,7 +23,7 @@ use appscale_persist_cloudkit::{DiskSpec, call_each, failures};
 use crate::api::{DiskInfo, NewDisk};
 use crate::disk::{self, Found};
 use crate::owner::{self, Owner};
-use crate::{DEFAULT_DISK_TYPE, DEFAULT_SIZE, Run, Target};
+use crate::{DEFAULT_DISK_TYPE, DEFAULT_SIZE, Run, Target, snapshot};
 
 /// What disk-create does for one record, decided before any call.
 #[derive(Debug, Clone)]
@@ -159,9 +159,16 @@ pub async fn create(
                         format!("disk {}: did {}", d.describe(), change.describe(&d)),
                     )
                 }
-                (CreatePlan::Create { .. }, Some(d)) => {
+                (CreatePlan::Create(new), Some(d)) => {
                     disk::note(r, &d);
-                    Outcome::changed(State::Created, format!("created disk {}", d.describe()))
+                    let from = new
+                        .source_snapshot
+                        .map(|s| format!(" from snapshot {s}"))
+                        .unwrap_or_default();
+                    Outcome::changed(
+                        State::Created,
+                        format!("created disk {}{from}", d.describe()),
+                    )
                 }
                 (CreatePlan::Creating(_), Some(d)) => {
                     disk::note(r, &d);
@@ -200,8 +207,21 @@ fn plan(run: &Run, t: &Target, found: Found) -> Result<CreatePlan, Failure> {
     let spec = &run.cfg.spec;
     let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let Some((d, o)) = found else {
+        let restore = t.restore.as_ref();
+        let mut labels = spec.tags.clone();
+        if let Some(r) = restore {
+            labels.push((
+                snapshot::LABEL_RESTORED_FROM.to_string(),
+                owner::label_value(&r.snapshot),
+            ));
+        }
+        // From a snapshot, its disk's size unless --size says otherwise.
+        let size_gb = match (spec.size, restore) {
+            (None, Some(r)) => r.size_gb,
+            (size, _) => int(size.unwrap_or(DEFAULT_SIZE).gib()),
+        };
         return Ok(CreatePlan::Create(NewDisk {
-            size_gb: int(spec.size.unwrap_or(DEFAULT_SIZE).gib()),
+            size_gb,
             disk_type: spec
                 .disk_type
                 .clone()
@@ -209,7 +229,8 @@ fn plan(run: &Run, t: &Target, found: Found) -> Result<CreatePlan, Failure> {
             kms_key: spec.kms_key.clone(),
             iops: spec.iops.map(int),
             throughput: spec.throughput.map(int),
-            labels: spec.tags.clone(),
+            labels,
+            source_snapshot: restore.map(|r| r.snapshot.clone()),
         }));
     };
     let what = t.what();
@@ -357,8 +378,15 @@ fn describe(r: &mut Record, (t, plan): &(Target, CreatePlan)) -> Outcome {
         CreatePlan::Create(new) => Outcome::changed(
             State::Created,
             format!(
-                "would create disk {} ({} GB {}) in {}",
-                t.disk, new.size_gb, new.disk_type, t.location.zone
+                "would create disk {} ({} GB {}) in {}{}",
+                t.disk,
+                new.size_gb,
+                new.disk_type,
+                t.location.zone,
+                new.source_snapshot
+                    .as_ref()
+                    .map(|s| format!(" from snapshot {s}"))
+                    .unwrap_or_default()
             ),
         ),
     }

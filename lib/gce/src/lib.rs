@@ -4,7 +4,7 @@
 //! Every operation has the shape of [`appscale_persist_cloudkit`]: **plan**
 //! each record (its disk and instance looked up, at most
 //! [`Config::concurrency`] calls at once, then an enum per operation:
-//! [`create`], [`attach`], [`detach`]), **send** the calls at most
+//! [`create`], [`attach`], [`detach`], [`snapshot`]), **send** the calls at most
 //! [`Config::concurrency`] at once, **wait** for all their operations under
 //! one deadline ([`Config::timeout`]), **finish** each record. `--check`
 //! plans, then describes the plan.
@@ -34,6 +34,7 @@ mod detach;
 mod disk;
 mod options;
 pub mod owner;
+mod snapshot;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -97,6 +98,11 @@ pub struct Config {
     pub concurrency: usize,
     /// Deadline for all the waiting of one operation.
     pub timeout: Duration,
+    /// What `disk-snapshot` is asked to do.
+    pub snapshot: appscale_persist::snapshot::SnapshotArgs,
+    /// `disk-create --from-snapshot`: make each new disk from this
+    /// snapshot (a snapshot name, or `latest`).
+    pub from_snapshot: Option<String>,
 }
 
 impl Default for Config {
@@ -113,6 +119,8 @@ impl Default for Config {
             force: false,
             concurrency: 8,
             timeout: Duration::from_secs(300),
+            snapshot: Default::default(),
+            from_snapshot: None,
         }
     }
 }
@@ -195,6 +203,9 @@ pub struct Target {
     pub deployment: String,
     /// The record's node, whose disk it must be.
     pub node: Option<String>,
+    /// `disk-create --from-snapshot`: the snapshot the new disk is made
+    /// from ([`snapshot::restore_names`]).
+    pub restore: Option<snapshot::Restore>,
 }
 
 impl Target {
@@ -258,6 +269,7 @@ impl Gce {
                     instance: r.instance.clone(),
                     deployment: kit::deployment_of(r, &cfg.deployment),
                     node: r.node.clone(),
+                    restore: None,
                 })
             })
             .collect();
@@ -304,8 +316,14 @@ impl Provider for Gce {
     }
 
     fn create(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
+        let from = self.cfg.from_snapshot.clone();
         match self.start(records, cx) {
-            Ok((run, targets)) => self.rt.block_on(create::create(&run, records, targets)),
+            Ok((run, mut targets)) => self.rt.block_on(async {
+                if let Some(from) = &from {
+                    snapshot::restore_names(&run, from, records, &mut targets).await;
+                }
+                create::create(&run, records, targets).await
+            }),
             Err(f) => fail_all(records, f),
         }
     }
@@ -368,5 +386,15 @@ impl Provider for Gce {
 
     fn discover(&mut self, record: &Record) -> Result<PathBuf, Failure> {
         discover::find(record, discover::DEVICE_WAIT)
+    }
+
+    fn snapshot(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
+        let args = self.cfg.snapshot.clone();
+        match self.start(records, cx) {
+            Ok((run, targets)) => self
+                .rt
+                .block_on(snapshot::snapshot(&run, &args, records, targets)),
+            Err(f) => fail_all(records, f),
+        }
     }
 }

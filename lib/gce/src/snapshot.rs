@@ -1,0 +1,699 @@
+//! `disk-snapshot` on Compute Engine: plan, send, wait, finish, prune; and
+//! the snapshot `disk-create --from-snapshot` makes a disk from.
+//!
+//! * **plan**: the records' disks are looked up as for the other
+//!   operations ([`disk::find_disks`]: another deployment's disk is never
+//!   touched); the snapshots of each deployment are listed
+//!   (`snapshots.list` filtered on the deployment label, and checked again
+//!   here: the filter is the server's business, the labels are ours).
+//! * **send**: `disks.createSnapshot`, labelled like the disks are (the
+//!   deployment and node, [`owner::labels`]) and with the disk, the time and
+//!   the tool, at most `--concurrency` at once, each with a `requestId`.
+//! * **wait**: every zone operation under the run's deadline, then each new
+//!   snapshot until `READY` (`snapshots.get`); a snapshot this run made that
+//!   ends `FAILED` is deleted again, so a failure leaves nothing behind.
+//! * **finish**: retention over the snapshots of the same disk (the
+//!   record's `disk`, label [`LABEL_DISK`]) and deployment only, never the
+//!   new one; `snapshots.delete` for each pruned, its global operation
+//!   waited for (`snapshots.getOperation`) before it is reported.
+//!
+//! Snapshot names are global to the project: `<disk>-<time>-<hash>`, the
+//! hash of the project, zone and deployment keeping two disks of one name
+//! apart. The filesystem cannot be frozen from here (a disk mounted on an
+//! instance): a snapshot needs `--no-freeze` (crash-consistent; the record
+//! says `not-frozen`), as on EC2.
+
+use std::collections::HashMap;
+
+use appscale_persist::codes;
+use appscale_persist::record::{Record, RestoredFrom, Snapshot, State};
+use appscale_persist::snapshot::{SnapshotArgs, Stamp};
+use appscale_persist::step::{Failure, Outcome, StepResult};
+use appscale_persist::wait::Poll;
+use appscale_persist_cloudkit::{ApiError, Deadline, call_each, poll_until};
+use google_cloud_compute_v1::model::{Operation, Snapshot as GceSnapshot};
+
+use crate::api::{
+    Api, CALL_TIMEOUT, Location, api_error, bounded, call, idempotent, is_not_found, outcome,
+    request_id,
+};
+use crate::disk;
+use crate::owner::{self, LABEL_DEPLOYMENT, label_value};
+use crate::{POLL, Run, Target};
+
+/// The disk (the record's `disk`) a snapshot was taken of.
+pub const LABEL_DISK: &str = "appscale-persist-disk";
+/// When it was taken: `YYYYMMDD-HHMMSS-mmm` in UTC (label values allow no
+/// `:` or capitals), see [`time_label`].
+pub const LABEL_TIME: &str = "appscale-persist-time";
+/// The tool that took it.
+pub const LABEL_TOOL: &str = "appscale-persist-tool";
+/// On a disk made from a snapshot: the snapshot's name.
+pub const LABEL_RESTORED_FROM: &str = "appscale-persist-restored-from";
+
+/// The longest name Compute Engine takes for a disk or a snapshot.
+const MAX_NAME: usize = 63;
+
+/// A snapshot of ours, as `snapshots.list` or `snapshots.get` gives it.
+#[derive(Debug, Clone)]
+pub struct Snap {
+    /// Its name (the id disk-create --from-snapshot takes).
+    pub name: String,
+    /// The disk label.
+    pub disk: String,
+    /// The deployment label.
+    pub deployment: String,
+    /// When it was taken (the time label), ms since the epoch; 0 when
+    /// unlabelled.
+    pub ms: u64,
+    /// The disk's size, bytes.
+    pub size: u64,
+    /// `completed` (READY), `pending` (CREATING, UPLOADING), `error`
+    /// (FAILED), `deleting`.
+    pub state: String,
+}
+
+impl Snap {
+    fn record(&self) -> Snapshot {
+        Snapshot {
+            id: self.name.clone(),
+            time: Stamp(self.ms).rfc3339(),
+            size: self.size,
+            state: self.state.clone(),
+            freeze: None,
+            method: None,
+            pruned: Vec::new(),
+        }
+    }
+}
+
+fn snap_of(s: GceSnapshot) -> Option<Snap> {
+    let label = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
+    let state = match s.status.as_ref().and_then(|st| st.name()) {
+        Some("READY") => "completed",
+        Some("CREATING") | Some("UPLOADING") => "pending",
+        Some("FAILED") => "error",
+        Some("DELETING") => "deleting",
+        _ => "unknown",
+    };
+    Some(Snap {
+        name: s.name.clone()?,
+        disk: label(LABEL_DISK),
+        deployment: label(LABEL_DEPLOYMENT),
+        ms: ms_of_label(&label(LABEL_TIME)).unwrap_or(0),
+        size: (s.disk_size_gb.unwrap_or(0).max(0) as u64) << 30,
+        state: state.to_string(),
+    })
+}
+
+/// A moment as the time label writes it: `20261127-023512-123`.
+pub fn time_label(t: Stamp) -> String {
+    let c = t.compact(); // 20261127T023512.123Z
+    format!("{}-{}-{}", &c[0..8], &c[9..15], &c[16..19])
+}
+
+/// The moment a time label ([`time_label`]) says, ms since the epoch.
+pub fn ms_of_label(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() != 19 || b[8] != b'-' || b[15] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u64>().ok();
+    let (y, mo, d) = (num(0..4)? as i64, num(4..6)?, num(6..8)?);
+    let (h, mi, sec, ms) = (num(9..11)?, num(11..13)?, num(13..15)?, num(16..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp as i64 + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    Some(((days * 86_400 + h * 3600 + mi * 60 + sec) * 1000) + ms)
+}
+
+/// `base` + `suffix` as a Compute Engine name (at most 63 characters):
+/// `base` shortened, with a hash of the whole of it, when too long.
+fn fit_name(base: &str, suffix: &str) -> String {
+    if base.len() + suffix.len() <= MAX_NAME {
+        return format!("{base}{suffix}");
+    }
+    let h = appscale_persist::hash::fnv1a64(0, base.as_bytes()) as u32;
+    let keep = MAX_NAME.saturating_sub(suffix.len() + 9);
+    let short: String = base.chars().take(keep).collect();
+    format!("{}-{h:08x}{suffix}", short.trim_end_matches('-'))
+}
+
+/// The name of the snapshot of `t`'s disk taken at `t`.
+fn snapshot_name(t: &Target, at: Stamp) -> String {
+    let whose = format!(
+        "{}/{}/{}",
+        t.location.project, t.location.zone, t.deployment
+    );
+    let h = appscale_persist::hash::fnv1a64(0, whose.as_bytes()) as u16;
+    fit_name(&t.disk, &format!("-{}-{h:04x}", time_label(at)))
+}
+
+/// The name of the disk made from `snap` for a record of disk `disk`.
+pub fn restored_name(disk: &str, snap: &Snap) -> String {
+    fit_name(disk, &format!("-restored-{}", time_label(Stamp(snap.ms))))
+}
+
+impl Api {
+    /// The project's snapshots labelled for `deployment` (one
+    /// `snapshots.list` a page, filtered on the label), newest first.
+    pub async fn snapshots(&self, project: &str, deployment: &str) -> Result<Vec<Snap>, ApiError> {
+        let want = label_value(deployment);
+        let filter = format!("(labels.{LABEL_DEPLOYMENT} = \"{want}\")");
+        let what = format!("snapshots.list {filter}");
+        let mut all = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut list = self
+                .snapshots
+                .list()
+                .set_project(project)
+                .set_filter(&filter)
+                .set_max_results(500u32);
+            if let Some(t) = token.take() {
+                list = list.set_page_token(t);
+            }
+            let page = call(&what, list.send()).await?;
+            all.extend(
+                page.items
+                    .into_iter()
+                    .filter_map(snap_of)
+                    .filter(|s| s.deployment == want),
+            );
+            match page.next_page_token.filter(|t| !t.is_empty()) {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        all.sort_by(|a, b| b.ms.cmp(&a.ms).then_with(|| b.name.cmp(&a.name)));
+        Ok(all)
+    }
+
+    /// The snapshot `name`, or `None` when there is none.
+    pub async fn snapshot(&self, project: &str, name: &str) -> Result<Option<Snap>, ApiError> {
+        let what = format!("snapshots.get {name}");
+        let get = self
+            .snapshots
+            .get()
+            .set_project(project)
+            .set_snapshot(name)
+            .send();
+        match bounded(&what, get).await? {
+            Ok(s) => Ok(snap_of(s)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(api_error(&what, e)),
+        }
+    }
+
+    /// Starts `disks.createSnapshot` of `disk` as `name`, with `labels`.
+    async fn create_snapshot(
+        &self,
+        at: &Location,
+        disk: &str,
+        name: &str,
+        labels: Vec<(String, String)>,
+    ) -> Result<Operation, ApiError> {
+        let what = format!("disks.createSnapshot {disk} as {name} in {}", at.zone);
+        let body = GceSnapshot::new()
+            .set_name(name)
+            .set_labels(labels)
+            .set_description(format!("appscale-persist: disk-snapshot of {disk}"));
+        let create = self
+            .disks
+            .create_snapshot()
+            .set_project(&at.project)
+            .set_zone(&at.zone)
+            .set_disk(disk)
+            .set_request_id(request_id())
+            .set_body(body)
+            .with_options(idempotent())
+            .send();
+        call(&what, create).await
+    }
+
+    /// Deletes the snapshot `name` and waits for its global operation under
+    /// `deadline`; one already gone is deleted.
+    pub async fn delete_snapshot(
+        &self,
+        project: &str,
+        name: &str,
+        deadline: &Deadline,
+    ) -> Result<(), Failure> {
+        let what = format!("snapshots.delete {name}");
+        let delete = self
+            .snapshots
+            .delete()
+            .set_project(project)
+            .set_snapshot(name)
+            .set_request_id(request_id())
+            .with_options(idempotent())
+            .send();
+        let op = match bounded(&what, delete).await? {
+            Ok(op) => op,
+            Err(e) if is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(api_error(&what, e).into()),
+        };
+        self.wait_global(project, op, deadline).await
+    }
+
+    /// Waits for the global operation `op` (one `snapshots.getOperation` a
+    /// poll, with backoff) under `deadline`; an operation that ends with an
+    /// error is a failure with its error code.
+    async fn wait_global(
+        &self,
+        project: &str,
+        op: Operation,
+        deadline: &Deadline,
+    ) -> Result<(), Failure> {
+        match outcome(&op) {
+            Poll::Ready(()) => return Ok(()),
+            Poll::Failed(f) => return Err(f),
+            Poll::Pending => {}
+        }
+        let name = op.name.clone().unwrap_or_default();
+        if name.is_empty() {
+            return Err(Failure::new(
+                codes::API_ERROR,
+                "an unfinished operation came back without a name",
+            ));
+        }
+        let what = format!("globalOperations.get {name}");
+        let waited = poll_until(deadline.schedule(POLL), || async {
+            let get = self
+                .snapshots
+                .get_operation()
+                .set_project(project)
+                .set_operation(&name)
+                .send();
+            match tokio::time::timeout(deadline.remaining().min(CALL_TIMEOUT), get).await {
+                Ok(answer) => Ok(outcome(&answer.map_err(|e| api_error(&what, e))?)),
+                Err(_) => Ok(Poll::Pending),
+            }
+        })
+        .await;
+        waited.map_err(|u| u.into_failure(format!("operation {name} did not finish"), deadline))
+    }
+
+    /// Waits until the snapshot `name` is READY ([`poll_until`] under
+    /// `deadline`).
+    async fn wait_snapshot(
+        &self,
+        project: &str,
+        name: &str,
+        deadline: &Deadline,
+    ) -> Result<Snap, Failure> {
+        let waited = poll_until(deadline.schedule(POLL), || async {
+            Ok(match self.snapshot(project, name).await? {
+                Some(s) if s.state == "pending" => Poll::Pending,
+                Some(s) if s.state == "completed" => Poll::Ready(s),
+                Some(s) => Poll::Failed(Failure::new(
+                    codes::SNAPSHOT_FAILED,
+                    format!("snapshot {name} is {}", s.state),
+                )),
+                None => Poll::Failed(Failure::new(
+                    codes::SNAPSHOT_FAILED,
+                    format!("snapshot {name} disappeared"),
+                )),
+            })
+        })
+        .await;
+        waited.map_err(|u| u.into_failure(format!("snapshot {name} was not ready"), deadline))
+    }
+}
+
+/// What disk-snapshot does for one record, decided before any call.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The snapshot's name.
+    name: String,
+    /// The disk's size, bytes.
+    size: u64,
+}
+
+/// A deployment's snapshots, as listed once for a run: by project and
+/// deployment.
+type Listed = HashMap<(String, String), Result<Vec<Snap>, Failure>>;
+
+/// Lists the snapshots of each (project, deployment) of `targets`, once.
+async fn list_all(run: &Run, targets: impl Iterator<Item = &Target>) -> Listed {
+    let mut listed = Listed::new();
+    for t in targets {
+        let key = (t.location.project.clone(), t.deployment.clone());
+        if let std::collections::hash_map::Entry::Vacant(e) = listed.entry(key) {
+            let (project, deployment) = e.key();
+            let l = run.api.snapshots(project, deployment).await;
+            e.insert(l.map_err(Failure::from));
+        }
+    }
+    listed
+}
+
+/// The snapshots of `t`'s disk and deployment among `listed`, newest first.
+fn of_disk(listed: &Listed, t: &Target) -> Result<Vec<Snap>, Failure> {
+    let key = (t.location.project.clone(), t.deployment.clone());
+    let all = listed
+        .get(&key)
+        .ok_or_else(|| Failure::new(codes::INTERNAL, "snapshots not listed"))?
+        .as_ref()
+        .map_err(Clone::clone)?;
+    let disk = label_value(&t.disk);
+    Ok(all.iter().filter(|s| s.disk == disk).cloned().collect())
+}
+
+/// The labels of a snapshot of `t`'s disk taken at `at`.
+fn labels(t: &Target, at: Stamp) -> Vec<(String, String)> {
+    let mut l = owner::labels(&t.deployment, t.node.as_deref());
+    l.push((LABEL_DISK.into(), label_value(&t.disk)));
+    l.push((LABEL_TIME.into(), time_label(at)));
+    l.push((LABEL_TOOL.into(), "disk-snapshot".into()));
+    l
+}
+
+/// Runs disk-snapshot over the records' targets.
+pub async fn snapshot(
+    run: &Run,
+    args: &SnapshotArgs,
+    records: &mut [Record],
+    targets: Vec<Result<Target, Failure>>,
+) -> Vec<StepResult> {
+    let now = Stamp::now();
+    let found = disk::find_disks(run, &targets).await;
+    let mut plans: Vec<Result<(Target, Plan), Failure>> = records
+        .iter_mut()
+        .zip(targets)
+        .zip(found)
+        .map(|((r, t), found)| {
+            let t = t?;
+            let (d, _) = found?.ok_or_else(|| disk::no_such_disk(&t))?;
+            disk::note(r, &d);
+            if !args.no_freeze && !args.list {
+                return Err(Failure::new(
+                    codes::FREEZE_FAILED,
+                    "the filesystem of a Compute Engine disk cannot be frozen from here: pass --no-freeze (a crash-consistent snapshot, which the record notes); nothing taken",
+                ));
+            }
+            let plan = Plan {
+                name: snapshot_name(&t, now),
+                size: (d.size_gb.max(0) as u64) << 30,
+            };
+            Ok((t, plan))
+        })
+        .collect();
+    let listed = list_all(run, plans.iter().flatten().map(|(t, _)| t)).await;
+    if args.list {
+        return records
+            .iter_mut()
+            .zip(plans)
+            .map(|(r, p)| {
+                let snaps = of_disk(&listed, &p?.0)?;
+                r.listed = snaps.iter().map(Snap::record).collect();
+                Ok(Outcome::unchanged(
+                    r.state.unwrap_or(State::Created),
+                    format!("{} snapshot(s)", snaps.len()),
+                ))
+            })
+            .collect();
+    }
+    let time = now.rfc3339();
+    if run.check {
+        return records
+            .iter_mut()
+            .zip(plans)
+            .map(|(r, p)| {
+                let (t, p) = p?;
+                let pruned = prune(args, &of_disk(&listed, &t)?, &p.name, now);
+                let msg = format!(
+                    "would take snapshot {} of disk {}{}",
+                    p.name,
+                    t.disk,
+                    if pruned.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; would prune {}", pruned.join(", "))
+                    }
+                );
+                r.snapshot = Some(Snapshot {
+                    id: p.name,
+                    time: time.clone(),
+                    size: p.size,
+                    state: "planned".into(),
+                    freeze: Some("not-frozen".into()),
+                    method: None,
+                    pruned,
+                });
+                Ok(Outcome::changed(r.state.unwrap_or(State::Created), msg))
+            })
+            .collect();
+    }
+    // Send, then wait for the operations, then for the snapshots.
+    let ops = call_each(
+        run.cfg.concurrency,
+        &mut plans,
+        |(t, p)| Some((t.clone(), p.name.clone())),
+        |(t, name): (Target, String)| {
+            let api = run.api.clone();
+            async move {
+                let op = api
+                    .create_snapshot(&t.location, &t.disk, &name, labels(&t, now))
+                    .await;
+                op.map_err(|e| snapshot_failed(&name, e.failure))
+            }
+        },
+    )
+    .await;
+    // What was sent, by record: the project and the snapshot's name.
+    let sent: Vec<Option<(String, String)>> = plans
+        .iter()
+        .zip(&ops)
+        .map(|(p, op)| {
+            let (t, p) = p.as_ref().ok().filter(|_| op.is_some())?;
+            Some((t.location.project.clone(), p.name.clone()))
+        })
+        .collect();
+    run.wait_all(&mut plans, ops).await;
+    let ready = call_each(
+        plans.len(),
+        &mut plans,
+        |(t, p)| Some((t.location.project.clone(), p.name.clone())),
+        |(project, name): (String, String)| {
+            let (api, deadline) = (run.api.clone(), run.deadline);
+            async move { api.wait_snapshot(&project, &name, &deadline).await }
+        },
+    )
+    .await;
+    let mut out = Vec::new();
+    for (((r, p), ready), sent) in records.iter_mut().zip(plans).zip(ready).zip(sent) {
+        out.push(finish(run, args, r, p, ready, sent, &listed, now).await);
+    }
+    out
+}
+
+/// A failed `disks.createSnapshot` of `name`: `snapshot-failed`, with the
+/// cause in the message.
+fn snapshot_failed(name: &str, f: Failure) -> Failure {
+    Failure::new(
+        codes::SNAPSHOT_FAILED,
+        format!("snapshot {name} was not taken: {}: {}", f.code, f.message),
+    )
+}
+
+/// The names retention deletes among `earlier` (of one disk and
+/// deployment) once `taken` (at `now`) is there.
+fn prune(args: &SnapshotArgs, earlier: &[Snap], taken: &str, now: Stamp) -> Vec<String> {
+    let mut all: Vec<(String, u64)> = earlier
+        .iter()
+        .filter(|s| s.name != taken)
+        .map(|s| (s.name.clone(), s.ms))
+        .collect();
+    all.push((taken.to_string(), now.0));
+    args.retention()
+        .prune(&all, taken, now.0)
+        .into_iter()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The record's outcome: its snapshot, then retention. A snapshot this run
+/// sent that did not become READY is deleted again when it failed (it is
+/// ours: its name is this run's), and nothing is pruned.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    run: &Run,
+    args: &SnapshotArgs,
+    r: &mut Record,
+    p: Result<(Target, Plan), Failure>,
+    ready: Option<Snap>,
+    sent: Option<(String, String)>,
+    listed: &Listed,
+    now: Stamp,
+) -> StepResult {
+    let (t, snap) = match (p, ready) {
+        (Ok((t, _)), Some(snap)) => (t, snap),
+        (Ok(_), None) => return Err(Failure::new(codes::INTERNAL, "no snapshot was waited for")),
+        (Err(f), _) => match sent {
+            Some((project, name)) => return Err(clean_up(run, &project, &name, f).await),
+            None => return Err(f),
+        },
+    };
+    let mut record = snap.record();
+    record.freeze = Some("not-frozen".into());
+    let mut failed = None;
+    for old in prune(args, &of_disk(listed, &t)?, &snap.name, now) {
+        match run
+            .api
+            .delete_snapshot(&t.location.project, &old, &run.deadline)
+            .await
+        {
+            Ok(()) => record.pruned.push(old),
+            Err(f) => {
+                failed = Some(Failure::new(
+                    codes::PRUNE_FAILED,
+                    format!(
+                        "snapshot {} was taken; pruning {old} failed: {}",
+                        snap.name, f.message
+                    ),
+                ))
+            }
+        }
+    }
+    let msg = format!(
+        "took snapshot {} of disk {} (not frozen){}",
+        snap.name,
+        t.disk,
+        if record.pruned.is_empty() {
+            String::new()
+        } else {
+            format!("; pruned {}", record.pruned.join(", "))
+        }
+    );
+    r.snapshot = Some(record);
+    if let Some(f) = failed {
+        return Err(f);
+    }
+    Ok(Outcome::changed(r.state.unwrap_or(State::Created), msg))
+}
+
+/// After a failed snapshot that was sent: the snapshot of this run's name,
+/// if Compute Engine made one, is deleted when it ended `FAILED` (nothing
+/// half-done is kept; it is ours, by its name); one still being made, or
+/// made after all, is left and named in the failure.
+async fn clean_up(run: &Run, project: &str, name: &str, f: Failure) -> Failure {
+    let more = match run.api.snapshot(project, name).await {
+        Ok(None) => return f,
+        Ok(Some(s)) if s.state == "error" => {
+            match run.api.delete_snapshot(project, name, &run.deadline).await {
+                Ok(()) => format!("the failed snapshot {name} was deleted"),
+                Err(e) => format!(
+                    "deleting the failed snapshot {name} failed too: {}",
+                    e.message
+                ),
+            }
+        }
+        Ok(Some(s)) => format!("snapshot {name} is {} and was left alone", s.state),
+        Err(e) => format!(
+            "whether snapshot {name} exists is unknown: {}",
+            e.failure.message
+        ),
+    };
+    Failure::new(f.code, format!("{}; {more}", f.message))
+}
+
+/// `disk-create --from-snapshot`: finds each target's snapshot (`latest`:
+/// the newest completed one of its disk and deployment; a name: which must
+/// be of its disk and deployment), then makes the record and its target
+/// name the new disk, `<disk>-restored-<time>`, with `restored_from` and
+/// the snapshot's size; the old disk is left alone. A record whose snapshot
+/// is not found fails `no-such-snapshot`.
+pub async fn restore_names(
+    run: &Run,
+    from: &str,
+    records: &mut [Record],
+    targets: &mut [Result<Target, Failure>],
+) {
+    let listed = list_all(run, targets.iter().flatten()).await;
+    for (r, target) in records.iter_mut().zip(targets.iter_mut()) {
+        let Ok(t) = target else { continue };
+        let found = of_disk(&listed, t).and_then(|snaps| {
+            snaps
+                .into_iter()
+                .filter(|s| s.state == "completed")
+                .find(|s| from == "latest" || s.name == from)
+                .ok_or_else(|| {
+                    Failure::new(
+                        codes::NO_SUCH_SNAPSHOT,
+                        match from {
+                            "latest" => format!(
+                                "disk {} has no completed snapshot of deployment {}",
+                                t.disk, t.deployment
+                            ),
+                            name => format!(
+                                "no completed snapshot {name} of disk {} in deployment {}",
+                                t.disk, t.deployment
+                            ),
+                        },
+                    )
+                })
+        });
+        match found {
+            Ok(snap) => {
+                let new = restored_name(&t.disk, &snap);
+                let disk = std::mem::replace(&mut t.disk, new);
+                r.disk = Some(t.disk.clone());
+                r.disk_id = None;
+                r.size_bytes = Some(snap.size);
+                t.restore = Some(Restore {
+                    snapshot: snap.name.clone(),
+                    size_gb: i64::try_from(snap.size >> 30).unwrap_or(i64::MAX),
+                });
+                r.restored_from = Some(RestoredFrom {
+                    snapshot: snap.name,
+                    disk,
+                });
+            }
+            Err(f) => *target = Err(f),
+        }
+    }
+}
+
+/// The snapshot a new disk is made from.
+#[derive(Debug, Clone)]
+pub struct Restore {
+    /// The snapshot's name.
+    pub snapshot: String,
+    /// Its disk's size, GB (GiB).
+    pub size_gb: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_labels_read_back() {
+        let t = Stamp(1_795_746_912_123);
+        assert_eq!(time_label(t), "20261127-023512-123");
+        assert_eq!(ms_of_label(&time_label(t)), Some(t.0));
+        assert_eq!(
+            ms_of_label(&time_label(Stamp(951_782_400_000))),
+            Some(951_782_400_000)
+        );
+        assert_eq!(ms_of_label("2026-11-27"), None);
+    }
+
+    #[test]
+    fn names_fit_compute_engine() {
+        let long = "d".repeat(60);
+        let n = fit_name(&long, "-20261127-023512-123-abcd");
+        assert!(n.len() <= MAX_NAME, "{n}");
+        assert_ne!(n, fit_name(&"d".repeat(61), "-20261127-023512-123-abcd"));
+        assert_eq!(fit_name("data-0", "-x"), "data-0-x");
+    }
+}
