@@ -408,6 +408,13 @@ pub async fn snapshot(
         })
         .collect();
     let listed = list_all(run, plans.iter().flatten().map(|(t, _)| t)).await;
+    // A deployment whose snapshots could not be listed takes none: its
+    // retention could not be applied.
+    for p in plans.iter_mut() {
+        if let Some(Err(f)) = p.as_ref().ok().map(|(t, _)| of_disk(&listed, t)) {
+            *p = Err(f);
+        }
+    }
     if args.list {
         return records
             .iter_mut()
