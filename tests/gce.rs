@@ -304,12 +304,18 @@ fn missing_configuration_is_named() {
 #[test]
 fn up_and_down_on_the_seed_gce_appscalefile() {
     require_root();
-    // The seed page's example, zone spelling and all.
-    let zone = "us-central-1a";
+    // The seed page's example. Its zone, `us-central-1a`, is not a Compute
+    // Engine zone: the linter refuses it and names the real one, which the
+    // flow then runs with.
+    let zone = "us-central1-a";
     let g = Gce::new(zone);
     let t = TempDir::new("gce-flow");
     let file = t.join("AppScalefile");
-    std::fs::write(&file, "infrastructure: gce\nproject: proj\nmachine: appscale-image\nclient_secrets: ~/client_secrets.json\nzone: us-central-1a\nips_layout:\n  master: node-1\n  appengine: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: mydisk1\n").unwrap();
+    let seed = "infrastructure: gce\nproject: proj\nmachine: appscale-image\nclient_secrets: ~/client_secrets.json\nzone: us-central-1a\nips_layout:\n  master: node-1\n  appengine: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: mydisk1\n";
+    std::fs::write(&file, seed).unwrap();
+    let lint = run("appscalefile-lint", &[file.to_str().unwrap()], "").expect(1);
+    assert!(lint.stderr.contains("did you mean `us-central1-a`?"), "{}", lint.stderr);
+    std::fs::write(&file, seed.replace("us-central-1a", zone)).unwrap();
     let lint = run("appscalefile-lint", &[file.to_str().unwrap()], "").expect(0);
     assert!(!lint.stderr.contains("error"), "{}", lint.stderr);
     // A loop device stands in for the persistent disk, linked where the

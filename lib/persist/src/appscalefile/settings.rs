@@ -51,7 +51,7 @@ impl Checker {
                 Some(name) if KNOWN_KEYS.contains(&name) => {}
                 Some(name) if EXTRA_KEYS.contains(&name) => self.warning(
                     "key-not-in-appscale",
-                    format!("`{name}` is read by these tools, but appscale-tools (2.3 to 3.8) has no --{name} flag: `appscale up` refuses the file"),
+                    format!("`{name}` is checked here (an http(s) URL; no tool uses it), but appscale-tools (2.3 to 3.8) has no --{name} flag: `appscale up` refuses the file"),
                     k,
                     Some(format!("keep `{name}` in your eucarc (environment) for AppScale, or remove it before `appscale up`")),
                 ),

@@ -228,7 +228,10 @@ impl Checker {
         } else {
             self.warning(
                 "zone-unknown",
-                format!("`{zone}` is not a {cloud} zone this linter knows"),
+                format!(
+                    "`{zone}` is not {} zone this linter knows",
+                    if cloud == "gce" { "a Compute Engine" } else { "an EC2" }
+                ),
                 at,
                 hint.or_else(|| {
                     Some(format!(
