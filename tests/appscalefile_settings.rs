@@ -84,7 +84,12 @@ fn the_appscalefiles_credentials_and_endpoint_are_used_and_the_secret_never_show
     assert_eq!(plan.records().len(), 1);
 
     moto.ec2_admin(&["record-start"]);
-    let created = bare("disk-create", &["-v", "--appscalefile", &file], &plan.stdout).expect(0);
+    let created = bare(
+        "disk-create",
+        &["-v", "--appscalefile", &file],
+        &plan.stdout,
+    )
+    .expect(0);
     no_secret("disk-create -v", &created);
     let r = created.record();
     assert_eq!(r["state"], "created", "{}", created.stderr);
@@ -130,7 +135,11 @@ fn a_broken_appscalefile_never_shows_its_secret() {
     .unwrap();
     let human = run("appscalefile-lint", &[&path], "");
     assert_eq!(human.code, 1, "{}", human.stderr);
-    assert!(human.stderr.contains("EC2_SECRET_KEY: <redacted>"), "{}", human.stderr);
+    assert!(
+        human.stderr.contains("EC2_SECRET_KEY: <redacted>"),
+        "{}",
+        human.stderr
+    );
     assert!(human.stderr.contains(":5:1"), "{}", human.stderr);
     no_secret("appscalefile-lint", &human);
     let json = run("appscalefile-lint", &["--format", "json", &path], "");
@@ -140,6 +149,10 @@ fn a_broken_appscalefile_never_shows_its_secret() {
     let rec = r#"{"v":1,"node":"node-0","provider":"ec2","zone":"us-east-1b","disk":"d-1"}"#;
     let refused = bare("disk-create", &["-v", "--appscalefile", &path], rec);
     assert_eq!(refused.code, 2, "{}", refused.stderr);
-    assert!(refused.stderr.contains("run `appscalefile-lint"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("run `appscalefile-lint"),
+        "{}",
+        refused.stderr
+    );
     no_secret("disk-create --appscalefile (broken)", &refused);
 }

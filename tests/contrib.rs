@@ -27,7 +27,11 @@ fn parse_unit(text: &str) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
         let (k, v) = line
             .split_once('=')
             .unwrap_or_else(|| panic!("line {}: not `key=value`: {line}", i + 1));
-        assert!(!section.is_empty(), "line {}: a key outside a section", i + 1);
+        assert!(
+            !section.is_empty(),
+            "line {}: a key outside a section",
+            i + 1
+        );
         out.entry(section.clone())
             .or_default()
             .entry(k.trim().to_string())
@@ -53,7 +57,11 @@ fn the_boot_unit_runs_once_before_appscale_with_its_mounts() {
     assert_eq!(get("Service", "Type"), "oneshot");
     assert_eq!(get("Service", "RemainAfterExit"), "yes");
     let before = get("Unit", "Before");
-    for service in ["appscale-controller.service", "cassandra.service", "zookeeper.service"] {
+    for service in [
+        "appscale-controller.service",
+        "cassandra.service",
+        "zookeeper.service",
+    ] {
         assert!(before.contains(service), "Before= lacks {service}");
     }
     assert!(get("Unit", "RequiresMountsFor").contains("/var/lib/appscale-persist"));
@@ -165,11 +173,18 @@ fn the_cloud_init_snippet_is_cloud_config() {
         .arg(&path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let env = doc["write_files"][0]["content"].as_str().unwrap();
     assert!(env.contains("APPSCALE_NODE=") && env.contains("APPSCALEFILE="));
-    assert_eq!(doc["write_files"][0]["path"], "/etc/appscale-persist/node.env");
+    assert_eq!(
+        doc["write_files"][0]["path"],
+        "/etc/appscale-persist/node.env"
+    );
     let enable = doc["runcmd"].to_string();
     assert!(enable.contains("appscale-persist.service"), "{enable}");
 }

@@ -149,7 +149,8 @@ fn down_keep_attached_unmounts_only() {
     let r = d.flow_with("down", &["--keep-attached"]).expect(0);
     assert_eq!(r.record()["state"], "unmounted", "{}", r.stdout);
     assert!(
-        r.stderr.contains("down (unmounted only, disks kept attached)"),
+        r.stderr
+            .contains("down (unmounted only, disks kept attached)"),
         "{}",
         r.stderr
     );
@@ -164,10 +165,17 @@ fn down_keep_attached_unmounts_only() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["tool"].as_str().unwrap().to_string(), s["changed"] == true))
+        .map(|s| {
+            (
+                s["tool"].as_str().unwrap().to_string(),
+                s["changed"] == true,
+            )
+        })
         .collect();
     assert!(
-        steps.iter().all(|(tool, changed)| !changed || tool == "disk-mount"),
+        steps
+            .iter()
+            .all(|(tool, changed)| !changed || tool == "disk-mount"),
         "only the mount changes: {steps:?}"
     );
     assert_eq!(

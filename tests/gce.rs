@@ -314,7 +314,11 @@ fn up_and_down_on_the_seed_gce_appscalefile() {
     let seed = "infrastructure: gce\nproject: proj\nmachine: appscale-image\nclient_secrets: ~/client_secrets.json\nzone: us-central-1a\nips_layout:\n  master: node-1\n  appengine: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: mydisk1\n";
     std::fs::write(&file, seed).unwrap();
     let lint = run("appscalefile-lint", &[file.to_str().unwrap()], "").expect(1);
-    assert!(lint.stderr.contains("did you mean `us-central1-a`?"), "{}", lint.stderr);
+    assert!(
+        lint.stderr.contains("did you mean `us-central1-a`?"),
+        "{}",
+        lint.stderr
+    );
     std::fs::write(&file, seed.replace("us-central-1a", zone)).unwrap();
     let lint = run("appscalefile-lint", &[file.to_str().unwrap()], "").expect(0);
     assert!(!lint.stderr.contains("error"), "{}", lint.stderr);

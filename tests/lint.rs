@@ -365,7 +365,10 @@ const APPSCALE_CORPUS: &[(&str, Verdict, &[&str])] = &[
     (
         "args-spot-on-ec2.yaml",
         Accepted,
-        &["warning zone-unknown 7:7", "warning data-node-without-disk 9:6"],
+        &[
+            "warning zone-unknown 7:7",
+            "warning data-node-without-disk 9:6",
+        ],
     ),
     (
         "args-spot-on-euca.yaml",

@@ -72,11 +72,12 @@ pub struct ProviderArgs {
     #[arg(long, value_name = "DIR", help_heading = "Local")]
     pub state_dir: Option<PathBuf>,
 
-    /// Take the cloud settings of this AppScalefile: `EC2_URL` (the
-    /// endpoint, below --endpoint-url), `project` (below --project), and
-    /// `EC2_ACCESS_KEY`/`EC2_SECRET_KEY` as the credentials of last resort,
-    /// after the AWS default chain (environment, profile, instance role).
-    /// The secret is never printed, logged or written into a record.
+    /// Take the cloud settings of this AppScalefile: `EC2_URL` as the
+    /// endpoint unless --endpoint-url is given, `project` unless --project
+    /// is given, and `EC2_ACCESS_KEY`/`EC2_SECRET_KEY` as the credentials of
+    /// last resort, after the AWS default chain (environment, profile,
+    /// instance role). The secret is never printed, logged or written into
+    /// a record.
     #[arg(long, value_name = "PATH", help_heading = "Cloud")]
     pub appscalefile: Option<PathBuf>,
     /// API endpoint (Eucalyptus, an emulator, a private endpoint).

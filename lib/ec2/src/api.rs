@@ -7,18 +7,18 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use appscale_persist::codes;
+use appscale_persist::record::ProviderKind;
 use appscale_persist::step::Failure;
 use appscale_persist::wait::Poll;
 use appscale_persist_cloudkit::{ApiError, Deadline, Fault, Unfinished, poll_until};
-use appscale_persist::record::ProviderKind;
 use aws_config::BehaviorVersion;
 use aws_config::default_provider::credentials::DefaultCredentialsChain;
 use aws_config::meta::credentials::CredentialsProviderChain;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::config::{Credentials, Region};
 use aws_sdk_ec2::config::http::HttpResponse;
+use aws_sdk_ec2::config::{Credentials, Region};
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
     AttachmentLimitType, Filter, InstanceType, ResourceType, Tag, TagSpecification,
@@ -206,9 +206,7 @@ fn region_of_endpoint(url: &str) -> Option<String> {
                 && words[..words.len() - 1]
                     .iter()
                     .all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase()))
-                && words[words.len() - 1]
-                    .chars()
-                    .all(|c| c.is_ascii_digit())
+                && words[words.len() - 1].chars().all(|c| c.is_ascii_digit())
                 && !words[words.len() - 1].is_empty()
         })
         .map(str::to_string)
@@ -855,11 +853,19 @@ mod tests {
         };
         let region = |c: &Config, zone: Option<&str>| default_region(c, zone);
         assert_eq!(
-            region(&euca(Some("http://10.1.2.3:8773/services/compute")), Some("euca-zone-1")).unwrap(),
+            region(
+                &euca(Some("http://10.1.2.3:8773/services/compute")),
+                Some("euca-zone-1")
+            )
+            .unwrap(),
             EUCA_DEFAULT_REGION
         );
         assert_eq!(
-            region(&euca(Some("https://ec2.us-west-9.cloud.example.com/")), None).unwrap(),
+            region(
+                &euca(Some("https://ec2.us-west-9.cloud.example.com/")),
+                None
+            )
+            .unwrap(),
             "us-west-9"
         );
         let e = region(&euca(None), Some("euca-zone-1")).unwrap_err();

@@ -32,13 +32,13 @@ mod settings;
 pub mod yaml;
 mod zones;
 
-pub use diag::{Diagnostic, Severity};
 pub use cloud::{CloudSettings, Secret};
+pub use diag::{Diagnostic, Severity};
 pub use disks::check_disk_name;
 pub use keys::did_you_mean;
 pub use plan::{Deployment, DiskInfo, NodeInfo};
-pub use zones::ec2_region_of_zone;
 use yaml::{Node, Pos, Value};
+pub use zones::ec2_region_of_zone;
 
 use crate::record::ProviderKind;
 use keys::{APPSCALE_CLOUDS, INFRASTRUCTURES};

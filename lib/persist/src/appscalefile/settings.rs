@@ -309,7 +309,11 @@ impl Checker {
                     n,
                     Some(format!(
                         "write the whole URL, like `{key}: http://192.0.2.10:8773/services/{}`",
-                        if key == "EC2_URL" { "compute" } else { "objectstorage" }
+                        if key == "EC2_URL" {
+                            "compute"
+                        } else {
+                            "objectstorage"
+                        }
                     )),
                 );
             }

@@ -137,9 +137,11 @@ fn gce_shape(zone: &str) -> bool {
     letter.len() == 1
         && letter.chars().all(|c| c.is_ascii_lowercase())
         && region.ends_with(|c: char| c.is_ascii_digit())
-        && region
-            .split('-')
-            .all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+        && region.split('-').all(|w| {
+            !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
         && region.split('-').count() >= 2
         && region
             .split('-')
@@ -164,9 +166,14 @@ pub fn ec2_region_of_zone(zone: &str) -> Option<&str> {
         return None;
     }
     let last = words[region_end];
-    let digits_len = last.trim_end_matches(|c: char| c.is_ascii_lowercase()).len();
-    let region_len: usize =
-        words[..region_end].iter().map(|w| w.len() + 1).sum::<usize>() + digits_len;
+    let digits_len = last
+        .trim_end_matches(|c: char| c.is_ascii_lowercase())
+        .len();
+    let region_len: usize = words[..region_end]
+        .iter()
+        .map(|w| w.len() + 1)
+        .sum::<usize>()
+        + digits_len;
     let region = &zone[..region_len];
     let rest = &zone[region_len..];
     // Either one letter (a zone), or `-<place>-<digit><letter>` (a Local Zone).
@@ -175,7 +182,9 @@ pub fn ec2_region_of_zone(zone: &str) -> Option<&str> {
     let local = digits_len == last.len()
         && tail.len() >= 2
         && tail.iter().all(|w| {
-            !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         })
         && tail
             .last()
