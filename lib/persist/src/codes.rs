@@ -307,6 +307,7 @@ pub const ALL: &[&str] = &[
     OTHER_INSTANCE,
     NO_ZONE,
     NO_REGION,
+    APPSCALEFILE,
     NO_PROJECT,
     NO_INSTANCE,
     NO_SUCH_INSTANCE,
