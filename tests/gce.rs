@@ -956,9 +956,5 @@ fn the_appscalefiles_project_is_used() {
     )
     .expect(0);
     assert_eq!(with.record()["state"], "created", "{}", with.stderr);
-    assert!(
-        g.state().to_string().contains("proj-data"),
-        "{}",
-        g.state()
-    );
+    assert!(g.state().to_string().contains("proj-data"), "{}", g.state());
 }
