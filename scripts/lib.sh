@@ -79,6 +79,18 @@ persist_summary() {
     return 0
 }
 
+# Prints "--appscalefile FILE" (NUL-separated, for mapfile -d '') unless
+# the provider options ($2...) already name one: the cloud tools then take
+# the file's own EC2_URL, project and EC2_ACCESS_KEY/EC2_SECRET_KEY.
+persist_appscalefile_opt() {
+    local file=$1 a
+    shift
+    for a in "$@"; do
+        [[ $a == --appscalefile || $a == --appscalefile=* ]] && return 0
+    done
+    printf '%s\0%s\0' --appscalefile "$file"
+}
+
 # Prints each failed record's error on stderr.
 persist_errors() {
     jq -r "$PERSIST_JQ_DEFS"'select(.error) | "  \(.node // .disk // "record" | safe): \(.error.tool | safe): \(.error.message | safe) [\(.error.code | safe)]"' >&2

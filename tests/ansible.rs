@@ -210,6 +210,29 @@ fn playbooks_keep_data_across_down_and_up_and_rerun_unchanged() {
     assert_eq!(p.playbook("down.yml", &[]).code, 0);
 }
 
+/// down.yml with `appscale_keep_attached`: every disk unmounted, none
+/// detached; the next up.yml mounts them again with the data.
+#[test]
+fn down_keep_attached_unmounts_and_leaves_the_disks_attached() {
+    require_root();
+    let p = Play::local("ansible-keep", 2);
+    assert_eq!(p.playbook("up.yml", &[]).code, 0);
+    std::fs::write(p.mnt(0).join("precious"), "kept").unwrap();
+    let r = p.playbook("down.yml", &["-e", "appscale_keep_attached=true"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    for i in 0..2 {
+        assert!(!is_mounted(&p.mnt(i)), "node-{i} unmounted");
+    }
+    assert_eq!(p.loops(), 2, "both disks still attached");
+    assert_eq!(p.playbook("up.yml", &[]).code, 0);
+    assert_eq!(
+        std::fs::read_to_string(p.mnt(0).join("precious")).unwrap(),
+        "kept"
+    );
+    assert_eq!(p.playbook("down.yml", &[]).code, 0);
+    assert_eq!(p.loops(), 0);
+}
+
 /// `appscale_grow` with a larger `appscale_size` grows the disk, then its
 /// filesystem, with the data intact (grown while detached: this container
 /// lacks the CAP_SYS_RESOURCE ext4's online resize needs).

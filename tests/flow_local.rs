@@ -131,6 +131,62 @@ fn data_survives_down_and_up_and_reruns_change_nothing() {
     d.flow("down").expect(0);
 }
 
+/// `scripts/down --keep-attached` (AppScale's plain `appscale down`, which
+/// keeps the machines): the disk is unmounted and stays attached, the
+/// summary says so, and the next up only mounts it again, data and all.
+#[test]
+fn down_keep_attached_unmounts_only() {
+    require_root();
+    let d = Deployment::new("keep-attached", 1);
+    d.flow("up").expect(0);
+    std::fs::write(d.mnt(0).join("precious"), "zookeeper data").unwrap();
+    let attached = || {
+        sh_ok(&["losetup", "--list", "--noheadings", "--output", "BACK-FILE"])
+            .lines()
+            .any(|l| l.contains(&d.dir.s("disks")))
+    };
+
+    let r = d.flow_with("down", &["--keep-attached"]).expect(0);
+    assert_eq!(r.record()["state"], "unmounted", "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("down (unmounted only, disks kept attached)"),
+        "{}",
+        r.stderr
+    );
+    assert!(!is_mounted(&d.mnt(0)));
+    assert!(attached(), "the disk stays attached");
+    // Rerun: nothing to do.
+    let again = d.flow_with("down", &["--keep-attached"]).expect(0);
+    assert!(all_unchanged(&again.records()), "{}", again.stdout);
+
+    let up = d.flow("up").expect(0);
+    let steps: Vec<(String, bool)> = up.record()["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["tool"].as_str().unwrap().to_string(),
+                s["changed"] == true,
+            )
+        })
+        .collect();
+    assert!(
+        steps
+            .iter()
+            .all(|(tool, changed)| !changed || tool == "disk-mount"),
+        "only the mount changes: {steps:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.mnt(0).join("precious")).unwrap(),
+        "zookeeper data"
+    );
+    let r = d.flow("down").expect(0);
+    assert_eq!(r.record()["state"], "detached");
+    assert!(!attached());
+}
+
 /// The size of the filesystem mounted at `dir`, in bytes.
 fn fs_size(dir: &Path) -> u64 {
     let st = nix::sys::statvfs::statvfs(dir).unwrap();

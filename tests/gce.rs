@@ -304,12 +304,22 @@ fn missing_configuration_is_named() {
 #[test]
 fn up_and_down_on_the_seed_gce_appscalefile() {
     require_root();
-    // The seed page's example, zone spelling and all.
-    let zone = "us-central-1a";
+    // The seed page's example. Its zone, `us-central-1a`, is not a Compute
+    // Engine zone: the linter refuses it and names the real one, which the
+    // flow then runs with.
+    let zone = "us-central1-a";
     let g = Gce::new(zone);
     let t = TempDir::new("gce-flow");
     let file = t.join("AppScalefile");
-    std::fs::write(&file, "infrastructure: gce\nproject: proj\nmachine: appscale-image\nclient_secrets: ~/client_secrets.json\nzone: us-central-1a\nips_layout:\n  master: node-1\n  appengine: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: mydisk1\n").unwrap();
+    let seed = "infrastructure: gce\nproject: proj\nmachine: appscale-image\nclient_secrets: ~/client_secrets.json\nzone: us-central-1a\nips_layout:\n  master: node-1\n  appengine: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: mydisk1\n";
+    std::fs::write(&file, seed).unwrap();
+    let lint = run("appscalefile-lint", &[file.to_str().unwrap()], "").expect(1);
+    assert!(
+        lint.stderr.contains("did you mean `us-central1-a`?"),
+        "{}",
+        lint.stderr
+    );
+    std::fs::write(&file, seed.replace("us-central-1a", zone)).unwrap();
     let lint = run("appscalefile-lint", &[file.to_str().unwrap()], "").expect(0);
     assert!(!lint.stderr.contains("error"), "{}", lint.stderr);
     // A loop device stands in for the persistent disk, linked where the
@@ -919,4 +929,32 @@ fn up_grow_on_compute_engine_keeps_the_data() {
     let again = flow_of("up", &["--grow"], "2G").expect(0).record();
     assert!(all_unchanged(std::slice::from_ref(&again)), "{again}");
     flow_of("down", &[], "").expect(0);
+}
+
+/// `--appscalefile`: the file's `project` is the one used when no
+/// `--project` is given (and without it there is none).
+#[test]
+fn the_appscalefiles_project_is_used() {
+    let zone = "us-central1-a";
+    let g = Gce::new(zone);
+    g.instance(zone, "vm-1");
+    let t = TempDir::new("gce-project");
+    let file = t.join("AppScalefile");
+    std::fs::write(&file, "infrastructure: gce\nproject: proj\nmachine: appscale-image\nclient_secrets: ~/client_secrets.json\ninstance_type: n1-standard-1\nzone: us-central1-a\nkeyname: projtest\nips_layout:\n- roles: [master, database, zookeeper, appengine]\n  nodes: 1\n  disks: proj-data\n").unwrap();
+    let plan = run("appscalefile-lint", &["--plan", file.to_str().unwrap()], "").expect(0);
+    let url = g.url();
+    let env = g.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let without = run_env("disk-create", &["--endpoint", &url], &plan.stdout, &env);
+    assert_eq!(without.code, 1, "{}", without.stderr);
+    assert_eq!(without.record()["error"]["code"], "no-project");
+    let with = run_env(
+        "disk-create",
+        &["--endpoint", &url, "--appscalefile", file.to_str().unwrap()],
+        &plan.stdout,
+        &env,
+    )
+    .expect(0);
+    assert_eq!(with.record()["state"], "created", "{}", with.stderr);
+    assert!(g.state().to_string().contains("proj-data"), "{}", g.state());
 }

@@ -226,6 +226,18 @@ const CORPUS: &[(&str, i32, &[&str])] = &[
     ),
     ("switch-not-boolean.yaml", 1, &["error bad-type 1:10"]),
     ("tabs.yaml", 1, &["error yaml-syntax 3:1"]),
+    ("zone-invalid.yaml", 1, &["error zone-invalid 7:7"]),
+    ("zone-unknown.yaml", 0, &["warning zone-unknown 5:7"]),
+    (
+        "euca-settings.yaml",
+        0,
+        &["warning key-not-in-appscale 10:1"],
+    ),
+    (
+        "ec2-url-invalid.yaml",
+        1,
+        &["error setting-invalid 6:10", "error setting-missing 7:17"],
+    ),
     (
         "unknown-key.yaml",
         1,
@@ -280,7 +292,11 @@ const APPSCALE_CORPUS: &[(&str, Verdict, &[&str])] = &[
     (
         "args-disks-not-a-dict.yaml",
         Refused,
-        &["warning data-node-without-disk 6:6", "error bad-type 8:8"],
+        &[
+            "warning zone-unknown 5:7",
+            "warning data-node-without-disk 6:6",
+            "error bad-type 8:8",
+        ],
     ),
     (
         "args-flag-unknown.yaml",
@@ -349,7 +365,10 @@ const APPSCALE_CORPUS: &[(&str, Verdict, &[&str])] = &[
     (
         "args-spot-on-ec2.yaml",
         Accepted,
-        &["warning data-node-without-disk 9:6"],
+        &[
+            "warning zone-unknown 7:7",
+            "warning data-node-without-disk 9:6",
+        ],
     ),
     (
         "args-spot-on-euca.yaml",
@@ -611,6 +630,15 @@ fn human_output_points_at_the_spot_with_help() {
     );
     assert!(r.stderr.starts_with(&want), "{}", r.stderr);
     assert!(r.stderr.contains("belongs under `disks:`"), "{}", r.stderr);
+    // The seed page's own zone gets the real one.
+    let r = run("appscalefile-lint", &[&fixture("zone-invalid.yaml")], "").expect(1);
+    assert!(
+        r.stderr.contains(
+            "7 | zone: us-central-1a\n  |       ^^^^^^^^^^^^^\n  = help: did you mean `us-central1-a`?"
+        ),
+        "{}",
+        r.stderr
+    );
     let r = run("appscalefile-lint", &[&fixture("unknown-key.yaml")], "").expect(1);
     assert!(
         r.stderr

@@ -11,6 +11,7 @@ Usage: ec2_admin.py ENDPOINT COMMAND ARGS...   (prints JSON)
   attached INSTANCE               {volume id: device} of its attached volumes
   record-start | record-stop      moto's request recorder
   actions                         {Action: count} of recorded requests
+  access-keys                     the access key ids that signed recorded requests
 """
 
 import base64
@@ -101,6 +102,17 @@ def main():
             action = (query.get("Action") or ["?"])[0]
             counts[action] = counts.get(action, 0) + 1
         out = counts
+    elif command == "access-keys":
+        text = urllib.request.urlopen(f"{endpoint}/moto-api/recorder/download-recording").read().decode()
+        keys = set()
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            headers = json.loads(line).get("headers") or {}
+            auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+            if "Credential=" in auth:
+                keys.add(auth.split("Credential=", 1)[1].split("/", 1)[0])
+        out = sorted(keys)
     else:
         sys.exit(f"unknown command {command}")
     print(json.dumps(out))

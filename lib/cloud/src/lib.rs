@@ -14,6 +14,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use appscale_persist::appscalefile::{self, CloudSettings};
+use appscale_persist::codes;
 use appscale_persist::log;
 use appscale_persist::provider::local::Local;
 use appscale_persist::provider::static_disk::Static;
@@ -70,6 +72,14 @@ pub struct ProviderArgs {
     #[arg(long, value_name = "DIR", help_heading = "Local")]
     pub state_dir: Option<PathBuf>,
 
+    /// Take the cloud settings of this AppScalefile: `EC2_URL` as the
+    /// endpoint unless --endpoint-url is given, `project` unless --project
+    /// is given, and `EC2_ACCESS_KEY`/`EC2_SECRET_KEY` as the credentials of
+    /// last resort, after the AWS default chain (environment, profile,
+    /// instance role). The secret is never printed, logged or written into
+    /// a record.
+    #[arg(long, value_name = "PATH", help_heading = "Cloud")]
+    pub appscalefile: Option<PathBuf>,
     /// API endpoint (Eucalyptus, an emulator, a private endpoint).
     #[arg(
         long,
@@ -304,6 +314,15 @@ impl ProviderArgs {
             .unwrap_or_else(|| DEFAULT_DEPLOYMENT.to_string())
     }
 
+    /// The settings of `--appscalefile` (none without it); an error names
+    /// the file, never a value from it.
+    pub fn file_settings(&self) -> Result<CloudSettings, String> {
+        match &self.appscalefile {
+            None => Ok(CloudSettings::default()),
+            Some(path) => appscalefile::cloud::read(path),
+        }
+    }
+
     /// The provider a record goes to.
     pub fn kind_of(&self, r: &Record) -> Option<ProviderKind> {
         r.provider.or(self.provider)
@@ -315,10 +334,12 @@ impl ProviderArgs {
     /// * one `--instance` or `--self` never receives the disks of several
     ///   nodes: records of more than one node that name no `instance` of
     ///   their own are refused;
-    /// * no two records name the same cloud disk.
+    /// * no two records name the same cloud disk;
+    /// * `--appscalefile`, when given, reads without error.
     ///
     /// Records carrying an error are not acted on, and not checked.
     pub fn check_records(&self, records: &[Record]) -> Result<(), String> {
+        self.file_settings()?;
         let cloud: Vec<(usize, &Record)> = records
             .iter()
             .enumerate()
@@ -401,6 +422,12 @@ impl ProviderArgs {
     pub fn open(&self, kind: ProviderKind, op: &Operation) -> Result<Box<dyn Provider>, Failure> {
         let timeout = Duration::from_secs(self.timeout);
         let (create, detach) = (op.create(), op.detach());
+        let file = if kind.is_cloud() {
+            self.file_settings()
+                .map_err(|e| Failure::new(codes::APPSCALEFILE, e))?
+        } else {
+            CloudSettings::default()
+        };
         match kind {
             ProviderKind::Local => Ok(Box::new(
                 Local::new(Local::state_dir(self.state_dir.clone()), create.size)
@@ -412,7 +439,10 @@ impl ProviderArgs {
             ProviderKind::Ec2 | ProviderKind::Euca => {
                 appscale_persist_ec2::open(appscale_persist_ec2::Config {
                     kind,
-                    endpoint_url: self.endpoint_url.clone(),
+                    endpoint_url: self.endpoint_url.clone().or(file.ec2_url.clone()),
+                    file_credentials: file
+                        .credentials()
+                        .map(|(id, secret)| (id.to_string(), secret.clone())),
                     region: self.region.clone(),
                     profile: self.profile.clone(),
                     instance: self.instance.clone(),
@@ -432,7 +462,7 @@ impl ProviderArgs {
             }
             ProviderKind::Gce => appscale_persist_gce::open(appscale_persist_gce::Config {
                 endpoint_url: self.endpoint_url.clone(),
-                project: self.project.clone(),
+                project: self.project.clone().or(file.project),
                 zone: self.zone.clone(),
                 instance: self.instance.clone(),
                 on_node: self.on_node,

@@ -7,15 +7,18 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use appscale_persist::codes;
+use appscale_persist::record::ProviderKind;
 use appscale_persist::step::Failure;
 use appscale_persist::wait::Poll;
 use appscale_persist_cloudkit::{ApiError, Deadline, Fault, Unfinished, poll_until};
 use aws_config::BehaviorVersion;
+use aws_config::default_provider::credentials::DefaultCredentialsChain;
+use aws_config::meta::credentials::CredentialsProviderChain;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_ec2::Client;
-use aws_sdk_ec2::config::Region;
 use aws_sdk_ec2::config::http::HttpResponse;
+use aws_sdk_ec2::config::{Credentials, Region};
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
     AttachmentLimitType, Filter, InstanceType, ResourceType, Tag, TagSpecification,
@@ -181,15 +184,70 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ").replace('\n', " ")
 }
 
-/// Region `us-east-1` from zone `us-east-1b`.
+/// Region `us-east-1` from zone `us-east-1b` (or the Local Zone
+/// `us-east-1-bos-1a`).
 fn region_of_zone(zone: &str) -> Option<String> {
-    zone.strip_suffix(|c: char| c.is_ascii_lowercase())
-        .filter(|r| r.ends_with(|c: char| c.is_ascii_digit()))
+    appscale_persist::appscalefile::ec2_region_of_zone(zone).map(str::to_string)
+}
+
+/// The region Eucalyptus signs for when none is configured.
+pub const EUCA_DEFAULT_REGION: &str = "eucalyptus";
+
+/// The region of an endpoint: the first label of its host shaped like an
+/// AWS region (`ec2.us-east-1.amazonaws.com`, `ec2.eu-west-2.example.net`
+/// give `us-east-1`, `eu-west-2`), if any.
+fn region_of_endpoint(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = rest.split(['/', ':', '?', '#']).next().unwrap_or_default();
+    host.split('.')
+        .find(|label| {
+            let words: Vec<&str> = label.split('-').collect();
+            words.len() >= 3
+                && words[..words.len() - 1]
+                    .iter()
+                    .all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase()))
+                && words[words.len() - 1].chars().all(|c| c.is_ascii_digit())
+                && !words[words.len() - 1].is_empty()
+        })
         .map(str::to_string)
+}
+
+/// The region when neither `--region` nor the SDK's chain gives one.
+///
+/// EC2: the zone's region (`us-east-1b`: `us-east-1`), else the endpoint's.
+/// Eucalyptus (one region per cloud, whose name only scopes the request
+/// signature): the endpoint's region-shaped host label, else
+/// [`EUCA_DEFAULT_REGION`]; without an endpoint, an error saying to set
+/// `EC2_URL` (its zones are free-form: they name no region).
+fn default_region(cfg: &Config, zone_hint: Option<&str>) -> Result<String, Failure> {
+    let endpoint = cfg.endpoint_url.as_deref();
+    if cfg.kind == ProviderKind::Euca {
+        return match endpoint {
+            Some(url) => Ok(region_of_endpoint(url).unwrap_or_else(|| EUCA_DEFAULT_REGION.into())),
+            None => Err(Failure::new(
+                codes::NO_REGION,
+                "Eucalyptus needs its endpoint: set `EC2_URL` in the AppScalefile (and pass --appscalefile), or pass --endpoint-url; the region then defaults from it (or pass --region)",
+            )),
+        };
+    }
+    zone_hint
+        .and_then(region_of_zone)
+        .or_else(|| endpoint.and_then(region_of_endpoint))
+        .ok_or_else(|| {
+            Failure::new(
+                codes::NO_REGION,
+                "no AWS region: set AWS_REGION, pass --region, or give the AppScalefile an EC2 `zone` (like us-east-1b); on Eucalyptus use `infrastructure: euca` with `EC2_URL` (its zones name no region)",
+            )
+        })
 }
 
 impl Api {
     /// Builds a client from the standard AWS configuration chain and `cfg`.
+    ///
+    /// Credentials: the AWS default chain (environment, profile, web
+    /// identity, container, instance role); when it finds none and
+    /// `cfg.file_credentials` is set, those. The region: `cfg.region`, the
+    /// chain's, else [`default_region`].
     pub async fn connect(cfg: &Config, zone_hint: Option<&str>) -> Result<Api, Failure> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(
@@ -213,16 +271,24 @@ impl Api {
         if let Some(u) = &cfg.endpoint_url {
             loader = loader.endpoint_url(u);
         }
+        if let Some((id, secret)) = &cfg.file_credentials {
+            let mut chain = DefaultCredentialsChain::builder();
+            if let Some(p) = &cfg.profile {
+                chain = chain.profile_name(p);
+            }
+            if let Some(r) = &cfg.region {
+                chain = chain.region(Region::new(r.clone()));
+            }
+            let from_file = Credentials::new(id, secret.expose(), None, None, "AppScalefile");
+            loader = loader.credentials_provider(
+                CredentialsProviderChain::first_try("default chain", chain.build().await)
+                    .or_else("AppScalefile EC2_ACCESS_KEY", from_file),
+            );
+        }
         let sdk = loader.load().await;
         let mut conf = aws_sdk_ec2::config::Builder::from(&sdk);
         if sdk.region().is_none() {
-            let region = zone_hint.and_then(region_of_zone).ok_or_else(|| {
-                Failure::new(
-                    codes::NO_REGION,
-                    "no AWS region: set AWS_REGION, pass --region, or give the AppScalefile a `zone`",
-                )
-            })?;
-            conf = conf.region(Region::new(region));
+            conf = conf.region(Region::new(default_region(cfg, zone_hint)?));
         }
         Ok(Api {
             client: Client::from_conf(conf.build()),
@@ -776,5 +842,43 @@ mod tests {
             Some("eu-central-1")
         );
         assert_eq!(region_of_zone("euca"), None);
+    }
+
+    #[test]
+    fn eucalyptus_regions_come_from_the_endpoint() {
+        let euca = |url: Option<&str>| Config {
+            kind: ProviderKind::Euca,
+            endpoint_url: url.map(str::to_string),
+            ..Config::default()
+        };
+        let region = |c: &Config, zone: Option<&str>| default_region(c, zone);
+        assert_eq!(
+            region(
+                &euca(Some("http://10.1.2.3:8773/services/compute")),
+                Some("euca-zone-1")
+            )
+            .unwrap(),
+            EUCA_DEFAULT_REGION
+        );
+        assert_eq!(
+            region(
+                &euca(Some("https://ec2.us-west-9.cloud.example.com/")),
+                None
+            )
+            .unwrap(),
+            "us-west-9"
+        );
+        let e = region(&euca(None), Some("euca-zone-1")).unwrap_err();
+        assert_eq!(e.code, codes::NO_REGION);
+        assert!(e.message.contains("EC2_URL"), "{}", e.message);
+        let ec2 = Config::default();
+        assert_eq!(region(&ec2, Some("us-east-1b")).unwrap(), "us-east-1");
+        let e = region(&ec2, Some("euca-zone-1")).unwrap_err();
+        assert!(e.message.contains("infrastructure: euca"), "{}", e.message);
+        let private = Config {
+            endpoint_url: Some("https://ec2.eu-west-2.amazonaws.com".into()),
+            ..Config::default()
+        };
+        assert_eq!(region(&private, None).unwrap(), "eu-west-2");
     }
 }

@@ -78,6 +78,9 @@ pub struct Config {
     pub region: Option<String>,
     /// Named profile from the shared config files.
     pub profile: Option<String>,
+    /// Credentials of last resort (the AppScalefile's `EC2_ACCESS_KEY` and
+    /// `EC2_SECRET_KEY`): used only when the AWS default chain finds none.
+    pub file_credentials: Option<(String, appscale_persist::appscalefile::Secret)>,
     /// Instance for records that name none.
     pub instance: Option<String>,
     /// Running on the node itself (`--self`): instance id and zone come from
@@ -124,6 +127,7 @@ impl Default for Config {
             endpoint_url: None,
             region: None,
             profile: None,
+            file_credentials: None,
             instance: None,
             on_node: false,
             metadata_endpoint: None,

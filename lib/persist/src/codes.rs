@@ -160,6 +160,8 @@ pub const OTHER_INSTANCE: &str = "other-instance";
 pub const NO_ZONE: &str = "no-zone";
 /// No AWS region.
 pub const NO_REGION: &str = "no-region";
+/// The AppScalefile given with `--appscalefile` cannot be read, or has errors.
+pub const APPSCALEFILE: &str = "appscalefile";
 /// No Google Cloud project.
 pub const NO_PROJECT: &str = "no-project";
 /// No instance to attach to.
@@ -305,6 +307,7 @@ pub const ALL: &[&str] = &[
     OTHER_INSTANCE,
     NO_ZONE,
     NO_REGION,
+    APPSCALEFILE,
     NO_PROJECT,
     NO_INSTANCE,
     NO_SUCH_INSTANCE,

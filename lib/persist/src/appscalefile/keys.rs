@@ -63,6 +63,11 @@ pub(super) const KNOWN_KEYS: &[&str] = &[
     "zone",
 ];
 
+/// Keys this project reads that appscale-tools 2.3 to 3.8 had no flag for
+/// (`S3_URL`, from Eucalyptus's `eucarc`): not unknown here, but
+/// `key-not-in-appscale` warns that `appscale up` refuses them.
+pub(super) const EXTRA_KEYS: &[&str] = &["S3_URL"];
+
 /// Keys whose value the argument parser read as an integer.
 pub(super) const INT_KEYS: &[&str] = &[
     "min",

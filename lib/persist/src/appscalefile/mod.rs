@@ -15,9 +15,13 @@
 //! known-keys data (keys, roles, infrastructures); `layout` reads both
 //! `ips_layout` formats into nodes; `disks` holds the disk rules;
 //! [`Deployment`] (`plan`) is what the file describes and the records it
-//! plans; [`diag`] renders findings and [`inventory`] writes Ansible
+//! plans; `zones` checks `zone` against each cloud's table of zones;
+//! [`cloud`] holds the settings the cloud tools take from the file
+//! (endpoint, project, credentials, the secret kept out of every message);
+//! [`diag`] renders findings and [`inventory`] writes Ansible
 //! inventories. This module reads the top-level keys and runs the rest.
 
+pub mod cloud;
 pub mod diag;
 mod disks;
 pub mod inventory;
@@ -26,12 +30,15 @@ mod layout;
 mod plan;
 mod settings;
 pub mod yaml;
+mod zones;
 
+pub use cloud::{CloudSettings, Secret};
 pub use diag::{Diagnostic, Severity};
 pub use disks::check_disk_name;
 pub use keys::did_you_mean;
 pub use plan::{Deployment, DiskInfo, NodeInfo};
 use yaml::{Node, Pos, Value};
+pub use zones::ec2_region_of_zone;
 
 use crate::record::ProviderKind;
 use keys::{APPSCALE_CLOUDS, INFRASTRUCTURES};
@@ -240,18 +247,20 @@ impl Checker {
         self.unknown_keys(entries);
 
         let infrastructure = self.infrastructure(root);
+        self.cloud_keys(root, infrastructure.as_ref().map(|(name, _)| name.as_str()));
         let zone = match root.get("zone") {
             None => None,
             Some(z) if z.is_null() => None,
             Some(z) => match z.as_str() {
                 Some(s) => {
-                    if infrastructure.is_none() {
-                        self.error(
+                    match &infrastructure {
+                        None => self.error(
                             "zone-without-infrastructure",
                             "Cannot specify an availability zone when infrastructure is not specified.".into(),
                             z,
                             Some("set `infrastructure`, or remove `zone` in cluster mode".into()),
-                        );
+                        ),
+                        Some((cloud, _)) => self.zone_rules(cloud, s, z),
                     }
                     Some(s.to_string())
                 }

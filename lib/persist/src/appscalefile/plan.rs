@@ -3,6 +3,7 @@
 
 use crate::record::{ProviderKind, Record};
 
+use super::cloud::CloudSettings;
 use super::keys::DATA_ROLES;
 use super::yaml::Pos;
 
@@ -49,6 +50,9 @@ pub struct Deployment {
     pub nodes: Vec<NodeInfo>,
     /// Every disk assignment, in file order.
     pub disks: Vec<DiskInfo>,
+    /// The settings the cloud tools take from the file (endpoint, project,
+    /// credentials); never written into a record.
+    pub cloud: CloudSettings,
 }
 
 impl Deployment {

@@ -5,8 +5,10 @@
 //! settings that exclude each other.
 
 use super::Checker;
+use super::cloud::{Secret, is_http_url};
 use super::keys::{
-    APPSCALE_CLOUDS, DATASTORES, INT_KEYS, KNOWN_KEYS, SWITCH_KEYS, abbreviation_of, did_you_mean,
+    APPSCALE_CLOUDS, DATASTORES, EXTRA_KEYS, INT_KEYS, KNOWN_KEYS, SWITCH_KEYS, abbreviation_of,
+    did_you_mean,
 };
 use super::yaml::Node;
 
@@ -47,6 +49,12 @@ impl Checker {
         for (k, _) in entries {
             match k.scalar() {
                 Some(name) if KNOWN_KEYS.contains(&name) => {}
+                Some(name) if EXTRA_KEYS.contains(&name) => self.warning(
+                    "key-not-in-appscale",
+                    format!("`{name}` is checked here (an http(s) URL; no tool uses it), but appscale-tools (2.3 to 3.8) has no --{name} flag: `appscale up` refuses the file"),
+                    k,
+                    Some(format!("keep `{name}` in your eucarc (environment) for AppScale, or remove it before `appscale up`")),
+                ),
                 Some(name) => {
                     if let Some(full) = abbreviation_of(name) {
                         self.error(
@@ -259,6 +267,79 @@ impl Checker {
                 }
             }
         }
+    }
+
+    /// The settings the cloud tools take from the file (`project`,
+    /// `EC2_URL`, `S3_URL`, `EC2_ACCESS_KEY`, `EC2_SECRET_KEY`): checked,
+    /// and kept in the deployment's [`CloudSettings`]. The secret is
+    /// registered as one ([`Secret::new`]) before anything else is done
+    /// with it, and no finding quotes it.
+    ///
+    /// [`CloudSettings`]: super::cloud::CloudSettings
+    pub(super) fn cloud_keys(&mut self, root: &Node, infrastructure: Option<&str>) {
+        let get = |k: &str| root.get(k).filter(|n| !n.is_null());
+        if let Some(n) = get("EC2_SECRET_KEY") {
+            match n.scalar() {
+                Some(v) => self.lint.deployment.cloud.secret_key = Some(Secret::new(v.trim())),
+                None => self.bad_type("EC2_SECRET_KEY", "a string", n),
+            }
+        }
+        let mut text = |key: &str| -> Option<String> {
+            let n = get(key)?;
+            match n.scalar() {
+                Some(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
+                Some(_) => None,
+                None => {
+                    self.bad_type(key, "a string", n);
+                    None
+                }
+            }
+        };
+        let project = text("project");
+        let access_key = text("EC2_ACCESS_KEY");
+        let ec2_url = text("EC2_URL");
+        let s3_url = text("S3_URL");
+        for (key, value) in [("EC2_URL", &ec2_url), ("S3_URL", &s3_url)] {
+            if let (Some(v), Some(n)) = (value, get(key))
+                && !is_http_url(v)
+            {
+                self.error(
+                    "setting-invalid",
+                    format!("`{key}` must be an http:// or https:// URL, not `{v}`"),
+                    n,
+                    Some(format!(
+                        "write the whole URL, like `{key}: http://192.0.2.10:8773/services/{}`",
+                        if key == "EC2_URL" {
+                            "compute"
+                        } else {
+                            "objectstorage"
+                        }
+                    )),
+                );
+            }
+        }
+        let secret_given = self.lint.deployment.cloud.secret_key.is_some();
+        match (get("EC2_ACCESS_KEY"), get("EC2_SECRET_KEY")) {
+            (Some(a), None) => self.error(
+                "setting-missing",
+                "`EC2_ACCESS_KEY` is set without `EC2_SECRET_KEY`: the pair is one credential".into(),
+                a,
+                Some("add `EC2_SECRET_KEY:`, or remove `EC2_ACCESS_KEY` (the AWS credential chain is used then)".into()),
+            ),
+            (None, Some(s)) if secret_given => self.error(
+                "setting-missing",
+                "`EC2_SECRET_KEY` is set without `EC2_ACCESS_KEY`: the pair is one credential".into(),
+                s,
+                Some("add `EC2_ACCESS_KEY:`, or remove `EC2_SECRET_KEY` (the AWS credential chain is used then)".into()),
+            ),
+            _ => {}
+        }
+        let cloud = &mut self.lint.deployment.cloud;
+        cloud.infrastructure = infrastructure.map(str::to_string);
+        cloud.project = project;
+        cloud.access_key = access_key;
+        cloud.ec2_url = ec2_url;
+        cloud.s3_url = s3_url;
     }
 
     /// What the GCE agent needed from the file before any call.

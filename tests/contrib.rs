@@ -1,0 +1,190 @@
+//! The boot unit and cloud-init snippet in contrib/: systemd accepts them
+//! (`systemd-analyze verify`, which needs no running systemd), they carry
+//! the ordering docs/appscale.md promises, and the pipeline they run names
+//! tools and flags that exist.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use common::{TempDir, bin, repo, venv};
+
+/// `section -> key -> values` of a unit file (keys may repeat).
+fn parse_unit(text: &str) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
+    let mut out: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    let mut section = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_string();
+            out.entry(section.clone()).or_default();
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("line {}: not `key=value`: {line}", i + 1));
+        assert!(
+            !section.is_empty(),
+            "line {}: a key outside a section",
+            i + 1
+        );
+        out.entry(section.clone())
+            .or_default()
+            .entry(k.trim().to_string())
+            .or_default()
+            .push(v.trim().to_string());
+    }
+    out
+}
+
+fn unit() -> String {
+    std::fs::read_to_string(repo().join("contrib/systemd/appscale-persist.service")).unwrap()
+}
+
+#[test]
+fn the_boot_unit_runs_once_before_appscale_with_its_mounts() {
+    let u = parse_unit(&unit());
+    let get = |s: &str, k: &str| -> String {
+        u.get(s)
+            .and_then(|s| s.get(k))
+            .unwrap_or_else(|| panic!("[{s}] {k} missing"))
+            .join(" ")
+    };
+    assert_eq!(get("Service", "Type"), "oneshot");
+    assert_eq!(get("Service", "RemainAfterExit"), "yes");
+    let before = get("Unit", "Before");
+    for service in [
+        "appscale-controller.service",
+        "cassandra.service",
+        "zookeeper.service",
+    ] {
+        assert!(before.contains(service), "Before= lacks {service}");
+    }
+    assert!(get("Unit", "RequiresMountsFor").contains("/var/lib/appscale-persist"));
+    assert!(
+        !get("Unit", "RequiresMountsFor").contains("/opt/appscale"),
+        "the unit makes /opt/appscale: it cannot require its mount"
+    );
+    assert!(get("Unit", "After").contains("network-online.target"));
+    assert_eq!(get("Install", "WantedBy"), "multi-user.target");
+
+    // The AppController's drop-in waits for the unit and the mount.
+    let dropin = std::fs::read_to_string(
+        repo().join("contrib/systemd/appscale-controller.service.d/appscale-persist.conf"),
+    )
+    .unwrap();
+    let d = parse_unit(&dropin);
+    assert_eq!(d["Unit"]["Requires"], ["appscale-persist.service"]);
+    assert_eq!(d["Unit"]["After"], ["appscale-persist.service"]);
+    assert_eq!(d["Unit"]["RequiresMountsFor"], ["/opt/appscale"]);
+}
+
+#[test]
+fn the_boot_pipeline_names_tools_and_flags_that_exist() {
+    let u = parse_unit(&unit());
+    let exec = u["Service"]["ExecStart"].join(" ");
+    assert!(exec.starts_with("/bin/bash -o pipefail -c "), "{exec}");
+    // `$$` is systemd's literal `$`: no value of node.env is pasted in.
+    assert!(!exec.contains("${APPSCALE") || exec.contains("$${APPSCALE"));
+    let script = exec
+        .split_once(" -c '")
+        .and_then(|(_, s)| s.strip_suffix('\''))
+        .expect("a single-quoted script");
+    for stage in script.split('|') {
+        let words: Vec<&str> = stage.split_whitespace().collect();
+        let tool = words[0];
+        let help = Command::new(bin(tool)).arg("--help").output().unwrap();
+        assert!(help.status.success(), "{tool} --help");
+        let help = String::from_utf8_lossy(&help.stdout);
+        for flag in words.iter().filter(|w| w.starts_with("--")) {
+            assert!(help.contains(*flag), "{tool} has no {flag}");
+        }
+    }
+}
+
+/// systemd's own parser, without a running systemd: unknown keys and
+/// sections, bad values and missing executables are errors or warnings on
+/// stderr.
+#[test]
+fn systemd_accepts_the_unit_and_the_drop_in() {
+    let t = TempDir::new("systemd");
+    std::fs::create_dir_all(t.join("appscale-controller.service.d")).unwrap();
+    std::fs::copy(
+        repo().join("contrib/systemd/appscale-persist.service"),
+        t.join("appscale-persist.service"),
+    )
+    .unwrap();
+    std::fs::copy(
+        repo().join("contrib/systemd/appscale-controller.service.d/appscale-persist.conf"),
+        t.join("appscale-controller.service.d/appscale-persist.conf"),
+    )
+    .unwrap();
+    // A stand-in for AppScale's own unit, to which the drop-in applies.
+    std::fs::write(
+        t.join("appscale-controller.service"),
+        "[Service]\nExecStart=/bin/true\n",
+    )
+    .unwrap();
+    let verify = |unit: &str| {
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(t.join(unit))
+            .env("SYSTEMD_UNIT_PATH", format!("{}:", t.s("")))
+            .output()
+            .expect("systemd-analyze (apt-get install systemd) runs");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{unit}: {stderr}");
+        // Lines about the machine it runs on (no systemd running here) are
+        // not about the unit.
+        let about_unit: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("appscale-") && !l.contains("Failed to"))
+            .collect();
+        assert!(about_unit.is_empty(), "{unit}: {stderr}");
+    };
+    verify("appscale-persist.service");
+    verify("appscale-controller.service");
+
+    // And a broken copy is caught, so the check can fail.
+    let broken = unit().replace("RemainAfterExit=yes", "RemainAfterExt=yes");
+    std::fs::write(t.join("appscale-persist.service"), broken).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(t.join("appscale-persist.service"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RemainAfterExt"));
+}
+
+#[test]
+fn the_cloud_init_snippet_is_cloud_config() {
+    let path = repo().join("contrib/cloud-init/appscale-persist.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with("#cloud-config\n"));
+    let out = Command::new(venv().join("bin/python"))
+        .args([
+            "-c",
+            "import json,sys,yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let env = doc["write_files"][0]["content"].as_str().unwrap();
+    assert!(env.contains("APPSCALE_NODE=") && env.contains("APPSCALEFILE="));
+    assert_eq!(
+        doc["write_files"][0]["path"],
+        "/etc/appscale-persist/node.env"
+    );
+    let enable = doc["runcmd"].to_string();
+    assert!(enable.contains("appscale-persist.service"), "{enable}");
+}
