@@ -441,39 +441,50 @@ fn pruning_deletes_concurrently_and_reports_every_failure() {
         rec("node-2", "data-2"),
     ]);
     let created = tool(&url, "disk-create", &["--size", "1G"], &disks).expect(0);
-    let first = tool(&url, "disk-snapshot", &[], &created.stdout)
-        .expect(0)
-        .records();
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let mut older = Vec::new();
+    for _ in 0..2 {
+        let r = tool(&url, "disk-snapshot", &[], &created.stdout)
+            .expect(0)
+            .records();
+        older.extend(ids(&r));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    // Six deletions, four fail: some record has two failures.
     inject(
         &url,
-        json!({"fail": {"DeleteSnapshot": {"status": 400, "code": "InvalidSnapshot.InUse", "times": 2}}}),
+        json!({"fail": {"DeleteSnapshot": {"status": 400, "code": "InvalidSnapshot.InUse", "times": 4}}}),
     );
     let r = tool(&url, "disk-snapshot", &["--keep", "1"], &created.stdout).expect(1);
     let recs = r.records();
-    let failed: Vec<&Value> = recs
+    let taken = ids(&recs);
+    let pruned: Vec<String> = recs
+        .iter()
+        .flat_map(|r| r["snapshot"]["pruned"].as_array().cloned().unwrap_or_default())
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(pruned.len(), 2, "{}", r.stdout);
+    let listed = ids(
+        &tool(&url, "disk-snapshot", &["--list"], &created.stdout)
+            .expect(0)
+            .records(),
+    );
+    for id in &taken {
+        assert!(listed.contains(id), "the new one {id} is kept");
+    }
+    let errors: Vec<String> = recs
         .iter()
         .filter(|r| r["error"]["code"] == "prune-failed")
+        .map(|r| r["error"]["message"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(failed.len(), 2, "every failure reported: {}", r.stdout);
-    for f in &failed {
-        let m = f["error"]["message"].as_str().unwrap();
-        assert!(m.contains("InvalidSnapshot.InUse"), "{m}");
-        assert_eq!(f["snapshot"]["state"], "completed", "the new one was taken");
+    let left: Vec<&String> = older.iter().filter(|id| listed.contains(id)).collect();
+    assert_eq!(left.len(), 4, "{listed:?}");
+    for id in left {
+        assert!(
+            errors.iter().any(|m| m.contains(id.as_str())),
+            "the failure to delete {id} is reported: {errors:?}"
+        );
     }
-    let ok: Vec<&Value> = recs.iter().filter(|r| r.get("error").is_none()).collect();
-    assert_eq!(ok.len(), 1, "{}", r.stdout);
-    let listed = tool(&url, "disk-snapshot", &["--list"], &created.stdout)
-        .expect(0)
-        .records();
-    let now = ids(&listed);
-    for r in &recs {
-        assert!(now.contains(&r["snapshot"]["id"].as_str().unwrap().to_string()), "new one kept");
+    for id in &pruned {
+        assert!(older.contains(id) && !listed.contains(id));
     }
-    let pruned = &ok[0]["snapshot"]["pruned"];
-    assert_eq!(pruned.as_array().unwrap().len(), 1);
-    assert!(!now.contains(&pruned[0].as_str().unwrap().to_string()));
-    assert_eq!(now.len(), 3 + 2, "the two that failed to delete are still there");
-    let firsts = ids(&first);
-    assert!(pruned[0].as_str().is_some_and(|p| firsts.iter().any(|f| f == p)));
 }
