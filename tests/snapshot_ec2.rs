@@ -182,9 +182,14 @@ impl Node {
             .as_str()
             .unwrap()
             .to_string();
-        let created = tool(&url, "disk-create", &["--size", "1G"], &ndjson(&[rec("node-0", "data-0")]))
-            .expect(0)
-            .stdout;
+        let created = tool(
+            &url,
+            "disk-create",
+            &["--size", "1G"],
+            &ndjson(&[rec("node-0", "data-0")]),
+        )
+        .expect(0)
+        .stdout;
         let mut rec = tool(&url, "disk-attach", &["--instance", &inst], &created)
             .expect(0)
             .record();
@@ -232,14 +237,24 @@ impl Node {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        run_env("disk-snapshot", &a, &ndjson(std::slice::from_ref(rec)), &env)
+        run_env(
+            "disk-snapshot",
+            &a,
+            &ndjson(std::slice::from_ref(rec)),
+            &env,
+        )
     }
 
     /// disk-snapshot elsewhere: where the volume's device is not found.
     fn snapshot_elsewhere(&self, args: &[&str]) -> Run {
         let mut a = vec!["--endpoint-url", &self.url, "--deployment", "snaps"];
         a.extend_from_slice(args);
-        run_env("disk-snapshot", &a, &ndjson(std::slice::from_ref(&self.rec)), &aws_env())
+        run_env(
+            "disk-snapshot",
+            &a,
+            &ndjson(std::slice::from_ref(&self.rec)),
+            &aws_env(),
+        )
     }
 
     fn snapshot(&self, args: &[&str]) -> Run {
@@ -306,7 +321,11 @@ fn on_its_node_a_mounted_volume_is_frozen_for_create_snapshot_alone() {
     let rec = r.record();
     assert_eq!(rec["snapshot"]["freeze"], "frozen", "{rec}");
     assert_eq!(rec["snapshot"]["state"], "completed");
-    assert!(r.stderr.contains("froze ") && r.stderr.contains("thawed "), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("froze ") && r.stderr.contains("thawed "),
+        "{}",
+        r.stderr
+    );
     assert!(accepts_writes(&n.mnt, 10), "thawed");
     assert_eq!(n.listed().len(), 1);
 
@@ -347,7 +366,12 @@ fn a_create_snapshot_that_fails_or_hangs_while_frozen_is_thawed() {
     );
     let r = n.snapshot(&["-v"]).expect(1);
     assert!(r.stderr.contains("froze "), "{}", r.stderr);
-    assert_eq!(r.record()["error"]["code"], "InvalidParameterValue", "{}", r.stdout);
+    assert_eq!(
+        r.record()["error"]["code"],
+        "InvalidParameterValue",
+        "{}",
+        r.stdout
+    );
     assert!(accepts_writes(&n.mnt, 10), "thawed after the failure");
     inject(&n.url, json!({"fail": {}, "delay": {"CreateSnapshot": 30}}));
     let r = n.snapshot(&["--freeze-timeout", "1"]).expect(1).record();
@@ -361,7 +385,11 @@ fn sigterm_while_frozen_for_create_snapshot_thaws() {
     inject(&n.url, json!({"delay": {"CreateSnapshot": 60}}));
     let r = n.killed_while_frozen(1);
     assert!(r.stderr.contains("froze "), "{}", r.stderr);
-    assert!(accepts_writes(&n.mnt, 10), "thawed after SIGTERM: {}", r.stderr);
+    assert!(
+        accepts_writes(&n.mnt, 10),
+        "thawed after SIGTERM: {}",
+        r.stderr
+    );
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert_eq!(r.record()["error"]["code"], "interrupted");
 }
@@ -379,7 +407,11 @@ fn a_second_signal_while_frozen_for_create_snapshot_thaws_before_it_exits() {
         r.code,
         r.stderr
     );
-    assert!(accepts_writes(&n.mnt, 10), "thawed after two signals: {}", r.stderr);
+    assert!(
+        accepts_writes(&n.mnt, 10),
+        "thawed after two signals: {}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -395,11 +427,19 @@ fn wait_polls_all_snapshots_together_and_a_deadline_leaves_them_pending() {
     let r = tool(&url, "disk-snapshot", &[], &created.stdout)
         .expect(0)
         .records();
-    assert!(r.iter().all(|r| r["snapshot"]["state"] == "pending"), "{r:?}");
+    assert!(
+        r.iter().all(|r| r["snapshot"]["state"] == "pending"),
+        "{r:?}"
+    );
 
     // --wait, bounded: pending at the deadline, left there.
-    let w = tool(&url, "disk-snapshot", &["--wait", "--wait-timeout", "1"], &created.stdout)
-        .expect(1);
+    let w = tool(
+        &url,
+        "disk-snapshot",
+        &["--wait", "--wait-timeout", "1"],
+        &created.stdout,
+    )
+    .expect(1);
     let recs = w.records();
     for r in &recs {
         assert_eq!(r["error"]["code"], "snapshot-pending", "{r}");
@@ -420,7 +460,9 @@ fn wait_polls_all_snapshots_together_and_a_deadline_leaves_them_pending() {
     inject(&url, json!({"pending_snapshots": 3}));
     let w = tool(&url, "disk-snapshot", &["--wait", "-v"], &created.stdout).expect(0);
     assert!(
-        w.records().iter().all(|r| r["snapshot"]["state"] == "completed"),
+        w.records()
+            .iter()
+            .all(|r| r["snapshot"]["state"] == "completed"),
         "{}",
         w.stdout
     );
@@ -459,15 +501,18 @@ fn pruning_deletes_concurrently_and_reports_every_failure() {
     let taken = ids(&recs);
     let pruned: Vec<String> = recs
         .iter()
-        .flat_map(|r| r["snapshot"]["pruned"].as_array().cloned().unwrap_or_default())
+        .flat_map(|r| {
+            r["snapshot"]["pruned"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
     assert_eq!(pruned.len(), 2, "{}", r.stdout);
-    let listed = ids(
-        &tool(&url, "disk-snapshot", &["--list"], &created.stdout)
-            .expect(0)
-            .records(),
-    );
+    let listed = ids(&tool(&url, "disk-snapshot", &["--list"], &created.stdout)
+        .expect(0)
+        .records());
     for id in &taken {
         assert!(listed.contains(id), "the new one {id} is kept");
     }

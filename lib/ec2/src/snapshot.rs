@@ -276,7 +276,11 @@ fn consistency(
                 "{vol} is attached to {}, but its device is not on this node, so its filesystem cannot be frozen from here: run disk-snapshot on that node, or pass --no-freeze (a crash-consistent snapshot, which the record notes); nothing taken",
                 attached
                     .iter()
-                    .map(|(i, d)| if d.is_empty() { i.clone() } else { format!("{i} as {d}") })
+                    .map(|(i, d)| if d.is_empty() {
+                        i.clone()
+                    } else {
+                        format!("{i} as {d}")
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -424,14 +428,12 @@ pub async fn snapshot(
     let deleted = concurrently(run.cfg.concurrency, deletions.clone(), move |(_, id)| {
         let api = api.clone();
         async move {
-            api.delete_snapshot(&id)
-                .await
-                .map_err(|e| {
-                    Failure::new(
-                        codes::PRUNE_FAILED,
-                        format!("{} [{}]", e.failure.message, e.failure.code),
-                    )
-                })
+            api.delete_snapshot(&id).await.map_err(|e| {
+                Failure::new(
+                    codes::PRUNE_FAILED,
+                    format!("{} [{}]", e.failure.message, e.failure.code),
+                )
+            })
         }
     })
     .await;
@@ -451,7 +453,10 @@ pub async fn snapshot(
         .map(|(i, ((r, p), result))| {
             result?;
             let p = p?;
-            let snap = r.snapshot.as_mut().expect("settled records carry their snapshot");
+            let snap = r
+                .snapshot
+                .as_mut()
+                .expect("settled records carry their snapshot");
             snap.pruned = pruned.remove(&i).unwrap_or_default();
             let msg = format!(
                 "took snapshot {} of {} ({}), {}{}",
