@@ -46,9 +46,9 @@ pub struct SnapshotArgs {
         help_heading = "Snapshot"
     )]
     pub freeze_timeout: u64,
-    /// Wait until every snapshot of the run is complete (EBS: `completed`),
-    /// at most --wait-timeout; without it, the tool returns once each
-    /// snapshot is started (`snapshot.state` pending), which fixes its
+    /// Wait until every snapshot of the run is complete (EBS: `completed`,
+    /// for at most --wait-timeout seconds). Without it, the tool returns
+    /// once each snapshot is started (`snapshot.state` pending), which fixes its
     /// point in time. Local snapshots are complete when taken. Retention
     /// (--keep, --keep-within) always waits: nothing older is deleted before
     /// the new one is complete.
