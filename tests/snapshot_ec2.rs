@@ -1,8 +1,16 @@
 //! disk-snapshot on EC2, against moto: CreateSnapshot tagged (deployment,
 //! node, disk, time, tool), waited for in one loop, listed newest first, and
-//! pruned with --keep among the same disk and deployment only.
+//! pruned with --keep among the same disk and deployment only. On the node,
+//! a loop device stands in for the attached volume (behind its NVMe link):
+//! its filesystem is frozen for the CreateSnapshot call alone, and thawed
+//! on every path. The ec2_proxy.py in front of moto fails, slows down or
+//! keeps pending what moto would not.
 
 mod common;
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 use common::*;
 use serde_json::{Value, json};
@@ -30,11 +38,14 @@ fn ebs_snapshots_are_tagged_listed_and_pruned_per_disk() {
     let both = ndjson(&[rec("node-0", "data-0"), rec("node-1", "data-1")]);
     let created = tool(&url, "disk-create", &["--size", "1G"], &both).expect(0);
 
-    // The filesystem cannot be frozen from here: --no-freeze is needed.
-    let r = tool(&url, "disk-snapshot", &[], &created.stdout).expect(1);
-    for r in r.records() {
-        assert_eq!(r["error"]["code"], "freeze-failed");
+    // Not attached: nothing to freeze.
+    let r = tool(&url, "disk-snapshot", &[], &created.stdout)
+        .expect(0)
+        .records();
+    for r in &r {
+        assert_eq!(r["snapshot"]["freeze"], "not-mounted", "{r}");
     }
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let c = tool(
         &url,
         "disk-snapshot",
@@ -45,18 +56,15 @@ fn ebs_snapshots_are_tagged_listed_and_pruned_per_disk() {
     .records();
     assert_eq!(c[0]["snapshot"]["state"], "planned");
     let l = tool(&url, "disk-snapshot", &["--list"], &created.stdout).expect(0);
-    assert!(
-        l.records().iter().all(|r| r.get("snapshot").is_none()),
-        "none taken by --check"
-    );
+    assert_eq!(l.records().len(), 2, "one each, none taken by --check");
 
-    let mut taken0 = Vec::new();
-    for _ in 0..2 {
+    let mut taken0 = ids(&r[..1]);
+    for _ in 0..1 {
         let r = tool(&url, "disk-snapshot", &["--no-freeze"], &created.stdout)
             .expect(0)
             .records();
         assert_eq!(r[0]["snapshot"]["state"], "completed");
-        assert_eq!(r[0]["snapshot"]["freeze"], "not-frozen");
+        assert_eq!(r[0]["snapshot"]["freeze"], "not-mounted");
         assert_eq!(r[0]["snapshot"]["size"], 1u64 << 30);
         taken0.push(r[0]["snapshot"]["id"].as_str().unwrap().to_string());
         std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -137,5 +145,391 @@ fn ebs_snapshots_are_tagged_listed_and_pruned_per_disk() {
         "appscale-persist:tool",
     ] {
         assert!(text.contains(key), "{key} in {text}");
+    }
+}
+
+/// Tells the ec2_proxy.py at `url` what to inject.
+fn inject(url: &str, rule: Value) {
+    let (code, body) = http("POST", &format!("{url}/__proxy__"), &rule.to_string());
+    assert_eq!(code, 200, "{body}");
+}
+
+/// A node: an EBS volume attached (in moto) to an instance, and a loop
+/// device standing in for it here, behind the volume's NVMe link, with an
+/// ext4 filesystem mounted. Fields drop in order: the thaw first, then the
+/// loop device (unmounted), then its directory.
+struct Node {
+    _thaw: ThawOnDrop,
+    url: String,
+    /// The record after disk-attach, with the filesystem's `fs`.
+    rec: Value,
+    mnt: PathBuf,
+    env: Vec<(String, String)>,
+    _dev: LoopDev,
+    _t: TempDir,
+    _proxy: Server,
+    _moto: Server,
+}
+
+impl Node {
+    fn new(tag: &str) -> Node {
+        require_root();
+        let moto = Server::moto();
+        let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
+        let url = proxy.url();
+        let t = TempDir::new(tag);
+        let inst = moto.ec2_admin(&["run-instances", "us-east-1b", "1"])[0]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let created = tool(
+            &url,
+            "disk-create",
+            &["--size", "1G"],
+            &ndjson(&[rec("node-0", "data-0")]),
+        )
+        .expect(0)
+        .stdout;
+        let mut rec = tool(&url, "disk-attach", &["--instance", &inst], &created)
+            .expect(0)
+            .record();
+        let vol = rec["disk_id"].as_str().unwrap().to_string();
+        let dev = LoopDev::new(&t, &vol, 1024);
+        let by_id = t.join("dev/disk/by-id");
+        std::fs::create_dir_all(&by_id).unwrap();
+        let link = by_id.join(format!(
+            "nvme-Amazon_Elastic_Block_Store_{}",
+            vol.replacen('-', "", 1)
+        ));
+        std::os::unix::fs::symlink(&dev.device, link).unwrap();
+        sh_ok(&["mkfs.ext4", "-q", &dev.device]);
+        let uuid = sh_ok(&["blkid", "-s", "UUID", "-o", "value", &dev.device])
+            .trim()
+            .to_string();
+        let mnt = t.join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        sh_ok(&["mount", &dev.device, mnt.to_str().unwrap()]);
+        rec["fs"] = json!({"type": "ext4", "uuid": uuid});
+        let mut env: Vec<(String, String)> = aws_env()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.push(("APPSCALE_PERSIST_DEV_ROOT".into(), t.s("dev")));
+        Node {
+            _moto: moto,
+            url,
+            rec,
+            _thaw: ThawOnDrop(mnt.clone()),
+            mnt,
+            env,
+            _dev: dev,
+            _t: t,
+            _proxy: proxy,
+        }
+    }
+
+    /// disk-snapshot on this node, on `rec`.
+    fn snapshot_of(&self, rec: &Value, args: &[&str]) -> Run {
+        let mut a = vec!["--endpoint-url", &self.url, "--deployment", "snaps"];
+        a.extend_from_slice(args);
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        run_env(
+            "disk-snapshot",
+            &a,
+            &ndjson(std::slice::from_ref(rec)),
+            &env,
+        )
+    }
+
+    /// disk-snapshot elsewhere: where the volume's device is not found.
+    fn snapshot_elsewhere(&self, args: &[&str]) -> Run {
+        let mut a = vec!["--endpoint-url", &self.url, "--deployment", "snaps"];
+        a.extend_from_slice(args);
+        run_env(
+            "disk-snapshot",
+            &a,
+            &ndjson(std::slice::from_ref(&self.rec)),
+            &aws_env(),
+        )
+    }
+
+    fn snapshot(&self, args: &[&str]) -> Run {
+        self.snapshot_of(&self.rec, args)
+    }
+
+    /// The ids of the disk's snapshots, newest first.
+    fn listed(&self) -> Vec<String> {
+        ids(&self.snapshot(&["--list"]).expect(0).records())
+    }
+
+    /// Starts disk-snapshot -v, sends `signals` (SIGTERM, then SIGINT)
+    /// once it says it froze the filesystem, and returns its run.
+    fn killed_while_frozen(&self, signals: usize) -> Run {
+        let mut child = Command::new(bin("disk-snapshot"))
+            .args(["-v", "--endpoint-url", &self.url, "--deployment", "snaps"])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin
+                .write_all(ndjson(std::slice::from_ref(&self.rec)).as_bytes())
+                .unwrap();
+        }
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = String::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("froze ") {
+                use nix::sys::signal::{Signal, kill};
+                let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+                // Back to back, the second a different signal (two pending
+                // SIGTERMs would be one).
+                for sig in [Signal::SIGTERM, Signal::SIGINT].into_iter().take(signals) {
+                    kill(pid, sig).unwrap();
+                }
+                break;
+            }
+        }
+        for line in lines {
+            seen.push_str(&line.unwrap());
+            seen.push('\n');
+        }
+        let out = child.wait_with_output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: seen,
+        }
+    }
+}
+
+#[test]
+fn on_its_node_a_mounted_volume_is_frozen_for_create_snapshot_alone() {
+    let n = Node::new("snap-ec2-freeze");
+    let r = n.snapshot(&["-v"]).expect(0);
+    let rec = r.record();
+    assert_eq!(rec["snapshot"]["freeze"], "frozen", "{rec}");
+    assert_eq!(rec["snapshot"]["state"], "completed");
+    assert!(
+        r.stderr.contains("froze ") && r.stderr.contains("thawed "),
+        "{}",
+        r.stderr
+    );
+    assert!(accepts_writes(&n.mnt, 10), "thawed");
+    assert_eq!(n.listed().len(), 1);
+
+    // The filesystem mounted is not the one the record names: refused.
+    let mut other = n.rec.clone();
+    other["fs"]["uuid"] = json!("00000000-0000-4000-8000-000000000000");
+    let r = n.snapshot_of(&other, &[]).expect(1).record();
+    assert_eq!(r["error"]["code"], "identity-mismatch", "{r}");
+    assert_eq!(n.listed().len(), 1, "nothing taken");
+
+    // Not found on this node while attached: not frozen, so refused unless
+    // --no-freeze.
+    let r = n.snapshot_elsewhere(&[]).expect(1).record();
+    assert_eq!(r["error"]["code"], "freeze-failed", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not on this node"),
+        "{r}"
+    );
+    let r = n.snapshot_elsewhere(&["--no-freeze"]).expect(0).record();
+    assert_eq!(r["snapshot"]["freeze"], "not-frozen");
+
+    // Attached, found, not mounted: nothing to freeze.
+    sh_ok(&["umount", n.mnt.to_str().unwrap()]);
+    let r = n.snapshot(&[]).expect(0).record();
+    assert_eq!(r["snapshot"]["freeze"], "not-mounted", "{r}");
+    assert_eq!(n.listed().len(), 3);
+}
+
+#[test]
+fn a_create_snapshot_that_fails_or_hangs_while_frozen_is_thawed() {
+    let n = Node::new("snap-ec2-fail");
+    inject(
+        &n.url,
+        json!({"fail": {"CreateSnapshot": {"status": 400, "code": "InvalidParameterValue", "times": -1}}}),
+    );
+    let r = n.snapshot(&["-v"]).expect(1);
+    assert!(r.stderr.contains("froze "), "{}", r.stderr);
+    assert_eq!(
+        r.record()["error"]["code"],
+        "InvalidParameterValue",
+        "{}",
+        r.stdout
+    );
+    assert!(accepts_writes(&n.mnt, 10), "thawed after the failure");
+    inject(&n.url, json!({"fail": {}, "delay": {"CreateSnapshot": 30}}));
+    let r = n.snapshot(&["--freeze-timeout", "1"]).expect(1).record();
+    assert_eq!(r["error"]["code"], "freeze-timeout", "{r}");
+    assert!(accepts_writes(&n.mnt, 10), "thawed at the freeze's limit");
+}
+
+#[test]
+fn sigterm_while_frozen_for_create_snapshot_thaws() {
+    let n = Node::new("snap-ec2-term");
+    inject(&n.url, json!({"delay": {"CreateSnapshot": 60}}));
+    let r = n.killed_while_frozen(1);
+    assert!(r.stderr.contains("froze "), "{}", r.stderr);
+    assert!(
+        accepts_writes(&n.mnt, 10),
+        "thawed after SIGTERM: {}",
+        r.stderr
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.record()["error"]["code"], "interrupted");
+}
+
+#[test]
+fn a_second_signal_while_frozen_for_create_snapshot_thaws_before_it_exits() {
+    let n = Node::new("snap-ec2-term2");
+    inject(&n.url, json!({"delay": {"CreateSnapshot": 60}}));
+    let r = n.killed_while_frozen(2);
+    assert!(r.stderr.contains("froze "), "{}", r.stderr);
+    // Whichever of the two the signal thread saw second ends it at once.
+    assert!(
+        r.code == 128 + 2 || r.code == 128 + 15,
+        "exited at once: {} {}",
+        r.code,
+        r.stderr
+    );
+    assert!(
+        accepts_writes(&n.mnt, 10),
+        "thawed after two signals: {}",
+        r.stderr
+    );
+}
+
+#[test]
+fn wait_polls_all_snapshots_together_and_a_deadline_leaves_them_pending() {
+    let moto = Server::moto();
+    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
+    let url = proxy.url();
+    let both = ndjson(&[rec("node-0", "data-0"), rec("node-1", "data-1")]);
+    let created = tool(&url, "disk-create", &["--size", "1G"], &both).expect(0);
+
+    // Without --wait: back once started.
+    inject(&url, json!({"pending_snapshots": -1}));
+    let r = tool(&url, "disk-snapshot", &[], &created.stdout)
+        .expect(0)
+        .records();
+    assert!(
+        r.iter().all(|r| r["snapshot"]["state"] == "pending"),
+        "{r:?}"
+    );
+
+    // --wait, bounded: pending at the deadline, left there.
+    let w = tool(
+        &url,
+        "disk-snapshot",
+        &["--wait", "--wait-timeout", "1"],
+        &created.stdout,
+    )
+    .expect(1);
+    let recs = w.records();
+    for r in &recs {
+        assert_eq!(r["error"]["code"], "snapshot-pending", "{r}");
+        assert_eq!(r["snapshot"]["state"], "pending", "{r}");
+    }
+    let left = ids(&recs);
+    inject(&url, json!({"pending_snapshots": 0}));
+    let listed = tool(&url, "disk-snapshot", &["--list"], &created.stdout)
+        .expect(0)
+        .records();
+    for id in &left {
+        assert!(ids(&listed).contains(id), "{id} never deleted");
+    }
+
+    // Two polls see both pending, the third both completed: one
+    // DescribeSnapshots per poll for all of them (after the one listing).
+    moto.ec2_admin(&["record-start"]);
+    inject(&url, json!({"pending_snapshots": 3}));
+    let w = tool(&url, "disk-snapshot", &["--wait", "-v"], &created.stdout).expect(0);
+    assert!(
+        w.records()
+            .iter()
+            .all(|r| r["snapshot"]["state"] == "completed"),
+        "{}",
+        w.stdout
+    );
+    assert!(w.stderr.contains("2 of 2 done"), "{}", w.stderr);
+    let actions = moto.ec2_admin(&["actions"]);
+    assert_eq!(actions["DescribeSnapshots"], 4, "{actions}");
+    assert_eq!(actions["CreateSnapshot"], 2, "{actions}");
+}
+
+#[test]
+fn pruning_deletes_concurrently_and_reports_every_failure() {
+    let moto = Server::moto();
+    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
+    let url = proxy.url();
+    let disks = ndjson(&[
+        rec("node-0", "data-0"),
+        rec("node-1", "data-1"),
+        rec("node-2", "data-2"),
+    ]);
+    let created = tool(&url, "disk-create", &["--size", "1G"], &disks).expect(0);
+    let mut older = Vec::new();
+    for _ in 0..2 {
+        let r = tool(&url, "disk-snapshot", &[], &created.stdout)
+            .expect(0)
+            .records();
+        older.extend(ids(&r));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    // Six deletions, four fail: some record has two failures.
+    inject(
+        &url,
+        json!({"fail": {"DeleteSnapshot": {"status": 400, "code": "InvalidSnapshot.InUse", "times": 4}}}),
+    );
+    let r = tool(&url, "disk-snapshot", &["--keep", "1"], &created.stdout).expect(1);
+    let recs = r.records();
+    let taken = ids(&recs);
+    let pruned: Vec<String> = recs
+        .iter()
+        .flat_map(|r| {
+            r["snapshot"]["pruned"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(pruned.len(), 2, "{}", r.stdout);
+    let listed = ids(&tool(&url, "disk-snapshot", &["--list"], &created.stdout)
+        .expect(0)
+        .records());
+    for id in &taken {
+        assert!(listed.contains(id), "the new one {id} is kept");
+    }
+    let errors: Vec<String> = recs
+        .iter()
+        .filter(|r| r["error"]["code"] == "prune-failed")
+        .map(|r| r["error"]["message"].as_str().unwrap().to_string())
+        .collect();
+    let left: Vec<&String> = older.iter().filter(|id| listed.contains(id)).collect();
+    assert_eq!(left.len(), 4, "{listed:?}");
+    for id in left {
+        assert!(
+            errors.iter().any(|m| m.contains(id.as_str())),
+            "the failure to delete {id} is reported: {errors:?}"
+        );
+    }
+    for id in &pruned {
+        assert!(older.contains(id) && !listed.contains(id));
     }
 }

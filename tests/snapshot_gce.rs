@@ -390,3 +390,44 @@ fn a_restored_disk_holds_the_snapshots_bytes() {
     drop(t);
     drop(dev);
 }
+
+/// Without --wait the tool returns once the operation is done, the
+/// snapshot possibly still uploading (`pending`); --wait waits for READY at
+/// most --wait-timeout, then fails `snapshot-pending` and leaves the
+/// snapshot (it is not failed, only slow); retention prunes nothing then.
+#[test]
+fn without_wait_a_started_snapshot_is_pending_and_a_wait_deadline_leaves_it() {
+    let g = Gce::new(ZONE);
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let created = tool(&g, "disk-create", &["--size", "1G"], &input).expect(0);
+    let first = tool(&g, "disk-snapshot", &["--no-freeze"], &created.stdout)
+        .expect(0)
+        .record();
+    assert_eq!(first["snapshot"]["state"], "completed", "{first}");
+
+    g.control("config", json!({"snapshot_status": "UPLOADING"}));
+    let started = tool(&g, "disk-snapshot", &["--no-freeze"], &created.stdout)
+        .expect(0)
+        .record();
+    assert_eq!(started["snapshot"]["state"], "pending", "{started}");
+
+    let r = tool(
+        &g,
+        "disk-snapshot",
+        &[
+            "--no-freeze",
+            "--wait",
+            "--wait-timeout",
+            "1",
+            "--keep",
+            "1",
+        ],
+        &created.stdout,
+    )
+    .expect(1)
+    .record();
+    assert_eq!(r["error"]["code"], "snapshot-pending", "{r}");
+    let all = snapshots(&g);
+    assert_eq!(all.len(), 3, "every snapshot left, nothing pruned: {all:?}");
+    assert_eq!(g.state()["calls"]["snapshots.delete"], Value::Null);
+}

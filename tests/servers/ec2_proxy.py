@@ -11,7 +11,9 @@ Control: POST /__proxy__ with JSON
    "attaching": true,
    "detaching": {"volume": "vol-...", "instance": "i-...", "polls": 3},
    "account": "222222222222",
-   "modification": {"polls": 2, "then": "optimizing", "message": "..."}}
+   "modification": {"polls": 2, "then": "optimizing", "message": "..."},
+   "delay": {"CreateSnapshot": 30},
+   "pending_snapshots": 2}
   "times" is how many requests fail (-1: all), after letting "skip" pass.
   "detaching": the next "polls" DescribeVolumes answers naming the volume
   show its attachment to the instance as `detaching`; then the proxy
@@ -21,6 +23,11 @@ Control: POST /__proxy__ with JSON
   every modification `modifying`, the ones after that "then" (with
   "message" as its statusMessage); each answer rewritten is counted in
   "injected".
+  "delay": seconds to hold each request of that action before sending it
+  on (a slow API call, while a filesystem is frozen for it).
+  "pending_snapshots": N: every snapshot in CreateSnapshot answers, and
+  in the next N DescribeSnapshots answers (-1: all), shows `pending` (moto
+  completes them at once).
   GET /__proxy__ returns {"injected": {"Action": n}} counting the failures
   sent, and {"tokens": [...]}, the ClientToken of every CreateVolume.
 Binds 127.0.0.1 only.
@@ -30,6 +37,7 @@ import json
 import re
 import sys
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -37,7 +45,7 @@ import urllib.request
 import loopback
 
 UPSTREAM = sys.argv[1].rstrip("/")
-STATE = {"fail": {}, "attaching": False, "detaching": None, "account": None, "modification": None, "injected": {}, "tokens": []}
+STATE = {"fail": {}, "delay": {}, "pending_snapshots": 0, "attaching": False, "detaching": None, "account": None, "modification": None, "injected": {}, "tokens": []}
 LOCK = threading.Lock()
 
 ERROR = """<?xml version="1.0" encoding="UTF-8"?>
@@ -83,6 +91,10 @@ class Handler(loopback.Handler):
                 STATE["injected"][action] = STATE["injected"].get(action, 0) + 1
                 code = rule.get("code", "InternalError")
                 return self.reply(rule.get("status", 500), ERROR.format(code=code, message=f"injected {code}"), "text/xml")
+            delay = STATE["delay"].get(action, 0)
+            pending_snapshots = STATE["pending_snapshots"]
+            if pending_snapshots > 0 and action == "DescribeSnapshots":
+                STATE["pending_snapshots"] -= 1
             attaching = STATE["attaching"]
             detaching = STATE["detaching"]
             account = STATE["account"]
@@ -99,7 +111,11 @@ class Handler(loopback.Handler):
             form = urllib.parse.urlencode({"Action": "DetachVolume", "Version": "2016-11-15", "VolumeId": detaching["volume"], "InstanceId": detaching["instance"]})
             self.upstream(form.encode(), headers, "POST")
             detaching = None
+        if delay:
+            time.sleep(delay)
         status, data, ctype = self.upstream(body, headers, self.command)
+        if pending_snapshots and action in ("CreateSnapshot", "DescribeSnapshots"):
+            data = data.replace(b"<status>completed</status>", b"<status>pending</status>")
         if attaching and action == "DescribeVolumes":
             data = data.replace(b"<status>attached</status>", b"<status>attaching</status>")
         if modification and action == "DescribeVolumesModifications":

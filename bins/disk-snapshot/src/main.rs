@@ -20,9 +20,18 @@ unless --no-freeze. An unmounted disk needs no freeze. Retention, with
 --keep or --keep-within, deletes only older snapshots of the same disk and
 deployment, never the one just taken, and reports them (`snapshot.pruned`).
 A static disk is refused (no provider to snapshot it with). EBS volumes:
-CreateSnapshot, tagged, waited for; the node's filesystem cannot be frozen from
-here, so --no-freeze is needed (crash-consistent). GCE disks: disks.createSnapshot,
-labelled likewise, waited for; --no-freeze is needed there too.
+CreateSnapshot, tagged. Run on the node where the volume's filesystem is
+mounted (found by its NVMe link and serial or attach name, and the record's
+fs.uuid), the filesystem is frozen for the CreateSnapshot call alone; a volume
+attached elsewhere (its device not here) is refused unless --no-freeze; one
+not attached, or not mounted here, needs no freeze. GCE disks:
+disks.createSnapshot, labelled likewise, its operation waited for; the node's
+filesystem is not frozen from here, so --no-freeze is needed. Without --wait,
+the tool returns once each snapshot is started (state pending on EC2,
+CREATING or UPLOADING on GCE; local snapshots are complete at once); --wait
+waits for all of them together, at most --wait-timeout (then:
+snapshot-pending, the snapshot left). Retention always waits, and prunes
+nothing before the new snapshot is complete.
 `disk-create --from-snapshot` restores on local, EC2 and GCE.
 
 Exit status: 0 ok; 1 a record failed; 2 bad usage or input (nothing done).
@@ -31,7 +40,8 @@ Examples:
   disk-snapshot --provider local --disk data-1 --keep 7
   disk-snapshot --provider local --disk data-1 --list
   disk-snapshot --check --provider local --disk data-1 --keep-within 7d
-  disk-snapshot --provider ec2 --disk data-1 --deployment prod --no-freeze --keep 7
+  disk-snapshot --provider ec2 --self --disk data-1 --deployment prod --keep 7
+  disk-snapshot --provider ec2 --disk data-1 --deployment prod --no-freeze --wait
   disk-snapshot --provider gce --project p --zone us-central1-a --disk data-1 --no-freeze --keep 7
   appscalefile-lint --plan AppScalefile | disk-snapshot --keep 7 --keep-within 2d
   appscalefile-lint --plan AppScalefile | disk-create --from-snapshot latest \\
@@ -40,7 +50,8 @@ Examples:
 /// Take a snapshot of each disk record's disk, keep the newest, or list them.
 ///
 /// Reads disk records (NDJSON) on stdin, writes them on stdout with
-/// `snapshot` {id, time, size, state, freeze, method, pruned}; with --list,
+/// `snapshot` {id, time, size, state, freeze, method, pruned} (state
+/// pending until an EBS snapshot completes: --wait); with --list,
 /// one record per snapshot of each disk, newest first. A local snapshot is a
 /// copy of the image in <state dir>/snapshots that shares its blocks where
 /// the filesystem can (reflink), else a sparse copy, with a metadata file

@@ -1,31 +1,48 @@
-//! `disk-snapshot` on EC2: plan, send, wait, finish, prune.
+//! `disk-snapshot` on EC2: plan, freeze and send, wait, prune.
 //!
 //! * **plan**: the records' volumes are looked up as for the other
 //!   operations ([`volume::find_volumes`]: another deployment's volume is
 //!   never touched); the snapshots of each deployment are listed in one
-//!   DescribeSnapshots (owner `self`, tagged with the deployment).
-//! * **send**: CreateSnapshot, tagged with the deployment, node, disk, time
-//!   and tool, at most `--concurrency` at once.
-//! * **wait**: every new snapshot until `completed`, in one poll loop (one
-//!   DescribeSnapshots for all still pending) under the run's deadline.
-//! * **finish**: retention over the snapshots of the same disk (the
-//!   record's `disk`) and deployment only, never the new one; DeleteSnapshot
-//!   for each pruned.
-//!
-//! The filesystem cannot be frozen from here: a snapshot of an EBS volume
-//! needs `--no-freeze` (crash-consistent; the record says `not-frozen`).
+//!   DescribeSnapshots (owner `self`, tagged with the deployment). Each
+//!   volume's filesystem is looked for on this node
+//!   ([`freeze::find_mounted`]: the volume's NVMe link or attach name, its
+//!   serial and size, the mount table, the record's filesystem UUID):
+//!   mounted here, it is frozen; attached but not mounted here, or not
+//!   attached at all, it needs no freeze; attached to an instance but not
+//!   found here, it cannot be frozen, and the record fails `freeze-failed`
+//!   unless `--no-freeze`.
+//! * **freeze and send**: for each record, at most `--concurrency` at once:
+//!   flush and freeze ([`Frozen`]), CreateSnapshot (tagged with the
+//!   deployment, node, disk, time and tool), thaw as soon as it returns:
+//!   its point in time is fixed then. The call is abandoned, and the
+//!   filesystem thawed, at `--freeze-timeout` or on a signal.
+//! * **wait** (`--wait`, or retention): every new snapshot until
+//!   `completed`, in one poll loop (one DescribeSnapshots for all still
+//!   pending, whatever their deployment) under `--wait-timeout`; progress
+//!   goes to [`wait::progress`]. A snapshot still pending then is left.
+//! * **prune**: retention over the snapshots of the same disk (the record's
+//!   `disk`) and deployment only, never the new one, and only once the new
+//!   one is complete; the DeleteSnapshot calls of all records at most
+//!   `--concurrency` at once, every failure reported.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use appscale_persist::codes;
+use appscale_persist::freeze::{self, Frozen, Here};
 use appscale_persist::provider::disk_of;
 use appscale_persist::record::{Record, Snapshot, State};
 use appscale_persist::snapshot::{SnapshotArgs, Stamp};
 use appscale_persist::step::{Failure, Outcome, StepResult};
-use appscale_persist::wait::Poll;
-use appscale_persist_cloudkit::{ApiError, Fault, call_each, poll_until};
-use aws_sdk_ec2::types::{Filter, ResourceType, SnapshotState, Tag, TagSpecification};
+use appscale_persist::wait::{self, Poll};
+use appscale_persist_cloudkit::{
+    ApiError, Deadline, Fault, Unfinished, call_each, concurrently, poll_until,
+};
+use aws_sdk_ec2::types::{
+    Filter, ResourceType, SnapshotState, Tag, TagSpecification, VolumeAttachmentState,
+};
 
 use crate::api::{Api, api_error};
 use crate::owner::{TAG_DEPLOYMENT, TAG_NODE};
@@ -116,8 +133,23 @@ impl Api {
         Ok(all)
     }
 
-    /// CreateSnapshot of `p`'s volume, tagged; its id.
-    async fn create_snapshot(&self, p: &Plan, time: &str) -> Result<String, ApiError> {
+    /// This account's snapshots `ids` (one call, whatever their
+    /// deployment).
+    async fn snapshots_by_id(&self, ids: &[String]) -> Result<Vec<Snap>, ApiError> {
+        trace(format_args!("DescribeSnapshots {}", ids.join(" ")));
+        let out = self
+            .client
+            .describe_snapshots()
+            .owner_ids("self")
+            .set_snapshot_ids(Some(ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| api_error("DescribeSnapshots", e))?;
+        Ok(out.snapshots().iter().filter_map(snap_of).collect())
+    }
+
+    /// CreateSnapshot of `p`'s volume, tagged; the snapshot as started.
+    async fn create_snapshot(&self, p: &Plan, time: &str) -> Result<Snap, ApiError> {
         trace(format_args!(
             "CreateSnapshot {} {TAG_DISK}={}",
             p.vol, p.disk
@@ -141,9 +173,24 @@ impl Api {
             .send()
             .await
             .map_err(|e| api_error(&format!("CreateSnapshot {}", p.vol), e))?;
-        out.snapshot_id().map(str::to_string).ok_or_else(|| {
+        let id = out.snapshot_id().map(str::to_string).ok_or_else(|| {
             let f = Failure::new(codes::API_ERROR, "CreateSnapshot returned no snapshot id");
             ApiError::new(Fault::ServerError, f)
+        })?;
+        Ok(Snap {
+            id,
+            disk: p.disk.clone(),
+            ms: out
+                .start_time()
+                .and_then(|t| t.to_millis().ok())
+                .map_or_else(|| Stamp::now().0, |m| m.max(0) as u64),
+            size: out
+                .volume_size()
+                .map_or(p.size, |g| (g.max(0) as u64) << 30),
+            state: out
+                .state()
+                .map_or("pending", SnapshotState::as_str)
+                .to_string(),
         })
     }
 
@@ -160,6 +207,38 @@ impl Api {
     }
 }
 
+/// How a snapshot is made consistent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Consistency {
+    /// The filesystem is mounted here, at this mountpoint: frozen.
+    Freeze(PathBuf),
+    /// Nothing to freeze: the volume is not attached, or its filesystem is
+    /// not mounted (on this node, where it is attached).
+    NotMounted,
+    /// `--no-freeze`: crash-consistent.
+    NotFrozen,
+}
+
+impl Consistency {
+    /// `snapshot.freeze`.
+    fn label(&self) -> &'static str {
+        match self {
+            Consistency::Freeze(_) => "frozen",
+            Consistency::NotMounted => "not-mounted",
+            Consistency::NotFrozen => "not-frozen",
+        }
+    }
+
+    /// For messages.
+    fn describe(&self) -> String {
+        match self {
+            Consistency::Freeze(m) => format!("{} frozen meanwhile", m.display()),
+            Consistency::NotMounted => "not mounted: no freeze needed".into(),
+            Consistency::NotFrozen => "NOT frozen (--no-freeze)".into(),
+        }
+    }
+}
+
 /// What disk-snapshot does for one record, decided before any call.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -168,6 +247,46 @@ pub struct Plan {
     deployment: String,
     node: String,
     size: u64,
+    consistency: Consistency,
+}
+
+/// How the snapshot of `r`'s volume (attached as `attached`: instance and
+/// device name) is made consistent, from what this node shows
+/// ([`freeze::find_mounted`]).
+fn consistency(
+    run: &Run,
+    r: &Record,
+    attached: &[(String, String)],
+    no_freeze: bool,
+) -> Result<Consistency, Failure> {
+    let mut probe = r.clone();
+    probe.provider = Some(run.cfg.kind);
+    if let Some((_, dev)) = attached.iter().find(|(_, d)| !d.is_empty()) {
+        probe.attached_as = Some(dev.clone());
+    }
+    let vol = probe.disk_id().unwrap_or("?").to_string();
+    match (freeze::find_mounted(&probe), no_freeze) {
+        (Ok(Here::Mounted { mountpoint, .. }), false) => Ok(Consistency::Freeze(mountpoint)),
+        (Ok(Here::Unmounted(_)), _) => Ok(Consistency::NotMounted),
+        (Ok(Here::Absent), _) if attached.is_empty() => Ok(Consistency::NotMounted),
+        (_, true) => Ok(Consistency::NotFrozen),
+        (Ok(Here::Absent), false) => Err(Failure::new(
+            codes::FREEZE_FAILED,
+            format!(
+                "{vol} is attached to {}, but its device is not on this node, so its filesystem cannot be frozen from here: run disk-snapshot on that node, or pass --no-freeze (a crash-consistent snapshot, which the record notes); nothing taken",
+                attached
+                    .iter()
+                    .map(|(i, d)| if d.is_empty() {
+                        i.clone()
+                    } else {
+                        format!("{i} as {d}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+        (Err(f), false) => Err(f),
+    }
 }
 
 /// Runs disk-snapshot over `records` (placed, or failed to be).
@@ -184,18 +303,30 @@ pub async fn snapshot(
         .map(|(r, f)| {
             let f = f?;
             volume::note(r, &f.vol);
-            if !args.no_freeze && !args.list {
-                return Err(Failure::new(
-                    codes::FREEZE_FAILED,
-                    "the filesystem of an EBS volume cannot be frozen from here: pass --no-freeze (a crash-consistent snapshot, which the record notes); nothing taken",
-                ));
-            }
+            let attached: Vec<(String, String)> = f
+                .vol
+                .attachments()
+                .iter()
+                .filter(|a| a.state() != Some(&VolumeAttachmentState::Detached))
+                .map(|a| {
+                    (
+                        a.instance_id().unwrap_or("?").to_string(),
+                        a.device().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect();
+            let consistency = if args.list {
+                Consistency::NotMounted
+            } else {
+                consistency(run, r, &attached, args.no_freeze)?
+            };
             Ok(Plan {
                 vol: volume::id(&f.vol).to_string(),
                 disk: disk_of(r)?.to_string(),
                 deployment: run.deployment_of(r),
                 node: r.node.clone().unwrap_or_default(),
                 size: (f.vol.size().unwrap_or(0).max(0) as u64) << 30,
+                consistency,
             })
         })
         .collect();
@@ -247,8 +378,9 @@ pub async fn snapshot(
                     .map(str::to_string)
                     .collect();
                 let msg = format!(
-                    "would take a snapshot of {}{}",
+                    "would take a snapshot of {} ({}){}",
                     p.vol,
+                    p.consistency.describe(),
                     if pruned.is_empty() {
                         String::new()
                     } else {
@@ -260,7 +392,7 @@ pub async fn snapshot(
                     time: time.clone(),
                     size: p.size,
                     state: "planned".into(),
-                    freeze: Some("not-frozen".into()),
+                    freeze: Some(p.consistency.label().into()),
                     method: None,
                     pruned,
                 });
@@ -269,138 +401,295 @@ pub async fn snapshot(
             .collect();
     }
     let api = run.api.clone();
-    let sent = call_each(
+    let limit = Duration::from_secs(args.freeze_timeout);
+    let taken = call_each(
         run.cfg.concurrency,
         &mut plans,
         |p| Some((p.clone(), time.clone())),
-        move |(p, time): (Plan, String)| {
-            let api = api.clone();
-            async move { api.create_snapshot(&p, &time).await.map_err(Failure::from) }
-        },
+        move |(p, time): (Plan, String)| take(api.clone(), p, time, limit),
     )
     .await;
-    let done = wait_completed(run, &plans, &sent).await;
-    let mut out = Vec::new();
-    for ((r, p), id) in records.iter_mut().zip(plans).zip(sent) {
-        out.push(finish(run, args, r, p, id, &done, &earlier, now).await);
+    let waited = if args.waits() {
+        wait_completed(run, args, &taken).await
+    } else {
+        HashMap::new()
+    };
+    // Retention: what each record would prune, once its snapshot is complete.
+    let mut results: Vec<StepResult> = Vec::new();
+    let mut deletions: Vec<(usize, String)> = Vec::new();
+    for (i, ((r, p), snap)) in records.iter_mut().zip(&plans).zip(&taken).enumerate() {
+        let result = settle(args, r, p, snap.as_ref(), &waited, &earlier, now);
+        if let Ok(prune) = &result {
+            deletions.extend(prune.iter().map(|id| (i, id.clone())));
+        }
+        results.push(result.map(|_| Outcome::changed(State::Created, String::new())));
     }
-    out
-}
-
-/// Waits until every new snapshot is `completed` (or `error`).
-async fn wait_completed(
-    run: &Run,
-    plans: &[Result<Plan, Failure>],
-    sent: &[Option<String>],
-) -> HashMap<String, Result<Snap, Failure>> {
-    let mut by_deployment: HashMap<String, Vec<String>> = HashMap::new();
-    for (p, id) in plans.iter().zip(sent) {
-        if let (Ok(p), Some(id)) = (p, id) {
-            by_deployment
-                .entry(p.deployment.clone())
-                .or_default()
-                .push(id.clone());
+    let api = run.api.clone();
+    let deleted = concurrently(run.cfg.concurrency, deletions.clone(), move |(_, id)| {
+        let api = api.clone();
+        async move {
+            api.delete_snapshot(&id).await.map_err(|e| {
+                Failure::new(
+                    codes::PRUNE_FAILED,
+                    format!("{} [{}]", e.failure.message, e.failure.code),
+                )
+            })
+        }
+    })
+    .await;
+    let mut pruned: HashMap<usize, Vec<String>> = HashMap::new();
+    let mut failed: HashMap<usize, Vec<String>> = HashMap::new();
+    for ((i, id), d) in deletions.into_iter().zip(deleted) {
+        match d {
+            Ok(()) => pruned.entry(i).or_default().push(id),
+            Err(f) => failed.entry(i).or_default().push(f.message),
         }
     }
-    let done = Mutex::new(HashMap::new());
-    for (deployment, ids) in by_deployment {
-        let pending = Mutex::new(ids);
-        let round = || async {
-            let ids = pending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            let found = run.api.snapshots(&deployment, &ids).await?;
-            let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut done = done.lock().unwrap_or_else(PoisonError::into_inner);
-            pending.retain(|id| match found.iter().find(|s| &s.id == id) {
-                Some(s) if s.state == "pending" => true,
+    records
+        .iter_mut()
+        .zip(plans)
+        .zip(results)
+        .enumerate()
+        .map(|(i, ((r, p), result))| {
+            result?;
+            let p = p?;
+            let snap = r
+                .snapshot
+                .as_mut()
+                .expect("settled records carry their snapshot");
+            snap.pruned = pruned.remove(&i).unwrap_or_default();
+            let msg = format!(
+                "took snapshot {} of {} ({}), {}{}",
+                snap.id,
+                p.vol,
+                p.consistency.describe(),
+                snap.state,
+                if snap.pruned.is_empty() {
+                    String::new()
+                } else {
+                    format!("; pruned {}", snap.pruned.join(", "))
+                }
+            );
+            if let Some(errors) = failed.remove(&i) {
+                return Err(Failure::new(
+                    codes::PRUNE_FAILED,
+                    format!(
+                        "{msg}; could not prune {} older snapshot(s): {}",
+                        errors.len(),
+                        errors.join("; ")
+                    ),
+                ));
+            }
+            Ok(Outcome::changed(r.state.unwrap_or(State::Created), msg))
+        })
+        .collect()
+}
+
+/// How often a CreateSnapshot made while frozen checks for a signal and
+/// the freeze deadline.
+const FROZEN_CHECK: Duration = Duration::from_millis(100);
+
+/// Takes one snapshot: freezes (when planned), CreateSnapshot, thaws as
+/// soon as it returns (its point in time is fixed then). Frozen, the call
+/// is abandoned at the freeze deadline or on a signal, and the filesystem
+/// thawed: the guard is dropped on every path out of here.
+async fn take(api: Arc<Api>, p: Plan, time: String, limit: Duration) -> Result<Snap, Failure> {
+    let frozen = match &p.consistency {
+        Consistency::Freeze(m) => Some(Frozen::take(m, limit)?),
+        _ => None,
+    };
+    let mut create = std::pin::pin!(api.create_snapshot(&p, &time));
+    let Some(guard) = &frozen else {
+        return create.await.map_err(Failure::from);
+    };
+    let abandoned = |why: String| {
+        format!(
+            "{why}: CreateSnapshot of {} abandoned and {} thawed; a snapshot may have been started meanwhile (tagged {TAG_TIME}={time}), which `disk-snapshot --list` shows: it is not known to be consistent",
+            p.vol,
+            guard.mountpoint().display()
+        )
+    };
+    let result = loop {
+        match tokio::time::timeout(FROZEN_CHECK, create.as_mut()).await {
+            Ok(r) => break r.map_err(Failure::from),
+            Err(_) => {
+                if let Some(sig) = appscale_persist::interrupt::interrupted() {
+                    let f = appscale_persist::interrupt::failure(sig);
+                    break Err(Failure::new(f.code, abandoned(format!("stopped by {sig}"))));
+                }
+                if Instant::now() >= guard.deadline() {
+                    break Err(Failure::new(
+                        codes::FREEZE_TIMEOUT,
+                        abandoned(format!(
+                            "no answer within the freeze's limit ({}s, --freeze-timeout)",
+                            limit.as_secs()
+                        )),
+                    ));
+                }
+            }
+        }
+    };
+    drop(frozen);
+    result
+}
+
+/// Waits until every snapshot taken is `completed` (or fails), all in one
+/// poll loop under `--wait-timeout`: each poll is one DescribeSnapshots for
+/// those still pending. The snapshots last seen, each with its failure if
+/// it did not complete.
+async fn wait_completed(
+    run: &Run,
+    args: &SnapshotArgs,
+    taken: &[Option<Snap>],
+) -> HashMap<String, (Snap, Option<Failure>)> {
+    let seen: Mutex<HashMap<String, (Snap, Option<Failure>)>> = Mutex::new(
+        taken
+            .iter()
+            .flatten()
+            .map(|s| (s.id.clone(), (s.clone(), None)))
+            .collect(),
+    );
+    let total = taken.iter().flatten().count();
+    let pending = Mutex::new(
+        taken
+            .iter()
+            .flatten()
+            .filter(|s| s.state != "completed")
+            .map(|s| s.id.clone())
+            .collect::<Vec<String>>(),
+    );
+    if total == 0 {
+        return seen.into_inner().unwrap_or_else(PoisonError::into_inner);
+    }
+    let deadline = Deadline::start(Duration::from_secs(args.wait_timeout));
+    let last_done = Mutex::new(usize::MAX);
+    let round = || async {
+        let ids = pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let found = if ids.is_empty() {
+            Vec::new()
+        } else {
+            run.api.snapshots_by_id(&ids).await?
+        };
+        let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.retain(|id| {
+            let entry = seen.get_mut(id).expect("every pending snapshot is seen");
+            match found.iter().find(|s| &s.id == id) {
+                Some(s) if s.state == "pending" => {
+                    entry.0 = s.clone();
+                    true
+                }
                 Some(s) if s.state == "completed" => {
-                    done.insert(id.clone(), Ok(s.clone()));
+                    entry.0 = s.clone();
                     false
                 }
                 other => {
                     let why =
                         other.map_or("disappeared".to_string(), |s| format!("is {}", s.state));
-                    done.insert(
-                        id.clone(),
-                        Err(Failure::new(
-                            codes::SNAPSHOT_FAILED,
-                            format!("snapshot {id} {why}"),
-                        )),
-                    );
+                    if let Some(s) = other {
+                        entry.0 = s.clone();
+                    }
+                    entry.1 = Some(Failure::new(
+                        codes::SNAPSHOT_FAILED,
+                        format!("snapshot {id} {why}"),
+                    ));
                     false
                 }
-            });
-            Ok::<_, ApiError>(if pending.is_empty() {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            })
+            }
+        });
+        let done = total - pending.len();
+        let mut last = last_done.lock().unwrap_or_else(PoisonError::into_inner);
+        if *last != done {
+            *last = done;
+            wait::progress("snapshots complete", done, total);
+        }
+        Ok::<_, ApiError>(if pending.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        })
+    };
+    if let Err(u) = poll_until(deadline.schedule(POLL), round).await {
+        let f = match u {
+            Unfinished::TimedOut { last_failure } => Failure::new(
+                codes::SNAPSHOT_PENDING,
+                format!(
+                    "the snapshot was started but not complete within {}s (--wait-timeout){}: it is left to complete, never deleted, and nothing older was pruned",
+                    deadline.timeout().as_secs(),
+                    last_failure.map_or(String::new(), |f| format!(
+                        "; the last poll failed: {} [{}]",
+                        f.message, f.code
+                    ))
+                ),
+            ),
+            Unfinished::Failed(f) | Unfinished::Interrupted(f) => Failure::new(
+                f.code.clone(),
+                format!(
+                    "{}; the snapshot was started and is left to complete, never deleted; nothing older was pruned",
+                    f.message
+                ),
+            ),
         };
-        if let Err(u) = poll_until(run.deadline.schedule(POLL), round).await {
-            let f = u.into_failure("the snapshot was not completed", &run.deadline);
-            let mut done = done.lock().unwrap_or_else(PoisonError::into_inner);
-            for id in pending.into_inner().unwrap_or_else(PoisonError::into_inner) {
-                done.insert(id, Err(f.clone()));
+        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+        for id in pending.into_inner().unwrap_or_else(PoisonError::into_inner) {
+            if let Some(entry) = seen.get_mut(&id) {
+                entry.1 = Some(f.clone());
             }
         }
     }
-    done.into_inner().unwrap_or_else(PoisonError::into_inner)
+    seen.into_inner().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The record's outcome: its snapshot, then retention.
-#[allow(clippy::too_many_arguments)]
-async fn finish(
-    run: &Run,
+/// Sets the record's `snapshot` (the one taken, as last seen) and says
+/// which older snapshots retention deletes: none unless the new one is
+/// complete, never the new one, only the same disk's of the same
+/// deployment (`earlier`).
+fn settle(
     args: &SnapshotArgs,
     r: &mut Record,
-    p: Result<Plan, Failure>,
-    id: Option<String>,
-    done: &HashMap<String, Result<Snap, Failure>>,
+    p: &Result<Plan, Failure>,
+    taken: Option<&Snap>,
+    waited: &HashMap<String, (Snap, Option<Failure>)>,
     earlier: &impl Fn(&Plan) -> Result<Vec<Snap>, Failure>,
     now: Stamp,
-) -> StepResult {
-    let p = p?;
-    let id = id.ok_or_else(|| Failure::new(codes::INTERNAL, "no snapshot was sent"))?;
-    let snap = done.get(&id).cloned().unwrap_or_else(|| {
-        Err(Failure::new(
-            codes::INTERNAL,
-            "the snapshot was not waited for",
-        ))
-    })?;
+) -> Result<Vec<String>, Failure> {
+    let p = p.as_ref().map_err(Clone::clone)?;
+    let taken = taken.ok_or_else(|| Failure::new(codes::INTERNAL, "no snapshot was sent"))?;
+    let (snap, failure) = match waited.get(&taken.id) {
+        Some((s, f)) => (s.clone(), f.clone()),
+        None => (taken.clone(), None),
+    };
     let mut record = snap.record();
-    record.freeze = Some("not-frozen".into());
-    let mut all: Vec<(String, u64)> = earlier(&p)?.into_iter().map(|s| (s.id, s.ms)).collect();
+    record.freeze = Some(p.consistency.label().into());
+    r.snapshot = Some(record);
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    if !args.retention().is_set() {
+        return Ok(Vec::new());
+    }
+    if snap.state != "completed" {
+        return Err(Failure::new(
+            codes::INTERNAL,
+            format!("snapshot {} is {}: not pruning", snap.id, snap.state),
+        ));
+    }
+    let mut all: Vec<(String, u64)> = earlier(p)?
+        .into_iter()
+        .filter(|s| s.disk == p.disk)
+        .map(|s| (s.id, s.ms))
+        .collect();
     all.push((snap.id.clone(), snap.ms.max(now.0)));
-    let prune: Vec<String> = args
+    Ok(args
         .retention()
         .prune(&all, &snap.id, now.0)
         .into_iter()
+        .filter(|id| *id != snap.id)
         .map(str::to_string)
-        .collect();
-    let mut failed = None;
-    for old in prune {
-        match run.api.delete_snapshot(&old).await {
-            Ok(()) => record.pruned.push(old),
-            Err(e) => failed = Some(Failure::new(codes::PRUNE_FAILED, e.failure.message)),
-        }
-    }
-    let msg = format!(
-        "took snapshot {} of {} (not frozen){}",
-        snap.id,
-        p.vol,
-        if record.pruned.is_empty() {
-            String::new()
-        } else {
-            format!("; pruned {}", record.pruned.join(", "))
-        }
-    );
-    r.snapshot = Some(record);
-    if let Some(f) = failed {
-        return Err(f);
-    }
-    Ok(Outcome::changed(r.state.unwrap_or(State::Created), msg))
+        .collect())
 }
 
 /// `disk-create --from-snapshot`: finds each placed record's snapshot

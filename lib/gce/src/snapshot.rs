@@ -9,9 +9,11 @@
 //! * **send**: `disks.createSnapshot`, labelled like the disks are (the
 //!   deployment and node, [`owner::labels`]) and with the disk, the time and
 //!   the tool, at most `--concurrency` at once, each with a `requestId`.
-//! * **wait**: every zone operation under the run's deadline, then each new
-//!   snapshot until `READY` (`snapshots.get`); a snapshot this run made that
-//!   ends `FAILED` is deleted again, so a failure leaves nothing behind.
+//! * **wait**: every zone operation under the run's deadline; then, with
+//!   `--wait` or retention, each new snapshot until `READY` (`snapshots.get`,
+//!   under `--wait-timeout`: one still being made then is left, with
+//!   `snapshot-pending`), else its state read once; a snapshot this run made
+//!   that ends `FAILED` is deleted again, so a failure leaves nothing behind.
 //! * **finish**: retention over the snapshots of the same disk (the
 //!   record's `disk`, label [`LABEL_DISK`]) and deployment only, never the
 //!   new one; `snapshots.delete` for each pruned, its global operation
@@ -30,7 +32,7 @@ use appscale_persist::record::{Record, RestoredFrom, Snapshot, State};
 use appscale_persist::snapshot::{SnapshotArgs, Stamp};
 use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist::wait::Poll;
-use appscale_persist_cloudkit::{ApiError, Deadline, call_each, poll_until};
+use appscale_persist_cloudkit::{ApiError, Deadline, Unfinished, call_each, poll_until};
 use google_cloud_compute_v1::model::{Operation, Snapshot as GceSnapshot};
 
 use crate::api::{
@@ -302,8 +304,26 @@ impl Api {
         waited.map_err(|u| u.into_failure(format!("operation {name} did not finish"), deadline))
     }
 
+    /// The snapshot `name` as its finished operation left it (READY, or
+    /// still CREATING or UPLOADING: `pending`), without waiting.
+    async fn started_snapshot(&self, project: &str, name: &str) -> Result<Snap, Failure> {
+        match self.snapshot(project, name).await {
+            Ok(Some(s)) if s.state == "pending" || s.state == "completed" => Ok(s),
+            Ok(Some(s)) => Err(Failure::new(
+                codes::SNAPSHOT_FAILED,
+                format!("snapshot {name} is {}", s.state),
+            )),
+            Ok(None) => Err(Failure::new(
+                codes::SNAPSHOT_FAILED,
+                format!("snapshot {name} disappeared"),
+            )),
+            Err(e) => Err(e.failure),
+        }
+    }
+
     /// Waits until the snapshot `name` is READY ([`poll_until`] under
-    /// `deadline`).
+    /// `deadline`, --wait-timeout); at the deadline it is left to complete
+    /// (`snapshot-pending`).
     async fn wait_snapshot(
         &self,
         project: &str,
@@ -325,7 +345,16 @@ impl Api {
             })
         })
         .await;
-        waited.map_err(|u| u.into_failure(format!("snapshot {name} was not ready"), deadline))
+        waited.map_err(|u| match u {
+            Unfinished::TimedOut { .. } => Failure::new(
+                codes::SNAPSHOT_PENDING,
+                format!(
+                    "snapshot {name} was not ready within {}s (--wait-timeout); it is left to complete, nothing was pruned",
+                    deadline.timeout().as_secs()
+                ),
+            ),
+            u => u.into_failure(format!("snapshot {name} was not ready"), deadline),
+        })
     }
 }
 
@@ -486,13 +515,24 @@ pub async fn snapshot(
         })
         .collect();
     run.wait_all(&mut plans, ops).await;
+    // The operations are done: each snapshot exists. With --wait (or
+    // retention, which prunes nothing before the new one is READY), wait
+    // for READY under --wait-timeout; else read its state once.
+    let waits = args.waits();
+    let wait_deadline = Deadline::start(std::time::Duration::from_secs(args.wait_timeout));
     let ready = call_each(
         plans.len(),
         &mut plans,
         |(t, p)| Some((t.location.project.clone(), p.name.clone())),
         |(project, name): (String, String)| {
-            let (api, deadline) = (run.api.clone(), run.deadline);
-            async move { api.wait_snapshot(&project, &name, &deadline).await }
+            let api = run.api.clone();
+            async move {
+                if waits {
+                    api.wait_snapshot(&project, &name, &wait_deadline).await
+                } else {
+                    api.started_snapshot(&project, &name).await
+                }
+            }
         },
     )
     .await;
@@ -572,9 +612,14 @@ async fn finish(
         }
     }
     let msg = format!(
-        "took snapshot {} of disk {} (not frozen){}",
+        "took snapshot {} of disk {} (not frozen){}{}",
         snap.name,
         t.disk,
+        if snap.state == "pending" {
+            "; still being made (use --wait to wait for it)"
+        } else {
+            ""
+        },
         if record.pruned.is_empty() {
             String::new()
         } else {

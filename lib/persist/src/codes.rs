@@ -236,6 +236,9 @@ pub const FREEZE_FAILED: &str = "freeze-failed";
 pub const FREEZE_TIMEOUT: &str = "freeze-timeout";
 /// Taking the snapshot failed: nothing kept, the filesystem thawed.
 pub const SNAPSHOT_FAILED: &str = "snapshot-failed";
+/// The snapshot was started but not complete within `--wait-timeout`:
+/// left to complete (never deleted), nothing pruned for it.
+pub const SNAPSHOT_PENDING: &str = "snapshot-pending";
 /// Retention could not delete an old snapshot (the new one was taken).
 pub const PRUNE_FAILED: &str = "prune-failed";
 /// The snapshot to restore from does not exist (or the disk has none).
@@ -337,6 +340,7 @@ pub const ALL: &[&str] = &[
     FREEZE_FAILED,
     FREEZE_TIMEOUT,
     SNAPSHOT_FAILED,
+    SNAPSHOT_PENDING,
     PRUNE_FAILED,
     NO_SUCH_SNAPSHOT,
 ];

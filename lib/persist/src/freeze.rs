@@ -18,6 +18,11 @@
 //!
 //! Only SIGKILL (and a kernel crash) can leave a filesystem frozen: thaw it
 //! with `fsfreeze -u MOUNTPOINT`.
+//!
+//! A cloud disk's filesystem can be frozen only on the node it is attached
+//! to: [`find_mounted`] finds its device there (the disk's own links and
+//! serial, never the record's word alone) and where it is mounted, and
+//! checks that the filesystem mounted is the record's.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -25,8 +30,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::blockdev::Device;
 use crate::codes;
+use crate::discover;
 use crate::log;
+use crate::record::Record;
 use crate::step::Failure;
 
 /// The mountpoints this process has frozen and not yet thawed, with an open
@@ -116,4 +124,93 @@ pub fn thaw_all() {
     for (path, dir) in registry.drain(..) {
         thaw(&path, &dir);
     }
+}
+
+/// Where a cloud disk's filesystem is on this node, as [`find_mounted`]
+/// found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Here {
+    /// Its device is not on this node.
+    Absent,
+    /// Its device is here (this path), its filesystem not mounted.
+    Unmounted(PathBuf),
+    /// Its filesystem is mounted here.
+    Mounted {
+        /// The device, as found.
+        device: PathBuf,
+        /// The mountpoint to freeze.
+        mountpoint: PathBuf,
+    },
+}
+
+/// Finds a cloud record's disk on this node and where its filesystem is
+/// mounted: the paths its identity gives ([`discover::candidates`]: the
+/// NVMe link, the attach name), which must all lead to one device, whose
+/// serial and size must be the disk's ([`discover::check_identity`]); then
+/// the mount table. A filesystem mounted from it must be the one the
+/// record names (`fs.uuid`), when it names one. The record's `device` is
+/// not trusted: a stale record may name a device that now holds another
+/// disk.
+pub fn find_mounted(rec: &Record) -> Result<Here, Failure> {
+    let cands = discover::candidates(rec, &discover::dev_root());
+    let mut found: Option<Device> = None;
+    for c in cands.iter().filter(|c| c.exists()) {
+        let dev = Device::open(c)?;
+        match &found {
+            Some(first) if (first.major, first.minor) != (dev.major, dev.minor) => {
+                return Err(Failure::new(
+                    codes::IDENTITY_MISMATCH,
+                    format!(
+                        "{} and {} both claim to be {} but lead to different devices: not freezing either",
+                        first.path.display(),
+                        c.display(),
+                        rec.disk_id().unwrap_or("?")
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => found = Some(dev),
+        }
+    }
+    let Some(dev) = found else {
+        return Ok(Here::Absent);
+    };
+    discover::check_identity(rec, &dev)?;
+    let table = crate::mount::read_table()?;
+    for child in dev.children() {
+        if let Ok(n) = std::fs::read_to_string(format!("/sys/class/block/{child}/dev"))
+            && let Some((a, b)) = n.trim().split_once(':')
+            && let (Ok(a), Ok(b)) = (a.parse(), b.parse())
+            && !table.by_device(a, b).is_empty()
+        {
+            return Err(Failure::new(
+                codes::FREEZE_FAILED,
+                format!(
+                    "{} has a partition mounted ({child}): only a filesystem on the whole disk is frozen; pass --no-freeze for a crash-consistent snapshot",
+                    dev.path.display()
+                ),
+            ));
+        }
+    }
+    let Some(entry) = table.by_device(dev.major, dev.minor).first().cloned() else {
+        return Ok(Here::Unmounted(dev.path.clone()));
+    };
+    if let Some(want) = rec.fs.as_ref().and_then(|f| f.uuid.as_deref()) {
+        let probe = crate::blockdev::probe(&dev.real)?;
+        let have = probe.as_ref().and_then(|p| p.uuid()).unwrap_or("");
+        if !have.eq_ignore_ascii_case(want) {
+            return Err(Failure::new(
+                codes::IDENTITY_MISMATCH,
+                format!(
+                    "the filesystem on {} (mounted at {}) has UUID `{have}`, but the record's has `{want}`: not this disk's filesystem, not freezing it",
+                    dev.path.display(),
+                    entry.target.display()
+                ),
+            ));
+        }
+    }
+    Ok(Here::Mounted {
+        device: dev.path.clone(),
+        mountpoint: entry.target.clone(),
+    })
 }

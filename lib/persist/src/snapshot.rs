@@ -46,9 +46,35 @@ pub struct SnapshotArgs {
         help_heading = "Snapshot"
     )]
     pub freeze_timeout: u64,
+    /// Wait until every snapshot of the run is complete (EBS: `completed`,
+    /// for at most --wait-timeout seconds). Without it, the tool returns
+    /// once each snapshot is started (`snapshot.state` pending), which fixes its
+    /// point in time. Local snapshots are complete when taken. Retention
+    /// (--keep, --keep-within) always waits: nothing older is deleted before
+    /// the new one is complete.
+    #[arg(long, help_heading = "Snapshot", conflicts_with = "list")]
+    pub wait: bool,
+    /// The longest --wait (or retention) waits for the run's snapshots to
+    /// complete: those still pending then are left to complete (never
+    /// deleted), their records fail `snapshot-pending`, and nothing is
+    /// pruned for them.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 3600,
+        help_heading = "Snapshot"
+    )]
+    pub wait_timeout: u64,
 }
 
 impl SnapshotArgs {
+    /// Whether the run waits for its snapshots to complete: --wait, or a
+    /// retention rule (which deletes nothing before the new one is
+    /// complete).
+    pub fn waits(&self) -> bool {
+        self.wait || self.retention().is_set()
+    }
+
     /// The retention rule the flags give.
     pub fn retention(&self) -> Retention {
         Retention {

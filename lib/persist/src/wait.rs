@@ -147,6 +147,14 @@ pub fn until<T, E>(
     }
 }
 
+/// Reports how far a wait over several things has come: `done` of
+/// `total` (`what`: `snapshots complete`). Waits over many things call it
+/// after each poll that changed the count; today it is a log line on
+/// stderr (info), the one place a terminal progress display hooks in.
+pub fn progress(what: &str, done: usize, total: usize) {
+    crate::log::info(format_args!("{what}: {done} of {total} done"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
