@@ -24,7 +24,7 @@ use appscale_persist::record::{Record, Snapshot, State};
 use appscale_persist::snapshot::{SnapshotArgs, Stamp};
 use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist::wait::Poll;
-use appscale_persist_cloudkit::{ApiError, Fault, call_each, poll_until};
+use appscale_persist_cloudkit::{ApiError, Fault, call_each, poll_until_with};
 use aws_sdk_ec2::types::{Filter, ResourceType, SnapshotState, Tag, TagSpecification};
 
 use crate::api::{Api, api_error};
@@ -304,6 +304,9 @@ async fn wait_completed(
     }
     let done = Mutex::new(HashMap::new());
     for (deployment, ids) in by_deployment {
+        let progress = run
+            .deadline
+            .progress("snapshots to complete", ids.len() as u64);
         let pending = Mutex::new(ids);
         let round = || async {
             let ids = pending
@@ -313,6 +316,7 @@ async fn wait_completed(
             let found = run.api.snapshots(&deployment, &ids).await?;
             let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
             let mut done = done.lock().unwrap_or_else(PoisonError::into_inner);
+            let before = pending.len();
             pending.retain(|id| match found.iter().find(|s| &s.id == id) {
                 Some(s) if s.state == "pending" => true,
                 Some(s) if s.state == "completed" => {
@@ -332,13 +336,14 @@ async fn wait_completed(
                     false
                 }
             });
+            progress.inc((before - pending.len()) as u64);
             Ok::<_, ApiError>(if pending.is_empty() {
                 Poll::Ready(())
             } else {
                 Poll::Pending
             })
         };
-        if let Err(u) = poll_until(run.deadline.schedule(POLL), round).await {
+        if let Err(u) = poll_until_with(&progress, run.deadline.schedule(POLL), round).await {
             let f = u.into_failure("the snapshot was not completed", &run.deadline);
             let mut done = done.lock().unwrap_or_else(PoisonError::into_inner);
             for id in pending.into_inner().unwrap_or_else(PoisonError::into_inner) {
