@@ -49,7 +49,6 @@ fn no_credentials_in(stderr: &str) {
 fn vv_shows_the_sdks_lines_and_never_a_credential() {
     let moto = Server::moto();
     let r = create(&moto, "logs-0", &["-vv"], &[]);
-    std::fs::write("/tmp/logs-vv.txt", &r.stderr).ok();
     let sdk = |target: &str| {
         r.stderr
             .lines()
@@ -122,7 +121,6 @@ fn rust_log_picks_which_lines_show() {
     let r = create(&moto, "logs-4", &[], &[("RUST_LOG", "trace")]);
     assert!(r.stderr.contains("disk-create: trace: "), "{}", r.stderr);
     no_credentials_in(&r.stderr);
-    std::fs::write("/tmp/logs-trace.txt", &r.stderr).ok();
 
     // The old switch still sets our level over RUST_LOG and the flags.
     let r = create(
@@ -135,4 +133,35 @@ fn rust_log_picks_which_lines_show() {
         ],
     );
     assert_eq!(r.stderr, "", "quiet: errors only");
+}
+
+#[test]
+fn vv_shows_the_google_sdks_retries() {
+    let g = Gce::new("us-central1-a");
+    g.instance("us-central1-a", "vm-1");
+    // The first disks.get fails (503); the SDK retries it and says so.
+    g.control(
+        "config",
+        json!({"http_fail": {"disks.get": {"status": 503, "times": 1}}}),
+    );
+    let input = json!({"v": 1, "node": "vm-1", "provider": "gce", "zone": "us-central1-a", "disk": "logs-g"});
+    let r = g
+        .tool(
+            "disk-create",
+            &["--size", "1G", "-vv"],
+            &format!("{input}\n"),
+        )
+        .expect(0);
+    assert!(
+        r.stderr.lines().any(|l| l
+            .starts_with("disk-create: debug: experimental.transport.request: ")
+            && l.contains("503")),
+        "no line from the Google SDK about the failed attempt:\n{}",
+        r.stderr
+    );
+    // Without -vv, none of the SDK's lines.
+    let again = g
+        .tool("disk-create", &["--size", "1G"], &format!("{input}\n"))
+        .expect(0);
+    assert!(!again.stderr.contains("experimental."), "{}", again.stderr);
 }

@@ -279,6 +279,11 @@ impl Api {
                 if let Some(e) = endpoint_url {
                     b = b.with_endpoint(e);
                 }
+                // The Google SDK logs its requests, retries and errors only
+                // when asked: when `-vv` or `RUST_LOG` asks for SDK lines.
+                if appscale_persist::log::sdk_lines_wanted() {
+                    b = b.with_tracing();
+                }
                 tokio::time::timeout(CALL_TIMEOUT, b.build())
                     .await
                     .map_err(|_| {

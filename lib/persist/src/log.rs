@@ -314,6 +314,17 @@ pub fn filters(verbose: u8, rust_log: Option<&str>) -> (Targets, Option<LevelFil
     }
 }
 
+/// Whether any SDK line can show (`-vv`, or `RUST_LOG` set): the Google
+/// SDK's clients log only when built with tracing on.
+pub fn sdk_lines_wanted() -> bool {
+    SDK.read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .is_some_and(|t| {
+            t.iter().next().is_some() || t.default_level().is_some_and(|l| l > LevelFilter::OFF)
+        })
+}
+
 /// The level from `-q` and `-v` counts, overridden by `APPSCALE_PERSIST_LOG`.
 pub fn level_from(quiet: bool, verbose: u8) -> Level {
     match std::env::var(LEVEL_ENV).as_deref() {
