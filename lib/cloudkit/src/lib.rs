@@ -40,7 +40,7 @@ pub mod spec;
 pub use bounded::{call_each, concurrently};
 pub use fault::{ApiError, Fault};
 pub use lazy::Lazy;
-pub use poll::{Deadline, Unfinished, poll_until};
+pub use poll::{Deadline, Unfinished, poll_until, poll_until_with};
 pub use records::{
     Detachable, ThisInstance, deployment_of, find_device_here, may_detach, place, refuse_duplicates,
 };

@@ -1,10 +1,15 @@
 //! The one async poll loop, over [`appscale_persist::wait`]'s schedule.
+//!
+//! A wait says what it waits for, how many of how many are done and its
+//! deadline with a [`Progress`] ([`poll_until_with`]): shown on stderr when
+//! the wait lasts (see [`appscale_persist::progress`]).
 
 use std::fmt::Display;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use appscale_persist::log;
+use appscale_persist::progress::Progress;
 use appscale_persist::step::Failure;
 use appscale_persist::wait::{Backoff, Poll, WaitParams};
 
@@ -40,6 +45,17 @@ impl Deadline {
     /// Time left before the deadline.
     pub fn remaining(&self) -> Duration {
         self.timeout.saturating_sub(self.elapsed())
+    }
+
+    /// When the deadline passes.
+    pub fn at(&self) -> Instant {
+        self.started + self.timeout
+    }
+
+    /// A [`Progress`] for a wait on `what` (`total` things, 0: nothing to
+    /// count) under this deadline.
+    pub fn progress(&self, what: impl Into<String>, total: u64) -> Progress {
+        Progress::start(what, total).deadline(self.at())
     }
 
     /// `schedule` (first delay, cap) ending at this deadline.
@@ -85,12 +101,50 @@ impl Unfinished {
 /// the deadline: a bad minute fails nothing. At the deadline, the last such
 /// failure is kept in [`Unfinished::TimedOut`]. `poll` is always called at
 /// least once, and once more at the deadline.
-pub async fn poll_until<T, F, Fut>(schedule: WaitParams, mut poll: F) -> Result<T, Unfinished>
+///
+/// A wait past about 2 s shows progress on stderr as "a cloud operation";
+/// name what is waited for, and count what is done, with
+/// [`poll_until_with`] instead.
+pub async fn poll_until<T, F, Fut>(schedule: WaitParams, poll: F) -> Result<T, Unfinished>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Poll<T, Failure>, ApiError>>,
+{
+    poll_until_with(&Progress::start("a cloud operation", 0), schedule, poll).await
+}
+
+/// [`poll_until`], showing `progress` on stderr while it waits: make it
+/// with [`Deadline::progress`] (what, how many), count what each poll
+/// finds done on it ([`Progress::set_done`], [`Progress::inc`]); several
+/// concurrent waits may share one. Its deadline, when not set, is the
+/// schedule's.
+///
+/// ```no_run
+/// # async fn f(deadline: appscale_persist_cloudkit::Deadline, ids: Vec<String>) {
+/// use appscale_persist::wait::{Poll, WaitParams};
+/// use appscale_persist_cloudkit::poll_until_with;
+///
+/// let progress = deadline.progress("snapshots to complete", ids.len() as u64);
+/// let waited = poll_until_with(&progress, deadline.schedule(WaitParams::default()), || async {
+///     let done = 0; // ... describe the snapshots, count the completed ones ...
+///     progress.set_done(done);
+///     Ok(if done == ids.len() as u64 { Poll::Ready(()) } else { Poll::Pending })
+/// })
+/// .await;
+/// # let _ = waited;
+/// # }
+/// ```
+pub async fn poll_until_with<T, F, Fut>(
+    progress: &Progress,
+    schedule: WaitParams,
+    mut poll: F,
+) -> Result<T, Unfinished>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Poll<T, Failure>, ApiError>>,
 {
     let mut backoff = Backoff::start(schedule);
+    progress.default_deadline(backoff.deadline());
     loop {
         let last_failure = match poll().await {
             Ok(Poll::Ready(v)) => return Ok(v),

@@ -10,7 +10,7 @@ use appscale_persist::codes;
 use appscale_persist::record::ProviderKind;
 use appscale_persist::step::Failure;
 use appscale_persist::wait::Poll;
-use appscale_persist_cloudkit::{ApiError, Deadline, Fault, Unfinished, poll_until};
+use appscale_persist_cloudkit::{ApiError, Deadline, Fault, Unfinished, poll_until_with};
 use aws_config::BehaviorVersion;
 use aws_config::default_provider::credentials::DefaultCredentialsChain;
 use aws_config::meta::credentials::CredentialsProviderChain;
@@ -626,6 +626,7 @@ impl Api {
             _ => Poll::Pending,
         };
         self.wait_for(
+            "volume resizes to take effect",
             ids,
             deadline,
             |ids| self.modifications(ids),
@@ -674,17 +675,21 @@ impl Api {
     }
 
     /// Waits for the volumes `ids`, one DescribeVolumes per round for all
-    /// still pending ([`poll_until`] under `deadline`), until `check` says
+    /// still pending ([`poll_until_with`] under `deadline`), until `check` says
     /// each is ready or failed. A volume that disappears fails
     /// (`no-such-disk`); those still pending at the deadline, or when a poll
-    /// fails for good, get that [`Unfinished`].
+    /// fails for good, get that [`Unfinished`]. `label` says on stderr what
+    /// is waited for ("volumes to be attached", see
+    /// [`appscale_persist::progress`]), counting the volumes done.
     pub async fn wait_volumes<T>(
         &self,
+        label: &str,
         ids: Vec<String>,
         deadline: &Deadline,
         check: impl Fn(&Volume) -> Poll<T, Failure>,
     ) -> HashMap<String, Result<T, Unfinished>> {
         self.wait_for(
+            label,
             ids,
             deadline,
             |ids| async move { self.volumes_by_id(&ids).await },
@@ -697,8 +702,10 @@ impl Api {
     /// Waits for `ids`, one `describe` per round for all still pending,
     /// until `check` says each is ready or failed; one `describe` leaves
     /// out is gone (`no-such-disk`, naming `what` of it disappeared).
+    /// Progress on stderr says `label`, and how many of `ids` are done.
     async fn wait_for<V, T, Fut>(
         &self,
+        label: &str,
         ids: Vec<String>,
         deadline: &Deadline,
         describe: impl Fn(Vec<String>) -> Fut,
@@ -711,6 +718,7 @@ impl Api {
         if ids.is_empty() {
             return HashMap::new();
         }
+        let progress = deadline.progress(label, ids.len() as u64);
         // Still pending, and done: what each round leaves for the next.
         let state = Mutex::new((ids, HashMap::new()));
         let round = || async {
@@ -735,13 +743,14 @@ impl Api {
                 done.insert(id.clone(), result);
                 false
             });
+            progress.set_done(done.len() as u64);
             Ok(if pending.is_empty() {
                 Poll::Ready(())
             } else {
                 Poll::Pending
             })
         };
-        let waited = poll_until(deadline.schedule(POLL), round).await;
+        let waited = poll_until_with(&progress, deadline.schedule(POLL), round).await;
         let (pending, mut done) = state.into_inner().unwrap_or_else(PoisonError::into_inner);
         if let Err(unfinished) = waited {
             for id in pending {

@@ -410,9 +410,12 @@ async fn wait_out_detaches(
     let ids: Vec<String> = targets.keys().cloned().collect();
     let mut over = run
         .api
-        .wait_volumes(ids, &run.deadline, |v| {
-            detach_over(v, &targets[volume::id(v)])
-        })
+        .wait_volumes(
+            "volumes to be detached from their old instance",
+            ids,
+            &run.deadline,
+            |v| detach_over(v, &targets[volume::id(v)]),
+        )
         .await;
     for p in plans.iter_mut() {
         let Ok(AttachPlan::AttachAfterDetach(a)) = p else {
@@ -472,7 +475,7 @@ async fn wait_attached(
     let ids: Vec<String> = targets.keys().cloned().collect();
     let stuck_after = stuck_after(run);
     run.api
-        .wait_volumes(ids, &run.deadline, |v| {
+        .wait_volumes("volumes to be attached", ids, &run.deadline, |v| {
             let instance = &targets[volume::id(v)];
             let attachment = volume::attachment_to(v, instance);
             match attachment.and_then(|a| a.state()) {

@@ -144,7 +144,7 @@ pub async fn create(
         .collect();
     let mut ready = run
         .api
-        .wait_volumes(pending, &run.deadline, available)
+        .wait_volumes("volumes to be available", pending, &run.deadline, available)
         .await;
     let mut growing: Vec<String> = grown.iter().flatten().cloned().collect();
     growing.extend(modifying_already(run, &plans).await);

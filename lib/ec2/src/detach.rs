@@ -82,7 +82,10 @@ pub async fn detach(
             _ => None,
         })
         .collect();
-    let mut detached = run.api.wait_volumes(pending, &run.deadline, gone).await;
+    let mut detached = run
+        .api
+        .wait_volumes("volumes to be detached", pending, &run.deadline, gone)
+        .await;
     // Finish.
     records
         .iter_mut()

@@ -18,8 +18,9 @@
 //!   filesystem thawed, at `--freeze-timeout` or on a signal.
 //! * **wait** (`--wait`, or retention): every new snapshot until
 //!   `completed`, in one poll loop (one DescribeSnapshots for all still
-//!   pending, whatever their deployment) under `--wait-timeout`; progress
-//!   goes to [`wait::progress`]. A snapshot still pending then is left.
+//!   pending, whatever their deployment) under `--wait-timeout`, with its
+//!   progress (n of m complete) on stderr. A snapshot still pending then is
+//!   left.
 //! * **prune**: retention over the snapshots of the same disk (the record's
 //!   `disk`) and deployment only, never the new one, and only once the new
 //!   one is complete; the DeleteSnapshot calls of all records at most
@@ -36,9 +37,9 @@ use appscale_persist::provider::disk_of;
 use appscale_persist::record::{Record, Snapshot, State};
 use appscale_persist::snapshot::{SnapshotArgs, Stamp};
 use appscale_persist::step::{Failure, Outcome, StepResult};
-use appscale_persist::wait::{self, Poll};
+use appscale_persist::wait::Poll;
 use appscale_persist_cloudkit::{
-    ApiError, Deadline, Fault, Unfinished, call_each, concurrently, poll_until,
+    ApiError, Deadline, Fault, Unfinished, call_each, concurrently, poll_until_with,
 };
 use aws_sdk_ec2::types::{
     Filter, ResourceType, SnapshotState, Tag, TagSpecification, VolumeAttachmentState,
@@ -562,7 +563,7 @@ async fn wait_completed(
         return seen.into_inner().unwrap_or_else(PoisonError::into_inner);
     }
     let deadline = Deadline::start(Duration::from_secs(args.wait_timeout));
-    let last_done = Mutex::new(usize::MAX);
+    let progress = deadline.progress("snapshots to complete", total as u64);
     let round = || async {
         let ids = pending
             .lock()
@@ -600,19 +601,14 @@ async fn wait_completed(
                 }
             }
         });
-        let done = total - pending.len();
-        let mut last = last_done.lock().unwrap_or_else(PoisonError::into_inner);
-        if *last != done {
-            *last = done;
-            wait::progress("snapshots complete", done, total);
-        }
+        progress.set_done((total - pending.len()) as u64);
         Ok::<_, ApiError>(if pending.is_empty() {
             Poll::Ready(())
         } else {
             Poll::Pending
         })
     };
-    if let Err(u) = poll_until(deadline.schedule(POLL), round).await {
+    if let Err(u) = poll_until_with(&progress, deadline.schedule(POLL), round).await {
         let f = match u {
             Unfinished::TimedOut { last_failure } => Failure::new(
                 codes::SNAPSHOT_PENDING,

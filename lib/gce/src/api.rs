@@ -15,9 +15,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use appscale_persist::codes;
 use appscale_persist::log;
+use appscale_persist::progress::Progress;
 use appscale_persist::step::Failure;
 use appscale_persist::wait::Poll;
-use appscale_persist_cloudkit::{ApiError, Deadline, Fault, failures, poll_until};
+use appscale_persist_cloudkit::{ApiError, Deadline, Fault, failures, poll_until_with};
 use google_cloud_compute_v1::client::{Disks, Instances, Snapshots, ZoneOperations};
 use google_cloud_compute_v1::model::{AttachedDisk, Disk, Operation, attached_disk, operation};
 use google_cloud_compute_v1::model::{
@@ -284,6 +285,11 @@ impl Api {
                 if let Some(e) = endpoint_url {
                     b = b.with_endpoint(e);
                 }
+                // The Google SDK logs its requests, retries and errors only
+                // when asked: when `-vv` or `RUST_LOG` asks for SDK lines.
+                if appscale_persist::log::sdk_lines_wanted() {
+                    b = b.with_tracing();
+                }
                 tokio::time::timeout(CALL_TIMEOUT, b.build())
                     .await
                     .map_err(|_| {
@@ -544,17 +550,33 @@ impl Api {
         call(&what, detach).await
     }
 
-    /// Waits for `op` to finish ([`poll_until`] under `deadline`); an
+    /// Waits for `op` to finish ([`poll_until_with`] under `deadline`); an
     /// operation that ends with an error is a failure with the operation's
     /// error code. Each poll is a `zoneOperations.wait`, which returns when
     /// the operation is done or after a while (up to two minutes); one that
     /// fails for a passing reason (429, 5xx, no answer) is tried again with
     /// backoff until the deadline: the operation goes on meanwhile.
+    ///
+    /// `progress` (shared by the operations waited for together) counts
+    /// this one done when it ends.
     pub async fn wait(
         &self,
         at: &Location,
         op: Operation,
         deadline: &Deadline,
+        progress: &Progress,
+    ) -> Result<(), Failure> {
+        let r = self.wait_op(at, op, deadline, progress).await;
+        progress.inc(1);
+        r
+    }
+
+    async fn wait_op(
+        &self,
+        at: &Location,
+        op: Operation,
+        deadline: &Deadline,
+        progress: &Progress,
     ) -> Result<(), Failure> {
         match outcome(&op) {
             Poll::Ready(()) => return Ok(()),
@@ -569,7 +591,7 @@ impl Api {
             ));
         }
         let what = format!("zoneOperations.wait {name}");
-        let waited = poll_until(deadline.schedule(POLL), || async {
+        let waited = poll_until_with(progress, deadline.schedule(POLL), || async {
             let wait = self
                 .ops
                 .wait()
@@ -589,16 +611,18 @@ impl Api {
 }
 
 impl Api {
-    /// Waits until the disk `name` is `READY` ([`poll_until`] under
+    /// Waits until the disk `name` is `READY` ([`poll_until_with`] under
     /// `deadline`, one `disks.get` a poll): a disk being created, by this
-    /// run's operation or an earlier run's.
+    /// run's operation or an earlier run's. `progress` (shared by the disks
+    /// waited for together) counts this one done when it ends.
     pub async fn wait_ready(
         &self,
         at: &Location,
         name: &str,
         deadline: &Deadline,
+        progress: &Progress,
     ) -> Result<DiskInfo, Failure> {
-        let waited = poll_until(deadline.schedule(POLL), || async {
+        let waited = poll_until_with(progress, deadline.schedule(POLL), || async {
             Ok(match self.disk(at, name).await? {
                 Some(d) if d.is_creating() => Poll::Pending,
                 Some(d) if d.status == "FAILED" => Poll::Failed(Failure::new(
@@ -613,6 +637,7 @@ impl Api {
             })
         })
         .await;
+        progress.inc(1);
         waited.map_err(|u| u.into_failure(format!("disk {name} was not ready"), deadline))
     }
 }

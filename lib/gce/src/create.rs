@@ -124,6 +124,7 @@ pub async fn create(
     })
     .await;
     run.wait_all(&mut plans, grown).await;
+    let progress = run.deadline.progress("disks to be READY", 0);
     let made = call_each(
         plans.len(),
         &mut plans,
@@ -132,7 +133,12 @@ pub async fn create(
         },
         |t| {
             let (api, deadline) = (run.api.clone(), run.deadline);
-            async move { api.wait_ready(&t.location, &t.disk, &deadline).await }
+            let progress = progress.clone();
+            progress.set_total(progress.total() + 1);
+            async move {
+                api.wait_ready(&t.location, &t.disk, &deadline, &progress)
+                    .await
+            }
         },
     )
     .await;

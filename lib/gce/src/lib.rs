@@ -177,9 +177,10 @@ impl Run {
             .filter_map(|(i, (p, op))| Some((i, (p.as_ref().ok()?.0.location.clone(), op?))))
             .unzip();
         let deadline = self.deadline;
+        let progress = deadline.progress("Compute Engine operations to finish", waits.len() as u64);
         let done = concurrently(waits.len(), waits, |(location, op)| {
-            let api = self.api.clone();
-            async move { api.wait(&location, op, &deadline).await }
+            let (api, progress) = (self.api.clone(), progress.clone());
+            async move { api.wait(&location, op, &deadline, &progress).await }
         })
         .await;
         for (i, done) in at.into_iter().zip(done) {

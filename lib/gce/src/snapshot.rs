@@ -32,7 +32,7 @@ use appscale_persist::record::{Record, RestoredFrom, Snapshot, State};
 use appscale_persist::snapshot::{SnapshotArgs, Stamp};
 use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist::wait::Poll;
-use appscale_persist_cloudkit::{ApiError, Deadline, Unfinished, call_each, poll_until};
+use appscale_persist_cloudkit::{ApiError, Deadline, Unfinished, call_each, poll_until_with};
 use google_cloud_compute_v1::model::{Operation, Snapshot as GceSnapshot};
 
 use crate::api::{
@@ -288,7 +288,8 @@ impl Api {
             ));
         }
         let what = format!("globalOperations.get {name}");
-        let waited = poll_until(deadline.schedule(POLL), || async {
+        let progress = deadline.progress(format!("operation {name} to finish"), 1);
+        let waited = poll_until_with(&progress, deadline.schedule(POLL), || async {
             let get = self
                 .snapshots
                 .get_operation()
@@ -321,7 +322,7 @@ impl Api {
         }
     }
 
-    /// Waits until the snapshot `name` is READY ([`poll_until`] under
+    /// Waits until the snapshot `name` is READY ([`poll_until_with`] under
     /// `deadline`, --wait-timeout); at the deadline it is left to complete
     /// (`snapshot-pending`).
     async fn wait_snapshot(
@@ -330,7 +331,8 @@ impl Api {
         name: &str,
         deadline: &Deadline,
     ) -> Result<Snap, Failure> {
-        let waited = poll_until(deadline.schedule(POLL), || async {
+        let progress = deadline.progress(format!("snapshot {name} to be ready"), 1);
+        let waited = poll_until_with(&progress, deadline.schedule(POLL), || async {
             Ok(match self.snapshot(project, name).await? {
                 Some(s) if s.state == "pending" => Poll::Pending,
                 Some(s) if s.state == "completed" => Poll::Ready(s),

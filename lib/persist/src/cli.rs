@@ -86,7 +86,7 @@ pub fn input(
 /// The start every tool shares: the log level from `-q`/`-v` (or
 /// `APPSCALE_PERSIST_LOG`), and [`install_panic_hook`].
 pub fn prologue(name: &str, quiet: bool, verbose: u8) {
-    log::init(name, log::level_from(quiet, verbose));
+    log::setup(name, quiet, verbose);
     install_panic_hook();
 }
 

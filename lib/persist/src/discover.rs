@@ -234,7 +234,11 @@ pub fn find(rec: &Record, timeout: Duration) -> Result<PathBuf, Failure> {
             "the record has no `device` and its provider gives no way to find one",
         ));
     }
-    let found = wait::until(WaitParams::quick(timeout), || {
+    let progress = crate::progress::Progress::start(
+        format!("the device of disk {}", rec.disk_id().unwrap_or("?")),
+        0,
+    );
+    let found = wait::until_with(&progress, WaitParams::quick(timeout), || {
         match cands.iter().find(|c| c.exists()) {
             Some(c) => Poll::<PathBuf, ()>::Ready(c.clone()),
             None => Poll::Pending,

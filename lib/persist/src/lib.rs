@@ -36,7 +36,9 @@
 //!   device lock held from the blank check to the end of `mkfs`).
 //! * [`files`]: renaming without replacing, flushing a filesystem.
 //! * [`run`], [`wait`], [`log`]: the one way to run a subprocess, to wait,
-//!   and to talk to the operator; [`hash`]: stable ids derived from text.
+//!   and to talk to the operator (log lines, filtered `RUST_LOG`-style,
+//!   SDK lines included); [`progress`]: what a long wait shows on stderr;
+//!   [`hash`]: stable ids derived from text.
 #![deny(missing_docs)]
 
 pub mod ansible;
@@ -55,6 +57,7 @@ pub mod lock;
 pub mod log;
 pub mod loopdev;
 pub mod mount;
+pub mod progress;
 pub mod provider;
 pub mod record;
 pub mod release;

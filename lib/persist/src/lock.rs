@@ -263,7 +263,8 @@ fn flock_bounded(
 ) -> Result<Flock<File>, wait::WaitError<Errno>> {
     let mut file = Some(file);
     let mut last_said: Option<Instant> = None;
-    wait::until(WaitParams::quick(limit), || {
+    let progress = crate::progress::Progress::start(what(), 0);
+    wait::until_with(&progress, WaitParams::quick(limit), || {
         let f = file.take().expect("the file is put back on every retry");
         match Flock::lock(f, how) {
             Ok(held) => Poll::Ready(held),

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::codes;
+use crate::progress::Progress;
 use crate::run::{Cmd, RunError};
 use crate::wait::{self, Poll, WaitParams};
 
@@ -173,15 +174,20 @@ pub fn refresh_capacity(lo: &Loop, bytes: u64) -> Result<(), LoopError> {
         .arg(&lo.device)
         .run()?;
     let sys = PathBuf::from(format!("/sys/block/{}/size", lo.name()));
-    wait::until(WaitParams::quick(Duration::from_secs(10)), || {
-        let sectors = std::fs::read_to_string(&sys)
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok());
-        match sectors {
-            Some(n) if n * 512 >= bytes => Poll::Ready(()),
-            _ => Poll::<(), ()>::Pending,
-        }
-    })
+    let progress = Progress::start(format!("{} to grow", lo.device.display()), 0);
+    wait::until_with(
+        &progress,
+        WaitParams::quick(Duration::from_secs(10)),
+        || {
+            let sectors = std::fs::read_to_string(&sys)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok());
+            match sectors {
+                Some(n) if n * 512 >= bytes => Poll::Ready(()),
+                _ => Poll::<(), ()>::Pending,
+            }
+        },
+    )
     .map_err(|_| LoopError::NotRefreshed(lo.device.clone(), bytes))
 }
 
@@ -189,13 +195,18 @@ pub fn refresh_capacity(lo: &Loop, bytes: u64) -> Result<(), LoopError> {
 pub fn detach(lo: &Loop) -> Result<(), LoopError> {
     Cmd::new("losetup").arg("--detach").arg(&lo.device).run()?;
     let sys = PathBuf::from(format!("/sys/block/{}/loop/backing_file", lo.name()));
-    wait::until(WaitParams::quick(Duration::from_secs(10)), || {
-        if sys.exists() {
-            Poll::Pending
-        } else {
-            Poll::<(), ()>::Ready(())
-        }
-    })
+    let progress = Progress::start(format!("{} to be detached", lo.device.display()), 0);
+    wait::until_with(
+        &progress,
+        WaitParams::quick(Duration::from_secs(10)),
+        || {
+            if sys.exists() {
+                Poll::Pending
+            } else {
+                Poll::<(), ()>::Ready(())
+            }
+        },
+    )
     .map_err(|_| LoopError::StillBound(lo.device.clone()))
 }
 

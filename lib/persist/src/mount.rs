@@ -571,11 +571,19 @@ pub fn unmount(target: &Path, major: u64, minor: u64, lazy: bool) -> Result<(), 
         },
     })?;
     let timeout = Duration::from_secs(10);
-    wait::until(WaitParams::quick(timeout), || match still_there() {
-        Ok(true) => Poll::Pending,
-        Ok(false) => Poll::Ready(()),
-        Err(e) => Poll::Failed(e),
-    })
+    let progress = crate::progress::Progress::start(
+        format!("the kernel to let go of {}", target.display()),
+        0,
+    );
+    wait::until_with(
+        &progress,
+        WaitParams::quick(timeout),
+        || match still_there() {
+            Ok(true) => Poll::Pending,
+            Ok(false) => Poll::Ready(()),
+            Err(e) => Poll::Failed(e),
+        },
+    )
     .map_err(|e| match e {
         wait::WaitError::TimedOut(d) => UnmountError::NotReleased(target.to_path_buf(), d),
         wait::WaitError::Interrupted(_) => UnmountError::NotReleased(target.to_path_buf(), timeout),

@@ -14,10 +14,13 @@ pub struct Common {
     /// Say what would change, change nothing.
     #[arg(long, global = true)]
     pub check: bool,
-    /// Only print errors on stderr.
+    /// Only print errors on stderr (no progress either).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
-    /// Also print every command run and every API call on stderr.
+    /// Also print every command run and every API call on stderr; -vv also
+    /// the cloud SDKs' own debug lines (retries, credentials, endpoints),
+    /// -vvv their trace lines. RUST_LOG (`aws_config=debug,...`) picks SDK
+    /// lines by target instead; credentials are always written <redacted>.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 }

@@ -4,8 +4,12 @@
 //! schedule drives a blocking loop ([`until`]) and an async one (the cloud
 //! providers sleep on tokio with the delay [`Backoff::next_delay`] hands out).
 //! Nothing in this workspace loops on a condition without one of these.
+//! A wait says what it waits for with a [`Progress`] ([`until_with`]),
+//! shown on stderr when it lasts (see [`crate::progress`]).
 
 use std::time::{Duration, Instant};
+
+use crate::progress::Progress;
 
 /// How long and how often to wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +96,11 @@ impl Backoff {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
+    /// When the deadline passes.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
     /// The configured timeout, for messages.
     pub fn timeout(&self) -> Duration {
         self.params.timeout
@@ -127,11 +136,22 @@ pub enum WaitError<E> {
 /// asks the run to stop ([`crate::interrupt::interrupted`]) (blocking).
 ///
 /// `f` is always called at least once, and once more at the deadline.
-pub fn until<T, E>(
+/// A wait past about 2 s shows progress on stderr as "a condition"; name
+/// what is waited for with [`until_with`] instead.
+pub fn until<T, E>(params: WaitParams, f: impl FnMut() -> Poll<T, E>) -> Result<T, WaitError<E>> {
+    until_with(&Progress::start("a condition", 0), params, f)
+}
+
+/// [`until`], showing `progress` on stderr while it waits (see
+/// [`crate::progress`]): its deadline, when not set, is this wait's. `f`
+/// may count what is done on the same handle.
+pub fn until_with<T, E>(
+    progress: &Progress,
     params: WaitParams,
     mut f: impl FnMut() -> Poll<T, E>,
 ) -> Result<T, WaitError<E>> {
     let mut backoff = Backoff::start(params);
+    progress.default_deadline(backoff.deadline());
     loop {
         match f() {
             Poll::Ready(v) => return Ok(v),
@@ -145,14 +165,6 @@ pub fn until<T, E>(
             },
         }
     }
-}
-
-/// Reports how far a wait over several things has come: `done` of
-/// `total` (`what`: `snapshots complete`). Waits over many things call it
-/// after each poll that changed the count; today it is a log line on
-/// stderr (info), the one place a terminal progress display hooks in.
-pub fn progress(what: &str, done: usize, total: usize) {
-    crate::log::info(format_args!("{what}: {done} of {total} done"));
 }
 
 #[cfg(test)]

@@ -351,7 +351,10 @@ fn released(dev: &Device) -> Result<(), Failure> {
         ));
     }
     let limit = release_wait();
-    let r = wait::until(
+    let progress =
+        crate::progress::Progress::start(format!("{} to be let go", dev.path.display()), 0);
+    let r = wait::until_with(
+        &progress,
         WaitParams::quick(limit),
         || match blockdev::open_exclusive(&dev.real) {
             Ok(_) => Poll::Ready(()),
