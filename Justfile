@@ -39,6 +39,16 @@ status FILE *ARGS: build
 bench:
     scripts/bench
 
+# Install the static tools, man pages, completions, flows and the Ansible
+# collection (see scripts/install --help; --debug for a quick build).
+install *ARGS:
+    scripts/install {{ARGS}}
+
+# Release tarball and .deb for nodes without a Rust toolchain (see
+# scripts/package --help).
+package *ARGS:
+    scripts/package {{ARGS}}
+
 # Build the Ansible collection (release binaries as modules).
 ansible:
     scripts/build-collection

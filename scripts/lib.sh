@@ -1,15 +1,22 @@
 # Shared by the flow scripts: where the tools are, and the summary table.
 # shellcheck shell=bash
 
-# The tools: $APPSCALE_PERSIST_BIN, else this checkout's debug build when
-# present, else $PATH.
+# The tools: $APPSCALE_PERSIST_BIN, else (installed by scripts/install) the
+# bin/ beside this lib/appscale-persist/, else this checkout's debug build
+# when present, else $PATH.
 persist_bin_dir() {
     if [[ -n "${APPSCALE_PERSIST_BIN:-}" ]]; then
         printf '%s\n' "$APPSCALE_PERSIST_BIN"
         return
     fi
+    local lib
+    lib=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+    if [[ -f "$lib/tools" ]]; then
+        [[ -x "$lib/../../bin/disk-mount" ]] && (cd "$lib/../../bin" && pwd)
+        return 0
+    fi
     local here
-    here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    here=$(cd "$lib/.." && pwd)
     local target="${CARGO_TARGET_DIR:-$here/target}/debug"
     if [[ -x "$target/disk-mount" ]]; then
         printf '%s\n' "$target"
@@ -17,11 +24,16 @@ persist_bin_dir() {
 }
 
 # The tools: one crate each under bins/ (appscale_persist::TOOLS gives
-# their pipeline order).
+# their pipeline order); once installed, the list scripts/install wrote
+# beside this file.
 persist_tools() {
-    local here d
-    here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-    for d in "$here"/bins/*/; do
+    local lib d
+    lib=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+    if [[ -f "$lib/tools" ]]; then
+        cat "$lib/tools"
+        return
+    fi
+    for d in "$lib"/../bins/*/; do
         basename "$d"
     done
 }

@@ -18,7 +18,8 @@ fn module_names() -> Vec<String> {
     TOOLS.iter().map(|t| t.replace('-', "_")).collect()
 }
 
-/// A copy of the collection with the debug tools as its modules.
+/// A copy of the collection (docs, metadata, action plugins) with the debug
+/// tools as its modules.
 fn collection(t: &TempDir) -> PathBuf {
     fn copy(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).unwrap();
@@ -28,6 +29,7 @@ fn collection(t: &TempDir) -> PathBuf {
                 copy(&e.path(), &dest);
             } else if e.file_name().to_string_lossy().ends_with(".yml")
                 || e.file_name().to_string_lossy().ends_with(".md")
+                || e.file_name().to_string_lossy().ends_with(".py")
             {
                 std::fs::copy(e.path(), dest).unwrap();
             }
@@ -269,6 +271,134 @@ fn appscale_grow_grows_the_disk_and_its_filesystem() {
     assert_eq!(p.playbook("down.yml", &[]).code, 0);
 }
 
+/// Ansible's conventions on real ansible-core: `state:` picks the end state
+/// (disk_mount unmounted runs disk_unmount, disk_attach detached runs
+/// disk_detach, through the collection's action plugins; options only the
+/// other module takes are ignored there), booleans are positive
+/// (`manage_fstab`, `fsck`), and `fstab` comes once from module_defaults
+/// through the `node` action group.
+#[test]
+fn state_positive_booleans_and_module_defaults() {
+    require_root();
+    let p = Play::local("ansible-state", 1);
+    let r = p.playbook("up.yml", &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    // up.yml sets the fstab only in module_defaults (group node); so does
+    // the play below: disk_unmount finds our entry there (else it leaves
+    // the mount alone), and removes it (`remove_fstab`, an option of
+    // disk_unmount, passed on by disk_mount's `state: unmounted`).
+    assert!(
+        std::fs::read_to_string(p.t.join("fstab-0"))
+            .unwrap()
+            .contains("x-appscale-persist")
+    );
+    let book = p.t.join("state.yml");
+    std::fs::write(
+        &book,
+        format!(
+            r#"- hosts: all
+  gather_facts: false
+  module_defaults:
+    group/appscale.persist.provider:
+      state_dir: "{{{{ appscale_state_dir }}}}"
+    group/appscale.persist.node:
+      fstab: "{{{{ appscale_fstab }}}}"
+  tasks:
+    - ansible.builtin.import_tasks: {tasks}
+    - name: Unmount through disk_mount
+      appscale.persist.disk_mount:
+        state: unmounted
+        records: ["{{{{ appscale_record }}}}"]
+        remove_fstab: true
+        seed: true
+      register: u
+    - name: Detach through disk_attach
+      appscale.persist.disk_attach:
+        state: detached
+        records: "{{{{ u.records }}}}"
+        size: 64M
+      register: d
+    - name: Attach again
+      appscale.persist.disk_attach:
+        records: ["{{{{ appscale_record }}}}"]
+      register: a
+    - name: Mount without an fstab entry nor fsck
+      appscale.persist.disk_mount:
+        records: "{{{{ a.records }}}}"
+        manage_fstab: false
+        fsck: false
+      register: m1
+    - name: The fstab from module_defaults is left alone
+      ansible.builtin.command: grep -c x-appscale-persist {{{{ appscale_fstab }}}}
+      register: f1
+      failed_when: false
+      changed_when: false
+    - name: Mounted again, now keeping the entry (the default)
+      appscale.persist.disk_mount:
+        state: mounted
+        records: "{{{{ a.records }}}}"
+      register: m2
+    - ansible.builtin.assert:
+        that:
+          - u is changed and u.records[0].state == 'unmounted'
+          - d is changed and d.records[0].state == 'detached'
+          - a is changed and a.records[0].state == 'attached'
+          - m1 is changed and m1.records[0].state == 'mounted'
+          - f1.stdout == '0'
+          - m2 is changed
+"#,
+            tasks = repo().join("ansible/tasks/host-record.yml").display(),
+        ),
+    )
+    .unwrap();
+    let r = p.ansible(
+        "ansible-playbook",
+        &["-i", p.inventory.to_str().unwrap(), book.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(recap(&r)["node-0"].2, 0, "{}", r.stdout);
+    assert!(is_mounted(&p.mnt(0)));
+    assert!(
+        std::fs::read_to_string(p.t.join("fstab-0"))
+            .unwrap()
+            .contains("x-appscale-persist"),
+        "the entry is back in module_defaults' fstab"
+    );
+
+    // A state the module does not reach, and a typo, fail with a message
+    // naming them; disk_mount's own options are checked as before.
+    let bad = p.t.join("bad.yml");
+    for (task, want) in [
+        (
+            "state: gone\n        device: /dev/null",
+            "state must be one of mounted, unmounted, not 'gone'",
+        ),
+        (
+            "device: /dev/null\n        fsck: maybe",
+            "argument fsck must be a boolean",
+        ),
+        (
+            "device: /dev/null\n        no_such: 1",
+            "Unsupported parameters for (disk_mount) module: no_such",
+        ),
+    ] {
+        std::fs::write(
+            &bad,
+            format!("- hosts: all\n  gather_facts: false\n  tasks:\n    - appscale.persist.disk_mount:\n        {task}\n"),
+        )
+        .unwrap();
+        let r = p.ansible(
+            "ansible-playbook",
+            &["-i", p.inventory.to_str().unwrap(), bad.to_str().unwrap()],
+        );
+        assert_ne!(r.code, 0, "{task}");
+        assert!(r.stdout.contains(want), "{task}: {}", r.stdout);
+    }
+    assert!(is_mounted(&p.mnt(0)), "nothing done by the failed tasks");
+    assert_eq!(p.playbook("down.yml", &[]).code, 0);
+    assert_eq!(p.loops(), 0);
+}
+
 #[test]
 fn check_mode_changes_nothing_and_says_what_would() {
     require_root();
@@ -425,6 +555,7 @@ fn flags(tool: &str) -> Vec<String> {
 
 #[test]
 fn module_docs_list_exactly_the_tools_options() {
+    use appscale_persist::ansible;
     use appscale_persist::appscalefile::yaml;
     for m in module_names() {
         let m = m.as_str();
@@ -453,6 +584,18 @@ fn module_docs_list_exactly_the_tools_options() {
             from_help.sort();
         }
         from_help.retain(|f| f != "endpoint");
+        // Ansible's conventions: positive booleans for negative flags, and
+        // `state:` for the modules that name an end state.
+        for f in from_help.iter_mut() {
+            let long = f.replace('_', "-");
+            if let Some((arg, _)) = ansible::POSITIVE.iter().find(|p| p.1 == long) {
+                *f = arg.to_string();
+            }
+        }
+        if ansible::END_STATES.iter().any(|e| e.0 == tool) {
+            from_help.push("state".into());
+        }
+        from_help.sort();
         assert_eq!(documented, from_help, "{m}.yml options vs {tool} --help");
         assert!(
             doc.get("EXAMPLES").and_then(|e| e.scalar()).is_some(),

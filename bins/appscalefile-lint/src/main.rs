@@ -86,6 +86,9 @@ struct Args {
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
+    if let Some(code) = appscale_persist::generate::from_argv::<Args>(&argv) {
+        return code;
+    }
     if let Some(path) = ansible::module_args_path(&argv) {
         return ansible::run_module::<Args>("appscalefile-lint", &path, false, |args, _, _| {
             module(&args)

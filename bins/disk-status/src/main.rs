@@ -138,6 +138,9 @@ impl Args {
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
+    if let Some(code) = appscale_persist::generate::from_argv::<Args>(&argv) {
+        return code;
+    }
     if let Some(path) = ansible::module_args_path(&argv) {
         return ansible::run_module::<Args>(NAME, &path, true, module);
     }

@@ -6,7 +6,13 @@
 //!
 //! * turns each argument into the flag of the same name (`fstab_path` would
 //!   be `--fstab-path`), checked against the tool's own clap definition, so
-//!   an unknown or wrongly typed argument fails with a message naming it;
+//!   an unknown or wrongly typed argument fails with a message naming it
+//!   (unless Ansible sets `_ansible_ignore_unknown_opts`, as the collection's
+//!   action plugins do when `state:` hands a task to the other module);
+//! * takes Ansible's conventions where the flags differ: booleans are
+//!   positive ([`POSITIVE`]: `fsck: false` is `--no-fsck`; the negative
+//!   spellings are still accepted), and `state:` names the end state
+//!   ([`END_STATES`]: `disk_mount` reaches `mounted`);
 //! * takes the optional `records` argument (a list of disk records) as its
 //!   input instead of stdin;
 //! * honours `_ansible_check_mode` exactly as `--check`, and
@@ -42,6 +48,31 @@ pub fn module_args_path(argv: &[String]) -> Option<PathBuf> {
         .any(|k| k.starts_with("_ansible_"))
         .then(|| path.to_path_buf())
 }
+
+/// Module arguments that say positively what a tool's negative flag says:
+/// (argument, flag). `manage_fstab: false` is `--no-fstab` (the module's
+/// `fstab` stays the fstab's path, as the flag is), `fsck: false` is
+/// `--no-fsck`, `freeze: false` is `--no-freeze`; `true`, the default,
+/// passes no flag. Used for the tools that have the flag.
+pub const POSITIVE: &[(&str, &str)] = &[
+    ("manage_fstab", "no-fstab"),
+    ("fsck", "no-fsck"),
+    ("freeze", "no-freeze"),
+];
+
+/// The end state a tool's module reaches, as its `state:` argument names
+/// it, and the other end state with the module that reaches it: (tool,
+/// state, other state, other module). A module takes `state:` only when it
+/// is listed; `state` absent or its own runs the tool. The other state is
+/// the collection's action plugin's work (plugins/action/disk_mount.py hands
+/// `disk_mount` with `state: unmounted` to `disk_unmount`); the binary alone
+/// refuses it, naming the module to use.
+pub const END_STATES: &[(&str, &str, &str, &str)] = &[
+    ("disk-mount", "mounted", "unmounted", "disk_unmount"),
+    ("disk-unmount", "unmounted", "mounted", "disk_mount"),
+    ("disk-attach", "attached", "detached", "disk_detach"),
+    ("disk-detach", "detached", "attached", "disk_attach"),
+];
 
 /// What Ansible asked for besides the task's arguments.
 #[derive(Debug, Clone, Copy, Default)]
@@ -160,7 +191,12 @@ fn parse_module<C: Parser>(
             .and_then(as_bool)
             .unwrap_or(false),
     };
+    let ignore_unknown = params
+        .get("_ansible_ignore_unknown_opts")
+        .and_then(as_bool)
+        .unwrap_or(false);
     params.retain(|k, _| !k.starts_with("_ansible_"));
+    take_state(name, &module, &mut params)?;
     let records = if takes_records {
         match params.remove("records") {
             None | Some(Value::Null) => None,
@@ -184,13 +220,43 @@ fn parse_module<C: Parser>(
     } else {
         None
     };
-    let argv = to_argv::<C>(name, &module, &params, flags.check, takes_records)?;
+    let argv = to_argv::<C>(
+        name,
+        &module,
+        &params,
+        flags.check,
+        takes_records,
+        ignore_unknown,
+    )?;
     let m = C::command()
         .try_get_matches_from(&argv)
         .map_err(|e| format!("{module}: {}", first_line(&e.to_string())))?;
     let args =
         C::from_arg_matches(&m).map_err(|e| format!("{module}: {}", first_line(&e.to_string())))?;
     Ok((args, records, flags))
+}
+
+/// Checks and removes the `state` argument of a tool listed in
+/// [`END_STATES`]; other tools keep it, to be refused as unknown.
+fn take_state(name: &str, module: &str, params: &mut Map<String, Value>) -> Result<(), String> {
+    let Some(&(_, own, other, other_module)) = END_STATES.iter().find(|e| e.0 == name) else {
+        return Ok(());
+    };
+    match params.remove("state") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(s)) if s == own => Ok(()),
+        Some(Value::String(s)) if s == other => Err(format!(
+            "{module}: state {other} is the work of appscale.persist.{other_module}; run the task \
+             through the collection (its action plugin hands it over) or call that module"
+        )),
+        Some(v) => Err(format!(
+            "{module}: argument state must be {own} or {other}, not {}",
+            match &v {
+                Value::String(s) => format!("{s:?}"),
+                v => record::json_kind(v).to_string(),
+            }
+        )),
+    }
 }
 
 fn first_line(s: &str) -> String {
@@ -260,13 +326,41 @@ fn to_argv<C: CommandFactory>(
     params: &Map<String, Value>,
     check: bool,
     takes_records: bool,
+    ignore_unknown: bool,
 ) -> Result<Vec<String>, String> {
     let cmd = C::command();
+    let has_flag = |long: &str| cmd.get_arguments().any(|a| a.get_long() == Some(long));
+    // `manage_fstab: false` makes the fstab's path moot (and --fstab
+    // conflicts with --no-fstab): drop an `fstab` set alongside, as
+    // module_defaults does.
+    let mooted: Vec<&str> = POSITIVE
+        .iter()
+        .filter(|(arg, neg)| has_flag(neg) && params.get(*arg).and_then(as_bool) == Some(false))
+        .filter_map(|(_, neg)| neg.strip_prefix("no-"))
+        .collect();
     let mut argv = vec![name.to_string()];
     let mut positional = Vec::new();
     let mut unknown = Vec::new();
     let hidden = ["help", "version", "check", "quiet", "verbose"];
     for (key, value) in params {
+        if let Some(&(_, negative)) = POSITIVE.iter().find(|p| p.0 == key)
+            && has_flag(negative)
+        {
+            match (value, as_bool(value)) {
+                (Value::Null, _) | (_, Some(true)) => {}
+                (_, Some(false)) => argv.push(format!("--{negative}")),
+                (v, None) => {
+                    return Err(format!(
+                        "argument {key} must be a boolean, not {}",
+                        record::json_kind(v)
+                    ));
+                }
+            }
+            continue;
+        }
+        if mooted.contains(&key.as_str()) {
+            continue;
+        }
         let long = key.replace('_', "-");
         let found = cmd.get_arguments().find(|a| {
             (a.get_long() == Some(long.as_str())
@@ -308,18 +402,29 @@ fn to_argv<C: CommandFactory>(
             _ => argv.push(format!("{flag}={}", scalar(key, value)?)),
         }
     }
-    if !unknown.is_empty() {
+    if !unknown.is_empty() && !ignore_unknown {
         let mut supported: Vec<String> = cmd
             .get_arguments()
             .filter_map(|a| {
-                a.get_long()
-                    .map(|l| l.replace('-', "_"))
-                    .or_else(|| a.is_positional().then(|| a.get_id().to_string()))
+                let long = a.get_long()?;
+                // The positive spelling of a negative flag.
+                Some(match POSITIVE.iter().find(|p| p.1 == long) {
+                    Some(p) => p.0.to_string(),
+                    None => long.replace('-', "_"),
+                })
             })
+            .chain(
+                cmd.get_arguments()
+                    .filter(|a| a.is_positional())
+                    .map(|a| a.get_id().to_string()),
+            )
             .filter(|l| !hidden.contains(&l.as_str()))
             .collect();
         if takes_records {
             supported.push("records".into());
+        }
+        if END_STATES.iter().any(|e| e.0 == name) {
+            supported.push("state".into());
         }
         supported.sort();
         return Err(format!(

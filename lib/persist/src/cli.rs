@@ -12,7 +12,8 @@
 //! * output: NDJSON on stdout, one human line per record on stderr, and the
 //!   exit code ([`Exit`]);
 //! * handing over to Ansible's binary-module mode ([`crate::ansible`]) when
-//!   started with a module arguments file.
+//!   started with a module arguments file, and to [`crate::generate`] for
+//!   `--generate man|complete-bash|complete-zsh|complete-fish`.
 
 use std::io::IsTerminal;
 use std::os::fd::AsFd;
@@ -27,6 +28,9 @@ use crate::tool::{self, ToolArgs};
 /// records, run the step, write records, and return the exit code.
 pub fn main<A: ToolArgs>() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
+    if let Some(code) = crate::generate::from_argv::<A>(&argv) {
+        return code;
+    }
     if let Some(path) = crate::ansible::module_args_path(&argv) {
         return crate::ansible::run::<A>(&path);
     }

@@ -51,6 +51,7 @@ pub mod files;
 pub mod filesystem;
 pub mod freeze;
 pub mod fstab;
+pub mod generate;
 pub mod hash;
 pub mod interrupt;
 pub mod lock;
