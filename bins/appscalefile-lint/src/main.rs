@@ -163,6 +163,9 @@ fn read(args: &Args) -> Result<(String, String, Lint), String> {
         data_nodes_only: args.data_nodes_only,
     };
     let (source, lint) = appscalefile::lint_bytes_with(&bytes, options);
+    // A finding may quote the line of a misspelt secret key: its value is
+    // registered as a secret before anything is printed.
+    appscalefile::cloud::register_secret_looking_values(&source);
     Ok((name, source, lint))
 }
 

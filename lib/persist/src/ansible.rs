@@ -330,12 +330,16 @@ fn to_argv<C: CommandFactory>(
 ) -> Result<Vec<String>, String> {
     let cmd = C::command();
     let has_flag = |long: &str| cmd.get_arguments().any(|a| a.get_long() == Some(long));
-    // `manage_fstab: false` makes the fstab's path moot (and --fstab
-    // conflicts with --no-fstab): drop an `fstab` set alongside, as
-    // module_defaults does.
+    // `manage_fstab: false` (or its old spelling `no_fstab: true`) makes
+    // the fstab's path moot (and --fstab conflicts with --no-fstab): drop an
+    // `fstab` set alongside, as module_defaults does.
     let mooted: Vec<&str> = POSITIVE
         .iter()
-        .filter(|(arg, neg)| has_flag(neg) && params.get(*arg).and_then(as_bool) == Some(false))
+        .filter(|(arg, neg)| {
+            has_flag(neg)
+                && (params.get(*arg).and_then(as_bool) == Some(false)
+                    || params.get(&neg.replace('-', "_")).and_then(as_bool) == Some(true))
+        })
         .filter_map(|(_, neg)| neg.strip_prefix("no-"))
         .collect();
     let mut argv = vec![name.to_string()];
@@ -452,5 +456,50 @@ fn scalar(key: &str, v: &Value) -> Result<String, String> {
             "argument {key} must be a string, not {}",
             record::json_kind(other)
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fstab flags of disk-mount, as the tool defines them.
+    #[derive(clap::Parser)]
+    struct Fstab {
+        #[arg(long, default_value = "/etc/fstab", conflicts_with = "no_fstab")]
+        fstab: String,
+        #[arg(long)]
+        no_fstab: bool,
+    }
+
+    fn argv(params: Value) -> Vec<String> {
+        let params = params.as_object().unwrap().clone();
+        to_argv::<Fstab>("disk-mount", "disk_mount", &params, false, false, false).unwrap()
+    }
+
+    /// `fstab` set for the whole play (module_defaults) and the fstab left
+    /// alone by either spelling: only --no-fstab is passed (--fstab with it
+    /// is a usage error of the tool).
+    #[test]
+    fn leaving_the_fstab_alone_drops_its_path_in_either_spelling() {
+        for off in [
+            json_object("manage_fstab", false),
+            json_object("no_fstab", true),
+        ] {
+            let mut params = off.clone();
+            params["fstab"] = Value::from("/etc/fstab");
+            let argv = argv(params);
+            assert!(argv.contains(&"--no-fstab".to_string()), "{off}: {argv:?}");
+            assert!(
+                !argv.iter().any(|a| a.starts_with("--fstab")),
+                "{off}: {argv:?}"
+            );
+        }
+        let argv = argv(serde_json::json!({"fstab": "/tmp/fstab"}));
+        assert!(argv.contains(&"--fstab=/tmp/fstab".to_string()), "{argv:?}");
+    }
+
+    fn json_object(key: &str, v: bool) -> Value {
+        serde_json::json!({ key: v })
     }
 }

@@ -29,7 +29,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -59,9 +59,6 @@ pub const DEVICE_TIMEOUT_ENV: &str = "APPSCALE_PERSIST_DEVICE_LOCK_TIMEOUT";
 /// [`DEVICE_TIMEOUT_ENV`] says otherwise: udev holds it for milliseconds, a
 /// partitioner for seconds.
 pub const DEFAULT_DEVICE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// How often a waiting run says it is still waiting.
-const REMIND_EVERY: Duration = Duration::from_secs(30);
 
 /// Why a lock could not be taken.
 #[derive(Debug, thiserror::Error)]
@@ -253,7 +250,8 @@ fn node_timeout() -> Duration {
 }
 
 /// Tries `how` until it succeeds or `limit` passes; says once what it waits
-/// for (`what`), and again every [`REMIND_EVERY`]. Returns the time waited
+/// for (`what`), then shows the wait's progress (a live line on a terminal,
+/// else a line every 10 s, [`crate::progress`]). Returns the time waited
 /// when it gives up.
 fn flock_bounded(
     file: File,
@@ -262,7 +260,7 @@ fn flock_bounded(
     what: impl Fn() -> String,
 ) -> Result<Flock<File>, wait::WaitError<Errno>> {
     let mut file = Some(file);
-    let mut last_said: Option<Instant> = None;
+    let mut said = false;
     let progress = crate::progress::Progress::start(what(), 0);
     wait::until_with(&progress, WaitParams::quick(limit), || {
         let f = file.take().expect("the file is put back on every retry");
@@ -270,9 +268,10 @@ fn flock_bounded(
             Ok(held) => Poll::Ready(held),
             Err((f, Errno::EWOULDBLOCK)) => {
                 file = Some(f);
-                if last_said.is_none_or(|t| t.elapsed() >= REMIND_EVERY) {
+                // Said once; the progress line goes on from there.
+                if !said {
                     log::warn(format_args!("waiting for {} (at most {limit:?})", what()));
-                    last_said = Some(Instant::now());
+                    said = true;
                 }
                 Poll::Pending
             }

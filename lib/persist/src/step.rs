@@ -242,8 +242,11 @@ pub fn execute(
     for ((i, mut rec), (result, took)) in todo.into_iter().zip(batch).zip(results) {
         let changed = matches!(&result, Ok(o) if o.changed);
         match result {
+            // Messages reach records (stdout, Ansible's result) as well as
+            // stderr: a credential an SDK error quoted is written
+            // <redacted> in both.
             Ok(o) => {
-                let line = format!("{}: {}", rec.label(), o.message);
+                let line = log::redact(&format!("{}: {}", rec.label(), o.message));
                 log::info(format_args!("{line}"));
                 messages.push(line);
                 rec.state = Some(o.state);
@@ -251,14 +254,14 @@ pub fn execute(
                 diffs.extend(o.diff);
             }
             Err(f) => {
-                let line = format!("{}: {} [{}]", rec.label(), f.message, f.code);
+                let line = log::redact(&format!("{}: {} [{}]", rec.label(), f.message, f.code));
                 log::error(format_args!("{line}"));
                 messages.push(line);
                 rec.changed = Some(false);
                 rec.error = Some(RecordError {
                     tool: tool.to_string(),
                     code: f.code,
-                    message: f.message,
+                    message: log::redact(&f.message),
                 });
                 rec.refused = f.refused;
             }
@@ -298,5 +301,36 @@ pub fn exit_code(records: &[Record]) -> Exit {
         Exit::Refused
     } else {
         Exit::Ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A step whose failure quotes a credential (as an SDK error chain
+    /// can): the record's error, on stdout and in Ansible's result, carries
+    /// `<redacted>` instead.
+    struct Leaky;
+
+    impl Step for Leaky {
+        fn run(&mut self, records: &mut [Record], _: Ctx) -> Vec<(StepResult, Duration)> {
+            one_by_one(records, |_| {
+                Err(Failure::new(
+                    codes::API_ERROR,
+                    "signing failed with secret StepSecret/Value+42",
+                ))
+            })
+        }
+    }
+
+    #[test]
+    fn a_credential_in_a_failure_never_reaches_the_record() {
+        crate::log::add_secret("StepSecret/Value+42");
+        let report = execute(Box::new(Leaky), vec![Record::default()], false, "disk-x");
+        let line = report.records[0].to_line();
+        assert!(!line.contains("StepSecret"), "{line}");
+        assert!(line.contains("<redacted>"), "{line}");
+        assert!(report.messages.iter().all(|m| !m.contains("StepSecret")));
     }
 }

@@ -37,6 +37,26 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Registers with [`crate::log::add_secret`] the value of every line of
+/// `source` whose key looks like a credential's ([`crate::log::is_secret_env`]:
+/// `EC2_SECRET_KEY`, but also a misspelling such as `ec2_secret_key` or
+/// `EC2_SECRET`, which the linter reports as an unknown key and would
+/// otherwise quote). `key: value` and `key = value` lines, quotes removed.
+pub fn register_secret_looking_values(source: &str) {
+    for line in source.lines() {
+        let line = line.trim_start().trim_start_matches("- ");
+        let Some(at) = line.find([':', '=']) else {
+            continue;
+        };
+        let key = line[..at].trim().trim_matches(['"', '\'']);
+        if key.is_empty() || !crate::log::is_secret_env(key) {
+            continue;
+        }
+        let value = line[at + 1..].trim().trim_matches(['"', '\'']).trim();
+        crate::log::add_secret(value);
+    }
+}
+
 /// The settings of an AppScalefile a cloud tool takes, when given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CloudSettings {
@@ -112,6 +132,17 @@ mod tests {
         assert_eq!(
             crate::log::redact("x wJalrXUtnFEMIdistinct y"),
             "x <redacted> y"
+        );
+    }
+
+    #[test]
+    fn misspelled_secret_keys_are_registered_too() {
+        register_secret_looking_values(
+            "infrastructure: ec2\nec2_secret_key: 'Misspelt/Secret+Value1'\nEC2_SECRET = Other/Secret2\nkeyname: not-secret\n",
+        );
+        assert_eq!(
+            crate::log::redact("a Misspelt/Secret+Value1 b Other/Secret2 not-secret"),
+            "a <redacted> b <redacted> not-secret"
         );
     }
 

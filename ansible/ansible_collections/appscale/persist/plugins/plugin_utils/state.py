@@ -28,12 +28,15 @@ class StateAction(ActionBase):
         args["state"] = state
         # The other module does not take this one's own options (they may
         # come from module_defaults): it ignores them rather than fail.
+        # (ignore_unknown_opts is ansible-core 2.17's: the collection
+        # requires it; the module's own state does not need it.)
+        extra = {} if own else {"ignore_unknown_opts": True}
         result.update(
             self._execute_module(
                 module_name="appscale.persist." + module,
                 module_args=args,
                 task_vars=task_vars,
-                ignore_unknown_opts=not own,
+                **extra
             )
         )
         return result
