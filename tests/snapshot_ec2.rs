@@ -533,3 +533,71 @@ fn pruning_deletes_concurrently_and_reports_every_failure() {
         assert!(older.contains(id) && !listed.contains(id));
     }
 }
+
+/// Only completed snapshots count toward --keep, and a pending one (left by
+/// an earlier --wait-timeout) is never deleted. Before, the pending one
+/// counted: --keep 2 kept [new, pending] and deleted the last good one.
+#[test]
+fn retention_counts_only_completed_snapshots_and_never_deletes_a_pending_one() {
+    let moto = Server::moto();
+    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
+    let url = proxy.url();
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let created = tool(&url, "disk-create", &["--size", "1G"], &input).expect(0);
+    let take = |args: &[&str]| {
+        tool(&url, "disk-snapshot", args, &created.stdout)
+            .expect(0)
+            .record()
+    };
+    let good = ids(&[take(&[])]).remove(0);
+    let slow = ids(&[take(&[])]).remove(0);
+    inject(&url, json!({"pending_ids": [slow]}));
+    let r = take(&["--keep", "2"]);
+    assert_eq!(r["snapshot"]["state"], "completed", "{r}");
+    assert!(r["snapshot"].get("pruned").is_none(), "nothing pruned: {r}");
+    let listed = tool(&url, "disk-snapshot", &["--list"], &created.stdout)
+        .expect(0)
+        .records();
+    // (moto's start times are in seconds: compare as a set.)
+    let mut states: Vec<(String, String)> = listed
+        .iter()
+        .map(|l| {
+            let s = &l["snapshot"];
+            (
+                s["id"].as_str().unwrap().into(),
+                s["state"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    states.sort();
+    let new = r["snapshot"]["id"].as_str().unwrap().to_string();
+    let mut want = vec![
+        (new.clone(), "completed".to_string()),
+        (slow.clone(), "pending".to_string()),
+        (good.clone(), "completed".to_string()),
+    ];
+    want.sort();
+    assert_eq!(
+        states, want,
+        "the last good one and the pending one are kept"
+    );
+    // --keep 1: the good one goes, the pending one still stays.
+    let r = take(&["--keep", "1"]);
+    let mut pruned: Vec<String> = r["snapshot"]["pruned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    pruned.sort();
+    let mut want = vec![good, new];
+    want.sort();
+    assert_eq!(pruned, want, "{r}");
+    let listed = tool(&url, "disk-snapshot", &["--list"], &created.stdout)
+        .expect(0)
+        .records();
+    assert!(
+        ids(&listed).contains(&slow),
+        "a pending snapshot is never deleted"
+    );
+}

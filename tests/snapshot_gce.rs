@@ -431,3 +431,135 @@ fn without_wait_a_started_snapshot_is_pending_and_a_wait_deadline_leaves_it() {
     assert_eq!(all.len(), 3, "every snapshot left, nothing pruned: {all:?}");
     assert_eq!(g.state()["calls"]["snapshots.delete"], Value::Null);
 }
+
+/// Snapshots are global to the project, disks are zonal: data-1 in two
+/// zones are two disks. --list, retention and --from-snapshot latest each
+/// see only the snapshots of the record's disk in the record's zone.
+#[test]
+fn two_disks_of_one_name_in_two_zones_keep_their_own_snapshots() {
+    let g = Gce::new(ZONE);
+    let other_zone = "us-central1-b";
+    let in_zone = |zone: &str| {
+        ndjson(&[
+            json!({"v": 1, "node": "node-0", "provider": "gce", "zone": zone, "disk": "data-1"}),
+        ])
+    };
+    let a = tool(&g, "disk-create", &["--size", "1G"], &in_zone(ZONE)).expect(0);
+    let b = tool(&g, "disk-create", &["--size", "1G"], &in_zone(other_zone)).expect(0);
+    let take = |disk: &Run, args: &[&str]| {
+        let mut a = vec!["--no-freeze"];
+        a.extend_from_slice(args);
+        tool(&g, "disk-snapshot", &a, &disk.stdout)
+            .expect(0)
+            .record()
+    };
+    let a1 = ids(&[take(&a, &[])]).remove(0);
+    let a2 = ids(&[take(&a, &[])]).remove(0);
+    let b1 = ids(&[take(&b, &[])]).remove(0);
+    let all = snapshots(&g);
+    assert_eq!(all[&a1]["labels"]["appscale-persist-zone"], ZONE);
+    assert_eq!(all[&b1]["labels"]["appscale-persist-zone"], other_zone);
+
+    // `latest` in the first zone is that zone's newest, not the other's.
+    let restored = tool(&g, "disk-create", &["--from-snapshot", "latest"], &a.stdout)
+        .expect(0)
+        .record();
+    assert_eq!(
+        restored["restored_from"]["snapshot"],
+        a2.as_str(),
+        "{restored}"
+    );
+    let listed = tool(&g, "disk-snapshot", &["--list"], &a.stdout).expect(0);
+    assert_eq!(ids(&listed.records()), [a2.clone(), a1.clone()]);
+
+    // --keep 1 in the other zone prunes its own old one only.
+    let kept = take(&b, &["--keep", "1"]);
+    assert_eq!(kept["snapshot"]["pruned"], json!([b1]), "{kept}");
+    let all = snapshots(&g);
+    assert!(
+        all.contains_key(&a1) && all.contains_key(&a2),
+        "the other zone's snapshots are left: {all:?}"
+    );
+    assert!(!all.contains_key(&b1));
+}
+
+/// Only READY snapshots count toward --keep: a FAILED one is deleted, one
+/// still uploading (left by an earlier --wait-timeout, say) is never, and
+/// the last good one is kept. Before, the three counted alike, and
+/// --keep 2 kept [new, uploading] and deleted the last good one.
+#[test]
+fn retention_counts_only_ready_snapshots_and_never_deletes_one_being_made() {
+    let g = Gce::new(ZONE);
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let created = tool(&g, "disk-create", &["--size", "1G"], &input).expect(0);
+    let good = tool(&g, "disk-snapshot", &["--no-freeze"], &created.stdout)
+        .expect(0)
+        .record();
+    let good = good["snapshot"]["id"].as_str().unwrap().to_string();
+    let labels = snapshots(&g)[&good]["labels"].clone();
+    // Taken at the same moment as the good one: by name, both sort newer.
+    for (name, status) in [("data-0-failed", "FAILED"), ("data-0-slow", "UPLOADING")] {
+        g.control(
+            "snapshots",
+            json!({"project": "proj", "name": name, "labels": labels, "diskSizeGb": 1,
+                   "sourceDisk": format!("projects/proj/zones/{ZONE}/disks/data-0"),
+                   "status": status}),
+        );
+    }
+    let r = tool(
+        &g,
+        "disk-snapshot",
+        &["--no-freeze", "--keep", "2"],
+        &created.stdout,
+    )
+    .expect(0)
+    .record();
+    assert_eq!(r["snapshot"]["pruned"], json!(["data-0-failed"]), "{r}");
+    let all = snapshots(&g);
+    assert!(all.contains_key(&good), "the last good one kept: {all:?}");
+    assert!(
+        all.contains_key("data-0-slow"),
+        "one being made is never deleted"
+    );
+    assert!(!all.contains_key("data-0-failed"));
+    assert!(all.contains_key(r["snapshot"]["id"].as_str().unwrap()));
+    // `latest` never restores the one being made.
+    let restored = tool(
+        &g,
+        "disk-create",
+        &["--from-snapshot", "latest"],
+        &created.stdout,
+    )
+    .expect(0)
+    .record();
+    assert_eq!(restored["restored_from"]["snapshot"], r["snapshot"]["id"]);
+}
+
+/// A wait for READY longer than --timeout leaves pruning a deadline of its
+/// own: the delete's operation is waited for and reported, not failed at
+/// once (`prune-failed`) while the delete goes ahead.
+#[test]
+fn pruning_after_a_long_wait_has_a_deadline_of_its_own() {
+    let g = Gce::new(ZONE);
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let created = tool(&g, "disk-create", &["--size", "1G"], &input).expect(0);
+    let old = tool(&g, "disk-snapshot", &["--no-freeze"], &created.stdout)
+        .expect(0)
+        .record();
+    let old = old["snapshot"]["id"].as_str().unwrap().to_string();
+    g.control(
+        "config",
+        json!({"op_delay": 0.5, "snapshot_ready_after": 4.0}),
+    );
+    let r = tool(
+        &g,
+        "disk-snapshot",
+        &["--no-freeze", "--keep", "1", "--timeout", "2"],
+        &created.stdout,
+    )
+    .expect(0)
+    .record();
+    assert_eq!(r["snapshot"]["state"], "completed", "{r}");
+    assert_eq!(r["snapshot"]["pruned"], json!([old]), "{r}");
+    assert!(!snapshots(&g).contains_key(&old));
+}

@@ -13,7 +13,7 @@ Control: POST /__proxy__ with JSON
    "account": "222222222222",
    "modification": {"polls": 2, "then": "optimizing", "message": "..."},
    "delay": {"CreateSnapshot": 30},
-   "pending_snapshots": 2}
+   "pending_snapshots": 2, "pending_ids": ["snap-..."]}
   "times" is how many requests fail (-1: all), after letting "skip" pass.
   "detaching": the next "polls" DescribeVolumes answers naming the volume
   show its attachment to the instance as `detaching`; then the proxy
@@ -28,6 +28,8 @@ Control: POST /__proxy__ with JSON
   "pending_snapshots": N: every snapshot in CreateSnapshot answers, and
   in the next N DescribeSnapshots answers (-1: all), shows `pending` (moto
   completes them at once).
+  "pending_ids": these snapshots show `pending` in every answer, for good
+  (one left by an earlier --wait-timeout that never completes).
   GET /__proxy__ returns {"injected": {"Action": n}} counting the failures
   sent, and {"tokens": [...]}, the ClientToken of every CreateVolume.
 Binds 127.0.0.1 only.
@@ -45,7 +47,7 @@ import urllib.request
 import loopback
 
 UPSTREAM = sys.argv[1].rstrip("/")
-STATE = {"fail": {}, "delay": {}, "pending_snapshots": 0, "attaching": False, "detaching": None, "account": None, "modification": None, "injected": {}, "tokens": []}
+STATE = {"fail": {}, "delay": {}, "pending_snapshots": 0, "pending_ids": [], "attaching": False, "detaching": None, "account": None, "modification": None, "injected": {}, "tokens": []}
 LOCK = threading.Lock()
 
 ERROR = """<?xml version="1.0" encoding="UTF-8"?>
@@ -95,6 +97,7 @@ class Handler(loopback.Handler):
             pending_snapshots = STATE["pending_snapshots"]
             if pending_snapshots > 0 and action == "DescribeSnapshots":
                 STATE["pending_snapshots"] -= 1
+            pending_ids = list(STATE["pending_ids"])
             attaching = STATE["attaching"]
             detaching = STATE["detaching"]
             account = STATE["account"]
@@ -116,6 +119,10 @@ class Handler(loopback.Handler):
         status, data, ctype = self.upstream(body, headers, self.command)
         if pending_snapshots and action in ("CreateSnapshot", "DescribeSnapshots"):
             data = data.replace(b"<status>completed</status>", b"<status>pending</status>")
+        if action == "DescribeSnapshots":
+            for sid in pending_ids:
+                pattern = rb"(<snapshotId>" + re.escape(sid.encode()) + rb"</snapshotId>(?:(?!</snapshotId>).)*?<status>)completed(</status>)"
+                data = re.sub(pattern, rb"\1pending\2", data, flags=re.S)
         if attaching and action == "DescribeVolumes":
             data = data.replace(b"<status>attached</status>", b"<status>attaching</status>")
         if modification and action == "DescribeVolumesModifications":

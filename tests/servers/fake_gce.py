@@ -29,7 +29,8 @@ Control (JSON bodies):
        the snapshot (disks.insert with `sourceSnapshot`) gets a copy of that
        (`DISK.img` in the same directory), so a test can check the bytes
   POST /__fake__/snapshots {"project", "name", "labels", "diskSizeGb",
-       "sourceDisk"}   a snapshot made by someone else (READY)
+       "sourceDisk", "status"}   a snapshot made by someone else (READY
+       unless "status" says otherwise)
 
 A disk's customer-managed key is stored and said as Compute Engine says
 it: the key version used (`.../cryptoKeys/K/cryptoKeyVersions/1`).
@@ -37,6 +38,8 @@ disks.resize refuses a size not larger than the disk's, as Compute Engine
 does.
   POST /__fake__/config {"op_delay": s, "hang": bool, "wait_max": s,
        "snapshot_status": "FAILED" (new snapshots end so; default READY),
+       "snapshot_ready_after": s (new snapshots are UPLOADING for s seconds
+       after their operation is done, then READY),
        "fail": {"attachDisk": {"code": "...", "message": "..."}},
        "http_fail": {"disks.insert": {"status": 503, "times": 1, "lost": false}}}
        "lost": the call is done, and then its answer is an error (a
@@ -67,7 +70,7 @@ STATE = {
     "ops": {},  # name -> dict
     "requests": {},  # requestId -> operation name
     "calls": {},
-    "config": {"op_delay": 0.0, "hang": False, "wait_max": 2.0, "fail": {}, "http_fail": {}, "snapshot_status": "READY"},
+    "config": {"op_delay": 0.0, "hang": False, "wait_max": 2.0, "fail": {}, "http_fail": {}, "snapshot_status": "READY", "snapshot_ready_after": 0.0},
     "counter": 0,
 }
 ME = {}
@@ -179,6 +182,10 @@ def disk_json(key):
 def snapshot_json(key):
     project, name = key
     s = STATE["snapshots"][key]
+    if s.get("ready_at") and time.time() >= s["ready_at"]:
+        s["status"], s["ready_at"] = "READY", None
+    elif s.get("ready_at"):
+        s["status"] = "UPLOADING"
     return {
         "kind": "compute#snapshot",
         "id": s["id"],
@@ -442,6 +449,7 @@ class Handler(loopback.Handler):
                     "diskSizeGb": disk["sizeGb"],
                     "sourceDisk": link(project, zone, "disks", name),
                     "status": STATE["config"]["snapshot_status"],
+                    "ready_at": time.time() + STATE["config"]["snapshot_ready_after"] if STATE["config"]["snapshot_ready_after"] and STATE["config"]["snapshot_status"] == "READY" else None,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S.000-00:00", time.gmtime()),
                     "backing": copy_content(backing, os.path.join(os.path.dirname(backing), f"snapshot-{sname}.img")) if backing else None,
                 }
@@ -602,7 +610,7 @@ class Handler(loopback.Handler):
                     "labels": dict(body.get("labels", {})),
                     "diskSizeGb": int(body.get("diskSizeGb", 1)),
                     "sourceDisk": body.get("sourceDisk", ""),
-                    "status": "READY",
+                    "status": body.get("status", "READY"),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S.000-00:00", time.gmtime()),
                     "backing": None,
                 }

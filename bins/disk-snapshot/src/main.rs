@@ -18,7 +18,9 @@ SIGHUP (a second signal thaws, then exits at once); only SIGKILL can leave it
 frozen (`fsfreeze -u MOUNTPOINT`). A freeze that cannot be taken is an error
 unless --no-freeze. An unmounted disk needs no freeze. Retention, with
 --keep or --keep-within, deletes only older snapshots of the same disk and
-deployment, never the one just taken, and reports them (`snapshot.pruned`).
+deployment (on GCE: of that disk in that zone), never the one just taken,
+and reports them (`snapshot.pruned`); only completed snapshots count, one
+still pending is never deleted, a failed one is.
 A static disk is refused (no provider to snapshot it with). EBS volumes:
 CreateSnapshot, tagged. Run on the node where the volume's filesystem is
 mounted (found by its NVMe link and serial or attach name, and the record's
@@ -51,7 +53,7 @@ Examples:
 ///
 /// Reads disk records (NDJSON) on stdin, writes them on stdout with
 /// `snapshot` {id, time, size, state, freeze, method, pruned} (state
-/// pending until an EBS snapshot completes: --wait); with --list,
+/// pending until an EBS or Compute Engine snapshot completes: --wait); with --list,
 /// one record per snapshot of each disk, newest first. A local snapshot is a
 /// copy of the image in <state dir>/snapshots that shares its blocks where
 /// the filesystem can (reflink), else a sparse copy, with a metadata file

@@ -35,7 +35,7 @@ use appscale_persist::codes;
 use appscale_persist::freeze::{self, Frozen, Here};
 use appscale_persist::provider::disk_of;
 use appscale_persist::record::{Record, Snapshot, State};
-use appscale_persist::snapshot::{SnapshotArgs, Stamp};
+use appscale_persist::snapshot::{Candidate, SnapshotArgs, Stamp};
 use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist::wait::Poll;
 use appscale_persist_cloudkit::{
@@ -369,9 +369,12 @@ pub async fn snapshot(
             .zip(plans)
             .map(|(r, p)| {
                 let p = p?;
-                let mut snaps: Vec<(String, u64)> =
-                    earlier(&p)?.into_iter().map(|s| (s.id, s.ms)).collect();
-                snaps.push(("(new)".into(), now.0));
+                let mut snaps: Vec<Candidate> = earlier(&p)?
+                    .into_iter()
+                    .map(|s| Candidate::new(s.id, s.ms, s.state))
+                    .collect();
+                // Retention runs once the new one is complete.
+                snaps.push(Candidate::new("(new)", now.0, "completed"));
                 let pruned: Vec<String> = args
                     .retention()
                     .prune(&snaps, "(new)", now.0)
@@ -673,12 +676,16 @@ fn settle(
             format!("snapshot {} is {}: not pruning", snap.id, snap.state),
         ));
     }
-    let mut all: Vec<(String, u64)> = earlier(p)?
+    let mut all: Vec<Candidate> = earlier(p)?
         .into_iter()
-        .filter(|s| s.disk == p.disk)
-        .map(|s| (s.id, s.ms))
+        .filter(|s| s.disk == p.disk && s.id != snap.id)
+        .map(|s| Candidate::new(s.id, s.ms, s.state))
         .collect();
-    all.push((snap.id.clone(), snap.ms.max(now.0)));
+    all.push(Candidate::new(
+        snap.id.clone(),
+        snap.ms.max(now.0),
+        snap.state.clone(),
+    ));
     Ok(args
         .retention()
         .prune(&all, &snap.id, now.0)

@@ -15,9 +15,13 @@
 //!   `snapshot-pending`), else its state read once; a snapshot this run made
 //!   that ends `FAILED` is deleted again, so a failure leaves nothing behind.
 //! * **finish**: retention over the snapshots of the same disk (the
-//!   record's `disk`, label [`LABEL_DISK`]) and deployment only, never the
-//!   new one; `snapshots.delete` for each pruned, its global operation
-//!   waited for (`snapshots.getOperation`) before it is reported.
+//!   record's `disk` in its zone: the snapshot's `sourceDisk`, or labels
+//!   [`LABEL_DISK`] and [`LABEL_ZONE`], see [`Snap::is_of`]) and deployment
+//!   only, never the new one, by the shared rule (only READY snapshots
+//!   count, one being made is never deleted, a FAILED one is); `snapshots.delete`
+//!   for each pruned, its global operation waited for
+//!   (`snapshots.getOperation`) under a deadline of its own (as long as
+//!   --timeout, started after the wait for READY) before it is reported.
 //!
 //! Snapshot names are global to the project: `<disk>-<time>-<hash>`, the
 //! hash of the project, zone and deployment keeping two disks of one name
@@ -29,7 +33,7 @@ use std::collections::HashMap;
 
 use appscale_persist::codes;
 use appscale_persist::record::{Record, RestoredFrom, Snapshot, State};
-use appscale_persist::snapshot::{SnapshotArgs, Stamp};
+use appscale_persist::snapshot::{Candidate, SnapshotArgs, Stamp};
 use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist::wait::Poll;
 use appscale_persist_cloudkit::{ApiError, Deadline, Unfinished, call_each, poll_until_with};
@@ -50,6 +54,10 @@ pub const LABEL_DISK: &str = "appscale-persist-disk";
 pub const LABEL_TIME: &str = "appscale-persist-time";
 /// The tool that took it.
 pub const LABEL_TOOL: &str = "appscale-persist-tool";
+/// The zone of the disk a snapshot was taken of (the snapshot itself is
+/// global to the project: two disks of one name in two zones are told
+/// apart by this, and by the snapshot's `sourceDisk`).
+pub const LABEL_ZONE: &str = "appscale-persist-zone";
 /// On a disk made from a snapshot: the snapshot's name.
 pub const LABEL_RESTORED_FROM: &str = "appscale-persist-restored-from";
 
@@ -63,6 +71,12 @@ pub struct Snap {
     pub name: String,
     /// The disk label.
     pub disk: String,
+    /// The zone and name of the disk it was taken of, from its
+    /// `sourceDisk` (`.../projects/P/zones/Z/disks/NAME`), when it says
+    /// one.
+    pub source: Option<(String, String)>,
+    /// The zone label.
+    pub zone: String,
     /// The deployment label.
     pub deployment: String,
     /// When it was taken (the time label), ms since the epoch; 0 when
@@ -101,11 +115,37 @@ fn snap_of(s: GceSnapshot) -> Option<Snap> {
     Some(Snap {
         name: s.name.clone()?,
         disk: label(LABEL_DISK),
+        source: s.source_disk.as_deref().and_then(source_of),
+        zone: label(LABEL_ZONE),
         deployment: label(LABEL_DEPLOYMENT),
         ms: ms_of_label(&label(LABEL_TIME)).unwrap_or(0),
         size: (s.disk_size_gb.unwrap_or(0).max(0) as u64) << 30,
         state: state.to_string(),
     })
+}
+
+/// The zone and disk name a `sourceDisk` URL (or partial URL) names:
+/// `.../zones/Z/disks/NAME`.
+fn source_of(url: &str) -> Option<(String, String)> {
+    let parts: Vec<&str> = url.trim_end_matches('/').split('/').collect();
+    let n = parts.len();
+    if n < 4 || parts[n - 4] != "zones" || parts[n - 2] != "disks" {
+        return None;
+    }
+    Some((parts[n - 3].to_string(), parts[n - 1].to_string()))
+}
+
+impl Snap {
+    /// Whether this is a snapshot of `t`'s disk: of that disk name in that
+    /// zone. `sourceDisk` decides when Compute Engine says it (every
+    /// snapshot taken of a disk has one); else the disk and zone labels,
+    /// both of which must be there. The deployment was checked when listed.
+    fn is_of(&self, t: &Target) -> bool {
+        match &self.source {
+            Some((zone, disk)) => *zone == t.location.zone && *disk == t.disk,
+            None => self.disk == label_value(&t.disk) && self.zone == label_value(&t.location.zone),
+        }
+    }
 }
 
 /// A moment as the time label writes it: `20261127-023512-123`.
@@ -387,7 +427,9 @@ async fn list_all(run: &Run, targets: impl Iterator<Item = &Target>) -> Listed {
     listed
 }
 
-/// The snapshots of `t`'s disk and deployment among `listed`, newest first.
+/// The snapshots of `t`'s disk (its name in its zone, [`Snap::is_of`]) and
+/// deployment among `listed`, newest first: what --list lists, retention
+/// chooses among and --from-snapshot restores from.
 fn of_disk(listed: &Listed, t: &Target) -> Result<Vec<Snap>, Failure> {
     let key = (t.location.project.clone(), t.deployment.clone());
     let all = listed
@@ -395,14 +437,14 @@ fn of_disk(listed: &Listed, t: &Target) -> Result<Vec<Snap>, Failure> {
         .ok_or_else(|| Failure::new(codes::INTERNAL, "snapshots not listed"))?
         .as_ref()
         .map_err(Clone::clone)?;
-    let disk = label_value(&t.disk);
-    Ok(all.iter().filter(|s| s.disk == disk).cloned().collect())
+    Ok(all.iter().filter(|s| s.is_of(t)).cloned().collect())
 }
 
 /// The labels of a snapshot of `t`'s disk taken at `at`.
 fn labels(t: &Target, at: Stamp) -> Vec<(String, String)> {
     let mut l = owner::labels(&t.deployment, t.node.as_deref());
     l.push((LABEL_DISK.into(), label_value(&t.disk)));
+    l.push((LABEL_ZONE.into(), label_value(&t.location.zone)));
     l.push((LABEL_TIME.into(), time_label(at)));
     l.push((LABEL_TOOL.into(), "disk-snapshot".into()));
     l
@@ -555,14 +597,15 @@ fn snapshot_failed(name: &str, f: Failure) -> Failure {
 }
 
 /// The names retention deletes among `earlier` (of one disk and
-/// deployment) once `taken` (at `now`) is there.
+/// deployment) once `taken` (at `now`, READY: retention waits for it) is
+/// there.
 fn prune(args: &SnapshotArgs, earlier: &[Snap], taken: &str, now: Stamp) -> Vec<String> {
-    let mut all: Vec<(String, u64)> = earlier
+    let mut all: Vec<Candidate> = earlier
         .iter()
         .filter(|s| s.name != taken)
-        .map(|s| (s.name.clone(), s.ms))
+        .map(|s| Candidate::new(s.name.clone(), s.ms, s.state.clone()))
         .collect();
-    all.push((taken.to_string(), now.0));
+    all.push(Candidate::new(taken, now.0, "completed"));
     args.retention()
         .prune(&all, taken, now.0)
         .into_iter()
@@ -595,10 +638,13 @@ async fn finish(
     let mut record = snap.record();
     record.freeze = Some("not-frozen".into());
     let mut failed = None;
+    // Pruning comes after the wait for READY, which may have outlasted the
+    // run's deadline: it gets a deadline of its own, as long (--timeout).
+    let deadline = Deadline::start(run.deadline.timeout());
     for old in prune(args, &of_disk(listed, &t)?, &snap.name, now) {
         match run
             .api
-            .delete_snapshot(&t.location.project, &old, &run.deadline)
+            .delete_snapshot(&t.location.project, &old, &deadline)
             .await
         {
             Ok(()) => record.pruned.push(old),
@@ -643,7 +689,10 @@ async fn clean_up(run: &Run, project: &str, name: &str, f: Failure) -> Failure {
     let more = match run.api.snapshot(project, name).await {
         Ok(None) => return f,
         Ok(Some(s)) if s.state == "error" => {
-            match run.api.delete_snapshot(project, name, &run.deadline).await {
+            // A deadline of its own, as long as the run's (--timeout): the
+            // failure may have come after a long wait.
+            let deadline = Deadline::start(run.deadline.timeout());
+            match run.api.delete_snapshot(project, name, &deadline).await {
                 Ok(()) => format!("the failed snapshot {name} was deleted"),
                 Err(e) => format!(
                     "deleting the failed snapshot {name} failed too: {}",

@@ -228,7 +228,8 @@ pub const DISK_FULL: &str = "disk-full";
 pub const NEEDS_FSCK: &str = "needs-fsck";
 
 // Snapshots (disk-snapshot, disk-create --from-snapshot).
-/// The provider cannot take snapshots (static; or not yet supported).
+/// The provider cannot take snapshots: a static disk has no provider to
+/// snapshot it with.
 pub const SNAPSHOT_UNSUPPORTED: &str = "snapshot-unsupported";
 /// The mounted filesystem could not be flushed or frozen: no snapshot taken.
 pub const FREEZE_FAILED: &str = "freeze-failed";

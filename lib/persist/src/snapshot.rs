@@ -17,9 +17,10 @@ pub struct SnapshotArgs {
     /// of taking one.
     #[arg(long, help_heading = "Snapshot", conflicts_with_all = ["keep", "keep_within", "no_freeze"])]
     pub list: bool,
-    /// After taking a snapshot, keep only the N newest of the same disk and
-    /// deployment (the new one counts, and is never deleted); delete the
-    /// others and report them.
+    /// After taking a snapshot, keep only the N newest completed snapshots
+    /// of the same disk and deployment (the new one counts, and is never
+    /// deleted); delete the other completed and any failed ones and report
+    /// them. Snapshots still being made never count and are never deleted.
     #[arg(
         long,
         value_name = "N",
@@ -27,8 +28,8 @@ pub struct SnapshotArgs {
         help_heading = "Snapshot"
     )]
     pub keep: Option<u32>,
-    /// After taking a snapshot, keep the snapshots of the same disk and
-    /// deployment taken within DURATION (30m, 12h, 7d, 4w); with --keep, a
+    /// After taking a snapshot, keep the completed snapshots of the same
+    /// disk and deployment taken within DURATION (30m, 12h, 7d, 4w); with --keep, a
     /// snapshot either rule keeps is kept.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Snapshot")]
     pub keep_within: Option<Duration>,
@@ -46,8 +47,8 @@ pub struct SnapshotArgs {
         help_heading = "Snapshot"
     )]
     pub freeze_timeout: u64,
-    /// Wait until every snapshot of the run is complete (EBS: `completed`,
-    /// for at most --wait-timeout seconds). Without it, the tool returns
+    /// Wait until every snapshot of the run is complete (EBS `completed`,
+    /// Compute Engine `READY`; for at most --wait-timeout seconds). Without it, the tool returns
     /// once each snapshot is started (`snapshot.state` pending), which fixes its
     /// point in time. Local snapshots are complete when taken. Retention
     /// (--keep, --keep-within) always waits: nothing older is deleted before
@@ -106,10 +107,33 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Which snapshots of one disk and deployment to keep.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retention {
-    /// Keep the N newest.
+    /// Keep the N newest completed ones.
     pub keep: Option<usize>,
-    /// Keep those taken within this long.
+    /// Keep the completed ones taken within this long.
     pub keep_within: Option<Duration>,
+}
+
+/// One snapshot retention chooses among, as its provider lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Its id.
+    pub id: String,
+    /// When it was taken, ms since the Unix epoch.
+    pub ms: u64,
+    /// Its state as the record says it: `completed`, `pending`, `error`,
+    /// or another word (`deleting`, `unknown`).
+    pub state: String,
+}
+
+impl Candidate {
+    /// A candidate of `id`, taken at `ms`, in `state`.
+    pub fn new(id: impl Into<String>, ms: u64, state: impl Into<String>) -> Candidate {
+        Candidate {
+            id: id.into(),
+            ms,
+            state: state.into(),
+        }
+    }
 }
 
 impl Retention {
@@ -118,27 +142,43 @@ impl Retention {
         self.keep.is_some() || self.keep_within.is_some()
     }
 
-    /// The ids to delete among `snaps` (id, time in ms since the epoch; all
-    /// of one disk and deployment, in any order), at `now_ms`: those no set
-    /// rule keeps. `taken` (the snapshot just taken) is never among them.
-    pub fn prune<'a>(&self, snaps: &'a [(String, u64)], taken: &str, now_ms: u64) -> Vec<&'a str> {
+    /// The ids to delete among `snaps` (all of one disk and deployment, in
+    /// any order) at `now_ms`, by one rule for every provider:
+    ///
+    /// * only `completed` snapshots are usable: they alone count toward
+    ///   --keep N (the N newest completed are kept) and --keep-within, and
+    ///   those no set rule keeps are deleted;
+    /// * an `error` snapshot holds nothing restorable: it never counts and
+    ///   is deleted;
+    /// * any other (`pending`: still being made, perhaps left by an earlier
+    ///   --wait-timeout; `deleting`; `unknown`) is never deleted;
+    /// * `taken` (the snapshot just taken) is never deleted.
+    pub fn prune<'a>(&self, snaps: &'a [Candidate], taken: &str, now_ms: u64) -> Vec<&'a str> {
         if !self.is_set() {
             return Vec::new();
         }
-        let mut newest: Vec<&(String, u64)> = snaps.iter().collect();
-        newest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
-        newest
-            .iter()
-            .enumerate()
-            .filter(|(i, (id, at))| {
-                let by_count = self.keep.is_some_and(|n| *i < n);
-                let by_age = self
-                    .keep_within
-                    .is_some_and(|d| now_ms.saturating_sub(*at) <= d.as_millis() as u64);
-                id != taken && !by_count && !by_age
-            })
-            .map(|(_, (id, _))| id.as_str())
-            .collect()
+        let mut newest: Vec<&Candidate> = snaps.iter().collect();
+        newest.sort_by(|a, b| b.ms.cmp(&a.ms).then_with(|| b.id.cmp(&a.id)));
+        let mut completed = 0;
+        let mut out = Vec::new();
+        for c in newest {
+            let delete = match c.state.as_str() {
+                "completed" => {
+                    let by_count = self.keep.is_some_and(|n| completed < n);
+                    completed += 1;
+                    let by_age = self
+                        .keep_within
+                        .is_some_and(|d| now_ms.saturating_sub(c.ms) <= d.as_millis() as u64);
+                    !by_count && !by_age
+                }
+                "error" => true,
+                _ => false,
+            };
+            if delete && c.id != taken {
+                out.push(c.id.as_str());
+            }
+        }
+        out
     }
 }
 
@@ -222,7 +262,7 @@ mod tests {
 
     #[test]
     fn retention_keeps_the_newest_and_the_recent_and_never_the_new_one() {
-        let s = |id: &str, at: u64| (id.to_string(), at);
+        let s = |id: &str, at: u64| Candidate::new(id, at, "completed");
         let snaps = [s("a", 1000), s("b", 2000), s("c", 3000), s("d", 4000)];
         let keep2 = Retention {
             keep: Some(2),
@@ -243,5 +283,33 @@ mod tests {
         };
         assert_eq!(both.prune(&snaps, "d", 5000), ["b", "a"]);
         assert!(Retention::default().prune(&snaps, "d", 5000).is_empty());
+    }
+
+    #[test]
+    fn only_completed_snapshots_count_and_pending_ones_are_never_deleted() {
+        let snaps = [
+            Candidate::new("good", 1000, "completed"),
+            Candidate::new("failed", 2000, "error"),
+            Candidate::new("slow", 3000, "pending"),
+            Candidate::new("gone", 3500, "deleting"),
+            Candidate::new("new", 4000, "completed"),
+        ];
+        let keep2 = Retention {
+            keep: Some(2),
+            keep_within: None,
+        };
+        // The last good one is kept: the pending and errored ones do not
+        // count; the errored one is deleted, the pending one never.
+        assert_eq!(keep2.prune(&snaps, "new", 5000), ["failed"]);
+        let keep1 = Retention {
+            keep: Some(1),
+            keep_within: None,
+        };
+        assert_eq!(keep1.prune(&snaps, "new", 5000), ["failed", "good"]);
+        let within = Retention {
+            keep: None,
+            keep_within: Some(Duration::from_millis(10_000)),
+        };
+        assert_eq!(within.prune(&snaps, "new", 5000), ["failed"]);
     }
 }

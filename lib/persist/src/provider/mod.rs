@@ -88,7 +88,7 @@ pub trait Provider {
             .map(|_| {
                 Err(Failure::new(
                     codes::SNAPSHOT_UNSUPPORTED,
-                    format!("disk-snapshot does not support the {kind} provider yet"),
+                    format!("the {kind} provider cannot take snapshots"),
                 ))
             })
             .collect()

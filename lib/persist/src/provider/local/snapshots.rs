@@ -26,7 +26,7 @@ use crate::freeze::Frozen;
 use crate::mount::Table;
 use crate::provider::Size;
 use crate::record::{Record, RestoredFrom, Snapshot, State};
-use crate::snapshot::Stamp;
+use crate::snapshot::{Candidate, Stamp};
 use crate::step::{Ctx, Failure, Outcome, StepResult};
 
 /// What `<id>.json` holds about a local snapshot.
@@ -223,12 +223,14 @@ impl Local {
         let now = Stamp::now();
         let id = format!("{disk}@{}", now.compact());
         let retention = self.snap.retention();
-        let mut earlier: Vec<(String, u64)> = self
+        // A local snapshot is complete once its metadata is written (it is
+        // listed only then).
+        let mut earlier: Vec<Candidate> = self
             .snapshots_of(rec, &disk)?
             .into_iter()
-            .map(|m| (m.id, m.ms))
+            .map(|m| Candidate::new(m.id, m.ms, "completed"))
             .collect();
-        earlier.push((id.clone(), now.0));
+        earlier.push(Candidate::new(id.clone(), now.0, "completed"));
         let prune: Vec<String> = retention
             .prune(&earlier, &id, now.0)
             .into_iter()
