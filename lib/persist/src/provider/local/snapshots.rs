@@ -214,7 +214,8 @@ impl Local {
             .metadata()
             .map_err(|e| Failure::new(codes::STATE_DIR, format!("{}: {e}", image.display())))?
             .len();
-        let mountpoint = self.mounted_at(&image)?;
+        let mounted = self.mounted_at(&image)?;
+        let mountpoint = mounted.as_ref().map(|(m, _)| m.clone());
         let freeze = match (&mountpoint, self.snap.no_freeze) {
             (None, _) => "not-mounted",
             (Some(_), true) => "not-frozen",
@@ -277,8 +278,8 @@ impl Local {
             .map_err(|e| Failure::new(codes::STATE_DIR, format!("{}: {e}", dir.display())))?;
         let target = dir.join(format!("{id}.img"));
         let limit = Duration::from_secs(self.snap.freeze_timeout);
-        let frozen = match &mountpoint {
-            Some(m) if freeze == "frozen" => Some(Frozen::take(m, limit)?),
+        let frozen = match &mounted {
+            Some((m, dev)) if freeze == "frozen" => Some(Frozen::take(m, *dev, limit)?),
             _ => None,
         };
         let deadline = frozen.as_ref().map(Frozen::deadline);
@@ -363,8 +364,9 @@ impl Local {
         Ok(())
     }
 
-    /// Where the filesystem on the image's loop device is mounted, if it is.
-    fn mounted_at(&self, image: &Path) -> Result<Option<PathBuf>, Failure> {
+    /// Where the filesystem on the image's loop device is mounted, if it is,
+    /// and the device number found mounted there ([`Frozen::take`] checks it).
+    fn mounted_at(&self, image: &Path) -> Result<Option<(PathBuf, (u64, u64))>, Failure> {
         let Some(lo) = self.bound(image)? else {
             return Ok(None);
         };
@@ -374,7 +376,7 @@ impl Local {
         Ok(table
             .by_device(dev.major, dev.minor)
             .first()
-            .map(|e| e.target.clone()))
+            .map(|e| (e.target.clone(), (e.major, e.minor))))
     }
 
     /// Makes the record's disk from a snapshot (`--from-snapshot`): a new
