@@ -56,6 +56,8 @@ pub struct Meta {
     pub tool: String,
 }
 
+/// A mountpoint and the device (major, minor) mounted there.
+type MountedAt = (PathBuf, (u64, u64));
 impl Meta {
     fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -364,9 +366,10 @@ impl Local {
         Ok(())
     }
 
-    /// Where the filesystem on the image's loop device is mounted, if it is,
-    /// and the device number found mounted there ([`Frozen::take`] checks it).
-    fn mounted_at(&self, image: &Path) -> Result<Option<(PathBuf, (u64, u64))>, Failure> {
+    /// Where the filesystem on the image's loop device is mounted, if it is:
+    /// the mountpoint and the device number found mounted there
+    /// ([`Frozen::take`] checks it).
+    fn mounted_at(&self, image: &Path) -> Result<Option<MountedAt>, Failure> {
         let Some(lo) = self.bound(image)? else {
             return Ok(None);
         };
