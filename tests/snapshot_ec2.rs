@@ -167,12 +167,24 @@ struct Node {
     env: Vec<(String, String)>,
     _dev: LoopDev,
     _t: TempDir,
+    /// The instance the volume is attached to: this machine, as its fake
+    /// IMDS says.
+    inst: String,
+    /// A fake IMDS saying this machine is another instance.
+    other_imds: Server,
+    _imds: Server,
     _proxy: Server,
-    _moto: Server,
+    moto: Server,
 }
 
 impl Node {
     fn new(tag: &str) -> Node {
+        Node::with(tag, false)
+    }
+
+    /// With `xen`, the loop device stands behind the volume's attach name
+    /// (`/dev/sdf`), as on a Xen instance (no NVMe link, no serial).
+    fn with(tag: &str, xen: bool) -> Node {
         require_root();
         let moto = Server::moto();
         let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
@@ -197,10 +209,15 @@ impl Node {
         let dev = LoopDev::new(&t, &vol, 1024);
         let by_id = t.join("dev/disk/by-id");
         std::fs::create_dir_all(&by_id).unwrap();
-        let link = by_id.join(format!(
-            "nvme-Amazon_Elastic_Block_Store_{}",
-            vol.replacen('-', "", 1)
-        ));
+        let link = if xen {
+            let name = rec["attached_as"].as_str().unwrap();
+            t.join("dev").join(name.trim_start_matches("/dev/"))
+        } else {
+            by_id.join(format!(
+                "nvme-Amazon_Elastic_Block_Store_{}",
+                vol.replacen('-', "", 1)
+            ))
+        };
         std::os::unix::fs::symlink(&dev.device, link).unwrap();
         sh_ok(&["mkfs.ext4", "-q", &dev.device]);
         let uuid = sh_ok(&["blkid", "-s", "UUID", "-o", "value", &dev.device])
@@ -215,8 +232,14 @@ impl Node {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         env.push(("APPSCALE_PERSIST_DEV_ROOT".into(), t.s("dev")));
+        let imds = Server::python("fake_imds.py", &[&inst, "us-east-1b"]);
+        env.push(("APPSCALE_PERSIST_METADATA_ENDPOINT".into(), imds.url()));
+        let other_imds = Server::python("fake_imds.py", &["i-0123456789abcdef0", "us-east-1b"]);
         Node {
-            _moto: moto,
+            inst,
+            other_imds,
+            _imds: imds,
+            moto,
             url,
             rec,
             _thaw: ThawOnDrop(mnt.clone()),
@@ -230,13 +253,20 @@ impl Node {
 
     /// disk-snapshot on this node, on `rec`.
     fn snapshot_of(&self, rec: &Value, args: &[&str]) -> Run {
+        self.snapshot_with(rec, args, &[])
+    }
+
+    /// disk-snapshot on this node, on `rec`, with `extra` in its
+    /// environment.
+    fn snapshot_with(&self, rec: &Value, args: &[&str], extra: &[(&str, &str)]) -> Run {
         let mut a = vec!["--endpoint-url", &self.url, "--deployment", "snaps"];
         a.extend_from_slice(args);
-        let env: Vec<(&str, &str)> = self
+        let mut env: Vec<(&str, &str)> = self
             .env
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        env.extend_from_slice(extra);
         run_env(
             "disk-snapshot",
             &a,
@@ -249,12 +279,34 @@ impl Node {
     fn snapshot_elsewhere(&self, args: &[&str]) -> Run {
         let mut a = vec!["--endpoint-url", &self.url, "--deployment", "snaps"];
         a.extend_from_slice(args);
+        let mut env: Vec<(&str, &str)> = aws_env();
+        let url = self.other_imds.url();
+        env.push(("APPSCALE_PERSIST_METADATA_ENDPOINT", &url));
         run_env(
             "disk-snapshot",
             &a,
             &ndjson(std::slice::from_ref(&self.rec)),
-            &aws_env(),
+            &env,
         )
+    }
+
+    /// A second volume (1 GiB), created for `node` and attached to
+    /// `instance` when given.
+    fn volume(&self, node: &str, instance: Option<&str>) -> Value {
+        let created = tool(
+            &self.url,
+            "disk-create",
+            &["--size", "1G"],
+            &ndjson(&[rec(node, &format!("data-{node}"))]),
+        )
+        .expect(0)
+        .stdout;
+        match instance {
+            Some(i) => tool(&self.url, "disk-attach", &["--instance", i], &created)
+                .expect(0)
+                .record(),
+            None => serde_json::from_str(created.lines().next().unwrap()).unwrap(),
+        }
     }
 
     fn snapshot(&self, args: &[&str]) -> Run {
@@ -600,4 +652,120 @@ fn retention_counts_only_completed_snapshots_and_never_deletes_a_pending_one() {
         ids(&listed).contains(&slow),
         "a pending snapshot is never deleted"
     );
+}
+
+/// `scripts/backup` on one machine runs every node's record there. On Xen
+/// every instance's first data volume is /dev/sdf and reports no serial:
+/// another instance's volume, or one not attached at all, is never looked
+/// for here (so never frozen in this machine's stead), and a volume of this
+/// instance found by attach name and size alone is frozen only when the
+/// record's fs.uuid proves it.
+#[test]
+fn only_a_volume_provably_attached_and_mounted_here_is_frozen() {
+    let n = Node::with("snap-ec2-xen", true);
+    // Another node's volume, attached to another instance as /dev/sdf too.
+    let inst2 = n.moto.ec2_admin(&["run-instances", "us-east-1b", "1"])[0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(inst2, n.inst);
+    let other = n.volume("node-1", Some(&inst2));
+    assert_eq!(other["attached_as"], n.rec["attached_as"], "{other}");
+    let r = n.snapshot_of(&other, &[]).expect(1).record();
+    assert_eq!(r["error"]["code"], "freeze-failed", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not to this instance"),
+        "{r}"
+    );
+    let r = n.snapshot_of(&other, &["--no-freeze"]).expect(0).record();
+    assert_eq!(r["snapshot"]["freeze"], "not-frozen", "{r}");
+
+    // A volume attached nowhere, its record still naming /dev/sdf: nothing
+    // to freeze, nothing looked for here.
+    let mut loose = n.volume("node-2", None);
+    loose["attached_as"] = n.rec["attached_as"].clone();
+    let r = n.snapshot_of(&loose, &["-v"]).expect(0);
+    assert_eq!(
+        r.record()["snapshot"]["freeze"],
+        "not-mounted",
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stderr.contains("froze "), "{}", r.stderr);
+
+    // This instance's volume, found by attach name and size alone (no
+    // fs.uuid in the record): not provably this volume, refused.
+    let mut bare = n.rec.clone();
+    bare.as_object_mut().unwrap().remove("fs");
+    let r = n.snapshot_of(&bare, &[]).expect(1).record();
+    assert_eq!(r["error"]["code"], "freeze-failed", "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("fs.uuid"),
+        "{r}"
+    );
+    assert!(accepts_writes(&n.mnt, 10));
+    // With its fs.uuid: proven, frozen.
+    let r = n.snapshot(&["-v"]).expect(0);
+    assert_eq!(r.record()["snapshot"]["freeze"], "frozen", "{}", r.stdout);
+    assert!(accepts_writes(&n.mnt, 10), "thawed");
+}
+
+/// The node lock is held from the look at the node through the thaw: while
+/// another run holds it (a disk-unmount, say), nothing is looked at, frozen
+/// or taken.
+#[test]
+fn a_freeze_holds_the_node_lock() {
+    let n = Node::new("snap-ec2-lock");
+    {
+        std::fs::create_dir_all("/run/appscale-persist").unwrap();
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/run/appscale-persist/lock")
+            .unwrap();
+        let _held = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).unwrap();
+        let r = n
+            .snapshot_with(&n.rec, &[], &[("APPSCALE_PERSIST_LOCK_TIMEOUT", "1")])
+            .expect(1)
+            .record();
+        assert_eq!(r["error"]["code"], "node-locked", "{r}");
+    }
+    let r = n.snapshot(&[]).expect(0).record();
+    assert_eq!(r["snapshot"]["freeze"], "frozen", "{r}");
+    assert_eq!(n.listed().len(), 1, "nothing taken while locked");
+}
+
+/// Right after CreateSnapshot, EC2 may answer DescribeSnapshots of the new
+/// id with InvalidSnapshot.NotFound (eventual consistency): the wait takes
+/// it as still pending, never as a failure.
+#[test]
+fn wait_takes_a_snapshot_not_found_yet_as_pending() {
+    let moto = Server::moto();
+    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
+    let url = proxy.url();
+    let created = tool(
+        &url,
+        "disk-create",
+        &["--size", "1G"],
+        &ndjson(&[rec("node-0", "data-0"), rec("node-1", "data-1")]),
+    )
+    .expect(0);
+    // The listing passes; the first poll is NotFound; the next sees them
+    // pending, the one after completed.
+    inject(
+        &url,
+        json!({"pending_snapshots": 2,
+               "fail": {"DescribeSnapshots": {"status": 400, "code": "InvalidSnapshot.NotFound", "times": 1, "skip": 1}}}),
+    );
+    let w = tool(&url, "disk-snapshot", &["--wait"], &created.stdout).expect(0);
+    for r in w.records() {
+        assert_eq!(r["snapshot"]["state"], "completed", "{r}");
+    }
+    let (_, body) = http("GET", &format!("{url}/__proxy__"), "");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["injected"]["DescribeSnapshots"], 1, "{seen}");
 }

@@ -187,6 +187,13 @@ impl Run {
     }
 }
 
+/// This machine's instance id, from IMDS (at `cfg`'s endpoint): which
+/// volumes disk-snapshot may look for here.
+fn this_instance_id(cfg: &Config) -> Result<String, Failure> {
+    let this = identity::ec2(cfg.metadata_endpoint.as_deref()).map_err(failures::metadata)?;
+    Ok(this.id)
+}
+
 impl Ec2 {
     /// This machine's instance id and zone, from IMDS (`--self`).
     fn this_instance(&mut self) -> Result<ThisInstance, Failure> {

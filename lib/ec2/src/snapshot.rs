@@ -3,14 +3,18 @@
 //! * **plan**: the records' volumes are looked up as for the other
 //!   operations ([`volume::find_volumes`]: another deployment's volume is
 //!   never touched); the snapshots of each deployment are listed in one
-//!   DescribeSnapshots (owner `self`, tagged with the deployment). Each
-//!   volume's filesystem is looked for on this node
-//!   ([`freeze::find_mounted`]: the volume's NVMe link or attach name, its
-//!   serial and size, the mount table, the record's filesystem UUID):
-//!   mounted here, it is frozen; attached but not mounted here, or not
-//!   attached at all, it needs no freeze; attached to an instance but not
-//!   found here, it cannot be frozen, and the record fails `freeze-failed`
-//!   unless `--no-freeze`.
+//!   DescribeSnapshots (owner `self`, tagged with the deployment). A
+//!   volume's filesystem is looked for on this node only when the volume
+//!   is attached to this instance (its id from IMDS), with the attach name
+//!   DescribeVolumes gives ([`freeze::find_mounted`]: the volume's NVMe
+//!   link or attach name, its serial and size, the mount table; a device
+//!   proven the volume's by its serial or the record's filesystem UUID):
+//!   mounted here, it is frozen; attached here but not mounted, or not
+//!   attached at all, it needs no freeze; attached to another instance (or
+//!   this one unknown), not found here, or not provably the volume's, it
+//!   cannot be frozen, and the record fails `freeze-failed` unless
+//!   `--no-freeze`. The node lock ([`NodeLock`]) is held from the first
+//!   look through the last thaw whenever something is frozen.
 //! * **freeze and send**: for each record, at most `--concurrency` at once:
 //!   flush and freeze ([`Frozen`]), CreateSnapshot (tagged with the
 //!   deployment, node, disk, time and tool), thaw as soon as it returns:
@@ -33,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use appscale_persist::codes;
 use appscale_persist::freeze::{self, Frozen, Here};
+use appscale_persist::lock::NodeLock;
 use appscale_persist::provider::disk_of;
 use appscale_persist::record::{Record, Snapshot, State};
 use appscale_persist::snapshot::{Candidate, SnapshotArgs, Stamp};
@@ -211,8 +216,9 @@ impl Api {
 /// How a snapshot is made consistent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Consistency {
-    /// The filesystem is mounted here, at this mountpoint: frozen.
-    Freeze(PathBuf),
+    /// The filesystem is mounted here, at this mountpoint, from this device
+    /// (major, minor): frozen.
+    Freeze(PathBuf, (u64, u64)),
     /// Nothing to freeze: the volume is not attached, or its filesystem is
     /// not mounted (on this node, where it is attached).
     NotMounted,
@@ -224,7 +230,7 @@ impl Consistency {
     /// `snapshot.freeze`.
     fn label(&self) -> &'static str {
         match self {
-            Consistency::Freeze(_) => "frozen",
+            Consistency::Freeze(..) => "frozen",
             Consistency::NotMounted => "not-mounted",
             Consistency::NotFrozen => "not-frozen",
         }
@@ -233,7 +239,7 @@ impl Consistency {
     /// For messages.
     fn describe(&self) -> String {
         match self {
-            Consistency::Freeze(m) => format!("{} frozen meanwhile", m.display()),
+            Consistency::Freeze(m, _) => format!("{} frozen meanwhile", m.display()),
             Consistency::NotMounted => "not mounted: no freeze needed".into(),
             Consistency::NotFrozen => "NOT frozen (--no-freeze)".into(),
         }
@@ -251,40 +257,87 @@ pub struct Plan {
     consistency: Consistency,
 }
 
+/// This machine's instance id (IMDS), or why it is not known: only a
+/// volume attached to it can be looked for here.
+type ThisId = Result<String, Failure>;
+
 /// How the snapshot of `r`'s volume (attached as `attached`: instance and
-/// device name) is made consistent, from what this node shows
-/// ([`freeze::find_mounted`]).
+/// device name) is made consistent. Its filesystem is looked for on this
+/// machine ([`freeze::find_mounted`]) only when the volume is attached to
+/// this instance (`this`): every instance's first data volume has the same
+/// attach name, so a device found here by that name alone may be another
+/// instance's volume's namesake. `lock` is taken (once, and kept) before
+/// the first look: the node lock, held from the look until the thaw.
 fn consistency(
     run: &Run,
     r: &Record,
     attached: &[(String, String)],
+    this: Option<&ThisId>,
+    lock: &mut Option<Result<NodeLock, Failure>>,
     no_freeze: bool,
 ) -> Result<Consistency, Failure> {
+    let vol = r.disk_id().unwrap_or("?").to_string();
+    if attached.is_empty() {
+        // Not attached to any instance: mounted nowhere.
+        return Ok(Consistency::NotMounted);
+    }
+    let elsewhere = |why: String| {
+        if no_freeze {
+            Ok(Consistency::NotFrozen)
+        } else {
+            Err(Failure::new(
+                codes::FREEZE_FAILED,
+                format!(
+                    "{vol} is attached to {}, {why}, so its filesystem cannot be frozen from here: run disk-snapshot on that node, or pass --no-freeze (a crash-consistent snapshot, which the record notes); nothing taken",
+                    attached
+                        .iter()
+                        .map(|(i, d)| if d.is_empty() {
+                            i.clone()
+                        } else {
+                            format!("{i} as {d}")
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ))
+        }
+    };
+    let me = match this {
+        Some(Ok(me)) => me,
+        Some(Err(f)) => {
+            return elsewhere(format!(
+                "but this machine's instance could not be learnt from the metadata service ({}), so the volume is not provably on this node",
+                f.message
+            ));
+        }
+        None => return elsewhere("but this machine's instance is not known".into()),
+    };
+    let Some((_, dev)) = attached.iter().find(|(i, _)| i == me) else {
+        return elsewhere(format!(
+            "not to this instance ({me}): it is not on this node"
+        ));
+    };
+    // The attach name the API gives, never the record's (stale) one.
     let mut probe = r.clone();
     probe.provider = Some(run.cfg.kind);
-    if let Some((_, dev)) = attached.iter().find(|(_, d)| !d.is_empty()) {
-        probe.attached_as = Some(dev.clone());
+    probe.attached_as = (!dev.is_empty()).then(|| dev.clone());
+    if let Err(f) = lock
+        .get_or_insert_with(|| NodeLock::take(run.check).map_err(Failure::from))
+        .as_ref()
+    {
+        return Err(f.clone());
     }
-    let vol = probe.disk_id().unwrap_or("?").to_string();
     match (freeze::find_mounted(&probe), no_freeze) {
-        (Ok(Here::Mounted { mountpoint, .. }), false) => Ok(Consistency::Freeze(mountpoint)),
+        (
+            Ok(Here::Mounted {
+                mountpoint, dev, ..
+            }),
+            false,
+        ) => Ok(Consistency::Freeze(mountpoint, dev)),
         (Ok(Here::Unmounted(_)), _) => Ok(Consistency::NotMounted),
-        (Ok(Here::Absent), _) if attached.is_empty() => Ok(Consistency::NotMounted),
         (_, true) => Ok(Consistency::NotFrozen),
-        (Ok(Here::Absent), false) => Err(Failure::new(
-            codes::FREEZE_FAILED,
-            format!(
-                "{vol} is attached to {}, but its device is not on this node, so its filesystem cannot be frozen from here: run disk-snapshot on that node, or pass --no-freeze (a crash-consistent snapshot, which the record notes); nothing taken",
-                attached
-                    .iter()
-                    .map(|(i, d)| if d.is_empty() {
-                        i.clone()
-                    } else {
-                        format!("{i} as {d}")
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+        (Ok(Here::Absent), false) => elsewhere(format!(
+            "this instance ({me}), but its device is not on this node"
         )),
         (Err(f), false) => Err(f),
     }
@@ -298,6 +351,16 @@ pub async fn snapshot(
     placed: Vec<Result<(), Failure>>,
 ) -> Vec<StepResult> {
     let found = volume::find_volumes(run, records, placed).await;
+    // Which instance this is matters only for a volume attached somewhere.
+    let attached_somewhere = !args.list
+        && found.iter().flatten().any(|f| {
+            f.vol
+                .attachments()
+                .iter()
+                .any(|a| a.state() != Some(&VolumeAttachmentState::Detached))
+        });
+    let this: Option<ThisId> = attached_somewhere.then(|| crate::this_instance_id(&run.cfg));
+    let mut lock: Option<Result<NodeLock, Failure>> = None;
     let mut plans: Vec<Result<Plan, Failure>> = records
         .iter_mut()
         .zip(found)
@@ -319,7 +382,7 @@ pub async fn snapshot(
             let consistency = if args.list {
                 Consistency::NotMounted
             } else {
-                consistency(run, r, &attached, args.no_freeze)?
+                consistency(run, r, &attached, this.as_ref(), &mut lock, args.no_freeze)?
             };
             Ok(Plan {
                 vol: volume::id(&f.vol).to_string(),
@@ -331,6 +394,15 @@ pub async fn snapshot(
             })
         })
         .collect();
+    // The node lock, held from the look at the node through the thaw, and
+    // only while something is to be frozen.
+    if !plans
+        .iter()
+        .flatten()
+        .any(|p| matches!(p.consistency, Consistency::Freeze(..)))
+    {
+        lock = None;
+    }
     // The deployments' snapshots, one call each.
     let mut listed: HashMap<String, Result<Vec<Snap>, Failure>> = HashMap::new();
     for p in plans.iter().flatten() {
@@ -413,6 +485,8 @@ pub async fn snapshot(
         move |(p, time): (Plan, String)| take(api.clone(), p, time, limit),
     )
     .await;
+    // Every filesystem frozen is thawed by now.
+    drop(lock);
     let waited = if args.waits() {
         wait_completed(run, args, &taken).await
     } else {
@@ -489,6 +563,10 @@ pub async fn snapshot(
         .collect()
 }
 
+/// The error code of a DescribeSnapshots naming an id EC2 does not know
+/// (yet, right after CreateSnapshot).
+const NOT_FOUND: &str = "InvalidSnapshot.NotFound";
+
 /// How often a CreateSnapshot made while frozen checks for a signal and
 /// the freeze deadline.
 const FROZEN_CHECK: Duration = Duration::from_millis(100);
@@ -499,7 +577,7 @@ const FROZEN_CHECK: Duration = Duration::from_millis(100);
 /// thawed: the guard is dropped on every path out of here.
 async fn take(api: Arc<Api>, p: Plan, time: String, limit: Duration) -> Result<Snap, Failure> {
     let frozen = match &p.consistency {
-        Consistency::Freeze(m) => Some(Frozen::take(m, limit)?),
+        Consistency::Freeze(m, dev) => Some(Frozen::take(m, *dev, limit)?),
         _ => None,
     };
     let mut create = std::pin::pin!(api.create_snapshot(&p, &time));
@@ -539,7 +617,9 @@ async fn take(api: Arc<Api>, p: Plan, time: String, limit: Duration) -> Result<S
 
 /// Waits until every snapshot taken is `completed` (or fails), all in one
 /// poll loop under `--wait-timeout`: each poll is one DescribeSnapshots for
-/// those still pending. The snapshots last seen, each with its failure if
+/// those still pending. A snapshot EC2 does not show yet (not found, or
+/// missing from the answer: eventual consistency right after
+/// CreateSnapshot) is still pending. The snapshots last seen, each with its failure if
 /// it did not complete.
 async fn wait_completed(
     run: &Run,
@@ -572,10 +652,18 @@ async fn wait_completed(
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        // Right after CreateSnapshot, EC2 may not know the new ids yet
+        // (eventual consistency): InvalidSnapshot.NotFound, or an id
+        // missing from the answer, means not visible yet, so still pending
+        // until the deadline; never a failure.
         let found = if ids.is_empty() {
             Vec::new()
         } else {
-            run.api.snapshots_by_id(&ids).await?
+            match run.api.snapshots_by_id(&ids).await {
+                Ok(found) => found,
+                Err(e) if e.failure.code == NOT_FOUND => Vec::new(),
+                Err(e) => return Err(e),
+            }
         };
         let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
         let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
@@ -586,19 +674,16 @@ async fn wait_completed(
                     entry.0 = s.clone();
                     true
                 }
+                None => true,
                 Some(s) if s.state == "completed" => {
                     entry.0 = s.clone();
                     false
                 }
-                other => {
-                    let why =
-                        other.map_or("disappeared".to_string(), |s| format!("is {}", s.state));
-                    if let Some(s) = other {
-                        entry.0 = s.clone();
-                    }
+                Some(s) => {
+                    entry.0 = s.clone();
                     entry.1 = Some(Failure::new(
                         codes::SNAPSHOT_FAILED,
-                        format!("snapshot {id} {why}"),
+                        format!("snapshot {id} is {}", s.state),
                     ));
                     false
                 }

@@ -57,17 +57,39 @@ pub struct Frozen {
 
 impl Frozen {
     /// Flushes, then freezes the filesystem mounted at `mountpoint`, for at
-    /// most `limit` (the caller's work checks [`Frozen::deadline`]). An
-    /// error (code `freeze-failed`) means nothing is frozen.
-    pub fn take(mountpoint: &Path, limit: Duration) -> Result<Frozen, Failure> {
+    /// most `limit` (the caller's work checks [`Frozen::deadline`]). `dev`
+    /// is the device (major, minor) the caller found mounted there: the
+    /// directory opened must be on it (its `st_dev`), or nothing is frozen.
+    /// A disk unmounted meanwhile leaves an empty directory on the parent
+    /// filesystem (often `/`), which must never be the one frozen. An error
+    /// (code `freeze-failed`) means nothing is frozen.
+    pub fn take(mountpoint: &Path, dev: (u64, u64), limit: Duration) -> Result<Frozen, Failure> {
         let fail = |what: &str, e: &dyn std::fmt::Display| {
             Failure::new(
                 codes::FREEZE_FAILED,
                 format!("{what} {}: {e}", mountpoint.display()),
             )
         };
-        crate::files::sync_fs(mountpoint).map_err(|e| fail("flushing", &e))?;
         let dir = File::open(mountpoint).map_err(|e| fail("opening", &e))?;
+        let st = nix::sys::stat::fstat(&dir).map_err(|e| fail("examining", &e))?;
+        let have = (
+            nix::sys::stat::major(st.st_dev),
+            nix::sys::stat::minor(st.st_dev),
+        );
+        if have != dev {
+            return Err(Failure::new(
+                codes::FREEZE_FAILED,
+                format!(
+                    "{} is on device {}:{}, not on {}:{}, the device found mounted there: it was unmounted or replaced meanwhile; not freezing the filesystem it is on now",
+                    mountpoint.display(),
+                    have.0,
+                    have.1,
+                    dev.0,
+                    dev.1
+                ),
+            ));
+        }
+        nix::unistd::syncfs(&dir).map_err(|e| fail("flushing", &e))?;
         let mut registry = FROZEN.lock().unwrap_or_else(|e| e.into_inner());
         let mut arg: nix::libc::c_int = 0;
         // SAFETY: an open descriptor and a pointer to a live integer, as
@@ -138,6 +160,9 @@ pub enum Here {
     Mounted {
         /// The device, as found.
         device: PathBuf,
+        /// Its number (major, minor): what the mountpoint's `st_dev` is
+        /// ([`Frozen::take`] checks it).
+        dev: (u64, u64),
         /// The mountpoint to freeze.
         mountpoint: PathBuf,
     },
@@ -148,7 +173,9 @@ pub enum Here {
 /// NVMe link, the attach name), which must all lead to one device, whose
 /// serial and size must be the disk's ([`discover::check_identity`]); then
 /// the mount table. A filesystem mounted from it must be the one the
-/// record names (`fs.uuid`), when it names one. The record's `device` is
+/// record names (`fs.uuid`), when it names one; when it names none, the
+/// device's serial must name the disk: a size that matches is no proof
+/// (`freeze-failed`). The record's `device` is
 /// not trusted: a stale record may name a device that now holds another
 /// disk.
 pub fn find_mounted(rec: &Record) -> Result<Here, Failure> {
@@ -195,7 +222,20 @@ pub fn find_mounted(rec: &Record) -> Result<Here, Failure> {
     let Some(entry) = table.by_device(dev.major, dev.minor).first().cloned() else {
         return Ok(Here::Unmounted(dev.path.clone()));
     };
-    if let Some(want) = rec.fs.as_ref().and_then(|f| f.uuid.as_deref()) {
+    let kernel_name = dev
+        .real
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    // The serial EBS gives a device (NVMe; virtio on Eucalyptus) names
+    // its volume.
+    let serial_proves = discover::serial_names_volume(
+        &discover::serial_of(&kernel_name),
+        rec.disk_id().unwrap_or_default(),
+    );
+    let want = rec.fs.as_ref().and_then(|f| f.uuid.as_deref());
+    if let Some(want) = want {
         let probe = crate::blockdev::probe(&dev.real)?;
         let have = probe.as_ref().and_then(|p| p.uuid()).unwrap_or("");
         if !have.eq_ignore_ascii_case(want) {
@@ -208,9 +248,52 @@ pub fn find_mounted(rec: &Record) -> Result<Here, Failure> {
                 ),
             ));
         }
+    } else if !serial_proves {
+        // Found by its attach name (Xen: no serial), matching in size
+        // alone: every instance's first data volume has the same name, so
+        // this may be another disk's filesystem. Never freeze on that.
+        return Err(Failure::new(
+            codes::FREEZE_FAILED,
+            format!(
+                "{} (mounted at {}) was found by its attach name and size alone: its device reports no serial and the record names no filesystem UUID (`fs.uuid`), so it cannot be shown to be {}; not freezing it. Give the record its `fs` (the records disk-ensure-fs writes carry it), or pass --no-freeze for a crash-consistent snapshot",
+                dev.path.display(),
+                entry.target.display(),
+                rec.disk_id().unwrap_or("?")
+            ),
+        ));
     }
     Ok(Here::Mounted {
         device: dev.path.clone(),
+        dev: (dev.major, dev.minor),
         mountpoint: entry.target.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mountpoint that is no longer the filesystem found mounted there
+    /// (unmounted meanwhile: a plain directory on its parent's filesystem)
+    /// is refused before any freeze. `/proc` stands in for it: procfs
+    /// cannot be frozen, so even a take that skipped the check would freeze
+    /// nothing (it would fail "freezing ...: not supported" instead).
+    #[test]
+    fn take_refuses_a_mountpoint_on_another_device_than_found() {
+        let here = Path::new("/proc");
+        let st = nix::sys::stat::stat(here).unwrap();
+        let dev = (
+            nix::sys::stat::major(st.st_dev),
+            nix::sys::stat::minor(st.st_dev),
+        );
+        let found = (dev.0 + 7, dev.1 + 1);
+        let f = Frozen::take(here, found, Duration::from_secs(1)).unwrap_err();
+        assert_eq!(f.code, codes::FREEZE_FAILED, "{f:?}");
+        assert!(f.message.contains("not freezing"), "{f:?}");
+        assert!(FROZEN.lock().unwrap().is_empty());
+        // The device found: the check passes, and the freeze itself is
+        // what fails (procfs has none).
+        let f = Frozen::take(here, dev, Duration::from_secs(1)).unwrap_err();
+        assert!(f.message.starts_with("freezing "), "{f:?}");
+    }
 }

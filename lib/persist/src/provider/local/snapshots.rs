@@ -56,6 +56,8 @@ pub struct Meta {
     pub tool: String,
 }
 
+/// A mountpoint and the device (major, minor) mounted there.
+type MountedAt = (PathBuf, (u64, u64));
 impl Meta {
     fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -214,7 +216,8 @@ impl Local {
             .metadata()
             .map_err(|e| Failure::new(codes::STATE_DIR, format!("{}: {e}", image.display())))?
             .len();
-        let mountpoint = self.mounted_at(&image)?;
+        let mounted = self.mounted_at(&image)?;
+        let mountpoint = mounted.as_ref().map(|(m, _)| m.clone());
         let freeze = match (&mountpoint, self.snap.no_freeze) {
             (None, _) => "not-mounted",
             (Some(_), true) => "not-frozen",
@@ -279,8 +282,8 @@ impl Local {
             .map_err(|e| Failure::new(codes::STATE_DIR, format!("{}: {e}", dir.display())))?;
         let target = dir.join(format!("{id}.img"));
         let limit = Duration::from_secs(self.snap.freeze_timeout);
-        let frozen = match &mountpoint {
-            Some(m) if freeze == "frozen" => Some(Frozen::take(m, limit)?),
+        let frozen = match &mounted {
+            Some((m, dev)) if freeze == "frozen" => Some(Frozen::take(m, *dev, limit)?),
             _ => None,
         };
         let deadline = frozen.as_ref().map(Frozen::deadline);
@@ -365,8 +368,10 @@ impl Local {
         Ok(())
     }
 
-    /// Where the filesystem on the image's loop device is mounted, if it is.
-    fn mounted_at(&self, image: &Path) -> Result<Option<PathBuf>, Failure> {
+    /// Where the filesystem on the image's loop device is mounted, if it is:
+    /// the mountpoint and the device number found mounted there
+    /// ([`Frozen::take`] checks it).
+    fn mounted_at(&self, image: &Path) -> Result<Option<MountedAt>, Failure> {
         let Some(lo) = self.bound(image)? else {
             return Ok(None);
         };
@@ -376,7 +381,7 @@ impl Local {
         Ok(table
             .by_device(dev.major, dev.minor)
             .first()
-            .map(|e| e.target.clone()))
+            .map(|e| (e.target.clone(), (e.major, e.minor))))
     }
 
     /// Makes the record's disk from a snapshot (`--from-snapshot`): a new
