@@ -7,9 +7,8 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
@@ -82,12 +81,6 @@ impl Disk {
         v.sort();
         v
     }
-}
-
-fn ids(recs: &[Value]) -> Vec<String> {
-    recs.iter()
-        .map(|r| r["snapshot"]["id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[test]
@@ -323,49 +316,9 @@ fn a_static_disk_is_refused_and_a_held_freeze_is_an_error_unless_no_freeze() {
 /// with `signals` 2, SIGINT right after) once it says it froze the
 /// filesystem, and returns its run.
 fn snapshot_killed_while_frozen(d: &Disk, signals: usize) -> Run {
-    let mut child = Command::new(bin("disk-snapshot"))
-        .args(["-v", "--state-dir", &d.state])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(ndjson(std::slice::from_ref(&d.up)).as_bytes())
-            .unwrap();
-    }
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = std::io::BufReader::new(stderr).lines();
-    let mut seen = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains("froze ") {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            // Back to back, the second a different signal (two pending
-            // SIGTERMs would be one): it arrives while the copy is still
-            // running and the filesystem frozen.
-            use nix::sys::signal::{Signal, kill};
-            for sig in [Signal::SIGTERM, Signal::SIGINT].into_iter().take(signals) {
-                kill(pid, sig).unwrap();
-            }
-            break;
-        }
-    }
-    for line in lines {
-        seen.push_str(&line.unwrap());
-        seen.push('\n');
-    }
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: seen,
-    }
+    let mut cmd = Command::new(bin("disk-snapshot"));
+    cmd.args(["-v", "--state-dir", &d.state]);
+    signalled_at(cmd, &ndjson(std::slice::from_ref(&d.up)), "froze ", signals)
 }
 
 fn disk_with_a_gib() -> Disk {

@@ -8,9 +8,8 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use serde_json::{Value, json};
@@ -23,12 +22,6 @@ fn tool(url: &str, name: &str, args: &[&str], input: &str) -> Run {
 
 fn rec(node: &str, disk: &str) -> Value {
     json!({"v": 1, "node": node, "provider": "ec2", "zone": "us-east-1b", "disk": disk})
-}
-
-fn ids(recs: &[Value]) -> Vec<String> {
-    recs.iter()
-        .map(|r| r["snapshot"]["id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[test]
@@ -321,48 +314,11 @@ impl Node {
     /// Starts disk-snapshot -v, sends `signals` (SIGTERM, then SIGINT)
     /// once it says it froze the filesystem, and returns its run.
     fn killed_while_frozen(&self, signals: usize) -> Run {
-        let mut child = Command::new(bin("disk-snapshot"))
-            .args(["-v", "--endpoint-url", &self.url, "--deployment", "snaps"])
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().unwrap();
-            stdin
-                .write_all(ndjson(std::slice::from_ref(&self.rec)).as_bytes())
-                .unwrap();
-        }
-        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut seen = String::new();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            seen.push_str(&line);
-            seen.push('\n');
-            if line.contains("froze ") {
-                use nix::sys::signal::{Signal, kill};
-                let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-                // Back to back, the second a different signal (two pending
-                // SIGTERMs would be one).
-                for sig in [Signal::SIGTERM, Signal::SIGINT].into_iter().take(signals) {
-                    kill(pid, sig).unwrap();
-                }
-                break;
-            }
-        }
-        for line in lines {
-            seen.push_str(&line.unwrap());
-            seen.push('\n');
-        }
-        let out = child.wait_with_output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: seen,
-        }
+        let mut cmd = Command::new(bin("disk-snapshot"));
+        cmd.args(["-v", "--endpoint-url", &self.url, "--deployment", "snaps"])
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        let input = ndjson(std::slice::from_ref(&self.rec));
+        signalled_at(cmd, &input, "froze ", signals)
     }
 }
 
@@ -635,13 +591,7 @@ fn retention_counts_only_completed_snapshots_and_never_deletes_a_pending_one() {
     );
     // --keep 1: the good one goes, the pending one still stays.
     let r = take(&["--keep", "1"]);
-    let mut pruned: Vec<String> = r["snapshot"]["pruned"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
-    pruned.sort();
+    let pruned = pruned_sorted(&r);
     let mut want = vec![good, new];
     want.sort();
     assert_eq!(pruned, want, "{r}");

@@ -25,12 +25,6 @@ fn tool(g: &Gce, name: &str, args: &[&str], input: &str) -> Run {
     g.tool(name, &a, input)
 }
 
-fn ids(recs: &[Value]) -> Vec<String> {
-    recs.iter()
-        .map(|r| r["snapshot"]["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// The fake's snapshots, by name.
 fn snapshots(g: &Gce) -> serde_json::Map<String, Value> {
     g.state()["snapshots"]
@@ -131,13 +125,7 @@ fn gce_snapshots_are_labelled_listed_and_pruned_per_disk_and_deployment() {
     )
     .expect(0)
     .record();
-    let mut would: Vec<String> = c["snapshot"]["pruned"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
-    would.sort();
+    let would = pruned_sorted(&c);
     let mut want = taken0.clone();
     want.sort();
     assert_eq!(would, want, "{c}");
@@ -147,13 +135,7 @@ fn gce_snapshots_are_labelled_listed_and_pruned_per_disk_and_deployment() {
     let kept = tool(&g, "disk-snapshot", &["--no-freeze", "--keep", "1"], &disk0)
         .expect(0)
         .record();
-    let mut pruned: Vec<String> = kept["snapshot"]["pruned"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
-    pruned.sort();
+    let pruned = pruned_sorted(&kept);
     assert_eq!(pruned, want, "{kept}");
     let latest = kept["snapshot"]["id"].as_str().unwrap().to_string();
     let list0 = tool(&g, "disk-snapshot", &["--list"], &disk0)

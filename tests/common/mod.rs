@@ -656,3 +656,67 @@ pub fn accepts_writes(dir: &Path, secs: u64) -> bool {
     rx.recv_timeout(std::time::Duration::from_secs(secs))
         .unwrap_or(false)
 }
+
+/// Runs `cmd` with `input` on stdin and, once a stderr line contains
+/// `marker` (`froze `: the filesystem is frozen), sends it SIGTERM and, with
+/// `signals` 2, SIGINT right after (a different signal: two pending SIGTERMs
+/// would be one); returns its run, stderr whole.
+pub fn signalled_at(mut cmd: Command, input: &str, marker: &str, signals: usize) -> Run {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(marker) {
+            use nix::sys::signal::{Signal, kill};
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            for sig in [Signal::SIGTERM, Signal::SIGINT].into_iter().take(signals) {
+                kill(pid, sig).unwrap();
+            }
+            break;
+        }
+    }
+    for line in lines {
+        seen.push_str(&line.unwrap());
+        seen.push('\n');
+    }
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: seen,
+    }
+}
+
+/// The `snapshot.id` of each record, in order.
+pub fn ids(recs: &[Value]) -> Vec<String> {
+    recs.iter()
+        .map(|r| r["snapshot"]["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A record's `snapshot.pruned`, sorted.
+pub fn pruned_sorted(r: &Value) -> Vec<String> {
+    let mut pruned: Vec<String> = r["snapshot"]["pruned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    pruned.sort();
+    pruned
+}

@@ -78,15 +78,7 @@ pub struct Snap {
 
 impl Snap {
     fn record(&self) -> Snapshot {
-        Snapshot {
-            id: self.id.clone(),
-            time: Stamp(self.ms).rfc3339(),
-            size: self.size,
-            state: self.state.clone(),
-            freeze: None,
-            method: None,
-            pruned: Vec::new(),
-        }
+        Snapshot::listed(&self.id, Stamp(self.ms).rfc3339(), self.size, &self.state)
     }
 }
 

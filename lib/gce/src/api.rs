@@ -578,36 +578,57 @@ impl Api {
         deadline: &Deadline,
         progress: &Progress,
     ) -> Result<(), Failure> {
-        match outcome(&op) {
-            Poll::Ready(()) => return Ok(()),
-            Poll::Failed(f) => return Err(f),
-            Poll::Pending => {}
-        }
-        let name = op.name.clone().unwrap_or_default();
-        if name.is_empty() {
-            return Err(Failure::new(
-                codes::API_ERROR,
-                "an unfinished operation came back without a name",
-            ));
-        }
-        let what = format!("zoneOperations.wait {name}");
-        let waited = poll_until_with(progress, deadline.schedule(POLL), || async {
-            let wait = self
-                .ops
+        wait_operation(op, "zoneOperations.wait", deadline, progress, |name| {
+            self.ops
                 .wait()
                 .set_project(&at.project)
                 .set_zone(&at.zone)
-                .set_operation(&name)
-                .send();
-            match tokio::time::timeout(deadline.remaining().min(CALL_TIMEOUT), wait).await {
-                Ok(answer) => Ok(outcome(&answer.map_err(|e| api_error(&what, e))?)),
-                // Still running when the call's time was up: poll again.
-                Err(_) => Ok(Poll::Pending),
-            }
+                .set_operation(name)
+                .send()
         })
-        .await;
-        waited.map_err(|u| u.into_failure(format!("operation {name} did not finish"), deadline))
+        .await
     }
+}
+
+/// Waits for `op` to finish under `deadline`, one `poll(name)` a poll
+/// (`call`: the method, for messages): `zoneOperations.wait`, which returns
+/// when the operation is done or after a while (up to two minutes), or a
+/// global operation's get. An operation that ends with an error is a
+/// failure with the operation's error code; a poll still unanswered when
+/// the call's time is up is polled again.
+pub(crate) async fn wait_operation<F, Fut>(
+    op: Operation,
+    call: &str,
+    deadline: &Deadline,
+    progress: &Progress,
+    poll: F,
+) -> Result<(), Failure>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Operation, google_cloud_gax::error::Error>>,
+{
+    match outcome(&op) {
+        Poll::Ready(()) => return Ok(()),
+        Poll::Failed(f) => return Err(f),
+        Poll::Pending => {}
+    }
+    let name = op.name.clone().unwrap_or_default();
+    if name.is_empty() {
+        return Err(Failure::new(
+            codes::API_ERROR,
+            "an unfinished operation came back without a name",
+        ));
+    }
+    let what = format!("{call} {name}");
+    let waited = poll_until_with(progress, deadline.schedule(POLL), || async {
+        let answer = poll(name.clone());
+        match tokio::time::timeout(deadline.remaining().min(CALL_TIMEOUT), answer).await {
+            Ok(answer) => Ok(outcome(&answer.map_err(|e| api_error(&what, e))?)),
+            Err(_) => Ok(Poll::Pending),
+        }
+    })
+    .await;
+    waited.map_err(|u| u.into_failure(format!("operation {name} did not finish"), deadline))
 }
 
 impl Api {

@@ -40,8 +40,7 @@ use appscale_persist_cloudkit::{ApiError, Deadline, Unfinished, call_each, poll_
 use google_cloud_compute_v1::model::{Operation, Snapshot as GceSnapshot};
 
 use crate::api::{
-    Api, CALL_TIMEOUT, Location, api_error, bounded, call, idempotent, is_not_found, outcome,
-    request_id,
+    Api, Location, api_error, bounded, call, idempotent, is_not_found, request_id, wait_operation,
 };
 use crate::disk;
 use crate::owner::{self, LABEL_DEPLOYMENT, label_value};
@@ -91,15 +90,7 @@ pub struct Snap {
 
 impl Snap {
     fn record(&self) -> Snapshot {
-        Snapshot {
-            id: self.name.clone(),
-            time: Stamp(self.ms).rfc3339(),
-            size: self.size,
-            state: self.state.clone(),
-            freeze: None,
-            method: None,
-            pruned: Vec::new(),
-        }
+        Snapshot::listed(&self.name, Stamp(self.ms).rfc3339(), self.size, &self.state)
     }
 }
 
@@ -315,34 +306,18 @@ impl Api {
         op: Operation,
         deadline: &Deadline,
     ) -> Result<(), Failure> {
-        match outcome(&op) {
-            Poll::Ready(()) => return Ok(()),
-            Poll::Failed(f) => return Err(f),
-            Poll::Pending => {}
-        }
-        let name = op.name.clone().unwrap_or_default();
-        if name.is_empty() {
-            return Err(Failure::new(
-                codes::API_ERROR,
-                "an unfinished operation came back without a name",
-            ));
-        }
-        let what = format!("globalOperations.get {name}");
-        let progress = deadline.progress(format!("operation {name} to finish"), 1);
-        let waited = poll_until_with(&progress, deadline.schedule(POLL), || async {
-            let get = self
-                .snapshots
+        let progress = deadline.progress(
+            format!("operation {} to finish", op.name.as_deref().unwrap_or("?")),
+            1,
+        );
+        wait_operation(op, "globalOperations.get", deadline, &progress, |name| {
+            self.snapshots
                 .get_operation()
                 .set_project(project)
-                .set_operation(&name)
-                .send();
-            match tokio::time::timeout(deadline.remaining().min(CALL_TIMEOUT), get).await {
-                Ok(answer) => Ok(outcome(&answer.map_err(|e| api_error(&what, e))?)),
-                Err(_) => Ok(Poll::Pending),
-            }
+                .set_operation(name)
+                .send()
         })
-        .await;
-        waited.map_err(|u| u.into_failure(format!("operation {name} did not finish"), deadline))
+        .await
     }
 
     /// The snapshot `name` as its finished operation left it (READY, or

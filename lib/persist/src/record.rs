@@ -187,6 +187,23 @@ pub struct Snapshot {
     pub pruned: Vec<String>,
 }
 
+impl Snapshot {
+    /// A snapshot as a provider lists it: `id`, taken at `time` (RFC 3339),
+    /// of a disk of `size` bytes, in `state`; no freeze, method or pruning
+    /// said yet.
+    pub fn listed(id: &str, time: String, size: u64, state: &str) -> Snapshot {
+        Snapshot {
+            id: id.to_string(),
+            time,
+            size,
+            state: state.to_string(),
+            freeze: None,
+            method: None,
+            pruned: Vec::new(),
+        }
+    }
+}
+
 /// Where a restored disk came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoredFrom {

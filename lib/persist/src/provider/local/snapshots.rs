@@ -61,13 +61,9 @@ type MountedAt = (PathBuf, (u64, u64));
 impl Meta {
     fn snapshot(&self) -> Snapshot {
         Snapshot {
-            id: self.id.clone(),
-            time: self.time.clone(),
-            size: self.size,
-            state: "completed".into(),
             freeze: Some(self.freeze.clone()),
             method: Some(self.method.clone()),
-            pruned: Vec::new(),
+            ..Snapshot::listed(&self.id, self.time.clone(), self.size, "completed")
         }
     }
 }
