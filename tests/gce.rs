@@ -958,3 +958,275 @@ fn the_appscalefiles_project_is_used() {
     assert_eq!(with.record()["state"], "created", "{}", with.stderr);
     assert!(g.state().to_string().contains("proj-data"), "{}", g.state());
 }
+
+// --- Compute Engine as it answers (issue 26) --------------------------------
+// Each rule below is one the fake learnt from the service's documentation
+// (tests/servers/fake_gce.py names it); each test fails without its fix.
+
+/// A per-minute rate quota is answered 403 with the reason
+/// `rateLimitExceeded` (cloud.google.com/compute/api-quota: "wait a minute
+/// then try your request again"): tried again like 429, reads and mutating
+/// calls alike, within the run's deadline.
+#[test]
+fn a_403_rate_quota_is_tried_again_like_429() {
+    let g = Gce::new("us-central1-a");
+    g.control(
+        "config",
+        json!({"http_fail": {
+            "disks.get": {"answer": "rate-limit", "times": 2},
+            "disks.insert": {"answer": "rate-limit", "times": 1},
+        }}),
+    );
+    let r = g
+        .tool(
+            "disk-create",
+            &["--size", "1G"],
+            &ndjson(&[rec("node-0", "d1")]),
+        )
+        .expect(0)
+        .record();
+    assert_eq!(r["state"], "created", "{r}");
+    assert_eq!(g.calls("disks.insert"), 2, "{}", g.state());
+    assert!(g.calls("disks.get") >= 3, "{}", g.state());
+}
+
+/// A 403 for a missing IAM permission (reason `forbidden`) is final: one
+/// call, no retry, and the message says what is missing.
+#[test]
+fn a_403_refusal_fails_at_once() {
+    let g = Gce::new("us-central1-a");
+    g.control(
+        "config",
+        json!({"http_fail": {"disks.get": {"answer": "forbidden", "times": -1}}}),
+    );
+    let started = std::time::Instant::now();
+    let r = g
+        .tool("disk-create", &[], &ndjson(&[rec("node-0", "d1")]))
+        .expect(1)
+        .record();
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("IAM permission") && msg.contains("docs/gce.md"), "{r}");
+    assert!(msg.contains("compute.disks.get"), "{r}");
+    assert_eq!(g.calls("disks.get"), 1, "not tried again");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+/// A VM with the default access scopes has no Compute scope: every call is
+/// 403 `ACCESS_TOKEN_SCOPE_INSUFFICIENT`. The record names the fix (the
+/// `compute` or `cloud-platform` scope, and the IAM roles), at once.
+#[test]
+fn an_insufficient_scope_names_the_fix() {
+    let g = Gce::new("us-central1-a");
+    g.control(
+        "config",
+        json!({"http_fail": {"*": {"answer": "scope", "times": -1}}}),
+    );
+    let r = g
+        .tool("disk-create", &[], &ndjson(&[rec("node-0", "d1")]))
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "insufficient-scope", "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    for want in ["cloud-platform", "`compute`", "set-service-account", "IAM roles"] {
+        assert!(msg.contains(want), "{want}: {msg}");
+    }
+    assert_eq!(g.calls("disks.get"), 1, "not tried again");
+}
+
+/// Hyperdisk-only machine families (C4, N4, ...) refuse pd-* disks at
+/// attach (`UNSUPPORTED_OPERATION`), and families without Hyperdisk (E2,
+/// N1) refuse hyperdisk-*: a disk for such an instance is refused before it
+/// is made, naming the type to choose; an attach is refused before it is
+/// sent; and the service's own refusal is said the same way.
+#[test]
+fn disk_types_the_machine_family_refuses_are_refused_before_creating() {
+    let zone = "us-central1-a";
+    let g = Gce::new(zone);
+    g.instance_of_type(zone, "vm-c4", "c4-standard-8");
+    g.instance_of_type(zone, "vm-e2", "e2-medium");
+    let on = |vm: &str, disk: &str| {
+        let mut r = rec("node-0", disk);
+        r["instance"] = json!(vm);
+        ndjson(&[r])
+    };
+    let r = g
+        .tool("disk-create", &["--size", "10G"], &on("vm-c4", "d-c4"))
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "disk-type-unsupported", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--type hyperdisk-balanced"),
+        "{r}"
+    );
+    let r = g
+        .tool(
+            "disk-create",
+            &["--size", "10G", "--type", "hyperdisk-balanced"],
+            &on("vm-e2", "d-e2"),
+        )
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "disk-type-unsupported", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--type pd-balanced"),
+        "{r}"
+    );
+    assert_eq!(g.calls("disks.insert"), 0, "nothing made: {}", g.state());
+    // The type it names works.
+    let made = g
+        .tool(
+            "disk-create",
+            &["--size", "10G", "--type", "hyperdisk-balanced"],
+            &on("vm-c4", "d-c4"),
+        )
+        .expect(0);
+    g.tool("disk-attach", &[], &made.stdout).expect(0);
+
+    // A pd-balanced disk made without an instance in mind: its attach to
+    // the C4 instance is refused before it is sent.
+    let made = g
+        .tool("disk-create", &["--size", "10G"], &ndjson(&[rec("node-1", "pd")]))
+        .expect(0);
+    let r = g
+        .tool("disk-attach", &["--instance", "vm-c4"], &made.stdout)
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "disk-type-unsupported", "{r}");
+    assert_eq!(g.calls("instances.attachDisk"), 1, "{}", g.state());
+    // A combination only the service knows: its refusal is said the same.
+    g.control(
+        "config",
+        json!({"fail": {"attachDisk": {"code": "UNSUPPORTED_OPERATION", "message": "[pd-balanced] features are not compatible for creating instance."}}}),
+    );
+    let r = g
+        .tool("disk-attach", &["--instance", "vm-1"], &made.stdout)
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "disk-type-unsupported", "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("[pd-balanced]"),
+        "{r}"
+    );
+}
+
+/// A regional disk of the record's name is another resource, which
+/// `disks.get` in the zone does not see: disk-create refuses rather than
+/// make an empty zonal disk of that name beside it.
+#[test]
+fn a_regional_disk_of_the_same_name_gets_no_empty_zonal_twin() {
+    let g = Gce::new("us-central1-a");
+    g.control(
+        "regional-disks",
+        json!({"project": "proj", "region": "us-central1", "name": "shared-data", "sizeGb": 200}),
+    );
+    // Another region's disk of another name is no obstacle.
+    g.control(
+        "regional-disks",
+        json!({"project": "proj", "region": "europe-west1", "name": "d2", "sizeGb": 10}),
+    );
+    let input = ndjson(&[rec("node-0", "shared-data"), rec("node-1", "d2")]);
+    let recs = g
+        .tool("disk-create", &["--size", "10G"], &input)
+        .expect(1)
+        .records();
+    assert_eq!(error_code(&recs[0]), "regional-disk", "{}", recs[0]);
+    assert!(
+        recs[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("us-central1"),
+        "{}",
+        recs[0]
+    );
+    assert_eq!(recs[1]["state"], "created", "{}", recs[1]);
+    let disks = g.state()["disks"].clone();
+    assert!(
+        disks.get("proj/us-central1-a/shared-data").is_none(),
+        "no zonal twin: {disks}"
+    );
+    assert_eq!(g.calls("disks.insert"), 1);
+}
+
+/// A sys root whose NVMe namespaces stand in for Compute Engine disks on an
+/// NVMe machine family: `nvmeXnY` linked under the dev root to a loop
+/// device, its controller model `nvme_card-pd`, and (when `name` is given)
+/// its Identify Namespace page naming the device as Compute Engine does
+/// (JSON from byte 384: guest-configs `google_nvme_id`).
+fn nvme_stand_in(t: &TempDir, kernel: &str, name: Option<&str>, mib: u64) -> LoopDev {
+    let d = LoopDev::new(t, kernel, mib);
+    std::fs::create_dir_all(t.join("dev/disk/by-id")).unwrap();
+    let _ = std::fs::remove_file(t.join(&format!("dev/{kernel}")));
+    std::os::unix::fs::symlink(&d.device, t.join(&format!("dev/{kernel}"))).unwrap();
+    let block = t.join(&format!("sys/block/{kernel}"));
+    std::fs::create_dir_all(block.join("device")).unwrap();
+    std::fs::write(block.join("device/model"), "nvme_card-pd                            \n").unwrap();
+    if let Some(name) = name {
+        let mut page = vec![0u8; 4096];
+        let json = format!(r#"{{"device_name":"{name}","disk_type":"PERSISTENT"}}"#);
+        page[384..384 + json.len()].copy_from_slice(json.as_bytes());
+        std::fs::write(block.join("nvme-id-ns"), page).unwrap();
+    }
+    d
+}
+
+/// On an NVMe machine family without the guest environment's udev rules
+/// no `google-<deviceName>` link appears: the disk is found by the name in
+/// its namespace's Identify data, as google_nvme_id reads it (another
+/// namespace, named otherwise, is never taken); and where no name can be
+/// read at all, the failure says the rules are missing, at once, not a
+/// bare device-not-found after 60 s.
+#[test]
+fn nvme_disks_without_the_guest_rules_are_found_by_their_identify_data() {
+    require_root();
+    let zone = "us-central1-a";
+    let g = Gce::new(zone);
+    let t = TempDir::new("gce-nvme");
+    let input = ndjson(&[rec("node-0", "nvdata")]);
+    g.tool("disk-create", &["--size", "1G"], &input).expect(0);
+    let attached = g
+        .tool("disk-attach", &["--instance", "vm-1"], &input)
+        .expect(0)
+        .record();
+    let (dev, sys) = (t.s("dev"), t.s("sys"));
+    let ensure = || {
+        run_env(
+            "disk-ensure-fs",
+            &["--check"],
+            &ndjson(&[attached.clone()]),
+            &[
+                ("APPSCALE_PERSIST_DEV_ROOT", dev.as_str()),
+                ("APPSCALE_PERSIST_SYS_ROOT", sys.as_str()),
+            ],
+        )
+    };
+    // The boot disk and the data disk, neither named readably.
+    let _boot = nvme_stand_in(&t, "nvme0n1", None, 512);
+    let _data = nvme_stand_in(&t, "nvme0n2", None, 1024);
+    let started = std::time::Instant::now();
+    let r = ensure().expect(1).record();
+    assert_eq!(error_code(&r), "no-disk-naming", "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("65-gce-disk-naming.rules") && msg.contains("google_nvme_id"),
+        "{msg}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "said at once, not after the 60 s wait: {:?}",
+        started.elapsed()
+    );
+    // Each namespace names its device, as Compute Engine fills the data.
+    let _boot = nvme_stand_in(&t, "nvme0n1", Some("persistent-disk-0"), 512);
+    let _data = nvme_stand_in(&t, "nvme0n2", Some("nvdata"), 1024);
+    let r = ensure().expect(0).record();
+    assert!(
+        r["device"].as_str().unwrap().ends_with("/nvme0n2"),
+        "the namespace named nvdata: {r}"
+    );
+}

@@ -61,7 +61,8 @@ Control (JSON bodies):
        (`DISK.img` in the same directory), so a test can check the bytes
   POST /__fake__/regional-disks {"project", "region", "name", "sizeGb"}
        a regional disk
-  POST /__fake__/reset-calls   forget the call counts (and the methods seen)
+  POST /__fake__/reset-calls   forget the call counts and the permissions
+       the calls checked
   POST /__fake__/snapshots {"project", "name", "labels", "diskSizeGb",
        "sourceDisk", "status"}   a snapshot made by someone else (READY
        unless "status" says otherwise)
@@ -79,7 +80,7 @@ does.
        "lost": the call is done, and then its answer is an error (a
        response lost on the way back)
   GET  /__fake__/state   {"disks": {...}, "instances": {...}, "snapshots": {...},
-       "calls": {...}}
+       "calls": {...}, "permissions": [...]}
 """
 
 import base64
@@ -104,6 +105,7 @@ STATE = {
     "ops": {},  # name -> dict
     "requests": {},  # requestId -> operation name
     "calls": {},
+    "permissions": set(),  # the IAM permissions the calls checked
     "regional": {},  # (project, region, name) -> dict
     "snapshot_times": {},  # (project, zone, disk) -> (snapshots left, when)
     "config": {
@@ -144,6 +146,44 @@ def not_found(what):
 
 def error(status, message, reason="badRequest"):
     return status, {"error": {"code": status, "message": message, "errors": [{"message": message, "domain": "global", "reason": reason}]}}
+
+
+# The IAM permissions each method checks (Compute Engine's IAM permissions
+# reference): recorded per call in `permissions`, so a test can hold the
+# documented minimum (docs/gce.md) to what the tools use.
+PERMISSIONS = {
+    "disks.get": ["compute.disks.get"],
+    "disks.list": ["compute.disks.list"],
+    "disks.aggregatedList": ["compute.disks.list"],
+    "disks.insert": ["compute.disks.create"],
+    "disks.delete": ["compute.disks.delete"],
+    "disks.setLabels": ["compute.disks.setLabels"],
+    "disks.resize": ["compute.disks.resize"],
+    "disks.createSnapshot": ["compute.disks.createSnapshot", "compute.snapshots.create"],
+    "snapshots.list": ["compute.snapshots.list"],
+    "snapshots.get": ["compute.snapshots.get"],
+    "snapshots.delete": ["compute.snapshots.delete"],
+    "globalOperations.get": ["compute.globalOperations.get"],
+    "zoneOperations.get": ["compute.zoneOperations.get"],
+    "zoneOperations.wait": ["compute.zoneOperations.get"],
+    "instances.get": ["compute.instances.get"],
+    "instances.attachDisk": ["compute.instances.attachDisk", "compute.disks.use"],
+    "instances.detachDisk": ["compute.instances.detachDisk"],
+}
+
+
+def permissions_of(method_name, body):
+    """What the call checks: the method's permissions, and labels set on
+    create (`.setLabels` of the resource) and a snapshot a disk is made
+    from (`snapshots.useReadOnly`)."""
+    out = list(PERMISSIONS.get(method_name, []))
+    if method_name == "disks.insert" and body.get("labels"):
+        out.append("compute.disks.setLabels")
+    if method_name == "disks.insert" and body.get("sourceSnapshot"):
+        out.append("compute.snapshots.useReadOnly")
+    if method_name == "disks.createSnapshot" and body.get("labels"):
+        out.append("compute.snapshots.setLabels")
+    return out
 
 
 # Machine families that take only Hyperdisk, and ones that take none
@@ -475,6 +515,7 @@ class Handler(loopback.Handler):
             return self.send(*error(400, f"unsupported {method} {path}"))
         with LOCK:
             STATE["calls"][method_name] = STATE["calls"].get(method_name, 0) + 1
+            STATE["permissions"].update(permissions_of(method_name, body))
             rules = STATE["config"]["http_fail"]
             rule = rules.get(method_name) or rules.get("*")
             lost = False
@@ -798,6 +839,7 @@ class Handler(loopback.Handler):
                 return self.send(200, {})
             if path == "/__fake__/reset-calls":
                 STATE["calls"] = {}
+                STATE["permissions"] = set()
                 return self.send(200, {})
             if path == "/__fake__/disks":
                 STATE["counter"] += 1
@@ -862,6 +904,7 @@ class Handler(loopback.Handler):
                             for k, v in STATE["snapshots"].items()
                         },
                         "calls": STATE["calls"],
+                        "permissions": sorted(STATE["permissions"]),
                     },
                 )
         self.send(404, {})
