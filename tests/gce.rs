@@ -1230,3 +1230,64 @@ fn nvme_disks_without_the_guest_rules_are_found_by_their_identify_data() {
         "the namespace named nvdata: {r}"
     );
 }
+
+/// 250 disks in one deployment: created, attached, described and
+/// snapshotted twice with retention, every request within the service's
+/// limits: the fake refuses a list filter over 4,096 characters and answers
+/// list calls a page of at most 100 items (the service may send fewer than
+/// `maxResults` asks), so lookups must be split and pages followed.
+#[test]
+fn two_hundred_fifty_disks_stay_within_compute_engines_limits() {
+    let zone = "us-central1-a";
+    let g = Gce::new(zone);
+    let vms: Vec<String> = (0..5).map(|i| format!("vm-{}", i + 10)).collect();
+    for v in &vms {
+        g.instance(zone, v);
+    }
+    g.control("config", json!({"page_size": 100, "max_filter": 4096}));
+    let recs: Vec<Value> = (0..250)
+        .map(|i| {
+            let mut r = rec(&format!("node-{i}"), &format!("deployment-disk-{i:03}"));
+            r["instance"] = json!(vms[i / 50]);
+            r
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let conc = ["--concurrency", "16"];
+    let created = g
+        .tool("disk-create", &["--size", "1G", "--concurrency", "16"], &ndjson(&recs))
+        .expect(0)
+        .records();
+    assert!(created.iter().all(|r| r["state"] == "created"));
+    assert!(g.calls("disks.aggregatedList") >= 2, "split: {}", g.state()["calls"]);
+    let attached = g
+        .tool("disk-attach", &conc, &ndjson(&created))
+        .expect(0)
+        .records();
+    assert!(attached.iter().all(|r| r["state"] == "attached"));
+    let before = g.calls("disks.list");
+    let status = g.tool("disk-status", &[], &ndjson(&attached));
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    let lists = g.calls("disks.list") - before;
+    assert!((2..=6).contains(&lists), "a few bounded lists: {lists}");
+    for r in status.records() {
+        assert_eq!(r["status"]["cloud"]["attached_to"].as_array().unwrap().len(), 1, "{r}");
+    }
+    let snap = ["--deployment", "appscale", "--no-freeze", "--keep", "1", "--concurrency", "16"];
+    g.tool("disk-snapshot", &snap, &ndjson(&attached)).expect(0);
+    let second = g
+        .tool("disk-snapshot", &snap, &ndjson(&attached))
+        .expect(0)
+        .records();
+    for r in &second {
+        assert_eq!(
+            r["snapshot"]["pruned"].as_array().map(Vec::len),
+            Some(1),
+            "every disk's older snapshot seen (every page) and pruned: {r}"
+        );
+    }
+    assert_eq!(g.state()["snapshots"].as_object().unwrap().len(), 250);
+    // One page before the first run; three of 100 for 250 snapshots.
+    assert!(g.calls("snapshots.list") >= 4, "pages followed");
+    eprintln!("250 disks: create, attach, status, 2 snapshots: {:?}", started.elapsed());
+}
