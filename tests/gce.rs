@@ -1005,7 +1005,10 @@ fn a_403_refusal_fails_at_once() {
         .expect(1)
         .record();
     let msg = r["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("IAM permission") && msg.contains("docs/gce.md"), "{r}");
+    assert!(
+        msg.contains("IAM permission") && msg.contains("docs/gce.md"),
+        "{r}"
+    );
     assert!(msg.contains("compute.disks.get"), "{r}");
     assert_eq!(g.calls("disks.get"), 1, "not tried again");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
@@ -1027,7 +1030,12 @@ fn an_insufficient_scope_names_the_fix() {
         .record();
     assert_eq!(error_code(&r), "insufficient-scope", "{r}");
     let msg = r["error"]["message"].as_str().unwrap();
-    for want in ["cloud-platform", "`compute`", "set-service-account", "IAM roles"] {
+    for want in [
+        "cloud-platform",
+        "`compute`",
+        "set-service-account",
+        "IAM roles",
+    ] {
         assert!(msg.contains(want), "{want}: {msg}");
     }
     assert_eq!(g.calls("disks.get"), 1, "not tried again");
@@ -1091,7 +1099,11 @@ fn disk_types_the_machine_family_refuses_are_refused_before_creating() {
     // A pd-balanced disk made without an instance in mind: its attach to
     // the C4 instance is refused before it is sent.
     let made = g
-        .tool("disk-create", &["--size", "10G"], &ndjson(&[rec("node-1", "pd")]))
+        .tool(
+            "disk-create",
+            &["--size", "10G"],
+            &ndjson(&[rec("node-1", "pd")]),
+        )
         .expect(0);
     let r = g
         .tool("disk-attach", &["--instance", "vm-c4"], &made.stdout)
@@ -1110,7 +1122,10 @@ fn disk_types_the_machine_family_refuses_are_refused_before_creating() {
         .record();
     assert_eq!(error_code(&r), "disk-type-unsupported", "{r}");
     assert!(
-        r["error"]["message"].as_str().unwrap().contains("[pd-balanced]"),
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("[pd-balanced]"),
         "{r}"
     );
 }
@@ -1165,7 +1180,11 @@ fn nvme_stand_in(t: &TempDir, kernel: &str, name: Option<&str>, mib: u64) -> Loo
     std::os::unix::fs::symlink(&d.device, t.join(&format!("dev/{kernel}"))).unwrap();
     let block = t.join(&format!("sys/block/{kernel}"));
     std::fs::create_dir_all(block.join("device")).unwrap();
-    std::fs::write(block.join("device/model"), "nvme_card-pd                            \n").unwrap();
+    std::fs::write(
+        block.join("device/model"),
+        "nvme_card-pd                            \n",
+    )
+    .unwrap();
     if let Some(name) = name {
         let mut page = vec![0u8; 4096];
         let json = format!(r#"{{"device_name":"{name}","disk_type":"PERSISTENT"}}"#);
@@ -1255,11 +1274,19 @@ fn two_hundred_fifty_disks_stay_within_compute_engines_limits() {
     let started = std::time::Instant::now();
     let conc = ["--concurrency", "16"];
     let created = g
-        .tool("disk-create", &["--size", "1G", "--concurrency", "16"], &ndjson(&recs))
+        .tool(
+            "disk-create",
+            &["--size", "1G", "--concurrency", "16"],
+            &ndjson(&recs),
+        )
         .expect(0)
         .records();
     assert!(created.iter().all(|r| r["state"] == "created"));
-    assert!(g.calls("disks.aggregatedList") >= 2, "split: {}", g.state()["calls"]);
+    assert!(
+        g.calls("disks.aggregatedList") >= 2,
+        "split: {}",
+        g.state()["calls"]
+    );
     let attached = g
         .tool("disk-attach", &conc, &ndjson(&created))
         .expect(0)
@@ -1271,9 +1298,24 @@ fn two_hundred_fifty_disks_stay_within_compute_engines_limits() {
     let lists = g.calls("disks.list") - before;
     assert!((2..=6).contains(&lists), "a few bounded lists: {lists}");
     for r in status.records() {
-        assert_eq!(r["status"]["cloud"]["attached_to"].as_array().unwrap().len(), 1, "{r}");
+        assert_eq!(
+            r["status"]["cloud"]["attached_to"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1,
+            "{r}"
+        );
     }
-    let snap = ["--deployment", "appscale", "--no-freeze", "--keep", "1", "--concurrency", "16"];
+    let snap = [
+        "--deployment",
+        "appscale",
+        "--no-freeze",
+        "--keep",
+        "1",
+        "--concurrency",
+        "16",
+    ];
     g.tool("disk-snapshot", &snap, &ndjson(&attached)).expect(0);
     let second = g
         .tool("disk-snapshot", &snap, &ndjson(&attached))
@@ -1289,5 +1331,105 @@ fn two_hundred_fifty_disks_stay_within_compute_engines_limits() {
     assert_eq!(g.state()["snapshots"].as_object().unwrap().len(), 250);
     // One page before the first run; three of 100 for 250 snapshots.
     assert!(g.calls("snapshots.list") >= 4, "pages followed");
-    eprintln!("250 disks: create, attach, status, 2 snapshots: {:?}", started.elapsed());
+    eprintln!(
+        "250 disks: create, attach, status, 2 snapshots: {:?}",
+        started.elapsed()
+    );
+}
+
+/// docs/gce.md's `permissions` block, by tool.
+fn documented_permissions() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>>
+{
+    let text = std::fs::read_to_string(repo().join("docs/gce.md")).unwrap();
+    let block = text
+        .split("```permissions\n")
+        .nth(1)
+        .expect("docs/gce.md has a ```permissions block")
+        .split("```")
+        .next()
+        .unwrap();
+    block
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut words = l.split_whitespace().map(str::to_string);
+            (words.next().unwrap(), words.collect())
+        })
+        .collect()
+}
+
+/// The minimum IAM permissions docs/gce.md gives each tool are exactly
+/// those the tool's calls check, every path taken (the fake records each
+/// call's permissions as Compute Engine's IAM reference lists them): none
+/// missing, none to spare.
+#[test]
+fn the_documented_permissions_are_what_each_tool_uses() {
+    let zone = "us-central1-a";
+    let g = Gce::new(zone);
+    // Operations take a while, as Compute Engine's do: each is waited for.
+    g.control("config", json!({"op_delay": 0.2}));
+    let mut seen: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    let mut window = |tool: &str, args: &[&str], input: &str| -> Run {
+        g.reset_calls();
+        let r = g.tool(tool, args, input);
+        let used = g.state()["permissions"].clone();
+        seen.entry(tool.to_string()).or_default().extend(
+            used.as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap().to_string()),
+        );
+        r
+    };
+    let mut d1 = rec("node-0", "d1");
+    d1["instance"] = json!("vm-1");
+    let d1 = ndjson(&[d1]);
+    // disk-create: a new disk for an instance, grown, a hand-made one
+    // adopted and relabelled, and (below) one restored from a snapshot.
+    window("disk-create", &["--size", "1G"], &d1).expect(0);
+    window("disk-create", &["--size", "2G", "--grow"], &d1).expect(0);
+    for name in ["hand", "hand2"] {
+        g.control(
+            "disks",
+            json!({"project": "proj", "zone": zone, "name": name}),
+        );
+    }
+    window(
+        "disk-create",
+        &["--tag", "team=db", "--retag"],
+        &ndjson(&[rec("node-1", "hand")]),
+    )
+    .expect(0);
+    // disk-attach: ours, and one made by hand (adopted on the way).
+    let attached = window("disk-attach", &[], &d1).expect(0);
+    window(
+        "disk-attach",
+        &["--instance", "vm-1"],
+        &ndjson(&[rec("node-2", "hand2")]),
+    )
+    .expect(0);
+    window("disk-status", &[], &attached.stdout).expect(0);
+    // disk-snapshot: taken, waited for, retention pruning the older.
+    let snap = ["--no-freeze", "--keep", "1"];
+    window("disk-snapshot", &snap, &attached.stdout).expect(0);
+    window("disk-snapshot", &snap, &attached.stdout).expect(0);
+    window("disk-create", &["--from-snapshot", "latest"], &d1).expect(0);
+    window("disk-detach", &["--force"], &attached.stdout).expect(0);
+
+    let documented = documented_permissions();
+    assert_eq!(
+        documented.keys().collect::<Vec<_>>(),
+        seen.keys().collect::<Vec<_>>(),
+        "a line per tool"
+    );
+    for (tool, used) in &seen {
+        let doc = &documented[tool];
+        let missing: Vec<_> = used.difference(doc).collect();
+        let spare: Vec<_> = doc.difference(used).collect();
+        assert!(
+            missing.is_empty() && spare.is_empty(),
+            "{tool}: documented but not used {spare:?}; used but not documented {missing:?}"
+        );
+    }
 }

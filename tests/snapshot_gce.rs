@@ -558,16 +558,35 @@ fn a_snapshot_too_soon_after_the_last_is_try_later() {
         "config",
         json!({"snapshot_burst": 1, "snapshot_interval": 600}),
     );
-    let created = tool(&g, "disk-create", &["--size", "1G"], &ndjson(&[rec("node-0", "data-0")])).expect(0);
-    let first = tool(&g, "disk-snapshot", &["--no-freeze", "--keep", "1"], &created.stdout)
-        .expect(0)
-        .record();
-    let r = tool(&g, "disk-snapshot", &["--no-freeze", "--keep", "1"], &created.stdout)
-        .expect(1)
-        .record();
+    let created = tool(
+        &g,
+        "disk-create",
+        &["--size", "1G"],
+        &ndjson(&[rec("node-0", "data-0")]),
+    )
+    .expect(0);
+    let first = tool(
+        &g,
+        "disk-snapshot",
+        &["--no-freeze", "--keep", "1"],
+        &created.stdout,
+    )
+    .expect(0)
+    .record();
+    let r = tool(
+        &g,
+        "disk-snapshot",
+        &["--no-freeze", "--keep", "1"],
+        &created.stdout,
+    )
+    .expect(1)
+    .record();
     assert_eq!(r["error"]["code"], "snapshot-too-soon", "{r}");
     assert!(
-        r["error"]["message"].as_str().unwrap().contains("try later"),
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("try later"),
         "{r}"
     );
     let all = snapshots(&g);
@@ -583,9 +602,18 @@ fn a_snapshot_too_soon_after_the_last_is_try_later() {
 #[test]
 fn snapshot_location_sets_the_storage_location() {
     let g = Gce::new(ZONE);
-    let created = tool(&g, "disk-create", &["--size", "1G"], &ndjson(&[rec("node-0", "data-0")])).expect(0);
+    let created = tool(
+        &g,
+        "disk-create",
+        &["--size", "1G"],
+        &ndjson(&[rec("node-0", "data-0")]),
+    )
+    .expect(0);
     // Only `eu` allowed (constraints/gcp.resourceLocations).
-    g.control("config", json!({"allowed_locations": ["eu", "europe-west1"]}));
+    g.control(
+        "config",
+        json!({"allowed_locations": ["eu", "europe-west1"]}),
+    );
     let r = tool(&g, "disk-snapshot", &["--no-freeze"], &created.stdout)
         .expect(1)
         .record();
@@ -606,9 +634,13 @@ fn snapshot_location_sets_the_storage_location() {
     .expect(0)
     .record();
     let id = r["snapshot"]["id"].as_str().unwrap().to_string();
-    assert_eq!(snapshots(&g)[&id]["storageLocations"], json!(["europe-west1"]));
+    assert_eq!(
+        snapshots(&g)[&id]["storageLocations"],
+        json!(["europe-west1"])
+    );
 
-    let ec2 = json!({"v": 1, "node": "n", "provider": "ec2", "zone": "us-east-1a", "disk": "vol-1"});
+    let ec2 =
+        json!({"v": 1, "node": "n", "provider": "ec2", "zone": "us-east-1a", "disk": "vol-1"});
     let r = tool(
         &g,
         "disk-snapshot",
@@ -617,6 +649,16 @@ fn snapshot_location_sets_the_storage_location() {
     )
     .expect(2);
     assert!(r.stderr.contains("Compute Engine"), "{}", r.stderr);
-    let r = tool(&g, "disk-snapshot", &["--snapshot-location", "EU!"], &created.stdout).expect(2);
-    assert!(r.stderr.contains("not a Compute Engine location"), "{}", r.stderr);
+    let r = tool(
+        &g,
+        "disk-snapshot",
+        &["--snapshot-location", "EU!"],
+        &created.stdout,
+    )
+    .expect(2);
+    assert!(
+        r.stderr.contains("not a Compute Engine location"),
+        "{}",
+        r.stderr
+    );
 }
