@@ -18,7 +18,7 @@ Compute Engine's own rules it enforces (each named where it is written):
     `page_size` (config; the service may return fewer than asked), the rest
     behind `nextPageToken`;
   * list filters: `(name = "X")` terms joined by OR, `(labels.K = "V")`
-    terms joined by AND; a filter longer than `max_filter` characters
+    terms joined by AND (snapshots.list, disks.list); a filter longer than `max_filter` characters
     (config, 4096) is refused 400, as a URL too long is;
   * a 403 answer as the service gives it: `http_fail` rules take `"answer":
     "rate-limit"` (403, reason rateLimitExceeded: cloud.google.com/compute/
@@ -103,6 +103,7 @@ STATE = {
     "instances": {},  # (project, zone, name) -> dict
     "snapshots": {},  # (project, name) -> dict
     "ops": {},  # name -> dict
+    "pending": set(),  # names of operations not done yet
     "requests": {},  # requestId -> operation name
     "calls": {},
     "permissions": set(),  # the IAM permissions the calls checked
@@ -281,6 +282,7 @@ def new_op(project, zone, kind, target, effect):
         "fail": cfg["fail"].get(kind),
     }
     STATE["ops"][name] = op
+    STATE["pending"].add(name)
     settle(name)
     return op_json(name)
 
@@ -294,6 +296,7 @@ def settle(name):
     else:
         op["error"] = op["effect"]()
     op["status"] = "DONE"
+    STATE["pending"].discard(name)
     LOCK.notify_all()
 
 
@@ -531,6 +534,9 @@ class Handler(loopback.Handler):
         if method_name == "zoneOperations.wait":
             return self.wait(name)
         with LOCK:
+            # Operations finish on their own, polled or not.
+            for pending in list(STATE["pending"]):
+                settle(pending)
             request_id = (query.get("requestId") or [None])[0]
             if request_id and request_id in STATE["requests"]:
                 answer = (200, op_json(STATE["requests"][request_id]))
@@ -593,10 +599,15 @@ class Handler(loopback.Handler):
             refused = too_long(query)
             if refused:
                 return refused
-            names = name_filter((query.get("filter") or [""])[0])
-            if names is None:
+            text = (query.get("filter") or [""])[0]
+            names, terms = name_filter(text), label_filter(text)
+            if names is None and terms is None:
                 return error(400, f"Invalid list filter expression '{query.get('filter')}'.", "invalid")
-            keys = sorted(k for k in STATE["disks"] if k[0] == project and k[1] == zone and (not names or k[2] in names))
+            keys = sorted(
+                k
+                for k in STATE["disks"]
+                if k[0] == project and k[1] == zone and (not names or k[2] in names) and all(STATE["disks"][k]["labels"].get(lk) == lv for lk, lv in terms or [])
+            )
             status, out = page(query, [disk_json(k) for k in keys], "items")
             return status, {"kind": "compute#diskList", **out}
         if method_name == "disks.aggregatedList":
