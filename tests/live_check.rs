@@ -19,11 +19,23 @@ fn live_check(args: &[&str], env: &[(String, String)]) -> Run {
     let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let bin = bin_dir().display().to_string();
     env.push(("APPSCALE_PERSIST_BIN", bin.as_str()));
+    // The aws CLI scripts/setup installs beside moto.
+    let path = path_with_venv();
+    env.push(("PATH", path.as_str()));
     run_env(
         repo().join("scripts/live-check").to_str().unwrap(),
         args,
         "",
         &env,
+    )
+}
+
+/// `$PATH` with the test venv's bin first (its aws CLI).
+fn path_with_venv() -> String {
+    format!(
+        "{}:{}",
+        venv().join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
     )
 }
 
@@ -179,6 +191,7 @@ fn gce_an_interrupted_run_still_cleans_up() {
         cmd.env(k, v);
     }
     cmd.env("APPSCALE_PERSIST_BIN", bin_dir());
+    cmd.env("PATH", path_with_venv());
     cmd.stdin(Stdio::null());
     let r = signalled_at(cmd, "", "live-check: snapshot:", 1);
     assert_eq!(r.code, 1, "{}", r.stderr);
@@ -225,7 +238,7 @@ fn ec2_and_euca_run_every_scenario_on_moto_and_leave_nothing() {
     }
     // Every volume left is the instance's root volume: the live checks'
     // were deleted (found by their deployment tag).
-    let out = Command::new("aws")
+    let out = Command::new(venv().join("bin/aws"))
         .args(["ec2", "describe-volumes", "--endpoint-url", &url, "--region", "us-east-1"])
         .args(["--filters", "Name=tag-key,Values=appscale-persist:deployment"])
         .args(["--query", "Volumes[].VolumeId", "--output", "json"])
