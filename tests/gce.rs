@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use common::*;
@@ -1338,8 +1339,7 @@ fn two_hundred_fifty_disks_stay_within_compute_engines_limits() {
 }
 
 /// docs/gce.md's `permissions` block, by tool.
-fn documented_permissions() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>>
-{
+fn documented_permissions() -> BTreeMap<String, BTreeSet<String>> {
     let text = std::fs::read_to_string(repo().join("docs/gce.md")).unwrap();
     let block = text
         .split("```permissions\n")
@@ -1368,8 +1368,7 @@ fn the_documented_permissions_are_what_each_tool_uses() {
     let g = Gce::new(zone);
     // Operations take a while, as Compute Engine's do: each is waited for.
     g.control("config", json!({"op_delay": 0.2}));
-    let mut seen: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
-        Default::default();
+    let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut window = |tool: &str, args: &[&str], input: &str| -> Run {
         g.reset_calls();
         let r = g.tool(tool, args, input);

@@ -70,7 +70,17 @@ fn without_yes_it_warns_and_makes_nothing() {
     let g = Gce::new(ZONE);
     let url = g.url();
     let r = live_check(
-        &["--provider", "gce", "--zone", ZONE, "--", "--endpoint", &url, "--project", "proj"],
+        &[
+            "--provider",
+            "gce",
+            "--zone",
+            ZONE,
+            "--",
+            "--endpoint",
+            &url,
+            "--project",
+            "proj",
+        ],
         &g.env(),
     )
     .expect(2);
@@ -91,25 +101,55 @@ fn gce_from_elsewhere_runs_every_scenario_and_leaves_nothing() {
     let url = g.url();
     let r = live_check(
         &[
-            "--provider", "gce", "--zone", ZONE, "--instance", "vm-1", "--size", "1G", "--yes",
-            "--", "--endpoint", &url, "--project", "proj",
+            "--provider",
+            "gce",
+            "--zone",
+            ZONE,
+            "--instance",
+            "vm-1",
+            "--size",
+            "1G",
+            "--yes",
+            "--",
+            "--endpoint",
+            &url,
+            "--project",
+            "proj",
         ],
         &g.env(),
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let rows = rows(&r.stderr);
-    for step in ["create", "attach", "status", "snapshot", "retention", "restore", "detach", "clean-up"] {
+    for step in [
+        "create",
+        "attach",
+        "status",
+        "snapshot",
+        "retention",
+        "restore",
+        "detach",
+        "clean-up",
+    ] {
         assert_eq!(result_of(&rows, step), "ok", "{step}: {}", r.stderr);
     }
     for step in ["ensure-fs", "mount", "write", "unmount"] {
         assert_eq!(result_of(&rows, step), "skipped", "{step}");
     }
     let s = g.state();
-    assert!(s["calls"]["disks.createSnapshot"].as_u64() == Some(2), "{s}");
-    assert!(s["calls"]["snapshots.delete"].as_u64() >= Some(2), "pruned, then swept: {s}");
+    assert!(
+        s["calls"]["disks.createSnapshot"].as_u64() == Some(2),
+        "{s}"
+    );
+    assert!(
+        s["calls"]["snapshots.delete"].as_u64() >= Some(2),
+        "pruned, then swept: {s}"
+    );
     assert_eq!(gce_left(&g), (json!({}), json!({})), "nothing left");
     // The boot disk of the instance is not touched.
-    assert_eq!(s["instances"]["proj/us-central1-a/vm-1"], json!(["persistent-disk-0"]));
+    assert_eq!(
+        s["instances"]["proj/us-central1-a/vm-1"],
+        json!(["persistent-disk-0"])
+    );
 }
 
 /// On the node (`--self`): the disk is found here (a loop device linked as
@@ -129,18 +169,43 @@ fn gce_on_the_node_mounts_writes_and_unmounts_too() {
     let url = g.url();
     let r = live_check(
         &[
-            "--provider", "gce", "--self", "--name", "lc-disk", "--size", "1G", "--yes",
-            "--", "--endpoint", &url,
+            "--provider",
+            "gce",
+            "--self",
+            "--name",
+            "lc-disk",
+            "--size",
+            "1G",
+            "--yes",
+            "--",
+            "--endpoint",
+            &url,
         ],
         &env,
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let rows = rows(&r.stderr);
-    for step in ["create", "attach", "ensure-fs", "mount", "write", "unmount", "status", "snapshot", "retention", "restore", "detach", "clean-up"] {
+    for step in [
+        "create",
+        "attach",
+        "ensure-fs",
+        "mount",
+        "write",
+        "unmount",
+        "status",
+        "snapshot",
+        "retention",
+        "restore",
+        "detach",
+        "clean-up",
+    ] {
         assert_eq!(result_of(&rows, step), "ok", "{step}: {}", r.stderr);
     }
     assert_eq!(gce_left(&g), (json!({}), json!({})));
-    assert_eq!(sh_ok(&["blkid", "-o", "value", "-s", "TYPE", &dev.device]).trim(), "ext4");
+    assert_eq!(
+        sh_ok(&["blkid", "-o", "value", "-s", "TYPE", &dev.device]).trim(),
+        "ext4"
+    );
 }
 
 /// A scenario that fails (Compute Engine refuses the snapshot: a missing
@@ -156,15 +221,31 @@ fn gce_a_failure_is_reported_and_still_cleaned_up() {
     let url = g.url();
     let r = live_check(
         &[
-            "--provider", "gce", "--zone", ZONE, "--instance", "vm-1", "--size", "1G", "--yes",
-            "--", "--endpoint", &url, "--project", "proj",
+            "--provider",
+            "gce",
+            "--zone",
+            ZONE,
+            "--instance",
+            "vm-1",
+            "--size",
+            "1G",
+            "--yes",
+            "--",
+            "--endpoint",
+            &url,
+            "--project",
+            "proj",
         ],
         &g.env(),
     )
     .expect(1);
     let rows = rows(&r.stderr);
     assert_eq!(result_of(&rows, "snapshot"), "FAILED", "{}", r.stderr);
-    assert!(r.stderr.contains("compute.snapshots.create"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("compute.snapshots.create"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(result_of(&rows, "clean-up"), "ok", "{}", r.stderr);
     assert_eq!(gce_left(&g), (json!({}), json!({})));
     assert_eq!(
@@ -184,8 +265,20 @@ fn gce_an_interrupted_run_still_cleans_up() {
     let url = g.url();
     let mut cmd = Command::new(repo().join("scripts/live-check"));
     cmd.args([
-        "--provider", "gce", "--zone", ZONE, "--instance", "vm-1", "--size", "1G", "--yes",
-        "--", "--endpoint", &url, "--project", "proj",
+        "--provider",
+        "gce",
+        "--zone",
+        ZONE,
+        "--instance",
+        "vm-1",
+        "--size",
+        "1G",
+        "--yes",
+        "--",
+        "--endpoint",
+        &url,
+        "--project",
+        "proj",
     ]);
     for (k, v) in g.env() {
         cmd.env(k, v);
@@ -220,13 +313,32 @@ fn ec2_and_euca_run_every_scenario_on_moto_and_leave_nothing() {
     for kind in ["ec2", "euca"] {
         let r = live_check(
             &[
-                "--provider", kind, "--zone", zone, "--instance", &inst, "--size", "1G", "--yes",
-                "--", "--endpoint-url", &url,
+                "--provider",
+                kind,
+                "--zone",
+                zone,
+                "--instance",
+                &inst,
+                "--size",
+                "1G",
+                "--yes",
+                "--",
+                "--endpoint-url",
+                &url,
             ],
             &env,
         );
         let rows = rows(&r.stderr);
-        for step in ["create", "attach", "status", "snapshot", "retention", "restore", "detach", "clean-up"] {
+        for step in [
+            "create",
+            "attach",
+            "status",
+            "snapshot",
+            "retention",
+            "restore",
+            "detach",
+            "clean-up",
+        ] {
             assert_eq!(result_of(&rows, step), "ok", "{kind} {step}: {}", r.stderr);
         }
         assert_eq!(r.code, 0, "{}", r.stderr);
@@ -239,13 +351,27 @@ fn ec2_and_euca_run_every_scenario_on_moto_and_leave_nothing() {
     // Every volume left is the instance's root volume: the live checks'
     // were deleted (found by their deployment tag).
     let out = Command::new(venv().join("bin/aws"))
-        .args(["ec2", "describe-volumes", "--endpoint-url", &url, "--region", "us-east-1"])
-        .args(["--filters", "Name=tag-key,Values=appscale-persist:deployment"])
+        .args([
+            "ec2",
+            "describe-volumes",
+            "--endpoint-url",
+            &url,
+            "--region",
+            "us-east-1",
+        ])
+        .args([
+            "--filters",
+            "Name=tag-key,Values=appscale-persist:deployment",
+        ])
         .args(["--query", "Volumes[].VolumeId", "--output", "json"])
         .envs(aws_env())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let left: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(left, json!([]), "no live-check volume left");
 }

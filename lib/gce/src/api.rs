@@ -232,10 +232,7 @@ fn is_rate_limited(e: &google_cloud_gax::error::Error) -> bool {
 /// A 403 because the access token lacks the Compute Engine scope (a VM
 /// with the default access scopes): `ACCESS_TOKEN_SCOPE_INSUFFICIENT`.
 fn is_scope_insufficient(e: &google_cloud_gax::error::Error) -> bool {
-    e.http_status_code() == Some(403)
-        && reasons(e)
-            .iter()
-            .any(|r| *r == "ACCESS_TOKEN_SCOPE_INSUFFICIENT")
+    e.http_status_code() == Some(403) && reasons(e).contains(&"ACCESS_TOKEN_SCOPE_INSUFFICIENT")
 }
 
 /// What kind of failure a client error is: by its HTTP status when it has

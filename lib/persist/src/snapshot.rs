@@ -70,7 +70,13 @@ pub struct SnapshotArgs {
     /// `us`, `eu`, `asia`, or a region, `us-central1`) instead of the
     /// multi-region nearest the disk, for organisations whose policy
     /// restricts resource locations (`storageLocations`).
-    #[arg(long, value_name = "LOCATION", value_parser = parse_location, help_heading = "Snapshot", conflicts_with = "list")]
+    #[arg(
+        long,
+        value_name = "LOCATION",
+        value_parser = parse_location,
+        help_heading = "Snapshot",
+        conflicts_with = "list"
+    )]
     pub snapshot_location: Option<String>,
 }
 
