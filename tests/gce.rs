@@ -552,6 +552,15 @@ fn mutating_calls_are_retried_only_when_safe() {
     assert_eq!(g.state()["calls"]["disks.insert"], 5);
 }
 
+/// Disk `disk` (1G) of node-0, created and attached to vm-1: its record.
+fn created_and_attached(g: &Gce, disk: &str) -> Value {
+    let input = ndjson(&[rec("node-0", disk)]);
+    g.tool("disk-create", &["--size", "1G"], &input).expect(0);
+    g.tool("disk-attach", &["--instance", "vm-1"], &input)
+        .expect(0)
+        .record()
+}
+
 /// A loop device standing in for disk `name`, linked where the guest's
 /// udev rules link it (`google-NAME`).
 fn stand_in(t: &TempDir, name: &str, mib: u64) -> LoopDev {
@@ -621,12 +630,7 @@ fn links_that_disagree_or_a_device_of_another_size_are_refused() {
     let zone = "us-central1-a";
     let g = Gce::new(zone);
     let t = TempDir::new("gce-identity");
-    let input = ndjson(&[rec("node-0", "pd2")]);
-    g.tool("disk-create", &["--size", "1G"], &input).expect(0);
-    let attached = g
-        .tool("disk-attach", &["--instance", "vm-1"], &input)
-        .expect(0)
-        .record();
+    let attached = created_and_attached(&g, "pd2");
     let root = t.s("dev");
     let ensure = || {
         run_env(
@@ -1207,12 +1211,7 @@ fn nvme_disks_without_the_guest_rules_are_found_by_their_identify_data() {
     let zone = "us-central1-a";
     let g = Gce::new(zone);
     let t = TempDir::new("gce-nvme");
-    let input = ndjson(&[rec("node-0", "nvdata")]);
-    g.tool("disk-create", &["--size", "1G"], &input).expect(0);
-    let attached = g
-        .tool("disk-attach", &["--instance", "vm-1"], &input)
-        .expect(0)
-        .record();
+    let attached = created_and_attached(&g, "nvdata");
     let (dev, sys) = (t.s("dev"), t.s("sys"));
     let ensure = || {
         run_env(

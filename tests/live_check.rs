@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use serde_json::{Value, json};
@@ -28,6 +28,60 @@ fn live_check(args: &[&str], env: &[(String, String)]) -> Run {
         "",
         &env,
     )
+}
+
+/// The scenarios that run from anywhere with an instance to attach to.
+const FROM_ANYWHERE: &[&str] = &[
+    "create",
+    "attach",
+    "status",
+    "snapshot",
+    "retention",
+    "restore",
+    "detach",
+    "clean-up",
+];
+
+/// The scenarios that run on the node alone (`--self`).
+const ON_THE_NODE: &[&str] = &["ensure-fs", "mount", "write", "unmount"];
+
+/// live-check's arguments for the fake Compute Engine `g`, attaching to its
+/// `vm-1` from here, a disk of 1G.
+fn gce_args(g: &Gce) -> Vec<String> {
+    let url = g.url();
+    [
+        "--provider",
+        "gce",
+        "--zone",
+        ZONE,
+        "--instance",
+        "vm-1",
+        "--size",
+        "1G",
+        "--yes",
+        "--",
+        "--endpoint",
+        &url,
+        "--project",
+        "proj",
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+/// live-check from here on the fake Compute Engine `g`.
+fn gce_check(g: &Gce) -> Run {
+    let args = gce_args(g);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    live_check(&args, &g.env())
+}
+
+/// Asserts each of `steps` has the row `result`.
+fn assert_rows(r: &Run, steps: &[&str], result: &str) {
+    let rows = rows(&r.stderr);
+    for step in steps {
+        assert_eq!(result_of(&rows, step), result, "{step}: {}", r.stderr);
+    }
 }
 
 /// `$PATH` with the test venv's bin first (its aws CLI).
@@ -98,43 +152,10 @@ fn without_yes_it_warns_and_makes_nothing() {
 fn gce_from_elsewhere_runs_every_scenario_and_leaves_nothing() {
     let g = Gce::new(ZONE);
     g.control("config", json!({"op_delay": 0.2}));
-    let url = g.url();
-    let r = live_check(
-        &[
-            "--provider",
-            "gce",
-            "--zone",
-            ZONE,
-            "--instance",
-            "vm-1",
-            "--size",
-            "1G",
-            "--yes",
-            "--",
-            "--endpoint",
-            &url,
-            "--project",
-            "proj",
-        ],
-        &g.env(),
-    );
+    let r = gce_check(&g);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let rows = rows(&r.stderr);
-    for step in [
-        "create",
-        "attach",
-        "status",
-        "snapshot",
-        "retention",
-        "restore",
-        "detach",
-        "clean-up",
-    ] {
-        assert_eq!(result_of(&rows, step), "ok", "{step}: {}", r.stderr);
-    }
-    for step in ["ensure-fs", "mount", "write", "unmount"] {
-        assert_eq!(result_of(&rows, step), "skipped", "{step}");
-    }
+    assert_rows(&r, FROM_ANYWHERE, "ok");
+    assert_rows(&r, ON_THE_NODE, "skipped");
     let s = g.state();
     assert!(
         s["calls"]["disks.createSnapshot"].as_u64() == Some(2),
@@ -154,7 +175,7 @@ fn gce_from_elsewhere_runs_every_scenario_and_leaves_nothing() {
 
 /// On the node (`--self`): the disk is found here (a loop device linked as
 /// the guest's rules link it), made a filesystem, mounted, written and read,
-/// unmounted, and detached from here.
+/// described, unmounted, and detached from here.
 #[test]
 fn gce_on_the_node_mounts_writes_and_unmounts_too() {
     require_root();
@@ -167,45 +188,23 @@ fn gce_on_the_node_mounts_writes_and_unmounts_too() {
     env.push(("APPSCALE_PERSIST_DEV_ROOT".into(), t.s("dev")));
     env.push(("TMPDIR".into(), t.s("")));
     let url = g.url();
-    let r = live_check(
-        &[
-            "--provider",
-            "gce",
-            "--self",
-            "--name",
-            "lc-disk",
-            "--size",
-            "1G",
-            "--yes",
-            "--",
-            "--endpoint",
-            &url,
-        ],
-        &env,
-    );
+    let args = [
+        "--provider",
+        "gce",
+        "--self",
+        "--name",
+        "lc-disk",
+        "--size",
+        "1G",
+        "--yes",
+    ];
+    let r = live_check(&[&args[..], &["--", "--endpoint", &url]].concat(), &env);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let rows = rows(&r.stderr);
-    for step in [
-        "create",
-        "attach",
-        "ensure-fs",
-        "mount",
-        "write",
-        "unmount",
-        "status",
-        "snapshot",
-        "retention",
-        "restore",
-        "detach",
-        "clean-up",
-    ] {
-        assert_eq!(result_of(&rows, step), "ok", "{step}: {}", r.stderr);
-    }
+    assert_rows(&r, FROM_ANYWHERE, "ok");
+    assert_rows(&r, ON_THE_NODE, "ok");
     assert_eq!(gce_left(&g), (json!({}), json!({})));
-    assert_eq!(
-        sh_ok(&["blkid", "-o", "value", "-s", "TYPE", &dev.device]).trim(),
-        "ext4"
-    );
+    let fs = sh_ok(&["blkid", "-o", "value", "-s", "TYPE", &dev.device]);
+    assert_eq!(fs.trim(), "ext4");
 }
 
 /// A scenario that fails (Compute Engine refuses the snapshot: a missing
@@ -214,39 +213,19 @@ fn gce_on_the_node_mounts_writes_and_unmounts_too() {
 #[test]
 fn gce_a_failure_is_reported_and_still_cleaned_up() {
     let g = Gce::new(ZONE);
+    let refused = json!({"answer": "forbidden", "message": "Required 'compute.snapshots.create' permission", "times": -1});
     g.control(
         "config",
-        json!({"http_fail": {"disks.createSnapshot": {"answer": "forbidden", "message": "Required 'compute.snapshots.create' permission", "times": -1}}}),
+        json!({"http_fail": {"disks.createSnapshot": refused}}),
     );
-    let url = g.url();
-    let r = live_check(
-        &[
-            "--provider",
-            "gce",
-            "--zone",
-            ZONE,
-            "--instance",
-            "vm-1",
-            "--size",
-            "1G",
-            "--yes",
-            "--",
-            "--endpoint",
-            &url,
-            "--project",
-            "proj",
-        ],
-        &g.env(),
-    )
-    .expect(1);
-    let rows = rows(&r.stderr);
-    assert_eq!(result_of(&rows, "snapshot"), "FAILED", "{}", r.stderr);
+    let r = gce_check(&g).expect(1);
+    assert_rows(&r, &["snapshot"], "FAILED");
     assert!(
         r.stderr.contains("compute.snapshots.create"),
         "{}",
         r.stderr
     );
-    assert_eq!(result_of(&rows, "clean-up"), "ok", "{}", r.stderr);
+    assert_rows(&r, &["clean-up"], "ok");
     assert_eq!(gce_left(&g), (json!({}), json!({})));
     assert_eq!(
         g.state()["instances"]["proj/us-central1-a/vm-1"],
@@ -262,35 +241,14 @@ fn gce_an_interrupted_run_still_cleans_up() {
     let g = Gce::new(ZONE);
     // Snapshots take a while to be READY: time to be interrupted.
     g.control("config", json!({"snapshot_ready_after": 3.0}));
-    let url = g.url();
     let mut cmd = Command::new(repo().join("scripts/live-check"));
-    cmd.args([
-        "--provider",
-        "gce",
-        "--zone",
-        ZONE,
-        "--instance",
-        "vm-1",
-        "--size",
-        "1G",
-        "--yes",
-        "--",
-        "--endpoint",
-        &url,
-        "--project",
-        "proj",
-    ]);
-    for (k, v) in g.env() {
-        cmd.env(k, v);
-    }
+    cmd.args(gce_args(&g)).envs(g.env());
     cmd.env("APPSCALE_PERSIST_BIN", bin_dir());
     cmd.env("PATH", path_with_venv());
-    cmd.stdin(Stdio::null());
     let r = signalled_at(cmd, "", "live-check: snapshot:", 1);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    let rows = rows(&r.stderr);
-    assert_eq!(result_of(&rows, "interrupted"), "FAILED", "{}", r.stderr);
-    assert_eq!(result_of(&rows, "clean-up"), "ok", "{}", r.stderr);
+    assert_rows(&r, &["interrupted"], "FAILED");
+    assert_rows(&r, &["clean-up"], "ok");
     assert_eq!(gce_left(&g), (json!({}), json!({})), "{}", r.stderr);
 }
 
@@ -328,19 +286,7 @@ fn ec2_and_euca_run_every_scenario_on_moto_and_leave_nothing() {
             ],
             &env,
         );
-        let rows = rows(&r.stderr);
-        for step in [
-            "create",
-            "attach",
-            "status",
-            "snapshot",
-            "retention",
-            "restore",
-            "detach",
-            "clean-up",
-        ] {
-            assert_eq!(result_of(&rows, step), "ok", "{kind} {step}: {}", r.stderr);
-        }
+        assert_rows(&r, FROM_ANYWHERE, "ok");
         assert_eq!(r.code, 0, "{}", r.stderr);
         let left = moto.ec2_admin(&["attached", &inst]);
         assert!(

@@ -565,22 +565,12 @@ fn a_snapshot_too_soon_after_the_last_is_try_later() {
         &ndjson(&[rec("node-0", "data-0")]),
     )
     .expect(0);
-    let first = tool(
-        &g,
-        "disk-snapshot",
-        &["--no-freeze", "--keep", "1"],
-        &created.stdout,
-    )
-    .expect(0)
-    .record();
-    let r = tool(
-        &g,
-        "disk-snapshot",
-        &["--no-freeze", "--keep", "1"],
-        &created.stdout,
-    )
-    .expect(1)
-    .record();
+    let keep_1 = || {
+        let args = ["--no-freeze", "--keep", "1"];
+        tool(&g, "disk-snapshot", &args, &created.stdout)
+    };
+    let first = keep_1().expect(0).record();
+    let r = keep_1().expect(1).record();
     assert_eq!(r["error"]["code"], "snapshot-too-soon", "{r}");
     assert!(
         r["error"]["message"]

@@ -20,10 +20,9 @@ use appscale_persist::log;
 use appscale_persist::record::{Record, State};
 use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist_cloudkit::spec::{encryption_mismatch, performance_mismatch};
-use appscale_persist_cloudkit::{DiskSpec, call_each, concurrently, failures};
-use std::collections::{BTreeMap, HashMap};
+use appscale_persist_cloudkit::{DiskSpec, call_each, failures};
 
-use crate::api::{DiskInfo, Location, NewDisk, region_of};
+use crate::api::{DiskInfo, NewDisk, region_of};
 use crate::disk::{self, Found};
 use crate::options::check_machine;
 use crate::owner::{self, Owner};
@@ -238,22 +237,12 @@ async fn refusals(
             _ => None,
         })
         .collect();
-    let mut names: BTreeMap<Location, Vec<String>> = BTreeMap::new();
-    for t in to_make.iter().flatten() {
-        names
-            .entry(t.location.clone())
-            .or_default()
-            .push(t.disk.clone());
-    }
-    let zones: Vec<(Location, Vec<String>)> = names.into_iter().collect();
-    let keys: Vec<Location> = zones.iter().map(|(at, _)| at.clone()).collect();
-    let regional = concurrently(run.cfg.concurrency, zones, |(at, names)| {
-        let api = run.api.clone();
-        async move { Ok(api.regional_disks(&at, &names).await?) }
-    })
+    let regional = disk::per_zone(
+        run,
+        to_make.iter().flatten().copied(),
+        |api, at, names| async move { api.regional_disks(&at, &names).await },
+    )
     .await;
-    let regional: HashMap<Location, Result<Vec<String>, Failure>> =
-        keys.into_iter().zip(regional).collect();
     let wanted = to_make
         .iter()
         .flatten()
