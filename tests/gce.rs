@@ -1248,6 +1248,25 @@ fn nvme_disks_without_the_guest_rules_are_found_by_their_identify_data() {
         r["device"].as_str().unwrap().ends_with("/nvme0n2"),
         "the namespace named nvdata: {r}"
     );
+    // A record naming that device is confirmed by the same data; once the
+    // namespace names another disk, it is not.
+    let check = |rec: &Value| {
+        run_env(
+            "disk-ensure-fs",
+            &["--check"],
+            &ndjson(&[rec.clone()]),
+            &[
+                ("APPSCALE_PERSIST_DEV_ROOT", dev.as_str()),
+                ("APPSCALE_PERSIST_SYS_ROOT", sys.as_str()),
+            ],
+        )
+    };
+    let mut found = attached.clone();
+    found["device"] = r["device"].clone();
+    check(&found).expect(0);
+    let _data = nvme_stand_in(&t, "nvme0n2", Some("somebody-elses"), 1024);
+    let r = check(&found).expect(1).record();
+    assert_eq!(error_code(&r), "identity-unconfirmed", "{r}");
 }
 
 /// 250 disks in one deployment: created, attached, described and

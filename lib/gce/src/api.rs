@@ -70,6 +70,12 @@ pub fn region_of(zone: &str) -> &str {
     zone.rsplit_once('-').map(|(r, _)| r).unwrap_or(zone)
 }
 
+/// How long one call is tried again when it may be (throttled, a server
+/// error, no answer): long enough for a per-minute rate quota to refill
+/// (Compute Engine refills it at the start of the next minute), short
+/// enough that an endpoint that never answers is said within two minutes.
+const RETRY_TIME: Duration = Duration::from_secs(120);
+
 /// Where a zonal resource is: a project and a zone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Location {
@@ -379,11 +385,15 @@ pub(crate) fn idempotent() -> RequestOptions {
 impl Api {
     /// Builds the four clients with Application Default Credentials. A
     /// call that may be retried ([`SafeRetry`]) is tried again with the
-    /// client's backoff (1 s, doubling, at most 60 s) for as long as
-    /// `timeout` (the run's `--timeout`), at most 10 times: a per-minute
-    /// rate quota refills at the next minute.
+    /// client's backoff (1 s, doubling, at most 60 s) for up to
+    /// [`RETRY_TIME`], within `timeout` (the run's `--timeout`): a
+    /// per-minute rate quota refills at the next minute.
     pub async fn connect(endpoint_url: Option<&str>, timeout: Duration) -> Result<Api, Failure> {
-        let retry = || SafeRetry.with_attempt_limit(10).with_time_limit(timeout);
+        let retry = || {
+            SafeRetry
+                .with_attempt_limit(10)
+                .with_time_limit(timeout.min(RETRY_TIME))
+        };
         macro_rules! build {
             ($client:ty) => {{
                 let mut b = <$client>::builder().with_retry_policy(retry());
