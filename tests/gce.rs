@@ -1015,8 +1015,23 @@ fn a_403_refusal_fails_at_once() {
         "{r}"
     );
     assert!(msg.contains("compute.disks.get"), "{r}");
+    assert_eq!(error_code(&r), "PERMISSION_DENIED", "{r}");
     assert_eq!(g.calls("disks.get"), 1, "not tried again");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // The API not enabled in the project is a 403 too: said so.
+    g.control(
+        "config",
+        json!({"http_fail": {"disks.get": {"answer": "api-disabled", "times": -1}}}),
+    );
+    let r = g
+        .tool("disk-create", &[], &ndjson(&[rec("node-0", "d1")]))
+        .expect(1)
+        .record();
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("gcloud services enable compute.googleapis.com"),
+        "{r}"
+    );
 }
 
 /// A VM with the default access scopes has no Compute scope: every call is
@@ -1267,6 +1282,11 @@ fn nvme_disks_without_the_guest_rules_are_found_by_their_identify_data() {
     let _data = nvme_stand_in(&t, "nvme0n2", Some("somebody-elses"), 1024);
     let r = check(&found).expect(1).record();
     assert_eq!(error_code(&r), "identity-unconfirmed", "{r}");
+    // Two namespaces that both say nvdata: neither is taken.
+    let _data = nvme_stand_in(&t, "nvme0n2", Some("nvdata"), 1024);
+    let _twin = nvme_stand_in(&t, "nvme0n3", Some("nvdata"), 1024);
+    let r = ensure().expect(1).record();
+    assert_eq!(error_code(&r), "identity-mismatch", "{r}");
 }
 
 /// 250 disks in one deployment: created, attached, described and

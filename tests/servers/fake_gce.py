@@ -23,8 +23,9 @@ Compute Engine's own rules it enforces (each named where it is written):
   * a 403 answer as the service gives it: `http_fail` rules take `"answer":
     "rate-limit"` (403, reason rateLimitExceeded: cloud.google.com/compute/
     api-quota), `"scope"` (403, ACCESS_TOKEN_SCOPE_INSUFFICIENT in the
-    ErrorInfo details, reason insufficientPermissions) or `"forbidden"`
-    (403, reason forbidden: an IAM permission missing); the method `*`
+    ErrorInfo details, reason insufficientPermissions), `"forbidden"`
+    (403, reason forbidden: an IAM permission missing) or `"api-disabled"`
+    (403, reason accessNotConfigured); the method `*`
     matches every API call;
   * a disk is snapshotted at most in bursts of 6 and then once per 600 s
     (`snapshot_burst`, `snapshot_interval`; snapshot-best-practices): a
@@ -220,6 +221,9 @@ def answer_403(kind, message=None):
                 "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT", "domain": "googleapis.com", "metadata": {"service": "compute.googleapis.com"}}],
             }
         }
+    if kind == "api-disabled":
+        m = "Compute Engine API has not been used in project proj before or it is disabled."
+        return 403, {"error": {"code": 403, "message": m, "errors": [{"message": m, "domain": "usageLimits", "reason": "accessNotConfigured"}]}}
     m = message or "Required 'compute.disks.get' permission for 'projects/proj/zones/z/disks/d'"
     return 403, {"error": {"code": 403, "message": m, "errors": [{"message": m, "domain": "global", "reason": "forbidden"}]}}
 

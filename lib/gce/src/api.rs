@@ -241,6 +241,22 @@ fn is_scope_insufficient(e: &google_cloud_gax::error::Error) -> bool {
     e.http_status_code() == Some(403) && reasons(e).contains(&"ACCESS_TOKEN_SCOPE_INSUFFICIENT")
 }
 
+/// A 403 because the project has not enabled the Compute Engine API.
+fn is_api_disabled(e: &google_cloud_gax::error::Error) -> bool {
+    reasons(e)
+        .iter()
+        .any(|r| ["accessNotConfigured", "SERVICE_DISABLED"].contains(r))
+}
+
+/// A 403's code: its status, `PERMISSION_DENIED` when it says none (the
+/// older error shape carries only `errors[].reason`).
+fn permission_denied(s: &google_cloud_gax::error::rpc::Status) -> String {
+    match s.code {
+        google_cloud_gax::error::rpc::Code::Unknown => "PERMISSION_DENIED".into(),
+        c => c.name().to_string(),
+    }
+}
+
 /// What kind of failure a client error is: by its HTTP status when it has
 /// one (a 403 rate quota is throttling, as 429 is), else by how the call
 /// failed.
@@ -270,14 +286,25 @@ pub(crate) fn api_error(what: &str, e: google_cloud_gax::error::Error) -> ApiErr
             ),
         ),
         (Some(s), Some(403)) if fault == Fault::Throttled => (
-            s.code.name().to_string(),
+            reasons(&e)
+                .first()
+                .copied()
+                .unwrap_or("rateLimitExceeded")
+                .to_string(),
             format!(
                 "{} (a per-minute rate quota of the project: tried again)",
                 s.message
             ),
         ),
+        (Some(s), Some(403)) if is_api_disabled(&e) => (
+            permission_denied(s),
+            format!(
+                "{}: the Compute Engine API is not enabled in the project: `gcloud services enable compute.googleapis.com`",
+                s.message
+            ),
+        ),
         (Some(s), Some(403)) => (
-            s.code.name().to_string(),
+            permission_denied(s),
             format!(
                 "{}{}: the credentials lack an IAM permission this call needs (docs/gce.md lists each tool's); not tried again",
                 s.message,

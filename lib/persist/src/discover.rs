@@ -166,8 +166,11 @@ fn guest_rules_present(root: &Path) -> bool {
 /// What the NVMe namespaces here say of Compute Engine device `name`.
 #[derive(Debug, Default)]
 struct NvmeLook {
-    /// The namespace attached as `name`, under the dev root.
+    /// The namespace attached as `name`, under the dev root: the only one
+    /// that says so (two that claim one name are neither taken).
     found: Option<PathBuf>,
+    /// Every namespace that claims the name.
+    claims: Vec<PathBuf>,
     /// How many `nvme_card-pd` namespaces there are.
     namespaces: usize,
     /// Those whose name could not be read, and why.
@@ -183,10 +186,13 @@ fn nvme_look(name: &str) -> NvmeLook {
         look.namespaces += 1;
         let path = root.join(&k);
         match crate::nvme::device_name(&k, &path) {
-            Ok(Some(n)) if n == name && look.found.is_none() => look.found = Some(path),
+            Ok(Some(n)) if n == name => look.claims.push(path),
             Ok(_) => {}
             Err(e) => look.unreadable.push(format!("{k}: {e}")),
         }
+    }
+    if let [one] = look.claims.as_slice() {
+        look.found = Some(one.clone());
     }
     look
 }
@@ -346,6 +352,20 @@ pub fn find(rec: &Record, timeout: Duration) -> Result<PathBuf, Failure> {
     let nvme = gce_device_name(rec).filter(|_| !guest_rules_present(&root));
     if let Some(name) = nvme {
         let look = nvme_look(name);
+        if look.claims.len() > 1 {
+            return Err(Failure::new(
+                codes::IDENTITY_MISMATCH,
+                format!(
+                    "{} NVMe namespaces all say they are device {name} ({}): not using any",
+                    look.claims.len(),
+                    look.claims
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
         if look.found.is_none() && look.namespaces > 0 && look.unreadable.len() == look.namespaces {
             // Nothing here can be named: waiting cannot help.
             return Err(no_disk_naming(rec, &look, None));
