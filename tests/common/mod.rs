@@ -29,15 +29,17 @@ pub fn bin_dir() -> PathBuf {
 /// parent, or its grandparent when the build named a target
 /// (`target/TRIPLE/debug`).
 pub fn target_dir() -> PathBuf {
-    let profile_parent = bin_dir().parent().expect("target directory").to_path_buf();
-    let triple = profile_parent
+    let bins = bin_dir();
+    let above = bins.parent().expect("target directory");
+    let named_target = above
         .file_name()
         .is_some_and(|n| n.to_string_lossy().contains("-linux-"));
-    if triple {
-        profile_parent.parent().expect("target directory").to_path_buf()
+    let root = if named_target {
+        above.parent().expect("target directory")
     } else {
-        profile_parent
-    }
+        above
+    };
+    root.to_path_buf()
 }
 
 /// Path of a built tool; panics with the fix when it was not built.
