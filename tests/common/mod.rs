@@ -12,14 +12,34 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
-/// The directory holding the built binaries (`target/debug`): the test
-/// executable lives in `target/debug/deps`.
+/// The directory holding the built binaries: the test executable lives in
+/// its `deps/`. That is `target/debug` for a plain `cargo test`, and
+/// `target/x86_64-unknown-linux-musl/debug` for scripts/test, which builds
+/// the tools and the tests for that target: the tests run the static tools
+/// that ship.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     exe.parent()
         .and_then(Path::parent)
         .expect("target/debug")
         .to_path_buf()
+}
+
+/// The target directory (`target`, or `$CARGO_TARGET_DIR`): [`bin_dir`]'s
+/// parent, or its grandparent when the build named a target
+/// (`target/TRIPLE/debug`).
+pub fn target_dir() -> PathBuf {
+    let bins = bin_dir();
+    let above = bins.parent().expect("target directory");
+    let named_target = above
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().contains("-linux-"));
+    let root = if named_target {
+        above.parent().expect("target directory")
+    } else {
+        above
+    };
+    root.to_path_buf()
 }
 
 /// Path of a built tool; panics with the fix when it was not built.
