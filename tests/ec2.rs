@@ -179,30 +179,6 @@ fn create_attach_detach_are_idempotent() {
     .expect(0);
 }
 
-#[test]
-fn eucalyptus_is_the_same_api_at_another_endpoint() {
-    let moto = Server::moto();
-    let url = moto.url();
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let mut r = rec("node-0", "euca-data");
-    r["provider"] = json!("euca");
-    let created = create(&url, &[r]).remove(0);
-    assert_eq!(
-        (created["provider"].as_str(), created["state"].as_str()),
-        (Some("euca"), Some("created"))
-    );
-    let attached = tool(
-        &url,
-        "disk-attach",
-        &["--instance", &inst],
-        &ndjson(&[created]),
-    )
-    .expect(0)
-    .record();
-    assert_eq!(attached["state"], "attached");
-    tool(&url, "disk-detach", &["--force"], &ndjson(&[attached])).expect(0);
-}
-
 /// A whole pipeline in --check mode, for a volume that does not exist yet:
 /// every step says what it would do, and nothing is made.
 #[test]
@@ -1499,49 +1475,6 @@ fn a_stand_in_with_a_wrong_serial_or_links_that_disagree_is_refused() {
     );
 }
 
-#[test]
-fn eucalyptus_on_the_node_uses_imdsv1_and_virtio_devices() {
-    require_root();
-    let moto = Server::moto();
-    let url = moto.url();
-    let t = TempDir::new("euca-node");
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    // Eucalyptus has no IMDSv2: the token call is refused.
-    let node = imds(&inst, true);
-    let mut r = rec("node-0", "euca-data");
-    r["provider"] = json!("euca");
-    let created = create(&url, &[r]).remove(0);
-    // KVM presents the volume attached as /dev/sdf as the virtio disk vdf.
-    let dev = LoopDev::new(&t, "euca-data", 1024);
-    std::fs::create_dir_all(t.join("dev")).unwrap();
-    std::os::unix::fs::symlink(&dev.device, t.join("dev/vdf")).unwrap();
-    let root = t.s("dev");
-    let mut env = aws_env();
-    env.push(("APPSCALE_PERSIST_DEV_ROOT", root.as_str()));
-    let imds_url = node.url();
-    let r = run_env(
-        "disk-attach",
-        &[
-            "--endpoint-url",
-            &url,
-            "--self",
-            "--node",
-            "node-0",
-            "--metadata-endpoint",
-            &imds_url,
-        ],
-        &ndjson(&[created]),
-        &env,
-    )
-    .expect(0)
-    .record();
-    assert_eq!(
-        (r["instance"].as_str(), r["attached_as"].as_str()),
-        (Some(inst.as_str()), Some("/dev/sdf"))
-    );
-    assert_eq!(r["device"].as_str(), Some(format!("{root}/vdf").as_str()));
-}
-
 // --- More volumes per instance ------------------------------------------
 
 /// An instance of type `ty` in us-east-1b (moto's AMI is HVM).
@@ -1998,9 +1931,22 @@ fn a_grow_waits_out_modifying_and_a_failed_modification_is_resize_failed() {
     assert_eq!(r["changed"], false, "{r}");
     assert_eq!(polls(), 3, "looked up once, then polled until optimizing");
 
+    // The last modification is `optimizing`: EC2 takes the next only once
+    // it is `completed` (API_ModifyVolume): try later, nothing sent.
+    inject(&url, json!({"actions": {}}));
+    let r = tool(&url, "disk-create", &["--size", "3G", "--grow"], &input)
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "try-later", "{r}");
+    let (_, body) = http("GET", &format!("{url}/__proxy__"), "");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    assert!(seen["actions"].get("ModifyVolume").is_none(), "{seen}");
+
+    // It failed meanwhile (a failed one may be retried): the new one fails
+    // too, with EC2's reason.
     inject(
         &url,
-        json!({"modification": {"polls": 1, "then": "failed", "message": "insufficient capacity"}}),
+        json!({"modification": {"polls": -1, "then": "failed", "message": "insufficient capacity"}}),
     );
     let r = tool(&url, "disk-create", &["--size", "3G", "--grow"], &input)
         .expect(1)
@@ -2008,4 +1954,34 @@ fn a_grow_waits_out_modifying_and_a_failed_modification_is_resize_failed() {
     assert_eq!(error_code(&r), "resize-failed", "{r}");
     let msg = r["error"]["message"].as_str().unwrap();
     assert!(msg.contains("insufficient capacity"), "{msg}");
+}
+
+/// EC2 modifies a volume at most 4 times in a rolling 24 hours
+/// (API_ModifyVolume; the proxy counts): the fifth grow is `try-later`,
+/// nothing changed.
+#[test]
+fn a_fifth_modification_within_a_day_is_try_later() {
+    let moto = Server::moto();
+    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
+    let url = proxy.url();
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    create(&url, &[rec("node-0", "data-0")]);
+    inject(
+        &url,
+        json!({"modification": {"polls": -1, "then": "completed"}}),
+    );
+    for gib in 2..=5 {
+        let size = format!("{gib}G");
+        tool(&url, "disk-create", &["--size", &size, "--grow"], &input).expect(0);
+    }
+    let r = tool(&url, "disk-create", &["--size", "6G", "--grow"], &input)
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "try-later", "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("at most 4 times in a rolling 24 hours"),
+        "{msg}"
+    );
+    assert_eq!(r["size_bytes"], 5u64 << 30, "{r}");
 }

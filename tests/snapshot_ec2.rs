@@ -502,7 +502,7 @@ fn pruning_deletes_concurrently_and_reports_every_failure() {
     // Six deletions, four fail: some record has two failures.
     inject(
         &url,
-        json!({"fail": {"DeleteSnapshot": {"status": 400, "code": "InvalidSnapshot.InUse", "times": 4}}}),
+        json!({"fail": {"DeleteSnapshot": {"status": 403, "code": "UnauthorizedOperation", "times": 4}}}),
     );
     let r = tool(&url, "disk-snapshot", &["--keep", "1"], &created.stdout).expect(1);
     let recs = r.records();

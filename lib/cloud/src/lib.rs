@@ -207,7 +207,9 @@ impl CreateArgs {
         let spec = self.spec();
         for kind in ProviderKind::ALL.into_iter().filter(|k| used.contains(k)) {
             match kind {
-                ProviderKind::Ec2 | ProviderKind::Euca => appscale_persist_ec2::check_spec(&spec)?,
+                ProviderKind::Ec2 | ProviderKind::Euca => {
+                    appscale_persist_ec2::check_spec(kind, &spec)?
+                }
                 ProviderKind::Gce => appscale_persist_gce::check_spec(&spec)?,
                 ProviderKind::Local | ProviderKind::Static => {
                     let cloud_only = [

@@ -245,6 +245,16 @@ pub const PRUNE_FAILED: &str = "prune-failed";
 /// The snapshot to restore from does not exist (or the disk has none).
 pub const NO_SUCH_SNAPSHOT: &str = "no-such-snapshot";
 
+// Clouds as they answer (issue 26).
+/// The cloud refuses this for now, and nothing is wrong with the disk: a
+/// volume's snapshots or modifications come too fast (one snapshot of a
+/// volume a few seconds apart; a modification only once the last one is
+/// `completed`, at most 4 in 24 hours). Nothing was done.
+pub const TRY_LATER: &str = "try-later";
+/// The disk's zone is in another region than the run calls (`--region`,
+/// or another record's zone).
+pub const REGION_MISMATCH: &str = "region-mismatch";
+
 /// Every code above, in the order `docs/protocol.md` lists them.
 pub const ALL: &[&str] = &[
     NO_PROVIDER,
@@ -344,6 +354,8 @@ pub const ALL: &[&str] = &[
     SNAPSHOT_PENDING,
     PRUNE_FAILED,
     NO_SUCH_SNAPSHOT,
+    TRY_LATER,
+    REGION_MISMATCH,
 ];
 
 #[cfg(test)]
