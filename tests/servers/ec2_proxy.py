@@ -86,7 +86,9 @@ Control: POST /__proxy__ with JSON (merged into the state)
   answer held that many seconds (a client killed meanwhile never read it).
 GET /__proxy__ returns {"injected": {"Action": n}} counting the failures
 sent, {"tokens": [...]}, the ClientToken of every CreateVolume, and
-{"actions": {"Action": n}}, every request seen (since "actions" was reset).
+{"actions": {"Action": n}}, every request seen (since "actions" was reset),
+a request that tags on creation (TagSpecification) counted as CreateTags
+too: IAM asks ec2:CreateTags for it.
 Binds 127.0.0.1 only.
 """
 
@@ -321,6 +323,10 @@ class Handler(loopback.Handler):
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
         with LOCK:
             STATE["actions"][action] = STATE["actions"].get(action, 0) + 1
+            # Tagging on creation needs the ec2:CreateTags permission too
+            # (IAM: "Grant permission to tag resources during creation").
+            if any(k.startswith("TagSpecification.") for k in params):
+                STATE["actions"]["CreateTags"] = STATE["actions"].get("CreateTags", 0) + 1
             if action == "CreateVolume":
                 STATE["tokens"].append((params.get("ClientToken") or [None])[0])
             account = STATE["account"]

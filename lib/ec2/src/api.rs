@@ -134,8 +134,13 @@ const TOKEN_ATTEMPTS: u32 = 5;
 const IDEMPOTENT_MISMATCH: &str = "IdempotentParameterMismatch";
 
 /// How far EC2's clock and ours may differ, for telling an earlier run's
-/// answer from this run's.
-const CLOCK_SKEW: Duration = Duration::from_secs(60);
+/// CreateVolume answer from this run's (both keep NTP time; AWS refuses
+/// signatures minutes off).
+const CLOCK_SKEW: Duration = Duration::from_secs(5);
+
+/// How many times a volume an earlier run's answer names is looked for
+/// before it counts as gone.
+const DEAD_CHECKS: u32 = 3;
 
 /// The AWS error code of a ModifyVolume refused for the volume's
 /// modification rate.
@@ -485,9 +490,11 @@ impl Api {
     }
 
     /// Whether CreateVolume's answer `out` (volume `id`) replays an earlier
-    /// run's (created before this run began) for a volume that is gone
-    /// (deleted, or failed): the lookup before the create did not find it
-    /// by its tags, and a volume that old would be visible by now.
+    /// run's (made before this run began, give or take [`CLOCK_SKEW`]) for
+    /// a volume that is gone: deleting, deleted, failed (`error`), or not
+    /// found (asked [`DEAD_CHECKS`] times, a few seconds apart, past EC2's
+    /// eventual consistency). A replay of a live volume is that volume (the
+    /// lookup by tags missed it only for eventual consistency).
     async fn replayed_dead(
         &self,
         out: &aws_sdk_ec2::operation::create_volume::CreateVolumeOutput,
@@ -501,13 +508,19 @@ impl Api {
         if made >= started - CLOCK_SKEW.as_secs() as i64 {
             return Ok(false);
         }
-        let found = self.volumes_by_id(&[id.to_string()]).await?;
-        Ok(!found.get(id).is_some_and(|v| {
-            matches!(
-                v.state(),
-                Some(VolumeState::Creating | VolumeState::Available | VolumeState::InUse)
-            )
-        }))
+        for check in 0..DEAD_CHECKS {
+            if check > 0 {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            let found = self.volumes_by_id(&[id.to_string()]).await?;
+            if let Some(v) = found.get(id) {
+                return Ok(matches!(
+                    v.state(),
+                    Some(VolumeState::Deleting | VolumeState::Deleted | VolumeState::Error)
+                ));
+            }
+        }
+        Ok(true)
     }
 
     /// One CreateVolume with `token`.
