@@ -1990,16 +1990,6 @@ fn a_fifth_modification_within_a_day_is_try_later() {
 // Through ec2_proxy.py, which answers as EC2 does where moto is lenient;
 // each test names the behaviour's source.
 
-/// What the proxy at `url` saw: `actions` (every request), `injected`.
-fn seen(url: &str) -> Value {
-    serde_json::from_str(&http("GET", &format!("{url}/__proxy__"), "").1).unwrap()
-}
-
-/// How many requests of `action` the proxy at `url` saw.
-fn seen_calls(url: &str, action: &str) -> u64 {
-    seen(url)["actions"][action].as_u64().unwrap_or(0)
-}
-
 /// Right after CreateVolume, DescribeVolumes naming the volume may answer
 /// `InvalidVolume.NotFound`; right after AttachVolume, the volume may show
 /// no attachment; right after ModifyVolume, DescribeVolumesModifications
@@ -2008,9 +1998,8 @@ fn seen_calls(url: &str, action: &str) -> u64 {
 /// each). Within the deadline each is "not yet".
 #[test]
 fn a_change_ec2_does_not_show_yet_is_waited_for() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
+    let ec2 = Ec2Proxy::new(&[]);
+    let (moto, url) = (&ec2.moto, ec2.url());
     let inst = instances(&moto, "us-east-1b", 1).remove(0);
     inject(
         &url,
@@ -2036,7 +2025,7 @@ fn a_change_ec2_does_not_show_yet_is_waited_for() {
     .expect(0)
     .record();
     assert_eq!(grown["size_bytes"], 2u64 << 30, "{grown}");
-    let injected = &seen(&url)["injected"];
+    let injected = &ec2.seen()["injected"];
     assert!(
         injected["DescribeVolumes"].as_u64() >= Some(2)
             && injected["DescribeVolumesModifications"].as_u64() >= Some(2),
@@ -2051,12 +2040,17 @@ fn a_change_ec2_does_not_show_yet_is_waited_for() {
 /// EBS CSI driver moves to a new token). Neither stops the next run.
 #[test]
 fn a_dead_volume_or_a_mismatch_behind_a_client_token_never_stops_a_run() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
+    let ec2 = Ec2Proxy::new(&[]);
+    let (moto, url) = (&ec2.moto, ec2.url());
     let input = ndjson(&[rec("node-0", "data-0")]);
+    // A lost answer: the SDK sends CreateVolume again, on the same token,
+    // and gets the same volume.
+    ec2.control(json!({"lose": {"CreateVolume": 1}}));
     let first = create(&url, &[rec("node-0", "data-0")]).remove(0);
     let first = first["disk_id"].as_str().unwrap().to_string();
+    assert_eq!(moto.ec2_admin(&["named", "data-0"]), json!([first]));
+    let sent = &ec2.seen()["tokens"];
+    assert_eq!(sent[0], sent[1], "one token for the run's retries");
     moto.ec2_admin(&["delete-volume", &first]);
     // An earlier run's answer is told from this run's by its time.
     std::thread::sleep(std::time::Duration::from_secs(6));
@@ -2084,7 +2078,7 @@ fn a_dead_volume_or_a_mismatch_behind_a_client_token_never_stops_a_run() {
         moto.ec2_admin(&["named", "data-0"]),
         json!([third["disk_id"]])
     );
-    let tokens: Vec<String> = seen(&url)["tokens"]
+    let tokens: Vec<String> = ec2.seen()["tokens"]
         .as_array()
         .unwrap()
         .iter()
@@ -2103,9 +2097,8 @@ fn a_dead_volume_or_a_mismatch_behind_a_client_token_never_stops_a_run() {
 /// refused before any call, naming both.
 #[test]
 fn the_zone_names_the_region() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
+    let ec2 = Ec2Proxy::new(&[]);
+    let (moto, url) = (&ec2.moto, ec2.url());
     let input = ndjson(&[rec("node-0", "data-0")]);
     let mut env: Vec<(&str, &str)> = aws_env()
         .into_iter()
@@ -2141,7 +2134,7 @@ fn the_zone_names_the_region() {
         msg.contains("us-east-1") && msg.contains("us-west-2"),
         "{msg}"
     );
-    assert_eq!(seen(&url)["actions"], json!({}), "nothing sent");
+    assert_eq!(ec2.seen()["actions"], json!({}), "nothing sent");
 }
 
 /// AttachVolume answers `InvalidParameterValue: Attachment point /dev/sdf
@@ -2152,9 +2145,8 @@ fn the_zone_names_the_region() {
 /// way to the next free one, in the same run.
 #[test]
 fn device_names_in_use_are_passed_over() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
+    let ec2 = Ec2Proxy::new(&[]);
+    let (moto, url) = (&ec2.moto, ec2.url());
     let inst = instances(&moto, "us-east-1b", 1).remove(0);
     let created = create(&url, &recs_for(&inst, 2));
     inject(
@@ -2170,7 +2162,7 @@ fn device_names_in_use_are_passed_over() {
         .collect();
     names.sort();
     assert_eq!(names, ["/dev/sdh", "/dev/sdi"], "{attached:?}");
-    assert_eq!(seen_calls(&url, "AttachVolume"), 3, "one refused, once");
+    assert_eq!(ec2.calls("AttachVolume"), 3, "one refused, once");
     let on_moto = moto.ec2_admin(&["attached", &inst]);
     for r in &attached {
         assert_eq!(on_moto[r["disk_id"].as_str().unwrap()], r["attached_as"]);
@@ -2182,7 +2174,7 @@ fn device_names_in_use_are_passed_over() {
         .expect(0)
         .record();
     assert_eq!(r["attached_as"], "/dev/sdg", "{r}");
-    assert_eq!(seen_calls(&url, "AttachVolume"), 1);
+    assert_eq!(ec2.calls("AttachVolume"), 1);
 }
 
 /// AttachVolume and DetachVolume carry no token: when an answer is lost,
@@ -2191,9 +2183,8 @@ fn device_names_in_use_are_passed_over() {
 /// the state asked is success.
 #[test]
 fn lost_attach_and_detach_answers_are_success() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
+    let ec2 = Ec2Proxy::new(&[]);
+    let (moto, url) = (&ec2.moto, ec2.url());
     let inst = instances(&moto, "us-east-1b", 1).remove(0);
     let created = create(&url, &[rec("node-0", "data-0")]).remove(0);
     inject(&url, json!({"lose": {"AttachVolume": 1}, "actions": {}}));
@@ -2210,13 +2201,13 @@ fn lost_attach_and_detach_answers_are_success() {
         (Some("attached"), Some("/dev/sdf")),
         "{attached}"
     );
-    assert_eq!(seen_calls(&url, "AttachVolume"), 2, "sent again by the SDK");
+    assert_eq!(ec2.calls("AttachVolume"), 2, "sent again by the SDK");
     inject(&url, json!({"lose": {"DetachVolume": 1}, "actions": {}}));
     let detached = tool(&url, "disk-detach", &["--force"], &ndjson(&[attached]))
         .expect(0)
         .record();
     assert_eq!(detached["state"], "detached", "{detached}");
-    assert_eq!(seen_calls(&url, "DetachVolume"), 2);
+    assert_eq!(ec2.calls("DetachVolume"), 2);
 }
 
 /// Sizes per volume type (CreateVolume's `Size`: st1 and sc1 from 125
@@ -2225,9 +2216,8 @@ fn lost_attach_and_detach_answers_are_success() {
 /// before CreateVolume.
 #[test]
 fn sizes_per_type_are_checked_before_any_call() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
+    let ec2 = Ec2Proxy::new(&[]);
+    let url = ec2.url();
     let input = ndjson(&[rec("node-0", "data-0")]);
     let r = tool(
         &url,
@@ -2241,7 +2231,7 @@ fn sizes_per_type_are_checked_before_any_call() {
         .expect(1)
         .record();
     assert_eq!(error_code(&r), "create-failed", "{r}");
-    assert!(seen(&url)["actions"].get("CreateVolume").is_none());
+    assert!(ec2.seen()["actions"].get("CreateVolume").is_none());
     tool(
         &url,
         "disk-create",
@@ -2284,31 +2274,11 @@ fn verbose_names_the_credentials_and_imds_silence_names_the_hop_limit() {
         "us-east-1",
         "--size",
         "1G",
-    ])
-    .stdin(std::process::Stdio::piped())
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
-    for k in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_PROFILE",
-        "AWS_SESSION_TOKEN",
-        "AWS_EC2_METADATA_DISABLED",
-    ] {
-        cmd.env_remove(k);
-    }
-    cmd.env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &hop_url);
-    let mut child = cmd.spawn().unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(ndjson(&[rec("node-0", "data-1")]).as_bytes())
-        .unwrap();
-    let r = finish(child.wait_with_output().unwrap()).expect(1).record();
+    ]);
+    without_aws_credentials(&mut cmd).env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &hop_url);
+    let r = run_cmd(cmd, &ndjson(&[rec("node-0", "data-1")]))
+        .expect(1)
+        .record();
     assert_eq!(error_code(&r), "no-credentials", "{r}");
     let msg = r["error"]["message"].as_str().unwrap();
     assert!(msg.contains("--http-put-response-hop-limit 2"), "{msg}");
@@ -2341,9 +2311,8 @@ fn verbose_names_the_credentials_and_imds_silence_names_the_hop_limit() {
 /// proxy enforces: it refused nothing.
 #[test]
 fn two_hundred_fifty_disks_stay_within_ec2s_request_limits() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
+    let ec2 = Ec2Proxy::new(&[]);
+    let (moto, url) = (&ec2.moto, ec2.url());
     let inst = instances(&moto, "us-east-1b", 25);
     let recs: Vec<Value> = (0..250)
         .map(|i| {
@@ -2388,7 +2357,7 @@ fn two_hundred_fifty_disks_stay_within_ec2s_request_limits() {
         "250 disks: create, attach, status, 2 snapshots in {:?}",
         started.elapsed()
     );
-    assert_eq!(seen(&url)["injected"], json!({}), "nothing refused");
+    assert_eq!(ec2.seen()["injected"], json!({}), "nothing refused");
 }
 
 /// docs/ec2.md's `json` blocks: each policy's `Sid` and the EC2 actions
@@ -2421,15 +2390,14 @@ fn documented_policies() -> std::collections::HashMap<String, Vec<String>> {
 #[test]
 fn each_tools_documented_iam_policy_is_what_it_calls() {
     let policies = documented_policies();
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
+    let ec2 = Ec2Proxy::new(&[]);
+    let (moto, url) = (&ec2.moto, ec2.url());
     let inst = instances(&moto, "us-east-1b", 1).remove(0);
     // Every action the scenarios of the tools under `sids` saw.
     let actions_of = |scenario: &dyn Fn()| -> Vec<String> {
         inject(&url, json!({"actions": {}, "attaching": false}));
         scenario();
-        let mut seen: Vec<String> = seen(&url)["actions"]
+        let mut seen: Vec<String> = ec2.seen()["actions"]
             .as_object()
             .unwrap()
             .keys()

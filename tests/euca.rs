@@ -23,24 +23,25 @@ use serde_json::{Value, json};
 /// moto behind the strict Eucalyptus 4.4 binding, and a directory for the
 /// notes kept between CreateVolume and CreateTags.
 struct Euca {
-    moto: Server,
-    proxy: Server,
+    ec2: Ec2Proxy,
     notes: TempDir,
 }
 
 impl Euca {
     fn new() -> Euca {
-        let moto = Server::moto();
-        let proxy = Server::python("ec2_proxy.py", &[&moto.url(), "--euca"]);
         Euca {
-            moto,
-            proxy,
+            ec2: Ec2Proxy::new(&["--euca"]),
             notes: TempDir::new("euca-notes"),
         }
     }
 
+    /// moto itself, behind the binding (to set up and look at state).
+    fn moto(&self) -> &Server {
+        &self.ec2.moto
+    }
+
     fn url(&self) -> String {
-        self.proxy.url()
+        self.ec2.url()
     }
 
     /// The environment of a tool run: test credentials, and the notes'
@@ -94,24 +95,19 @@ impl Euca {
     }
 
     fn control(&self, rule: Value) {
-        let (code, body) = http(
-            "POST",
-            &format!("{}/__proxy__", self.url()),
-            &rule.to_string(),
-        );
-        assert_eq!(code, 200, "{body}");
+        self.ec2.control(rule);
     }
 
     /// What the proxy saw: `actions` (every request), `injected` (the
     /// refusals it answered: binding failures among them).
     fn seen(&self) -> Value {
-        serde_json::from_str(&http("GET", &format!("{}/__proxy__", self.url()), "").1).unwrap()
+        self.ec2.seen()
     }
 
     /// Waits until the proxy has seen `action` (a run is inside it).
     fn wait_for_action(&self, action: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while self.seen()["actions"][action].as_u64().unwrap_or(0) == 0 {
+        while self.ec2.calls(action) == 0 {
             assert!(Instant::now() < deadline, "no {action} within 60s");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -120,7 +116,7 @@ impl Euca {
     /// The volumes of `gib` GiB in moto (the instances' root volumes are
     /// 8 GiB): id → tags.
     fn volumes_of(&self, gib: u64) -> serde_json::Map<String, Value> {
-        self.moto
+        self.moto()
             .ec2_admin(&["volumes"])
             .as_object()
             .unwrap()
@@ -131,7 +127,7 @@ impl Euca {
     }
 
     fn instance(&self) -> String {
-        self.moto.ec2_admin(&["run-instances", "us-east-1b", "1"])[0]
+        self.moto().ec2_admin(&["run-instances", "us-east-1b", "1"])[0]
             .as_str()
             .unwrap()
             .to_string()
@@ -173,7 +169,7 @@ fn end_to_end_through_the_strict_eucalyptus_binding() {
         .record();
     assert_eq!(created["state"], "created", "{created}");
     let vol = created["disk_id"].as_str().unwrap().to_string();
-    let tags = &e.moto.ec2_admin(&["volume", &vol])["tags"];
+    let tags = &e.moto().ec2_admin(&["volume", &vol])["tags"];
     assert_eq!(
         (
             tags["Name"].as_str(),
@@ -184,7 +180,7 @@ fn end_to_end_through_the_strict_eucalyptus_binding() {
         "{tags}"
     );
     assert_eq!(
-        e.moto.ec2_admin(&["volume", &vol])["type"],
+        e.moto().ec2_admin(&["volume", &vol])["type"],
         "gp2",
         "no VolumeType sent: moto's default (Eucalyptus describes it standard)"
     );
@@ -261,7 +257,7 @@ fn end_to_end_through_the_strict_eucalyptus_binding() {
     assert_eq!(first["snapshot"]["freeze"], "not-mounted", "{first}");
     assert_eq!(first["snapshot"]["state"], "completed", "{first}");
     let first_id = first["snapshot"]["id"].as_str().unwrap().to_string();
-    let snaps = e.moto.ec2_admin(&["snapshots", &vol]);
+    let snaps = e.moto().ec2_admin(&["snapshots", &vol]);
     assert_eq!(
         snaps[&first_id]["appscale-persist:disk"], "data-0",
         "tagged by CreateTags: {snaps}"
@@ -280,7 +276,7 @@ fn end_to_end_through_the_strict_eucalyptus_binding() {
         .record();
     let new = restored["disk_id"].as_str().unwrap().to_string();
     assert_ne!(new, vol);
-    let v = e.moto.ec2_admin(&["volume", &new]);
+    let v = e.moto().ec2_admin(&["volume", &new]);
     assert_eq!(v["snapshot"], second["snapshot"]["id"], "{v}");
     assert!(
         v["tags"]["Name"]
@@ -403,7 +399,7 @@ fn a_snapshot_left_untagged_is_found_by_its_description_and_counted() {
     e.wait_for_action("CreateTags");
     child.kill().unwrap();
     child.wait().unwrap();
-    let snaps = e.moto.ec2_admin(&["snapshots", &vol]);
+    let snaps = e.moto().ec2_admin(&["snapshots", &vol]);
     let (left, tags) = snaps.as_object().unwrap().iter().next().unwrap();
     assert_eq!(*tags, json!({}), "{snaps}");
 
@@ -418,7 +414,7 @@ fn a_snapshot_left_untagged_is_found_by_its_description_and_counted() {
     );
     let rec = r.record();
     assert_eq!(rec["snapshot"]["pruned"], json!([left]), "{rec}");
-    let snaps = e.moto.ec2_admin(&["snapshots", &vol]);
+    let snaps = e.moto().ec2_admin(&["snapshots", &vol]);
     assert_eq!(snaps.as_object().unwrap().len(), 1, "{snaps}");
 }
 
@@ -427,31 +423,11 @@ fn a_snapshot_left_untagged_is_found_by_its_description_and_counted() {
 #[test]
 fn without_credentials_the_error_names_what_works_on_eucalyptus() {
     let mut cmd = Command::new(bin("disk-create"));
-    cmd.args(["--endpoint-url", "http://127.0.0.1:9", "--size", "1G"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for k in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_PROFILE",
-        "AWS_SESSION_TOKEN",
-    ] {
-        cmd.env_remove(k);
-    }
-    cmd.env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    cmd.args(["--endpoint-url", "http://127.0.0.1:9", "--size", "1G"]);
+    without_aws_credentials(&mut cmd)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_REGION", "eucalyptus");
-    let mut child = cmd.spawn().unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(ndjson(&[rec("node-0", "data-0")]).as_bytes())
-        .unwrap();
-    let r = finish(child.wait_with_output().unwrap()).expect(1);
+    let r = run_cmd(cmd, &ndjson(&[rec("node-0", "data-0")])).expect(1);
     let e = r.record()["error"].clone();
     assert_eq!(e["code"], "no-credentials", "{e}");
     let msg = e["message"].as_str().unwrap();

@@ -727,9 +727,8 @@ fn wait_takes_a_snapshot_not_found_yet_as_pending() {
 /// `try-later`, saying nothing is wrong with the volume.
 #[test]
 fn a_snapshot_seconds_after_the_last_is_try_later() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
+    let ec2 = Ec2Proxy::new(&[]);
+    let url = ec2.url();
     let created = tool(
         &url,
         "disk-create",
@@ -752,9 +751,8 @@ fn a_snapshot_seconds_after_the_last_is_try_later() {
 /// count from then on, instead of failing every run.
 #[test]
 fn a_snapshot_an_image_uses_is_said_once_and_not_counted() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
+    let ec2 = Ec2Proxy::new(&[]);
+    let url = ec2.url();
     let created = tool(
         &url,
         "disk-create",
@@ -798,9 +796,8 @@ fn a_snapshot_an_image_uses_is_said_once_and_not_counted() {
 /// same call) so retention counts it, and prunes it.
 #[test]
 fn a_create_snapshot_twin_is_tagged_and_counted() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
+    let ec2 = Ec2Proxy::new(&[]);
+    let (moto, url) = (&ec2.moto, ec2.url());
     let created = tool(
         &url,
         "disk-create",
@@ -829,9 +826,8 @@ fn a_create_snapshot_twin_is_tagged_and_counted() {
 /// partial list.
 #[test]
 fn every_page_of_snapshots_is_followed() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
+    let ec2 = Ec2Proxy::new(&[]);
+    let url = ec2.url();
     let created = tool(
         &url,
         "disk-create",

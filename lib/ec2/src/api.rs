@@ -223,6 +223,19 @@ where
     ApiError::new(fault, Failure::new(code, format!("{what}: {chain}{hint}")))
 }
 
+/// `e`, when its AWS error code is `code`, as `try-later`: the cloud
+/// refuses this for now, nothing is wrong, and `why` says what it waits
+/// for.
+pub(crate) fn try_later(mut e: ApiError, code: &str, why: &str) -> ApiError {
+    if e.failure.code == code {
+        e.failure = Failure::new(
+            codes::TRY_LATER,
+            format!("{} [{code}]: {why}", e.failure.message),
+        );
+    }
+    e
+}
+
 /// An error and its sources, by their Display texts (never Debug dumps),
 /// without the repetitions SDK errors carry.
 pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -616,17 +629,11 @@ impl Api {
             .await
             .map(drop)
             .map_err(|e| {
-                let mut e = api_error(&format!("ModifyVolume {vol} to {gib} GiB"), e);
-                if e.failure.code == MODIFICATION_RATE_EXCEEDED {
-                    e.failure = Failure::new(
-                        codes::TRY_LATER,
-                        format!(
-                            "{} [{MODIFICATION_RATE_EXCEEDED}]: EC2 modifies a volume once its previous modification is `completed`, at most 4 times in a rolling 24 hours; nothing was changed, run disk-create --grow again later",
-                            e.failure.message
-                        ),
-                    );
-                }
-                e
+                try_later(
+                    api_error(&format!("ModifyVolume {vol} to {gib} GiB"), e),
+                    MODIFICATION_RATE_EXCEEDED,
+                    "EC2 modifies a volume once its previous modification is `completed`, at most 4 times in a rolling 24 hours; nothing was changed, run disk-create --grow again later",
+                )
             })
     }
 

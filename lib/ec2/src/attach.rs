@@ -440,7 +440,7 @@ async fn attach_one(api: &Api, a: &Attachment, taken: &Taken) -> Result<String, 
             Ok(()) => return Ok(device),
             Err(e) => e,
         };
-        if e.failure.code == INVALID_PARAMETER && e.failure.message.contains("already in use") {
+        if e.failure.code == INVALID_PARAMETER && name_in_use(&e.failure.message) {
             log::debug(format_args!(
                 "{device} is in use on {}: trying the next free name",
                 a.instance
@@ -462,6 +462,15 @@ async fn attach_one(api: &Api, a: &Attachment, taken: &Taken) -> Result<String, 
         return Err(e.failure);
     }
     Err(no_device_name(&a.instance, taken.space(&a.instance)))
+}
+
+/// Whether an `InvalidParameterValue` message says the device name is
+/// taken: EC2's "Attachment point /dev/sdf is already in use", Eucalyptus's
+/// "Already have a device attached to: /dev/sdf" (or "an ephemeral
+/// device").
+fn name_in_use(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("already in use") || m.contains("already have")
 }
 
 /// The device `a`'s volume is attached (or attaching) as on `a`'s

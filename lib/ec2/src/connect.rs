@@ -147,7 +147,7 @@ pub fn check_region(kind: ProviderKind, region: &str, r: &Record) -> Result<(), 
         Some(theirs) if theirs != region => Err(mismatch(
             zone,
             &theirs,
-            &format!("region {region} (another record's zone's)"),
+            &format!("region {region} (this run's)"),
         )),
         _ => Ok(()),
     }
@@ -163,7 +163,7 @@ fn credentials_hint(kind: ProviderKind) -> String {
     {
         ""
     } else {
-        "; for an instance role from a container on EC2, IMDSv2's answer must reach the container: set the instance's metadata hop limit to 2 (aws ec2 modify-instance-metadata-options --instance-id ID --http-put-response-hop-limit 2 --http-tokens required)"
+        "; for an instance role from a container on EC2, IMDSv2's answer must reach the container: set the instance's metadata hop limit to 2 (aws ec2 modify-instance-metadata-options --instance-id ID --http-put-response-hop-limit 2)"
     };
     format!(
         "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, pass --appscalefile with EC2_ACCESS_KEY/EC2_SECRET_KEY, or run with an instance role{imds}"

@@ -274,9 +274,9 @@ impl Api {
 
 /// Before disk-create on Eucalyptus plans: the notes earlier runs left for
 /// the records' disks (by Name) are acted on: a volume made is tagged now,
-/// a create whose answer was lost has its possible volumes named. A record
-/// whose note cannot be acted on fails (`placed`), and nothing is created
-/// for it.
+/// a create whose answer was lost has its possible volumes named (with
+/// `--check`, only said). A record whose note cannot be acted on fails
+/// (`placed`), and nothing is created for it.
 pub async fn recover(run: &Run, records: &[Record], placed: &mut [Result<(), Failure>]) {
     for (r, placed) in records.iter().zip(placed.iter_mut()) {
         let Ok(VolumeRef::NameTag(name)) = VolumeRef::of(r) else {
@@ -287,7 +287,7 @@ pub async fn recover(run: &Run, records: &[Record], placed: &mut [Result<(), Fai
         }
         let deployment = run.deployment_of(r);
         for note in Note::left(&run.api, &deployment, &name) {
-            if let Err(f) = act_on(&run.api, r, note).await {
+            if let Err(f) = act_on(&run.api, r, note, run.check).await {
                 *placed = Err(f);
                 break;
             }
@@ -295,8 +295,9 @@ pub async fn recover(run: &Run, records: &[Record], placed: &mut [Result<(), Fai
     }
 }
 
-/// One note left by an earlier run (see [`recover`]).
-async fn act_on(api: &Api, r: &Record, note: Note) -> Result<(), Failure> {
+/// One note left by an earlier run (see [`recover`]); with `check`
+/// (`--check`), only said, and kept.
+async fn act_on(api: &Api, r: &Record, note: Note, check: bool) -> Result<(), Failure> {
     let name = note.body["name"].as_str().unwrap_or("?").to_string();
     let Some(vol) = note.body["volume"].as_str().map(str::to_string) else {
         let zone = note.body["zone"].as_str().unwrap_or_default();
@@ -313,13 +314,22 @@ async fn act_on(api: &Api, r: &Record, note: Note) -> Result<(), Failure> {
                 ids.join(", ")
             ));
         }
-        note.done();
+        if !check {
+            note.done();
+        }
         return Ok(());
     };
     let found = api.volumes_by_id(std::slice::from_ref(&vol)).await?;
     if let Some(v) = found.get(&vol)
         && owner::tag(v, TAG_DEPLOYMENT).is_none()
     {
+        if check {
+            log::warn(format_args!(
+                "{}: would tag {vol}, which an earlier disk-create made for {name} and was stopped before tagging",
+                r.label()
+            ));
+            return Ok(());
+        }
         api.tag(&vol, &note.tags()).await?;
         log::warn(format_args!(
             "{}: tagged {vol}, which an earlier disk-create made for {name} and was stopped before tagging",
@@ -335,8 +345,13 @@ impl Api {
     /// tags (a run stopped between CreateSnapshot and its CreateTags, or a
     /// twin a resent CreateSnapshot made) are found by their description
     /// ([`snapshot::DESCRIPTION_PREFIX`]), which says whose they are, and
-    /// given their tags: retention counts them, and nothing leaks.
-    pub async fn tag_untagged_snapshots(&self, deployment: &str) -> Result<(), ApiError> {
+    /// given their tags: retention counts them, and nothing leaks (with
+    /// `check`, only said).
+    pub async fn tag_untagged_snapshots(
+        &self,
+        deployment: &str,
+        check: bool,
+    ) -> Result<(), ApiError> {
         trace(format_args!(
             "DescribeSnapshots description={}*",
             snapshot::DESCRIPTION_PREFIX
@@ -355,6 +370,12 @@ impl Api {
             };
             let theirs = tags.iter().find(|(k, _)| k == TAG_DEPLOYMENT);
             if tagged || theirs.is_none_or(|(_, d)| d != deployment) {
+                continue;
+            }
+            if check {
+                log::warn(format_args!(
+                    "would tag snapshot {id}, which an earlier disk-snapshot took and left untagged"
+                ));
                 continue;
             }
             self.tag(id, &tags).await?;

@@ -50,7 +50,7 @@ use aws_sdk_ec2::types::{
     Filter, ResourceType, SnapshotState, Tag, TagSpecification, VolumeAttachmentState,
 };
 
-use crate::api::{Api, MAX_IDS, api_error};
+use crate::api::{Api, MAX_IDS, api_error, try_later};
 use crate::owner::{TAG_DEPLOYMENT, TAG_NODE};
 use crate::{POLL, Run, trace, volume};
 
@@ -178,10 +178,10 @@ impl Api {
     /// page followed (EC2 pages DescribeSnapshots: a partial list would
     /// make retention and `--from-snapshot latest` wrong). On Eucalyptus,
     /// the deployment's snapshots left untagged are tagged first
-    /// ([`Api::tag_untagged_snapshots`]).
-    pub async fn snapshots(&self, deployment: &str) -> Result<Vec<Snap>, ApiError> {
+    /// ([`Api::tag_untagged_snapshots`]; with `check`, only said).
+    pub async fn snapshots(&self, deployment: &str, check: bool) -> Result<Vec<Snap>, ApiError> {
         if self.kind == appscale_persist::record::ProviderKind::Euca {
-            self.tag_untagged_snapshots(deployment).await?;
+            self.tag_untagged_snapshots(deployment, check).await?;
         }
         trace(format_args!(
             "DescribeSnapshots {TAG_DEPLOYMENT}={deployment}"
@@ -269,7 +269,13 @@ impl Api {
             .set_tag_specifications(spec.map(|s| vec![s]))
             .send()
             .await
-            .map_err(|e| rate_exceeded(api_error(&format!("CreateSnapshot {}", p.vol), e)))?;
+            .map_err(|e| {
+                try_later(
+                    api_error(&format!("CreateSnapshot {}", p.vol), e),
+                    RATE_EXCEEDED,
+                    "EC2 takes a volume's snapshots some seconds apart; nothing was taken, and nothing is wrong with the volume: run disk-snapshot again later",
+                )
+            })?;
         let id = out.snapshot_id().map(str::to_string).ok_or_else(|| {
             let f = Failure::new(codes::API_ERROR, "CreateSnapshot returned no snapshot id");
             ApiError::new(Fault::ServerError, f)
@@ -315,21 +321,6 @@ impl Api {
         ));
         Ok(false)
     }
-}
-
-/// `SnapshotCreationPerVolumeRateExceeded` is `try-later`: the volume was
-/// snapshotted seconds ago, and nothing is wrong with it.
-fn rate_exceeded(mut e: ApiError) -> ApiError {
-    if e.failure.code == RATE_EXCEEDED {
-        e.failure = Failure::new(
-            codes::TRY_LATER,
-            format!(
-                "{} [{RATE_EXCEEDED}]: EC2 takes a volume's snapshots some seconds apart; nothing was taken, and nothing is wrong with the volume: run disk-snapshot again later",
-                e.failure.message
-            ),
-        );
-    }
-    e
 }
 
 /// How a snapshot is made consistent.
@@ -528,7 +519,7 @@ pub async fn snapshot(
         if !listed.contains_key(&p.deployment) {
             let l = run
                 .api
-                .snapshots(&p.deployment)
+                .snapshots(&p.deployment, run.check || args.list)
                 .await
                 .map_err(Failure::from);
             listed.insert(p.deployment.clone(), l);
@@ -919,7 +910,11 @@ pub async fn restore_names(
         }
         let deployment = run.deployment_of(r);
         if !listed.contains_key(&deployment) {
-            let l = run.api.snapshots(&deployment).await.map_err(Failure::from);
+            let l = run
+                .api
+                .snapshots(&deployment, run.check)
+                .await
+                .map_err(Failure::from);
             listed.insert(deployment.clone(), l);
         }
         let found = (|| {
