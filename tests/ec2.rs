@@ -1932,12 +1932,12 @@ fn a_grow_waits_out_modifying_and_a_failed_modification_is_resize_failed() {
     assert_eq!(polls(), 3, "looked up once, then polled until optimizing");
 
     // The last modification is `optimizing`: EC2 takes the next only once
-    // it is `completed` (API_ModifyVolume): try later, nothing sent.
+    // it is `completed` (API_ModifyVolume): too soon, nothing sent.
     inject(&url, json!({"actions": {}}));
     let r = tool(&url, "disk-create", &["--size", "3G", "--grow"], &input)
         .expect(1)
         .record();
-    assert_eq!(error_code(&r), "try-later", "{r}");
+    assert_eq!(error_code(&r), "resize-too-soon", "{r}");
     let (_, body) = http("GET", &format!("{url}/__proxy__"), "");
     let seen: Value = serde_json::from_str(&body).unwrap();
     assert!(seen["actions"].get("ModifyVolume").is_none(), "{seen}");
@@ -1957,10 +1957,10 @@ fn a_grow_waits_out_modifying_and_a_failed_modification_is_resize_failed() {
 }
 
 /// EC2 modifies a volume at most 4 times in a rolling 24 hours
-/// (API_ModifyVolume; the proxy counts): the fifth grow is `try-later`,
+/// (API_ModifyVolume; the proxy counts): the fifth grow is `resize-too-soon`,
 /// nothing changed.
 #[test]
-fn a_fifth_modification_within_a_day_is_try_later() {
+fn a_fifth_modification_within_a_day_is_too_soon() {
     let moto = Server::moto();
     let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
     let url = proxy.url();
@@ -1977,7 +1977,7 @@ fn a_fifth_modification_within_a_day_is_try_later() {
     let r = tool(&url, "disk-create", &["--size", "6G", "--grow"], &input)
         .expect(1)
         .record();
-    assert_eq!(error_code(&r), "try-later", "{r}");
+    assert_eq!(error_code(&r), "resize-too-soon", "{r}");
     let msg = r["error"]["message"].as_str().unwrap();
     assert!(
         msg.contains("at most 4 times in a rolling 24 hours"),
@@ -2000,7 +2000,7 @@ fn a_fifth_modification_within_a_day_is_try_later() {
 fn a_change_ec2_does_not_show_yet_is_waited_for() {
     let ec2 = Ec2Proxy::new(&[]);
     let (moto, url) = (&ec2.moto, ec2.url());
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
+    let inst = instances(moto, "us-east-1b", 1).remove(0);
     inject(
         &url,
         json!({"consistency": {"CreateVolume": 2, "AttachVolume": 2, "ModifyVolume": 2}}),
@@ -2147,7 +2147,7 @@ fn the_zone_names_the_region() {
 fn device_names_in_use_are_passed_over() {
     let ec2 = Ec2Proxy::new(&[]);
     let (moto, url) = (&ec2.moto, ec2.url());
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
+    let inst = instances(moto, "us-east-1b", 1).remove(0);
     let created = create(&url, &recs_for(&inst, 2));
     inject(
         &url,
@@ -2185,7 +2185,7 @@ fn device_names_in_use_are_passed_over() {
 fn lost_attach_and_detach_answers_are_success() {
     let ec2 = Ec2Proxy::new(&[]);
     let (moto, url) = (&ec2.moto, ec2.url());
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
+    let inst = instances(moto, "us-east-1b", 1).remove(0);
     let created = create(&url, &[rec("node-0", "data-0")]).remove(0);
     inject(&url, json!({"lose": {"AttachVolume": 1}, "actions": {}}));
     let attached = tool(
@@ -2313,7 +2313,7 @@ fn verbose_names_the_credentials_and_imds_silence_names_the_hop_limit() {
 fn two_hundred_fifty_disks_stay_within_ec2s_request_limits() {
     let ec2 = Ec2Proxy::new(&[]);
     let (moto, url) = (&ec2.moto, ec2.url());
-    let inst = instances(&moto, "us-east-1b", 25);
+    let inst = instances(moto, "us-east-1b", 25);
     let recs: Vec<Value> = (0..250)
         .map(|i| {
             let mut r = rec(&format!("node-{i}"), &format!("data-{i}"));
@@ -2392,7 +2392,7 @@ fn each_tools_documented_iam_policy_is_what_it_calls() {
     let policies = documented_policies();
     let ec2 = Ec2Proxy::new(&[]);
     let (moto, url) = (&ec2.moto, ec2.url());
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
+    let inst = instances(moto, "us-east-1b", 1).remove(0);
     // Every action the scenarios of the tools under `sids` saw.
     let actions_of = |scenario: &dyn Fn()| -> Vec<String> {
         inject(&url, json!({"actions": {}, "attaching": false}));

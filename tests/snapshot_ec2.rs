@@ -724,9 +724,10 @@ fn wait_takes_a_snapshot_not_found_yet_as_pending() {
 
 /// A second CreateSnapshot of one volume seconds after the first is
 /// refused `SnapshotCreationPerVolumeRateExceeded` (EC2 API error codes):
-/// `try-later`, saying nothing is wrong with the volume.
+/// `snapshot-too-soon` (as on Compute Engine), saying nothing is wrong
+/// with the volume.
 #[test]
-fn a_snapshot_seconds_after_the_last_is_try_later() {
+fn a_snapshot_seconds_after_the_last_is_too_soon() {
     let ec2 = Ec2Proxy::new(&[]);
     let url = ec2.url();
     let created = tool(
@@ -741,7 +742,7 @@ fn a_snapshot_seconds_after_the_last_is_try_later() {
     let r = tool(&url, "disk-snapshot", &[], &created.stdout)
         .expect(1)
         .record();
-    assert_eq!(r["error"]["code"], "try-later", "{r}");
+    assert_eq!(r["error"]["code"], "snapshot-too-soon", "{r}");
     let msg = r["error"]["message"].as_str().unwrap();
     assert!(msg.contains("nothing is wrong with the volume"), "{msg}");
 }

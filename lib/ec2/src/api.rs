@@ -223,15 +223,12 @@ where
     ApiError::new(fault, Failure::new(code, format!("{what}: {chain}{hint}")))
 }
 
-/// `e`, when its AWS error code is `code`, as `try-later`: the cloud
-/// refuses this for now, nothing is wrong, and `why` says what it waits
-/// for.
-pub(crate) fn try_later(mut e: ApiError, code: &str, why: &str) -> ApiError {
+/// `e`, when its AWS error code is `code`, as `too_soon` (a code of ours:
+/// `resize-too-soon`, `snapshot-too-soon`): the cloud refuses this for now,
+/// nothing is wrong, and `why` says what it waits for.
+pub(crate) fn too_soon(mut e: ApiError, code: &str, too_soon: &str, why: &str) -> ApiError {
     if e.failure.code == code {
-        e.failure = Failure::new(
-            codes::TRY_LATER,
-            format!("{} [{code}]: {why}", e.failure.message),
-        );
+        e.failure = Failure::new(too_soon, format!("{} [{code}]: {why}", e.failure.message));
     }
     e
 }
@@ -618,7 +615,7 @@ impl Api {
     /// Grows `vol` to `gib` GiB (ModifyVolume). Its filesystem is grown
     /// after, on the node (`disk-ensure-fs --grow`). EC2 refusing it for
     /// the volume's modification rate (one at a time, each `completed`
-    /// before the next; at most 4 in a rolling 24 hours) is `try-later`.
+    /// before the next; at most 4 in a rolling 24 hours) is `resize-too-soon`.
     pub async fn grow(&self, vol: &str, gib: u64) -> Result<(), ApiError> {
         trace(format_args!("ModifyVolume {vol} size={gib}"));
         self.client
@@ -629,9 +626,10 @@ impl Api {
             .await
             .map(drop)
             .map_err(|e| {
-                try_later(
+                too_soon(
                     api_error(&format!("ModifyVolume {vol} to {gib} GiB"), e),
                     MODIFICATION_RATE_EXCEEDED,
+                    codes::RESIZE_TOO_SOON,
                     "EC2 modifies a volume once its previous modification is `completed`, at most 4 times in a rolling 24 hours; nothing was changed, run disk-create --grow again later",
                 )
             })

@@ -274,7 +274,7 @@ async fn modifying_already(run: &Run, plans: &[Result<CreatePlan, Failure>]) -> 
 
 /// The volumes planned to grow whose latest modification is not
 /// `completed` (an earlier grow still `modifying` or `optimizing`) fail
-/// `try-later` before any ModifyVolume: EC2 takes a volume's next
+/// `resize-too-soon` before any ModifyVolume: EC2 takes a volume's next
 /// modification only once the last one is `completed` (API_ModifyVolume).
 /// One DescribeVolumesModifications; when it fails, EC2 itself refuses
 /// what it must.
@@ -306,7 +306,7 @@ async fn refuse_unfinished_grows(run: &Run, plans: &mut [Result<CreatePlan, Fail
             .filter(|m| m.state == "modifying" || m.state == "optimizing")
         {
             *p = Err(Failure::new(
-                codes::TRY_LATER,
+                codes::RESIZE_TOO_SOON,
                 format!(
                     "volume {id}'s last modification is still `{}`: EC2 takes the next one (to {gib} GiB) only once it is `completed`, and at most 4 in a rolling 24 hours; nothing was changed, run disk-create --grow again later",
                     m.state

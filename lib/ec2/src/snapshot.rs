@@ -50,7 +50,7 @@ use aws_sdk_ec2::types::{
     Filter, ResourceType, SnapshotState, Tag, TagSpecification, VolumeAttachmentState,
 };
 
-use crate::api::{Api, MAX_IDS, api_error, try_later};
+use crate::api::{Api, MAX_IDS, api_error, too_soon};
 use crate::owner::{TAG_DEPLOYMENT, TAG_NODE};
 use crate::{POLL, Run, trace, volume};
 
@@ -246,7 +246,7 @@ impl Api {
     /// CreateSnapshot takes no tags, by a CreateTags right after; its
     /// description says whose it is meanwhile); the snapshot as started.
     /// EC2 refusing it because the volume was snapshotted seconds ago is
-    /// `try-later`.
+    /// `snapshot-too-soon`.
     async fn create_snapshot(&self, p: &Plan, time: &str) -> Result<Snap, ApiError> {
         trace(format_args!(
             "CreateSnapshot {} {TAG_DISK}={}",
@@ -270,9 +270,10 @@ impl Api {
             .send()
             .await
             .map_err(|e| {
-                try_later(
+                too_soon(
                     api_error(&format!("CreateSnapshot {}", p.vol), e),
                     RATE_EXCEEDED,
+                    codes::SNAPSHOT_TOO_SOON,
                     "EC2 takes a volume's snapshots some seconds apart; nothing was taken, and nothing is wrong with the volume: run disk-snapshot again later",
                 )
             })?;

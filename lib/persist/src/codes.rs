@@ -245,14 +245,32 @@ pub const PRUNE_FAILED: &str = "prune-failed";
 /// The snapshot to restore from does not exist (or the disk has none).
 pub const NO_SUCH_SNAPSHOT: &str = "no-such-snapshot";
 
-// Clouds as they answer (issue 26).
-/// The cloud refuses this for now, and nothing is wrong with the disk: a
-/// volume's snapshots or modifications come too fast (one snapshot of a
-/// volume a few seconds apart; a modification only once the last one is
-/// `completed`, at most 4 in 24 hours). Nothing was done.
-pub const TRY_LATER: &str = "try-later";
+// Compute Engine as it answers (issue 26), each listed last in
+// `docs/protocol.md`'s table too.
+/// The access token lacks the cloud's API scope (a Compute Engine VM with
+/// the default access scopes).
+pub const INSUFFICIENT_SCOPE: &str = "insufficient-scope";
+/// The disk type cannot be attached to the instance's machine type
+/// (Hyperdisk-only machine families, families without Hyperdisk).
+pub const DISK_TYPE_UNSUPPORTED: &str = "disk-type-unsupported";
+/// A regional disk of the record's name exists: another resource than the
+/// zonal disk the record names, never shadowed by a new empty one.
+pub const REGIONAL_DISK: &str = "regional-disk";
+/// The disk was snapshotted too recently (Compute Engine: about once per
+/// 10 minutes a disk; EBS: a volume's snapshots some seconds apart):
+/// nothing taken, try later.
+pub const SNAPSHOT_TOO_SOON: &str = "snapshot-too-soon";
+/// The node's disks are NVMe and nothing names them (the guest
+/// environment's udev rules are missing, the device name unreadable).
+pub const NO_DISK_NAMING: &str = "no-disk-naming";
+
+// EC2 and Eucalyptus as they answer (issue 26), listed last too.
+/// The volume's last modification is not `completed` yet, or it was
+/// modified 4 times in the last 24 hours (EBS): nothing changed, try
+/// later.
+pub const RESIZE_TOO_SOON: &str = "resize-too-soon";
 /// The disk's zone is in another region than the run calls (`--region`,
-/// or another record's zone).
+/// or the run's other records' zone).
 pub const REGION_MISMATCH: &str = "region-mismatch";
 
 /// Every code above, in the order `docs/protocol.md` lists them.
@@ -354,7 +372,12 @@ pub const ALL: &[&str] = &[
     SNAPSHOT_PENDING,
     PRUNE_FAILED,
     NO_SUCH_SNAPSHOT,
-    TRY_LATER,
+    INSUFFICIENT_SCOPE,
+    DISK_TYPE_UNSUPPORTED,
+    REGIONAL_DISK,
+    SNAPSHOT_TOO_SOON,
+    NO_DISK_NAMING,
+    RESIZE_TOO_SOON,
     REGION_MISMATCH,
 ];
 
