@@ -14,7 +14,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -74,24 +74,11 @@ impl Euca {
     /// The same run, started and left running (to be killed).
     fn spawn(&self, name: &str, args: &[&str], input: &str) -> std::process::Child {
         let mut cmd = Command::new(bin(name));
-        cmd.arg("--endpoint-url")
-            .arg(self.url())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.arg("--endpoint-url").arg(self.url()).args(args);
         for (k, v) in self.env() {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        child
+        start(cmd, input)
     }
 
     fn control(&self, rule: Value) {

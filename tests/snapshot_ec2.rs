@@ -722,21 +722,28 @@ fn wait_takes_a_snapshot_not_found_yet_as_pending() {
 
 // --- EC2 as it answers (issue 26) ------------------------------------------
 
+/// The proxy (answering as EC2 does) in front of a fresh moto, and one 1 GiB
+/// volume made through it (disk-create's run).
+fn one_disk() -> (Ec2Proxy, Run) {
+    let ec2 = Ec2Proxy::new(&[]);
+    let created = tool(
+        &ec2.url(),
+        "disk-create",
+        &["--size", "1G"],
+        &ndjson(&[rec("node-0", "data-0")]),
+    )
+    .expect(0);
+    (ec2, created)
+}
+
 /// A second CreateSnapshot of one volume seconds after the first is
 /// refused `SnapshotCreationPerVolumeRateExceeded` (EC2 API error codes):
 /// `snapshot-too-soon` (as on Compute Engine), saying nothing is wrong
 /// with the volume.
 #[test]
 fn a_snapshot_seconds_after_the_last_is_too_soon() {
-    let ec2 = Ec2Proxy::new(&[]);
+    let (ec2, created) = one_disk();
     let url = ec2.url();
-    let created = tool(
-        &url,
-        "disk-create",
-        &["--size", "1G"],
-        &ndjson(&[rec("node-0", "data-0")]),
-    )
-    .expect(0);
     inject(&url, json!({"snapshot_interval": 60}));
     tool(&url, "disk-snapshot", &[], &created.stdout).expect(0);
     let r = tool(&url, "disk-snapshot", &[], &created.stdout)
@@ -752,15 +759,8 @@ fn a_snapshot_seconds_after_the_last_is_too_soon() {
 /// count from then on, instead of failing every run.
 #[test]
 fn a_snapshot_an_image_uses_is_said_once_and_not_counted() {
-    let ec2 = Ec2Proxy::new(&[]);
+    let (ec2, created) = one_disk();
     let url = ec2.url();
-    let created = tool(
-        &url,
-        "disk-create",
-        &["--size", "1G"],
-        &ndjson(&[rec("node-0", "data-0")]),
-    )
-    .expect(0);
     let take = |args: &[&str]| {
         let r = tool(&url, "disk-snapshot", args, &created.stdout).expect(0);
         std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -827,15 +827,8 @@ fn a_create_snapshot_twin_is_tagged_and_counted() {
 /// partial list.
 #[test]
 fn every_page_of_snapshots_is_followed() {
-    let ec2 = Ec2Proxy::new(&[]);
+    let (ec2, created) = one_disk();
     let url = ec2.url();
-    let created = tool(
-        &url,
-        "disk-create",
-        &["--size", "1G"],
-        &ndjson(&[rec("node-0", "data-0")]),
-    )
-    .expect(0);
     let mut taken = Vec::new();
     for _ in 0..4 {
         let r = tool(&url, "disk-snapshot", &[], &created.stdout).expect(0);

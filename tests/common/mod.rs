@@ -623,8 +623,9 @@ pub fn without_aws_credentials(cmd: &mut Command) -> &mut Command {
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
 }
 
-/// Runs `cmd` with `input` on stdin, to its end.
-pub fn run_cmd(mut cmd: Command, input: &str) -> Run {
+/// Starts `cmd` with its stdout and stderr piped, and writes `input` to
+/// its stdin (then closed).
+pub fn start(mut cmd: Command, input: &str) -> std::process::Child {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -637,7 +638,12 @@ pub fn run_cmd(mut cmd: Command, input: &str) -> Run {
         .unwrap()
         .write_all(input.as_bytes())
         .unwrap();
-    finish(child.wait_with_output().unwrap())
+    child
+}
+
+/// Runs `cmd` with `input` on stdin, to its end.
+pub fn run_cmd(cmd: Command, input: &str) -> Run {
+    finish(start(cmd, input).wait_with_output().unwrap())
 }
 
 /// The fake Compute Engine (tests/servers/fake_gce.py), its metadata server
@@ -760,20 +766,9 @@ pub fn accepts_writes(dir: &Path, secs: u64) -> bool {
 /// `marker` (`froze `: the filesystem is frozen), sends it SIGTERM and, with
 /// `signals` 2, SIGINT right after (a different signal: two pending SIGTERMs
 /// would be one); returns its run, stderr whole.
-pub fn signalled_at(mut cmd: Command, input: &str, marker: &str, signals: usize) -> Run {
+pub fn signalled_at(cmd: Command, input: &str, marker: &str, signals: usize) -> Run {
     use std::io::BufRead;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    let mut child = start(cmd, input);
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = String::new();
     for line in lines.by_ref() {

@@ -16,7 +16,7 @@
 //! 3. CreateTags; the note is removed.
 //!
 //! CreateVolume is never resent there (no token would make a resend safe).
-//! A SIGTERM or SIGINT does not stop the run between the calls (the
+//! A first SIGTERM or SIGINT does not stop the run between the calls (the
 //! signal is only noted until the next wait). After a harder stop (SIGKILL,
 //! a crash), the next `disk-create` for that disk, on this machine, reads
 //! the notes first ([`recover`]): a note with an id is a volume this tool
