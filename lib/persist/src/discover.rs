@@ -655,3 +655,28 @@ pub fn refuse_if_in_use(device: &Path) -> Result<(), Failure> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Eucalyptus's node controller names a volume's disk
+    /// `euca-<vol>-dev-<dev>` (`set_serial_and_bus`), which virtio cuts to
+    /// 20 characters; EC2's NVMe serial is the id without its dash. Neither
+    /// rule confirms another volume, and the bare id is no Eucalyptus serial.
+    #[test]
+    fn serials_name_volumes_as_each_cloud_gives_them() {
+        let euca = Some(ProviderKind::Euca);
+        assert!(serial_names(euca, "euca-vol-1234abcd-de", "vol-1234abcd"));
+        assert!(serial_names(euca, "euca-vol-1234abcd-dev-sdf", "vol-1234abcd"));
+        assert!(!serial_names(euca, "euca-vol-1234abce-de", "vol-1234abcd"));
+        assert!(!serial_names(euca, "vol-1234abcd", "vol-1234abcd"));
+        assert!(!serial_names(euca, "", "vol-1234abcd"));
+        let long = "vol-0123456789abcdef0";
+        assert_eq!(euca_serial(long), "euca-vol-0123456789a");
+        assert!(serial_names(euca, &euca_serial(long), long));
+        let ec2 = Some(ProviderKind::Ec2);
+        assert!(serial_names(ec2, "vol0123456789abcdef0", long));
+        assert!(!serial_names(ec2, "euca-vol-0123456789a", long));
+    }
+}
