@@ -668,7 +668,11 @@ mod tests {
     fn serials_name_volumes_as_each_cloud_gives_them() {
         let euca = Some(ProviderKind::Euca);
         assert!(serial_names(euca, "euca-vol-1234abcd-de", "vol-1234abcd"));
-        assert!(serial_names(euca, "euca-vol-1234abcd-dev-sdf", "vol-1234abcd"));
+        assert!(serial_names(
+            euca,
+            "euca-vol-1234abcd-dev-sdf",
+            "vol-1234abcd"
+        ));
         assert!(!serial_names(euca, "euca-vol-1234abce-de", "vol-1234abcd"));
         assert!(!serial_names(euca, "vol-1234abcd", "vol-1234abcd"));
         assert!(!serial_names(euca, "", "vol-1234abcd"));
