@@ -580,6 +580,92 @@ pub fn aws_env() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// moto behind tests/servers/ec2_proxy.py, which answers as EC2 does where
+/// moto is lenient (with `--euca`, binds parameters as Eucalyptus 4.4 does)
+/// and injects what its control rules say; both killed on drop.
+pub struct Ec2Proxy {
+    pub moto: Server,
+    pub proxy: Server,
+}
+
+impl Ec2Proxy {
+    /// A fresh moto, and the proxy in front of it with `args`.
+    pub fn new(args: &[&str]) -> Ec2Proxy {
+        let moto = Server::moto();
+        let upstream = moto.url();
+        let mut a = vec![upstream.as_str()];
+        a.extend_from_slice(args);
+        let proxy = Server::python("ec2_proxy.py", &a);
+        Ec2Proxy { moto, proxy }
+    }
+
+    /// Where the tools call.
+    pub fn url(&self) -> String {
+        self.proxy.url()
+    }
+
+    /// Merges `rule` into the proxy's state (`{"actions": {}}` resets
+    /// what it saw).
+    pub fn control(&self, rule: Value) {
+        let (code, body) = http(
+            "POST",
+            &format!("{}/__proxy__", self.url()),
+            &rule.to_string(),
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+
+    /// What the proxy saw: `actions` (every request), `injected` (what it
+    /// refused or rewrote), `tokens`.
+    pub fn seen(&self) -> Value {
+        serde_json::from_str(&http("GET", &format!("{}/__proxy__", self.url()), "").1).unwrap()
+    }
+
+    /// How many requests of `action` it saw.
+    pub fn calls(&self, action: &str) -> u64 {
+        self.seen()["actions"][action].as_u64().unwrap_or(0)
+    }
+}
+
+/// `cmd` with none of the credentials the AWS SDK would find: no keys or
+/// profile in the environment, no shared config files.
+pub fn without_aws_credentials(cmd: &mut Command) -> &mut Command {
+    for k in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_EC2_METADATA_DISABLED",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd.env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+}
+
+/// Starts `cmd` with its stdout and stderr piped, and writes `input` to
+/// its stdin (then closed).
+pub fn start(mut cmd: Command, input: &str) -> std::process::Child {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child
+}
+
+/// Runs `cmd` with `input` on stdin, to its end.
+pub fn run_cmd(cmd: Command, input: &str) -> Run {
+    finish(start(cmd, input).wait_with_output().unwrap())
+}
+
 /// The fake Compute Engine (tests/servers/fake_gce.py), its metadata server
 /// describing instance `vm-1` in a zone of project `proj`; killed on drop.
 pub struct Gce {
@@ -700,20 +786,9 @@ pub fn accepts_writes(dir: &Path, secs: u64) -> bool {
 /// `marker` (`froze `: the filesystem is frozen), sends it SIGTERM and, with
 /// `signals` 2, SIGINT right after (a different signal: two pending SIGTERMs
 /// would be one); returns its run, stderr whole.
-pub fn signalled_at(mut cmd: Command, input: &str, marker: &str, signals: usize) -> Run {
+pub fn signalled_at(cmd: Command, input: &str, marker: &str, signals: usize) -> Run {
     use std::io::BufRead;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    let mut child = start(cmd, input);
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = String::new();
     for line in lines.by_ref() {

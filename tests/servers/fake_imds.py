@@ -1,18 +1,24 @@
 """Test helper: the two IMDS answers `--self` needs, on 127.0.0.1.
 
-Usage: fake_imds.py INSTANCE_ID ZONE [--v1]   prints its port on the first line
+Usage: fake_imds.py INSTANCE_ID ZONE [--v1 | --hop-limited]   prints its port on the first line
 PUT /latest/api/token issues a token (echoing the TTL header); metadata
 paths answer only with that token, as IMDSv2 does. With --v1 (Eucalyptus,
 which has no IMDSv2), the token call is refused (405) and the metadata
-paths answer without a token.
+paths answer without a token. With --hop-limited (a container on an
+instance whose HttpPutResponseHopLimit is 1, the default: the token's
+answer dies one hop short, AWS "Instance metadata options"), the token call
+is never answered, and the metadata paths refuse a call without a token
+(401, HttpTokens required).
 """
 
 import sys
+import time
 
 import loopback
 
 INSTANCE, ZONE = sys.argv[1], sys.argv[2]
 V1_ONLY = "--v1" in sys.argv[3:]
+HOP_LIMITED = "--hop-limited" in sys.argv[3:]
 TOKEN = "fake-imds-token"
 PATHS = {
     "/latest/meta-data/instance-id": INSTANCE,
@@ -22,6 +28,11 @@ PATHS = {
 
 class Handler(loopback.Handler):
     def do_PUT(self):
+        if HOP_LIMITED:
+            # The answer never arrives: the client times out.
+            time.sleep(10)
+            self.close_connection = True
+            return
         if V1_ONLY:
             return self.reply(405, "method not allowed")
         ttl = self.headers.get("x-aws-ec2-metadata-token-ttl-seconds")

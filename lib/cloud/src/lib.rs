@@ -88,7 +88,8 @@ pub struct ProviderArgs {
         help_heading = "Cloud"
     )]
     pub endpoint_url: Option<String>,
-    /// AWS region [default: the SDK's chain, else the zone's region].
+    /// AWS region [default: on EC2 the zone's region (a zone in another
+    /// region than this is refused), else the SDK's chain].
     #[arg(long, value_name = "REGION", help_heading = "Cloud")]
     pub region: Option<String>,
     /// AWS profile from the shared config files.
@@ -123,13 +124,15 @@ pub struct CreateArgs {
     #[arg(long, value_name = "SIZE", help_heading = "Create")]
     pub size: Option<Size>,
     /// Type of a new disk; when given, a disk found with another type is an
-    /// error [default: gp3 on EC2, pd-balanced on GCE].
+    /// error [default: gp3 on EC2, standard (its only type) on Eucalyptus,
+    /// pd-balanced on GCE].
     #[arg(long = "type", value_name = "TYPE", help_heading = "Create")]
     pub disk_type: Option<String>,
     /// Grow a disk found smaller than --size to that size (EBS
     /// ModifyVolume, GCE disks.resize, a local image extended and its loop
     /// device refreshed); then `disk-ensure-fs --grow` grows its
     /// filesystem. A disk is never shrunk: one found larger is an error.
+    /// Not on Eucalyptus, which has no ModifyVolume.
     #[arg(long, help_heading = "Create")]
     pub grow: bool,
     /// Encrypt a new EBS volume (with the account's default key unless
@@ -207,7 +210,9 @@ impl CreateArgs {
         let spec = self.spec();
         for kind in ProviderKind::ALL.into_iter().filter(|k| used.contains(k)) {
             match kind {
-                ProviderKind::Ec2 | ProviderKind::Euca => appscale_persist_ec2::check_spec(&spec)?,
+                ProviderKind::Ec2 | ProviderKind::Euca => {
+                    appscale_persist_ec2::check_spec(kind, &spec)?
+                }
                 ProviderKind::Gce => appscale_persist_gce::check_spec(&spec)?,
                 ProviderKind::Local | ProviderKind::Static => {
                     let cloud_only = [

@@ -257,11 +257,21 @@ pub const DISK_TYPE_UNSUPPORTED: &str = "disk-type-unsupported";
 /// zonal disk the record names, never shadowed by a new empty one.
 pub const REGIONAL_DISK: &str = "regional-disk";
 /// The disk was snapshotted too recently (Compute Engine: about once per
-/// 10 minutes a disk): nothing taken, try later.
+/// 10 minutes a disk; EBS: a volume's snapshots some seconds apart):
+/// nothing taken, try later.
 pub const SNAPSHOT_TOO_SOON: &str = "snapshot-too-soon";
 /// The node's disks are NVMe and nothing names them (the guest
 /// environment's udev rules are missing, the device name unreadable).
 pub const NO_DISK_NAMING: &str = "no-disk-naming";
+
+// EC2 and Eucalyptus as they answer (issue 26), listed last too.
+/// The volume's last modification is not `completed` yet, or it was
+/// modified 4 times in the last 24 hours (EBS): nothing changed, try
+/// later.
+pub const RESIZE_TOO_SOON: &str = "resize-too-soon";
+/// The disk's zone is in another region than the run calls (`--region`,
+/// or the run's other records' zone).
+pub const REGION_MISMATCH: &str = "region-mismatch";
 
 /// Every code above, in the order `docs/protocol.md` lists them.
 pub const ALL: &[&str] = &[
@@ -367,6 +377,8 @@ pub const ALL: &[&str] = &[
     REGIONAL_DISK,
     SNAPSHOT_TOO_SOON,
     NO_DISK_NAMING,
+    RESIZE_TOO_SOON,
+    REGION_MISMATCH,
 ];
 
 #[cfg(test)]

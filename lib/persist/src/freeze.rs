@@ -230,7 +230,8 @@ pub fn find_mounted(rec: &Record) -> Result<Here, Failure> {
         .into_owned();
     // The serial EBS gives a device (NVMe; virtio on Eucalyptus) names
     // its volume.
-    let serial_proves = discover::serial_names_volume(
+    let serial_proves = discover::serial_names(
+        rec.provider,
         &discover::serial_of(&kernel_name),
         rec.disk_id().unwrap_or_default(),
     );

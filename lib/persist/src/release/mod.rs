@@ -351,9 +351,16 @@ fn identify(rec: &Record, kind: ProviderKind, dev: &Device) -> Result<String, St
 /// `nvme-Amazon_Elastic_Block_Store_vol...` link to it.
 fn volume_named_by(dev: &Device) -> Option<String> {
     let from = |s: &str| -> Option<String> {
+        // Eucalyptus: `euca-vol-1234abcd-dev-sdf`, cut to 20 characters,
+        // names the volume only when its id was not cut.
+        let (s, whole) = match s.strip_prefix("euca-") {
+            Some(rest) => (rest, false),
+            None => (s, true),
+        };
         let rest = s.strip_prefix("vol-").or_else(|| s.strip_prefix("vol"))?;
         let hex: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
-        (hex.len() >= 8).then(|| format!("vol-{hex}"))
+        let ended = whole || rest[hex.len()..].starts_with('-');
+        (hex.len() >= 8 && ended).then(|| format!("vol-{hex}"))
     };
     let name = dev.real.file_name()?.to_string_lossy().into_owned();
     if let Some(v) = from(&discover::serial_of(&name)) {
