@@ -719,3 +719,66 @@ fn wait_takes_a_snapshot_not_found_yet_as_pending() {
     let seen: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(seen["injected"]["DescribeSnapshots"], 1, "{seen}");
 }
+
+/// Only snapshots disk-snapshot took (every tag it puts on one: the
+/// deployment, node, disk, time and tool) are counted, listed, pruned or
+/// restored from: one made by hand, or by another tool, tagged with the
+/// deployment and disk alone, is left alone. Before, it counted (as the
+/// oldest: it has no time tag) and was pruned first.
+#[test]
+fn retention_never_counts_or_deletes_a_snapshot_it_did_not_make() {
+    let moto = Server::moto();
+    let url = moto.url();
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let created = tool(&url, "disk-create", &["--size", "1G"], &input).expect(0);
+    let vol = created.record()["disk_id"].as_str().unwrap().to_string();
+    let by_hand = moto.ec2_admin(&[
+        "create-snapshot",
+        &vol,
+        &json!({"appscale-persist:deployment": "snaps", "appscale-persist:disk": "data-0"})
+            .to_string(),
+    ]);
+    let by_hand = by_hand.as_str().unwrap().to_string();
+    let other_tool = moto.ec2_admin(&[
+        "create-snapshot",
+        &vol,
+        &json!({"appscale-persist:deployment": "snaps", "appscale-persist:disk": "data-0",
+                "appscale-persist:node": "node-0", "appscale-persist:time": "2020-01-01T00:00:00.000Z",
+                "appscale-persist:tool": "backup.sh"})
+        .to_string(),
+    ]);
+    let other_tool = other_tool.as_str().unwrap().to_string();
+    let mut ours = Vec::new();
+    for _ in 0..2 {
+        let r = tool(&url, "disk-snapshot", &["--keep", "1"], &created.stdout)
+            .expect(0)
+            .record();
+        ours.push(r["snapshot"]["id"].as_str().unwrap().to_string());
+        assert!(
+            pruned_sorted(&r).iter().all(|p| ours.contains(p)),
+            "only ours is pruned: {r}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let all = moto.ec2_admin(&["snapshots"]);
+    for theirs in [&by_hand, &other_tool] {
+        assert!(all.get(theirs.as_str()).is_some(), "{theirs} kept: {all}");
+    }
+    assert!(
+        all.get(ours[0].as_str()).is_none(),
+        "the older of ours pruned"
+    );
+    let listed = tool(&url, "disk-snapshot", &["--list"], &created.stdout)
+        .expect(0)
+        .records();
+    assert_eq!(ids(&listed), [ours[1].clone()], "theirs is not listed");
+    let r = tool(
+        &url,
+        "disk-create",
+        &["--from-snapshot", &by_hand],
+        &created.stdout,
+    )
+    .expect(1)
+    .record();
+    assert_eq!(r["error"]["code"], "no-such-snapshot", "{r}");
+}

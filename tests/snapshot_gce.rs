@@ -545,3 +545,68 @@ fn pruning_after_a_long_wait_has_a_deadline_of_its_own() {
     assert_eq!(r["snapshot"]["pruned"], json!([old]), "{r}");
     assert!(!snapshots(&g).contains_key(&old));
 }
+
+/// Only snapshots disk-snapshot took (every label it puts on one: the
+/// deployment, disk, zone, time and tool) are counted, listed, pruned or
+/// restored from. A snapshot of the disk labelled with the deployment but
+/// without our time label counted as the oldest, and was pruned first.
+#[test]
+fn retention_never_counts_or_deletes_a_snapshot_it_did_not_make() {
+    let g = Gce::new(ZONE);
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let created = tool(&g, "disk-create", &["--size", "1G"], &input).expect(0);
+    let source = format!("projects/proj/zones/{ZONE}/disks/data-0");
+    for (name, labels) in [
+        (
+            "data-0-by-hand",
+            json!({"appscale-persist-deployment": "snaps", "appscale-persist-disk": "data-0",
+                   "appscale-persist-zone": ZONE}),
+        ),
+        (
+            "data-0-other-tool",
+            json!({"appscale-persist-deployment": "snaps", "appscale-persist-disk": "data-0",
+                   "appscale-persist-zone": ZONE, "appscale-persist-time": "20200101-000000-000",
+                   "appscale-persist-tool": "backup-sh"}),
+        ),
+    ] {
+        g.control(
+            "snapshots",
+            json!({"project": "proj", "name": name, "labels": labels, "diskSizeGb": 1,
+                   "sourceDisk": source}),
+        );
+    }
+    let mut ours = Vec::new();
+    for _ in 0..2 {
+        let r = tool(
+            &g,
+            "disk-snapshot",
+            &["--no-freeze", "--keep", "1"],
+            &created.stdout,
+        )
+        .expect(0)
+        .record();
+        ours.push(r["snapshot"]["id"].as_str().unwrap().to_string());
+        assert!(
+            pruned_sorted(&r).iter().all(|p| ours.contains(p)),
+            "only ours is pruned: {r}"
+        );
+    }
+    let all = snapshots(&g);
+    for theirs in ["data-0-by-hand", "data-0-other-tool"] {
+        assert!(all.contains_key(theirs), "{theirs} kept: {all:?}");
+    }
+    assert!(!all.contains_key(&ours[0]), "the older of ours pruned");
+    let listed = tool(&g, "disk-snapshot", &["--list"], &created.stdout)
+        .expect(0)
+        .records();
+    assert_eq!(ids(&listed), [ours[1].clone()], "theirs is not listed");
+    let r = tool(
+        &g,
+        "disk-create",
+        &["--from-snapshot", "data-0-other-tool"],
+        &created.stdout,
+    )
+    .expect(1)
+    .record();
+    assert_eq!(r["error"]["code"], "no-such-snapshot", "{r}");
+}

@@ -709,11 +709,12 @@ pub fn ids(recs: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// A record's `snapshot.pruned`, sorted.
+/// A record's `snapshot.pruned`, sorted (empty when it has none).
 pub fn pruned_sorted(r: &Value) -> Vec<String> {
     let mut pruned: Vec<String> = r["snapshot"]["pruned"]
         .as_array()
-        .unwrap()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();

@@ -40,7 +40,7 @@ use appscale_persist::freeze::{self, Frozen, Here};
 use appscale_persist::lock::NodeLock;
 use appscale_persist::provider::disk_of;
 use appscale_persist::record::{Record, Snapshot, State};
-use appscale_persist::snapshot::{Candidate, SnapshotArgs, Stamp};
+use appscale_persist::snapshot::{Candidate, Marks, SnapshotArgs, Stamp};
 use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist::wait::Poll;
 use appscale_persist_cloudkit::{
@@ -82,6 +82,10 @@ impl Snap {
     }
 }
 
+/// The snapshot as [`Snap`], when this toolkit took it: every tag
+/// disk-snapshot puts on one ([`Marks::ours`]). Any other snapshot, even
+/// one tagged with the deployment, is not ours, and is never counted,
+/// pruned or restored from.
 fn snap_of(s: &aws_sdk_ec2::types::Snapshot) -> Option<Snap> {
     let tag = |k: &str| {
         s.tags()
@@ -90,6 +94,21 @@ fn snap_of(s: &aws_sdk_ec2::types::Snapshot) -> Option<Snap> {
             .and_then(|t| t.value())
             .map(str::to_string)
     };
+    let (deployment, disk, time, tool) = (
+        tag(TAG_DEPLOYMENT),
+        tag(TAG_DISK),
+        tag(TAG_TIME),
+        tag(TAG_TOOL),
+    );
+    let marks = Marks {
+        deployment: deployment.as_deref(),
+        disk: disk.as_deref(),
+        time: time.as_deref().and_then(Stamp::parse_rfc3339),
+        tool: tool.as_deref(),
+    };
+    if !marks.ours() {
+        return None;
+    }
     Some(Snap {
         id: s.snapshot_id()?.to_string(),
         disk: tag(TAG_DISK).unwrap_or_default(),
@@ -160,7 +179,7 @@ impl Api {
             .tags(tag(TAG_NODE, &p.node))
             .tags(tag(TAG_DISK, &p.disk))
             .tags(tag(TAG_TIME, time))
-            .tags(tag(TAG_TOOL, "disk-snapshot"))
+            .tags(tag(TAG_TOOL, appscale_persist::snapshot::TOOL))
             .build();
         let out = self
             .client

@@ -33,7 +33,7 @@ use std::collections::HashMap;
 
 use appscale_persist::codes;
 use appscale_persist::record::{Record, RestoredFrom, Snapshot, State};
-use appscale_persist::snapshot::{Candidate, SnapshotArgs, Stamp};
+use appscale_persist::snapshot::{Candidate, Marks, SnapshotArgs, Stamp};
 use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist::wait::Poll;
 use appscale_persist_cloudkit::{ApiError, Deadline, Unfinished, call_each, poll_until_with};
@@ -94,8 +94,22 @@ impl Snap {
     }
 }
 
+/// The snapshot as [`Snap`], when this toolkit took it: every label
+/// disk-snapshot puts on one ([`Marks::ours`], and the zone's). Any other
+/// snapshot, even one labelled with the deployment, is not ours, and is
+/// never counted, pruned or restored from.
 fn snap_of(s: GceSnapshot) -> Option<Snap> {
     let label = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
+    let (disk, time, tool) = (label(LABEL_DISK), label(LABEL_TIME), label(LABEL_TOOL));
+    let marks = Marks {
+        deployment: s.labels.get(LABEL_DEPLOYMENT).map(String::as_str),
+        disk: Some(&disk),
+        time: ms_of_label(&time).map(Stamp),
+        tool: Some(&tool),
+    };
+    if !marks.ours() || label(LABEL_ZONE).is_empty() {
+        return None;
+    }
     let state = match s.status.as_ref().and_then(|st| st.name()) {
         Some("READY") => "completed",
         Some("CREATING") | Some("UPLOADING") => "pending",
@@ -109,7 +123,7 @@ fn snap_of(s: GceSnapshot) -> Option<Snap> {
         source: s.source_disk.as_deref().and_then(source_of),
         zone: label(LABEL_ZONE),
         deployment: label(LABEL_DEPLOYMENT),
-        ms: ms_of_label(&label(LABEL_TIME)).unwrap_or(0),
+        ms: ms_of_label(&time).unwrap_or(0),
         size: (s.disk_size_gb.unwrap_or(0).max(0) as u64) << 30,
         state: state.to_string(),
     })
@@ -154,18 +168,7 @@ pub fn ms_of_label(s: &str) -> Option<u64> {
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u64>().ok();
     let (y, mo, d) = (num(0..4)? as i64, num(4..6)?, num(6..8)?);
     let (h, mi, sec, ms) = (num(9..11)?, num(11..13)?, num(13..15)?, num(16..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    // Howard Hinnant's days_from_civil.
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp as i64 + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
-    Some(((days * 86_400 + h * 3600 + mi * 60 + sec) * 1000) + ms)
+    Stamp::from_civil(y, mo, d, h, mi, sec, ms).map(|t| t.0)
 }
 
 /// `base` + `suffix` as a Compute Engine name (at most 63 characters):
@@ -421,7 +424,7 @@ fn labels(t: &Target, at: Stamp) -> Vec<(String, String)> {
     l.push((LABEL_DISK.into(), label_value(&t.disk)));
     l.push((LABEL_ZONE.into(), label_value(&t.location.zone)));
     l.push((LABEL_TIME.into(), time_label(at)));
-    l.push((LABEL_TOOL.into(), "disk-snapshot".into()));
+    l.push((LABEL_TOOL.into(), appscale_persist::snapshot::TOOL.into()));
     l
 }
 
