@@ -469,3 +469,183 @@ fn on_a_reflink_filesystem_the_snapshot_shares_blocks_and_restores_byte_for_byte
     ));
     assert_eq!(sha256(&new), sha256(&image), "restored byte for byte");
 }
+
+/// Writes a snapshot (image and metadata) into `dir` as another tool, or a
+/// person, might: every field disk-snapshot writes, but `tool` says who
+/// made it.
+fn plant_snapshot(
+    dir: &std::path::Path,
+    disk: &str,
+    deployment: &str,
+    tool: &str,
+    ms: u64,
+) -> String {
+    let stamp = |ms: u64| {
+        // 2020-01-01T00:00:00.000Z plus `ms`.
+        let base = 1_577_836_800_000u64 + ms;
+        (
+            base,
+            format!("2020-01-01T00:00:{:02}.{:03}Z", ms / 1000, ms % 1000),
+        )
+    };
+    let (at, time) = stamp(ms);
+    let compact = format!("20200101T0000{:02}.{:03}Z", ms / 1000, ms % 1000);
+    let id = format!("{disk}@{compact}");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(format!("{id}.img")), b"").unwrap();
+    let meta = serde_json::json!({
+        "id": id, "disk": disk, "deployment": deployment, "ms": at, "time": time,
+        "size": 8u64 << 20, "freeze": "not-mounted", "method": "sparse", "tool": tool,
+    });
+    std::fs::write(dir.join(format!("{id}.json")), meta.to_string()).unwrap();
+    id
+}
+
+/// Only snapshots disk-snapshot took count toward retention or are ever
+/// deleted, listed or restored from: one another tool wrote, with the
+/// deployment and disk of ours, is left alone (it was the oldest, and
+/// pruned first).
+#[test]
+fn retention_counts_and_deletes_only_snapshots_this_tool_made() {
+    require_root();
+    let t = TempDir::new("snap-ours");
+    let state = t.s("disks");
+    let rec = serde_json::json!({"v": 1, "provider": "local", "disk": "a", "deployment": "prod"});
+    let input = ndjson(std::slice::from_ref(&rec));
+    run(
+        "disk-create",
+        &["--state-dir", &state, "--size", "8M"],
+        &input,
+    )
+    .expect(0);
+    let dir = t.join("disks/snapshots");
+    let theirs = plant_snapshot(&dir, "a", "prod", "backup.sh", 1);
+    let mine = run("disk-snapshot", &["--state-dir", &state], &input)
+        .expect(0)
+        .record();
+    let listed = run("disk-snapshot", &["--state-dir", &state, "--list"], &input)
+        .expect(0)
+        .records();
+    assert_eq!(
+        ids(&listed),
+        ids(std::slice::from_ref(&mine)),
+        "theirs is not listed"
+    );
+    let kept = run(
+        "disk-snapshot",
+        &["--state-dir", &state, "--keep", "1"],
+        &input,
+    )
+    .expect(0)
+    .record();
+    assert_eq!(
+        pruned_sorted(&kept),
+        ids(std::slice::from_ref(&mine)),
+        "only ours is pruned: {kept}"
+    );
+    for ext in ["img", "json"] {
+        assert!(
+            dir.join(format!("{theirs}.{ext}")).exists(),
+            "{theirs}.{ext} kept"
+        );
+    }
+    let r = run(
+        "disk-create",
+        &["--state-dir", &state, "--from-snapshot", &theirs],
+        &input,
+    )
+    .expect(1)
+    .record();
+    assert_eq!(r["error"]["code"], "no-such-snapshot", "{r}");
+}
+
+/// A local image and its snapshots belong to one deployment, as a cloud
+/// disk does: another deployment naming the same disk gets none of it
+/// (create, attach, snapshot, restore by id or `latest`); an image made
+/// before owner files is adopted by the first deployment that meets it,
+/// then refused to the others.
+#[test]
+fn local_images_and_snapshots_belong_to_their_deployment() {
+    require_root();
+    let t = TempDir::new("local-owner");
+    let state = t.s("disks");
+    let rec = |dep: &str| serde_json::json!({"v": 1, "provider": "local", "disk": "data", "deployment": dep, "node": "node-0"});
+    let a = ndjson(&[rec("a")]);
+    let b = ndjson(&[rec("b")]);
+    let made = run("disk-create", &["--state-dir", &state, "--size", "8M"], &a).expect(0);
+    assert!(t.join("disks/data.owner.json").exists());
+    let snap = run("disk-snapshot", &["--state-dir", &state], &made.stdout)
+        .expect(0)
+        .record();
+    let id = snap["snapshot"]["id"].as_str().unwrap().to_string();
+    for (tool, args) in [
+        ("disk-create", vec!["--size", "8M"]),
+        ("disk-attach", vec![]),
+        ("disk-snapshot", vec![]),
+        ("disk-detach", vec![]),
+        ("disk-create", vec!["--from-snapshot", id.as_str()]),
+    ] {
+        let mut all = vec!["--state-dir", state.as_str()];
+        all.extend(args.iter());
+        let r = run(tool, &all, &b).expect(1).record();
+        assert_eq!(
+            r["error"]["code"], "other-deployment",
+            "{tool} {args:?}: {r}"
+        );
+    }
+    let r = run(
+        "disk-create",
+        &["--state-dir", &state, "--from-snapshot", "latest"],
+        &b,
+    )
+    .expect(1)
+    .record();
+    assert_eq!(r["error"]["code"], "no-such-snapshot", "{r}");
+    let r = run("disk-snapshot", &["--state-dir", &state, "--list"], &b).expect(0);
+    assert!(
+        r.records().iter().all(|r| r.get("snapshot").is_none()),
+        "{}",
+        r.stdout
+    );
+    // --deployment names the deployment over the records'.
+    let r = run(
+        "disk-attach",
+        &["--state-dir", &state, "--deployment", "b"],
+        &a,
+    )
+    .expect(1)
+    .record();
+    assert_eq!(r["error"]["code"], "other-deployment", "{r}");
+    // Another node of deployment a: refused too.
+    let other_node = serde_json::json!({"v": 1, "provider": "local", "disk": "data", "deployment": "a", "node": "node-1"});
+    let r = run(
+        "disk-attach",
+        &["--state-dir", &state],
+        &ndjson(&[other_node]),
+    )
+    .expect(1)
+    .record();
+    assert_eq!(r["error"]["code"], "other-node", "{r}");
+    assert!(
+        !sh_ok(&["losetup", "--list", "--noheadings", "--output", "BACK-FILE"]).contains(&state)
+    );
+
+    // An image made before owner files: adopted by the first, then theirs.
+    std::fs::write(t.join("disks/old.img"), vec![0u8; 8 << 20]).unwrap();
+    let old = |dep: &str| {
+        ndjson(&[
+            serde_json::json!({"v": 1, "provider": "local", "disk": "old", "deployment": dep}),
+        ])
+    };
+    let r = run("disk-create", &["--state-dir", &state], &old("c")).expect(0);
+    assert_eq!(r.record()["adopted"], true, "{}", r.stdout);
+    assert!(r.stderr.contains("adopted by deployment c"), "{}", r.stderr);
+    let r = run("disk-create", &["--state-dir", &state], &old("c"))
+        .expect(0)
+        .record();
+    assert!(r.get("adopted").is_none(), "adopted once: {r}");
+    let r = run("disk-create", &["--state-dir", &state], &old("d"))
+        .expect(1)
+        .record();
+    assert_eq!(r["error"]["code"], "other-deployment", "{r}");
+}

@@ -27,9 +27,7 @@ use appscale_persist::steps::provision::{Op, ProviderStep};
 use appscale_persist_cloudkit::DiskSpec;
 use clap::Args;
 
-/// The deployment name of last resort, shared by every deployment that
-/// names none (AppScale's own default `keyname`).
-pub const DEFAULT_DEPLOYMENT: &str = "appscale";
+pub use appscale_persist::record::DEFAULT_DEPLOYMENT;
 
 /// The options every cloud tool takes: which disk a run acts on, when not
 /// reading records, and how to reach its provider.
@@ -59,9 +57,10 @@ pub struct ProviderArgs {
     #[arg(long = "self", help_heading = "Disk")]
     pub on_node: bool,
 
-    /// Deployment the disks belong to: new disks are tagged (EBS) or
-    /// labelled (GCE) with it and their client tokens keyed by it, and a
-    /// disk tagged for another deployment is never used [default: the
+    /// Deployment the disks belong to: new disks are tagged (EBS), labelled
+    /// (GCE) or owned (a local image's `<name>.owner.json`) with it and
+    /// their client tokens keyed by it, and a disk or snapshot of another
+    /// deployment is never used [default: the
     /// record's `deployment` (the AppScalefile's keyname, else group), else
     /// `appscale`, with a warning].
     #[arg(long, value_name = "NAME", help_heading = "Disk")]
@@ -431,6 +430,7 @@ impl ProviderArgs {
         match kind {
             ProviderKind::Local => Ok(Box::new(
                 Local::new(Local::state_dir(self.state_dir.clone()), create.size)
+                    .for_deployment(self.deployment.clone())
                     .growing(create.grow)
                     .with_snapshots(op.snapshot())
                     .from_snapshot(create.from_snapshot),

@@ -24,6 +24,10 @@ use serde_json::{Map, Value};
 /// The protocol version this crate reads and writes.
 pub const VERSION: u32 = 1;
 
+/// The deployment name of last resort, shared by every deployment that
+/// names none (AppScale's own default `keyname`).
+pub const DEFAULT_DEPLOYMENT: &str = "appscale";
+
 /// The mountpoint used when a record names none.
 pub const DEFAULT_MOUNTPOINT: &str = "/opt/appscale";
 

@@ -16,7 +16,12 @@
 //! device is bound to the very file opened. The record's `disk_id` is the
 //! image's path, so the node-side tools can check a loop device against it.
 //! `--check` creates nothing: no directory, no lock file.
+//!
+//! Each image has an owner, its deployment and node, in
+//! `<name>.owner.json` beside it ([`owner`]), checked before any step acts
+//! on it, as the clouds' tags and labels are.
 
+pub mod owner;
 mod snapshots;
 
 use crate::codes;
@@ -67,6 +72,7 @@ pub struct Local {
     grow: bool,
     snap: SnapshotArgs,
     from_snapshot: Option<String>,
+    deployment: Option<String>,
 }
 
 impl Local {
@@ -80,7 +86,14 @@ impl Local {
             grow: false,
             snap: SnapshotArgs::default(),
             from_snapshot: None,
+            deployment: None,
         }
+    }
+
+    /// The same provider, for `deployment` (`--deployment`) over what the
+    /// records say: the owner new images get, and existing ones must have.
+    pub fn for_deployment(self, deployment: Option<String>) -> Local {
+        Local { deployment, ..self }
     }
 
     /// The same provider, taking (or listing) snapshots as `snap` says.
@@ -161,6 +174,7 @@ impl Local {
                 let meta = open_image(&image, false)?.metadata().map_err(|e| {
                     Failure::new(codes::STATE_DIR, format!("{}: {e}", image.display()))
                 })?;
+                self.claim(rec, &image, cx.check)?;
                 note_image(rec, &image);
                 if self.size_given && meta.len() != self.size.bytes() {
                     if self.grow && meta.len() < self.size.bytes() {
@@ -188,12 +202,16 @@ impl Local {
                 ))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // An owner file without its image: a create stopped before
+                // placing it. Only its own deployment goes on.
+                self.owned(rec, &image)?;
                 if cx.check {
                     return Ok(Outcome::changed(
                         State::Created,
                         format!("would create image {} ({})", image.display(), self.size),
                     ));
                 }
+                self.write_owner(&image, &self.new_owner(rec))?;
                 let made = self.make_image(&image)?;
                 note_image(rec, &image);
                 if !made {
@@ -306,6 +324,7 @@ impl Local {
             ));
         }
         let file = open_image(&image, !cx.check)?;
+        self.claim(rec, &image, cx.check)?;
         note_image(rec, &image);
         if let Some(lo) = self.bound(&image)? {
             rec.device = Some(lo.device.display().to_string());
@@ -339,6 +358,7 @@ impl Local {
             ));
         }
         open_image(&image, false)?;
+        self.claim(rec, &image, cx.check)?;
         note_image(rec, &image);
         let Some(lo) = self.bound(&image)? else {
             return Ok(Outcome::unchanged(
@@ -485,6 +505,40 @@ pub fn verify_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
     }
 }
 
+/// A temporary name beside `path` for this process:
+/// `.<name>.<pid>.tmp`.
+fn temporary(path: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(".{}.tmp", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Writes `value` as JSON to `path` through a temporary file, flushed, then
+/// renamed into place; the directory is flushed after, so the name is
+/// there after a crash too.
+fn write_json(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {
+    let tmp = temporary(path);
+    let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    let done = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        std::io::Write::write_all(&mut f, text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    done
+}
+
 /// Removes `.<name>.img.<pid>.tmp` files left by creates that were killed.
 fn remove_stale_temporaries(image: &Path) {
     let (Some(dir), Some(name)) = (image.parent(), image.file_name()) else {
@@ -548,11 +602,14 @@ impl Provider for Local {
                 let meta = open_image(&image, false)?.metadata().map_err(|e| {
                     Failure::new(codes::STATE_DIR, format!("{}: {e}", image.display()))
                 })?;
+                let mut rec = r.clone();
+                self.claim(&mut rec, &image, true)?;
                 let loops = loopdev::bound_to(&image)?;
                 Ok(DiskStatus {
                     id: image.display().to_string(),
                     zone: None,
                     size: Some(meta.len()),
+                    deployment: owner::read(&image)?.map(|o| o.deployment),
                     attached_to: loops
                         .iter()
                         .map(|l| l.device.display().to_string())

@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Local, check_name, note_image, open_image};
+use super::{Local, check_name, note_image, open_image, temporary, write_json};
 use crate::codes;
 use crate::freeze::Frozen;
 use crate::mount::Table;
 use crate::provider::Size;
 use crate::record::{Record, RestoredFrom, Snapshot, State};
-use crate::snapshot::{Candidate, Stamp};
+use crate::snapshot::{Candidate, Marks, Stamp};
 use crate::step::{Ctx, Failure, Outcome, StepResult};
 
 /// What `<id>.json` holds about a local snapshot.
@@ -59,6 +59,27 @@ pub struct Meta {
 /// A mountpoint and the device (major, minor) mounted there.
 type MountedAt = (PathBuf, (u64, u64));
 impl Meta {
+    /// The deployment it was taken for: a snapshot taken before local
+    /// disks had owners, of a record naming none, is the shared default's.
+    fn deployment(&self) -> &str {
+        self.deployment
+            .as_deref()
+            .unwrap_or(crate::record::DEFAULT_DEPLOYMENT)
+    }
+
+    /// Whether `disk-snapshot` took it ([`Marks::ours`]): metadata written
+    /// by another tool, or by hand, is never listed, counted, deleted or
+    /// restored from.
+    fn ours(&self) -> bool {
+        let marks = Marks {
+            deployment: Some(self.deployment()),
+            disk: Some(&self.disk),
+            time: Stamp::parse_rfc3339(&self.time).filter(|t| t.0 == self.ms),
+            tool: Some(&self.tool),
+        };
+        marks.ours() && self.id == format!("{}@{}", self.disk, Stamp(self.ms).compact())
+    }
+
     fn snapshot(&self) -> Snapshot {
         Snapshot {
             freeze: Some(self.freeze.clone()),
@@ -84,14 +105,6 @@ fn check_id(id: &str) -> Result<(), Failure> {
             ),
         ))
     }
-}
-
-/// A temporary name beside `path` for this process.
-fn temporary(path: &Path) -> PathBuf {
-    let mut name = std::ffi::OsString::from(".");
-    name.push(path.file_name().unwrap_or_default());
-    name.push(format!(".{}.tmp", std::process::id()));
-    path.with_file_name(name)
 }
 
 /// Copies `from` into a new file `to` (never replacing one), through a
@@ -122,31 +135,14 @@ fn copy_new(
     done
 }
 
-/// Writes `value` as JSON to `path` through a temporary file.
-fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
-    let tmp = temporary(path);
-    let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
-    let done = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        std::io::Write::write_all(&mut f, text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    done
-}
-
 impl Local {
     fn snapshots_dir(&self) -> PathBuf {
         self.dir.join("snapshots")
     }
 
-    /// Every local snapshot's metadata, newest first (unreadable files are
-    /// skipped: they are not ours).
+    /// Every local snapshot's metadata, newest first: only those
+    /// `disk-snapshot` took ([`Meta::ours`]; unreadable files and any
+    /// other metadata are skipped: they are not ours).
     fn all_snapshots(&self) -> Result<Vec<Meta>, Failure> {
         let dir = self.snapshots_dir();
         let entries = match std::fs::read_dir(&dir) {
@@ -165,7 +161,7 @@ impl Local {
             .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .filter_map(|e| std::fs::read(e.path()).ok())
             .filter_map(|b| serde_json::from_slice::<Meta>(&b).ok())
-            .filter(|m| check_id(&m.id).is_ok())
+            .filter(|m| check_id(&m.id).is_ok() && m.ours())
             .collect();
         all.sort_by(|a, b| b.ms.cmp(&a.ms).then_with(|| b.id.cmp(&a.id)));
         Ok(all)
@@ -173,10 +169,11 @@ impl Local {
 
     /// The snapshots of the record's disk and deployment, newest first.
     fn snapshots_of(&self, rec: &Record, disk: &str) -> Result<Vec<Meta>, Failure> {
+        let deployment = self.deployment_of(rec);
         Ok(self
             .all_snapshots()?
             .into_iter()
-            .filter(|m| m.disk == disk && m.deployment == rec.deployment)
+            .filter(|m| m.disk == disk && m.deployment() == deployment)
             .collect())
     }
 
@@ -207,6 +204,7 @@ impl Local {
             ));
         }
         let file = open_image(&image, false)?;
+        self.claim(rec, &image, cx.check)?;
         note_image(rec, &image);
         let size = file
             .metadata()
@@ -309,7 +307,7 @@ impl Local {
             size,
             freeze: freeze.into(),
             method: method.as_str().into(),
-            tool: crate::log::tool().into(),
+            tool: crate::snapshot::TOOL.into(),
         };
         if let Err(e) = write_json(&dir.join(format!("{id}.json")), &meta) {
             let _ = std::fs::remove_file(&target);
@@ -397,12 +395,24 @@ impl Local {
                 })?
         } else {
             check_id(from)?;
-            self.all_snapshots()?
+            let meta = self
+                .all_snapshots()?
                 .into_iter()
                 .find(|m| m.id == from)
                 .ok_or_else(|| {
                     Failure::new(codes::NO_SUCH_SNAPSHOT, format!("no local snapshot {from}"))
-                })?
+                })?;
+            let want = self.deployment_of(rec);
+            if meta.deployment() != want {
+                return Err(Failure::new(
+                    codes::OTHER_DEPLOYMENT,
+                    format!(
+                        "snapshot {from} belongs to deployment {}, not {want}: never restored by another deployment",
+                        meta.deployment()
+                    ),
+                ));
+            }
+            meta
         };
         if meta.disk != disk {
             return Err(Failure::new(
@@ -422,6 +432,7 @@ impl Local {
         let image = self.image(rec)?;
         if std::fs::symlink_metadata(&image).is_ok() {
             open_image(&image, false)?;
+            self.claim(rec, &image, cx.check)?;
             note_image(rec, &image);
             return Ok(Outcome::unchanged(
                 State::Created,
@@ -443,11 +454,14 @@ impl Local {
                 ),
             ));
         }
+        self.owned(rec, &image)?;
+        super::remove_stale_temporaries(&image);
         let source = self.snapshots_dir().join(format!("{}.img", meta.id));
         let from_file = open_image(&source, false)?;
         let fail = |e: &dyn std::fmt::Display| {
             Failure::new(codes::CREATE_FAILED, format!("{}: {e}", image.display()))
         };
+        self.write_owner(&image, &self.new_owner(rec))?;
         let method = copy_new(&from_file, &image, || stop_check(None)).map_err(|e| fail(&e))?;
         write_json(
             &self.dir.join(format!("{name}.restored.json")),
