@@ -70,6 +70,11 @@ pub struct ProviderArgs {
     /// or /var/lib/appscale-persist/disks].
     #[arg(long, value_name = "DIR", help_heading = "Local")]
     pub state_dir: Option<PathBuf>,
+    /// Directory of local snapshots, best on another filesystem than the
+    /// images (a copy then never takes room a live image may still claim)
+    /// [default: $APPSCALE_PERSIST_SNAPSHOT_DIR, else <state dir>/snapshots].
+    #[arg(long, value_name = "DIR", help_heading = "Local")]
+    pub snapshot_dir: Option<PathBuf>,
 
     /// Take the cloud settings of this AppScalefile: `EC2_URL` as the
     /// endpoint unless --endpoint-url is given, `project` unless --project
@@ -431,6 +436,7 @@ impl ProviderArgs {
             ProviderKind::Local => Ok(Box::new(
                 Local::new(Local::state_dir(self.state_dir.clone()), create.size)
                     .for_deployment(self.deployment.clone())
+                    .snapshots_in(Local::snapshot_dir(self.snapshot_dir.clone()))
                     .growing(create.grow)
                     .with_snapshots(op.snapshot())
                     .from_snapshot(create.from_snapshot),

@@ -244,6 +244,9 @@ pub const SNAPSHOT_PENDING: &str = "snapshot-pending";
 pub const PRUNE_FAILED: &str = "prune-failed";
 /// The snapshot to restore from does not exist (or the disk has none).
 pub const NO_SUCH_SNAPSHOT: &str = "no-such-snapshot";
+/// A local copy (a snapshot, a restored image) would take room a live
+/// disk image may still claim: not made.
+pub const NO_SPACE: &str = "no-space";
 
 /// Every code above, in the order `docs/protocol.md` lists them.
 pub const ALL: &[&str] = &[
@@ -344,6 +347,7 @@ pub const ALL: &[&str] = &[
     SNAPSHOT_PENDING,
     PRUNE_FAILED,
     NO_SUCH_SNAPSHOT,
+    NO_SPACE,
 ];
 
 #[cfg(test)]

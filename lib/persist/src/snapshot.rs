@@ -288,6 +288,30 @@ impl Stamp {
         )
     }
 
+    /// Reads back what [`Stamp::compact`] writes (`20261127T023512.123Z`);
+    /// `None` for anything else.
+    pub fn parse_compact(t: &str) -> Option<Stamp> {
+        let b = t.as_bytes();
+        if b.len() != 20 || b[8] != b'T' || b[15] != b'.' || b[19] != b'Z' {
+            return None;
+        }
+        let num = |r: std::ops::Range<usize>| -> Option<u64> {
+            let s = t.get(r)?;
+            s.bytes()
+                .all(|c| c.is_ascii_digit())
+                .then(|| s.parse().ok())?
+        };
+        Stamp::from_civil(
+            num(0..4)? as i64,
+            num(4..6)?,
+            num(6..8)?,
+            num(9..11)?,
+            num(11..13)?,
+            num(13..15)?,
+            num(16..19)?,
+        )
+    }
+
     /// The date and time in UTC: (year, month, day, hour, minute, second, ms).
     fn parts(self) -> (i64, u32, u32, u64, u64, u64, u64) {
         let secs = self.0 / 1000;
@@ -346,6 +370,11 @@ mod tests {
         for t in [0, 951_782_400_000, 1_795_746_912_123] {
             assert_eq!(Stamp::parse_rfc3339(&Stamp(t).rfc3339()), Some(Stamp(t)));
         }
+        assert_eq!(
+            Stamp::parse_compact(&Stamp(1_795_746_912_123).compact()),
+            Some(Stamp(1_795_746_912_123))
+        );
+        assert_eq!(Stamp::parse_compact("20261127T023512Z"), None);
         assert_eq!(
             Stamp::parse_rfc3339("2026-11-27T02:35:12Z"),
             Some(Stamp(1_795_746_912_000))

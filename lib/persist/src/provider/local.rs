@@ -44,6 +44,10 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/appscale-persist/disks";
 /// The environment variable that moves the state directory.
 pub const STATE_DIR_ENV: &str = "APPSCALE_PERSIST_STATE_DIR";
 
+/// The environment variable that keeps snapshots apart from the images
+/// (on another filesystem, say) unless `--snapshot-dir` says where.
+pub const SNAPSHOT_DIR_ENV: &str = "APPSCALE_PERSIST_SNAPSHOT_DIR";
+
 /// The size of a new image unless told otherwise.
 pub const DEFAULT_SIZE: Size = Size(10 << 30);
 
@@ -73,6 +77,7 @@ pub struct Local {
     snap: SnapshotArgs,
     from_snapshot: Option<String>,
     deployment: Option<String>,
+    snapshot_dir: Option<PathBuf>,
 }
 
 impl Local {
@@ -87,7 +92,24 @@ impl Local {
             snap: SnapshotArgs::default(),
             from_snapshot: None,
             deployment: None,
+            snapshot_dir: None,
         }
+    }
+
+    /// The same provider, keeping snapshots in `dir` (when given) rather
+    /// than `<state dir>/snapshots`: on another filesystem, a copy never
+    /// takes the room the live images may still claim.
+    pub fn snapshots_in(self, dir: Option<PathBuf>) -> Local {
+        Local {
+            snapshot_dir: dir,
+            ..self
+        }
+    }
+
+    /// The snapshot directory from the flag, else the environment; `None`:
+    /// `<state dir>/snapshots`.
+    pub fn snapshot_dir(flag: Option<PathBuf>) -> Option<PathBuf> {
+        flag.or_else(|| std::env::var_os(SNAPSHOT_DIR_ENV).map(PathBuf::from))
     }
 
     /// The same provider, for `deployment` (`--deployment`) over what the
@@ -133,11 +155,18 @@ impl Local {
     }
 
     /// Checks the state directory (see the module docs) and, unless
-    /// `check`, creates it; then takes the node lock. In `--check` mode a
-    /// missing directory is fine: nothing is created.
+    /// `check`, creates it; then takes the node lock, and removes what
+    /// runs that were killed left (temporary files, snapshot copies never
+    /// finished). In `--check` mode a missing directory is fine: nothing is
+    /// created or removed.
     fn prepare(&self, check: bool) -> Result<NodeLock, Failure> {
         check_state_dir(&self.dir, !check)?;
-        Ok(NodeLock::take(check)?)
+        let lock = NodeLock::take(check)?;
+        if !check {
+            reap_temporaries(&self.dir);
+            self.reap_snapshots();
+        }
+        Ok(lock)
     }
 
     /// The one loop device bound to `image`, verified; `None` when unbound.
@@ -246,7 +275,6 @@ impl Local {
         tmp_name.push(image.file_name().unwrap_or_default());
         tmp_name.push(format!(".{}.tmp", std::process::id()));
         let tmp = image.with_file_name(tmp_name);
-        remove_stale_temporaries(image);
         let made = (|| {
             let f = OpenOptions::new()
                 .write(true)
@@ -539,22 +567,27 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()>
     done
 }
 
-/// Removes `.<name>.img.<pid>.tmp` files left by creates that were killed.
-fn remove_stale_temporaries(image: &Path) {
-    let (Some(dir), Some(name)) = (image.parent(), image.file_name()) else {
-        return;
-    };
-    let prefix = format!(".{}.", name.to_string_lossy());
+/// Removes the temporary files (`.<name>.<pid>.tmp`, [`temporary`]) in
+/// `dir` of runs that were killed (their process is gone): half-made
+/// images, copies and metadata. Called under the node lock.
+fn reap_temporaries(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
         let pid = n
-            .strip_prefix(&prefix)
+            .strip_prefix('.')
             .and_then(|r| r.strip_suffix(".tmp"))
-            .and_then(|p| p.parse::<u32>().ok());
-        if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+            .and_then(|r| r.rsplit_once('.'))
+            .and_then(|(_, p)| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists())
+            && e.file_type().is_ok_and(|t| t.is_file())
+        {
+            crate::log::warn(format_args!(
+                "removing {}, left by a run that was stopped",
+                e.path().display()
+            ));
             let _ = std::fs::remove_file(e.path());
         }
     }
