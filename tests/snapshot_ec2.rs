@@ -782,3 +782,30 @@ fn retention_never_counts_or_deletes_a_snapshot_it_did_not_make() {
     .record();
     assert_eq!(r["error"]["code"], "no-such-snapshot", "{r}");
 }
+
+/// On its node, a volume whose filesystem was lazily unmounted but is still
+/// in use (written to, with no mountpoint to freeze it through) is refused
+/// (`freeze-failed`) unless --no-freeze; it was taken as `not-mounted`.
+#[test]
+fn a_lazily_unmounted_live_volume_is_not_snapshotted_unfrozen() {
+    let n = Node::new("snap-ec2-lazy");
+    let mut holder = Command::new("sleep")
+        .arg("60")
+        .current_dir(&n.mnt)
+        .spawn()
+        .unwrap();
+    sh_ok(&["umount", "--lazy", n.mnt.to_str().unwrap()]);
+    let r = n.snapshot(&[]);
+    let forced = n.snapshot(&["--no-freeze"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let rec = r.record();
+    assert_eq!(rec["error"]["code"], "freeze-failed", "{rec}");
+    assert!(
+        rec["error"]["message"].as_str().unwrap().contains("sleep"),
+        "{rec}"
+    );
+    assert_eq!(forced.code, 0, "{}", forced.stderr);
+    assert_eq!(forced.record()["snapshot"]["freeze"], "not-frozen");
+}

@@ -220,7 +220,19 @@ pub fn find_mounted(rec: &Record) -> Result<Here, Failure> {
         }
     }
     let Some(entry) = table.by_device(dev.major, dev.minor).first().cloned() else {
-        return Ok(Here::Unmounted(dev.path.clone()));
+        // Mounted nowhere, but perhaps alive: a lazy unmount still in use
+        // is written to, with no mountpoint left to freeze it through.
+        return match crate::blockdev::open_exclusive(&dev.real) {
+            Err(crate::blockdev::BlockError::Busy(..)) => Err(Failure::new(
+                codes::FREEZE_FAILED,
+                format!(
+                    "{} is mounted nowhere, but is in use (a lazily unmounted filesystem still alive, held by {}): with no mountpoint it cannot be frozen, and a snapshot now would not be consistent; stop those processes and rerun, or pass --no-freeze (a crash-consistent snapshot); nothing taken",
+                    dev.path.display(),
+                    crate::mount::who_holds(dev.major, dev.minor)
+                ),
+            )),
+            _ => Ok(Here::Unmounted(dev.path.clone())),
+        };
     };
     let kernel_name = dev
         .real

@@ -488,6 +488,11 @@ impl From<UnmountError> for Failure {
     }
 }
 
+/// Who holds the filesystem `major:minor` ([`holders`]), in words.
+pub fn who_holds(major: u64, minor: u64) -> String {
+    list(&holders(major, minor))
+}
+
 fn list(holders: &[Holder]) -> String {
     if holders.is_empty() {
         "held by the kernel or another mount namespace (no process found)".to_string()

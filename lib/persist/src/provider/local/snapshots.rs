@@ -557,20 +557,10 @@ impl Local {
         }
         match crate::blockdev::open_exclusive(&dev.real) {
             Ok(_) => Ok(Live::Unmounted),
-            Err(crate::blockdev::BlockError::Busy(..)) => {
-                let who = crate::mount::holders(dev.major, dev.minor);
-                Ok(Live::Held(
-                    lo.device.display().to_string(),
-                    if who.is_empty() {
-                        "the kernel (another mount namespace, or a holder)".into()
-                    } else {
-                        who.iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    },
-                ))
-            }
+            Err(crate::blockdev::BlockError::Busy(..)) => Ok(Live::Held(
+                lo.device.display().to_string(),
+                crate::mount::who_holds(dev.major, dev.minor),
+            )),
             Err(e) => Err(e.into()),
         }
     }
