@@ -908,3 +908,87 @@ fn a_lazily_unmounted_live_filesystem_is_not_snapshotted_unfrozen() {
     assert_eq!(forced.code, 0, "{}", forced.stderr);
     assert_eq!(forced.record()["snapshot"]["freeze"], "not-frozen");
 }
+
+/// disk-snapshot killed with SIGKILL while the filesystem is frozen (an OOM
+/// kill, `systemctl kill -s KILL`) left it frozen for good: every writer
+/// hung, disk-status said ok, the next snapshot failed with a bare EBUSY.
+/// Now the freeze is recorded before it is taken: disk-status reports the
+/// filesystem `frozen`; the next tool that takes the node lock (here
+/// disk-mount, finding it mounted) thaws it and says so; the partial copy
+/// is reaped; and disk-unmount never unmounts a frozen filesystem (here
+/// one an operator froze), which would leave it frozen with no mountpoint.
+#[test]
+fn a_freeze_left_by_a_killed_snapshot_is_reported_and_thawed_by_the_next_run() {
+    use nix::sys::signal::Signal;
+    let d = disk_with_a_gib();
+    let _thaw = ThawOnDrop(d.mnt());
+    let input = ndjson(std::slice::from_ref(&d.up));
+    let mut cmd = Command::new(bin("disk-snapshot"));
+    cmd.args(["-v", "--state-dir", &d.state]);
+    let killed = signals_at(
+        cmd,
+        &input,
+        "froze ",
+        std::time::Duration::from_millis(300),
+        &[Signal::SIGKILL],
+    );
+    assert!(killed.stderr.contains("froze "), "{}", killed.stderr);
+    assert!(!accepts_writes(&d.mnt(), 2), "the kill left it frozen");
+    assert!(
+        d.snapshot_files().iter().any(|f| f.ends_with(".tmp")),
+        "a partial copy is left: {:?}",
+        d.snapshot_files()
+    );
+    let status = run("disk-status", &["--state-dir", &d.state], &input)
+        .expect(1)
+        .record();
+    let problems = status["status"]["problems"].as_array().unwrap();
+    let frozen = problems.iter().find(|p| p["code"] == "frozen");
+    assert!(
+        frozen.is_some_and(|p| p["message"].as_str().unwrap().contains("died")),
+        "{status}"
+    );
+    // The next tool that takes the node lock thaws it, and says so.
+    let m = run("disk-mount", &["--no-fstab"], &input).expect(0);
+    assert!(m.stderr.contains("thawed "), "{}", m.stderr);
+    assert!(accepts_writes(&d.mnt(), 10), "thawed");
+    let st = run("disk-status", &["--state-dir", &d.state], &input).record();
+    assert!(
+        st["status"]["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["code"] != "frozen"),
+        "{st}"
+    );
+    // The partial copy is reaped by the next snapshot, which is taken.
+    let r = d.snapshot(&[]).expect(0).record();
+    assert_eq!(r["snapshot"]["freeze"], "frozen");
+    assert!(
+        d.snapshot_files().iter().all(|f| !f.ends_with(".tmp")),
+        "{:?}",
+        d.snapshot_files()
+    );
+    // Someone else's freeze: never unmounted.
+    let mnt = d.mnt().display().to_string();
+    sh_ok(&["fsfreeze", "-f", &mnt]);
+    let st = run("disk-status", &["--state-dir", &d.state], &input)
+        .expect(1)
+        .record();
+    assert!(
+        st["status"]["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["code"] == "frozen"),
+        "{st}"
+    );
+    let u = run("disk-unmount", &["--fstab", &d.t.s("fstab")], &input);
+    sh_ok(&["fsfreeze", "-u", &mnt]);
+    assert_eq!(u.code, 1, "{}", u.stderr);
+    assert_eq!(u.record()["error"]["code"], "frozen", "{}", u.stdout);
+    assert!(is_mounted(&d.mnt()), "left mounted");
+    run("disk-unmount", &["--fstab", &d.t.s("fstab")], &input).expect(0);
+    let fsck = sh(&["e2fsck", "-fn", d.up["device"].as_str().unwrap()]);
+    assert_eq!(fsck.code, 0, "{}{}", fsck.stdout, fsck.stderr);
+}

@@ -661,7 +661,28 @@ pub fn accepts_writes(dir: &Path, secs: u64) -> bool {
 /// `marker` (`froze `: the filesystem is frozen), sends it SIGTERM and, with
 /// `signals` 2, SIGINT right after (a different signal: two pending SIGTERMs
 /// would be one); returns its run, stderr whole.
-pub fn signalled_at(mut cmd: Command, input: &str, marker: &str, signals: usize) -> Run {
+pub fn signalled_at(cmd: Command, input: &str, marker: &str, signals: usize) -> Run {
+    use nix::sys::signal::Signal;
+    let sigs = [Signal::SIGTERM, Signal::SIGINT];
+    signals_at(
+        cmd,
+        input,
+        marker,
+        std::time::Duration::ZERO,
+        &sigs[..signals],
+    )
+}
+
+/// Runs `cmd` with `input` on stdin and, `after` a stderr line contains
+/// `marker`, sends it `signals` one after the other (SIGKILL: killed where
+/// it stands); returns its run, stderr whole.
+pub fn signals_at(
+    mut cmd: Command,
+    input: &str,
+    marker: &str,
+    after: std::time::Duration,
+    signals: &[nix::sys::signal::Signal],
+) -> Run {
     use std::io::BufRead;
     let mut child = cmd
         .stdin(Stdio::piped())
@@ -682,10 +703,10 @@ pub fn signalled_at(mut cmd: Command, input: &str, marker: &str, signals: usize)
         seen.push_str(&line);
         seen.push('\n');
         if line.contains(marker) {
-            use nix::sys::signal::{Signal, kill};
+            std::thread::sleep(after);
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            for sig in [Signal::SIGTERM, Signal::SIGINT].into_iter().take(signals) {
-                kill(pid, sig).unwrap();
+            for sig in signals {
+                nix::sys::signal::kill(pid, *sig).unwrap();
             }
             break;
         }

@@ -333,7 +333,7 @@ fn consistency(
     probe.provider = Some(run.cfg.kind);
     probe.attached_as = (!dev.is_empty()).then(|| dev.clone());
     if let Err(f) = lock
-        .get_or_insert_with(|| NodeLock::take(run.check).map_err(Failure::from))
+        .get_or_insert_with(|| freeze::node_lock(run.check))
         .as_ref()
     {
         return Err(f.clone());

@@ -241,6 +241,10 @@ pub struct Superblock {
     /// `s_state` error bit, which a mount leaves alone: readable while
     /// mounted, unlike [`Superblock::clean`]); never for XFS.
     pub errors: bool,
+    /// ext4's journal has transactions to replay (`needs_recovery`): set
+    /// while it is mounted read-write, cleared when cleanly unmounted, and
+    /// while frozen; never for XFS.
+    pub needs_recovery: bool,
 }
 
 /// Reads an ext4 or XFS superblock at the start of `path`, without a
@@ -285,6 +289,7 @@ pub fn read_superblock(path: &Path) -> Result<Option<Superblock>, BlockError> {
             label: label(&ext[0x78..0x88]),
             clean: state & 1 != 0 && state & 2 == 0 && incompat & 0x4 == 0,
             errors: state & 2 != 0,
+            needs_recovery: incompat & 0x4 != 0,
         }));
     }
     if &b[..4] == b"XFSB" {
@@ -294,6 +299,7 @@ pub fn read_superblock(path: &Path) -> Result<Option<Superblock>, BlockError> {
             label: label(&b[108..120]),
             clean: true,
             errors: false,
+            needs_recovery: false,
         }));
     }
     Ok(None)

@@ -226,6 +226,9 @@ pub const FSTAB_STALE: &str = "fstab-stale";
 pub const DISK_FULL: &str = "disk-full";
 /// The superblock says the filesystem is not clean: it needs fsck.
 pub const NEEDS_FSCK: &str = "needs-fsck";
+/// The filesystem is frozen (a snapshot's freeze whose holder died, or
+/// someone else's): every writer hangs; never unmounted so.
+pub const FROZEN: &str = "frozen";
 
 // Snapshots (disk-snapshot, disk-create --from-snapshot).
 /// The provider cannot take snapshots: a static disk has no provider to
@@ -348,6 +351,7 @@ pub const ALL: &[&str] = &[
     PRUNE_FAILED,
     NO_SUCH_SNAPSHOT,
     NO_SPACE,
+    FROZEN,
 ];
 
 #[cfg(test)]

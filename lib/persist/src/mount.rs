@@ -82,6 +82,13 @@ pub struct Entry {
     pub options: String,
 }
 
+impl Entry {
+    /// Whether it is mounted read-write (its per-mount options).
+    pub fn is_rw(&self) -> bool {
+        self.options.split(',').any(|o| o == "rw")
+    }
+}
+
 /// A snapshot of the mount table.
 #[derive(Debug, Clone, Default)]
 pub struct Table {

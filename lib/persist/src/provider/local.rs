@@ -161,7 +161,7 @@ impl Local {
     /// created or removed.
     fn prepare(&self, check: bool) -> Result<NodeLock, Failure> {
         check_state_dir(&self.dir, !check)?;
-        let lock = NodeLock::take(check)?;
+        let lock = crate::freeze::node_lock(check)?;
         if !check {
             reap_temporaries(&self.dir);
             self.reap_snapshots();

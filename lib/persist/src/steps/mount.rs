@@ -197,7 +197,7 @@ enum Planned {
 impl Mount {
     /// Takes the node lock and reads the node once for the whole run.
     fn look(&self, cx: Ctx) -> Result<Shared, Failure> {
-        let lock = NodeLock::take(cx.check)?;
+        let lock = crate::freeze::node_lock(cx.check)?;
         let table = mount::read_table()?;
         let fstab = match &self.options.fstab {
             Some(path) => Some(Fstab::load(path)?),

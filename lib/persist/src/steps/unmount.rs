@@ -73,7 +73,7 @@ pub struct Unmount {
 impl Step for Unmount {
     fn run(&mut self, records: &mut [Record], cx: Ctx) -> Vec<(StepResult, Duration)> {
         let look = || -> Result<(NodeLock, mount::Table, Option<Fstab>), Failure> {
-            let lock = NodeLock::take(cx.check)?;
+            let lock = crate::freeze::node_lock(cx.check)?;
             let table = mount::read_table()?;
             let tab = if self.options.remove_fstab {
                 Some(Fstab::load(&self.options.fstab)?)
@@ -275,6 +275,20 @@ impl Unmount {
                 .and_then(uuid_of)
             {
                 uuid = Some(u);
+            }
+            // A frozen filesystem unmounted stays frozen, with no
+            // mountpoint left to thaw it through: never.
+            if let Ok(dev) = Device::from_number(entry.major, entry.minor)
+                && let Some(frozen) = crate::freeze::frozen(&dev, entry.is_rw())
+            {
+                return Err(Failure::new(
+                    codes::FROZEN,
+                    format!(
+                        "{} is {frozen}: not unmounting it (it would stay frozen with no mountpoint to thaw it through); once its holder is done, `fsfreeze -u {}`, then rerun",
+                        mp.display(),
+                        mp.display()
+                    ),
+                ));
             }
             changed = true;
             if cx.check {
