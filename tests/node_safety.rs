@@ -1566,3 +1566,57 @@ fn the_demo_never_deletes_through_a_mount() {
         "on another filesystem"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Growing
+
+/// A signal during an offline `disk-ensure-fs --grow` no longer kills
+/// resize2fs half-way (which left the filesystem with errors: `e2fsck -fn`
+/// exit 4, "Resize inode not valid"): a SIGTERM to the tool, or a Ctrl-C
+/// to its whole process group, lets resize2fs finish, as mkfs; the
+/// filesystem is whole and grown.
+#[test]
+fn a_signal_never_stops_resize2fs_half_way() {
+    use nix::sys::signal::Signal;
+    require_root();
+    let t = TempDir::new("grow-signal");
+    for (round, group) in [(0, false), (1, true)] {
+        let d = LoopDev::new(&t, &format!("disk{round}"), 256);
+        mkfs_ext4(&d.device);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&d.image)
+            .unwrap();
+        f.set_len(200 << 30).unwrap();
+        sh_ok(&["losetup", "--set-capacity", &d.device]);
+        let mut cmd = Command::new(bin("disk-ensure-fs"));
+        cmd.args(["-v", "--grow", "--device", &d.device]);
+        let send = if group { group_signals_at } else { signals_at };
+        let sig = if group {
+            Signal::SIGINT
+        } else {
+            Signal::SIGTERM
+        };
+        let r = send(
+            cmd,
+            "",
+            "running resize2fs",
+            Duration::from_millis(500),
+            &[sig],
+        );
+        assert!(r.stderr.contains("running resize2fs"), "{}", r.stderr);
+        let fsck = sh(&["e2fsck", "-fn", &d.device]);
+        assert_eq!(
+            fsck.code, 0,
+            "round {round}: the filesystem is whole: {}{}\n{}",
+            fsck.stdout, fsck.stderr, r.stderr
+        );
+        let blocks = sh_ok(&["dumpe2fs", "-h", &d.device]);
+        let count: u64 = blocks
+            .lines()
+            .find_map(|l| l.strip_prefix("Block count:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap();
+        assert!(count > 100 << 20, "round {round}: grown ({count} blocks)");
+    }
+}

@@ -677,7 +677,31 @@ pub fn signalled_at(cmd: Command, input: &str, marker: &str, signals: usize) -> 
 /// `marker`, sends it `signals` one after the other (SIGKILL: killed where
 /// it stands); returns its run, stderr whole.
 pub fn signals_at(
+    cmd: Command,
+    input: &str,
+    marker: &str,
+    after: std::time::Duration,
+    signals: &[nix::sys::signal::Signal],
+) -> Run {
+    signals_to(cmd, false, input, marker, after, signals)
+}
+
+/// [`signals_at`], the signals sent to the whole process group `cmd` is
+/// made to lead, as a Ctrl-C at a terminal is.
+pub fn group_signals_at(
     mut cmd: Command,
+    input: &str,
+    marker: &str,
+    after: std::time::Duration,
+    signals: &[nix::sys::signal::Signal],
+) -> Run {
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    signals_to(cmd, true, input, marker, after, signals)
+}
+
+fn signals_to(
+    mut cmd: Command,
+    group: bool,
     input: &str,
     marker: &str,
     after: std::time::Duration,
@@ -704,7 +728,9 @@ pub fn signals_at(
         seen.push('\n');
         if line.contains(marker) {
             std::thread::sleep(after);
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            // A negative pid: the whole process group (of a `cmd` started
+            // with `process_group(0)`, as a terminal's Ctrl-C reaches it).
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32 * if group { -1 } else { 1 });
             for sig in signals {
                 nix::sys::signal::kill(pid, *sig).unwrap();
             }
