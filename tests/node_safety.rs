@@ -1620,3 +1620,117 @@ fn a_signal_never_stops_resize2fs_half_way() {
         assert!(count > 100 << 20, "round {round}: grown ({count} blocks)");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Nested mountpoints
+
+/// Records whose mountpoints nest (X and X/inner) in one disk-mount run:
+/// the parent is mounted first, then the child, whatever the input order
+/// and however long the parent takes (here an fsck the child skips). They
+/// were mounted concurrently: the child won, the parent's mount hid it, and
+/// writes to X/inner landed on the outer disk, with exit 0 and two fstab
+/// lines. Now the fstab lists the parent first, disk-unmount takes the
+/// child off first, a child whose parent fails is not mounted
+/// (`parent-not-mounted`), and a parent is never mounted over a mount
+/// inside it (`mountpoint-busy`).
+#[test]
+fn nested_mountpoints_mount_parents_first_and_unmount_children_first() {
+    use std::os::unix::fs::MetadataExt;
+    require_root();
+    let t = TempDir::new("nested");
+    let outer = LoopDev::new(&t, "outer", 64);
+    let inner = LoopDev::new(&t, "inner", 64);
+    let x = t.join("x");
+    let xi = x.join("inner");
+    let fstab = t.s("fstab");
+    let rdev = |dev: &str| std::fs::metadata(dev).unwrap().rdev();
+    let on = |p: &Path| std::fs::metadata(p).unwrap().dev();
+    for round in 0..3 {
+        // The parent's filesystem made outside the flow: fsck runs before
+        // its mount. The child's made by disk-ensure-fs: none.
+        mkfs_ext4(&outer.device);
+        sh_ok(&[
+            "dd",
+            "if=/dev/zero",
+            &format!("of={}", inner.device),
+            "bs=1M",
+            "count=64",
+            "conv=fsync",
+            "status=none",
+        ]);
+        let mut inner_rec = ensure_ok(&inner.device);
+        inner_rec["mountpoint"] = json!(xi.display().to_string());
+        let outer_rec =
+            json!({"v": 1, "device": outer.device, "mountpoint": x.display().to_string()});
+        let r = run(
+            "disk-mount",
+            &["--fstab", &fstab],
+            &ndjson(&[inner_rec.clone(), outer_rec.clone()]),
+        )
+        .expect(0);
+        assert_eq!(on(&x), rdev(&outer.device), "round {round}: {}", r.stderr);
+        assert_eq!(
+            on(&xi),
+            rdev(&inner.device),
+            "round {round}: X/inner is the inner disk, not hidden: {}",
+            r.stderr
+        );
+        let lines = fstab_lines(Path::new(&fstab));
+        let at = |p: &Path| {
+            lines
+                .iter()
+                .position(|l| l.split_whitespace().nth(1) == Some(&p.display().to_string()))
+                .unwrap()
+        };
+        assert!(
+            at(&x) < at(&xi),
+            "round {round}: the parent's line first: {lines:?}"
+        );
+        // Unmount, the parent's record first: the child goes first.
+        run(
+            "disk-unmount",
+            &["--fstab", &fstab, "--remove-fstab"],
+            &ndjson(&[outer_rec, inner_rec]),
+        )
+        .expect(0);
+        assert!(!is_mounted(&xi) && !is_mounted(&x), "round {round}");
+    }
+    // A parent whose mount fails: its child is not mounted under it.
+    sh_ok(&["wipefs", "-a", "-q", &outer.device]);
+    let mut inner_rec = json!({"v": 1, "device": inner.device});
+    inner_rec["mountpoint"] = json!(xi.display().to_string());
+    let outer_rec = json!({"v": 1, "device": outer.device, "mountpoint": x.display().to_string()});
+    let recs = run(
+        "disk-mount",
+        &["--fstab", &fstab],
+        &ndjson(&[inner_rec.clone(), outer_rec.clone()]),
+    )
+    .expect(1)
+    .records();
+    assert_eq!(recs[1]["error"]["code"], "no-filesystem", "{}", recs[1]);
+    assert_eq!(
+        recs[0]["error"]["code"], "parent-not-mounted",
+        "{}",
+        recs[0]
+    );
+    assert!(!is_mounted(&xi));
+    // A mount inside: the parent is not mounted over it.
+    mkfs_ext4(&outer.device);
+    run(
+        "disk-mount",
+        &["--fstab", &fstab],
+        &ndjson(&[inner_rec.clone()]),
+    )
+    .expect(0);
+    let r = run("disk-mount", &["--fstab", &fstab], &ndjson(&[outer_rec]))
+        .expect(1)
+        .record();
+    assert_eq!(r["error"]["code"], "mountpoint-busy", "{r}");
+    assert!(!is_mounted(&x) && is_mounted(&xi));
+    run(
+        "disk-unmount",
+        &["--fstab", &fstab, "--remove-fstab"],
+        &ndjson(&[inner_rec]),
+    )
+    .expect(0);
+}

@@ -229,6 +229,9 @@ pub const NEEDS_FSCK: &str = "needs-fsck";
 /// The filesystem is frozen (a snapshot's freeze whose holder died, or
 /// someone else's): every writer hangs; never unmounted so.
 pub const FROZEN: &str = "frozen";
+/// The mountpoint is inside another record's of the run, whose mount
+/// failed: not mounted (the parent's mount, made later, would hide it).
+pub const PARENT_NOT_MOUNTED: &str = "parent-not-mounted";
 
 // Snapshots (disk-snapshot, disk-create --from-snapshot).
 /// The provider cannot take snapshots: a static disk has no provider to
@@ -352,6 +355,7 @@ pub const ALL: &[&str] = &[
     NO_SUCH_SNAPSHOT,
     NO_SPACE,
     FROZEN,
+    PARENT_NOT_MOUNTED,
 ];
 
 #[cfg(test)]

@@ -268,6 +268,59 @@ pub fn check_mountpoint(mountpoint: &str) -> Result<PathBuf, MountpointError> {
     Ok(clean)
 }
 
+/// The order in which mountpoints nested in one another are mounted: waves
+/// of indices into `mountpoints`, parents before children (a mountpoint
+/// goes in the wave after the deepest of the others it is inside); those
+/// inside none (or `None`: not known) go first. Unmounting goes through the
+/// waves in reverse, children first.
+pub fn nesting_waves(mountpoints: &[Option<PathBuf>]) -> Vec<Vec<usize>> {
+    let parents = nesting_parents(mountpoints);
+    let mut depth: Vec<Option<usize>> = vec![None; mountpoints.len()];
+    // A parent is strictly shorter than its child: by length, parents first.
+    let mut by_len: Vec<usize> = (0..mountpoints.len()).collect();
+    by_len.sort_by_key(|&i| {
+        mountpoints[i]
+            .as_ref()
+            .map_or(0, |p| p.components().count())
+    });
+    for i in by_len {
+        let d = parents[i]
+            .iter()
+            .filter_map(|&j| depth[j])
+            .max()
+            .map_or(0, |d| d + 1);
+        depth[i] = Some(d);
+    }
+    let mut waves: Vec<Vec<usize>> = Vec::new();
+    for (i, d) in depth.into_iter().enumerate() {
+        let d = d.unwrap_or(0);
+        if waves.len() <= d {
+            waves.resize(d + 1, Vec::new());
+        }
+        waves[d].push(i);
+    }
+    waves
+}
+
+/// For each of `mountpoints`, the indices of the others it is strictly
+/// inside.
+pub fn nesting_parents(mountpoints: &[Option<PathBuf>]) -> Vec<Vec<usize>> {
+    mountpoints
+        .iter()
+        .map(|me| {
+            mountpoints
+                .iter()
+                .enumerate()
+                .filter(|(_, other)| match (me, other) {
+                    (Some(me), Some(other)) => me != other && me.starts_with(other),
+                    _ => false,
+                })
+                .map(|(j, _)| j)
+                .collect()
+        })
+        .collect()
+}
+
 /// Mounts the device `major:minor` (node `device`) at `target` with
 /// `fstype` and `options`, and judges the result by the kernel's mount
 /// table, not by mount(8)'s exit status alone: a mount that went through is
@@ -732,6 +785,14 @@ mod tests {
             "/dev/loop3"
         );
         assert_eq!(t.by_device(7, 3).len(), 1);
+    }
+
+    #[test]
+    fn nested_mountpoints_go_parents_first() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        let mps = [p("/a/b/c"), p("/a"), p("/x"), None, p("/a/b"), p("/ab")];
+        assert_eq!(nesting_waves(&mps), [vec![1, 2, 3, 5], vec![4], vec![0]]);
+        assert_eq!(nesting_parents(&mps)[0], [1, 4]);
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! is not detached under a live filesystem.
 //!
 //! A run takes the node lock once, reads the mount table and the fstab
-//! once, and works on its records concurrently; with `--remove-fstab`, the
+//! once, and works on its records concurrently (records whose mountpoints
+//! nest, children first); with `--remove-fstab`, the
 //! entries of every record unmounted are removed in one atomic rewrite of
 //! the fstab at the end.
 
@@ -31,10 +32,10 @@ use crate::fstab::{self, Fstab};
 use crate::lock::NodeLock;
 use crate::mount::{self, Entry};
 use crate::record::{Record, State};
-use crate::step::{Ctx, Diff, Failure, Outcome, Step, StepResult, concurrently};
+use crate::step::{Ctx, Diff, Failure, Outcome, Step, StepResult, in_waves};
 use crate::wait::{self, Poll, WaitParams};
 
-use super::mount::{open_device, resolve_mountpoint};
+use super::mount::{open_device, planned_mountpoint, resolve_mountpoint};
 
 /// An fstab entry `--remove-fstab` takes out: its mountpoint, and the UUID
 /// of the filesystem it must name (when known).
@@ -93,7 +94,14 @@ impl Step for Unmount {
         };
         let targets: Vec<Mutex<Option<FstabTarget>>> =
             records.iter().map(|_| Mutex::new(None)).collect();
-        let mut results = concurrently(records, |i, r| {
+        // Nested mountpoints: children before parents.
+        let mps: Vec<Option<PathBuf>> = records
+            .iter()
+            .map(|r| planned_mountpoint(r, self.options.mountpoint.as_deref()))
+            .collect();
+        let mut waves = mount::nesting_waves(&mps);
+        waves.reverse();
+        let mut results = in_waves(records, &waves, |i, r| {
             let (outcome, target) = self.one(r, cx, &table, tab.as_ref())?;
             *targets[i].lock().unwrap_or_else(|e| e.into_inner()) = target;
             Ok(outcome)
