@@ -199,6 +199,10 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // Loops first, while their backing files' paths still show under
+        // the directory (a filesystem lazily unmounted shows them from its
+        // own root): a busy one is set to go once its user lets go.
+        detach_loops_under(&self.path);
         unmount_under(&self.path);
         detach_loops_under(&self.path);
         let _ = std::fs::remove_dir_all(&self.path);
