@@ -992,3 +992,73 @@ fn a_freeze_left_by_a_killed_snapshot_is_reported_and_thawed_by_the_next_run() {
     let fsck = sh(&["e2fsck", "-fn", d.up["device"].as_str().unwrap()]);
     assert_eq!(fsck.code, 0, "{}{}", fsck.stdout, fsck.stderr);
 }
+
+/// `scripts/restore` with the old disk still up (forgetting `scripts/down`)
+/// attached the restored disk beside it: two filesystems of one UUID on one
+/// node, either of which fstab's `UUID=` may mount at boot. Now the restore
+/// is refused before anything is made (`original-attached`); after
+/// `scripts/down` it goes ahead.
+#[test]
+fn a_restore_beside_its_attached_original_is_refused_before_anything_is_made() {
+    require_root();
+    let t = TempDir::new("restore-beside");
+    let file = t.join("AppScalefile");
+    std::fs::write(
+        &file,
+        "infrastructure: local\nkeyname: beside\nips_layout:\n  - roles: [master, database, zookeeper]\n    nodes: 1\n    disks: data-0\n",
+    )
+    .unwrap();
+    let state = t.s("disks");
+    let provider = ["--state-dir", state.as_str(), "--size", "32M"];
+    flow("up", &t, &file, &provider, &[]).expect(0);
+    std::fs::write(t.join("mnt/node-0/precious"), "before").unwrap();
+    let bin = bin_dir().display().to_string();
+    let env = [("APPSCALE_PERSIST_BIN", bin.as_str())];
+    let backup = repo().join("scripts/backup");
+    run_env(
+        backup.to_str().unwrap(),
+        &[file.to_str().unwrap(), "--", "--state-dir", &state],
+        "",
+        &env,
+    )
+    .expect(0);
+    let images = || {
+        let mut v: Vec<String> = std::fs::read_dir(t.join("disks"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".img"))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = images();
+    let r = flow("restore", &t, &file, &["--state-dir", &state], &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(
+        r.record()["error"]["code"],
+        "original-attached",
+        "{}",
+        r.stdout
+    );
+    assert_eq!(images(), before, "nothing was made");
+    assert_eq!(
+        std::fs::read_to_string(t.join("mnt/node-0/precious")).unwrap(),
+        "before"
+    );
+    flow("down", &t, &file, &["--state-dir", &state], &[]).expect(0);
+    let r = flow("restore", &t, &file, &["--state-dir", &state], &[]).expect(0);
+    let rec = r.record();
+    assert_eq!(rec["restored_from"]["disk"], "data-0", "{rec}");
+    assert_eq!(
+        std::fs::read_to_string(t.join("mnt/node-0/precious")).unwrap(),
+        "before"
+    );
+    run(
+        "disk-unmount",
+        &["--fstab", &t.s("fstab"), "--remove-fstab"],
+        &r.stdout,
+    )
+    .expect(0);
+    run("disk-detach", &["--state-dir", &state], &r.stdout).expect(0);
+}

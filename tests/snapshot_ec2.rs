@@ -809,3 +809,55 @@ fn a_lazily_unmounted_live_volume_is_not_snapshotted_unfrozen() {
     assert_eq!(forced.code, 0, "{}", forced.stderr);
     assert_eq!(forced.record()["snapshot"]["freeze"], "not-frozen");
 }
+
+/// `disk-create --from-snapshot` of a volume still attached to an instance
+/// is refused before anything is made (`original-attached`): the restored
+/// volume would carry a filesystem of the same UUID, and an attachment
+/// survives a reboot. Detached, the restore goes ahead.
+#[test]
+fn a_restore_beside_its_attached_original_is_refused() {
+    let moto = Server::moto();
+    let url = moto.url();
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let created = tool(&url, "disk-create", &["--size", "1G"], &input).expect(0);
+    let vol = created.record()["disk_id"].as_str().unwrap().to_string();
+    let snap = tool(&url, "disk-snapshot", &["--wait"], &created.stdout)
+        .expect(0)
+        .record();
+    let inst = moto.ec2_admin(&["run-instances", "us-east-1b", "1"])[0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    moto.ec2_admin(&["attach", &vol, &inst, "/dev/sdf"]);
+    let restored_name = || {
+        let t = snap["snapshot"]["time"].as_str().unwrap();
+        let compact: String = t.chars().filter(|c| *c != '-' && *c != ':').collect();
+        format!("data-0-restored-{compact}")
+    };
+    let r = tool(
+        &url,
+        "disk-create",
+        &["--from-snapshot", "latest"],
+        &created.stdout,
+    )
+    .expect(1)
+    .record();
+    assert_eq!(r["error"]["code"], "original-attached", "{r}");
+    assert!(
+        moto.ec2_admin(&["named", &restored_name()])
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "nothing was made"
+    );
+    tool(&url, "disk-detach", &["--force"], &created.stdout).expect(0);
+    let r = tool(
+        &url,
+        "disk-create",
+        &["--from-snapshot", "latest"],
+        &created.stdout,
+    )
+    .expect(0)
+    .record();
+    assert_eq!(r["disk"], restored_name().as_str(), "{r}");
+}

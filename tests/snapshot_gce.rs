@@ -610,3 +610,44 @@ fn retention_never_counts_or_deletes_a_snapshot_it_did_not_make() {
     .record();
     assert_eq!(r["error"]["code"], "no-such-snapshot", "{r}");
 }
+
+/// `disk-create --from-snapshot` of a disk still attached to an instance is
+/// refused before anything is made (`original-attached`): the restored disk
+/// would carry a filesystem of the same UUID beside it.
+#[test]
+fn a_restore_beside_its_attached_original_is_refused() {
+    let g = Gce::new(ZONE);
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let created = tool(&g, "disk-create", &["--size", "1G"], &input).expect(0);
+    tool(&g, "disk-snapshot", &["--no-freeze"], &created.stdout).expect(0);
+    g.instance(ZONE, "vm-1");
+    let attached = tool(&g, "disk-attach", &["--instance", "vm-1"], &created.stdout).expect(0);
+    let disks = g.state()["disks"].as_object().unwrap().len();
+    let r = tool(
+        &g,
+        "disk-create",
+        &["--from-snapshot", "latest"],
+        &attached.stdout,
+    )
+    .expect(1)
+    .record();
+    assert_eq!(r["error"]["code"], "original-attached", "{r}");
+    assert_eq!(
+        g.state()["disks"].as_object().unwrap().len(),
+        disks,
+        "nothing was made"
+    );
+    tool(&g, "disk-detach", &["--force"], &attached.stdout).expect(0);
+    let r = tool(
+        &g,
+        "disk-create",
+        &["--from-snapshot", "latest"],
+        &created.stdout,
+    )
+    .expect(0)
+    .record();
+    assert!(
+        r["disk"].as_str().unwrap().starts_with("data-0-restored-"),
+        "{r}"
+    );
+}

@@ -791,9 +791,11 @@ fn settle(
         .collect())
 }
 
-/// `disk-create --from-snapshot`: finds each placed record's snapshot
-/// (`latest`: the newest of its disk and deployment; an id: which must be of
-/// its disk), then makes the record name the new volume,
+/// `disk-create --from-snapshot`: refuses a record whose volume (the one
+/// the snapshot was taken of) is still attached (`original-attached`:
+/// nothing is made); finds each placed record's snapshot (`latest`: the
+/// newest of its disk and deployment; an id: which must be of its disk),
+/// then makes the record name the new volume,
 /// `<disk>-restored-<time>`, with `restored_from` and the snapshot's size;
 /// the old volume is left alone. A record whose snapshot is not found fails
 /// `no-such-snapshot`.
@@ -804,8 +806,28 @@ pub async fn restore_names(
     placed: &mut [Result<(), Failure>],
 ) {
     let mut listed: HashMap<String, Result<Vec<Snap>, Failure>> = HashMap::new();
-    for (r, placed) in records.iter_mut().zip(placed.iter_mut()) {
+    // The volumes the snapshots were taken of: one still attached is never
+    // restored beside (its copy would carry the same filesystem UUID).
+    let originals = volume::find_volumes(run, records, placed.to_vec()).await;
+    for ((r, placed), original) in records.iter_mut().zip(placed.iter_mut()).zip(originals) {
         if placed.is_err() {
+            continue;
+        }
+        if let Ok(f) = original
+            && let Some(a) = f
+                .vol
+                .attachments()
+                .iter()
+                .find(|a| a.state() != Some(&VolumeAttachmentState::Detached))
+        {
+            *placed = Err(Failure::new(
+                codes::ORIGINAL_ATTACHED,
+                format!(
+                    "{} is still attached to {}: a volume restored from its snapshot holds a filesystem with the same UUID, which must never be attached beside it; take it down first (scripts/down: unmount and detach it), then restore. Nothing was made",
+                    volume::what(&f.vol),
+                    a.instance_id().unwrap_or("?")
+                ),
+            ));
             continue;
         }
         let deployment = run.deployment_of(r);

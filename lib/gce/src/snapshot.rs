@@ -687,7 +687,9 @@ async fn clean_up(run: &Run, project: &str, name: &str, f: Failure) -> Failure {
     Failure::new(f.code, format!("{}; {more}", f.message))
 }
 
-/// `disk-create --from-snapshot`: finds each target's snapshot (`latest`:
+/// `disk-create --from-snapshot`: refuses a target whose disk (the one the
+/// snapshot was taken of) is still attached (`original-attached`: nothing
+/// is made); finds each target's snapshot (`latest`:
 /// the newest completed one of its disk and deployment; a name: which must
 /// be of its disk and deployment), then makes the record and its target
 /// name the new disk, `<disk>-restored-<time>`, with `restored_from` and
@@ -700,7 +702,24 @@ pub async fn restore_names(
     targets: &mut [Result<Target, Failure>],
 ) {
     let listed = list_all(run, targets.iter().flatten()).await;
-    for (r, target) in records.iter_mut().zip(targets.iter_mut()) {
+    // The disks the snapshots were taken of: one still attached is never
+    // restored beside (its copy would carry the same filesystem UUID).
+    let originals = disk::find_disks(run, targets).await;
+    for ((r, target), original) in records.iter_mut().zip(targets.iter_mut()).zip(originals) {
+        if let (Ok(t), Ok(Some((d, _)))) = (&*target, &original)
+            && !d.users.is_empty()
+        {
+            let f = Failure::new(
+                codes::ORIGINAL_ATTACHED,
+                format!(
+                    "disk {} is still attached to {}: a disk restored from its snapshot holds a filesystem with the same UUID, which must never be attached beside it; take it down first (scripts/down: unmount and detach it), then restore. Nothing was made",
+                    t.disk,
+                    d.users.join(", ")
+                ),
+            );
+            *target = Err(f);
+            continue;
+        }
         let Ok(t) = target else { continue };
         let found = of_disk(&listed, t).and_then(|snaps| {
             snaps

@@ -250,6 +250,9 @@ pub const SNAPSHOT_PENDING: &str = "snapshot-pending";
 pub const PRUNE_FAILED: &str = "prune-failed";
 /// The snapshot to restore from does not exist (or the disk has none).
 pub const NO_SUCH_SNAPSHOT: &str = "no-such-snapshot";
+/// The disk a snapshot was taken of is still attached: a disk restored
+/// from it would carry a filesystem of the same UUID beside it.
+pub const ORIGINAL_ATTACHED: &str = "original-attached";
 /// A local copy (a snapshot, a restored image) would take room a live
 /// disk image may still claim: not made.
 pub const NO_SPACE: &str = "no-space";
@@ -353,6 +356,7 @@ pub const ALL: &[&str] = &[
     SNAPSHOT_PENDING,
     PRUNE_FAILED,
     NO_SUCH_SNAPSHOT,
+    ORIGINAL_ATTACHED,
     NO_SPACE,
     FROZEN,
     PARENT_NOT_MOUNTED,

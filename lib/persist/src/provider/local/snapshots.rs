@@ -610,6 +610,20 @@ impl Local {
                 ),
             ));
         }
+        // Its restored copy would carry the same filesystem UUID: never
+        // beside the original on this node.
+        let original = self.dir.join(format!("{}.img", meta.disk));
+        if let Some(lo) = self.bound(&original)? {
+            return Err(Failure::new(
+                codes::ORIGINAL_ATTACHED,
+                format!(
+                    "{} (the disk snapshot {} was taken of) is still attached as {}: a disk restored from it holds a filesystem with the same UUID, which must never be attached beside it; take it down first (scripts/down: unmount and detach it), then restore. Nothing was made",
+                    original.display(),
+                    meta.id,
+                    lo.device.display()
+                ),
+            ));
+        }
         let name = format!("{}-restored-{}", meta.disk, Stamp(meta.ms).compact());
         rec.disk = Some(name.clone());
         rec.restored_from = Some(RestoredFrom {
