@@ -1734,3 +1734,87 @@ fn nested_mountpoints_mount_parents_first_and_unmount_children_first() {
     )
     .expect(0);
 }
+
+// ---------------------------------------------------------------------------
+// Odd input, round two
+
+/// Input is capped in all, not only per line: 24 records of 0.9 MiB (each
+/// under the 1 MiB line cap) are refused (exit 2) once 16 MiB is read. It
+/// was all read and held: 400 such lines took 402 MB.
+#[test]
+fn input_is_capped_in_all_not_only_per_line() {
+    let mut child = Command::new(bin("disk-ensure-fs"))
+        .arg("--check")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let line = format!("{{\"v\":1,\"x\":\"{}\"}}\n", "y".repeat(900 << 10));
+        for _ in 0..24 {
+            if stdin.write_all(line.as_bytes()).is_err() {
+                break;
+            }
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("more than 16 MiB of input"), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing done");
+}
+
+/// Mountpoints inside /home, /root, /var/log, /var/spool, /var/cache, /efi
+/// and /snap are refused (they were accepted), and so is one holding a
+/// control character: a tab, a carriage return or an escape reached fstab
+/// raw (a tab splits the line in two fields) and broke the tools' own
+/// reading of it.
+#[test]
+fn more_system_trees_and_control_characters_are_refused_as_mountpoints() {
+    require_root();
+    let t = TempDir::new("mp-rules-2");
+    let d = LoopDev::new(&t, "disk", 64);
+    mkfs_ext4(&d.device);
+    let mount = |mp: &str, check: bool| {
+        let fstab = t.s("fstab");
+        let mut args = vec![
+            "--fstab",
+            fstab.as_str(),
+            "--device",
+            &d.device,
+            "--mountpoint",
+            mp,
+        ];
+        if check {
+            args.insert(0, "--check");
+        }
+        run("disk-mount", &args, "")
+    };
+    for bad in [
+        "/home/appscale",
+        "/root/appscale",
+        "/var/log/appscale",
+        "/var/spool/appscale",
+        "/var/cache/appscale",
+        "/efi/appscale",
+        "/snap/appscale",
+    ] {
+        let r = mount(bad, true).expect(1);
+        assert_eq!(r.record()["error"]["code"], "bad-mountpoint", "{bad}");
+    }
+    for ctl in ["a\tb", "a\rb", "a\u{1b}b"] {
+        let mp = t.s(ctl);
+        let r = mount(&mp, false).expect(1);
+        assert_eq!(r.record()["error"]["code"], "bad-mountpoint", "{ctl:?}");
+        assert!(
+            !r.stderr.contains('\t'),
+            "escaped in messages: {}",
+            r.stderr
+        );
+        assert!(!t.join(ctl).exists(), "{ctl:?}: nothing made");
+    }
+    assert!(!t.join("fstab").exists(), "fstab untouched");
+}

@@ -52,11 +52,28 @@ const SYSTEM_DIRS: &[&str] = &[
     "/var/tmp",
 ];
 
-/// Trees nothing may be mounted anywhere inside: the system's own files,
-/// the kernel's virtual filesystems, and package state. (`/lib*` means every
-/// top-level directory whose name starts with `lib`.)
+/// Trees nothing may be mounted anywhere inside: the system's own files
+/// (the EFI partition and snaps included), the kernel's virtual
+/// filesystems, package state, logs, spools and caches, and users' homes.
+/// (`/lib*` means every top-level directory whose name starts with `lib`.)
 const SYSTEM_TREES: &[&str] = &[
-    "/etc", "/usr", "/boot", "/proc", "/sys", "/dev", "/run", "/bin", "/sbin", "/var/lib",
+    "/etc",
+    "/usr",
+    "/boot",
+    "/efi",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run",
+    "/bin",
+    "/sbin",
+    "/snap",
+    "/home",
+    "/root",
+    "/var/lib",
+    "/var/log",
+    "/var/spool",
+    "/var/cache",
 ];
 
 /// How long `mount` and `umount` may take. The kernel call cannot be
@@ -185,12 +202,15 @@ pub enum MountpointError {
     /// Not an absolute path.
     #[error("mountpoint `{0}` is not an absolute path")]
     NotAbsolute(String),
-    /// Holds `..` or `.` components, or is empty.
-    #[error("mountpoint `{0}` must be a plain absolute path, without `.` or `..`")]
+    /// Holds `..` or `.` components or a control character, or is empty.
+    #[error(
+        "mountpoint `{}` must be a plain absolute path, without `.`, `..` or control characters",
+        crate::log::escape_controls(.0)
+    )]
     NotPlain(String),
     /// A system directory, or inside a system tree.
     #[error(
-        "mountpoint `{0}` is a system directory or inside one (/etc, /usr, /boot, /proc, /sys, /dev, /run, /bin, /sbin, /lib*, /var/lib): mounting a data disk there would hide or break the system"
+        "mountpoint `{0}` is a system directory or inside one (/etc, /usr, /boot, /efi, /proc, /sys, /dev, /run, /bin, /sbin, /lib*, /snap, /home, /root, /var/lib, /var/log, /var/spool, /var/cache): mounting a data disk there would hide or break the system, or users' files"
     )]
     System(String),
     /// A component of the path is a symbolic link.
@@ -215,9 +235,11 @@ pub fn check_mountpoint(mountpoint: &str) -> Result<PathBuf, MountpointError> {
     if !p.is_absolute() {
         return Err(MountpointError::NotAbsolute(mountpoint.into()));
     }
+    // A control character (a tab, a carriage return, an escape) would
+    // reach fstab and the mount table raw, and break both.
     if p.components()
         .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
-        || mountpoint.contains('\n')
+        || mountpoint.chars().any(char::is_control)
     {
         return Err(MountpointError::NotPlain(mountpoint.into()));
     }
@@ -822,6 +844,13 @@ mod tests {
             "/var/lib/x",
             "/run/x",
             "/boot/efi2",
+            "/home/appscale",
+            "/root/data",
+            "/var/log/appscale",
+            "/var/spool/x",
+            "/var/cache/x",
+            "/efi/x",
+            "/snap/x",
         ] {
             assert!(
                 matches!(check_mountpoint(sys), Err(MountpointError::System(_))),
@@ -829,6 +858,12 @@ mod tests {
             );
         }
         assert!(check_mountpoint("/tmp/test dir/mnt").is_ok());
+        for ctl in ["/srv/a\tb", "/srv/a\rb", "/srv/a\u{1b}b", "/srv/a\u{7f}"] {
+            assert!(
+                matches!(check_mountpoint(ctl), Err(MountpointError::NotPlain(_))),
+                "{ctl:?}"
+            );
+        }
         assert!(check_mountpoint("/var/appscale").is_ok());
         assert!(check_mountpoint("/library/x").is_err(), "starts with lib");
         let dir = std::env::temp_dir().join(format!("mp-link-{}", std::process::id()));
