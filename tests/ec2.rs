@@ -2009,3 +2009,64 @@ fn a_grow_waits_out_modifying_and_a_failed_modification_is_resize_failed() {
     let msg = r["error"]["message"].as_str().unwrap();
     assert!(msg.contains("insufficient capacity"), "{msg}");
 }
+
+/// An unmount proof holds for the attachment it was made in: one made
+/// before the volume was attached as it is now (detached and attached
+/// again since: perhaps mounted again) is refused, however recent; it was
+/// taken for up to an hour.
+#[test]
+fn an_unmount_proof_is_tied_to_the_attachment_it_was_made_in() {
+    let moto = Server::moto();
+    let url = moto.url();
+    let a = instances(&moto, "us-east-1b", 1).remove(0);
+    let vol = moto
+        .ec2_admin(&["create-volume", "us-east-1b", "1"])
+        .as_str()
+        .unwrap()
+        .to_string();
+    let attached = tool(
+        &url,
+        "disk-attach",
+        &[
+            "--provider",
+            "ec2",
+            "--node",
+            "node-1",
+            "--disk",
+            &vol,
+            "--instance",
+            &a,
+        ],
+        "",
+    )
+    .expect(0)
+    .record();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // The node's word, as disk-unmount there stamps it.
+    let proven = |at: u64| {
+        let mut r = attached.clone();
+        r["state"] = json!("unmounted");
+        r["unmount_proof"] =
+            json!({"instance": a, "disk": vol, "device": "/dev/nvme1n1", "at": at});
+        ndjson(&[r])
+    };
+    // Made two minutes ago, before this attachment: of an earlier one.
+    let r = tool(&url, "disk-detach", &[], &proven(now - 120))
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "unmount-proof-stale", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("earlier attachment"),
+        "{r}"
+    );
+    assert_eq!(moto.ec2_admin(&["volume", &vol])["state"], "in-use");
+    // Made during it: taken.
+    tool(&url, "disk-detach", &[], &proven(now + 1)).expect(0);
+    assert_eq!(moto.ec2_admin(&["volume", &vol])["state"], "available");
+}

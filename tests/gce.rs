@@ -958,3 +958,51 @@ fn the_appscalefiles_project_is_used() {
     assert_eq!(with.record()["state"], "created", "{}", with.stderr);
     assert!(g.state().to_string().contains("proj-data"), "{}", g.state());
 }
+
+/// An unmount proof holds for the attachment it was made in
+/// (`lastAttachTimestamp`): one made before the disk was attached as it is
+/// now is refused, however recent; it was taken for up to an hour.
+#[test]
+fn an_unmount_proof_is_tied_to_the_attachment_it_was_made_in() {
+    let zone = "us-central1-a";
+    let g = Gce::new(zone);
+    let r = rec("node-0", "pd1");
+    g.tool("disk-create", &["--size", "1G"], &ndjson(&[r.clone()]))
+        .expect(0);
+    let attached = g
+        .tool("disk-attach", &["--instance", "vm-1"], &ndjson(&[r]))
+        .expect(0)
+        .record();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let proven = |at: u64| {
+        let mut r = attached.clone();
+        r["state"] = json!("unmounted");
+        r["unmount_proof"] =
+            json!({"instance": "vm-1", "disk": "pd1", "device": "/dev/sdb", "at": at});
+        ndjson(&[r])
+    };
+    let refused = g
+        .tool("disk-detach", &[], &proven(now - 120))
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&refused), "unmount-proof-stale", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("earlier attachment"),
+        "{refused}"
+    );
+    assert_eq!(
+        g.state()["disks"][format!("proj/{zone}/pd1")]["users"],
+        json!(["vm-1"])
+    );
+    g.tool("disk-detach", &[], &proven(now + 1)).expect(0);
+    assert_eq!(
+        g.state()["disks"][format!("proj/{zone}/pd1")]["users"],
+        json!([])
+    );
+}

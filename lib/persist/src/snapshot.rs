@@ -251,9 +251,10 @@ impl Stamp {
         Some(Stamp((days * 86_400 + h * 3600 + mi * 60 + s) * 1000 + ms))
     }
 
-    /// Reads back what [`Stamp::rfc3339`] writes
-    /// (`2026-11-27T02:35:12.123Z`, milliseconds optional); `None` for
-    /// anything else.
+    /// Reads an RFC 3339 time: what [`Stamp::rfc3339`] writes
+    /// (`2026-11-27T02:35:12.123Z`), and what the clouds write (any number
+    /// of fraction digits, none, or an offset: `2026-11-26T18:35:12.123-08:00`);
+    /// `None` for anything else.
     pub fn parse_rfc3339(t: &str) -> Option<Stamp> {
         let b = t.as_bytes();
         let num = |r: std::ops::Range<usize>| -> Option<u64> {
@@ -265,19 +266,37 @@ impl Stamp {
         let shape = b.len() >= 20
             && b[4] == b'-'
             && b[7] == b'-'
-            && b[10] == b'T'
+            && matches!(b[10], b'T' | b't')
             && b[13] == b':'
-            && b[16] == b':'
-            && b.last() == Some(&b'Z');
+            && b[16] == b':';
         if !shape {
             return None;
         }
-        let ms = match b.len() {
-            20 => 0,
-            24 if b[19] == b'.' => num(20..23)?,
+        let mut rest = &t[19..];
+        let mut ms = 0;
+        if let Some(frac) = rest.strip_prefix('.') {
+            let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 {
+                return None;
+            }
+            ms = format!("{:0<3}", &frac[..digits.min(3)]).parse().ok()?;
+            rest = &frac[digits..];
+        }
+        let offset_s: i64 = match rest {
+            "Z" | "z" => 0,
+            o if o.len() == 6 && o.as_bytes()[3] == b':' => {
+                let sign = match o.as_bytes()[0] {
+                    b'+' => 1,
+                    b'-' => -1,
+                    _ => return None,
+                };
+                let h: i64 = o[1..3].parse().ok()?;
+                let m: i64 = o[4..6].parse().ok()?;
+                sign * (h * 3600 + m * 60)
+            }
             _ => return None,
         };
-        Stamp::from_civil(
+        let local = Stamp::from_civil(
             num(0..4)? as i64,
             num(5..7)?,
             num(8..10)?,
@@ -285,7 +304,10 @@ impl Stamp {
             num(14..16)?,
             num(17..19)?,
             ms,
-        )
+        )?;
+        u64::try_from(local.0 as i64 - offset_s * 1000)
+            .ok()
+            .map(Stamp)
     }
 
     /// Reads back what [`Stamp::compact`] writes (`20261127T023512.123Z`);
@@ -371,6 +393,10 @@ mod tests {
             assert_eq!(Stamp::parse_rfc3339(&Stamp(t).rfc3339()), Some(Stamp(t)));
         }
         assert_eq!(
+            Stamp::parse_rfc3339("2026-11-26T18:35:12.123456-08:00"),
+            Some(Stamp(1_795_746_912_123))
+        );
+        assert_eq!(
             Stamp::parse_compact(&Stamp(1_795_746_912_123).compact()),
             Some(Stamp(1_795_746_912_123))
         );
@@ -383,7 +409,8 @@ mod tests {
             "",
             "2026-11-27",
             "2026-13-27T02:35:12Z",
-            "2026-11-27T02:35:12.1234Z",
+            "2026-11-27T02:35:12.Z",
+            "2026-11-27T02:35:12+0800",
             "x026-11-27T02:35:12Z",
         ] {
             assert_eq!(Stamp::parse_rfc3339(bad), None, "{bad}");
