@@ -58,6 +58,11 @@ const CORPUS: &[(&str, i32, &[&str])] = &[
     ),
     ("disk-duplicate.yaml", 1, &["error disk-duplicate 12:12"]),
     (
+        "disk-kernel-name.yaml",
+        0,
+        &["warning disk-kernel-name 6:12"],
+    ),
+    (
         "disk-name-invalid.yaml",
         1,
         &["error disk-name-invalid 10:12"],

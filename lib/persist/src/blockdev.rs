@@ -305,6 +305,52 @@ pub fn read_superblock(path: &Path) -> Result<Option<Superblock>, BlockError> {
     Ok(None)
 }
 
+/// Whether `path` is a kernel name (`/dev/sdb`, `/dev/vdb`, `/dev/nvme1n1`,
+/// `/dev/loop3`: directly under `/dev`), which the kernel gives in the
+/// order it finds devices: another disk may have it after a reboot, or
+/// once a disk is added. Links under `/dev/disk/by-*`, `/dev/mapper` or
+/// `/dev/md` name a device for good.
+pub fn is_kernel_name(path: &Path) -> bool {
+    path.parent() == Some(Path::new("/dev"))
+}
+
+/// The stable names udev gave `dev` in `by_id` (`/dev/disk/by-id`): the
+/// links there that lead to it (never to a partition of it), the most
+/// lasting first: a world-wide name (`wwn-`, `nvme-eui.`), then the
+/// transport's model and serial (`ata-`, `scsi-`, `nvme-`, `virtio-`,
+/// `usb-`), then any other.
+pub fn stable_names(dev: &Device, by_id: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(by_id) else {
+        return Vec::new();
+    };
+    let rank = |n: &str| {
+        let order = [
+            "wwn-",
+            "nvme-eui.",
+            "ata-",
+            "scsi-",
+            "nvme-",
+            "virtio-",
+            "usb-",
+        ];
+        order
+            .iter()
+            .position(|p| n.starts_with(p))
+            .unwrap_or(order.len())
+    };
+    let mut names: Vec<(usize, String, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let d = Device::open(&e.path()).ok()?;
+            ((d.major, d.minor) == (dev.major, dev.minor) && !n.contains("-part"))
+                .then(|| (rank(&n), n, e.path()))
+        })
+        .collect();
+    names.sort();
+    names.into_iter().map(|(_, _, p)| p).collect()
+}
+
 /// Runs `blkid -p` (low-level probe, no cache) on `path`.
 ///
 /// `Ok(None)` means blkid found nothing (its exit 2). That alone does not
