@@ -837,7 +837,11 @@ fn plan_prints_one_record_per_node_with_a_disk() {
             rec["provider"].as_str(),
             rec["disk"].as_str()
         ),
-        (Some("192.168.33.10"), Some("static"), Some("/dev/sdb"))
+        (
+            Some("192.168.33.10"),
+            Some("static"),
+            Some("/dev/disk/by-id/wwn-0x5000c500a1b2c3d4")
+        )
     );
 }
 
