@@ -156,3 +156,56 @@ fn a_broken_appscalefile_never_shows_its_secret() {
     );
     no_secret("disk-create --appscalefile (broken)", &refused);
 }
+
+/// An instance's metadata service answering 403 to every call (turned
+/// off, or a hop limit) is no reason to skip the AppScalefile's
+/// credentials: the AWS chain finds none there, and the file's are used.
+/// They were skipped (the chain's IMDS error ended the search).
+#[test]
+fn the_appscalefiles_credentials_are_used_when_the_metadata_service_answers_403() {
+    let moto = Server::moto();
+    let t = TempDir::new("settings-imds-403");
+    let file = appscalefile(&t, "AppScalefile", &moto.url(), "");
+    let imds = Server::python(
+        "fake_imds.py",
+        &["i-0123456789abcdef0", "us-east-1b", "--forbidden"],
+    );
+    let plan = run("appscalefile-lint", &["--plan", &file], "").expect(0);
+    moto.ec2_admin(&["record-start"]);
+    let mut cmd = Command::new(bin("disk-create"));
+    cmd.args(["-v", "--appscalefile", &file])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for k in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+        "AWS_EC2_METADATA_DISABLED",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd.env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url());
+    let mut child = cmd.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(plan.stdout.as_bytes())
+        .unwrap();
+    let created = finish(child.wait_with_output().unwrap());
+    no_secret("disk-create with IMDS answering 403", &created);
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    assert_eq!(
+        moto.ec2_admin(&["access-keys"]),
+        serde_json::json!([KEY_ID]),
+        "signed with the file's key"
+    );
+}

@@ -13,12 +13,12 @@ use appscale_persist::wait::Poll;
 use appscale_persist_cloudkit::{ApiError, Deadline, Fault, Unfinished, poll_until_with};
 use aws_config::BehaviorVersion;
 use aws_config::default_provider::credentials::DefaultCredentialsChain;
-use aws_config::meta::credentials::CredentialsProviderChain;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::http::HttpResponse;
-use aws_sdk_ec2::config::{Credentials, Region};
+use aws_sdk_ec2::config::{Credentials, ProvideCredentials, Region};
+use aws_sdk_ec2::error::DisplayErrorContext;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
     AttachmentLimitType, Filter, InstanceType, ResourceType, Tag, TagSpecification,
@@ -245,7 +245,8 @@ impl Api {
     /// Builds a client from the standard AWS configuration chain and `cfg`.
     ///
     /// Credentials: the AWS default chain (environment, profile, web
-    /// identity, container, instance role); when it finds none and
+    /// identity, container, instance role); when it gives none (finds none,
+    /// or fails: a metadata service answering 403) and
     /// `cfg.file_credentials` is set, those. The region: `cfg.region`, the
     /// chain's, else [`default_region`].
     pub async fn connect(cfg: &Config, zone_hint: Option<&str>) -> Result<Api, Failure> {
@@ -279,11 +280,23 @@ impl Api {
             if let Some(r) = &cfg.region {
                 chain = chain.region(Region::new(r.clone()));
             }
-            let from_file = Credentials::new(id, secret.expose(), None, None, "AppScalefile");
-            loader = loader.credentials_provider(
-                CredentialsProviderChain::first_try("default chain", chain.build().await)
-                    .or_else("AppScalefile EC2_ACCESS_KEY", from_file),
-            );
+            let chain = chain.build().await;
+            // Asked once, here: whatever keeps the chain from giving
+            // credentials (none configured, or a metadata service that
+            // answers 403, which ends the chain with an error rather than
+            // "none here") leaves the file's.
+            match chain.provide_credentials().await {
+                Ok(_) => loader = loader.credentials_provider(chain),
+                Err(e) => {
+                    trace(format_args!(
+                        "the AWS credential chain gave none ({}): using the AppScalefile's EC2_ACCESS_KEY",
+                        DisplayErrorContext(&e)
+                    ));
+                    let from_file =
+                        Credentials::new(id, secret.expose(), None, None, "AppScalefile");
+                    loader = loader.credentials_provider(from_file);
+                }
+            }
         }
         let sdk = loader.load().await;
         let mut conf = aws_sdk_ec2::config::Builder::from(&sdk);
