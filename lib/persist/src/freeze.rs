@@ -97,7 +97,7 @@ impl Marker {
 
     /// Whether its holder still runs.
     pub fn holder_alive(&self) -> bool {
-        start_time(self.pid) == Some(self.start)
+        crate::run::start_time(self.pid) == Some(self.start)
     }
 
     /// Records this process as freezing `mountpoint` (device `dev`).
@@ -106,7 +106,7 @@ impl Marker {
         let pid = std::process::id();
         let m = Marker {
             pid,
-            start: start_time(pid).unwrap_or(0),
+            start: crate::run::start_time(pid).unwrap_or(0),
             tool: log::tool().to_string(),
             mountpoint: mountpoint.to_path_buf(),
             dev,
@@ -136,16 +136,6 @@ impl Marker {
     fn holder(&self) -> String {
         format!("pid {} ({})", self.pid, self.tool)
     }
-}
-
-/// A process's start time (`/proc/PID/stat` field 22), `None` when it is
-/// gone.
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count
-    // from the last `)`.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Takes the node lock ([`NodeLock::take`]) and then, unless `check`,

@@ -706,7 +706,7 @@ pub fn reap_stale_temp_mounts(table: &Table, major: u64, minor: u64) {
         else {
             continue;
         };
-        if Path::new(&format!("/proc/{pid}")).exists() {
+        if crate::run::running(pid) {
             continue;
         }
         crate::log::warn(format_args!(

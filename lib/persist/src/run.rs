@@ -430,6 +430,31 @@ fn install_hint(program: &str) -> String {
     format!(": install the {package} package")
 }
 
+/// Whether the process `pid` still runs: it exists and is not a zombie (a
+/// process killed, not yet reaped, holds nothing any more).
+pub fn running(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|(state, _)| !matches!(state, 'Z' | 'X' | 'x'))
+}
+
+/// When the process `pid` started (`/proc/PID/stat` field 22, clock ticks
+/// since boot), while it runs ([`running`]): with its pid, it names one
+/// process even once the pid is reused.
+pub fn start_time(pid: u32) -> Option<u64> {
+    proc_stat(pid)
+        .filter(|(state, _)| !matches!(state, 'Z' | 'X' | 'x'))
+        .map(|(_, start)| start)
+}
+
+/// The state letter and start time of `/proc/PID/stat`.
+fn proc_stat(pid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count
+    // from the last `)`.
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    Some((state, rest.nth(18)?.parse().ok()?))
+}
+
 /// Quotes a word for display when it holds anything a shell would split on.
 fn shell_word(s: &str) -> String {
     if !s.is_empty()
@@ -492,6 +517,21 @@ mod tests {
             .run()
             .unwrap();
         assert_eq!(out.stdout, "done\n");
+    }
+
+    #[test]
+    fn a_process_runs_until_it_is_reaped_or_a_zombie() {
+        let me = std::process::id();
+        assert!(running(me));
+        assert!(start_time(me).is_some());
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited, not reaped: a zombie.
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!running(pid), "a zombie does not run");
+        assert_eq!(start_time(pid), None);
+        child.wait().unwrap();
+        assert!(!running(pid));
     }
 
     #[test]

@@ -225,6 +225,14 @@ impl Local {
                         ),
                     ));
                 }
+                // Grown by a run stopped before its loop device was
+                // refreshed: the device still shows the old size.
+                if self.grow
+                    && let Some(lo) = self.bound(&image)?
+                    && loopdev::size(&lo).is_some_and(|n| n < meta.len())
+                {
+                    return self.refresh(&image, &lo, Size(meta.len()), cx);
+                }
                 Ok(Outcome::unchanged(
                     State::Created,
                     format!("image {} exists ({})", image.display(), Size(meta.len())),
@@ -332,6 +340,36 @@ impl Local {
                 bound
                     .map(|l| format!(", {} refreshed", l.device.display()))
                     .unwrap_or_default()
+            ),
+        ))
+    }
+
+    /// Refreshes the loop device bound to `image`, which shows less than
+    /// the image's `size` (an image grown by a run stopped before it
+    /// refreshed the device).
+    fn refresh(&self, image: &Path, lo: &Loop, size: Size, cx: Ctx) -> StepResult {
+        if cx.check {
+            return Ok(Outcome::changed(
+                State::Created,
+                format!(
+                    "would refresh {} to the size of {} ({size})",
+                    lo.device.display(),
+                    image.display()
+                ),
+            ));
+        }
+        loopdev::refresh_capacity(lo, size.bytes()).map_err(|e| {
+            Failure::new(
+                codes::RESIZE_FAILED,
+                format!("refreshing {}: {e}", lo.device.display()),
+            )
+        })?;
+        Ok(Outcome::changed(
+            State::Created,
+            format!(
+                "image {} is {size}: {} refreshed to it",
+                image.display(),
+                lo.device.display()
             ),
         ))
     }
@@ -581,8 +619,7 @@ fn reap_temporaries(dir: &Path) {
             .and_then(|r| r.strip_suffix(".tmp"))
             .and_then(|r| r.rsplit_once('.'))
             .and_then(|(_, p)| p.parse::<u32>().ok());
-        if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists())
-            && e.file_type().is_ok_and(|t| t.is_file())
+        if pid.is_some_and(|p| !crate::run::running(p)) && e.file_type().is_ok_and(|t| t.is_file())
         {
             crate::log::warn(format_args!(
                 "removing {}, left by a run that was stopped",

@@ -497,6 +497,9 @@ impl EnsureFs {
             .by_device(g.dev.major, g.dev.minor)
             .first()
             .map(|m| m.target.clone());
+        if mounted.is_none() {
+            discover::wait_unheld(&g.dev)?;
+        }
         match (fstype, mounted) {
             (_, Some(at)) => filesystem::grow(path, fstype, Some(&at)).map_err(|e| failed(&e)),
             (FsType::Ext4, None) => filesystem::grow(path, fstype, None).map_err(|e| failed(&e)),

@@ -567,6 +567,8 @@ impl Mount {
         })?;
         // From here on, any failure takes back what this run did.
         let undo = |f: Failure| -> Failure { undo(f, &before, &dev, &created) };
+        // A resize2fs or mkfs a stopped run left running finishes first.
+        discover::wait_unheld(&dev).map_err(undo)?;
         let mut notes = Vec::new();
         // A filesystem this node just made, and left clean, has nothing for
         // fsck to find; anything done to it since shows in its superblock.
