@@ -168,8 +168,9 @@ pub struct CreateArgs {
     /// Make a new disk from this snapshot (an id from `disk-snapshot`, or
     /// `latest`: the record's disk's newest of its deployment) instead of a
     /// blank one. The new disk has a name of its own, which the record then
-    /// carries (with `restored_from`); the record's old disk is kept
-    /// (docs/backup.md). Local, EC2 and GCE.
+    /// carries (with `restored_from`); the record's old disk is kept, and
+    /// must not be attached (its copy's filesystem has the same UUID:
+    /// original-attached, nothing made; docs/backup.md). Local, EC2 and GCE.
     #[arg(long, value_name = "ID|latest", help_heading = "Create")]
     pub from_snapshot: Option<String>,
 }
