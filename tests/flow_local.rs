@@ -665,9 +665,9 @@ fn a_killed_backup_converges_on_rerun_with_nothing_frozen_or_left() {
         }
         assert_not_frozen(&d, &what);
         assert_nothing_left(&d, &what);
-        for n in 0..2 {
+        for (n, data) in data.iter().enumerate() {
             assert!(
-                std::fs::read(d.mnt(n).join("precious")).unwrap() == data[n],
+                std::fs::read(d.mnt(n).join("precious")).unwrap() == *data,
                 "{what}"
             );
         }
@@ -766,14 +766,14 @@ fn a_killed_grow_converges_on_rerun_with_the_filesystem_whole() {
         assert!(!status.success(), "{what}: killed");
         let r = d.flow_with("up", &["--grow"]);
         assert_eq!(r.code, 0, "{what}: rerun: {}", r.stderr);
-        for n in 0..2 {
+        for (n, data) in data.iter().enumerate() {
             let st = nix::sys::statvfs::statvfs(&d.mnt(n)).unwrap();
             assert!(
                 st.blocks() * st.fragment_size() > 40 << 30,
                 "{what}: node {n} grown"
             );
             assert!(
-                std::fs::read(d.mnt(n).join("precious")).unwrap() == data[n],
+                std::fs::read(d.mnt(n).join("precious")).unwrap() == *data,
                 "{what}"
             );
         }

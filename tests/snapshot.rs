@@ -745,7 +745,7 @@ fn a_snapshot_never_takes_the_room_a_live_image_may_still_claim() {
         &[("APPSCALE_PERSIST_SNAPSHOT_DIR", elsewhere.as_str())],
     )
     .expect(0);
-    assert_eq!(ids(&listed.records()), [id.clone()]);
+    assert_eq!(ids(&listed.records()), std::slice::from_ref(&id));
     // A restore into the small filesystem would not fit beside the image.
     let r = run(
         "disk-create",

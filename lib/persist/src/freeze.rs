@@ -253,7 +253,11 @@ pub fn frozen(dev: &Device, rw: bool) -> Option<String> {
 
 /// The mountpoints this process has frozen and not yet thawed, with an open
 /// directory on each (a thaw needs one).
-static FROZEN: Mutex<Vec<(PathBuf, File, (u64, u64))>> = Mutex::new(Vec::new());
+static FROZEN: Mutex<Vec<Held>> = Mutex::new(Vec::new());
+
+/// A freeze this process holds: the mountpoint, a directory open on it,
+/// and its device (major, minor), whose [`Marker`] records it.
+type Held = (PathBuf, File, (u64, u64));
 
 nix::ioctl_readwrite_bad!(
     /// `FIFREEZE`: freeze the filesystem the descriptor is on.
