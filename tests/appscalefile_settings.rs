@@ -29,6 +29,12 @@ fn appscalefile(t: &TempDir, name: &str, endpoint: &str, extra: &str) -> String 
 /// Runs a tool with no AWS credentials, region, endpoint or profile in its
 /// environment: whatever it reaches, it reaches through the AppScalefile.
 fn bare(tool: &str, args: &[&str], input: &str) -> Run {
+    bare_with_imds(tool, args, input, None)
+}
+
+/// [`bare`], with the metadata service at `imds` (else none: no instance
+/// role to find here, and no network to look for one).
+fn bare_with_imds(tool: &str, args: &[&str], input: &str, imds: Option<&str>) -> Run {
     let mut cmd = Command::new(bin(tool));
     cmd.args(args)
         .stdin(Stdio::piped())
@@ -46,13 +52,16 @@ fn bare(tool: &str, args: &[&str], input: &str) -> Run {
         "AWS_WEB_IDENTITY_TOKEN_FILE",
         "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
         "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_EC2_METADATA_DISABLED",
     ] {
         cmd.env_remove(k);
     }
     cmd.env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        // No instance role to find here (and no network to look for one).
-        .env("AWS_EC2_METADATA_DISABLED", "true");
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+    match imds {
+        Some(url) => cmd.env("AWS_EC2_METADATA_SERVICE_ENDPOINT", url),
+        None => cmd.env("AWS_EC2_METADATA_DISABLED", "true"),
+    };
     let mut child = cmd.spawn().unwrap();
     use std::io::Write;
     child
@@ -172,35 +181,12 @@ fn the_appscalefiles_credentials_are_used_when_the_metadata_service_answers_403(
     );
     let plan = run("appscalefile-lint", &["--plan", &file], "").expect(0);
     moto.ec2_admin(&["record-start"]);
-    let mut cmd = Command::new(bin("disk-create"));
-    cmd.args(["-v", "--appscalefile", &file])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for k in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_PROFILE",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "AWS_ENDPOINT_URL",
-        "AWS_EC2_METADATA_DISABLED",
-    ] {
-        cmd.env_remove(k);
-    }
-    cmd.env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url());
-    let mut child = cmd.spawn().unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(plan.stdout.as_bytes())
-        .unwrap();
-    let created = finish(child.wait_with_output().unwrap());
+    let created = bare_with_imds(
+        "disk-create",
+        &["-v", "--appscalefile", &file],
+        &plan.stdout,
+        Some(&imds.url()),
+    );
     no_secret("disk-create with IMDS answering 403", &created);
     assert_eq!(created.code, 0, "{}", created.stderr);
     assert_eq!(

@@ -762,6 +762,27 @@ fn in_deployment(mut r: Value, deployment: &str) -> Value {
     r
 }
 
+/// disk-attach of the volume `vol` (node-1's, by id) to `instance`, from a
+/// controller.
+fn attach_volume(url: &str, vol: &str, instance: &str) -> Run {
+    tool(
+        url,
+        "disk-attach",
+        &[
+            "--provider",
+            "ec2",
+            "--node",
+            "node-1",
+            "--disk",
+            vol,
+            "--instance",
+            instance,
+        ],
+        "",
+    )
+    .expect(0)
+}
+
 fn error_code(r: &Value) -> &str {
     r["error"]["code"].as_str().unwrap_or("none")
 }
@@ -1180,23 +1201,7 @@ fn detaching_from_elsewhere_needs_the_nodes_unmount_proof() {
     let mnt = t.s("mnt");
     // The controller attaches to instance a; the node (this machine, with
     // the stand-in device) formats and mounts.
-    let attached = tool(
-        &url,
-        "disk-attach",
-        &[
-            "--provider",
-            "ec2",
-            "--node",
-            "node-1",
-            "--disk",
-            &vol,
-            "--instance",
-            &a,
-        ],
-        "",
-    )
-    .expect(0)
-    .stdout;
+    let attached = attach_volume(&url, &vol, &a).stdout;
     let node_env = |imds: &Server| {
         vec![
             ("APPSCALE_PERSIST_DEV_ROOT".to_string(), root.clone()),
@@ -1272,22 +1277,7 @@ fn detaching_from_elsewhere_needs_the_nodes_unmount_proof() {
     assert_eq!(moto.ec2_admin(&["volume", &vol])["state"], "available");
 
     // --force detaches without proof, and says what it risks.
-    tool(
-        &url,
-        "disk-attach",
-        &[
-            "--provider",
-            "ec2",
-            "--node",
-            "node-1",
-            "--disk",
-            &vol,
-            "--instance",
-            &a,
-        ],
-        "",
-    )
-    .expect(0);
+    attach_volume(&url, &vol, &a);
     let r = from_controller(&mounted, &["--force"]).expect(0);
     assert!(
         r.stderr.contains("--force") && r.stderr.contains("not flushed"),
@@ -2024,23 +2014,7 @@ fn an_unmount_proof_is_tied_to_the_attachment_it_was_made_in() {
         .as_str()
         .unwrap()
         .to_string();
-    let attached = tool(
-        &url,
-        "disk-attach",
-        &[
-            "--provider",
-            "ec2",
-            "--node",
-            "node-1",
-            "--disk",
-            &vol,
-            "--instance",
-            &a,
-        ],
-        "",
-    )
-    .expect(0)
-    .record();
+    let attached = attach_volume(&url, &vol, &a).record();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
