@@ -2015,18 +2015,8 @@ fn an_unmount_proof_is_tied_to_the_attachment_it_was_made_in() {
         .unwrap()
         .to_string();
     let attached = attach_volume(&url, &vol, &a).record();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    // The node's word, as disk-unmount there stamps it.
-    let proven = |at: u64| {
-        let mut r = attached.clone();
-        r["state"] = json!("unmounted");
-        r["unmount_proof"] =
-            json!({"instance": a, "disk": vol, "device": "/dev/nvme1n1", "at": at});
-        ndjson(&[r])
-    };
+    let now = now_secs();
+    let proven = |at: u64| unmount_proven(&attached, &a, &vol, at);
     // Made two minutes ago, before this attachment: of an earlier one.
     let r = tool(&url, "disk-detach", &[], &proven(now - 120))
         .expect(1)

@@ -973,17 +973,8 @@ fn an_unmount_proof_is_tied_to_the_attachment_it_was_made_in() {
         .tool("disk-attach", &["--instance", "vm-1"], &ndjson(&[r]))
         .expect(0)
         .record();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let proven = |at: u64| {
-        let mut r = attached.clone();
-        r["state"] = json!("unmounted");
-        r["unmount_proof"] =
-            json!({"instance": "vm-1", "disk": "pd1", "device": "/dev/sdb", "at": at});
-        ndjson(&[r])
-    };
+    let now = now_secs();
+    let proven = |at: u64| unmount_proven(&attached, "vm-1", "pd1", at);
     let refused = g
         .tool("disk-detach", &[], &proven(now - 120))
         .expect(1)

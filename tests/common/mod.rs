@@ -772,3 +772,21 @@ pub fn pruned_sorted(r: &Value) -> Vec<String> {
     pruned.sort();
     pruned
 }
+
+/// Seconds since the Unix epoch, now.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `rec`, unmounted, carrying the node's word that it let go of `disk` on
+/// `instance` at `at` (as disk-unmount there stamps it), as NDJSON.
+pub fn unmount_proven(rec: &Value, instance: &str, disk: &str, at: u64) -> String {
+    let mut r = rec.clone();
+    r["state"] = serde_json::json!("unmounted");
+    r["unmount_proof"] =
+        serde_json::json!({"instance": instance, "disk": disk, "device": "/dev/sdb", "at": at});
+    ndjson(&[r])
+}
