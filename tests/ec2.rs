@@ -738,6 +738,27 @@ fn in_deployment(mut r: Value, deployment: &str) -> Value {
     r
 }
 
+/// disk-attach of the volume `vol` (node-1's, by id) to `instance`, from a
+/// controller.
+fn attach_volume(url: &str, vol: &str, instance: &str) -> Run {
+    tool(
+        url,
+        "disk-attach",
+        &[
+            "--provider",
+            "ec2",
+            "--node",
+            "node-1",
+            "--disk",
+            vol,
+            "--instance",
+            instance,
+        ],
+        "",
+    )
+    .expect(0)
+}
+
 fn error_code(r: &Value) -> &str {
     r["error"]["code"].as_str().unwrap_or("none")
 }
@@ -1156,23 +1177,7 @@ fn detaching_from_elsewhere_needs_the_nodes_unmount_proof() {
     let mnt = t.s("mnt");
     // The controller attaches to instance a; the node (this machine, with
     // the stand-in device) formats and mounts.
-    let attached = tool(
-        &url,
-        "disk-attach",
-        &[
-            "--provider",
-            "ec2",
-            "--node",
-            "node-1",
-            "--disk",
-            &vol,
-            "--instance",
-            &a,
-        ],
-        "",
-    )
-    .expect(0)
-    .stdout;
+    let attached = attach_volume(&url, &vol, &a).stdout;
     let node_env = |imds: &Server| {
         vec![
             ("APPSCALE_PERSIST_DEV_ROOT".to_string(), root.clone()),
@@ -1248,22 +1253,7 @@ fn detaching_from_elsewhere_needs_the_nodes_unmount_proof() {
     assert_eq!(moto.ec2_admin(&["volume", &vol])["state"], "available");
 
     // --force detaches without proof, and says what it risks.
-    tool(
-        &url,
-        "disk-attach",
-        &[
-            "--provider",
-            "ec2",
-            "--node",
-            "node-1",
-            "--disk",
-            &vol,
-            "--instance",
-            &a,
-        ],
-        "",
-    )
-    .expect(0);
+    attach_volume(&url, &vol, &a);
     let r = from_controller(&mounted, &["--force"]).expect(0);
     assert!(
         r.stderr.contains("--force") && r.stderr.contains("not flushed"),
@@ -2543,4 +2533,39 @@ fn each_tools_documented_iam_policy_is_what_it_calls() {
         .expect(0);
     });
     hold_to(&["DiskDetach"], &detach);
+}
+
+/// An unmount proof holds for the attachment it was made in: one made
+/// before the volume was attached as it is now (detached and attached
+/// again since: perhaps mounted again) is refused, however recent; it was
+/// taken for up to an hour.
+#[test]
+fn an_unmount_proof_is_tied_to_the_attachment_it_was_made_in() {
+    let moto = Server::moto();
+    let url = moto.url();
+    let a = instances(&moto, "us-east-1b", 1).remove(0);
+    let vol = moto
+        .ec2_admin(&["create-volume", "us-east-1b", "1"])
+        .as_str()
+        .unwrap()
+        .to_string();
+    let attached = attach_volume(&url, &vol, &a).record();
+    let now = now_secs();
+    let proven = |at: u64| unmount_proven(&attached, &a, &vol, at);
+    // Made two minutes ago, before this attachment: of an earlier one.
+    let r = tool(&url, "disk-detach", &[], &proven(now - 120))
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&r), "unmount-proof-stale", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("earlier attachment"),
+        "{r}"
+    );
+    assert_eq!(moto.ec2_admin(&["volume", &vol])["state"], "in-use");
+    // Made during it: taken.
+    tool(&url, "disk-detach", &[], &proven(now + 1)).expect(0);
+    assert_eq!(moto.ec2_admin(&["volume", &vol])["state"], "available");
 }

@@ -860,3 +860,145 @@ fn every_page_of_snapshots_is_followed() {
     want.sort();
     assert_eq!(pruned_sorted(&r), want, "{r}");
 }
+
+/// Only snapshots disk-snapshot took (every tag it puts on one: the
+/// deployment, node, disk, time and tool) are counted, listed, pruned or
+/// restored from: one made by hand, or by another tool, tagged with the
+/// deployment and disk alone, is left alone. Before, it counted (as the
+/// oldest: it has no time tag) and was pruned first.
+#[test]
+fn retention_never_counts_or_deletes_a_snapshot_it_did_not_make() {
+    let moto = Server::moto();
+    let url = moto.url();
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let created = tool(&url, "disk-create", &["--size", "1G"], &input).expect(0);
+    let vol = created.record()["disk_id"].as_str().unwrap().to_string();
+    let by_hand = moto.ec2_admin(&[
+        "create-snapshot",
+        &vol,
+        &json!({"appscale-persist:deployment": "snaps", "appscale-persist:disk": "data-0"})
+            .to_string(),
+    ]);
+    let by_hand = by_hand.as_str().unwrap().to_string();
+    let other_tool = moto.ec2_admin(&[
+        "create-snapshot",
+        &vol,
+        &json!({"appscale-persist:deployment": "snaps", "appscale-persist:disk": "data-0",
+                "appscale-persist:node": "node-0", "appscale-persist:time": "2020-01-01T00:00:00.000Z",
+                "appscale-persist:tool": "backup.sh"})
+        .to_string(),
+    ]);
+    let other_tool = other_tool.as_str().unwrap().to_string();
+    let mut ours = Vec::new();
+    for _ in 0..2 {
+        let r = tool(&url, "disk-snapshot", &["--keep", "1"], &created.stdout)
+            .expect(0)
+            .record();
+        ours.push(r["snapshot"]["id"].as_str().unwrap().to_string());
+        assert!(
+            pruned_sorted(&r).iter().all(|p| ours.contains(p)),
+            "only ours is pruned: {r}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let all = moto.ec2_admin(&["snapshots"]);
+    for theirs in [&by_hand, &other_tool] {
+        assert!(all.get(theirs.as_str()).is_some(), "{theirs} kept: {all}");
+    }
+    assert!(
+        all.get(ours[0].as_str()).is_none(),
+        "the older of ours pruned"
+    );
+    let listed = tool(&url, "disk-snapshot", &["--list"], &created.stdout)
+        .expect(0)
+        .records();
+    assert_eq!(ids(&listed), [ours[1].clone()], "theirs is not listed");
+    let r = tool(
+        &url,
+        "disk-create",
+        &["--from-snapshot", &by_hand],
+        &created.stdout,
+    )
+    .expect(1)
+    .record();
+    assert_eq!(r["error"]["code"], "no-such-snapshot", "{r}");
+}
+
+/// On its node, a volume whose filesystem was lazily unmounted but is still
+/// in use (written to, with no mountpoint to freeze it through) is refused
+/// (`freeze-failed`) unless --no-freeze; it was taken as `not-mounted`.
+#[test]
+fn a_lazily_unmounted_live_volume_is_not_snapshotted_unfrozen() {
+    let n = Node::new("snap-ec2-lazy");
+    let mut holder = Command::new("sleep")
+        .arg("60")
+        .current_dir(&n.mnt)
+        .spawn()
+        .unwrap();
+    sh_ok(&["umount", "--lazy", n.mnt.to_str().unwrap()]);
+    let r = n.snapshot(&[]);
+    let forced = n.snapshot(&["--no-freeze"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let rec = r.record();
+    assert_eq!(rec["error"]["code"], "freeze-failed", "{rec}");
+    assert!(
+        rec["error"]["message"].as_str().unwrap().contains("sleep"),
+        "{rec}"
+    );
+    assert_eq!(forced.code, 0, "{}", forced.stderr);
+    assert_eq!(forced.record()["snapshot"]["freeze"], "not-frozen");
+}
+
+/// `disk-create --from-snapshot` of a volume still attached to an instance
+/// is refused before anything is made (`original-attached`): the restored
+/// volume would carry a filesystem of the same UUID, and an attachment
+/// survives a reboot. Detached, the restore goes ahead.
+#[test]
+fn a_restore_beside_its_attached_original_is_refused() {
+    let moto = Server::moto();
+    let url = moto.url();
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let created = tool(&url, "disk-create", &["--size", "1G"], &input).expect(0);
+    let vol = created.record()["disk_id"].as_str().unwrap().to_string();
+    let snap = tool(&url, "disk-snapshot", &["--wait"], &created.stdout)
+        .expect(0)
+        .record();
+    let inst = moto.ec2_admin(&["run-instances", "us-east-1b", "1"])[0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    moto.ec2_admin(&["attach", &vol, &inst, "/dev/sdf"]);
+    let restored_name = || {
+        let t = snap["snapshot"]["time"].as_str().unwrap();
+        let compact: String = t.chars().filter(|c| *c != '-' && *c != ':').collect();
+        format!("data-0-restored-{compact}")
+    };
+    let r = tool(
+        &url,
+        "disk-create",
+        &["--from-snapshot", "latest"],
+        &created.stdout,
+    )
+    .expect(1)
+    .record();
+    assert_eq!(r["error"]["code"], "original-attached", "{r}");
+    assert!(
+        moto.ec2_admin(&["named", &restored_name()])
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "nothing was made"
+    );
+    tool(&url, "disk-detach", &["--force"], &created.stdout).expect(0);
+    let r = tool(
+        &url,
+        "disk-create",
+        &["--from-snapshot", "latest"],
+        &created.stdout,
+    )
+    .expect(0)
+    .record();
+    assert_eq!(r["disk"], restored_name().as_str(), "{r}");
+}

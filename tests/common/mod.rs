@@ -219,6 +219,10 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // Loops first, while their backing files' paths still show under
+        // the directory (a filesystem lazily unmounted shows them from its
+        // own root): a busy one is set to go once its user lets go.
+        detach_loops_under(&self.path);
         unmount_under(&self.path);
         detach_loops_under(&self.path);
         let _ = std::fs::remove_dir_all(&self.path);
@@ -787,6 +791,51 @@ pub fn accepts_writes(dir: &Path, secs: u64) -> bool {
 /// `signals` 2, SIGINT right after (a different signal: two pending SIGTERMs
 /// would be one); returns its run, stderr whole.
 pub fn signalled_at(cmd: Command, input: &str, marker: &str, signals: usize) -> Run {
+    use nix::sys::signal::Signal;
+    let sigs = [Signal::SIGTERM, Signal::SIGINT];
+    signals_at(
+        cmd,
+        input,
+        marker,
+        std::time::Duration::ZERO,
+        &sigs[..signals],
+    )
+}
+
+/// Runs `cmd` with `input` on stdin and, `after` a stderr line contains
+/// `marker`, sends it `signals` one after the other (SIGKILL: killed where
+/// it stands); returns its run, stderr whole.
+pub fn signals_at(
+    cmd: Command,
+    input: &str,
+    marker: &str,
+    after: std::time::Duration,
+    signals: &[nix::sys::signal::Signal],
+) -> Run {
+    signals_to(cmd, false, input, marker, after, signals)
+}
+
+/// [`signals_at`], the signals sent to the whole process group `cmd` is
+/// made to lead, as a Ctrl-C at a terminal is.
+pub fn group_signals_at(
+    mut cmd: Command,
+    input: &str,
+    marker: &str,
+    after: std::time::Duration,
+    signals: &[nix::sys::signal::Signal],
+) -> Run {
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    signals_to(cmd, true, input, marker, after, signals)
+}
+
+fn signals_to(
+    cmd: Command,
+    group: bool,
+    input: &str,
+    marker: &str,
+    after: std::time::Duration,
+    signals: &[nix::sys::signal::Signal],
+) -> Run {
     use std::io::BufRead;
     let mut child = start(cmd, input);
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
@@ -796,10 +845,12 @@ pub fn signalled_at(cmd: Command, input: &str, marker: &str, signals: usize) -> 
         seen.push_str(&line);
         seen.push('\n');
         if line.contains(marker) {
-            use nix::sys::signal::{Signal, kill};
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            for sig in [Signal::SIGTERM, Signal::SIGINT].into_iter().take(signals) {
-                kill(pid, sig).unwrap();
+            std::thread::sleep(after);
+            // A negative pid: the whole process group (of a `cmd` started
+            // with `process_group(0)`, as a terminal's Ctrl-C reaches it).
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32 * if group { -1 } else { 1 });
+            for sig in signals {
+                nix::sys::signal::kill(pid, *sig).unwrap();
             }
             break;
         }
@@ -823,14 +874,33 @@ pub fn ids(recs: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// A record's `snapshot.pruned`, sorted.
+/// A record's `snapshot.pruned`, sorted (empty when it has none).
 pub fn pruned_sorted(r: &Value) -> Vec<String> {
     let mut pruned: Vec<String> = r["snapshot"]["pruned"]
         .as_array()
-        .unwrap()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
     pruned.sort();
     pruned
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `rec`, unmounted, carrying the node's word that it let go of `disk` on
+/// `instance` at `at` (as disk-unmount there stamps it), as NDJSON.
+pub fn unmount_proven(rec: &Value, instance: &str, disk: &str, at: u64) -> String {
+    let mut r = rec.clone();
+    r["state"] = serde_json::json!("unmounted");
+    r["unmount_proof"] =
+        serde_json::json!({"instance": instance, "disk": disk, "device": "/dev/sdb", "at": at});
+    ndjson(&[r])
 }

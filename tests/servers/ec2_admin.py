@@ -5,6 +5,7 @@ Usage: ec2_admin.py ENDPOINT COMMAND ARGS...   (prints JSON)
   create-volume ZONE GIB [NAME]   a volume id
   create-volume-with JSON         a volume id (JSON: CreateVolume's arguments)
   attach VOLUME INSTANCE DEVICE
+  create-snapshot VOLUME JSON     a snapshot id (JSON: its tags, {key: value})
   volume ID                       {id, state, zone, size, type, encrypted,
                                   kms_key, iops, throughput, attachments, tags}
   named NAME                      volume ids tagged Name=NAME
@@ -53,6 +54,10 @@ def main():
         out = ec2.create_volume(**kw)["VolumeId"]
     elif command == "create-volume-with":
         out = ec2.create_volume(**json.loads(args[0]))["VolumeId"]
+    elif command == "create-snapshot":
+        tags = [{"Key": k, "Value": v} for k, v in json.loads(args[1]).items()]
+        kw = {"TagSpecifications": [{"ResourceType": "snapshot", "Tags": tags}]} if tags else {}
+        out = ec2.create_snapshot(VolumeId=args[0], **kw)["SnapshotId"]
     elif command == "attach":
         ec2.attach_volume(VolumeId=args[0], InstanceId=args[1], Device=args[2])
         out = "ok"

@@ -26,7 +26,6 @@ use appscale_persist::record::{ProviderKind, Record};
 use appscale_persist::step::Failure;
 use aws_config::BehaviorVersion;
 use aws_config::default_provider::credentials::DefaultCredentialsChain;
-use aws_config::meta::credentials::CredentialsProviderChain;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_ec2::Client;
@@ -218,11 +217,23 @@ impl Api {
             if let Some(r) = &cfg.region {
                 chain = chain.region(Region::new(r.clone()));
             }
-            let from_file = Credentials::new(id, secret.expose(), None, None, "AppScalefile");
-            loader = loader.credentials_provider(
-                CredentialsProviderChain::first_try("default chain", chain.build().await)
-                    .or_else("AppScalefile EC2_ACCESS_KEY", from_file),
-            );
+            let chain = chain.build().await;
+            // Asked once, here: whatever keeps the chain from giving
+            // credentials (none configured, or a metadata service that
+            // answers 403, which ends the chain with an error rather than
+            // "none here") leaves the file's.
+            match chain.provide_credentials().await {
+                Ok(_) => loader = loader.credentials_provider(chain),
+                Err(e) => {
+                    log::debug(format_args!(
+                        "the AWS credential chain gave none ({}): using the AppScalefile's EC2_ACCESS_KEY",
+                        error_chain(&e)
+                    ));
+                    let from_file =
+                        Credentials::new(id, secret.expose(), None, None, "AppScalefile");
+                    loader = loader.credentials_provider(from_file);
+                }
+            }
         }
         let sdk = loader.load().await;
         let chain = if cfg.region.is_none() {

@@ -149,14 +149,12 @@ fn plan(run: &Run, r: &mut Record, f: Found) -> Result<DetachPlan, Failure> {
             instance: attached_to,
         });
     }
-    let grounds = kit::may_detach(
-        r,
-        &vol,
-        &attached_to,
-        a.device(),
-        run.cfg.on_node,
-        run.cfg.force,
-    )?;
+    let attached = appscale_persist::release::Attachment {
+        instance: &attached_to,
+        device: a.device(),
+        since: a.attach_time().map(|t| t.secs().max(0) as u64),
+    };
+    let grounds = kit::may_detach(r, &vol, attached, run.cfg.on_node, run.cfg.force)?;
     Ok(DetachPlan::Detach {
         vol,
         instance: attached_to,

@@ -40,7 +40,7 @@ use appscale_persist::freeze::{self, Frozen, Here};
 use appscale_persist::lock::NodeLock;
 use appscale_persist::provider::disk_of;
 use appscale_persist::record::{Record, Snapshot, State};
-use appscale_persist::snapshot::{Candidate, SnapshotArgs, Stamp};
+use appscale_persist::snapshot::{Candidate, Marks, SnapshotArgs, Stamp};
 use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist::wait::Poll;
 use appscale_persist_cloudkit::{
@@ -121,7 +121,7 @@ pub fn snapshot_tags(
         (TAG_NODE, node.to_string()),
         (TAG_DISK, disk.to_string()),
         (TAG_TIME, time.to_string()),
-        (TAG_TOOL, "disk-snapshot".to_string()),
+        (TAG_TOOL, appscale_persist::snapshot::TOOL.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -149,6 +149,10 @@ pub fn tags_of_description(d: &str) -> Option<Vec<(String, String)>> {
     ))
 }
 
+/// The snapshot as [`Snap`], when this toolkit took it: every tag
+/// disk-snapshot puts on one ([`Marks::ours`]). Any other snapshot, even
+/// one tagged with the deployment, is not ours, and is never counted,
+/// pruned or restored from.
 fn snap_of(s: &aws_sdk_ec2::types::Snapshot) -> Option<Snap> {
     let tag = |k: &str| {
         s.tags()
@@ -157,6 +161,21 @@ fn snap_of(s: &aws_sdk_ec2::types::Snapshot) -> Option<Snap> {
             .and_then(|t| t.value())
             .map(str::to_string)
     };
+    let (deployment, disk, time, tool) = (
+        tag(TAG_DEPLOYMENT),
+        tag(TAG_DISK),
+        tag(TAG_TIME),
+        tag(TAG_TOOL),
+    );
+    let marks = Marks {
+        deployment: deployment.as_deref(),
+        disk: disk.as_deref(),
+        time: time.as_deref().and_then(Stamp::parse_rfc3339),
+        tool: tool.as_deref(),
+    };
+    if !marks.ours() {
+        return None;
+    }
     Some(Snap {
         id: s.snapshot_id()?.to_string(),
         disk: tag(TAG_DISK).unwrap_or_default(),
@@ -433,7 +452,7 @@ fn consistency(
     probe.provider = Some(run.cfg.kind);
     probe.attached_as = (!dev.is_empty()).then(|| dev.clone());
     if let Err(f) = lock
-        .get_or_insert_with(|| NodeLock::take(run.check).map_err(Failure::from))
+        .get_or_insert_with(|| freeze::node_lock(run.check))
         .as_ref()
     {
         return Err(f.clone());
@@ -892,9 +911,11 @@ fn settle(
         .collect())
 }
 
-/// `disk-create --from-snapshot`: finds each placed record's snapshot
-/// (`latest`: the newest of its disk and deployment; an id: which must be of
-/// its disk), then makes the record name the new volume,
+/// `disk-create --from-snapshot`: refuses a record whose volume (the one
+/// the snapshot was taken of) is still attached (`original-attached`:
+/// nothing is made); finds each placed record's snapshot (`latest`: the
+/// newest of its disk and deployment; an id: which must be of its disk),
+/// then makes the record name the new volume,
 /// `<disk>-restored-<time>`, with `restored_from` and the snapshot's size;
 /// the old volume is left alone. A record whose snapshot is not found fails
 /// `no-such-snapshot`.
@@ -905,8 +926,28 @@ pub async fn restore_names(
     placed: &mut [Result<(), Failure>],
 ) {
     let mut listed: HashMap<String, Result<Vec<Snap>, Failure>> = HashMap::new();
-    for (r, placed) in records.iter_mut().zip(placed.iter_mut()) {
+    // The volumes the snapshots were taken of: one still attached is never
+    // restored beside (its copy would carry the same filesystem UUID).
+    let originals = volume::find_volumes(run, records, placed.to_vec()).await;
+    for ((r, placed), original) in records.iter_mut().zip(placed.iter_mut()).zip(originals) {
         if placed.is_err() {
+            continue;
+        }
+        if let Ok(f) = original
+            && let Some(a) = f
+                .vol
+                .attachments()
+                .iter()
+                .find(|a| a.state() != Some(&VolumeAttachmentState::Detached))
+        {
+            *placed = Err(Failure::new(
+                codes::ORIGINAL_ATTACHED,
+                format!(
+                    "{} is still attached to {}: a volume restored from its snapshot holds a filesystem with the same UUID, which must never be attached beside it; take it down first (scripts/down: unmount and detach it), then restore. Nothing was made",
+                    volume::what(&f.vol),
+                    a.instance_id().unwrap_or("?")
+                ),
+            ));
             continue;
         }
         let deployment = run.deployment_of(r);

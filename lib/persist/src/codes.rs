@@ -226,6 +226,12 @@ pub const FSTAB_STALE: &str = "fstab-stale";
 pub const DISK_FULL: &str = "disk-full";
 /// The superblock says the filesystem is not clean: it needs fsck.
 pub const NEEDS_FSCK: &str = "needs-fsck";
+/// The filesystem is frozen (a snapshot's freeze whose holder died, or
+/// someone else's): every writer hangs; never unmounted so.
+pub const FROZEN: &str = "frozen";
+/// The mountpoint is inside another record's of the run, whose mount
+/// failed: not mounted (the parent's mount, made later, would hide it).
+pub const PARENT_NOT_MOUNTED: &str = "parent-not-mounted";
 
 // Snapshots (disk-snapshot, disk-create --from-snapshot).
 /// The provider cannot take snapshots: a static disk has no provider to
@@ -244,6 +250,12 @@ pub const SNAPSHOT_PENDING: &str = "snapshot-pending";
 pub const PRUNE_FAILED: &str = "prune-failed";
 /// The snapshot to restore from does not exist (or the disk has none).
 pub const NO_SUCH_SNAPSHOT: &str = "no-such-snapshot";
+/// The disk a snapshot was taken of is still attached: a disk restored
+/// from it would carry a filesystem of the same UUID beside it.
+pub const ORIGINAL_ATTACHED: &str = "original-attached";
+/// A local copy (a snapshot, a restored image) would take room a live
+/// disk image may still claim: not made.
+pub const NO_SPACE: &str = "no-space";
 
 // Compute Engine as it answers (issue 26), each listed last in
 // `docs/protocol.md`'s table too.
@@ -379,6 +391,10 @@ pub const ALL: &[&str] = &[
     NO_DISK_NAMING,
     RESIZE_TOO_SOON,
     REGION_MISMATCH,
+    ORIGINAL_ATTACHED,
+    NO_SPACE,
+    FROZEN,
+    PARENT_NOT_MOUNTED,
 ];
 
 #[cfg(test)]

@@ -587,6 +587,50 @@ pub fn find_here(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
     }
 }
 
+/// Waits (as long as for the node lock) until nothing holds `dev`
+/// exclusively: a resize2fs (or mkfs) that a run stopped by SIGKILL left
+/// running is never killed, and is let finish before anything else touches
+/// the filesystem (an fsck, a mount, a grow).
+pub fn wait_unheld(dev: &Device) -> Result<(), Failure> {
+    let limit = crate::lock::node_timeout();
+    let progress = crate::progress::Progress::start(
+        format!(
+            "{} to be free (another program holds it)",
+            dev.path.display()
+        ),
+        0,
+    );
+    let mut said = false;
+    let waited = crate::wait::until_with(&progress, WaitParams::quick(limit), || {
+        match crate::blockdev::open_exclusive(&dev.real) {
+            Ok(_) => Poll::Ready(()),
+            Err(crate::blockdev::BlockError::Busy(..)) => {
+                if !said {
+                    crate::log::warn(format_args!(
+                        "{} is held by another program (a resize2fs left by a stopped run?): waiting for it, at most {limit:?}",
+                        dev.path.display()
+                    ));
+                    said = true;
+                }
+                Poll::Pending
+            }
+            Err(e) => Poll::Failed(e),
+        }
+    });
+    match waited {
+        Ok(()) => Ok(()),
+        Err(crate::wait::WaitError::Failed(e)) => Err(e.into()),
+        Err(crate::wait::WaitError::Interrupted(sig)) => Err(crate::interrupt::failure(sig)),
+        Err(crate::wait::WaitError::TimedOut(d)) => Err(Failure::new(
+            codes::DEVICE_BUSY,
+            format!(
+                "{} is still held by another program after {d:?}: not touching its filesystem meanwhile",
+                dev.path.display()
+            ),
+        )),
+    }
+}
+
 /// Refuses when `device`, a partition of it, or something stacked on it is
 /// mounted or otherwise held on this node. A device that does not exist
 /// here is not mounted here.
