@@ -32,9 +32,9 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::codes;
+use crate::failure::Failure;
 use crate::mount;
 use crate::run::{Cmd, RunError};
-use crate::step::Failure;
 
 /// How many bytes at each end of a device must be zero.
 pub const EDGE_BYTES: u64 = 1 << 20;

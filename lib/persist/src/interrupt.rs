@@ -95,8 +95,8 @@ pub fn block_in_child() -> std::io::Result<()> {
 }
 
 /// The failure of a record the run stopped before, or while, acting on.
-pub fn failure(sig: Signal) -> crate::step::Failure {
-    crate::step::Failure::new(
+pub fn failure(sig: Signal) -> crate::failure::Failure {
+    crate::failure::Failure::new(
         codes::INTERRUPTED,
         format!(
             "stopped by {sig}: this record was not finished, and what was done for it was taken back"

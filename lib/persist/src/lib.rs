@@ -22,7 +22,9 @@
 //! * [`loopdev`]: loop devices over image files.
 //! * [`snapshot`]: what `disk-snapshot` is asked, and retention;
 //!   [`freeze`]: freezing a filesystem for a snapshot, always thawed.
-//! * [`codes`]: every `error.code` a record can carry.
+//! * [`codes`]: every `error.code` a record can carry; [`failure`]: a
+//!   record's failure (a code and a message), beneath every module that
+//!   can fail.
 //! * [`step`]: the step vocabulary (outcome, failure, exit codes) and the
 //!   bookkeeping every tool applies to records; [`steps`]: what each tool
 //!   does to a record.
@@ -49,6 +51,7 @@ pub mod blockdev;
 pub mod cli;
 pub mod codes;
 pub mod discover;
+pub mod failure;
 pub mod files;
 pub mod filesystem;
 pub mod freeze;
