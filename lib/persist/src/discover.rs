@@ -46,34 +46,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::blockdev::Device;
-use crate::mount;
+pub use crate::blockdev::{DEV_ROOT_ENV, SYS_ROOT_ENV, dev_root, refuse_if_in_use, sys_root};
 use crate::record::{ProviderKind, Record};
 use crate::step::Failure;
 use crate::wait::{self, Poll, WaitParams};
 
-/// Environment variable that replaces `/dev` when looking for links.
-pub const DEV_ROOT_ENV: &str = "APPSCALE_PERSIST_DEV_ROOT";
-
-/// Environment variable that replaces `/sys` when reading a device's serial
-/// (tests plant a serial for a loop device standing in for a volume).
-pub const SYS_ROOT_ENV: &str = "APPSCALE_PERSIST_SYS_ROOT";
-
 /// How long the node-side tools wait for a cloud disk's device to appear.
 pub const DEVICE_WAIT: Duration = Duration::from_secs(60);
-
-/// `/dev`, or the test override.
-pub fn dev_root() -> PathBuf {
-    std::env::var_os(DEV_ROOT_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/dev"))
-}
-
-/// `/sys`, or the test override.
-pub fn sys_root() -> PathBuf {
-    std::env::var_os(SYS_ROOT_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/sys"))
-}
 
 /// Candidate device paths for a cloud record, most specific first.
 pub fn candidates(rec: &Record, root: &Path) -> Vec<PathBuf> {
@@ -626,75 +605,6 @@ pub fn wait_unheld(dev: &Device) -> Result<(), Failure> {
             format!(
                 "{} is still held by another program after {d:?}: not touching its filesystem meanwhile",
                 dev.path.display()
-            ),
-        )),
-    }
-}
-
-/// Refuses when `device`, a partition of it, or something stacked on it is
-/// mounted or otherwise held on this node. A device that does not exist
-/// here is not mounted here.
-pub fn refuse_if_in_use(device: &Path) -> Result<(), Failure> {
-    let dev = match Device::open(device) {
-        Ok(d) => d,
-        Err(_) => return Ok(()),
-    };
-    let table = mount::read_table()?;
-    let mut numbers = vec![(dev.major, dev.minor)];
-    for child in dev.children() {
-        if let Ok(s) = std::fs::read_to_string(format!("/sys/class/block/{child}/dev"))
-            && let Some((a, b)) = s.trim().split_once(':')
-            && let (Ok(a), Ok(b)) = (a.parse(), b.parse())
-        {
-            numbers.push((a, b));
-        }
-    }
-    for (major, minor) in numbers {
-        if let Some(m) = table.by_device(major, minor).first() {
-            return Err(Failure::new(
-                codes::MOUNTED,
-                format!(
-                    "{} is mounted on {}: run disk-unmount first; not detaching a mounted disk",
-                    device.display(),
-                    m.target.display()
-                ),
-            ));
-        }
-    }
-    let holders: Vec<String> = std::fs::read_dir(dev.sysfs().join("holders"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    if !holders.is_empty() {
-        return Err(Failure::new(
-            codes::IN_USE,
-            format!(
-                "{} is in use by {}: not detaching it",
-                device.display(),
-                holders.join(", ")
-            ),
-        ));
-    }
-    // Last, the kernel's own word: a filesystem lazily unmounted but still
-    // alive, a running mkfs or fsck, any exclusive user, holds the device
-    // open exclusively, and then this open fails.
-    match crate::blockdev::open_exclusive(&dev.real) {
-        Ok(_) => Ok(()),
-        Err(e @ crate::blockdev::BlockError::Busy(..)) => Err(Failure::new(
-            codes::IN_USE,
-            format!(
-                "{}: {e}; a lazily unmounted filesystem stays alive until its last user exits: not detaching it",
-                device.display()
-            ),
-        )),
-        Err(e) => Err(Failure::new(
-            e.code(),
-            format!(
-                "{}: {e}: cannot tell whether it is in use; not detaching it",
-                device.display()
             ),
         )),
     }

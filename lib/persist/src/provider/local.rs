@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use super::{DiskStatus, Provider, Size, disk_of};
 use crate::blockdev::Device;
-use crate::discover::refuse_if_in_use;
+use crate::blockdev::refuse_if_in_use;
 use crate::lock::NodeLock;
 use crate::loopdev::{self, Loop};
 use crate::record::{ProviderKind, Record, State};

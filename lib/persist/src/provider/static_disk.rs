@@ -12,8 +12,8 @@ use crate::codes;
 use std::path::{Component, Path, PathBuf};
 
 use super::{DiskStatus, Provider, disk_of};
+use crate::blockdev::refuse_if_in_use;
 use crate::blockdev::{self, Device};
-use crate::discover::refuse_if_in_use;
 use crate::record::{ProviderKind, Record, State};
 use crate::step::{Ctx, Failure, Outcome, StepResult};
 
@@ -55,7 +55,7 @@ fn stable_name(rec: &Record, d: &Device) -> Option<PathBuf> {
     if !blockdev::is_kernel_name(&d.path) {
         return None;
     }
-    let by_id = crate::discover::dev_root().join("disk/by-id");
+    let by_id = crate::blockdev::dev_root().join("disk/by-id");
     let stable = blockdev::stable_names(d, &by_id).into_iter().next();
     let instead = match &stable {
         Some(s) => format!("name it {} in the AppScalefile", s.display()),
