@@ -7,7 +7,8 @@
 //!
 //! Modules are named for what they own:
 //!
-//! * [`record`]: the disk record and its NDJSON wire form (protocol v1).
+//! * [`record`]: the disk record and its NDJSON wire form (protocol v1),
+//!   with the wire types of its `status` key ([`record::status`]).
 //! * [`appscalefile`]: parsing and linting AppScalefiles, planning disks.
 //! * [`blockdev`]: probing block devices; deciding whether one is blank.
 //! * [`filesystem`]: making, checking and growing filesystems.
