@@ -60,6 +60,8 @@ pub mod fstab;
 pub mod generate;
 pub mod hash;
 pub mod interrupt;
+#[cfg(test)]
+mod layers;
 pub mod lock;
 pub mod log;
 pub mod loopdev;
