@@ -51,6 +51,17 @@ use crate::record::{ProviderKind, Record};
 use crate::step::Failure;
 use crate::wait::{self, Poll, WaitParams};
 
+pub mod local;
+pub mod static_disk;
+
+/// The record's `disk`, or a failure saying it is missing.
+pub fn disk_of(rec: &Record) -> Result<&str, Failure> {
+    rec.disk
+        .as_deref()
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| Failure::new(codes::NO_DISK, "the record names no `disk`"))
+}
+
 /// How long the node-side tools wait for a cloud disk's device to appear.
 pub const DEVICE_WAIT: Duration = Duration::from_secs(60);
 
@@ -506,9 +517,9 @@ pub fn verify_claimed_device(rec: &Record, dev: &Device) -> Result<(), Failure> 
         return Ok(());
     }
     match rec.provider {
-        Some(ProviderKind::Local) => crate::provider::local::verify_device(rec, dev),
+        Some(ProviderKind::Local) => local::verify_device(rec, dev),
         Some(ProviderKind::Static) => {
-            let disk = Device::open(&crate::provider::static_disk::device_path(rec)?)
+            let disk = Device::open(&static_disk::device_path(rec)?)
                 .map_err(|e| Failure::new(codes::IDENTITY_MISMATCH, e.to_string()))?;
             if (disk.major, disk.minor) == (dev.major, dev.minor) {
                 Ok(())
@@ -531,7 +542,7 @@ pub fn verify_claimed_device(rec: &Record, dev: &Device) -> Result<(), Failure> 
 /// The record's disk on this node, found without waiting and without
 /// guessing: its `device`, else the loop device bound to its image (local:
 /// its `disk_id`, else `<state_dir>/<disk>.img`, the state directory being
-/// [`crate::provider::local::Local::state_dir`]'s), its device path (static), or what its
+/// [`local::state_dir`]'s), its device path (static), or what its
 /// identity links lead to (clouds). `None` when it is not found here.
 pub fn find_here(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
     if let Some(d) = &rec.device {
@@ -539,15 +550,7 @@ pub fn find_here(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
     }
     match rec.provider? {
         ProviderKind::Local => {
-            let image = match rec.disk_id.as_deref() {
-                Some(p) => PathBuf::from(p),
-                None => crate::provider::local::Local::new(
-                    crate::provider::local::Local::state_dir(state_dir.map(Path::to_path_buf)),
-                    None,
-                )
-                .image(rec)
-                .ok()?,
-            };
+            let image = local::image_of(rec, state_dir.map(Path::to_path_buf)).ok()?;
             let loops = crate::loopdev::bound_to(&image).ok()?;
             let [lo] = loops.as_slice() else {
                 return None;
@@ -555,9 +558,7 @@ pub fn find_here(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
             crate::loopdev::verify(lo, &image).ok()?;
             Device::open(&lo.device).ok()
         }
-        ProviderKind::Static => {
-            Device::open(&crate::provider::static_disk::device_path(rec).ok()?).ok()
-        }
+        ProviderKind::Static => Device::open(&static_disk::device_path(rec).ok()?).ok(),
         _ => candidates(rec, &dev_root())
             .iter()
             .find_map(|c| Device::open(c).ok())

@@ -53,24 +53,14 @@ const FLOORS: &[(&str, &[&str])] = &[
 
 /// The import cycles allowed, each with its reason; any other fails, and so
 /// does one listed here that is gone (take it off).
-const CYCLES: &[(&[&str], &str)] = &[
-    (
-        &["log", "progress"],
-        "a log line clears the progress display first, and progress lines go through log's filter",
-    ),
-    (
-        &["discover", "freeze", "provider"],
-        "discover asks the local and static providers for their device (UPWARD, issue 30)",
-    ),
-];
+const CYCLES: &[(&[&str], &str)] = &[(
+    &["log", "progress"],
+    "a log line clears the progress display first, and progress lines go through log's filter",
+)];
 
 /// Imports from a floor to a higher one, each with its reason; any other
 /// fails, and so does one listed that is gone. Never from the ground floor.
-const UPWARD: &[(&str, &str, &str)] = &[(
-    "discover",
-    "provider",
-    "a local image's and a static disk's device are the providers' (issue 30: one resolve(rec))",
-)];
+const UPWARD: &[(&str, &str, &str)] = &[];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")

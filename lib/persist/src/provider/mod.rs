@@ -17,6 +17,7 @@ pub mod static_disk;
 use crate::codes;
 use std::path::PathBuf;
 
+pub use crate::discover::disk_of;
 use crate::record::{ProviderKind, Record};
 use crate::step::{Ctx, Failure, StepResult};
 
@@ -95,15 +96,6 @@ pub trait Provider {
     }
 }
 
-/// The record's `disk`, or a failure saying it is missing.
-pub fn disk_of(rec: &Record) -> Result<&str, Failure> {
-    rec.disk
-        .as_deref()
-        .filter(|d| !d.is_empty())
-        .ok_or_else(|| Failure::new(codes::NO_DISK, "the record names no `disk`"))
-}
-
-/// A disk size: `10G`, `512M`, `1T`, `20GiB`; a bare number is GiB, as the
 /// clouds count. Units are binary (1G = 2^30 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Size(pub u64);
