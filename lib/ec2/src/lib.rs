@@ -45,11 +45,9 @@ mod pending;
 mod snapshot;
 mod volume;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use appscale_persist::discover;
 use appscale_persist::log;
 use appscale_persist::provider::{DiskStatus, Provider, Size};
 use appscale_persist::record::{ProviderKind, Record};
@@ -324,10 +322,6 @@ impl Provider for Ec2 {
             Ok((run, placed)) => self.rt.block_on(detach::detach(&run, records, placed)),
             Err(f) => fail_all(records, f),
         }
-    }
-
-    fn discover(&mut self, record: &Record) -> Result<PathBuf, Failure> {
-        discover::find(record, discover::DEVICE_WAIT)
     }
 
     fn snapshot(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {

@@ -36,12 +36,10 @@ mod options;
 pub mod owner;
 mod snapshot;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use appscale_persist::codes;
-use appscale_persist::discover;
 use appscale_persist::provider::{DiskStatus, Provider, Size, disk_of};
 use appscale_persist::record::{ProviderKind, Record};
 use appscale_persist::release::identity::{self, GceInstance};
@@ -383,10 +381,6 @@ impl Provider for Gce {
             Ok((run, targets)) => self.rt.block_on(detach::detach(&run, records, targets)),
             Err(f) => fail_all(records, f),
         }
-    }
-
-    fn discover(&mut self, record: &Record) -> Result<PathBuf, Failure> {
-        discover::find(record, discover::DEVICE_WAIT)
     }
 
     fn snapshot(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {

@@ -627,14 +627,4 @@ impl Provider for Local {
     fn detach(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
         records.iter_mut().map(|r| self.detach_one(r, cx)).collect()
     }
-
-    fn discover(&mut self, record: &Record) -> Result<PathBuf, Failure> {
-        let image = self.image(record)?;
-        self.bound(&image)?.map(|l| l.device).ok_or_else(|| {
-            Failure::new(
-                codes::NOT_ATTACHED,
-                format!("{} is not attached", image.display()),
-            )
-        })
-    }
 }

@@ -15,7 +15,6 @@ pub mod local;
 pub mod static_disk;
 
 use crate::codes;
-use std::path::PathBuf;
 
 pub use crate::discover::disk_of;
 use crate::record::{ProviderKind, Record};
@@ -73,10 +72,6 @@ pub trait Provider {
     /// Detaches each record's disk and waits until it is detached. Refuses a
     /// disk whose device is mounted on this node; not attached is success.
     fn detach(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult>;
-
-    /// Finds the record's device on this node and checks that it is this
-    /// disk (by backing file, serial number or device link), never guessing.
-    fn discover(&mut self, record: &Record) -> Result<PathBuf, Failure>;
 
     /// Takes a snapshot of each record's disk (`snapshot` set) and applies
     /// retention, or, as the provider was opened to, lists each disk's

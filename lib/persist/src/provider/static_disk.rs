@@ -120,10 +120,6 @@ impl Provider for Static {
             .collect()
     }
 
-    fn discover(&mut self, record: &Record) -> Result<PathBuf, Failure> {
-        Ok(device_of(record)?.path)
-    }
-
     fn snapshot(&mut self, records: &mut [Record], _cx: Ctx) -> Vec<StepResult> {
         records
             .iter()
