@@ -4,7 +4,9 @@
 //!
 //! * [`verify_claimed_device`]: the `device` a record names must be its disk
 //!   (a local image's loop device, a static device, a cloud disk's links);
-//! * [`find_here`]: the record's disk on this node, without waiting;
+//! * [`resolve`]: which device on this node is the record's disk, from its
+//!   identity alone, for every provider; [`find_here`]: the same, a `device`
+//!   the record names first;
 //! * [`refuse_if_in_use`]: never detach what is mounted or held here.
 //!
 //! A cloud disk announces itself through udev links made from the device's
@@ -540,14 +542,23 @@ pub fn verify_claimed_device(rec: &Record, dev: &Device) -> Result<(), Failure> 
 }
 
 /// The record's disk on this node, found without waiting and without
-/// guessing: its `device`, else the loop device bound to its image (local:
-/// its `disk_id`, else `<state_dir>/<disk>.img`, the state directory being
-/// [`local::state_dir`]'s), its device path (static), or what its
-/// identity links lead to (clouds). `None` when it is not found here.
+/// guessing: its `device`, else what its identity leads to ([`resolve`]).
+/// `None` when it is not found here.
 pub fn find_here(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
     if let Some(d) = &rec.device {
         return Device::open(Path::new(d)).ok();
     }
+    resolve(rec, state_dir)
+}
+
+/// Which device on this node is the record's disk, from the disk's own
+/// identity alone (never the record's `device`), without waiting: the one
+/// loop device bound to its image (local: its `disk_id`, else
+/// `<state_dir>/<disk>.img`, the state directory being
+/// [`local::state_dir`]'s), its device path (static), or what its identity
+/// links and serial lead to (clouds). `None` when it is not here, or when
+/// what is here is not provably it.
+pub fn resolve(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
     match rec.provider? {
         ProviderKind::Local => {
             let image = local::image_of(rec, state_dir.map(Path::to_path_buf)).ok()?;
