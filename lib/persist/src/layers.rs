@@ -210,26 +210,52 @@ fn cycles(g: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<Vec<String>> {
     out
 }
 
+/// The exceptions of a list, each of which must give its reason.
+fn reasoned<T: Ord + std::fmt::Debug>(
+    list: impl Iterator<Item = (T, &'static str)>,
+) -> BTreeSet<T> {
+    list.map(|(item, why)| {
+        assert!(
+            !why.trim().is_empty(),
+            "{item:?} is listed without a reason"
+        );
+        item
+    })
+    .collect()
+}
+
+/// Fails on what is `found` but not `listed` (`what`), and on what is
+/// listed in `list` but no longer found.
+fn same_as_listed<T: Ord + std::fmt::Debug>(
+    found: &BTreeSet<T>,
+    listed: &BTreeSet<T>,
+    what: &str,
+    list: &str,
+) {
+    let new: Vec<&T> = found.difference(listed).collect();
+    assert!(new.is_empty(), "{what}: {new:?}");
+    let gone: Vec<&T> = listed.difference(found).collect();
+    assert!(
+        gone.is_empty(),
+        "listed in {list} but gone (take them off): {gone:?}"
+    );
+}
+
 #[test]
 fn every_module_stands_on_one_floor() {
     let g = graph();
-    let missing: Vec<&String> = g.keys().filter(|m| floor_of(m).is_none()).collect();
-    assert!(
-        missing.is_empty(),
-        "modules on no floor of src/layers.rs's FLOORS (put each on the lowest floor that holds what it imports): {missing:?}"
-    );
-    let mut listed: Vec<&str> = FLOORS
+    let modules: BTreeSet<&str> = g.keys().map(String::as_str).collect();
+    let listed: Vec<&str> = FLOORS
         .iter()
         .flat_map(|(_, ms)| ms.iter().copied())
         .collect();
-    let all = listed.len();
-    listed.sort();
-    listed.dedup();
-    assert_eq!(listed.len(), all, "a module on two floors");
-    let gone: Vec<&&str> = listed.iter().filter(|m| !g.contains_key(**m)).collect();
-    assert!(
-        gone.is_empty(),
-        "FLOORS names modules that are gone: {gone:?}"
+    let on_floors: BTreeSet<&str> = listed.iter().copied().collect();
+    assert_eq!(on_floors.len(), listed.len(), "a module on two floors");
+    same_as_listed(
+        &modules,
+        &on_floors,
+        "modules on no floor (put each on the lowest floor that holds what it imports)",
+        "FLOORS",
     );
 }
 
@@ -237,27 +263,24 @@ fn every_module_stands_on_one_floor() {
 fn no_module_imports_from_a_higher_floor_but_those_listed() {
     let g = graph();
     let found = upward(&g);
-    for (from, to, why) in UPWARD {
-        assert_ne!(
-            floor_of(from),
-            Some(0),
-            "the ground floor has no exception: {from} -> {to}"
-        );
-        assert!(!why.is_empty());
-    }
-    let allowed: BTreeSet<(String, String)> = UPWARD
+    let ground: Vec<_> = UPWARD
         .iter()
-        .map(|(a, b, _)| (a.to_string(), b.to_string()))
+        .filter(|(from, ..)| floor_of(from) == Some(0))
         .collect();
-    let new: Vec<_> = found.difference(&allowed).collect();
     assert!(
-        new.is_empty(),
-        "imports from a floor to a higher one (move what is imported down, or register a hook; see docs/architecture.md): {new:?}"
+        ground.is_empty(),
+        "the ground floor has no exception: {ground:?}"
     );
-    let gone: Vec<_> = allowed.difference(&found).collect();
-    assert!(
-        gone.is_empty(),
-        "listed in UPWARD but gone (take them off): {gone:?}"
+    let allowed = reasoned(
+        UPWARD
+            .iter()
+            .map(|(from, to, why)| ((from.to_string(), to.to_string()), *why)),
+    );
+    same_as_listed(
+        &found,
+        &allowed,
+        "imports from a floor to a higher one (move what is imported down, or register a hook; see docs/architecture.md)",
+        "UPWARD",
     );
 }
 
@@ -265,22 +288,12 @@ fn no_module_imports_from_a_higher_floor_but_those_listed() {
 fn no_import_cycle_but_those_listed() {
     let g = graph();
     let found = cycles(&g);
-    let allowed: BTreeSet<Vec<String>> = CYCLES
-        .iter()
-        .map(|(ms, why)| {
-            assert!(!why.is_empty());
-            let mut v: Vec<String> = ms.iter().map(|m| m.to_string()).collect();
-            v.sort();
-            v
-        })
-        .collect();
-    let new: Vec<_> = found.difference(&allowed).collect();
-    assert!(new.is_empty(), "import cycles between modules: {new:?}");
-    let gone: Vec<_> = allowed.difference(&found).collect();
-    assert!(
-        gone.is_empty(),
-        "listed in CYCLES but gone (take them off): {gone:?}"
-    );
+    let allowed = reasoned(CYCLES.iter().map(|(ms, why)| {
+        let mut circle: Vec<String> = ms.iter().map(|m| m.to_string()).collect();
+        circle.sort();
+        (circle, *why)
+    }));
+    same_as_listed(&found, &allowed, "import cycles between modules", "CYCLES");
 }
 
 /// The reader itself: grouped, nested and plain paths, and what it skips.
