@@ -10,7 +10,8 @@
 //! * [`record`]: the disk record and its NDJSON wire form (protocol v1),
 //!   with the wire types of its `status` key ([`record::status`]).
 //! * [`appscalefile`]: parsing and linting AppScalefiles, planning disks.
-//! * [`blockdev`]: probing block devices; deciding whether one is blank.
+//! * [`blockdev`]: probing block devices; deciding whether one is blank,
+//!   and whether one is still in use on this node.
 //! * [`filesystem`]: making, checking and growing filesystems.
 //! * [`mount`]: the kernel's mount table, mounting and unmounting.
 //! * [`seed`]: copying a mountpoint's files onto a new filesystem, never
