@@ -560,15 +560,7 @@ pub fn find_here(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
 /// what is here is not provably it.
 pub fn resolve(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
     match rec.provider? {
-        ProviderKind::Local => {
-            let image = local::image_of(rec, state_dir.map(Path::to_path_buf)).ok()?;
-            let loops = crate::loopdev::bound_to(&image).ok()?;
-            let [lo] = loops.as_slice() else {
-                return None;
-            };
-            crate::loopdev::verify(lo, &image).ok()?;
-            Device::open(&lo.device).ok()
-        }
+        ProviderKind::Local => local::bound_device(rec, state_dir),
         ProviderKind::Static => Device::open(&static_disk::device_path(rec).ok()?).ok(),
         _ => candidates(rec, &dev_root())
             .iter()

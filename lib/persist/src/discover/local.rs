@@ -56,6 +56,19 @@ pub fn image_of(rec: &Record, flag: Option<PathBuf>) -> Result<PathBuf, Failure>
     }
 }
 
+/// The one loop device bound to the record's image ([`image_of`], the state
+/// directory from `state_dir`), verified; `None` when there is none, or more
+/// than one.
+pub fn bound_device(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
+    let image = image_of(rec, state_dir.map(Path::to_path_buf)).ok()?;
+    let loops = loopdev::bound_to(&image).ok()?;
+    let [lo] = loops.as_slice() else {
+        return None;
+    };
+    loopdev::verify(lo, &image).ok()?;
+    Device::open(&lo.device).ok()
+}
+
 /// Checks that the loop device `dev` a local record names is bound to the
 /// record's image (its `disk_id`, else `<state dir>/<disk>.img`): by the
 /// backing inode and by sysfs's backing file.
