@@ -32,6 +32,25 @@ Control: POST /__proxy__ with JSON
   (one left by an earlier --wait-timeout that never completes).
   GET /__proxy__ returns {"injected": {"Action": n}} counting the failures
   sent, and {"tokens": [...]}, the ClientToken of every CreateVolume.
+
+IAM, as EC2 applies it (disk-doctor's tests; see `iam_denied` below):
+  "deny": ["AttachVolume", ...]   these actions are refused, DryRun or not,
+      as EC2 refuses an action the credentials' policy does not allow: HTTP
+      403 UnauthorizedOperation, "You are not authorized to perform this
+      operation." with an encoded authorization message (EC2 API Reference,
+      Common client error codes); "allow": [...] the same for every action
+      NOT listed (a policy applied whole; null: no policy). Tags given as a
+      resource is made (TagSpecification on CreateVolume, CreateSnapshot)
+      are authorised as ec2:CreateTags too (EC2 User Guide, "Grant
+      permission to tag Amazon EC2 resources during creation"): such a call
+      is refused when CreateTags is. IAM is evaluated before DryRun: an
+      allowed DryRun goes on to moto, which answers DryRunOperation for the
+      seven actions disk-doctor sends with DryRun (CreateVolume, CreateTags,
+      AttachVolume, DetachVolume, CreateSnapshot, DeleteSnapshot,
+      ModifyVolume: moto 5.2's error_on_dryrun; for CreateTags after it
+      checked the resources exist, which EC2 need not).
+  "date_offset": seconds   every answer's Date header is this far off the
+      real time (a skewed clock, seen from the other side).
 Binds 127.0.0.1 only.
 """
 
@@ -47,14 +66,41 @@ import urllib.request
 import loopback
 
 UPSTREAM = sys.argv[1].rstrip("/")
-STATE = {"fail": {}, "delay": {}, "pending_snapshots": 0, "pending_ids": [], "attaching": False, "detaching": None, "account": None, "modification": None, "injected": {}, "tokens": []}
+STATE = {"deny": [], "allow": None, "date_offset": 0, "fail": {}, "delay": {}, "pending_snapshots": 0, "pending_ids": [], "attaching": False, "detaching": None, "account": None, "modification": None, "injected": {}, "tokens": []}
 LOCK = threading.Lock()
 
 ERROR = """<?xml version="1.0" encoding="UTF-8"?>
 <Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>proxy</RequestID></Response>"""
 
 
+DENIED = """<?xml version="1.0" encoding="UTF-8"?>
+<Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>You are not authorized to perform this operation. User: arn:aws:iam::123456789012:user/test is not authorized to perform: ec2:{action}. Encoded authorization failure message: proxy-{action}</Message></Error></Errors><RequestID>proxy</RequestID></Response>"""
+
+# The actions whose TagSpecification is authorised as ec2:CreateTags too.
+TAG_ON_CREATE = ("CreateVolume", "CreateSnapshot", "RunInstances", "CreateSnapshots")
+
+
+def iam_denied(action, params):
+    """The ec2: action the credentials' policy does not allow for this
+    request (the action itself, or CreateTags for tags set as a resource is
+    made), or None."""
+    deny, allow = STATE["deny"], STATE["allow"]
+
+    def refused(a):
+        return a in deny or (allow is not None and a not in allow)
+
+    if refused(action):
+        return action
+    if action in TAG_ON_CREATE and any(k.startswith("TagSpecification") for k in params) and refused("CreateTags"):
+        return "CreateTags"
+    return None
+
+
 class Handler(loopback.Handler):
+    def date_time_string(self, timestamp=None):
+        # The Date header, shifted by date_offset (a clock that is off).
+        return super().date_time_string((timestamp or time.time()) + STATE["date_offset"])
+
     def do_GET(self):
         if self.path.startswith("/__proxy__"):
             with LOCK:
@@ -84,6 +130,10 @@ class Handler(loopback.Handler):
         with LOCK:
             if action == "CreateVolume":
                 STATE["tokens"].append((params.get("ClientToken") or [None])[0])
+            denied = iam_denied(action, params) if action != "?" else None
+            if denied:
+                STATE["injected"][action] = STATE["injected"].get(action, 0) + 1
+                return self.reply(403, DENIED.format(action=denied), "text/xml")
             rule = STATE["fail"].get(action)
             if rule and rule.get("skip", 0) > 0:
                 rule["skip"] -= 1

@@ -33,6 +33,9 @@ use crate::{Config, POLL, devices, trace};
 pub struct Api {
     /// The SDK client (the snapshot calls live in [`crate::snapshot`]).
     pub(crate) client: Client,
+    /// The credentials provider the client was built with (the client's
+    /// config does not say it): `disk-doctor` asks which source it found.
+    pub(crate) credentials: Option<aws_sdk_ec2::config::SharedCredentialsProvider>,
 }
 
 /// What the provider needs to know about an instance.
@@ -292,6 +295,7 @@ impl Api {
         }
         Ok(Api {
             client: Client::from_conf(conf.build()),
+            credentials: sdk.credentials_provider(),
         })
     }
 

@@ -34,6 +34,7 @@ mod attach;
 mod create;
 mod detach;
 mod devices;
+mod doctor;
 mod limits;
 mod options;
 pub mod owner;
@@ -44,6 +45,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use appscale_persist::checks::{Ask, Check};
 use appscale_persist::discover;
 use appscale_persist::log;
 use appscale_persist::provider::{DiskStatus, Provider, Size};
@@ -53,6 +55,7 @@ use appscale_persist::step::{Ctx, Failure, StepResult};
 use appscale_persist::wait::WaitParams;
 use appscale_persist_cloudkit::{self as kit, Deadline, DiskSpec, Lazy, ThisInstance, failures};
 
+pub use doctor::{How, NEEDS, Need};
 pub use options::check as check_spec;
 
 use api::Api;
@@ -321,6 +324,9 @@ impl Provider for Ec2 {
                 .block_on(snapshot::snapshot(&run, &args, records, placed)),
             Err(f) => fail_all(records, f),
         }
+    }
+    fn preflight(&mut self, records: &[Record], ask: &Ask) -> Vec<Vec<Check>> {
+        doctor::preflight(self, records, ask)
     }
 }
 

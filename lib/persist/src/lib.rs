@@ -29,6 +29,8 @@
 //! * [`tool`]: what a tool is (its flags and its step); [`cli`]: the
 //!   command-line driver around it; [`ansible`]: the same as an Ansible
 //!   module.
+//! * [`doctor`]: what `disk-doctor` checks on this node, and its outputs;
+//!   [`checks`]: the wire form of its findings (a record's `doctor`).
 //! * [`status`]: what `disk-status` reports of a disk (its node part read
 //!   here, its cloud part from a provider's describe), and its outputs.
 //! * [`interrupt`]: stopping cleanly on SIGINT, SIGTERM, SIGHUP.
@@ -46,9 +48,11 @@
 pub mod ansible;
 pub mod appscalefile;
 pub mod blockdev;
+pub mod checks;
 pub mod cli;
 pub mod codes;
 pub mod discover;
+pub mod doctor;
 pub mod files;
 pub mod filesystem;
 pub mod freeze;
@@ -86,4 +90,5 @@ pub const TOOLS: &[&str] = &[
     "disk-detach",
     "disk-status",
     "disk-snapshot",
+    "disk-doctor",
 ];
