@@ -977,3 +977,74 @@ fn backup_and_restore_playbooks_bring_back_a_and_not_b() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(p.loops(), 0);
 }
+
+/// ansible/doctor.yml: nothing in the way on a fresh local deployment;
+/// then a foreign fstab entry for one node's mountpoint fails that host
+/// alone, the failed check named, its fix in the table.
+#[test]
+fn doctor_playbook_passes_then_fails_the_host_with_a_failed_check() {
+    let p = Play::local("ansible-doctor", 2);
+    let r = p.playbook("doctor.yml", &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("nothing in the way"), "{}", r.stdout);
+    std::fs::write(
+        p.t.join("fstab-1"),
+        format!("/dev/sdz {} xfs defaults 0 2\n", p.mnt(1).display()),
+    )
+    .unwrap();
+    let r = p.playbook("doctor.yml", &[]);
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    let rc = recap(&r);
+    assert_eq!(rc["node-0"].2, 0, "{}", r.stdout);
+    assert_eq!(rc["node-1"].2, 1, "{}", r.stdout);
+    assert!(r.stdout.contains("failed: fstab"), "{}", r.stdout);
+    assert!(r.stdout.contains("fix: remove or change that line"), "{}", r.stdout);
+}
+
+/// The collection's README lists every module, each once, with its tool.
+#[test]
+fn the_collection_readme_lists_every_module() {
+    let readme = std::fs::read_to_string(
+        repo().join("ansible/ansible_collections/appscale/persist/README.md"),
+    )
+    .unwrap();
+    for m in module_names() {
+        let row = format!("| `{m}` | `{}` |", m.replace('_', "-"));
+        assert_eq!(readme.matches(&row).count(), 1, "{row} in the collection README");
+    }
+}
+
+/// Every option of the `provider` action group (meta/runtime.yml) is taken
+/// by every module in the group, `timeout` too (disk_status and
+/// disk_doctor take it without showing it in --help: their calls are
+/// bounded by it all the same), as a play's module_defaults gives them.
+#[test]
+fn the_provider_group_options_reach_every_module_of_the_group() {
+    let t = TempDir::new("module-group");
+    let runtime = std::fs::read_to_string(
+        repo().join("ansible/ansible_collections/appscale/persist/meta/runtime.yml"),
+    )
+    .unwrap();
+    let group: Vec<String> = runtime
+        .split("  provider:\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|l| l.starts_with("    - "))
+        .map(|l| l.trim_start_matches("    - ").to_string())
+        .collect();
+    assert!(group.contains(&"disk_status".to_string()), "{group:?}");
+    for m in &group {
+        let args = json!({
+            "_ansible_check_mode": true, "_ansible_module_name": m,
+            "state_dir": t.s("disks"), "endpoint_url": "http://127.0.0.1:9", "region": "us-east-1",
+            "profile": "default", "project": "proj", "timeout": 7, "records": [],
+        });
+        let (code, out) = as_module(&t, &m.replace('_', "-"), args);
+        assert!(
+            !out["msg"].as_str().unwrap_or_default().contains("Unsupported parameters"),
+            "{m}: {out}"
+        );
+        assert_eq!((code, &out["failed"]), (0, &json!(false)), "{m}: {out}");
+    }
+}

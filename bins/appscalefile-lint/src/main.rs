@@ -27,6 +27,7 @@ Examples:
   appscalefile-lint AppScalefile
   appscalefile-lint --format json AppScalefile | jq -r .code
   appscalefile-lint --inventory AppScalefile > inventory.json
+  appscalefile-lint --for-appscale AppScalefile > AppScalefile.appscale
   appscalefile-lint --plan AppScalefile | disk-create | disk-attach \\
     | disk-ensure-fs | disk-mount";
 
@@ -79,9 +80,19 @@ struct Args {
     /// nothing anyway.
     #[arg(long)]
     check: bool,
+    /// Print on stdout the AppScalefile for `appscale up`: this one with
+    /// its `disks:` commented out, so that AppScale does not attach, format
+    /// or mount the disks appscale-persist manages (keep this file for
+    /// appscale-persist; docs/appscale.md).
+    #[arg(long, conflicts_with_all = ["format", "plan", "inventory", "inventory_list"])]
+    for_appscale: bool,
     /// Print only errors.
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "verbose")]
     quiet: bool,
+    /// Also say what the file describes: the provider, zone and
+    /// deployment, and each node with its roles and disk (on stderr).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
 }
 
 fn main() -> ExitCode {
@@ -95,7 +106,7 @@ fn main() -> ExitCode {
         });
     }
     let args = Args::parse();
-    cli::prologue("appscalefile-lint", args.quiet, 0);
+    cli::prologue("appscalefile-lint", args.quiet, args.verbose);
     let exit = |e: Exit| ExitCode::from(e as u8);
     if args.node.is_some() && !args.plan {
         log::error(format_args!("--node needs --plan"));
@@ -109,11 +120,27 @@ fn main() -> ExitCode {
         }
     };
     report(&args, &name, &source, &lint);
+    if args.verbose > 0 {
+        describe(&lint);
+    }
     if lint.has_errors() || (args.deny_warnings && lint.has_warnings()) {
         return exit(Exit::Failed);
     }
     let mut out = std::io::stdout().lock();
-    let written = if args.plan {
+    let written = if args.for_appscale {
+        match appscalefile::without_disks(&source, &name) {
+            Ok((text, moved)) => {
+                log::info(format_args!(
+                    "{moved} disks: key(s) commented out for appscale up"
+                ));
+                out.write_all(text.as_bytes())
+            }
+            Err(e) => {
+                log::error(format_args!("{e}"));
+                return exit(Exit::Failed);
+            }
+        }
+    } else if args.plan {
         match plan(&args, &name, &lint) {
             Ok(p) => record::write_all(&mut out, &p),
             Err(e) => {
@@ -181,6 +208,32 @@ fn plan(args: &Args, name: &str, lint: &Lint) -> Result<Vec<Record>, String> {
     }
 }
 
+/// `-v`: what the file describes, on stderr.
+fn describe(lint: &Lint) {
+    let d = &lint.deployment;
+    log::info(format_args!(
+        "provider {}, zone {}, deployment {}; {} node(s), {} with a disk",
+        d.provider.map_or("(none)", |p| p.as_str()),
+        d.zone.as_deref().unwrap_or("(none)"),
+        d.name.as_deref().unwrap_or("(none: keyname, else group)"),
+        d.nodes.len(),
+        d.disks.len()
+    ));
+    for n in &d.nodes {
+        let disk = d
+            .disks
+            .iter()
+            .find(|x| x.node == n.id)
+            .map_or("no disk".to_string(), |x| format!("disk {}", x.disk));
+        log::info(format_args!(
+            "{} (line {}): roles {}; {disk}",
+            n.id,
+            n.pos.line,
+            n.roles.join(", ")
+        ));
+    }
+}
+
 fn report(args: &Args, name: &str, source: &str, lint: &Lint) {
     match args.format {
         Format::Json => {
@@ -210,7 +263,7 @@ fn report(args: &Args, name: &str, source: &str, lint: &Lint) {
 
 /// The Ansible module result: findings, and the plan or inventory asked.
 fn module(args: &Args) -> Value {
-    let (name, _, lint) = match read(args) {
+    let (name, source, lint) = match read(args) {
         Ok(r) => r,
         Err(e) => return ansible::fail(e),
     };
@@ -234,6 +287,12 @@ fn module(args: &Args) -> Value {
     }
     if args.inventory || args.inventory_list {
         out["inventory"] = lint.deployment.inventory(&args.mountpoint);
+    }
+    if args.for_appscale {
+        match appscalefile::without_disks(&source, &name) {
+            Ok((text, _)) => out["appscalefile"] = Value::String(text),
+            Err(msg) => return ansible::fail(msg),
+        }
     }
     out
 }

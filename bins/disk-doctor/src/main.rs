@@ -69,6 +69,11 @@ enum Format {
      metadata service, udev links, mountpoint, fstab"
 )))]
 #[command(mut_arg("concurrency", |a| a.hide(true)))]
+#[command(mut_arg("timeout", |a| a.hide(true)))]
+#[command(mut_arg("deployment", |a| a.help(
+    "Deployment the disks must belong to: a disk tagged (EBS) or labelled (GCE) for another \
+     fails the owner check [default: the record's `deployment`, else `appscale`]"
+)))]
 struct Args {
     #[command(flatten)]
     common: Common,

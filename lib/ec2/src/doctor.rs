@@ -665,6 +665,11 @@ fn disk_checks(
                     )
                     .about(&disk),
                 );
+            } else if ask.of(&[Up, Backup, Grow]).is_empty() {
+                out.push(
+                    Check::ok(checks::DISK, Scope::Disk, "does not exist: nothing to take down")
+                        .about(&disk),
+                );
             } else {
                 let flows = ask.of(&[Up, Backup, Grow]);
                 out.push(
@@ -1025,7 +1030,10 @@ async fn permission_checks(run: &Run, p: &Probe, ask: &Ask) -> Vec<Check> {
     // Tags on create: authorised as ec2:CreateTags too. Asked without tags
     // when the create is denied, to tell which action is missing.
     let mut tags_on_create: Option<bool> = None;
-    for need in NEEDS {
+    // CreateTags last: the creates' tags may be all there is to judge it by.
+    let mut order: Vec<&Need> = NEEDS.iter().filter(|n| n.action != "CreateTags").collect();
+    order.extend(NEEDS.iter().filter(|n| n.action == "CreateTags"));
+    for need in order {
         let flows = asked(need, ask);
         if flows.is_empty() {
             continue;
@@ -1110,5 +1118,11 @@ async fn permission_checks(run: &Run, p: &Probe, ask: &Ask) -> Vec<Check> {
         };
         out.push(check.about(&subject).gating(&flows));
     }
+    // In the order of NEEDS.
+    out.sort_by_key(|c| {
+        NEEDS
+            .iter()
+            .position(|n| c.subject.as_deref() == Some(&format!("ec2:{}", n.action)))
+    });
     out
 }
