@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use appscale_persist::appscalefile::{self, Lint, Severity};
 use appscale_persist::record::{self, DEFAULT_MOUNTPOINT, Record};
 use appscale_persist::step::Exit;
-use appscale_persist::{ansible, cli, log};
+use appscale_persist::{ansible, cli, log, node_id};
 use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
 
@@ -63,9 +63,25 @@ struct Args {
     /// Print the disk plan (records) on stdout when there is no error.
     #[arg(long, conflicts_with_all = ["format", "inventory", "inventory_list"])]
     plan: bool,
-    /// With --plan: only this node's disk.
+    /// With --plan: only this node's disk. `auto`: this machine's node,
+    /// found without per-node configuration: its address (cluster mode),
+    /// its instance's tag (`appscale-persist:node` from IMDS, the Compute
+    /// Engine metadata attribute `appscale-persist-node`), or AppScale's
+    /// record (--locations).
     #[arg(long, value_name = "ID")]
     node: Option<String>,
+    /// AppScale's record of its nodes (`locations-KEYNAME.json`, in
+    /// `~/.appscale` on the tools machine once `appscale up` wrote it):
+    /// with --plan, each record gets its node's instance from it (the
+    /// node's address in cluster mode; in cloud mode the entry with its
+    /// roles, when no other node has them); with `--node auto`, it tells
+    /// this machine's node.
+    #[arg(long, value_name = "PATH", requires = "plan")]
+    locations: Option<PathBuf>,
+    /// The metadata service (IMDS, the Compute Engine metadata server),
+    /// for `--node auto`, when not the link-local one.
+    #[arg(long, value_name = "URL", requires = "plan")]
+    metadata_endpoint: Option<String>,
     /// The mountpoint records (and inventory hosts) get; `{node}` is
     /// replaced by the node id.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_MOUNTPOINT)]
@@ -198,8 +214,50 @@ fn read(args: &Args) -> Result<(String, String, Lint), String> {
 
 /// The disk records of the plan (only `--node`'s, when given).
 fn plan(args: &Args, name: &str, lint: &Lint) -> Result<Vec<Record>, String> {
+    let mut records = plan_nodes(args, name, lint)?;
+    if let Some(path) = &args.locations
+        && args.node.as_deref() != Some(node_id::AUTO)
+    {
+        let left = node_id::instances_from_locations(&mut records, path)?;
+        if !left.is_empty() {
+            log::warn(format_args!(
+                "{}: AppScale's record names no instance for {} (several nodes with the same roles, or not started yet): tag their instances ({}) or name them in the inventory",
+                path.display(),
+                left.join(", "),
+                node_id::EC2_TAG
+            ));
+        }
+    }
+    Ok(records)
+}
+
+/// The plan's records: every node's, `--node`'s, or this machine's.
+fn plan_nodes(args: &Args, name: &str, lint: &Lint) -> Result<Vec<Record>, String> {
     match &args.node {
         None => Ok(lint.deployment.plan(&args.mountpoint)),
+        Some(auto) if auto == node_id::AUTO => {
+            let all = lint.deployment.plan(&args.mountpoint);
+            let src = node_id::Sources {
+                metadata_endpoint: args.metadata_endpoint.clone(),
+                locations: args.locations.clone(),
+            };
+            match node_id::resolve(&all, lint.deployment.provider, &src)? {
+                Some(found) => {
+                    log::info(format_args!(
+                        "this machine is {} (by {})",
+                        found.node, found.how
+                    ));
+                    lint.deployment
+                        .plan_node(&args.mountpoint, &found.node)
+                        .map(|r| vec![r])
+                        .map_err(|e| format!("{name}: {e}"))
+                }
+                None => Err(format!(
+                    "--node auto: nothing says which node this machine is (its address, its instance's tag {}, AppScale's record --locations): pass --node ID, or let `disk-attach --self --node auto` ask the cloud",
+                    node_id::EC2_TAG
+                )),
+            }
+        }
         Some(node) => lint
             .deployment
             .plan_node(&args.mountpoint, node)

@@ -40,6 +40,7 @@ mod options;
 pub mod owner;
 mod snapshot;
 mod volume;
+mod whoami;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -327,6 +328,13 @@ impl Provider for Ec2 {
     }
     fn preflight(&mut self, records: &[Record], ask: &Ask) -> Vec<Vec<Check>> {
         doctor::preflight(self, records, ask)
+    }
+
+    fn this_node(
+        &mut self,
+        records: &[Record],
+    ) -> Result<Option<appscale_persist::node_id::Found>, Failure> {
+        whoami::this_node(self, records)
     }
 }
 

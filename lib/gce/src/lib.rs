@@ -36,6 +36,7 @@ mod doctor;
 mod options;
 pub mod owner;
 mod snapshot;
+mod whoami;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -403,5 +404,12 @@ impl Provider for Gce {
     }
     fn preflight(&mut self, records: &[Record], ask: &Ask) -> Vec<Vec<Check>> {
         doctor::preflight(self, records, ask)
+    }
+
+    fn this_node(
+        &mut self,
+        records: &[Record],
+    ) -> Result<Option<appscale_persist::node_id::Found>, Failure> {
+        whoami::this_node(self, records)
     }
 }

@@ -20,6 +20,7 @@
 //!   it is that disk, refusing to let go of one in use); [`release`]: the
 //!   node's proof that it let go of a cloud disk.
 //! * [`loopdev`]: loop devices over image files.
+//! * [`node_id`]: which node of the plan this machine is (`--node auto`).
 //! * [`snapshot`]: what `disk-snapshot` is asked, and retention;
 //!   [`freeze`]: freezing a filesystem for a snapshot, always thawed.
 //! * [`codes`]: every `error.code` a record can carry.
@@ -64,6 +65,7 @@ pub mod lock;
 pub mod log;
 pub mod loopdev;
 pub mod mount;
+pub mod node_id;
 pub mod nvme;
 pub mod progress;
 pub mod provider;

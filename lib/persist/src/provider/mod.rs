@@ -106,6 +106,15 @@ pub trait Provider {
     fn preflight(&mut self, records: &[Record], _ask: &Ask) -> Vec<Vec<Check>> {
         records.iter().map(|_| Vec::new()).collect()
     }
+
+    /// This machine's node among `records`', as only the cloud API can say
+    /// it (`--node auto` with `--self`, after the sources
+    /// [`crate::node_id::resolve`] reads without one): the instance's tag,
+    /// or the node tag of a volume of the records' deployment attached to
+    /// this instance. `Ok(None)` when it cannot say.
+    fn this_node(&mut self, _records: &[Record]) -> Result<Option<crate::node_id::Found>, Failure> {
+        Ok(None)
+    }
 }
 
 /// The record's `disk`, or a failure saying it is missing.
