@@ -273,3 +273,51 @@ fn the_linter_finds_its_node_by_the_instance_tag_in_imds() {
     let r = lint("node-7").expect(1);
     assert!(r.stderr.contains("`node-7`, which is not a node of the plan"), "{}", r.stderr);
 }
+
+/// A by-id link made for the test, removed however the test ends.
+struct ByIdLink(PathBuf);
+
+impl Drop for ByIdLink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The VirtualBox recipe (docs/local.md, contrib/vagrant/Vagrantfile): the
+/// node's second disk by its by-id path from the serial VirtualBox gives it,
+/// with the static provider; the node finds itself by its address.
+#[test]
+fn virtualbox_the_static_disk_by_its_by_id_path() {
+    require_root();
+    let t = TempDir::new("appscale-vbox");
+    let disk = LoopDev::new(&t, "vbox", 64);
+    let serial = format!("apt{}", std::process::id());
+    let path = PathBuf::from(format!("/dev/disk/by-id/ata-VBOX_HARDDISK_{serial}"));
+    std::fs::create_dir_all("/dev/disk/by-id").unwrap();
+    std::os::unix::fs::symlink(&disk.device, &path).unwrap();
+    let _link = ByIdLink(path.clone());
+    // The Vagrantfile gives each node the serial the AppScalefile names.
+    let vagrantfile = std::fs::read_to_string(repo().join("contrib/vagrant/Vagrantfile")).unwrap();
+    assert!(vagrantfile.contains("Port1/SerialNumber"), "{vagrantfile}");
+    assert!(vagrantfile.contains("disks: /dev/disk/by-id/ata-VBOX_HARDDISK_appscale-node-1"));
+    let file = t.join("AppScalefile");
+    std::fs::write(
+        &file,
+        format!("ips_layout:\n  - roles: [master, appengine, database, zookeeper]\n    nodes: 127.0.0.1\n    disks: {}\n", path.display()),
+    )
+    .unwrap();
+    let mnt = t.s("mnt");
+    let fstab = t.s("fstab");
+    let r = boot(
+        &t,
+        &[
+            ("APPSCALEFILE", file.to_str().unwrap()),
+            ("APPSCALE_MOUNTPOINT", mnt.as_str()),
+            ("APPSCALE_FSTAB", fstab.as_str()),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(is_mounted(Path::new(&mnt)));
+    assert!(r.stderr.contains(&format!("ata-VBOX_HARDDISK_{serial}")), "{}", r.stderr);
+    sh_ok(&["umount", &mnt]);
+}

@@ -178,7 +178,7 @@ const WRITE_SCOPES: &[&str] = &[
 
 /// The environment variable naming Cloud Resource Manager's endpoint
 /// (gcloud's own override), for a private endpoint or an emulator.
-pub const RESOURCE_MANAGER_ENV: &str = "CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDRESOURCEMANAGER";
+pub const RESOURCE_MANAGER_ENV: &str = appscale_persist::doctor::RESOURCE_MANAGER_ENDPOINT_ENV;
 
 /// Resource Manager's endpoint.
 const RESOURCE_MANAGER: &str = "https://cloudresourcemanager.googleapis.com/";

@@ -40,6 +40,8 @@
 //! * [`files`]: renaming without replacing, flushing a filesystem.
 //! * [`nvme`]: the name a Compute Engine NVMe disk was attached as, from
 //!   its Identify data.
+//! * [`manual`]: the man pages' ENVIRONMENT, FILES and SEE ALSO sections
+//!   ([`generate`] makes the rest from the clap definitions).
 //! * [`run`], [`wait`], [`log`]: the one way to run a subprocess, to wait,
 //!   and to talk to the operator (log lines, filtered `RUST_LOG`-style,
 //!   SDK lines included); [`progress`]: what a long wait shows on stderr;
@@ -64,6 +66,7 @@ pub mod interrupt;
 pub mod lock;
 pub mod log;
 pub mod loopdev;
+pub mod manual;
 pub mod mount;
 pub mod node_id;
 pub mod nvme;

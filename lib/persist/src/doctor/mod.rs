@@ -17,6 +17,12 @@
 
 pub mod node;
 
+/// The environment variable naming Cloud Resource Manager's endpoint
+/// (gcloud's own override), where disk-doctor tests a Compute Engine
+/// project's permissions.
+pub const RESOURCE_MANAGER_ENDPOINT_ENV: &str =
+    "CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDRESOURCEMANAGER";
+
 use std::path::PathBuf;
 
 use crate::checks::{Ask, Check, Diagnosis, Scope, Verdict};
