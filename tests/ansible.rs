@@ -1048,3 +1048,56 @@ fn the_provider_group_options_reach_every_module_of_the_group() {
         assert_eq!((code, &out["failed"]), (0, &json!(false)), "{m}: {out}");
     }
 }
+
+/// Each module runs the build for its host's architecture
+/// (plugins/plugin_utils/arch.py): the x86_64 build from plugins/modules/,
+/// the aarch64 one from plugins/modules/aarch64/ (a stand-in here, that
+/// says which it is), and a build the collection lacks fails, naming it.
+/// `appscale_module_arch` stands for an aarch64 host's `uname -m`.
+#[test]
+fn modules_run_the_build_for_the_hosts_architecture() {
+    let t = TempDir::new("ansible-arch");
+    let collections = collection(&t);
+    let aarch64 = collections.join("ansible_collections/appscale/persist/plugins/modules/aarch64");
+    std::fs::create_dir_all(&aarch64).unwrap();
+    let stub = aarch64.join("disk_status");
+    std::fs::write(&stub, "#!/bin/sh\n# WANT_JSON\necho '{\"changed\": false, \"build\": \"aarch64\"}'\n").unwrap();
+    sh_ok(&["chmod", "0755", stub.to_str().unwrap()]);
+    let book = t.join("arch.yml");
+    std::fs::write(
+        &book,
+        format!(
+            "- hosts: all\n  gather_facts: false\n  tasks:\n    - appscale.persist.disk_status:\n        records: []\n      register: s\n    - ansible.builtin.debug:\n        msg: \"BUILD={{{{ s.build | default('x86_64') }}}}\"\n    - appscale.persist.disk_create:\n        records: []\n        state_dir: {}\n      register: c\n      ignore_errors: true\n    - ansible.builtin.debug:\n        msg: \"CREATE={{{{ c.msg if c.failed | default(false) else 'ran' }}}}\"\n",
+            t.s("disks")
+        ),
+    )
+    .unwrap();
+    let p = Play {
+        collections,
+        inventory: t.join("inventory.yml"),
+        extra_env: Vec::new(),
+        t,
+    };
+    for (arch, build) in [("x86_64", "x86_64"), ("aarch64", "aarch64")] {
+        std::fs::write(
+            &p.inventory,
+            format!(
+                "all:\n  hosts:\n    node-0:\n      ansible_connection: local\n      ansible_python_interpreter: {}\n      appscale_module_arch: {arch}\n",
+                venv().join("bin/python").display()
+            ),
+        )
+        .unwrap();
+        let r = p.ansible("ansible-playbook", &["-i", p.inventory.to_str().unwrap(), book.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        assert!(r.stdout.contains(&format!("BUILD={build}")), "{arch}: {}", r.stdout);
+        if arch == "aarch64" {
+            assert!(
+                r.stdout.contains("has no aarch64 build of it"),
+                "a build the collection lacks is named: {}",
+                r.stdout
+            );
+        } else {
+            assert!(r.stdout.contains("CREATE=ran"), "{}", r.stdout);
+        }
+    }
+}
