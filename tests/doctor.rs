@@ -270,7 +270,7 @@ fn ec2_the_node_role_checks_the_calls_a_node_makes() {
 #[test]
 fn ec2_the_imds_hop_limit_is_named() {
     let ec2 = Ec2::new();
-    let imds = Server::python("fake_imds.py", &[&ec2.instance, "us-east-1b", "--hop-limit-1"]);
+    let imds = Server::python("fake_imds.py", &[&ec2.instance, "us-east-1b", "--hop-limited"]);
     let t = TempDir::new("doctor-hop");
     let url = imds.url();
     let fstab = t.s("fstab");
