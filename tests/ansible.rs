@@ -998,7 +998,11 @@ fn doctor_playbook_passes_then_fails_the_host_with_a_failed_check() {
     assert_eq!(rc["node-0"].2, 0, "{}", r.stdout);
     assert_eq!(rc["node-1"].2, 1, "{}", r.stdout);
     assert!(r.stdout.contains("failed: fstab"), "{}", r.stdout);
-    assert!(r.stdout.contains("fix: remove or change that line"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("fix: remove or change that line"),
+        "{}",
+        r.stdout
+    );
 }
 
 /// The collection's README lists every module, each once, with its tool.
@@ -1010,7 +1014,11 @@ fn the_collection_readme_lists_every_module() {
     .unwrap();
     for m in module_names() {
         let row = format!("| `{m}` | `{}` |", m.replace('_', "-"));
-        assert_eq!(readme.matches(&row).count(), 1, "{row} in the collection README");
+        assert_eq!(
+            readme.matches(&row).count(),
+            1,
+            "{row} in the collection README"
+        );
     }
 }
 
@@ -1042,7 +1050,10 @@ fn the_provider_group_options_reach_every_module_of_the_group() {
         });
         let (code, out) = as_module(&t, &m.replace('_', "-"), args);
         assert!(
-            !out["msg"].as_str().unwrap_or_default().contains("Unsupported parameters"),
+            !out["msg"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Unsupported parameters"),
             "{m}: {out}"
         );
         assert_eq!((code, &out["failed"]), (0, &json!(false)), "{m}: {out}");
@@ -1061,7 +1072,11 @@ fn modules_run_the_build_for_the_hosts_architecture() {
     let aarch64 = collections.join("ansible_collections/appscale/persist/plugins/modules/aarch64");
     std::fs::create_dir_all(&aarch64).unwrap();
     let stub = aarch64.join("disk_status");
-    std::fs::write(&stub, "#!/bin/sh\n# WANT_JSON\necho '{\"changed\": false, \"build\": \"aarch64\"}'\n").unwrap();
+    std::fs::write(
+        &stub,
+        "#!/bin/sh\n# WANT_JSON\necho '{\"changed\": false, \"build\": \"aarch64\"}'\n",
+    )
+    .unwrap();
     sh_ok(&["chmod", "0755", stub.to_str().unwrap()]);
     let book = t.join("arch.yml");
     std::fs::write(
@@ -1087,9 +1102,16 @@ fn modules_run_the_build_for_the_hosts_architecture() {
             ),
         )
         .unwrap();
-        let r = p.ansible("ansible-playbook", &["-i", p.inventory.to_str().unwrap(), book.to_str().unwrap()]);
+        let r = p.ansible(
+            "ansible-playbook",
+            &["-i", p.inventory.to_str().unwrap(), book.to_str().unwrap()],
+        );
         assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-        assert!(r.stdout.contains(&format!("BUILD={build}")), "{arch}: {}", r.stdout);
+        assert!(
+            r.stdout.contains(&format!("BUILD={build}")),
+            "{arch}: {}",
+            r.stdout
+        );
         if arch == "aarch64" {
             assert!(
                 r.stdout.contains("has no aarch64 build of it"),

@@ -103,11 +103,20 @@ fn cluster_mode_the_boot_unit_finds_its_node_by_address() {
     ];
     let r = boot(&t, &env);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stderr.contains("this machine is 127.0.0.1 (by this machine's address)"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("this machine is 127.0.0.1 (by this machine's address)"),
+        "{}",
+        r.stderr
+    );
     assert!(is_mounted(Path::new(&mnt)));
     assert_eq!(our_entries(Path::new(&fstab)), 1);
     let probe = sh(&["blkid", "-p", &theirs.device]);
-    assert_ne!(probe.code, 0, "the other node's disk is untouched: {}", probe.stdout);
+    assert_ne!(
+        probe.code, 0,
+        "the other node's disk is untouched: {}",
+        probe.stdout
+    );
     // At the next boot the same command finds it all in place.
     sh_ok(&["umount", &mnt]);
     boot(&t, &env).expect(0);
@@ -115,7 +124,16 @@ fn cluster_mode_the_boot_unit_finds_its_node_by_address() {
     // The node's half of down.
     let r = run_env(
         repo().join("scripts/down").to_str().unwrap(),
-        &["--node-only", "--node", "auto", "--mountpoint", &mnt, "--fstab", &fstab, file.to_str().unwrap()],
+        &[
+            "--node-only",
+            "--node",
+            "auto",
+            "--mountpoint",
+            &mnt,
+            "--fstab",
+            &fstab,
+            file.to_str().unwrap(),
+        ],
         "",
         &[("APPSCALE_PERSIST_BIN", bin_dir().to_str().unwrap())],
     );
@@ -140,7 +158,10 @@ fn stand_in(t: &TempDir, root: &str, vol: &str) -> LoopDev {
     std::fs::create_dir_all(&by_id).unwrap();
     std::os::unix::fs::symlink(
         &d.device,
-        by_id.join(format!("nvme-Amazon_Elastic_Block_Store_{}", vol.replacen('-', "", 1))),
+        by_id.join(format!(
+            "nvme-Amazon_Elastic_Block_Store_{}",
+            vol.replacen('-', "", 1)
+        )),
     )
     .unwrap();
     d
@@ -183,7 +204,10 @@ fn cloud_mode_one_user_data_serves_every_node() {
     let made = r.records();
     assert_eq!(made.len(), 2);
     assert!(made.iter().all(|m| m["state"] == "created"), "{made:?}");
-    let vol: Vec<String> = made.iter().map(|m| m["disk_id"].as_str().unwrap().to_string()).collect();
+    let vol: Vec<String> = made
+        .iter()
+        .map(|m| m["disk_id"].as_str().unwrap().to_string())
+        .collect();
 
     // 2. AppScale starts the machines, and writes its record of them.
     let ids = instances(&moto, 2);
@@ -209,8 +233,16 @@ fn cloud_mode_one_user_data_serves_every_node() {
     // 3. The controller's half again: node-0's disk attached to its instance.
     let r = up(&["--cloud-only", "--locations", partial.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(moto.ec2_admin(&["volume", &vol[0]])["attachments"][0]["instance"], ids[0].as_str());
-    assert!(moto.ec2_admin(&["volume", &vol[1]])["attachments"].as_array().unwrap().is_empty());
+    assert_eq!(
+        moto.ec2_admin(&["volume", &vol[0]])["attachments"][0]["instance"],
+        ids[0].as_str()
+    );
+    assert!(
+        moto.ec2_admin(&["volume", &vol[1]])["attachments"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 
     // 4. Each node boots with the same node.env.
     for (i, id) in ids.iter().enumerate() {
@@ -231,15 +263,31 @@ fn cloud_mode_one_user_data_serves_every_node() {
         ]);
         let r = boot(&t, &e);
         assert_eq!(r.code, 0, "node-{i}: {}", r.stderr);
-        let how = if i == 0 { "attached here" } else { "the instance's tag appscale-persist:node" };
-        assert!(r.stderr.contains(&format!("this machine is node-{i} (by")), "{}", r.stderr);
+        let how = if i == 0 {
+            "attached here"
+        } else {
+            "the instance's tag appscale-persist:node"
+        };
+        assert!(
+            r.stderr.contains(&format!("this machine is node-{i} (by")),
+            "{}",
+            r.stderr
+        );
         assert!(r.stderr.contains(how), "node-{i}: {}", r.stderr);
         assert!(is_mounted(Path::new(&mnt)), "node-{i}");
-        assert_eq!(moto.ec2_admin(&["volume", &vol[i]])["attachments"][0]["instance"], id.as_str());
+        assert_eq!(
+            moto.ec2_admin(&["volume", &vol[i]])["attachments"][0]["instance"],
+            id.as_str()
+        );
         sh_ok(&["umount", &mnt]);
     }
     // AppScale's record alone also tells the controller every instance.
-    let r = up(&["--cloud-only", "--locations", locations.to_str().unwrap(), "--check"]);
+    let r = up(&[
+        "--cloud-only",
+        "--locations",
+        locations.to_str().unwrap(),
+        "--check",
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let recs = r.records();
     let by_node = |n: &str| recs.iter().find(|r| r["node"] == n).unwrap().clone();
@@ -259,10 +307,25 @@ fn the_linter_finds_its_node_by_the_instance_tag_in_imds() {
     )
     .unwrap();
     let lint = |tag: &str| {
-        let imds = Server::python("fake_imds.py", &["i-0123", "us-east-1b", "--tag", &format!("appscale-persist:node={tag}")]);
+        let imds = Server::python(
+            "fake_imds.py",
+            &[
+                "i-0123",
+                "us-east-1b",
+                "--tag",
+                &format!("appscale-persist:node={tag}"),
+            ],
+        );
         run(
             "appscalefile-lint",
-            &["--plan", "--node", "auto", "--metadata-endpoint", &imds.url(), file.to_str().unwrap()],
+            &[
+                "--plan",
+                "--node",
+                "auto",
+                "--metadata-endpoint",
+                &imds.url(),
+                file.to_str().unwrap(),
+            ],
             "",
         )
     };
@@ -271,7 +334,12 @@ fn the_linter_finds_its_node_by_the_instance_tag_in_imds() {
     assert_eq!(rec["node"], "node-1");
     assert_eq!(rec["disk"], "data-1");
     let r = lint("node-7").expect(1);
-    assert!(r.stderr.contains("`node-7`, which is not a node of the plan"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("`node-7`, which is not a node of the plan"),
+        "{}",
+        r.stderr
+    );
 }
 
 /// A by-id link made for the test, removed however the test ends.
@@ -318,6 +386,10 @@ fn virtualbox_the_static_disk_by_its_by_id_path() {
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(is_mounted(Path::new(&mnt)));
-    assert!(r.stderr.contains(&format!("ata-VBOX_HARDDISK_{serial}")), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("ata-VBOX_HARDDISK_{serial}")),
+        "{}",
+        r.stderr
+    );
     sh_ok(&["umount", &mnt]);
 }

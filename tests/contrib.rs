@@ -136,10 +136,9 @@ fn stages_exist(script: &str) {
 
 #[test]
 fn the_backup_timer_starts_the_backup_service_daily() {
-    let service = std::fs::read_to_string(
-        repo().join("contrib/systemd/appscale-persist-backup.service"),
-    )
-    .unwrap();
+    let service =
+        std::fs::read_to_string(repo().join("contrib/systemd/appscale-persist-backup.service"))
+            .unwrap();
     let u = parse_unit(&service);
     assert_eq!(u["Service"]["Type"], ["oneshot"]);
     let exec = u["Service"]["ExecStart"].join(" ");
@@ -198,7 +197,10 @@ fn systemd_accepts_the_unit_and_the_drop_in() {
     };
     verify("appscale-persist.service");
     verify("appscale-controller.service");
-    for unit in ["appscale-persist-backup.service", "appscale-persist-backup.timer"] {
+    for unit in [
+        "appscale-persist-backup.service",
+        "appscale-persist-backup.timer",
+    ] {
         std::fs::copy(repo().join("contrib/systemd").join(unit), t.join(unit)).unwrap();
         verify(unit);
     }

@@ -133,7 +133,10 @@ fn ec2_everything_allowed_passes() {
     assert_eq!(check(&rec, "clock", "")["verdict"], "ok");
     assert_eq!(check(&rec, "region", "")["verdict"], "ok");
     assert_eq!(check(&rec, "instance", &ec2.instance)["verdict"], "ok");
-    assert_eq!(check(&rec, "attachment-room", &ec2.instance)["verdict"], "ok");
+    assert_eq!(
+        check(&rec, "attachment-room", &ec2.instance)["verdict"],
+        "ok"
+    );
     assert!(
         check(&rec, "disk", "data-1")["message"]
             .as_str()
@@ -143,7 +146,11 @@ fn ec2_everything_allowed_passes() {
     );
     // The table says the same, once per check.
     let t = ec2.doctor(&["--format", "table"], &[]).expect(0);
-    assert!(t.stdout.contains("ec2:AttachVolume: allowed (DryRun)"), "{}", t.stdout);
+    assert!(
+        t.stdout.contains("ec2:AttachVolume: allowed (DryRun)"),
+        "{}",
+        t.stdout
+    );
     assert!(t.stdout.contains("nothing in the way"), "{}", t.stdout);
 }
 
@@ -158,7 +165,12 @@ fn ec2_each_denied_action_is_named_with_its_fix() {
         ec2.control(json!({"deny": [action]}));
         let optional = action == "DescribeInstanceTypes";
         let r = ec2.doctor(&[], &[]);
-        assert_eq!(r.code, if optional { 0 } else { 1 }, "{action}: {}", r.stdout);
+        assert_eq!(
+            r.code,
+            if optional { 0 } else { 1 },
+            "{action}: {}",
+            r.stdout
+        );
         let rec = r.record();
         let subject = format!("ec2:{action}");
         let c = check(&rec, "permission", &subject);
@@ -168,11 +180,17 @@ fn ec2_each_denied_action_is_named_with_its_fix() {
             "{action}: {c}"
         );
         assert!(
-            c["fix"].as_str().unwrap().contains(&format!("allow {subject}")),
+            c["fix"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("allow {subject}")),
             "{action}: {c}"
         );
         assert!(
-            c["message"].as_str().unwrap().contains("UnauthorizedOperation"),
+            c["message"]
+                .as_str()
+                .unwrap()
+                .contains("UnauthorizedOperation"),
             "{c}"
         );
         // Only that action fails (a lookup it gates says so too).
@@ -191,11 +209,20 @@ fn ec2_tags_on_create_are_told_apart_from_create() {
     let ec2 = Ec2::new();
     ec2.control(json!({"deny": ["CreateTags"]}));
     let rec = ec2.doctor(&[], &[]).expect(1).record();
-    assert_eq!(check(&rec, "permission", "ec2:CreateVolume")["verdict"], "ok");
-    assert_eq!(check(&rec, "permission", "ec2:CreateSnapshot")["verdict"], "ok");
+    assert_eq!(
+        check(&rec, "permission", "ec2:CreateVolume")["verdict"],
+        "ok"
+    );
+    assert_eq!(
+        check(&rec, "permission", "ec2:CreateSnapshot")["verdict"],
+        "ok"
+    );
     let tags = check(&rec, "permission", "ec2:CreateTags");
     assert_eq!(tags["verdict"], "fail", "{tags}");
-    assert!(tags["message"].as_str().unwrap().contains("as it is made"), "{tags}");
+    assert!(
+        tags["message"].as_str().unwrap().contains("as it is made"),
+        "{tags}"
+    );
 }
 
 #[test]
@@ -219,7 +246,10 @@ fn ec2_a_skewed_clock_is_named() {
     let rec = ec2.doctor(&[], &[]).expect(1).record();
     let c = check(&rec, "clock", "");
     assert_eq!(c["verdict"], "fail", "{c}");
-    assert!(c["message"].as_str().unwrap().contains("1h 0m behind"), "{c}");
+    assert!(
+        c["message"].as_str().unwrap().contains("1h 0m behind"),
+        "{c}"
+    );
     assert!(c["fix"].as_str().unwrap().contains("timedatectl"), "{c}");
     assert_eq!(failed(&rec), [("clock".to_string(), String::new())]);
     // Within the tolerance: fine.
@@ -255,13 +285,29 @@ fn ec2_the_node_role_checks_the_calls_a_node_makes() {
     let rec = r.record();
     // The node makes no volume and grows none: those are the controller's.
     let subjects: Vec<String> = checks(&rec).into_iter().map(|(_, s, _)| s).collect();
-    assert!(!subjects.iter().any(|s| s == "ec2:CreateVolume" || s == "ec2:ModifyVolume"), "{subjects:?}");
-    assert_eq!(check(&rec, "permission", "ec2:AttachVolume")["verdict"], "ok");
-    assert!(check(&rec, "metadata", "")["message"].as_str().unwrap().contains("IMDSv2 answers"));
+    assert!(
+        !subjects
+            .iter()
+            .any(|s| s == "ec2:CreateVolume" || s == "ec2:ModifyVolume"),
+        "{subjects:?}"
+    );
+    assert_eq!(
+        check(&rec, "permission", "ec2:AttachVolume")["verdict"],
+        "ok"
+    );
+    assert!(
+        check(&rec, "metadata", "")["message"]
+            .as_str()
+            .unwrap()
+            .contains("IMDSv2 answers")
+    );
     // The node cannot make the disk: it must exist first.
     let disk = check(&rec, "disk", "data-1");
     assert_eq!(disk["verdict"], "fail", "{disk}");
-    assert!(disk["fix"].as_str().unwrap().contains("--cloud-only"), "{disk}");
+    assert!(
+        disk["fix"].as_str().unwrap().contains("--cloud-only"),
+        "{disk}"
+    );
 }
 
 /// A container one hop from IMDS, on an instance whose response hop limit
@@ -270,19 +316,39 @@ fn ec2_the_node_role_checks_the_calls_a_node_makes() {
 #[test]
 fn ec2_the_imds_hop_limit_is_named() {
     let ec2 = Ec2::new();
-    let imds = Server::python("fake_imds.py", &[&ec2.instance, "us-east-1b", "--hop-limited"]);
+    let imds = Server::python(
+        "fake_imds.py",
+        &[&ec2.instance, "us-east-1b", "--hop-limited"],
+    );
     let t = TempDir::new("doctor-hop");
     let url = imds.url();
     let fstab = t.s("fstab");
     let r = ec2.doctor(
-        &["--self", "--metadata-endpoint", &url, "--fstab", &fstab, "--flow", "down"],
+        &[
+            "--self",
+            "--metadata-endpoint",
+            &url,
+            "--fstab",
+            &fstab,
+            "--flow",
+            "down",
+        ],
         &[("APPSCALE_PERSIST_SYS_ROOT", t.s("sys").as_str())],
     );
     let rec = r.expect(1).record();
     let c = check(&rec, "metadata", "");
     assert_eq!(c["verdict"], "fail", "{c}");
-    assert!(c["message"].as_str().unwrap().contains("got no answer"), "{c}");
-    assert!(c["fix"].as_str().unwrap().contains("--http-put-response-hop-limit 2"), "{c}");
+    assert!(
+        c["message"].as_str().unwrap().contains("got no answer"),
+        "{c}"
+    );
+    assert!(
+        c["fix"]
+            .as_str()
+            .unwrap()
+            .contains("--http-put-response-hop-limit 2"),
+        "{c}"
+    );
 }
 
 /// EBS NVMe volumes are found by udev's by-id links: a device with no link
@@ -294,7 +360,11 @@ fn a_missing_udev_link_is_named() {
     let t = TempDir::new("doctor-udev");
     let dev = t.join("sys/block/nvme1n1/device");
     std::fs::create_dir_all(&dev).unwrap();
-    std::fs::write(dev.join("model"), "Amazon Elastic Block Store              \n").unwrap();
+    std::fs::write(
+        dev.join("model"),
+        "Amazon Elastic Block Store              \n",
+    )
+    .unwrap();
     std::fs::write(dev.join("serial"), "vol0123456789abcdef0\n").unwrap();
     std::fs::create_dir_all(t.join("dev/disk/by-id")).unwrap();
     let url = imds.url();
@@ -304,13 +374,27 @@ fn a_missing_udev_link_is_named() {
         ("APPSCALE_PERSIST_SYS_ROOT", t.s("sys")),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let args = ["--self", "--metadata-endpoint", &url, "--fstab", &fstab, "--flow", "down"];
+    let args = [
+        "--self",
+        "--metadata-endpoint",
+        &url,
+        "--fstab",
+        &fstab,
+        "--flow",
+        "down",
+    ];
     let rec = ec2.doctor(&args, &env).expect(1).record();
     let c = check(&rec, "udev-links", "");
     assert_eq!(c["verdict"], "fail", "{c}");
     let m = c["message"].as_str().unwrap();
-    assert!(m.contains("nvme1n1") && m.contains("vol0123456789abcdef0"), "{m}");
-    assert!(c["fix"].as_str().unwrap().contains("udevadm trigger"), "{c}");
+    assert!(
+        m.contains("nvme1n1") && m.contains("vol0123456789abcdef0"),
+        "{m}"
+    );
+    assert!(
+        c["fix"].as_str().unwrap().contains("udevadm trigger"),
+        "{c}"
+    );
     // The link made, as udev would: fine.
     std::os::unix::fs::symlink(
         "../../nvme1n1",
@@ -371,7 +455,11 @@ fn gce_everything_granted_passes_and_each_denied_permission_is_named() {
     for disk in ["data-0", "data-1"] {
         let rec = gce_doctor(&gce, disk, &[]).expect(0).record();
         for p in GCE_PERMISSIONS {
-            assert_eq!(check(&rec, "permission", p)["verdict"], "ok", "{disk} {p}: {rec:#}");
+            assert_eq!(
+                check(&rec, "permission", p)["verdict"],
+                "ok",
+                "{disk} {p}: {rec:#}"
+            );
         }
         assert_eq!(check(&rec, "access-scopes", "")["verdict"], "ok");
         assert_eq!(check(&rec, "clock", "")["verdict"], "ok");
@@ -391,7 +479,10 @@ fn gce_everything_granted_passes_and_each_denied_permission_is_named() {
             let rec = r.record();
             let c = check(&rec, "permission", p);
             assert_eq!(c["verdict"], "fail", "{disk} {p}: {rec:#}");
-            assert!(c["fix"].as_str().unwrap().contains(&format!("grant {p}")), "{c}");
+            assert!(
+                c["fix"].as_str().unwrap().contains(&format!("grant {p}")),
+                "{c}"
+            );
             // Only that permission fails (a lookup it gates says so too).
             for (name, s) in failed(&rec) {
                 assert!(
@@ -415,7 +506,13 @@ fn gce_a_missing_scope_and_a_skewed_clock_are_named() {
     let rec = gce_doctor(&gce, "data-1", &[]).expect(1).record();
     let c = check(&rec, "access-scopes", "");
     assert_eq!(c["verdict"], "fail", "{c}");
-    assert!(c["fix"].as_str().unwrap().contains("--scopes=cloud-platform"), "{c}");
+    assert!(
+        c["fix"]
+            .as_str()
+            .unwrap()
+            .contains("--scopes=cloud-platform"),
+        "{c}"
+    );
     gce.control(
         "config",
         json!({"scopes": ["https://www.googleapis.com/auth/cloud-platform"], "date_offset": -900}),
@@ -442,7 +539,12 @@ fn local_node_checks_name_what_is_in_the_way() {
     let doctor = |rec: Value| {
         run(
             "disk-doctor",
-            &["--state-dir", state.to_str().unwrap(), "--fstab", fstab.to_str().unwrap()],
+            &[
+                "--state-dir",
+                state.to_str().unwrap(),
+                "--fstab",
+                fstab.to_str().unwrap(),
+            ],
             &ndjson(&[rec]),
         )
     };
@@ -450,7 +552,13 @@ fn local_node_checks_name_what_is_in_the_way() {
         .expect(0)
         .record();
     assert_eq!(check(&rec, "mountpoint", &mnt)["verdict"], "ok");
-    assert!(check(&rec, "fstab", "")["message"].as_str().unwrap().contains("findmnt --verify"), "{rec:#}");
+    assert!(
+        check(&rec, "fstab", "")["message"]
+            .as_str()
+            .unwrap()
+            .contains("findmnt --verify"),
+        "{rec:#}"
+    );
     assert_eq!(check(&rec, "state-dir", "")["verdict"], "ok");
 
     // A system directory.
@@ -470,7 +578,10 @@ fn local_node_checks_name_what_is_in_the_way() {
         .record();
     let whole = check(&rec, "fstab", fstab.to_str().unwrap());
     assert_eq!(whole["verdict"], "warn", "{whole}");
-    assert!(whole["message"].as_str().unwrap().contains("line(s) 2"), "{whole}");
+    assert!(
+        whole["message"].as_str().unwrap().contains("line(s) 2"),
+        "{whole}"
+    );
     let entry = check(&rec, "fstab", &format!("{}:3", fstab.display()));
     assert_eq!(entry["verdict"], "fail", "{entry}");
 
@@ -478,11 +589,31 @@ fn local_node_checks_name_what_is_in_the_way() {
     std::fs::write(&fstab, "").unwrap();
     let small = t.join("small");
     std::fs::create_dir_all(&small).unwrap();
-    sh_ok(&["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", small.to_str().unwrap()]);
-    sh_ok(&["dd", "if=/dev/urandom", &format!("of={}/d1.img", small.display()), "bs=1M", "count=3", "status=none"]);
+    sh_ok(&[
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=4m,mode=0700",
+        "tmpfs",
+        small.to_str().unwrap(),
+    ]);
+    sh_ok(&[
+        "dd",
+        "if=/dev/urandom",
+        &format!("of={}/d1.img", small.display()),
+        "bs=1M",
+        "count=3",
+        "status=none",
+    ]);
     let r = run(
         "disk-doctor",
-        &["--state-dir", small.to_str().unwrap(), "--fstab", fstab.to_str().unwrap()],
+        &[
+            "--state-dir",
+            small.to_str().unwrap(),
+            "--fstab",
+            fstab.to_str().unwrap(),
+        ],
         &ndjson(&[json!({"provider": "local", "disk": "d1", "mountpoint": mnt})]),
     )
     .expect(1);
@@ -522,18 +653,41 @@ fn appscales_own_disks_are_refused_and_the_linter_writes_the_fix() {
     let r = run("disk-doctor", &a, &ndjson(&[rec.clone()])).expect(1);
     let c = check(&r.record(), "appscale-disks", file.to_str().unwrap()).clone();
     assert_eq!(c["verdict"], "fail", "{c}");
-    assert!(c["message"].as_str().unwrap().contains("node-0 data-1 (line 9)"), "{c}");
-    assert!(c["fix"].as_str().unwrap().contains("appscalefile-lint --for-appscale"), "{c}");
-
-    let out = run("appscalefile-lint", &["--for-appscale", file.to_str().unwrap()], "").expect(0);
     assert!(
-        out.stdout
-            .lines()
-            .all(|l| !l.trim_start().trim_start_matches("- ").starts_with("disks:")),
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains("node-0 data-1 (line 9)"),
+        "{c}"
+    );
+    assert!(
+        c["fix"]
+            .as_str()
+            .unwrap()
+            .contains("appscalefile-lint --for-appscale"),
+        "{c}"
+    );
+
+    let out = run(
+        "appscalefile-lint",
+        &["--for-appscale", file.to_str().unwrap()],
+        "",
+    )
+    .expect(0);
+    assert!(
+        out.stdout.lines().all(|l| !l
+            .trim_start()
+            .trim_start_matches("- ")
+            .starts_with("disks:")),
         "{}",
         out.stdout
     );
-    assert!(out.stdout.contains("    # disks: data-1 # the node's disk\n"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("    # disks: data-1 # the node's disk\n"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("keyname: dep"), "{}", out.stdout);
     let fixed = t.join("AppScalefile.appscale");
     std::fs::write(&fixed, &out.stdout).unwrap();
@@ -541,7 +695,10 @@ fn appscales_own_disks_are_refused_and_the_linter_writes_the_fix() {
     let a = args(fixed.to_str().unwrap());
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let r = run("disk-doctor", &a, &ndjson(&[rec])).expect(0);
-    assert_eq!(check(&r.record(), "appscale-disks", fixed.to_str().unwrap())["verdict"], "ok");
+    assert_eq!(
+        check(&r.record(), "appscale-disks", fixed.to_str().unwrap())["verdict"],
+        "ok"
+    );
 }
 
 /// Every check name is documented in docs/doctor.md, in the order of

@@ -200,7 +200,9 @@ fn package_makes_a_tarball_and_a_deb_that_install_into_a_fresh_root() {
         format!("{top}/lib/systemd/system/appscale-persist.service"),
         format!("{top}/lib/systemd/system/appscale-persist-backup.service"),
         format!("{top}/lib/systemd/system/appscale-persist-backup.timer"),
-        format!("{top}/share/appscale-persist/contrib/systemd/appscale-controller.service.d/appscale-persist.conf"),
+        format!(
+            "{top}/share/appscale-persist/contrib/systemd/appscale-controller.service.d/appscale-persist.conf"
+        ),
         format!("{top}/share/appscale-persist/contrib/cloud-init/appscale-persist.yaml"),
         format!("{top}/share/appscale-persist/contrib/vagrant/Vagrantfile"),
         format!("{top}/share/appscale-persist/examples/AppScalefile.local"),
@@ -235,13 +237,20 @@ fn package_makes_a_tarball_and_a_deb_that_install_into_a_fresh_root() {
     for cmd in readme_commands(&readme) {
         match cmd.as_str() {
             c if c.starts_with("scripts/") => {
-                assert!(repo().join(c).exists(), "README shows {c}, not in the checkout")
+                assert!(
+                    repo().join(c).exists(),
+                    "README shows {c}, not in the checkout"
+                )
             }
-            "just" | "cargo" | "export" | "sha256sum" | "apt-get" | "dpkg" | "tar" | "ansible-galaxy"
-            | "ansible-playbook" | "cd" => {}
+            "just" | "cargo" | "export" | "sha256sum" | "apt-get" | "dpkg" | "tar"
+            | "ansible-galaxy" | "ansible-playbook" | "cd" => {}
             c => {
                 let r = in_root(&root, &format!("command -v {c} && {c} --help >/dev/null"));
-                assert_eq!(r.code, 0, "README shows {c}: not installed by the .deb, or no --help: {}{}", r.stdout, r.stderr);
+                assert_eq!(
+                    r.code, 0,
+                    "README shows {c}: not installed by the .deb, or no --help: {}{}",
+                    r.stdout, r.stderr
+                );
             }
         }
     }
@@ -254,7 +263,11 @@ fn package_makes_a_tarball_and_a_deb_that_install_into_a_fresh_root() {
         .expect("the README's After install block");
     for line in after.lines().filter(|l| !l.trim().is_empty()) {
         let r = in_root(&root, line);
-        assert_eq!(r.code, 0, "README: `{line}` in a fresh root: {}{}", r.stdout, r.stderr);
+        assert_eq!(
+            r.code, 0,
+            "README: `{line}` in a fresh root: {}{}",
+            r.stdout, r.stderr
+        );
     }
 }
 
@@ -263,7 +276,17 @@ fn in_root(root: &Path, script: &str) -> Run {
     finish(
         Command::new("chroot")
             .arg(root)
-            .args(["/usr/bin/env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "/bin/bash", "-o", "pipefail", "-c", script])
+            .args([
+                "/usr/bin/env",
+                "-i",
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "HOME=/root",
+                "/bin/bash",
+                "-o",
+                "pipefail",
+                "-c",
+                script,
+            ])
             .output()
             .unwrap(),
     )
@@ -275,7 +298,11 @@ fn in_root(root: &Path, script: &str) -> Run {
 fn readme_commands(readme: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for block in readme.split("```sh\n").skip(1) {
-        let body = block.split("```").next().unwrap_or_default().replace("\\\n", " ");
+        let body = block
+            .split("```")
+            .next()
+            .unwrap_or_default()
+            .replace("\\\n", " ");
         for line in body.lines() {
             let line = line.split(" #").next().unwrap_or_default();
             if line.trim_start().starts_with('#') {
@@ -309,15 +336,32 @@ fn fresh_root(t: &TempDir) -> std::path::PathBuf {
             staging.to_str().unwrap(),
             "http://deb.debian.org/debian",
         ]);
-        assert_eq!(r.code, 0, "debootstrap (scripts/setup test installs it; it needs Debian's mirror): {}{}", r.stdout, r.stderr);
+        assert_eq!(
+            r.code, 0,
+            "debootstrap (scripts/setup test installs it; it needs Debian's mirror): {}{}",
+            r.stdout, r.stderr
+        );
         let partial = cache.with_extension("partial");
-        sh_ok(&["tar", "-C", staging.to_str().unwrap(), "-cf", partial.to_str().unwrap(), "."]);
+        sh_ok(&[
+            "tar",
+            "-C",
+            staging.to_str().unwrap(),
+            "-cf",
+            partial.to_str().unwrap(),
+            ".",
+        ]);
         std::fs::rename(&partial, &cache).unwrap();
         sh_ok(&["rm", "-rf", staging.to_str().unwrap()]);
     }
     let root = t.join("root");
     std::fs::create_dir_all(&root).unwrap();
-    sh_ok(&["tar", "-C", root.to_str().unwrap(), "-xf", cache.to_str().unwrap()]);
+    sh_ok(&[
+        "tar",
+        "-C",
+        root.to_str().unwrap(),
+        "-xf",
+        cache.to_str().unwrap(),
+    ]);
     root
 }
 

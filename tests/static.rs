@@ -110,7 +110,10 @@ fn every_aarch64_tool_starts_alone_in_an_empty_root() {
         .join("aarch64-unknown-linux-musl")
         .join("debug");
     let qemu = PathBuf::from("/usr/bin/qemu-aarch64-static");
-    assert!(qemu.exists(), "qemu-user-static is installed (scripts/setup test)");
+    assert!(
+        qemu.exists(),
+        "qemu-user-static is installed (scripts/setup test)"
+    );
     let t = TempDir::new("static-aarch64-all");
     std::fs::copy(&qemu, t.join("qemu")).unwrap();
     for &tool in TOOLS {

@@ -18,7 +18,6 @@ use appscale_persist::appscalefile::{self, CloudSettings};
 use appscale_persist::codes;
 use appscale_persist::log;
 use appscale_persist::node_id;
-use appscale_persist::wait::{self, Poll, WaitParams};
 use appscale_persist::provider::local::Local;
 use appscale_persist::provider::static_disk::Static;
 use appscale_persist::provider::{Provider, Size};
@@ -26,6 +25,7 @@ use appscale_persist::record::{ProviderKind, Record};
 use appscale_persist::snapshot::SnapshotArgs;
 use appscale_persist::step::{Ctx, Failure, Step, StepResult};
 use appscale_persist::steps::provision::{Op, ProviderStep};
+use appscale_persist::wait::{self, Poll, WaitParams};
 use appscale_persist_cloudkit::DiskSpec;
 use clap::Args;
 
@@ -440,7 +440,8 @@ impl ProviderArgs {
             locations,
         };
         let cloud = self.on_node && kind.is_some_and(ProviderKind::is_cloud);
-        let progress = appscale_persist::progress::Progress::start("this machine's node to be known", 0);
+        let progress =
+            appscale_persist::progress::Progress::start("this machine's node to be known", 0);
         let params = WaitParams {
             initial: Duration::from_secs(2),
             max: Duration::from_secs(10),
@@ -464,7 +465,9 @@ impl ProviderArgs {
             }
             match provider.as_mut().map(|p| p.this_node(&records)) {
                 Some(Ok(Some(f))) => Poll::Ready(f),
-                Some(Err(f)) if [codes::OTHER_NODE, codes::IDENTITY_MISMATCH].contains(&f.code.as_str()) => {
+                Some(Err(f))
+                    if [codes::OTHER_NODE, codes::IDENTITY_MISMATCH].contains(&f.code.as_str()) =>
+                {
                     Poll::Failed(f.message)
                 }
                 Some(Err(f)) => {
@@ -490,7 +493,10 @@ impl ProviderArgs {
                 ));
             }
         };
-        log::info(format_args!("this machine is {} (by {})", found.node, found.how));
+        log::info(format_args!(
+            "this machine is {} (by {})",
+            found.node, found.how
+        ));
         self.node = Some(found.node.clone());
         Ok(node_id::only(records, &found.node))
     }

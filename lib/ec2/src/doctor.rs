@@ -382,12 +382,16 @@ pub(crate) fn preflight(p: &mut Ec2, records: &[Record], ask: &Ask) -> Vec<Vec<C
                 .build(),
         ),
         credentials: run.api.credentials.clone(),
+        kind: run.api.kind,
+        region: run.api.region.clone(),
+        endpoint: run.api.endpoint.clone(),
     };
     let run = Run {
         api: Arc::new(watched),
         cfg: run.cfg.clone(),
         check: true,
         deadline: Deadline::start(Duration::from_secs(120)),
+        started: run.started,
     };
     let kind = p.cfg.kind;
     p.rt.block_on(check_all(&run, kind, &mut records, placed, ask, &seen))
@@ -667,8 +671,12 @@ fn disk_checks(
                 );
             } else if ask.of(&[Up, Backup, Grow]).is_empty() {
                 out.push(
-                    Check::ok(checks::DISK, Scope::Disk, "does not exist: nothing to take down")
-                        .about(&disk),
+                    Check::ok(
+                        checks::DISK,
+                        Scope::Disk,
+                        "does not exist: nothing to take down",
+                    )
+                    .about(&disk),
                 );
             } else {
                 let flows = ask.of(&[Up, Backup, Grow]);
@@ -875,7 +883,7 @@ async fn probe(
     let deployment = first
         .map(|r| run.deployment_of(r))
         .unwrap_or_else(|| run.cfg.deployment.clone());
-    let snapshot = match run.api.snapshots(&deployment, &[]).await {
+    let snapshot = match run.api.snapshots(&deployment, true).await {
         Ok(s) => s.first().map(|s| s.id.clone()),
         Err(_) => None,
     };

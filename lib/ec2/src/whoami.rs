@@ -47,8 +47,18 @@ pub(crate) fn this_node(p: &mut Ec2, records: &[Record]) -> Result<Option<Found>
         }
         let out = client
             .describe_volumes()
-            .filters(Filter::builder().name("attachment.instance-id").values(&this.instance).build())
-            .filters(Filter::builder().name(format!("tag:{TAG_DEPLOYMENT}")).values(&deployment).build())
+            .filters(
+                Filter::builder()
+                    .name("attachment.instance-id")
+                    .values(&this.instance)
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{TAG_DEPLOYMENT}"))
+                    .values(&deployment)
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| api_error("DescribeVolumes", e).failure)?;
@@ -72,7 +82,11 @@ pub(crate) fn this_node(p: &mut Ec2, records: &[Record]) -> Result<Option<Found>
                     format!(
                         "volumes of several nodes are attached to {}: {}",
                         this.instance,
-                        tagged.iter().map(|(n, v)| format!("{v} ({n})")).collect::<Vec<_>>().join(", ")
+                        tagged
+                            .iter()
+                            .map(|(n, v)| format!("{v} ({n})"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ));
             }
@@ -81,7 +95,10 @@ pub(crate) fn this_node(p: &mut Ec2, records: &[Record]) -> Result<Option<Found>
     match found {
         Some(f) if !nodes.contains(&f.node.as_str()) => Err(Failure::new(
             codes::OTHER_NODE,
-            format!("{} says `{}`, which is not a node of the plan", f.how, f.node),
+            format!(
+                "{} says `{}`, which is not a node of the plan",
+                f.how, f.node
+            ),
         )),
         other => Ok(other),
     }

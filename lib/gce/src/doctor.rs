@@ -478,7 +478,14 @@ fn disk_checks(
         }
         Ok(None) => {
             if ask.of(&[Up, Backup, Grow]).is_empty() {
-                out.push(Check::ok(checks::DISK, Scope::Disk, "does not exist: nothing to take down").about(&disk));
+                out.push(
+                    Check::ok(
+                        checks::DISK,
+                        Scope::Disk,
+                        "does not exist: nothing to take down",
+                    )
+                    .about(&disk),
+                );
             } else if ask.role != Role::Node && ask.any(&[Up]) {
                 out.push(Check::ok(checks::DISK, Scope::Disk, format!("does not exist yet in {}: disk-create makes it (compute.disks.create, below)", t.location)).about(&disk));
             } else {

@@ -50,22 +50,30 @@ pub(crate) fn this_node(p: &mut Gce, records: &[Record]) -> Result<Option<Found>
     };
     match found.as_slice() {
         [] => Ok(None),
-        [(label, disk), rest @ ..] if rest.iter().all(|(l, _)| l == label) => match node_of(label) {
-            Some(node) => Ok(Some(Found {
-                node,
-                how: format!("disk {disk} of deployment {deployment}, attached here"),
-            })),
-            None => Err(Failure::new(
-                codes::OTHER_NODE,
-                format!("disk {disk} attached here is labelled for node `{label}`, which is not a node of the plan"),
-            )),
-        },
+        [(label, disk), rest @ ..] if rest.iter().all(|(l, _)| l == label) => {
+            match node_of(label) {
+                Some(node) => Ok(Some(Found {
+                    node,
+                    how: format!("disk {disk} of deployment {deployment}, attached here"),
+                })),
+                None => Err(Failure::new(
+                    codes::OTHER_NODE,
+                    format!(
+                        "disk {disk} attached here is labelled for node `{label}`, which is not a node of the plan"
+                    ),
+                )),
+            }
+        }
         _ => Err(Failure::new(
             codes::IDENTITY_MISMATCH,
             format!(
                 "disks of several nodes are attached to {}: {}",
                 this.name,
-                found.iter().map(|(n, d)| format!("{d} ({n})")).collect::<Vec<_>>().join(", ")
+                found
+                    .iter()
+                    .map(|(n, d)| format!("{d} ({n})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         )),
     }

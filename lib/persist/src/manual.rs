@@ -31,17 +31,35 @@ fn kind(tool: &str) -> Kind {
 /// `(name, what it does)` of the variables `tool` reads.
 fn environment(tool: &str) -> Vec<(&'static str, &'static str)> {
     let mut v = vec![
-        (log::LEVEL_ENV, "quiet, info or debug: our own log level, over -q/-v and RUST_LOG."),
-        (log::RUST_LOG_ENV, "target=level directives picking the cloud SDKs' log lines (aws_config=debug,...)."),
-        (progress::INTERVAL_ENV, "seconds between progress lines of a long wait when stderr is not a terminal (10)."),
+        (
+            log::LEVEL_ENV,
+            "quiet, info or debug: our own log level, over -q/-v and RUST_LOG.",
+        ),
+        (
+            log::RUST_LOG_ENV,
+            "target=level directives picking the cloud SDKs' log lines (aws_config=debug,...).",
+        ),
+        (
+            progress::INTERVAL_ENV,
+            "seconds between progress lines of a long wait when stderr is not a terminal (10).",
+        ),
     ];
     match kind(tool) {
         Kind::Linter => {
-            v.push((METADATA_ENDPOINT_ENV, "the metadata service for --node auto (IMDS, the Compute Engine metadata server)."));
+            v.push((
+                METADATA_ENDPOINT_ENV,
+                "the metadata service for --node auto (IMDS, the Compute Engine metadata server).",
+            ));
         }
         Kind::Node => {
-            v.push((lock::TIMEOUT_ENV, "seconds to wait for the node lock held by another run."));
-            v.push((local::STATE_DIR_ENV, "the directory of local disk images (/var/lib/appscale-persist/disks)."));
+            v.push((
+                lock::TIMEOUT_ENV,
+                "seconds to wait for the node lock held by another run.",
+            ));
+            v.push((
+                local::STATE_DIR_ENV,
+                "the directory of local disk images (/var/lib/appscale-persist/disks).",
+            ));
             v.push((METADATA_ENDPOINT_ENV, "the metadata service, for the unmount proof (IMDS, the Compute Engine metadata server)."));
         }
         Kind::Cloud => {
@@ -79,11 +97,20 @@ fn files(tool: &str) -> Vec<(&'static str, &'static str)> {
         ]);
     }
     v.extend([
-        ("/etc/appscale-persist/AppScalefile", "the AppScalefile the boot unit and the backup timer plan from."),
-        ("/etc/appscale-persist/node.env", "the boot unit's settings (APPSCALEFILE, APPSCALE_NODE, APPSCALE_MOUNTPOINT)."),
+        (
+            "/etc/appscale-persist/AppScalefile",
+            "the AppScalefile the boot unit and the backup timer plan from.",
+        ),
+        (
+            "/etc/appscale-persist/node.env",
+            "the boot unit's settings (APPSCALEFILE, APPSCALE_NODE, APPSCALE_MOUNTPOINT).",
+        ),
     ]);
     if tool == "appscalefile-lint" || tool == "disk-attach" {
-        v.push(("~/.appscale/locations-KEYNAME.json", "AppScale's record of its nodes (--locations)."));
+        v.push((
+            "~/.appscale/locations-KEYNAME.json",
+            "AppScale's record of its nodes (--locations).",
+        ));
     }
     v
 }

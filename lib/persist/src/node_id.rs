@@ -98,7 +98,11 @@ fn is_address(id: &str) -> bool {
 
 /// This machine's node among `records`' (`Ok(None)`: no source names one;
 /// an error when a source names a node the plan does not have, or several).
-pub fn resolve(records: &[Record], kind: Option<ProviderKind>, src: &Sources) -> Result<Option<Found>, String> {
+pub fn resolve(
+    records: &[Record],
+    kind: Option<ProviderKind>,
+    src: &Sources,
+) -> Result<Option<Found>, String> {
     let nodes = nodes(records);
     if nodes.is_empty() {
         return Ok(None);
@@ -106,7 +110,11 @@ pub fn resolve(records: &[Record], kind: Option<ProviderKind>, src: &Sources) ->
     let mine = addresses();
     // 1. Cluster mode: the node whose address is ours.
     if nodes.iter().any(|(n, _)| is_address(n)) {
-        let hits: Vec<&String> = nodes.iter().map(|(n, _)| n).filter(|n| mine.contains(*n)).collect();
+        let hits: Vec<&String> = nodes
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| mine.contains(*n))
+            .collect();
         match hits.as_slice() {
             [one] => {
                 return Ok(Some(Found {
@@ -118,7 +126,10 @@ pub fn resolve(records: &[Record], kind: Option<ProviderKind>, src: &Sources) ->
             many => {
                 return Err(format!(
                     "this machine has the addresses of several nodes ({}): pass --node",
-                    many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    many.iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
         }
@@ -136,13 +147,20 @@ pub fn resolve(records: &[Record], kind: Option<ProviderKind>, src: &Sources) ->
             identity::gce_value(endpoint, &format!("instance/attributes/{GCE_ATTRIBUTE}"))
                 .ok()
                 .flatten()
-                .map(|n| (n, format!("the instance's metadata attribute {GCE_ATTRIBUTE}")))
+                .map(|n| {
+                    (
+                        n,
+                        format!("the instance's metadata attribute {GCE_ATTRIBUTE}"),
+                    )
+                })
         }
         _ => None,
     };
     if let Some((node, how)) = tagged {
         if !nodes.iter().any(|(n, _)| *n == node) {
-            return Err(format!("{how} says `{node}`, which is not a node of the plan"));
+            return Err(format!(
+                "{how} says `{node}`, which is not a node of the plan"
+            ));
         }
         return Ok(Some(Found { node, how }));
     }
@@ -186,21 +204,34 @@ fn from_locations(
         if let Some(ip) = this[k].as_str()
             && nodes.iter().any(|(n, _)| n == ip)
         {
-            return Ok(Some(Found { node: ip.to_string(), how }));
+            return Ok(Some(Found {
+                node: ip.to_string(),
+                how,
+            }));
         }
     }
     // Cloud mode: the one node of the plan with exactly its roles.
     let roles = entry_roles(this);
-    let same: Vec<&String> = nodes.iter().filter(|(_, r)| *r == roles).map(|(n, _)| n).collect();
+    let same: Vec<&String> = nodes
+        .iter()
+        .filter(|(_, r)| *r == roles)
+        .map(|(n, _)| n)
+        .collect();
     match same.as_slice() {
-        [one] => Ok(Some(Found { node: one.to_string(), how })),
+        [one] => Ok(Some(Found {
+            node: one.to_string(),
+            how,
+        })),
         [] => Err(format!(
             "{how}: this instance runs {}, which no node of the plan does",
             roles.into_iter().collect::<Vec<_>>().join(", ")
         )),
         many => Err(format!(
             "{how}: nodes {} all run this instance's roles: tag the instance ({EC2_TAG}) or pass --node",
-            many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
     }
 }
@@ -223,7 +254,11 @@ fn entry_roles(e: &serde_json::Value) -> BTreeSet<String> {
     e["jobs"]
         .as_array()
         .or_else(|| e["roles"].as_array())
-        .map(|a| a.iter().filter_map(|j| j.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|j| j.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -234,7 +269,10 @@ fn entry_roles(e: &serde_json::Value) -> BTreeSet<String> {
 /// them. Records naming an instance keep it. Returns the nodes left
 /// without one (several nodes with the same roles: tag their instances
 /// instead, or name them in the inventory).
-pub fn instances_from_locations(records: &mut [Record], path: &Path) -> Result<Vec<String>, String> {
+pub fn instances_from_locations(
+    records: &mut [Record],
+    path: &Path,
+) -> Result<Vec<String>, String> {
     let entries = read_locations(path)?;
     let nodes = nodes(records);
     let mut left = Vec::new();
@@ -248,15 +286,24 @@ pub fn instances_from_locations(records: &mut [Record], path: &Path) -> Result<V
             entries.iter().find(ip)
         } else {
             let twins = nodes.iter().filter(|(_, r)| r == roles).count();
-            let same: Vec<&serde_json::Value> = entries.iter().filter(|e| entry_roles(e) == *roles).collect();
+            let same: Vec<&serde_json::Value> = entries
+                .iter()
+                .filter(|e| entry_roles(e) == *roles)
+                .collect();
             match (twins, same.as_slice()) {
                 (1, [one]) => Some(*one),
                 _ => None,
             }
         };
-        match entry.and_then(|e| e["instance_id"].as_str()).filter(|i| !i.is_empty()) {
+        match entry
+            .and_then(|e| e["instance_id"].as_str())
+            .filter(|i| !i.is_empty())
+        {
             Some(id) => {
-                for r in records.iter_mut().filter(|r| r.node.as_deref() == Some(node)) {
+                for r in records
+                    .iter_mut()
+                    .filter(|r| r.node.as_deref() == Some(node))
+                {
                     if r.instance.is_none() {
                         r.instance = Some(id.to_string());
                     }
@@ -293,19 +340,37 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("node-id-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("locations-k.json");
-        let ours = addresses().into_iter().next().unwrap_or_else(|| "127.0.0.1".into());
+        let ours = addresses()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| "127.0.0.1".into());
         std::fs::write(
             &path,
             format!(r#"{{"node_info": [{{"public_ip": "203.0.113.9", "private_ip": "10.9.9.9", "jobs": ["appengine"]}}, {{"public_ip": "{ours}", "private_ip": "{ours}", "jobs": ["database", "master", "zookeeper"]}}]}}"#),
         )
         .unwrap();
-        let recs = [rec("node-0", &["master", "database", "zookeeper"]), rec("node-1", &["appengine"])];
-        let src = Sources { locations: Some(path.clone()), ..Sources::default() };
-        let found = resolve(&recs, Some(ProviderKind::Local), &src).unwrap().unwrap();
+        let recs = [
+            rec("node-0", &["master", "database", "zookeeper"]),
+            rec("node-1", &["appengine"]),
+        ];
+        let src = Sources {
+            locations: Some(path.clone()),
+            ..Sources::default()
+        };
+        let found = resolve(&recs, Some(ProviderKind::Local), &src)
+            .unwrap()
+            .unwrap();
         assert_eq!(found.node, "node-0");
         // Two nodes with its roles: not guessed.
-        let twins = [rec("node-0", &["master", "database", "zookeeper"]), rec("node-1", &["master", "database", "zookeeper"])];
-        assert!(resolve(&twins, Some(ProviderKind::Local), &src).unwrap_err().contains("node-0, node-1"));
+        let twins = [
+            rec("node-0", &["master", "database", "zookeeper"]),
+            rec("node-1", &["master", "database", "zookeeper"]),
+        ];
+        assert!(
+            resolve(&twins, Some(ProviderKind::Local), &src)
+                .unwrap_err()
+                .contains("node-0, node-1")
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -5,8 +5,8 @@
 //! error). Everything else is kept byte for byte, so AppScale reads the
 //! same layout, zone and credentials.
 
-use super::yaml::{self, Node, Value};
 use super::lint;
+use super::yaml::{self, Node, Value};
 
 /// `source` without its `disks:` keys (commented out, with a header line
 /// saying why), and how many were moved out. An error when the text cannot
@@ -15,9 +15,16 @@ pub fn without_disks(source: &str, name: &str) -> Result<(String, usize), String
     let parsed = yaml::parse(source);
     let root = match parsed.documents.as_slice() {
         [root] if !parsed.fatal => root,
-        _ => return Err(format!("{name}: not one YAML document: fix what appscalefile-lint reports first")),
+        _ => {
+            return Err(format!(
+                "{name}: not one YAML document: fix what appscalefile-lint reports first"
+            ));
+        }
     };
-    let groups = root.get("ips_layout").and_then(Node::as_seq).unwrap_or_default();
+    let groups = root
+        .get("ips_layout")
+        .and_then(Node::as_seq)
+        .unwrap_or_default();
     let keys: Vec<(&Node, &Node)> = std::iter::once(root)
         .chain(groups)
         .flat_map(|map| map.as_map().unwrap_or_default())
@@ -92,12 +99,18 @@ mod tests {
         let old = "infrastructure: ec2\nmachine: ami-0123abcd\nzone: us-east-1b\nips_layout:\n  master: node-1\n  appengine: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: vol-0123456789abcdef0\nkeyname: k\n";
         let (out, n) = without_disks(old, "f").unwrap();
         assert_eq!(n, 1);
-        assert!(out.contains("# disks:\n  # node-1: vol-0123456789abcdef0\nkeyname: k\n"), "{out}");
+        assert!(
+            out.contains("# disks:\n  # node-1: vol-0123456789abcdef0\nkeyname: k\n"),
+            "{out}"
+        );
         let new = "infrastructure: gce\nmachine: img\nclient_secrets: /c.json\ninstance_type: n2-standard-2\nproject: p\nzone: us-central1-a\nips_layout:\n  - disks: [d1]\n    roles: [master, database, zookeeper]\n    nodes: 1\n  - roles: appengine\n    nodes: 2\n    disks:\n    - d2\n    - d3\n";
         let (out, n) = without_disks(new, "f").unwrap();
         assert_eq!(n, 2);
         assert!(out.contains("  - # disks: [d1]\n    roles:"), "{out}");
-        assert!(out.contains("    # disks:\n    # - d2\n    # - d3\n"), "{out}");
+        assert!(
+            out.contains("    # disks:\n    # - d2\n    # - d3\n"),
+            "{out}"
+        );
         let l = lint(&out);
         assert!(!l.has_errors(), "{:?}", l.diagnostics);
         assert_eq!(l.deployment.nodes.len(), 3);
