@@ -228,14 +228,28 @@ fn ec2_tags_on_create_are_told_apart_from_create() {
 #[test]
 fn ec2_a_wrong_region_is_named() {
     let ec2 = Ec2::new();
+    // A region from the environment gives way to the zone's (EC2 refuses a
+    // zone outside the signing region): nothing to fix.
     let rec = ec2
         .doctor(&[], &[("AWS_REGION", "us-west-2")])
+        .expect(0)
+        .record();
+    let c = check(&rec, "region", "");
+    assert_eq!(c["verdict"], "ok", "{c}");
+    assert!(c["message"].as_str().unwrap().contains("us-east-1"), "{c}");
+    // --region naming another region than the zone's: named, with the fix.
+    let rec = ec2
+        .doctor(&["--region", "us-west-2"], &[])
         .expect(1)
         .record();
-    let c = check(&rec, "region", "us-west-2");
+    let c = check(&rec, "region", "");
     assert_eq!(c["verdict"], "fail", "{c}");
-    assert!(c["message"].as_str().unwrap().contains("us-east-1b"), "{c}");
-    assert!(c["fix"].as_str().unwrap().contains("AWS_REGION"), "{c}");
+    let msg = c["message"].as_str().unwrap();
+    assert!(
+        msg.contains("us-east-1") && msg.contains("us-west-2"),
+        "{c}"
+    );
+    assert!(c["fix"].as_str().unwrap().contains("--region"), "{c}");
 }
 
 #[test]

@@ -308,7 +308,12 @@ fn readme_commands(readme: &str) -> Vec<String> {
             if line.trim_start().starts_with('#') {
                 continue;
             }
-            for stage in line.split(['|', ';']).flat_map(|s| s.split("&&")) {
+            // A pipe stands between spaces; `[--from ID|latest]` is one word.
+            for stage in line
+                .split(" | ")
+                .flat_map(|s| s.split(';'))
+                .flat_map(|s| s.split("&&"))
+            {
                 let Some(word) = stage.split_whitespace().find(|w| !w.contains('=')) else {
                     continue;
                 };

@@ -166,17 +166,27 @@ const NO_INSTANCE: &str = "i-00000000000000000";
 /// A snapshot id that names nothing.
 const NO_SNAPSHOT: &str = "snap-00000000000000000";
 
-/// The `Date` header of the latest answer EC2 gave.
+/// The `Date` header of the latest answer EC2 gave, with the time (ours,
+/// seconds since the epoch) it arrived: the skew is read against the
+/// moment of the answer, not of the check, which may come seconds later.
 #[derive(Debug, Clone, Default)]
-struct DateSeen(Arc<Mutex<Option<String>>>);
+struct DateSeen(Arc<Mutex<Option<(String, f64)>>>);
 
 impl DateSeen {
-    fn get(&self) -> Option<String> {
+    fn get(&self) -> Option<(String, f64)> {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
+}
+
+/// Now, in seconds since the epoch.
+fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
 }
 
 impl Intercept for DateSeen {
@@ -191,7 +201,8 @@ impl Intercept for DateSeen {
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if let Some(date) = context.response().headers().get("date") {
-            *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(date.to_string());
+            *self.0.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some((date.to_string(), now_secs()));
         }
         Ok(())
     }
@@ -362,12 +373,17 @@ pub(crate) fn preflight(p: &mut Ec2, records: &[Record], ask: &Ask) -> Vec<Vec<C
     let (run, placed) = match p.start(&mut records, Ctx { check: true }) {
         Ok(started) => started,
         Err(f) => {
-            let name = if f.code == codes::NO_REGION {
-                checks::REGION
+            let (name, fix) = if f.code == codes::REGION_MISMATCH {
+                (
+                    checks::REGION,
+                    "drop --region (the zone decides the region), or run the records of each region separately",
+                )
+            } else if f.code == codes::NO_REGION {
+                (checks::REGION, "see the message")
             } else {
-                checks::CREDENTIALS
+                (checks::CREDENTIALS, "see the message")
             };
-            let c = Check::fail(name, Scope::Provider, f.message, "see the message");
+            let c = Check::fail(name, Scope::Provider, f.message, fix);
             return vec![vec![c]; n];
         }
     };
@@ -553,7 +569,7 @@ fn region_checks(run: &Run, kind: ProviderKind, records: &[Record]) -> Vec<Check
 
 /// The clock against the latest `Date` header EC2 sent.
 fn clock_check(seen: &DateSeen, ask: &Ask) -> Option<Check> {
-    let date = seen.get()?;
+    let (date, arrived) = seen.get()?;
     let theirs = match DateTime::from_str(&date, DateTimeFormat::HttpDate) {
         Ok(d) => d,
         Err(_) => {
@@ -564,11 +580,9 @@ fn clock_check(seen: &DateSeen, ask: &Ask) -> Option<Check> {
             ));
         }
     };
-    let ours = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default();
-    let skew = ours - theirs.as_secs_f64();
+    // The header is cut to the whole second: EC2's time was, on average,
+    // half a second past it.
+    let skew = arrived - (theirs.as_secs_f64() + 0.5);
     let secs = skew.abs().round() as u64;
     let side = if skew > 0.0 { "ahead of" } else { "behind" };
     Some(if secs > ask.max_skew.as_secs() {
