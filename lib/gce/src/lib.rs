@@ -32,13 +32,16 @@ mod attach;
 mod create;
 mod detach;
 mod disk;
+mod doctor;
 mod options;
 pub mod owner;
 mod snapshot;
+mod whoami;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use appscale_persist::checks::{Ask, Check};
 use appscale_persist::codes;
 use appscale_persist::provider::{DiskStatus, Provider, Size, disk_of};
 use appscale_persist::record::{ProviderKind, Record};
@@ -52,6 +55,7 @@ use google_cloud_compute_v1::model::Operation;
 
 use api::{Api, Location};
 
+pub use doctor::{NEEDS, Need, On, RESOURCE_MANAGER_ENV};
 pub use options::check as check_spec;
 
 /// The size of a new disk unless `--size` says otherwise.
@@ -391,5 +395,15 @@ impl Provider for Gce {
                 .block_on(snapshot::snapshot(&run, &args, records, targets)),
             Err(f) => fail_all(records, f),
         }
+    }
+    fn preflight(&mut self, records: &[Record], ask: &Ask) -> Vec<Vec<Check>> {
+        doctor::preflight(self, records, ask)
+    }
+
+    fn this_node(
+        &mut self,
+        records: &[Record],
+    ) -> Result<Option<appscale_persist::node_id::Found>, Failure> {
+        whoami::this_node(self, records)
     }
 }

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 /// holds everything it imports (the test names any module missing here).
 const FLOORS: &[(&str, &[&str])] = &[
     (
-        "ground: the record, its failure and codes, talking to the operator",
+        "ground: the record and its wire types, its failure and codes, talking to the operator",
         &[
-            "codes", "failure", "record", "snapshot", "log", "progress", "files", "hash",
+            "codes", "failure", "record", "checks", "snapshot", "log", "progress", "files", "hash",
         ],
     ),
     (
@@ -40,14 +40,17 @@ const FLOORS: &[(&str, &[&str])] = &[
     ),
     ("the step vocabulary", &["step"]),
     (
-        "a record's disk on this node: finding it, freezing it, letting it go, seeding it",
-        &["discover", "freeze", "release", "seed"],
+        "this node: a record's disk on it (finding, freezing, letting go, seeding), which node it is",
+        &["discover", "freeze", "release", "seed", "node_id"],
     ),
     ("providers", &["provider"]),
-    ("what each tool does", &["steps", "status", "appscalefile"]),
+    (
+        "what each tool does",
+        &["steps", "status", "doctor", "appscalefile"],
+    ),
     (
         "drivers: a tool, the command line, Ansible, generated pages",
-        &["tool", "cli", "ansible", "generate"],
+        &["tool", "cli", "ansible", "generate", "manual"],
     ),
 ];
 

@@ -22,6 +22,7 @@
 //!   it is that disk, refusing to let go of one in use); [`release`]: the
 //!   node's proof that it let go of a cloud disk.
 //! * [`loopdev`]: loop devices over image files.
+//! * [`node_id`]: which node of the plan this machine is (`--node auto`).
 //! * [`snapshot`]: what `disk-snapshot` is asked, and retention;
 //!   [`freeze`]: freezing a filesystem for a snapshot, always thawed.
 //! * [`codes`]: every `error.code` a record can carry; [`failure`]: a
@@ -33,6 +34,8 @@
 //! * [`tool`]: what a tool is (its flags and its step); [`cli`]: the
 //!   command-line driver around it; [`ansible`]: the same as an Ansible
 //!   module.
+//! * [`doctor`]: what `disk-doctor` checks on this node, and its outputs;
+//!   [`checks`]: the wire form of its findings (a record's `doctor`).
 //! * [`status`]: what `disk-status` reports of a disk (its node part read
 //!   here, its cloud part from a provider's describe), and its outputs.
 //! * [`interrupt`]: stopping cleanly on SIGINT, SIGTERM, SIGHUP.
@@ -41,6 +44,8 @@
 //! * [`files`]: renaming without replacing, flushing a filesystem.
 //! * [`nvme`]: the name a Compute Engine NVMe disk was attached as, from
 //!   its Identify data.
+//! * [`manual`]: the man pages' ENVIRONMENT, FILES and SEE ALSO sections
+//!   ([`generate`] makes the rest from the clap definitions).
 //! * [`run`], [`wait`], [`log`]: the one way to run a subprocess, to wait,
 //!   and to talk to the operator (log lines, filtered `RUST_LOG`-style,
 //!   SDK lines included); [`progress`]: what a long wait shows on stderr;
@@ -50,9 +55,11 @@
 pub mod ansible;
 pub mod appscalefile;
 pub mod blockdev;
+pub mod checks;
 pub mod cli;
 pub mod codes;
 pub mod discover;
+pub mod doctor;
 pub mod failure;
 pub mod files;
 pub mod filesystem;
@@ -66,7 +73,9 @@ mod layers;
 pub mod lock;
 pub mod log;
 pub mod loopdev;
+pub mod manual;
 pub mod mount;
+pub mod node_id;
 pub mod nvme;
 pub mod progress;
 pub mod provider;
@@ -93,4 +102,5 @@ pub const TOOLS: &[&str] = &[
     "disk-detach",
     "disk-status",
     "disk-snapshot",
+    "disk-doctor",
 ];
