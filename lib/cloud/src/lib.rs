@@ -27,9 +27,7 @@ use appscale_persist::steps::provision::{Op, ProviderStep};
 use appscale_persist_cloudkit::DiskSpec;
 use clap::Args;
 
-/// The deployment name of last resort, shared by every deployment that
-/// names none (AppScale's own default `keyname`).
-pub const DEFAULT_DEPLOYMENT: &str = "appscale";
+pub use appscale_persist::record::DEFAULT_DEPLOYMENT;
 
 /// The options every cloud tool takes: which disk a run acts on, when not
 /// reading records, and how to reach its provider.

@@ -245,6 +245,26 @@ pub const PRUNE_FAILED: &str = "prune-failed";
 /// The snapshot to restore from does not exist (or the disk has none).
 pub const NO_SUCH_SNAPSHOT: &str = "no-such-snapshot";
 
+// Archives (disk-archive, disk-restore).
+/// restic, which archives are made with, is not installed.
+pub const NO_RESTIC: &str = "no-restic";
+/// There is no repository at the location given (and `--init` was not).
+pub const NO_REPOSITORY: &str = "no-repository";
+/// The repository's password is missing, or not its password.
+pub const REPOSITORY_PASSWORD: &str = "repository-password";
+/// Another run held the repository's lock (restic's) for the whole wait.
+pub const REPOSITORY_LOCKED: &str = "repository-locked";
+/// The archive to restore does not exist, or the disk has none.
+pub const NO_SUCH_ARCHIVE: &str = "no-such-archive";
+/// Archiving failed: nothing new is in the repository.
+pub const ARCHIVE_FAILED: &str = "archive-failed";
+/// A restore was refused: the filesystem is not one this flow just formatted.
+pub const NOT_FRESH: &str = "not-fresh";
+/// Filling the disk from the archive failed; nothing mounted.
+pub const RESTORE_FAILED: &str = "restore-failed";
+/// `restic check` or a restore drill found a difference or damage.
+pub const VERIFY_FAILED: &str = "verify-failed";
+
 /// Every code above, in the order `docs/protocol.md` lists them.
 pub const ALL: &[&str] = &[
     NO_PROVIDER,
@@ -344,6 +364,15 @@ pub const ALL: &[&str] = &[
     SNAPSHOT_PENDING,
     PRUNE_FAILED,
     NO_SUCH_SNAPSHOT,
+    NO_RESTIC,
+    NO_REPOSITORY,
+    REPOSITORY_PASSWORD,
+    REPOSITORY_LOCKED,
+    NO_SUCH_ARCHIVE,
+    ARCHIVE_FAILED,
+    NOT_FRESH,
+    RESTORE_FAILED,
+    VERIFY_FAILED,
 ];
 
 #[cfg(test)]

@@ -22,6 +22,8 @@
 //! * [`loopdev`]: loop devices over image files.
 //! * [`snapshot`]: what `disk-snapshot` is asked, and retention;
 //!   [`freeze`]: freezing a filesystem for a snapshot, always thawed.
+//! * [`archive`]: off-site archives in a restic repository
+//!   (`disk-archive`, `disk-restore`).
 //! * [`codes`]: every `error.code` a record can carry.
 //! * [`step`]: the step vocabulary (outcome, failure, exit codes) and the
 //!   bookkeeping every tool applies to records; [`steps`]: what each tool
@@ -43,6 +45,7 @@
 
 pub mod ansible;
 pub mod appscalefile;
+pub mod archive;
 pub mod blockdev;
 pub mod cli;
 pub mod codes;
@@ -83,4 +86,6 @@ pub const TOOLS: &[&str] = &[
     "disk-detach",
     "disk-status",
     "disk-snapshot",
+    "disk-archive",
+    "disk-restore",
 ];
