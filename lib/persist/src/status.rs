@@ -50,6 +50,53 @@ pub struct Status {
     /// What is wrong; empty when the disk is healthy.
     #[serde(default)]
     pub problems: Vec<Problem>,
+    /// What this node remembers of the disk's archives (disk-archive),
+    /// when it archived it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchivePart>,
+}
+
+/// The disk's last archive and last verified restore drill, as this node
+/// remembers them ([`crate::archive::ledger`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ArchivePart {
+    /// The repository of the last archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// The last archive's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_id: Option<String>,
+    /// Its moment, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_time: Option<String>,
+    /// Bytes of files it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_size: Option<u64>,
+    /// When a restore drill last matched an archive of it, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_time: Option<String>,
+}
+
+/// The archive part of a record, when this node has archived its disk.
+fn archive_part(r: &Record) -> Option<ArchivePart> {
+    let deployment = r
+        .deployment
+        .as_deref()
+        .filter(|d| !d.is_empty())
+        .unwrap_or(crate::record::DEFAULT_DEPLOYMENT);
+    let key = crate::archive::ledger::key(
+        deployment,
+        r.provider.unwrap_or(ProviderKind::Local),
+        r.disk.as_deref()?,
+    );
+    let e = crate::archive::ledger::read(&key);
+    (e.last_time.is_some() || e.verified_time.is_some()).then(|| ArchivePart {
+        repository: e.repository,
+        last_id: e.last_id,
+        last_time: e.last_time,
+        last_size: e.last_size,
+        verified_time: e.verified_time,
+    })
 }
 
 /// What the disk's provider says of it.
@@ -345,6 +392,9 @@ pub fn run(records: &mut [Record], opts: &Options, open: &mut Opener) -> Exit {
                 }
             }
         }
+    }
+    for (j, s) in statuses.iter_mut().enumerate() {
+        s.archive = archive_part(&seen[j]);
     }
     for (i, s) in todo.into_iter().zip(statuses) {
         records[i].status = Some(s);
@@ -879,7 +929,7 @@ fn label_value(s: &str) -> String {
 pub fn prometheus(records: &[Record]) -> String {
     type Metric = (&'static str, &'static str, fn(&Record) -> Option<f64>);
     let status = |r: &Record| r.status.clone().unwrap_or_default();
-    let metrics: [Metric; 6] = [
+    let metrics: [Metric; 9] = [
         (
             "size_bytes",
             "Size of the disk in bytes (the cloud's word, else the device's).",
@@ -935,6 +985,34 @@ pub fn prometheus(records: &[Record]) -> String {
             },
         ),
         (
+            "archive_last_timestamp_seconds",
+            "When the moment of the disk's last archive was (disk-archive), seconds since the epoch.",
+            |r| {
+                let a = r.status.as_ref()?.archive.as_ref()?;
+                archive_time(&a.last_time)
+            },
+        ),
+        (
+            "archive_last_size_bytes",
+            "Bytes of files in the disk's last archive.",
+            |r| {
+                r.status
+                    .as_ref()?
+                    .archive
+                    .as_ref()?
+                    .last_size
+                    .map(|b| b as f64)
+            },
+        ),
+        (
+            "archive_verified_timestamp_seconds",
+            "When a restore drill (disk-archive --verify) last matched an archive of the disk, seconds since the epoch.",
+            |r| {
+                let a = r.status.as_ref()?.archive.as_ref()?;
+                archive_time(&a.verified_time)
+            },
+        ),
+        (
             "healthy",
             "1 when no problem was found with the disk.",
             |r| {
@@ -984,6 +1062,13 @@ pub fn prometheus(records: &[Record]) -> String {
         }
     }
     out
+}
+
+/// An RFC 3339 time as seconds since the epoch.
+fn archive_time(t: &Option<String>) -> Option<f64> {
+    t.as_deref()
+        .and_then(crate::archive::tags::parse_time)
+        .map(|ms| ms as f64 / 1000.0)
 }
 
 #[cfg(test)]

@@ -97,12 +97,7 @@ pub struct Options {
     pub all_or_nothing: bool,
 }
 
-/// The key naming a disk's locks, view and scratch copies: a hash of its
-/// deployment, provider and name.
-pub fn key(deployment: &str, provider: ProviderKind, disk: &str) -> String {
-    let text = format!("{deployment}\0{provider}\0{disk}");
-    format!("{:016x}", crate::hash::fnv1a64(0, text.as_bytes()))
-}
+pub use super::ledger::key;
 
 /// A disk's moment, read-only, mounted at [`View::root`]; everything made
 /// for it is taken back when dropped.
@@ -881,13 +876,5 @@ mod tests {
         let text = format!("8:16\n{}\n", crate::archive::tags::encode_path(mp));
         assert_eq!(parse_marker(&text), Some((mp.to_path_buf(), (8, 16))));
         assert_eq!(parse_marker("junk"), None);
-    }
-
-    #[test]
-    fn keys_tell_disks_apart() {
-        let a = key("d", ProviderKind::Local, "data-1");
-        assert_eq!(a.len(), 16);
-        assert_ne!(a, key("e", ProviderKind::Local, "data-1"));
-        assert_ne!(a, key("d", ProviderKind::Ec2, "data-1"));
     }
 }

@@ -2,7 +2,7 @@
 //! (whose metrics let an operator alert on an archive that stopped): the
 //! last archive of each disk (when, how big, where) and the last restore
 //! drill that matched it. One small JSON file per disk, named by its key
-//! ([`super::capture::key`]), in `/var/lib/appscale-persist/archives`
+//! ([`key`]), in `/var/lib/appscale-persist/archives`
 //! unless `APPSCALE_PERSIST_ARCHIVE_LEDGER` says otherwise; written
 //! through a temporary file and renamed, so a reader never sees half.
 
@@ -11,6 +11,14 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+/// The key naming a disk's ledger entry, and its archive's locks, view and
+/// scratch copies ([`super::capture`]): a hash of its deployment, provider
+/// and name.
+pub fn key(deployment: &str, provider: crate::record::ProviderKind, disk: &str) -> String {
+    let text = format!("{deployment}\0{provider}\0{disk}");
+    format!("{:016x}", crate::hash::fnv1a64(0, text.as_bytes()))
+}
 
 /// Where the ledger is unless the environment says otherwise.
 pub const DEFAULT_DIR: &str = "/var/lib/appscale-persist/archives";
@@ -116,4 +124,18 @@ pub fn update(key: &str, f: impl FnOnce(&mut Entry)) -> std::io::Result<()> {
     })();
     let _ = std::fs::remove_file(&tmp);
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::ProviderKind;
+
+    #[test]
+    fn keys_tell_disks_apart() {
+        let a = key("d", ProviderKind::Local, "data-1");
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, key("e", ProviderKind::Local, "data-1"));
+        assert_ne!(a, key("d", ProviderKind::Ec2, "data-1"));
+    }
 }

@@ -209,7 +209,7 @@ impl Step for ArchiveStep {
             Ok(r) => r,
             Err(e) => return fail_all(records, Failure::new(codes::NO_REPOSITORY, e)),
         };
-        let access = if self.args.list || self.args.verify || cx.check {
+        let access = if self.args.list || self.args.verify {
             Access::Read
         } else if self.args.init {
             Access::Create

@@ -547,7 +547,7 @@ pub fn classify(repo: &str, what: &str, e: RunError, code: &'static str) -> Fail
                 .lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty())
-                .filter(|l| !l.starts_with("Is there a repository"))
+                .filter(|l| !l.starts_with("Is there a repository") && *l != repo)
                 .collect();
             let tail = lines[lines.len().saturating_sub(3)..].join("; ");
             let said = if tail.is_empty() {
