@@ -170,3 +170,129 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     );
     assert_eq!(count(), before, "the repository is as it was");
 }
+
+/// The environment of restic's S3 backend against moto, with a secret that
+/// must never be seen.
+const S3_SECRET: &str = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY";
+
+fn s3_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "AKIAARCHIVETEST"),
+        ("AWS_SECRET_ACCESS_KEY", S3_SECRET),
+        ("AWS_REGION", "us-east-1"),
+    ]
+}
+
+/// Runs disk-archive with `-vv` (every command it runs is logged) and
+/// reads the process list while it runs: the arguments of every process
+/// (disk-archive, restic) as `ps` shows them.
+fn archive_watching_ps(p: &Place, repo: &str, args: &[&str], input: &str, env: &[(&str, &str)]) -> (Run, String) {
+    let mut a = p.repo_args(repo);
+    a.push("-vv".into());
+    a.extend(args.iter().map(|s| s.to_string()));
+    let mut cmd = Command::new(bin("disk-archive"));
+    cmd.args(&a)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in p.env() {
+        cmd.env(k, v);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, input.as_bytes()).unwrap();
+    drop(stdin);
+    let mut seen = String::new();
+    let out = std::thread::scope(|s| {
+        let h = s.spawn(|| child.wait_with_output().unwrap());
+        while !h.is_finished() {
+            seen.push_str(&sh_ok(&["ps", "-eo", "args"]));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        h.join().unwrap()
+    });
+    (finish(out), seen)
+}
+
+#[test]
+fn s3_through_moto_and_no_secret_reaches_ps_records_or_logs() {
+    let p = Place::new("arch-s3");
+    let moto = Server::moto();
+    let rec = p.up("node-0", "data-0", "64M", "ext4");
+    std::fs::create_dir_all(p.mnt("data-0").join("apps")).unwrap();
+    std::fs::write(p.mnt("data-0").join("apps/app.tar.gz"), vec![7u8; 3 << 20]).unwrap();
+    let repo = format!("s3:{}/appscale-archives/prod", moto.url());
+    let input = ndjson(&[rec.clone()]);
+    let (a, ps) = archive_watching_ps(&p, &repo, &["--init"], &input, &s3_env());
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    assert!(ps.contains("restic -r"), "restic was seen running: {ps}");
+    for secret in [PASSWORD, S3_SECRET] {
+        assert!(!ps.contains(secret), "a secret in `ps`");
+        assert!(!a.stdout.contains(secret), "a secret in a record");
+        assert!(!a.stderr.contains(secret), "a secret on stderr");
+    }
+    assert!(a.stderr.contains("running restic"), "-vv logs the commands: {}", a.stderr);
+    let arch = a.record()["archive"].clone();
+    assert_eq!(arch["repository"], repo.as_str());
+
+    // Restored from S3 onto a new disk.
+    let args = p.restore_args(&repo, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let rec = serde_json::json!({"v": 1, "node": "node-0", "provider": "local", "disk": "new-0", "deployment": p.deployment});
+    let mut out = p.run("disk-create", &["--size", "64M"], &ndjson(&[rec]), &[]);
+    out = p.run("disk-attach", &[], &out.stdout, &[]);
+    out = p.run("disk-ensure-fs", &[], &out.stdout, &[]);
+    out = p.run("disk-restore", &args, &out.stdout, &s3_env()).expect(0);
+    assert!(!out.stderr.contains(S3_SECRET) && !out.stdout.contains(S3_SECRET));
+    let mnt = p.t.s("mnt/new-0");
+    p.run("disk-mount", &["--mountpoint", &mnt, "--no-fstab"], &out.stdout, &[])
+        .expect(0);
+    assert_eq!(
+        std::fs::read(p.mnt("new-0").join("apps/app.tar.gz")).unwrap(),
+        vec![7u8; 3 << 20]
+    );
+}
+
+#[test]
+fn google_cloud_storage_natively_through_its_json_api() {
+    let p = Place::new("arch-gcs");
+    let work = p.t.join("gcs");
+    let gcs = Server::python("gcs.py", &[work.to_str().unwrap()]);
+    let proxy = format!("http://127.0.0.1:{}", gcs.port);
+    let env = [
+        ("HTTPS_PROXY", proxy.as_str()),
+        ("NO_PROXY", ""),
+        ("GOOGLE_PROJECT_ID", "proj"),
+        ("GOOGLE_ACCESS_TOKEN", "ya29.fake-token-for-the-emulator"),
+    ];
+    let cacert = work.join("ca.pem").display().to_string();
+    let rec = p.up("node-0", "data-0", "64M", "ext4");
+    std::fs::write(p.mnt("data-0").join("zk.log"), vec![3u8; 1 << 20]).unwrap();
+    let repo = "gs:appscale-archives:/prod";
+    let input = ndjson(&[rec]);
+    let a = p
+        .archive(repo, &["--init", "--cacert", &cacert], &input, &env)
+        .expect(0);
+    assert_eq!(a.record()["archive"]["state"], "completed");
+    assert!(!a.stderr.contains("fake-token"), "the token is a secret");
+    let l = p
+        .archive(repo, &["--list", "--cacert", &cacert], &input, &env)
+        .expect(0)
+        .records();
+    assert_eq!(l.len(), 1);
+    let args = p.restore_args(repo, &["--cacert", &cacert]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let rec = serde_json::json!({"v": 1, "node": "node-0", "provider": "local", "disk": "new-0", "deployment": p.deployment});
+    let mut out = p.run("disk-create", &["--size", "64M"], &ndjson(&[rec]), &[]);
+    out = p.run("disk-attach", &[], &out.stdout, &[]);
+    out = p.run("disk-ensure-fs", &[], &out.stdout, &[]);
+    let r = p.run("disk-restore", &args, &out.stdout, &env).expect(0);
+    assert_eq!(r.record()["archive"]["state"], "restored");
+    let mnt = p.t.s("mnt/new-0");
+    p.run("disk-mount", &["--mountpoint", &mnt, "--no-fstab"], &r.stdout, &[])
+        .expect(0);
+    assert_eq!(std::fs::read(p.mnt("new-0").join("zk.log")).unwrap(), vec![3u8; 1 << 20]);
+}
