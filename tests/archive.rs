@@ -296,3 +296,207 @@ fn google_cloud_storage_natively_through_its_json_api() {
         .expect(0);
     assert_eq!(std::fs::read(p.mnt("new-0").join("zk.log")).unwrap(), vec![3u8; 1 << 20]);
 }
+
+#[test]
+fn retention_listing_verify_and_the_status_metrics() {
+    let p = Place::new("arch-keep");
+    let rec = p.up("node-0", "data-0", "64M", "ext4");
+    let repo = p.t.s("repo");
+    let input = ndjson(&[rec.clone()]);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        std::fs::write(p.mnt("data-0").join(format!("gen-{i}")), vec![i as u8; 100_000]).unwrap();
+        let a = p.archive(&repo, &["--init", "--keep", "2"], &input, &[]).expect(0).record();
+        ids.push(a["archive"]["id"].as_str().unwrap().to_string());
+        if i == 2 {
+            let pruned = a["archive"]["pruned"].as_array().unwrap();
+            assert_eq!(pruned.len(), 1, "{a}");
+            assert!(pruned[0].as_str().unwrap().starts_with(&ids[0]), "the oldest goes: {a}");
+        }
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let listed = p.archive(&repo, &["--list"], &input, &[]).expect(0).records();
+    let listed: Vec<&str> = listed.iter().map(|r| r["archive"]["id"].as_str().unwrap()).collect();
+    assert_eq!(listed.len(), 2);
+    assert!(listed[0].starts_with(&ids[2]) && listed[1].starts_with(&ids[1]), "{listed:?}");
+
+    // The drill restores the newest into a scratch directory and compares.
+    let drills = p.t.join("drills");
+    let v = p
+        .archive(&repo, &["--verify", "--read-data", "100%", "--drill-dir", drills.to_str().unwrap()], &input, &[])
+        .expect(0)
+        .record();
+    assert_eq!(v["archive"]["state"], "verified", "{v}");
+    assert!(v["archive"]["verified"].is_string());
+    assert_eq!(std::fs::read_dir(&drills).unwrap().count(), 0, "the drill's directory is gone");
+
+    // disk-status reports the last archive and the last verified restore.
+    let s = p.run("disk-status", &["--format", "prometheus"], &input, &[]);
+    for metric in [
+        "appscale_persist_disk_archive_last_timestamp_seconds{",
+        "appscale_persist_disk_archive_last_size_bytes{",
+        "appscale_persist_disk_archive_verified_timestamp_seconds{",
+    ] {
+        assert!(s.stdout.contains(metric), "{metric} in {}", s.stdout);
+    }
+    let j = p.run("disk-status", &["--format", "json"], &input, &[]);
+    let st: Value = serde_json::from_str(j.stdout.lines().next().unwrap()).unwrap();
+    assert!(st["status"]["archive"]["last_id"].as_str().unwrap().starts_with(&ids[2][..8]), "{st}");
+
+    // A damaged repository fails the check, named.
+    let data = Path::new(&repo).join("data");
+    let pack = sh_ok(&["find", data.to_str().unwrap(), "-type", "f"]);
+    let pack = pack.lines().next().unwrap();
+    let mut bytes = std::fs::read(pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(pack, bytes).unwrap();
+    let v = p
+        .archive(&repo, &["--verify", "--read-data", "100%", "--drill-dir", drills.to_str().unwrap()], &input, &[])
+        .expect(1)
+        .record();
+    assert_eq!(v["error"]["code"], "verify-failed", "{v}");
+}
+
+#[test]
+fn a_set_is_one_moment_all_or_nothing_and_restores_by_its_manifest() {
+    let p = Place::new("arch-set");
+    let r0 = p.up("node-0", "data-0", "64M", "ext4");
+    let r1 = p.up("node-1", "data-1", "64M", "ext4");
+    std::fs::write(p.mnt("data-0").join("who"), b"zero").unwrap();
+    std::fs::write(p.mnt("data-1").join("who"), b"one").unwrap();
+    let repo = p.t.s("repo");
+    let input = ndjson(&[r0.clone(), r1.clone()]);
+    p.archive(&repo, &["--init", "--list"], "", &[]);
+    // One member cannot be captured: none is archived.
+    let mut missing = r1.clone();
+    missing["disk"] = "no-such-disk".into();
+    missing["node"] = "node-2".into();
+    let bad = p
+        .archive(&repo, &["--init", "--set", "broken"], &ndjson(&[r0.clone(), missing]), &[])
+        .expect(1)
+        .records();
+    assert!(bad.iter().all(|r| r["error"].is_object()), "{bad:?}");
+    assert!(bad[0]["error"]["message"].as_str().unwrap().contains("set"), "{}", bad[0]);
+    let listed = p.archive(&repo, &["--list"], &ndjson(&[r0.clone()]), &[]).expect(0).records();
+    assert!(listed.iter().all(|r| r["archive"].is_null()), "nothing archived: {listed:?}");
+    // A failed member: the set is not sealed.
+    let r = p.archive(&repo, &["--seal", "broken"], &ndjson(&bad), &[]).expect(2);
+    assert!(r.stderr.contains("not sealed"), "{}", r.stderr);
+
+    let set = p.archive(&repo, &["--set", "nightly", "--hold", "1"], &input, &[]).expect(0);
+    let recs = set.records();
+    assert_eq!(recs[0]["archive"]["time"], recs[1]["archive"]["time"], "one moment");
+    assert!(recs.iter().all(|r| r["archive"]["freeze"] == "frozen" && r["archive"]["set"] == "nightly"));
+    let sealed = p.archive(&repo, &["--seal", "nightly"], &set.stdout, &[]).expect(0);
+    assert!(sealed.stderr.contains("sealed set nightly: 2 archives"), "{}", sealed.stderr);
+
+    // Later archives do not change what the set restores.
+    std::fs::write(p.mnt("data-0").join("who"), b"changed").unwrap();
+    p.archive(&repo, &[], &ndjson(&[r0.clone()]), &[]).expect(0);
+    let args = p.restore_args(&repo, &["--from", "set:nightly"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    for (node, want) in [("node-0", b"zero".as_slice()), ("node-1", b"one")] {
+        let disk = format!("new-{node}");
+        p.pipeline(node, &disk, "64M", "ext4", &args).expect(0);
+        assert_eq!(std::fs::read(p.mnt(&disk).join("who")).unwrap(), want);
+    }
+    assert_no_leftovers(&p, &["data-0", "data-1"]);
+}
+
+/// A writer that, until stopped, at each step n: rewrites `big` in place
+/// (4 MiB of the byte n % 256, one write), writes `cur` whole under a
+/// temporary name and renames it into place, then appends n to `log`. At
+/// any one moment, with l the log's last line: `cur` holds l or l+1, and
+/// `big` holds cur's byte (or, before cur is renamed, the next one); every
+/// file is one whole version and every line of the log is whole.
+struct Storm {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Storm {
+    fn start(dir: &Path) -> Storm {
+        use std::io::Write;
+        use std::os::unix::fs::FileExt;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, dir) = (stop.clone(), dir.to_path_buf());
+        let handle = std::thread::spawn(move || {
+            let mut log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("log"))
+                .unwrap();
+            let big = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join("big"))
+                .unwrap();
+            let mut n = 0u64;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                big.write_all_at(&vec![(n % 256) as u8; 4 << 20], 0).unwrap();
+                let body = format!("{n}\n").repeat(2000);
+                std::fs::write(dir.join("cur.tmp"), &body).unwrap();
+                std::fs::rename(dir.join("cur.tmp"), dir.join("cur")).unwrap();
+                log.write_all(format!("{n}\n").as_bytes()).unwrap();
+            }
+            n
+        });
+        Storm {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
+
+/// Checks the storm's invariant on a restored tree; returns the last n.
+fn one_moment(dir: &Path) -> u64 {
+    let log = std::fs::read_to_string(dir.join("log")).unwrap();
+    assert!(log.is_empty() || log.ends_with('\n'), "a torn line at the log's end");
+    let lines: Vec<u64> = log.lines().map(|l| l.parse().expect("a whole line")).collect();
+    for (i, n) in lines.iter().enumerate() {
+        assert_eq!(*n, i as u64 + 1, "the log is whole, in order");
+    }
+    let last = lines.last().copied().unwrap_or(0);
+    let cur = std::fs::read_to_string(dir.join("cur")).unwrap();
+    let c: u64 = cur.lines().next().unwrap().parse().unwrap();
+    assert_eq!(cur, format!("{c}\n").repeat(2000), "cur is one whole version");
+    assert!(
+        c == last || c == last + 1,
+        "cur holds {c} while the log ends at {last}: not one moment"
+    );
+    let big = std::fs::read(dir.join("big")).unwrap();
+    let b = big[0];
+    assert!(big.iter().all(|&x| x == b), "big is torn: not one moment");
+    assert!(
+        u64::from(b) == c % 256 || (c == last && u64::from(b) == (c + 1) % 256),
+        "big holds {b} while cur holds {c}: not one moment"
+    );
+    last
+}
+
+#[test]
+fn an_archive_during_a_write_storm_is_one_moment() {
+    let p = Place::new("arch-storm");
+    let rec = p.up("node-0", "data-0", "128M", "ext4");
+    let repo = p.t.s("repo");
+    let input = ndjson(&[rec]);
+    let storm = Storm::start(&p.mnt("data-0"));
+    std::thread::sleep(Duration::from_millis(500));
+    let a = p.archive(&repo, &["--init"], &input, &[]).expect(0);
+    std::thread::sleep(Duration::from_millis(300));
+    let written = storm.stop();
+    let args = p.restore_args(&repo, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    p.pipeline("node-0", "new-0", "128M", "ext4", &args).expect(0);
+    let at = one_moment(&p.mnt("new-0"));
+    assert!(at > 10 && at < written, "the moment is mid-storm: {at} of {written}");
+    assert_eq!(a.record()["archive"]["freeze"], "frozen");
+}

@@ -45,6 +45,7 @@ pub struct Cmd {
     finish_on_interrupt: bool,
     stdin: Option<Vec<u8>>,
     dir: Option<PathBuf>,
+    ends_with_us: bool,
 }
 
 /// What a finished child produced.
@@ -133,7 +134,16 @@ impl Cmd {
             finish_on_interrupt: false,
             stdin: None,
             dir: None,
+            ends_with_us: false,
         }
+    }
+
+    /// Has the child sent SIGTERM should this process die first (SIGKILL
+    /// included): for a long transfer (restic) that must not go on
+    /// reading a mount the next run will want to take back.
+    pub fn ends_with_us(mut self) -> Cmd {
+        self.ends_with_us = true;
+        self
     }
 
     /// Runs the child in `dir` instead of this process's directory.
@@ -225,13 +235,20 @@ impl Cmd {
         if let Some(dir) = &self.dir {
             command.current_dir(dir);
         }
-        // SAFETY: the hook only calls pthread_sigmask, which is
+        let ends_with_us = self.ends_with_us;
+        // SAFETY: the hook only calls pthread_sigmask and prctl, which are
         // async-signal-safe, as code between fork and exec must be.
         unsafe {
-            std::os::unix::process::CommandExt::pre_exec(
-                &mut command,
-                crate::interrupt::unblock_in_child,
-            );
+            std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                crate::interrupt::unblock_in_child()?;
+                if ends_with_us {
+                    nix::libc::prctl(
+                        nix::libc::PR_SET_PDEATHSIG,
+                        nix::libc::SIGTERM as nix::libc::c_ulong,
+                    );
+                }
+                Ok(())
+            });
         }
         let spawned = {
             let _one_at_a_time = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());

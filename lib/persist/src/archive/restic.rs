@@ -165,6 +165,9 @@ impl Repository {
             .arg(&self.location)
             // restic reads `--time` and prints times in local time: UTC.
             .env("TZ", "UTC")
+            // Killed with us: it must not go on reading a view that the
+            // next run takes back.
+            .ends_with_us()
             .timeout(self.timeout);
         if let Some(p) = &self.password_file {
             c = c.arg("--password-file").arg(p);
