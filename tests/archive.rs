@@ -500,3 +500,79 @@ fn an_archive_during_a_write_storm_is_one_moment() {
     assert!(at > 10 && at < written, "the moment is mid-storm: {at} of {written}");
     assert_eq!(a.record()["archive"]["freeze"], "frozen");
 }
+
+#[test]
+fn kill_9_at_any_moment_of_an_archive_leaves_no_freeze_and_the_rerun_converges() {
+    let p = Place::new("arch-kill");
+    let rec = p.up("node-0", "data-0", "128M", "ext4");
+    // Should a freeze be left (the test failing), writers are let go.
+    let _thaw = ThawOnDrop(p.mnt("data-0"));
+    std::fs::write(p.mnt("data-0").join("data"), vec![9u8; 20 << 20]).unwrap();
+    let repo = p.t.s("repo");
+    let input = ndjson(&[rec]);
+    p.archive(&repo, &["--init"], &input, &[]).expect(0);
+    let args = p.repo_args(&repo);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    for (marker, delay) in [
+        // While frozen: the thaw sentinel thaws.
+        ("froze ", 0),
+        // While the copy is read-only mounted and restic reads it.
+        ("backup --json --host", 300),
+        // Between the archive and its description.
+        ("appscale-persist-archive.json", 0),
+    ] {
+        let (said, killed) = killed_at(&p, "disk-archive", &args, &input, marker, Duration::from_millis(delay));
+        assert!(killed, "killed at {marker}: {said}");
+        assert!(writable(&p.mnt("data-0"), 10), "no freeze left after a kill at {marker}: {said}");
+        let again = p.archive(&repo, &[], &input, &[]).expect(0);
+        assert_eq!(again.record()["archive"]["state"], "completed", "{}", again.stderr);
+        assert_no_leftovers(&p, &["data-0"]);
+    }
+    // The repository is whole, and every archive in it restores.
+    p.archive(&repo, &["--verify", "--read-data", "100%", "--drill-dir", &p.t.s("drills")], &input, &[])
+        .expect(0);
+}
+
+#[test]
+fn kill_9_during_a_restore_leaves_no_half_filled_disk_taken_for_a_finished_one() {
+    let p = Place::new("arch-kill-restore");
+    let rec = p.up("node-0", "data-0", "256M", "ext4");
+    make_tree(&p.mnt("data-0"));
+    let repo = p.t.s("repo");
+    p.archive(&repo, &["--init"], &ndjson(&[rec]), &[]).expect(0);
+    let target = serde_json::json!({"v": 1, "node": "node-0", "provider": "local", "disk": "new-0", "deployment": p.deployment});
+    let mut out = p.run("disk-create", &["--size", "512M"], &ndjson(&[target]), &[]);
+    out = p.run("disk-attach", &[], &out.stdout, &[]);
+    let formatted = p.run("disk-ensure-fs", &[], &out.stdout, &[]).expect(0).stdout;
+    let args = p.restore_args(&repo, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mnt = p.t.s("mnt/new-0");
+    let mount = ["--mountpoint", mnt.as_str(), "--no-fstab"];
+    for delay in [0, 150, 600] {
+        let (said, killed) = killed_at(&p, "disk-restore", &args, &formatted, " restore ", Duration::from_millis(delay));
+        if !killed {
+            continue;
+        }
+        // What the kill left is never mounted as if it were whole. (The
+        // first disk-mount after a kill may find the killed run's temporary
+        // mount, which it takes down, and refuse: mounted-elsewhere.)
+        let mut code = String::new();
+        for _ in 0..2 {
+            let m = p.run("disk-mount", &mount, &formatted, &[]);
+            if m.code == 0 {
+                let top: Vec<_> = std::fs::read_dir(&mnt).unwrap().flatten().map(|e| e.file_name()).collect();
+                panic!("a disk whose fill was cut short was mounted (holding {top:?}); disk-restore said: {said}");
+            }
+            code = m.record()["error"]["code"].as_str().unwrap().to_string();
+            if code == "seed-marker" {
+                break;
+            }
+            assert_eq!(code, "mounted-elsewhere", "{}", m.stderr);
+        }
+        assert_eq!(code, "seed-marker");
+    }
+    let r = p.run("disk-restore", &args, &formatted, &[]).expect(0);
+    let m = p.run("disk-mount", &mount, &r.stdout, &[]).expect(0);
+    assert_eq!(m.record()["state"], "mounted");
+    assert_same_tree(&p.mnt("data-0"), &p.mnt("new-0"));
+}

@@ -438,3 +438,42 @@ pub fn writable(dir: &Path, secs: u64) -> bool {
     }
     ok
 }
+
+/// Runs `tool` (with `-v`) on `input` with this place's environment, and
+/// once a stderr line contains `marker`, waits `delay` and SIGKILLs it;
+/// returns its stderr (the tool's run until killed), and whether it was
+/// killed (false: it ended before).
+pub fn killed_at(p: &Place, tool: &str, args: &[&str], input: &str, marker: &str, delay: Duration) -> (String, bool) {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(bin(tool));
+    cmd.arg("-v")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in p.env() {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, input.as_bytes()).unwrap();
+    drop(stdin);
+    let mut seen = String::new();
+    let mut killed = false;
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(marker) {
+            std::thread::sleep(delay);
+            killed = child.try_wait().unwrap().is_none();
+            let _ = child.kill();
+            break;
+        }
+    }
+    let _ = child.wait();
+    (seen, killed)
+}
+
+use std::time::Duration;

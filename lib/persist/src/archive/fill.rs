@@ -384,6 +384,11 @@ impl Fill<'_> {
             ));
         }
         let fresh = seed::is_fresh(&uuid);
+        if !self.check {
+            // A killed run's temporary mount of this filesystem.
+            let table = crate::mount::read_table()?;
+            crate::mount::reap_stale_temp_mounts(&table, dev.major, dev.minor);
+        }
         if self.check {
             result.state = "planned".into();
             rec.archive = Some(result);
