@@ -158,6 +158,7 @@ fn the_schema_documents_every_key_the_tools_write() {
             "status",
             "snapshot",
             "restored_from",
+            "archive",
         ]
         .map(String::from),
     );
