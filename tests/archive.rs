@@ -186,7 +186,13 @@ fn s3_env() -> Vec<(&'static str, &'static str)> {
 /// Runs disk-archive with `-vv` (every command it runs is logged) and
 /// reads the process list while it runs: the arguments of every process
 /// (disk-archive, restic) as `ps` shows them.
-fn archive_watching_ps(p: &Place, repo: &str, args: &[&str], input: &str, env: &[(&str, &str)]) -> (Run, String) {
+fn archive_watching_ps(
+    p: &Place,
+    repo: &str,
+    args: &[&str],
+    input: &str,
+    env: &[(&str, &str)],
+) -> (Run, String) {
     let mut a = p.repo_args(repo);
     a.push("-vv".into());
     a.extend(args.iter().map(|s| s.to_string()));
@@ -234,7 +240,11 @@ fn s3_through_moto_and_no_secret_reaches_ps_records_or_logs() {
         assert!(!a.stdout.contains(secret), "a secret in a record");
         assert!(!a.stderr.contains(secret), "a secret on stderr");
     }
-    assert!(a.stderr.contains("running restic"), "-vv logs the commands: {}", a.stderr);
+    assert!(
+        a.stderr.contains("running restic"),
+        "-vv logs the commands: {}",
+        a.stderr
+    );
     let arch = a.record()["archive"].clone();
     assert_eq!(arch["repository"], repo.as_str());
 
@@ -245,11 +255,18 @@ fn s3_through_moto_and_no_secret_reaches_ps_records_or_logs() {
     let mut out = p.run("disk-create", &["--size", "64M"], &ndjson(&[rec]), &[]);
     out = p.run("disk-attach", &[], &out.stdout, &[]);
     out = p.run("disk-ensure-fs", &[], &out.stdout, &[]);
-    out = p.run("disk-restore", &args, &out.stdout, &s3_env()).expect(0);
+    out = p
+        .run("disk-restore", &args, &out.stdout, &s3_env())
+        .expect(0);
     assert!(!out.stderr.contains(S3_SECRET) && !out.stdout.contains(S3_SECRET));
     let mnt = p.t.s("mnt/new-0");
-    p.run("disk-mount", &["--mountpoint", &mnt, "--no-fstab"], &out.stdout, &[])
-        .expect(0);
+    p.run(
+        "disk-mount",
+        &["--mountpoint", &mnt, "--no-fstab"],
+        &out.stdout,
+        &[],
+    )
+    .expect(0);
     assert_eq!(
         std::fs::read(p.mnt("new-0").join("apps/app.tar.gz")).unwrap(),
         vec![7u8; 3 << 20]
@@ -292,9 +309,17 @@ fn google_cloud_storage_natively_through_its_json_api() {
     let r = p.run("disk-restore", &args, &out.stdout, &env).expect(0);
     assert_eq!(r.record()["archive"]["state"], "restored");
     let mnt = p.t.s("mnt/new-0");
-    p.run("disk-mount", &["--mountpoint", &mnt, "--no-fstab"], &r.stdout, &[])
-        .expect(0);
-    assert_eq!(std::fs::read(p.mnt("new-0").join("zk.log")).unwrap(), vec![3u8; 1 << 20]);
+    p.run(
+        "disk-mount",
+        &["--mountpoint", &mnt, "--no-fstab"],
+        &r.stdout,
+        &[],
+    )
+    .expect(0);
+    assert_eq!(
+        std::fs::read(p.mnt("new-0").join("zk.log")).unwrap(),
+        vec![3u8; 1 << 20]
+    );
 }
 
 #[test]
@@ -305,30 +330,64 @@ fn retention_listing_verify_and_the_status_metrics() {
     let input = ndjson(&[rec.clone()]);
     let mut ids = Vec::new();
     for i in 0..3 {
-        std::fs::write(p.mnt("data-0").join(format!("gen-{i}")), vec![i as u8; 100_000]).unwrap();
-        let a = p.archive(&repo, &["--init", "--keep", "2"], &input, &[]).expect(0).record();
+        std::fs::write(
+            p.mnt("data-0").join(format!("gen-{i}")),
+            vec![i as u8; 100_000],
+        )
+        .unwrap();
+        let a = p
+            .archive(&repo, &["--init", "--keep", "2"], &input, &[])
+            .expect(0)
+            .record();
         ids.push(a["archive"]["id"].as_str().unwrap().to_string());
         if i == 2 {
             let pruned = a["archive"]["pruned"].as_array().unwrap();
             assert_eq!(pruned.len(), 1, "{a}");
-            assert!(pruned[0].as_str().unwrap().starts_with(&ids[0]), "the oldest goes: {a}");
+            assert!(
+                pruned[0].as_str().unwrap().starts_with(&ids[0]),
+                "the oldest goes: {a}"
+            );
         }
         std::thread::sleep(Duration::from_millis(1100));
     }
-    let listed = p.archive(&repo, &["--list"], &input, &[]).expect(0).records();
-    let listed: Vec<&str> = listed.iter().map(|r| r["archive"]["id"].as_str().unwrap()).collect();
+    let listed = p
+        .archive(&repo, &["--list"], &input, &[])
+        .expect(0)
+        .records();
+    let listed: Vec<&str> = listed
+        .iter()
+        .map(|r| r["archive"]["id"].as_str().unwrap())
+        .collect();
     assert_eq!(listed.len(), 2);
-    assert!(listed[0].starts_with(&ids[2]) && listed[1].starts_with(&ids[1]), "{listed:?}");
+    assert!(
+        listed[0].starts_with(&ids[2]) && listed[1].starts_with(&ids[1]),
+        "{listed:?}"
+    );
 
     // The drill restores the newest into a scratch directory and compares.
     let drills = p.t.join("drills");
     let v = p
-        .archive(&repo, &["--verify", "--read-data", "100%", "--drill-dir", drills.to_str().unwrap()], &input, &[])
+        .archive(
+            &repo,
+            &[
+                "--verify",
+                "--read-data",
+                "100%",
+                "--drill-dir",
+                drills.to_str().unwrap(),
+            ],
+            &input,
+            &[],
+        )
         .expect(0)
         .record();
     assert_eq!(v["archive"]["state"], "verified", "{v}");
     assert!(v["archive"]["verified"].is_string());
-    assert_eq!(std::fs::read_dir(&drills).unwrap().count(), 0, "the drill's directory is gone");
+    assert_eq!(
+        std::fs::read_dir(&drills).unwrap().count(),
+        0,
+        "the drill's directory is gone"
+    );
 
     // disk-status reports the last archive and the last verified restore.
     let s = p.run("disk-status", &["--format", "prometheus"], &input, &[]);
@@ -341,7 +400,13 @@ fn retention_listing_verify_and_the_status_metrics() {
     }
     let j = p.run("disk-status", &["--format", "json"], &input, &[]);
     let st: Value = serde_json::from_str(j.stdout.lines().next().unwrap()).unwrap();
-    assert!(st["status"]["archive"]["last_id"].as_str().unwrap().starts_with(&ids[2][..8]), "{st}");
+    assert!(
+        st["status"]["archive"]["last_id"]
+            .as_str()
+            .unwrap()
+            .starts_with(&ids[2][..8]),
+        "{st}"
+    );
 
     // A damaged repository fails the check, named.
     let data = Path::new(&repo).join("data");
@@ -352,7 +417,18 @@ fn retention_listing_verify_and_the_status_metrics() {
     bytes[mid] ^= 0xff;
     std::fs::write(pack, bytes).unwrap();
     let v = p
-        .archive(&repo, &["--verify", "--read-data", "100%", "--drill-dir", drills.to_str().unwrap()], &input, &[])
+        .archive(
+            &repo,
+            &[
+                "--verify",
+                "--read-data",
+                "100%",
+                "--drill-dir",
+                drills.to_str().unwrap(),
+            ],
+            &input,
+            &[],
+        )
         .expect(1)
         .record();
     assert_eq!(v["error"]["code"], "verify-failed", "{v}");
@@ -373,23 +449,54 @@ fn a_set_is_one_moment_all_or_nothing_and_restores_by_its_manifest() {
     missing["disk"] = "no-such-disk".into();
     missing["node"] = "node-2".into();
     let bad = p
-        .archive(&repo, &["--init", "--set", "broken"], &ndjson(&[r0.clone(), missing]), &[])
+        .archive(
+            &repo,
+            &["--init", "--set", "broken"],
+            &ndjson(&[r0.clone(), missing]),
+            &[],
+        )
         .expect(1)
         .records();
     assert!(bad.iter().all(|r| r["error"].is_object()), "{bad:?}");
-    assert!(bad[0]["error"]["message"].as_str().unwrap().contains("set"), "{}", bad[0]);
-    let listed = p.archive(&repo, &["--list"], &ndjson(&[r0.clone()]), &[]).expect(0).records();
-    assert!(listed.iter().all(|r| r["archive"].is_null()), "nothing archived: {listed:?}");
+    assert!(
+        bad[0]["error"]["message"].as_str().unwrap().contains("set"),
+        "{}",
+        bad[0]
+    );
+    let listed = p
+        .archive(&repo, &["--list"], &ndjson(&[r0.clone()]), &[])
+        .expect(0)
+        .records();
+    assert!(
+        listed.iter().all(|r| r["archive"].is_null()),
+        "nothing archived: {listed:?}"
+    );
     // A failed member: the set is not sealed.
-    let r = p.archive(&repo, &["--seal", "broken"], &ndjson(&bad), &[]).expect(2);
+    let r = p
+        .archive(&repo, &["--seal", "broken"], &ndjson(&bad), &[])
+        .expect(2);
     assert!(r.stderr.contains("not sealed"), "{}", r.stderr);
 
-    let set = p.archive(&repo, &["--set", "nightly", "--hold", "1"], &input, &[]).expect(0);
+    let set = p
+        .archive(&repo, &["--set", "nightly", "--hold", "1"], &input, &[])
+        .expect(0);
     let recs = set.records();
-    assert_eq!(recs[0]["archive"]["time"], recs[1]["archive"]["time"], "one moment");
-    assert!(recs.iter().all(|r| r["archive"]["freeze"] == "frozen" && r["archive"]["set"] == "nightly"));
-    let sealed = p.archive(&repo, &["--seal", "nightly"], &set.stdout, &[]).expect(0);
-    assert!(sealed.stderr.contains("sealed set nightly: 2 archives"), "{}", sealed.stderr);
+    assert_eq!(
+        recs[0]["archive"]["time"], recs[1]["archive"]["time"],
+        "one moment"
+    );
+    assert!(
+        recs.iter()
+            .all(|r| r["archive"]["freeze"] == "frozen" && r["archive"]["set"] == "nightly")
+    );
+    let sealed = p
+        .archive(&repo, &["--seal", "nightly"], &set.stdout, &[])
+        .expect(0);
+    assert!(
+        sealed.stderr.contains("sealed set nightly: 2 archives"),
+        "{}",
+        sealed.stderr
+    );
 
     // Later archives do not change what the set restores.
     std::fs::write(p.mnt("data-0").join("who"), b"changed").unwrap();
@@ -436,7 +543,8 @@ impl Storm {
             let mut n = 0u64;
             while !s.load(std::sync::atomic::Ordering::Relaxed) {
                 n += 1;
-                big.write_all_at(&vec![(n % 256) as u8; 4 << 20], 0).unwrap();
+                big.write_all_at(&vec![(n % 256) as u8; 4 << 20], 0)
+                    .unwrap();
                 let body = format!("{n}\n").repeat(2000);
                 std::fs::write(dir.join("cur.tmp"), &body).unwrap();
                 std::fs::rename(dir.join("cur.tmp"), dir.join("cur")).unwrap();
@@ -459,15 +567,25 @@ impl Storm {
 /// Checks the storm's invariant on a restored tree; returns the last n.
 fn one_moment(dir: &Path) -> u64 {
     let log = std::fs::read_to_string(dir.join("log")).unwrap();
-    assert!(log.is_empty() || log.ends_with('\n'), "a torn line at the log's end");
-    let lines: Vec<u64> = log.lines().map(|l| l.parse().expect("a whole line")).collect();
+    assert!(
+        log.is_empty() || log.ends_with('\n'),
+        "a torn line at the log's end"
+    );
+    let lines: Vec<u64> = log
+        .lines()
+        .map(|l| l.parse().expect("a whole line"))
+        .collect();
     for (i, n) in lines.iter().enumerate() {
         assert_eq!(*n, i as u64 + 1, "the log is whole, in order");
     }
     let last = lines.last().copied().unwrap_or(0);
     let cur = std::fs::read_to_string(dir.join("cur")).unwrap();
     let c: u64 = cur.lines().next().unwrap().parse().unwrap();
-    assert_eq!(cur, format!("{c}\n").repeat(2000), "cur is one whole version");
+    assert_eq!(
+        cur,
+        format!("{c}\n").repeat(2000),
+        "cur is one whole version"
+    );
     assert!(
         c == last || c == last + 1,
         "cur holds {c} while the log ends at {last}: not one moment"
@@ -495,9 +613,13 @@ fn an_archive_during_a_write_storm_is_one_moment() {
     let written = storm.stop();
     let args = p.restore_args(&repo, &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    p.pipeline("node-0", "new-0", "128M", "ext4", &args).expect(0);
+    p.pipeline("node-0", "new-0", "128M", "ext4", &args)
+        .expect(0);
     let at = one_moment(&p.mnt("new-0"));
-    assert!(at > 10 && at < written, "the moment is mid-storm: {at} of {written}");
+    assert!(
+        at > 10 && at < written,
+        "the moment is mid-storm: {at} of {written}"
+    );
     assert_eq!(a.record()["archive"]["freeze"], "frozen");
 }
 
@@ -521,16 +643,42 @@ fn kill_9_at_any_moment_of_an_archive_leaves_no_freeze_and_the_rerun_converges()
         // Between the archive and its description.
         ("appscale-persist-archive.json", 0),
     ] {
-        let (said, killed) = killed_at(&p, "disk-archive", &args, &input, marker, Duration::from_millis(delay));
+        let (said, killed) = killed_at(
+            &p,
+            "disk-archive",
+            &args,
+            &input,
+            marker,
+            Duration::from_millis(delay),
+        );
         assert!(killed, "killed at {marker}: {said}");
-        assert!(writable(&p.mnt("data-0"), 10), "no freeze left after a kill at {marker}: {said}");
+        assert!(
+            writable(&p.mnt("data-0"), 10),
+            "no freeze left after a kill at {marker}: {said}"
+        );
         let again = p.archive(&repo, &[], &input, &[]).expect(0);
-        assert_eq!(again.record()["archive"]["state"], "completed", "{}", again.stderr);
+        assert_eq!(
+            again.record()["archive"]["state"],
+            "completed",
+            "{}",
+            again.stderr
+        );
         assert_no_leftovers(&p, &["data-0"]);
     }
     // The repository is whole, and every archive in it restores.
-    p.archive(&repo, &["--verify", "--read-data", "100%", "--drill-dir", &p.t.s("drills")], &input, &[])
-        .expect(0);
+    p.archive(
+        &repo,
+        &[
+            "--verify",
+            "--read-data",
+            "100%",
+            "--drill-dir",
+            &p.t.s("drills"),
+        ],
+        &input,
+        &[],
+    )
+    .expect(0);
 }
 
 #[test]
@@ -539,17 +687,28 @@ fn kill_9_during_a_restore_leaves_no_half_filled_disk_taken_for_a_finished_one()
     let rec = p.up("node-0", "data-0", "256M", "ext4");
     make_tree(&p.mnt("data-0"));
     let repo = p.t.s("repo");
-    p.archive(&repo, &["--init"], &ndjson(&[rec]), &[]).expect(0);
+    p.archive(&repo, &["--init"], &ndjson(&[rec]), &[])
+        .expect(0);
     let target = serde_json::json!({"v": 1, "node": "node-0", "provider": "local", "disk": "new-0", "deployment": p.deployment});
     let mut out = p.run("disk-create", &["--size", "512M"], &ndjson(&[target]), &[]);
     out = p.run("disk-attach", &[], &out.stdout, &[]);
-    let formatted = p.run("disk-ensure-fs", &[], &out.stdout, &[]).expect(0).stdout;
+    let formatted = p
+        .run("disk-ensure-fs", &[], &out.stdout, &[])
+        .expect(0)
+        .stdout;
     let args = p.restore_args(&repo, &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mnt = p.t.s("mnt/new-0");
     let mount = ["--mountpoint", mnt.as_str(), "--no-fstab"];
     for delay in [0, 150, 600] {
-        let (said, killed) = killed_at(&p, "disk-restore", &args, &formatted, " restore ", Duration::from_millis(delay));
+        let (said, killed) = killed_at(
+            &p,
+            "disk-restore",
+            &args,
+            &formatted,
+            " restore ",
+            Duration::from_millis(delay),
+        );
         if !killed {
             continue;
         }
@@ -560,8 +719,14 @@ fn kill_9_during_a_restore_leaves_no_half_filled_disk_taken_for_a_finished_one()
         for _ in 0..2 {
             let m = p.run("disk-mount", &mount, &formatted, &[]);
             if m.code == 0 {
-                let top: Vec<_> = std::fs::read_dir(&mnt).unwrap().flatten().map(|e| e.file_name()).collect();
-                panic!("a disk whose fill was cut short was mounted (holding {top:?}); disk-restore said: {said}");
+                let top: Vec<_> = std::fs::read_dir(&mnt)
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.file_name())
+                    .collect();
+                panic!(
+                    "a disk whose fill was cut short was mounted (holding {top:?}); disk-restore said: {said}"
+                );
             }
             code = m.record()["error"]["code"].as_str().unwrap().to_string();
             if code == "seed-marker" {
@@ -575,4 +740,113 @@ fn kill_9_during_a_restore_leaves_no_half_filled_disk_taken_for_a_finished_one()
     let m = p.run("disk-mount", &mount, &r.stdout, &[]).expect(0);
     assert_eq!(m.record()["state"], "mounted");
     assert_same_tree(&p.mnt("data-0"), &p.mnt("new-0"));
+}
+
+/// scripts/up, then scripts/archive as a set, scripts/down; then
+/// scripts/restore-archive onto the disks of another AppScalefile (XFS):
+/// each node's data back, on its own new disk.
+#[test]
+fn the_flows_move_a_local_deployment_onto_new_disks() {
+    let p = Place::new("arch-flows");
+    let file = |name: &str, disks: &str| {
+        let f = p.t.join(name);
+        std::fs::write(
+            &f,
+            format!("infrastructure: local\nkeyname: {}\nips_layout:\n  - roles: [master, database, zookeeper]\n    nodes: 2\n    disks: [{disks}]\n", p.deployment),
+        )
+        .unwrap();
+        f
+    };
+    let old = file("AppScalefile", "data-0, data-1");
+    let new = file("AppScalefile.new", "moved-0, moved-1");
+    let env = p.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    flow("up", &p.t, &old, &["--size", "64M"], &env).expect(0);
+    for n in 0..2 {
+        std::fs::write(
+            p.t.join(&format!("mnt/node-{n}/whose")),
+            format!("node-{n}"),
+        )
+        .unwrap();
+    }
+    let repo = p.t.s("repo");
+    let mut args = p.repo_args(&repo);
+    args.extend(
+        [
+            "--init",
+            "--set",
+            "weekly",
+            old.to_str().unwrap(),
+            "--",
+            "--deployment",
+            &p.deployment,
+        ]
+        .map(String::from),
+    );
+    let script = repo_path("archive");
+    let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let bin = bin_dir().display().to_string();
+    let mut env2 = env.clone();
+    env2.push(("APPSCALE_PERSIST_BIN", bin.as_str()));
+    let r = run_env(&script, &a, "", &env2).expect(0);
+    assert_eq!(r.records().len(), 2, "{}", r.stderr);
+    assert!(r.stderr.contains("sealed set weekly"), "{}", r.stderr);
+    assert!(r.stderr.contains("NODE"), "a summary: {}", r.stderr);
+    flow("down", &p.t, &old, &[], &env).expect(0);
+
+    let restore = repo_path("restore-archive");
+    a = vec![];
+    let mnt = p.t.s("mnt/{node}");
+    let fstab = p.t.s("fstab");
+    let mut args = p.repo_args(&repo);
+    args.extend(
+        [
+            "--deployment",
+            &p.deployment,
+            "--from",
+            "set:weekly",
+            "--fstype",
+            "xfs",
+            "--mountpoint",
+            &mnt,
+            "--fstab",
+            &fstab,
+            new.to_str().unwrap(),
+            "--",
+            "--size",
+            "512M",
+        ]
+        .map(String::from),
+    );
+    a.extend(args.iter().map(String::as_str));
+    let r = run_env(&restore, &a, "", &env2).expect(0);
+    let recs = r.records();
+    assert!(
+        recs.iter()
+            .all(|r| r["archive"]["state"] == "restored" && r["state"] == "mounted"),
+        "{}",
+        r.stdout
+    );
+    for n in 0..2 {
+        assert_eq!(
+            std::fs::read_to_string(p.t.join(&format!("mnt/node-{n}/whose"))).unwrap(),
+            format!("node-{n}")
+        );
+    }
+    // Run again: nothing to do.
+    let again = run_env(&restore, &a, "", &env2).expect(0);
+    assert!(
+        again.records().iter().all(|r| r["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["changed"] == false)),
+        "{}",
+        again.stdout
+    );
+    flow("down", &p.t, &new, &[], &env).expect(0);
+}
+
+fn repo_path(script: &str) -> String {
+    repo().join("scripts").join(script).display().to_string()
 }

@@ -312,6 +312,7 @@ impl Place {
         vec![
             ("APPSCALE_PERSIST_STATE_DIR".into(), self.t.s("disks")),
             ("APPSCALE_PERSIST_ARCHIVE_LEDGER".into(), self.t.s("ledger")),
+            ("APPSCALE_PERSIST_ARCHIVE_CACHE".into(), self.t.s("cache")),
         ]
     }
 
@@ -322,8 +323,6 @@ impl Place {
             repo.into(),
             "--password-file".into(),
             self.t.s("password"),
-            "--cache-dir".into(),
-            self.t.s("cache"),
         ]
     }
 
@@ -443,7 +442,14 @@ pub fn writable(dir: &Path, secs: u64) -> bool {
 /// once a stderr line contains `marker`, waits `delay` and SIGKILLs it;
 /// returns its stderr (the tool's run until killed), and whether it was
 /// killed (false: it ended before).
-pub fn killed_at(p: &Place, tool: &str, args: &[&str], input: &str, marker: &str, delay: Duration) -> (String, bool) {
+pub fn killed_at(
+    p: &Place,
+    tool: &str,
+    args: &[&str],
+    input: &str,
+    marker: &str,
+    delay: Duration,
+) -> (String, bool) {
     use std::io::BufRead;
     let mut cmd = std::process::Command::new(bin(tool));
     cmd.arg("-v")

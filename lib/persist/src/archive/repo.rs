@@ -24,6 +24,10 @@ pub const REPO_ENV: &str = "APPSCALE_PERSIST_ARCHIVE_REPO";
 /// `--password-file` does not.
 pub const PASSWORD_FILE_ENV: &str = "APPSCALE_PERSIST_ARCHIVE_PASSWORD_FILE";
 
+/// The environment variable naming restic's cache when `--cache-dir` does
+/// not.
+pub const CACHE_ENV: &str = "APPSCALE_PERSIST_ARCHIVE_CACHE";
+
 /// Where restic keeps its cache unless told otherwise.
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/appscale-persist/restic";
 
@@ -46,7 +50,7 @@ pub struct RepoArgs {
     #[arg(long, value_name = "PATH", help_heading = "Repository")]
     pub cacert: Option<PathBuf>,
     /// restic's cache directory.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_CACHE_DIR, help_heading = "Repository")]
+    #[arg(long, value_name = "DIR", env = CACHE_ENV, hide_env_values = true, default_value = DEFAULT_CACHE_DIR, help_heading = "Repository")]
     pub cache_dir: PathBuf,
     /// Take an S3 repository's credentials of last resort from this
     /// AppScalefile (`EC2_ACCESS_KEY`, `EC2_SECRET_KEY`), when the
