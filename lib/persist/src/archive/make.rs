@@ -43,7 +43,7 @@ pub struct ArchiveArgs {
     pub state_dir: Option<PathBuf>,
 
     /// Create the repository if there is none (and mark it as the
-    /// deployment's).
+    /// deployment's); with --list, create it and list.
     #[arg(long, help_heading = "Archive")]
     pub init: bool,
     /// After archiving, keep only the N newest archives of each disk (the
@@ -86,7 +86,7 @@ pub struct ArchiveArgs {
 
     /// List each disk's archives (newest first), one record each, instead
     /// of archiving.
-    #[arg(long, help_heading = "Other modes", conflicts_with_all = ["init", "keep", "keep_within", "set", "seal", "verify"])]
+    #[arg(long, help_heading = "Other modes", conflicts_with_all = ["keep", "keep_within", "set", "seal", "verify"])]
     pub list: bool,
     /// Write the manifest of the set NAME from the records on stdin (each
     /// carrying the `archive` disk-archive --set NAME gave it), instead of
@@ -209,10 +209,10 @@ impl Step for ArchiveStep {
             Ok(r) => r,
             Err(e) => return fail_all(records, Failure::new(codes::NO_REPOSITORY, e)),
         };
-        let access = if self.args.list || self.args.verify {
-            Access::Read
-        } else if self.args.init {
+        let access = if self.args.init {
             Access::Create
+        } else if self.args.list || self.args.verify {
+            Access::Read
         } else {
             Access::Write
         };

@@ -269,6 +269,16 @@ pub fn open(
                     made: true,
                 });
             }
+            // Two runs on this machine making one repository at once would
+            // leave it with two configs: one at a time, and the second finds
+            // it made. (Across machines, make it once first: archive.yml
+            // does.)
+            let _one = crate::lock::NodeLock::take_file(
+                &Path::new(super::capture::RUN_DIR).join("init.lock"),
+            )?;
+            if repo.exists()? {
+                return open(repo, deployment, Access::Write, check);
+            }
             if let Err(f) = repo.init() {
                 // Another node made it meanwhile (a first archive on every
                 // node at once).
