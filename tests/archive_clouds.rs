@@ -1,0 +1,119 @@
+//! A deployment moved across providers through an off-site archive, end to
+//! end: up on the local default, every kind of file written, archived;
+//! then restored onto an EC2 volume (moto, with a loop device standing in
+//! for the volume on the node, behind its NVMe link) through S3, and onto a
+//! Compute Engine disk (the fake, likewise, behind its google- link)
+//! through Google Cloud Storage: the trees identical, byte for byte and
+//! metadata for metadata.
+
+mod archive_common;
+mod common;
+
+use archive_common::*;
+use common::*;
+use serde_json::{Value, json};
+
+/// The node side of a cloud disk: the record after disk-attach, a loop
+/// device standing in for it behind `link`, filled by disk-ensure-fs,
+/// disk-restore and disk-mount with `env`.
+fn fill_and_mount(
+    p: &Place,
+    attached: &Value,
+    link: &str,
+    restore: &[String],
+    env: &[(&str, &str)],
+) -> (LoopDev, Value) {
+    let dev = LoopDev::new(&p.t, "stand-in", 1024);
+    let by_id = p.t.join("dev/disk/by-id");
+    std::fs::create_dir_all(&by_id).unwrap();
+    std::os::unix::fs::symlink(&dev.device, by_id.join(link)).unwrap();
+    let root = p.t.s("dev");
+    let mut env = env.to_vec();
+    env.push(("APPSCALE_PERSIST_DEV_ROOT", &root));
+    let fs = p
+        .run("disk-ensure-fs", &["--fstype", "xfs"], &ndjson(&[attached.clone()]), &env)
+        .expect(0);
+    let args: Vec<&str> = restore.iter().map(String::as_str).collect();
+    let filled = p.run("disk-restore", &args, &fs.stdout, &env).expect(0);
+    assert_eq!(filled.record()["archive"]["state"], "restored", "{}", filled.stderr);
+    let mnt = p.t.s("mnt/moved-0");
+    let m = p
+        .run("disk-mount", &["--mountpoint", &mnt, "--no-fstab"], &filled.stdout, &env)
+        .expect(0)
+        .record();
+    (dev, m)
+}
+
+#[test]
+fn a_local_deployment_moves_to_ec2_through_s3() {
+    let p = Place::new("move-ec2");
+    let moto = Server::moto();
+    let url = moto.url();
+    let rec = p.up("node-0", "data-0", "256M", "ext4");
+    make_tree(&p.mnt("data-0"));
+    let repo = format!("s3:{url}/archives/{}", p.deployment);
+    let aws = aws_env();
+    p.archive(&repo, &["--init"], &ndjson(&[rec]), &aws).expect(0);
+
+    // The new deployment on EC2: node-0's disk is a new volume.
+    let inst = moto.ec2_admin(&["run-instances", "us-east-1b", "1"])[0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ec2 = json!({"v": 1, "node": "node-0", "provider": "ec2", "zone": "us-east-1b", "disk": "moved-0", "deployment": p.deployment});
+    let cloud = ["--endpoint-url", url.as_str()];
+    let created = p
+        .run("disk-create", &[&cloud[..], &["--size", "1G"]].concat(), &ndjson(&[ec2]), &aws)
+        .expect(0);
+    let attached = p
+        .run("disk-attach", &[&cloud[..], &["--instance", &inst]].concat(), &created.stdout, &aws)
+        .expect(0)
+        .record();
+    let vol = attached["disk_id"].as_str().unwrap().to_string();
+    let link = format!("nvme-Amazon_Elastic_Block_Store_{}", vol.replacen('-', "", 1));
+    let (_dev, mounted) = fill_and_mount(&p, &attached, &link, &p.restore_args(&repo, &[]), &aws);
+    assert_eq!(mounted["state"], "mounted");
+    assert_eq!(mounted["fs"]["type"], "xfs");
+    assert_same_tree(&p.mnt("data-0"), &p.mnt("moved-0"));
+}
+
+#[test]
+fn a_local_deployment_moves_to_compute_engine_through_cloud_storage() {
+    let p = Place::new("move-gce");
+    let zone = "us-central1-a";
+    let g = Gce::new(zone);
+    let gcs = Server::python("gcs.py", &[p.t.s("gcs").as_str()]);
+    let proxy = format!("http://127.0.0.1:{}", gcs.port);
+    let storage = [
+        ("HTTPS_PROXY", proxy.as_str()),
+        ("NO_PROXY", ""),
+        ("GOOGLE_PROJECT_ID", "proj"),
+        ("GOOGLE_ACCESS_TOKEN", "ya29.emulator-token"),
+    ];
+    let cacert = p.t.s("gcs/ca.pem");
+    let rec = p.up("node-0", "data-0", "256M", "ext4");
+    make_tree(&p.mnt("data-0"));
+    let repo = "gs:archives:/prod";
+    p.archive(repo, &["--init", "--cacert", &cacert], &ndjson(&[rec]), &storage)
+        .expect(0);
+
+    let gce = json!({"v": 1, "node": "node-0", "provider": "gce", "zone": zone, "disk": "moved-0", "deployment": p.deployment});
+    g.tool("disk-create", &["--size", "1G", "--deployment", &p.deployment], &ndjson(&[gce.clone()]))
+        .expect(0);
+    let attached = g
+        .tool("disk-attach", &["--instance", "vm-1", "--deployment", &p.deployment], &ndjson(&[gce]))
+        .expect(0)
+        .record();
+    let mut env: Vec<(&str, &str)> = storage.to_vec();
+    let genv = g.env();
+    env.extend(genv.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let (_dev, mounted) = fill_and_mount(
+        &p,
+        &attached,
+        "google-moved-0",
+        &p.restore_args(repo, &["--cacert", &cacert]),
+        &env,
+    );
+    assert_eq!(mounted["state"], "mounted");
+    assert_same_tree(&p.mnt("data-0"), &p.mnt("moved-0"));
+}
