@@ -450,6 +450,30 @@ pub fn killed_at(
     marker: &str,
     delay: Duration,
 ) -> (String, bool) {
+    killed_after(p, tool, args, input, marker, delay, &[])
+}
+
+/// [`killed_at`], at once, with `extra` in the environment.
+pub fn killed_at_env(
+    p: &Place,
+    tool: &str,
+    args: &[&str],
+    input: &str,
+    marker: &str,
+    extra: &[(String, String)],
+) -> (String, bool) {
+    killed_after(p, tool, args, input, marker, Duration::ZERO, extra)
+}
+
+fn killed_after(
+    p: &Place,
+    tool: &str,
+    args: &[&str],
+    input: &str,
+    marker: &str,
+    delay: Duration,
+    extra: &[(String, String)],
+) -> (String, bool) {
     use std::io::BufRead;
     let mut cmd = std::process::Command::new(bin(tool));
     cmd.arg("-v")
@@ -457,7 +481,7 @@ pub fn killed_at(
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    for (k, v) in p.env() {
+    for (k, v) in p.env().into_iter().chain(extra.iter().cloned()) {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().unwrap();

@@ -260,6 +260,8 @@ pub enum Operation {
     Detach(DetachArgs),
     /// `disk-snapshot`.
     Snapshot(SnapshotArgs),
+    /// `disk-scratch`.
+    Scratch(appscale_persist::provider::ScratchPhase),
 }
 
 impl Operation {
@@ -270,6 +272,7 @@ impl Operation {
             Operation::Attach => Op::Attach,
             Operation::Detach(_) => Op::Detach,
             Operation::Snapshot(_) => Op::Snapshot,
+            Operation::Scratch(phase) => Op::Scratch(*phase),
         }
     }
 

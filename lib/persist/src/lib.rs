@@ -87,5 +87,6 @@ pub const TOOLS: &[&str] = &[
     "disk-status",
     "disk-snapshot",
     "disk-archive",
+    "disk-scratch",
     "disk-restore",
 ];

@@ -132,6 +132,10 @@ pub struct Record {
     /// on the wire, one record per archive instead, as for [`Record::listed`].
     #[serde(skip)]
     pub listed_archives: Vec<Archive>,
+    /// A cloud disk's scratch copy while disk-archive reads it
+    /// (`disk-scratch`): its snapshot, then the disk made from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch: Option<Scratch>,
     /// Every key this version does not know, kept in order and passed on.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -276,6 +280,29 @@ pub struct Archive {
     pub verified: Option<String>,
 }
 
+/// A scratch copy of a cloud disk at one moment, made for an archive by
+/// `disk-scratch` on the disk's node and deleted again after: the
+/// provider's snapshot, and the disk made from it, attached here. Both are
+/// tagged (EBS) or labelled (GCE) with [`Scratch::owner`]: nothing else
+/// deletes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scratch {
+    /// Whose they are: this instance and the disk's archive key.
+    pub owner: String,
+    /// The snapshot (EBS `snap-...`, a GCE snapshot's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// When the snapshot was taken (its moment), RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// The scratch disk made from it (EBS `vol-...`, a GCE disk's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+    /// Its device on this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+}
+
 fn default_version() -> u32 {
     VERSION
 }
@@ -312,6 +339,7 @@ impl Default for Record {
             listed: Vec::new(),
             archive: None,
             listed_archives: Vec::new(),
+            scratch: None,
             extra: Map::new(),
         }
     }

@@ -49,6 +49,7 @@ use crate::lock::NodeLock;
 use crate::log;
 use crate::loopdev;
 use crate::mount::{self, Table};
+use crate::provider::ScratchPhase;
 use crate::provider::local::Local;
 use crate::record::{Fs, ProviderKind, Record};
 use crate::run::{Cmd, Started};
@@ -95,6 +96,9 @@ pub struct Options {
     pub hold: Duration,
     /// Any record's failure fails them all (a set is all or nothing).
     pub all_or_nothing: bool,
+    /// `disk-scratch`'s arguments, for cloud disks
+    /// ([`super::scratch::CloudArgs::argv`]).
+    pub scratch_args: Vec<String>,
 }
 
 pub use super::ledger::key;
@@ -126,6 +130,9 @@ struct Undo {
     looped: Option<PathBuf>,
     /// The scratch image.
     scratch: Option<PathBuf>,
+    /// A cloud disk's scratch copy (the record `disk-scratch` gave back,
+    /// and its arguments): dropped last.
+    cloud: Option<(Record, Vec<String>)>,
     /// Held for the whole archive: the node lock (a static device), and
     /// the disk's own lock.
     _locks: Vec<NodeLock>,
@@ -152,6 +159,13 @@ impl Undo {
             && e.kind() != std::io::ErrorKind::NotFound
         {
             errors.push(format!("removing {}: {e}", img.display()));
+        }
+        // Never while its view may still be mounted: the unmount failed.
+        if errors.is_empty()
+            && let Some((rec, args)) = self.cloud.take()
+            && let Err(f) = super::scratch::run(ScratchPhase::Drop, &rec, &args)
+        {
+            errors.push(format!("deleting the scratch copy: {}", f.message));
         }
         if errors.is_empty() {
             Ok(())
@@ -203,6 +217,9 @@ pub fn source_of(rec: &Record, state_dir: &Path) -> Result<Source, Failure> {
 struct Pending {
     key: String,
     source: Source,
+    /// The record (a cloud disk's goes to disk-scratch, and comes back
+    /// with its `scratch`).
+    record: Record,
     /// The disk's lock (and, for a static device, the node lock).
     locks: Vec<NodeLock>,
     /// Where its filesystem is mounted, and the device number there.
@@ -226,10 +243,7 @@ pub fn capture(
         .iter()
         .zip(keys)
         .zip(sources)
-        .map(|((_, k), s)| match s {
-            Source::Cloud => None,
-            s => Some(prepare(k, s.clone())),
-        })
+        .map(|((r, k), s)| Some(prepare(k, s.clone(), r)))
         .collect();
     if slots.iter().all(Option::is_none) {
         return slots.into_iter().map(|_| None).collect();
@@ -278,8 +292,13 @@ pub fn capture(
         .map(|(slot, copy)| {
             let slot = slot?;
             Some(match (slot, copy) {
-                (Ok(p), Some(Ok((time, freeze, scratch)))) => open_view(p, time, freeze, scratch),
-                (Ok(_), Some(Err(f))) => Err(f),
+                (Ok(p), Some(Ok((time, freeze, scratch)))) => {
+                    open_view(p, time, freeze, scratch, &opts.scratch_args)
+                }
+                (Ok(p), Some(Err(f))) => {
+                    abandon(&p, &opts.scratch_args);
+                    Err(f)
+                }
                 (Ok(_), None) => Err(Failure::new(
                     codes::INTERNAL,
                     "a disk was neither captured nor failed",
@@ -293,6 +312,20 @@ pub fn capture(
             })
         })
         .collect()
+}
+
+/// Deletes a cloud disk's scratch snapshot made for a capture that will
+/// not be archived (another disk of its set failed).
+fn abandon(p: &Pending, args: &[String]) {
+    if p.record.scratch.is_some()
+        && let Err(f) = super::scratch::run(ScratchPhase::Drop, &p.record, args)
+    {
+        log::error(format_args!(
+            "{}: deleting the scratch copy: {} (the next archive of the disk deletes it)",
+            p.record.label(),
+            f.message
+        ));
+    }
 }
 
 /// What the moment gave one disk: when, how it was kept, its scratch copy.
@@ -325,7 +358,7 @@ fn fail_all_if(slots: &mut [Option<Result<Pending, Failure>>], all: bool) {
 }
 
 /// Takes the disk's lock and removes what a killed run left of it.
-fn prepare(key: &str, source: Source) -> Result<Pending, Failure> {
+fn prepare(key: &str, source: Source, record: &Record) -> Result<Pending, Failure> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -336,6 +369,7 @@ fn prepare(key: &str, source: Source) -> Result<Pending, Failure> {
     Ok(Pending {
         key: key.to_string(),
         source,
+        record: record.clone(),
         locks: vec![lock],
         mounted: None,
         device: None,
@@ -431,7 +465,27 @@ fn look(p: &mut Pending) -> Result<(), Failure> {
             }
         }
         Source::Static { device } => Some(device.clone()),
-        Source::Cloud => None,
+        Source::Cloud => {
+            if p.record.disk_id.is_none() && p.record.attached_as.is_none() {
+                return Err(Failure::new(
+                    codes::NO_DEVICE,
+                    "the record names no volume id (`disk_id`) to find the disk here by: pipe it through disk-attach --self first",
+                ));
+            }
+            match crate::freeze::find_mounted(&p.record)? {
+                crate::freeze::Here::Mounted {
+                    dev, mountpoint, ..
+                } => p.mounted = Some((mountpoint, dev)),
+                crate::freeze::Here::Unmounted(_) => {}
+                crate::freeze::Here::Absent => {
+                    return Err(Failure::new(
+                        codes::FREEZE_FAILED,
+                        "the disk's device is not on this node, so its filesystem cannot be frozen here for its moment: run disk-archive on the disk's node",
+                    ));
+                }
+            }
+            None
+        }
     };
     if let Some(d) = &device {
         let dev = Device::open(d)?;
@@ -486,6 +540,7 @@ fn moment(
     fail_all_if(slots, opts.all_or_nothing);
     let now = Stamp::now();
     let deadline = Instant::now() + limit;
+    let mut cloud_back: Vec<(String, Record)> = Vec::new();
     let mut out: Vec<Option<Captured>> = slots
         .iter()
         .zip(&frozen)
@@ -500,10 +555,33 @@ fn moment(
                 Source::Local { image } => {
                     copy_scratch(image, &p.key, deadline).map(|s| (now, freeze, Some(s)))
                 }
+                Source::Cloud => {
+                    match super::scratch::run(ScratchPhase::Snapshot, &p.record, &opts.scratch_args)
+                    {
+                        Ok(r) => {
+                            let at = r
+                                .scratch
+                                .as_ref()
+                                .and_then(|s| s.time.as_deref())
+                                .and_then(super::tags::parse_time)
+                                .map_or(now, Stamp);
+                            cloud_back.push((p.key.clone(), r));
+                            Ok((at, freeze, None))
+                        }
+                        Err(f) => Err(f),
+                    }
+                }
                 _ => Ok((now, freeze, None)),
             })
         })
         .collect();
+    for slot in slots.iter_mut().flatten() {
+        if let Ok(p) = slot
+            && let Some(i) = cloud_back.iter().position(|(k, _)| *k == p.key)
+        {
+            p.record = cloud_back.remove(i).1;
+        }
+    }
     // Held together until the agreed moment plus the hold.
     if let Some(at) = opts.at {
         wait_until(Stamp(at.0 + opts.hold.as_millis() as u64));
@@ -614,10 +692,38 @@ fn open_view(
     time: Stamp,
     freeze: &'static str,
     scratch: Option<PathBuf>,
+    args: &[String],
 ) -> Result<View, Failure> {
     let mut undo = Undo::default();
     undo._locks = std::mem::take(&mut p.locks);
     undo.scratch = scratch.clone();
+    if matches!(p.source, Source::Cloud) {
+        // Dropped on every path from here (the Undo).
+        undo.cloud = Some((p.record.clone(), args.to_vec()));
+        let r = super::scratch::run(ScratchPhase::Attach, &p.record, args)?;
+        undo.cloud = Some((r.clone(), args.to_vec()));
+        let device = r
+            .scratch
+            .as_ref()
+            .and_then(|s| s.device.clone())
+            .map(PathBuf::from)
+            .ok_or_else(|| {
+                Failure::new(
+                    codes::NO_DEVICE,
+                    "disk-scratch found no device for the scratch disk",
+                )
+            })?;
+        super::scratch::set_read_only(&device)?;
+        let (root, fs, fs_size) = mount_view(&p.key, &device, &mut undo)?;
+        return Ok(View {
+            root,
+            time,
+            freeze,
+            fs,
+            fs_size,
+            undo,
+        });
+    }
     let device = match &scratch {
         Some(img) => {
             let out = Cmd::new("losetup")

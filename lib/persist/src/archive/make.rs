@@ -41,6 +41,9 @@ pub struct ArchiveArgs {
     /// or /var/lib/appscale-persist/disks].
     #[arg(long, value_name = "DIR", help_heading = "Disk")]
     pub state_dir: Option<PathBuf>,
+    /// How a cloud disk's scratch copy is made (disk-scratch).
+    #[command(flatten)]
+    pub cloud: super::scratch::CloudArgs,
 
     /// Create the repository if there is none (and mark it as the
     /// deployment's); with --list, create it and list.
@@ -331,6 +334,10 @@ impl Run<'_> {
             at: self.args.at,
             hold: Duration::from_secs(self.args.hold),
             all_or_nothing: self.args.set.is_some(),
+            scratch_args: self
+                .args
+                .cloud
+                .argv(self.args.repo.appscalefile.as_deref(), self.deployment),
         };
         let mut views = capture::capture(records, &keys, &sources, &opts).into_iter();
         let mut early = early.into_iter();
@@ -342,13 +349,7 @@ impl Run<'_> {
             }
             match view {
                 Some(v) => self.archive_one(r, v?, key.as_deref().unwrap_or_default()),
-                None => Err(Failure::new(
-                    codes::SNAPSHOT_UNSUPPORTED,
-                    format!(
-                        "archives of {} disks are taken by scripts/archive on the disk's node (disk-scratch makes the scratch disk): see docs/archive.md",
-                        r.provider.map(|p| p.as_str()).unwrap_or("?")
-                    ),
-                )),
+                None => Err(Failure::new(codes::INTERNAL, "a disk was not captured")),
             }
         })
     }

@@ -6,7 +6,8 @@
 //!   repository, reached how, and whose it is.
 //! * [`tags`]: what the repository's snapshots say of themselves.
 //! * [`capture`]: a disk at one moment, mounted read-only (frozen, copied,
-//!   thawed; a thaw sentinel for SIGKILL).
+//!   thawed; a thaw sentinel for SIGKILL); [`scratch`]: a cloud disk's
+//!   copy, made by `disk-scratch`.
 //! * [`make`]: `disk-archive` (archive, retention, list, seal a set,
 //!   verify); [`fill`]: `disk-restore` (a new filesystem filled by the
 //!   seed's rules).
@@ -20,5 +21,6 @@ pub mod ledger;
 pub mod make;
 pub mod repo;
 pub mod restic;
+pub mod scratch;
 pub mod tags;
 pub mod tree;

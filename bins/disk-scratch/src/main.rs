@@ -1,0 +1,80 @@
+//! disk-scratch: the cloud half of an archive of a cloud disk: a scratch
+//! copy of the disk at one moment, attached to its node, and deleted again.
+
+use std::process::ExitCode;
+
+use appscale_persist::cli;
+use appscale_persist::provider::ScratchPhase;
+use appscale_persist::record::Record;
+use appscale_persist::step::Step;
+use appscale_persist::tool::{Common, ToolArgs};
+use appscale_persist_cloud::{Operation, ProviderArgs};
+use clap::Parser;
+
+const AFTER_HELP: &str = "\
+disk-archive runs it, on the disk's own node (--self), around its read-only
+mount of the copy; run by hand, it reports or cleans up. --phase snapshot
+starts the provider's snapshot of the disk (CreateSnapshot,
+disks.createSnapshot: its moment is fixed when the call returns; the caller
+holds the filesystem frozen meanwhile), after deleting what a killed run of
+the same owner left; --phase attach makes a disk from it in this instance's
+zone, attaches it here (read-only on Compute Engine) and finds its device;
+--phase drop detaches and deletes them. The snapshot and the scratch disk are
+tagged (EBS) or labelled (GCE) appscale-persist:scratch with their owner
+(this instance and the disk): nothing else deletes them, and only a run of
+the same owner on this instance does. The record carries `scratch`
+{owner, snapshot, time, disk, device}. EC2, Eucalyptus and Compute Engine.
+
+Exit status: 0 ok; 1 a record failed; 2 bad usage or input (nothing done).
+
+Examples:
+  disk-scratch --phase drop --self --provider ec2 --disk data-1 --deployment prod
+  appscalefile-lint --plan --node node-1 AppScalefile | disk-scratch --self --phase snapshot \\
+    | disk-scratch --self --phase attach";
+
+/// The cloud half of an archive of a cloud disk: a scratch copy of the
+/// disk at one moment, attached to its node, and deleted again.
+///
+/// Reads disk records (NDJSON) on stdin, writes them on stdout with
+/// `scratch` {owner, snapshot, time, disk, device}.
+#[derive(Debug, Parser)]
+#[command(name = "disk-scratch", version, after_help = AFTER_HELP)]
+struct Args {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    provider: ProviderArgs,
+    /// What to do: snapshot, attach, or drop.
+    #[arg(long, value_name = "PHASE", value_parser = parse_phase, help_heading = "Scratch")]
+    phase: ScratchPhase,
+}
+
+fn parse_phase(s: &str) -> Result<ScratchPhase, String> {
+    match s {
+        "snapshot" => Ok(ScratchPhase::Snapshot),
+        "attach" => Ok(ScratchPhase::Attach),
+        "drop" => Ok(ScratchPhase::Drop),
+        _ => Err("one of snapshot, attach, drop".into()),
+    }
+}
+
+impl ToolArgs for Args {
+    const NAME: &'static str = "disk-scratch";
+    const STOPS_CLEANLY: bool = true;
+    fn common(&self) -> &Common {
+        &self.common
+    }
+    fn single(&self) -> Option<Record> {
+        self.provider.single()
+    }
+    fn check_records(&self, records: &[Record]) -> Result<(), String> {
+        self.provider.check_records(records)
+    }
+    fn into_step(self) -> Box<dyn Step> {
+        Box::new(self.provider.step(Operation::Scratch(self.phase)))
+    }
+}
+
+fn main() -> ExitCode {
+    cli::main::<Args>()
+}
