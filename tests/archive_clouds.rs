@@ -323,3 +323,82 @@ fn an_ebs_volume_is_archived_from_a_scratch_copy_deleted_after() {
         e.assert_clean();
     }
 }
+
+#[test]
+fn a_compute_engine_disk_is_archived_from_a_read_only_scratch_copy_deleted_after() {
+    let p = Place::new("arch-pd");
+    let zone = "us-central1-a";
+    let g = Gce::new(zone);
+    let node = Server::python(
+        "gce_node.py",
+        &[&g.url(), &p.t.s("dev"), &p.t.s("pd"), "vm-1"],
+    );
+    let url = node.url();
+    let mut env: Vec<(String, String)> = g.env();
+    env.push(("APPSCALE_PERSIST_DEV_ROOT".into(), p.t.s("dev")));
+    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let cloud = ["--endpoint", url.as_str(), "--project", "proj"];
+    let rec = json!({"v": 1, "node": "node-0", "provider": "gce", "zone": zone, "disk": "data-0", "deployment": p.deployment});
+    let created = p
+        .run(
+            "disk-create",
+            &[&cloud[..], &["--size", "1G"]].concat(),
+            &ndjson(&[rec]),
+            &envs,
+        )
+        .expect(0);
+    let attached = p
+        .run(
+            "disk-attach",
+            &[&cloud[..], &["--instance", "vm-1"]].concat(),
+            &created.stdout,
+            &envs,
+        )
+        .expect(0);
+    let fs = p
+        .run("disk-ensure-fs", &[], &attached.stdout, &envs)
+        .expect(0);
+    let mnt = p.t.s("mnt/data-0");
+    let mounted = p
+        .run(
+            "disk-mount",
+            &["--mountpoint", &mnt, "--no-fstab"],
+            &fs.stdout,
+            &envs,
+        )
+        .expect(0)
+        .record();
+    make_tree(&p.mnt("data-0"));
+    let repo = p.t.s("repo");
+    let a = p
+        .archive(
+            &repo,
+            &["--init", "--endpoint-url", &url, "--project", "proj"],
+            &ndjson(&[mounted]),
+            &envs,
+        )
+        .expect(0);
+    let arch = a.record()["archive"].clone();
+    assert_eq!(arch["freeze"], "frozen", "{}", a.stderr);
+    assert!(
+        a.stderr.contains("read-only") || arch["state"] == "completed",
+        "{}",
+        a.stderr
+    );
+    // Nothing of the scratch copy is left: one disk, no snapshot, one device.
+    let state = g.state();
+    assert_eq!(state["disks"].as_object().unwrap().len(), 1, "{state}");
+    assert_eq!(state["snapshots"].as_object().unwrap().len(), 0, "{state}");
+    let devices: Value =
+        serde_json::from_str(&http("GET", &format!("{url}/__node__"), "").1).unwrap();
+    assert_eq!(
+        devices["devices"].as_object().unwrap().len(),
+        1,
+        "{devices}"
+    );
+    let args = p.restore_args(&repo, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    p.pipeline("node-0", "moved-0", "512M", "xfs", &args)
+        .expect(0);
+    assert_same_tree(&p.mnt("data-0"), &p.mnt("moved-0"));
+}

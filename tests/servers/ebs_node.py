@@ -114,6 +114,9 @@ class Handler(loopback.Handler):
             if dev:
                 if os.path.lexists(link(vol)):
                     os.remove(link(vol))
+                # A detached NVMe device goes away, its flags with it (the
+                # archive sets it read-only): the loop device is reused.
+                subprocess.run(["blockdev", "--setrw", dev], check=False)
                 subprocess.run(["losetup", "--detach", dev], check=False)
         elif action == "DeleteVolume":
             image = STATE["volumes"].pop(params["VolumeId"], None)

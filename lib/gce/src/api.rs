@@ -150,7 +150,8 @@ pub fn last_segment(s: &str) -> &str {
 /// Connected clients.
 pub struct Api {
     pub(crate) disks: Disks,
-    instances: Instances,
+    /// Instances (attachDisk read-only: [`crate::scratch`]).
+    pub(crate) instances: Instances,
     ops: ZoneOperations,
     /// Snapshots (global), and their global operations
     /// ([`crate::snapshot`]).

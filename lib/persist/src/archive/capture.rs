@@ -133,6 +133,8 @@ struct Undo {
     /// A cloud disk's scratch copy (the record `disk-scratch` gave back,
     /// and its arguments): dropped last.
     cloud: Option<(Record, Vec<String>)>,
+    /// A device this run set read-only: set back once unmounted.
+    read_only: Option<PathBuf>,
     /// Held for the whole archive: the node lock (a static device), and
     /// the disk's own lock.
     _locks: Vec<NodeLock>,
@@ -148,6 +150,12 @@ impl Undo {
                 }
                 Err(e) => errors.push(format!("unmounting {}: {e}", dir.display())),
             }
+        }
+        if errors.is_empty()
+            && let Some(dev) = self.read_only.take()
+            && let Err(e) = super::scratch::set_writable(&dev)
+        {
+            errors.push(e);
         }
         if let Some(dev) = self.looped.take()
             && let Err(e) = Cmd::new("losetup").arg("--detach").arg(&dev).run()
@@ -713,7 +721,9 @@ fn open_view(
                     "disk-scratch found no device for the scratch disk",
                 )
             })?;
-        super::scratch::set_read_only(&device)?;
+        if super::scratch::set_read_only(&device)? {
+            undo.read_only = Some(device.clone());
+        }
         let (root, fs, fs_size) = mount_view(&p.key, &device, &mut undo)?;
         return Ok(View {
             root,

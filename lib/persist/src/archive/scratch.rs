@@ -143,13 +143,31 @@ pub fn run(phase: ScratchPhase, rec: &Record, args: &[String]) -> Result<Record,
     }
 }
 
-/// Sets a block device read-only (`blockdev --setro`): an EBS scratch
-/// volume attaches read-write.
-pub fn set_read_only(device: &Path) -> Result<(), Failure> {
+/// Makes a block device read-only (`blockdev --setro`) unless it is
+/// already (a Compute Engine disk attached read-only): an EBS scratch
+/// volume attaches read-write. `true` when this set it, and
+/// [`set_writable`] must set it back (the flag outlives the attachment on
+/// a device node that is reused, such as a loop device).
+pub fn set_read_only(device: &Path) -> Result<bool, Failure> {
+    let dev = crate::blockdev::Device::open(device)?;
+    let ro = std::fs::read_to_string(dev.sysfs().join("ro")).unwrap_or_default();
+    if ro.trim() == "1" {
+        return Ok(false);
+    }
     Cmd::new("blockdev")
         .arg("--setro")
+        .arg(&dev.real)
+        .run()
+        .map(|_| true)
+        .map_err(|e| Failure::new(codes::ARCHIVE_FAILED, e.to_string()))
+}
+
+/// Takes back [`set_read_only`] (`blockdev --setrw`).
+pub fn set_writable(device: &Path) -> Result<(), String> {
+    Cmd::new("blockdev")
+        .arg("--setrw")
         .arg(device)
         .run()
         .map(drop)
-        .map_err(|e| Failure::new(codes::ARCHIVE_FAILED, e.to_string()))
+        .map_err(|e| e.to_string())
 }
