@@ -44,9 +44,9 @@ struct Args {
     common: Common,
     #[command(flatten)]
     provider: ProviderArgs,
-    /// What to do: snapshot, attach, or drop.
+    /// What to do: snapshot, attach, or drop (needed with records).
     #[arg(long, value_name = "PHASE", value_parser = parse_phase, help_heading = "Scratch")]
-    phase: ScratchPhase,
+    phase: Option<ScratchPhase>,
 }
 
 fn parse_phase(s: &str) -> Result<ScratchPhase, String> {
@@ -68,10 +68,15 @@ impl ToolArgs for Args {
         self.provider.single()
     }
     fn check_records(&self, records: &[Record]) -> Result<(), String> {
+        if self.phase.is_none() && records.iter().any(|r| r.error.is_none()) {
+            return Err("say what to do: --phase snapshot, attach or drop".into());
+        }
         self.provider.check_records(records)
     }
     fn into_step(self) -> Box<dyn Step> {
-        Box::new(self.provider.step(Operation::Scratch(self.phase)))
+        // Without records there is nothing to do, whatever the phase.
+        let phase = self.phase.unwrap_or(ScratchPhase::Drop);
+        Box::new(self.provider.step(Operation::Scratch(phase)))
     }
 }
 
