@@ -850,3 +850,27 @@ fn the_flows_move_a_local_deployment_onto_new_disks() {
 fn repo_path(script: &str) -> String {
     repo().join("scripts").join(script).display().to_string()
 }
+
+/// The node half links no cloud SDK: a cloud disk's scratch copy is
+/// disk-scratch's work, run as a subprocess.
+#[test]
+fn the_node_tools_of_archives_link_no_cloud_sdk() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    for tool in ["disk-archive", "disk-restore"] {
+        let out = Command::new(&cargo)
+            .args(["tree", "--offline", "-e", "normal", "-p", tool])
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        let tree = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(tree.contains("appscale-persist"), "{tree}");
+        for sdk in ["aws-sdk", "aws-config", "google-cloud"] {
+            assert!(!tree.contains(sdk), "{tool} links {sdk}");
+        }
+    }
+}
