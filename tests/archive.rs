@@ -5,12 +5,15 @@
 //! real service through one). The trees restored are held against the
 //! trees archived, byte for byte and metadata for metadata.
 
+// `ndjson(&[rec.clone()])` reads better in tests than `slice::from_ref`.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
 mod archive_common;
 mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use archive_common::*;
 use common::*;

@@ -6,6 +6,9 @@
 //! through Google Cloud Storage: the trees identical, byte for byte and
 //! metadata for metadata.
 
+// `ndjson(&[rec.clone()])` reads better in tests than `slice::from_ref`.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
 mod archive_common;
 mod common;
 
@@ -169,7 +172,7 @@ struct Ebs {
     rec: Value,
     env: Vec<(String, String)>,
     _imds: Server,
-    proxy: Server,
+    _proxy: Server,
     _moto: Server,
 }
 
@@ -199,7 +202,7 @@ impl Ebs {
             rec: Value::Null,
             env,
             _imds: imds,
-            proxy,
+            _proxy: proxy,
             _moto: moto,
         };
         let rec = json!({"v": 1, "node": "node-0", "provider": "ec2", "zone": "us-east-1b", "disk": "data-0", "deployment": e.p.deployment});

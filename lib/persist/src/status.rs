@@ -90,7 +90,7 @@ fn archive_part(r: &Record) -> Option<ArchivePart> {
         r.disk.as_deref()?,
     );
     let e = crate::archive::ledger::read(&key);
-    (e.last_time.is_some() || e.verified_time.is_some()).then(|| ArchivePart {
+    (e.last_time.is_some() || e.verified_time.is_some()).then_some(ArchivePart {
         repository: e.repository,
         last_id: e.last_id,
         last_time: e.last_time,

@@ -35,7 +35,6 @@
 //! ([`crate::lock::NodeLock::take_file`]) and so knows that no other run
 //! is using them.
 
-use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -947,7 +946,7 @@ fn start_sentinel(marker: &Path) -> Option<Started> {
 /// `None` when the program was not started as a sentinel.
 pub fn sentinel_main() -> Option<ExitCode> {
     let mut args = std::env::args_os().skip(1);
-    if args.next()? != OsString::from(SENTINEL_ARG) {
+    if args.next()? != SENTINEL_ARG {
         return None;
     }
     let marker = PathBuf::from(args.next()?);

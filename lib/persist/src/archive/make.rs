@@ -52,7 +52,12 @@ pub struct ArchiveArgs {
     /// After archiving, keep only the N newest archives of each disk (the
     /// new one counts, and is never deleted), deleting the others from the
     /// repository and reporting them.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Archive")]
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..),
+        help_heading = "Archive"
+    )]
     pub keep: Option<u32>,
     /// After archiving, keep the archives of each disk made within
     /// DURATION (30m, 12h, 7d, 4w); with --keep, one either rule keeps is

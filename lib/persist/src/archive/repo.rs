@@ -44,13 +44,26 @@ pub struct RepoArgs {
     /// A file holding the repository's password (root's alone: mode 0600);
     /// else RESTIC_PASSWORD_FILE or RESTIC_PASSWORD from the environment.
     /// Lose it and the archives cannot be read by anyone (docs/archive.md).
-    #[arg(long, value_name = "PATH", env = PASSWORD_FILE_ENV, hide_env_values = true, help_heading = "Repository")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = PASSWORD_FILE_ENV,
+        hide_env_values = true,
+        help_heading = "Repository"
+    )]
     pub password_file: Option<PathBuf>,
     /// A CA certificate (PEM) to trust for the repository's endpoint.
     #[arg(long, value_name = "PATH", help_heading = "Repository")]
     pub cacert: Option<PathBuf>,
     /// restic's cache directory.
-    #[arg(long, value_name = "DIR", env = CACHE_ENV, hide_env_values = true, default_value = DEFAULT_CACHE_DIR, help_heading = "Repository")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = CACHE_ENV,
+        hide_env_values = true,
+        default_value = DEFAULT_CACHE_DIR,
+        help_heading = "Repository"
+    )]
     pub cache_dir: PathBuf,
     /// Take an S3 repository's credentials of last resort from this
     /// AppScalefile (`EC2_ACCESS_KEY`, `EC2_SECRET_KEY`), when the
