@@ -288,22 +288,41 @@ impl Fill<'_> {
         })
     }
 
-    /// The description of `archive` (a plain default when it has none: an
-    /// archive made by hand).
+    /// The description of `archive`: from its tags when it has no file
+    /// with holes (most do not), else read from the repository; a plain
+    /// default for an archive made by hand.
     fn described(&self, archive: &Listed) -> Result<Described, Failure> {
-        let Some(d) = self.opened.listed.iter().find(|l| {
-            l.is(Kind::Described)
-                && l.labels
-                    .archive
-                    .as_deref()
-                    .is_some_and(|a| tags::same_id(a, &archive.snap.id))
+        let l = &archive.labels;
+        let from_tags = l.root.as_deref().and_then(tags::DirMeta::from_tag);
+        if let (Some(root), Some(0)) = (from_tags, l.sparse) {
+            return Ok(Described {
+                archive: archive.snap.id.clone(),
+                fs: crate::record::Fs {
+                    fstype: l.fs.clone().unwrap_or_default(),
+                    ..crate::record::Fs::default()
+                },
+                apparent: l.bytes.unwrap_or(0),
+                root,
+                ..Described::default()
+            });
+        }
+        let Some(d) = self.opened.listed.iter().find(|d| {
+            d.is(Kind::Described)
+                && match (&d.labels.link, &l.link) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => d
+                        .labels
+                        .archive
+                        .as_deref()
+                        .is_some_and(|a| tags::same_id(a, &archive.snap.id)),
+                }
         }) else {
             return Ok(Described {
                 archive: archive.snap.id.clone(),
-                root: tags::DirMeta {
+                root: from_tags.unwrap_or(tags::DirMeta {
                     mode: 0o755,
                     ..tags::DirMeta::default()
-                },
+                }),
                 ..Described::default()
             });
         };

@@ -412,6 +412,21 @@ impl Run<'_> {
         let mine = archives_of(&self.opened.listed, self.deployment, rec);
         let parent = mine.last().map(|l| l.snap.id.clone());
         let time = Stamp(view.time.0 / 1000 * 1000);
+        let survey = tree::survey(&view.root).map_err(|e| {
+            Failure::new(
+                codes::ARCHIVE_FAILED,
+                format!("reading {}: {e}", view.root.display()),
+            )
+        })?;
+        // The archive and its description are written at once, paired by a
+        // link made now.
+        let link = format!(
+            "{:016x}",
+            crate::hash::fnv1a64(
+                Stamp::now().0,
+                format!("{key}/{}", std::process::id()).as_bytes()
+            )
+        );
         let labels = Labels {
             deployment: Some(self.deployment.to_string()),
             node: rec.node.clone(),
@@ -420,30 +435,25 @@ impl Run<'_> {
             fs: Some(view.fs.fstype.clone()),
             freeze: Some(view.freeze.to_string()),
             set: self.args.set.clone(),
+            link: Some(link.clone()),
+            root: Some(survey.root.to_tag()),
+            sparse: Some(survey.sparse.len() as u64),
+            bytes: Some(survey.apparent),
             ..Labels::of(Kind::Archive)
         };
-        let survey = tree::survey(&view.root).map_err(|e| {
-            Failure::new(
-                codes::ARCHIVE_FAILED,
-                format!("reading {}: {e}", view.root.display()),
-            )
-        })?;
-        let progress = Progress::start(format!("MiB of {} archived", rec.label()), 0);
+        let host = rec.node.clone().unwrap_or_else(|| tags::OURS.to_string());
         let opts = BackupOptions {
             tags: labels.to_tags(),
-            host: rec.node.clone().unwrap_or_else(|| tags::OURS.to_string()),
+            host: host.clone(),
             time: restic_time(time),
             parent,
             // The filesystem's own, not the data's.
             excludes: vec![format!("{}/lost+found", view.root.display())],
         };
-        let summary = self.repo.backup(&view.root, &opts, &progress)?;
-        drop(progress);
-        let id = summary.snapshot_id.clone();
-        // What restic does not keep, beside it; without it the archive is
-        // not kept either.
+        // What restic does not keep, beside it: without it the archive is
+        // not kept either, and the other way round.
         let described = Described {
-            archive: id.clone(),
+            archive: String::new(),
             fs: view.fs.clone(),
             fs_size: view.fs_size,
             used: 0,
@@ -454,28 +464,52 @@ impl Run<'_> {
         let body = serde_json::to_vec_pretty(&described)
             .map_err(|e| Failure::new(codes::INTERNAL, e.to_string()))?;
         let dlabels = Labels {
-            archive: Some(id.clone()),
             deployment: labels.deployment.clone(),
             node: labels.node.clone(),
             disk: labels.disk.clone(),
+            link: Some(link.clone()),
             ..Labels::of(Kind::Described)
         };
-        if let Err(f) = self.repo.backup_bytes(
-            tags::DESCRIBED_FILE,
-            &body,
-            &BackupOptions {
-                tags: dlabels.to_tags(),
-                host: opts.host.clone(),
-                time: opts.time.clone(),
-                ..BackupOptions::default()
-            },
-        ) {
-            let _ = self.repo.forget(std::slice::from_ref(&id), false);
-            return Err(Failure::new(
-                codes::ARCHIVE_FAILED,
-                format!("{} (the archive {id} was deleted again)", f.message),
-            ));
-        }
+        let dopts = BackupOptions {
+            tags: dlabels.to_tags(),
+            host,
+            time: opts.time.clone(),
+            ..BackupOptions::default()
+        };
+        let progress = Progress::start(format!("MiB of {} archived", rec.label()), 0);
+        let (summary, desc) = std::thread::scope(|s| {
+            let desc = s.spawn(|| self.repo.backup_bytes(tags::DESCRIBED_FILE, &body, &dopts));
+            let summary = self.repo.backup(&view.root, &opts, &progress);
+            (summary, desc.join())
+        });
+        drop(progress);
+        let desc = desc.unwrap_or_else(|_| {
+            Err(Failure::new(
+                codes::INTERNAL,
+                "writing the description panicked",
+            ))
+        });
+        let summary = match (summary, desc) {
+            (Ok(s), Ok(_)) => s,
+            (Ok(s), Err(f)) => {
+                let _ = self
+                    .repo
+                    .forget(std::slice::from_ref(&s.snapshot_id), false);
+                return Err(Failure::new(
+                    codes::ARCHIVE_FAILED,
+                    format!(
+                        "{} (the archive {} was deleted again)",
+                        f.message, s.snapshot_id
+                    ),
+                ));
+            }
+            (Err(f), Ok(d)) => {
+                let _ = self.repo.forget(std::slice::from_ref(&d), false);
+                return Err(f);
+            }
+            (Err(f), Err(_)) => return Err(f),
+        };
+        let id = summary.snapshot_id.clone();
         view.finish()?;
         let mut archive = Archive {
             id: id.clone(),
@@ -517,16 +551,31 @@ impl Run<'_> {
             Ok(())
         } else {
             let mut ids = prune.clone();
+            let links: Vec<&str> = mine
+                .iter()
+                .filter(|l| prune.iter().any(|p| tags::same_id(p, &l.snap.id)))
+                .filter_map(|l| l.labels.link.as_deref())
+                .collect();
             ids.extend(
                 self.opened
                     .listed
                     .iter()
                     .filter(|l| l.is(Kind::Described))
                     .filter(|l| {
-                        l.labels
-                            .archive
-                            .as_ref()
-                            .is_some_and(|a| prune.iter().any(|p| tags::same_id(a, p)))
+                        // A killed run's description: its archive was never made.
+                        let orphan = l.labels.node == rec.node
+                            && l.labels.deployment.as_deref() == Some(self.deployment)
+                            && l.labels.link.as_deref().is_some_and(|k| {
+                                !self.opened.listed.iter().any(|a| {
+                                    a.is(Kind::Archive) && a.labels.link.as_deref() == Some(k)
+                                }) && k != link
+                            });
+                        orphan
+                            || l.labels.link.as_deref().is_some_and(|k| links.contains(&k))
+                            || l.labels
+                                .archive
+                                .as_ref()
+                                .is_some_and(|a| prune.iter().any(|p| tags::same_id(a, p)))
                     })
                     .map(|l| l.snap.id.clone()),
             );

@@ -79,6 +79,16 @@ pub struct Labels {
     pub set: Option<String>,
     /// The archive a description describes.
     pub archive: Option<String>,
+    /// Pairs an archive and its description (written at once, before
+    /// either id is known).
+    pub link: Option<String>,
+    /// An archive's root directory: `MODE:UID:GID:MTIME:NSEC` (octal mode).
+    pub root: Option<String>,
+    /// How many files of the archive have holes (its description lists
+    /// them; none: the description need not be read).
+    pub sparse: Option<u64>,
+    /// Bytes of the archive's files, holes included.
+    pub bytes: Option<u64>,
 }
 
 impl Labels {
@@ -103,6 +113,10 @@ impl Labels {
             ("freeze", self.freeze.clone()),
             ("set", self.set.clone()),
             ("archive", self.archive.clone()),
+            ("link", self.link.clone()),
+            ("root", self.root.clone()),
+            ("sparse", self.sparse.map(|n| n.to_string())),
+            ("bytes", self.bytes.map(|n| n.to_string())),
         ];
         for (k, v) in pairs {
             if let Some(v) = v {
@@ -133,6 +147,10 @@ impl Labels {
                 "freeze" => l.freeze = Some(v),
                 "set" => l.set = Some(v),
                 "archive" => l.archive = Some(v),
+                "link" => l.link = Some(v),
+                "root" => l.root = Some(v),
+                "sparse" => l.sparse = v.parse().ok(),
+                "bytes" => l.bytes = v.parse().ok(),
                 _ => {}
             }
         }
@@ -203,6 +221,29 @@ pub struct DirMeta {
     pub mtime: i64,
     /// Its nanoseconds.
     pub mtime_nsec: i64,
+}
+
+impl DirMeta {
+    /// As an archive's `root` tag says it: `MODE:UID:GID:MTIME:NSEC`.
+    pub fn to_tag(&self) -> String {
+        format!(
+            "{:o}:{}:{}:{}:{}",
+            self.mode, self.uid, self.gid, self.mtime, self.mtime_nsec
+        )
+    }
+
+    /// What a `root` tag says.
+    pub fn from_tag(s: &str) -> Option<DirMeta> {
+        let mut p = s.split(':');
+        let meta = DirMeta {
+            mode: u32::from_str_radix(p.next()?, 8).ok()?,
+            uid: p.next()?.parse().ok()?,
+            gid: p.next()?.parse().ok()?,
+            mtime: p.next()?.parse().ok()?,
+            mtime_nsec: p.next()?.parse().ok()?,
+        };
+        p.next().is_none().then_some(meta)
+    }
 }
 
 /// What an archive's description says: what restic does not keep of a
@@ -371,6 +412,20 @@ mod tests {
             None,
             "not ours"
         );
+    }
+
+    #[test]
+    fn a_root_reads_back_from_its_tag() {
+        let m = DirMeta {
+            mode: 0o4751,
+            uid: 1234,
+            gid: 5678,
+            mtime: 1_600_000_000,
+            mtime_nsec: 123_456_789,
+        };
+        assert_eq!(m.to_tag(), "4751:1234:5678:1600000000:123456789");
+        assert_eq!(DirMeta::from_tag(&m.to_tag()), Some(m));
+        assert_eq!(DirMeta::from_tag("755:0:0"), None);
     }
 
     #[test]
