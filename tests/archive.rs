@@ -254,22 +254,10 @@ fn s3_through_moto_and_no_secret_reaches_ps_records_or_logs() {
     // Restored from S3 onto a new disk.
     let args = p.restore_args(&repo, &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let rec = serde_json::json!({"v": 1, "node": "node-0", "provider": "local", "disk": "new-0", "deployment": p.deployment});
-    let mut out = p.run("disk-create", &["--size", "64M"], &ndjson(&[rec]), &[]);
-    out = p.run("disk-attach", &[], &out.stdout, &[]);
-    out = p.run("disk-ensure-fs", &[], &out.stdout, &[]);
-    out = p
-        .run("disk-restore", &args, &out.stdout, &s3_env())
+    let out = p
+        .pipeline_env("node-0", "new-0", "64M", "ext4", &args, &s3_env())
         .expect(0);
     assert!(!out.stderr.contains(S3_SECRET) && !out.stdout.contains(S3_SECRET));
-    let mnt = p.t.s("mnt/new-0");
-    p.run(
-        "disk-mount",
-        &["--mountpoint", &mnt, "--no-fstab"],
-        &out.stdout,
-        &[],
-    )
-    .expect(0);
     assert_eq!(
         std::fs::read(p.mnt("new-0").join("apps/app.tar.gz")).unwrap(),
         vec![7u8; 3 << 20]
@@ -305,20 +293,10 @@ fn google_cloud_storage_natively_through_its_json_api() {
     assert_eq!(l.len(), 1);
     let args = p.restore_args(repo, &["--cacert", &cacert]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let rec = serde_json::json!({"v": 1, "node": "node-0", "provider": "local", "disk": "new-0", "deployment": p.deployment});
-    let mut out = p.run("disk-create", &["--size", "64M"], &ndjson(&[rec]), &[]);
-    out = p.run("disk-attach", &[], &out.stdout, &[]);
-    out = p.run("disk-ensure-fs", &[], &out.stdout, &[]);
-    let r = p.run("disk-restore", &args, &out.stdout, &env).expect(0);
+    let r = p
+        .pipeline_env("node-0", "new-0", "64M", "ext4", &args, &env)
+        .expect(0);
     assert_eq!(r.record()["archive"]["state"], "restored");
-    let mnt = p.t.s("mnt/new-0");
-    p.run(
-        "disk-mount",
-        &["--mountpoint", &mnt, "--no-fstab"],
-        &r.stdout,
-        &[],
-    )
-    .expect(0);
     assert_eq!(
         std::fs::read(p.mnt("new-0").join("zk.log")).unwrap(),
         vec![3u8; 1 << 20]
@@ -369,21 +347,16 @@ fn retention_listing_verify_and_the_status_metrics() {
 
     // The drill restores the newest into a scratch directory and compares.
     let drills = p.t.join("drills");
-    let v = p
-        .archive(
+    let verify = || {
+        let d = drills.to_str().unwrap();
+        p.archive(
             &repo,
-            &[
-                "--verify",
-                "--read-data",
-                "100%",
-                "--drill-dir",
-                drills.to_str().unwrap(),
-            ],
+            &["--verify", "--read-data", "100%", "--drill-dir", d],
             &input,
             &[],
         )
-        .expect(0)
-        .record();
+    };
+    let v = verify().expect(0).record();
     assert_eq!(v["archive"]["state"], "verified", "{v}");
     assert!(v["archive"]["verified"].is_string());
     assert_eq!(
@@ -419,21 +392,7 @@ fn retention_listing_verify_and_the_status_metrics() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(pack, bytes).unwrap();
-    let v = p
-        .archive(
-            &repo,
-            &[
-                "--verify",
-                "--read-data",
-                "100%",
-                "--drill-dir",
-                drills.to_str().unwrap(),
-            ],
-            &input,
-            &[],
-        )
-        .expect(1)
-        .record();
+    let v = verify().expect(1).record();
     assert_eq!(v["error"]["code"], "verify-failed", "{v}");
 }
 

@@ -360,12 +360,37 @@ impl Place {
         fstype: &str,
         restore: &[&str],
     ) -> Run {
+        self.pipeline_env(node, disk, size, fstype, restore, &[])
+    }
+
+    /// `disk-create | disk-attach | disk-ensure-fs` for a new local disk:
+    /// the records (a new filesystem, fresh).
+    pub fn fresh(&self, node: &str, disk: &str, size: &str, fstype: &str) -> String {
         let rec = json!({"v": 1, "node": node, "provider": "local", "disk": disk, "deployment": self.deployment});
         let mut out = self.run("disk-create", &["--size", size], &ndjson(&[rec]), &[]);
         out = self.run("disk-attach", &[], &out.stdout, &[]);
-        out = self.run("disk-ensure-fs", &["--fstype", fstype], &out.stdout, &[]);
+        self.run("disk-ensure-fs", &["--fstype", fstype], &out.stdout, &[])
+            .expect(0)
+            .stdout
+    }
+
+    /// [`Place::pipeline`], disk-restore run with `env` too.
+    pub fn pipeline_env(
+        &self,
+        node: &str,
+        disk: &str,
+        size: &str,
+        fstype: &str,
+        restore: &[&str],
+        env: &[(&str, &str)],
+    ) -> Run {
+        let mut out = Run {
+            code: 0,
+            stdout: self.fresh(node, disk, size, fstype),
+            stderr: String::new(),
+        };
         if !restore.is_empty() {
-            out = self.run("disk-restore", restore, &out.stdout, &[]);
+            out = self.run("disk-restore", restore, &out.stdout, env);
             if out.code != 0 {
                 return out;
             }

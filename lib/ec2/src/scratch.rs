@@ -25,11 +25,11 @@ use appscale_persist::archive::ledger;
 use appscale_persist::codes;
 use appscale_persist::discover;
 use appscale_persist::provider::{ScratchPhase, disk_of};
-use appscale_persist::record::{Record, Scratch, State};
+use appscale_persist::record::{ProviderKind, Record, Scratch, State};
 use appscale_persist::snapshot::Stamp;
 use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist::wait::Poll;
-use appscale_persist_cloudkit::{ApiError, ThisInstance, poll_until_with};
+use appscale_persist_cloudkit::{ApiError, ThisInstance, attached_disk, poll_until_with};
 use aws_sdk_ec2::types::{
     Filter, ResourceType, SnapshotState, Tag, TagSpecification, VolumeAttachmentState, VolumeState,
 };
@@ -49,9 +49,7 @@ const TOOL: &str = "disk-archive";
 
 /// The owner of a record's scratch copies made on `this` instance.
 pub fn owner_of(this: &ThisInstance, deployment: &str, r: &Record) -> String {
-    let kind = r
-        .provider
-        .unwrap_or(appscale_persist::record::ProviderKind::Ec2);
+    let kind = r.provider.unwrap_or(ProviderKind::Ec2);
     let key = ledger::key(deployment, kind, r.disk.as_deref().unwrap_or_default());
     format!("{}:{key}", this.instance)
 }
@@ -271,15 +269,8 @@ async fn attach(
         &run.deadline,
         "the scratch volume to be attached",
     )?;
-    let seen = Record {
-        provider: r.provider,
-        disk: Some(vol.clone()),
-        disk_id: Some(vol.clone()),
-        attached_as: Some(name.clone()),
-        size_bytes: Some(gib << 30),
-        instance: Some(this.instance.clone()),
-        ..Record::default()
-    };
+    let kind = r.provider.unwrap_or(ProviderKind::Ec2);
+    let seen = attached_disk(kind, &vol, Some(&name), Some(gib << 30), &this.instance);
     let device = discover::find(&seen, discover::DEVICE_WAIT)?;
     s.device = Some(device.display().to_string());
     r.scratch = Some(s);
@@ -425,15 +416,8 @@ async fn reap(
         let id = volume::id(&v).to_string();
         for a in volume::live_attachments(&v) {
             let instance = a.instance_id().unwrap_or_default();
-            let seen = Record {
-                provider: Some(appscale_persist::record::ProviderKind::Ec2),
-                disk: Some(id.clone()),
-                disk_id: Some(id.clone()),
-                attached_as: a.device().map(str::to_string),
-                size_bytes: v.size().map(|g| (g.max(0) as u64) << 30),
-                instance: Some(instance.to_string()),
-                ..Record::default()
-            };
+            let size = v.size().map(|g| (g.max(0) as u64) << 30);
+            let seen = attached_disk(ProviderKind::Ec2, &id, a.device(), size, instance);
             discover::refuse_if_mounted_here(&seen)?;
             run.api.detach(&id, instance, false).await?;
         }

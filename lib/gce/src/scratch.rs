@@ -27,7 +27,7 @@ use appscale_persist::record::{ProviderKind, Record, Scratch, State};
 use appscale_persist::snapshot::Stamp;
 use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist::wait::Poll;
-use appscale_persist_cloudkit::poll_until_with;
+use appscale_persist_cloudkit::{attached_disk, poll_until_with};
 use google_cloud_compute_v1::model::{AttachedDisk, Snapshot as GceSnapshot, attached_disk};
 
 use crate::api::{Api, Location, NewDisk, bounded, call, idempotent, is_not_found, request_id};
@@ -238,14 +238,8 @@ impl One<'_> {
         self.api
             .wait(self.at, op, &self.run.deadline, &progress)
             .await?;
-        let seen = Record {
-            provider: Some(ProviderKind::Gce),
-            disk: Some(name.clone()),
-            attached_as: Some(name.clone()),
-            size_bytes: Some((size_gb.max(0) as u64) << 30),
-            instance: Some(self.instance.to_string()),
-            ..Record::default()
-        };
+        let size = Some((size_gb.max(0) as u64) << 30);
+        let seen = attached_disk(ProviderKind::Gce, &name, Some(&name), size, self.instance);
         let device = discover::find(&seen, discover::DEVICE_WAIT)?;
         s.device = Some(device.display().to_string());
         r.scratch = Some(s);
@@ -335,13 +329,7 @@ impl One<'_> {
         }
         for (name, users) in names {
             for user in users {
-                let seen = Record {
-                    provider: Some(ProviderKind::Gce),
-                    disk: Some(name.clone()),
-                    attached_as: Some(name.clone()),
-                    instance: Some(user.clone()),
-                    ..Record::default()
-                };
+                let seen = attached_disk(ProviderKind::Gce, &name, Some(&name), None, &user);
                 if user == self.instance {
                     discover::refuse_if_mounted_here(&seen)?;
                 }

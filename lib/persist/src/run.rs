@@ -215,49 +215,12 @@ impl Cmd {
     /// (without its newline) to `line` as the child writes it; the whole of
     /// stdout is in the [`Output`] too.
     pub fn output_lines(&self, line: impl FnMut(&str) + Send) -> Result<Output, RunError> {
-        let path = resolve(&self.program)?;
-        crate::log::debug(format_args!("running {}", self.cmdline()));
-        let mut command = Command::new(&path);
-        command
-            .args(&self.args)
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Messages we parse must not be translated.
-            .env("LC_ALL", "C");
-        for (k, v) in &self.env {
-            command.env(k, v);
-        }
-        if let Some(dir) = &self.dir {
-            command.current_dir(dir);
-        }
-        let ends_with_us = self.ends_with_us;
-        // SAFETY: the hook only calls pthread_sigmask and prctl, which are
-        // async-signal-safe, as code between fork and exec must be.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
-                crate::interrupt::unblock_in_child()?;
-                if ends_with_us {
-                    nix::libc::prctl(
-                        nix::libc::PR_SET_PDEATHSIG,
-                        nix::libc::SIGTERM as nix::libc::c_ulong,
-                    );
-                }
-                Ok(())
-            });
-        }
-        let spawned = {
-            let _one_at_a_time = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
-            command.spawn()
+        let stdin = if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
         };
-        let mut child = spawned.map_err(|error| RunError::Spawn {
-            cmdline: self.cmdline(),
-            error,
-        })?;
+        let mut child = self.spawn(stdin, Stdio::piped(), Stdio::piped())?;
         std::thread::scope(|s| {
             // Feed stdin and drain both pipes on their own threads, so a
             // chatty child never blocks on a full pipe while we wait for it
@@ -285,38 +248,57 @@ impl Cmd {
     /// [`crate::archive`]). Its stdout goes nowhere, its stderr is this
     /// process's; it is killed when the handle is dropped unfinished.
     pub fn start(&self) -> Result<Started, RunError> {
-        let path = resolve(&self.program)?;
-        crate::log::debug(format_args!("starting {}", self.cmdline()));
-        let mut command = Command::new(&path);
-        command
-            .args(&self.args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .env("LC_ALL", "C");
-        for (k, v) in &self.env {
-            command.env(k, v);
-        }
-        // SAFETY: as for `output_lines`.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(
-                &mut command,
-                crate::interrupt::unblock_in_child,
-            );
-        }
-        let spawned = {
-            let _one_at_a_time = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
-            command.spawn()
-        };
-        let mut child = spawned.map_err(|error| RunError::Spawn {
-            cmdline: self.cmdline(),
-            error,
-        })?;
+        let mut child = self.spawn(Stdio::piped(), Stdio::null(), Stdio::inherit())?;
         let stdin = child.stdin.take();
         Ok(Started {
             child: Some(child),
             stdin,
             timeout: self.timeout,
+        })
+    }
+
+    /// Starts the child with these standard streams: its argv, its
+    /// environment (and `LC_ALL=C`: messages we parse must not be
+    /// translated), its directory, the signals unblocked and, when asked,
+    /// SIGTERM should this process die first; one child at a time.
+    fn spawn(&self, stdin: Stdio, stdout: Stdio, stderr: Stdio) -> Result<Child, RunError> {
+        let path = resolve(&self.program)?;
+        crate::log::debug(format_args!("running {}", self.cmdline()));
+        let mut command = Command::new(&path);
+        command
+            .args(&self.args)
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr)
+            .env("LC_ALL", "C");
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        if let Some(dir) = &self.dir {
+            command.current_dir(dir);
+        }
+        let ends_with_us = self.ends_with_us;
+        // SAFETY: the hook only calls pthread_sigmask and prctl, which are
+        // async-signal-safe, as code between fork and exec must be.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                crate::interrupt::unblock_in_child()?;
+                if ends_with_us {
+                    nix::libc::prctl(
+                        nix::libc::PR_SET_PDEATHSIG,
+                        nix::libc::SIGTERM as nix::libc::c_ulong,
+                    );
+                }
+                Ok(())
+            });
+        }
+        let spawned = {
+            let _one_at_a_time = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
+            command.spawn()
+        };
+        spawned.map_err(|error| RunError::Spawn {
+            cmdline: self.cmdline(),
+            error,
         })
     }
 

@@ -53,32 +53,11 @@ pub struct Status {
     /// What this node remembers of the disk's archives (disk-archive),
     /// when it archived it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub archive: Option<ArchivePart>,
-}
-
-/// The disk's last archive and last verified restore drill, as this node
-/// remembers them ([`crate::archive::ledger`]).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ArchivePart {
-    /// The repository of the last archive.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repository: Option<String>,
-    /// The last archive's id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_id: Option<String>,
-    /// Its moment, RFC 3339.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_time: Option<String>,
-    /// Bytes of files it holds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_size: Option<u64>,
-    /// When a restore drill last matched an archive of it, RFC 3339.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verified_time: Option<String>,
+    pub archive: Option<crate::archive::ledger::Entry>,
 }
 
 /// The archive part of a record, when this node has archived its disk.
-fn archive_part(r: &Record) -> Option<ArchivePart> {
+fn archive_part(r: &Record) -> Option<crate::archive::ledger::Entry> {
     let deployment = r
         .deployment
         .as_deref()
@@ -90,13 +69,7 @@ fn archive_part(r: &Record) -> Option<ArchivePart> {
         r.disk.as_deref()?,
     );
     let e = crate::archive::ledger::read(&key);
-    (e.last_time.is_some() || e.verified_time.is_some()).then_some(ArchivePart {
-        repository: e.repository,
-        last_id: e.last_id,
-        last_time: e.last_time,
-        last_size: e.last_size,
-        verified_time: e.verified_time,
-    })
+    (e.last_time.is_some() || e.verified_time.is_some()).then_some(e)
 }
 
 /// What the disk's provider says of it.

@@ -436,8 +436,18 @@ fn reap(key: &str, source: &Source) -> Result<(), Failure> {
                 ));
             }
         }
-        let tmp = scratch.with_extension("img.partial");
-        let _ = std::fs::remove_file(tmp);
+        // A killed copy's temporary (`.KEY.img.PID.tmp`).
+        if let Some(dir) = scratch.parent()
+            && let Ok(entries) = std::fs::read_dir(dir)
+        {
+            let prefix = format!(".{key}.img.");
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&prefix) && name.ends_with(".tmp") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -629,11 +639,11 @@ fn wait_until(at: Stamp) {
     }
 }
 
-/// Copies `image` to its scratch image, through a temporary name;
-/// `deadline` and a signal stop it.
+/// Copies `image` to its scratch image as the local snapshots copy it (a
+/// reflink where the filesystem can, else a sparse copy; through a
+/// temporary name); `deadline` and a signal stop it.
 fn copy_scratch(image: &Path, key: &str, deadline: Instant) -> Result<PathBuf, Failure> {
     let scratch = scratch_image(image, key);
-    let tmp = scratch.with_extension("img.partial");
     let fail = |e: &dyn std::fmt::Display| {
         Failure::new(
             codes::SNAPSHOT_FAILED,
@@ -652,45 +662,38 @@ fn copy_scratch(image: &Path, key: &str, deadline: Instant) -> Result<PathBuf, F
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(image)
         .map_err(|e| fail(&e))?;
-    let done = (|| {
-        let to = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        crate::files::copy_image(&from, &to, || {
-            if let Some(sig) = crate::interrupt::interrupted() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::Interrupted,
-                    sig.to_string(),
-                ));
-            }
-            if Instant::now() >= deadline {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "the freeze's deadline passed (--freeze-timeout)",
-                ));
-            }
-            Ok(())
-        })?;
-        std::fs::rename(&tmp, &scratch)
-    })();
-    if let Err(e) = done {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(match (e.kind(), crate::interrupt::interrupted()) {
+    let copied = crate::provider::local::snapshots::copy_new(&from, &scratch, || {
+        if let Some(sig) = crate::interrupt::interrupted() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                sig.to_string(),
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the freeze's deadline passed (--freeze-timeout)",
+            ));
+        }
+        Ok(())
+    });
+    match copied {
+        Ok(Some(_)) => Ok(scratch),
+        // The disk's lock is held and leftovers were removed: nothing can
+        // have put one there.
+        Ok(None) => Err(fail(&"a scratch copy appeared meanwhile")),
+        Err(e) => Err(match (e.kind(), crate::interrupt::interrupted()) {
             (std::io::ErrorKind::Interrupted, Some(sig)) => crate::interrupt::failure(sig),
-            (std::io::ErrorKind::TimedOut, _) => Failure::new(codes::FREEZE_TIMEOUT, {
+            (std::io::ErrorKind::TimedOut, _) => Failure::new(
+                codes::FREEZE_TIMEOUT,
                 format!(
                     "copying {} took longer than the freeze may last (--freeze-timeout): abandoned, the filesystem thawed",
                     image.display()
-                )
-            }),
+                ),
+            ),
             _ => fail(&e),
-        });
+        }),
     }
-    Ok(scratch)
 }
 
 /// Attaches the capture read-only and mounts it read-only at the view.
@@ -763,18 +766,7 @@ fn open_view(
 /// Mounts the filesystem on `device` read-only at the view of `key`.
 fn mount_view(key: &str, device: &Path, undo: &mut Undo) -> Result<(PathBuf, Fs, u64), Failure> {
     let dev = Device::open(device)?;
-    let probe = blockdev::probe(&dev.path)
-        .map_err(|e| Failure::new(codes::PROBE_FAILED, e.to_string()))?
-        .filter(|p| p.usage() == Some("filesystem"))
-        .ok_or_else(|| {
-            Failure::new(
-                codes::NO_FILESYSTEM,
-                format!(
-                    "{} holds no filesystem: nothing to archive",
-                    device.display()
-                ),
-            )
-        })?;
+    let probe = super::filesystem_on(&dev, "nothing to archive")?;
     let fstype = probe.fstype().unwrap_or_default().to_string();
     crate::filesystem::FsType::parse(&fstype)
         .map_err(|e| Failure::new(codes::ARCHIVE_FAILED, e))?;

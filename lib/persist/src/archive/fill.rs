@@ -24,7 +24,6 @@ use super::repo::{self, Access, Opened, RepoArgs};
 use super::restic::Repository;
 use super::tags::{self, DESCRIBED_FILE, Described, Kind, Listed, MANIFEST_FILE, Manifest};
 use super::{ledger, tree};
-use crate::blockdev;
 use crate::codes;
 use crate::discover::{self, DEVICE_WAIT};
 use crate::lock::NodeLock;
@@ -85,18 +84,10 @@ impl RestoreArgs {
                 todo.len()
             ));
         }
-        self.repo.repository()?;
-        let mut deployments: Vec<String> =
-            todo.iter().map(|r| self.repo.deployment_of(r)).collect();
-        deployments.sort();
-        deployments.dedup();
-        if deployments.len() > 1 {
-            return Err(format!(
-                "the records are of several deployments ({}): a repository belongs to one; pass --deployment to name the one whose archives to restore",
-                deployments.join(", ")
-            ));
-        }
-        Ok(())
+        self.repo.one_deployment(
+            &todo,
+            "pass --deployment to name the one whose archives to restore",
+        )
     }
 
     /// The step.
@@ -359,15 +350,7 @@ impl Fill<'_> {
         })?;
         let dev = open_device(&device)?;
         discover::verify_claimed_device(rec, &dev)?;
-        let probe = blockdev::probe(&dev.path)
-            .map_err(|e| Failure::new(codes::PROBE_FAILED, e.to_string()))?
-            .filter(|p| p.usage() == Some("filesystem"))
-            .ok_or_else(|| {
-                Failure::new(
-                    codes::NO_FILESYSTEM,
-                    format!("{device} holds no filesystem: run disk-ensure-fs first"),
-                )
-            })?;
+        let probe = super::filesystem_on(&dev, "run disk-ensure-fs first")?;
         let fstype = probe.fstype().unwrap_or_default().to_string();
         let uuid = probe.uuid().unwrap_or_default().to_string();
         if let Some(fs) = &rec.fs

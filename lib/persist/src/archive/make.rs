@@ -167,18 +167,8 @@ impl ArchiveArgs {
         if todo.is_empty() {
             return Ok(());
         }
-        self.repo.repository()?;
-        let mut deployments: Vec<String> =
-            todo.iter().map(|r| self.repo.deployment_of(r)).collect();
-        deployments.sort();
-        deployments.dedup();
-        if deployments.len() > 1 {
-            return Err(format!(
-                "the records are of several deployments ({}): a repository belongs to one; archive each deployment into its own",
-                deployments.join(", ")
-            ));
-        }
-        Ok(())
+        self.repo
+            .one_deployment(&todo, "archive each deployment into its own")
     }
 
     /// The step.

@@ -15,6 +15,24 @@
 //!   owner), and a restored tree compared with its archive;
 //!   [`ledger`]: what the node remembers for `disk-status`.
 
+use crate::blockdev::{self, Device, Probe};
+use crate::codes;
+use crate::step::Failure;
+
+/// The filesystem on `dev` (`blkid -p`); `no-filesystem`, with `then` said,
+/// when it holds none.
+pub fn filesystem_on(dev: &Device, then: &str) -> Result<Probe, Failure> {
+    blockdev::probe(&dev.path)
+        .map_err(|e| Failure::new(codes::PROBE_FAILED, e.to_string()))?
+        .filter(|p| p.usage() == Some("filesystem"))
+        .ok_or_else(|| {
+            Failure::new(
+                codes::NO_FILESYSTEM,
+                format!("{} holds no filesystem: {then}", dev.path.display()),
+            )
+        })
+}
+
 pub mod capture;
 pub mod fill;
 pub mod ledger;

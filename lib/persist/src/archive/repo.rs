@@ -112,6 +112,23 @@ impl RepoArgs {
             .unwrap_or_else(|| crate::record::DEFAULT_DEPLOYMENT.to_string())
     }
 
+    /// Checks the records a run acts on (`todo`) can use one repository:
+    /// it can be used, and they are of one deployment (a repository
+    /// belongs to one); `fix` says what to do when they are not.
+    pub fn one_deployment(&self, todo: &[&crate::record::Record], fix: &str) -> Result<(), String> {
+        self.repository()?;
+        let mut deployments: Vec<String> = todo.iter().map(|r| self.deployment_of(r)).collect();
+        deployments.sort();
+        deployments.dedup();
+        if deployments.len() > 1 {
+            return Err(format!(
+                "the records are of several deployments ({}): a repository belongs to one; {fix}",
+                deployments.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
     /// The repository these options name, checked (a usage error, exit 2,
     /// when it cannot be used): the location's form, a password to give
     /// restic, the credentials of last resort; every secret registered with

@@ -17,7 +17,7 @@
 //! image's path, so the node-side tools can check a loop device against it.
 //! `--check` creates nothing: no directory, no lock file.
 
-mod snapshots;
+pub(crate) mod snapshots;
 
 use crate::codes;
 use std::fs::{File, OpenOptions};
