@@ -20,6 +20,11 @@ one run are frozen together; with --set, all or nothing. A freeze is
 released on every path: errors, --freeze-timeout, signals, and SIGKILL (a
 thaw sentinel thaws a filesystem its tool died holding). What a killed run
 leaves (a scratch copy, its mount) is removed by the next run of the disk.
+A cloud disk (EC2, Eucalyptus, Compute Engine) is archived on its own node:
+its filesystem is frozen for the provider's snapshot call alone, and
+disk-scratch (run as a subprocess: this tool links no cloud SDK) makes a
+scratch disk of the snapshot, attaches it here (read-only), and deletes both
+after; the record needs its volume id (pipe it through disk-attach --self).
 restic runs as a subprocess with --json; the repository's password and the
 bucket's credentials reach it through a file or the environment, never its
 arguments, and are never printed. A repository belongs to one deployment
