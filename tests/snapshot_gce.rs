@@ -545,3 +545,110 @@ fn pruning_after_a_long_wait_has_a_deadline_of_its_own() {
     assert_eq!(r["snapshot"]["pruned"], json!([old]), "{r}");
     assert!(!snapshots(&g).contains_key(&old));
 }
+
+/// Compute Engine snapshots a disk about once per 10 minutes, in bursts of
+/// at most 6 an hour (snapshot-best-practices); a faster one fails its
+/// operation with RESOURCE_OPERATION_RATE_EXCEEDED. That is "try later"
+/// (`snapshot-too-soon`), not a broken disk: nothing taken, nothing pruned.
+#[test]
+fn a_snapshot_too_soon_after_the_last_is_try_later() {
+    let g = Gce::new(ZONE);
+    // The burst spent: one snapshot left, then one per 10 minutes.
+    g.control(
+        "config",
+        json!({"snapshot_burst": 1, "snapshot_interval": 600}),
+    );
+    let created = tool(
+        &g,
+        "disk-create",
+        &["--size", "1G"],
+        &ndjson(&[rec("node-0", "data-0")]),
+    )
+    .expect(0);
+    let keep_1 = || {
+        let args = ["--no-freeze", "--keep", "1"];
+        tool(&g, "disk-snapshot", &args, &created.stdout)
+    };
+    let first = keep_1().expect(0).record();
+    let r = keep_1().expect(1).record();
+    assert_eq!(r["error"]["code"], "snapshot-too-soon", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("try later"),
+        "{r}"
+    );
+    let all = snapshots(&g);
+    assert_eq!(all.len(), 1, "nothing taken, nothing pruned: {all:?}");
+    assert!(all.contains_key(first["snapshot"]["id"].as_str().unwrap()));
+    assert_eq!(g.calls("snapshots.delete"), 0);
+}
+
+/// Snapshots go to the multi-region nearest the disk unless
+/// `storageLocations` says otherwise; an organisation that restricts
+/// resource locations refuses the default. `--snapshot-location` sets it;
+/// it is Compute Engine's alone (another provider's record: usage error).
+#[test]
+fn snapshot_location_sets_the_storage_location() {
+    let g = Gce::new(ZONE);
+    let created = tool(
+        &g,
+        "disk-create",
+        &["--size", "1G"],
+        &ndjson(&[rec("node-0", "data-0")]),
+    )
+    .expect(0);
+    // Only `eu` allowed (constraints/gcp.resourceLocations).
+    g.control(
+        "config",
+        json!({"allowed_locations": ["eu", "europe-west1"]}),
+    );
+    let r = tool(&g, "disk-snapshot", &["--no-freeze"], &created.stdout)
+        .expect(1)
+        .record();
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("constraints/gcp.resourceLocations"),
+        "{r}"
+    );
+    assert!(snapshots(&g).is_empty());
+    let r = tool(
+        &g,
+        "disk-snapshot",
+        &["--no-freeze", "--snapshot-location", "europe-west1"],
+        &created.stdout,
+    )
+    .expect(0)
+    .record();
+    let id = r["snapshot"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        snapshots(&g)[&id]["storageLocations"],
+        json!(["europe-west1"])
+    );
+
+    let ec2 =
+        json!({"v": 1, "node": "n", "provider": "ec2", "zone": "us-east-1a", "disk": "vol-1"});
+    let r = tool(
+        &g,
+        "disk-snapshot",
+        &["--no-freeze", "--snapshot-location", "eu"],
+        &ndjson(&[ec2]),
+    )
+    .expect(2);
+    assert!(r.stderr.contains("Compute Engine"), "{}", r.stderr);
+    let r = tool(
+        &g,
+        "disk-snapshot",
+        &["--snapshot-location", "EU!"],
+        &created.stdout,
+    )
+    .expect(2);
+    assert!(
+        r.stderr.contains("not a Compute Engine location"),
+        "{}",
+        r.stderr
+    );
+}

@@ -617,8 +617,27 @@ impl Gce {
         );
     }
 
+    /// An instance of machine type `machine_type` (`c4-standard-8`).
+    pub fn instance_of_type(&self, zone: &str, name: &str, machine_type: &str) {
+        self.control(
+            "instances",
+            serde_json::json!({"project": "proj", "zone": zone, "name": name, "machineType": machine_type}),
+        );
+    }
+
     pub fn state(&self) -> Value {
         serde_json::from_str(&http("GET", &format!("{}/__fake__/state", self.url()), "").1).unwrap()
+    }
+
+    /// Forgets the calls made so far (and the permissions they checked).
+    pub fn reset_calls(&self) {
+        self.control("reset-calls", serde_json::json!({}));
+    }
+
+    /// How many times `method` was called since the start (or the last
+    /// [`Gce::reset_calls`]).
+    pub fn calls(&self, method: &str) -> u64 {
+        self.state()["calls"][method].as_u64().unwrap_or(0)
     }
 }
 /// Thaws the filesystem at a mountpoint on drop (`fsfreeze -u`), so a test

@@ -10,8 +10,40 @@ for Application Default Credentials; instance name, zone and project for
 completes, and can be told to make operations slow, never finish, or fail,
 and calls fail over HTTP. Like Compute Engine, it answers a mutating call
 that repeats a `requestId` with the first call's operation, doing nothing
-twice. disks.list returns every disk of the zone: its `filter` is not
-applied (the client keeps the names it asked for).
+twice.
+
+Compute Engine's own rules it enforces (each named where it is written):
+  * list calls (disks.list, disks.aggregatedList, snapshots.list) page:
+    at most `maxResults` items (default and cap 500) and never more than
+    `page_size` (config; the service may return fewer than asked), the rest
+    behind `nextPageToken`;
+  * list filters: `(name = "X")` terms joined by OR, `(labels.K = "V")`
+    terms joined by AND (snapshots.list, disks.list); a filter longer than `max_filter` characters
+    (config, 4096) is refused 400, as a URL too long is;
+  * a 403 answer as the service gives it: `http_fail` rules take `"answer":
+    "rate-limit"` (403, reason rateLimitExceeded: cloud.google.com/compute/
+    api-quota), `"scope"` (403, ACCESS_TOKEN_SCOPE_INSUFFICIENT in the
+    ErrorInfo details, reason insufficientPermissions), `"forbidden"`
+    (403, reason forbidden: an IAM permission missing) or `"api-disabled"`
+    (403, reason accessNotConfigured); the method `*`
+    matches every API call;
+  * a disk is snapshotted at most in bursts of 6 and then once per 600 s
+    (`snapshot_burst`, `snapshot_interval`; snapshot-best-practices): a
+    faster one fails its operation with RESOURCE_OPERATION_RATE_EXCEEDED;
+  * snapshots go to the disk's multi-region (`us`, `eu`, `asia`) unless
+    `storageLocations` says otherwise; `allowed_locations` (config) is an
+    organisation policy on resource locations: another location is refused
+    412 (constraints/gcp.resourceLocations);
+  * instances have a machine type (`machineType`, default n2-standard-2);
+    attachDisk of a pd-* disk to a Hyperdisk-only family (c4, c4a, c4d, n4,
+    n4a, n4d, x4, m4, a4, h4d), or of a hyperdisk-* disk to one without
+    Hyperdisk (e2, n1, f1, g1), fails its operation UNSUPPORTED_OPERATION
+    with the service's message (`[pd-balanced] features are not compatible
+    for creating instance`, as the PD CSI driver matches it);
+  * regional disks (`POST /__fake__/regional-disks`) live in the region, not
+    the zone: disks.get in a zone does not see them, disks.aggregatedList
+    does (scope `regions/R`);
+  * disks.delete refuses a disk in use (400 resourceInUseByAnotherResource).
 
 Usage: fake_gce.py [--instance NAME --zone ZONE --project ID]   prints its
 port on the first line of stdout; binds 127.0.0.1 only. The optional
@@ -28,6 +60,10 @@ Control (JSON bodies):
        snapshot copies it (beside it, `snapshot-NAME.img`), a disk made from
        the snapshot (disks.insert with `sourceSnapshot`) gets a copy of that
        (`DISK.img` in the same directory), so a test can check the bytes
+  POST /__fake__/regional-disks {"project", "region", "name", "sizeGb"}
+       a regional disk
+  POST /__fake__/reset-calls   forget the call counts and the permissions
+       the calls checked
   POST /__fake__/snapshots {"project", "name", "labels", "diskSizeGb",
        "sourceDisk", "status"}   a snapshot made by someone else (READY
        unless "status" says otherwise)
@@ -45,7 +81,7 @@ does.
        "lost": the call is done, and then its answer is an error (a
        response lost on the way back)
   GET  /__fake__/state   {"disks": {...}, "instances": {...}, "snapshots": {...},
-       "calls": {...}}
+       "calls": {...}, "permissions": [...]}
 """
 
 import base64
@@ -68,9 +104,26 @@ STATE = {
     "instances": {},  # (project, zone, name) -> dict
     "snapshots": {},  # (project, name) -> dict
     "ops": {},  # name -> dict
+    "pending": set(),  # names of operations not done yet
     "requests": {},  # requestId -> operation name
     "calls": {},
-    "config": {"op_delay": 0.0, "hang": False, "wait_max": 2.0, "fail": {}, "http_fail": {}, "snapshot_status": "READY", "snapshot_ready_after": 0.0},
+    "permissions": set(),  # the IAM permissions the calls checked
+    "regional": {},  # (project, region, name) -> dict
+    "snapshot_times": {},  # (project, zone, disk) -> (snapshots left, when)
+    "config": {
+        "op_delay": 0.0,
+        "hang": False,
+        "wait_max": 2.0,
+        "fail": {},
+        "http_fail": {},
+        "snapshot_status": "READY",
+        "snapshot_ready_after": 0.0,
+        "page_size": 500,
+        "max_filter": 4096,
+        "snapshot_burst": 6,
+        "snapshot_interval": 600.0,
+        "allowed_locations": None,
+    },
     "counter": 0,
 }
 ME = {}
@@ -97,6 +150,124 @@ def error(status, message, reason="badRequest"):
     return status, {"error": {"code": status, "message": message, "errors": [{"message": message, "domain": "global", "reason": reason}]}}
 
 
+# The IAM permissions each method checks (Compute Engine's IAM permissions
+# reference): recorded per call in `permissions`, so a test can hold the
+# documented minimum (docs/gce.md) to what the tools use.
+PERMISSIONS = {
+    "disks.get": ["compute.disks.get"],
+    "disks.list": ["compute.disks.list"],
+    "disks.aggregatedList": ["compute.disks.list"],
+    "disks.insert": ["compute.disks.create"],
+    "disks.delete": ["compute.disks.delete"],
+    "disks.setLabels": ["compute.disks.setLabels"],
+    "disks.resize": ["compute.disks.resize"],
+    "disks.createSnapshot": ["compute.disks.createSnapshot", "compute.snapshots.create"],
+    "snapshots.list": ["compute.snapshots.list"],
+    "snapshots.get": ["compute.snapshots.get"],
+    "snapshots.delete": ["compute.snapshots.delete"],
+    "globalOperations.get": ["compute.globalOperations.get"],
+    "zoneOperations.get": ["compute.zoneOperations.get"],
+    "zoneOperations.wait": ["compute.zoneOperations.get"],
+    "instances.get": ["compute.instances.get"],
+    "instances.attachDisk": ["compute.instances.attachDisk", "compute.disks.use"],
+    "instances.detachDisk": ["compute.instances.detachDisk"],
+}
+
+
+def permissions_of(method_name, body):
+    """What the call checks: the method's permissions, and labels set on
+    create (`.setLabels` of the resource) and a snapshot a disk is made
+    from (`snapshots.useReadOnly`)."""
+    out = list(PERMISSIONS.get(method_name, []))
+    if method_name == "disks.insert" and body.get("labels"):
+        out.append("compute.disks.setLabels")
+    if method_name == "disks.insert" and body.get("sourceSnapshot"):
+        out.append("compute.snapshots.useReadOnly")
+    if method_name == "disks.createSnapshot" and body.get("labels"):
+        out.append("compute.snapshots.setLabels")
+    return out
+
+
+# Machine families that take only Hyperdisk, and ones that take none
+# (Compute Engine's disk-type support per machine series).
+HYPERDISK_ONLY = {"c4", "c4a", "c4d", "n4", "n4a", "n4d", "x4", "m4", "a4", "h4d"}
+NO_HYPERDISK = {"e2", "n1", "f1", "g1"}
+
+
+def family(machine_type):
+    return machine_type.rsplit("/", 1)[-1].split("-", 1)[0]
+
+
+def unsupported(machine_type, disk_type):
+    fam = family(machine_type)
+    if fam in HYPERDISK_ONLY and disk_type.startswith("pd-"):
+        return True
+    return fam in NO_HYPERDISK and disk_type.startswith("hyperdisk-")
+
+
+def answer_403(kind, message=None):
+    """A 403 as Compute Engine gives it."""
+    if kind == "rate-limit":
+        m = message or "Rate Limit Exceeded"
+        return 403, {"error": {"code": 403, "message": m, "errors": [{"message": m, "domain": "usageLimits", "reason": "rateLimitExceeded"}]}}
+    if kind == "scope":
+        m = "Request had insufficient authentication scopes."
+        return 403, {
+            "error": {
+                "code": 403,
+                "message": m,
+                "errors": [{"message": "Insufficient Permission", "domain": "global", "reason": "insufficientPermissions"}],
+                "status": "PERMISSION_DENIED",
+                "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT", "domain": "googleapis.com", "metadata": {"service": "compute.googleapis.com"}}],
+            }
+        }
+    if kind == "api-disabled":
+        m = "Compute Engine API has not been used in project proj before or it is disabled."
+        return 403, {"error": {"code": 403, "message": m, "errors": [{"message": m, "domain": "usageLimits", "reason": "accessNotConfigured"}]}}
+    m = message or "Required 'compute.disks.get' permission for 'projects/proj/zones/z/disks/d'"
+    return 403, {"error": {"code": 403, "message": m, "errors": [{"message": m, "domain": "global", "reason": "forbidden"}]}}
+
+
+NAME_TERM = re.compile(r'\(\s*name\s*=\s*"([^"]*)"\s*\)')
+
+
+def name_filter(text):
+    """`(name = "A") OR (name = "B")`: the names; None when the filter holds
+    anything else; [] for no filter."""
+    names = NAME_TERM.findall(text)
+    rest = NAME_TERM.sub("", text).replace("OR", "").strip()
+    return None if rest else names
+
+
+def page(query, items, key):
+    """One page of `items` (sorted): at most maxResults (cap 500) and the
+    configured page size, from pageToken on."""
+    want = int((query.get("maxResults") or ["500"])[0])
+    if want < 0 or want > 500:
+        return error(400, f"Invalid value for field 'maxResults': '{want}'. Must be less than or equal to 500", "invalid")
+    size = min(want or 500, STATE["config"]["page_size"])
+    start = int((query.get("pageToken") or ["0"])[0] or 0)
+    out = {key: items[start : start + size]}
+    if start + size < len(items):
+        out["nextPageToken"] = str(start + size)
+    return 200, out
+
+
+def too_long(query):
+    text = (query.get("filter") or [""])[0]
+    if len(text) > STATE["config"]["max_filter"]:
+        return error(400, f"Invalid value for field 'filter': the filter is {len(text)} characters long", "invalid")
+    return None
+
+
+def region_of(zone):
+    return zone.rsplit("-", 1)[0]
+
+
+def multi_region(zone):
+    return {"europe": "eu", "asia": "asia", "australia": "asia", "me": "asia"}.get(zone.split("-", 1)[0], "us")
+
+
 def new_op(project, zone, kind, target, effect):
     """Starts an operation; `effect` runs when it completes and returns an
     error dict or None."""
@@ -115,6 +286,7 @@ def new_op(project, zone, kind, target, effect):
         "fail": cfg["fail"].get(kind),
     }
     STATE["ops"][name] = op
+    STATE["pending"].add(name)
     settle(name)
     return op_json(name)
 
@@ -128,6 +300,7 @@ def settle(name):
     else:
         op["error"] = op["effect"]()
     op["status"] = "DONE"
+    STATE["pending"].discard(name)
     LOCK.notify_all()
 
 
@@ -179,6 +352,22 @@ def disk_json(key):
     return out
 
 
+def regional_json(key):
+    project, region, name = key
+    d = STATE["regional"][key]
+    return {
+        "kind": "compute#disk",
+        "id": d["id"],
+        "name": name,
+        "sizeGb": str(d["sizeGb"]),
+        "region": f"{BASE}/projects/{project}/regions/{region}",
+        "replicaZones": [f"{BASE}/projects/{project}/zones/{region}-a", f"{BASE}/projects/{project}/zones/{region}-b"],
+        "status": "READY",
+        "type": f"{BASE}/projects/{project}/regions/{region}/diskTypes/pd-balanced",
+        "selfLink": f"{BASE}/projects/{project}/regions/{region}/disks/{name}",
+    }
+
+
 def snapshot_json(key):
     project, name = key
     s = STATE["snapshots"][key]
@@ -197,6 +386,7 @@ def snapshot_json(key):
         "status": s["status"],
         "creationTimestamp": s["created"],
         "storageBytes": "0",
+        "storageLocations": s.get("storageLocations", ["us"]),
         "selfLink": link(project, None, "snapshots", name),
     }
 
@@ -235,15 +425,17 @@ def instance_json(key):
         "name": name,
         "zone": link(project, zone),
         "status": "RUNNING",
+        "machineType": link(project, zone, "machineTypes", inst["machineType"]),
         "disks": [dict(d) for d in inst["disks"]],
         "selfLink": link(project, zone, "instances", name),
     }
 
 
-def add_instance(project, zone, name):
+def add_instance(project, zone, name, machine_type="n2-standard-2"):
     STATE["counter"] += 1
     STATE["instances"][(project, zone, name)] = {
         "id": str(1000 + STATE["counter"]),
+        "machineType": machine_type,
         "disks": [
             {
                 "kind": "compute#attachedDisk",
@@ -260,6 +452,7 @@ def add_instance(project, zone, name):
 
 
 ROUTE = re.compile(r"^/compute/v1/projects/([^/]+)/zones/([^/]+)/(disks|instances|operations)(?:/([^/]+))?(?:/([A-Za-z]+))?$")
+AGGREGATED_ROUTE = re.compile(r"^/compute/v1/projects/([^/]+)/aggregated/disks$")
 GLOBAL_ROUTE = re.compile(r"^/compute/v1/projects/([^/]+)/global/(snapshots|operations)(?:/([^/]+))?$")
 
 
@@ -291,7 +484,10 @@ class Handler(loopback.Handler):
             return self.control(method, path)
         m = ROUTE.match(path)
         g = GLOBAL_ROUTE.match(path)
-        if m:
+        a = AGGREGATED_ROUTE.match(path)
+        if a:
+            project, zone, kind, name, verb = a.group(1), None, "aggregated-disks", None, None
+        elif m:
             project, zone, kind, name, verb = m.groups()
         elif g:
             (project, kind, name), zone, verb = g.groups(), None, None
@@ -308,6 +504,8 @@ class Handler(loopback.Handler):
             ("POST", "disks", "setLabels"): "disks.setLabels",
             ("POST", "disks", "resize"): "disks.resize",
             ("POST", "disks", "createSnapshot"): "disks.createSnapshot",
+            ("DELETE", "disks", None): "disks.delete",
+            ("GET", "aggregated-disks", None): "disks.aggregatedList",
             ("GET", "global-snapshots", None): "snapshots.get",
             ("DELETE", "global-snapshots", None): "snapshots.delete",
             ("GET", "global-operations", None): "globalOperations.get",
@@ -325,11 +523,15 @@ class Handler(loopback.Handler):
             return self.send(*error(400, f"unsupported {method} {path}"))
         with LOCK:
             STATE["calls"][method_name] = STATE["calls"].get(method_name, 0) + 1
-            rule = STATE["config"]["http_fail"].get(method_name)
+            STATE["permissions"].update(permissions_of(method_name, body))
+            rules = STATE["config"]["http_fail"]
+            rule = rules.get(method_name) or rules.get("*")
             lost = False
             if rule and rule.get("times", -1) != 0:
                 if rule.get("times", -1) > 0:
                     rule["times"] -= 1
+                if rule.get("answer"):
+                    return self.send(*answer_403(rule["answer"], rule.get("message")))
                 if not rule.get("lost"):
                     status = rule.get("status", 503)
                     return self.send(*error(status, "injected failure", "rateLimitExceeded" if status == 429 else "backendError"))
@@ -337,6 +539,9 @@ class Handler(loopback.Handler):
         if method_name == "zoneOperations.wait":
             return self.wait(name)
         with LOCK:
+            # Operations finish on their own, polled or not.
+            for pending in list(STATE["pending"]):
+                settle(pending)
             request_id = (query.get("requestId") or [None])[0]
             if request_id and request_id in STATE["requests"]:
                 answer = (200, op_json(STATE["requests"][request_id]))
@@ -396,8 +601,48 @@ class Handler(loopback.Handler):
 
             return 200, new_op(project, zone, "insert", link(project, zone, "disks", dname), effect)
         if method_name == "disks.list":
-            keys = [k for k in STATE["disks"] if k[0] == project and k[1] == zone]
-            return 200, {"kind": "compute#diskList", "items": [disk_json(k) for k in keys]}
+            refused = too_long(query)
+            if refused:
+                return refused
+            text = (query.get("filter") or [""])[0]
+            names, terms = name_filter(text), label_filter(text)
+            if names is None and terms is None:
+                return error(400, f"Invalid list filter expression '{query.get('filter')}'.", "invalid")
+            keys = sorted(
+                k
+                for k in STATE["disks"]
+                if k[0] == project and k[1] == zone and (not names or k[2] in names) and all(STATE["disks"][k]["labels"].get(lk) == lv for lk, lv in terms or [])
+            )
+            status, out = page(query, [disk_json(k) for k in keys], "items")
+            return status, {"kind": "compute#diskList", **out}
+        if method_name == "disks.aggregatedList":
+            refused = too_long(query)
+            if refused:
+                return refused
+            names = name_filter((query.get("filter") or [""])[0])
+            if names is None:
+                return error(400, f"Invalid list filter expression '{query.get('filter')}'.", "invalid")
+            found = [(f"zones/{k[1]}", disk_json(k)) for k in sorted(STATE["disks"]) if k[0] == project and (not names or k[2] in names)]
+            found += [(f"regions/{k[1]}", regional_json(k)) for k in sorted(STATE["regional"]) if k[0] == project and (not names or k[2] in names)]
+            status, out = page(query, found, "items")
+            if status != 200:
+                return status, out
+            scoped = {}
+            for scope, d in out["items"]:
+                scoped.setdefault(scope, {"disks": []})["disks"].append(d)
+            return 200, {"kind": "compute#diskAggregatedList", **out, "items": scoped}
+        if method_name == "disks.delete":
+            key = (project, zone, name)
+            if key not in STATE["disks"]:
+                return not_found(f"projects/{project}/zones/{zone}/disks/{name}")
+            if STATE["disks"][key]["users"]:
+                return error(400, f"The disk resource 'projects/{project}/zones/{zone}/disks/{name}' is already being used by '{STATE['disks'][key]['users'][0]}'", "resourceInUseByAnotherResource")
+
+            def effect():
+                STATE["disks"].pop(key, None)
+                return None
+
+            return 200, new_op(project, zone, "delete", link(project, zone, "disks", name), effect)
         if method_name == "disks.get":
             key = (project, zone, name)
             if key not in STATE["disks"]:
@@ -456,11 +701,24 @@ class Handler(loopback.Handler):
             if (project, sname) in STATE["snapshots"]:
                 return error(409, f"The resource 'projects/{project}/global/snapshots/{sname}' already exists", "alreadyExists")
             labels = dict(body.get("labels") or {})
+            locations = list(body.get("storageLocations") or [multi_region(zone)])
+            allowed = STATE["config"]["allowed_locations"]
+            if allowed is not None and any(l not in allowed for l in locations):
+                return error(412, f"Location {locations[0].upper()} violates constraint constraints/gcp.resourceLocations on the resource projects/{project}/global/snapshots/{sname}.", "conditionNotMet")
 
             def effect():
                 disk = STATE["disks"].get(key)
                 if disk is None:
                     return {"errors": [{"code": "RESOURCE_NOT_FOUND", "message": f"disk {name} was not found"}]}
+                # A bucket of `snapshot_burst` snapshots, refilled by one
+                # every `snapshot_interval` seconds.
+                cfg, now = STATE["config"], time.time()
+                tokens, last = STATE["snapshot_times"].get(key, (cfg["snapshot_burst"], now))
+                tokens = min(cfg["snapshot_burst"], tokens + (now - last) / cfg["snapshot_interval"])
+                if tokens < 1:
+                    STATE["snapshot_times"][key] = (tokens, now)
+                    return {"errors": [{"code": "RESOURCE_OPERATION_RATE_EXCEEDED", "message": f"Operation rate exceeded for resource 'projects/{project}/zones/{zone}/disks/{name}'. Too frequent operations from the source resource."}]}
+                STATE["snapshot_times"][key] = (tokens - 1, now)
                 STATE["counter"] += 1
                 backing = disk.get("backing")
                 STATE["snapshots"][(project, sname)] = {
@@ -471,6 +729,7 @@ class Handler(loopback.Handler):
                     "status": STATE["config"]["snapshot_status"],
                     "ready_at": time.time() + STATE["config"]["snapshot_ready_after"] if STATE["config"]["snapshot_ready_after"] and STATE["config"]["snapshot_status"] == "READY" else None,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S.000-00:00", time.gmtime()),
+                    "storageLocations": locations,
                     "backing": copy_content(backing, os.path.join(os.path.dirname(backing), f"snapshot-{sname}.img")) if backing else None,
                 }
                 return None
@@ -480,8 +739,12 @@ class Handler(loopback.Handler):
             terms = label_filter((query.get("filter") or [""])[0])
             if terms is None:
                 return error(400, f"Invalid list filter expression '{query.get('filter')}'.", "invalid")
+            refused = too_long(query)
+            if refused:
+                return refused
             keys = [k for k in STATE["snapshots"] if k[0] == project and all(STATE["snapshots"][k]["labels"].get(lk) == lv for lk, lv in terms)]
-            return 200, {"kind": "compute#snapshotList", "items": [snapshot_json(k) for k in sorted(keys)]}
+            status, out = page(query, [snapshot_json(k) for k in sorted(keys)], "items")
+            return status, {"kind": "compute#snapshotList", **out}
         if method_name == "snapshots.get":
             if (project, name) not in STATE["snapshots"]:
                 return not_found(f"projects/{project}/global/snapshots/{name}")
@@ -518,6 +781,9 @@ class Handler(loopback.Handler):
                 disk = STATE["disks"].get(dkey)
                 if disk is None:
                     return {"errors": [{"code": "RESOURCE_NOT_FOUND", "message": f"The resource '{source}' was not found"}]}
+                mtype = STATE["instances"][ikey]["machineType"]
+                if unsupported(mtype, disk["type"]):
+                    return {"errors": [{"code": "UNSUPPORTED_OPERATION", "message": f"[{disk['type']}] features are not compatible for creating instance."}]}
                 if disk["users"] and body.get("mode", "READ_WRITE") == "READ_WRITE":
                     return {"errors": [{"code": "RESOURCE_IN_USE_BY_ANOTHER_RESOURCE", "message": f"The disk resource '{source}' is already being used by '{disk['users'][0]}'"}]}
                 disk["users"].append(name)
@@ -600,7 +866,15 @@ class Handler(loopback.Handler):
         body = self.body() if method == "POST" else {}
         with LOCK:
             if path == "/__fake__/instances":
-                add_instance(body["project"], body["zone"], body["name"])
+                add_instance(body["project"], body["zone"], body["name"], body.get("machineType", "n2-standard-2"))
+                return self.send(200, {})
+            if path == "/__fake__/regional-disks":
+                STATE["counter"] += 1
+                STATE["regional"][(body["project"], body["region"], body["name"])] = {"id": str(7000 + STATE["counter"]), "sizeGb": int(body.get("sizeGb", 10))}
+                return self.send(200, {})
+            if path == "/__fake__/reset-calls":
+                STATE["calls"] = {}
+                STATE["permissions"] = set()
                 return self.send(200, {})
             if path == "/__fake__/disks":
                 STATE["counter"] += 1
@@ -661,10 +935,11 @@ class Handler(loopback.Handler):
                         },
                         "instances": {"/".join(k): [d["deviceName"] for d in v["disks"]] for k, v in STATE["instances"].items()},
                         "snapshots": {
-                            "/".join(k): {"labels": v["labels"], "diskSizeGb": v["diskSizeGb"], "status": v["status"], **({"backing": v["backing"]} if v.get("backing") else {})}
+                            "/".join(k): {"labels": v["labels"], "diskSizeGb": v["diskSizeGb"], "status": v["status"], "storageLocations": v.get("storageLocations", ["us"]), **({"backing": v["backing"]} if v.get("backing") else {})}
                             for k, v in STATE["snapshots"].items()
                         },
                         "calls": STATE["calls"],
+                        "permissions": sorted(STATE["permissions"]),
                     },
                 )
         self.send(404, {})

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use appscale_persist::cli;
-use appscale_persist::record::Record;
+use appscale_persist::record::{ProviderKind, Record};
 use appscale_persist::snapshot::SnapshotArgs;
 use appscale_persist::step::Step;
 use appscale_persist::tool::{Common, ToolArgs};
@@ -27,8 +27,11 @@ mounted (found by its NVMe link and serial or attach name, and the record's
 fs.uuid), the filesystem is frozen for the CreateSnapshot call alone; a volume
 attached elsewhere (its device not here) is refused unless --no-freeze; one
 not attached, or not mounted here, needs no freeze. GCE disks:
-disks.createSnapshot, labelled likewise, its operation waited for; the node's
-filesystem is not frozen from here, so --no-freeze is needed. Without --wait,
+disks.createSnapshot, labelled likewise, its operation waited for, stored in
+--snapshot-location when given; the node's filesystem is not frozen from here,
+so --no-freeze is needed. Compute Engine takes a snapshot of one disk about
+once per 10 minutes (bursts of 6 an hour): a faster one fails
+snapshot-too-soon, nothing taken: try later. Without --wait,
 the tool returns once each snapshot is started (state pending on EC2,
 CREATING or UPLOADING on GCE; local snapshots are complete at once); --wait
 waits for all of them together, at most --wait-timeout (then:
@@ -80,7 +83,18 @@ impl ToolArgs for Args {
         self.provider.single()
     }
     fn check_records(&self, records: &[Record]) -> Result<(), String> {
-        self.provider.check_records(records)
+        self.provider.check_records(records)?;
+        if self.snapshot.snapshot_location.is_some()
+            && records
+                .iter()
+                .filter(|r| r.error.is_none())
+                .any(|r| self.provider.kind_of(r) != Some(ProviderKind::Gce))
+        {
+            return Err(
+                "--snapshot-location is Compute Engine's (storageLocations): every record must be a gce one".into(),
+            );
+        }
+        Ok(())
     }
     fn into_step(self) -> Box<dyn Step> {
         Box::new(self.provider.step(Operation::Snapshot(self.snapshot)))

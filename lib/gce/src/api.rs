@@ -36,6 +36,46 @@ use crate::POLL;
 /// error that says so.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The most items one page of a list call asks for (Compute Engine's
+/// largest `maxResults`); the service may send fewer, and a
+/// `nextPageToken` for the rest, which is always followed.
+pub(crate) const MAX_RESULTS: u32 = 500;
+
+/// The longest list filter sent in one request, in characters: Compute
+/// Engine documents no number, but a filter travels in the URL, which
+/// Google's front end bounds; lookups of many disks are split into filters
+/// of at most this length ([`name_filters`]), as EC2's are into 200 values.
+pub(crate) const MAX_FILTER: usize = 3000;
+
+/// `names` as `(name = "A") OR (name = "B") ...` filters of at most
+/// [`MAX_FILTER`] characters, each with the names it asks for.
+pub(crate) fn name_filters(names: &[String]) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for n in names {
+        let term = format!("(name = \"{n}\")");
+        match out.last_mut() {
+            Some((f, chunk)) if f.len() + 4 + term.len() <= MAX_FILTER => {
+                f.push_str(" OR ");
+                f.push_str(&term);
+                chunk.push(n.clone());
+            }
+            _ => out.push((term, vec![n.clone()])),
+        }
+    }
+    out
+}
+
+/// The region of a zone: `us-central1-a` → `us-central1`.
+pub fn region_of(zone: &str) -> &str {
+    zone.rsplit_once('-').map(|(r, _)| r).unwrap_or(zone)
+}
+
+/// How long one call is tried again when it may be (throttled, a server
+/// error, no answer): long enough for a per-minute rate quota to refill
+/// (Compute Engine refills it at the start of the next minute), short
+/// enough that an endpoint that never answers is said within two minutes.
+const RETRY_TIME: Duration = Duration::from_secs(120);
+
 /// Where a zonal resource is: a project and a zone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Location {
@@ -129,6 +169,8 @@ pub struct AttachedAs {
 pub struct InstanceInfo {
     /// Each attached disk.
     pub disks: Vec<AttachedAs>,
+    /// Its machine type (`n2-standard-4`), when said.
+    pub machine_type: Option<String>,
 }
 
 impl InstanceInfo {
@@ -158,10 +200,70 @@ pub struct Api {
     pub(crate) snapshots: Snapshots,
 }
 
+/// The reasons Compute Engine gives for an error: its `errors[].reason`
+/// (`rateLimitExceeded`, `insufficientPermissions`, ...) or, when it sends
+/// them, the `ErrorInfo` details' reasons (`ACCESS_TOKEN_SCOPE_INSUFFICIENT`,
+/// `RATE_LIMIT_EXCEEDED`): the client keeps one or the other.
+fn reasons(e: &google_cloud_gax::error::Error) -> Vec<&str> {
+    use google_cloud_gax::error::rpc::StatusDetails;
+    e.status()
+        .map(|s| {
+            s.details
+                .iter()
+                .filter_map(|d| match d {
+                    StatusDetails::ErrorInfo(i) => Some(i.reason.as_str()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A 403 that is a per-minute rate quota, not a refusal: Compute Engine
+/// answers an exceeded rate quota with 403 and the reason
+/// `rateLimitExceeded` (or `userRateLimitExceeded`; `RATE_LIMIT_EXCEEDED`
+/// in the details of newer front ends), "wait a minute and try again"
+/// (cloud.google.com/compute/api-quota).
+fn is_rate_limited(e: &google_cloud_gax::error::Error) -> bool {
+    e.http_status_code() == Some(403)
+        && reasons(e).iter().any(|r| {
+            [
+                "rateLimitExceeded",
+                "userRateLimitExceeded",
+                "RATE_LIMIT_EXCEEDED",
+            ]
+            .contains(r)
+        })
+}
+
+/// A 403 because the access token lacks the Compute Engine scope (a VM
+/// with the default access scopes): `ACCESS_TOKEN_SCOPE_INSUFFICIENT`.
+fn is_scope_insufficient(e: &google_cloud_gax::error::Error) -> bool {
+    e.http_status_code() == Some(403) && reasons(e).contains(&"ACCESS_TOKEN_SCOPE_INSUFFICIENT")
+}
+
+/// A 403 because the project has not enabled the Compute Engine API.
+fn is_api_disabled(e: &google_cloud_gax::error::Error) -> bool {
+    reasons(e)
+        .iter()
+        .any(|r| ["accessNotConfigured", "SERVICE_DISABLED"].contains(r))
+}
+
+/// A 403's code: its status, `PERMISSION_DENIED` when it says none (the
+/// older error shape carries only `errors[].reason`).
+fn permission_denied(s: &google_cloud_gax::error::rpc::Status) -> String {
+    match s.code {
+        google_cloud_gax::error::rpc::Code::Unknown => "PERMISSION_DENIED".into(),
+        c => c.name().to_string(),
+    }
+}
+
 /// What kind of failure a client error is: by its HTTP status when it has
-/// one, else by how the call failed.
+/// one (a 403 rate quota is throttling, as 429 is), else by how the call
+/// failed.
 fn fault_of(e: &google_cloud_gax::error::Error) -> Fault {
     match e.http_status_code() {
+        Some(403) if is_rate_limited(e) => Fault::Throttled,
         Some(status) => Fault::from_http_status(status),
         None if e.is_io() || e.is_timeout() || e.is_connect() || e.is_transport() => {
             Fault::NoAnswer
@@ -177,6 +279,42 @@ fn fault_of(e: &google_cloud_gax::error::Error) -> Fault {
 pub(crate) fn api_error(what: &str, e: google_cloud_gax::error::Error) -> ApiError {
     let fault = fault_of(&e);
     let (code, msg) = match (e.status(), e.http_status_code()) {
+        (Some(s), _) if is_scope_insufficient(&e) => (
+            codes::INSUFFICIENT_SCOPE.to_string(),
+            format!(
+                "{}: the access token lacks the Compute Engine scope (a VM made with the default access scopes has none). Give the instance the `compute` or `cloud-platform` scope (stop it, then `gcloud compute instances set-service-account VM --scopes=cloud-platform`), or use other credentials; its service account also needs the IAM roles in docs/gce.md",
+                s.message
+            ),
+        ),
+        (Some(s), Some(403)) if fault == Fault::Throttled => (
+            reasons(&e)
+                .first()
+                .copied()
+                .unwrap_or("rateLimitExceeded")
+                .to_string(),
+            format!(
+                "{} (a per-minute rate quota of the project: tried again)",
+                s.message
+            ),
+        ),
+        (Some(s), Some(403)) if is_api_disabled(&e) => (
+            permission_denied(s),
+            format!(
+                "{}: the Compute Engine API is not enabled in the project: `gcloud services enable compute.googleapis.com`",
+                s.message
+            ),
+        ),
+        (Some(s), Some(403)) => (
+            permission_denied(s),
+            format!(
+                "{}{}: the credentials lack an IAM permission this call needs (docs/gce.md lists each tool's); not tried again",
+                s.message,
+                reasons(&e)
+                    .first()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ),
+        ),
         (Some(s), _) => (s.code.name().to_string(), s.message.clone()),
         (None, Some(h)) => (format!("HTTP_{h}"), e.to_string()),
         (None, None) if e.is_authentication() => (
@@ -273,12 +411,16 @@ pub(crate) fn idempotent() -> RequestOptions {
 }
 
 impl Api {
-    /// Builds the four clients with Application Default Credentials.
-    pub async fn connect(endpoint_url: Option<&str>) -> Result<Api, Failure> {
+    /// Builds the four clients with Application Default Credentials. A
+    /// call that may be retried ([`SafeRetry`]) is tried again with the
+    /// client's backoff (1 s, doubling, at most 60 s) for up to
+    /// [`RETRY_TIME`], within `timeout` (the run's `--timeout`): a
+    /// per-minute rate quota refills at the next minute.
+    pub async fn connect(endpoint_url: Option<&str>, timeout: Duration) -> Result<Api, Failure> {
         let retry = || {
             SafeRetry
-                .with_attempt_limit(5)
-                .with_time_limit(Duration::from_secs(60))
+                .with_attempt_limit(10)
+                .with_time_limit(timeout.min(RETRY_TIME))
         };
         macro_rules! build {
             ($client:ty) => {{
@@ -330,45 +472,83 @@ impl Api {
     }
 
     /// The disks of `names` that exist in one zone, by name: the batched
-    /// form of [`Api::disk`], one `disks.list` (a page at a time) filtered
-    /// by name, whatever the number of disks.
+    /// form of [`Api::disk`], `disks.list` filtered by name, a filter of a
+    /// bounded length at a time ([`name_filters`]) and every page of each.
     pub async fn disks_named(
         &self,
         at: &Location,
         names: &[String],
     ) -> Result<HashMap<String, DiskInfo>, ApiError> {
-        let filter = names
-            .iter()
-            .map(|n| format!("(name = \"{n}\")"))
-            .collect::<Vec<_>>()
-            .join(" OR ");
-        let what = format!("disks.list of {} disks in {}", names.len(), at.zone);
         let mut out = HashMap::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut list = self
-                .disks
-                .list()
-                .set_project(&at.project)
-                .set_zone(&at.zone)
-                .set_filter(&filter)
-                .set_max_results(500u32);
-            if let Some(t) = token.take() {
-                list = list.set_page_token(t);
-            }
-            let page = call(&what, list.send()).await?;
-            for d in page.items {
-                let name = d.name.clone().unwrap_or_default();
-                // The filter is the server's business; the names are ours.
-                if names.contains(&name) {
-                    out.insert(name.clone(), info(d, &name, at));
+        for (filter, chunk) in name_filters(names) {
+            let what = format!("disks.list of {} disks in {}", chunk.len(), at.zone);
+            let mut token: Option<String> = None;
+            loop {
+                let mut list = self
+                    .disks
+                    .list()
+                    .set_project(&at.project)
+                    .set_zone(&at.zone)
+                    .set_filter(&filter)
+                    .set_max_results(MAX_RESULTS);
+                if let Some(t) = token.take() {
+                    list = list.set_page_token(t);
+                }
+                let page = call(&what, list.send()).await?;
+                for d in page.items {
+                    let name = d.name.clone().unwrap_or_default();
+                    // The filter is the server's business; the names are ours.
+                    if chunk.contains(&name) {
+                        out.insert(name.clone(), info(d, &name, at));
+                    }
+                }
+                match page.next_page_token.filter(|t| !t.is_empty()) {
+                    Some(t) => token = Some(t),
+                    None => break,
                 }
             }
-            match page.next_page_token.filter(|t| !t.is_empty()) {
-                Some(t) => token = Some(t),
-                None => return Ok(out),
+        }
+        Ok(out)
+    }
+
+    /// Which of `names` are regional disks in `at`'s region: another
+    /// resource than a zonal disk of the same name, which `disks.get` in
+    /// the zone does not see. One `disks.aggregatedList` (every page) per
+    /// bounded filter ([`name_filters`]), which lists regional disks too.
+    pub async fn regional_disks(
+        &self,
+        at: &Location,
+        names: &[String],
+    ) -> Result<Vec<String>, ApiError> {
+        let scope = format!("regions/{}", region_of(&at.zone));
+        let mut out = Vec::new();
+        for (filter, chunk) in name_filters(names) {
+            let what = format!("disks.aggregatedList of {} disks", chunk.len());
+            let mut token: Option<String> = None;
+            loop {
+                let mut list = self
+                    .disks
+                    .aggregated_list()
+                    .set_project(&at.project)
+                    .set_filter(&filter)
+                    .set_max_results(MAX_RESULTS);
+                if let Some(t) = token.take() {
+                    list = list.set_page_token(t);
+                }
+                let page = call(&what, list.send()).await?;
+                for d in page.items.get(&scope).iter().flat_map(|s| &s.disks) {
+                    let name = d.name.clone().unwrap_or_default();
+                    if chunk.contains(&name) && !out.contains(&name) {
+                        out.push(name);
+                    }
+                }
+                match page.next_page_token.filter(|t| !t.is_empty()) {
+                    Some(t) => token = Some(t),
+                    None => break,
+                }
             }
         }
+        Ok(out)
     }
 
     /// The instance `name`.
@@ -392,6 +572,10 @@ impl Api {
                         Some(AttachedAs { disk: src, device })
                     })
                     .collect(),
+                machine_type: i
+                    .machine_type
+                    .as_deref()
+                    .map(|m| last_segment(m).to_string()),
             }),
             Err(e) if is_not_found(&e) => Err(ApiError::new(
                 Fault::Answered,

@@ -2,13 +2,17 @@
 //!
 //! * **plan**: each record's disk (`disks.get`), then each instance named
 //!   (`instances.get`, once per instance) are looked up; then an
-//!   [`AttachPlan`] per record.
+//!   [`AttachPlan`] per record: a disk type the instance's machine type
+//!   cannot take is refused here (`disk-type-unsupported`), and an attach
+//!   Compute Engine refuses for that reason (`UNSUPPORTED_OPERATION`) is
+//!   said the same way.
 //! * **send**: `disks.setLabels` for the hand-made disks to adopt (and wait
 //!   for those), then `instances.attachDisk` with `deviceName` = the disk's
 //!   name, at most `--concurrency` at once.
 //! * **wait**: every operation, under one deadline.
 //! * **finish**: the record gets the disk's size and `attached_as`.
 
+use appscale_persist::codes;
 use appscale_persist::log;
 use appscale_persist::record::{Record, State};
 use appscale_persist::release;
@@ -17,6 +21,7 @@ use appscale_persist_cloudkit::{call_each, failures};
 
 use crate::api::{DiskInfo, InstanceInfo};
 use crate::disk::{self, Found, InstanceKey};
+use crate::options::check_machine;
 use crate::owner::{self, Owner};
 use crate::{Run, Target};
 
@@ -87,6 +92,19 @@ pub async fn attach(
     .await;
     // Wait.
     run.wait_all(&mut plans, ops).await;
+    for p in plans.iter_mut() {
+        if let Err(f) = p
+            && f.code == UNSUPPORTED_OPERATION
+        {
+            *p = Err(Failure::new(
+                codes::DISK_TYPE_UNSUPPORTED,
+                format!(
+                    "{}: the instance's machine type cannot take this disk's type: pass another --type when creating the disk (hyperdisk-balanced for Hyperdisk-only families such as C4 and N4, pd-balanced for families without Hyperdisk such as E2 and N1), or use another machine type",
+                    f.message
+                ),
+            ));
+        }
+    }
     // Finish.
     records
         .iter_mut()
@@ -192,12 +210,28 @@ fn plan_one(
     if let Some(other) = d.users.first() {
         return Err(failures::attached_elsewhere(&t.what(), other, None));
     }
-    info()?;
+    if let Some(machine) = info()?.machine_type {
+        check_machine(&machine, &d.disk_type).map_err(|why| unsupported(t, instance, &why))?;
+    }
     Ok(AttachPlan::Attach {
         disk: d,
         instance: instance.clone(),
         adopt: o == Owner::HandMade,
     })
+}
+
+/// The operation error Compute Engine gives an attach of a disk type the
+/// machine type cannot take (message `[pd-balanced] features are not
+/// compatible for creating instance`, which the PD CSI driver rewrites
+/// for the same reason).
+const UNSUPPORTED_OPERATION: &str = "UNSUPPORTED_OPERATION";
+
+/// A disk of a type `instance` cannot take, refused before the attach.
+fn unsupported(t: &Target, instance: &str, why: &str) -> Failure {
+    Failure::new(
+        codes::DISK_TYPE_UNSUPPORTED,
+        format!("disk {} on {instance}: {why}; nothing was attached", t.disk),
+    )
 }
 
 /// What the plan would do (`--check`), or found done (nothing to do).

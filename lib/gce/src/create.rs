@@ -1,7 +1,9 @@
 //! `disk-create` on Compute Engine: plan, send, wait, finish.
 //!
-//! * **plan**: each record's disk is looked up (`disks.get`); then a
-//!   [`CreatePlan`] per record. A disk found is held to `--size`, `--type`,
+//! * **plan**: each record's disk is looked up (`disks.get`); for one to
+//!   make, whether a regional disk has its name (`disks.aggregatedList`,
+//!   bounded filters) and whether the record's instance, when it names one
+//!   (`instances.get`), takes its type; then a [`CreatePlan`] per record. A disk found is held to `--size`, `--type`,
 //!   `--kms-key`, `--iops` and `--throughput` when given; with `--grow` a
 //!   smaller one is planned to grow, with `--retag` given the labels it
 //!   lacks.
@@ -20,8 +22,9 @@ use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist_cloudkit::spec::{encryption_mismatch, performance_mismatch};
 use appscale_persist_cloudkit::{DiskSpec, call_each, failures};
 
-use crate::api::{DiskInfo, NewDisk};
+use crate::api::{DiskInfo, NewDisk, region_of};
 use crate::disk::{self, Found};
+use crate::options::check_machine;
 use crate::owner::{self, Owner};
 use crate::{DEFAULT_DISK_TYPE, DEFAULT_SIZE, Run, Target, snapshot};
 
@@ -81,11 +84,14 @@ pub async fn create(
     targets: Vec<Result<Target, Failure>>,
 ) -> Vec<StepResult> {
     let found = disk::find_disks(run, &targets).await;
+    let refused = refusals(run, &targets, &found).await;
     let mut plans: Vec<Result<(Target, CreatePlan), Failure>> = targets
         .into_iter()
         .zip(found)
-        .map(|(t, found)| {
+        .zip(refused)
+        .map(|((t, found), refused)| {
             let t = t?;
+            refused?;
             let p = plan(run, &t, found?)?;
             Ok((t, p))
         })
@@ -204,6 +210,87 @@ pub async fn create(
                 }
                 (plan, _) => describe(r, &(t, plan)),
             })
+        })
+        .collect()
+}
+
+/// What Compute Engine would refuse, or what would go wrong, in making
+/// each disk that does not exist yet, found before anything is made:
+///
+/// * a regional disk of that name in the zone's region (`disks.get` in
+///   the zone does not see it): it is another resource, and an empty zonal
+///   disk beside it would be taken for it: `regional-disk`;
+/// * a disk type the record's instance cannot take (a `pd-*` disk on a
+///   Hyperdisk-only machine family, a `hyperdisk-*` disk on a family
+///   without Hyperdisk, [`check_machine`]): `disk-type-unsupported`,
+///   naming the type to choose.
+async fn refusals(
+    run: &Run,
+    targets: &[Result<Target, Failure>],
+    found: &[Result<disk::Found, Failure>],
+) -> Vec<Result<(), Failure>> {
+    let to_make: Vec<Option<&Target>> = targets
+        .iter()
+        .zip(found)
+        .map(|(t, f)| match (t, f) {
+            (Ok(t), Ok(None)) => Some(t),
+            _ => None,
+        })
+        .collect();
+    let regional = disk::per_zone(
+        run,
+        to_make.iter().flatten().copied(),
+        |api, at, names| async move { api.regional_disks(&at, &names).await },
+    )
+    .await;
+    let wanted = to_make
+        .iter()
+        .flatten()
+        .filter_map(|t| Some((t.location.clone(), t.instance.clone()?)));
+    let instances = disk::find_instances(run, wanted).await;
+    let disk_type = run
+        .cfg
+        .spec
+        .disk_type
+        .clone()
+        .unwrap_or_else(|| DEFAULT_DISK_TYPE.into());
+    to_make
+        .into_iter()
+        .map(|t| {
+            let Some(t) = t else { return Ok(()) };
+            let twins = regional
+                .get(&t.location)
+                .cloned()
+                .unwrap_or_else(|| Ok(Vec::new()))?;
+            if twins.contains(&t.disk) {
+                return Err(Failure::new(
+                    codes::REGIONAL_DISK,
+                    format!(
+                        "a regional disk {} exists in {} (project {}): it is another resource than a zonal disk of that name, and no empty zonal disk is made beside it. Name another disk for this record, or move the data to a zonal disk",
+                        t.disk,
+                        region_of(&t.location.zone),
+                        t.location.project
+                    ),
+                ));
+            }
+            let Some(instance) = &t.instance else {
+                return Ok(());
+            };
+            let key = (t.location.clone(), instance.clone());
+            let machine = match instances.get(&key) {
+                Some(Ok(i)) => i.machine_type.clone(),
+                Some(Err(f)) => return Err(f.clone()),
+                None => None,
+            };
+            match machine {
+                Some(m) => check_machine(&m, &disk_type).map_err(|why| {
+                    Failure::new(
+                        codes::DISK_TYPE_UNSUPPORTED,
+                        format!("disk {} for {instance}: {why}; nothing was made", t.disk),
+                    )
+                }),
+                None => Ok(()),
+            }
         })
         .collect()
 }

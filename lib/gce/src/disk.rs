@@ -6,9 +6,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use appscale_persist::record::Record;
 use appscale_persist::step::Failure;
-use appscale_persist_cloudkit::{concurrently, failures};
+use std::future::Future;
+use std::sync::Arc;
 
-use crate::api::{DiskInfo, InstanceInfo, Location};
+use appscale_persist_cloudkit::{ApiError, concurrently, failures};
+
+use crate::api::{Api, DiskInfo, InstanceInfo, Location};
 use crate::owner::{self, Owner};
 use crate::{Run, Target};
 
@@ -44,22 +47,10 @@ pub async fn list_disks(
     run: &Run,
     targets: &[Result<Target, Failure>],
 ) -> Vec<Result<Found, Failure>> {
-    let mut zones: BTreeMap<Location, Vec<String>> = BTreeMap::new();
-    for t in targets.iter().flatten() {
-        zones
-            .entry(t.location.clone())
-            .or_default()
-            .push(t.disk.clone());
-    }
-    let lookups: Vec<(Location, Vec<String>)> = zones.into_iter().collect();
-    let keys: Vec<Location> = lookups.iter().map(|(at, _)| at.clone()).collect();
-    let found = concurrently(run.cfg.concurrency, lookups, |(at, names)| {
-        let api = run.api.clone();
-        async move { Ok(api.disks_named(&at, &names).await?) }
+    let by_zone = per_zone(run, targets.iter().flatten(), |api, at, names| async move {
+        api.disks_named(&at, &names).await
     })
     .await;
-    let by_zone: HashMap<Location, Result<HashMap<String, DiskInfo>, Failure>> =
-        keys.into_iter().zip(found).collect();
     targets
         .iter()
         .map(|t| {
@@ -75,6 +66,35 @@ pub async fn list_disks(
             Ok(Some((d.clone(), o)))
         })
         .collect()
+}
+
+/// `call` once per zone of `targets`, with the names of their disks there,
+/// at most `--concurrency` zones at once: the batched lookups, by zone.
+pub async fn per_zone<'a, T, F, Fut>(
+    run: &Run,
+    targets: impl IntoIterator<Item = &'a Target>,
+    call: F,
+) -> HashMap<Location, Result<T, Failure>>
+where
+    T: Send + 'static,
+    F: Fn(Arc<Api>, Location, Vec<String>) -> Fut,
+    Fut: Future<Output = Result<T, ApiError>> + Send + 'static,
+{
+    let mut zones: BTreeMap<Location, Vec<String>> = BTreeMap::new();
+    for t in targets {
+        zones
+            .entry(t.location.clone())
+            .or_default()
+            .push(t.disk.clone());
+    }
+    let lookups: Vec<(Location, Vec<String>)> = zones.into_iter().collect();
+    let keys: Vec<Location> = lookups.iter().map(|(at, _)| at.clone()).collect();
+    let answers = concurrently(run.cfg.concurrency, lookups, |(at, names)| {
+        let answer = call(run.api.clone(), at, names);
+        async move { Ok(answer.await?) }
+    })
+    .await;
+    keys.into_iter().zip(answers).collect()
 }
 
 /// An instance by where it is and its name.

@@ -294,7 +294,7 @@ impl Gce {
         let targets = self.targets(records);
         let (cfg, rt) = (&self.cfg, &self.rt);
         let api = self.api.get_or_try(|| {
-            let api = rt.block_on(Api::connect(cfg.endpoint_url.as_deref()))?;
+            let api = rt.block_on(Api::connect(cfg.endpoint_url.as_deref(), cfg.timeout))?;
             Ok(Arc::new(api))
         })?;
         let run = Run {

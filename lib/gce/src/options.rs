@@ -57,6 +57,42 @@ const TYPES: &[DiskType] = &[
     },
 ];
 
+/// Machine families whose instances take only Hyperdisk (no `pd-*`
+/// disk attaches: `UNSUPPORTED_OPERATION`), as Compute Engine's machine
+/// series documentation lists them (2025); bare-metal C3 and Z3 shapes
+/// (`-metal`) too.
+const HYPERDISK_ONLY: &[&str] = &[
+    "c4", "c4a", "c4d", "n4", "n4a", "n4d", "x4", "m4", "a4", "a4x", "h4d",
+];
+
+/// Machine families whose instances take no Hyperdisk at all.
+const NO_HYPERDISK: &[&str] = &["e2", "n1", "f1", "g1"];
+
+/// The family of a machine type: `n2-standard-4` → `n2`.
+pub fn family(machine_type: &str) -> &str {
+    machine_type.split('-').next().unwrap_or(machine_type)
+}
+
+/// Whether a disk of `disk_type` can be attached to an instance of
+/// `machine_type`; the error says why not, and which type to take. Only
+/// what is certain is refused here: other combinations Compute Engine
+/// refuses at the attach (`UNSUPPORTED_OPERATION`), said the same way.
+pub fn check_machine(machine_type: &str, disk_type: &str) -> Result<(), String> {
+    let fam = family(machine_type);
+    let hyperdisk_only = HYPERDISK_ONLY.contains(&fam) || machine_type.ends_with("-metal");
+    if hyperdisk_only && disk_type.starts_with("pd-") {
+        return Err(format!(
+            "{machine_type} ({fam}) instances take only Hyperdisk, not {disk_type}: pass --type hyperdisk-balanced (or another hyperdisk-* type), or use a machine type of an older family (n2, c3, ...)"
+        ));
+    }
+    if NO_HYPERDISK.contains(&fam) && disk_type.starts_with("hyperdisk-") {
+        return Err(format!(
+            "{machine_type} ({fam}) instances take no Hyperdisk, so not {disk_type}: pass --type pd-balanced (or pd-ssd, pd-standard), or use a machine type of a newer family (n4, c4, ...)"
+        ));
+    }
+    Ok(())
+}
+
 /// Labels a disk may carry, besides this provider's two.
 const MAX_LABELS: usize = 64 - 2;
 
@@ -201,6 +237,19 @@ mod tests {
             err(spec("hyperdisk-balanced", 10, Some(3_000), Some(1_000))).contains("at most 750")
         );
         assert!(err(spec("pd-extreme", 500, None, Some(200))).contains("no provisioned"));
+    }
+
+    #[test]
+    fn hyperdisk_only_families_and_families_without_it() {
+        assert_eq!(check_machine("n2-standard-4", "pd-balanced"), Ok(()));
+        assert_eq!(check_machine("n2-standard-4", "hyperdisk-extreme"), Ok(()));
+        assert_eq!(check_machine("c4-standard-8", "hyperdisk-balanced"), Ok(()));
+        let e = check_machine("c4-standard-8", "pd-balanced").unwrap_err();
+        assert!(e.contains("--type hyperdisk-balanced"), "{e}");
+        assert!(check_machine("c3-highcpu-192-metal", "pd-ssd").is_err());
+        assert_eq!(check_machine("c3-standard-4", "pd-ssd"), Ok(()));
+        let e = check_machine("e2-medium", "hyperdisk-balanced").unwrap_err();
+        assert!(e.contains("--type pd-balanced"), "{e}");
     }
 
     #[test]

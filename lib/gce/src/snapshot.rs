@@ -8,7 +8,10 @@
 //!   here: the filter is the server's business, the labels are ours).
 //! * **send**: `disks.createSnapshot`, labelled like the disks are (the
 //!   deployment and node, [`owner::labels`]) and with the disk, the time and
-//!   the tool, at most `--concurrency` at once, each with a `requestId`.
+//!   the tool, at most `--concurrency` at once, each with a `requestId`,
+//!   stored in `--snapshot-location` when given. A disk snapshotted too
+//!   recently (`RESOURCE_OPERATION_RATE_EXCEEDED`: about once per 10
+//!   minutes) fails `snapshot-too-soon`: try later.
 //! * **wait**: every zone operation under the run's deadline; then, with
 //!   `--wait` or retention, each new snapshot until `READY` (`snapshots.get`,
 //!   under `--wait-timeout`: one still being made then is left, with
@@ -210,7 +213,7 @@ impl Api {
                 .list()
                 .set_project(project)
                 .set_filter(&filter)
-                .set_max_results(500u32);
+                .set_max_results(crate::api::MAX_RESULTS);
             if let Some(t) = token.take() {
                 list = list.set_page_token(t);
             }
@@ -246,18 +249,22 @@ impl Api {
         }
     }
 
-    /// Starts `disks.createSnapshot` of `disk` as `name`, with `labels`.
+    /// Starts `disks.createSnapshot` of `disk` as `name`, with `labels`,
+    /// stored in `location` when given (`storageLocations`; else Compute
+    /// Engine's default, the multi-region nearest the disk).
     async fn create_snapshot(
         &self,
         at: &Location,
         disk: &str,
         name: &str,
         labels: Vec<(String, String)>,
+        location: Option<&str>,
     ) -> Result<Operation, ApiError> {
         let what = format!("disks.createSnapshot {disk} as {name} in {}", at.zone);
         let body = GceSnapshot::new()
             .set_name(name)
             .set_labels(labels)
+            .set_storage_locations(location)
             .set_description(format!("appscale-persist: disk-snapshot of {disk}"));
         let create = self
             .disks
@@ -509,15 +516,17 @@ pub async fn snapshot(
             .collect();
     }
     // Send, then wait for the operations, then for the snapshots.
+    let location = args.snapshot_location.clone();
     let ops = call_each(
         run.cfg.concurrency,
         &mut plans,
         |(t, p)| Some((t.clone(), p.name.clone())),
         |(t, name): (Target, String)| {
-            let api = run.api.clone();
+            let (api, location) = (run.api.clone(), location.clone());
             async move {
+                let (at, labels) = (&t.location, labels(&t, now));
                 let op = api
-                    .create_snapshot(&t.location, &t.disk, &name, labels(&t, now))
+                    .create_snapshot(at, &t.disk, &name, labels, location.as_deref())
                     .await;
                 op.map_err(|e| snapshot_failed(&name, e.failure))
             }
@@ -534,6 +543,11 @@ pub async fn snapshot(
         })
         .collect();
     run.wait_all(&mut plans, ops).await;
+    for p in plans.iter_mut() {
+        if let Err(f) = p {
+            too_soon(f);
+        }
+    }
     // The operations are done: each snapshot exists. With --wait (or
     // retention, which prunes nothing before the new one is READY), wait
     // for READY under --wait-timeout; else read its state once.
@@ -560,6 +574,26 @@ pub async fn snapshot(
         out.push(finish(run, args, r, p, ready, sent, &listed, now).await);
     }
     out
+}
+
+/// Compute Engine's answer to a disk snapshotted too often: about once per
+/// 10 minutes a disk, in bursts of at most 6 an hour
+/// (snapshot-best-practices), else the operation fails so.
+const RATE_EXCEEDED: &str = "RESOURCE_OPERATION_RATE_EXCEEDED";
+
+/// `f`, when it is Compute Engine refusing a snapshot of a disk
+/// snapshotted too recently, becomes `snapshot-too-soon`: nothing was
+/// taken, and the same request later succeeds.
+fn too_soon(f: &mut Failure) {
+    if f.code == RATE_EXCEEDED || f.message.contains(RATE_EXCEEDED) {
+        *f = Failure::new(
+            codes::SNAPSHOT_TOO_SOON,
+            format!(
+                "{}: Compute Engine takes a snapshot of one disk about once per 10 minutes (bursts of up to 6 an hour); nothing was taken and nothing pruned: try later",
+                f.message
+            ),
+        );
+    }
 }
 
 /// A failed `disks.createSnapshot` of `name`: `snapshot-failed`, with the

@@ -245,6 +245,23 @@ pub const PRUNE_FAILED: &str = "prune-failed";
 /// The snapshot to restore from does not exist (or the disk has none).
 pub const NO_SUCH_SNAPSHOT: &str = "no-such-snapshot";
 
+// Compute Engine as it answers (issue 26), each listed last in
+// `docs/protocol.md`'s table too.
+/// The access token lacks the cloud's API scope (a Compute Engine VM with
+/// the default access scopes).
+pub const INSUFFICIENT_SCOPE: &str = "insufficient-scope";
+/// The disk type cannot be attached to the instance's machine type
+/// (Hyperdisk-only machine families, families without Hyperdisk).
+pub const DISK_TYPE_UNSUPPORTED: &str = "disk-type-unsupported";
+/// A regional disk of the record's name exists: another resource than the
+/// zonal disk the record names, never shadowed by a new empty one.
+pub const REGIONAL_DISK: &str = "regional-disk";
+/// The disk was snapshotted too recently (Compute Engine: about once per
+/// 10 minutes a disk): nothing taken, try later.
+pub const SNAPSHOT_TOO_SOON: &str = "snapshot-too-soon";
+/// The node's disks are NVMe and nothing names them (the guest
+/// environment's udev rules are missing, the device name unreadable).
+pub const NO_DISK_NAMING: &str = "no-disk-naming";
 // Archives (disk-archive, disk-restore).
 /// restic, which archives are made with, is not installed.
 pub const NO_RESTIC: &str = "no-restic";
@@ -364,6 +381,11 @@ pub const ALL: &[&str] = &[
     SNAPSHOT_PENDING,
     PRUNE_FAILED,
     NO_SUCH_SNAPSHOT,
+    INSUFFICIENT_SCOPE,
+    DISK_TYPE_UNSUPPORTED,
+    REGIONAL_DISK,
+    SNAPSHOT_TOO_SOON,
+    NO_DISK_NAMING,
     NO_RESTIC,
     NO_REPOSITORY,
     REPOSITORY_PASSWORD,

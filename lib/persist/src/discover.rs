@@ -17,7 +17,13 @@
 //! * EBS on Xen: the device name given at attach, `/dev/sdf` or `/dev/xvdf`.
 //! * Compute Engine: `/dev/disk/by-id/google-<deviceName>` (and
 //!   `scsi-0Google_PersistentDisk_<deviceName>`); the attach sets the device
-//!   name to the disk name.
+//!   name to the disk name. On NVMe machine families (C3, C4, N4, ...) only
+//!   the guest environment's udev rules (`65-gce-disk-naming.rules`,
+//!   `google_nvme_id`) make the `google-` link; without them the name is
+//!   read from each `nvme_card-pd` namespace's Identify data as those rules
+//!   read it ([`crate::nvme`]), and when nothing names the disk the failure
+//!   says the rules are missing (`no-disk-naming`), at once when no
+//!   namespace's name can be read at all.
 //!
 //! * Eucalyptus on KVM: virtio disks, `/dev/vdf` for an attach as `/dev/sdf`,
 //!   and `/dev/disk/by-id/virtio-<serial>` when the volume id is the serial.
@@ -114,6 +120,104 @@ pub fn candidates(rec: &Record, root: &Path) -> Vec<PathBuf> {
     }
 }
 
+/// The device name a Compute Engine record's disk is attached as (the
+/// attach sets it to the disk's name; one attached by hand may carry
+/// another, which disk-attach records).
+fn gce_device_name(rec: &Record) -> Option<&str> {
+    if rec.provider != Some(ProviderKind::Gce) {
+        return None;
+    }
+    rec.attached_as
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .or(rec.disk_id())
+}
+
+/// The Compute Engine persistent disks on NVMe here: the kernel names of
+/// the namespaces (under [`sys_root`]) whose controller model is
+/// `nvme_card-pd`, sorted.
+fn google_nvme_namespaces() -> Vec<String> {
+    let block = sys_root().join("block");
+    let Ok(dir) = std::fs::read_dir(&block) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = dir
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("nvme"))
+        .filter(|n| {
+            std::fs::read_to_string(block.join(n).join("device/model"))
+                .is_ok_and(|m| m.trim() == crate::nvme::GOOGLE_PD_MODEL)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Whether the guest environment's udev rules name disks here: they link
+/// every disk, the boot disk included, as `disk/by-id/google-*`.
+fn guest_rules_present(root: &Path) -> bool {
+    std::fs::read_dir(root.join("disk/by-id")).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("google-"))
+    })
+}
+
+/// What the NVMe namespaces here say of Compute Engine device `name`.
+#[derive(Debug, Default)]
+struct NvmeLook {
+    /// The namespace attached as `name`, under the dev root: the only one
+    /// that says so (two that claim one name are neither taken).
+    found: Option<PathBuf>,
+    /// Every namespace that claims the name.
+    claims: Vec<PathBuf>,
+    /// How many `nvme_card-pd` namespaces there are.
+    namespaces: usize,
+    /// Those whose name could not be read, and why.
+    unreadable: Vec<String>,
+}
+
+/// Reads the device name of every Compute Engine NVMe namespace here
+/// ([`crate::nvme::device_name`]) and finds the one attached as `name`.
+fn nvme_look(name: &str) -> NvmeLook {
+    let root = dev_root();
+    let mut look = NvmeLook::default();
+    for k in google_nvme_namespaces() {
+        look.namespaces += 1;
+        let path = root.join(&k);
+        match crate::nvme::device_name(&k, &path) {
+            Ok(Some(n)) if n == name => look.claims.push(path),
+            Ok(_) => {}
+            Err(e) => look.unreadable.push(format!("{k}: {e}")),
+        }
+    }
+    if let [one] = look.claims.as_slice() {
+        look.found = Some(one.clone());
+    }
+    look
+}
+
+/// The failure when nothing names a Compute Engine NVMe disk here.
+fn no_disk_naming(rec: &Record, look: &NvmeLook, waited: Option<Duration>) -> Failure {
+    let after = waited.map(|t| format!(" within {t:?}")).unwrap_or_default();
+    let unreadable = if look.unreadable.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; the NVMe Identify data that names them could not be read ({}): run as root, with nvme-cli's kernel support",
+            look.unreadable.join("; ")
+        )
+    };
+    Failure::new(
+        codes::NO_DISK_NAMING,
+        format!(
+            "no device for {} appeared{after}: this node's disks are NVMe ({} Compute Engine namespace(s), a C3, C4, N4 or other NVMe machine family) and the guest environment's udev rules that link them as /dev/disk/by-id/google-<deviceName> (65-gce-disk-naming.rules and google_nvme_id, from the google-guest-configs package) are not installed{unreadable}. Install the guest environment, or attach the disk again",
+            rec.disk_id().unwrap_or("?"),
+            look.namespaces,
+        ),
+    )
+}
+
 /// The serial a device reports in sysfs (under [`sys_root`]): NVMe's
 /// `device/serial`, else virtio's `serial`; empty when it has none.
 pub fn serial_of(kernel_name: &str) -> String {
@@ -204,6 +308,15 @@ pub fn verify_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
         }
         confirmed = Some(c.clone());
     }
+    if confirmed.is_none()
+        && let Some(name) = gce_device_name(rec)
+    {
+        // A Compute Engine NVMe namespace names its own device.
+        let look = nvme_look(name);
+        confirmed = look.found.filter(|p| {
+            Device::open(p).is_ok_and(|o| (o.major, o.minor) == (dev.major, dev.minor))
+        });
+    }
     if confirmed.is_none() {
         return Err(Failure::new(
             codes::IDENTITY_UNCONFIRMED,
@@ -234,19 +347,52 @@ pub fn find(rec: &Record, timeout: Duration) -> Result<PathBuf, Failure> {
             "the record has no `device` and its provider gives no way to find one",
         ));
     }
+    // Compute Engine on NVMe without the guest's udev rules: no link will
+    // ever name the disk; its namespace's own Identify data still does.
+    let nvme = gce_device_name(rec).filter(|_| !guest_rules_present(&root));
+    if let Some(name) = nvme {
+        let look = nvme_look(name);
+        if look.claims.len() > 1 {
+            return Err(Failure::new(
+                codes::IDENTITY_MISMATCH,
+                format!(
+                    "{} NVMe namespaces all say they are device {name} ({}): not using any",
+                    look.claims.len(),
+                    look.claims
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        if look.found.is_none() && look.namespaces > 0 && look.unreadable.len() == look.namespaces {
+            // Nothing here can be named: waiting cannot help.
+            return Err(no_disk_naming(rec, &look, None));
+        }
+    }
     let progress = crate::progress::Progress::start(
         format!("the device of disk {}", rec.disk_id().unwrap_or("?")),
         0,
     );
     let found = wait::until_with(&progress, WaitParams::quick(timeout), || {
-        match cands.iter().find(|c| c.exists()) {
-            Some(c) => Poll::<PathBuf, ()>::Ready(c.clone()),
+        if let Some(c) = cands.iter().find(|c| c.exists()) {
+            return Poll::<PathBuf, ()>::Ready(c.clone());
+        }
+        match nvme.and_then(|name| nvme_look(name).found) {
+            Some(p) => Poll::Ready(p),
             None => Poll::Pending,
         }
     });
     let path = found.map_err(|e| {
         if let wait::WaitError::Interrupted(sig) = e {
             return crate::interrupt::failure(sig);
+        }
+        if let Some(name) = nvme {
+            let look = nvme_look(name);
+            if look.namespaces > 0 {
+                return no_disk_naming(rec, &look, Some(timeout));
+            }
         }
         Failure::new(
             codes::DEVICE_NOT_FOUND,
@@ -379,6 +525,7 @@ pub fn find_here(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
         _ => candidates(rec, &dev_root())
             .iter()
             .find_map(|c| Device::open(c).ok())
+            .or_else(|| Device::open(&nvme_look(gce_device_name(rec)?).found?).ok())
             .filter(|d| check_identity(rec, d).is_ok()),
     }
 }

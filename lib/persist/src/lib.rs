@@ -37,6 +37,8 @@
 //! * [`lock`]: one writer at a time on a node (the node lock, and the
 //!   device lock held from the blank check to the end of `mkfs`).
 //! * [`files`]: renaming without replacing, flushing a filesystem.
+//! * [`nvme`]: the name a Compute Engine NVMe disk was attached as, from
+//!   its Identify data.
 //! * [`run`], [`wait`], [`log`]: the one way to run a subprocess, to wait,
 //!   and to talk to the operator (log lines, filtered `RUST_LOG`-style,
 //!   SDK lines included); [`progress`]: what a long wait shows on stderr;
@@ -61,6 +63,7 @@ pub mod lock;
 pub mod log;
 pub mod loopdev;
 pub mod mount;
+pub mod nvme;
 pub mod progress;
 pub mod provider;
 pub mod record;

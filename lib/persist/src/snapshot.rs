@@ -66,6 +66,32 @@ pub struct SnapshotArgs {
         help_heading = "Snapshot"
     )]
     pub wait_timeout: u64,
+    /// Compute Engine: store the snapshots in this location (a multi-region,
+    /// `us`, `eu`, `asia`, or a region, `us-central1`) instead of the
+    /// multi-region nearest the disk, for organisations whose policy
+    /// restricts resource locations (`storageLocations`).
+    #[arg(
+        long,
+        value_name = "LOCATION",
+        value_parser = parse_location,
+        help_heading = "Snapshot",
+        conflicts_with = "list"
+    )]
+    pub snapshot_location: Option<String>,
+}
+
+/// A Compute Engine storage location: lowercase letters, digits and `-`.
+fn parse_location(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "`{s}` is not a Compute Engine location (a multi-region such as `us` or `eu`, or a region such as `us-central1`)"
+        ))
+    }
 }
 
 impl SnapshotArgs {
