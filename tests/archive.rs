@@ -199,21 +199,11 @@ fn archive_watching_ps(
     let mut a = p.repo_args(repo);
     a.push("-vv".into());
     a.extend(args.iter().map(|s| s.to_string()));
-    let mut cmd = Command::new(bin("disk-archive"));
-    cmd.args(&a)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in p.env() {
-        cmd.env(k, v);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    std::io::Write::write_all(&mut stdin, input.as_bytes()).unwrap();
-    drop(stdin);
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let child = spawn_tool(p, "disk-archive", &a, input, &env, Stdio::piped());
     let mut seen = String::new();
     let out = std::thread::scope(|s| {
         let h = s.spawn(|| child.wait_with_output().unwrap());

@@ -490,6 +490,31 @@ pub fn killed_at_env(
     killed_after(p, tool, args, input, marker, Duration::ZERO, extra)
 }
 
+/// Starts `tool` with `args` in `p`'s environment and `extra`, `input` on
+/// its stdin (then closed), stdout to `stdout` and stderr piped.
+pub fn spawn_tool(
+    p: &Place,
+    tool: &str,
+    args: &[String],
+    input: &str,
+    extra: &[(String, String)],
+    stdout: std::process::Stdio,
+) -> std::process::Child {
+    let mut cmd = std::process::Command::new(bin(tool));
+    cmd.args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in p.env().into_iter().chain(extra.iter().cloned()) {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, input.as_bytes()).unwrap();
+    drop(stdin);
+    child
+}
+
 fn killed_after(
     p: &Place,
     tool: &str,
@@ -500,19 +525,9 @@ fn killed_after(
     extra: &[(String, String)],
 ) -> (String, bool) {
     use std::io::BufRead;
-    let mut cmd = std::process::Command::new(bin(tool));
-    cmd.arg("-v")
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    for (k, v) in p.env().into_iter().chain(extra.iter().cloned()) {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    std::io::Write::write_all(&mut stdin, input.as_bytes()).unwrap();
-    drop(stdin);
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    args.insert(0, "-v".into());
+    let mut child = spawn_tool(p, tool, &args, input, extra, std::process::Stdio::null());
     let mut seen = String::new();
     let mut killed = false;
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();

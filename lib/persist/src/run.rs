@@ -379,17 +379,7 @@ impl Started {
             let _ = std::io::Write::write_all(&mut pipe, words);
         }
         if let Some(mut child) = self.child.take() {
-            let mut backoff = Backoff::start(WaitParams::quick(self.timeout));
-            while let Ok(None) = child.try_wait() {
-                match backoff.next_delay() {
-                    Some(d) => std::thread::sleep(d),
-                    None => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        return;
-                    }
-                }
-            }
+            reap_within(&mut child, self.timeout);
         }
     }
 }
@@ -450,11 +440,13 @@ fn stop(child: &mut Child) {
     use nix::unistd::Pid;
     let pid = Pid::from_raw(child.id() as i32);
     let _ = kill(pid, Signal::SIGTERM);
-    let mut backoff = Backoff::start(WaitParams::quick(Duration::from_secs(5)));
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
+    reap_within(child, Duration::from_secs(5));
+}
+
+/// Waits for `child` to exit, at most `time`; killed (SIGKILL) past it.
+fn reap_within(child: &mut Child, time: Duration) {
+    let mut backoff = Backoff::start(WaitParams::quick(time));
+    while let Ok(None) = child.try_wait() {
         match backoff.next_delay() {
             Some(d) => std::thread::sleep(d),
             None => {
