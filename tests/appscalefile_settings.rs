@@ -29,6 +29,12 @@ fn appscalefile(t: &TempDir, name: &str, endpoint: &str, extra: &str) -> String 
 /// Runs a tool with no AWS credentials, region, endpoint or profile in its
 /// environment: whatever it reaches, it reaches through the AppScalefile.
 fn bare(tool: &str, args: &[&str], input: &str) -> Run {
+    bare_with_imds(tool, args, input, None)
+}
+
+/// [`bare`], with the metadata service at `imds` (else none: no instance
+/// role to find here, and no network to look for one).
+fn bare_with_imds(tool: &str, args: &[&str], input: &str, imds: Option<&str>) -> Run {
     let mut cmd = Command::new(bin(tool));
     cmd.args(args)
         .stdin(Stdio::piped())
@@ -46,13 +52,16 @@ fn bare(tool: &str, args: &[&str], input: &str) -> Run {
         "AWS_WEB_IDENTITY_TOKEN_FILE",
         "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
         "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_EC2_METADATA_DISABLED",
     ] {
         cmd.env_remove(k);
     }
     cmd.env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        // No instance role to find here (and no network to look for one).
-        .env("AWS_EC2_METADATA_DISABLED", "true");
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+    match imds {
+        Some(url) => cmd.env("AWS_EC2_METADATA_SERVICE_ENDPOINT", url),
+        None => cmd.env("AWS_EC2_METADATA_DISABLED", "true"),
+    };
     let mut child = cmd.spawn().unwrap();
     use std::io::Write;
     child
@@ -155,4 +164,34 @@ fn a_broken_appscalefile_never_shows_its_secret() {
         refused.stderr
     );
     no_secret("disk-create --appscalefile (broken)", &refused);
+}
+
+/// An instance's metadata service answering 403 to every call (turned
+/// off, or a hop limit) is no reason to skip the AppScalefile's
+/// credentials: the AWS chain finds none there, and the file's are used.
+/// They were skipped (the chain's IMDS error ended the search).
+#[test]
+fn the_appscalefiles_credentials_are_used_when_the_metadata_service_answers_403() {
+    let moto = Server::moto();
+    let t = TempDir::new("settings-imds-403");
+    let file = appscalefile(&t, "AppScalefile", &moto.url(), "");
+    let imds = Server::python(
+        "fake_imds.py",
+        &["i-0123456789abcdef0", "us-east-1b", "--forbidden"],
+    );
+    let plan = run("appscalefile-lint", &["--plan", &file], "").expect(0);
+    moto.ec2_admin(&["record-start"]);
+    let created = bare_with_imds(
+        "disk-create",
+        &["-v", "--appscalefile", &file],
+        &plan.stdout,
+        Some(&imds.url()),
+    );
+    no_secret("disk-create with IMDS answering 403", &created);
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    assert_eq!(
+        moto.ec2_admin(&["access-keys"]),
+        serde_json::json!([KEY_ID]),
+        "signed with the file's key"
+    );
 }

@@ -1,13 +1,16 @@
 //! The up and down flows (scripts/up, scripts/down) on the local provider,
 //! end to end: data survives down and up, reruns change nothing, one bad
 //! disk does not stop the others, and a flow killed with SIGKILL at any step
-//! converges on the next run with nothing lost.
+//! converges on the next run with nothing lost; so do scripts/backup,
+//! scripts/restore and `up --grow`, with nothing left frozen, no
+//! filesystem with errors, and nothing of theirs left behind.
 
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -64,8 +67,10 @@ impl Deployment {
         } else {
             Command::new(script)
         };
-        c.arg("--mountpoint").arg(self.dir.s("mnt/{node}"));
-        if name == "up" {
+        if name != "backup" {
+            c.arg("--mountpoint").arg(self.dir.s("mnt/{node}"));
+        }
+        if name == "up" || name == "restore" {
             c.arg("--fstab").arg(self.dir.join("fstab"));
         }
         c.args(extra).arg(&self.file);
@@ -339,11 +344,18 @@ fn killing_bin(t: &TempDir, step: &str, mode: &str, delay: &str) -> PathBuf {
         }
         let run = match mode {
             "after" => format!("\"{}\" \"$@\"", real.display()),
-            _ => format!("\"{}\" \"$@\" &\nsleep {delay}", real.display()),
+            // An asynchronous command's stdin is /dev/null (and `<&0`
+            // dups that): the records go through fd 3.
+            _ => format!(
+                "exec 3<&0\n\"{}\" \"$@\" <&3 &\nsleep {delay}",
+                real.display()
+            ),
         };
         std::fs::write(
             &link,
-            format!("#!/bin/sh\n{run}\nkill -9 -- -$(cut -d' ' -f5 /proc/$$/stat)\n"),
+            // `kill -9 -PGID`: dash's kill takes no `--` (with one it
+            // killed nothing, and the flows went on).
+            format!("#!/bin/sh\n{run}\nkill -9 -$(cut -d' ' -f5 /proc/$$/stat)\n"),
         )
         .unwrap();
         std::fs::set_permissions(&link, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -520,4 +532,253 @@ fn the_static_provider_uses_an_existing_device() {
     )
     .expect(1);
     assert_eq!(r.record()["error"]["code"], "no-such-disk");
+}
+
+/// Writes `mib` MiB that compress poorly into `node`'s mount, and flushes.
+fn fill(d: &Deployment, node: usize, name: &str, mib: usize) -> Vec<u8> {
+    let data: Vec<u8> = (0..mib << 20)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(7) as u8)
+        .collect();
+    let path = d.mnt(node).join(name);
+    std::fs::write(&path, &data).unwrap();
+    sh_ok(&["sync", "-f", path.to_str().unwrap()]);
+    data
+}
+
+/// Nothing a killed run left behind remains once the next has run: no
+/// temporary file anywhere in the state directory, every snapshot image
+/// with its metadata and every metadata file with its image, no freeze
+/// recorded for a filesystem of this deployment.
+fn assert_nothing_left(d: &Deployment, what: &str) {
+    let disks = d.dir.join("disks");
+    let mut files = Vec::new();
+    for dir in [disks.clone(), disks.join("snapshots")] {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_type().unwrap().is_file() {
+                files.push((dir.clone(), e.file_name().to_string_lossy().into_owned()));
+            }
+        }
+    }
+    for (dir, f) in &files {
+        assert!(
+            !f.ends_with(".tmp"),
+            "{what}: {} left",
+            dir.join(f).display()
+        );
+        if dir.ends_with("snapshots") {
+            let (id, other) = match (f.strip_suffix(".img"), f.strip_suffix(".json")) {
+                (Some(id), _) => (id, format!("{id}.json")),
+                (_, Some(id)) => (id, format!("{id}.img")),
+                _ => panic!("{what}: {f} in the snapshot directory"),
+            };
+            assert!(
+                dir.join(&other).exists(),
+                "{what}: {id} is half there ({f})"
+            );
+        }
+    }
+    let here = d.dir.path.display().to_string();
+    for m in std::fs::read_dir("/run/appscale-persist/frozen")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(m.path()).unwrap_or_default();
+        assert!(
+            !text.contains(&here),
+            "{what}: a freeze is still recorded: {text}"
+        );
+    }
+}
+
+/// Every image of the deployment, snapshots included, holds a filesystem
+/// without errors (`e2fsck -fn`); the disks are down (detached).
+fn assert_whole(d: &Deployment, what: &str) {
+    let disks = d.dir.join("disks");
+    for dir in [disks.clone(), disks.join("snapshots")] {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "img") {
+                let r = sh(&["e2fsck", "-fn", p.to_str().unwrap()]);
+                assert_eq!(
+                    r.code,
+                    0,
+                    "{what}: {}: {}{}",
+                    p.display(),
+                    r.stdout,
+                    r.stderr
+                );
+            }
+        }
+    }
+}
+
+/// Whether both nodes' filesystems take writes (a freeze left behind would
+/// hang them).
+fn assert_not_frozen(d: &Deployment, what: &str) {
+    for n in 0..2 {
+        let _thaw = ThawOnDrop(d.mnt(n));
+        assert!(accepts_writes(&d.mnt(n), 10), "{what}: node {n} is frozen");
+    }
+}
+
+/// scripts/backup killed with SIGKILL at any moment of disk-snapshot (a
+/// filesystem frozen mid-copy, or not yet frozen, or done; and, every
+/// time, right as it says it froze one): the next backup thaws what was
+/// left frozen, reaps the partial copy, takes its snapshots and exits 0;
+/// the data and every filesystem are whole.
+#[test]
+fn a_killed_backup_converges_on_rerun_with_nothing_frozen_or_left() {
+    use nix::sys::signal::Signal;
+    require_root();
+    let t = TempDir::new("kill-backup-bins");
+    let cases = [
+        ("at the freeze", "0"),
+        ("after", "0"),
+        ("mid", "0.02"),
+        ("mid", "0.05"),
+        ("mid", "0.08"),
+        ("mid", "0.12"),
+        ("mid", "0.16"),
+    ];
+    let mut thawed = 0;
+    for (mode, delay) in cases {
+        let what = format!("disk-snapshot {mode} {delay}");
+        let d = Deployment::new("kill-backup", 2);
+        d.flow("up").expect(0);
+        let data: Vec<Vec<u8>> = (0..2).map(|n| fill(&d, n, "precious", 24)).collect();
+        if mode == "at the freeze" {
+            // The whole flow's process group, killed as disk-snapshot
+            // says it froze the first filesystem.
+            let mut cmd = d.script("backup", None, &[], false);
+            cmd.env("APPSCALE_PERSIST_LOG", "debug");
+            let r = group_signals_at(cmd, "", "froze ", Duration::ZERO, &[Signal::SIGKILL]);
+            assert!(r.stderr.contains("froze "), "{what}: {}", r.stderr);
+        } else {
+            killed(&d, "backup", &killing_bin(&t, "disk-snapshot", mode, delay));
+        }
+        let r = d.flow("backup");
+        assert_eq!(r.code, 0, "{what}: rerun: {}", r.stderr);
+        thawed += usize::from(r.stderr.contains("thawed "));
+        for rec in r.records() {
+            assert_eq!(rec["snapshot"]["state"], "completed", "{what}: {rec}");
+        }
+        assert_not_frozen(&d, &what);
+        assert_nothing_left(&d, &what);
+        for (n, data) in data.iter().enumerate() {
+            assert!(
+                std::fs::read(d.mnt(n).join("precious")).unwrap() == *data,
+                "{what}"
+            );
+        }
+        d.flow("down").expect(0);
+        assert_whole(&d, &what);
+    }
+    assert!(thawed >= 1, "a kill left a freeze, and the rerun thawed it");
+}
+
+/// scripts/restore killed with SIGKILL at any step (the copy of
+/// disk-create --from-snapshot mid-way, the attach, the blank check, the
+/// mount): the next restore makes the one restored disk per node (no
+/// second, no half-made one), with the snapshot's data, and exits 0;
+/// every filesystem is whole.
+#[test]
+fn a_killed_restore_converges_on_rerun_with_nothing_left() {
+    require_root();
+    let t = TempDir::new("kill-restore-bins");
+    for (step, mode, delay) in [
+        ("disk-create", "mid", "0.01"),
+        ("disk-create", "mid", "0.05"),
+        ("disk-create", "after", "0"),
+        ("disk-attach", "after", "0"),
+        ("disk-ensure-fs", "mid", "0.01"),
+        ("disk-mount", "mid", "0.01"),
+    ] {
+        let what = format!("{step} {mode} {delay}");
+        let bin = killing_bin(&t, step, mode, delay);
+        let d = Deployment::new("kill-restore", 2);
+        d.flow("up").expect(0);
+        let data: Vec<Vec<u8>> = (0..2).map(|n| fill(&d, n, "precious", 24)).collect();
+        d.flow("backup").expect(0);
+        d.flow("down").expect(0);
+        killed(&d, "restore", &bin);
+        let r = d.flow("restore");
+        assert_eq!(r.code, 0, "{what}: rerun: {}", r.stderr);
+        let recs = r.records();
+        for (n, rec) in recs.iter().enumerate() {
+            assert_eq!(
+                rec["restored_from"]["disk"],
+                format!("data-{n}"),
+                "{what}: {rec}"
+            );
+            assert!(
+                std::fs::read(d.mnt(n).join("precious")).unwrap() == data[n],
+                "{what}"
+            );
+        }
+        assert_nothing_left(&d, &what);
+        let images: Vec<String> = std::fs::read_dir(d.dir.join("disks"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".img"))
+            .collect();
+        assert_eq!(
+            images.len(),
+            4,
+            "{what}: two disks, two restored: {images:?}"
+        );
+        let down = run(
+            "disk-unmount",
+            &["--fstab", &d.dir.s("fstab"), "--remove-fstab"],
+            &r.stdout,
+        )
+        .expect(0);
+        let state = d.dir.s("disks");
+        run("disk-detach", &["--state-dir", &state], &down.stdout).expect(0);
+        assert_whole(&d, &what);
+    }
+}
+
+/// `scripts/up --grow` killed with SIGKILL while disk-ensure-fs grows the
+/// filesystem offline (in e2fsck, or in resize2fs, which is never killed
+/// and finishes on its own): the next `up --grow` waits for a resize2fs
+/// still running, then finds the filesystem grown (or grows it), mounts it
+/// with the data, and the filesystem has no errors.
+#[test]
+fn a_killed_grow_converges_on_rerun_with_the_filesystem_whole() {
+    require_root();
+    let t = TempDir::new("kill-grow-bins");
+    for delay in ["0.05", "0.3", "0.8"] {
+        let what = format!("disk-ensure-fs --grow mid {delay}");
+        let bin = killing_bin(&t, "disk-ensure-fs", "mid", delay);
+        let mut d = Deployment::new("kill-grow", 2);
+        d.flow("up").expect(0);
+        let data: Vec<Vec<u8>> = (0..2).map(|n| fill(&d, n, "precious", 8)).collect();
+        // Unmounted, still attached: grown offline.
+        d.flow_with("down", &["--keep-attached"]).expect(0);
+        d.provider = vec!["--size", "48G"];
+        let status = d
+            .script("up", Some(&bin), &["--grow"], true)
+            .output()
+            .unwrap()
+            .status;
+        assert!(!status.success(), "{what}: killed");
+        let r = d.flow_with("up", &["--grow"]);
+        assert_eq!(r.code, 0, "{what}: rerun: {}", r.stderr);
+        for (n, data) in data.iter().enumerate() {
+            let st = nix::sys::statvfs::statvfs(&d.mnt(n)).unwrap();
+            assert!(
+                st.blocks() * st.fragment_size() > 40 << 30,
+                "{what}: node {n} grown"
+            );
+            assert!(
+                std::fs::read(d.mnt(n).join("precious")).unwrap() == *data,
+                "{what}"
+            );
+        }
+        assert_nothing_left(&d, &what);
+        d.flow("down").expect(0);
+        assert_whole(&d, &what);
+    }
 }

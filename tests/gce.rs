@@ -1470,3 +1470,42 @@ fn the_documented_permissions_are_what_each_tool_uses() {
         );
     }
 }
+
+/// An unmount proof holds for the attachment it was made in
+/// (`lastAttachTimestamp`): one made before the disk was attached as it is
+/// now is refused, however recent; it was taken for up to an hour.
+#[test]
+fn an_unmount_proof_is_tied_to_the_attachment_it_was_made_in() {
+    let zone = "us-central1-a";
+    let g = Gce::new(zone);
+    let r = rec("node-0", "pd1");
+    g.tool("disk-create", &["--size", "1G"], &ndjson(&[r.clone()]))
+        .expect(0);
+    let attached = g
+        .tool("disk-attach", &["--instance", "vm-1"], &ndjson(&[r]))
+        .expect(0)
+        .record();
+    let now = now_secs();
+    let proven = |at: u64| unmount_proven(&attached, "vm-1", "pd1", at);
+    let refused = g
+        .tool("disk-detach", &[], &proven(now - 120))
+        .expect(1)
+        .record();
+    assert_eq!(error_code(&refused), "unmount-proof-stale", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("earlier attachment"),
+        "{refused}"
+    );
+    assert_eq!(
+        g.state()["disks"][format!("proj/{zone}/pd1")]["users"],
+        json!(["vm-1"])
+    );
+    g.tool("disk-detach", &[], &proven(now + 1)).expect(0);
+    assert_eq!(
+        g.state()["disks"][format!("proj/{zone}/pd1")]["users"],
+        json!([])
+    );
+}

@@ -207,3 +207,66 @@ fn package_makes_a_tarball_and_a_deb() {
         assert!(contents.contains(want), "{want} in the .deb: {contents}");
     }
 }
+
+/// scripts/install touches only the files it installs. It chmodded every
+/// man page and completion under the prefix (other packages' too, and
+/// through symbolic links, files outside the prefix). Now another
+/// package's file keeps its mode, a link planted at one of its names is
+/// replaced (its target left byte for byte, mode and all), and a directory
+/// that leads out of the prefix through a link is refused, nothing written
+/// there (the run stops there: its last directory, so one run shows all).
+#[test]
+fn install_touches_only_its_own_files() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root();
+    let t = TempDir::new("install-own");
+    let stage = t.join("stage");
+    let root = stage.join("opt/ap");
+    let completions = root.join("share/bash-completion/completions");
+    let man = root.join("share/man/man1");
+    std::fs::create_dir_all(&completions).unwrap();
+    std::fs::create_dir_all(&man).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let theirs = completions.join("other-tool");
+    std::fs::write(&theirs, "complete -F _other other-tool\n").unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let victim = t.join("victim");
+    std::fs::write(&victim, "not the installer's").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&victim, man.join("disk-mount.1")).unwrap();
+    let outside = t.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("share/appscale-persist")).unwrap();
+    let out = Command::new(repo().join("scripts/install"))
+        .args([
+            "--debug",
+            "--prefix",
+            "/opt/ap",
+            "--destdir",
+            stage.to_str().unwrap(),
+        ])
+        .env("APPSCALE_PERSIST_VENV", venv())
+        .output()
+        .unwrap();
+    let r = finish(out);
+    assert_eq!(
+        mode(&theirs),
+        0o600,
+        "another package's file keeps its mode"
+    );
+    assert_eq!(mode(&victim), 0o600);
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "not the installer's"
+    );
+    let page = std::fs::symlink_metadata(man.join("disk-mount.1")).unwrap();
+    assert!(page.is_file(), "the planted link is replaced by the page");
+    assert_eq!(mode(&man.join("disk-mount.1")), 0o644);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("leads out of"), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing written out there"
+    );
+}

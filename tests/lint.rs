@@ -58,6 +58,11 @@ const CORPUS: &[(&str, i32, &[&str])] = &[
     ),
     ("disk-duplicate.yaml", 1, &["error disk-duplicate 12:12"]),
     (
+        "disk-kernel-name.yaml",
+        0,
+        &["warning disk-kernel-name 6:12"],
+    ),
+    (
         "disk-name-invalid.yaml",
         1,
         &["error disk-name-invalid 10:12"],
@@ -832,7 +837,11 @@ fn plan_prints_one_record_per_node_with_a_disk() {
             rec["provider"].as_str(),
             rec["disk"].as_str()
         ),
-        (Some("192.168.33.10"), Some("static"), Some("/dev/sdb"))
+        (
+            Some("192.168.33.10"),
+            Some("static"),
+            Some("/dev/disk/by-id/wwn-0x5000c500a1b2c3d4")
+        )
     );
 }
 
@@ -931,9 +940,10 @@ fn random_input_never_panics() {
     }
 }
 
-/// Cloud records carry the deployment's name (AppScale's `keyname`, else
-/// `group`), which scopes their disks' tags and client tokens; without one
-/// they carry none, and the cloud tools fall back (with a warning).
+/// Cloud and local records carry the deployment's name (AppScale's
+/// `keyname`, else `group`), which scopes their disks' tags, labels, client
+/// tokens and (local) owner files; without one they carry none, and the
+/// tools fall back to the shared default.
 #[test]
 fn the_plan_names_the_deployment_after_keyname_else_group() {
     let base = "infrastructure: ec2\nmachine: ami-0123456789abcdef0\nzone: us-east-1b\nips_layout:\n  master: node-1\n  appengine: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: data-1\n";
@@ -963,7 +973,8 @@ fn the_plan_names_the_deployment_after_keyname_else_group() {
         "{}",
         r.stderr
     );
-    // Local disks belong to the machine, not to a cloud deployment.
+    // Local disks belong to their deployment too (the owner of their
+    // images and snapshots).
     let local = run(
         "appscalefile-lint",
         &["--plan", "-"],
@@ -971,5 +982,5 @@ fn the_plan_names_the_deployment_after_keyname_else_group() {
     )
     .expect(0)
     .record();
-    assert!(local.get("deployment").is_none(), "{local}");
+    assert_eq!(local["deployment"], "k", "{local}");
 }

@@ -1566,3 +1566,348 @@ fn the_demo_never_deletes_through_a_mount() {
         "on another filesystem"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Growing
+
+/// A signal during an offline `disk-ensure-fs --grow` no longer kills
+/// resize2fs half-way (which left the filesystem with errors: `e2fsck -fn`
+/// exit 4, "Resize inode not valid"): a SIGTERM to the tool, or a Ctrl-C
+/// to its whole process group, lets resize2fs finish, as mkfs; the
+/// filesystem is whole and grown.
+#[test]
+fn a_signal_never_stops_resize2fs_half_way() {
+    use nix::sys::signal::Signal;
+    require_root();
+    let t = TempDir::new("grow-signal");
+    for (round, group) in [(0, false), (1, true)] {
+        let d = LoopDev::new(&t, &format!("disk{round}"), 256);
+        mkfs_ext4(&d.device);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&d.image)
+            .unwrap();
+        f.set_len(200 << 30).unwrap();
+        sh_ok(&["losetup", "--set-capacity", &d.device]);
+        let mut cmd = Command::new(bin("disk-ensure-fs"));
+        cmd.args(["-v", "--grow", "--device", &d.device]);
+        let send = if group { group_signals_at } else { signals_at };
+        let sig = if group {
+            Signal::SIGINT
+        } else {
+            Signal::SIGTERM
+        };
+        let r = send(
+            cmd,
+            "",
+            "running resize2fs",
+            Duration::from_millis(500),
+            &[sig],
+        );
+        assert!(r.stderr.contains("running resize2fs"), "{}", r.stderr);
+        let fsck = sh(&["e2fsck", "-fn", &d.device]);
+        assert_eq!(
+            fsck.code, 0,
+            "round {round}: the filesystem is whole: {}{}\n{}",
+            fsck.stdout, fsck.stderr, r.stderr
+        );
+        let blocks = sh_ok(&["dumpe2fs", "-h", &d.device]);
+        let count: u64 = blocks
+            .lines()
+            .find_map(|l| l.strip_prefix("Block count:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap();
+        assert!(count > 100 << 20, "round {round}: grown ({count} blocks)");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Nested mountpoints
+
+/// Records whose mountpoints nest (X and X/inner) in one disk-mount run:
+/// the parent is mounted first, then the child, whatever the input order
+/// and however long the parent takes (here an fsck the child skips). They
+/// were mounted concurrently: the child won, the parent's mount hid it, and
+/// writes to X/inner landed on the outer disk, with exit 0 and two fstab
+/// lines. Now the fstab lists the parent first, disk-unmount takes the
+/// child off first, a child whose parent fails is not mounted
+/// (`parent-not-mounted`), and a parent is never mounted over a mount
+/// inside it (`mountpoint-busy`).
+#[test]
+fn nested_mountpoints_mount_parents_first_and_unmount_children_first() {
+    use std::os::unix::fs::MetadataExt;
+    require_root();
+    let t = TempDir::new("nested");
+    let outer = LoopDev::new(&t, "outer", 64);
+    let inner = LoopDev::new(&t, "inner", 64);
+    let x = t.join("x");
+    let xi = x.join("inner");
+    let fstab = t.s("fstab");
+    let rdev = |dev: &str| std::fs::metadata(dev).unwrap().rdev();
+    let on = |p: &Path| std::fs::metadata(p).unwrap().dev();
+    for round in 0..3 {
+        // The parent's filesystem made outside the flow: fsck runs before
+        // its mount. The child's made by disk-ensure-fs: none.
+        mkfs_ext4(&outer.device);
+        sh_ok(&[
+            "dd",
+            "if=/dev/zero",
+            &format!("of={}", inner.device),
+            "bs=1M",
+            "count=64",
+            "conv=fsync",
+            "status=none",
+        ]);
+        let mut inner_rec = ensure_ok(&inner.device);
+        inner_rec["mountpoint"] = json!(xi.display().to_string());
+        let outer_rec =
+            json!({"v": 1, "device": outer.device, "mountpoint": x.display().to_string()});
+        let r = run(
+            "disk-mount",
+            &["--fstab", &fstab],
+            &ndjson(&[inner_rec.clone(), outer_rec.clone()]),
+        )
+        .expect(0);
+        assert_eq!(on(&x), rdev(&outer.device), "round {round}: {}", r.stderr);
+        assert_eq!(
+            on(&xi),
+            rdev(&inner.device),
+            "round {round}: X/inner is the inner disk, not hidden: {}",
+            r.stderr
+        );
+        let lines = fstab_lines(Path::new(&fstab));
+        let at = |p: &Path| {
+            lines
+                .iter()
+                .position(|l| l.split_whitespace().nth(1) == Some(&p.display().to_string()))
+                .unwrap()
+        };
+        assert!(
+            at(&x) < at(&xi),
+            "round {round}: the parent's line first: {lines:?}"
+        );
+        // Unmount, the parent's record first: the child goes first.
+        run(
+            "disk-unmount",
+            &["--fstab", &fstab, "--remove-fstab"],
+            &ndjson(&[outer_rec, inner_rec]),
+        )
+        .expect(0);
+        assert!(!is_mounted(&xi) && !is_mounted(&x), "round {round}");
+    }
+    // A parent whose mount fails: its child is not mounted under it.
+    sh_ok(&["wipefs", "-a", "-q", &outer.device]);
+    let mut inner_rec = json!({"v": 1, "device": inner.device});
+    inner_rec["mountpoint"] = json!(xi.display().to_string());
+    let outer_rec = json!({"v": 1, "device": outer.device, "mountpoint": x.display().to_string()});
+    let recs = run(
+        "disk-mount",
+        &["--fstab", &fstab],
+        &ndjson(&[inner_rec.clone(), outer_rec.clone()]),
+    )
+    .expect(1)
+    .records();
+    assert_eq!(recs[1]["error"]["code"], "no-filesystem", "{}", recs[1]);
+    assert_eq!(
+        recs[0]["error"]["code"], "parent-not-mounted",
+        "{}",
+        recs[0]
+    );
+    assert!(!is_mounted(&xi));
+    // A mount inside: the parent is not mounted over it.
+    mkfs_ext4(&outer.device);
+    run(
+        "disk-mount",
+        &["--fstab", &fstab],
+        &ndjson(&[inner_rec.clone()]),
+    )
+    .expect(0);
+    let r = run("disk-mount", &["--fstab", &fstab], &ndjson(&[outer_rec]))
+        .expect(1)
+        .record();
+    assert_eq!(r["error"]["code"], "mountpoint-busy", "{r}");
+    assert!(!is_mounted(&x) && is_mounted(&xi));
+    run(
+        "disk-unmount",
+        &["--fstab", &fstab, "--remove-fstab"],
+        &ndjson(&[inner_rec]),
+    )
+    .expect(0);
+}
+
+// ---------------------------------------------------------------------------
+// Odd input, round two
+
+/// Input is capped in all, not only per line: 24 records of 0.9 MiB (each
+/// under the 1 MiB line cap) are refused (exit 2) once 16 MiB is read. It
+/// was all read and held: 400 such lines took 402 MB.
+#[test]
+fn input_is_capped_in_all_not_only_per_line() {
+    let mut child = Command::new(bin("disk-ensure-fs"))
+        .arg("--check")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let line = format!("{{\"v\":1,\"x\":\"{}\"}}\n", "y".repeat(900 << 10));
+        for _ in 0..24 {
+            if stdin.write_all(line.as_bytes()).is_err() {
+                break;
+            }
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("more than 16 MiB of input"), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing done");
+}
+
+/// Mountpoints inside /home, /root, /var/log, /var/spool, /var/cache, /efi
+/// and /snap are refused (they were accepted), and so is one holding a
+/// control character: a tab, a carriage return or an escape reached fstab
+/// raw (a tab splits the line in two fields) and broke the tools' own
+/// reading of it.
+#[test]
+fn more_system_trees_and_control_characters_are_refused_as_mountpoints() {
+    require_root();
+    let t = TempDir::new("mp-rules-2");
+    let d = LoopDev::new(&t, "disk", 64);
+    mkfs_ext4(&d.device);
+    let mount = |mp: &str, check: bool| {
+        let fstab = t.s("fstab");
+        let mut args = vec![
+            "--fstab",
+            fstab.as_str(),
+            "--device",
+            &d.device,
+            "--mountpoint",
+            mp,
+        ];
+        if check {
+            args.insert(0, "--check");
+        }
+        run("disk-mount", &args, "")
+    };
+    for bad in [
+        "/home/appscale",
+        "/root/appscale",
+        "/var/log/appscale",
+        "/var/spool/appscale",
+        "/var/cache/appscale",
+        "/efi/appscale",
+        "/snap/appscale",
+    ] {
+        let r = mount(bad, true).expect(1);
+        assert_eq!(r.record()["error"]["code"], "bad-mountpoint", "{bad}");
+    }
+    for ctl in ["a\tb", "a\rb", "a\u{1b}b"] {
+        let mp = t.s(ctl);
+        let r = mount(&mp, false).expect(1);
+        assert_eq!(r.record()["error"]["code"], "bad-mountpoint", "{ctl:?}");
+        assert!(
+            !r.stderr.contains('\t'),
+            "escaped in messages: {}",
+            r.stderr
+        );
+        assert!(!t.join(ctl).exists(), "{ctl:?}: nothing made");
+    }
+    assert!(!t.join("fstab").exists(), "fstab untouched");
+}
+
+// ---------------------------------------------------------------------------
+// Static disks
+
+/// A static disk named by its kernel name (`/dev/sdb`; a loop device here)
+/// may be another disk after a reboot or once a disk is added. The linter
+/// warns (`disk-kernel-name`); disk-create and disk-attach say so and name
+/// the stable link to use instead, and disk-attach gives the record that
+/// link as its `device` (a world-wide name first, never a partition's),
+/// which the next steps use. A disk named by a stable link is left as it
+/// is, without a word.
+#[test]
+fn a_static_disk_named_by_its_kernel_name_gets_its_stable_name() {
+    require_root();
+    let t = TempDir::new("static-by-id");
+    let d = LoopDev::new(&t, "disk", 64);
+    let by_id = t.join("dev/disk/by-id");
+    std::fs::create_dir_all(&by_id).unwrap();
+    for name in [
+        "ata-FAKE_DISK_S3R1AL",
+        "wwn-0x5000c500a1b2c3d4",
+        "wwn-0x5000c500a1b2c3d4-part1",
+    ] {
+        std::os::unix::fs::symlink(&d.device, by_id.join(name)).unwrap();
+    }
+    let root = t.s("dev");
+    let env = [("APPSCALE_PERSIST_DEV_ROOT", root.as_str())];
+    let wwn = by_id.join("wwn-0x5000c500a1b2c3d4").display().to_string();
+    let r = run_env(
+        "disk-create",
+        &["--provider", "static", "--disk", &d.device],
+        "",
+        &env,
+    )
+    .expect(0);
+    assert!(
+        r.stderr.contains("kernel name") && r.stderr.contains(&wwn),
+        "{}",
+        r.stderr
+    );
+    let attached = run_env("disk-attach", &[], &r.stdout, &env).expect(0);
+    assert_eq!(
+        attached.record()["device"],
+        wwn.as_str(),
+        "{}",
+        attached.stdout
+    );
+    assert_eq!(
+        attached.record()["disk"],
+        d.device.as_str(),
+        "the disk keeps its name"
+    );
+    run_env("disk-ensure-fs", &[], &attached.stdout, &env).expect(0);
+    // By a stable name (a link under /dev, as udev makes them): used as it
+    // is, nothing said.
+    struct Gone(PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let links = Gone(PathBuf::from(format!(
+        "/dev/appscale-persist-test-{}",
+        std::process::id()
+    )));
+    std::fs::create_dir_all(&links.0).unwrap();
+    let stable = links.0.join("wwn-0x5000c500a1b2c3d4");
+    std::os::unix::fs::symlink(&d.device, &stable).unwrap();
+    let stable = stable.display().to_string();
+    let r = run_env(
+        "disk-attach",
+        &["--provider", "static", "--disk", &stable],
+        "",
+        &env,
+    )
+    .expect(0);
+    assert!(!r.stderr.contains("kernel name"), "{}", r.stderr);
+    assert_eq!(r.record()["device"], stable.as_str());
+    // The linter warns about the kernel name, not about the link.
+    let lint = |disk: &str| {
+        run(
+            "appscalefile-lint",
+            &["-"],
+            &format!(
+                "ips_layout:\n  - roles: [master, database, zookeeper]\n    nodes: 10.0.0.5\n    disks: {disk}\n"
+            ),
+        )
+    };
+    let r = lint(&d.device);
+    assert!(r.stderr.contains("disk-kernel-name"), "{}", r.stderr);
+    let r = lint("/dev/disk/by-id/wwn-0x5000c500a1b2c3d4");
+    assert!(!r.stderr.contains("disk-kernel-name"), "{}", r.stderr);
+}

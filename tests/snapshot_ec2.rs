@@ -502,7 +502,7 @@ fn pruning_deletes_concurrently_and_reports_every_failure() {
     // Six deletions, four fail: some record has two failures.
     inject(
         &url,
-        json!({"fail": {"DeleteSnapshot": {"status": 400, "code": "InvalidSnapshot.InUse", "times": 4}}}),
+        json!({"fail": {"DeleteSnapshot": {"status": 403, "code": "UnauthorizedOperation", "times": 4}}}),
     );
     let r = tool(&url, "disk-snapshot", &["--keep", "1"], &created.stdout).expect(1);
     let recs = r.records();
@@ -718,4 +718,287 @@ fn wait_takes_a_snapshot_not_found_yet_as_pending() {
     let (_, body) = http("GET", &format!("{url}/__proxy__"), "");
     let seen: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(seen["injected"]["DescribeSnapshots"], 1, "{seen}");
+}
+
+// --- EC2 as it answers (issue 26) ------------------------------------------
+
+/// The proxy (answering as EC2 does) in front of a fresh moto, and one 1 GiB
+/// volume made through it (disk-create's run).
+fn one_disk() -> (Ec2Proxy, Run) {
+    let ec2 = Ec2Proxy::new(&[]);
+    let created = tool(
+        &ec2.url(),
+        "disk-create",
+        &["--size", "1G"],
+        &ndjson(&[rec("node-0", "data-0")]),
+    )
+    .expect(0);
+    (ec2, created)
+}
+
+/// A second CreateSnapshot of one volume seconds after the first is
+/// refused `SnapshotCreationPerVolumeRateExceeded` (EC2 API error codes):
+/// `snapshot-too-soon` (as on Compute Engine), saying nothing is wrong
+/// with the volume.
+#[test]
+fn a_snapshot_seconds_after_the_last_is_too_soon() {
+    let (ec2, created) = one_disk();
+    let url = ec2.url();
+    inject(&url, json!({"snapshot_interval": 60}));
+    tool(&url, "disk-snapshot", &[], &created.stdout).expect(0);
+    let r = tool(&url, "disk-snapshot", &[], &created.stdout)
+        .expect(1)
+        .record();
+    assert_eq!(r["error"]["code"], "snapshot-too-soon", "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("nothing is wrong with the volume"), "{msg}");
+}
+
+/// A snapshot an image (AMI) uses cannot be deleted (`InvalidSnapshot.InUse`,
+/// EC2 API error codes): said once, kept, and left out of retention's
+/// count from then on, instead of failing every run.
+#[test]
+fn a_snapshot_an_image_uses_is_said_once_and_not_counted() {
+    let (ec2, created) = one_disk();
+    let url = ec2.url();
+    let take = |args: &[&str]| {
+        let r = tool(&url, "disk-snapshot", args, &created.stdout).expect(0);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        r
+    };
+    let imaged = ids(&[take(&[]).record()]).remove(0);
+    inject(&url, json!({"in_use_snapshots": [imaged]}));
+    let second = take(&["--keep", "1"]);
+    assert!(
+        second.stderr.contains(&imaged) && second.stderr.contains("InvalidSnapshot.InUse"),
+        "said: {}",
+        second.stderr
+    );
+    let second = second.record();
+    assert!(second["snapshot"].get("pruned").is_none(), "{second}");
+    let second_id = second["snapshot"]["id"].as_str().unwrap().to_string();
+    // Next run: the imaged one is not counted: --keep 1 keeps the new one,
+    // prunes the second, and says nothing of the imaged one.
+    let third = take(&["--keep", "1"]);
+    assert!(
+        !third.stderr.contains(&imaged),
+        "said once: {}",
+        third.stderr
+    );
+    assert_eq!(pruned_sorted(&third.record()), [second_id]);
+    let listed = ids(&tool(&url, "disk-snapshot", &["--list"], &created.stdout)
+        .expect(0)
+        .records());
+    assert!(listed.contains(&imaged), "kept: {listed:?}");
+}
+
+/// CreateSnapshot carries no token: an answer lost in transit makes the
+/// SDK send it again, and EC2 makes a twin. The twin is tagged (in the
+/// same call) so retention counts it, and prunes it.
+#[test]
+fn a_create_snapshot_twin_is_tagged_and_counted() {
+    let ec2 = Ec2Proxy::new(&[]);
+    let (moto, url) = (&ec2.moto, ec2.url());
+    let created = tool(
+        &url,
+        "disk-create",
+        &["--size", "1G"],
+        &ndjson(&[rec("node-0", "data-0")]),
+    )
+    .expect(0);
+    let vol = created.record()["disk_id"].as_str().unwrap().to_string();
+    inject(&url, json!({"lose": {"CreateSnapshot": 1}}));
+    tool(&url, "disk-snapshot", &[], &created.stdout).expect(0);
+    let snaps = moto.ec2_admin(&["snapshots", &vol]);
+    let snaps = snaps.as_object().unwrap();
+    assert_eq!(snaps.len(), 2, "a twin: {snaps:?}");
+    for tags in snaps.values() {
+        assert_eq!(tags["appscale-persist:disk"], "data-0", "{tags}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let r = tool(&url, "disk-snapshot", &["--keep", "1"], &created.stdout)
+        .expect(0)
+        .record();
+    assert_eq!(pruned_sorted(&r).len(), 2, "both counted: {r}");
+}
+
+/// DescribeSnapshots pages (NextToken; ec2-api-pagination.html): every
+/// page is followed, or retention and `--from-snapshot latest` would see a
+/// partial list.
+#[test]
+fn every_page_of_snapshots_is_followed() {
+    let (ec2, created) = one_disk();
+    let url = ec2.url();
+    let mut taken = Vec::new();
+    for _ in 0..4 {
+        let r = tool(&url, "disk-snapshot", &[], &created.stdout).expect(0);
+        taken.extend(ids(&r.records()));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    inject(&url, json!({"page_size": 2}));
+    let listed = tool(&url, "disk-snapshot", &["--list"], &created.stdout)
+        .expect(0)
+        .records();
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    let restored = tool(
+        &url,
+        "disk-create",
+        &["--from-snapshot", "latest"],
+        &created.stdout,
+    )
+    .expect(0)
+    .record();
+    assert_eq!(
+        restored["restored_from"]["snapshot"].as_str(),
+        Some(taken[3].as_str()),
+        "the newest, on the last page: {restored}"
+    );
+    let r = tool(&url, "disk-snapshot", &["--keep", "1"], &created.stdout)
+        .expect(0)
+        .record();
+    let mut want = taken.clone();
+    want.sort();
+    assert_eq!(pruned_sorted(&r), want, "{r}");
+}
+
+/// Only snapshots disk-snapshot took (every tag it puts on one: the
+/// deployment, node, disk, time and tool) are counted, listed, pruned or
+/// restored from: one made by hand, or by another tool, tagged with the
+/// deployment and disk alone, is left alone. Before, it counted (as the
+/// oldest: it has no time tag) and was pruned first.
+#[test]
+fn retention_never_counts_or_deletes_a_snapshot_it_did_not_make() {
+    let moto = Server::moto();
+    let url = moto.url();
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let created = tool(&url, "disk-create", &["--size", "1G"], &input).expect(0);
+    let vol = created.record()["disk_id"].as_str().unwrap().to_string();
+    let by_hand = moto.ec2_admin(&[
+        "create-snapshot",
+        &vol,
+        &json!({"appscale-persist:deployment": "snaps", "appscale-persist:disk": "data-0"})
+            .to_string(),
+    ]);
+    let by_hand = by_hand.as_str().unwrap().to_string();
+    let other_tool = moto.ec2_admin(&[
+        "create-snapshot",
+        &vol,
+        &json!({"appscale-persist:deployment": "snaps", "appscale-persist:disk": "data-0",
+                "appscale-persist:node": "node-0", "appscale-persist:time": "2020-01-01T00:00:00.000Z",
+                "appscale-persist:tool": "backup.sh"})
+        .to_string(),
+    ]);
+    let other_tool = other_tool.as_str().unwrap().to_string();
+    let mut ours = Vec::new();
+    for _ in 0..2 {
+        let r = tool(&url, "disk-snapshot", &["--keep", "1"], &created.stdout)
+            .expect(0)
+            .record();
+        ours.push(r["snapshot"]["id"].as_str().unwrap().to_string());
+        assert!(
+            pruned_sorted(&r).iter().all(|p| ours.contains(p)),
+            "only ours is pruned: {r}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let all = moto.ec2_admin(&["snapshots"]);
+    for theirs in [&by_hand, &other_tool] {
+        assert!(all.get(theirs.as_str()).is_some(), "{theirs} kept: {all}");
+    }
+    assert!(
+        all.get(ours[0].as_str()).is_none(),
+        "the older of ours pruned"
+    );
+    let listed = tool(&url, "disk-snapshot", &["--list"], &created.stdout)
+        .expect(0)
+        .records();
+    assert_eq!(ids(&listed), [ours[1].clone()], "theirs is not listed");
+    let r = tool(
+        &url,
+        "disk-create",
+        &["--from-snapshot", &by_hand],
+        &created.stdout,
+    )
+    .expect(1)
+    .record();
+    assert_eq!(r["error"]["code"], "no-such-snapshot", "{r}");
+}
+
+/// On its node, a volume whose filesystem was lazily unmounted but is still
+/// in use (written to, with no mountpoint to freeze it through) is refused
+/// (`freeze-failed`) unless --no-freeze; it was taken as `not-mounted`.
+#[test]
+fn a_lazily_unmounted_live_volume_is_not_snapshotted_unfrozen() {
+    let n = Node::new("snap-ec2-lazy");
+    let mut holder = Command::new("sleep")
+        .arg("60")
+        .current_dir(&n.mnt)
+        .spawn()
+        .unwrap();
+    sh_ok(&["umount", "--lazy", n.mnt.to_str().unwrap()]);
+    let r = n.snapshot(&[]);
+    let forced = n.snapshot(&["--no-freeze"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let rec = r.record();
+    assert_eq!(rec["error"]["code"], "freeze-failed", "{rec}");
+    assert!(
+        rec["error"]["message"].as_str().unwrap().contains("sleep"),
+        "{rec}"
+    );
+    assert_eq!(forced.code, 0, "{}", forced.stderr);
+    assert_eq!(forced.record()["snapshot"]["freeze"], "not-frozen");
+}
+
+/// `disk-create --from-snapshot` of a volume still attached to an instance
+/// is refused before anything is made (`original-attached`): the restored
+/// volume would carry a filesystem of the same UUID, and an attachment
+/// survives a reboot. Detached, the restore goes ahead.
+#[test]
+fn a_restore_beside_its_attached_original_is_refused() {
+    let moto = Server::moto();
+    let url = moto.url();
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let created = tool(&url, "disk-create", &["--size", "1G"], &input).expect(0);
+    let vol = created.record()["disk_id"].as_str().unwrap().to_string();
+    let snap = tool(&url, "disk-snapshot", &["--wait"], &created.stdout)
+        .expect(0)
+        .record();
+    let inst = moto.ec2_admin(&["run-instances", "us-east-1b", "1"])[0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    moto.ec2_admin(&["attach", &vol, &inst, "/dev/sdf"]);
+    let restored_name = || {
+        let t = snap["snapshot"]["time"].as_str().unwrap();
+        let compact: String = t.chars().filter(|c| *c != '-' && *c != ':').collect();
+        format!("data-0-restored-{compact}")
+    };
+    let r = tool(
+        &url,
+        "disk-create",
+        &["--from-snapshot", "latest"],
+        &created.stdout,
+    )
+    .expect(1)
+    .record();
+    assert_eq!(r["error"]["code"], "original-attached", "{r}");
+    assert!(
+        moto.ec2_admin(&["named", &restored_name()])
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "nothing was made"
+    );
+    tool(&url, "disk-detach", &["--force"], &created.stdout).expect(0);
+    let r = tool(
+        &url,
+        "disk-create",
+        &["--from-snapshot", "latest"],
+        &created.stdout,
+    )
+    .expect(0)
+    .record();
+    assert_eq!(r["disk"], restored_name().as_str(), "{r}");
 }

@@ -652,3 +652,109 @@ fn snapshot_location_sets_the_storage_location() {
         r.stderr
     );
 }
+
+/// Only snapshots disk-snapshot took (every label it puts on one: the
+/// deployment, disk, zone, time and tool) are counted, listed, pruned or
+/// restored from. A snapshot of the disk labelled with the deployment but
+/// without our time label counted as the oldest, and was pruned first.
+#[test]
+fn retention_never_counts_or_deletes_a_snapshot_it_did_not_make() {
+    let g = Gce::new(ZONE);
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let created = tool(&g, "disk-create", &["--size", "1G"], &input).expect(0);
+    let source = format!("projects/proj/zones/{ZONE}/disks/data-0");
+    for (name, labels) in [
+        (
+            "data-0-by-hand",
+            json!({"appscale-persist-deployment": "snaps", "appscale-persist-disk": "data-0",
+                   "appscale-persist-zone": ZONE}),
+        ),
+        (
+            "data-0-other-tool",
+            json!({"appscale-persist-deployment": "snaps", "appscale-persist-disk": "data-0",
+                   "appscale-persist-zone": ZONE, "appscale-persist-time": "20200101-000000-000",
+                   "appscale-persist-tool": "backup-sh"}),
+        ),
+    ] {
+        g.control(
+            "snapshots",
+            json!({"project": "proj", "name": name, "labels": labels, "diskSizeGb": 1,
+                   "sourceDisk": source}),
+        );
+    }
+    let mut ours = Vec::new();
+    for _ in 0..2 {
+        let r = tool(
+            &g,
+            "disk-snapshot",
+            &["--no-freeze", "--keep", "1"],
+            &created.stdout,
+        )
+        .expect(0)
+        .record();
+        ours.push(r["snapshot"]["id"].as_str().unwrap().to_string());
+        assert!(
+            pruned_sorted(&r).iter().all(|p| ours.contains(p)),
+            "only ours is pruned: {r}"
+        );
+    }
+    let all = snapshots(&g);
+    for theirs in ["data-0-by-hand", "data-0-other-tool"] {
+        assert!(all.contains_key(theirs), "{theirs} kept: {all:?}");
+    }
+    assert!(!all.contains_key(&ours[0]), "the older of ours pruned");
+    let listed = tool(&g, "disk-snapshot", &["--list"], &created.stdout)
+        .expect(0)
+        .records();
+    assert_eq!(ids(&listed), [ours[1].clone()], "theirs is not listed");
+    let r = tool(
+        &g,
+        "disk-create",
+        &["--from-snapshot", "data-0-other-tool"],
+        &created.stdout,
+    )
+    .expect(1)
+    .record();
+    assert_eq!(r["error"]["code"], "no-such-snapshot", "{r}");
+}
+
+/// `disk-create --from-snapshot` of a disk still attached to an instance is
+/// refused before anything is made (`original-attached`): the restored disk
+/// would carry a filesystem of the same UUID beside it.
+#[test]
+fn a_restore_beside_its_attached_original_is_refused() {
+    let g = Gce::new(ZONE);
+    let input = ndjson(&[rec("node-0", "data-0")]);
+    let created = tool(&g, "disk-create", &["--size", "1G"], &input).expect(0);
+    tool(&g, "disk-snapshot", &["--no-freeze"], &created.stdout).expect(0);
+    g.instance(ZONE, "vm-1");
+    let attached = tool(&g, "disk-attach", &["--instance", "vm-1"], &created.stdout).expect(0);
+    let disks = g.state()["disks"].as_object().unwrap().len();
+    let r = tool(
+        &g,
+        "disk-create",
+        &["--from-snapshot", "latest"],
+        &attached.stdout,
+    )
+    .expect(1)
+    .record();
+    assert_eq!(r["error"]["code"], "original-attached", "{r}");
+    assert_eq!(
+        g.state()["disks"].as_object().unwrap().len(),
+        disks,
+        "nothing was made"
+    );
+    tool(&g, "disk-detach", &["--force"], &attached.stdout).expect(0);
+    let r = tool(
+        &g,
+        "disk-create",
+        &["--from-snapshot", "latest"],
+        &created.stdout,
+    )
+    .expect(0)
+    .record();
+    assert!(
+        r["disk"].as_str().unwrap().starts_with("data-0-restored-"),
+        "{r}"
+    );
+}

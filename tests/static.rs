@@ -10,7 +10,7 @@ use common::*;
 
 /// Where scripts/build-static put the binaries for `target` (debug).
 fn static_dir(target: &str) -> PathBuf {
-    let dir = bin_dir().parent().unwrap().join(target).join("debug");
+    let dir = target_dir().join(target).join("debug");
     assert!(
         dir.join("disk-mount").exists(),
         "{} has no static build: run `scripts/build-static --debug` (scripts/test does)",

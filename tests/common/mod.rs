@@ -12,14 +12,34 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
-/// The directory holding the built binaries (`target/debug`): the test
-/// executable lives in `target/debug/deps`.
+/// The directory holding the built binaries: the test executable lives in
+/// its `deps/`. That is `target/debug` for a plain `cargo test`, and
+/// `target/x86_64-unknown-linux-musl/debug` for scripts/test, which builds
+/// the tools and the tests for that target: the tests run the static tools
+/// that ship.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     exe.parent()
         .and_then(Path::parent)
         .expect("target/debug")
         .to_path_buf()
+}
+
+/// The target directory (`target`, or `$CARGO_TARGET_DIR`): [`bin_dir`]'s
+/// parent, or its grandparent when the build named a target
+/// (`target/TRIPLE/debug`).
+pub fn target_dir() -> PathBuf {
+    let bins = bin_dir();
+    let above = bins.parent().expect("target directory");
+    let named_target = above
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().contains("-linux-"));
+    let root = if named_target {
+        above.parent().expect("target directory")
+    } else {
+        above
+    };
+    root.to_path_buf()
 }
 
 /// Path of a built tool; panics with the fix when it was not built.
@@ -199,6 +219,10 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // Loops first, while their backing files' paths still show under
+        // the directory (a filesystem lazily unmounted shows them from its
+        // own root): a busy one is set to go once its user lets go.
+        detach_loops_under(&self.path);
         unmount_under(&self.path);
         detach_loops_under(&self.path);
         let _ = std::fs::remove_dir_all(&self.path);
@@ -560,6 +584,92 @@ pub fn aws_env() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// moto behind tests/servers/ec2_proxy.py, which answers as EC2 does where
+/// moto is lenient (with `--euca`, binds parameters as Eucalyptus 4.4 does)
+/// and injects what its control rules say; both killed on drop.
+pub struct Ec2Proxy {
+    pub moto: Server,
+    pub proxy: Server,
+}
+
+impl Ec2Proxy {
+    /// A fresh moto, and the proxy in front of it with `args`.
+    pub fn new(args: &[&str]) -> Ec2Proxy {
+        let moto = Server::moto();
+        let upstream = moto.url();
+        let mut a = vec![upstream.as_str()];
+        a.extend_from_slice(args);
+        let proxy = Server::python("ec2_proxy.py", &a);
+        Ec2Proxy { moto, proxy }
+    }
+
+    /// Where the tools call.
+    pub fn url(&self) -> String {
+        self.proxy.url()
+    }
+
+    /// Merges `rule` into the proxy's state (`{"actions": {}}` resets
+    /// what it saw).
+    pub fn control(&self, rule: Value) {
+        let (code, body) = http(
+            "POST",
+            &format!("{}/__proxy__", self.url()),
+            &rule.to_string(),
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+
+    /// What the proxy saw: `actions` (every request), `injected` (what it
+    /// refused or rewrote), `tokens`.
+    pub fn seen(&self) -> Value {
+        serde_json::from_str(&http("GET", &format!("{}/__proxy__", self.url()), "").1).unwrap()
+    }
+
+    /// How many requests of `action` it saw.
+    pub fn calls(&self, action: &str) -> u64 {
+        self.seen()["actions"][action].as_u64().unwrap_or(0)
+    }
+}
+
+/// `cmd` with none of the credentials the AWS SDK would find: no keys or
+/// profile in the environment, no shared config files.
+pub fn without_aws_credentials(cmd: &mut Command) -> &mut Command {
+    for k in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_EC2_METADATA_DISABLED",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd.env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+}
+
+/// Starts `cmd` with its stdout and stderr piped, and writes `input` to
+/// its stdin (then closed).
+pub fn start(mut cmd: Command, input: &str) -> std::process::Child {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child
+}
+
+/// Runs `cmd` with `input` on stdin, to its end.
+pub fn run_cmd(cmd: Command, input: &str) -> Run {
+    finish(start(cmd, input).wait_with_output().unwrap())
+}
+
 /// The fake Compute Engine (tests/servers/fake_gce.py), its metadata server
 /// describing instance `vm-1` in a zone of project `proj`; killed on drop.
 pub struct Gce {
@@ -680,20 +790,54 @@ pub fn accepts_writes(dir: &Path, secs: u64) -> bool {
 /// `marker` (`froze `: the filesystem is frozen), sends it SIGTERM and, with
 /// `signals` 2, SIGINT right after (a different signal: two pending SIGTERMs
 /// would be one); returns its run, stderr whole.
-pub fn signalled_at(mut cmd: Command, input: &str, marker: &str, signals: usize) -> Run {
+pub fn signalled_at(cmd: Command, input: &str, marker: &str, signals: usize) -> Run {
+    use nix::sys::signal::Signal;
+    let sigs = [Signal::SIGTERM, Signal::SIGINT];
+    signals_at(
+        cmd,
+        input,
+        marker,
+        std::time::Duration::ZERO,
+        &sigs[..signals],
+    )
+}
+
+/// Runs `cmd` with `input` on stdin and, `after` a stderr line contains
+/// `marker`, sends it `signals` one after the other (SIGKILL: killed where
+/// it stands); returns its run, stderr whole.
+pub fn signals_at(
+    cmd: Command,
+    input: &str,
+    marker: &str,
+    after: std::time::Duration,
+    signals: &[nix::sys::signal::Signal],
+) -> Run {
+    signals_to(cmd, false, input, marker, after, signals)
+}
+
+/// [`signals_at`], the signals sent to the whole process group `cmd` is
+/// made to lead, as a Ctrl-C at a terminal is.
+pub fn group_signals_at(
+    mut cmd: Command,
+    input: &str,
+    marker: &str,
+    after: std::time::Duration,
+    signals: &[nix::sys::signal::Signal],
+) -> Run {
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    signals_to(cmd, true, input, marker, after, signals)
+}
+
+fn signals_to(
+    cmd: Command,
+    group: bool,
+    input: &str,
+    marker: &str,
+    after: std::time::Duration,
+    signals: &[nix::sys::signal::Signal],
+) -> Run {
     use std::io::BufRead;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    let mut child = start(cmd, input);
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = String::new();
     for line in lines.by_ref() {
@@ -701,10 +845,12 @@ pub fn signalled_at(mut cmd: Command, input: &str, marker: &str, signals: usize)
         seen.push_str(&line);
         seen.push('\n');
         if line.contains(marker) {
-            use nix::sys::signal::{Signal, kill};
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            for sig in [Signal::SIGTERM, Signal::SIGINT].into_iter().take(signals) {
-                kill(pid, sig).unwrap();
+            std::thread::sleep(after);
+            // A negative pid: the whole process group (of a `cmd` started
+            // with `process_group(0)`, as a terminal's Ctrl-C reaches it).
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32 * if group { -1 } else { 1 });
+            for sig in signals {
+                nix::sys::signal::kill(pid, *sig).unwrap();
             }
             break;
         }
@@ -728,14 +874,33 @@ pub fn ids(recs: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// A record's `snapshot.pruned`, sorted.
+/// A record's `snapshot.pruned`, sorted (empty when it has none).
 pub fn pruned_sorted(r: &Value) -> Vec<String> {
     let mut pruned: Vec<String> = r["snapshot"]["pruned"]
         .as_array()
-        .unwrap()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
     pruned.sort();
     pruned
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `rec`, unmounted, carrying the node's word that it let go of `disk` on
+/// `instance` at `at` (as disk-unmount there stamps it), as NDJSON.
+pub fn unmount_proven(rec: &Value, instance: &str, disk: &str, at: u64) -> String {
+    let mut r = rec.clone();
+    r["state"] = serde_json::json!("unmounted");
+    r["unmount_proof"] =
+        serde_json::json!({"instance": instance, "disk": disk, "device": "/dev/sdb", "at": at});
+    ndjson(&[r])
 }

@@ -5,9 +5,13 @@ Usage: ec2_admin.py ENDPOINT COMMAND ARGS...   (prints JSON)
   create-volume ZONE GIB [NAME]   a volume id
   create-volume-with JSON         a volume id (JSON: CreateVolume's arguments)
   attach VOLUME INSTANCE DEVICE
+  create-snapshot VOLUME JSON     a snapshot id (JSON: its tags, {key: value})
   volume ID                       {id, state, zone, size, type, encrypted,
                                   kms_key, iops, throughput, attachments, tags}
   named NAME                      volume ids tagged Name=NAME
+  volumes                         {id: {size, state, tags}} of every volume
+  snapshots [VOLUME]              {id: tags} of this account's snapshots (of VOLUME)
+  delete-volume ID                deletes it
   attached INSTANCE               {volume id: device} of its attached volumes
   record-start | record-stop      moto's request recorder
   actions                         {Action: count} of recorded requests
@@ -50,6 +54,10 @@ def main():
         out = ec2.create_volume(**kw)["VolumeId"]
     elif command == "create-volume-with":
         out = ec2.create_volume(**json.loads(args[0]))["VolumeId"]
+    elif command == "create-snapshot":
+        tags = [{"Key": k, "Value": v} for k, v in json.loads(args[1]).items()]
+        kw = {"TagSpecifications": [{"ResourceType": "snapshot", "Tags": tags}]} if tags else {}
+        out = ec2.create_snapshot(VolumeId=args[0], **kw)["SnapshotId"]
     elif command == "attach":
         ec2.attach_volume(VolumeId=args[0], InstanceId=args[1], Device=args[2])
         out = "ok"
@@ -76,11 +84,21 @@ def main():
         out = {
             v["VolumeId"]: a["Device"] for v in vols for a in v["Attachments"] if a["InstanceId"] == args[0] and a["State"] == "attached"
         }
+    elif command == "volumes":
+        vols = ec2.describe_volumes()["Volumes"]
+        out = {
+            v["VolumeId"]: {"size": v["Size"], "state": v["State"], "tags": {t["Key"]: t["Value"] for t in v.get("Tags", [])}}
+            for v in vols
+        }
+    elif command == "delete-volume":
+        ec2.delete_volume(VolumeId=args[0])
+        out = "ok"
     elif command == "named":
         vols = ec2.describe_volumes(Filters=[{"Name": "tag:Name", "Values": [args[0]]}])["Volumes"]
         out = [v["VolumeId"] for v in vols]
     elif command == "snapshots":
-        snaps = ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
+        kw = {"Filters": [{"Name": "volume-id", "Values": [args[0]]}]} if args else {}
+        snaps = ec2.describe_snapshots(OwnerIds=["self"], **kw)["Snapshots"]
         out = {s["SnapshotId"]: {t["Key"]: t["Value"] for t in s.get("Tags", [])} for s in snaps}
     elif command in ("record-start", "record-stop"):
         verb = "start-recording" if command == "record-start" else "stop-recording"

@@ -342,6 +342,8 @@ def disk_json(key):
         "users": [link(project, zone, "instances", u) for u in d["users"]],
         "selfLink": link(project, zone, "disks", name),
     }
+    if d.get("lastAttach"):
+        out["lastAttachTimestamp"] = d["lastAttach"]
     if d.get("kmsKeyName"):
         out["diskEncryptionKey"] = {"kmsKeyName": d["kmsKeyName"] + "/cryptoKeyVersions/1"}
     for k in ("provisionedIops", "provisionedThroughput"):
@@ -787,6 +789,8 @@ class Handler(loopback.Handler):
                 if disk["users"] and body.get("mode", "READ_WRITE") == "READ_WRITE":
                     return {"errors": [{"code": "RESOURCE_IN_USE_BY_ANOTHER_RESOURCE", "message": f"The disk resource '{source}' is already being used by '{disk['users'][0]}'"}]}
                 disk["users"].append(name)
+                # As Compute Engine: RFC 3339 with a numeric offset.
+                disk["lastAttach"] = time.strftime("%Y-%m-%dT%H:%M:%S.000-00:00", time.gmtime())
                 STATE["instances"][ikey]["disks"].append(
                     {
                         "kind": "compute#attachedDisk",

@@ -14,13 +14,17 @@ use clap::Parser;
 const AFTER_HELP: &str = "\
 A mounted filesystem is flushed, then frozen (fsfreeze) for the copy alone,
 and thawed on every path: success, error, --freeze-timeout, SIGINT, SIGTERM,
-SIGHUP (a second signal thaws, then exits at once); only SIGKILL can leave it
-frozen (`fsfreeze -u MOUNTPOINT`). A freeze that cannot be taken is an error
-unless --no-freeze. An unmounted disk needs no freeze. Retention, with
+SIGHUP (a second signal thaws, then exits at once); a freeze left by SIGKILL
+is recorded, and thawed by the next tool that takes the node lock. A freeze
+that cannot be taken, or a filesystem lazily unmounted but still in use, is
+an error unless --no-freeze. An unmounted disk needs no freeze. Local
+snapshots go to --snapshot-dir (best another filesystem), and are taken only
+when they leave the room the live images may still claim (else no-space). Retention, with
 --keep or --keep-within, deletes only older snapshots of the same disk and
 deployment (on GCE: of that disk in that zone), never the one just taken,
 and reports them (`snapshot.pruned`); only completed snapshots count, one
-still pending is never deleted, a failed one is.
+still pending is never deleted, a failed one is; only snapshots this tool
+made (all its tags or labels) are ever listed, counted or deleted.
 A static disk is refused (no provider to snapshot it with). EBS volumes:
 CreateSnapshot, tagged. Run on the node where the volume's filesystem is
 mounted (found by its NVMe link and serial or attach name, and the record's

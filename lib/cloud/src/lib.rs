@@ -57,9 +57,10 @@ pub struct ProviderArgs {
     #[arg(long = "self", help_heading = "Disk")]
     pub on_node: bool,
 
-    /// Deployment the disks belong to: new disks are tagged (EBS) or
-    /// labelled (GCE) with it and their client tokens keyed by it, and a
-    /// disk tagged for another deployment is never used [default: the
+    /// Deployment the disks belong to: new disks are tagged (EBS), labelled
+    /// (GCE) or owned (a local image's `<name>.owner.json`) with it and
+    /// their client tokens keyed by it, and a disk or snapshot of another
+    /// deployment is never used [default: the
     /// record's `deployment` (the AppScalefile's keyname, else group), else
     /// `appscale`, with a warning].
     #[arg(long, value_name = "NAME", help_heading = "Disk")]
@@ -69,6 +70,11 @@ pub struct ProviderArgs {
     /// or /var/lib/appscale-persist/disks].
     #[arg(long, value_name = "DIR", help_heading = "Local")]
     pub state_dir: Option<PathBuf>,
+    /// Directory of local snapshots, best on another filesystem than the
+    /// images (a copy then never takes room a live image may still claim)
+    /// [default: $APPSCALE_PERSIST_SNAPSHOT_DIR, else <state dir>/snapshots].
+    #[arg(long, value_name = "DIR", help_heading = "Local")]
+    pub snapshot_dir: Option<PathBuf>,
 
     /// Take the cloud settings of this AppScalefile: `EC2_URL` as the
     /// endpoint unless --endpoint-url is given, `project` unless --project
@@ -86,7 +92,8 @@ pub struct ProviderArgs {
         help_heading = "Cloud"
     )]
     pub endpoint_url: Option<String>,
-    /// AWS region [default: the SDK's chain, else the zone's region].
+    /// AWS region [default: on EC2 the zone's region (a zone in another
+    /// region than this is refused), else the SDK's chain].
     #[arg(long, value_name = "REGION", help_heading = "Cloud")]
     pub region: Option<String>,
     /// AWS profile from the shared config files.
@@ -121,13 +128,15 @@ pub struct CreateArgs {
     #[arg(long, value_name = "SIZE", help_heading = "Create")]
     pub size: Option<Size>,
     /// Type of a new disk; when given, a disk found with another type is an
-    /// error [default: gp3 on EC2, pd-balanced on GCE].
+    /// error [default: gp3 on EC2, standard (its only type) on Eucalyptus,
+    /// pd-balanced on GCE].
     #[arg(long = "type", value_name = "TYPE", help_heading = "Create")]
     pub disk_type: Option<String>,
     /// Grow a disk found smaller than --size to that size (EBS
     /// ModifyVolume, GCE disks.resize, a local image extended and its loop
     /// device refreshed); then `disk-ensure-fs --grow` grows its
     /// filesystem. A disk is never shrunk: one found larger is an error.
+    /// Not on Eucalyptus, which has no ModifyVolume.
     #[arg(long, help_heading = "Create")]
     pub grow: bool,
     /// Encrypt a new EBS volume (with the account's default key unless
@@ -162,8 +171,9 @@ pub struct CreateArgs {
     /// Make a new disk from this snapshot (an id from `disk-snapshot`, or
     /// `latest`: the record's disk's newest of its deployment) instead of a
     /// blank one. The new disk has a name of its own, which the record then
-    /// carries (with `restored_from`); the record's old disk is kept
-    /// (docs/backup.md). Local, EC2 and GCE.
+    /// carries (with `restored_from`); the record's old disk is kept, and
+    /// must not be attached (its copy's filesystem has the same UUID:
+    /// original-attached, nothing made; docs/backup.md). Local, EC2 and GCE.
     #[arg(long, value_name = "ID|latest", help_heading = "Create")]
     pub from_snapshot: Option<String>,
 }
@@ -205,7 +215,9 @@ impl CreateArgs {
         let spec = self.spec();
         for kind in ProviderKind::ALL.into_iter().filter(|k| used.contains(k)) {
             match kind {
-                ProviderKind::Ec2 | ProviderKind::Euca => appscale_persist_ec2::check_spec(&spec)?,
+                ProviderKind::Ec2 | ProviderKind::Euca => {
+                    appscale_persist_ec2::check_spec(kind, &spec)?
+                }
                 ProviderKind::Gce => appscale_persist_gce::check_spec(&spec)?,
                 ProviderKind::Local | ProviderKind::Static => {
                     let cloud_only = [
@@ -432,6 +444,8 @@ impl ProviderArgs {
         match kind {
             ProviderKind::Local => Ok(Box::new(
                 Local::new(Local::state_dir(self.state_dir.clone()), create.size)
+                    .for_deployment(self.deployment.clone())
+                    .snapshots_in(Local::snapshot_dir(self.snapshot_dir.clone()))
                     .growing(create.grow)
                     .with_snapshots(op.snapshot())
                     .from_snapshot(create.from_snapshot),

@@ -123,19 +123,20 @@ impl Detachable {
     }
 }
 
-/// Never detach under a live filesystem. `disk` (its id), attached to
-/// `instance` as `device`, may be detached: on the node (`on_node`), when
-/// its device here is found and free ([`release::check_here`]); from
-/// elsewhere, when it is not mounted here and the record carries the node's
-/// proof that it let go ([`release::require`]), or with `force` (warned).
+/// Never detach under a live filesystem. `disk` (its id), attached as
+/// `attached` says (the instance, the device name, since when), may be
+/// detached: on the node (`on_node`), when its device here is found and
+/// free ([`release::check_here`]); from elsewhere, when it is not mounted
+/// here and the record carries the node's proof that it let go, made during
+/// this attachment ([`release::require`]), or with `force` (warned).
 pub fn may_detach(
     r: &Record,
     disk: &str,
-    instance: &str,
-    device: Option<&str>,
+    attached: release::Attachment<'_>,
     on_node: bool,
     force: bool,
 ) -> Result<Detachable, Failure> {
+    let instance = attached.instance;
     if on_node {
         release::check_here(r, force)?;
         return Ok(Detachable::Proven);
@@ -143,7 +144,7 @@ pub fn may_detach(
     if r.device.is_some() {
         discover::refuse_if_mounted_here(r)?;
     }
-    match release::require(r, disk, instance, device) {
+    match release::require(r, disk, attached) {
         Ok(_) => Ok(Detachable::Proven),
         Err(e) if !force => Err(e),
         Err(_) => {

@@ -11,28 +11,57 @@ use appscale_persist::record::ProviderKind;
 use appscale_persist::step::Failure;
 use appscale_persist::wait::Poll;
 use appscale_persist_cloudkit::{ApiError, Deadline, Fault, Unfinished, poll_until_with};
-use aws_config::BehaviorVersion;
-use aws_config::default_provider::credentials::DefaultCredentialsChain;
-use aws_config::meta::credentials::CredentialsProviderChain;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::http::HttpResponse;
-use aws_sdk_ec2::config::{Credentials, Region};
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
     AttachmentLimitType, Filter, InstanceType, ResourceType, Tag, TagSpecification,
-    VirtualizationType, Volume, VolumeType,
+    VirtualizationType, Volume, VolumeState, VolumeType,
 };
 
 use crate::limits::{self, EbsLimit};
 use crate::owner::{TAG_DEPLOYMENT, TAG_KMS_KEY, TAG_NODE};
-use crate::{Config, POLL, devices, trace};
+use crate::{POLL, devices, trace};
 
-/// A connected client.
+/// A connected client ([`Api::connect`], in [`crate::connect`]).
 pub struct Api {
     /// The SDK client (the snapshot calls live in [`crate::snapshot`]).
     pub(crate) client: Client,
+    /// EC2, or Eucalyptus: which parameters its calls may carry
+    /// ([`crate::euca`]).
+    pub(crate) kind: ProviderKind,
+    /// The region it signs for.
+    pub(crate) region: String,
+    /// The endpoint, when not the SDK's own.
+    pub(crate) endpoint: Option<String>,
+}
+
+/// What a wait is for, on stderr and in its failures.
+struct Waited<'a> {
+    /// What is waited for ("volumes to be attached").
+    label: &'a str,
+    /// What one of them is ("volume", "modification").
+    what: &'a str,
+    /// What one missing from an answer means.
+    absent: Absent,
+}
+
+/// At most this many values in one filter (`FilterLimitExceeded` beyond:
+/// docs.aws.amazon.com/ec2/latest/devguide/ec2-api-pagination.html).
+pub const MAX_FILTER_VALUES: usize = 200;
+
+/// At most this many ids in one Describe call.
+pub const MAX_IDS: usize = 1000;
+
+/// What a thing waited for (a volume, a modification) missing from a
+/// poll's answer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absent {
+    /// It was seen before: gone (`no-such-disk`).
+    Gone,
+    /// Just made: EC2 shows it only after a while (eventual consistency),
+    /// so still pending until the deadline.
+    NotYet,
 }
 
 /// What the provider needs to know about an instance.
@@ -50,6 +79,8 @@ pub struct InstanceInfo {
     pub ebs_volumes: usize,
     /// Network interfaces attached.
     pub network_interfaces: usize,
+    /// The image (AMI) it was launched from.
+    pub image_id: Option<String>,
 }
 
 /// The AWS error code of an AttachVolume refused because the instance
@@ -94,6 +125,30 @@ pub struct Modification {
     /// Why it failed, when it did.
     pub message: Option<String>,
 }
+
+/// How many client tokens one CreateVolume tries (see
+/// [`Api::create_volume`]).
+const TOKEN_ATTEMPTS: u32 = 5;
+
+/// The AWS error code of a client token used with other parameters.
+const IDEMPOTENT_MISMATCH: &str = "IdempotentParameterMismatch";
+
+/// How far EC2's clock and ours may differ, for telling an earlier run's
+/// CreateVolume answer from this run's (both keep NTP time; AWS refuses
+/// signatures minutes off).
+const CLOCK_SKEW: Duration = Duration::from_secs(5);
+
+/// How many times a volume an earlier run's answer names is looked for
+/// before it counts as gone.
+const DEAD_CHECKS: u32 = 3;
+
+/// The AWS error code of a ModifyVolume refused for the volume's
+/// modification rate.
+const MODIFICATION_RATE_EXCEEDED: &str = "VolumeModificationRateExceeded";
+
+/// The AWS error code of a DescribeVolumesModifications naming a volume
+/// with no modification (yet).
+const MODIFICATION_NOT_FOUND: &str = "InvalidVolumeModification.NotFound";
 
 /// AWS error codes that mean "too many requests".
 const THROTTLED: &[&str] = &[
@@ -168,9 +223,19 @@ where
     ApiError::new(fault, Failure::new(code, format!("{what}: {chain}{hint}")))
 }
 
+/// `e`, when its AWS error code is `code`, as `too_soon` (a code of ours:
+/// `resize-too-soon`, `snapshot-too-soon`): the cloud refuses this for now,
+/// nothing is wrong, and `why` says what it waits for.
+pub(crate) fn too_soon(mut e: ApiError, code: &str, too_soon: &str, why: &str) -> ApiError {
+    if e.failure.code == code {
+        e.failure = Failure::new(too_soon, format!("{} [{code}]: {why}", e.failure.message));
+    }
+    e
+}
+
 /// An error and its sources, by their Display texts (never Debug dumps),
 /// without the repetitions SDK errors carry.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
@@ -184,117 +249,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ").replace('\n', " ")
 }
 
-/// Region `us-east-1` from zone `us-east-1b` (or the Local Zone
-/// `us-east-1-bos-1a`).
-fn region_of_zone(zone: &str) -> Option<String> {
-    appscale_persist::appscalefile::ec2_region_of_zone(zone).map(str::to_string)
-}
-
-/// The region Eucalyptus signs for when none is configured.
-pub const EUCA_DEFAULT_REGION: &str = "eucalyptus";
-
-/// The region of an endpoint: the first label of its host shaped like an
-/// AWS region (`ec2.us-east-1.amazonaws.com`, `ec2.eu-west-2.example.net`
-/// give `us-east-1`, `eu-west-2`), if any.
-fn region_of_endpoint(url: &str) -> Option<String> {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let host = rest.split(['/', ':', '?', '#']).next().unwrap_or_default();
-    host.split('.')
-        .find(|label| {
-            let words: Vec<&str> = label.split('-').collect();
-            words.len() >= 3
-                && words[..words.len() - 1]
-                    .iter()
-                    .all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase()))
-                && words[words.len() - 1].chars().all(|c| c.is_ascii_digit())
-                && !words[words.len() - 1].is_empty()
-        })
-        .map(str::to_string)
-}
-
-/// The region when neither `--region` nor the SDK's chain gives one.
-///
-/// EC2: the zone's region (`us-east-1b`: `us-east-1`), else the endpoint's.
-/// Eucalyptus (one region per cloud, whose name only scopes the request
-/// signature): the endpoint's region-shaped host label, else
-/// [`EUCA_DEFAULT_REGION`]; without an endpoint, an error saying to set
-/// `EC2_URL` (its zones are free-form: they name no region).
-fn default_region(cfg: &Config, zone_hint: Option<&str>) -> Result<String, Failure> {
-    let endpoint = cfg.endpoint_url.as_deref();
-    if cfg.kind == ProviderKind::Euca {
-        return match endpoint {
-            Some(url) => Ok(region_of_endpoint(url).unwrap_or_else(|| EUCA_DEFAULT_REGION.into())),
-            None => Err(Failure::new(
-                codes::NO_REGION,
-                "Eucalyptus needs its endpoint: set `EC2_URL` in the AppScalefile (and pass --appscalefile), or pass --endpoint-url; the region then defaults from it (or pass --region)",
-            )),
-        };
-    }
-    zone_hint
-        .and_then(region_of_zone)
-        .or_else(|| endpoint.and_then(region_of_endpoint))
-        .ok_or_else(|| {
-            Failure::new(
-                codes::NO_REGION,
-                "no AWS region: set AWS_REGION, pass --region, or give the AppScalefile an EC2 `zone` (like us-east-1b); on Eucalyptus use `infrastructure: euca` with `EC2_URL` (its zones name no region)",
-            )
-        })
-}
-
 impl Api {
-    /// Builds a client from the standard AWS configuration chain and `cfg`.
-    ///
-    /// Credentials: the AWS default chain (environment, profile, web
-    /// identity, container, instance role); when it finds none and
-    /// `cfg.file_credentials` is set, those. The region: `cfg.region`, the
-    /// chain's, else [`default_region`].
-    pub async fn connect(cfg: &Config, zone_hint: Option<&str>) -> Result<Api, Failure> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(5)
-                    .with_max_backoff(Duration::from_secs(20)),
-            )
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .operation_attempt_timeout(Duration::from_secs(30))
-                    .operation_timeout(Duration::from_secs(120))
-                    .build(),
-            );
-        if let Some(p) = &cfg.profile {
-            loader = loader.profile_name(p);
-        }
-        if let Some(r) = &cfg.region {
-            loader = loader.region(Region::new(r.clone()));
-        }
-        if let Some(u) = &cfg.endpoint_url {
-            loader = loader.endpoint_url(u);
-        }
-        if let Some((id, secret)) = &cfg.file_credentials {
-            let mut chain = DefaultCredentialsChain::builder();
-            if let Some(p) = &cfg.profile {
-                chain = chain.profile_name(p);
-            }
-            if let Some(r) = &cfg.region {
-                chain = chain.region(Region::new(r.clone()));
-            }
-            let from_file = Credentials::new(id, secret.expose(), None, None, "AppScalefile");
-            loader = loader.credentials_provider(
-                CredentialsProviderChain::first_try("default chain", chain.build().await)
-                    .or_else("AppScalefile EC2_ACCESS_KEY", from_file),
-            );
-        }
-        let sdk = loader.load().await;
-        let mut conf = aws_sdk_ec2::config::Builder::from(&sdk);
-        if sdk.region().is_none() {
-            conf = conf.region(Region::new(default_region(cfg, zone_hint)?));
-        }
-        Ok(Api {
-            client: Client::from_conf(conf.build()),
-        })
-    }
-
     /// Volumes by id, in one call when all exist (unknown ones absent).
     pub async fn volumes_by_id(&self, ids: &[String]) -> Result<HashMap<String, Volume>, ApiError> {
         batch_or_each(ids, "InvalidVolume", |chunk| self.describe(chunk)).await
@@ -322,41 +277,43 @@ impl Api {
         names: &[String],
     ) -> Result<HashMap<String, Vec<Volume>>, ApiError> {
         let mut out: HashMap<String, Vec<Volume>> = HashMap::new();
-        if names.is_empty() {
-            return Ok(out);
-        }
-        trace(format_args!("DescribeVolumes tag:Name={}", names.join(",")));
-        let live = Filter::builder()
-            .name("status")
-            .values("creating")
-            .values("available")
-            .values("in-use")
-            .build();
-        let named = Filter::builder()
-            .name("tag:Name")
-            .set_values(Some(names.to_vec()))
-            .build();
-        let mut token = None;
-        loop {
-            let page = self
-                .client
-                .describe_volumes()
-                .filters(named.clone())
-                .filters(live.clone())
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(|e| api_error("DescribeVolumes", e))?;
-            for v in page.volumes() {
-                if let Some(name) = crate::owner::tag(v, "Name") {
-                    out.entry(name.to_string()).or_default().push(v.clone());
+        // At most MAX_FILTER_VALUES names a call, each call followed to its
+        // last page.
+        for names in names.chunks(MAX_FILTER_VALUES) {
+            trace(format_args!("DescribeVolumes tag:Name={}", names.join(",")));
+            let live = Filter::builder()
+                .name("status")
+                .values("creating")
+                .values("available")
+                .values("in-use")
+                .build();
+            let named = Filter::builder()
+                .name("tag:Name")
+                .set_values(Some(names.to_vec()))
+                .build();
+            let mut token = None;
+            loop {
+                let page = self
+                    .client
+                    .describe_volumes()
+                    .filters(named.clone())
+                    .filters(live.clone())
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| api_error("DescribeVolumes", e))?;
+                for v in page.volumes() {
+                    if let Some(name) = crate::owner::tag(v, "Name") {
+                        out.entry(name.to_string()).or_default().push(v.clone());
+                    }
+                }
+                token = page.next_token().map(str::to_string);
+                if token.is_none() {
+                    break;
                 }
             }
-            token = page.next_token().map(str::to_string);
-            if token.is_none() {
-                return Ok(out);
-            }
         }
+        Ok(out)
     }
 
     /// Zone and device names in use of each instance (unknown ones absent).
@@ -404,10 +361,44 @@ impl Api {
                     .filter(|b| b.ebs().is_some())
                     .count(),
                 network_interfaces: i.network_interfaces().len(),
+                image_id: i.image_id().map(str::to_string),
             };
             m.insert(id.to_string(), info);
         }
         Ok(m)
+    }
+
+    /// The device names each image of `images` maps (normalised: `sdb`):
+    /// instance store and the like, which an instance of it uses though
+    /// DescribeInstances shows only its EBS volumes, and which EC2 refuses
+    /// as "already in use" (one DescribeImages; images not described are
+    /// absent).
+    pub async fn image_devices(
+        &self,
+        images: &[String],
+    ) -> Result<HashMap<String, HashSet<String>>, ApiError> {
+        let mut out = HashMap::new();
+        for images in images.chunks(MAX_IDS) {
+            trace(format_args!("DescribeImages {}", images.join(" ")));
+            let page = self
+                .client
+                .describe_images()
+                .set_image_ids(Some(images.to_vec()))
+                .send()
+                .await
+                .map_err(|e| api_error("DescribeImages", e))?;
+            for image in page.images() {
+                let Some(id) = image.image_id() else { continue };
+                let names = image
+                    .block_device_mappings()
+                    .iter()
+                    .filter_map(|b| b.device_name())
+                    .map(devices::normalize)
+                    .collect();
+                out.insert(id.to_string(), names);
+            }
+        }
+        Ok(out)
     }
 
     /// How many EBS volumes each instance type of `types` takes (one
@@ -454,31 +445,114 @@ impl Api {
     }
 
     /// Creates a volume tagged for its deployment and node and returns its
-    /// id. The client token is derived from deployment, node and name, so a
-    /// retried call cannot make a second volume on real EC2, and two
-    /// deployments never share one; the tags make it findable on the next
-    /// run, by this deployment only.
-    pub async fn create_volume(&self, v: &NewVolume) -> Result<String, ApiError> {
-        let token = client_token(&v.deployment, &v.node, &v.name);
+    /// id; on Eucalyptus, in two calls ([`Api::create_then_tag`]).
+    ///
+    /// The client token is derived from deployment, node and name (and an
+    /// attempt number): a retried call, or a second run at the same time,
+    /// makes no second volume, and two deployments never share one. EC2
+    /// remembers a token for hours, and answers it with the first answer
+    /// even after that volume is gone, or `IdempotentParameterMismatch` when
+    /// the parameters changed: then the next attempt's token is used, so a
+    /// dead id or a mismatch never stops a later run ([`replayed_dead`]).
+    /// The tags make the volume findable on the next run, by this
+    /// deployment only.
+    pub async fn create_volume(
+        &self,
+        v: &NewVolume,
+        run_start: std::time::SystemTime,
+    ) -> Result<String, ApiError> {
+        if self.kind == ProviderKind::Euca {
+            return self.create_then_tag(v).await;
+        }
+        let mut last = None;
+        for attempt in 0..TOKEN_ATTEMPTS {
+            let token = client_token(&v.deployment, &v.node, &v.name, attempt);
+            let out = match self.create_volume_with(v, &token).await {
+                Err(e) if e.failure.code == IDEMPOTENT_MISMATCH => {
+                    trace(format_args!("{token}: {}", e.failure.message));
+                    last = Some(e);
+                    continue;
+                }
+                other => other?,
+            };
+            let id = out.volume_id().map(str::to_string).ok_or_else(|| {
+                let f = Failure::new(codes::API_ERROR, "CreateVolume returned no volume id");
+                ApiError::new(Fault::ServerError, f)
+            })?;
+            if self.replayed_dead(&out, &id, run_start).await? {
+                trace(format_args!(
+                    "{token}: EC2 answered with {id}, an earlier run's volume that is gone"
+                ));
+                continue;
+            }
+            return Ok(id);
+        }
+        Err(last.unwrap_or_else(|| {
+            let f = Failure::new(
+                codes::CREATE_FAILED,
+                format!(
+                    "CreateVolume Name={}: every client token answered with a volume that is gone",
+                    v.name
+                ),
+            );
+            ApiError::new(Fault::Answered, f)
+        }))
+    }
+
+    /// Whether CreateVolume's answer `out` (volume `id`) replays an earlier
+    /// run's (made before this run began, give or take [`CLOCK_SKEW`]) for
+    /// a volume that is gone: deleting, deleted, failed (`error`), or not
+    /// found (asked [`DEAD_CHECKS`] times, a few seconds apart, past EC2's
+    /// eventual consistency). A replay of a live volume is that volume (the
+    /// lookup by tags missed it only for eventual consistency).
+    async fn replayed_dead(
+        &self,
+        out: &aws_sdk_ec2::operation::create_volume::CreateVolumeOutput,
+        id: &str,
+        run_start: std::time::SystemTime,
+    ) -> Result<bool, ApiError> {
+        let started = run_start
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let made = out.create_time().map_or(i64::MAX, |t| t.secs());
+        if made >= started - CLOCK_SKEW.as_secs() as i64 {
+            return Ok(false);
+        }
+        for check in 0..DEAD_CHECKS {
+            if check > 0 {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            let found = self.volumes_by_id(&[id.to_string()]).await?;
+            if let Some(v) = found.get(id) {
+                return Ok(matches!(
+                    v.state(),
+                    Some(VolumeState::Deleting | VolumeState::Deleted | VolumeState::Error)
+                ));
+            }
+        }
+        Ok(true)
+    }
+
+    /// One CreateVolume with `token`.
+    async fn create_volume_with(
+        &self,
+        v: &NewVolume,
+        token: &str,
+    ) -> Result<aws_sdk_ec2::operation::create_volume::CreateVolumeOutput, ApiError> {
         trace(format_args!(
             "CreateVolume Name={} zone={} token={token}",
             v.name, v.zone
         ));
         let tag = |k: &str, val: &str| Tag::builder().key(k).value(val).build();
-        let mut tags = TagSpecification::builder()
-            .resource_type(ResourceType::Volume)
-            .tags(tag("Name", &v.name))
-            .tags(tag(TAG_DEPLOYMENT, &v.deployment))
-            .tags(tag(TAG_NODE, &v.node));
+        let mut tags = TagSpecification::builder().resource_type(ResourceType::Volume);
+        for (k, val) in crate::pending::tags_of(v) {
+            tags = tags.tags(tag(&k, &val));
+        }
         if let Some(key) = &v.kms_key {
             tags = tags.tags(tag(TAG_KMS_KEY, key));
         }
-        for (k, val) in &v.tags {
-            tags = tags.tags(tag(k, val));
-        }
         let int = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
-        let out = self
-            .client
+        self.client
             .create_volume()
             .availability_zone(&v.zone)
             .size(int(v.gib))
@@ -492,11 +566,7 @@ impl Api {
             .tag_specifications(tags.build())
             .send()
             .await
-            .map_err(|e| api_error(&format!("CreateVolume Name={}", v.name), e))?;
-        out.volume_id().map(str::to_string).ok_or_else(|| {
-            let f = Failure::new(codes::API_ERROR, "CreateVolume returned no volume id");
-            ApiError::new(Fault::ServerError, f)
-        })
+            .map_err(|e| api_error(&format!("CreateVolume Name={}", v.name), e))
     }
 
     /// Tags a volume made by hand for `deployment` (and `node`, when known):
@@ -543,7 +613,9 @@ impl Api {
     }
 
     /// Grows `vol` to `gib` GiB (ModifyVolume). Its filesystem is grown
-    /// after, on the node (`disk-ensure-fs --grow`).
+    /// after, on the node (`disk-ensure-fs --grow`). EC2 refusing it for
+    /// the volume's modification rate (one at a time, each `completed`
+    /// before the next; at most 4 in a rolling 24 hours) is `resize-too-soon`.
     pub async fn grow(&self, vol: &str, gib: u64) -> Result<(), ApiError> {
         trace(format_args!("ModifyVolume {vol} size={gib}"));
         self.client
@@ -553,11 +625,30 @@ impl Api {
             .send()
             .await
             .map(drop)
-            .map_err(|e| api_error(&format!("ModifyVolume {vol} to {gib} GiB"), e))
+            .map_err(|e| {
+                too_soon(
+                    api_error(&format!("ModifyVolume {vol} to {gib} GiB"), e),
+                    MODIFICATION_RATE_EXCEEDED,
+                    codes::RESIZE_TOO_SOON,
+                    "EC2 modifies a volume once its previous modification is `completed`, at most 4 times in a rolling 24 hours; nothing was changed, run disk-create --grow again later",
+                )
+            })
+    }
+
+    /// The latest modification of each of `ids` (those never modified, or
+    /// not shown yet right after ModifyVolume, are absent).
+    pub async fn modifications(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, Modification>, ApiError> {
+        batch_or_each(ids, MODIFICATION_NOT_FOUND, |ids| {
+            self.describe_modifications(ids)
+        })
+        .await
     }
 
     /// The latest modification of each of `ids`, in one call.
-    async fn modifications(
+    async fn describe_modifications(
         &self,
         ids: Vec<String>,
     ) -> Result<HashMap<String, Modification>, ApiError> {
@@ -593,17 +684,6 @@ impl Api {
         Ok(latest.into_iter().map(|(k, (_, m))| (k, m)).collect())
     }
 
-    /// Those of `ids` whose latest modification is still `modifying`.
-    pub async fn modifying(&self, ids: Vec<String>) -> Result<Vec<String>, ApiError> {
-        Ok(self
-            .modifications(ids)
-            .await?
-            .into_iter()
-            .filter(|(_, m)| m.state == "modifying")
-            .map(|(id, _)| id)
-            .collect())
-    }
-
     /// Waits until the modification of each of `ids` is usable
     /// (`optimizing` or `completed`: the volume has its new size; EBS goes
     /// on optimizing it in the background), one
@@ -625,15 +705,14 @@ impl Api {
             )),
             _ => Poll::Pending,
         };
-        self.wait_for(
-            "volume resizes to take effect",
-            ids,
-            deadline,
-            |ids| self.modifications(ids),
-            check,
-            "modification",
-        )
-        .await
+        let what = Waited {
+            label: "volume resizes to take effect",
+            what: "modification",
+            // Right after ModifyVolume, EC2 may not show it yet.
+            absent: Absent::NotYet,
+        };
+        let describe = |ids: Vec<String>| async move { self.modifications(&ids).await };
+        self.wait_for(what, ids, deadline, describe, check).await
     }
 
     /// Attaches `vol` to `instance` as `device`. EC2 refusing it because
@@ -676,9 +755,10 @@ impl Api {
 
     /// Waits for the volumes `ids`, one DescribeVolumes per round for all
     /// still pending ([`poll_until_with`] under `deadline`), until `check` says
-    /// each is ready or failed. A volume that disappears fails
-    /// (`no-such-disk`); those still pending at the deadline, or when a poll
-    /// fails for good, get that [`Unfinished`]. `label` says on stderr what
+    /// each is ready or failed. A volume missing from the answer is
+    /// `absent`: gone (`no-such-disk`), or not visible yet; those still
+    /// pending at the deadline, or when a poll fails for good, get that
+    /// [`Unfinished`]. `label` says on stderr what
     /// is waited for ("volumes to be attached", see
     /// [`appscale_persist::progress`]), counting the volumes done.
     pub async fn wait_volumes<T>(
@@ -686,35 +766,38 @@ impl Api {
         label: &str,
         ids: Vec<String>,
         deadline: &Deadline,
+        absent: Absent,
         check: impl Fn(&Volume) -> Poll<T, Failure>,
     ) -> HashMap<String, Result<T, Unfinished>> {
-        self.wait_for(
+        let what = Waited {
             label,
-            ids,
-            deadline,
-            |ids| async move { self.volumes_by_id(&ids).await },
-            check,
-            "volume",
-        )
-        .await
+            what: "volume",
+            absent,
+        };
+        let describe = |ids: Vec<String>| async move { self.volumes_by_id(&ids).await };
+        self.wait_for(what, ids, deadline, describe, check).await
     }
 
     /// Waits for `ids`, one `describe` per round for all still pending,
     /// until `check` says each is ready or failed; one `describe` leaves
-    /// out is gone (`no-such-disk`, naming `what` of it disappeared).
-    /// Progress on stderr says `label`, and how many of `ids` are done.
+    /// out is as `waited.absent` says. Progress on stderr says
+    /// `waited.label`, and how many of `ids` are done.
     async fn wait_for<V, T, Fut>(
         &self,
-        label: &str,
+        waited: Waited<'_>,
         ids: Vec<String>,
         deadline: &Deadline,
         describe: impl Fn(Vec<String>) -> Fut,
         check: impl Fn(&V) -> Poll<T, Failure>,
-        what: &str,
     ) -> HashMap<String, Result<T, Unfinished>>
     where
         Fut: std::future::Future<Output = Result<HashMap<String, V>, ApiError>>,
     {
+        let Waited {
+            label,
+            what,
+            absent,
+        } = waited;
         if ids.is_empty() {
             return HashMap::new();
         }
@@ -735,6 +818,7 @@ impl Api {
                     Some(Poll::Pending) => return true,
                     Some(Poll::Ready(t)) => Ok(t),
                     Some(Poll::Failed(f)) => Err(Unfinished::Failed(f)),
+                    None if absent == Absent::NotYet => return true,
                     None => Err(Unfinished::Failed(Failure::new(
                         codes::NO_SUCH_DISK,
                         format!("the {what} of volume {id} disappeared"),
@@ -761,9 +845,10 @@ impl Api {
     }
 }
 
-/// Describes `ids` in one call. EC2 fails the whole call when one id is
-/// unknown (an error code starting with `not_found`); then each id is asked
-/// alone, and the unknown ones are simply absent from the answer.
+/// Describes `ids`, at most [`MAX_IDS`] a call. EC2 fails the whole call
+/// when one id is unknown (an error code starting with `not_found`); then
+/// each id of that call is asked alone, and the unknown ones are simply
+/// absent from the answer.
 async fn batch_or_each<T, Fut>(
     ids: &[String],
     not_found: &str,
@@ -782,27 +867,33 @@ where
         return Ok(HashMap::new());
     }
     let unknown = |e: &ApiError| e.failure.code.starts_with(not_found);
-    match describe(unique.clone()).await {
-        Err(e) if unknown(&e) => {
-            let mut all = HashMap::new();
-            for id in unique {
-                match describe(vec![id]).await {
-                    Ok(m) => all.extend(m),
-                    Err(e) if unknown(&e) => {}
-                    Err(e) => return Err(e),
+    let mut all = HashMap::new();
+    for chunk in unique.chunks(MAX_IDS) {
+        match describe(chunk.to_vec()).await {
+            Err(e) if unknown(&e) => {
+                for id in chunk {
+                    match describe(vec![id.clone()]).await {
+                        Ok(m) => all.extend(m),
+                        Err(e) if unknown(&e) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
-            Ok(all)
+            other => all.extend(other?),
         }
-        other => other,
     }
+    Ok(all)
 }
 
 /// A client token (at most 64 ASCII characters) that is the same for the
-/// same deployment, node and disk name.
-pub fn client_token(deployment: &str, node: &str, name: &str) -> String {
+/// same deployment, node, disk name and attempt (the first attempt's has
+/// no suffix, the next ones `-2`, `-3`, as the EBS CSI driver does).
+pub fn client_token(deployment: &str, node: &str, name: &str, attempt: u32) -> String {
     let h = appscale_persist::hash::fnv1a64(0, format!("{deployment}\0{node}\0{name}").as_bytes());
-    format!("appscale-persist-{h:016x}")
+    match attempt {
+        0 => format!("appscale-persist-{h:016x}"),
+        n => format!("appscale-persist-{h:016x}-{}", n + 1),
+    }
 }
 
 #[cfg(test)]
@@ -811,15 +902,18 @@ mod tests {
 
     #[test]
     fn client_tokens_are_stable_and_distinct() {
-        let a = client_token("d", "node-1", "data");
-        assert_eq!(a, client_token("d", "node-1", "data"));
-        assert_ne!(a, client_token("d", "node-2", "data"));
+        let a = client_token("d", "node-1", "data", 0);
+        assert_eq!(a, client_token("d", "node-1", "data", 0));
+        assert_ne!(a, client_token("d", "node-2", "data", 0));
         assert_ne!(
             a,
-            client_token("e", "node-1", "data"),
+            client_token("e", "node-1", "data", 0),
             "two deployments never share a token"
         );
         assert!(a.len() <= 64 && a.is_ascii());
+        let next = client_token("d", "node-1", "data", 1);
+        assert_eq!(next, format!("{a}-2"));
+        assert!(next.len() <= 64);
     }
 
     #[test]
@@ -841,53 +935,5 @@ mod tests {
             Some(Box::new(E("io error", Some(Box::new(E("io error", None)))))),
         );
         assert_eq!(error_chain(&e), "dispatch failure: io error");
-    }
-
-    #[test]
-    fn regions_come_from_zones() {
-        assert_eq!(region_of_zone("us-east-1b").as_deref(), Some("us-east-1"));
-        assert_eq!(
-            region_of_zone("eu-central-1a").as_deref(),
-            Some("eu-central-1")
-        );
-        assert_eq!(region_of_zone("euca"), None);
-    }
-
-    #[test]
-    fn eucalyptus_regions_come_from_the_endpoint() {
-        let euca = |url: Option<&str>| Config {
-            kind: ProviderKind::Euca,
-            endpoint_url: url.map(str::to_string),
-            ..Config::default()
-        };
-        let region = |c: &Config, zone: Option<&str>| default_region(c, zone);
-        assert_eq!(
-            region(
-                &euca(Some("http://10.1.2.3:8773/services/compute")),
-                Some("euca-zone-1")
-            )
-            .unwrap(),
-            EUCA_DEFAULT_REGION
-        );
-        assert_eq!(
-            region(
-                &euca(Some("https://ec2.us-west-9.cloud.example.com/")),
-                None
-            )
-            .unwrap(),
-            "us-west-9"
-        );
-        let e = region(&euca(None), Some("euca-zone-1")).unwrap_err();
-        assert_eq!(e.code, codes::NO_REGION);
-        assert!(e.message.contains("EC2_URL"), "{}", e.message);
-        let ec2 = Config::default();
-        assert_eq!(region(&ec2, Some("us-east-1b")).unwrap(), "us-east-1");
-        let e = region(&ec2, Some("euca-zone-1")).unwrap_err();
-        assert!(e.message.contains("infrastructure: euca"), "{}", e.message);
-        let private = Config {
-            endpoint_url: Some("https://ec2.eu-west-2.amazonaws.com".into()),
-            ..Config::default()
-        };
-        assert_eq!(region(&private, None).unwrap(), "eu-west-2");
     }
 }

@@ -17,6 +17,7 @@
 //! * **finish**: the record gets the volume's id, size and `attached_as`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, PoisonError};
 
 use appscale_persist::codes;
 use appscale_persist::log;
@@ -28,10 +29,10 @@ use appscale_persist_cloudkit::{Unfinished, call_each, failures};
 use aws_sdk_ec2::types::{Volume, VolumeAttachmentState};
 
 use crate::Run;
-use crate::api::InstanceInfo;
-use crate::devices::NameSpace;
+use crate::api::{Absent, Api, InstanceInfo};
+use crate::devices::{NameSpace, Taken};
 use crate::owner::{self, Found};
-use crate::{devices, limits, volume};
+use crate::{limits, volume};
 
 /// What disk-attach does for one record, decided before any call.
 #[derive(Debug, Clone)]
@@ -100,7 +101,7 @@ pub async fn attach(
     records: &mut [Record],
     placed: Vec<Result<(), Failure>>,
 ) -> Vec<StepResult> {
-    let mut plans = plan(run, records, placed).await;
+    let (mut plans, taken) = plan(run, records, placed).await;
     if run.check {
         return records
             .iter_mut()
@@ -118,11 +119,12 @@ pub async fn attach(
     // Then attach: once a detach in progress from the same instance is over
     // (waited out under the one deadline), right away otherwise.
     wait_out_detaches(run, records, &mut plans).await;
-    call_each(limit, &mut plans, to_attach, |a| {
-        let api = run.api.clone();
-        async move { Ok(api.attach(&a.vol, &a.instance, &a.device).await?) }
+    let sent = call_each(limit, &mut plans, to_attach, |a| {
+        let (api, taken) = (run.api.clone(), taken.clone());
+        async move { attach_one(&api, &a, &taken).await }
     })
     .await;
+    took_names(&mut plans, sent);
     // Wait.
     let mut waited = wait_attached(run, &plans).await;
     // A volume stuck attaching is given back rather than left half attached.
@@ -216,29 +218,65 @@ fn log_adopted(r: &Record, a: &Attachment) {
     ));
 }
 
-/// Looks every record's volume and instance up and plans it.
+/// Looks every record's volume and instance up and plans it; the device
+/// names taken on each instance ([`Taken`]) come back with the plans, for
+/// the attaches to take more when EC2 refuses one.
 async fn plan(
     run: &Run,
     records: &mut [Record],
     placed: Vec<Result<(), Failure>>,
-) -> Vec<Result<AttachPlan, Failure>> {
+) -> (Vec<Result<AttachPlan, Failure>>, Taken) {
+    let taken = Taken::default();
     let found = volume::find_volumes(run, records, placed).await;
     let instances = match volume::find_instances(run, records, |_| true).await {
         Ok(m) => m,
-        Err(f) => return records.iter().map(|_| Err(f.clone())).collect(),
+        Err(f) => return (records.iter().map(|_| Err(f.clone())).collect(), taken),
     };
-    // Device names in use per instance, growing as this plan takes them.
-    let mut in_use: HashMap<String, HashSet<String>> = instances
-        .iter()
-        .map(|(id, i)| (id.clone(), i.devices.clone()))
-        .collect();
+    let mapped = image_devices(run, &instances).await;
+    for (id, info) in &instances {
+        let space = if info.hvm && run.cfg.kind == ProviderKind::Ec2 {
+            NameSpace::Hvm
+        } else {
+            NameSpace::Short
+        };
+        let mut in_use = info.devices.clone();
+        if let Some(names) = info.image_id.as_ref().and_then(|i| mapped.get(i)) {
+            in_use.extend(names.iter().cloned());
+        }
+        taken.instance(id, space, in_use);
+    }
     let mut plans: Vec<Result<AttachPlan, Failure>> = records
         .iter_mut()
         .zip(found)
-        .map(|(r, found)| plan_one(run, r, found, &instances, &mut in_use))
+        .map(|(r, found)| plan_one(run, r, found, &instances, &taken))
         .collect();
     keep_to_limits(run, &instances, &mut plans).await;
-    plans
+    (plans, taken)
+}
+
+/// The device names the instances' images map (one DescribeImages): EC2
+/// refuses them as "already in use", though DescribeInstances does not
+/// show them. When it fails, a warning: a refused name is then passed over
+/// when EC2 refuses it.
+async fn image_devices(
+    run: &Run,
+    instances: &HashMap<String, InstanceInfo>,
+) -> HashMap<String, HashSet<String>> {
+    let mut images: Vec<String> = instances
+        .values()
+        .filter_map(|i| i.image_id.clone())
+        .collect();
+    images.sort();
+    images.dedup();
+    if images.is_empty() {
+        return HashMap::new();
+    }
+    run.api.image_devices(&images).await.unwrap_or_else(|e| {
+        log::warn(format_args!(
+            "{e}: the device names the instances' images map are unknown; a name EC2 refuses as in use is passed over"
+        ));
+        HashMap::new()
+    })
 }
 
 /// The volumes to attach beyond what their instance's type allows fail
@@ -301,7 +339,7 @@ fn plan_one(
     r: &mut Record,
     found: Result<Found, Failure>,
     instances: &HashMap<String, InstanceInfo>,
-    in_use: &mut HashMap<String, HashSet<String>>,
+    taken: &Taken,
 ) -> Result<AttachPlan, Failure> {
     let f = match found {
         Err(f) if f.code == codes::NO_SUCH_DISK && run.check && r.is_check() => {
@@ -350,22 +388,9 @@ fn plan_one(
     {
         return Ok(AttachPlan::Attaching(attachment(a.device().unwrap_or("?"))));
     }
-    let space = if info.hvm && run.cfg.kind == ProviderKind::Ec2 {
-        NameSpace::Hvm
-    } else {
-        NameSpace::Short
+    let Some(device) = taken.take_free(&instance) else {
+        return Err(no_device_name(&instance, taken.space(&instance)));
     };
-    let used = in_use.entry(instance.clone()).or_default();
-    let Some(device) = devices::free_name(used, space) else {
-        return Err(Failure::new(
-            codes::NO_DEVICE_NAME,
-            format!(
-                "{instance} has no free device name ({}): detach a volume it no longer needs",
-                space.describe()
-            ),
-        ));
-    };
-    used.insert(devices::normalize(&device));
     Ok(if detaching {
         AttachPlan::AttachAfterDetach(attachment(&device))
     } else {
@@ -373,10 +398,100 @@ fn plan_one(
     })
 }
 
+/// `instance` has no device name left.
+fn no_device_name(instance: &str, space: NameSpace) -> Failure {
+    Failure::new(
+        codes::NO_DEVICE_NAME,
+        format!(
+            "{instance} has no free device name ({}): detach a volume it no longer needs",
+            space.describe()
+        ),
+    )
+}
+
 /// The CreateTags request of a plan that adopts a volume.
 fn adoption(p: &AttachPlan) -> Option<(String, Adoption)> {
     let a = p.attachment()?;
     Some((a.vol.clone(), a.adopt.clone()?))
+}
+
+/// How many names one attach tries when EC2 says each is in use.
+const NAME_ATTEMPTS: usize = 5;
+
+/// The AWS error code of a volume attached already (to an instance).
+const VOLUME_IN_USE: &str = "VolumeInUse";
+
+/// The AWS error code of an invalid parameter, which EC2 also gives a
+/// device name in use (by the image's mapping, or by a concurrent attach).
+const INVALID_PARAMETER: &str = "InvalidParameterValue";
+
+/// AttachVolume for `a`; the device name it went to.
+///
+/// * EC2 refusing the name as "already in use" (a name the image maps, or
+///   one a concurrent attach just took): the next free name, marked taken
+///   for the rest of the run ([`Taken`]), at most [`NAME_ATTEMPTS`] names.
+/// * `VolumeInUse` when the volume is attached or attaching to this very
+///   instance: AttachVolume carries no token, and the SDK resending a call
+///   whose answer was lost gets this for its own work: success.
+async fn attach_one(api: &Api, a: &Attachment, taken: &Taken) -> Result<String, Failure> {
+    let mut device = a.device.clone();
+    for _ in 0..NAME_ATTEMPTS {
+        let e = match api.attach(&a.vol, &a.instance, &device).await {
+            Ok(()) => return Ok(device),
+            Err(e) => e,
+        };
+        if e.failure.code == INVALID_PARAMETER && name_in_use(&e.failure.message) {
+            log::debug(format_args!(
+                "{device} is in use on {}: trying the next free name",
+                a.instance
+            ));
+            device = taken
+                .take_free(&a.instance)
+                .ok_or_else(|| no_device_name(&a.instance, taken.space(&a.instance)))?;
+            continue;
+        }
+        if e.failure.code == VOLUME_IN_USE
+            && let Some(there) = attached_here(api, a).await
+        {
+            log::debug(format_args!(
+                "{}: {}; it is attaching to {} already (an answer lost and the call sent again)",
+                a.vol, e.failure.message, a.instance
+            ));
+            return Ok(there);
+        }
+        return Err(e.failure);
+    }
+    Err(no_device_name(&a.instance, taken.space(&a.instance)))
+}
+
+/// Whether an `InvalidParameterValue` message says the device name is
+/// taken: EC2's "Attachment point /dev/sdf is already in use", Eucalyptus's
+/// "Already have a device attached to: /dev/sdf" (or "an ephemeral
+/// device").
+fn name_in_use(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("already in use") || m.contains("already have")
+}
+
+/// The device `a`'s volume is attached (or attaching) as on `a`'s
+/// instance, as DescribeVolumes says now.
+async fn attached_here(api: &Api, a: &Attachment) -> Option<String> {
+    let found = api.volumes_by_id(std::slice::from_ref(&a.vol)).await.ok()?;
+    let at = volume::attachment_to(found.get(&a.vol)?, &a.instance)?;
+    matches!(
+        at.state(),
+        Some(VolumeAttachmentState::Attaching | VolumeAttachmentState::Attached)
+    )
+    .then(|| at.device().unwrap_or(&a.device).to_string())
+}
+
+/// The attachments sent get the device name they went to.
+fn took_names(plans: &mut [Result<AttachPlan, Failure>], sent: Vec<Option<String>>) {
+    for (p, device) in plans.iter_mut().zip(sent) {
+        if let (Ok(AttachPlan::Attach(a)), Some(device)) = (p, device) {
+            a.device = device;
+        }
+    }
 }
 
 /// The AttachVolume request of a plan.
@@ -414,6 +529,7 @@ async fn wait_out_detaches(
             "volumes to be detached from their old instance",
             ids,
             &run.deadline,
+            Absent::Gone,
             |v| detach_over(v, &targets[volume::id(v)]),
         )
         .await;
@@ -473,29 +589,56 @@ async fn wait_attached(
         })
         .collect();
     let ids: Vec<String> = targets.keys().cloned().collect();
-    let stuck_after = stuck_after(run);
+    let seen = Mutex::new(HashSet::new());
     run.api
-        .wait_volumes("volumes to be attached", ids, &run.deadline, |v| {
-            let instance = &targets[volume::id(v)];
-            let attachment = volume::attachment_to(v, instance);
-            match attachment.and_then(|a| a.state()) {
-                Some(VolumeAttachmentState::Attached) => {
-                    Poll::Ready(Waited::Attached(Box::new(v.clone())))
-                }
-                Some(VolumeAttachmentState::Attaching | VolumeAttachmentState::Busy) => {
-                    if run.deadline.elapsed() >= stuck_after {
-                        Poll::Ready(Waited::Stuck)
-                    } else {
-                        Poll::Pending
-                    }
-                }
-                _ => Poll::Failed(volume::wait_failed(
-                    volume::id(v),
-                    "the attachment went away (the instance refused the volume)",
-                )),
-            }
-        })
+        .wait_volumes(
+            "volumes to be attached",
+            ids,
+            &run.deadline,
+            Absent::Gone,
+            |v| attached_yet(run, v, &targets[volume::id(v)], &seen),
+        )
         .await
+}
+
+/// One poll of an attachment of `v` to `instance`: attached; still
+/// attaching (stuck after [`stuck_after`]); not shown yet (right after
+/// AttachVolume EC2 may describe the volume with no attachment: eventual
+/// consistency, as the EBS CSI driver treats it) until [`stuck_after`];
+/// or, once shown (`seen`), gone: the instance refused the volume.
+fn attached_yet(
+    run: &Run,
+    v: &Volume,
+    instance: &str,
+    seen: &Mutex<HashSet<String>>,
+) -> Poll<Waited, Failure> {
+    let id = volume::id(v);
+    let late = run.deadline.elapsed() >= stuck_after(run);
+    let state = volume::attachment_to(v, instance).and_then(|a| a.state());
+    let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+    match state {
+        Some(VolumeAttachmentState::Attached) => Poll::Ready(Waited::Attached(Box::new(v.clone()))),
+        Some(VolumeAttachmentState::Attaching | VolumeAttachmentState::Busy) => {
+            seen.insert(id.to_string());
+            if late {
+                Poll::Ready(Waited::Stuck)
+            } else {
+                Poll::Pending
+            }
+        }
+        None if !seen.contains(id) && !late => Poll::Pending,
+        None if !seen.contains(id) => Poll::Failed(volume::wait_failed(
+            id,
+            format!(
+                "no attachment to {instance} appeared within {:?} of AttachVolume",
+                stuck_after(run)
+            ),
+        )),
+        _ => Poll::Failed(volume::wait_failed(
+            id,
+            "the attachment went away (the instance refused the volume)",
+        )),
+    }
 }
 
 /// How long an attachment may stay `attaching`: at most the timeout.

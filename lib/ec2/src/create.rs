@@ -18,15 +18,16 @@
 use appscale_persist::codes;
 use appscale_persist::log;
 use appscale_persist::provider::Size;
-use appscale_persist::record::{Record, State};
+use appscale_persist::record::{ProviderKind, Record, State};
 use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist::wait::Poll;
 use appscale_persist_cloudkit::spec::{encryption_mismatch, performance_mismatch};
 use appscale_persist_cloudkit::{DiskSpec, Unfinished, call_each, failures};
 use aws_sdk_ec2::types::{Volume, VolumeState};
 
-use crate::api::NewVolume;
+use crate::api::{Absent, NewVolume};
 use crate::owner::{self, Found, TAG_KMS_KEY};
+use crate::pending;
 use crate::volume::{self, VolumeRef};
 use crate::{DEFAULT_DISK_TYPE, DEFAULT_SIZE, Run};
 
@@ -100,6 +101,7 @@ pub async fn create(
     placed: Vec<Result<(), Failure>>,
 ) -> Vec<StepResult> {
     let mut plans = plan(run, records, placed).await;
+    refuse_unfinished_grows(run, &mut plans).await;
     if run.check {
         return records
             .iter_mut()
@@ -127,9 +129,10 @@ pub async fn create(
         }
     })
     .await;
+    let started = run.started;
     let made = call_each(limit, &mut plans, new_volume, |new| {
         let api = run.api.clone();
-        async move { Ok(api.create_volume(&new).await?) }
+        async move { Ok(api.create_volume(&new, started).await?) }
     })
     .await;
     // Wait.
@@ -142,9 +145,16 @@ pub async fn create(
             _ => None,
         })
         .collect();
+    // A new volume may not be visible yet (eventual consistency).
     let mut ready = run
         .api
-        .wait_volumes("volumes to be available", pending, &run.deadline, available)
+        .wait_volumes(
+            "volumes to be available",
+            pending,
+            &run.deadline,
+            Absent::NotYet,
+            available,
+        )
         .await;
     let mut growing: Vec<String> = grown.iter().flatten().cloned().collect();
     growing.extend(modifying_already(run, &plans).await);
@@ -192,12 +202,16 @@ pub async fn create(
         .collect()
 }
 
-/// Looks every record's volume up and plans it.
+/// Looks every record's volume up and plans it. On Eucalyptus, an earlier
+/// run's volume left untagged is tagged first ([`pending::recover`]).
 async fn plan(
     run: &Run,
     records: &mut [Record],
-    placed: Vec<Result<(), Failure>>,
+    mut placed: Vec<Result<(), Failure>>,
 ) -> Vec<Result<CreatePlan, Failure>> {
+    if run.api.kind == ProviderKind::Euca {
+        pending::recover(run, records, &mut placed).await;
+    }
     let found = volume::find_volumes(run, records, placed).await;
     // The zones of the instances, for records with no zone of their own.
     let instances = volume::find_instances(run, records, |r| r.zone.is_none()).await;
@@ -242,14 +256,62 @@ async fn modifying_already(run: &Run, plans: &[Result<CreatePlan, Failure>]) -> 
     if ids.is_empty() {
         return Vec::new();
     }
-    match run.api.modifying(ids).await {
-        Ok(ids) => ids,
+    match run.api.modifications(&ids).await {
+        Ok(latest) => latest
+            .into_iter()
+            .filter(|(_, m)| m.state == "modifying")
+            .map(|(id, _)| id)
+            .collect(),
         Err(e) => {
             log::warn(format_args!(
                 "could not tell whether an earlier grow is still modifying: {}",
                 e.failure.message
             ));
             Vec::new()
+        }
+    }
+}
+
+/// The volumes planned to grow whose latest modification is not
+/// `completed` (an earlier grow still `modifying` or `optimizing`) fail
+/// `resize-too-soon` before any ModifyVolume: EC2 takes a volume's next
+/// modification only once the last one is `completed` (API_ModifyVolume).
+/// One DescribeVolumesModifications; when it fails, EC2 itself refuses
+/// what it must.
+async fn refuse_unfinished_grows(run: &Run, plans: &mut [Result<CreatePlan, Failure>]) {
+    let ids: Vec<String> = plans
+        .iter()
+        .flatten()
+        .filter_map(growth)
+        .map(|(id, _)| id)
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    let latest = match run.api.modifications(&ids).await {
+        Ok(latest) => latest,
+        Err(e) => {
+            log::warn(format_args!(
+                "could not tell whether an earlier modification is still under way: {e}"
+            ));
+            return;
+        }
+    };
+    for p in plans.iter_mut() {
+        let Some((id, gib)) = p.as_ref().ok().and_then(growth) else {
+            continue;
+        };
+        if let Some(m) = latest
+            .get(&id)
+            .filter(|m| m.state == "modifying" || m.state == "optimizing")
+        {
+            *p = Err(Failure::new(
+                codes::RESIZE_TOO_SOON,
+                format!(
+                    "volume {id}'s last modification is still `{}`: EC2 takes the next one (to {gib} GiB) only once it is `completed`, and at most 4 in a rolling 24 hours; nothing was changed, run disk-create --grow again later",
+                    m.state
+                ),
+            ));
         }
     }
 }
@@ -329,22 +391,37 @@ fn plan_new(run: &Run, r: &Record) -> Result<CreatePlan, Failure> {
             "--zone or --instance",
         ));
     };
+    // From a snapshot, its size unless --size says otherwise.
+    let gib = spec.size.map(Size::gib).unwrap_or_else(|| {
+        r.restored_from
+            .as_ref()
+            .and(r.size_bytes)
+            .map_or(DEFAULT_SIZE.gib(), |b| b.div_ceil(1 << 30))
+    });
+    // The type's sizes, before any CreateVolume (st1 and sc1 start at 125
+    // GiB: the default size does not fit them).
+    let euca = run.api.kind == ProviderKind::Euca;
+    if !euca && let Err(why) = crate::options::size_fits(spec, gib) {
+        return Err(Failure::new(
+            codes::CREATE_FAILED,
+            format!("{why}; nothing was created"),
+        ));
+    }
+    let default_type = if euca {
+        crate::euca::VOLUME_TYPE
+    } else {
+        DEFAULT_DISK_TYPE
+    };
     Ok(CreatePlan::Create(NewVolume {
         name: r.disk.clone().unwrap_or_default(),
         zone,
         deployment: run.deployment_of(r),
         node: r.node.clone().unwrap_or_default(),
-        // From a snapshot, its size unless --size says otherwise.
-        gib: spec.size.map(Size::gib).unwrap_or_else(|| {
-            r.restored_from
-                .as_ref()
-                .and(r.size_bytes)
-                .map_or(DEFAULT_SIZE.gib(), |b| b.div_ceil(1 << 30))
-        }),
+        gib,
         disk_type: spec
             .disk_type
             .clone()
-            .unwrap_or_else(|| DEFAULT_DISK_TYPE.into()),
+            .unwrap_or_else(|| default_type.into()),
         encrypted: spec.wants_encryption(),
         kms_key: spec.kms_key.clone(),
         iops: spec.iops,
@@ -464,10 +541,12 @@ fn new_volume(p: &CreatePlan) -> Option<NewVolume> {
 fn available(v: &Volume) -> Poll<Volume, Failure> {
     match v.state() {
         Some(VolumeState::Available) => Poll::Ready(v.clone()),
-        Some(VolumeState::Error) => Poll::Failed(volume::wait_failed(
-            volume::id(v),
-            "the volume went into state `error`",
-        )),
+        Some(state @ (VolumeState::Error | VolumeState::Deleting | VolumeState::Deleted)) => {
+            Poll::Failed(volume::wait_failed(
+                volume::id(v),
+                format!("the volume went into state `{}`", state.as_str()),
+            ))
+        }
         _ => Poll::Pending,
     }
 }

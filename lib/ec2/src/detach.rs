@@ -9,6 +9,7 @@
 //!   loop (those detaching already too).
 //! * **finish**: the record loses its `device`.
 
+use appscale_persist::log;
 use appscale_persist::record::{Record, State};
 use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist::wait::Poll;
@@ -16,6 +17,7 @@ use appscale_persist_cloudkit::{self as kit, Detachable, Unfinished, call_each, 
 use aws_sdk_ec2::types::{Volume, VolumeAttachmentState};
 
 use crate::Run;
+use crate::api::{Absent, Api};
 use crate::owner::{self, Found, Owner};
 use crate::volume;
 
@@ -68,7 +70,7 @@ pub async fn detach(
         to_detach,
         |(vol, instance)| {
             let api = run.api.clone();
-            async move { Ok(api.detach(&vol, &instance, force).await?) }
+            async move { detach_one(&api, &vol, &instance, force).await }
         },
     )
     .await;
@@ -84,7 +86,13 @@ pub async fn detach(
         .collect();
     let mut detached = run
         .api
-        .wait_volumes("volumes to be detached", pending, &run.deadline, gone)
+        .wait_volumes(
+            "volumes to be detached",
+            pending,
+            &run.deadline,
+            Absent::Gone,
+            gone,
+        )
         .await;
     // Finish.
     records
@@ -141,19 +149,48 @@ fn plan(run: &Run, r: &mut Record, f: Found) -> Result<DetachPlan, Failure> {
             instance: attached_to,
         });
     }
-    let grounds = kit::may_detach(
-        r,
-        &vol,
-        &attached_to,
-        a.device(),
-        run.cfg.on_node,
-        run.cfg.force,
-    )?;
+    let attached = appscale_persist::release::Attachment {
+        instance: &attached_to,
+        device: a.device(),
+        since: a.attach_time().map(|t| t.secs().max(0) as u64),
+    };
+    let grounds = kit::may_detach(r, &vol, attached, run.cfg.on_node, run.cfg.force)?;
     Ok(DetachPlan::Detach {
         vol,
         instance: attached_to,
         grounds,
     })
+}
+
+/// AWS error codes of a DetachVolume for a volume not attached there: the
+/// SDK resending a call whose answer was lost gets one for its own work.
+const NOT_ATTACHED: &[&str] = &["IncorrectState", "InvalidAttachment.NotFound"];
+
+/// DetachVolume of `vol` from `instance`. Refused as not attached there
+/// ([`NOT_ATTACHED`]; DetachVolume carries no token, and a lost answer's
+/// resend gets this), it is success when DescribeVolumes shows the volume
+/// detaching from there, or attached there no more.
+async fn detach_one(api: &Api, vol: &str, instance: &str, force: bool) -> Result<(), Failure> {
+    let e = match api.detach(vol, instance, force).await {
+        Ok(()) => return Ok(()),
+        Err(e) if NOT_ATTACHED.contains(&e.failure.code.as_str()) => e,
+        Err(e) => return Err(e.failure),
+    };
+    let found = api.volumes_by_id(&[vol.to_string()]).await?;
+    let still = found
+        .get(vol)
+        .and_then(|v| volume::attachment_to(v, instance))
+        .and_then(|a| a.state());
+    match still {
+        None | Some(VolumeAttachmentState::Detaching | VolumeAttachmentState::Detached) => {
+            log::debug(format_args!(
+                "{vol}: {}; it is detached (or detaching) from {instance} already",
+                e.failure.message
+            ));
+            Ok(())
+        }
+        Some(_) => Err(e.failure),
+    }
 }
 
 /// The DetachVolume request of a plan.

@@ -11,7 +11,8 @@
 //! How many volumes an instance may carry is its type's business, not the
 //! names': see [`crate::api::EbsLimit`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The device names an instance's volumes may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +63,42 @@ pub fn free_name(in_use: &HashSet<String>, space: NameSpace) -> Option<String> {
         .find(|n| !in_use.contains(&normalize(n)))
 }
 
+/// The device names taken on each instance, as one run's attaches take
+/// them: what DescribeInstances shows in use, the names the instance's
+/// image (AMI) maps (instance store, which DescribeInstances does not
+/// show, and EC2 refuses as "already in use"), and the names this run has
+/// given out or seen refused. Shared by the concurrent attaches of a run,
+/// so a name refused once is never tried again in it.
+#[derive(Debug, Clone, Default)]
+pub struct Taken(Arc<Mutex<HashMap<String, InstanceNames>>>);
+
+/// One instance's name space, and the names taken in it (normalised).
+type InstanceNames = (NameSpace, HashSet<String>);
+
+impl Taken {
+    /// Notes `instance`, of name space `space`, with the names `in_use`.
+    pub fn instance(&self, instance: &str, space: NameSpace, in_use: HashSet<String>) {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        all.insert(instance.to_string(), (space, in_use));
+    }
+
+    /// The first free name on `instance` (known with [`Taken::instance`]),
+    /// now taken.
+    pub fn take_free(&self, instance: &str) -> Option<String> {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let (space, used) = all.get_mut(instance)?;
+        let name = free_name(used, *space)?;
+        used.insert(normalize(&name));
+        Some(name)
+    }
+
+    /// The name space of `instance`, for messages.
+    pub fn space(&self, instance: &str) -> NameSpace {
+        let all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        all.get(instance).map_or(NameSpace::Short, |(s, _)| *s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +117,16 @@ mod tests {
             free_name(&used, NameSpace::Short).as_deref(),
             Some("/dev/sdh")
         );
+    }
+
+    #[test]
+    fn a_run_never_gives_out_a_name_twice() {
+        let taken = Taken::default();
+        let used: HashSet<String> = ["sda", "sdf"].iter().map(|s| s.to_string()).collect();
+        taken.instance("i-1", NameSpace::Short, used);
+        assert_eq!(taken.take_free("i-1").as_deref(), Some("/dev/sdg"));
+        assert_eq!(taken.take_free("i-1").as_deref(), Some("/dev/sdh"));
+        assert_eq!(taken.take_free("i-2"), None, "an instance not noted");
     }
 
     #[test]

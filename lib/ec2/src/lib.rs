@@ -1,7 +1,9 @@
 //! The `ec2` and `euca` providers: EBS volumes through `aws-sdk-ec2`.
 //!
-//! Eucalyptus speaks the EC2 API at another endpoint, so both are this one
-//! provider with a different [`Config::kind`] and endpoint.
+//! Eucalyptus speaks its own dialect of the EC2 API at another endpoint:
+//! both are this one provider with a different [`Config::kind`] and
+//! endpoint, and what Eucalyptus binds, lacks or does otherwise is said in
+//! [`euca`] (its create in two calls: [`pending`]).
 //!
 //! Every operation has the shape of [`appscale_persist_cloudkit`]: **plan**
 //! each record (its volume and instance looked up in batches, then an enum
@@ -31,13 +33,16 @@
 
 mod api;
 mod attach;
+mod connect;
 mod create;
 mod detach;
 mod devices;
+mod euca;
 mod limits;
 mod options;
 pub mod owner;
 mod scratch;
+mod pending;
 mod snapshot;
 mod volume;
 
@@ -179,6 +184,9 @@ struct Run {
     cfg: Config,
     check: bool,
     deadline: Deadline,
+    /// When it began, by the wall clock (to tell an earlier run's
+    /// CreateVolume answer from this run's).
+    started: std::time::SystemTime,
 }
 
 impl Run {
@@ -220,9 +228,10 @@ impl Ec2 {
             .collect()
     }
 
-    /// Places the records and connects (the records' zones give the region
-    /// when nothing else does): what an operation runs with. A client that
-    /// cannot be built fails every record.
+    /// Places the records and connects (on EC2 the first record's zone
+    /// gives the region: [`connect`]): what an operation runs with. A
+    /// client that cannot be built fails every record; a record in another
+    /// region than the client's fails alone.
     fn start(
         &mut self,
         records: &mut [Record],
@@ -238,11 +247,19 @@ impl Ec2 {
             let api = rt.block_on(Api::connect(cfg, zone_hint.as_deref()))?;
             Ok(Arc::new(api))
         })?;
+        // A record whose zone is in another region than the client's would
+        // be looked for, or made, in the wrong region.
+        let placed = records
+            .iter()
+            .zip(placed)
+            .map(|(r, p)| p.and_then(|()| connect::check_region(api.kind, &api.region, r)))
+            .collect();
         let run = Run {
             api,
             cfg: self.cfg.clone(),
             check: cx.check,
             deadline: Deadline::start(self.cfg.timeout),
+            started: std::time::SystemTime::now(),
         };
         Ok((run, placed))
     }

@@ -11,6 +11,7 @@
 //! no `aws:` key (AWS's own), and none of the keys this provider sets
 //! itself.
 
+use appscale_persist::record::ProviderKind;
 use appscale_persist_cloudkit::DiskSpec;
 
 use crate::DEFAULT_DISK_TYPE;
@@ -33,6 +34,8 @@ struct Iops {
 /// What a volume type takes.
 struct VolumeType {
     name: &'static str,
+    /// Allowed sizes, GiB (CreateVolume's `Size`).
+    gib: (u64, u64),
     iops: Option<Iops>,
     /// Allowed throughput, MiB/s, and at most this many MiB/s per 1,000
     /// IOPS.
@@ -42,6 +45,7 @@ struct VolumeType {
 const TYPES: &[VolumeType] = &[
     VolumeType {
         name: "gp3",
+        gib: (1, 65_536),
         iops: Some(Iops {
             min: 3_000,
             max: 80_000,
@@ -53,6 +57,7 @@ const TYPES: &[VolumeType] = &[
     },
     VolumeType {
         name: "io1",
+        gib: (4, 16_384),
         iops: Some(Iops {
             min: 100,
             max: 64_000,
@@ -64,6 +69,7 @@ const TYPES: &[VolumeType] = &[
     },
     VolumeType {
         name: "io2",
+        gib: (4, 65_536),
         iops: Some(Iops {
             min: 100,
             max: 256_000,
@@ -75,21 +81,25 @@ const TYPES: &[VolumeType] = &[
     },
     VolumeType {
         name: "gp2",
+        gib: (1, 16_384),
         iops: None,
         throughput: None,
     },
     VolumeType {
         name: "st1",
+        gib: (125, 16_384),
         iops: None,
         throughput: None,
     },
     VolumeType {
         name: "sc1",
+        gib: (125, 16_384),
         iops: None,
         throughput: None,
     },
     VolumeType {
         name: "standard",
+        gib: (1, 1_024),
         iops: None,
         throughput: None,
     },
@@ -99,8 +109,15 @@ const TYPES: &[VolumeType] = &[
 /// (`Name`, deployment, node, key).
 const MAX_TAGS: usize = 50 - 4;
 
-/// Checks `spec` against EBS's limits; the error says which flag and why.
-pub fn check(spec: &DiskSpec) -> Result<(), String> {
+/// Checks `spec` against EBS's limits (on Eucalyptus, against what it
+/// takes: [`crate::euca::check`]); the error says which flag and why.
+pub fn check(kind: ProviderKind, spec: &DiskSpec) -> Result<(), String> {
+    if kind == ProviderKind::Euca {
+        return crate::euca::check(spec).and_then(|()| check_tags(&spec.tags));
+    }
+    if let Some(size) = spec.size {
+        size_fits(spec, size.gib())?;
+    }
     check_performance(spec)?;
     if let Some(key) = &spec.kms_key
         && (key.is_empty() || key.contains(char::is_whitespace) || key.starts_with("projects/"))
@@ -172,6 +189,24 @@ fn check_performance(spec: &DiskSpec) -> Result<(), String> {
     }
 }
 
+/// Why a volume of `spec`'s type cannot be `gib` GiB, if it cannot (st1
+/// and sc1 start at 125 GiB, standard ends at 1 TiB, ...). A type unknown
+/// here is left to EC2.
+pub fn size_fits(spec: &DiskSpec, gib: u64) -> Result<(), String> {
+    let name = spec.disk_type.as_deref().unwrap_or(DEFAULT_DISK_TYPE);
+    let Some(ty) = TYPES.iter().find(|t| t.name == name) else {
+        return Ok(());
+    };
+    let (min, max) = ty.gib;
+    if (min..=max).contains(&gib) {
+        return Ok(());
+    }
+    Err(format!(
+        "a {name} volume is {min} to {max} GiB, not {gib} GiB: pass --size {}G or another --type",
+        gib.clamp(min, max)
+    ))
+}
+
 /// Why a new volume of `spec` cannot be made without `--iops` (io1, io2),
 /// if it cannot.
 pub fn missing_iops(spec: &DiskSpec) -> Option<String> {
@@ -229,17 +264,29 @@ mod tests {
 
     #[test]
     fn iops_and_throughput_within_the_types_limits() {
-        assert_eq!(check(&spec("gp3", 10, None, None)), Ok(()));
-        assert_eq!(check(&spec("gp3", 10, Some(5_000), Some(500))), Ok(()));
-        assert_eq!(check(&spec("gp3", 1, Some(3_000), Some(750))), Ok(()));
-        assert_eq!(check(&spec("io2", 10, Some(10_000), None)), Ok(()));
-        let err = |s: DiskSpec| check(&s).unwrap_err();
+        assert_eq!(
+            check(ProviderKind::Ec2, &spec("gp3", 10, None, None)),
+            Ok(())
+        );
+        assert_eq!(
+            check(ProviderKind::Ec2, &spec("gp3", 10, Some(5_000), Some(500))),
+            Ok(())
+        );
+        assert_eq!(
+            check(ProviderKind::Ec2, &spec("gp3", 1, Some(3_000), Some(750))),
+            Ok(())
+        );
+        assert_eq!(
+            check(ProviderKind::Ec2, &spec("io2", 10, Some(10_000), None)),
+            Ok(())
+        );
+        let err = |s: DiskSpec| check(ProviderKind::Ec2, &s).unwrap_err();
         assert!(err(spec("gp3", 100, Some(90_000), None)).contains("3000 to 80000"));
         assert!(err(spec("gp3", 10, Some(6_000), None)).contains("at most 5000 IOPS"));
         assert!(err(spec("gp3", 10, None, Some(800))).contains("at most 750 MiB/s"));
         assert!(err(spec("gp3", 10, None, Some(100))).contains("125 to 2000"));
         assert_eq!(
-            check(&spec("io1", 10, None, None)),
+            check(ProviderKind::Ec2, &spec("io1", 10, None, None)),
             Ok(()),
             "a volume found"
         );
@@ -250,7 +297,34 @@ mod tests {
         assert!(err(spec("io1", 10, Some(300), Some(200))).contains("gp3 does"));
         assert!(err(spec("gp2", 10, Some(300), None)).contains("no provisioned IOPS"));
         assert!(err(spec("fancy9", 10, Some(300), None)).contains("unknown"));
-        assert_eq!(check(&spec("fancy9", 10, None, None)), Ok(()));
+        assert_eq!(
+            check(ProviderKind::Ec2, &spec("fancy9", 10, None, None)),
+            Ok(())
+        );
+    }
+
+    /// Sizes per type (CreateVolume's `Size`): st1 and sc1 start at 125
+    /// GiB, before any call.
+    #[test]
+    fn sizes_are_held_to_the_types_range() {
+        assert_eq!(
+            check(ProviderKind::Ec2, &spec("st1", 125, None, None)),
+            Ok(())
+        );
+        let e = check(ProviderKind::Ec2, &spec("st1", 10, None, None)).unwrap_err();
+        assert!(
+            e.contains("125 to 16384 GiB") && e.contains("--size 125G"),
+            "{e}"
+        );
+        assert!(check(ProviderKind::Ec2, &spec("sc1", 100, None, None)).is_err());
+        assert!(check(ProviderKind::Ec2, &spec("standard", 2_000, None, None)).is_err());
+        assert!(check(ProviderKind::Ec2, &spec("io1", 2, Some(100), None)).is_err());
+        assert_eq!(
+            check(ProviderKind::Ec2, &spec("fancy9", 1, None, None)),
+            Ok(())
+        );
+        let default_type = DiskSpec::default();
+        assert_eq!(size_fits(&default_type, 10), Ok(()));
     }
 
     #[test]
@@ -259,20 +333,30 @@ mod tests {
             tags: vec![(k.into(), v.into())],
             ..DiskSpec::default()
         };
-        assert_eq!(check(&tagged("team", "db")), Ok(()));
+        assert_eq!(check(ProviderKind::Ec2, &tagged("team", "db")), Ok(()));
         assert!(
-            check(&tagged("aws:x", "1"))
+            check(ProviderKind::Ec2, &tagged("aws:x", "1"))
                 .unwrap_err()
                 .contains("AWS's own")
         );
-        assert!(check(&tagged("Name", "x")).unwrap_err().contains("itself"));
-        assert!(check(&tagged(TAG_DEPLOYMENT, "x")).is_err());
-        assert!(check(&tagged(&"k".repeat(129), "x")).is_err());
+        assert!(
+            check(ProviderKind::Ec2, &tagged("Name", "x"))
+                .unwrap_err()
+                .contains("itself")
+        );
+        assert!(check(ProviderKind::Ec2, &tagged(TAG_DEPLOYMENT, "x")).is_err());
+        assert!(check(ProviderKind::Ec2, &tagged(&"k".repeat(129), "x")).is_err());
         let key = |k: &str| DiskSpec {
             kms_key: Some(k.into()),
             ..DiskSpec::default()
         };
-        assert_eq!(check(&key("alias/data")), Ok(()));
-        assert!(check(&key("projects/p/locations/l/keyRings/r/cryptoKeys/k")).is_err());
+        assert_eq!(check(ProviderKind::Ec2, &key("alias/data")), Ok(()));
+        assert!(
+            check(
+                ProviderKind::Ec2,
+                &key("projects/p/locations/l/keyRings/r/cryptoKeys/k")
+            )
+            .is_err()
+        );
     }
 }

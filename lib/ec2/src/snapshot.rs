@@ -40,7 +40,7 @@ use appscale_persist::freeze::{self, Frozen, Here};
 use appscale_persist::lock::NodeLock;
 use appscale_persist::provider::disk_of;
 use appscale_persist::record::{Record, Snapshot, State};
-use appscale_persist::snapshot::{Candidate, SnapshotArgs, Stamp};
+use appscale_persist::snapshot::{Candidate, Marks, SnapshotArgs, Stamp};
 use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist::wait::Poll;
 use appscale_persist_cloudkit::{
@@ -50,7 +50,7 @@ use aws_sdk_ec2::types::{
     Filter, ResourceType, SnapshotState, Tag, TagSpecification, VolumeAttachmentState,
 };
 
-use crate::api::{Api, api_error};
+use crate::api::{Api, MAX_IDS, api_error, too_soon};
 use crate::owner::{TAG_DEPLOYMENT, TAG_NODE};
 use crate::{POLL, Run, trace, volume};
 
@@ -60,6 +60,24 @@ pub const TAG_DISK: &str = "appscale-persist:disk";
 pub const TAG_TIME: &str = "appscale-persist:time";
 /// The tool that took it.
 pub const TAG_TOOL: &str = "appscale-persist:tool";
+
+/// An image (AMI) uses the snapshot, so it cannot be deleted
+/// (`InvalidSnapshot.InUse`): set when a DeleteSnapshot was refused so,
+/// and from then on retention neither counts nor deletes it.
+pub const TAG_IN_USE: &str = "appscale-persist:used-by-image";
+
+/// Every snapshot's description starts so, followed by the JSON of whose
+/// it is (deployment, node, disk, time): on Eucalyptus, whose
+/// CreateSnapshot takes no tags, a snapshot left untagged is found by it
+/// and tagged ([`crate::pending`]).
+pub const DESCRIPTION_PREFIX: &str = "appscale-persist ";
+
+/// The AWS error code of a CreateSnapshot of a volume snapshotted
+/// seconds ago.
+const RATE_EXCEEDED: &str = "SnapshotCreationPerVolumeRateExceeded";
+
+/// The AWS error code of a DeleteSnapshot of a snapshot an image uses.
+const IN_USE: &str = "InvalidSnapshot.InUse";
 
 /// A snapshot of ours, as DescribeSnapshots gives it.
 #[derive(Debug, Clone)]
@@ -74,14 +92,67 @@ pub struct Snap {
     pub size: u64,
     /// `pending`, `completed`, `error`, ...
     pub state: String,
+    /// An image uses it ([`TAG_IN_USE`]): kept, and not counted.
+    pub in_use: bool,
 }
 
 impl Snap {
     fn record(&self) -> Snapshot {
         Snapshot::listed(&self.id, Stamp(self.ms).rfc3339(), self.size, &self.state)
     }
+
+    /// What retention weighs it as; none for one an image uses.
+    fn candidate(self) -> Option<Candidate> {
+        (!self.in_use).then(|| Candidate::new(self.id, self.ms, self.state))
+    }
 }
 
+/// The tags of a snapshot of `disk` of `deployment`'s `node`, taken at
+/// `time`.
+pub fn snapshot_tags(
+    deployment: &str,
+    node: &str,
+    disk: &str,
+    time: &str,
+) -> Vec<(String, String)> {
+    [
+        ("Name", format!("{disk}@{time}")),
+        (TAG_DEPLOYMENT, deployment.to_string()),
+        (TAG_NODE, node.to_string()),
+        (TAG_DISK, disk.to_string()),
+        (TAG_TIME, time.to_string()),
+        (TAG_TOOL, appscale_persist::snapshot::TOOL.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// The description of a snapshot of `p`, taken at `time`.
+fn description(p: &Plan, time: &str) -> String {
+    let whose = serde_json::json!({
+        "deployment": p.deployment, "node": p.node, "disk": p.disk, "time": time,
+    });
+    format!("{DESCRIPTION_PREFIX}{whose}")
+}
+
+/// The tags a description made by [`description`] says, if it is one.
+pub fn tags_of_description(d: &str) -> Option<Vec<(String, String)>> {
+    let whose: serde_json::Value =
+        serde_json::from_str(d.strip_prefix(DESCRIPTION_PREFIX)?).ok()?;
+    let field = |k: &str| whose[k].as_str().map(str::to_string);
+    Some(snapshot_tags(
+        &field("deployment")?,
+        &field("node").unwrap_or_default(),
+        &field("disk")?,
+        &field("time")?,
+    ))
+}
+
+/// The snapshot as [`Snap`], when this toolkit took it: every tag
+/// disk-snapshot puts on one ([`Marks::ours`]). Any other snapshot, even
+/// one tagged with the deployment, is not ours, and is never counted,
+/// pruned or restored from.
 fn snap_of(s: &aws_sdk_ec2::types::Snapshot) -> Option<Snap> {
     let tag = |k: &str| {
         s.tags()
@@ -90,6 +161,21 @@ fn snap_of(s: &aws_sdk_ec2::types::Snapshot) -> Option<Snap> {
             .and_then(|t| t.value())
             .map(str::to_string)
     };
+    let (deployment, disk, time, tool) = (
+        tag(TAG_DEPLOYMENT),
+        tag(TAG_DISK),
+        tag(TAG_TIME),
+        tag(TAG_TOOL),
+    );
+    let marks = Marks {
+        deployment: deployment.as_deref(),
+        disk: disk.as_deref(),
+        time: time.as_deref().and_then(Stamp::parse_rfc3339),
+        tool: tool.as_deref(),
+    };
+    if !marks.ours() {
+        return None;
+    }
     Some(Snap {
         id: s.snapshot_id()?.to_string(),
         disk: tag(TAG_DISK).unwrap_or_default(),
@@ -102,79 +188,121 @@ fn snap_of(s: &aws_sdk_ec2::types::Snapshot) -> Option<Snap> {
             .state()
             .map_or("unknown", SnapshotState::as_str)
             .to_string(),
+        in_use: tag(TAG_IN_USE).is_some(),
     })
 }
 
 impl Api {
-    /// This account's snapshots tagged for `deployment` (and `ids`, when
-    /// given), newest first.
-    pub async fn snapshots(&self, deployment: &str, ids: &[String]) -> Result<Vec<Snap>, ApiError> {
-        trace(format_args!(
-            "DescribeSnapshots {TAG_DEPLOYMENT}={deployment} {}",
-            ids.join(" ")
-        ));
-        let mut req = self.client.describe_snapshots().owner_ids("self").filters(
-            Filter::builder()
-                .name(format!("tag:{TAG_DEPLOYMENT}"))
-                .values(deployment)
-                .build(),
-        );
-        if !ids.is_empty() {
-            req = req.set_snapshot_ids(Some(ids.to_vec()));
+    /// This account's snapshots tagged for `deployment`, newest first, every
+    /// page followed (EC2 pages DescribeSnapshots: a partial list would
+    /// make retention and `--from-snapshot latest` wrong). On Eucalyptus,
+    /// the deployment's snapshots left untagged are tagged first
+    /// ([`Api::tag_untagged_snapshots`]; with `check`, only said).
+    pub async fn snapshots(&self, deployment: &str, check: bool) -> Result<Vec<Snap>, ApiError> {
+        if self.kind == appscale_persist::record::ProviderKind::Euca {
+            self.tag_untagged_snapshots(deployment, check).await?;
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| api_error("DescribeSnapshots", e))?;
-        let mut all: Vec<Snap> = out.snapshots().iter().filter_map(snap_of).collect();
+        trace(format_args!(
+            "DescribeSnapshots {TAG_DEPLOYMENT}={deployment}"
+        ));
+        let mine = Filter::builder()
+            .name(format!("tag:{TAG_DEPLOYMENT}"))
+            .values(deployment)
+            .build();
+        let found = self.describe_snapshots(vec![mine], &[]).await?;
+        let mut all: Vec<Snap> = found.iter().filter_map(snap_of).collect();
         all.sort_by(|a, b| b.ms.cmp(&a.ms).then_with(|| b.id.cmp(&a.id)));
         Ok(all)
     }
 
-    /// This account's snapshots `ids` (one call, whatever their
-    /// deployment).
+    /// This account's snapshots `ids`, whatever their deployment.
     async fn snapshots_by_id(&self, ids: &[String]) -> Result<Vec<Snap>, ApiError> {
         trace(format_args!("DescribeSnapshots {}", ids.join(" ")));
-        let out = self
-            .client
-            .describe_snapshots()
-            .owner_ids("self")
-            .set_snapshot_ids(Some(ids.to_vec()))
-            .send()
-            .await
-            .map_err(|e| api_error("DescribeSnapshots", e))?;
-        Ok(out.snapshots().iter().filter_map(snap_of).collect())
+        let found = self.describe_snapshots(Vec::new(), ids).await?;
+        Ok(found.iter().filter_map(snap_of).collect())
     }
 
-    /// CreateSnapshot of `p`'s volume, tagged; the snapshot as started.
+    /// This account's snapshots matching `filters` (or named by `ids`, at
+    /// most [`MAX_IDS`] a call), every page followed: by filters, pages of
+    /// up to [`MAX_IDS`] (EC2 refuses MaxResults beside ids).
+    pub(crate) async fn describe_snapshots(
+        &self,
+        filters: Vec<Filter>,
+        ids: &[String],
+    ) -> Result<Vec<aws_sdk_ec2::types::Snapshot>, ApiError> {
+        let by_id: Vec<Option<Vec<String>>> = if ids.is_empty() {
+            vec![None]
+        } else {
+            ids.chunks(MAX_IDS).map(|c| Some(c.to_vec())).collect()
+        };
+        let mut out = Vec::new();
+        for ids in by_id {
+            let page_size = ids.is_none().then_some(MAX_IDS as i32);
+            let mut token = None;
+            loop {
+                let page = self
+                    .client
+                    .describe_snapshots()
+                    .owner_ids("self")
+                    .set_filters((!filters.is_empty()).then(|| filters.clone()))
+                    .set_snapshot_ids(ids.clone())
+                    .set_max_results(page_size)
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| api_error("DescribeSnapshots", e))?;
+                out.extend(page.snapshots().iter().cloned());
+                token = page.next_token().map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// CreateSnapshot of `p`'s volume, tagged (on Eucalyptus, whose
+    /// CreateSnapshot takes no tags, by a CreateTags right after; its
+    /// description says whose it is meanwhile); the snapshot as started.
+    /// EC2 refusing it because the volume was snapshotted seconds ago is
+    /// `snapshot-too-soon`.
     async fn create_snapshot(&self, p: &Plan, time: &str) -> Result<Snap, ApiError> {
         trace(format_args!(
             "CreateSnapshot {} {TAG_DISK}={}",
             p.vol, p.disk
         ));
-        let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
-        let tags = TagSpecification::builder()
-            .resource_type(ResourceType::Snapshot)
-            .tags(tag("Name", &format!("{}@{time}", p.disk)))
-            .tags(tag(TAG_DEPLOYMENT, &p.deployment))
-            .tags(tag(TAG_NODE, &p.node))
-            .tags(tag(TAG_DISK, &p.disk))
-            .tags(tag(TAG_TIME, time))
-            .tags(tag(TAG_TOOL, "disk-snapshot"))
-            .build();
+        let tags = snapshot_tags(&p.deployment, &p.node, &p.disk, time);
+        let euca = self.kind == appscale_persist::record::ProviderKind::Euca;
+        let spec = (!euca).then(|| {
+            let mut spec = TagSpecification::builder().resource_type(ResourceType::Snapshot);
+            for (k, v) in &tags {
+                spec = spec.tags(Tag::builder().key(k).value(v).build());
+            }
+            spec.build()
+        });
         let out = self
             .client
             .create_snapshot()
             .volume_id(&p.vol)
-            .description(format!("appscale-persist: {} of {}", p.disk, p.deployment))
-            .tag_specifications(tags)
+            .description(description(p, time))
+            .set_tag_specifications(spec.map(|s| vec![s]))
             .send()
             .await
-            .map_err(|e| api_error(&format!("CreateSnapshot {}", p.vol), e))?;
+            .map_err(|e| {
+                too_soon(
+                    api_error(&format!("CreateSnapshot {}", p.vol), e),
+                    RATE_EXCEEDED,
+                    codes::SNAPSHOT_TOO_SOON,
+                    "EC2 takes a volume's snapshots some seconds apart; nothing was taken, and nothing is wrong with the volume: run disk-snapshot again later",
+                )
+            })?;
         let id = out.snapshot_id().map(str::to_string).ok_or_else(|| {
             let f = Failure::new(codes::API_ERROR, "CreateSnapshot returned no snapshot id");
             ApiError::new(Fault::ServerError, f)
         })?;
+        if euca {
+            self.tag(&id, &tags).await?;
+        }
         Ok(Snap {
             id,
             disk: p.disk.clone(),
@@ -189,19 +317,29 @@ impl Api {
                 .state()
                 .map_or("pending", SnapshotState::as_str)
                 .to_string(),
+            in_use: false,
         })
     }
 
-    /// DeleteSnapshot.
-    async fn delete_snapshot(&self, id: &str) -> Result<(), ApiError> {
+    /// DeleteSnapshot; whether it was deleted. One an image uses
+    /// (`InvalidSnapshot.InUse`) is kept: it is tagged [`TAG_IN_USE`] and
+    /// said once (a warning), and from then on retention leaves it out.
+    async fn delete_snapshot(&self, id: &str) -> Result<bool, ApiError> {
         trace(format_args!("DeleteSnapshot {id}"));
-        self.client
-            .delete_snapshot()
-            .snapshot_id(id)
-            .send()
-            .await
-            .map_err(|e| api_error(&format!("DeleteSnapshot {id}"), e))?;
-        Ok(())
+        let e = match self.client.delete_snapshot().snapshot_id(id).send().await {
+            Ok(_) => return Ok(true),
+            Err(e) => api_error(&format!("DeleteSnapshot {id}"), e),
+        };
+        if e.failure.code != IN_USE {
+            return Err(e);
+        }
+        self.tag(id, &[(TAG_IN_USE.to_string(), "yes".to_string())])
+            .await?;
+        appscale_persist::log::warn(format_args!(
+            "{} [{IN_USE}]: an image (AMI) uses snapshot {id}, so it is kept; retention no longer counts it (tag {TAG_IN_USE}). Deregister the image to let it go",
+            e.failure.message
+        ));
+        Ok(false)
     }
 }
 
@@ -314,7 +452,7 @@ fn consistency(
     probe.provider = Some(run.cfg.kind);
     probe.attached_as = (!dev.is_empty()).then(|| dev.clone());
     if let Err(f) = lock
-        .get_or_insert_with(|| NodeLock::take(run.check).map_err(Failure::from))
+        .get_or_insert_with(|| freeze::node_lock(run.check))
         .as_ref()
     {
         return Err(f.clone());
@@ -401,7 +539,7 @@ pub async fn snapshot(
         if !listed.contains_key(&p.deployment) {
             let l = run
                 .api
-                .snapshots(&p.deployment, &[])
+                .snapshots(&p.deployment, run.check || args.list)
                 .await
                 .map_err(Failure::from);
             listed.insert(p.deployment.clone(), l);
@@ -435,7 +573,7 @@ pub async fn snapshot(
                 let p = p?;
                 let mut snaps: Vec<Candidate> = earlier(&p)?
                     .into_iter()
-                    .map(|s| Candidate::new(s.id, s.ms, s.state))
+                    .filter_map(Snap::candidate)
                     .collect();
                 // Retention runs once the new one is complete.
                 snaps.push(Candidate::new("(new)", now.0, "completed"));
@@ -511,7 +649,8 @@ pub async fn snapshot(
     let mut failed: HashMap<usize, Vec<String>> = HashMap::new();
     for ((i, id), d) in deletions.into_iter().zip(deleted) {
         match d {
-            Ok(()) => pruned.entry(i).or_default().push(id),
+            Ok(true) => pruned.entry(i).or_default().push(id),
+            Ok(false) => {}
             Err(f) => failed.entry(i).or_default().push(f.message),
         }
     }
@@ -756,7 +895,7 @@ fn settle(
     let mut all: Vec<Candidate> = earlier(p)?
         .into_iter()
         .filter(|s| s.disk == p.disk && s.id != snap.id)
-        .map(|s| Candidate::new(s.id, s.ms, s.state))
+        .filter_map(Snap::candidate)
         .collect();
     all.push(Candidate::new(
         snap.id.clone(),
@@ -772,9 +911,11 @@ fn settle(
         .collect())
 }
 
-/// `disk-create --from-snapshot`: finds each placed record's snapshot
-/// (`latest`: the newest of its disk and deployment; an id: which must be of
-/// its disk), then makes the record name the new volume,
+/// `disk-create --from-snapshot`: refuses a record whose volume (the one
+/// the snapshot was taken of) is still attached (`original-attached`:
+/// nothing is made); finds each placed record's snapshot (`latest`: the
+/// newest of its disk and deployment; an id: which must be of its disk),
+/// then makes the record name the new volume,
 /// `<disk>-restored-<time>`, with `restored_from` and the snapshot's size;
 /// the old volume is left alone. A record whose snapshot is not found fails
 /// `no-such-snapshot`.
@@ -785,15 +926,35 @@ pub async fn restore_names(
     placed: &mut [Result<(), Failure>],
 ) {
     let mut listed: HashMap<String, Result<Vec<Snap>, Failure>> = HashMap::new();
-    for (r, placed) in records.iter_mut().zip(placed.iter_mut()) {
+    // The volumes the snapshots were taken of: one still attached is never
+    // restored beside (its copy would carry the same filesystem UUID).
+    let originals = volume::find_volumes(run, records, placed.to_vec()).await;
+    for ((r, placed), original) in records.iter_mut().zip(placed.iter_mut()).zip(originals) {
         if placed.is_err() {
+            continue;
+        }
+        if let Ok(f) = original
+            && let Some(a) = f
+                .vol
+                .attachments()
+                .iter()
+                .find(|a| a.state() != Some(&VolumeAttachmentState::Detached))
+        {
+            *placed = Err(Failure::new(
+                codes::ORIGINAL_ATTACHED,
+                format!(
+                    "{} is still attached to {}: a volume restored from its snapshot holds a filesystem with the same UUID, which must never be attached beside it; take it down first (scripts/down: unmount and detach it), then restore. Nothing was made",
+                    volume::what(&f.vol),
+                    a.instance_id().unwrap_or("?")
+                ),
+            ));
             continue;
         }
         let deployment = run.deployment_of(r);
         if !listed.contains_key(&deployment) {
             let l = run
                 .api
-                .snapshots(&deployment, &[])
+                .snapshots(&deployment, run.check)
                 .await
                 .map_err(Failure::from);
             listed.insert(deployment.clone(), l);

@@ -118,6 +118,10 @@ pub struct DiskInfo {
     pub throughput: Option<i64>,
     /// When it was made (RFC 3339), when said.
     pub created: Option<String>,
+    /// When it was last attached (`lastAttachTimestamp`, RFC 3339), when
+    /// said: an unmount proof older than this speaks of an earlier
+    /// attachment.
+    pub last_attach: Option<String>,
 }
 
 /// A disk to create.
@@ -905,6 +909,7 @@ fn info(d: Disk, name: &str, at: &Location) -> DiskInfo {
         iops: d.provisioned_iops,
         throughput: d.provisioned_throughput,
         created: d.creation_timestamp.clone(),
+        last_attach: d.last_attach_timestamp.clone(),
     }
 }
 

@@ -136,14 +136,16 @@ fn plan_one(
     let (_, user) = key;
     let device = info.device_of(&t.disk).unwrap_or_else(|| t.disk.clone());
     r.attached_as = Some(device.clone());
-    let grounds = kit::may_detach(
-        r,
-        &t.disk,
-        &user,
-        Some(&device),
-        run.cfg.on_node,
-        run.cfg.force,
-    )?;
+    let attached = appscale_persist::release::Attachment {
+        instance: &user,
+        device: Some(&device),
+        since: d
+            .last_attach
+            .as_deref()
+            .and_then(appscale_persist::snapshot::Stamp::parse_rfc3339)
+            .map(|t| t.0 / 1000),
+    };
+    let grounds = kit::may_detach(r, &t.disk, attached, run.cfg.on_node, run.cfg.force)?;
     Ok(DetachPlan::Detach {
         instance: user,
         device,

@@ -125,6 +125,7 @@ mod tests {
             iops: None,
             throughput: None,
             created: None,
+            last_attach: None,
         }
     }
 

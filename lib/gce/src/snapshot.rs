@@ -36,7 +36,7 @@ use std::collections::HashMap;
 
 use appscale_persist::codes;
 use appscale_persist::record::{Record, RestoredFrom, Snapshot, State};
-use appscale_persist::snapshot::{Candidate, SnapshotArgs, Stamp};
+use appscale_persist::snapshot::{Candidate, Marks, SnapshotArgs, Stamp};
 use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist::wait::Poll;
 use appscale_persist_cloudkit::{ApiError, Deadline, Unfinished, call_each, poll_until_with};
@@ -97,8 +97,22 @@ impl Snap {
     }
 }
 
+/// The snapshot as [`Snap`], when this toolkit took it: every label
+/// disk-snapshot puts on one ([`Marks::ours`], and the zone's). Any other
+/// snapshot, even one labelled with the deployment, is not ours, and is
+/// never counted, pruned or restored from.
 fn snap_of(s: GceSnapshot) -> Option<Snap> {
     let label = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
+    let (disk, time, tool) = (label(LABEL_DISK), label(LABEL_TIME), label(LABEL_TOOL));
+    let marks = Marks {
+        deployment: s.labels.get(LABEL_DEPLOYMENT).map(String::as_str),
+        disk: Some(&disk),
+        time: ms_of_label(&time).map(Stamp),
+        tool: Some(&tool),
+    };
+    if !marks.ours() || label(LABEL_ZONE).is_empty() {
+        return None;
+    }
     let state = match s.status.as_ref().and_then(|st| st.name()) {
         Some("READY") => "completed",
         Some("CREATING") | Some("UPLOADING") => "pending",
@@ -112,7 +126,7 @@ fn snap_of(s: GceSnapshot) -> Option<Snap> {
         source: s.source_disk.as_deref().and_then(source_of),
         zone: label(LABEL_ZONE),
         deployment: label(LABEL_DEPLOYMENT),
-        ms: ms_of_label(&label(LABEL_TIME)).unwrap_or(0),
+        ms: ms_of_label(&time).unwrap_or(0),
         size: (s.disk_size_gb.unwrap_or(0).max(0) as u64) << 30,
         state: state.to_string(),
     })
@@ -157,18 +171,7 @@ pub fn ms_of_label(s: &str) -> Option<u64> {
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u64>().ok();
     let (y, mo, d) = (num(0..4)? as i64, num(4..6)?, num(6..8)?);
     let (h, mi, sec, ms) = (num(9..11)?, num(11..13)?, num(13..15)?, num(16..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    // Howard Hinnant's days_from_civil.
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp as i64 + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
-    Some(((days * 86_400 + h * 3600 + mi * 60 + sec) * 1000) + ms)
+    Stamp::from_civil(y, mo, d, h, mi, sec, ms).map(|t| t.0)
 }
 
 /// `base` + `suffix` as a Compute Engine name (at most 63 characters):
@@ -428,7 +431,7 @@ fn labels(t: &Target, at: Stamp) -> Vec<(String, String)> {
     l.push((LABEL_DISK.into(), label_value(&t.disk)));
     l.push((LABEL_ZONE.into(), label_value(&t.location.zone)));
     l.push((LABEL_TIME.into(), time_label(at)));
-    l.push((LABEL_TOOL.into(), "disk-snapshot".into()));
+    l.push((LABEL_TOOL.into(), appscale_persist::snapshot::TOOL.into()));
     l
 }
 
@@ -718,7 +721,9 @@ async fn clean_up(run: &Run, project: &str, name: &str, f: Failure) -> Failure {
     Failure::new(f.code, format!("{}; {more}", f.message))
 }
 
-/// `disk-create --from-snapshot`: finds each target's snapshot (`latest`:
+/// `disk-create --from-snapshot`: refuses a target whose disk (the one the
+/// snapshot was taken of) is still attached (`original-attached`: nothing
+/// is made); finds each target's snapshot (`latest`:
 /// the newest completed one of its disk and deployment; a name: which must
 /// be of its disk and deployment), then makes the record and its target
 /// name the new disk, `<disk>-restored-<time>`, with `restored_from` and
@@ -731,7 +736,24 @@ pub async fn restore_names(
     targets: &mut [Result<Target, Failure>],
 ) {
     let listed = list_all(run, targets.iter().flatten()).await;
-    for (r, target) in records.iter_mut().zip(targets.iter_mut()) {
+    // The disks the snapshots were taken of: one still attached is never
+    // restored beside (its copy would carry the same filesystem UUID).
+    let originals = disk::find_disks(run, targets).await;
+    for ((r, target), original) in records.iter_mut().zip(targets.iter_mut()).zip(originals) {
+        if let (Ok(t), Ok(Some((d, _)))) = (&*target, &original)
+            && !d.users.is_empty()
+        {
+            let f = Failure::new(
+                codes::ORIGINAL_ATTACHED,
+                format!(
+                    "disk {} is still attached to {}: a disk restored from its snapshot holds a filesystem with the same UUID, which must never be attached beside it; take it down first (scripts/down: unmount and detach it), then restore. Nothing was made",
+                    t.disk,
+                    d.users.join(", ")
+                ),
+            );
+            *target = Err(f);
+            continue;
+        }
         let Ok(t) = target else { continue };
         let found = of_disk(&listed, t).and_then(|snaps| {
             snaps

@@ -241,6 +241,10 @@ pub struct Superblock {
     /// `s_state` error bit, which a mount leaves alone: readable while
     /// mounted, unlike [`Superblock::clean`]); never for XFS.
     pub errors: bool,
+    /// ext4's journal has transactions to replay (`needs_recovery`): set
+    /// while it is mounted read-write, cleared when cleanly unmounted, and
+    /// while frozen; never for XFS.
+    pub needs_recovery: bool,
 }
 
 /// Reads an ext4 or XFS superblock at the start of `path`, without a
@@ -285,6 +289,7 @@ pub fn read_superblock(path: &Path) -> Result<Option<Superblock>, BlockError> {
             label: label(&ext[0x78..0x88]),
             clean: state & 1 != 0 && state & 2 == 0 && incompat & 0x4 == 0,
             errors: state & 2 != 0,
+            needs_recovery: incompat & 0x4 != 0,
         }));
     }
     if &b[..4] == b"XFSB" {
@@ -294,9 +299,56 @@ pub fn read_superblock(path: &Path) -> Result<Option<Superblock>, BlockError> {
             label: label(&b[108..120]),
             clean: true,
             errors: false,
+            needs_recovery: false,
         }));
     }
     Ok(None)
+}
+
+/// Whether `path` is a kernel name (`/dev/sdb`, `/dev/vdb`, `/dev/nvme1n1`,
+/// `/dev/loop3`: directly under `/dev`), which the kernel gives in the
+/// order it finds devices: another disk may have it after a reboot, or
+/// once a disk is added. Links under `/dev/disk/by-*`, `/dev/mapper` or
+/// `/dev/md` name a device for good.
+pub fn is_kernel_name(path: &Path) -> bool {
+    path.parent() == Some(Path::new("/dev"))
+}
+
+/// The stable names udev gave `dev` in `by_id` (`/dev/disk/by-id`): the
+/// links there that lead to it (never to a partition of it), the most
+/// lasting first: a world-wide name (`wwn-`, `nvme-eui.`), then the
+/// transport's model and serial (`ata-`, `scsi-`, `nvme-`, `virtio-`,
+/// `usb-`), then any other.
+pub fn stable_names(dev: &Device, by_id: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(by_id) else {
+        return Vec::new();
+    };
+    let rank = |n: &str| {
+        let order = [
+            "wwn-",
+            "nvme-eui.",
+            "ata-",
+            "scsi-",
+            "nvme-",
+            "virtio-",
+            "usb-",
+        ];
+        order
+            .iter()
+            .position(|p| n.starts_with(p))
+            .unwrap_or(order.len())
+    };
+    let mut names: Vec<(usize, String, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let d = Device::open(&e.path()).ok()?;
+            ((d.major, d.minor) == (dev.major, dev.minor) && !n.contains("-part"))
+                .then(|| (rank(&n), n, e.path()))
+        })
+        .collect();
+    names.sort();
+    names.into_iter().map(|(_, _, p)| p).collect()
 }
 
 /// Runs `blkid -p` (low-level probe, no cache) on `path`.

@@ -226,6 +226,12 @@ pub const FSTAB_STALE: &str = "fstab-stale";
 pub const DISK_FULL: &str = "disk-full";
 /// The superblock says the filesystem is not clean: it needs fsck.
 pub const NEEDS_FSCK: &str = "needs-fsck";
+/// The filesystem is frozen (a snapshot's freeze whose holder died, or
+/// someone else's): every writer hangs; never unmounted so.
+pub const FROZEN: &str = "frozen";
+/// The mountpoint is inside another record's of the run, whose mount
+/// failed: not mounted (the parent's mount, made later, would hide it).
+pub const PARENT_NOT_MOUNTED: &str = "parent-not-mounted";
 
 // Snapshots (disk-snapshot, disk-create --from-snapshot).
 /// The provider cannot take snapshots: a static disk has no provider to
@@ -244,6 +250,12 @@ pub const SNAPSHOT_PENDING: &str = "snapshot-pending";
 pub const PRUNE_FAILED: &str = "prune-failed";
 /// The snapshot to restore from does not exist (or the disk has none).
 pub const NO_SUCH_SNAPSHOT: &str = "no-such-snapshot";
+/// The disk a snapshot was taken of is still attached: a disk restored
+/// from it would carry a filesystem of the same UUID beside it.
+pub const ORIGINAL_ATTACHED: &str = "original-attached";
+/// A local copy (a snapshot, a restored image) would take room a live
+/// disk image may still claim: not made.
+pub const NO_SPACE: &str = "no-space";
 
 // Compute Engine as it answers (issue 26), each listed last in
 // `docs/protocol.md`'s table too.
@@ -257,7 +269,8 @@ pub const DISK_TYPE_UNSUPPORTED: &str = "disk-type-unsupported";
 /// zonal disk the record names, never shadowed by a new empty one.
 pub const REGIONAL_DISK: &str = "regional-disk";
 /// The disk was snapshotted too recently (Compute Engine: about once per
-/// 10 minutes a disk): nothing taken, try later.
+/// 10 minutes a disk; EBS: a volume's snapshots some seconds apart):
+/// nothing taken, try later.
 pub const SNAPSHOT_TOO_SOON: &str = "snapshot-too-soon";
 /// The node's disks are NVMe and nothing names them (the guest
 /// environment's udev rules are missing, the device name unreadable).
@@ -281,6 +294,15 @@ pub const NOT_FRESH: &str = "not-fresh";
 pub const RESTORE_FAILED: &str = "restore-failed";
 /// `restic check` or a restore drill found a difference or damage.
 pub const VERIFY_FAILED: &str = "verify-failed";
+
+// EC2 and Eucalyptus as they answer (issue 26), listed last too.
+/// The volume's last modification is not `completed` yet, or it was
+/// modified 4 times in the last 24 hours (EBS): nothing changed, try
+/// later.
+pub const RESIZE_TOO_SOON: &str = "resize-too-soon";
+/// The disk's zone is in another region than the run calls (`--region`,
+/// or the run's other records' zone).
+pub const REGION_MISMATCH: &str = "region-mismatch";
 
 /// Every code above, in the order `docs/protocol.md` lists them.
 pub const ALL: &[&str] = &[
@@ -395,6 +417,12 @@ pub const ALL: &[&str] = &[
     NOT_FRESH,
     RESTORE_FAILED,
     VERIFY_FAILED,
+    RESIZE_TOO_SOON,
+    REGION_MISMATCH,
+    ORIGINAL_ATTACHED,
+    NO_SPACE,
+    FROZEN,
+    PARENT_NOT_MOUNTED,
 ];
 
 #[cfg(test)]

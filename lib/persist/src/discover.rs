@@ -25,14 +25,17 @@
 //!   says the rules are missing (`no-disk-naming`), at once when no
 //!   namespace's name can be read at all.
 //!
-//! * Eucalyptus on KVM: virtio disks, `/dev/vdf` for an attach as `/dev/sdf`,
-//!   and `/dev/disk/by-id/virtio-<serial>` when the volume id is the serial.
+//! * Eucalyptus on KVM: virtio disks named `vdb`, `vdc`, ... in the order
+//!   they arrived (not after the attach name), each with the serial the node
+//!   controller gives it, `euca-<volume>-dev-<device>` cut to virtio's 20
+//!   characters (`euca-vol-1234abcd-de`): found by that serial (and its
+//!   `/dev/disk/by-id/virtio-<serial>` link), never by name.
 //!
 //! Every path that exists must lead to the same device: two links that
 //! disagree are refused, never resolved by taking the first. A device that
 //! carries a serial (`/sys/block/<name>/device/serial` on NVMe,
 //! `/sys/block/<name>/serial` on virtio) must carry the volume's; an NVMe
-//! device without one is refused. When the record knows the disk's size
+//! or Eucalyptus device without one is refused. When the record knows the disk's size
 //! (`size_bytes`, set by disk-attach), the device's size must match too.
 //! Nothing is ever guessed: no link, no device. `APPSCALE_PERSIST_DEV_ROOT`
 //! moves `/dev` and `APPSCALE_PERSIST_SYS_ROOT` moves `/sys` (for the serial)
@@ -80,29 +83,18 @@ pub fn candidates(rec: &Record, root: &Path) -> Vec<PathBuf> {
     };
     let attached_as = rec.attached_as.as_deref().filter(|s| !s.is_empty());
     match rec.provider {
-        Some(kind @ (ProviderKind::Ec2 | ProviderKind::Euca)) => {
+        Some(ProviderKind::Euca) => euca_candidates(id, root),
+        Some(ProviderKind::Ec2) => {
             let serial = id.replacen('-', "", 1);
             let mut c: Vec<PathBuf> = ["", "_1", "-ns-1"]
                 .iter()
                 .map(|s| by_id.join(format!("nvme-Amazon_Elastic_Block_Store_{serial}{s}")))
                 .collect();
-            let euca = kind == ProviderKind::Euca;
-            if euca {
-                // virtio serials are at most 20 characters.
-                let short: String = id.chars().take(20).collect();
-                c.push(by_id.join(format!("virtio-{id}")));
-                if short != id {
-                    c.push(by_id.join(format!("virtio-{short}")));
-                }
-            }
             if let Some(name) = attached_as {
                 let base = name.trim_start_matches("/dev/");
                 c.push(root.join(base));
                 if let Some(rest) = base.strip_prefix("sd") {
                     c.push(root.join(format!("xvd{rest}")));
-                    if euca {
-                        c.push(root.join(format!("vd{rest}")));
-                    }
                 }
             }
             c
@@ -118,6 +110,56 @@ pub fn candidates(rec: &Record, root: &Path) -> Vec<PathBuf> {
         }
         _ => Vec::new(),
     }
+}
+
+/// The serial Eucalyptus's node controller gives a volume's disk
+/// (`set_serial_and_bus`: `euca-<volume>-dev-<device>`), as far as it is
+/// known without the device name: the whole 20 characters virtio keeps
+/// when `euca-<volume>-dev-` is at least that long, else that prefix.
+fn euca_serial(id: &str) -> String {
+    format!("euca-{id}-dev-")
+        .chars()
+        .take(VIRTIO_SERIAL_MAX)
+        .collect()
+}
+
+/// virtio keeps at most this many characters of a disk's serial.
+const VIRTIO_SERIAL_MAX: usize = 20;
+
+/// A Eucalyptus volume on a KVM node: a virtio disk, named `vdb`, `vdc`,
+/// ... in the order disks arrived, whatever name the attach asked for (so
+/// `/dev/vdf` for `/dev/sdf` is a guess, never a candidate). It is found by
+/// its serial only: the udev link `disk/by-id/virtio-<serial>` when the
+/// serial is known whole, and every `vd*` disk whose serial names the
+/// volume ([`serial_names`]).
+fn euca_candidates(id: &str, root: &Path) -> Vec<PathBuf> {
+    let serial = euca_serial(id);
+    let mut c = Vec::new();
+    if serial.chars().count() == VIRTIO_SERIAL_MAX {
+        c.push(root.join("disk/by-id").join(format!("virtio-{serial}")));
+    }
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return c;
+    };
+    let mut disks: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("vd").is_some_and(|rest| {
+                !rest.is_empty() && rest.chars().all(|c| c.is_ascii_lowercase())
+            })
+        })
+        .map(|e| e.path())
+        .filter(|p| {
+            Device::open(p).is_ok_and(|d| {
+                let kernel = d.real.file_name().unwrap_or_default().to_string_lossy();
+                serial_names(Some(ProviderKind::Euca), &serial_of(&kernel), id)
+            })
+        })
+        .collect();
+    disks.sort();
+    c.extend(disks);
+    c
 }
 
 /// The device name a Compute Engine record's disk is attached as (the
@@ -230,12 +272,22 @@ pub fn serial_of(kernel_name: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Whether an EBS device serial names volume `id`: NVMe reports the id
-/// without its dash (`vol0123...`), virtio the id itself, cut to 20
-/// characters.
-pub fn serial_names_volume(serial: &str, id: &str) -> bool {
-    let short: String = id.chars().take(20).collect();
-    !id.is_empty() && (serial == id.replacen('-', "", 1) || serial == id || serial == short)
+/// Whether a device serial names volume `id` on `provider`: on EC2 the
+/// NVMe serial, the id without its dash (`vol0123...`); on Eucalyptus the
+/// node controller's `euca-<id>-dev-<device>`, cut to 20 characters on
+/// virtio (`euca-vol-1234abcd-de`), whole on SCSI.
+pub fn serial_names(provider: Option<ProviderKind>, serial: &str, id: &str) -> bool {
+    if id.is_empty() || serial.is_empty() {
+        return false;
+    }
+    match provider {
+        Some(ProviderKind::Euca) => {
+            let whole = format!("euca-{id}-dev-");
+            serial.starts_with(&whole)
+                || (serial.chars().count() == VIRTIO_SERIAL_MAX && whole.starts_with(serial))
+        }
+        _ => serial == id.replacen('-', "", 1),
+    }
 }
 
 /// Checks that `dev` is the record's disk: for EBS, the serial the device
@@ -251,22 +303,25 @@ pub fn check_identity(rec: &Record, dev: &Device) -> Result<(), Failure> {
     if matches!(rec.provider, Some(ProviderKind::Ec2 | ProviderKind::Euca)) {
         let want = rec.disk_id().unwrap_or_default();
         let serial = serial_of(&name);
+        let euca = rec.provider == Some(ProviderKind::Euca);
         let refuse = |why: String| {
             Err(Failure::new(
                 codes::IDENTITY_MISMATCH,
                 format!("{} {why}: not this volume", dev.path.display()),
             ))
         };
-        if serial.is_empty() && name.starts_with("nvme") {
+        if serial.is_empty() && (euca || name.starts_with("nvme")) {
             return refuse(format!(
-                "({name}) reports no NVMe serial, so it cannot be shown to be {want}"
+                "({name}) reports no serial, so it cannot be shown to be {want}"
             ));
         }
-        if !serial.is_empty() && !serial_names_volume(&serial, want) {
-            return refuse(format!(
-                "({name}) has serial `{serial}`, not `{}`",
+        if !serial.is_empty() && !serial_names(rec.provider, &serial, want) {
+            let named = if euca {
+                euca_serial(want)
+            } else {
                 want.replacen('-', "", 1)
-            ));
+            };
+            return refuse(format!("({name}) has serial `{serial}`, not `{named}`"));
         }
     }
     if let Some(size) = rec.size_bytes
@@ -375,9 +430,11 @@ pub fn find(rec: &Record, timeout: Duration) -> Result<PathBuf, Failure> {
         format!("the device of disk {}", rec.disk_id().unwrap_or("?")),
         0,
     );
+    // Looked for again each round: a Eucalyptus volume's disk is known by
+    // its serial once it has arrived.
     let found = wait::until_with(&progress, WaitParams::quick(timeout), || {
-        if let Some(c) = cands.iter().find(|c| c.exists()) {
-            return Poll::<PathBuf, ()>::Ready(c.clone());
+        if let Some(c) = candidates(rec, &root).into_iter().find(|c| c.exists()) {
+            return Poll::<PathBuf, ()>::Ready(c);
         }
         match nvme.and_then(|name| nvme_look(name).found) {
             Some(p) => Poll::Ready(p),
@@ -408,7 +465,7 @@ pub fn find(rec: &Record, timeout: Duration) -> Result<PathBuf, Failure> {
         )
     })?;
     let dev = open(&path)?;
-    agree(rec, &dev, &cands)?;
+    agree(rec, &dev, &candidates(rec, &root))?;
     check_identity(rec, &dev)?;
     Ok(path)
 }
@@ -530,6 +587,50 @@ pub fn find_here(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
     }
 }
 
+/// Waits (as long as for the node lock) until nothing holds `dev`
+/// exclusively: a resize2fs (or mkfs) that a run stopped by SIGKILL left
+/// running is never killed, and is let finish before anything else touches
+/// the filesystem (an fsck, a mount, a grow).
+pub fn wait_unheld(dev: &Device) -> Result<(), Failure> {
+    let limit = crate::lock::node_timeout();
+    let progress = crate::progress::Progress::start(
+        format!(
+            "{} to be free (another program holds it)",
+            dev.path.display()
+        ),
+        0,
+    );
+    let mut said = false;
+    let waited = crate::wait::until_with(&progress, WaitParams::quick(limit), || {
+        match crate::blockdev::open_exclusive(&dev.real) {
+            Ok(_) => Poll::Ready(()),
+            Err(crate::blockdev::BlockError::Busy(..)) => {
+                if !said {
+                    crate::log::warn(format_args!(
+                        "{} is held by another program (a resize2fs left by a stopped run?): waiting for it, at most {limit:?}",
+                        dev.path.display()
+                    ));
+                    said = true;
+                }
+                Poll::Pending
+            }
+            Err(e) => Poll::Failed(e),
+        }
+    });
+    match waited {
+        Ok(()) => Ok(()),
+        Err(crate::wait::WaitError::Failed(e)) => Err(e.into()),
+        Err(crate::wait::WaitError::Interrupted(sig)) => Err(crate::interrupt::failure(sig)),
+        Err(crate::wait::WaitError::TimedOut(d)) => Err(Failure::new(
+            codes::DEVICE_BUSY,
+            format!(
+                "{} is still held by another program after {d:?}: not touching its filesystem meanwhile",
+                dev.path.display()
+            ),
+        )),
+    }
+}
+
 /// Refuses when `device`, a partition of it, or something stacked on it is
 /// mounted or otherwise held on this node. A device that does not exist
 /// here is not mounted here.
@@ -596,5 +697,34 @@ pub fn refuse_if_in_use(device: &Path) -> Result<(), Failure> {
                 device.display()
             ),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Eucalyptus's node controller names a volume's disk
+    /// `euca-<vol>-dev-<dev>` (`set_serial_and_bus`), which virtio cuts to
+    /// 20 characters; EC2's NVMe serial is the id without its dash. Neither
+    /// rule confirms another volume, and the bare id is no Eucalyptus serial.
+    #[test]
+    fn serials_name_volumes_as_each_cloud_gives_them() {
+        let euca = Some(ProviderKind::Euca);
+        assert!(serial_names(euca, "euca-vol-1234abcd-de", "vol-1234abcd"));
+        assert!(serial_names(
+            euca,
+            "euca-vol-1234abcd-dev-sdf",
+            "vol-1234abcd"
+        ));
+        assert!(!serial_names(euca, "euca-vol-1234abce-de", "vol-1234abcd"));
+        assert!(!serial_names(euca, "vol-1234abcd", "vol-1234abcd"));
+        assert!(!serial_names(euca, "", "vol-1234abcd"));
+        let long = "vol-0123456789abcdef0";
+        assert_eq!(euca_serial(long), "euca-vol-0123456789a");
+        assert!(serial_names(euca, &euca_serial(long), long));
+        let ec2 = Some(ProviderKind::Ec2);
+        assert!(serial_names(ec2, "vol0123456789abcdef0", long));
+        assert!(!serial_names(ec2, "euca-vol-0123456789a", long));
     }
 }

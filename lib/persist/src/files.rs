@@ -86,6 +86,23 @@ pub fn create_dir_all_nofollow(dir: &Path) -> std::io::Result<Vec<std::path::Pat
     Ok(created)
 }
 
+/// The bytes a file holds on its filesystem (its allocated blocks): less
+/// than its length when it is sparse.
+pub fn allocated(meta: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.blocks().saturating_mul(512)
+}
+
+/// What the filesystem holding `dir` has free for an unprivileged writer
+/// (`statvfs` `f_bavail`: the blocks reserved for root are not counted
+/// on), and its device number, to tell filesystems apart.
+pub fn free_space(dir: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let st = nix::sys::statvfs::statvfs(dir)?;
+    let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
+    Ok((free, std::fs::metadata(dir)?.dev()))
+}
+
 /// Flushes the filesystem holding `dir` (`syncfs`).
 pub fn sync_fs(dir: &Path) -> std::io::Result<()> {
     let f = std::fs::File::open(dir)?;

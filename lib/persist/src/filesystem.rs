@@ -206,7 +206,7 @@ pub fn mkfs(
     cmd.args(extra)
         .arg(device)
         .timeout(SLOW_TOOL_TIMEOUT)
-        .finish_on_interrupt()
+        .never_killed()
         .run()
         .map(drop)
 }
@@ -302,9 +302,11 @@ pub fn size(device: &Path, fstype: FsType) -> Result<u64, RunError> {
 
 /// Grows the filesystem to fill its device. ext4 grows offline (after a
 /// forced check, as resize2fs requires) or online; XFS only online, so
-/// `mounted_at` must be given for it.
+/// `mounted_at` must be given for it. The grow itself is never killed
+/// ([`Cmd::never_killed`]): a signal, or its deadline, lets it finish, as
+/// resize2fs stopped half-way leaves the filesystem with errors.
 pub fn grow(device: &Path, fstype: FsType, mounted_at: Option<&Path>) -> Result<(), RunError> {
-    match (fstype, mounted_at) {
+    let grow = match (fstype, mounted_at) {
         (FsType::Ext4, None) => {
             let check = Cmd::new("e2fsck")
                 .args(["-f", "-p"])
@@ -314,29 +316,23 @@ pub fn grow(device: &Path, fstype: FsType, mounted_at: Option<&Path>) -> Result<
             if !matches!(out.code, Some(0 | 1)) {
                 return Err(check.failed(&out));
             }
-            Cmd::new("resize2fs")
-                .arg(device)
-                .timeout(SLOW_TOOL_TIMEOUT)
-                .run()
-                .map(drop)
+            Cmd::new("resize2fs").arg(device)
         }
-        (FsType::Ext4, Some(_)) => Cmd::new("resize2fs")
-            .arg(device)
-            .timeout(SLOW_TOOL_TIMEOUT)
-            .run()
-            .map(drop),
-        (FsType::Xfs, Some(at)) => Cmd::new("xfs_growfs")
-            .arg(at)
-            .timeout(SLOW_TOOL_TIMEOUT)
-            .run()
-            .map(drop),
-        (FsType::Xfs, None) => Err(RunError::Failed {
-            cmdline: "xfs_growfs".into(),
-            status: "not run".into(),
-            code: None,
-            stderr: "XFS grows only while mounted".into(),
-        }),
-    }
+        (FsType::Ext4, Some(_)) => Cmd::new("resize2fs").arg(device),
+        (FsType::Xfs, Some(at)) => Cmd::new("xfs_growfs").arg(at),
+        (FsType::Xfs, None) => {
+            return Err(RunError::Failed {
+                cmdline: "xfs_growfs".into(),
+                status: "not run".into(),
+                code: None,
+                stderr: "XFS grows only while mounted".into(),
+            });
+        }
+    };
+    grow.timeout(SLOW_TOOL_TIMEOUT)
+        .never_killed()
+        .run()
+        .map(drop)
 }
 
 #[cfg(test)]

@@ -16,8 +16,14 @@
 //!   a second signal (which ends the process at once, see
 //!   [`crate::interrupt`]) thaws them all first ([`thaw_all`]).
 //!
-//! Only SIGKILL (and a kernel crash) can leave a filesystem frozen: thaw it
-//! with `fsfreeze -u MOUNTPOINT`.
+//! Only SIGKILL (an OOM kill, `systemctl kill -s KILL`) can leave a
+//! filesystem frozen. So every freeze is recorded before `FIFREEZE`, in a
+//! marker under [`MARKERS`] naming its holder (pid and start time), and the
+//! marker removed once thawed: the next tool that takes the node lock
+//! ([`node_lock`]) thaws every freeze whose holder is dead, and says so.
+//! `disk-status` reports a frozen filesystem ([`frozen`]), and
+//! `disk-unmount` never unmounts one (it would stay frozen, with no
+//! mountpoint left to thaw it through).
 //!
 //! A cloud disk's filesystem can be frozen only on the node it is attached
 //! to: [`find_mounted`] finds its device there (the disk's own links and
@@ -30,16 +36,228 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use crate::blockdev::Device;
 use crate::codes;
 use crate::discover;
+use crate::lock::NodeLock;
 use crate::log;
 use crate::record::Record;
 use crate::step::Failure;
 
+/// Where a freeze is recorded while it is held: one file per frozen
+/// filesystem, named by its device (`<major>:<minor>`), holding a
+/// [`Marker`].
+pub const MARKERS: &str = "/run/appscale-persist/frozen";
+
+/// Who froze a filesystem, written before the freeze and removed after the
+/// thaw: a marker whose holder is gone is a freeze nobody will thaw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {
+    /// The holder's pid.
+    pub pid: u32,
+    /// Its start time (`/proc/PID/stat`, clock ticks since boot): a pid
+    /// reused by another process is not the holder.
+    pub start: u64,
+    /// The holder (`disk-snapshot`).
+    pub tool: String,
+    /// Where the filesystem was frozen.
+    pub mountpoint: PathBuf,
+    /// Its device (major, minor).
+    pub dev: (u64, u64),
+}
+
+impl Marker {
+    fn path(dev: (u64, u64)) -> PathBuf {
+        Path::new(MARKERS).join(format!("{}:{}", dev.0, dev.1))
+    }
+
+    /// The marker of the filesystem on `dev`, if it is recorded frozen.
+    pub fn of(dev: (u64, u64)) -> Option<Marker> {
+        let text = std::fs::read(Marker::path(dev)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Every marker, with its path.
+    fn all() -> Vec<(PathBuf, Option<Marker>)> {
+        let Ok(entries) = std::fs::read_dir(MARKERS) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| {
+                let m = std::fs::read(e.path())
+                    .ok()
+                    .and_then(|t| serde_json::from_slice(&t).ok());
+                (e.path(), m)
+            })
+            .collect()
+    }
+
+    /// Whether its holder still runs.
+    pub fn holder_alive(&self) -> bool {
+        crate::run::start_time(self.pid) == Some(self.start)
+    }
+
+    /// Records this process as freezing `mountpoint` (device `dev`).
+    fn write(mountpoint: &Path, dev: (u64, u64)) -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let pid = std::process::id();
+        let m = Marker {
+            pid,
+            start: crate::run::start_time(pid).unwrap_or(0),
+            tool: log::tool().to_string(),
+            mountpoint: mountpoint.to_path_buf(),
+            dev,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(MARKERS)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(Marker::path(dev))?;
+        std::io::Write::write_all(
+            &mut f,
+            &serde_json::to_vec(&m).map_err(std::io::Error::other)?,
+        )
+    }
+
+    fn remove(dev: (u64, u64)) {
+        let _ = std::fs::remove_file(Marker::path(dev));
+    }
+
+    /// For messages: `pid 123 (disk-snapshot)`.
+    fn holder(&self) -> String {
+        format!("pid {} ({})", self.pid, self.tool)
+    }
+}
+
+/// Takes the node lock ([`NodeLock::take`]) and then, unless `check`,
+/// thaws every filesystem whose freeze was recorded by a process that is
+/// gone ([`thaw_abandoned`]): the one way the tools that act on a disk take
+/// the lock.
+pub fn node_lock(check: bool) -> Result<NodeLock, Failure> {
+    let lock = NodeLock::take(check)?;
+    thaw_abandoned(check);
+    Ok(lock)
+}
+
+/// Thaws each filesystem a dead process left frozen (its [`Marker`]'s
+/// holder is gone: SIGKILL, an OOM kill), found where its device is
+/// mounted, and says so; removes markers of freezes already undone. With
+/// `check`, says what it would thaw and changes nothing. Called under the
+/// node lock, which every freeze is held under: no live run is mid-freeze.
+pub fn thaw_abandoned(check: bool) {
+    for (path, marker) in Marker::all() {
+        let Some(m) = marker else {
+            // Not a marker we can read: leave it, and say so.
+            log::warn(format_args!(
+                "{} is not a freeze record: left alone",
+                path.display()
+            ));
+            continue;
+        };
+        if m.holder_alive() {
+            continue;
+        }
+        let table = match crate::mount::Table::read() {
+            Ok(t) => t,
+            Err(_) => return,
+        };
+        let mounts = table.by_device(m.dev.0, m.dev.1);
+        let Some(at) = mounts
+            .iter()
+            .find(|e| e.target == m.mountpoint)
+            .or(mounts.first())
+            .map(|e| e.target.clone())
+        else {
+            log::error(format_args!(
+                "the filesystem on {}:{} was frozen by {}, which died, and is mounted nowhere now: mount it again and run `fsfreeze -u` on it",
+                m.dev.0,
+                m.dev.1,
+                m.holder()
+            ));
+            continue;
+        };
+        if check {
+            log::warn(format_args!(
+                "would thaw {}, frozen by {}, which died without thawing it",
+                at.display(),
+                m.holder()
+            ));
+            continue;
+        }
+        let thawed = File::open(&at).map_err(|e| e.to_string()).and_then(|dir| {
+            let st = nix::sys::stat::fstat(&dir).map_err(|e| e.to_string())?;
+            let on = (
+                nix::sys::stat::major(st.st_dev),
+                nix::sys::stat::minor(st.st_dev),
+            );
+            if on != m.dev {
+                return Err(format!("{} is on another device now", at.display()));
+            }
+            let mut arg: nix::libc::c_int = 0;
+            // SAFETY: as for FITHAW in `thaw`.
+            match unsafe { fithaw(dir.as_raw_fd(), &mut arg) } {
+                Ok(_) => Ok(true),
+                // Not frozen: thawed by hand already.
+                Err(nix::errno::Errno::EINVAL) => Ok(false),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+        match thawed {
+            Ok(was) => {
+                Marker::remove(m.dev);
+                if was {
+                    log::warn(format_args!(
+                        "thawed {}: {} froze it and died without thawing it (killed)",
+                        at.display(),
+                        m.holder()
+                    ));
+                }
+            }
+            Err(e) => log::error(format_args!(
+                "thawing {}, left frozen by {}, which died: {e}: run `fsfreeze -u {}`",
+                at.display(),
+                m.holder(),
+                at.display()
+            )),
+        }
+    }
+}
+
+/// Why the filesystem on `dev`, mounted (read-write when `rw`), is frozen,
+/// or `None` when nothing says it is: a recorded freeze (ours, see
+/// [`Marker`]), or, for ext4, its superblock (a mounted, writable ext4
+/// always has a journal to replay, except while frozen: the freeze flushes
+/// the journal and clears that flag). An XFS frozen by another tool is not
+/// seen.
+pub fn frozen(dev: &Device, rw: bool) -> Option<String> {
+    if let Some(m) = Marker::of((dev.major, dev.minor)) {
+        return Some(if m.holder_alive() {
+            format!("frozen by {} (a snapshot being taken)", m.holder())
+        } else {
+            format!("frozen by {}, which died without thawing it", m.holder())
+        });
+    }
+    let sb = crate::blockdev::read_superblock(&dev.real).ok()??;
+    (rw && sb.fstype == "ext4" && !sb.needs_recovery)
+        .then(|| "frozen (its superblock says so; not by this toolkit)".to_string())
+}
+
 /// The mountpoints this process has frozen and not yet thawed, with an open
 /// directory on each (a thaw needs one).
-static FROZEN: Mutex<Vec<(PathBuf, File)>> = Mutex::new(Vec::new());
+static FROZEN: Mutex<Vec<Held>> = Mutex::new(Vec::new());
+
+/// A freeze this process holds: the mountpoint, a directory open on it,
+/// and its device (major, minor), whose [`Marker`] records it.
+type Held = (PathBuf, File, (u64, u64));
 
 nix::ioctl_readwrite_bad!(
     /// `FIFREEZE`: freeze the filesystem the descriptor is on.
@@ -91,11 +309,28 @@ impl Frozen {
         }
         nix::unistd::syncfs(&dir).map_err(|e| fail("flushing", &e))?;
         let mut registry = FROZEN.lock().unwrap_or_else(|e| e.into_inner());
+        // Recorded first: a holder killed while it holds the freeze leaves
+        // a marker the next run finds (`thaw_abandoned`).
+        Marker::write(mountpoint, dev)
+            .map_err(|e| fail(&format!("recording the freeze in {MARKERS} of"), &e))?;
         let mut arg: nix::libc::c_int = 0;
         // SAFETY: an open descriptor and a pointer to a live integer, as
         // FIFREEZE takes (the kernel ignores the integer).
-        unsafe { fifreeze(dir.as_raw_fd(), &mut arg) }.map_err(|e| fail("freezing", &e))?;
-        registry.push((mountpoint.to_path_buf(), dir));
+        if let Err(e) = unsafe { fifreeze(dir.as_raw_fd(), &mut arg) } {
+            Marker::remove(dev);
+            return Err(match e {
+                nix::errno::Errno::EBUSY => Failure::new(
+                    codes::FREEZE_FAILED,
+                    format!(
+                        "{} is frozen already, by someone else (fsfreeze -f, another backup tool): nothing taken; thaw it (`fsfreeze -u {}`) once they are done, or pass --no-freeze",
+                        mountpoint.display(),
+                        mountpoint.display()
+                    ),
+                ),
+                e => fail("freezing", &e),
+            });
+        }
+        registry.push((mountpoint.to_path_buf(), dir, dev));
         log::debug(format_args!("froze {}", mountpoint.display()));
         Ok(Frozen {
             mountpoint: mountpoint.to_path_buf(),
@@ -117,18 +352,23 @@ impl Frozen {
 impl Drop for Frozen {
     fn drop(&mut self) {
         let mut registry = FROZEN.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = registry.iter().position(|(p, _)| *p == self.mountpoint) {
-            let (path, dir) = registry.remove(i);
-            thaw(&path, &dir);
+        if let Some(i) = registry.iter().position(|(p, ..)| *p == self.mountpoint) {
+            let (path, dir, dev) = registry.remove(i);
+            thaw(&path, &dir, dev);
         }
     }
 }
 
-fn thaw(path: &Path, dir: &File) {
+/// Thaws the filesystem `dir` is on (mounted at `path`, device `dev`), and
+/// removes its marker.
+fn thaw(path: &Path, dir: &File, dev: (u64, u64)) {
     let mut arg: nix::libc::c_int = 0;
     // SAFETY: as for FIFREEZE.
     match unsafe { fithaw(dir.as_raw_fd(), &mut arg) } {
-        Ok(_) => log::debug(format_args!("thawed {}", path.display())),
+        Ok(_) => {
+            Marker::remove(dev);
+            log::debug(format_args!("thawed {}", path.display()))
+        }
         Err(e) => log::error(format_args!(
             "thawing {}: {e}: run `fsfreeze -u {}`",
             path.display(),
@@ -143,8 +383,8 @@ fn thaw(path: &Path, dir: &File) {
 /// thaws its filesystem too.
 pub fn thaw_all() {
     let mut registry = FROZEN.lock().unwrap_or_else(|e| e.into_inner());
-    for (path, dir) in registry.drain(..) {
-        thaw(&path, &dir);
+    for (path, dir, dev) in registry.drain(..) {
+        thaw(&path, &dir, dev);
     }
 }
 
@@ -220,7 +460,19 @@ pub fn find_mounted(rec: &Record) -> Result<Here, Failure> {
         }
     }
     let Some(entry) = table.by_device(dev.major, dev.minor).first().cloned() else {
-        return Ok(Here::Unmounted(dev.path.clone()));
+        // Mounted nowhere, but perhaps alive: a lazy unmount still in use
+        // is written to, with no mountpoint left to freeze it through.
+        return match crate::blockdev::open_exclusive(&dev.real) {
+            Err(crate::blockdev::BlockError::Busy(..)) => Err(Failure::new(
+                codes::FREEZE_FAILED,
+                format!(
+                    "{} is mounted nowhere, but is in use (a lazily unmounted filesystem still alive, held by {}): with no mountpoint it cannot be frozen, and a snapshot now would not be consistent; stop those processes and rerun, or pass --no-freeze (a crash-consistent snapshot); nothing taken",
+                    dev.path.display(),
+                    crate::mount::who_holds(dev.major, dev.minor)
+                ),
+            )),
+            _ => Ok(Here::Unmounted(dev.path.clone())),
+        };
     };
     let kernel_name = dev
         .real
@@ -230,7 +482,8 @@ pub fn find_mounted(rec: &Record) -> Result<Here, Failure> {
         .into_owned();
     // The serial EBS gives a device (NVMe; virtio on Eucalyptus) names
     // its volume.
-    let serial_proves = discover::serial_names_volume(
+    let serial_proves = discover::serial_names(
+        rec.provider,
         &discover::serial_of(&kernel_name),
         rec.disk_id().unwrap_or_default(),
     );

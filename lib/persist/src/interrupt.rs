@@ -18,7 +18,8 @@
 //!   operator's choice, when cleaning up itself hangs; a filesystem frozen
 //!   for a snapshot is thawed first ([`crate::freeze::thaw_all`]).
 //!
-//! Children get an unblocked mask again before they run ([`unblock_in_child`]).
+//! Children get an unblocked mask again before they run ([`unblock_in_child`]),
+//! except those let finish, which keep them blocked ([`block_in_child`]).
 
 use crate::codes;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -83,6 +84,14 @@ pub fn interrupted() -> Option<Signal> {
 /// `pthread_sigmask`), as a `pre_exec` hook must be.
 pub fn unblock_in_child() -> std::io::Result<()> {
     pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&signals()), None).map_err(std::io::Error::from)
+}
+
+/// For a child about to `exec` that is let finish
+/// ([`crate::run::Cmd::finish_on_interrupt`]): blocks the signals
+/// [`install`] handles, so that they do not stop it. Async-signal-safe,
+/// as [`unblock_in_child`].
+pub fn block_in_child() -> std::io::Result<()> {
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals()), None).map_err(std::io::Error::from)
 }
 
 /// The failure of a record the run stopped before, or while, acting on.

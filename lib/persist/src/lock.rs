@@ -253,7 +253,10 @@ impl DeviceLock {
     }
 }
 
-fn node_timeout() -> Duration {
+/// How long a run waits for the node lock ([`TIMEOUT_ENV`], else
+/// [`DEFAULT_TIMEOUT`]): also how long it waits for another program at work
+/// on one of its devices.
+pub fn node_timeout() -> Duration {
     timeout(TIMEOUT_ENV, DEFAULT_TIMEOUT)
 }
 

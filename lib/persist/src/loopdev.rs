@@ -165,6 +165,16 @@ pub fn attach(image: &Path, file: &std::fs::File) -> Result<Loop, LoopError> {
     Ok(lo)
 }
 
+/// The size `lo` shows now, in bytes (`/sys/block/loopN/size`): behind
+/// its backing file's until the kernel reads that again
+/// ([`refresh_capacity`]).
+pub fn size(lo: &Loop) -> Option<u64> {
+    std::fs::read_to_string(format!("/sys/block/{}/size", lo.name()))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(|sectors| sectors * 512)
+}
+
 /// Has the kernel read the size of `lo`'s backing file again (`losetup
 /// --set-capacity`, after the image grew), and waits (bounded) until the
 /// device shows `bytes`.
@@ -173,19 +183,13 @@ pub fn refresh_capacity(lo: &Loop, bytes: u64) -> Result<(), LoopError> {
         .arg("--set-capacity")
         .arg(&lo.device)
         .run()?;
-    let sys = PathBuf::from(format!("/sys/block/{}/size", lo.name()));
     let progress = Progress::start(format!("{} to grow", lo.device.display()), 0);
     wait::until_with(
         &progress,
         WaitParams::quick(Duration::from_secs(10)),
-        || {
-            let sectors = std::fs::read_to_string(&sys)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok());
-            match sectors {
-                Some(n) if n * 512 >= bytes => Poll::Ready(()),
-                _ => Poll::<(), ()>::Pending,
-            }
+        || match size(lo) {
+            Some(n) if n >= bytes => Poll::Ready(()),
+            _ => Poll::<(), ()>::Pending,
         },
     )
     .map_err(|_| LoopError::NotRefreshed(lo.device.clone(), bytes))

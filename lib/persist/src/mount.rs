@@ -52,11 +52,28 @@ const SYSTEM_DIRS: &[&str] = &[
     "/var/tmp",
 ];
 
-/// Trees nothing may be mounted anywhere inside: the system's own files,
-/// the kernel's virtual filesystems, and package state. (`/lib*` means every
-/// top-level directory whose name starts with `lib`.)
+/// Trees nothing may be mounted anywhere inside: the system's own files
+/// (the EFI partition and snaps included), the kernel's virtual
+/// filesystems, package state, logs, spools and caches, and users' homes.
+/// (`/lib*` means every top-level directory whose name starts with `lib`.)
 const SYSTEM_TREES: &[&str] = &[
-    "/etc", "/usr", "/boot", "/proc", "/sys", "/dev", "/run", "/bin", "/sbin", "/var/lib",
+    "/etc",
+    "/usr",
+    "/boot",
+    "/efi",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run",
+    "/bin",
+    "/sbin",
+    "/snap",
+    "/home",
+    "/root",
+    "/var/lib",
+    "/var/log",
+    "/var/spool",
+    "/var/cache",
 ];
 
 /// How long `mount` and `umount` may take. The kernel call cannot be
@@ -80,6 +97,13 @@ pub struct Entry {
     pub source: String,
     /// Per-mount options (`rw,noatime`).
     pub options: String,
+}
+
+impl Entry {
+    /// Whether it is mounted read-write (its per-mount options).
+    pub fn is_rw(&self) -> bool {
+        self.options.split(',').any(|o| o == "rw")
+    }
 }
 
 /// A snapshot of the mount table.
@@ -178,12 +202,15 @@ pub enum MountpointError {
     /// Not an absolute path.
     #[error("mountpoint `{0}` is not an absolute path")]
     NotAbsolute(String),
-    /// Holds `..` or `.` components, or is empty.
-    #[error("mountpoint `{0}` must be a plain absolute path, without `.` or `..`")]
+    /// Holds `..` or `.` components or a control character, or is empty.
+    #[error(
+        "mountpoint `{}` must be a plain absolute path, without `.`, `..` or control characters",
+        crate::log::escape_controls(.0)
+    )]
     NotPlain(String),
     /// A system directory, or inside a system tree.
     #[error(
-        "mountpoint `{0}` is a system directory or inside one (/etc, /usr, /boot, /proc, /sys, /dev, /run, /bin, /sbin, /lib*, /var/lib): mounting a data disk there would hide or break the system"
+        "mountpoint `{0}` is a system directory or inside one (/etc, /usr, /boot, /efi, /proc, /sys, /dev, /run, /bin, /sbin, /lib*, /snap, /home, /root, /var/lib, /var/log, /var/spool, /var/cache): mounting a data disk there would hide or break the system, or users' files"
     )]
     System(String),
     /// A component of the path is a symbolic link.
@@ -208,9 +235,11 @@ pub fn check_mountpoint(mountpoint: &str) -> Result<PathBuf, MountpointError> {
     if !p.is_absolute() {
         return Err(MountpointError::NotAbsolute(mountpoint.into()));
     }
+    // A control character (a tab, a carriage return, an escape) would
+    // reach fstab and the mount table raw, and break both.
     if p.components()
         .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
-        || mountpoint.contains('\n')
+        || mountpoint.chars().any(char::is_control)
     {
         return Err(MountpointError::NotPlain(mountpoint.into()));
     }
@@ -259,6 +288,59 @@ pub fn check_mountpoint(mountpoint: &str) -> Result<PathBuf, MountpointError> {
         }
     }
     Ok(clean)
+}
+
+/// The order in which mountpoints nested in one another are mounted: waves
+/// of indices into `mountpoints`, parents before children (a mountpoint
+/// goes in the wave after the deepest of the others it is inside); those
+/// inside none (or `None`: not known) go first. Unmounting goes through the
+/// waves in reverse, children first.
+pub fn nesting_waves(mountpoints: &[Option<PathBuf>]) -> Vec<Vec<usize>> {
+    let parents = nesting_parents(mountpoints);
+    let mut depth: Vec<Option<usize>> = vec![None; mountpoints.len()];
+    // A parent is strictly shorter than its child: by length, parents first.
+    let mut by_len: Vec<usize> = (0..mountpoints.len()).collect();
+    by_len.sort_by_key(|&i| {
+        mountpoints[i]
+            .as_ref()
+            .map_or(0, |p| p.components().count())
+    });
+    for i in by_len {
+        let d = parents[i]
+            .iter()
+            .filter_map(|&j| depth[j])
+            .max()
+            .map_or(0, |d| d + 1);
+        depth[i] = Some(d);
+    }
+    let mut waves: Vec<Vec<usize>> = Vec::new();
+    for (i, d) in depth.into_iter().enumerate() {
+        let d = d.unwrap_or(0);
+        if waves.len() <= d {
+            waves.resize(d + 1, Vec::new());
+        }
+        waves[d].push(i);
+    }
+    waves
+}
+
+/// For each of `mountpoints`, the indices of the others it is strictly
+/// inside.
+pub fn nesting_parents(mountpoints: &[Option<PathBuf>]) -> Vec<Vec<usize>> {
+    mountpoints
+        .iter()
+        .map(|me| {
+            mountpoints
+                .iter()
+                .enumerate()
+                .filter(|(_, other)| match (me, other) {
+                    (Some(me), Some(other)) => me != other && me.starts_with(other),
+                    _ => false,
+                })
+                .map(|(j, _)| j)
+                .collect()
+        })
+        .collect()
 }
 
 /// Mounts the device `major:minor` (node `device`) at `target` with
@@ -488,6 +570,11 @@ impl From<UnmountError> for Failure {
     }
 }
 
+/// Who holds the filesystem `major:minor` ([`holders`]), in words.
+pub fn who_holds(major: u64, minor: u64) -> String {
+    list(&holders(major, minor))
+}
+
 fn list(holders: &[Holder]) -> String {
     if holders.is_empty() {
         "held by the kernel or another mount namespace (no process found)".to_string()
@@ -619,7 +706,7 @@ pub fn reap_stale_temp_mounts(table: &Table, major: u64, minor: u64) {
         else {
             continue;
         };
-        if Path::new(&format!("/proc/{pid}")).exists() {
+        if crate::run::running(pid) {
             continue;
         }
         crate::log::warn(format_args!(
@@ -723,6 +810,14 @@ mod tests {
     }
 
     #[test]
+    fn nested_mountpoints_go_parents_first() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        let mps = [p("/a/b/c"), p("/a"), p("/x"), None, p("/a/b"), p("/ab")];
+        assert_eq!(nesting_waves(&mps), [vec![1, 2, 3, 5], vec![4], vec![0]]);
+        assert_eq!(nesting_parents(&mps)[0], [1, 4]);
+    }
+
+    #[test]
     fn mountpoints_must_be_absolute_plain_and_not_system() {
         assert_eq!(
             check_mountpoint("/opt/appscale/").unwrap(),
@@ -749,6 +844,13 @@ mod tests {
             "/var/lib/x",
             "/run/x",
             "/boot/efi2",
+            "/home/appscale",
+            "/root/data",
+            "/var/log/appscale",
+            "/var/spool/x",
+            "/var/cache/x",
+            "/efi/x",
+            "/snap/x",
         ] {
             assert!(
                 matches!(check_mountpoint(sys), Err(MountpointError::System(_))),
@@ -756,6 +858,12 @@ mod tests {
             );
         }
         assert!(check_mountpoint("/tmp/test dir/mnt").is_ok());
+        for ctl in ["/srv/a\tb", "/srv/a\rb", "/srv/a\u{1b}b", "/srv/a\u{7f}"] {
+            assert!(
+                matches!(check_mountpoint(ctl), Err(MountpointError::NotPlain(_))),
+                "{ctl:?}"
+            );
+        }
         assert!(check_mountpoint("/var/appscale").is_ok());
         assert!(check_mountpoint("/library/x").is_err(), "starts with lib");
         let dir = std::env::temp_dir().join(format!("mp-link-{}", std::process::id()));

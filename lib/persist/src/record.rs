@@ -537,14 +537,21 @@ pub enum InputError {
 /// bytes; a longer line is not one, and is refused without being read whole.
 pub const MAX_LINE: usize = 1 << 20;
 
+/// The most input a tool takes in all: a deployment's records are a few
+/// hundred bytes each (a few KiB with `status`); input beyond this is not
+/// disk records, and is refused before it is all held in memory.
+pub const MAX_INPUT: usize = 16 << 20;
+
 /// Reads every record from `input`, failing on the first malformed line.
 ///
 /// Blank lines are skipped. Nothing is returned unless every line is valid,
 /// so a caller never acts on part of a broken input. A line longer than
-/// [`MAX_LINE`] is refused as soon as that much of it has been read.
+/// [`MAX_LINE`] is refused as soon as that much of it has been read, and
+/// input longer than [`MAX_INPUT`] in all as soon as that much has.
 pub fn read_all(mut input: impl BufRead, source_name: &str) -> Result<Vec<Record>, InputError> {
     let mut out = Vec::new();
     let mut buf = Vec::new();
+    let mut total = 0usize;
     for line_no in 1.. {
         buf.clear();
         let malformed = |message: String| InputError::Malformed {
@@ -562,6 +569,13 @@ pub fn read_all(mut input: impl BufRead, source_name: &str) -> Result<Vec<Record
             })?;
         if n == 0 {
             break;
+        }
+        total += n;
+        if total > MAX_INPUT {
+            return Err(malformed(format!(
+                "more than {} MiB of input in all ({MAX_INPUT} bytes): not disk records",
+                MAX_INPUT >> 20
+            )));
         }
         if buf.last() == Some(&b'\n') {
             buf.pop();
@@ -681,6 +695,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not valid JSON"), "{e}");
+    }
+
+    #[test]
+    fn input_is_capped_in_all_not_only_per_line() {
+        let line = format!("{{\"v\":1,\"x\":\"{}\"}}\n", "y".repeat(MAX_LINE - 20));
+        let input = line.repeat(MAX_INPUT / line.len() + 1);
+        let e = read_all(input.as_bytes(), "stdin").unwrap_err().to_string();
+        assert!(e.contains("more than 16 MiB of input"), "{e}");
+        assert!(read_all(line.repeat(3).as_bytes(), "stdin").is_ok());
     }
 
     #[test]

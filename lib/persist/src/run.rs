@@ -2,7 +2,12 @@
 //! closed, stdout and stderr captured, and a deadline after which the child
 //! is killed. When a signal asks the run to stop ([`crate::interrupt`]), the
 //! child is stopped too ([`RunError::Interrupted`]), unless it was marked to
-//! finish ([`Cmd::finish_on_interrupt`]: `mkfs`, `mount`, `umount`).
+//! finish ([`Cmd::finish_on_interrupt`]: `mount`, `umount`); a child that
+//! stopping half-way would leave a filesystem half-written is never killed,
+//! not even at its deadline ([`Cmd::never_killed`]: `mkfs`, `resize2fs`).
+//! A child marked to finish runs in a process group of its own with the
+//! stopping signals blocked, so a Ctrl-C at the terminal (sent to the whole
+//! foreground group) does not reach it either.
 //!
 //! A failure carries the command line and the child's stderr, so the message
 //! an operator sees says what was run and what it said.
@@ -46,6 +51,7 @@ pub struct Cmd {
     stdin: Option<Vec<u8>>,
     dir: Option<PathBuf>,
     ends_with_us: bool,
+    never_killed: bool,
 }
 
 /// What a finished child produced.
@@ -132,10 +138,22 @@ impl Cmd {
             timeout: Duration::from_secs(60),
             env: Vec::new(),
             finish_on_interrupt: false,
+            never_killed: false,
             stdin: None,
             dir: None,
             ends_with_us: false,
         }
+    }
+
+    /// Never kills the child: a signal lets it finish
+    /// ([`Cmd::finish_on_interrupt`]), and its deadline only says, once,
+    /// that it runs long and is waited for. For commands whose every
+    /// moment is a write that stopping would leave half done (`mkfs`,
+    /// `resize2fs`: a filesystem with errors).
+    pub fn never_killed(mut self) -> Cmd {
+        self.finish_on_interrupt = true;
+        self.never_killed = true;
+        self
     }
 
     /// Has the child sent SIGTERM should this process die first (SIGKILL
@@ -277,12 +295,24 @@ impl Cmd {
         if let Some(dir) = &self.dir {
             command.current_dir(dir);
         }
+        // The child starts with the stopping signals unblocked (std
+        // empties the mask), so that it can be stopped; one that is let
+        // finish gets them blocked again, and a process group of its own:
+        // a Ctrl-C at the terminal (sent to the whole foreground group)
+        // does not reach it either. One that ends with us is sent SIGTERM
+        // should this process die first.
+        let hook = if self.finish_on_interrupt {
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+            crate::interrupt::block_in_child
+        } else {
+            crate::interrupt::unblock_in_child
+        };
         let ends_with_us = self.ends_with_us;
         // SAFETY: the hook only calls pthread_sigmask and prctl, which are
         // async-signal-safe, as code between fork and exec must be.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
-                crate::interrupt::unblock_in_child()?;
+                hook()?;
                 if ends_with_us {
                     nix::libc::prctl(
                         nix::libc::PR_SET_PDEATHSIG,
@@ -350,6 +380,17 @@ impl Cmd {
             }
             match backoff.next_delay() {
                 Some(d) => exited.sleep(d),
+                None if self.never_killed => {
+                    crate::log::warn(format_args!(
+                        "`{}` still runs after {:?}: waiting for it to finish (stopping it would leave the filesystem half-written)",
+                        self.cmdline(),
+                        self.timeout
+                    ));
+                    return child.wait().map_err(|error| RunError::Spawn {
+                        cmdline: self.cmdline(),
+                        error,
+                    });
+                }
                 None => {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -526,6 +567,31 @@ fn install_hint(program: &str) -> String {
     format!(": install the {package} package")
 }
 
+/// Whether the process `pid` still runs: it exists and is not a zombie (a
+/// process killed, not yet reaped, holds nothing any more).
+pub fn running(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|(state, _)| !matches!(state, 'Z' | 'X' | 'x'))
+}
+
+/// When the process `pid` started (`/proc/PID/stat` field 22, clock ticks
+/// since boot), while it runs ([`running`]): with its pid, it names one
+/// process even once the pid is reused.
+pub fn start_time(pid: u32) -> Option<u64> {
+    proc_stat(pid)
+        .filter(|(state, _)| !matches!(state, 'Z' | 'X' | 'x'))
+        .map(|(_, start)| start)
+}
+
+/// The state letter and start time of `/proc/PID/stat`.
+fn proc_stat(pid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count
+    // from the last `)`.
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    Some((state, rest.nth(18)?.parse().ok()?))
+}
+
 /// Quotes a word for display when it holds anything a shell would split on.
 fn shell_word(s: &str) -> String {
     if !s.is_empty()
@@ -589,6 +655,32 @@ mod tests {
             .output()
             .unwrap_err();
         assert!(matches!(e, RunError::TimedOut { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_child_never_killed_outlives_its_deadline() {
+        let out = Cmd::new("sh")
+            .args(["-c", "sleep 0.5; echo done"])
+            .timeout(Duration::from_millis(100))
+            .never_killed()
+            .run()
+            .unwrap();
+        assert_eq!(out.stdout, "done\n");
+    }
+
+    #[test]
+    fn a_process_runs_until_it_is_reaped_or_a_zombie() {
+        let me = std::process::id();
+        assert!(running(me));
+        assert!(start_time(me).is_some());
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited, not reaped: a zombie.
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!running(pid), "a zombie does not run");
+        assert_eq!(start_time(pid), None);
+        child.wait().unwrap();
+        assert!(!running(pid));
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //!
 //! Retention only ever chooses among the snapshots of **one disk of one
 //! deployment** (the provider lists those alone), and never chooses the
-//! snapshot just taken.
+//! snapshot just taken. Only a snapshot this toolkit made ([`Marks::ours`]:
+//! every mark `disk-snapshot` puts on one) is ever listed, counted, deleted
+//! or restored from: a snapshot made by hand or by another tool, even one
+//! labelled with the deployment, is never touched.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -130,6 +133,38 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(n.saturating_mul(secs)))
 }
 
+/// The tool every snapshot this toolkit takes names as its maker (the
+/// `tool` of a local snapshot's metadata, EBS tag `appscale-persist:tool`,
+/// Compute Engine label `appscale-persist-tool`).
+pub const TOOL: &str = "disk-snapshot";
+
+/// The marks a snapshot carries, as its provider reads them (metadata,
+/// tags, labels): what says who made it, and of what.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Marks<'a> {
+    /// The deployment it was taken for.
+    pub deployment: Option<&'a str>,
+    /// The disk it was taken of.
+    pub disk: Option<&'a str>,
+    /// When, as its time mark reads back (`None`: absent or unreadable).
+    pub time: Option<Stamp>,
+    /// The tool that made it.
+    pub tool: Option<&'a str>,
+}
+
+impl Marks<'_> {
+    /// Whether this toolkit made the snapshot: every mark `disk-snapshot`
+    /// puts on one is there (a deployment and a disk, a time that reads
+    /// back, and [`TOOL`] as its maker). Anything else is not ours, and is
+    /// never counted, deleted or restored from: a snapshot made by hand
+    /// with the deployment's label alone would otherwise count as the
+    /// oldest (it has no time) and be pruned first.
+    pub fn ours(&self) -> bool {
+        let given = |v: Option<&str>| v.is_some_and(|s| !s.is_empty());
+        given(self.deployment) && given(self.disk) && self.time.is_some() && self.tool == Some(TOOL)
+    }
+}
+
 /// Which snapshots of one disk and deployment to keep.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retention {
@@ -222,6 +257,109 @@ impl Stamp {
         )
     }
 
+    /// The moment of a date and time in UTC, `None` when it is not one
+    /// (month 13, hour 24, ...).
+    pub fn from_civil(y: i64, mo: u64, d: u64, h: u64, mi: u64, s: u64, ms: u64) -> Option<Stamp> {
+        if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+            return None;
+        }
+        if ms > 999 {
+            return None;
+        }
+        // Howard Hinnant's days_from_civil.
+        let y = if mo <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y.rem_euclid(400);
+        let mp = (mo + 9) % 12;
+        let doy = (153 * mp as i64 + 2) / 5 + d as i64 - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+        Some(Stamp((days * 86_400 + h * 3600 + mi * 60 + s) * 1000 + ms))
+    }
+
+    /// Reads an RFC 3339 time: what [`Stamp::rfc3339`] writes
+    /// (`2026-11-27T02:35:12.123Z`), and what the clouds write (any number
+    /// of fraction digits, none, or an offset: `2026-11-26T18:35:12.123-08:00`);
+    /// `None` for anything else.
+    pub fn parse_rfc3339(t: &str) -> Option<Stamp> {
+        let b = t.as_bytes();
+        let num = |r: std::ops::Range<usize>| -> Option<u64> {
+            let s = t.get(r)?;
+            s.bytes()
+                .all(|c| c.is_ascii_digit())
+                .then(|| s.parse().ok())?
+        };
+        let shape = b.len() >= 20
+            && b[4] == b'-'
+            && b[7] == b'-'
+            && matches!(b[10], b'T' | b't')
+            && b[13] == b':'
+            && b[16] == b':';
+        if !shape {
+            return None;
+        }
+        let mut rest = &t[19..];
+        let mut ms = 0;
+        if let Some(frac) = rest.strip_prefix('.') {
+            let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 {
+                return None;
+            }
+            ms = format!("{:0<3}", &frac[..digits.min(3)]).parse().ok()?;
+            rest = &frac[digits..];
+        }
+        let offset_s: i64 = match rest {
+            "Z" | "z" => 0,
+            o if o.len() == 6 && o.as_bytes()[3] == b':' => {
+                let sign = match o.as_bytes()[0] {
+                    b'+' => 1,
+                    b'-' => -1,
+                    _ => return None,
+                };
+                let h: i64 = o[1..3].parse().ok()?;
+                let m: i64 = o[4..6].parse().ok()?;
+                sign * (h * 3600 + m * 60)
+            }
+            _ => return None,
+        };
+        let local = Stamp::from_civil(
+            num(0..4)? as i64,
+            num(5..7)?,
+            num(8..10)?,
+            num(11..13)?,
+            num(14..16)?,
+            num(17..19)?,
+            ms,
+        )?;
+        u64::try_from(local.0 as i64 - offset_s * 1000)
+            .ok()
+            .map(Stamp)
+    }
+
+    /// Reads back what [`Stamp::compact`] writes (`20261127T023512.123Z`);
+    /// `None` for anything else.
+    pub fn parse_compact(t: &str) -> Option<Stamp> {
+        let b = t.as_bytes();
+        if b.len() != 20 || b[8] != b'T' || b[15] != b'.' || b[19] != b'Z' {
+            return None;
+        }
+        let num = |r: std::ops::Range<usize>| -> Option<u64> {
+            let s = t.get(r)?;
+            s.bytes()
+                .all(|c| c.is_ascii_digit())
+                .then(|| s.parse().ok())?
+        };
+        Stamp::from_civil(
+            num(0..4)? as i64,
+            num(4..6)?,
+            num(6..8)?,
+            num(9..11)?,
+            num(11..13)?,
+            num(13..15)?,
+            num(16..19)?,
+        )
+    }
+
     /// The date and time in UTC: (year, month, day, hour, minute, second, ms).
     fn parts(self) -> (i64, u32, u32, u64, u64, u64, u64) {
         let secs = self.0 / 1000;
@@ -273,6 +411,66 @@ mod tests {
         );
         assert_eq!(Stamp(951_782_400_000).rfc3339(), "2000-02-29T00:00:00.000Z");
         assert_eq!(Stamp(1_795_746_912_123).compact(), "20261127T023512.123Z");
+    }
+
+    #[test]
+    fn stamps_read_back() {
+        for t in [0, 951_782_400_000, 1_795_746_912_123] {
+            assert_eq!(Stamp::parse_rfc3339(&Stamp(t).rfc3339()), Some(Stamp(t)));
+        }
+        assert_eq!(
+            Stamp::parse_rfc3339("2026-11-26T18:35:12.123456-08:00"),
+            Some(Stamp(1_795_746_912_123))
+        );
+        assert_eq!(
+            Stamp::parse_compact(&Stamp(1_795_746_912_123).compact()),
+            Some(Stamp(1_795_746_912_123))
+        );
+        assert_eq!(Stamp::parse_compact("20261127T023512Z"), None);
+        assert_eq!(
+            Stamp::parse_rfc3339("2026-11-27T02:35:12Z"),
+            Some(Stamp(1_795_746_912_000))
+        );
+        for bad in [
+            "",
+            "2026-11-27",
+            "2026-13-27T02:35:12Z",
+            "2026-11-27T02:35:12.Z",
+            "2026-11-27T02:35:12+0800",
+            "x026-11-27T02:35:12Z",
+        ] {
+            assert_eq!(Stamp::parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_a_snapshot_with_every_mark_is_ours() {
+        let ours = Marks {
+            deployment: Some("prod"),
+            disk: Some("data-1"),
+            time: Some(Stamp(1)),
+            tool: Some(TOOL),
+        };
+        assert!(ours.ours());
+        for not in [
+            Marks {
+                deployment: None,
+                ..ours
+            },
+            Marks {
+                deployment: Some(""),
+                ..ours
+            },
+            Marks { disk: None, ..ours },
+            Marks { time: None, ..ours },
+            Marks { tool: None, ..ours },
+            Marks {
+                tool: Some("backup.sh"),
+                ..ours
+            },
+        ] {
+            assert!(!not.ours(), "{not:?}");
+        }
     }
 
     #[test]

@@ -243,6 +243,9 @@ pub fn fix(code: &str) -> &'static str {
             "free space, or grow the disk (a bigger --size; disk-ensure-fs grows the filesystem)"
         }
         codes::NEEDS_FSCK => "unmount it, run `fsck -f` on the device, mount it again",
+        codes::FROZEN => {
+            "a freeze left by a disk-snapshot that died is thawed by the next disk-mount, disk-unmount or disk-snapshot here; any other: `fsfreeze -u MOUNTPOINT` once its holder is done"
+        }
         codes::NO_CREDENTIALS => "give the cloud API credentials",
         codes::UNREACHABLE => "check the endpoint (--endpoint-url) and the network",
         _ => "see the message; docs/protocol.md lists every code",
@@ -675,6 +678,12 @@ pub fn node_part(rec: &Record, opts: &NodeOptions, view: &NodeView) -> (NodePart
         (None, None) => {}
     }
     if let Some(e) = mounted {
+        if let Some(why) = crate::freeze::frozen(&dev, e.is_rw()) {
+            problems.push(Problem::new(
+                codes::FROZEN,
+                format!("{} is {why}: every writer on it hangs", e.target.display()),
+            ));
+        }
         part.mounted_at = Some(e.target.display().to_string());
         part.mount_options = Some(e.options.clone());
         if let Some((used, free, pct)) = usage(&e.target) {

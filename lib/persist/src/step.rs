@@ -203,6 +203,44 @@ where
         .collect()
 }
 
+/// Runs `f` as [`concurrently`] does, wave after wave: the records of one
+/// wave (indices into `records`) side by side, the next wave once they are
+/// all done. For records that must not run at once (a mount inside
+/// another's mountpoint). Records in no wave fail as `internal`.
+pub fn in_waves<F>(
+    records: &mut [Record],
+    waves: &[Vec<usize>],
+    f: F,
+) -> Vec<(StepResult, Duration)>
+where
+    F: Fn(usize, &mut Record) -> StepResult + Sync,
+{
+    let mut results: Vec<Option<(StepResult, Duration)>> =
+        (0..records.len()).map(|_| None).collect();
+    for wave in waves {
+        let mut batch: Vec<Record> = wave
+            .iter()
+            .map(|&i| std::mem::take(&mut records[i]))
+            .collect();
+        let out = concurrently(&mut batch, |j, r| f(wave[j], r));
+        for ((&i, rec), res) in wave.iter().zip(batch).zip(out) {
+            records[i] = rec;
+            results[i] = Some(res);
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                (
+                    Err(Failure::new(codes::INTERNAL, "a record was not worked on")),
+                    Duration::ZERO,
+                )
+            })
+        })
+        .collect()
+}
+
 /// What a run produced, for either output form (NDJSON, or the Ansible
 /// module result).
 pub struct Report {

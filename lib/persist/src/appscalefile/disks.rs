@@ -117,6 +117,22 @@ impl Checker {
                 let cluster = self.lint.deployment.nodes.iter().all(|n| is_ip(&n.id));
                 if !disks.is_empty() && paths && cluster {
                     self.lint.deployment.provider = Some(ProviderKind::Static);
+                    for d in disks
+                        .iter()
+                        .filter(|d| crate::blockdev::is_kernel_name(std::path::Path::new(&d.disk)))
+                    {
+                        self.push(
+                            Severity::Warning,
+                            "disk-kernel-name",
+                            format!(
+                                "`{}` is a kernel name: another disk may have it after a reboot, or once a disk is added",
+                                d.disk
+                            ),
+                            d.pos,
+                            d.disk.len(),
+                            Some("name the disk by a link that lasts: `/dev/disk/by-id/...` (`ls -l /dev/disk/by-id` on the node)".into()),
+                        );
+                    }
                 } else {
                     for key in &with_disks {
                         if cluster && !self.lint.deployment.nodes.is_empty() {

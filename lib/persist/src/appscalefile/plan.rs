@@ -61,7 +61,8 @@ impl Deployment {
     /// `mountpoint` may hold `{node}`, replaced by the node id (several nodes
     /// on one machine, as in tests, each get their own). Cloud records carry
     /// the deployment's [`name`](Deployment::name) as `deployment`, which
-    /// scopes the tags, labels and client tokens of their disks.
+    /// scopes the tags, labels and client tokens of their disks; local
+    /// records too (the owner of their images and snapshots).
     pub fn plan(&self, mountpoint: &str) -> Vec<Record> {
         self.disks
             .iter()
@@ -83,7 +84,8 @@ impl Deployment {
                 r.roles = Some(roles);
                 if let (Some(name), true) = (
                     &self.name,
-                    self.provider.is_some_and(ProviderKind::is_cloud),
+                    self.provider
+                        .is_some_and(|p| p.is_cloud() || p == ProviderKind::Local),
                 ) {
                     r.deployment = Some(name.clone());
                 }

@@ -16,7 +16,12 @@
 //! device is bound to the very file opened. The record's `disk_id` is the
 //! image's path, so the node-side tools can check a loop device against it.
 //! `--check` creates nothing: no directory, no lock file.
+//!
+//! Each image has an owner, its deployment and node, in
+//! `<name>.owner.json` beside it ([`owner`]), checked before any step acts
+//! on it, as the clouds' tags and labels are.
 
+pub mod owner;
 pub(crate) mod snapshots;
 
 use crate::codes;
@@ -38,6 +43,10 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/appscale-persist/disks";
 
 /// The environment variable that moves the state directory.
 pub const STATE_DIR_ENV: &str = "APPSCALE_PERSIST_STATE_DIR";
+
+/// The environment variable that keeps snapshots apart from the images
+/// (on another filesystem, say) unless `--snapshot-dir` says where.
+pub const SNAPSHOT_DIR_ENV: &str = "APPSCALE_PERSIST_SNAPSHOT_DIR";
 
 /// The size of a new image unless told otherwise.
 pub const DEFAULT_SIZE: Size = Size(10 << 30);
@@ -67,6 +76,8 @@ pub struct Local {
     grow: bool,
     snap: SnapshotArgs,
     from_snapshot: Option<String>,
+    deployment: Option<String>,
+    snapshot_dir: Option<PathBuf>,
 }
 
 impl Local {
@@ -80,7 +91,31 @@ impl Local {
             grow: false,
             snap: SnapshotArgs::default(),
             from_snapshot: None,
+            deployment: None,
+            snapshot_dir: None,
         }
+    }
+
+    /// The same provider, keeping snapshots in `dir` (when given) rather
+    /// than `<state dir>/snapshots`: on another filesystem, a copy never
+    /// takes the room the live images may still claim.
+    pub fn snapshots_in(self, dir: Option<PathBuf>) -> Local {
+        Local {
+            snapshot_dir: dir,
+            ..self
+        }
+    }
+
+    /// The snapshot directory from the flag, else the environment; `None`:
+    /// `<state dir>/snapshots`.
+    pub fn snapshot_dir(flag: Option<PathBuf>) -> Option<PathBuf> {
+        flag.or_else(|| std::env::var_os(SNAPSHOT_DIR_ENV).map(PathBuf::from))
+    }
+
+    /// The same provider, for `deployment` (`--deployment`) over what the
+    /// records say: the owner new images get, and existing ones must have.
+    pub fn for_deployment(self, deployment: Option<String>) -> Local {
+        Local { deployment, ..self }
     }
 
     /// The same provider, taking (or listing) snapshots as `snap` says.
@@ -120,11 +155,18 @@ impl Local {
     }
 
     /// Checks the state directory (see the module docs) and, unless
-    /// `check`, creates it; then takes the node lock. In `--check` mode a
-    /// missing directory is fine: nothing is created.
+    /// `check`, creates it; then takes the node lock, and removes what
+    /// runs that were killed left (temporary files, snapshot copies never
+    /// finished). In `--check` mode a missing directory is fine: nothing is
+    /// created or removed.
     fn prepare(&self, check: bool) -> Result<NodeLock, Failure> {
         check_state_dir(&self.dir, !check)?;
-        Ok(NodeLock::take(check)?)
+        let lock = crate::freeze::node_lock(check)?;
+        if !check {
+            reap_temporaries(&self.dir);
+            self.reap_snapshots();
+        }
+        Ok(lock)
     }
 
     /// The one loop device bound to `image`, verified; `None` when unbound.
@@ -161,6 +203,7 @@ impl Local {
                 let meta = open_image(&image, false)?.metadata().map_err(|e| {
                     Failure::new(codes::STATE_DIR, format!("{}: {e}", image.display()))
                 })?;
+                self.claim(rec, &image, cx.check)?;
                 note_image(rec, &image);
                 if self.size_given && meta.len() != self.size.bytes() {
                     if self.grow && meta.len() < self.size.bytes() {
@@ -182,18 +225,30 @@ impl Local {
                         ),
                     ));
                 }
+                // Grown by a run stopped before its loop device was
+                // refreshed: the device still shows the old size.
+                if self.grow
+                    && let Some(lo) = self.bound(&image)?
+                    && loopdev::size(&lo).is_some_and(|n| n < meta.len())
+                {
+                    return self.refresh(&image, &lo, Size(meta.len()), cx);
+                }
                 Ok(Outcome::unchanged(
                     State::Created,
                     format!("image {} exists ({})", image.display(), Size(meta.len())),
                 ))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // An owner file without its image: a create stopped before
+                // placing it. Only its own deployment goes on.
+                self.owned(rec, &image)?;
                 if cx.check {
                     return Ok(Outcome::changed(
                         State::Created,
                         format!("would create image {} ({})", image.display(), self.size),
                     ));
                 }
+                self.write_owner(&image, &self.new_owner(rec))?;
                 let made = self.make_image(&image)?;
                 note_image(rec, &image);
                 if !made {
@@ -228,7 +283,6 @@ impl Local {
         tmp_name.push(image.file_name().unwrap_or_default());
         tmp_name.push(format!(".{}.tmp", std::process::id()));
         let tmp = image.with_file_name(tmp_name);
-        remove_stale_temporaries(image);
         let made = (|| {
             let f = OpenOptions::new()
                 .write(true)
@@ -290,6 +344,36 @@ impl Local {
         ))
     }
 
+    /// Refreshes the loop device bound to `image`, which shows less than
+    /// the image's `size` (an image grown by a run stopped before it
+    /// refreshed the device).
+    fn refresh(&self, image: &Path, lo: &Loop, size: Size, cx: Ctx) -> StepResult {
+        if cx.check {
+            return Ok(Outcome::changed(
+                State::Created,
+                format!(
+                    "would refresh {} to the size of {} ({size})",
+                    lo.device.display(),
+                    image.display()
+                ),
+            ));
+        }
+        loopdev::refresh_capacity(lo, size.bytes()).map_err(|e| {
+            Failure::new(
+                codes::RESIZE_FAILED,
+                format!("refreshing {}: {e}", lo.device.display()),
+            )
+        })?;
+        Ok(Outcome::changed(
+            State::Created,
+            format!(
+                "image {} is {size}: {} refreshed to it",
+                image.display(),
+                lo.device.display()
+            ),
+        ))
+    }
+
     fn attach_one(&self, rec: &mut Record, cx: Ctx) -> StepResult {
         let image = self.image(rec)?;
         let _lock = self.prepare(cx.check)?;
@@ -306,6 +390,7 @@ impl Local {
             ));
         }
         let file = open_image(&image, !cx.check)?;
+        self.claim(rec, &image, cx.check)?;
         note_image(rec, &image);
         if let Some(lo) = self.bound(&image)? {
             rec.device = Some(lo.device.display().to_string());
@@ -339,6 +424,7 @@ impl Local {
             ));
         }
         open_image(&image, false)?;
+        self.claim(rec, &image, cx.check)?;
         note_image(rec, &image);
         let Some(lo) = self.bound(&image)? else {
             return Ok(Outcome::unchanged(
@@ -485,22 +571,60 @@ pub fn verify_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
     }
 }
 
-/// Removes `.<name>.img.<pid>.tmp` files left by creates that were killed.
-fn remove_stale_temporaries(image: &Path) {
-    let (Some(dir), Some(name)) = (image.parent(), image.file_name()) else {
-        return;
-    };
-    let prefix = format!(".{}.", name.to_string_lossy());
+/// A temporary name beside `path` for this process:
+/// `.<name>.<pid>.tmp`.
+fn temporary(path: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(".{}.tmp", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Writes `value` as JSON to `path` through a temporary file, flushed, then
+/// renamed into place; the directory is flushed after, so the name is
+/// there after a crash too.
+fn write_json(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {
+    let tmp = temporary(path);
+    let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    let done = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        std::io::Write::write_all(&mut f, text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    done
+}
+
+/// Removes the temporary files (`.<name>.<pid>.tmp`, [`temporary`]) in
+/// `dir` of runs that were killed (their process is gone): half-made
+/// images, copies and metadata. Called under the node lock.
+fn reap_temporaries(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
         let pid = n
-            .strip_prefix(&prefix)
+            .strip_prefix('.')
             .and_then(|r| r.strip_suffix(".tmp"))
-            .and_then(|p| p.parse::<u32>().ok());
-        if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+            .and_then(|r| r.rsplit_once('.'))
+            .and_then(|(_, p)| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !crate::run::running(p)) && e.file_type().is_ok_and(|t| t.is_file())
+        {
+            crate::log::warn(format_args!(
+                "removing {}, left by a run that was stopped",
+                e.path().display()
+            ));
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -548,11 +672,14 @@ impl Provider for Local {
                 let meta = open_image(&image, false)?.metadata().map_err(|e| {
                     Failure::new(codes::STATE_DIR, format!("{}: {e}", image.display()))
                 })?;
+                let mut rec = r.clone();
+                self.claim(&mut rec, &image, true)?;
                 let loops = loopdev::bound_to(&image)?;
                 Ok(DiskStatus {
                     id: image.display().to_string(),
                     zone: None,
                     size: Some(meta.len()),
+                    deployment: owner::read(&image)?.map(|o| o.deployment),
                     attached_to: loops
                         .iter()
                         .map(|l| l.device.display().to_string())

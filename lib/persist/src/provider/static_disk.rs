@@ -2,12 +2,17 @@
 //! (a VirtualBox disk, a bare-metal drive). Nothing is created or detached;
 //! create and attach check that the device exists, detach that it is not
 //! mounted.
+//!
+//! A disk named by its kernel name (`/dev/sdb`) may be another disk after a
+//! reboot: create and attach say so, with the stable name to use instead
+//! (`/dev/disk/by-id/...`), and attach gives the record that stable name as
+//! its `device`, which the later steps then use.
 
 use crate::codes;
 use std::path::{Component, Path, PathBuf};
 
 use super::{DiskStatus, Provider, disk_of};
-use crate::blockdev::Device;
+use crate::blockdev::{self, Device};
 use crate::discover::refuse_if_in_use;
 use crate::record::{ProviderKind, Record, State};
 use crate::step::{Ctx, Failure, Outcome, StepResult};
@@ -42,6 +47,31 @@ pub fn device_path(rec: &Record) -> Result<PathBuf, Failure> {
     Ok(clean)
 }
 
+/// For a disk named by its kernel name ([`blockdev::is_kernel_name`]):
+/// warns that the name may change, naming the stable name to put in the
+/// AppScalefile instead, and returns it (`None` when the disk is named
+/// stably, or has no stable name here).
+fn stable_name(rec: &Record, d: &Device) -> Option<PathBuf> {
+    if !blockdev::is_kernel_name(&d.path) {
+        return None;
+    }
+    let by_id = crate::discover::dev_root().join("disk/by-id");
+    let stable = blockdev::stable_names(d, &by_id).into_iter().next();
+    let instead = match &stable {
+        Some(s) => format!("name it {} in the AppScalefile", s.display()),
+        None => format!(
+            "name it by a link that lasts (none found in {}; `lsblk -o NAME,SERIAL,WWN`)",
+            by_id.display()
+        ),
+    };
+    crate::log::warn(format_args!(
+        "{}: {} is a kernel name, which another disk may have after a reboot or once a disk is added: {instead}",
+        rec.label(),
+        d.path.display()
+    ));
+    stable
+}
+
 fn device_of(rec: &Record) -> Result<Device, Failure> {
     Device::open(&device_path(rec)?).map_err(|e| Failure::new(codes::NO_SUCH_DISK, e.to_string()))
 }
@@ -56,6 +86,7 @@ impl Provider for Static {
             .iter_mut()
             .map(|r| {
                 let d = device_of(r)?;
+                stable_name(r, &d);
                 Ok(Outcome::unchanged(
                     State::Created,
                     format!("{} exists ({} MiB)", d.path.display(), d.size >> 20),
@@ -86,10 +117,15 @@ impl Provider for Static {
             .iter_mut()
             .map(|r| {
                 let d = device_of(r)?;
-                r.device = Some(d.path.display().to_string());
+                let stable = stable_name(r, &d);
+                let device = stable.clone().unwrap_or_else(|| d.path.clone());
+                r.device = Some(device.display().to_string());
                 Ok(Outcome::unchanged(
                     State::Attached,
-                    format!("{} is present", d.path.display()),
+                    match stable {
+                        Some(s) => format!("{} is present, as {}", d.path.display(), s.display()),
+                        None => format!("{} is present", d.path.display()),
+                    },
                 ))
             })
             .collect()

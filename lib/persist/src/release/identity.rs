@@ -46,6 +46,18 @@ pub enum IdentityError {
         /// What was wrong.
         reason: String,
     },
+    /// IMDSv2's token call got no answer, and IMDSv1 is refused: what a
+    /// container sees on an instance whose metadata hop limit is 1 (the
+    /// token's answer dies one hop short).
+    #[error(
+        "IMDSv2's token call to {endpoint} got no answer ({reason}) and IMDSv1 is refused (HTTP 401): in a container on EC2, the instance's metadata hop limit must be 2 for the answer to reach it (aws ec2 modify-instance-metadata-options --instance-id ID --http-put-response-hop-limit 2, or HttpPutResponseHopLimit: 2 in the launch template)"
+    )]
+    TokenLost {
+        /// Where it was asked.
+        endpoint: String,
+        /// How the token call failed.
+        reason: String,
+    },
     /// `AWS_EC2_METADATA_DISABLED` is set.
     #[error("the instance metadata service is disabled (AWS_EC2_METADATA_DISABLED)")]
     Disabled,
@@ -104,6 +116,7 @@ pub fn ec2(endpoint: Option<&str>) -> Result<Ec2Instance, IdentityError> {
     );
     // IMDSv2 first; a refused token call (Eucalyptus has no IMDSv2) means
     // IMDSv1. A service that does not answer at all is not asked again.
+    let mut lost = None;
     let token = match request(
         &hp,
         "PUT",
@@ -118,13 +131,25 @@ pub fn ec2(endpoint: Option<&str>) -> Result<Ec2Instance, IdentityError> {
                 reason,
             });
         }
-        Err(Fail::Io(_)) => None,
+        Err(Fail::Io(reason)) => {
+            lost = Some(reason);
+            None
+        }
     };
     let headers: Vec<(&str, &str)> = token
         .as_deref()
         .map(|t| vec![("X-aws-ec2-metadata-token", t)])
         .unwrap_or_default();
-    let get = |path: &str| get_ok(&hp, path, &headers);
+    let get = |path: &str| match (get_ok(&hp, path, &headers), &lost) {
+        // The token's answer was lost, and IMDSv1 is refused: the hop limit.
+        (Err(IdentityError::Answer { reason, .. }), Some(why)) if reason == "HTTP 401" => {
+            Err(IdentityError::TokenLost {
+                endpoint: hp.clone(),
+                reason: why.clone(),
+            })
+        }
+        (got, _) => got,
+    };
     Ok(Ec2Instance {
         id: get("/latest/meta-data/instance-id")?,
         zone: get("/latest/meta-data/placement/availability-zone")?,

@@ -14,8 +14,10 @@
 //!
 //! `disk-detach` from elsewhere then calls [`require`]: the proof must be
 //! for this disk, from the instance the cloud says the disk is attached to,
-//! on a record whose last step was that unmount, and recent
-//! ([`MAX_AGE`]). Anything less is refused unless `--force` says otherwise.
+//! made during the attachment the cloud shows now (not before it: a disk
+//! detached and attached again may be mounted again), on a record whose
+//! last step was that unmount, and recent ([`MAX_AGE`]). Anything less is
+//! refused unless `--force` says otherwise.
 
 pub mod identity;
 
@@ -83,6 +85,15 @@ pub enum ProofError {
         /// How old, in words.
         age: String,
     },
+    /// The proof was made before the disk's present attachment: it speaks
+    /// of an earlier one, and the node may have mounted the disk since.
+    #[error(
+        "its `unmount_proof` was made {ago} s before the disk was attached as it is now: it speaks of an earlier attachment, and the node may have mounted the disk since"
+    )]
+    EarlierAttachment {
+        /// How long before the attachment, in seconds.
+        ago: u64,
+    },
 }
 
 impl ProofError {
@@ -93,7 +104,9 @@ impl ProofError {
             ProofError::OtherDisk { .. } | ProofError::OtherInstance { .. } => {
                 codes::UNMOUNT_PROOF_MISMATCH
             }
-            ProofError::Stale { .. } => codes::UNMOUNT_PROOF_STALE,
+            ProofError::Stale { .. } | ProofError::EarlierAttachment { .. } => {
+                codes::UNMOUNT_PROOF_STALE
+            }
         }
     }
 }
@@ -102,15 +115,28 @@ fn now_secs(now: SystemTime) -> u64 {
     now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
-/// Checks the record's proof for detaching `disk` from `attached_to`, where
-/// the cloud says it is attached as device `attached_as`.
+/// Where the cloud says a disk is attached: the instance, the device name,
+/// and since when (seconds since the Unix epoch, when it says).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Attachment<'a> {
+    /// The instance (EC2 id, GCE name).
+    pub instance: &'a str,
+    /// The device name it is attached as (EC2 `/dev/sdf`).
+    pub device: Option<&'a str>,
+    /// When it was attached (EC2 `AttachTime`, Compute Engine
+    /// `lastAttachTimestamp`).
+    pub since: Option<u64>,
+}
+
+/// Checks the record's proof for detaching `disk` from the instance of
+/// `attached` (attached as its device, since its time).
 pub fn check(
     rec: &Record,
     disk: &str,
-    attached_to: &str,
-    attached_as: Option<&str>,
+    attached: Attachment<'_>,
     now: SystemTime,
 ) -> Result<UnmountProof, ProofError> {
+    let (attached_to, attached_as) = (attached.instance, attached.device);
     let proof = rec.unmount_proof.clone().ok_or(ProofError::Missing)?;
     if rec.state != Some(State::Unmounted) {
         return Err(ProofError::NotUnmounted(
@@ -146,6 +172,16 @@ pub fn check(
             attached: attached_to.to_string(),
         });
     }
+    // Made before this attachment: of an earlier one. The node's clock and
+    // the cloud's are compared with no allowance: a proof made in the
+    // seconds after an attach is refused, and the unmount run again.
+    if let Some(since) = attached.since
+        && proof.at < since
+    {
+        return Err(ProofError::EarlierAttachment {
+            ago: since - proof.at,
+        });
+    }
     let now = now_secs(now);
     if proof.at > now + CLOCK_SKEW.as_secs() {
         return Err(ProofError::Stale {
@@ -169,10 +205,10 @@ pub fn check(
 pub fn require(
     rec: &Record,
     disk: &str,
-    attached_to: &str,
-    attached_as: Option<&str>,
+    attached: Attachment<'_>,
 ) -> Result<UnmountProof, Failure> {
-    check(rec, disk, attached_to, attached_as, SystemTime::now()).map_err(|e| {
+    let attached_to = attached.instance;
+    check(rec, disk, attached, SystemTime::now()).map_err(|e| {
         let node = rec.node.as_deref().unwrap_or("NODE");
         Failure::new(
             e.code(),
@@ -351,9 +387,16 @@ fn identify(rec: &Record, kind: ProviderKind, dev: &Device) -> Result<String, St
 /// `nvme-Amazon_Elastic_Block_Store_vol...` link to it.
 fn volume_named_by(dev: &Device) -> Option<String> {
     let from = |s: &str| -> Option<String> {
+        // Eucalyptus: `euca-vol-1234abcd-dev-sdf`, cut to 20 characters,
+        // names the volume only when its id was not cut.
+        let (s, whole) = match s.strip_prefix("euca-") {
+            Some(rest) => (rest, false),
+            None => (s, true),
+        };
         let rest = s.strip_prefix("vol-").or_else(|| s.strip_prefix("vol"))?;
         let hex: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
-        (hex.len() >= 8).then(|| format!("vol-{hex}"))
+        let ended = whole || rest[hex.len()..].starts_with('-');
+        (hex.len() >= 8 && ended).then(|| format!("vol-{hex}"))
     };
     let name = dev.real.file_name()?.to_string_lossy().into_owned();
     if let Some(v) = from(&discover::serial_of(&name)) {
@@ -386,31 +429,40 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(secs)
     }
 
+    /// Attached to `instance` as `device`.
+    fn on<'a>(instance: &'a str, device: Option<&'a str>) -> Attachment<'a> {
+        Attachment {
+            instance,
+            device,
+            since: None,
+        }
+    }
+
     #[test]
     fn a_proof_holds_only_for_its_disk_instance_state_and_time() {
         let p = json!({"instance": "i-a", "disk": "vol-1", "device": "/dev/x", "at": 1000});
         let ok = rec(p.clone(), State::Unmounted);
-        assert!(check(&ok, "vol-1", "i-a", None, at(1100)).is_ok());
+        assert!(check(&ok, "vol-1", on("i-a", None), at(1100)).is_ok());
         assert_eq!(
-            check(&ok, "vol-2", "i-a", None, at(1100))
+            check(&ok, "vol-2", on("i-a", None), at(1100))
                 .unwrap_err()
                 .code(),
             "unmount-proof-mismatch"
         );
         assert_eq!(
-            check(&ok, "vol-1", "i-b", None, at(1100))
+            check(&ok, "vol-1", on("i-b", None), at(1100))
                 .unwrap_err()
                 .code(),
             "unmount-proof-mismatch"
         );
         assert_eq!(
-            check(&ok, "vol-1", "i-a", None, at(1000 + 3601))
+            check(&ok, "vol-1", on("i-a", None), at(1000 + 3601))
                 .unwrap_err()
                 .code(),
             "unmount-proof-stale"
         );
         assert_eq!(
-            check(&ok, "vol-1", "i-a", None, at(100))
+            check(&ok, "vol-1", on("i-a", None), at(100))
                 .unwrap_err()
                 .code(),
             "unmount-proof-stale",
@@ -418,7 +470,7 @@ mod tests {
         );
         let mounted_again = rec(p, State::Mounted);
         assert_eq!(
-            check(&mounted_again, "vol-1", "i-a", None, at(1100))
+            check(&mounted_again, "vol-1", on("i-a", None), at(1100))
                 .unwrap_err()
                 .code(),
             "no-unmount-proof"
@@ -426,7 +478,7 @@ mod tests {
         let mut none = ok.clone();
         forget(&mut none);
         assert_eq!(
-            check(&none, "vol-1", "i-a", None, at(1100)),
+            check(&none, "vol-1", on("i-a", None), at(1100)),
             Err(ProofError::Missing)
         );
         // A malformed proof never gets this far: the record is refused on
@@ -434,19 +486,37 @@ mod tests {
         assert!(crate::record::from_value(json!({"unmount_proof": "yes"})).is_err());
     }
 
+    /// A proof made before the disk's present attachment speaks of an
+    /// earlier one (detached, attached again, perhaps mounted again): it
+    /// was taken for up to an hour.
+    #[test]
+    fn a_proof_holds_only_for_the_attachment_it_was_made_in() {
+        let p = json!({"instance": "i-a", "disk": "vol-1", "device": "/dev/x", "at": 1000});
+        let r = rec(p, State::Unmounted);
+        let since = |t| Attachment {
+            since: Some(t),
+            ..on("i-a", None)
+        };
+        assert!(check(&r, "vol-1", since(900), at(1100)).is_ok());
+        assert!(check(&r, "vol-1", since(1000), at(1100)).is_ok());
+        let e = check(&r, "vol-1", since(1050), at(1100)).unwrap_err();
+        assert_eq!(e.code(), "unmount-proof-stale");
+        assert!(e.to_string().contains("earlier attachment"), "{e}");
+    }
+
     #[test]
     fn on_xen_the_kernel_name_stands_for_the_attachment() {
         let p = json!({"instance": "i-a", "disk": "", "device": "/dev/xvdf", "at": 1000, "xen_name": "xvdf"});
         let r = rec(p, State::Unmounted);
-        assert!(check(&r, "vol-1", "i-a", Some("/dev/sdf"), at(1100)).is_ok());
-        assert!(check(&r, "vol-1", "i-a", Some("/dev/xvdf"), at(1100)).is_ok());
+        assert!(check(&r, "vol-1", on("i-a", Some("/dev/sdf")), at(1100)).is_ok());
+        assert!(check(&r, "vol-1", on("i-a", Some("/dev/xvdf")), at(1100)).is_ok());
         assert_eq!(
-            check(&r, "vol-1", "i-a", Some("/dev/sdg"), at(1100))
+            check(&r, "vol-1", on("i-a", Some("/dev/sdg")), at(1100))
                 .unwrap_err()
                 .code(),
             "unmount-proof-mismatch"
         );
-        assert!(check(&r, "vol-1", "i-a", None, at(1100)).is_err());
+        assert!(check(&r, "vol-1", on("i-a", None), at(1100)).is_err());
     }
 
     #[test]
@@ -454,7 +524,7 @@ mod tests {
         let r = rec(json!(null), State::Unmounted);
         let mut r = r;
         forget(&mut r);
-        let f = require(&r, "vol-1", "i-a", None).unwrap_err();
+        let f = require(&r, "vol-1", on("i-a", None)).unwrap_err();
         assert_eq!(f.code, "no-unmount-proof");
         assert!(
             f.message.contains("--self") && f.message.contains("--force"),

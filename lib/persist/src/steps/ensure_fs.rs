@@ -34,7 +34,7 @@ use crate::blockdev::{self, Assessment, BlockError, Device, Probe};
 use crate::discover::verify_claimed_device;
 use crate::discover::{self, DEVICE_WAIT};
 use crate::filesystem::{self, FsType};
-use crate::lock::{DeviceLock, NodeLock};
+use crate::lock::DeviceLock;
 use crate::mount::{self, TempMount};
 use crate::record::{Fs, Record, State};
 use crate::seed;
@@ -67,10 +67,9 @@ pub struct EnsureFs {
 
 impl Step for EnsureFs {
     fn run(&mut self, records: &mut [Record], cx: Ctx) -> Vec<(StepResult, std::time::Duration)> {
-        let lock = match NodeLock::take(cx.check) {
+        let lock = match crate::freeze::node_lock(cx.check) {
             Ok(l) => l,
-            Err(e) => {
-                let f = Failure::from(e);
+            Err(f) => {
                 return records
                     .iter()
                     .map(|_| (Err(f.clone()), Default::default()))
@@ -498,6 +497,9 @@ impl EnsureFs {
             .by_device(g.dev.major, g.dev.minor)
             .first()
             .map(|m| m.target.clone());
+        if mounted.is_none() {
+            discover::wait_unheld(&g.dev)?;
+        }
         match (fstype, mounted) {
             (_, Some(at)) => filesystem::grow(path, fstype, Some(&at)).map_err(|e| failed(&e)),
             (FsType::Ext4, None) => filesystem::grow(path, fstype, None).map_err(|e| failed(&e)),

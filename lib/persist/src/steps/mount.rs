@@ -2,10 +2,13 @@
 //! with an fstab entry that is taken back if the mount fails.
 //!
 //! A run takes the node lock ([`crate::lock`]) once and reads the mount
-//! table and the fstab once; then its records are worked on concurrently.
+//! table and the fstab once; then its records are worked on concurrently,
+//! except records whose mountpoints nest: a parent is mounted before the
+//! records inside it, which fail `parent-not-mounted` when it fails.
 //! For each, the device is checked to be the record's disk and to hold the
-//! record's filesystem, the mountpoint to be free (or already ours) and
-//! claimed by no other record of the run; then `fsck -a` runs (unless this
+//! record's filesystem, the mountpoint to be free (or already ours, and
+//! with nothing mounted inside it that the mount would hide) and claimed by
+//! no other record of the run; then `fsck -a` runs (unless this
 //! node just made the filesystem and its superblock still says clean), the
 //! mountpoint is seeded if it may be ([`crate::seed`]) and the filesystem is
 //! mounted. Only when every record is done are the fstab lines added, in
@@ -31,7 +34,7 @@ use crate::log;
 use crate::mount;
 use crate::record::{Fs, Record, State};
 use crate::seed::{self, Seeded};
-use crate::step::{Ctx, Diff, Failure, Outcome, Step, StepResult, concurrently};
+use crate::step::{Ctx, Diff, Failure, Outcome, Step, StepResult, in_waves};
 
 /// Options for [`Mount`].
 #[derive(Debug, Clone)]
@@ -71,9 +74,31 @@ impl Step for Mount {
         let taken = Claims::default();
         let lines: Vec<Mutex<Option<FstabLine>>> =
             records.iter().map(|_| Mutex::new(None)).collect();
-        let mut results = concurrently(records, |i, r| {
+        // Nested mountpoints: parents first, and a child only once its
+        // parent is mounted (mounted after, the parent would hide it).
+        let mps: Vec<Option<PathBuf>> = records
+            .iter()
+            .map(|r| planned_mountpoint(r, self.options.mountpoint.as_deref()))
+            .collect();
+        let parents = mount::nesting_parents(&mps);
+        let mounted: Vec<Mutex<bool>> = records.iter().map(|_| Mutex::new(false)).collect();
+        let mut results = in_waves(records, &mount::nesting_waves(&mps), |i, r| {
+            let failed = parents[i]
+                .iter()
+                .find(|&&j| !*mounted[j].lock().unwrap_or_else(|e| e.into_inner()));
+            if let (Some(&j), Some(mp)) = (failed, &mps[i]) {
+                return Err(Failure::new(
+                    codes::PARENT_NOT_MOUNTED,
+                    format!(
+                        "{} is inside {}, which another record of this run mounts, and that record failed: not mounting it (the parent's mount, made later, would hide it)",
+                        mp.display(),
+                        mps[j].as_deref().unwrap_or(Path::new("?")).display()
+                    ),
+                ));
+            }
             let (outcome, line) = self.one(r, cx, &shared, &taken)?;
             *lines[i].lock().unwrap_or_else(|e| e.into_inner()) = line;
+            *mounted[i].lock().unwrap_or_else(|e| e.into_inner()) = true;
             Ok(outcome)
         });
         let lines: Vec<Option<FstabLine>> = lines
@@ -155,6 +180,13 @@ pub fn resolve_mountpoint(rec: &mut Record, flag: Option<&str>) -> Result<PathBu
     Ok(mp)
 }
 
+/// The mountpoint a record will be mounted at (its own, else the flag's,
+/// else the default), when it is a valid one: for ordering the run.
+pub fn planned_mountpoint(rec: &Record, flag: Option<&str>) -> Option<PathBuf> {
+    let mp = rec.mountpoint.as_deref().or(flag);
+    mount::check_mountpoint(mp.unwrap_or(crate::record::DEFAULT_MOUNTPOINT)).ok()
+}
+
 /// Opens the record's device.
 pub fn open_device(device: &str) -> Result<Device, Failure> {
     Ok(Device::open(Path::new(device))?)
@@ -197,7 +229,7 @@ enum Planned {
 impl Mount {
     /// Takes the node lock and reads the node once for the whole run.
     fn look(&self, cx: Ctx) -> Result<Shared, Failure> {
-        let lock = NodeLock::take(cx.check)?;
+        let lock = crate::freeze::node_lock(cx.check)?;
         let table = mount::read_table()?;
         let fstab = match &self.options.fstab {
             Some(path) => Some(Fstab::load(path)?),
@@ -247,6 +279,10 @@ impl Mount {
         if todo.is_empty() {
             return;
         }
+        // Parents before children: a mountpoint's line before those of the
+        // mountpoints inside it, as `mount -a` mounts in file order.
+        let mut todo = todo;
+        todo.sort_by_key(|(_, l)| Path::new(&l.entry.file).components().count());
         let entries: Vec<(&fstab::Entry, &fstab::Filesystem)> =
             todo.iter().map(|(_, l)| (&l.entry, &l.known_as)).collect();
         match fstab::add_all(path, &entries) {
@@ -364,6 +400,22 @@ impl Mount {
                     mp.display(),
                     e.source,
                     e.fstype
+                ),
+            ));
+        }
+        if !mounted
+            && let Some(e) = table
+                .entries
+                .iter()
+                .find(|e| e.target != mp && e.target.starts_with(&mp))
+        {
+            return Err(Failure::new(
+                codes::MOUNTPOINT_BUSY,
+                format!(
+                    "{} ({}) is mounted inside {}: mounting over it would hide it; unmount it first (a run mounts parents before children)",
+                    e.target.display(),
+                    e.source,
+                    mp.display()
                 ),
             ));
         }
@@ -515,6 +567,8 @@ impl Mount {
         })?;
         // From here on, any failure takes back what this run did.
         let undo = |f: Failure| -> Failure { undo(f, &before, &dev, &created) };
+        // A resize2fs or mkfs a stopped run left running finishes first.
+        discover::wait_unheld(&dev).map_err(undo)?;
         let mut notes = Vec::new();
         // A filesystem this node just made, and left clean, has nothing for
         // fsck to find; anything done to it since shows in its superblock.

@@ -16,7 +16,8 @@
 //! is not detached under a live filesystem.
 //!
 //! A run takes the node lock once, reads the mount table and the fstab
-//! once, and works on its records concurrently; with `--remove-fstab`, the
+//! once, and works on its records concurrently (records whose mountpoints
+//! nest, children first); with `--remove-fstab`, the
 //! entries of every record unmounted are removed in one atomic rewrite of
 //! the fstab at the end.
 
@@ -31,10 +32,10 @@ use crate::fstab::{self, Fstab};
 use crate::lock::NodeLock;
 use crate::mount::{self, Entry};
 use crate::record::{Record, State};
-use crate::step::{Ctx, Diff, Failure, Outcome, Step, StepResult, concurrently};
+use crate::step::{Ctx, Diff, Failure, Outcome, Step, StepResult, in_waves};
 use crate::wait::{self, Poll, WaitParams};
 
-use super::mount::{open_device, resolve_mountpoint};
+use super::mount::{open_device, planned_mountpoint, resolve_mountpoint};
 
 /// An fstab entry `--remove-fstab` takes out: its mountpoint, and the UUID
 /// of the filesystem it must name (when known).
@@ -73,7 +74,7 @@ pub struct Unmount {
 impl Step for Unmount {
     fn run(&mut self, records: &mut [Record], cx: Ctx) -> Vec<(StepResult, Duration)> {
         let look = || -> Result<(NodeLock, mount::Table, Option<Fstab>), Failure> {
-            let lock = NodeLock::take(cx.check)?;
+            let lock = crate::freeze::node_lock(cx.check)?;
             let table = mount::read_table()?;
             let tab = if self.options.remove_fstab {
                 Some(Fstab::load(&self.options.fstab)?)
@@ -93,7 +94,14 @@ impl Step for Unmount {
         };
         let targets: Vec<Mutex<Option<FstabTarget>>> =
             records.iter().map(|_| Mutex::new(None)).collect();
-        let mut results = concurrently(records, |i, r| {
+        // Nested mountpoints: children before parents.
+        let mps: Vec<Option<PathBuf>> = records
+            .iter()
+            .map(|r| planned_mountpoint(r, self.options.mountpoint.as_deref()))
+            .collect();
+        let mut waves = mount::nesting_waves(&mps);
+        waves.reverse();
+        let mut results = in_waves(records, &waves, |i, r| {
             let (outcome, target) = self.one(r, cx, &table, tab.as_ref())?;
             *targets[i].lock().unwrap_or_else(|e| e.into_inner()) = target;
             Ok(outcome)
@@ -275,6 +283,20 @@ impl Unmount {
                 .and_then(uuid_of)
             {
                 uuid = Some(u);
+            }
+            // A frozen filesystem unmounted stays frozen, with no
+            // mountpoint left to thaw it through: never.
+            if let Ok(dev) = Device::from_number(entry.major, entry.minor)
+                && let Some(frozen) = crate::freeze::frozen(&dev, entry.is_rw())
+            {
+                return Err(Failure::new(
+                    codes::FROZEN,
+                    format!(
+                        "{} is {frozen}: not unmounting it (it would stay frozen with no mountpoint to thaw it through); once its holder is done, `fsfreeze -u {}`, then rerun",
+                        mp.display(),
+                        mp.display()
+                    ),
+                ));
             }
             changed = true;
             if cx.check {

@@ -14,19 +14,24 @@
 //! `<name>.restored.json` beside it; the old image is never touched.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Local, check_name, note_image, open_image};
+use super::{
+    Local, SNAPSHOT_DIR_ENV, check_name, check_state_dir, note_image, open_image, temporary,
+    write_json,
+};
 use crate::codes;
+use crate::files;
 use crate::freeze::Frozen;
+use crate::log;
 use crate::mount::Table;
 use crate::provider::Size;
 use crate::record::{Record, RestoredFrom, Snapshot, State};
-use crate::snapshot::{Candidate, Stamp};
+use crate::snapshot::{Candidate, Marks, Stamp};
 use crate::step::{Ctx, Failure, Outcome, StepResult};
 
 /// What `<id>.json` holds about a local snapshot.
@@ -56,9 +61,121 @@ pub struct Meta {
     pub tool: String,
 }
 
-/// A mountpoint and the device (major, minor) mounted there.
-type MountedAt = (PathBuf, (u64, u64));
+/// The filesystem on an image's loop device, as a snapshot finds it.
+enum Live {
+    /// Not bound, or bound and used by nothing: no freeze needed.
+    Unmounted,
+    /// Mounted at this mountpoint, from this device (major, minor).
+    Mounted(PathBuf, (u64, u64)),
+    /// Mounted nowhere, but alive (the device, and who holds it).
+    Held(String, String),
+}
+
+impl Live {
+    /// `snapshot.freeze`: `frozen`, `not-mounted` or `not-frozen`; a live
+    /// filesystem that cannot be frozen is refused, unless `no_freeze`.
+    fn consistency(&self, no_freeze: bool) -> Result<&'static str, Failure> {
+        match (self, no_freeze) {
+            (Live::Unmounted, _) => Ok("not-mounted"),
+            (_, true) => Ok("not-frozen"),
+            (Live::Mounted(..), false) => Ok("frozen"),
+            (Live::Held(dev, who), false) => Err(Failure::new(
+                codes::FREEZE_FAILED,
+                format!(
+                    "{dev} is mounted nowhere, but its filesystem is still alive (lazily unmounted and still in use, held by {who}): with no mountpoint it cannot be frozen, and a copy of it now would not be consistent; stop those processes and rerun, or pass --no-freeze (a crash-consistent snapshot); nothing taken"
+                ),
+            )),
+        }
+    }
+
+    /// For messages.
+    fn describe(&self, freeze: &str) -> String {
+        match self {
+            Live::Mounted(m, _) if freeze == "frozen" => {
+                format!(", {} frozen meanwhile", m.display())
+            }
+            Live::Mounted(m, _) => format!(", {} NOT frozen (--no-freeze)", m.display()),
+            Live::Held(dev, _) => format!(", {dev} in use, NOT frozen (--no-freeze)"),
+            Live::Unmounted => String::new(),
+        }
+    }
+}
+
+/// Free space on a filesystem a copy goes to, against what the copy takes
+/// and what the images there may still claim ([`Local::room`]).
+struct Room {
+    /// Where it was read.
+    dir: PathBuf,
+    /// What the copy takes.
+    copy: u64,
+    /// What the images there may still write.
+    claimable: u64,
+    /// What is free.
+    free: u64,
+}
+
+/// Room kept beyond the copy and the images: metadata, directories.
+const ROOM_MARGIN: u64 = 1 << 20;
+
+/// Bytes as whole MiB, rounded up, for messages.
+fn mib(bytes: u64) -> String {
+    format!("{} MiB", bytes.div_ceil(1 << 20))
+}
+
+impl Room {
+    /// What the copy needs free.
+    fn needed(&self) -> u64 {
+        self.copy + self.claimable + ROOM_MARGIN
+    }
+
+    /// `needs N free on DIR (...), F free`.
+    fn describe(&self) -> String {
+        format!(
+            "needs {} free on the filesystem of {} ({} for the copy, {} that the disk images there may still write), and {} is free",
+            mib(self.needed()),
+            self.dir.display(),
+            mib(self.copy),
+            mib(self.claimable),
+            mib(self.free)
+        )
+    }
+
+    /// `no-space` unless there is room for `what`.
+    fn enough(&self, what: &str) -> Result<(), Failure> {
+        if self.free >= self.needed() {
+            return Ok(());
+        }
+        Err(Failure::new(
+            codes::NO_SPACE,
+            format!(
+                "{what} {}: not taken, as it would use space a live disk may still claim (its writes would be lost at writeback). Free space there, or keep snapshots on another filesystem (--snapshot-dir, {SNAPSHOT_DIR_ENV})",
+                self.describe()
+            ),
+        ))
+    }
+}
 impl Meta {
+    /// The deployment it was taken for: a snapshot taken before local
+    /// disks had owners, of a record naming none, is the shared default's.
+    fn deployment(&self) -> &str {
+        self.deployment
+            .as_deref()
+            .unwrap_or(crate::record::DEFAULT_DEPLOYMENT)
+    }
+
+    /// Whether `disk-snapshot` took it ([`Marks::ours`]): metadata written
+    /// by another tool, or by hand, is never listed, counted, deleted or
+    /// restored from.
+    fn ours(&self) -> bool {
+        let marks = Marks {
+            deployment: Some(self.deployment()),
+            disk: Some(&self.disk),
+            time: Stamp::parse_rfc3339(&self.time).filter(|t| t.0 == self.ms),
+            tool: Some(&self.tool),
+        };
+        marks.ours() && self.id == format!("{}@{}", self.disk, Stamp(self.ms).compact())
+    }
+
     fn snapshot(&self) -> Snapshot {
         Snapshot {
             freeze: Some(self.freeze.clone()),
@@ -84,14 +201,6 @@ fn check_id(id: &str) -> Result<(), Failure> {
             ),
         ))
     }
-}
-
-/// A temporary name beside `path` for this process.
-fn temporary(path: &Path) -> PathBuf {
-    let mut name = std::ffi::OsString::from(".");
-    name.push(path.file_name().unwrap_or_default());
-    name.push(format!(".{}.tmp", std::process::id()));
-    path.with_file_name(name)
 }
 
 /// Copies `from` into a new file `to` (never replacing one), through a
@@ -122,31 +231,18 @@ pub(crate) fn copy_new(
     done
 }
 
-/// Writes `value` as JSON to `path` through a temporary file.
-fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
-    let tmp = temporary(path);
-    let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
-    let done = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        std::io::Write::write_all(&mut f, text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    done
-}
-
 impl Local {
+    /// Where snapshots live: `--snapshot-dir` (or its variable), else
+    /// `<state dir>/snapshots`.
     fn snapshots_dir(&self) -> PathBuf {
-        self.dir.join("snapshots")
+        self.snapshot_dir
+            .clone()
+            .unwrap_or_else(|| self.dir.join("snapshots"))
     }
 
-    /// Every local snapshot's metadata, newest first (unreadable files are
-    /// skipped: they are not ours).
+    /// Every local snapshot's metadata, newest first: only those
+    /// `disk-snapshot` took ([`Meta::ours`]; unreadable files and any
+    /// other metadata are skipped: they are not ours).
     fn all_snapshots(&self) -> Result<Vec<Meta>, Failure> {
         let dir = self.snapshots_dir();
         let entries = match std::fs::read_dir(&dir) {
@@ -165,7 +261,7 @@ impl Local {
             .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .filter_map(|e| std::fs::read(e.path()).ok())
             .filter_map(|b| serde_json::from_slice::<Meta>(&b).ok())
-            .filter(|m| check_id(&m.id).is_ok())
+            .filter(|m| check_id(&m.id).is_ok() && m.ours())
             .collect();
         all.sort_by(|a, b| b.ms.cmp(&a.ms).then_with(|| b.id.cmp(&a.id)));
         Ok(all)
@@ -173,10 +269,11 @@ impl Local {
 
     /// The snapshots of the record's disk and deployment, newest first.
     fn snapshots_of(&self, rec: &Record, disk: &str) -> Result<Vec<Meta>, Failure> {
+        let deployment = self.deployment_of(rec);
         Ok(self
             .all_snapshots()?
             .into_iter()
-            .filter(|m| m.disk == disk && m.deployment == rec.deployment)
+            .filter(|m| m.disk == disk && m.deployment() == deployment)
             .collect())
     }
 
@@ -207,34 +304,17 @@ impl Local {
             ));
         }
         let file = open_image(&image, false)?;
+        self.claim(rec, &image, cx.check)?;
         note_image(rec, &image);
-        let size = file
+        let meta = file
             .metadata()
-            .map_err(|e| Failure::new(codes::STATE_DIR, format!("{}: {e}", image.display())))?
-            .len();
-        let mounted = self.mounted_at(&image)?;
-        let mountpoint = mounted.as_ref().map(|(m, _)| m.clone());
-        let freeze = match (&mountpoint, self.snap.no_freeze) {
-            (None, _) => "not-mounted",
-            (Some(_), true) => "not-frozen",
-            (Some(_), false) => "frozen",
-        };
+            .map_err(|e| Failure::new(codes::STATE_DIR, format!("{}: {e}", image.display())))?;
+        let size = meta.len();
+        let live = self.live(&image)?;
+        let freeze = live.consistency(self.snap.no_freeze)?;
         let now = Stamp::now();
         let id = format!("{disk}@{}", now.compact());
-        let retention = self.snap.retention();
-        // A local snapshot is complete once its metadata is written (it is
-        // listed only then).
-        let mut earlier: Vec<Candidate> = self
-            .snapshots_of(rec, &disk)?
-            .into_iter()
-            .map(|m| Candidate::new(m.id, m.ms, "completed"))
-            .collect();
-        earlier.push(Candidate::new(id.clone(), now.0, "completed"));
-        let prune: Vec<String> = retention
-            .prune(&earlier, &id, now.0)
-            .into_iter()
-            .map(str::to_string)
-            .collect();
+        let prune = self.retained(rec, &disk, &id, now)?;
         let mut snap = Snapshot {
             id: id.clone(),
             time: now.rfc3339(),
@@ -244,16 +324,12 @@ impl Local {
             method: None,
             pruned: prune.clone(),
         };
-        let how = match &mountpoint {
-            Some(m) if freeze == "frozen" => format!(", {} frozen meanwhile", m.display()),
-            Some(m) => format!(", {} NOT frozen (--no-freeze)", m.display()),
-            None => String::new(),
-        };
-        let pruned_text = if prune.is_empty() {
-            String::new()
-        } else {
-            format!("; pruned {}", prune.join(", "))
-        };
+        let how = live.describe(freeze);
+        let dir = self.snapshots_dir();
+        check_state_dir(&dir, !cx.check)?;
+        // The copy takes what the image holds; every image there may still
+        // claim the rest of its size (the image copied included).
+        let room = self.room(&dir, files::allocated(&meta), 0)?;
         if cx.check {
             rec.snapshot = Some(snap);
             let would = if prune.is_empty() {
@@ -261,29 +337,33 @@ impl Local {
             } else {
                 format!("; would prune {}", prune.join(", "))
             };
+            room.enough(&format!("a snapshot of {}", image.display()))?;
             return Ok(Outcome::changed(
                 state,
                 format!(
-                    "would take snapshot {id} of {} ({}){how}{would}",
+                    "would take snapshot {id} of {} ({}){how}{would}; it {}",
                     image.display(),
-                    Size(size)
+                    Size(size),
+                    room.describe()
                 ),
             ));
         }
-        let dir = self.snapshots_dir();
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| Failure::new(codes::STATE_DIR, format!("{}: {e}", dir.display())))?;
+        room.enough(&format!("a snapshot of {}", image.display()))?;
+        log::info(format_args!(
+            "{}: snapshot {id} {}",
+            rec.label(),
+            room.describe()
+        ));
         let target = dir.join(format!("{id}.img"));
+        // The disk is held still (frozen, or, unmounted, under the node
+        // lock) for at most --freeze-timeout.
         let limit = Duration::from_secs(self.snap.freeze_timeout);
-        let frozen = match &mounted {
-            Some((m, dev)) if freeze == "frozen" => Some(Frozen::take(m, *dev, limit)?),
+        let frozen = match &live {
+            Live::Mounted(m, dev) if freeze == "frozen" => Some(Frozen::take(m, *dev, limit)?),
             _ => None,
         };
-        let deadline = frozen.as_ref().map(Frozen::deadline);
-        let copied = copy_new(&file, &target, || stop_check(deadline));
+        let deadline = Instant::now() + limit;
+        let copied = copy_new(&file, &target, || stop_check(Some(deadline)));
         // Thawed at once, whatever the copy did.
         drop(frozen);
         let method = match copied {
@@ -297,7 +377,7 @@ impl Local {
                     ),
                 ));
             }
-            Err(e) => return Err(copy_failure(e, &image, limit)),
+            Err(e) => return Err(copy_failure(e, &image, limit, freeze == "frozen")),
         };
         let meta = Meta {
             id: id.clone(),
@@ -309,7 +389,7 @@ impl Local {
             size,
             freeze: freeze.into(),
             method: method.as_str().into(),
-            tool: crate::log::tool().into(),
+            tool: crate::snapshot::TOOL.into(),
         };
         if let Err(e) = write_json(&dir.join(format!("{id}.json")), &meta) {
             let _ = std::fs::remove_file(&target);
@@ -328,6 +408,11 @@ impl Local {
                 Err(f) => failed = Some(f),
             }
         }
+        let pruned_text = if snap.pruned.is_empty() {
+            String::new()
+        } else {
+            format!("; pruned {}", snap.pruned.join(", "))
+        };
         rec.snapshot = Some(snap);
         if let Some(f) = failed {
             return Err(f);
@@ -341,6 +426,97 @@ impl Local {
                 method.as_str()
             ),
         ))
+    }
+
+    /// What retention deletes once the snapshot `id`, taken `now`, is there:
+    /// among the record's disk's and deployment's (a local snapshot is
+    /// complete once its metadata is written: it is listed only then).
+    fn retained(
+        &self,
+        rec: &Record,
+        disk: &str,
+        id: &str,
+        now: Stamp,
+    ) -> Result<Vec<String>, Failure> {
+        let mut earlier: Vec<Candidate> = self
+            .snapshots_of(rec, disk)?
+            .into_iter()
+            .map(|m| Candidate::new(m.id, m.ms, "completed"))
+            .collect();
+        earlier.push(Candidate::new(id, now.0, "completed"));
+        Ok(self
+            .snap
+            .retention()
+            .prune(&earlier, id, now.0)
+            .into_iter()
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// The room on the filesystem of `target` (a directory, or where it is
+    /// to be made) for a copy holding `copy` bytes: what is free there,
+    /// against the copy and what every image of the state directory on that
+    /// filesystem may still write (its length less what it holds: a sparse
+    /// image takes more as its disk fills), `claim` more for a new image.
+    fn room(&self, target: &Path, copy: u64, claim: u64) -> Result<Room, Failure> {
+        let at = target
+            .ancestors()
+            .find(|p| p.exists())
+            .unwrap_or(Path::new("/"));
+        let (free, dev) = files::free_space(at)
+            .map_err(|e| Failure::new(codes::STATE_DIR, format!("{}: {e}", at.display())))?;
+        let images = std::fs::read_dir(&self.dir)
+            .map(|d| d.flatten().collect::<Vec<_>>())
+            .unwrap_or_default();
+        let claimable: u64 = images
+            .iter()
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.ends_with(".img") && !n.starts_with('.')
+            })
+            .filter_map(|e| std::fs::symlink_metadata(e.path()).ok())
+            .filter(|m| m.is_file() && m.dev() == dev)
+            .map(|m| m.len().saturating_sub(files::allocated(&m)))
+            .sum();
+        Ok(Room {
+            dir: at.to_path_buf(),
+            copy,
+            claimable: claimable + claim,
+            free,
+        })
+    }
+
+    /// Removes what snapshots of runs that were killed left in the snapshot
+    /// directory (under the node lock): partial copies (their temporary
+    /// files), and images whose metadata was never written (a run stopped
+    /// between placing the copy and writing `<id>.json`: such an image is
+    /// never listed, so nothing else would ever remove it).
+    pub(super) fn reap_snapshots(&self) {
+        let dir = self.snapshots_dir();
+        super::reap_temporaries(&dir);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".img") else {
+                continue;
+            };
+            let ours = check_id(id).is_ok()
+                && id
+                    .split_once('@')
+                    .is_some_and(|(_, t)| Stamp::parse_compact(t).is_some());
+            if ours
+                && e.file_type().is_ok_and(|t| t.is_file())
+                && std::fs::symlink_metadata(dir.join(format!("{id}.json"))).is_err()
+            {
+                log::warn(format_args!(
+                    "removing {}: a snapshot whose metadata was never written (its run was stopped)",
+                    e.path().display()
+                ));
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 
     /// Deletes a snapshot: its metadata first (so it is never listed half
@@ -364,20 +540,29 @@ impl Local {
         Ok(())
     }
 
-    /// Where the filesystem on the image's loop device is mounted, if it is:
-    /// the mountpoint and the device number found mounted there
-    /// ([`Frozen::take`] checks it).
-    fn mounted_at(&self, image: &Path) -> Result<Option<MountedAt>, Failure> {
+    /// Whether the filesystem on the image's loop device is alive, and
+    /// where: mounted (the mountpoint, and the device number found mounted
+    /// there, which [`Frozen::take`] checks), or held though mounted
+    /// nowhere (a lazy unmount still in use: it is written to, and no
+    /// mountpoint is left to freeze it through).
+    fn live(&self, image: &Path) -> Result<Live, Failure> {
         let Some(lo) = self.bound(image)? else {
-            return Ok(None);
+            return Ok(Live::Unmounted);
         };
         let dev = crate::blockdev::Device::open(&lo.device)
             .map_err(|e| Failure::new(codes::NO_SUCH_DEVICE, e.to_string()))?;
         let table = Table::read().map_err(|e| Failure::new(codes::MOUNT_TABLE, e.to_string()))?;
-        Ok(table
-            .by_device(dev.major, dev.minor)
-            .first()
-            .map(|e| (e.target.clone(), (e.major, e.minor))))
+        if let Some(e) = table.by_device(dev.major, dev.minor).first() {
+            return Ok(Live::Mounted(e.target.clone(), (e.major, e.minor)));
+        }
+        match crate::blockdev::open_exclusive(&dev.real) {
+            Ok(_) => Ok(Live::Unmounted),
+            Err(crate::blockdev::BlockError::Busy(..)) => Ok(Live::Held(
+                lo.device.display().to_string(),
+                crate::mount::who_holds(dev.major, dev.minor),
+            )),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Makes the record's disk from a snapshot (`--from-snapshot`): a new
@@ -397,12 +582,24 @@ impl Local {
                 })?
         } else {
             check_id(from)?;
-            self.all_snapshots()?
+            let meta = self
+                .all_snapshots()?
                 .into_iter()
                 .find(|m| m.id == from)
                 .ok_or_else(|| {
                     Failure::new(codes::NO_SUCH_SNAPSHOT, format!("no local snapshot {from}"))
-                })?
+                })?;
+            let want = self.deployment_of(rec);
+            if meta.deployment() != want {
+                return Err(Failure::new(
+                    codes::OTHER_DEPLOYMENT,
+                    format!(
+                        "snapshot {from} belongs to deployment {}, not {want}: never restored by another deployment",
+                        meta.deployment()
+                    ),
+                ));
+            }
+            meta
         };
         if meta.disk != disk {
             return Err(Failure::new(
@@ -410,6 +607,20 @@ impl Local {
                 format!(
                     "snapshot {} is of disk {}, not {disk}: give each record its own disk's snapshot",
                     meta.id, meta.disk
+                ),
+            ));
+        }
+        // Its restored copy would carry the same filesystem UUID: never
+        // beside the original on this node.
+        let original = self.dir.join(format!("{}.img", meta.disk));
+        if let Some(lo) = self.bound(&original)? {
+            return Err(Failure::new(
+                codes::ORIGINAL_ATTACHED,
+                format!(
+                    "{} (the disk snapshot {} was taken of) is still attached as {}: a disk restored from it holds a filesystem with the same UUID, which must never be attached beside it; take it down first (scripts/down: unmount and detach it), then restore. Nothing was made",
+                    original.display(),
+                    meta.id,
+                    lo.device.display()
                 ),
             ));
         }
@@ -422,6 +633,7 @@ impl Local {
         let image = self.image(rec)?;
         if std::fs::symlink_metadata(&image).is_ok() {
             open_image(&image, false)?;
+            self.claim(rec, &image, cx.check)?;
             note_image(rec, &image);
             return Ok(Outcome::unchanged(
                 State::Created,
@@ -432,22 +644,36 @@ impl Local {
                 ),
             ));
         }
+        let source = self.snapshots_dir().join(format!("{}.img", meta.id));
+        let from_file = open_image(&source, false)?;
+        let held = from_file
+            .metadata()
+            .map_err(|e| Failure::new(codes::STATE_DIR, format!("{}: {e}", source.display())))?;
+        // The new image takes what the snapshot holds, and may claim the
+        // rest of its size once attached and written to.
+        let room = self.room(
+            &self.dir,
+            files::allocated(&held),
+            held.len().saturating_sub(files::allocated(&held)),
+        )?;
+        room.enough(&format!("restoring {}", image.display()))?;
         if cx.check {
             return Ok(Outcome::changed(
                 State::Created,
                 format!(
-                    "would restore {} from snapshot {} ({} kept)",
+                    "would restore {} from snapshot {} ({} kept); it {}",
                     image.display(),
                     meta.id,
-                    meta.disk
+                    meta.disk,
+                    room.describe()
                 ),
             ));
         }
-        let source = self.snapshots_dir().join(format!("{}.img", meta.id));
-        let from_file = open_image(&source, false)?;
+        self.owned(rec, &image)?;
         let fail = |e: &dyn std::fmt::Display| {
             Failure::new(codes::CREATE_FAILED, format!("{}: {e}", image.display()))
         };
+        self.write_owner(&image, &self.new_owner(rec))?;
         let method = copy_new(&from_file, &image, || stop_check(None)).map_err(|e| fail(&e))?;
         write_json(
             &self.dir.join(format!("{name}.restored.json")),
@@ -494,16 +720,22 @@ fn stop_check(deadline: Option<Instant>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The record's failure for a copy that did not finish.
-fn copy_failure(e: std::io::Error, image: &Path, limit: Duration) -> Failure {
+/// The record's failure for a copy that did not finish (`frozen`: while
+/// the filesystem was frozen; else under the node lock alone).
+fn copy_failure(e: std::io::Error, image: &Path, limit: Duration, frozen: bool) -> Failure {
     match (e.kind(), crate::interrupt::interrupted()) {
         (std::io::ErrorKind::Interrupted, Some(sig)) => crate::interrupt::failure(sig),
         (std::io::ErrorKind::TimedOut, _) => Failure::new(
             codes::FREEZE_TIMEOUT,
             format!(
-                "copying {} took longer than the freeze may last ({}s, --freeze-timeout): abandoned, the filesystem thawed",
+                "copying {} took longer than the disk may be held still ({}s, --freeze-timeout): abandoned, nothing kept, {}",
                 image.display(),
-                limit.as_secs()
+                limit.as_secs(),
+                if frozen {
+                    "the filesystem thawed"
+                } else {
+                    "the node lock let go (other runs wait for it)"
+                }
             ),
         ),
         _ => Failure::new(
