@@ -252,7 +252,11 @@ fn end_to_end_through_the_strict_eucalyptus_binding() {
     let second = snap(&["--keep", "1"]);
     assert_eq!(second["snapshot"]["pruned"], json!([first_id]), "{second}");
 
-    // Restore: a new volume from the latest snapshot, tagged.
+    // Restore: the old volume taken down first (a restore is refused beside
+    // its attached original), then a new volume from the latest snapshot,
+    // tagged.
+    e.tool("disk-detach", &["--force"], &ndjson(&[attached.clone()]))
+        .expect(0);
     let restored = e
         .tool(
             "disk-create",

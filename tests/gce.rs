@@ -1451,8 +1451,9 @@ fn the_documented_permissions_are_what_each_tool_uses() {
     let snap = ["--no-freeze", "--keep", "1"];
     window("disk-snapshot", &snap, &attached.stdout).expect(0);
     window("disk-snapshot", &snap, &attached.stdout).expect(0);
-    window("disk-create", &["--from-snapshot", "latest"], &d1).expect(0);
+    // The swap: the old disk down first, then its snapshot restored.
     window("disk-detach", &["--force"], &attached.stdout).expect(0);
+    window("disk-create", &["--from-snapshot", "latest"], &d1).expect(0);
 
     let documented = documented_permissions();
     assert_eq!(

@@ -37,8 +37,8 @@ const FROM_ANYWHERE: &[&str] = &[
     "status",
     "snapshot",
     "retention",
-    "restore",
     "detach",
+    "restore",
     "clean-up",
 ];
 
@@ -146,7 +146,7 @@ fn without_yes_it_warns_and_makes_nothing() {
 }
 
 /// From a controller (`--instance`): create, attach, status, snapshot,
-/// retention, restore, detach on the fake Compute Engine; the node steps
+/// retention, detach, restore on the fake Compute Engine; the node steps
 /// skipped and said so; nothing left.
 #[test]
 fn gce_from_elsewhere_runs_every_scenario_and_leaves_nothing() {

@@ -282,13 +282,15 @@ fn two_ups_at_once_make_one_image_one_filesystem_one_mount_one_entry() {
         let (ra, rb) = (finish_child(a), finish_child(b));
         let what = format!("round {round}:\n{}\n{}", ra.stderr, rb.stderr);
         assert_eq!((ra.code, rb.code), (0, 0), "{what}");
-        let images: Vec<String> = std::fs::read_dir(t.join("disks"))
+        let mut images: Vec<String> = std::fs::read_dir(t.join("disks"))
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| n != ".lock")
             .collect();
-        assert_eq!(images, ["data-0.img"], "{what}");
+        images.sort();
+        // One image, and the owner file that says whose it is.
+        assert_eq!(images, ["data-0.img", "data-0.owner.json"], "{what}");
         let loops = sh_ok(&[
             "losetup",
             "--list",

@@ -746,7 +746,18 @@ fn a_snapshot_never_takes_the_room_a_live_image_may_still_claim() {
     )
     .expect(0);
     assert_eq!(ids(&listed.records()), std::slice::from_ref(&id));
-    // A restore into the small filesystem would not fit beside the image.
+    let down = run("disk-unmount", &["--fstab", &t.s("fstab")], &input).expect(0);
+    let dev = up["device"].as_str().unwrap();
+    let fsck = sh(&["e2fsck", "-fn", dev]);
+    assert_eq!(
+        fsck.code, 0,
+        "no filesystem errors: {}{}",
+        fsck.stdout, fsck.stderr
+    );
+    let detached = run("disk-detach", &["--state-dir", &state], &down.stdout).expect(0);
+    // A restore into the small filesystem would not fit beside the image
+    // (taken down first: a restore beside its attached original is
+    // refused before the room is weighed).
     let r = run(
         "disk-create",
         &[
@@ -757,20 +768,11 @@ fn a_snapshot_never_takes_the_room_a_live_image_may_still_claim() {
             "--from-snapshot",
             &id,
         ],
-        &input,
+        &detached.stdout,
     )
     .expect(1)
     .record();
     assert_eq!(r["error"]["code"], "no-space", "{r}");
-    let down = run("disk-unmount", &["--fstab", &t.s("fstab")], &input).expect(0);
-    let dev = up["device"].as_str().unwrap();
-    let fsck = sh(&["e2fsck", "-fn", dev]);
-    assert_eq!(
-        fsck.code, 0,
-        "no filesystem errors: {}{}",
-        fsck.stdout, fsck.stderr
-    );
-    run("disk-detach", &["--state-dir", &state], &down.stdout).expect(0);
 }
 
 /// A pid no process has (for leftovers of a run that was killed).
