@@ -1080,3 +1080,149 @@ fn archive_and_restore_archive_playbooks_move_the_nodes_data() {
     assert!(etc.join("appscale-persist-archive-verify.service").exists());
     assert_eq!(p.playbook("down.yml", &[]).code, 0);
 }
+
+/// ansible/doctor.yml: nothing in the way on a fresh local deployment;
+/// then a foreign fstab entry for one node's mountpoint fails that host
+/// alone, the failed check named, its fix in the table.
+#[test]
+fn doctor_playbook_passes_then_fails_the_host_with_a_failed_check() {
+    let p = Play::local("ansible-doctor", 2);
+    let r = p.playbook("doctor.yml", &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("nothing in the way"), "{}", r.stdout);
+    std::fs::write(
+        p.t.join("fstab-1"),
+        format!("/dev/sdz {} xfs defaults 0 2\n", p.mnt(1).display()),
+    )
+    .unwrap();
+    let r = p.playbook("doctor.yml", &[]);
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    let rc = recap(&r);
+    assert_eq!(rc["node-0"].2, 0, "{}", r.stdout);
+    assert_eq!(rc["node-1"].2, 1, "{}", r.stdout);
+    assert!(r.stdout.contains("failed: fstab"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("fix: remove or change that line"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// The collection's README lists every module, each once, with its tool.
+#[test]
+fn the_collection_readme_lists_every_module() {
+    let readme = std::fs::read_to_string(
+        repo().join("ansible/ansible_collections/appscale/persist/README.md"),
+    )
+    .unwrap();
+    for m in module_names() {
+        let row = format!("| `{m}` | `{}` |", m.replace('_', "-"));
+        assert_eq!(
+            readme.matches(&row).count(),
+            1,
+            "{row} in the collection README"
+        );
+    }
+}
+
+/// Every option of the `provider` action group (meta/runtime.yml) is taken
+/// by every module in the group, `timeout` too (disk_status and
+/// disk_doctor take it without showing it in --help: their calls are
+/// bounded by it all the same), as a play's module_defaults gives them.
+#[test]
+fn the_provider_group_options_reach_every_module_of_the_group() {
+    let t = TempDir::new("module-group");
+    let runtime = std::fs::read_to_string(
+        repo().join("ansible/ansible_collections/appscale/persist/meta/runtime.yml"),
+    )
+    .unwrap();
+    let group: Vec<String> = runtime
+        .split("  provider:\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|l| l.starts_with("    - "))
+        .map(|l| l.trim_start_matches("    - ").to_string())
+        .collect();
+    assert!(group.contains(&"disk_status".to_string()), "{group:?}");
+    for m in &group {
+        let args = json!({
+            "_ansible_check_mode": true, "_ansible_module_name": m,
+            "state_dir": t.s("disks"), "endpoint_url": "http://127.0.0.1:9", "region": "us-east-1",
+            "profile": "default", "project": "proj", "timeout": 7, "records": [],
+        });
+        let (code, out) = as_module(&t, &m.replace('_', "-"), args);
+        assert!(
+            !out["msg"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Unsupported parameters"),
+            "{m}: {out}"
+        );
+        assert_eq!((code, &out["failed"]), (0, &json!(false)), "{m}: {out}");
+    }
+}
+
+/// Each module runs the build for its host's architecture
+/// (plugins/plugin_utils/arch.py): the x86_64 build from plugins/modules/,
+/// the aarch64 one from plugins/modules/aarch64/ (a stand-in here, that
+/// says which it is), and a build the collection lacks fails, naming it.
+/// `appscale_module_arch` stands for an aarch64 host's `uname -m`.
+#[test]
+fn modules_run_the_build_for_the_hosts_architecture() {
+    let t = TempDir::new("ansible-arch");
+    let collections = collection(&t);
+    let aarch64 = collections.join("ansible_collections/appscale/persist/plugins/modules/aarch64");
+    std::fs::create_dir_all(&aarch64).unwrap();
+    let stub = aarch64.join("disk_status");
+    std::fs::write(
+        &stub,
+        "#!/bin/sh\n# WANT_JSON\necho '{\"changed\": false, \"build\": \"aarch64\"}'\n",
+    )
+    .unwrap();
+    sh_ok(&["chmod", "0755", stub.to_str().unwrap()]);
+    let book = t.join("arch.yml");
+    std::fs::write(
+        &book,
+        format!(
+            "- hosts: all\n  gather_facts: false\n  tasks:\n    - appscale.persist.disk_status:\n        records: []\n      register: s\n    - ansible.builtin.debug:\n        msg: \"BUILD={{{{ s.build | default('x86_64') }}}}\"\n    - appscale.persist.disk_create:\n        records: []\n        state_dir: {}\n      register: c\n      ignore_errors: true\n    - ansible.builtin.debug:\n        msg: \"CREATE={{{{ c.msg if c.failed | default(false) else 'ran' }}}}\"\n",
+            t.s("disks")
+        ),
+    )
+    .unwrap();
+    let p = Play {
+        collections,
+        inventory: t.join("inventory.yml"),
+        extra_env: Vec::new(),
+        t,
+    };
+    for (arch, build) in [("x86_64", "x86_64"), ("aarch64", "aarch64")] {
+        std::fs::write(
+            &p.inventory,
+            format!(
+                "all:\n  hosts:\n    node-0:\n      ansible_connection: local\n      ansible_python_interpreter: {}\n      appscale_module_arch: {arch}\n",
+                venv().join("bin/python").display()
+            ),
+        )
+        .unwrap();
+        let r = p.ansible(
+            "ansible-playbook",
+            &["-i", p.inventory.to_str().unwrap(), book.to_str().unwrap()],
+        );
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        assert!(
+            r.stdout.contains(&format!("BUILD={build}")),
+            "{arch}: {}",
+            r.stdout
+        );
+        if arch == "aarch64" {
+            assert!(
+                r.stdout.contains("has no aarch64 build of it"),
+                "a build the collection lacks is named: {}",
+                r.stdout
+            );
+        } else {
+            assert!(r.stdout.contains("CREATE=ran"), "{}", r.stdout);
+        }
+    }
+}

@@ -156,6 +156,7 @@ fn the_schema_documents_every_key_the_tools_write() {
             "adopted",
             "unmount_proof",
             "status",
+            "doctor",
             "snapshot",
             "restored_from",
             "archive",

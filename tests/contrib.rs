@@ -94,16 +94,65 @@ fn the_boot_pipeline_names_tools_and_flags_that_exist() {
         .split_once(" -c '")
         .and_then(|(_, s)| s.strip_suffix('\''))
         .expect("a single-quoted script");
+    stages_exist(script);
+}
+
+/// Each stage of a unit's script names a tool (or an installed flow,
+/// `appscale-persist-up`: scripts/up here) and flags it has.
+fn stages_exist(script: &str) {
     for stage in script.split('|') {
-        let words: Vec<&str> = stage.split_whitespace().collect();
+        let words: Vec<&str> = stage
+            .split_whitespace()
+            .skip_while(|w| *w == "exec")
+            .take_while(|w| !w.starts_with('>'))
+            .collect();
         let tool = words[0];
-        let help = Command::new(bin(tool)).arg("--help").output().unwrap();
-        assert!(help.status.success(), "{tool} --help");
-        let help = String::from_utf8_lossy(&help.stdout);
-        for flag in words.iter().filter(|w| w.starts_with("--")) {
-            assert!(help.contains(*flag), "{tool} has no {flag}");
+        let program = match tool.strip_prefix("appscale-persist-") {
+            Some(flow) => repo().join("scripts").join(flow),
+            None => bin(tool),
+        };
+        // A flow's provider options (after `--`) go to the tool it passes
+        // them to.
+        let (own, passed) = match words.iter().position(|w| *w == "--") {
+            Some(i) => (&words[..i], &words[i + 1..]),
+            None => (&words[..], &[][..]),
+        };
+        let receiver = match tool {
+            "appscale-persist-up" => "disk-attach",
+            "appscale-persist-backup" => "disk-snapshot",
+            "appscale-persist-down" => "disk-detach",
+            other => other,
+        };
+        for (program, flags) in [(program, own), (bin(receiver), passed)] {
+            let help = Command::new(&program).arg("--help").output().unwrap();
+            assert!(help.status.success(), "{} --help", program.display());
+            let help = String::from_utf8_lossy(&help.stdout);
+            for flag in flags.iter().filter(|w| w.starts_with("--")) {
+                assert!(help.contains(*flag), "{} has no {flag}", program.display());
+            }
         }
     }
+}
+
+#[test]
+fn the_backup_timer_starts_the_backup_service_daily() {
+    let service =
+        std::fs::read_to_string(repo().join("contrib/systemd/appscale-persist-backup.service"))
+            .unwrap();
+    let u = parse_unit(&service);
+    assert_eq!(u["Service"]["Type"], ["oneshot"]);
+    let exec = u["Service"]["ExecStart"].join(" ");
+    let script = exec
+        .split_once(" -c '")
+        .and_then(|(_, s)| s.strip_suffix('\''))
+        .expect("a single-quoted script");
+    stages_exist(script);
+    let timer = parse_unit(
+        &std::fs::read_to_string(repo().join("contrib/systemd/appscale-persist-backup.timer"))
+            .unwrap(),
+    );
+    assert_eq!(timer["Timer"]["OnCalendar"], ["daily"]);
+    assert_eq!(timer["Install"]["WantedBy"], ["timers.target"]);
 }
 
 /// systemd's own parser, without a running systemd: unknown keys and
@@ -148,6 +197,13 @@ fn systemd_accepts_the_unit_and_the_drop_in() {
     };
     verify("appscale-persist.service");
     verify("appscale-controller.service");
+    for unit in [
+        "appscale-persist-backup.service",
+        "appscale-persist-backup.timer",
+    ] {
+        std::fs::copy(repo().join("contrib/systemd").join(unit), t.join(unit)).unwrap();
+        verify(unit);
+    }
 
     // And a broken copy is caught, so the check can fail.
     let broken = unit().replace("RemainAfterExit=yes", "RemainAfterExt=yes");

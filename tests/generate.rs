@@ -96,3 +96,32 @@ fn generate_is_hidden_and_refuses_an_unknown_kind() {
         );
     }
 }
+
+/// Every man page says what clap cannot: ENVIRONMENT (the variables the
+/// tool reads), FILES and SEE ALSO (every other tool), before VERSION.
+#[test]
+fn man_pages_have_environment_files_and_see_also() {
+    for &tool in TOOLS {
+        let man = generate(tool, "man").replace("\\-", "-");
+        let at = |s: &str| man.find(s).unwrap_or_else(|| panic!("{tool}: no {s}"));
+        let (env, files, see) = (
+            at(".SH ENVIRONMENT"),
+            at(".SH FILES"),
+            at(".SH \"SEE ALSO\""),
+        );
+        assert!(
+            env < files && files < see && see < at(".SH VERSION"),
+            "{tool}: order"
+        );
+        assert!(man[env..files].contains("APPSCALE_PERSIST_LOG"), "{tool}");
+        for &other in TOOLS.iter().filter(|t| **t != tool) {
+            assert!(
+                man[see..].contains(&format!("\\fB{other}\\fR(1)")),
+                "{tool}: SEE ALSO {other}"
+            );
+        }
+    }
+    let doctor = generate("disk-doctor", "man");
+    assert!(doctor.contains("CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDRESOURCEMANAGER"));
+    assert!(generate("disk-create", "man").contains("AWS_ACCESS_KEY_ID"));
+}

@@ -168,14 +168,28 @@ fn install_lays_out_a_working_tree() {
     assert_file(&root.join("share/appscale-persist/playbooks/up.yml"));
 }
 
+/// The package: a tarball, a .deb and their checksums; the .deb installed
+/// into a fresh Debian root (debootstrap: only what a minimal Debian has)
+/// gives every command the README shows, and the README's "After install"
+/// commands run there as printed.
 #[test]
-fn package_makes_a_tarball_and_a_deb() {
+fn package_makes_a_tarball_and_a_deb_that_install_into_a_fresh_root() {
     require_root();
     let t = TempDir::new("package");
     let out = t.join("out");
     let r = script("package", &["--debug", "--out", out.to_str().unwrap()]);
     let files: Vec<&str> = r.stdout.lines().collect();
-    assert_eq!(files.len(), 2, "{}", r.stdout);
+    assert_eq!(files.len(), 3, "{}", r.stdout);
+    assert_eq!(files[2], out.join("SHA256SUMS").to_str().unwrap());
+    let sums = finish(
+        Command::new("sha256sum")
+            .args(["-c", "SHA256SUMS"])
+            .current_dir(&out)
+            .output()
+            .unwrap(),
+    )
+    .expect(0);
+    assert_eq!(sums.stdout.lines().count(), 2, "{}", sums.stdout);
     let arch = sh_ok(&["uname", "-m"]).trim().to_string();
     let top = format!("appscale-persist-0.1.0-{arch}");
     assert_eq!(
@@ -191,21 +205,177 @@ fn package_makes_a_tarball_and_a_deb() {
         format!("{top}/share/bash-completion/completions/disk-mount"),
         format!("{top}/share/appscale-persist/appscale-persist-0.1.0.tar.gz"),
         format!("{top}/share/doc/appscale-persist/README.md"),
+        format!("{top}/lib/systemd/system/appscale-persist.service"),
+        format!("{top}/lib/systemd/system/appscale-persist-backup.service"),
+        format!("{top}/lib/systemd/system/appscale-persist-backup.timer"),
+        format!(
+            "{top}/share/appscale-persist/contrib/systemd/appscale-controller.service.d/appscale-persist.conf"
+        ),
+        format!("{top}/share/appscale-persist/contrib/cloud-init/appscale-persist.yaml"),
+        format!("{top}/share/appscale-persist/contrib/vagrant/Vagrantfile"),
+        format!("{top}/share/appscale-persist/examples/AppScalefile.local"),
+        format!("{top}/bin/disk-doctor"),
     ] {
         assert!(listing.lines().any(|l| l == want), "{want} in the tarball");
     }
     assert!(files[1].ends_with(".deb"), "{}", files[1]);
     let info = sh_ok(&["dpkg-deb", "--field", files[1], "Package", "Version"]);
     assert_eq!(info, "Package: appscale-persist\nVersion: 0.1.0\n");
+    let recommends = sh_ok(&["dpkg-deb", "--field", files[1], "Recommends"]);
+    assert!(recommends.contains("xfsprogs"), "{recommends}");
     let contents = sh_ok(&["dpkg-deb", "--contents", files[1]]);
     for want in [
         "./usr/bin/disk-mount",
         "./usr/share/man/man1/disk-mount.1",
         "./usr/share/fish/vendor_completions.d/disk-mount.fish",
         "./usr/lib/appscale-persist/up",
+        "./usr/lib/systemd/system/appscale-persist.service",
+        "./usr/lib/systemd/system/appscale-persist-backup.timer",
     ] {
         assert!(contents.contains(want), "{want} in the .deb: {contents}");
     }
+
+    // A fresh root, with the package installed as an operator would.
+    let root = fresh_root(&t);
+    std::fs::copy(files[1], root.join("tmp/appscale-persist.deb")).unwrap();
+    in_root(&root, "dpkg -i /tmp/appscale-persist.deb").expect(0);
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    // Every command the README shows exists: installed ones in the root
+    // (and answer --help there), the checkout's in the checkout.
+    for cmd in readme_commands(&readme) {
+        match cmd.as_str() {
+            c if c.starts_with("scripts/") => {
+                assert!(
+                    repo().join(c).exists(),
+                    "README shows {c}, not in the checkout"
+                )
+            }
+            "just" | "cargo" | "export" | "sha256sum" | "apt-get" | "dpkg" | "tar"
+            | "ansible-galaxy" | "ansible-playbook" | "cd" => {}
+            c => {
+                let r = in_root(&root, &format!("command -v {c} && {c} --help >/dev/null"));
+                assert_eq!(
+                    r.code, 0,
+                    "README shows {c}: not installed by the .deb, or no --help: {}{}",
+                    r.stdout, r.stderr
+                );
+            }
+        }
+    }
+    // The "After install" block runs as printed.
+    let after = readme
+        .split("### After install")
+        .nth(1)
+        .and_then(|s| s.split("```sh\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("the README's After install block");
+    for line in after.lines().filter(|l| !l.trim().is_empty()) {
+        let r = in_root(&root, line);
+        assert_eq!(
+            r.code, 0,
+            "README: `{line}` in a fresh root: {}{}",
+            r.stdout, r.stderr
+        );
+    }
+}
+
+/// Runs `script` with bash, chrooted into `root` (a clean environment).
+fn in_root(root: &Path, script: &str) -> Run {
+    finish(
+        Command::new("chroot")
+            .arg(root)
+            .args([
+                "/usr/bin/env",
+                "-i",
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "HOME=/root",
+                "/bin/bash",
+                "-o",
+                "pipefail",
+                "-c",
+                script,
+            ])
+            .output()
+            .unwrap(),
+    )
+}
+
+/// Every command word of the README's `sh` blocks: the first word of each
+/// stage of each command (pipes, `&&`, `;`), continuation lines joined and
+/// comments dropped.
+fn readme_commands(readme: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for block in readme.split("```sh\n").skip(1) {
+        let body = block
+            .split("```")
+            .next()
+            .unwrap_or_default()
+            .replace("\\\n", " ");
+        for line in body.lines() {
+            let line = line.split(" #").next().unwrap_or_default();
+            if line.trim_start().starts_with('#') {
+                continue;
+            }
+            // A pipe stands between spaces; `[--from ID|latest]` is one word.
+            for stage in line
+                .split(" | ")
+                .flat_map(|s| s.split(';'))
+                .flat_map(|s| s.split("&&"))
+            {
+                let Some(word) = stage.split_whitespace().find(|w| !w.contains('=')) else {
+                    continue;
+                };
+                if !out.iter().any(|o| o == word) {
+                    out.push(word.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A fresh minimal Debian root (debootstrap --variant=minbase, with jq the
+/// package depends on), made once and kept as a tarball beside the build
+/// (target/fresh-root-bookworm.tar), unpacked into the test's directory.
+fn fresh_root(t: &TempDir) -> std::path::PathBuf {
+    let cache = bin_dir().parent().unwrap().join("fresh-root-bookworm.tar");
+    if !cache.exists() {
+        let staging = t.join("debootstrap");
+        let r = sh(&[
+            "debootstrap",
+            "--variant=minbase",
+            "--include=jq",
+            "bookworm",
+            staging.to_str().unwrap(),
+            "http://deb.debian.org/debian",
+        ]);
+        assert_eq!(
+            r.code, 0,
+            "debootstrap (scripts/setup test installs it; it needs Debian's mirror): {}{}",
+            r.stdout, r.stderr
+        );
+        let partial = cache.with_extension("partial");
+        sh_ok(&[
+            "tar",
+            "-C",
+            staging.to_str().unwrap(),
+            "-cf",
+            partial.to_str().unwrap(),
+            ".",
+        ]);
+        std::fs::rename(&partial, &cache).unwrap();
+        sh_ok(&["rm", "-rf", staging.to_str().unwrap()]);
+    }
+    let root = t.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    sh_ok(&[
+        "tar",
+        "-C",
+        root.to_str().unwrap(),
+        "-xf",
+        cache.to_str().unwrap(),
+    ]);
+    root
 }
 
 /// scripts/install touches only the files it installs. It chmodded every

@@ -5,6 +5,7 @@ Usage: ec2_admin.py ENDPOINT COMMAND ARGS...   (prints JSON)
   create-volume ZONE GIB [NAME]   a volume id
   create-volume-with JSON         a volume id (JSON: CreateVolume's arguments)
   attach VOLUME INSTANCE DEVICE
+  tag RESOURCE KEY VALUE          tags an instance or volume
   create-snapshot VOLUME JSON     a snapshot id (JSON: its tags, {key: value})
   volume ID                       {id, state, zone, size, type, encrypted,
                                   kms_key, iops, throughput, attachments, tags}
@@ -60,6 +61,9 @@ def main():
         out = ec2.create_snapshot(VolumeId=args[0], **kw)["SnapshotId"]
     elif command == "attach":
         ec2.attach_volume(VolumeId=args[0], InstanceId=args[1], Device=args[2])
+        out = "ok"
+    elif command == "tag":
+        ec2.create_tags(Resources=[args[0]], Tags=[{"Key": args[1], "Value": args[2]}])
         out = "ok"
     elif command == "volume":
         v = ec2.describe_volumes(VolumeIds=[args[0]])["Volumes"][0]

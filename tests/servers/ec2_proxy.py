@@ -89,6 +89,25 @@ sent, {"tokens": [...]}, the ClientToken of every CreateVolume, and
 {"actions": {"Action": n}}, every request seen (since "actions" was reset),
 a request that tags on creation (TagSpecification) counted as CreateTags
 too: IAM asks ec2:CreateTags for it.
+
+IAM, as EC2 applies it (disk-doctor's tests; see `iam_denied` below):
+  "deny": ["AttachVolume", ...]   these actions are refused, DryRun or not,
+      as EC2 refuses an action the credentials' policy does not allow: HTTP
+      403 UnauthorizedOperation, "You are not authorized to perform this
+      operation." with an encoded authorization message (EC2 API Reference,
+      Common client error codes); "allow": [...] the same for every action
+      NOT listed (a policy applied whole; null: no policy). Tags given as a
+      resource is made (TagSpecification on CreateVolume, CreateSnapshot)
+      are authorised as ec2:CreateTags too (EC2 User Guide, "Grant
+      permission to tag Amazon EC2 resources during creation"): such a call
+      is refused when CreateTags is. IAM is evaluated before DryRun: an
+      allowed DryRun goes on to moto, which answers DryRunOperation for the
+      seven actions disk-doctor sends with DryRun (CreateVolume, CreateTags,
+      AttachVolume, DetachVolume, CreateSnapshot, DeleteSnapshot,
+      ModifyVolume: moto 5.2's error_on_dryrun; for CreateTags after it
+      checked the resources exist, which EC2 need not).
+  "date_offset": seconds   every answer's Date header is this far off the
+      real time (a skewed clock, seen from the other side).
 Binds 127.0.0.1 only.
 """
 
@@ -106,7 +125,7 @@ import loopback
 UPSTREAM = sys.argv[1].rstrip("/")
 EUCA = "--euca" in sys.argv[2:]
 STATE = {
-    "fail": {}, "delay": {}, "pending_snapshots": 0, "pending_ids": [], "attaching": False,
+    "deny": [], "allow": None, "date_offset": 0, "fail": {}, "delay": {}, "pending_snapshots": 0, "pending_ids": [], "attaching": False,
     "detaching": None, "account": None, "modification": None, "injected": {}, "tokens": [],
     "consistency": {}, "lose": {}, "ami_devices": [], "taken_once": [], "snapshot_interval": 0,
     "in_use_snapshots": [], "page_size": 1000, "actions": {}, "hold": {}, "hold_answer": {},
@@ -207,7 +226,34 @@ def normalize(device):
     return base.rstrip("0123456789")
 
 
+DENIED = """<?xml version="1.0" encoding="UTF-8"?>
+<Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>You are not authorized to perform this operation. User: arn:aws:iam::123456789012:user/test is not authorized to perform: ec2:{action}. Encoded authorization failure message: proxy-{action}</Message></Error></Errors><RequestID>proxy</RequestID></Response>"""
+
+# The actions whose TagSpecification is authorised as ec2:CreateTags too.
+TAG_ON_CREATE = ("CreateVolume", "CreateSnapshot", "RunInstances", "CreateSnapshots")
+
+
+def iam_denied(action, params):
+    """The ec2: action the credentials' policy does not allow for this
+    request (the action itself, or CreateTags for tags set as a resource is
+    made), or None."""
+    deny, allow = STATE["deny"], STATE["allow"]
+
+    def refused(a):
+        return a in deny or (allow is not None and a not in allow)
+
+    if refused(action):
+        return action
+    if action in TAG_ON_CREATE and any(k.startswith("TagSpecification") for k in params) and refused("CreateTags"):
+        return "CreateTags"
+    return None
+
+
 class Handler(loopback.Handler):
+    def date_time_string(self, timestamp=None):
+        # The Date header, shifted by date_offset (a clock that is off).
+        return super().date_time_string((timestamp or time.time()) + STATE["date_offset"])
+
     def do_GET(self):
         if self.path.startswith("/__proxy__"):
             with LOCK:
@@ -329,6 +375,10 @@ class Handler(loopback.Handler):
                 STATE["actions"]["CreateTags"] = STATE["actions"].get("CreateTags", 0) + 1
             if action == "CreateVolume":
                 STATE["tokens"].append((params.get("ClientToken") or [None])[0])
+            denied = iam_denied(action, params) if action != "?" else None
+            if denied:
+                STATE["injected"][action] = STATE["injected"].get(action, 0) + 1
+                return self.reply(403, DENIED.format(action=denied), "text/xml")
             account = STATE["account"]
         if account:
             headers["x-moto-account-id"] = account

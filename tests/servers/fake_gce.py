@@ -45,6 +45,27 @@ Compute Engine's own rules it enforces (each named where it is written):
     does (scope `regions/R`);
   * disks.delete refuses a disk in use (400 resourceInUseByAnotherResource).
 
+IAM and access scopes, as the service applies them (disk-doctor's tests):
+  * `iam_denied` (config, a list of permissions): a call that checks one
+    of them is refused 403 with the permission named ("Required
+    'compute.disks.create' permission for 'projects/P/zones/Z/disks/D'",
+    reason forbidden), as Compute Engine refuses a call IAM does not allow;
+  * testIamPermissions: disks and instances (POST .../disks/D/
+    testIamPermissions, .../instances/I/testIamPermissions: Compute
+    Engine's API reference) and Cloud Resource Manager's
+    projects.testIamPermissions (POST /v1/projects/P:testIamPermissions)
+    answer the asked permissions less `iam_denied`; they check no
+    permission themselves;
+  * `scopes` (config, a list; default cloud-platform) are the scopes of the
+    VM's service account, as the metadata server says them
+    (instance/service-accounts/default/scopes) and as its tokens carry
+    them: without `compute` or `cloud-platform` every Compute Engine call
+    is refused 403 ACCESS_TOKEN_SCOPE_INSUFFICIENT, except reads and
+    testIamPermissions with `compute.readonly` (the API reference's
+    authorization scopes of each method);
+  * `date_offset` (config, seconds): every answer's Date header is that far
+    off, as seen from a machine whose clock is.
+
 Usage: fake_gce.py [--instance NAME --zone ZONE --project ID]   prints its
 port on the first line of stdout; binds 127.0.0.1 only. The optional
 instance is the one the metadata server describes (and is created).
@@ -123,6 +144,9 @@ STATE = {
         "snapshot_burst": 6,
         "snapshot_interval": 600.0,
         "allowed_locations": None,
+        "iam_denied": [],
+        "scopes": ["https://www.googleapis.com/auth/cloud-platform"],
+        "date_offset": 0,
     },
     "counter": 0,
 }
@@ -458,7 +482,36 @@ AGGREGATED_ROUTE = re.compile(r"^/compute/v1/projects/([^/]+)/aggregated/disks$"
 GLOBAL_ROUTE = re.compile(r"^/compute/v1/projects/([^/]+)/global/(snapshots|operations)(?:/([^/]+))?$")
 
 
+WRITE_SCOPES = ("https://www.googleapis.com/auth/compute", "https://www.googleapis.com/auth/cloud-platform")
+READ_SCOPE = "https://www.googleapis.com/auth/compute.readonly"
+CRM_ROUTE = re.compile(r"^/v1/projects/([^/:]+):testIamPermissions$")
+
+
+def scope_refuses(method_name, http_method):
+    """Whether the VM's scopes refuse this call: every call needs compute or
+    cloud-platform, reads and testIamPermissions compute.readonly at
+    least."""
+    scopes = STATE["config"]["scopes"]
+    if any(s in WRITE_SCOPES for s in scopes):
+        return False
+    readonly = http_method == "GET" or method_name.endswith("testIamPermissions")
+    return not (readonly and READ_SCOPE in scopes)
+
+
+def iam_refusal(method_name, project, zone, name, body):
+    """The 403 for a call that checks a denied permission, or None."""
+    for perm in permissions_of(method_name, body):
+        if perm in STATE["config"]["iam_denied"]:
+            where = f"projects/{project}" + (f"/zones/{zone}" if zone else "/global") + (f"/{method_name.split('.')[0]}/{name or body.get('name', '')}")
+            return answer_403("forbidden", f"Required '{perm}' permission for '{where}'")
+    return None
+
+
 class Handler(loopback.Handler):
+    def date_time_string(self, timestamp=None):
+        # The Date header, shifted by date_offset (a clock that is off).
+        return super().date_time_string((timestamp or time.time()) + STATE["config"]["date_offset"])
+
     def send(self, status, body):
         self.reply(status, json.dumps(body), "application/json; charset=UTF-8")
 
@@ -484,6 +537,19 @@ class Handler(loopback.Handler):
             return self.metadata(path)
         if path.startswith("/__fake__/"):
             return self.control(method, path)
+        crm = CRM_ROUTE.match(path)
+        if crm:
+            if not (self.headers.get("Authorization") or "").startswith("Bearer "):
+                return self.send(*error(401, "Request is missing required authentication credential.", "required"))
+            asked = self.body().get("permissions", [])
+            # Resource Manager's own scopes (its API reference): a token
+            # with only compute scopes is refused.
+            if not any(s.endswith(("/cloud-platform", "/cloud-platform.read-only")) for s in STATE["config"]["scopes"]):
+                return self.send(*answer_403("scope"))
+            with LOCK:
+                STATE["calls"]["projects.testIamPermissions"] = STATE["calls"].get("projects.testIamPermissions", 0) + 1
+                granted = [p for p in asked if p not in STATE["config"]["iam_denied"]]
+            return self.send(200, {"permissions": granted} if granted else {})
         m = ROUTE.match(path)
         g = GLOBAL_ROUTE.match(path)
         a = AGGREGATED_ROUTE.match(path)
@@ -514,6 +580,8 @@ class Handler(loopback.Handler):
             ("GET", "instances", None): "instances.get",
             ("POST", "instances", "attachDisk"): "instances.attachDisk",
             ("POST", "instances", "detachDisk"): "instances.detachDisk",
+            ("POST", "disks", "testIamPermissions"): "disks.testIamPermissions",
+            ("POST", "instances", "testIamPermissions"): "instances.testIamPermissions",
             ("POST", "operations", "wait"): "zoneOperations.wait",
             ("GET", "operations", None): "zoneOperations.get",
         }.get((method, kind, verb))
@@ -526,6 +594,11 @@ class Handler(loopback.Handler):
         with LOCK:
             STATE["calls"][method_name] = STATE["calls"].get(method_name, 0) + 1
             STATE["permissions"].update(permissions_of(method_name, body))
+            if scope_refuses(method_name, method):
+                return self.send(*answer_403("scope"))
+            refusal = iam_refusal(method_name, project, zone, name, body)
+            if refusal:
+                return self.send(*refusal)
             rules = STATE["config"]["http_fail"]
             rule = rules.get(method_name) or rules.get("*")
             lost = False
@@ -821,6 +894,11 @@ class Handler(loopback.Handler):
                 return None
 
             return 200, new_op(project, zone, "detachDisk", link(project, zone, "instances", name), effect)
+        if method_name in ("disks.testIamPermissions", "instances.testIamPermissions"):
+            if method_name.startswith("disks.") and (project, zone, name) not in STATE["disks"]:
+                return not_found(f"projects/{project}/zones/{zone}/disks/{name}")
+            granted = [p for p in body.get("permissions", []) if p not in STATE["config"]["iam_denied"]]
+            return 200, ({"permissions": granted} if granted else {})
         if method_name == "zoneOperations.get":
             if name not in STATE["ops"]:
                 return not_found(f"projects/{project}/zones/{zone}/operations/{name}")
@@ -855,7 +933,11 @@ class Handler(loopback.Handler):
         if path.endswith("/service-accounts/default/token"):
             return self.send(200, {"access_token": "fake-token", "expires_in": 3600, "token_type": "Bearer"})
         if path.endswith("/service-accounts/default"):
-            return self.send(200, {"email": "fake@example.iam.gserviceaccount.com", "scopes": ["https://www.googleapis.com/auth/cloud-platform"]})
+            return self.send(200, {"email": "fake@example.iam.gserviceaccount.com", "scopes": STATE["config"]["scopes"]})
+        if path.endswith("/service-accounts/default/scopes"):
+            text = "".join(f"{s}\n" for s in STATE["config"]["scopes"])
+        if path.endswith("/service-accounts/default/email"):
+            text = "fake@example.iam.gserviceaccount.com"
         if text is None:
             return self.send(404, {"error": "not found"})
         data = text.encode()

@@ -1,6 +1,7 @@
 """Test helper: the two IMDS answers `--self` needs, on 127.0.0.1.
 
-Usage: fake_imds.py INSTANCE_ID ZONE [--v1 | --hop-limited | --forbidden]   prints its port on the first line
+Usage: fake_imds.py INSTANCE_ID ZONE [--v1 | --hop-limited | --forbidden] [--tag KEY=VALUE]...
+prints its port on the first line
 PUT /latest/api/token issues a token (echoing the TTL header); metadata
 paths answer only with that token, as IMDSv2 does. With --v1 (Eucalyptus,
 which has no IMDSv2), the token call is refused (405) and the metadata
@@ -10,7 +11,8 @@ answer dies one hop short, AWS "Instance metadata options"), the token call
 is never answered, and the metadata paths refuse a call without a token
 (401, HttpTokens required). With --forbidden, every call is refused
 (403), as an instance whose metadata service is turned off answers
-(`HttpEndpoint=disabled`).
+(`HttpEndpoint=disabled`). --tag serves an instance tag at
+/latest/meta-data/tags/instance/KEY (instance metadata tags enabled).
 """
 
 import sys
@@ -27,6 +29,10 @@ PATHS = {
     "/latest/meta-data/instance-id": INSTANCE,
     "/latest/meta-data/placement/availability-zone": ZONE,
 }
+for i, a in enumerate(sys.argv):
+    if a == "--tag" and i + 1 < len(sys.argv):
+        k, _, v = sys.argv[i + 1].partition("=")
+        PATHS[f"/latest/meta-data/tags/instance/{k}"] = v
 
 
 class Handler(loopback.Handler):

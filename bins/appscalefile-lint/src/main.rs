@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use appscale_persist::appscalefile::{self, Lint, Severity};
 use appscale_persist::record::{self, DEFAULT_MOUNTPOINT, Record};
 use appscale_persist::step::Exit;
-use appscale_persist::{ansible, cli, log};
+use appscale_persist::{ansible, cli, log, node_id};
 use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
 
@@ -27,6 +27,7 @@ Examples:
   appscalefile-lint AppScalefile
   appscalefile-lint --format json AppScalefile | jq -r .code
   appscalefile-lint --inventory AppScalefile > inventory.json
+  appscalefile-lint --for-appscale AppScalefile > AppScalefile.appscale
   appscalefile-lint --plan AppScalefile | disk-create | disk-attach \\
     | disk-ensure-fs | disk-mount";
 
@@ -62,9 +63,25 @@ struct Args {
     /// Print the disk plan (records) on stdout when there is no error.
     #[arg(long, conflicts_with_all = ["format", "inventory", "inventory_list"])]
     plan: bool,
-    /// With --plan: only this node's disk.
+    /// With --plan: only this node's disk. `auto`: this machine's node,
+    /// found without per-node configuration: its address (cluster mode),
+    /// its instance's tag (`appscale-persist:node` from IMDS, the Compute
+    /// Engine metadata attribute `appscale-persist-node`), or AppScale's
+    /// record (--locations).
     #[arg(long, value_name = "ID")]
     node: Option<String>,
+    /// AppScale's record of its nodes (`locations-KEYNAME.json`, in
+    /// `~/.appscale` on the tools machine once `appscale up` wrote it):
+    /// with --plan, each record gets its node's instance from it (the
+    /// node's address in cluster mode; in cloud mode the entry with its
+    /// roles, when no other node has them); with `--node auto`, it tells
+    /// this machine's node.
+    #[arg(long, value_name = "PATH", requires = "plan")]
+    locations: Option<PathBuf>,
+    /// The metadata service (IMDS, the Compute Engine metadata server),
+    /// for `--node auto`, when not the link-local one.
+    #[arg(long, value_name = "URL", requires = "plan")]
+    metadata_endpoint: Option<String>,
     /// The mountpoint records (and inventory hosts) get; `{node}` is
     /// replaced by the node id.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_MOUNTPOINT)]
@@ -79,9 +96,19 @@ struct Args {
     /// nothing anyway.
     #[arg(long)]
     check: bool,
+    /// Print on stdout the AppScalefile for `appscale up`: this one with
+    /// its `disks:` commented out, so that AppScale does not attach, format
+    /// or mount the disks appscale-persist manages (keep this file for
+    /// appscale-persist; docs/appscale.md).
+    #[arg(long, conflicts_with_all = ["format", "plan", "inventory", "inventory_list"])]
+    for_appscale: bool,
     /// Print only errors.
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "verbose")]
     quiet: bool,
+    /// Also say what the file describes: the provider, zone and
+    /// deployment, and each node with its roles and disk (on stderr).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
 }
 
 fn main() -> ExitCode {
@@ -95,7 +122,7 @@ fn main() -> ExitCode {
         });
     }
     let args = Args::parse();
-    cli::prologue("appscalefile-lint", args.quiet, 0);
+    cli::prologue("appscalefile-lint", args.quiet, args.verbose);
     let exit = |e: Exit| ExitCode::from(e as u8);
     if args.node.is_some() && !args.plan {
         log::error(format_args!("--node needs --plan"));
@@ -109,11 +136,27 @@ fn main() -> ExitCode {
         }
     };
     report(&args, &name, &source, &lint);
+    if args.verbose > 0 {
+        describe(&lint);
+    }
     if lint.has_errors() || (args.deny_warnings && lint.has_warnings()) {
         return exit(Exit::Failed);
     }
     let mut out = std::io::stdout().lock();
-    let written = if args.plan {
+    let written = if args.for_appscale {
+        match appscalefile::without_disks(&source, &name) {
+            Ok((text, moved)) => {
+                log::info(format_args!(
+                    "{moved} disks: key(s) commented out for appscale up"
+                ));
+                out.write_all(text.as_bytes())
+            }
+            Err(e) => {
+                log::error(format_args!("{e}"));
+                return exit(Exit::Failed);
+            }
+        }
+    } else if args.plan {
         match plan(&args, &name, &lint) {
             Ok(p) => record::write_all(&mut out, &p),
             Err(e) => {
@@ -171,13 +214,81 @@ fn read(args: &Args) -> Result<(String, String, Lint), String> {
 
 /// The disk records of the plan (only `--node`'s, when given).
 fn plan(args: &Args, name: &str, lint: &Lint) -> Result<Vec<Record>, String> {
+    let mut records = plan_nodes(args, name, lint)?;
+    if let Some(path) = &args.locations
+        && args.node.as_deref() != Some(node_id::AUTO)
+    {
+        let left = node_id::instances_from_locations(&mut records, path)?;
+        if !left.is_empty() {
+            log::warn(format_args!(
+                "{}: AppScale's record names no instance for {} (several nodes with the same roles, or not started yet): tag their instances ({}) or name them in the inventory",
+                path.display(),
+                left.join(", "),
+                node_id::EC2_TAG
+            ));
+        }
+    }
+    Ok(records)
+}
+
+/// The plan's records: every node's, `--node`'s, or this machine's.
+fn plan_nodes(args: &Args, name: &str, lint: &Lint) -> Result<Vec<Record>, String> {
     match &args.node {
         None => Ok(lint.deployment.plan(&args.mountpoint)),
+        Some(auto) if auto == node_id::AUTO => {
+            let all = lint.deployment.plan(&args.mountpoint);
+            let src = node_id::Sources {
+                metadata_endpoint: args.metadata_endpoint.clone(),
+                locations: args.locations.clone(),
+            };
+            match node_id::resolve(&all, lint.deployment.provider, &src)? {
+                Some(found) => {
+                    log::info(format_args!(
+                        "this machine is {} (by {})",
+                        found.node, found.how
+                    ));
+                    lint.deployment
+                        .plan_node(&args.mountpoint, &found.node)
+                        .map(|r| vec![r])
+                        .map_err(|e| format!("{name}: {e}"))
+                }
+                None => Err(format!(
+                    "--node auto: nothing says which node this machine is (its address, its instance's tag {}, AppScale's record --locations): pass --node ID, or let `disk-attach --self --node auto` ask the cloud",
+                    node_id::EC2_TAG
+                )),
+            }
+        }
         Some(node) => lint
             .deployment
             .plan_node(&args.mountpoint, node)
             .map(|r| vec![r])
             .map_err(|e| format!("{name}: {e}")),
+    }
+}
+
+/// `-v`: what the file describes, on stderr.
+fn describe(lint: &Lint) {
+    let d = &lint.deployment;
+    log::info(format_args!(
+        "provider {}, zone {}, deployment {}; {} node(s), {} with a disk",
+        d.provider.map_or("(none)", |p| p.as_str()),
+        d.zone.as_deref().unwrap_or("(none)"),
+        d.name.as_deref().unwrap_or("(none: keyname, else group)"),
+        d.nodes.len(),
+        d.disks.len()
+    ));
+    for n in &d.nodes {
+        let disk = d
+            .disks
+            .iter()
+            .find(|x| x.node == n.id)
+            .map_or("no disk".to_string(), |x| format!("disk {}", x.disk));
+        log::info(format_args!(
+            "{} (line {}): roles {}; {disk}",
+            n.id,
+            n.pos.line,
+            n.roles.join(", ")
+        ));
     }
 }
 
@@ -210,7 +321,7 @@ fn report(args: &Args, name: &str, source: &str, lint: &Lint) {
 
 /// The Ansible module result: findings, and the plan or inventory asked.
 fn module(args: &Args) -> Value {
-    let (name, _, lint) = match read(args) {
+    let (name, source, lint) = match read(args) {
         Ok(r) => r,
         Err(e) => return ansible::fail(e),
     };
@@ -234,6 +345,12 @@ fn module(args: &Args) -> Value {
     }
     if args.inventory || args.inventory_list {
         out["inventory"] = lint.deployment.inventory(&args.mountpoint);
+    }
+    if args.for_appscale {
+        match appscalefile::without_disks(&source, &name) {
+            Ok((text, _)) => out["appscalefile"] = Value::String(text),
+            Err(msg) => return ansible::fail(msg),
+        }
     }
     out
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use appscale_persist::cli;
 use appscale_persist::provider::ScratchPhase;
-use appscale_persist::record::Record;
+use appscale_persist::record::{ProviderKind, Record};
 use appscale_persist::step::Step;
 use appscale_persist::tool::{Common, ToolArgs};
 use appscale_persist_cloud::{Operation, ProviderArgs};
@@ -23,7 +23,9 @@ zone, attaches it here (read-only on Compute Engine) and finds its device;
 tagged (EBS) or labelled (GCE) appscale-persist:scratch with their owner
 (this instance and the disk): nothing else deletes them, and only a run of
 the same owner on this instance does. The record carries `scratch`
-{owner, snapshot, time, disk, device}. EC2, Eucalyptus and Compute Engine.
+{owner, snapshot, time, disk, device}. EC2 and Compute Engine (not
+Eucalyptus yet: its CreateVolume takes no tags, and a scratch volume is
+tagged as it is made).
 
 Exit status: 0 ok; 1 a record failed; 2 bad usage or input (nothing done).
 
@@ -70,6 +72,20 @@ impl ToolArgs for Args {
     fn check_records(&self, records: &[Record]) -> Result<(), String> {
         if self.phase.is_none() && records.iter().any(|r| r.error.is_none()) {
             return Err("say what to do: --phase snapshot, attach or drop".into());
+        }
+        // Eucalyptus binds no TagSpecification on CreateVolume (4.4), and
+        // a scratch volume must carry its owner from the moment it exists:
+        // nothing else may delete it, and a run killed before a later
+        // CreateTags would leave one nobody knows is scratch.
+        if let Some(r) = records
+            .iter()
+            .filter(|r| r.error.is_none())
+            .find(|r| self.provider.kind_of(r) == Some(ProviderKind::Euca))
+        {
+            return Err(format!(
+                "{}: Eucalyptus disks cannot be archived yet: a scratch volume must be tagged as it is made, and Eucalyptus's CreateVolume takes no tags",
+                r.label()
+            ));
         }
         self.provider.check_records(records)
     }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use appscale_persist::appscalefile::{self, CloudSettings};
 use appscale_persist::codes;
 use appscale_persist::log;
+use appscale_persist::node_id;
 use appscale_persist::provider::local::Local;
 use appscale_persist::provider::static_disk::Static;
 use appscale_persist::provider::{Provider, Size};
@@ -24,6 +25,7 @@ use appscale_persist::record::{ProviderKind, Record};
 use appscale_persist::snapshot::SnapshotArgs;
 use appscale_persist::step::{Ctx, Failure, Step, StepResult};
 use appscale_persist::steps::provision::{Op, ProviderStep};
+use appscale_persist::wait::{self, Poll, WaitParams};
 use appscale_persist_cloudkit::DiskSpec;
 use clap::Args;
 
@@ -417,6 +419,89 @@ impl ProviderArgs {
             }
         }
         Ok(())
+    }
+
+    /// With `--node auto`: this machine's node, found without per-node
+    /// configuration ([`node_id::resolve`]: its address, its instance's
+    /// tag, AppScale's record at `locations`; then, with `--self`, what the
+    /// cloud says: the instance's tag, a volume of the deployment attached
+    /// here), and the input's records of that node alone; `--node` is set
+    /// to it. None of them saying yet (the controller has not attached the
+    /// disk yet, at first boot) is waited for, up to `--timeout`. Without
+    /// `--node auto`, the records as they are.
+    pub fn select_auto(
+        &mut self,
+        records: Vec<Record>,
+        locations: Option<PathBuf>,
+    ) -> Result<Vec<Record>, String> {
+        if self.node.as_deref() != Some(node_id::AUTO) {
+            return Ok(records);
+        }
+        let kind = records.iter().find_map(|r| self.kind_of(r));
+        let src = node_id::Sources {
+            metadata_endpoint: self.metadata_endpoint.clone(),
+            locations,
+        };
+        let cloud = self.on_node && kind.is_some_and(ProviderKind::is_cloud);
+        let progress =
+            appscale_persist::progress::Progress::start("this machine's node to be known", 0);
+        let params = WaitParams {
+            initial: Duration::from_secs(2),
+            max: Duration::from_secs(10),
+            timeout: Duration::from_secs(self.timeout),
+        };
+        let mut provider: Option<Box<dyn Provider>> = None;
+        let found = wait::until_with(&progress, params, || {
+            match node_id::resolve(&records, kind, &src) {
+                Ok(Some(f)) => return Poll::Ready(f),
+                Ok(None) => {}
+                Err(e) => return Poll::Failed(e),
+            }
+            let (Some(kind), true) = (kind, cloud) else {
+                return Poll::Failed(String::new());
+            };
+            if provider.is_none() {
+                match self.open(kind, &Operation::Attach) {
+                    Ok(p) => provider = Some(p),
+                    Err(f) => return Poll::Failed(f.message),
+                }
+            }
+            match provider.as_mut().map(|p| p.this_node(&records)) {
+                Some(Ok(Some(f))) => Poll::Ready(f),
+                Some(Err(f))
+                    if [codes::OTHER_NODE, codes::IDENTITY_MISMATCH].contains(&f.code.as_str()) =>
+                {
+                    Poll::Failed(f.message)
+                }
+                Some(Err(f)) => {
+                    log::debug(format_args!("this machine's node: {}", f.message));
+                    Poll::Pending
+                }
+                _ => Poll::Pending,
+            }
+        });
+        let tried = if cloud {
+            "its address, its instance's tag (IMDS, DescribeInstances), AppScale's record (--locations), a volume of the deployment attached here"
+        } else {
+            "its address, its instance's tag, AppScale's record (--locations)"
+        };
+        let found = match found {
+            Ok(f) => f,
+            Err(wait::WaitError::Failed(e)) if !e.is_empty() => return Err(e),
+            Err(wait::WaitError::Interrupted(sig)) => return Err(format!("stopped by {sig}")),
+            Err(_) => {
+                return Err(format!(
+                    "--node auto: nothing says which node this machine is ({tried}): tag the instance {} (or attach its disk from the controller: scripts/up --cloud-only), or pass --node ID",
+                    node_id::EC2_TAG
+                ));
+            }
+        };
+        log::info(format_args!(
+            "this machine is {} (by {})",
+            found.node, found.how
+        ));
+        self.node = Some(found.node.clone());
+        Ok(node_id::only(records, &found.node))
     }
 
     /// The one record `--disk` describes, if given.

@@ -27,6 +27,9 @@ use crate::{POLL, devices, trace};
 pub struct Api {
     /// The SDK client (the snapshot calls live in [`crate::snapshot`]).
     pub(crate) client: Client,
+    /// The credentials provider the client was built with (the client's
+    /// config does not say it): `disk-doctor` asks which source it found.
+    pub(crate) credentials: Option<aws_sdk_ec2::config::SharedCredentialsProvider>,
     /// EC2, or Eucalyptus: which parameters its calls may carry
     /// ([`crate::euca`]).
     pub(crate) kind: ProviderKind,

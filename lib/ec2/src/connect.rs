@@ -261,6 +261,7 @@ impl Api {
         let conf = aws_sdk_ec2::config::Builder::from(&sdk).region(Region::new(region.clone()));
         Ok(Api {
             client: Client::from_conf(conf.build()),
+            credentials: sdk.credentials_provider(),
             kind: cfg.kind,
             region,
             endpoint: cfg.endpoint_url.clone(),

@@ -37,19 +37,22 @@ mod connect;
 mod create;
 mod detach;
 mod devices;
+mod doctor;
 mod euca;
 mod limits;
 mod options;
 pub mod owner;
-mod scratch;
 mod pending;
+mod scratch;
 mod snapshot;
 mod volume;
+mod whoami;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use appscale_persist::checks::{Ask, Check};
 use appscale_persist::discover;
 use appscale_persist::log;
 use appscale_persist::provider::{DiskStatus, Provider, ScratchPhase, Size};
@@ -59,6 +62,7 @@ use appscale_persist::step::{Ctx, Failure, StepResult};
 use appscale_persist::wait::WaitParams;
 use appscale_persist_cloudkit::{self as kit, Deadline, DiskSpec, Lazy, ThisInstance, failures};
 
+pub use doctor::{How, NEEDS, Need};
 pub use options::check as check_spec;
 
 use api::Api;
@@ -362,6 +366,17 @@ impl Provider for Ec2 {
                 .block_on(scratch::scratch(&run, &this, phase, records, placed)),
             Err(f) => fail_all(records, f),
         }
+    }
+
+    fn preflight(&mut self, records: &[Record], ask: &Ask) -> Vec<Vec<Check>> {
+        doctor::preflight(self, records, ask)
+    }
+
+    fn this_node(
+        &mut self,
+        records: &[Record],
+    ) -> Result<Option<appscale_persist::node_id::Found>, Failure> {
+        whoami::this_node(self, records)
     }
 }
 

@@ -34,7 +34,7 @@ use aws_sdk_ec2::types::{
     Filter, ResourceType, SnapshotState, Tag, TagSpecification, VolumeAttachmentState, VolumeState,
 };
 
-use crate::api::api_error;
+use crate::api::{Absent, api_error};
 use crate::devices::{self, NameSpace};
 use crate::owner::TAG_DEPLOYMENT;
 use crate::snapshot::{TAG_DISK, TAG_TIME, TAG_TOOL};
@@ -215,6 +215,7 @@ async fn attach(
             "the scratch volume to be available",
             vec![vol.clone()],
             &run.deadline,
+            Absent::NotYet,
             |v| match v.state() {
                 Some(VolumeState::Available) => Poll::Ready(()),
                 Some(VolumeState::Creating) | None => Poll::Pending,
@@ -257,6 +258,7 @@ async fn attach(
             "the scratch volume to be attached",
             vec![vol.clone()],
             &run.deadline,
+            Absent::Gone,
             |v| match volume::attachment_to(v, &this.instance).map(|a| a.state()) {
                 Some(Some(VolumeAttachmentState::Attached)) => Poll::Ready(()),
                 _ => Poll::Pending,
@@ -427,6 +429,7 @@ async fn reap(
                 "the scratch volume to be detached",
                 vec![id.clone()],
                 &run.deadline,
+                Absent::Gone,
                 |v| {
                     if volume::live_attachments(v).is_empty() {
                         Poll::Ready(())

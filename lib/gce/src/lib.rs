@@ -32,15 +32,18 @@ mod attach;
 mod create;
 mod detach;
 mod disk;
+mod doctor;
 mod options;
 pub mod owner;
 mod scratch;
 mod snapshot;
+mod whoami;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use appscale_persist::checks::{Ask, Check};
 use appscale_persist::codes;
 use appscale_persist::discover;
 use appscale_persist::provider::{DiskStatus, Provider, ScratchPhase, Size, disk_of};
@@ -55,6 +58,7 @@ use google_cloud_compute_v1::model::Operation;
 
 use api::{Api, Location};
 
+pub use doctor::{NEEDS, Need, On, RESOURCE_MANAGER_ENV};
 pub use options::check as check_spec;
 
 /// The size of a new disk unless `--size` says otherwise.
@@ -421,5 +425,16 @@ impl Provider for Gce {
                 .block_on(scratch::scratch(&run, &this.name, phase, records, targets)),
             Err(f) => fail_all(records, f),
         }
+    }
+
+    fn preflight(&mut self, records: &[Record], ask: &Ask) -> Vec<Vec<Check>> {
+        doctor::preflight(self, records, ask)
+    }
+
+    fn this_node(
+        &mut self,
+        records: &[Record],
+    ) -> Result<Option<appscale_persist::node_id::Found>, Failure> {
+        whoami::this_node(self, records)
     }
 }

@@ -318,6 +318,21 @@ impl Fstab {
         })
     }
 
+    /// Every line that is not blank or a comment, with its 1-based number,
+    /// its text, and the entry on it (`None`: a line mount(8) and libmount
+    /// ignore as malformed).
+    pub fn numbered(&self) -> Vec<(usize, String, Option<Entry>)> {
+        self.lines()
+            .enumerate()
+            .filter_map(|(i, l)| {
+                let text = String::from_utf8_lossy(l.raw);
+                let text = text.trim_end_matches(['\n', '\r']).to_string();
+                let t = text.trim();
+                (!t.is_empty() && !t.starts_with('#')).then(|| (i + 1, text.clone(), l.entry))
+            })
+            .collect()
+    }
+
     /// Every entry, in order.
     pub fn entries(&self) -> Vec<Entry> {
         self.lines().filter_map(|l| l.entry).collect()

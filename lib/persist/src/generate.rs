@@ -4,7 +4,8 @@
 //! Every tool answers `TOOL --generate KIND` (exactly that argument list;
 //! not shown in `--help`) by printing on stdout one of:
 //!
-//! * `man`: the man page (roff, section 1), by clap_mangen;
+//! * `man`: the man page (roff, section 1), by clap_mangen, with the
+//!   ENVIRONMENT, FILES and SEE ALSO sections of [`crate::manual`];
 //! * `complete-bash`, `complete-zsh`, `complete-fish`: the completion script
 //!   for that shell, by clap_complete.
 //!
@@ -54,9 +55,20 @@ pub fn write<C: CommandFactory>(kind: &str, out: &mut Vec<u8>) -> Result<(), Str
     let name = cmd.get_name().to_string();
     let shell = match kind {
         "man" => {
-            return clap_mangen::Man::new(cmd)
-                .render(out)
-                .map_err(|e| format!("{name}: rendering the man page: {e}"));
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut page)
+                .map_err(|e| format!("{name}: rendering the man page: {e}"))?;
+            // ENVIRONMENT, FILES and SEE ALSO before VERSION, as man-pages(7)
+            // orders them.
+            let page = String::from_utf8_lossy(&page).into_owned();
+            let extra = crate::manual::sections(&name);
+            let page = match page.find("\n.SH VERSION") {
+                Some(at) => format!("{}\n{}{}", &page[..at], extra.trim_end(), &page[at..]),
+                None => format!("{page}{extra}"),
+            };
+            out.extend_from_slice(page.as_bytes());
+            return Ok(());
         }
         "complete-bash" => Shell::Bash,
         "complete-zsh" => Shell::Zsh,

@@ -20,6 +20,7 @@
 //!   it is that disk, refusing to let go of one in use); [`release`]: the
 //!   node's proof that it let go of a cloud disk.
 //! * [`loopdev`]: loop devices over image files.
+//! * [`node_id`]: which node of the plan this machine is (`--node auto`).
 //! * [`snapshot`]: what `disk-snapshot` is asked, and retention;
 //!   [`freeze`]: freezing a filesystem for a snapshot, always thawed.
 //! * [`archive`]: off-site archives in a restic repository
@@ -31,6 +32,8 @@
 //! * [`tool`]: what a tool is (its flags and its step); [`cli`]: the
 //!   command-line driver around it; [`ansible`]: the same as an Ansible
 //!   module.
+//! * [`doctor`]: what `disk-doctor` checks on this node, and its outputs;
+//!   [`checks`]: the wire form of its findings (a record's `doctor`).
 //! * [`status`]: what `disk-status` reports of a disk (its node part read
 //!   here, its cloud part from a provider's describe), and its outputs.
 //! * [`interrupt`]: stopping cleanly on SIGINT, SIGTERM, SIGHUP.
@@ -39,6 +42,8 @@
 //! * [`files`]: renaming without replacing, flushing a filesystem.
 //! * [`nvme`]: the name a Compute Engine NVMe disk was attached as, from
 //!   its Identify data.
+//! * [`manual`]: the man pages' ENVIRONMENT, FILES and SEE ALSO sections
+//!   ([`generate`] makes the rest from the clap definitions).
 //! * [`run`], [`wait`], [`log`]: the one way to run a subprocess, to wait,
 //!   and to talk to the operator (log lines, filtered `RUST_LOG`-style,
 //!   SDK lines included); [`progress`]: what a long wait shows on stderr;
@@ -49,9 +54,11 @@ pub mod ansible;
 pub mod appscalefile;
 pub mod archive;
 pub mod blockdev;
+pub mod checks;
 pub mod cli;
 pub mod codes;
 pub mod discover;
+pub mod doctor;
 pub mod files;
 pub mod filesystem;
 pub mod freeze;
@@ -62,7 +69,9 @@ pub mod interrupt;
 pub mod lock;
 pub mod log;
 pub mod loopdev;
+pub mod manual;
 pub mod mount;
+pub mod node_id;
 pub mod nvme;
 pub mod progress;
 pub mod provider;
@@ -92,4 +101,5 @@ pub const TOOLS: &[&str] = &[
     "disk-archive",
     "disk-scratch",
     "disk-restore",
+    "disk-doctor",
 ];

@@ -112,6 +112,10 @@ pub struct Record {
     /// and its problems ([`crate::status::Status`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<crate::status::Status>,
+    /// What disk-doctor found: every check it made of the disk's flows,
+    /// each with its verdict and fix ([`crate::checks::Diagnosis`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doctor: Option<crate::checks::Diagnosis>,
     /// The snapshot disk-snapshot took of the disk (or, with `--list`, one
     /// of the disk's snapshots; with `--check`, the one it would take).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -334,6 +338,7 @@ impl Default for Record {
             adopted: false,
             unmount_proof: None,
             status: None,
+            doctor: None,
             snapshot: None,
             restored_from: None,
             listed: Vec::new(),

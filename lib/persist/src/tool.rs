@@ -51,6 +51,12 @@ pub trait ToolArgs: Parser {
     fn validate(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Chooses the records this run takes from the whole input, before it
+    /// is checked: `disk-attach --node auto` keeps this machine's node's
+    /// alone. An error is a usage error (exit 2) and nothing is done.
+    fn select(&mut self, records: Vec<Record>) -> Result<Vec<Record>, String> {
+        Ok(records)
+    }
     /// Checks the whole input before anything is done (several records
     /// that cannot go to one instance, say); an error is a usage error
     /// (exit 2) and no record is acted on.
@@ -66,8 +72,19 @@ pub trait ToolArgs: Parser {
 /// done), then the step runs ([`execute`]); a record that lists snapshots (or
 /// archives) becomes one record per snapshot (or archive). The caller has checked the
 /// arguments themselves ([`ToolArgs::validate`]).
-pub fn run<A: ToolArgs>(args: A, records: Vec<Record>) -> Report {
+pub fn run<A: ToolArgs>(mut args: A, records: Vec<Record>) -> Report {
     let check = args.common().check;
+    let records = match args.select(records) {
+        Ok(r) => r,
+        Err(e) => {
+            return Report {
+                records: Vec::new(),
+                diffs: Vec::new(),
+                messages: vec![format!("{e}; nothing was done")],
+                exit: Exit::Usage,
+            };
+        }
+    };
     if let Err(e) = args.check_records(&records) {
         return Report {
             records: Vec::new(),

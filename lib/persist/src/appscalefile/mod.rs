@@ -19,11 +19,13 @@
 //! [`cloud`] holds the settings the cloud tools take from the file
 //! (endpoint, project, credentials, the secret kept out of every message);
 //! [`diag`] renders findings and [`inventory`] writes Ansible
-//! inventories. This module reads the top-level keys and runs the rest.
+//! inventories; `for_appscale` writes the file `appscale up` reads, without
+//! `disks:`. This module reads the top-level keys and runs the rest.
 
 pub mod cloud;
 pub mod diag;
 mod disks;
+mod for_appscale;
 pub mod inventory;
 mod keys;
 mod layout;
@@ -35,6 +37,7 @@ mod zones;
 pub use cloud::{CloudSettings, Secret};
 pub use diag::{Diagnostic, Severity};
 pub use disks::check_disk_name;
+pub use for_appscale::without_disks;
 pub use keys::did_you_mean;
 pub use plan::{Deployment, DiskInfo, NodeInfo};
 use yaml::{Node, Pos, Value};

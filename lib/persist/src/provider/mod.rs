@@ -17,6 +17,7 @@ pub mod static_disk;
 use crate::codes;
 use std::path::PathBuf;
 
+use crate::checks::{Ask, Check};
 use crate::record::{ProviderKind, Record};
 use crate::step::{Ctx, Failure, StepResult};
 
@@ -113,6 +114,27 @@ pub trait Provider {
                 ))
             })
             .collect()
+    }
+
+    /// `disk-doctor`'s checks of this provider for each record, changing
+    /// nothing: whether the calls the flows in `ask` would make are
+    /// allowed, and what stands in their way (credentials, clock, region,
+    /// zones, instances, the disks and whose they are), each check with
+    /// its fix ([`crate::checks`]). One list per record, in order. The
+    /// node's own checks (devices, fstab, mountpoint) are not the
+    /// provider's: [`crate::doctor`] makes them. A provider without an
+    /// account to check has nothing to say.
+    fn preflight(&mut self, records: &[Record], _ask: &Ask) -> Vec<Vec<Check>> {
+        records.iter().map(|_| Vec::new()).collect()
+    }
+
+    /// This machine's node among `records`', as only the cloud API can say
+    /// it (`--node auto` with `--self`, after the sources
+    /// [`crate::node_id::resolve`] reads without one): the instance's tag,
+    /// or the node tag of a volume of the records' deployment attached to
+    /// this instance. `Ok(None)` when it cannot say.
+    fn this_node(&mut self, _records: &[Record]) -> Result<Option<crate::node_id::Found>, Failure> {
+        Ok(None)
     }
 }
 

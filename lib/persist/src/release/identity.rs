@@ -169,10 +169,118 @@ pub fn gce(host: Option<&str>) -> Result<GceInstance, IdentityError> {
     })
 }
 
+/// How IMDS answered the IMDSv2 token request (`PUT /latest/api/token`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenAnswer {
+    /// A token was issued: IMDSv2 answers.
+    Issued,
+    /// The call was refused with this HTTP status (Eucalyptus, which has
+    /// no IMDSv2; IMDSv1 is then asked).
+    Refused(u16),
+    /// Connected, but no answer came back: what a container behind one more
+    /// network hop sees when the instance's IMDS response hop limit is 1
+    /// (the answer's TTL runs out on the way).
+    NoAnswer(String),
+}
+
+/// Asks IMDS (as [`ec2`] finds it) for an IMDSv2 token, and says how it
+/// answered; an error when nothing answers at all.
+pub fn ec2_token(endpoint: Option<&str>) -> Result<TokenAnswer, IdentityError> {
+    if std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Err(IdentityError::Disabled);
+    }
+    let hp = host_port(
+        endpoint,
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+        "169.254.169.254",
+    );
+    match request(
+        &hp,
+        "PUT",
+        "/latest/api/token",
+        &[("X-aws-ec2-metadata-token-ttl-seconds", "60")],
+    ) {
+        Ok((200, _)) => Ok(TokenAnswer::Issued),
+        Ok((status, _)) => Ok(TokenAnswer::Refused(status)),
+        Err(Fail::Io(reason)) => Ok(TokenAnswer::NoAnswer(reason)),
+        Err(Fail::Connect(reason)) => Err(IdentityError::Unreachable {
+            endpoint: hp,
+            reason,
+        }),
+    }
+}
+
+/// One value of this EC2 or Eucalyptus instance's metadata (`path` under
+/// `/latest/meta-data/`, as `tags/instance/KEY`), IMDSv2 else IMDSv1;
+/// `Ok(None)` when IMDS says it has no such value (404).
+pub fn ec2_value(endpoint: Option<&str>, path: &str) -> Result<Option<String>, IdentityError> {
+    if std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Err(IdentityError::Disabled);
+    }
+    let hp = host_port(
+        endpoint,
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+        "169.254.169.254",
+    );
+    let token = match request(
+        &hp,
+        "PUT",
+        "/latest/api/token",
+        &[("X-aws-ec2-metadata-token-ttl-seconds", "60")],
+    ) {
+        Ok((200, body)) => Some(body.trim().to_string()),
+        Ok(_) | Err(Fail::Io(_)) => None,
+        Err(Fail::Connect(reason)) => {
+            return Err(IdentityError::Unreachable {
+                endpoint: hp,
+                reason,
+            });
+        }
+    };
+    let headers: Vec<(&str, &str)> = token
+        .as_deref()
+        .map(|t| vec![("X-aws-ec2-metadata-token", t)])
+        .unwrap_or_default();
+    optional(&hp, &format!("/latest/meta-data/{path}"), &headers)
+}
+
+/// One value of this Compute Engine instance's metadata (`path` under
+/// `/computeMetadata/v1/`, as `instance/service-accounts/default/scopes`);
+/// `Ok(None)` when the metadata server has no such value (404).
+pub fn gce_value(host: Option<&str>, path: &str) -> Result<Option<String>, IdentityError> {
+    let hp = host_port(host, "GCE_METADATA_HOST", "metadata.google.internal");
+    optional(
+        &hp,
+        &format!("/computeMetadata/v1/{path}"),
+        &[("Metadata-Flavor", "Google")],
+    )
+}
+
+/// A GET whose 404 means "no such value".
+fn optional(
+    hp: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Option<String>, IdentityError> {
+    match request(hp, "GET", path, headers) {
+        Ok((404, _)) => Ok(None),
+        answer => judge(hp, path, answer).map(Some),
+    }
+}
+
 /// A GET that must answer 200 with a non-empty body.
 fn get_ok(hp: &str, path: &str, headers: &[(&str, &str)]) -> Result<String, IdentityError> {
+    judge(hp, path, request(hp, "GET", path, headers))
+}
+
+/// The value of a GET's `answer`: a 200 with a non-empty body.
+fn judge(
+    hp: &str,
+    path: &str,
+    answer: Result<(u16, String), Fail>,
+) -> Result<String, IdentityError> {
     let url = format!("http://{hp}{path}");
-    match request(hp, "GET", path, headers) {
+    match answer {
         Ok((200, body)) if !body.trim().is_empty() => Ok(body.trim().to_string()),
         Ok((200, _)) => Err(IdentityError::Answer {
             url,

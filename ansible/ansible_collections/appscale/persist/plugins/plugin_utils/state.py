@@ -7,6 +7,8 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.appscale.persist.plugins.plugin_utils.arch import module_for
+
 
 class StateAction(ActionBase):
     """Runs the module for the task's `state` (STATES: state -> module)."""
@@ -33,7 +35,7 @@ class StateAction(ActionBase):
         extra = {} if own else {"ignore_unknown_opts": True}
         result.update(
             self._execute_module(
-                module_name="appscale.persist." + module,
+                module_name=module_for(self, module, task_vars),
                 module_args=args,
                 task_vars=task_vars,
                 **extra
