@@ -32,7 +32,7 @@ use google_cloud_compute_v1::model::{AttachedDisk, Snapshot as GceSnapshot, atta
 
 use crate::api::{Api, Location, NewDisk, bounded, call, idempotent, is_not_found, request_id};
 use crate::owner::{LABEL_DEPLOYMENT, label_value};
-use crate::snapshot::time_label;
+use crate::snapshot::{state_of, time_label};
 use crate::{POLL, Run, Target};
 
 /// The label that makes a snapshot or disk a scratch copy: its value is
@@ -257,12 +257,14 @@ impl One<'_> {
             .progress("the scratch snapshot to be ready", 1);
         let project = self.at.project.clone();
         let round = || async {
-            Ok(match self.api.snapshot(&project, name).await? {
-                Some(s) if s.state == "completed" => {
+            // Ours by its scratch label (disk-snapshot's marks it lacks).
+            let found = self.api.snapshot_of_anyone(&project, name).await?;
+            Ok(match found.as_ref().map(|s| (state_of(s), s)) {
+                Some(("completed", s)) => {
                     progress.set_done(1);
-                    Poll::Ready(((s.size >> 30) as i64).max(1))
+                    Poll::Ready(s.disk_size_gb.unwrap_or(1).max(1))
                 }
-                Some(s) if s.state == "error" => Poll::Failed(Failure::new(
+                Some(("error", _)) => Poll::Failed(Failure::new(
                     codes::SNAPSHOT_FAILED,
                     format!("the scratch snapshot {name} failed"),
                 )),
@@ -382,7 +384,8 @@ impl One<'_> {
             }
         }
         for name in snapshots {
-            if self.api.snapshot(&self.at.project, &name).await?.is_none() {
+            let found = self.api.snapshot_of_anyone(&self.at.project, &name);
+            if found.await?.is_none() {
                 continue;
             }
             self.api
