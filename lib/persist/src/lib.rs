@@ -23,6 +23,8 @@
 //! * [`node_id`]: which node of the plan this machine is (`--node auto`).
 //! * [`snapshot`]: what `disk-snapshot` is asked, and retention;
 //!   [`freeze`]: freezing a filesystem for a snapshot, always thawed.
+//! * [`archive`]: off-site archives in a restic repository
+//!   (`disk-archive`, `disk-restore`).
 //! * [`codes`]: every `error.code` a record can carry.
 //! * [`step`]: the step vocabulary (outcome, failure, exit codes) and the
 //!   bookkeeping every tool applies to records; [`steps`]: what each tool
@@ -50,6 +52,7 @@
 
 pub mod ansible;
 pub mod appscalefile;
+pub mod archive;
 pub mod blockdev;
 pub mod checks;
 pub mod cli;
@@ -95,5 +98,8 @@ pub const TOOLS: &[&str] = &[
     "disk-detach",
     "disk-status",
     "disk-snapshot",
+    "disk-archive",
+    "disk-scratch",
+    "disk-restore",
     "disk-doctor",
 ];
