@@ -664,7 +664,7 @@ fn appscales_own_disks_are_refused_and_the_linter_writes_the_fix() {
     let rec = json!({"provider": "local", "disk": "d1", "mountpoint": t.s("mnt")});
     let a = args(file.to_str().unwrap());
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    let r = run("disk-doctor", &a, &ndjson(&[rec.clone()])).expect(1);
+    let r = run("disk-doctor", &a, &ndjson(std::slice::from_ref(&rec))).expect(1);
     let c = check(&r.record(), "appscale-disks", file.to_str().unwrap()).clone();
     assert_eq!(c["verdict"], "fail", "{c}");
     assert!(

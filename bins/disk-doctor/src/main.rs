@@ -94,7 +94,12 @@ struct Args {
     #[arg(long, value_name = "DIR", help_heading = "Node")]
     mountpoint: Option<String>,
     /// The fstab to read.
-    #[arg(long, value_name = "PATH", default_value = appscale_persist::fstab::DEFAULT_PATH, help_heading = "Node")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = appscale_persist::fstab::DEFAULT_PATH,
+        help_heading = "Node"
+    )]
     fstab: PathBuf,
     /// The AppScalefile `appscale up` reads: it must not hold `disks:`,
     /// or AppScale attaches, formats and mounts the same disks itself
@@ -209,14 +214,17 @@ fn module(args: Args, records: Option<Vec<Record>>, _flags: ansible::ModuleFlags
     let flagged: Vec<Value> = records
         .iter()
         .flat_map(|r| {
-            r.doctor.iter().flat_map(|d| &d.checks).filter_map(|c| {
-                matches!(
-                    c.verdict,
-                    appscale_persist::checks::Verdict::Fail
-                        | appscale_persist::checks::Verdict::Warn
-                )
-                .then(|| json!({"node": r.node, "disk": r.disk, "check": c}))
-            })
+            r.doctor
+                .iter()
+                .flat_map(|d| &d.checks)
+                .filter(|c| {
+                    matches!(
+                        c.verdict,
+                        appscale_persist::checks::Verdict::Fail
+                            | appscale_persist::checks::Verdict::Warn
+                    )
+                })
+                .map(|c| json!({"node": r.node, "disk": r.disk, "check": c}))
         })
         .collect();
     let failures = flagged

@@ -487,7 +487,11 @@ fn disk_checks(
                     .about(&disk),
                 );
             } else if ask.role != Role::Node && ask.any(&[Up]) {
-                out.push(Check::ok(checks::DISK, Scope::Disk, format!("does not exist yet in {}: disk-create makes it (compute.disks.create, below)", t.location)).about(&disk));
+                let why = format!(
+                    "does not exist yet in {}: disk-create makes it (compute.disks.create, below)",
+                    t.location
+                );
+                out.push(Check::ok(checks::DISK, Scope::Disk, why).about(&disk));
             } else {
                 out.push(
                     Check::fail(

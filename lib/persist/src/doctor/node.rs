@@ -531,6 +531,8 @@ pub fn state_dir(dir: &Path, records: &[&Record]) -> Check {
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.blocks() * 512)
         .sum();
+    // statvfs's counts are u64 on the targets shipped, not on every one.
+    #[allow(clippy::unnecessary_cast)]
     let free = match nix::sys::statvfs::statvfs(dir) {
         Ok(st) => st.blocks_available() as u64 * st.fragment_size() as u64,
         Err(e) => {
