@@ -107,3 +107,24 @@ persist_appscalefile_opt() {
 persist_errors() {
     jq -r "$PERSIST_JQ_DEFS"'select(.error) | "  \(.node // .disk // "record" | safe): \(.error.tool | safe): \(.error.message | safe) [\(.error.code | safe)]"' >&2
 }
+
+# Splits provider options ($@) into disk-create's own (what a disk is:
+# --size, --type, --encrypted, ...), set in PERSIST_CREATE, and the rest,
+# which disk-attach takes as disk-create does, in PERSIST_SHARED; --grow
+# sets PERSIST_GROW.
+persist_split_provider() {
+    PERSIST_CREATE=()
+    PERSIST_SHARED=()
+    PERSIST_GROW=()
+    local args=("$@") i
+    for ((i = 0; i < ${#args[@]}; i++)); do
+        case ${args[i]} in
+            --size|--type|--kms-key|--iops|--throughput|--tag)
+                PERSIST_CREATE+=("${args[i]}" "${args[i + 1]:-}"); i=$((i + 1)) ;;
+            --size=*|--type=*|--kms-key=*|--iops=*|--throughput=*|--tag=*) PERSIST_CREATE+=("${args[i]}") ;;
+            --encrypted|--retag) PERSIST_CREATE+=("${args[i]}") ;;
+            --grow) PERSIST_GROW=(--grow) ;;
+            *) PERSIST_SHARED+=("${args[i]}") ;;
+        esac
+    done
+}

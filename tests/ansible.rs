@@ -978,6 +978,109 @@ fn backup_and_restore_playbooks_bring_back_a_and_not_b() {
     assert_eq!(p.loops(), 0);
 }
 
+#[test]
+fn archive_and_restore_archive_playbooks_move_the_nodes_data() {
+    require_root();
+    let p = Play::local("ansible-archive", 2);
+    assert_eq!(p.playbook("up.yml", &[]).code, 0);
+    for i in 0..2 {
+        std::fs::write(p.mnt(i).join("a"), format!("A{i}")).unwrap();
+    }
+    let pw = p.t.join("archive.key");
+    std::fs::write(&pw, "ansible-archive-password\n").unwrap();
+    let repo = p.t.s("repo");
+    let vars = |more: &str| {
+        format!(
+            "{{\"appscale_archive_repo\": \"{repo}\", \"appscale_archive_password_file\": \"{}\", \"appscale_archive_environment\": {{\"APPSCALE_PERSIST_ARCHIVE_CACHE\": \"{}\", \"APPSCALE_PERSIST_ARCHIVE_LEDGER\": \"{}\"}}{more}}}",
+            pw.display(),
+            p.t.s("cache"),
+            p.t.s("ledger")
+        )
+    };
+    let r = p.playbook(
+        "archive.yml",
+        &["-e", &vars(", \"appscale_archive_set\": \"weekly\", \"appscale_archive_lead\": 3, \"appscale_archive_verify\": true")],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    // (The set's manifest is what restore-archive.yml reads below.)
+    assert!(!r.stdout.contains("ansible-archive-password"));
+    for i in 0..2 {
+        std::fs::write(p.mnt(i).join("b"), "B").unwrap();
+    }
+    assert_eq!(p.playbook("down.yml", &[]).code, 0);
+    // The new deployment's disks (and filesystem type): each node's data
+    // back from the set.
+    std::fs::write(
+        p.t.join("AppScalefile"),
+        "infrastructure: local\nips_layout:\n  - roles: [master, database, zookeeper]\n    nodes: 2\n    disks: [moved-0, moved-1]\n",
+    )
+    .unwrap();
+    let r = p.playbook(
+        "restore-archive.yml",
+        &["-e", &vars(", \"appscale_restore_from\": \"set:weekly\", \"appscale_fstype\": \"xfs\", \"appscale_size\": \"512M\"")],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    for i in 0..2 {
+        assert_eq!(
+            std::fs::read_to_string(p.mnt(i).join("a")).unwrap(),
+            format!("A{i}")
+        );
+        assert!(
+            !p.mnt(i).join("b").exists(),
+            "node-{i}: B came after the set"
+        );
+    }
+    // Again: nothing changes.
+    let r = p.playbook(
+        "restore-archive.yml",
+        &["-e", &vars(", \"appscale_restore_from\": \"set:weekly\", \"appscale_fstype\": \"xfs\", \"appscale_size\": \"512M\"")],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        recap(&r).values().all(|(_, changed, _)| *changed == 0),
+        "{}",
+        r.stdout
+    );
+
+    // The timers' playbook writes the units and a root-only environment.
+    let etc = p.t.join("etc");
+    let r = p.playbook(
+        "archive-timer.yml",
+        &[
+            "-e",
+            &vars(&format!(
+                ", \"appscale_systemd_dir\": \"{}\", \"appscale_config_dir\": \"{}\", \"appscale_archive_enable\": false, \"appscale_archive_calendar\": \"*-*-* 03:00:00\", \"appscale_archive_environment\": {{\"AWS_SECRET_ACCESS_KEY\": \"timer-secret-value\"}}",
+                etc.display(),
+                etc.display()
+            )),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains("timer-secret-value"), "no_log");
+    let env = std::fs::read_to_string(etc.join("archive.env")).unwrap();
+    assert!(
+        env.contains(&format!("APPSCALE_PERSIST_ARCHIVE_REPO={repo}"))
+            && env.contains("AWS_SECRET_ACCESS_KEY=timer-secret-value"),
+        "{env}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(etc.join("archive.env"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert!(
+        std::fs::read_to_string(etc.join("appscale-persist-archive.timer"))
+            .unwrap()
+            .contains("OnCalendar=*-*-* 03:00:00")
+    );
+    assert!(etc.join("appscale-persist-archive-verify.service").exists());
+    assert_eq!(p.playbook("down.yml", &[]).code, 0);
+}
+
 /// ansible/doctor.yml: nothing in the way on a fresh local deployment;
 /// then a foreign fstab entry for one node's mountpoint fails that host
 /// alone, the failed check named, its fix in the table.

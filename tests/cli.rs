@@ -159,6 +159,8 @@ fn the_schema_documents_every_key_the_tools_write() {
             "doctor",
             "snapshot",
             "restored_from",
+            "archive",
+            "scratch",
         ]
         .map(String::from),
     );

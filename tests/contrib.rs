@@ -244,3 +244,66 @@ fn the_cloud_init_snippet_is_cloud_config() {
     let enable = doc["runcmd"].to_string();
     assert!(enable.contains("appscale-persist.service"), "{enable}");
 }
+
+/// The archive and verify units: systemd accepts them and their timers,
+/// their pipelines name tools and flags that exist, and their values come
+/// from the environment files, never pasted in.
+#[test]
+fn the_archive_units_are_sound() {
+    let t = TempDir::new("systemd-archive");
+    for name in [
+        "appscale-persist-archive.service",
+        "appscale-persist-archive.timer",
+        "appscale-persist-archive-verify.service",
+        "appscale-persist-archive-verify.timer",
+    ] {
+        std::fs::copy(repo().join("contrib/systemd").join(name), t.join(name)).unwrap();
+    }
+    for name in [
+        "appscale-persist-archive.service",
+        "appscale-persist-archive-verify.service",
+    ] {
+        let text = std::fs::read_to_string(t.join(name)).unwrap();
+        let u = parse_unit(&text);
+        assert_eq!(u["Service"]["Type"], ["oneshot"], "{name}");
+        assert!(
+            u["Service"]["EnvironmentFile"]
+                .contains(&"/etc/appscale-persist/archive.env".to_string())
+        );
+        let exec = u["Service"]["ExecStart"].join(" ");
+        assert!(
+            !exec.contains("${APPSCALE") || exec.contains("$${APPSCALE"),
+            "{exec}"
+        );
+        let script = exec
+            .split_once(" -c '")
+            .and_then(|(_, s)| s.strip_suffix('\''))
+            .expect("a single-quoted script");
+        for stage in script.split('|') {
+            let words: Vec<&str> = stage.split_whitespace().collect();
+            let help = Command::new(bin(words[0])).arg("--help").output().unwrap();
+            let help = String::from_utf8_lossy(&help.stdout);
+            for flag in words.iter().filter(|w| w.starts_with("--")) {
+                assert!(help.contains(*flag), "{} has no {flag}", words[0]);
+            }
+        }
+    }
+    for name in [
+        "appscale-persist-archive.timer",
+        "appscale-persist-archive-verify.timer",
+    ] {
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(t.join(name))
+            .env("SYSTEMD_UNIT_PATH", format!("{}:", t.s("")))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{name}: {stderr}");
+        let about: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("appscale-") && !l.contains("Failed to"))
+            .collect();
+        assert!(about.is_empty(), "{name}: {stderr}");
+    }
+}

@@ -93,7 +93,15 @@ fn install_lays_out_a_working_tree() {
 
     // The flows run from the installed tree, through their bin/ links, and
     // use the tools installed beside them (not this checkout's, not PATH's).
-    for flow in ["up", "down", "status", "backup", "restore"] {
+    for flow in [
+        "up",
+        "down",
+        "status",
+        "backup",
+        "restore",
+        "archive",
+        "restore-archive",
+    ] {
         let bin = root.join(format!("bin/appscale-persist-{flow}"));
         let r = sh(&[bin.to_str().unwrap(), "--help"]).expect(0);
         assert!(r.stdout.contains("Usage:"), "{flow} --help: {}", r.stdout);

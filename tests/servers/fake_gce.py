@@ -1,7 +1,7 @@
 """Test helper: a small fake Compute Engine, since no public emulator exists.
 
 It speaks the real REST paths and JSON that google-cloud-compute-v1 sends
-(disks insert/get/list/setLabels/resize/createSnapshot, instances
+(disks insert/get/list/delete/setLabels/resize/createSnapshot, instances
 get/attachDisk/detachDisk, zoneOperations wait/get, snapshots list/get/delete
 with the list's `labels.KEY = "VALUE"` filter applied, globalOperations
 get) and the metadata server's paths (an access token
@@ -568,6 +568,7 @@ class Handler(loopback.Handler):
         method_name = {
             ("POST", "disks", None): "disks.insert",
             ("GET", "disks", None): "disks.get",
+            ("DELETE", "disks", None): "disks.delete",
             ("POST", "disks", "setLabels"): "disks.setLabels",
             ("POST", "disks", "resize"): "disks.resize",
             ("POST", "disks", "createSnapshot"): "disks.createSnapshot",
@@ -722,6 +723,25 @@ class Handler(loopback.Handler):
             if key not in STATE["disks"]:
                 return not_found(f"projects/{project}/zones/{zone}/disks/{name}")
             return 200, disk_json(key)
+        if method_name == "disks.delete":
+            key = (project, zone, name)
+            if key not in STATE["disks"]:
+                return not_found(f"projects/{project}/zones/{zone}/disks/{name}")
+
+            def effect():
+                # Compute Engine refuses to delete a disk still attached
+                # (resourceInUseByAnotherResource).
+                disk = STATE["disks"].get(key)
+                if disk is None:
+                    return None
+                if disk["users"]:
+                    return {"errors": [{"code": "RESOURCE_IN_USE_BY_ANOTHER_RESOURCE", "message": f"The disk resource '{name}' is already being used by '{disk['users'][0]}'"}]}
+                del STATE["disks"][key]
+                if disk.get("backing") and os.path.exists(disk["backing"]):
+                    os.remove(disk["backing"])
+                return None
+
+            return 200, new_op(project, zone, "delete", link(project, zone, "disks", name), effect)
         if method_name == "disks.setLabels":
             key = (project, zone, name)
             if key not in STATE["disks"]:

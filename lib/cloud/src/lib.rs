@@ -274,6 +274,8 @@ pub enum Operation {
     Detach(DetachArgs),
     /// `disk-snapshot`.
     Snapshot(SnapshotArgs),
+    /// `disk-scratch`.
+    Scratch(appscale_persist::provider::ScratchPhase),
 }
 
 impl Operation {
@@ -284,6 +286,7 @@ impl Operation {
             Operation::Attach => Op::Attach,
             Operation::Detach(_) => Op::Detach,
             Operation::Snapshot(_) => Op::Snapshot,
+            Operation::Scratch(phase) => Op::Scratch(*phase),
         }
     }
 

@@ -42,7 +42,8 @@ pub use fault::{ApiError, Fault};
 pub use lazy::Lazy;
 pub use poll::{Deadline, Unfinished, poll_until, poll_until_with};
 pub use records::{
-    Detachable, ThisInstance, deployment_of, find_device_here, may_detach, place, refuse_duplicates,
+    Detachable, ThisInstance, attached_disk, deployment_of, find_device_here, may_detach, place,
+    refuse_duplicates,
 };
 pub use spec::DiskSpec;
 

@@ -7,7 +7,7 @@ use std::hash::Hash;
 
 use appscale_persist::discover;
 use appscale_persist::log;
-use appscale_persist::record::Record;
+use appscale_persist::record::{ProviderKind, Record};
 use appscale_persist::release::identity::{Ec2Instance, GceInstance};
 use appscale_persist::release::{self, FORCE_RISK};
 use appscale_persist::step::{Failure, StepResult};
@@ -169,6 +169,28 @@ pub fn find_device_here(r: &mut Record, result: StepResult) -> StepResult {
         .push_str(&format!(", device {}", path.display()));
     r.device = Some(path.display().to_string());
     Ok(outcome)
+}
+
+/// A disk no record names (a scratch copy, disk-scratch's), as a record:
+/// enough to find its device here ([`discover::find`],
+/// [`discover::refuse_if_mounted_here`]) by its id, its attach name
+/// (EC2 `/dev/sdf`, a GCE device name), its size, and its instance.
+pub fn attached_disk(
+    kind: ProviderKind,
+    id: &str,
+    attached_as: Option<&str>,
+    size_bytes: Option<u64>,
+    instance: &str,
+) -> Record {
+    Record {
+        provider: Some(kind),
+        disk: Some(id.to_string()),
+        disk_id: Some(id.to_string()),
+        attached_as: attached_as.map(str::to_string),
+        size_bytes,
+        instance: Some(instance.to_string()),
+        ..Record::default()
+    }
 }
 
 #[cfg(test)]

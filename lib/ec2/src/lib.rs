@@ -43,6 +43,7 @@ mod limits;
 mod options;
 pub mod owner;
 mod pending;
+mod scratch;
 mod snapshot;
 mod volume;
 mod whoami;
@@ -52,7 +53,7 @@ use std::time::Duration;
 
 use appscale_persist::checks::{Ask, Check};
 use appscale_persist::log;
-use appscale_persist::provider::{DiskStatus, Provider, Size};
+use appscale_persist::provider::{DiskStatus, Provider, ScratchPhase, Size};
 use appscale_persist::record::{ProviderKind, Record};
 use appscale_persist::release::identity;
 use appscale_persist::step::{Ctx, Failure, StepResult};
@@ -337,6 +338,30 @@ impl Provider for Ec2 {
             Err(f) => fail_all(records, f),
         }
     }
+
+    fn scratch(&mut self, records: &mut [Record], phase: ScratchPhase, cx: Ctx) -> Vec<StepResult> {
+        // A scratch copy is attached to the node that reads it: this one.
+        if !self.cfg.on_node {
+            return fail_all(
+                records,
+                Failure::new(
+                    appscale_persist::codes::NO_INSTANCE,
+                    "disk-scratch runs on the disk's node: pass --self",
+                ),
+            );
+        }
+        let this = match self.this_instance() {
+            Ok(t) => t,
+            Err(f) => return fail_all(records, f),
+        };
+        match self.start(records, cx) {
+            Ok((run, placed)) => self
+                .rt
+                .block_on(scratch::scratch(&run, &this, phase, records, placed)),
+            Err(f) => fail_all(records, f),
+        }
+    }
+
     fn preflight(&mut self, records: &[Record], ask: &Ask) -> Vec<Vec<Check>> {
         doctor::preflight(self, records, ask)
     }

@@ -196,6 +196,7 @@ pub fn last_segment(s: &str) -> &str {
 /// Connected clients.
 pub struct Api {
     pub(crate) disks: Disks,
+    /// Instances (attachDisk read-only: [`crate::scratch`]).
     pub(crate) instances: Instances,
     ops: ZoneOperations,
     /// Snapshots (global), and their global operations

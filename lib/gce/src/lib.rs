@@ -35,6 +35,7 @@ mod disk;
 mod doctor;
 mod options;
 pub mod owner;
+mod scratch;
 mod snapshot;
 mod whoami;
 
@@ -43,7 +44,7 @@ use std::time::Duration;
 
 use appscale_persist::checks::{Ask, Check};
 use appscale_persist::codes;
-use appscale_persist::provider::{DiskStatus, Provider, Size, disk_of};
+use appscale_persist::provider::{DiskStatus, Provider, ScratchPhase, Size, disk_of};
 use appscale_persist::record::{ProviderKind, Record};
 use appscale_persist::release::identity::{self, GceInstance};
 use appscale_persist::step::{Ctx, Failure, StepResult};
@@ -396,6 +397,30 @@ impl Provider for Gce {
             Err(f) => fail_all(records, f),
         }
     }
+
+    fn scratch(&mut self, records: &mut [Record], phase: ScratchPhase, cx: Ctx) -> Vec<StepResult> {
+        // A scratch copy is attached to the node that reads it: this one.
+        if !self.cfg.on_node {
+            return fail_all(
+                records,
+                Failure::new(
+                    codes::NO_INSTANCE,
+                    "disk-scratch runs on the disk's node: pass --self",
+                ),
+            );
+        }
+        let this = match self.this_instance() {
+            Ok(t) => t,
+            Err(f) => return fail_all(records, f),
+        };
+        match self.start(records, cx) {
+            Ok((run, targets)) => self
+                .rt
+                .block_on(scratch::scratch(&run, &this.name, phase, records, targets)),
+            Err(f) => fail_all(records, f),
+        }
+    }
+
     fn preflight(&mut self, records: &[Record], ask: &Ask) -> Vec<Vec<Check>> {
         doctor::preflight(self, records, ask)
     }

@@ -113,13 +113,7 @@ fn snap_of(s: GceSnapshot) -> Option<Snap> {
     if !marks.ours() || label(LABEL_ZONE).is_empty() {
         return None;
     }
-    let state = match s.status.as_ref().and_then(|st| st.name()) {
-        Some("READY") => "completed",
-        Some("CREATING") | Some("UPLOADING") => "pending",
-        Some("FAILED") => "error",
-        Some("DELETING") => "deleting",
-        _ => "unknown",
-    };
+    let state = state_of(&s);
     Some(Snap {
         name: s.name.clone()?,
         disk: label(LABEL_DISK),
@@ -130,6 +124,18 @@ fn snap_of(s: GceSnapshot) -> Option<Snap> {
         size: (s.disk_size_gb.unwrap_or(0).max(0) as u64) << 30,
         state: state.to_string(),
     })
+}
+
+/// A snapshot's status in the words the records use: `completed`,
+/// `pending`, `error`, `deleting` or `unknown`.
+pub fn state_of(s: &GceSnapshot) -> &'static str {
+    match s.status.as_ref().and_then(|st| st.name()) {
+        Some("READY") => "completed",
+        Some("CREATING") | Some("UPLOADING") => "pending",
+        Some("FAILED") => "error",
+        Some("DELETING") => "deleting",
+        _ => "unknown",
+    }
 }
 
 /// The zone and disk name a `sourceDisk` URL (or partial URL) names:
@@ -238,6 +244,21 @@ impl Api {
 
     /// The snapshot `name`, or `None` when there is none.
     pub async fn snapshot(&self, project: &str, name: &str) -> Result<Option<Snap>, ApiError> {
+        Ok(self
+            .snapshot_of_anyone(project, name)
+            .await?
+            .and_then(snap_of))
+    }
+
+    /// The snapshot `name` as Compute Engine gives it, whoever made it:
+    /// for one whose own marks say it is ours in another way (a scratch
+    /// snapshot's owner label, [`crate::scratch`]), which
+    /// [`Api::snapshot`] would not take for disk-snapshot's.
+    pub async fn snapshot_of_anyone(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<GceSnapshot>, ApiError> {
         let what = format!("snapshots.get {name}");
         let get = self
             .snapshots
@@ -246,7 +267,7 @@ impl Api {
             .set_snapshot(name)
             .send();
         match bounded(&what, get).await? {
-            Ok(s) => Ok(snap_of(s)),
+            Ok(s) => Ok(Some(s)),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(api_error(&what, e)),
         }

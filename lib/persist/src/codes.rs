@@ -275,6 +275,25 @@ pub const SNAPSHOT_TOO_SOON: &str = "snapshot-too-soon";
 /// The node's disks are NVMe and nothing names them (the guest
 /// environment's udev rules are missing, the device name unreadable).
 pub const NO_DISK_NAMING: &str = "no-disk-naming";
+// Archives (disk-archive, disk-restore).
+/// restic, which archives are made with, is not installed.
+pub const NO_RESTIC: &str = "no-restic";
+/// There is no repository at the location given (and `--init` was not).
+pub const NO_REPOSITORY: &str = "no-repository";
+/// The repository's password is missing, or not its password.
+pub const REPOSITORY_PASSWORD: &str = "repository-password";
+/// Another run held the repository's lock (restic's) for the whole wait.
+pub const REPOSITORY_LOCKED: &str = "repository-locked";
+/// The archive to restore does not exist, or the disk has none.
+pub const NO_SUCH_ARCHIVE: &str = "no-such-archive";
+/// Archiving failed: nothing new is in the repository.
+pub const ARCHIVE_FAILED: &str = "archive-failed";
+/// A restore was refused: the filesystem is not one this flow just formatted.
+pub const NOT_FRESH: &str = "not-fresh";
+/// Filling the disk from the archive failed; nothing mounted.
+pub const RESTORE_FAILED: &str = "restore-failed";
+/// `restic check` or a restore drill found a difference or damage.
+pub const VERIFY_FAILED: &str = "verify-failed";
 
 // EC2 and Eucalyptus as they answer (issue 26), listed last too.
 /// The volume's last modification is not `completed` yet, or it was
@@ -389,6 +408,15 @@ pub const ALL: &[&str] = &[
     REGIONAL_DISK,
     SNAPSHOT_TOO_SOON,
     NO_DISK_NAMING,
+    NO_RESTIC,
+    NO_REPOSITORY,
+    REPOSITORY_PASSWORD,
+    REPOSITORY_LOCKED,
+    NO_SUCH_ARCHIVE,
+    ARCHIVE_FAILED,
+    NOT_FRESH,
+    RESTORE_FAILED,
+    VERIFY_FAILED,
     RESIZE_TOO_SOON,
     REGION_MISMATCH,
     ORIGINAL_ATTACHED,

@@ -46,7 +46,7 @@ const FLOORS: &[(&str, &[&str])] = &[
     ("providers", &["provider"]),
     (
         "what each tool does",
-        &["steps", "status", "doctor", "appscalefile"],
+        &["steps", "status", "doctor", "archive", "appscalefile"],
     ),
     (
         "drivers: a tool, the command line, Ansible, generated pages",

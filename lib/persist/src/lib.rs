@@ -25,6 +25,8 @@
 //! * [`node_id`]: which node of the plan this machine is (`--node auto`).
 //! * [`snapshot`]: what `disk-snapshot` is asked, and retention;
 //!   [`freeze`]: freezing a filesystem for a snapshot, always thawed.
+//! * [`archive`]: off-site archives in a restic repository
+//!   (`disk-archive`, `disk-restore`).
 //! * [`codes`]: every `error.code` a record can carry; [`failure`]: a
 //!   record's failure (a code and a message), beneath every module that
 //!   can fail.
@@ -54,6 +56,7 @@
 
 pub mod ansible;
 pub mod appscalefile;
+pub mod archive;
 pub mod blockdev;
 pub mod checks;
 pub mod cli;
@@ -102,5 +105,8 @@ pub const TOOLS: &[&str] = &[
     "disk-detach",
     "disk-status",
     "disk-snapshot",
+    "disk-archive",
+    "disk-scratch",
+    "disk-restore",
     "disk-doctor",
 ];

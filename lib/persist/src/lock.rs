@@ -137,6 +137,14 @@ impl NodeLock {
         NodeLock::take_at(Path::new(NODE_LOCK), check)
     }
 
+    /// Takes an exclusive lock like the node lock's on another lock file
+    /// (created `0600` in a `0700` directory when missing): one run at a
+    /// time on something narrower than the node (the archive of one disk),
+    /// waiting as for the node lock.
+    pub fn take_file(path: &Path) -> Result<NodeLock, LockError> {
+        NodeLock::take_at(path, false)
+    }
+
     fn take_at(path: &Path, check: bool) -> Result<NodeLock, LockError> {
         let io = |e| LockError::Io(path.to_path_buf(), e);
         if check {

@@ -130,6 +130,18 @@ pub struct Record {
     /// ([`crate::tool::run`]).
     #[serde(skip)]
     pub listed: Vec<Snapshot>,
+    /// The archive disk-archive made of the disk (or, with `--list`, one of
+    /// its archives), or the one disk-restore filled it from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<Archive>,
+    /// With `disk-archive --list`, the disk's archives, newest first: never
+    /// on the wire, one record per archive instead, as for [`Record::listed`].
+    #[serde(skip)]
+    pub listed_archives: Vec<Archive>,
+    /// A cloud disk's scratch copy while disk-archive reads it
+    /// (`disk-scratch`): its snapshot, then the disk made from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch: Option<Scratch>,
     /// Every key this version does not know, kept in order and passed on.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -223,6 +235,80 @@ pub struct RestoredFrom {
     pub disk: String,
 }
 
+/// An archive of a disk's files in a restic repository, as `disk-archive`
+/// and `disk-restore` report it (docs/archive.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Archive {
+    /// The archive's id: the restic snapshot id (what `disk-restore --from`
+    /// takes; a unique prefix of 8 or more characters will do).
+    pub id: String,
+    /// The moment archived (when the filesystem was frozen, or the disk
+    /// copied), RFC 3339 in UTC.
+    pub time: String,
+    /// The repository it is in (never a credential).
+    pub repository: String,
+    /// `completed`; `planned` (`--check`); `restored` (disk-restore filled
+    /// the disk from it); `verified` (a restore drill matched it).
+    pub state: String,
+    /// The node whose disk it is an archive of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The disk it is an archive of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+    /// The archived filesystem's type (`ext4`, `xfs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs: Option<String>,
+    /// Bytes of the files archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Files archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+    /// Bytes this archive added to the repository (after deduplication and
+    /// compression): small for an archive of a disk little changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added: Option<u64>,
+    /// How the moment was kept: `frozen` (the mounted filesystem frozen for
+    /// the copy or snapshot it was archived from), `not-mounted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze: Option<String>,
+    /// The set it belongs to: the archives of a deployment's disks taken at
+    /// one moment (`--set`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<String>,
+    /// The older archives of the same disk and deployment that retention
+    /// (`--keep`, `--keep-within`) deleted (with `--check`: would delete).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pruned: Vec<String>,
+    /// When a restore drill last matched it (`--drill`), RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<String>,
+}
+
+/// A scratch copy of a cloud disk at one moment, made for an archive by
+/// `disk-scratch` on the disk's node and deleted again after: the
+/// provider's snapshot, and the disk made from it, attached here. Both are
+/// tagged (EBS) or labelled (GCE) with [`Scratch::owner`]: nothing else
+/// deletes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scratch {
+    /// Whose they are: this instance and the disk's archive key.
+    pub owner: String,
+    /// The snapshot (EBS `snap-...`, a GCE snapshot's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// When the snapshot was taken (its moment), RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// The scratch disk made from it (EBS `vol-...`, a GCE disk's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+    /// Its device on this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+}
+
 fn default_version() -> u32 {
     VERSION
 }
@@ -258,6 +344,9 @@ impl Default for Record {
             snapshot: None,
             restored_from: None,
             listed: Vec::new(),
+            archive: None,
+            listed_archives: Vec::new(),
+            scratch: None,
             extra: Map::new(),
         }
     }

@@ -11,6 +11,10 @@
 //!
 //! A failure carries the command line and the child's stderr, so the message
 //! an operator sees says what was run and what it said.
+//!
+//! A child may be given bytes on stdin ([`Cmd::stdin`]: `restic backup
+//! --stdin`), and its stdout lines may be read as they come
+//! ([`Cmd::output_lines`]: `restic --json` progress).
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -44,6 +48,9 @@ pub struct Cmd {
     timeout: Duration,
     env: Vec<(OsString, OsString)>,
     finish_on_interrupt: bool,
+    stdin: Option<Vec<u8>>,
+    dir: Option<PathBuf>,
+    ends_with_us: bool,
     never_killed: bool,
 }
 
@@ -132,6 +139,9 @@ impl Cmd {
             env: Vec::new(),
             finish_on_interrupt: false,
             never_killed: false,
+            stdin: None,
+            dir: None,
+            ends_with_us: false,
         }
     }
 
@@ -143,6 +153,27 @@ impl Cmd {
     pub fn never_killed(mut self) -> Cmd {
         self.finish_on_interrupt = true;
         self.never_killed = true;
+        self
+    }
+
+    /// Has the child sent SIGTERM should this process die first (SIGKILL
+    /// included): for a long transfer (restic) that must not go on
+    /// reading a mount the next run will want to take back.
+    pub fn ends_with_us(mut self) -> Cmd {
+        self.ends_with_us = true;
+        self
+    }
+
+    /// Runs the child in `dir` instead of this process's directory.
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Cmd {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// Gives the child these bytes on stdin (then end of file), instead of
+    /// a closed stdin.
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Cmd {
+        self.stdin = Some(bytes.into());
         self
     }
 
@@ -195,52 +226,109 @@ impl Cmd {
 
     /// Runs to completion and returns its output whatever the exit code.
     pub fn output(&self) -> Result<Output, RunError> {
+        self.output_lines(|_| {})
+    }
+
+    /// Runs to completion like [`Cmd::output`], handing each line of stdout
+    /// (without its newline) to `line` as the child writes it; the whole of
+    /// stdout is in the [`Output`] too.
+    pub fn output_lines(&self, line: impl FnMut(&str) + Send) -> Result<Output, RunError> {
+        let stdin = if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
+        let mut child = self.spawn(stdin, Stdio::piped(), Stdio::piped())?;
+        std::thread::scope(|s| {
+            // Feed stdin and drain both pipes on their own threads, so a
+            // chatty child never blocks on a full pipe while we wait for it
+            // to exit.
+            if let (Some(bytes), Some(mut pipe)) = (&self.stdin, child.stdin.take()) {
+                s.spawn(move || {
+                    // A child that exits without reading all is its
+                    // business: its exit status says what happened.
+                    let _ = std::io::Write::write_all(&mut pipe, bytes);
+                });
+            }
+            let out = drain_lines(s, child.stdout.take(), line);
+            let err = drain_lines(s, child.stderr.take(), |_| {});
+            let status = self.wait_for(&mut child)?;
+            Ok(Output {
+                code: status.code(),
+                stdout: out.join().unwrap_or_default(),
+                stderr: err.join().unwrap_or_default(),
+            })
+        })
+    }
+
+    /// Starts the child and returns at once, with a pipe to its stdin: for a
+    /// helper that lives beside this process (the thaw sentinel of
+    /// [`crate::archive`]). Its stdout goes nowhere, its stderr is this
+    /// process's; it is killed when the handle is dropped unfinished.
+    pub fn start(&self) -> Result<Started, RunError> {
+        let mut child = self.spawn(Stdio::piped(), Stdio::null(), Stdio::inherit())?;
+        let stdin = child.stdin.take();
+        Ok(Started {
+            child: Some(child),
+            stdin,
+            timeout: self.timeout,
+        })
+    }
+
+    /// Starts the child with these standard streams: its argv, its
+    /// environment (and `LC_ALL=C`: messages we parse must not be
+    /// translated), its directory, the signals unblocked and, when asked,
+    /// SIGTERM should this process die first; one child at a time.
+    fn spawn(&self, stdin: Stdio, stdout: Stdio, stderr: Stdio) -> Result<Child, RunError> {
         let path = resolve(&self.program)?;
         crate::log::debug(format_args!("running {}", self.cmdline()));
         let mut command = Command::new(&path);
         command
             .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Messages we parse must not be translated.
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr)
             .env("LC_ALL", "C");
         for (k, v) in &self.env {
             command.env(k, v);
+        }
+        if let Some(dir) = &self.dir {
+            command.current_dir(dir);
         }
         // The child starts with the stopping signals unblocked (std
         // empties the mask), so that it can be stopped; one that is let
         // finish gets them blocked again, and a process group of its own:
         // a Ctrl-C at the terminal (sent to the whole foreground group)
-        // does not reach it either.
+        // does not reach it either. One that ends with us is sent SIGTERM
+        // should this process die first.
         let hook = if self.finish_on_interrupt {
             std::os::unix::process::CommandExt::process_group(&mut command, 0);
             crate::interrupt::block_in_child
         } else {
             crate::interrupt::unblock_in_child
         };
-        // SAFETY: the hook only calls pthread_sigmask, which is
+        let ends_with_us = self.ends_with_us;
+        // SAFETY: the hook only calls pthread_sigmask and prctl, which are
         // async-signal-safe, as code between fork and exec must be.
         unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, hook);
+            std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                hook()?;
+                if ends_with_us {
+                    nix::libc::prctl(
+                        nix::libc::PR_SET_PDEATHSIG,
+                        nix::libc::SIGTERM as nix::libc::c_ulong,
+                    );
+                }
+                Ok(())
+            });
         }
         let spawned = {
             let _one_at_a_time = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
             command.spawn()
         };
-        let mut child = spawned.map_err(|error| RunError::Spawn {
+        spawned.map_err(|error| RunError::Spawn {
             cmdline: self.cmdline(),
             error,
-        })?;
-        // Drain both pipes on their own threads so a chatty child never
-        // blocks on a full pipe while we wait for it to exit.
-        let out = drain(child.stdout.take());
-        let err = drain(child.stderr.take());
-        let status = self.wait_for(&mut child)?;
-        Ok(Output {
-            code: status.code(),
-            stdout: out.join().unwrap_or_default(),
-            stderr: err.join().unwrap_or_default(),
         })
     }
 
@@ -316,6 +404,36 @@ impl Cmd {
     }
 }
 
+/// A child started with [`Cmd::start`], running beside this process.
+#[derive(Debug)]
+pub struct Started {
+    child: Option<Child>,
+    stdin: Option<std::process::ChildStdin>,
+    timeout: Duration,
+}
+
+impl Started {
+    /// Writes `words` to the child's stdin, closes it, and waits (at most
+    /// the command's deadline) for the child to exit; killed past it.
+    pub fn finish(mut self, words: &[u8]) {
+        if let Some(mut pipe) = self.stdin.take() {
+            let _ = std::io::Write::write_all(&mut pipe, words);
+        }
+        if let Some(mut child) = self.child.take() {
+            reap_within(&mut child, self.timeout);
+        }
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Wakes a wait as soon as a child exits: the backoff's sleeps between
 /// `try_wait`s (which keep the deadline and notice a signal) end early
 /// when it does, so a 40 ms `mkfs` costs 40 ms, not the next step of the
@@ -363,11 +481,13 @@ fn stop(child: &mut Child) {
     use nix::unistd::Pid;
     let pid = Pid::from_raw(child.id() as i32);
     let _ = kill(pid, Signal::SIGTERM);
-    let mut backoff = Backoff::start(WaitParams::quick(Duration::from_secs(5)));
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
+    reap_within(child, Duration::from_secs(5));
+}
+
+/// Waits for `child` to exit, at most `time`; killed (SIGKILL) past it.
+fn reap_within(child: &mut Child, time: Duration) {
+    let mut backoff = Backoff::start(WaitParams::quick(time));
+    while let Ok(None) = child.try_wait() {
         match backoff.next_delay() {
             Some(d) => std::thread::sleep(d),
             None => {
@@ -385,11 +505,27 @@ impl fmt::Display for Cmd {
     }
 }
 
-fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
+/// Reads `pipe` to its end on a thread of scope `s`, handing each line to
+/// `line` as it comes; returns the whole text.
+fn drain_lines<'s, R: Read + Send + 's>(
+    s: &'s std::thread::Scope<'s, '_>,
+    pipe: Option<R>,
+    mut line: impl FnMut(&str) + Send + 's,
+) -> std::thread::ScopedJoinHandle<'s, String> {
+    s.spawn(move || {
         let mut buf = Vec::new();
-        if let Some(mut p) = pipe {
-            let _ = p.read_to_end(&mut buf);
+        if let Some(p) = pipe {
+            let mut r = std::io::BufReader::new(p);
+            loop {
+                let start = buf.len();
+                match std::io::BufRead::read_until(&mut r, b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let text = String::from_utf8_lossy(&buf[start..]);
+                        line(text.trim_end_matches(['\n', '\r']));
+                    }
+                }
+            }
         }
         String::from_utf8_lossy(&buf).into_owned()
     })
@@ -425,6 +561,7 @@ fn install_hint(program: &str) -> String {
         "mkfs.btrfs" | "btrfs" => "btrfs-progs",
         "mkfs.ext4" | "e2fsck" | "resize2fs" | "dumpe2fs" | "fsck.ext4" => "e2fsprogs",
         "blkid" | "wipefs" | "lsblk" | "losetup" | "mount" | "umount" | "findmnt" => "util-linux",
+        "restic" => "restic",
         _ => return String::new(),
     };
     format!(": install the {package} package")
@@ -496,6 +633,18 @@ mod tests {
             ),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn stdin_is_given_and_stdout_lines_are_seen_as_they_come() {
+        let mut seen = Vec::new();
+        let out = Cmd::new("sh")
+            .args(["-c", "cat; echo two"])
+            .stdin("one\n")
+            .output_lines(|l| seen.push(l.to_string()))
+            .unwrap();
+        assert_eq!(seen, ["one", "two"]);
+        assert_eq!(out.stdout, "one\ntwo\n");
     }
 
     #[test]

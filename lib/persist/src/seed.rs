@@ -1,6 +1,8 @@
 //! Seeding: copying what a mountpoint already holds onto a new, empty
 //! filesystem before mounting it there, so that the first `up` does not hide
 //! an image's `/opt/appscale`; and doing so without ever deleting anything.
+//! A restore from an archive fills a new filesystem by the same rules
+//! ([`fill`]).
 //!
 //! The rules (docs/safety.md):
 //!
@@ -147,9 +149,35 @@ pub enum Seeded {
 /// docs); `may_start` says whether a new copy may begin (the filesystem is
 /// fresh). Mounts the filesystem in a private temporary directory to do so.
 pub fn seed(dev: &Device, fstype: &str, mp: &Path, may_start: bool) -> Result<Seeded, SeedError> {
-    let fail = |e: &dyn std::fmt::Display| {
-        SeedError::Failed(format!("seeding from {}: {e}", mp.display()))
-    };
+    let from = format!("seeding from {}", mp.display());
+    fill(dev, fstype, may_start, &from, |staging| {
+        let mut src = mp.as_os_str().to_owned();
+        src.push("/.");
+        Cmd::new("cp")
+            .args(["-a", "--"])
+            .arg(&src)
+            .arg(staging)
+            .timeout(COPY_TIMEOUT)
+            .run()
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Fills the new filesystem on `dev` by the rules of the module docs, with
+/// what `copy` puts into the staging directory it is given (the files of
+/// a mountpoint for [`seed`]; an archive's, restored, for
+/// `disk-restore`); `what` names it in messages. `may_start` says whether
+/// a new copy may begin (the filesystem is fresh): without it, only a copy
+/// an earlier run completed is moved into place.
+pub fn fill(
+    dev: &Device,
+    fstype: &str,
+    may_start: bool,
+    what: &str,
+    copy: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<Seeded, SeedError> {
+    let fail = |e: &dyn std::fmt::Display| SeedError::Failed(format!("{what}: {e}"));
     let tmp = TempMount::new(&dev.path, dev.major, dev.minor, fstype).map_err(|e| fail(&e))?;
     let root = tmp.path().to_path_buf();
     let names: Vec<String> = std::fs::read_dir(&root)
@@ -204,17 +232,19 @@ pub fn seed(dev: &Device, fstype: &str, mp: &Path, may_start: bool) -> Result<Se
     } else if !may_start {
         Ok(Seeded::Nothing)
     } else {
-        copy(&root, mp).map(Seeded::Copied)
+        copy_in(&root, what, copy).map(Seeded::Copied)
     };
     tmp.finish().map_err(|e| fail(&e))?;
     result
 }
 
-/// Copies `mp` into a fresh staging directory on `root`, then moves it up.
-fn copy(root: &Path, mp: &Path) -> Result<usize, SeedError> {
-    let fail = |e: &dyn std::fmt::Display| {
-        SeedError::Failed(format!("seeding from {}: {e}", mp.display()))
-    };
+/// Has `copy` fill a fresh staging directory on `root`, then moves it up.
+fn copy_in(
+    root: &Path,
+    what: &str,
+    copy: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<usize, SeedError> {
+    let fail = |e: &dyn std::fmt::Display| SeedError::Failed(format!("{what}: {e}"));
     let staging = root.join(STAGING);
     // Only our own interrupted copy is ever removed: the staging directory.
     if staging.exists() {
@@ -224,15 +254,7 @@ fn copy(root: &Path, mp: &Path) -> Result<usize, SeedError> {
         .mode(0o700)
         .create(&staging)
         .map_err(|e| fail(&e))?;
-    let mut src = mp.as_os_str().to_owned();
-    src.push("/.");
-    Cmd::new("cp")
-        .args(["-a", "--"])
-        .arg(&src)
-        .arg(&staging)
-        .timeout(COPY_TIMEOUT)
-        .run()
-        .map_err(|e| fail(&e))?;
+    copy(&staging).map_err(|e| fail(&e))?;
     files::sync_fs(root).map_err(|e| fail(&e))?;
     std::fs::rename(&staging, root.join(STAGED)).map_err(|e| fail(&e))?;
     finish(root)

@@ -34,6 +34,22 @@ use crate::record::{DEFAULT_MOUNTPOINT, ProviderKind, Record};
 use crate::step::{Exit, Failure};
 use crate::steps::provision::Opener;
 
+/// The archive part of a record, when this node has archived its disk.
+fn archive_part(r: &Record) -> Option<crate::archive::ledger::Entry> {
+    let deployment = r
+        .deployment
+        .as_deref()
+        .filter(|d| !d.is_empty())
+        .unwrap_or(crate::record::DEFAULT_DEPLOYMENT);
+    let key = crate::archive::ledger::key(
+        deployment,
+        r.provider.unwrap_or(ProviderKind::Local),
+        r.disk.as_deref()?,
+    );
+    let e = crate::archive::ledger::read(&key);
+    (e.last_time.is_some() || e.verified_time.is_some()).then_some(e)
+}
+
 impl Problem {
     /// A problem with code `code`, and the fix [`fix`] gives for it.
     pub fn new(code: &str, message: impl Into<String>) -> Problem {
@@ -206,6 +222,9 @@ pub fn run(records: &mut [Record], opts: &Options, open: &mut Opener) -> Exit {
                 }
             }
         }
+    }
+    for (j, s) in statuses.iter_mut().enumerate() {
+        s.archive = archive_part(&seen[j]);
     }
     for (i, s) in todo.into_iter().zip(statuses) {
         records[i].status = Some(s);
@@ -746,7 +765,7 @@ fn label_value(s: &str) -> String {
 pub fn prometheus(records: &[Record]) -> String {
     type Metric = (&'static str, &'static str, fn(&Record) -> Option<f64>);
     let status = |r: &Record| r.status.clone().unwrap_or_default();
-    let metrics: [Metric; 6] = [
+    let metrics: [Metric; 9] = [
         (
             "size_bytes",
             "Size of the disk in bytes (the cloud's word, else the device's).",
@@ -802,6 +821,34 @@ pub fn prometheus(records: &[Record]) -> String {
             },
         ),
         (
+            "archive_last_timestamp_seconds",
+            "When the moment of the disk's last archive was (disk-archive), seconds since the epoch.",
+            |r| {
+                let a = r.status.as_ref()?.archive.as_ref()?;
+                archive_time(&a.last_time)
+            },
+        ),
+        (
+            "archive_last_size_bytes",
+            "Bytes of files in the disk's last archive.",
+            |r| {
+                r.status
+                    .as_ref()?
+                    .archive
+                    .as_ref()?
+                    .last_size
+                    .map(|b| b as f64)
+            },
+        ),
+        (
+            "archive_verified_timestamp_seconds",
+            "When a restore drill (disk-archive --verify) last matched an archive of the disk, seconds since the epoch.",
+            |r| {
+                let a = r.status.as_ref()?.archive.as_ref()?;
+                archive_time(&a.verified_time)
+            },
+        ),
+        (
             "healthy",
             "1 when no problem was found with the disk.",
             |r| {
@@ -851,6 +898,13 @@ pub fn prometheus(records: &[Record]) -> String {
         }
     }
     out
+}
+
+/// An RFC 3339 time as seconds since the epoch.
+fn archive_time(t: &Option<String>) -> Option<f64> {
+    t.as_deref()
+        .and_then(crate::archive::tags::parse_time)
+        .map(|ms| ms as f64 / 1000.0)
 }
 
 #[cfg(test)]

@@ -69,8 +69,8 @@ pub trait ToolArgs: Parser {
 
 /// Runs tool `A`'s step over `records`: the whole input is checked first
 /// ([`ToolArgs::check_records`]; a failure is [`Exit::Usage`] with nothing
-/// done), then the step runs ([`execute`]); a record that lists snapshots
-/// becomes one record per snapshot. The caller has checked the
+/// done), then the step runs ([`execute`]); a record that lists snapshots (or
+/// archives) becomes one record per snapshot (or archive). The caller has checked the
 /// arguments themselves ([`ToolArgs::validate`]).
 pub fn run<A: ToolArgs>(mut args: A, records: Vec<Record>) -> Report {
     let check = args.common().check;
@@ -98,10 +98,21 @@ pub fn run<A: ToolArgs>(mut args: A, records: Vec<Record>) -> Report {
     report
 }
 
-/// A record listing snapshots (`disk-snapshot --list`) as one record per
-/// snapshot, newest first; any other record as it is.
+/// A record listing snapshots (`disk-snapshot --list`) or archives
+/// (`disk-archive --list`) as one record per snapshot or archive, newest
+/// first; any other record as it is.
 fn split_listed(mut rec: Record) -> Vec<Record> {
     let listed = std::mem::take(&mut rec.listed);
+    let archives = std::mem::take(&mut rec.listed_archives);
+    if !archives.is_empty() {
+        return archives
+            .into_iter()
+            .map(|a| Record {
+                archive: Some(a),
+                ..rec.clone()
+            })
+            .collect();
+    }
     if listed.is_empty() {
         return vec![rec];
     }

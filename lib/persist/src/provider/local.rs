@@ -22,7 +22,7 @@
 //! on it, as the clouds' tags and labels are.
 
 pub mod owner;
-mod snapshots;
+pub(crate) mod snapshots;
 
 use crate::codes;
 use std::fs::{File, OpenOptions};

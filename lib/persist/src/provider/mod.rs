@@ -91,6 +91,27 @@ pub trait Provider {
             .collect()
     }
 
+    /// Runs `phase` of each record's scratch copy (`record.scratch`; see
+    /// [`ScratchPhase`]), on the disk's node. A provider that cannot fails
+    /// each record with `snapshot-unsupported`.
+    fn scratch(
+        &mut self,
+        records: &mut [Record],
+        _phase: ScratchPhase,
+        _cx: Ctx,
+    ) -> Vec<StepResult> {
+        let kind = self.kind();
+        records
+            .iter()
+            .map(|_| {
+                Err(Failure::new(
+                    codes::SNAPSHOT_UNSUPPORTED,
+                    format!("the {kind} provider makes no scratch copies"),
+                ))
+            })
+            .collect()
+    }
+
     /// `disk-doctor`'s checks of this provider for each record, changing
     /// nothing: whether the calls the flows in `ask` would make are
     /// allowed, and what stands in their way (credentials, clock, region,
@@ -113,6 +134,23 @@ pub trait Provider {
     }
 }
 
+/// Which part of a scratch copy's life `disk-scratch` runs (for
+/// `disk-archive` on a cloud disk's node; docs/archive.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScratchPhase {
+    /// Start a snapshot of the record's disk (its moment is fixed when this
+    /// returns: the caller holds the filesystem frozen meanwhile), after
+    /// deleting what a killed run of the same owner left.
+    Snapshot,
+    /// Make a disk from that snapshot, attach it to this node (read-only
+    /// where the cloud can) and find its device.
+    Attach,
+    /// Detach and delete the scratch disk and its snapshot, and anything
+    /// else of the same owner.
+    Drop,
+}
+
+/// A disk size: `10G`, `512M`, `1T`, `20GiB`; a bare number is GiB, as the
 /// clouds count. Units are binary (1G = 2^30 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Size(pub u64);

@@ -22,6 +22,10 @@ pub struct Status {
     /// What is wrong; empty when the disk is healthy.
     #[serde(default)]
     pub problems: Vec<Problem>,
+    /// What this node remembers of the disk's archives (disk-archive),
+    /// when it archived it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchivePart>,
 }
 
 /// What the disk's provider says of it.
@@ -146,4 +150,31 @@ pub struct Problem {
     pub message: String,
     /// What to do, in one line.
     pub fix: String,
+}
+
+/// What this node remembers of a disk's archives: one disk's entry in
+/// disk-archive's ledger ([`crate::archive::ledger`], which calls it `Entry`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivePart {
+    /// The repository of the last archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// The last archive's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_id: Option<String>,
+    /// Its moment, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_time: Option<String>,
+    /// Bytes of files it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_size: Option<u64>,
+    /// Bytes it added to the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_added: Option<u64>,
+    /// When a restore drill last matched an archive of the disk, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_time: Option<String>,
+    /// The archive it matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_id: Option<String>,
 }

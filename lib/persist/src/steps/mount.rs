@@ -608,6 +608,18 @@ impl Mount {
         ) {
             return Err(undo(e.into()));
         }
+        // A copy cut short (a seed's, or disk-restore's fill) is never
+        // taken for a finished one: its staging directory at the top
+        // says so; the filesystem is not left mounted with it.
+        if !seeded && let Some(marker) = seed::leftover_at(&mp) {
+            return Err(undo(
+                seed::SeedError::LeftoverMarker {
+                    marker: marker.into(),
+                    others: "a copy onto it (a seed, or disk-restore) was cut short: rerun the flow that was filling it (scripts/restore-archive, scripts/up)".into(),
+                }
+                .into(),
+            ));
+        }
         seed::clear_fresh(&uuid);
         if held > 0 && !seeded {
             log::warn(format_args!(

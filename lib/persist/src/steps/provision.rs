@@ -1,4 +1,4 @@
-//! `disk-create`, `disk-attach`, `disk-detach`, `disk-snapshot`: one step each, over whatever
+//! `disk-create`, `disk-attach`, `disk-detach`, `disk-snapshot`, `disk-scratch`: one step each, over whatever
 //! providers the records name.
 //!
 //! Records are grouped by provider; each group goes to its provider in one
@@ -25,6 +25,8 @@ pub enum Op {
     Detach,
     /// `disk-snapshot`.
     Snapshot,
+    /// `disk-scratch`.
+    Scratch(crate::provider::ScratchPhase),
 }
 
 /// Opens the provider for a kind, or says why it cannot.
@@ -78,6 +80,7 @@ impl Step for ProviderStep {
                     Op::Attach => p.attach(&mut batch, cx),
                     Op::Detach => p.detach(&mut batch, cx),
                     Op::Snapshot => p.snapshot(&mut batch, cx),
+                    Op::Scratch(phase) => p.scratch(&mut batch, phase, cx),
                 },
             };
             let took = started.elapsed();

@@ -205,8 +205,8 @@ fn check_id(id: &str) -> Result<(), Failure> {
 
 /// Copies `from` into a new file `to` (never replacing one), through a
 /// temporary name; `go_on` bounds the copy. `Ok(None)` when `to` appeared
-/// meanwhile.
-fn copy_new(
+/// meanwhile. (Also an archive's capture: [`crate::archive::capture`].)
+pub(crate) fn copy_new(
     from: &File,
     to: &Path,
     go_on: impl FnMut() -> std::io::Result<()>,
