@@ -48,12 +48,10 @@ mod snapshot;
 mod volume;
 mod whoami;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use appscale_persist::checks::{Ask, Check};
-use appscale_persist::discover;
 use appscale_persist::log;
 use appscale_persist::provider::{DiskStatus, Provider, ScratchPhase, Size};
 use appscale_persist::record::{ProviderKind, Record};
@@ -329,10 +327,6 @@ impl Provider for Ec2 {
             Ok((run, placed)) => self.rt.block_on(detach::detach(&run, records, placed)),
             Err(f) => fail_all(records, f),
         }
-    }
-
-    fn discover(&mut self, record: &Record) -> Result<PathBuf, Failure> {
-        discover::find(record, discover::DEVICE_WAIT)
     }
 
     fn snapshot(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {

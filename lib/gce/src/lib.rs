@@ -39,13 +39,11 @@ mod scratch;
 mod snapshot;
 mod whoami;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use appscale_persist::checks::{Ask, Check};
 use appscale_persist::codes;
-use appscale_persist::discover;
 use appscale_persist::provider::{DiskStatus, Provider, ScratchPhase, Size, disk_of};
 use appscale_persist::record::{ProviderKind, Record};
 use appscale_persist::release::identity::{self, GceInstance};
@@ -388,10 +386,6 @@ impl Provider for Gce {
             Ok((run, targets)) => self.rt.block_on(detach::detach(&run, records, targets)),
             Err(f) => fail_all(records, f),
         }
-    }
-
-    fn discover(&mut self, record: &Record) -> Result<PathBuf, Failure> {
-        discover::find(record, discover::DEVICE_WAIT)
     }
 
     fn snapshot(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {

@@ -24,6 +24,11 @@
 //! holds open with `O_EXCL` until `mkfs` runs. Nothing relies on `mkfs` refusing
 //! a device that holds data: without a terminal, `mke2fs` formats over an
 //! existing filesystem.
+//!
+//! [`refuse_if_in_use`] says whether a device is still in use on this node
+//! (mounted, held by something stacked on it, open exclusively): nothing is
+//! detached or let go while it is. [`dev_root`] and [`sys_root`] are `/dev`
+//! and `/sys`, or the directories tests put in their place.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -32,9 +37,30 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::codes;
+use crate::failure::Failure;
 use crate::mount;
 use crate::run::{Cmd, RunError};
-use crate::step::Failure;
+
+/// Environment variable that replaces `/dev` when looking for links.
+pub const DEV_ROOT_ENV: &str = "APPSCALE_PERSIST_DEV_ROOT";
+
+/// Environment variable that replaces `/sys` when reading a device's serial
+/// (tests plant a serial for a loop device standing in for a volume).
+pub const SYS_ROOT_ENV: &str = "APPSCALE_PERSIST_SYS_ROOT";
+
+/// `/dev`, or the test override.
+pub fn dev_root() -> PathBuf {
+    std::env::var_os(DEV_ROOT_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/dev"))
+}
+
+/// `/sys`, or the test override.
+pub fn sys_root() -> PathBuf {
+    std::env::var_os(SYS_ROOT_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/sys"))
+}
 
 /// How many bytes at each end of a device must be zero.
 pub const EDGE_BYTES: u64 = 1 << 20;
@@ -781,6 +807,75 @@ fn assess_open(dev: &Device, file: &File) -> Result<Assessment, BlockError> {
         )));
     }
     Ok(Assessment::Blank)
+}
+
+/// Refuses when `device`, a partition of it, or something stacked on it is
+/// mounted or otherwise held on this node. A device that does not exist
+/// here is not mounted here.
+pub fn refuse_if_in_use(device: &Path) -> Result<(), Failure> {
+    let dev = match Device::open(device) {
+        Ok(d) => d,
+        Err(_) => return Ok(()),
+    };
+    let table = mount::read_table()?;
+    let mut numbers = vec![(dev.major, dev.minor)];
+    for child in dev.children() {
+        if let Ok(s) = std::fs::read_to_string(format!("/sys/class/block/{child}/dev"))
+            && let Some((a, b)) = s.trim().split_once(':')
+            && let (Ok(a), Ok(b)) = (a.parse(), b.parse())
+        {
+            numbers.push((a, b));
+        }
+    }
+    for (major, minor) in numbers {
+        if let Some(m) = table.by_device(major, minor).first() {
+            return Err(Failure::new(
+                codes::MOUNTED,
+                format!(
+                    "{} is mounted on {}: run disk-unmount first; not detaching a mounted disk",
+                    device.display(),
+                    m.target.display()
+                ),
+            ));
+        }
+    }
+    let holders: Vec<String> = std::fs::read_dir(dev.sysfs().join("holders"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !holders.is_empty() {
+        return Err(Failure::new(
+            codes::IN_USE,
+            format!(
+                "{} is in use by {}: not detaching it",
+                device.display(),
+                holders.join(", ")
+            ),
+        ));
+    }
+    // Last, the kernel's own word: a filesystem lazily unmounted but still
+    // alive, a running mkfs or fsck, any exclusive user, holds the device
+    // open exclusively, and then this open fails.
+    match open_exclusive(&dev.real) {
+        Ok(_) => Ok(()),
+        Err(e @ BlockError::Busy(..)) => Err(Failure::new(
+            codes::IN_USE,
+            format!(
+                "{}: {e}; a lazily unmounted filesystem stays alive until its last user exits: not detaching it",
+                device.display()
+            ),
+        )),
+        Err(e) => Err(Failure::new(
+            e.code(),
+            format!(
+                "{}: {e}: cannot tell whether it is in use; not detaching it",
+                device.display()
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]

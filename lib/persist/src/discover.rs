@@ -4,7 +4,9 @@
 //!
 //! * [`verify_claimed_device`]: the `device` a record names must be its disk
 //!   (a local image's loop device, a static device, a cloud disk's links);
-//! * [`find_here`]: the record's disk on this node, without waiting;
+//! * [`resolve`]: which device on this node is the record's disk, from its
+//!   identity alone, for every provider; [`find_here`]: the same, a `device`
+//!   the record names first;
 //! * [`refuse_if_in_use`]: never detach what is mounted or held here.
 //!
 //! A cloud disk announces itself through udev links made from the device's
@@ -46,34 +48,24 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::blockdev::Device;
-use crate::mount;
+pub use crate::blockdev::{DEV_ROOT_ENV, SYS_ROOT_ENV, dev_root, refuse_if_in_use, sys_root};
 use crate::record::{ProviderKind, Record};
 use crate::step::Failure;
 use crate::wait::{self, Poll, WaitParams};
 
-/// Environment variable that replaces `/dev` when looking for links.
-pub const DEV_ROOT_ENV: &str = "APPSCALE_PERSIST_DEV_ROOT";
+pub mod local;
+pub mod static_disk;
 
-/// Environment variable that replaces `/sys` when reading a device's serial
-/// (tests plant a serial for a loop device standing in for a volume).
-pub const SYS_ROOT_ENV: &str = "APPSCALE_PERSIST_SYS_ROOT";
+/// The record's `disk`, or a failure saying it is missing.
+pub fn disk_of(rec: &Record) -> Result<&str, Failure> {
+    rec.disk
+        .as_deref()
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| Failure::new(codes::NO_DISK, "the record names no `disk`"))
+}
 
 /// How long the node-side tools wait for a cloud disk's device to appear.
 pub const DEVICE_WAIT: Duration = Duration::from_secs(60);
-
-/// `/dev`, or the test override.
-pub fn dev_root() -> PathBuf {
-    std::env::var_os(DEV_ROOT_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/dev"))
-}
-
-/// `/sys`, or the test override.
-pub fn sys_root() -> PathBuf {
-    std::env::var_os(SYS_ROOT_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/sys"))
-}
 
 /// Candidate device paths for a cloud record, most specific first.
 pub fn candidates(rec: &Record, root: &Path) -> Vec<PathBuf> {
@@ -527,9 +519,9 @@ pub fn verify_claimed_device(rec: &Record, dev: &Device) -> Result<(), Failure> 
         return Ok(());
     }
     match rec.provider {
-        Some(ProviderKind::Local) => crate::provider::local::verify_device(rec, dev),
+        Some(ProviderKind::Local) => local::verify_device(rec, dev),
         Some(ProviderKind::Static) => {
-            let disk = Device::open(&crate::provider::static_disk::device_path(rec)?)
+            let disk = Device::open(&static_disk::device_path(rec)?)
                 .map_err(|e| Failure::new(codes::IDENTITY_MISMATCH, e.to_string()))?;
             if (disk.major, disk.minor) == (dev.major, dev.minor) {
                 Ok(())
@@ -550,35 +542,26 @@ pub fn verify_claimed_device(rec: &Record, dev: &Device) -> Result<(), Failure> 
 }
 
 /// The record's disk on this node, found without waiting and without
-/// guessing: its `device`, else the loop device bound to its image (local:
-/// its `disk_id`, else `<state_dir>/<disk>.img`, the state directory being
-/// [`crate::provider::local::Local::state_dir`]'s), its device path (static), or what its
-/// identity links lead to (clouds). `None` when it is not found here.
+/// guessing: its `device`, else what its identity leads to ([`resolve`]).
+/// `None` when it is not found here.
 pub fn find_here(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
     if let Some(d) = &rec.device {
         return Device::open(Path::new(d)).ok();
     }
+    resolve(rec, state_dir)
+}
+
+/// Which device on this node is the record's disk, from the disk's own
+/// identity alone (never the record's `device`), without waiting: the one
+/// loop device bound to its image (local: its `disk_id`, else
+/// `<state_dir>/<disk>.img`, the state directory being
+/// [`local::state_dir`]'s), its device path (static), or what its identity
+/// links and serial lead to (clouds). `None` when it is not here, or when
+/// what is here is not provably it.
+pub fn resolve(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
     match rec.provider? {
-        ProviderKind::Local => {
-            let image = match rec.disk_id.as_deref() {
-                Some(p) => PathBuf::from(p),
-                None => crate::provider::local::Local::new(
-                    crate::provider::local::Local::state_dir(state_dir.map(Path::to_path_buf)),
-                    None,
-                )
-                .image(rec)
-                .ok()?,
-            };
-            let loops = crate::loopdev::bound_to(&image).ok()?;
-            let [lo] = loops.as_slice() else {
-                return None;
-            };
-            crate::loopdev::verify(lo, &image).ok()?;
-            Device::open(&lo.device).ok()
-        }
-        ProviderKind::Static => {
-            Device::open(&crate::provider::static_disk::device_path(rec).ok()?).ok()
-        }
+        ProviderKind::Local => local::bound_device(rec, state_dir),
+        ProviderKind::Static => Device::open(&static_disk::device_path(rec).ok()?).ok(),
         _ => candidates(rec, &dev_root())
             .iter()
             .find_map(|c| Device::open(c).ok())
@@ -626,75 +609,6 @@ pub fn wait_unheld(dev: &Device) -> Result<(), Failure> {
             format!(
                 "{} is still held by another program after {d:?}: not touching its filesystem meanwhile",
                 dev.path.display()
-            ),
-        )),
-    }
-}
-
-/// Refuses when `device`, a partition of it, or something stacked on it is
-/// mounted or otherwise held on this node. A device that does not exist
-/// here is not mounted here.
-pub fn refuse_if_in_use(device: &Path) -> Result<(), Failure> {
-    let dev = match Device::open(device) {
-        Ok(d) => d,
-        Err(_) => return Ok(()),
-    };
-    let table = mount::read_table()?;
-    let mut numbers = vec![(dev.major, dev.minor)];
-    for child in dev.children() {
-        if let Ok(s) = std::fs::read_to_string(format!("/sys/class/block/{child}/dev"))
-            && let Some((a, b)) = s.trim().split_once(':')
-            && let (Ok(a), Ok(b)) = (a.parse(), b.parse())
-        {
-            numbers.push((a, b));
-        }
-    }
-    for (major, minor) in numbers {
-        if let Some(m) = table.by_device(major, minor).first() {
-            return Err(Failure::new(
-                codes::MOUNTED,
-                format!(
-                    "{} is mounted on {}: run disk-unmount first; not detaching a mounted disk",
-                    device.display(),
-                    m.target.display()
-                ),
-            ));
-        }
-    }
-    let holders: Vec<String> = std::fs::read_dir(dev.sysfs().join("holders"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    if !holders.is_empty() {
-        return Err(Failure::new(
-            codes::IN_USE,
-            format!(
-                "{} is in use by {}: not detaching it",
-                device.display(),
-                holders.join(", ")
-            ),
-        ));
-    }
-    // Last, the kernel's own word: a filesystem lazily unmounted but still
-    // alive, a running mkfs or fsck, any exclusive user, holds the device
-    // open exclusively, and then this open fails.
-    match crate::blockdev::open_exclusive(&dev.real) {
-        Ok(_) => Ok(()),
-        Err(e @ crate::blockdev::BlockError::Busy(..)) => Err(Failure::new(
-            codes::IN_USE,
-            format!(
-                "{}: {e}; a lazily unmounted filesystem stays alive until its last user exits: not detaching it",
-                device.display()
-            ),
-        )),
-        Err(e) => Err(Failure::new(
-            e.code(),
-            format!(
-                "{}: {e}: cannot tell whether it is in use; not detaching it",
-                device.display()
             ),
         )),
     }

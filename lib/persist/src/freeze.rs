@@ -14,7 +14,8 @@
 //!   first SIGINT/SIGTERM/SIGHUP ends the work and drops the guard;
 //! * every frozen mountpoint is also listed in a process-wide registry, and
 //!   a second signal (which ends the process at once, see
-//!   [`crate::interrupt`]) thaws them all first ([`thaw_all`]).
+//!   [`crate::interrupt`]) thaws them all first ([`thaw_all`], registered
+//!   with [`crate::interrupt::before_exit_now`] before the first freeze).
 //!
 //! Only SIGKILL (an OOM kill, `systemctl kill -s KILL`) can leave a
 //! filesystem frozen. So every freeze is recorded before `FIFREEZE`, in a
@@ -33,7 +34,7 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -255,6 +256,10 @@ pub fn frozen(dev: &Device, rw: bool) -> Option<String> {
 /// directory on each (a thaw needs one).
 static FROZEN: Mutex<Vec<Held>> = Mutex::new(Vec::new());
 
+/// Whether [`thaw_all`] is registered to run before a second signal ends
+/// the process ([`crate::interrupt::before_exit_now`]).
+static THAW_ON_EXIT: Once = Once::new();
+
 /// A freeze this process holds: the mountpoint, a directory open on it,
 /// and its device (major, minor), whose [`Marker`] records it.
 type Held = (PathBuf, File, (u64, u64));
@@ -308,6 +313,8 @@ impl Frozen {
             ));
         }
         nix::unistd::syncfs(&dir).map_err(|e| fail("flushing", &e))?;
+        // Before the registry's lock: the signal thread takes it to thaw.
+        THAW_ON_EXIT.call_once(|| crate::interrupt::before_exit_now(thaw_all));
         let mut registry = FROZEN.lock().unwrap_or_else(|e| e.into_inner());
         // Recorded first: a holder killed while it holds the freeze leaves
         // a marker the next run finds (`thaw_abandoned`).

@@ -31,7 +31,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::codes;
-use crate::step::Failure;
+use crate::failure::Failure;
 
 /// The option that marks an entry as ours.
 pub const MARK: &str = "x-appscale-persist";

@@ -15,13 +15,16 @@
 //!   normal error path, and the records not yet started fail as
 //!   `interrupted` without being touched;
 //! * a second signal ends the process at once (exit 128 + signal): the
-//!   operator's choice, when cleaning up itself hangs; a filesystem frozen
-//!   for a snapshot is thawed first ([`crate::freeze::thaw_all`]).
+//!   operator's choice, when cleaning up itself hangs; what must not outlive
+//!   the process is released first, by the hooks registered for it
+//!   ([`before_exit_now`]: a filesystem frozen for a snapshot is thawed,
+//!   [`crate::freeze`] registers that before its first freeze).
 //!
 //! Children get an unblocked mask again before they run ([`unblock_in_child`]),
 //! except those let finish, which keep them blocked ([`block_in_child`]).
 
 use crate::codes;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
@@ -29,6 +32,26 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use crate::log;
 
 static SIGNALLED: AtomicI32 = AtomicI32::new(0);
+
+/// What runs before a second signal ends the process at once, in the order
+/// registered ([`before_exit_now`]).
+static HOOKS: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
+
+/// Registers `hook` to run when a second signal ends the process at once,
+/// before it exits: for what a module holds that nothing else would release
+/// (a frozen filesystem). Register it before holding anything: the signal
+/// thread runs the hooks registered by then.
+pub fn before_exit_now(hook: fn()) {
+    HOOKS.lock().unwrap_or_else(|e| e.into_inner()).push(hook);
+}
+
+/// Runs the hooks [`before_exit_now`] registered, in order. Copied out of
+/// the registry first: a hook may wait for a thread that is registering one
+/// (the freeze registry's lock).
+fn run_exit_hooks() {
+    let hooks = HOOKS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    hooks.iter().for_each(|hook| hook());
+}
 
 fn signals() -> SigSet {
     let mut set = SigSet::empty();
@@ -59,7 +82,7 @@ pub fn install() {
                     ));
                 } else {
                     log::error(format_args!("{sig} received again: stopping at once"));
-                    crate::freeze::thaw_all();
+                    run_exit_hooks();
                     std::process::exit(128 + sig as i32);
                 }
             }
@@ -95,11 +118,34 @@ pub fn block_in_child() -> std::io::Result<()> {
 }
 
 /// The failure of a record the run stopped before, or while, acting on.
-pub fn failure(sig: Signal) -> crate::step::Failure {
-    crate::step::Failure::new(
+pub fn failure(sig: Signal) -> crate::failure::Failure {
+    crate::failure::Failure::new(
         codes::INTERRUPTED,
         format!(
             "stopped by {sig}: this record was not finished, and what was done for it was taken back"
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::{before_exit_now, run_exit_hooks};
+
+    static RAN: AtomicUsize = AtomicUsize::new(0);
+
+    /// What the second signal's path runs before it exits: every hook
+    /// registered (the freeze's thaw), however many.
+    #[test]
+    fn the_hooks_registered_run_before_the_exit() {
+        before_exit_now(|| {
+            RAN.fetch_add(1, Ordering::SeqCst);
+        });
+        before_exit_now(|| {
+            RAN.fetch_add(10, Ordering::SeqCst);
+        });
+        run_exit_hooks();
+        assert_eq!(RAN.load(Ordering::SeqCst), 11);
+    }
 }

@@ -7,9 +7,11 @@
 //!
 //! Modules are named for what they own:
 //!
-//! * [`record`]: the disk record and its NDJSON wire form (protocol v1).
+//! * [`record`]: the disk record and its NDJSON wire form (protocol v1),
+//!   with the wire types of its `status` key ([`record::status`]).
 //! * [`appscalefile`]: parsing and linting AppScalefiles, planning disks.
-//! * [`blockdev`]: probing block devices; deciding whether one is blank.
+//! * [`blockdev`]: probing block devices; deciding whether one is blank,
+//!   and whether one is still in use on this node.
 //! * [`filesystem`]: making, checking and growing filesystems.
 //! * [`mount`]: the kernel's mount table, mounting and unmounting.
 //! * [`seed`]: copying a mountpoint's files onto a new filesystem, never
@@ -25,7 +27,9 @@
 //!   [`freeze`]: freezing a filesystem for a snapshot, always thawed.
 //! * [`archive`]: off-site archives in a restic repository
 //!   (`disk-archive`, `disk-restore`).
-//! * [`codes`]: every `error.code` a record can carry.
+//! * [`codes`]: every `error.code` a record can carry; [`failure`]: a
+//!   record's failure (a code and a message), beneath every module that
+//!   can fail.
 //! * [`step`]: the step vocabulary (outcome, failure, exit codes) and the
 //!   bookkeeping every tool applies to records; [`steps`]: what each tool
 //!   does to a record.
@@ -59,6 +63,7 @@ pub mod cli;
 pub mod codes;
 pub mod discover;
 pub mod doctor;
+pub mod failure;
 pub mod files;
 pub mod filesystem;
 pub mod freeze;
@@ -66,6 +71,8 @@ pub mod fstab;
 pub mod generate;
 pub mod hash;
 pub mod interrupt;
+#[cfg(test)]
+mod layers;
 pub mod lock;
 pub mod log;
 pub mod loopdev;

@@ -106,9 +106,9 @@ impl LockError {
     }
 }
 
-impl From<LockError> for crate::step::Failure {
+impl From<LockError> for crate::failure::Failure {
     fn from(e: LockError) -> Self {
-        crate::step::Failure::new(e.code(), e.to_string())
+        crate::failure::Failure::new(e.code(), e.to_string())
     }
 }
 

@@ -227,9 +227,9 @@ impl LoopError {
     }
 }
 
-impl From<LoopError> for crate::step::Failure {
+impl From<LoopError> for crate::failure::Failure {
     fn from(e: LoopError) -> Self {
-        crate::step::Failure::new(e.code(), e.to_string())
+        crate::failure::Failure::new(e.code(), e.to_string())
     }
 }
 

@@ -11,8 +11,8 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use crate::codes;
+use crate::failure::Failure;
 use crate::run::{Cmd, RunError};
-use crate::step::Failure;
 use crate::wait::{self, Poll, WaitParams};
 
 /// Where the kernel publishes this process's mount table.

@@ -13,7 +13,7 @@
 //! the NVMe admin command (root only), so the node can still find it.
 //!
 //! Tests, where no NVMe device exists, plant the page as a file:
-//! with `APPSCALE_PERSIST_SYS_ROOT` set ([`crate::discover::SYS_ROOT_ENV`]),
+//! with `APPSCALE_PERSIST_SYS_ROOT` set ([`crate::blockdev::SYS_ROOT_ENV`]),
 //! the page of namespace `nvmeXnY` is read from
 //! `<sys root>/block/nvmeXnY/nvme-id-ns` instead of asked of the device.
 
@@ -91,8 +91,8 @@ fn identify_namespace(device: &Path, nsid: u32) -> std::io::Result<Vec<u8>> {
 /// The page of namespace `kernel_name` (`nvme0n1`): planted under the sys
 /// root in tests, else asked of `device`.
 fn page_of(kernel_name: &str, device: &Path) -> std::io::Result<Vec<u8>> {
-    if std::env::var_os(crate::discover::SYS_ROOT_ENV).is_some() {
-        let planted = crate::discover::sys_root()
+    if std::env::var_os(crate::blockdev::SYS_ROOT_ENV).is_some() {
+        let planted = crate::blockdev::sys_root()
             .join("block")
             .join(kernel_name)
             .join("nvme-id-ns");

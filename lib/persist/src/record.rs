@@ -21,6 +21,8 @@ use std::io::{self, BufRead, Read, Write};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub mod status;
+
 /// The protocol version this crate reads and writes.
 pub const VERSION: u32 = 1;
 
@@ -109,9 +111,9 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unmount_proof: Option<UnmountProof>,
     /// What disk-status found: the cloud's and the node's view of the disk,
-    /// and its problems ([`crate::status::Status`]).
+    /// and its problems ([`status::Status`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<crate::status::Status>,
+    pub status: Option<status::Status>,
     /// What disk-doctor found: every check it made of the disk's flows,
     /// each with its verdict and fix ([`crate::checks::Diagnosis`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]

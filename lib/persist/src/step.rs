@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use crate::codes;
+pub use crate::failure::Failure;
 use crate::log;
 use crate::record::{Record, RecordError, State, StepLog};
 
@@ -71,36 +72,6 @@ pub struct Diff {
     pub before: String,
     /// After.
     pub after: String,
-}
-
-/// Why a step failed on one record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// Stable code for the record's `error.code`.
-    pub code: String,
-    /// What went wrong.
-    pub message: String,
-    /// A deliberate refusal to touch data (exit 3), not a malfunction.
-    pub refused: bool,
-}
-
-impl Failure {
-    /// A failure with a code and message.
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Failure {
-        Failure {
-            code: code.into(),
-            message: message.into(),
-            refused: false,
-        }
-    }
-    /// A refusal: the device holds data.
-    pub fn refused(code: impl Into<String>, message: impl Into<String>) -> Failure {
-        Failure {
-            code: code.into(),
-            message: message.into(),
-            refused: true,
-        }
-    }
 }
 
 /// The result of a step on one record.

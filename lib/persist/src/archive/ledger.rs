@@ -10,8 +10,6 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 /// The key naming a disk's ledger entry, and its archive's locks, view and
 /// scratch copies ([`super::capture`]): a hash of its deployment, provider
 /// and name.
@@ -26,31 +24,9 @@ pub const DEFAULT_DIR: &str = "/var/lib/appscale-persist/archives";
 /// The environment variable that moves the ledger.
 pub const DIR_ENV: &str = "APPSCALE_PERSIST_ARCHIVE_LEDGER";
 
-/// One disk's entry.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    /// The repository of the last archive.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repository: Option<String>,
-    /// The last archive's id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_id: Option<String>,
-    /// Its moment, RFC 3339.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_time: Option<String>,
-    /// Bytes of files it holds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_size: Option<u64>,
-    /// Bytes it added to the repository.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_added: Option<u64>,
-    /// When a restore drill last matched an archive of the disk, RFC 3339.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verified_time: Option<String>,
-    /// The archive it matched.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verified_id: Option<String>,
-}
+/// One disk's entry (the wire type of a record's `status.archive`, beside
+/// the record).
+pub use crate::record::status::ArchivePart as Entry;
 
 /// The ledger's directory.
 pub fn dir() -> PathBuf {

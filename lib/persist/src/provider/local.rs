@@ -30,19 +30,13 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{DiskStatus, Provider, Size, disk_of};
-use crate::blockdev::Device;
-use crate::discover::refuse_if_in_use;
+use crate::blockdev::refuse_if_in_use;
+pub use crate::discover::local::{DEFAULT_STATE_DIR, STATE_DIR_ENV, check_name, verify_device};
 use crate::lock::NodeLock;
 use crate::loopdev::{self, Loop};
 use crate::record::{ProviderKind, Record, State};
 use crate::snapshot::SnapshotArgs;
 use crate::step::{Ctx, Failure, Outcome, StepResult};
-
-/// Where images live unless told otherwise.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/appscale-persist/disks";
-
-/// The environment variable that moves the state directory.
-pub const STATE_DIR_ENV: &str = "APPSCALE_PERSIST_STATE_DIR";
 
 /// The environment variable that keeps snapshots apart from the images
 /// (on another filesystem, say) unless `--snapshot-dir` says where.
@@ -50,22 +44,6 @@ pub const SNAPSHOT_DIR_ENV: &str = "APPSCALE_PERSIST_SNAPSHOT_DIR";
 
 /// The size of a new image unless told otherwise.
 pub const DEFAULT_SIZE: Size = Size(10 << 30);
-
-/// Checks an image name: letters, digits, `.`, `_`, `-`; not starting with
-/// `.` or `-`; at most 128 characters (it becomes `<name>.img`).
-pub fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with(['.', '-'])
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err("a local disk name is 1-128 letters, digits, `.`, `_` or `-`, not starting with `.` or `-`".into())
-    }
-}
 
 /// The local provider.
 #[derive(Debug, Clone)]
@@ -142,16 +120,12 @@ impl Local {
 
     /// The state directory from the flag, the environment, or the default.
     pub fn state_dir(flag: Option<PathBuf>) -> PathBuf {
-        flag.or_else(|| std::env::var_os(STATE_DIR_ENV).map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+        crate::discover::local::state_dir(flag)
     }
 
     /// The image of a record's disk.
     pub fn image(&self, rec: &Record) -> Result<PathBuf, Failure> {
-        let name = disk_of(rec)?;
-        check_name(name)
-            .map_err(|e| Failure::new(codes::BAD_DISK_NAME, format!("`{name}`: {e}")))?;
-        Ok(self.dir.join(format!("{name}.img")))
+        crate::discover::local::image_in(&self.dir, rec)
     }
 
     /// Checks the state directory (see the module docs) and, unless
@@ -527,50 +501,6 @@ fn open_image(image: &Path, write: bool) -> Result<File, Failure> {
     Ok(f)
 }
 
-/// Checks that the loop device `dev` a local record names is bound to the
-/// record's image (its `disk_id`, else `<state dir>/<disk>.img`): by the
-/// backing inode and by sysfs's backing file.
-pub fn verify_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
-    let image = match rec.disk_id.as_deref() {
-        Some(p) => PathBuf::from(p),
-        None => Local::new(Local::state_dir(None), None).image(rec)?,
-    };
-    let unconfirmed = |why: String| {
-        Failure::new(
-            codes::IDENTITY_UNCONFIRMED,
-            format!(
-                "cannot confirm that {} is the disk {}: {why}",
-                dev.path.display(),
-                image.display()
-            ),
-        )
-    };
-    if std::fs::symlink_metadata(&image).is_err() {
-        return Err(unconfirmed(
-            "the image does not exist here (give the record its `disk_id`, as disk-attach does, or the state directory in APPSCALE_PERSIST_STATE_DIR)".into(),
-        ));
-    }
-    let loops = loopdev::bound_to(&image).map_err(|e| unconfirmed(e.to_string()))?;
-    let name = dev.real.file_name().unwrap_or_default();
-    match loops.iter().find(|l| l.device.file_name() == Some(name)) {
-        Some(lo) => loopdev::verify(lo, &image).map_err(Failure::from),
-        None => Err(Failure::new(
-            codes::IDENTITY_MISMATCH,
-            format!(
-                "the record names {} for {}, but {} is bound to {}: not this disk",
-                dev.path.display(),
-                image.display(),
-                dev.path.display(),
-                loopdev::list()
-                    .ok()
-                    .and_then(|all| all.into_iter().find(|l| l.device.file_name() == Some(name)))
-                    .map(|l| l.backing_file.display().to_string())
-                    .unwrap_or_else(|| "nothing".into())
-            ),
-        )),
-    }
-}
-
 /// A temporary name beside `path` for this process:
 /// `.<name>.<pid>.tmp`.
 fn temporary(path: &Path) -> PathBuf {
@@ -696,15 +626,5 @@ impl Provider for Local {
 
     fn detach(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
         records.iter_mut().map(|r| self.detach_one(r, cx)).collect()
-    }
-
-    fn discover(&mut self, record: &Record) -> Result<PathBuf, Failure> {
-        let image = self.image(record)?;
-        self.bound(&image)?.map(|l| l.device).ok_or_else(|| {
-            Failure::new(
-                codes::NOT_ATTACHED,
-                format!("{} is not attached", image.display()),
-            )
-        })
     }
 }

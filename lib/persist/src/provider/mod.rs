@@ -15,9 +15,9 @@ pub mod local;
 pub mod static_disk;
 
 use crate::codes;
-use std::path::PathBuf;
 
 use crate::checks::{Ask, Check};
+pub use crate::discover::disk_of;
 use crate::record::{ProviderKind, Record};
 use crate::step::{Ctx, Failure, StepResult};
 
@@ -73,10 +73,6 @@ pub trait Provider {
     /// Detaches each record's disk and waits until it is detached. Refuses a
     /// disk whose device is mounted on this node; not attached is success.
     fn detach(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult>;
-
-    /// Finds the record's device on this node and checks that it is this
-    /// disk (by backing file, serial number or device link), never guessing.
-    fn discover(&mut self, record: &Record) -> Result<PathBuf, Failure>;
 
     /// Takes a snapshot of each record's disk (`snapshot` set) and applies
     /// retention, or, as the provider was opened to, lists each disk's
@@ -152,14 +148,6 @@ pub enum ScratchPhase {
     /// Detach and delete the scratch disk and its snapshot, and anything
     /// else of the same owner.
     Drop,
-}
-
-/// The record's `disk`, or a failure saying it is missing.
-pub fn disk_of(rec: &Record) -> Result<&str, Failure> {
-    rec.disk
-        .as_deref()
-        .filter(|d| !d.is_empty())
-        .ok_or_else(|| Failure::new(codes::NO_DISK, "the record names no `disk`"))
 }
 
 /// A disk size: `10G`, `512M`, `1T`, `20GiB`; a bare number is GiB, as the

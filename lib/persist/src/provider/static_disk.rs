@@ -9,43 +9,18 @@
 //! its `device`, which the later steps then use.
 
 use crate::codes;
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 
-use super::{DiskStatus, Provider, disk_of};
+use super::{DiskStatus, Provider};
+use crate::blockdev::refuse_if_in_use;
 use crate::blockdev::{self, Device};
-use crate::discover::refuse_if_in_use;
+pub use crate::discover::static_disk::device_path;
 use crate::record::{ProviderKind, Record, State};
 use crate::step::{Ctx, Failure, Outcome, StepResult};
 
 /// The static provider.
 #[derive(Debug, Clone, Default)]
 pub struct Static;
-
-/// The record's device path, normalised (`//` and a trailing `/` go), and
-/// checked: absolute, under `/dev`, no `.` or `..`.
-pub fn device_path(rec: &Record) -> Result<PathBuf, Failure> {
-    let path = disk_of(rec)?;
-    let p = Path::new(path);
-    let bad = || {
-        Failure::new(
-            codes::BAD_DISK_NAME,
-            format!(
-                "`{}`: a static disk is a plain device path under /dev (no `.` or `..`)",
-                crate::log::escape_controls(path)
-            ),
-        )
-    };
-    if p.components()
-        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
-    {
-        return Err(bad());
-    }
-    let clean: PathBuf = p.components().collect();
-    if !clean.starts_with("/dev") || clean == Path::new("/dev") {
-        return Err(bad());
-    }
-    Ok(clean)
-}
 
 /// For a disk named by its kernel name ([`blockdev::is_kernel_name`]):
 /// warns that the name may change, naming the stable name to put in the
@@ -55,7 +30,7 @@ fn stable_name(rec: &Record, d: &Device) -> Option<PathBuf> {
     if !blockdev::is_kernel_name(&d.path) {
         return None;
     }
-    let by_id = crate::discover::dev_root().join("disk/by-id");
+    let by_id = crate::blockdev::dev_root().join("disk/by-id");
     let stable = blockdev::stable_names(d, &by_id).into_iter().next();
     let instead = match &stable {
         Some(s) => format!("name it {} in the AppScalefile", s.display()),
@@ -143,10 +118,6 @@ impl Provider for Static {
                 ))
             })
             .collect()
-    }
-
-    fn discover(&mut self, record: &Record) -> Result<PathBuf, Failure> {
-        Ok(device_of(record)?.path)
     }
 
     fn snapshot(&mut self, records: &mut [Record], _cx: Ctx) -> Vec<StepResult> {
