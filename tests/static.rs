@@ -84,6 +84,8 @@ fn the_aarch64_node_tools_start_alone_in_an_empty_root() {
         "disk-ensure-fs",
         "disk-mount",
         "disk-unmount",
+        "disk-archive",
+        "disk-restore",
     ] {
         let bin = dir.join(tool);
         assert!(!has_interpreter(&bin), "{tool} is static");
@@ -97,18 +99,14 @@ fn the_aarch64_node_tools_start_alone_in_an_empty_root() {
 /// empty root (`--version`, `--help`). The cloud tools' aarch64 build is a
 /// whole second SDK build (18 min of wall time on 2 shared cores), so CI
 /// does not make it by default: run it with
-/// `APPSCALE_PERSIST_AARCH64_CLOUD=1 scripts/test --test static -- --include-ignored`
+/// `APPSCALE_PERSIST_AARCH64_CLOUD=1 scripts/test --test static --run-ignored all`
 /// (scripts/build-static then builds every tool for aarch64). The node
 /// tools' run above is always made.
 #[test]
-#[ignore = "opt-in: a full aarch64 SDK build; APPSCALE_PERSIST_AARCH64_CLOUD=1 scripts/test --test static -- --include-ignored"]
+#[ignore = "opt-in: a full aarch64 SDK build; APPSCALE_PERSIST_AARCH64_CLOUD=1 scripts/test --test static --run-ignored all"]
 fn every_aarch64_tool_starts_alone_in_an_empty_root() {
     require_root();
-    let dir = bin_dir()
-        .parent()
-        .unwrap()
-        .join("aarch64-unknown-linux-musl")
-        .join("debug");
+    let dir = static_dir("aarch64-unknown-linux-musl");
     let qemu = PathBuf::from("/usr/bin/qemu-aarch64-static");
     assert!(
         qemu.exists(),
