@@ -826,3 +826,49 @@ fn the_node_tools_of_archives_link_no_cloud_sdk() {
         }
     }
 }
+
+/// A restic killed with SIGKILL while it holds the repository's lock (an
+/// OOM kill, a run killed before restic could let go) leaves the lock
+/// behind; the next run is not kept waiting for it (`--lock-wait`, 10
+/// minutes by default, then `repository-locked`): a lock restic judges
+/// stale (its process gone on this host) is removed first (`restic
+/// unlock`), and the run goes on. Before, the kill -9 sweep's rerun could
+/// wait out the whole `--lock-wait`.
+#[test]
+fn a_lock_left_by_a_killed_restic_is_removed_not_waited_out() {
+    let p = Place::new("arch-stale-lock");
+    let rec = p.up("node-0", "data-0", "64M", "ext4");
+    std::fs::write(p.mnt("data-0").join("a"), "A").unwrap();
+    let repo = p.t.s("repo");
+    let input = ndjson(&[rec]);
+    p.archive(&repo, &["--init"], &input, &[]).expect(0);
+    // `restic backup --stdin` takes the lock and waits for its input.
+    let mut held = Command::new("restic")
+        .args(["-r", &repo, "--password-file", &p.t.s("password")])
+        .args(["backup", "--stdin", "--stdin-filename", "held"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let locks = std::path::Path::new(&repo).join("locks");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&locks).map_or(0, |d| d.count()) == 0 {
+        assert!(std::time::Instant::now() < deadline, "restic took no lock");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    held.kill().unwrap();
+    held.wait().unwrap();
+    assert_eq!(std::fs::read_dir(&locks).unwrap().count(), 1, "left behind");
+    let drills = p.t.s("drills");
+    let v = p
+        .archive(
+            &repo,
+            &["--verify", "--lock-wait", "5", "--drill-dir", &drills],
+            &input,
+            &[],
+        )
+        .expect(0)
+        .record();
+    assert_eq!(v["archive"]["state"], "verified", "{v}");
+}

@@ -185,7 +185,8 @@ impl Repository {
         c
     }
 
-    /// Runs `cmd`; a lock another run holds is waited for (at most
+    /// Runs `cmd`; a lock of a run that is gone is removed (once: restic's
+    /// `unlock`), and one another run holds is waited for (at most
     /// [`Repository::lock_wait`]), any other failure classified.
     fn run(&self, what: &str, cmd: Cmd, code: &'static str) -> Result<String, Failure> {
         self.run_lines(what, cmd, code, |_| {})
@@ -204,6 +205,7 @@ impl Repository {
             max: Duration::from_secs(15),
             timeout: self.lock_wait,
         });
+        let mut unlocked = false;
         loop {
             let out = cmd.output_lines(&mut line);
             let failure = match out {
@@ -223,6 +225,21 @@ impl Repository {
             };
             if failure.code != codes::REPOSITORY_LOCKED {
                 return Err(failure);
+            }
+            // A lock whose holder died (a run killed with SIGKILL before
+            // restic could let go) is never waited out: once, before any
+            // waiting, restic removes the locks it judges stale (a process
+            // gone on this host, or 30 minutes old), and the command runs
+            // again at once. A live holder's lock stays, and is waited for.
+            if !unlocked && what != UNLOCKING {
+                unlocked = true;
+                if self.unlock().is_ok() {
+                    crate::log::debug(format_args!(
+                        "{}: removed the locks of runs that are gone (restic unlock)",
+                        self.location
+                    ));
+                    continue;
+                }
             }
             match backoff.next_delay() {
                 Some(d) => {
@@ -436,13 +453,17 @@ impl Repository {
     /// lock of a process no longer alive on this host, or 30 minutes old).
     pub fn unlock(&self) -> Result<(), Failure> {
         self.run(
-            "removing stale locks",
+            UNLOCKING,
             self.cmd().arg("unlock"),
             codes::REPOSITORY_LOCKED,
         )
         .map(drop)
     }
 }
+
+/// What [`Repository::unlock`] is doing, in its messages (and how
+/// [`Repository::run_lines`] knows not to unlock for it).
+const UNLOCKING: &str = "removing stale locks";
 
 /// The version of the restic installed, `(major, minor)`.
 pub fn version() -> Result<(u32, u32), Failure> {
