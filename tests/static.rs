@@ -68,17 +68,44 @@ fn every_tool_starts_alone_in_an_empty_root() {
     assert!(r.stdout.contains("no-such-device"), "{}", r.stdout);
 }
 
-#[test]
-fn the_aarch64_node_tools_start_alone_in_an_empty_root() {
+/// An empty root holding qemu-aarch64 alone (as `/qemu`), to start the
+/// aarch64 builds in.
+fn aarch64_root(tag: &str) -> TempDir {
     require_root();
-    let dir = static_dir("aarch64-unknown-linux-musl");
     let qemu = PathBuf::from("/usr/bin/qemu-aarch64-static");
     assert!(
         qemu.exists(),
         "qemu-user-static is installed (scripts/setup test)"
     );
-    let t = TempDir::new("static-aarch64");
+    let t = TempDir::new(tag);
     std::fs::copy(&qemu, t.join("qemu")).unwrap();
+    t
+}
+
+/// Puts the static aarch64 `tool` of `dir` into `root` and starts it
+/// there under qemu: `--version` answers its name and version; with
+/// `help`, `--help` its usage too.
+fn starts_under_qemu(root: &TempDir, dir: &Path, tool: &str, help: bool) {
+    let bin = dir.join(tool);
+    assert!(
+        bin.exists(),
+        "{} is not built: APPSCALE_PERSIST_AARCH64_CLOUD=1 scripts/build-static --debug --arch aarch64",
+        bin.display()
+    );
+    assert!(!has_interpreter(&bin), "{tool} is static");
+    std::fs::copy(&bin, root.join(tool)).unwrap();
+    let r = in_root(&root.path, &["/qemu", &format!("/{tool}"), "--version"]).expect(0);
+    assert_eq!(r.stdout, format!("{tool} 0.1.0\n"), "{tool}");
+    if help {
+        let r = in_root(&root.path, &["/qemu", &format!("/{tool}"), "--help"]).expect(0);
+        assert!(r.stdout.contains("Usage:"), "{tool}: {}", r.stdout);
+    }
+}
+
+#[test]
+fn the_aarch64_node_tools_start_alone_in_an_empty_root() {
+    let dir = static_dir("aarch64-unknown-linux-musl");
+    let root = aarch64_root("static-aarch64");
     for tool in [
         "appscalefile-lint",
         "disk-ensure-fs",
@@ -87,17 +114,13 @@ fn the_aarch64_node_tools_start_alone_in_an_empty_root() {
         "disk-archive",
         "disk-restore",
     ] {
-        let bin = dir.join(tool);
-        assert!(!has_interpreter(&bin), "{tool} is static");
-        std::fs::copy(&bin, t.join(tool)).unwrap();
-        let r = in_root(&t.path, &["/qemu", &format!("/{tool}"), "--version"]).expect(0);
-        assert_eq!(r.stdout, format!("{tool} 0.1.0\n"), "{tool}");
+        starts_under_qemu(&root, &dir, tool, false);
     }
 }
 
 /// Every tool's static aarch64 build starts under qemu-user alone in an
 /// empty root (`--version`, `--help`). The cloud tools' aarch64 build is a
-/// whole second SDK build (18 min of wall time on 2 shared cores), so CI
+/// whole second SDK build (7 to 18 min of wall time on 2 cores), so CI
 /// does not make it by default: run it with
 /// `APPSCALE_PERSIST_AARCH64_CLOUD=1 scripts/test --test static --run-ignored all`
 /// (scripts/build-static then builds every tool for aarch64). The node
@@ -105,27 +128,9 @@ fn the_aarch64_node_tools_start_alone_in_an_empty_root() {
 #[test]
 #[ignore = "opt-in: a full aarch64 SDK build; APPSCALE_PERSIST_AARCH64_CLOUD=1 scripts/test --test static --run-ignored all"]
 fn every_aarch64_tool_starts_alone_in_an_empty_root() {
-    require_root();
     let dir = static_dir("aarch64-unknown-linux-musl");
-    let qemu = PathBuf::from("/usr/bin/qemu-aarch64-static");
-    assert!(
-        qemu.exists(),
-        "qemu-user-static is installed (scripts/setup test)"
-    );
-    let t = TempDir::new("static-aarch64-all");
-    std::fs::copy(&qemu, t.join("qemu")).unwrap();
+    let root = aarch64_root("static-aarch64-all");
     for &tool in TOOLS {
-        let bin = dir.join(tool);
-        assert!(
-            bin.exists(),
-            "{} is not built: APPSCALE_PERSIST_AARCH64_CLOUD=1 scripts/build-static --debug --arch aarch64",
-            bin.display()
-        );
-        assert!(!has_interpreter(&bin), "{tool} is static");
-        std::fs::copy(&bin, t.join(tool)).unwrap();
-        let r = in_root(&t.path, &["/qemu", &format!("/{tool}"), "--version"]).expect(0);
-        assert_eq!(r.stdout, format!("{tool} 0.1.0\n"), "{tool}");
-        let r = in_root(&t.path, &["/qemu", &format!("/{tool}"), "--help"]).expect(0);
-        assert!(r.stdout.contains("Usage:"), "{tool}: {}", r.stdout);
+        starts_under_qemu(&root, &dir, tool, true);
     }
 }
