@@ -178,13 +178,7 @@ fn main() -> ExitCode {
     } else {
         Ok(())
     };
-    match written {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            log::error(format_args!("writing stdout: {e}"));
-            exit(Exit::Failed)
-        }
-        _ => exit(Exit::Ok),
-    }
+    cli::finish(written, Exit::Ok)
 }
 
 /// Reads and lints the file: (display name, text, findings).

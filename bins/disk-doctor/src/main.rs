@@ -188,13 +188,7 @@ fn main() -> ExitCode {
         Format::Table if records.is_empty() => Ok(()),
         Format::Table => out.write_all(doctor::table(&records).as_bytes()),
     };
-    match written {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            log::error(format_args!("writing stdout: {e}"));
-            ExitCode::from(Exit::Failed as u8)
-        }
-        _ => ExitCode::from(exit as u8),
-    }
+    cli::finish(written, exit)
 }
 
 /// The Ansible module `disk_doctor`: never changes anything (check mode is

@@ -162,24 +162,13 @@ fn main() -> ExitCode {
                 eprint!("{}", status::table(&records));
             }
             let mut out = std::io::stdout().lock();
-            return finish(record::write_all(&mut out, &records), exit);
+            return cli::finish(record::write_all(&mut out, &records), exit);
         }
         Format::Table => status::table(&records),
         Format::Prometheus => status::prometheus(&records),
     };
     let mut out = std::io::stdout().lock();
-    finish(out.write_all(text.as_bytes()), exit)
-}
-
-/// The exit code once stdout is written (a reader gone away is no error).
-fn finish(written: std::io::Result<()>, exit: Exit) -> ExitCode {
-    match written {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            log::error(format_args!("writing stdout: {e}"));
-            ExitCode::from(Exit::Failed as u8)
-        }
-        _ => ExitCode::from(exit as u8),
-    }
+    cli::finish(out.write_all(text.as_bytes()), exit)
 }
 
 /// The Ansible module `disk_status`: never changes anything (so check mode

@@ -56,16 +56,20 @@ pub fn main<A: ToolArgs>() -> ExitCode {
         return ExitCode::from(Exit::Usage as u8);
     }
     let mut out = std::io::stdout().lock();
-    match record::write_all(&mut out, &report.records) {
-        Ok(()) => {}
-        // The reader went away (`| head`): nothing more to say.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        Err(e) => {
+    finish(record::write_all(&mut out, &report.records), report.exit)
+}
+
+/// The exit code of a tool once its stdout is `written`: `exit`, unless the
+/// write failed (`Failed`, said on stderr). A reader gone away (`| head`)
+/// is no failure: nothing more to say.
+pub fn finish(written: std::io::Result<()>, exit: Exit) -> ExitCode {
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             log::error(format_args!("writing stdout: {e}"));
-            return ExitCode::from(Exit::Failed as u8);
+            ExitCode::from(Exit::Failed as u8)
         }
+        _ => ExitCode::from(exit as u8),
     }
-    ExitCode::from(report.exit as u8)
 }
 
 /// The records a run of tool `name` works on: the one its flags describe
