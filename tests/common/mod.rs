@@ -242,6 +242,14 @@ pub fn unmount_under(dir: &Path) {
         .collect();
     targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
     for t in targets {
+        // A test that failed while a filesystem was frozen (a kill sweep)
+        // must not leave it frozen with no mountpoint left to thaw it
+        // through: thaw first (an error when it is not frozen, ignored).
+        let _ = Command::new("fsfreeze")
+            .arg("--unfreeze")
+            .arg(&t)
+            .stderr(Stdio::null())
+            .status();
         let _ = Command::new("umount")
             .arg("--lazy")
             .arg(&t)
