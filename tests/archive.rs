@@ -832,8 +832,8 @@ fn the_node_tools_of_archives_link_no_cloud_sdk() {
 /// behind; the next run is not kept waiting for it (`--lock-wait`, 10
 /// minutes by default, then `repository-locked`): a lock restic judges
 /// stale (its process gone on this host) is removed first (`restic
-/// unlock`), and the run goes on. Before, the kill -9 sweep's rerun could
-/// wait out the whole `--lock-wait`.
+/// unlock`), and the run goes on; a live holder's lock is only waited for.
+/// Before, the kill -9 sweep's rerun could wait out the whole `--lock-wait`.
 #[test]
 fn a_lock_left_by_a_killed_restic_is_removed_not_waited_out() {
     let p = Place::new("arch-stale-lock");
@@ -857,10 +857,23 @@ fn a_lock_left_by_a_killed_restic_is_removed_not_waited_out() {
         assert!(std::time::Instant::now() < deadline, "restic took no lock");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let drills = p.t.s("drills");
+    // Two runs at once: a live holder's lock is never removed, only waited
+    // for (here 2 s, then `repository-locked`).
+    let r = p
+        .archive(
+            &repo,
+            &["--verify", "--lock-wait", "2", "--drill-dir", &drills],
+            &input,
+            &[],
+        )
+        .expect(1)
+        .record();
+    assert_eq!(r["error"]["code"], "repository-locked", "{r}");
+    assert_eq!(std::fs::read_dir(&locks).unwrap().count(), 1, "kept");
     held.kill().unwrap();
     held.wait().unwrap();
     assert_eq!(std::fs::read_dir(&locks).unwrap().count(), 1, "left behind");
-    let drills = p.t.s("drills");
     let v = p
         .archive(
             &repo,
