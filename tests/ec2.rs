@@ -12,36 +12,13 @@ use std::path::Path;
 use common::*;
 use serde_json::{Value, json};
 
-/// Runs a controller-side tool against `url`.
-fn tool(url: &str, name: &str, args: &[&str], input: &str) -> Run {
-    let mut a = vec!["--endpoint-url", url];
-    a.extend_from_slice(args);
-    run_env(name, &a, input, &aws_env())
-}
-
-fn instances(moto: &Server, zone: &str, n: usize) -> Vec<String> {
-    moto.ec2_admin(&["run-instances", zone, &n.to_string()])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect()
-}
-
 fn rec(node: &str, disk: &str) -> Value {
     json!({"v": 1, "node": node, "provider": "ec2", "zone": "us-east-1b", "disk": disk})
 }
 
 /// Creates 1G volumes for `recs` (`disk-create`, which must succeed).
-fn create(url: &str, recs: &[Value]) -> Vec<Value> {
-    tool(url, "disk-create", &["--size", "1G"], &ndjson(recs))
-        .expect(0)
-        .records()
-}
-
-/// Tells the ec2_proxy.py at `url` what to inject.
-fn inject(url: &str, rule: Value) {
-    http("POST", &format!("{url}/__proxy__"), &rule.to_string());
+fn create(ec2: &Ec2, recs: &[Value]) -> Vec<Value> {
+    ec2.create(&["--size", "1G"], recs).expect(0).records()
 }
 
 fn steps_changed(r: &Value) -> bool {
@@ -50,43 +27,34 @@ fn steps_changed(r: &Value) -> bool {
 
 #[test]
 fn create_attach_detach_are_idempotent() {
-    let moto = Server::moto();
-    let url = moto.url();
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let input = ndjson(&[rec("node-0", "data-0")]);
+    let ec2 = Ec2::moto();
+    let inst = ec2.instance();
+    let input = [rec("node-0", "data-0")];
 
-    let created = tool(
-        &url,
-        "disk-create",
-        &["--size", "1G", "--deployment", "test"],
-        &input,
-    )
-    .expect(0)
-    .record();
+    let created = ec2
+        .create(&["--size", "1G", "--deployment", "test"], &input)
+        .expect(0)
+        .record();
     assert_eq!(
         (created["state"].as_str(), steps_changed(&created)),
         (Some("created"), true)
     );
     let vol = created["disk_id"].as_str().unwrap().to_string();
     assert!(vol.starts_with("vol-"));
-    let again = tool(
-        &url,
-        "disk-create",
-        &["--size", "1G", "--deployment", "test"],
-        &input,
-    )
-    .expect(0)
-    .record();
+    let again = ec2
+        .create(&["--size", "1G", "--deployment", "test"], &input)
+        .expect(0)
+        .record();
     assert_eq!(
         (again["disk_id"].as_str(), steps_changed(&again)),
         (Some(vol.as_str()), false)
     );
     assert_eq!(
-        moto.ec2_admin(&["named", "data-0"]),
+        ec2.admin(&["named", "data-0"]),
         json!([vol]),
         "one volume, found again by its Name tag"
     );
-    let v = moto.ec2_admin(&["volume", &vol]);
+    let v = ec2.volume(&vol);
     assert_eq!(v["tags"]["appscale-persist:deployment"], "test");
     assert_eq!(v["tags"]["appscale-persist:node"], "node-0");
     assert_eq!(
@@ -94,76 +62,59 @@ fn create_attach_detach_are_idempotent() {
         (Some(1), Some("us-east-1b"))
     );
 
-    let attached = tool(
-        &url,
-        "disk-attach",
-        &["--instance", &inst],
-        &ndjson(&[created.clone()]),
-    )
-    .expect(0)
-    .record();
+    let attached = ec2
+        .attach(&["--instance", &inst], &[created.clone()])
+        .expect(0)
+        .record();
     assert_eq!(
         (attached["state"].as_str(), steps_changed(&attached)),
         (Some("attached"), true)
     );
     assert_eq!(attached["attached_as"], "/dev/sdf");
     assert_eq!(attached["instance"], inst.as_str());
-    let v = moto.ec2_admin(&["volume", &vol]);
+    let v = ec2.volume(&vol);
     assert_eq!(
         v["attachments"],
         json!([{"instance": inst, "state": "attached", "device": "/dev/sdf"}])
     );
-    let again = tool(
-        &url,
-        "disk-attach",
-        &["--instance", &inst],
-        &ndjson(&[created]),
-    )
-    .expect(0)
-    .record();
+    let again = ec2
+        .attach(&["--instance", &inst], &[created])
+        .expect(0)
+        .record();
     assert!(!steps_changed(&again), "already attached here: unchanged");
 
     // No node ever used it: detached from here without a node's proof.
-    let detached = tool(
-        &url,
-        "disk-detach",
-        &["--force"],
-        &ndjson(&[attached.clone()]),
-    )
-    .expect(0)
-    .record();
+    let detached = ec2
+        .detach(&["--force"], &[attached.clone()])
+        .expect(0)
+        .record();
     assert_eq!(
         (detached["state"].as_str(), steps_changed(&detached)),
         (Some("detached"), true)
     );
-    assert_eq!(moto.ec2_admin(&["volume", &vol])["state"], "available");
-    let again = tool(&url, "disk-detach", &[], &ndjson(&[attached]))
-        .expect(0)
-        .record();
+    assert_eq!(ec2.volume(&vol)["state"], "available");
+    let again = ec2.detach(&[], &[attached]).expect(0).record();
     assert!(!steps_changed(&again), "not attached: unchanged");
 
     // A disk named by its volume id works the same way.
-    let id_rec = tool(
-        &url,
-        "disk-create",
-        &[
-            "--provider",
-            "ec2",
-            "--disk",
-            &vol,
-            "--zone",
-            "us-east-1b",
-            "--deployment",
-            "test",
-        ],
-        "",
-    )
-    .expect(0)
-    .record();
+    let id_rec = ec2
+        .create(
+            &[
+                "--provider",
+                "ec2",
+                "--disk",
+                &vol,
+                "--zone",
+                "us-east-1b",
+                "--deployment",
+                "test",
+            ],
+            &[],
+        )
+        .expect(0)
+        .record();
     assert!(!steps_changed(&id_rec));
-    tool(
-        &url,
-        "disk-attach",
+    ec2.attach(
         &[
             "--provider",
             "ec2",
@@ -174,7 +125,7 @@ fn create_attach_detach_are_idempotent() {
             "--deployment",
             "test",
         ],
-        "",
+        &[],
     )
     .expect(0);
 }
@@ -183,9 +134,9 @@ fn create_attach_detach_are_idempotent() {
 /// every step says what it would do, and nothing is made.
 #[test]
 fn a_check_mode_pipeline_makes_nothing() {
-    let moto = Server::moto();
-    let url = moto.url();
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
+    let ec2 = Ec2::moto();
+    let url = ec2.url();
+    let inst = ec2.instance();
     let mut recs = ndjson(&[rec("node-0", "not-yet")]);
     for (tool_name, args) in [
         ("disk-create", vec!["--check", "--endpoint-url", &url]),
@@ -206,7 +157,7 @@ fn a_check_mode_pipeline_makes_nothing() {
         recs = r.stdout;
     }
     assert_eq!(
-        moto.ec2_admin(&["named", "not-yet"]),
+        ec2.admin(&["named", "not-yet"]),
         json!([]),
         "no volume was created"
     );
@@ -214,89 +165,71 @@ fn a_check_mode_pipeline_makes_nothing() {
 
 #[test]
 fn a_missing_volume_is_a_clear_error() {
-    let moto = Server::moto();
-    let url = moto.url();
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let r = tool(
-        &url,
-        "disk-create",
-        &[
-            "--provider",
-            "ec2",
-            "--disk",
-            "vol-0123456789abcdef0",
-            "--zone",
-            "us-east-1b",
-        ],
-        "",
-    )
-    .expect(1);
+    let ec2 = Ec2::moto();
+    let inst = ec2.instance();
+    let r = ec2
+        .create(
+            &[
+                "--provider",
+                "ec2",
+                "--disk",
+                "vol-0123456789abcdef0",
+                "--zone",
+                "us-east-1b",
+            ],
+            &[],
+        )
+        .expect(1);
     let e = &r.record()["error"];
     assert_eq!(
         (e["code"].as_str(), e["tool"].as_str()),
         (Some("no-such-disk"), Some("disk-create"))
     );
     assert_eq!(e["message"], "no such volume: vol-0123456789abcdef0");
-    let r = tool(
-        &url,
-        "disk-attach",
-        &["--provider", "ec2", "--disk", "data-x", "--instance", &inst],
-        "",
-    )
-    .expect(1);
+    let r = ec2
+        .attach(
+            &["--provider", "ec2", "--disk", "data-x", "--instance", &inst],
+            &[],
+        )
+        .expect(1);
     assert_eq!(r.record()["error"]["code"], "no-such-disk");
-    let r = tool(
-        &url,
-        "disk-attach",
-        &[
-            "--provider",
-            "ec2",
-            "--disk",
-            "vol-0123456789abcdef0",
-            "--instance",
-            "i-0000000000000dead",
-        ],
-        "",
-    )
-    .expect(1);
+    let r = ec2
+        .attach(
+            &[
+                "--provider",
+                "ec2",
+                "--disk",
+                "vol-0123456789abcdef0",
+                "--instance",
+                "i-0000000000000dead",
+            ],
+            &[],
+        )
+        .expect(1);
     assert_eq!(r.record()["error"]["code"], "no-such-disk");
 }
 
 #[test]
 fn a_volume_attached_elsewhere_is_left_alone() {
-    let moto = Server::moto();
-    let url = moto.url();
-    let [a, b]: [String; 2] = instances(&moto, "us-east-1b", 2).try_into().unwrap();
-    let created = create(&url, &[rec("node-0", "shared")]).remove(0);
+    let ec2 = Ec2::moto();
+    let [a, b]: [String; 2] = ec2.instances("us-east-1b", 2).try_into().unwrap();
+    let created = create(&ec2, &[rec("node-0", "shared")]).remove(0);
     let vol = created["disk_id"].as_str().unwrap().to_string();
-    tool(
-        &url,
-        "disk-attach",
-        &["--instance", &a],
-        &ndjson(&[created.clone()]),
-    )
-    .expect(0);
+    ec2.attach(&["--instance", &a], &[created.clone()])
+        .expect(0);
 
-    let r = tool(
-        &url,
-        "disk-attach",
-        &["--instance", &b],
-        &ndjson(&[created.clone()]),
-    )
-    .expect(1);
+    let r = ec2
+        .attach(&["--instance", &b], &[created.clone()])
+        .expect(1);
     let e = r.record()["error"].clone();
     assert_eq!(e["code"], "attached-elsewhere");
     assert!(e["message"].as_str().unwrap().contains(&a), "{e}");
-    let r = tool(
-        &url,
-        "disk-detach",
-        &["--instance", &b],
-        &ndjson(&[created.clone()]),
-    )
-    .expect(1);
+    let r = ec2
+        .detach(&["--instance", &b], &[created.clone()])
+        .expect(1);
     assert_eq!(r.record()["error"]["code"], "attached-elsewhere");
     assert_eq!(
-        moto.ec2_admin(&["volume", &vol])["attachments"][0]["instance"],
+        ec2.volume(&vol)["attachments"][0]["instance"],
         a.as_str(),
         "still on its instance"
     );
@@ -304,22 +237,16 @@ fn a_volume_attached_elsewhere_is_left_alone() {
 
 #[test]
 fn a_zone_mismatch_is_refused_before_any_attach() {
-    let moto = Server::moto();
-    let url = moto.url();
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let vol = moto
-        .ec2_admin(&["create-volume", "us-east-1a", "1"])
-        .as_str()
-        .unwrap()
-        .to_string();
-    moto.ec2_admin(&["record-start"]);
-    let r = tool(
-        &url,
-        "disk-attach",
-        &["--provider", "ec2", "--disk", &vol, "--instance", &inst],
-        "",
-    )
-    .expect(1);
+    let ec2 = Ec2::moto();
+    let inst = ec2.instance();
+    let vol = ec2.hand_made("us-east-1a", None);
+    ec2.record_start();
+    let r = ec2
+        .attach(
+            &["--provider", "ec2", "--disk", &vol, "--instance", &inst],
+            &[],
+        )
+        .expect(1);
     let e = r.record()["error"].clone();
     assert_eq!(e["code"], "zone-mismatch");
     assert!(
@@ -327,28 +254,26 @@ fn a_zone_mismatch_is_refused_before_any_attach() {
             && e["message"].as_str().unwrap().contains("us-east-1b"),
         "{e}"
     );
-    let actions = moto.ec2_admin(&["actions"]);
+    let actions = ec2.recorded();
     assert_eq!(
         actions.get("AttachVolume"),
         None,
         "no attach was tried: {actions}"
     );
     // disk-create says so too, for a record whose zone is not the volume's.
-    let r = tool(
-        &url,
-        "disk-create",
-        &["--provider", "ec2", "--disk", &vol, "--zone", "us-east-1b"],
-        "",
-    )
-    .expect(1);
+    let r = ec2
+        .create(
+            &["--provider", "ec2", "--disk", &vol, "--zone", "us-east-1b"],
+            &[],
+        )
+        .expect(1);
     assert_eq!(r.record()["error"]["code"], "zone-mismatch");
 }
 
 #[test]
 fn fifty_volumes_attach_concurrently_with_batched_polling() {
-    let moto = Server::moto();
-    let url = moto.url();
-    let inst = instances(&moto, "us-east-1b", 5);
+    let ec2 = Ec2::moto();
+    let inst = ec2.instances("us-east-1b", 5);
     let recs: Vec<Value> = (0..50)
         .map(|i| {
             let mut r = rec(&format!("node-{i}"), &format!("data-{i}"));
@@ -356,26 +281,22 @@ fn fifty_volumes_attach_concurrently_with_batched_polling() {
             r
         })
         .collect();
-    let created = create(&url, &recs);
+    let created = create(&ec2, &recs);
     assert_eq!(created.len(), 50);
 
-    moto.ec2_admin(&["record-start"]);
+    ec2.record_start();
     let started = std::time::Instant::now();
-    let attached = tool(
-        &url,
-        "disk-attach",
-        &["--concurrency", "16"],
-        &ndjson(&created),
-    )
-    .expect(0)
-    .records();
+    let attached = ec2
+        .attach(&["--concurrency", "16"], &created)
+        .expect(0)
+        .records();
     let took = started.elapsed();
     assert!(
         attached
             .iter()
             .all(|r| r["state"] == "attached" && r["changed"] == true)
     );
-    let actions = moto.ec2_admin(&["actions"]);
+    let actions = ec2.recorded();
     assert_eq!(actions["AttachVolume"], 50, "{actions}");
     let describes = actions["DescribeVolumes"].as_u64().unwrap();
     assert!(
@@ -396,12 +317,10 @@ fn fifty_volumes_attach_concurrently_with_batched_polling() {
         assert_eq!(names.len(), 10, "{i}: {names:?}");
     }
 
-    moto.ec2_admin(&["record-start"]);
-    let detached = tool(&url, "disk-detach", &["--force"], &ndjson(&attached))
-        .expect(0)
-        .records();
+    ec2.record_start();
+    let detached = ec2.detach(&["--force"], &attached).expect(0).records();
     assert!(detached.iter().all(|r| r["state"] == "detached"));
-    let actions = moto.ec2_admin(&["actions"]);
+    let actions = ec2.recorded();
     assert_eq!(actions["DetachVolume"], 50);
     assert!(
         actions["DescribeVolumes"].as_u64().unwrap() <= 3,
@@ -411,23 +330,15 @@ fn fifty_volumes_attach_concurrently_with_batched_polling() {
 
 #[test]
 fn api_errors_become_record_errors_with_the_aws_code() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let mut created = create(&url, &[rec("node-0", "data-0"), rec("node-1", "data-1")]);
+    let ec2 = Ec2::proxied(&[]);
+    let inst = ec2.instance();
+    let mut created = create(&ec2, &[rec("node-0", "data-0"), rec("node-1", "data-1")]);
     for r in &mut created {
         r["instance"] = json!(inst);
     }
     let rule = json!({"fail": {"AttachVolume": {"status": 403, "code": "UnauthorizedOperation", "times": 1}}});
-    inject(&url, rule);
-    let r = tool(
-        &url,
-        "disk-attach",
-        &["--concurrency", "1"],
-        &ndjson(&created),
-    )
-    .expect(1);
+    ec2.control(rule);
+    let r = ec2.attach(&["--concurrency", "1"], &created).expect(1);
     let recs = r.records();
     let codes: Vec<&str> = recs
         .iter()
@@ -446,27 +357,21 @@ fn api_errors_become_record_errors_with_the_aws_code() {
 
 #[test]
 fn throttling_and_server_errors_are_retried() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
+    let ec2 = Ec2::proxied(&[]);
     let rule = json!({"fail": {
         "DescribeVolumes": {"status": 503, "code": "RequestLimitExceeded", "times": 2},
         "CreateVolume": {"status": 500, "code": "InternalError", "times": 1},
     }});
-    inject(&url, rule);
-    let r = create(&url, &[rec("node-0", "data-0")]).remove(0);
+    ec2.control(rule);
+    let r = create(&ec2, &[rec("node-0", "data-0")]).remove(0);
     assert_eq!(r["state"], "created");
-    let (_, body) = http("GET", &format!("{url}/__proxy__"), "");
-    let injected: Value = serde_json::from_str(&body).unwrap();
+    let injected = ec2.seen();
     assert_eq!(
         injected["injected"],
         json!({"DescribeVolumes": 2, "CreateVolume": 1})
     );
     assert_eq!(
-        moto.ec2_admin(&["named", "data-0"])
-            .as_array()
-            .unwrap()
-            .len(),
+        ec2.admin(&["named", "data-0"]).as_array().unwrap().len(),
         1,
         "the retried create made one volume"
     );
@@ -474,19 +379,13 @@ fn throttling_and_server_errors_are_retried() {
 
 #[test]
 fn an_attachment_stuck_attaching_is_undone_and_reported() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let created = create(&url, &[rec("node-0", "data-0")]).remove(0);
-    inject(&url, json!({"attaching": true}));
-    let r = tool(
-        &url,
-        "disk-attach",
-        &["--instance", &inst, "--timeout", "3"],
-        &ndjson(&[created.clone()]),
-    )
-    .expect(1);
+    let ec2 = Ec2::proxied(&[]);
+    let inst = ec2.instance();
+    let created = create(&ec2, &[rec("node-0", "data-0")]).remove(0);
+    ec2.control(json!({"attaching": true}));
+    let r = ec2
+        .attach(&["--instance", &inst, "--timeout", "3"], &[created.clone()])
+        .expect(1);
     let e = r.record()["error"].clone();
     assert_eq!(e["code"], "stuck-attaching", "{e}");
     assert!(
@@ -494,7 +393,7 @@ fn an_attachment_stuck_attaching_is_undone_and_reported() {
         "{e}"
     );
     assert_eq!(
-        moto.ec2_admin(&["volume", created["disk_id"].as_str().unwrap()])["state"],
+        ec2.admin(&["volume", created["disk_id"].as_str().unwrap()])["state"],
         "available"
     );
 }
@@ -516,21 +415,16 @@ fn stand_in(t: &TempDir, vol: &str) -> LoopDev {
 #[test]
 fn the_node_finds_the_volume_device_after_a_controller_attach() {
     require_root();
-    let moto = Server::moto();
-    let url = moto.url();
+    let ec2 = Ec2::moto();
     let t = TempDir::new("ec2-node");
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let created = create(&url, &[rec("node-0", "data-0")]).remove(0);
+    let inst = ec2.instance();
+    let created = create(&ec2, &[rec("node-0", "data-0")]).remove(0);
     let vol = created["disk_id"].as_str().unwrap().to_string();
     let _dev = stand_in(&t, &vol);
-    let attached = tool(
-        &url,
-        "disk-attach",
-        &["--instance", &inst],
-        &ndjson(&[created]),
-    )
-    .expect(0)
-    .record();
+    let attached = ec2
+        .attach(&["--instance", &inst], &[created])
+        .expect(0)
+        .record();
     assert!(
         attached.get("device").is_none(),
         "the controller cannot see the node's devices"
@@ -567,17 +461,12 @@ fn the_node_finds_the_volume_device_after_a_controller_attach() {
 #[test]
 fn up_and_down_on_an_ec2_appscalefile() {
     require_root();
-    let moto = Server::moto();
-    let url = moto.url();
+    let ec2 = Ec2::moto();
     let t = TempDir::new("ec2-flow");
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let imds = Server::python("fake_imds.py", &[&inst, "us-east-1b"]);
+    let inst = ec2.instance();
+    let imds = fake_imds(&inst, &[]);
     // As on the seed page: create the volume first, then name it.
-    let vol = moto
-        .ec2_admin(&["create-volume", "us-east-1b", "1"])
-        .as_str()
-        .unwrap()
-        .to_string();
+    let vol = ec2.hand_made("us-east-1b", None);
     let file = t.join("AppScalefile");
     std::fs::write(
         &file,
@@ -588,7 +477,7 @@ fn up_and_down_on_an_ec2_appscalefile() {
     let root = t.s("dev");
     let mut env = aws_env();
     env.push(("APPSCALE_PERSIST_DEV_ROOT", root.as_str()));
-    let imds_url = imds.url();
+    let (url, imds_url) = (ec2.url(), imds.url());
     let provider = [
         "--endpoint-url",
         url.as_str(),
@@ -613,35 +502,29 @@ fn up_and_down_on_an_ec2_appscalefile() {
             .contains("nvme-Amazon_Elastic_Block_Store_")
     );
     assert_eq!(
-        moto.ec2_admin(&["volume", &vol])["attachments"][0]["instance"],
+        ec2.volume(&vol)["attachments"][0]["instance"],
         inst.as_str()
     );
     let data = t.join("mnt/node-1/cassandra");
     std::fs::write(&data, "rows").unwrap();
 
     // Detaching a mounted volume is refused, here on the node.
-    let r = run_env(
-        "disk-detach",
-        &[
-            "--endpoint-url",
-            &url,
-            "--self",
-            "--metadata-endpoint",
-            &imds_url,
-            "--provider",
-            "ec2",
-            "--disk",
-            &vol,
-        ],
-        "",
-        &env,
-    )
-    .expect(1);
+    let by_id = ["--provider", "ec2", "--disk", &vol];
+    let mut here = vec!["--self", "--metadata-endpoint", &imds_url];
+    here.extend(by_id);
+    let r = ec2
+        .tool_env(
+            "disk-detach",
+            &here,
+            "",
+            &[("APPSCALE_PERSIST_DEV_ROOT", &root)],
+        )
+        .expect(1);
     assert_eq!(r.record()["error"]["code"], "mounted");
 
     let r = down().expect(0).record();
     assert_eq!(r["state"], "detached");
-    assert_eq!(moto.ec2_admin(&["volume", &vol])["state"], "available");
+    assert_eq!(ec2.volume(&vol)["state"], "available");
     assert!(!Path::new(&data).exists());
 
     let r = up().expect(0).record();
@@ -666,7 +549,7 @@ fn up_and_down_on_an_ec2_appscalefile() {
     ]);
     let r = flow("up", &t, &file, &tagged, &env).expect(0).record();
     assert_eq!(r["state"], "mounted", "{r}");
-    let tags = &moto.ec2_admin(&["volume", &vol])["tags"];
+    let tags = &ec2.volume(&vol)["tags"];
     assert_eq!(
         (tags["team"].as_str(), tags["tier"].as_str()),
         (Some("db"), Some("gold")),
@@ -679,28 +562,23 @@ fn up_and_down_on_an_ec2_appscalefile() {
 /// existing volume has; without them, any volume will do.
 #[test]
 fn an_existing_volume_of_another_size_or_type_is_refused() {
-    let moto = Server::moto();
-    let url = moto.url();
-    let input = ndjson(&[rec("node-0", "data-0")]);
-    let created = create(&url, &[rec("node-0", "data-0")]).remove(0);
+    let ec2 = Ec2::moto();
+    let input = [rec("node-0", "data-0")];
+    let created = create(&ec2, &[rec("node-0", "data-0")]).remove(0);
     let vol = created["disk_id"].as_str().unwrap().to_string();
     for args in [&["--size", "1G"][..], &[], &["--type", "gp3"]] {
-        let r = tool(&url, "disk-create", args, &input).expect(0).record();
+        let r = ec2.create(args, &input).expect(0).record();
         assert_eq!(r["changed"], false, "{args:?}: {r}");
     }
-    moto.ec2_admin(&["record-start"]);
-    let r = tool(&url, "disk-create", &["--size", "2G"], &input)
-        .expect(1)
-        .record();
+    ec2.record_start();
+    let r = ec2.create(&["--size", "2G"], &input).expect(1).record();
     assert_eq!(error_code(&r), "size-mismatch", "{r}");
     let msg = r["error"]["message"].as_str().unwrap();
     assert!(
         msg.contains(&vol) && msg.contains("1G") && msg.contains("2G"),
         "{msg}"
     );
-    let r = tool(&url, "disk-create", &["--type", "io1"], &input)
-        .expect(1)
-        .record();
+    let r = ec2.create(&["--type", "io1"], &input).expect(1).record();
     assert_eq!(error_code(&r), "type-mismatch", "{r}");
     // Named by its id, the same.
     let by_id = [
@@ -713,25 +591,15 @@ fn an_existing_volume_of_another_size_or_type_is_refused() {
         "--size",
         "5G",
     ];
-    let r = tool(&url, "disk-create", &by_id, "").expect(1).record();
+    let r = ec2.create(&by_id, &[]).expect(1).record();
     assert_eq!(error_code(&r), "size-mismatch", "{r}");
-    let actions = moto.ec2_admin(&["actions"]);
+    let actions = ec2.recorded();
     for a in ["CreateVolume", "CreateTags"] {
         assert_eq!(actions.get(a), None, "nothing made or changed: {actions}");
     }
 }
 
 // --- Whose disk is it ---------------------------------------------------
-
-/// A fake IMDS for `instance` in us-east-1b (IMDSv2; `v1`: only IMDSv1, as
-/// Eucalyptus).
-fn imds(instance: &str, v1: bool) -> Server {
-    let mut args = vec![instance, "us-east-1b"];
-    if v1 {
-        args.push("--v1");
-    }
-    Server::python("fake_imds.py", &args)
-}
 
 fn in_deployment(mut r: Value, deployment: &str) -> Value {
     r["deployment"] = json!(deployment);
@@ -740,10 +608,8 @@ fn in_deployment(mut r: Value, deployment: &str) -> Value {
 
 /// disk-attach of the volume `vol` (node-1's, by id) to `instance`, from a
 /// controller.
-fn attach_volume(url: &str, vol: &str, instance: &str) -> Run {
-    tool(
-        url,
-        "disk-attach",
+fn attach_volume(ec2: &Ec2, vol: &str, instance: &str) -> Run {
+    ec2.attach(
         &[
             "--provider",
             "ec2",
@@ -754,7 +620,7 @@ fn attach_volume(url: &str, vol: &str, instance: &str) -> Run {
             "--instance",
             instance,
         ],
-        "",
+        &[],
     )
     .expect(0)
 }
@@ -765,15 +631,14 @@ fn error_code(r: &Value) -> &str {
 
 #[test]
 fn a_volume_tagged_for_another_deployment_is_never_adopted() {
-    let moto = Server::moto();
-    let url = moto.url();
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
+    let ec2 = Ec2::moto();
+    let inst = ec2.instance();
     // Deployment alpha made the volume Name=data for its node-0.
-    let made = create(&url, &[in_deployment(rec("node-0", "data"), "alpha")]).remove(0);
+    let made = create(&ec2, &[in_deployment(rec("node-0", "data"), "alpha")]).remove(0);
     let vol = made["disk_id"].as_str().unwrap().to_string();
 
     // Deployment beta's AppScalefile names a disk `data` for its node-0 too.
-    moto.ec2_admin(&["record-start"]);
+    ec2.record_start();
     let theirs = in_deployment(rec("node-0", "data"), "beta");
     let mut by_id = theirs.clone();
     by_id["disk"] = json!(vol);
@@ -782,14 +647,10 @@ fn a_volume_tagged_for_another_deployment_is_never_adopted() {
         ("disk-attach", &theirs),
         ("disk-attach", &by_id),
     ] {
-        let out = tool(
-            &url,
-            tool_name,
-            &["--instance", &inst],
-            &ndjson(&[r.clone()]),
-        )
-        .expect(1)
-        .record();
+        let out = ec2
+            .tool(tool_name, &["--instance", &inst], &ndjson(&[r.clone()]))
+            .expect(1)
+            .record();
         assert_eq!(error_code(&out), "other-deployment", "{tool_name}: {out}");
         assert!(
             out["error"]["message"]
@@ -799,25 +660,21 @@ fn a_volume_tagged_for_another_deployment_is_never_adopted() {
             "the error names the owner: {out}"
         );
     }
-    let actions = moto.ec2_admin(&["actions"]);
+    let actions = ec2.recorded();
     for a in ["CreateVolume", "CreateTags", "AttachVolume"] {
         assert_eq!(actions.get(a), None, "no {a}: {actions}");
     }
-    assert_eq!(moto.ec2_admin(&["named", "data"]), json!([vol]));
+    assert_eq!(ec2.admin(&["named", "data"]), json!([vol]));
     assert_eq!(
-        moto.ec2_admin(&["volume", &vol])["attachments"],
+        ec2.volume(&vol)["attachments"],
         json!([]),
         "still alpha's, unattached"
     );
     // --deployment names the deployment over the record's.
-    let again = tool(
-        &url,
-        "disk-create",
-        &["--deployment", "alpha"],
-        &ndjson(&[theirs]),
-    )
-    .expect(0)
-    .record();
+    let again = ec2
+        .create(&["--deployment", "alpha"], &[theirs])
+        .expect(0)
+        .record();
     assert_eq!(
         (again["disk_id"].as_str(), again["changed"].as_bool()),
         (Some(vol.as_str()), Some(false))
@@ -826,26 +683,21 @@ fn a_volume_tagged_for_another_deployment_is_never_adopted() {
 
 #[test]
 fn a_hand_made_volume_is_adopted_only_when_available_and_in_the_zone() {
-    let moto = Server::moto();
-    let url = moto.url();
-    let other = instances(&moto, "us-east-1b", 1).remove(0);
+    let ec2 = Ec2::moto();
+    let other = ec2.instance();
     let hand = |zone: &str, name: &str| {
-        moto.ec2_admin(&["create-volume", zone, "1", name])
+        ec2.admin(&["create-volume", zone, "1", name])
             .as_str()
             .unwrap()
             .to_string()
     };
     // In use by an instance: whose data is on it is unknown. Not adopted.
     let busy = hand("us-east-1b", "busy-data");
-    moto.ec2_admin(&["attach", &busy, &other, "/dev/sdf"]);
-    let r = tool(
-        &url,
-        "disk-create",
-        &[],
-        &ndjson(&[rec("node-0", "busy-data")]),
-    )
-    .expect(1)
-    .record();
+    ec2.admin(&["attach", &busy, &other, "/dev/sdf"]);
+    let r = ec2
+        .create(&[], &[rec("node-0", "busy-data")])
+        .expect(1)
+        .record();
     assert_eq!(error_code(&r), "not-adoptable", "{r}");
     assert!(
         r["error"]["message"].as_str().unwrap().contains("in-use"),
@@ -853,21 +705,15 @@ fn a_hand_made_volume_is_adopted_only_when_available_and_in_the_zone() {
     );
     // In another zone: not adopted either.
     hand("us-east-1a", "far-data");
-    let r = tool(
-        &url,
-        "disk-create",
-        &[],
-        &ndjson(&[rec("node-0", "far-data")]),
-    )
-    .expect(1)
-    .record();
+    let r = ec2
+        .create(&[], &[rec("node-0", "far-data")])
+        .expect(1)
+        .record();
     assert_eq!(error_code(&r), "zone-mismatch", "{r}");
     // Available, in the zone: adopted, tagged, and the record says so.
     let free = hand("us-east-1b", "free-data");
     let mine = in_deployment(rec("node-0", "free-data"), "gamma");
-    let r = tool(&url, "disk-create", &[], &ndjson(&[mine.clone()]))
-        .expect(0)
-        .record();
+    let r = ec2.create(&[], &[mine.clone()]).expect(0).record();
     assert_eq!(
         (
             r["disk_id"].as_str(),
@@ -877,7 +723,7 @@ fn a_hand_made_volume_is_adopted_only_when_available_and_in_the_zone() {
         (Some(free.as_str()), Some(true), Some(true)),
         "{r}"
     );
-    let tags = &moto.ec2_admin(&["volume", &free])["tags"];
+    let tags = &ec2.volume(&free)["tags"];
     assert_eq!(
         (
             tags["appscale-persist:deployment"].as_str(),
@@ -885,31 +731,23 @@ fn a_hand_made_volume_is_adopted_only_when_available_and_in_the_zone() {
         ),
         (Some("gamma"), Some("node-0"))
     );
-    let again = tool(&url, "disk-create", &[], &ndjson(&[mine]))
-        .expect(0)
-        .record();
+    let again = ec2.create(&[], &[mine]).expect(0).record();
     assert_eq!(
         (again["changed"].as_bool(), again.get("adopted")),
         (Some(false), None),
         "now gamma's own: {again}"
     );
     // Adopted, it is no longer free for another deployment to take.
-    let r = tool(
-        &url,
-        "disk-create",
-        &[],
-        &ndjson(&[in_deployment(rec("node-0", "free-data"), "delta")]),
-    )
-    .expect(1)
-    .record();
+    let r = ec2
+        .create(&[], &[in_deployment(rec("node-0", "free-data"), "delta")])
+        .expect(1)
+        .record();
     assert_eq!(error_code(&r), "other-deployment");
 }
 
 #[test]
 fn two_deployments_never_share_tags_or_client_tokens() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
+    let ec2 = Ec2::proxied(&[]);
     let t = TempDir::new("ec2-deployments");
     let body = "infrastructure: ec2\nmachine: ami-0123456789abcdef0\nzone: us-east-1b\nips_layout:\n  master: node-1\n  appengine: node-1\n  database: node-1\n  zookeeper: node-1\ndisks:\n  node-1: data\n";
     // Each deployment in its own moto account, as two AWS accounts would
@@ -920,15 +758,17 @@ fn two_deployments_never_share_tags_or_client_tokens() {
         ("group: beta\n", "222222222222", "beta"),
         ("", "333333333333", "appscale"),
     ] {
-        inject(&url, json!({"account": account}));
+        ec2.control(json!({"account": account}));
         let file = t.join(&format!("AppScalefile-{want}"));
         std::fs::write(&file, format!("{head}{body}")).unwrap();
         let plan = run("appscalefile-lint", &["--plan", file.to_str().unwrap()], "")
             .expect(0)
             .stdout;
-        let r = tool(&url, "disk-create", &["--size", "1G"], &plan).expect(0);
+        let r = ec2.tool("disk-create", &["--size", "1G"], &plan).expect(0);
         let created = r.record();
         let vol = created["disk_id"].as_str().unwrap().to_string();
+        // Asked through the proxy: in the account it plays now.
+        let proxy = ec2.proxy.as_ref().unwrap();
         let tags = &proxy.ec2_admin(&["volume", &vol])["tags"];
         assert_eq!(
             tags["appscale-persist:deployment"].as_str(),
@@ -944,8 +784,7 @@ fn two_deployments_never_share_tags_or_client_tokens() {
         );
         ids.push(vol);
     }
-    let (_, body) = http("GET", &format!("{url}/__proxy__"), "");
-    let tokens: Vec<String> = serde_json::from_str::<Value>(&body).unwrap()["tokens"]
+    let tokens: Vec<String> = ec2.seen()["tokens"]
         .as_array()
         .unwrap()
         .iter()
@@ -964,12 +803,11 @@ fn two_deployments_never_share_tags_or_client_tokens() {
 
 #[test]
 fn one_instance_never_receives_the_disks_of_several_nodes() {
-    let moto = Server::moto();
-    let url = moto.url();
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let node = imds(&inst, false);
-    let created = create(&url, &[rec("node-0", "data-0"), rec("node-1", "data-1")]);
-    moto.ec2_admin(&["record-start"]);
+    let ec2 = Ec2::moto();
+    let inst = ec2.instance();
+    let node = fake_imds(&inst, &[]);
+    let created = create(&ec2, &[rec("node-0", "data-0"), rec("node-1", "data-1")]);
+    ec2.record_start();
     let imds_url = node.url();
     for (tool_name, args) in [
         ("disk-attach", vec!["--instance", inst.as_str()]),
@@ -983,7 +821,7 @@ fn one_instance_never_receives_the_disks_of_several_nodes() {
         ),
         ("disk-detach", vec!["--instance", inst.as_str()]),
     ] {
-        let r = tool(&url, tool_name, &args, &ndjson(&created)).expect(2);
+        let r = ec2.tool(tool_name, &args, &ndjson(&created)).expect(2);
         assert!(r.stdout.is_empty(), "{tool_name}: {}", r.stdout);
         assert!(
             r.stderr.contains("node-0, node-1")
@@ -994,24 +832,16 @@ fn one_instance_never_receives_the_disks_of_several_nodes() {
         );
     }
     // --node takes one node's records, and refuses the others.
-    let r = tool(
-        &url,
-        "disk-attach",
-        &["--instance", &inst, "--node", "node-0"],
-        &ndjson(&created),
-    )
-    .expect(2);
+    let r = ec2
+        .attach(&["--instance", &inst, "--node", "node-0"], &created)
+        .expect(2);
     assert!(r.stderr.contains("node-1"), "{}", r.stderr);
-    let actions = moto.ec2_admin(&["actions"]);
+    let actions = ec2.recorded();
     assert_eq!(actions.get("AttachVolume"), None, "{actions}");
-    let r = tool(
-        &url,
-        "disk-attach",
-        &["--instance", &inst, "--node", "node-0"],
-        &ndjson(&created[..1]),
-    )
-    .expect(0)
-    .record();
+    let r = ec2
+        .attach(&["--instance", &inst, "--node", "node-0"], &created[..1])
+        .expect(0)
+        .record();
     assert_eq!(
         (r["node"].as_str(), r["state"].as_str()),
         (Some("node-0"), Some("attached"))
@@ -1019,37 +849,28 @@ fn one_instance_never_receives_the_disks_of_several_nodes() {
     // With --self, a record for another instance is refused.
     let mut elsewhere = created[1].clone();
     elsewhere["instance"] = json!("i-0000000000000beef");
-    let r = tool(
-        &url,
-        "disk-attach",
-        &["--self", "--metadata-endpoint", &imds_url],
-        &ndjson(&[elsewhere]),
-    )
-    .expect(1)
-    .record();
+    let r = ec2
+        .attach(&["--self", "--metadata-endpoint", &imds_url], &[elsewhere])
+        .expect(1)
+        .record();
     assert_eq!(error_code(&r), "other-instance", "{r}");
     assert_eq!(
-        moto.ec2_admin(&["volume", created[1]["disk_id"].as_str().unwrap()])["attachments"],
+        ec2.admin(&["volume", created[1]["disk_id"].as_str().unwrap()])["attachments"],
         json!([])
     );
 }
 
 #[test]
 fn two_records_for_one_volume_are_refused_up_front() {
-    let moto = Server::moto();
-    let url = moto.url();
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let mut created = create(&url, &[rec("node-0", "data-0")]).remove(0);
+    let ec2 = Ec2::moto();
+    let inst = ec2.instance();
+    let mut created = create(&ec2, &[rec("node-0", "data-0")]).remove(0);
     created["instance"] = json!(inst);
     let vol = created["disk_id"].as_str().unwrap().to_string();
-    moto.ec2_admin(&["record-start"]);
-    let r = tool(
-        &url,
-        "disk-attach",
-        &[],
-        &ndjson(&[created.clone(), created.clone()]),
-    )
-    .expect(2);
+    ec2.record_start();
+    let r = ec2
+        .attach(&[], &[created.clone(), created.clone()])
+        .expect(2);
     assert!(
         r.stderr.contains("records 1 and 2 both name disk")
             && r.stderr.contains("nothing was done"),
@@ -1062,13 +883,11 @@ fn two_records_for_one_volume_are_refused_up_front() {
     by_name["instance"] = json!(inst);
     let mut by_id = by_name.clone();
     by_id["disk"] = json!(vol);
-    let recs = tool(&url, "disk-attach", &[], &ndjson(&[by_name, by_id]))
-        .expect(1)
-        .records();
+    let recs = ec2.attach(&[], &[by_name, by_id]).expect(1).records();
     for r in &recs {
         assert_eq!(error_code(r), "duplicate-disk", "{r}");
     }
-    let actions = moto.ec2_admin(&["actions"]);
+    let actions = ec2.recorded();
     assert_eq!(actions.get("AttachVolume"), None, "{actions}");
 }
 
@@ -1088,22 +907,17 @@ fn appscalefile(t: &TempDir, vol: &str) -> std::path::PathBuf {
 #[test]
 fn the_node_detaches_only_a_device_it_can_see_free() {
     require_root();
-    let moto = Server::moto();
-    let url = moto.url();
+    let ec2 = Ec2::moto();
     let t = TempDir::new("ec2-self-detach");
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let node = imds(&inst, false);
-    let vol = moto
-        .ec2_admin(&["create-volume", "us-east-1b", "1"])
-        .as_str()
-        .unwrap()
-        .to_string();
+    let inst = ec2.instance();
+    let node = fake_imds(&inst, &[]);
+    let vol = ec2.hand_made("us-east-1b", None);
     let file = appscalefile(&t, &vol);
     let dev = stand_in(&t, &vol);
     let root = t.s("dev");
     let mut env = aws_env();
     env.push(("APPSCALE_PERSIST_DEV_ROOT", root.as_str()));
-    let imds_url = node.url();
+    let (url, imds_url) = (ec2.url(), node.url());
     let on_node = [
         "--endpoint-url",
         url.as_str(),
@@ -1112,36 +926,41 @@ fn the_node_detaches_only_a_device_it_can_see_free() {
         imds_url.as_str(),
     ];
     flow_with("up", &t, &file, &["--node", "node-1"], &on_node, &env).expect(0);
-    let detach_here = |extra: &[&str], env: &[(&str, &str)]| {
-        let mut a = on_node.to_vec();
-        a.extend([
+    // disk-detach on the node, its devices under `dev_root`.
+    let detach_here = |dev_root: &str| {
+        let args = [
+            "--self",
+            "--metadata-endpoint",
+            imds_url.as_str(),
             "--node",
             "node-1",
             "--provider",
             "ec2",
             "--disk",
             vol.as_str(),
-        ]);
-        a.extend_from_slice(extra);
-        run_env("disk-detach", &a, "", env)
+        ];
+        ec2.tool_env(
+            "disk-detach",
+            &args,
+            "",
+            &[("APPSCALE_PERSIST_DEV_ROOT", dev_root)],
+        )
     };
-    let attached_to = || moto.ec2_admin(&["volume", &vol])["attachments"][0]["instance"].clone();
+    let attached_to = || ec2.volume(&vol)["attachments"][0]["instance"].clone();
 
     // Lazily unmounted while a file on it is open: the filesystem lives on.
     let mnt = t.join("mnt/node-1");
     let open = std::fs::File::create(mnt.join("open-file")).unwrap();
     sh_ok(&["umount", "--lazy", mnt.to_str().unwrap()]);
     assert!(!is_mounted(&mnt));
-    let r = detach_here(&[], &env).expect(1).record();
+    let r = detach_here(&root).expect(1).record();
     assert_eq!(error_code(&r), "in-use", "{r}");
     assert_eq!(attached_to(), inst.as_str(), "still attached");
     drop(open);
     // Its device not visible here (no udev link): nothing can be checked.
     let blind = t.s("blind-dev");
     std::fs::create_dir_all(&blind).unwrap();
-    let mut blind_env = aws_env();
-    blind_env.push(("APPSCALE_PERSIST_DEV_ROOT", blind.as_str()));
-    let r = detach_here(&[], &blind_env).expect(1);
+    let r = detach_here(&blind).expect(1);
     let rec = r.record();
     assert_eq!(error_code(&rec), "device-not-found", "{rec}");
     assert!(
@@ -1153,31 +972,26 @@ fn the_node_detaches_only_a_device_it_can_see_free() {
     );
     assert_eq!(attached_to(), inst.as_str(), "still attached");
     // Visible and free: detached.
-    let r = detach_here(&[], &env).expect(0).record();
+    let r = detach_here(&root).expect(0).record();
     assert_eq!(r["state"], "detached");
-    assert_eq!(moto.ec2_admin(&["volume", &vol])["state"], "available");
+    assert_eq!(ec2.volume(&vol)["state"], "available");
     drop(dev);
 }
 
 #[test]
 fn detaching_from_elsewhere_needs_the_nodes_unmount_proof() {
     require_root();
-    let moto = Server::moto();
-    let url = moto.url();
+    let ec2 = Ec2::moto();
     let t = TempDir::new("ec2-proof");
-    let [a, b]: [String; 2] = instances(&moto, "us-east-1b", 2).try_into().unwrap();
-    let (node_a, node_b) = (imds(&a, false), imds(&b, false));
-    let vol = moto
-        .ec2_admin(&["create-volume", "us-east-1b", "1"])
-        .as_str()
-        .unwrap()
-        .to_string();
+    let [a, b]: [String; 2] = ec2.instances("us-east-1b", 2).try_into().unwrap();
+    let (node_a, node_b) = (fake_imds(&a, &[]), fake_imds(&b, &[]));
+    let vol = ec2.hand_made("us-east-1b", None);
     let _dev = stand_in(&t, &vol);
     let root = t.s("dev");
     let mnt = t.s("mnt");
     // The controller attaches to instance a; the node (this machine, with
     // the stand-in device) formats and mounts.
-    let attached = attach_volume(&url, &vol, &a).stdout;
+    let attached = attach_volume(&ec2, &vol, &a).stdout;
     let node_env = |imds: &Server| {
         vec![
             ("APPSCALE_PERSIST_DEV_ROOT".to_string(), root.clone()),
@@ -1201,10 +1015,8 @@ fn detaching_from_elsewhere_needs_the_nodes_unmount_proof() {
     .expect(0)
     .record();
     // The controller cannot see the node's devices.
-    let from_controller = |r: &Value, extra: &[&str]| {
-        tool(&url, "disk-detach", extra, &ndjson(&[without(r, "device")]))
-    };
-    let attached_to = || moto.ec2_admin(&["volume", &vol])["attachments"][0]["instance"].clone();
+    let from_controller = |r: &Value, extra: &[&str]| ec2.detach(extra, &[without(r, "device")]);
+    let attached_to = || ec2.volume(&vol)["attachments"][0]["instance"].clone();
 
     // No proof (the disk is mounted on the node): refused, says how.
     let r = from_controller(&mounted, &[]).expect(1).record();
@@ -1250,48 +1062,29 @@ fn detaching_from_elsewhere_needs_the_nodes_unmount_proof() {
     // As it is: detached.
     let r = from_controller(&unmounted, &[]).expect(0).record();
     assert_eq!(r["state"], "detached");
-    assert_eq!(moto.ec2_admin(&["volume", &vol])["state"], "available");
+    assert_eq!(ec2.volume(&vol)["state"], "available");
 
     // --force detaches without proof, and says what it risks.
-    attach_volume(&url, &vol, &a);
+    attach_volume(&ec2, &vol, &a);
     let r = from_controller(&mounted, &["--force"]).expect(0);
     assert!(
         r.stderr.contains("--force") && r.stderr.contains("not flushed"),
         "{}",
         r.stderr
     );
-    assert_eq!(moto.ec2_admin(&["volume", &vol])["state"], "available");
+    assert_eq!(ec2.volume(&vol)["state"], "available");
 }
 
 #[test]
 fn scripts_down_away_from_the_node_refuses_to_detach_and_says_how() {
-    let moto = Server::moto();
-    let url = moto.url();
+    let ec2 = Ec2::moto();
     let t = TempDir::new("ec2-down-away");
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let vol = moto
-        .ec2_admin(&["create-volume", "us-east-1b", "1"])
-        .as_str()
-        .unwrap()
-        .to_string();
+    let inst = ec2.instance();
+    let vol = ec2.hand_made("us-east-1b", None);
     let file = appscalefile(&t, &vol);
-    tool(
-        &url,
-        "disk-attach",
-        &[
-            "--provider",
-            "ec2",
-            "--node",
-            "node-1",
-            "--disk",
-            &vol,
-            "--instance",
-            &inst,
-        ],
-        "",
-    )
-    .expect(0);
+    attach_volume(&ec2, &vol, &inst);
     // Run on a controller: nothing of node-1's is mounted or visible here.
+    let url = ec2.url();
     let r = flow_with(
         "down",
         &t,
@@ -1310,7 +1103,7 @@ fn scripts_down_away_from_the_node_refuses_to_detach_and_says_how() {
         r.stderr
     );
     assert_eq!(
-        moto.ec2_admin(&["volume", &vol])["attachments"][0]["instance"],
+        ec2.volume(&vol)["attachments"][0]["instance"],
         inst.as_str(),
         "still attached"
     );
@@ -1320,82 +1113,57 @@ fn scripts_down_away_from_the_node_refuses_to_detach_and_says_how() {
 
 #[test]
 fn a_failed_poll_is_retried_until_the_deadline() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let created = create(&url, &[rec("node-0", "data-0")]).remove(0);
+    let ec2 = Ec2::proxied(&[]);
+    let inst = ec2.instance();
+    let created = create(&ec2, &[rec("node-0", "data-0")]).remove(0);
     // Let the lookup through, then fail more polls in a row than the SDK
     // tries one call (5 attempts).
-    inject(
-        &url,
-        json!({"fail": {"DescribeVolumes": {"status": 503, "code": "RequestLimitExceeded", "skip": 1, "times": 7}}}),
+    ec2.control(json!({"fail": {"DescribeVolumes": {"status": 503, "code": "RequestLimitExceeded", "skip": 1, "times": 7}}}),
     );
-    let r = tool(
-        &url,
-        "disk-attach",
-        &["--instance", &inst],
-        &ndjson(&[created]),
-    )
-    .expect(0);
+    let r = ec2.attach(&["--instance", &inst], &[created]).expect(0);
     assert_eq!(r.record()["state"], "attached", "{}", r.stderr);
-    let (_, body) = http("GET", &format!("{url}/__proxy__"), "");
-    let injected: Value = serde_json::from_str(&body).unwrap();
+    let injected = ec2.seen();
     assert_eq!(injected["injected"]["DescribeVolumes"], 7, "{injected}");
 }
 
 #[test]
 fn a_volume_still_detaching_from_this_instance_is_waited_out() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let created = create(&url, &[rec("node-0", "data-0")]).remove(0);
+    let ec2 = Ec2::proxied(&[]);
+    let inst = ec2.instance();
+    let created = create(&ec2, &[rec("node-0", "data-0")]).remove(0);
     let vol = created["disk_id"].as_str().unwrap().to_string();
     // An earlier down left its detach in progress for three more polls.
-    moto.ec2_admin(&["attach", &vol, &inst, "/dev/sdf"]);
-    inject(
-        &url,
-        json!({"detaching": {"volume": vol, "instance": inst, "polls": 3}}),
-    );
-    let r = tool(
-        &url,
-        "disk-attach",
-        &["--instance", &inst],
-        &ndjson(&[created]),
-    )
-    .expect(0)
-    .record();
+    ec2.admin(&["attach", &vol, &inst, "/dev/sdf"]);
+    ec2.control(json!({"detaching": {"volume": vol, "instance": inst, "polls": 3}}));
+    let r = ec2
+        .attach(&["--instance", &inst], &[created])
+        .expect(0)
+        .record();
     assert_eq!(
         (r["state"].as_str(), r["changed"].as_bool()),
         (Some("attached"), Some(true)),
         "{r}"
     );
-    let v = moto.ec2_admin(&["volume", &vol]);
+    let v = ec2.volume(&vol);
     assert_eq!(v["attachments"][0]["instance"], inst.as_str());
     assert_eq!(v["attachments"][0]["state"], "attached");
 }
 
 #[test]
 fn an_api_error_reading_instances_is_reported_as_itself() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    inject(
-        &url,
-        json!({"fail": {"DescribeInstances": {"status": 403, "code": "UnauthorizedOperation", "times": -1}}}),
+    let ec2 = Ec2::proxied(&[]);
+    let inst = ec2.instance();
+    ec2.control(json!({"fail": {"DescribeInstances": {"status": 403, "code": "UnauthorizedOperation", "times": -1}}}),
     );
-    let r = tool(
-        &url,
-        "disk-create",
-        &["--instance", &inst],
-        &ndjson(&[without(&rec("node-0", "data-0"), "zone")]),
-    )
-    .expect(1)
-    .record();
+    let r = ec2
+        .create(
+            &["--instance", &inst],
+            &[without(&rec("node-0", "data-0"), "zone")],
+        )
+        .expect(1)
+        .record();
     assert_eq!(error_code(&r), "UnauthorizedOperation", "{r}");
-    assert_eq!(moto.ec2_admin(&["named", "data-0"]), json!([]));
+    assert_eq!(ec2.admin(&["named", "data-0"]), json!([]));
 }
 
 // --- Identity on the node -------------------------------------------------
@@ -1411,15 +1179,12 @@ fn plant_serial(t: &TempDir, dev: &LoopDev, serial: &str) {
 #[test]
 fn a_stand_in_with_a_wrong_serial_or_links_that_disagree_is_refused() {
     require_root();
-    let moto = Server::moto();
-    let url = moto.url();
+    let ec2 = Ec2::moto();
     let t = TempDir::new("ec2-identity");
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let mut created = create(&url, &[rec("node-0", "data-0")]).remove(0);
+    let inst = ec2.instance();
+    let mut created = create(&ec2, &[rec("node-0", "data-0")]).remove(0);
     created["instance"] = json!(inst);
-    let attached = tool(&url, "disk-attach", &[], &ndjson(&[created]))
-        .expect(0)
-        .record();
+    let attached = ec2.attach(&[], &[created]).expect(0).record();
     let vol = attached["disk_id"].as_str().unwrap().to_string();
     let dev = stand_in(&t, &vol);
     let (root, sys) = (t.s("dev"), t.s("sys"));
@@ -1467,14 +1232,6 @@ fn a_stand_in_with_a_wrong_serial_or_links_that_disagree_is_refused() {
 
 // --- More volumes per instance ------------------------------------------
 
-/// An instance of type `ty` in us-east-1b (moto's AMI is HVM).
-fn instance_of(moto: &Server, ty: &str) -> String {
-    moto.ec2_admin(&["run-instances", "us-east-1b", "1", ty])[0]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 /// `n` records of one node each, all for `inst`.
 fn recs_for(inst: &str, n: usize) -> Vec<Value> {
     (0..n)
@@ -1490,19 +1247,14 @@ fn recs_for(inst: &str, n: usize) -> Vec<Value> {
 /// the 22nd volume used to find no name.
 #[test]
 fn sixty_volumes_attach_to_one_hvm_instance() {
-    let moto = Server::moto();
-    let url = moto.url();
+    let ec2 = Ec2::moto();
     // A type that takes 128 EBS volumes.
-    let inst = instance_of(&moto, "m7i.48xlarge");
-    let created = create(&url, &recs_for(&inst, 60));
-    let attached = tool(
-        &url,
-        "disk-attach",
-        &["--concurrency", "16"],
-        &ndjson(&created),
-    )
-    .expect(0)
-    .records();
+    let inst = ec2.instance_of("m7i.48xlarge");
+    let created = create(&ec2, &recs_for(&inst, 60));
+    let attached = ec2
+        .attach(&["--concurrency", "16"], &created)
+        .expect(0)
+        .records();
     let mut names: Vec<&str> = attached
         .iter()
         .map(|r| r["attached_as"].as_str().unwrap())
@@ -1519,7 +1271,7 @@ fn sixty_volumes_attach_to_one_hvm_instance() {
     ] {
         assert!(names.contains(&n), "{n} in {names:?}");
     }
-    let on_instance = moto.ec2_admin(&["attached", &inst]);
+    let on_instance = ec2.admin(&["attached", &inst]);
     for r in &attached {
         assert_eq!(
             on_instance[r["disk_id"].as_str().unwrap()],
@@ -1527,9 +1279,7 @@ fn sixty_volumes_attach_to_one_hvm_instance() {
         );
     }
     // Found attached, under the names they were given.
-    let again = tool(&url, "disk-attach", &[], &ndjson(&created))
-        .expect(0)
-        .records();
+    let again = ec2.attach(&[], &created).expect(0).records();
     assert!(again.iter().all(|r| r["changed"] == false));
     assert_eq!(
         again
@@ -1548,12 +1298,11 @@ fn sixty_volumes_attach_to_one_hvm_instance() {
 /// any call; the others attach.
 #[test]
 fn an_instance_types_attachment_limit_is_reported_before_any_call() {
-    let moto = Server::moto();
-    let url = moto.url();
-    let inst = instance_of(&moto, "m5.large");
-    let created = create(&url, &recs_for(&inst, 28));
-    moto.ec2_admin(&["record-start"]);
-    let r = tool(&url, "disk-attach", &[], &ndjson(&created)).expect(1);
+    let ec2 = Ec2::moto();
+    let inst = ec2.instance_of("m5.large");
+    let created = create(&ec2, &recs_for(&inst, 28));
+    ec2.record_start();
+    let r = ec2.attach(&[], &created).expect(1);
     let out = r.records();
     let failed: Vec<&Value> = out.iter().filter(|r| r.get("error").is_some()).collect();
     assert_eq!(out.len() - failed.len(), 26, "{}", r.stdout);
@@ -1571,12 +1320,12 @@ fn an_instance_types_attachment_limit_is_reported_before_any_call() {
         (Some("node-26"), Some("node-27")),
         "the first ones fit"
     );
-    assert_eq!(moto.ec2_admin(&["actions"])["AttachVolume"], 26);
+    assert_eq!(ec2.recorded()["AttachVolume"], 26);
     // One detached makes room for one more; the last still does not fit.
     let first = out[0].clone();
-    tool(&url, "disk-detach", &["--force"], &ndjson(&[first])).expect(0);
+    ec2.detach(&["--force"], &[first]).expect(0);
     let rest = [created[26].clone(), created[27].clone()];
-    let r = tool(&url, "disk-attach", &[], &ndjson(&rest)).expect(1);
+    let r = ec2.attach(&[], &rest).expect(1);
     let out = r.records();
     assert_eq!(out[0]["state"], "attached", "{}", r.stdout);
     assert_eq!(error_code(&out[1]), "attachment-limit");
@@ -1586,17 +1335,13 @@ fn an_instance_types_attachment_limit_is_reported_before_any_call() {
 /// cannot see) is the same code.
 #[test]
 fn ec2_refusing_an_attach_for_its_limit_is_attachment_limit() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
-    let inst = instances(&moto, "us-east-1b", 1).remove(0);
-    let created = create(&url, &recs_for(&inst, 1));
+    let ec2 = Ec2::proxied(&[]);
+    let inst = ec2.instance();
+    let created = create(&ec2, &recs_for(&inst, 1));
     let rule =
         json!({"fail": {"AttachVolume": {"status": 400, "code": "AttachmentLimitExceeded"}}});
-    inject(&url, rule);
-    let r = tool(&url, "disk-attach", &[], &ndjson(&created))
-        .expect(1)
-        .record();
+    ec2.control(rule);
+    let r = ec2.attach(&[], &created).expect(1).record();
     assert_eq!(error_code(&r), "attachment-limit", "{r}");
     assert!(
         r["error"]["message"]
@@ -1610,8 +1355,8 @@ fn ec2_refusing_an_attach_for_its_limit_is_attachment_limit() {
 // --- Production options (issue 18) ----------------------------------------
 
 /// The calls the moto recorder saw of `action` since `record-start`.
-fn calls(moto: &Server, action: &str) -> u64 {
-    moto.ec2_admin(&["actions"])
+fn calls(ec2: &Ec2, action: &str) -> u64 {
+    ec2.recorded()
         .get(action)
         .and_then(Value::as_u64)
         .unwrap_or(0)
@@ -1622,9 +1367,8 @@ fn calls(moto: &Server, action: &str) -> u64 {
 /// errors, never accepted; tags are added to it only with --retag.
 #[test]
 fn a_new_volume_has_the_key_performance_and_tags_asked_and_is_held_to_them() {
-    let moto = Server::moto();
-    let url = moto.url();
-    let input = ndjson(&[rec("node-0", "data-0")]);
+    let ec2 = Ec2::moto();
+    let input = [rec("node-0", "data-0")];
     let opts = [
         "--size",
         "10G",
@@ -1641,10 +1385,10 @@ fn a_new_volume_has_the_key_performance_and_tags_asked_and_is_held_to_them() {
         "--tag",
         "cost-center=42",
     ];
-    let r = tool(&url, "disk-create", &opts, &input).expect(0).record();
+    let r = ec2.create(&opts, &input).expect(0).record();
     assert_eq!(r["changed"], true, "{r}");
     let vol = r["disk_id"].as_str().unwrap().to_string();
-    let v = moto.ec2_admin(&["volume", &vol]);
+    let v = ec2.volume(&vol);
     assert_eq!(v["encrypted"], true, "{v}");
     assert_eq!(v["kms_key"], "alias/appscale-data", "{v}");
     assert_eq!(
@@ -1658,10 +1402,10 @@ fn a_new_volume_has_the_key_performance_and_tags_asked_and_is_held_to_them() {
     // Found again with the same options (the alias confirmed by its tag),
     // or none: nothing to do.
     for args in [&opts[..], &["--encrypted"], &[]] {
-        let r = tool(&url, "disk-create", args, &input).expect(0).record();
+        let r = ec2.create(args, &input).expect(0).record();
         assert_eq!(r["changed"], false, "{args:?}: {r}");
     }
-    moto.ec2_admin(&["record-start"]);
+    ec2.record_start();
     for (args, code) in [
         (&["--kms-key", "alias/other"][..], "encryption-mismatch"),
         (&["--iops", "5000"], "performance-mismatch"),
@@ -1670,7 +1414,7 @@ fn a_new_volume_has_the_key_performance_and_tags_asked_and_is_held_to_them() {
             "performance-mismatch",
         ),
     ] {
-        let r = tool(&url, "disk-create", args, &input).expect(1).record();
+        let r = ec2.create(args, &input).expect(1).record();
         assert_eq!(error_code(&r), code, "{args:?}: {r}");
         assert!(
             r["error"]["message"].as_str().unwrap().contains(&vol),
@@ -1678,27 +1422,28 @@ fn a_new_volume_has_the_key_performance_and_tags_asked_and_is_held_to_them() {
         );
     }
     // A tag with another value: left alone without --retag.
-    let r = tool(&url, "disk-create", &["--tag", "team=web"], &input)
+    let r = ec2
+        .create(&["--tag", "team=web"], &input)
         .expect(0)
         .record();
     assert_eq!(r["changed"], false, "{r}");
     for a in ["CreateVolume", "CreateTags", "ModifyVolume"] {
-        assert_eq!(calls(&moto, a), 0, "nothing changed: {a}");
+        assert_eq!(calls(&ec2, a), 0, "nothing changed: {a}");
     }
     let retag = ["--tag", "team=web", "--tag", "tier=gold", "--retag"];
-    let r = tool(&url, "disk-create", &retag, &input).expect(0).record();
+    let r = ec2.create(&retag, &input).expect(0).record();
     assert_eq!(r["changed"], true, "{r}");
     assert!(r["steps"][0]["ms"].is_u64());
-    let v = moto.ec2_admin(&["volume", &vol]);
+    let v = ec2.volume(&vol);
     assert_eq!(
         (v["tags"]["team"].as_str(), v["tags"]["tier"].as_str()),
         (Some("web"), Some("gold"))
     );
     assert_eq!(v["tags"]["cost-center"], "42", "other tags kept: {v}");
     assert_eq!(v["tags"]["appscale-persist:deployment"], "appscale", "{v}");
-    let r = tool(&url, "disk-create", &retag, &input).expect(0).record();
+    let r = ec2.create(&retag, &input).expect(0).record();
     assert_eq!(r["changed"], false, "tagged once: {r}");
-    assert_eq!(calls(&moto, "CreateTags"), 1);
+    assert_eq!(calls(&ec2, "CreateTags"), 1);
 }
 
 /// A volume found unencrypted, or encrypted with another key, is an
@@ -1706,17 +1451,12 @@ fn a_new_volume_has_the_key_performance_and_tags_asked_and_is_held_to_them() {
 /// named by its id matches the ARN EC2 says.
 #[test]
 fn a_volume_encrypted_otherwise_than_asked_is_reported() {
-    let moto = Server::moto();
-    let url = moto.url();
-    let input = ndjson(&[rec("node-0", "data-0")]);
-    let plain = tool(&url, "disk-create", &["--size", "1G"], &input)
-        .expect(0)
-        .record();
+    let ec2 = Ec2::moto();
+    let input = [rec("node-0", "data-0")];
+    let plain = ec2.create(&["--size", "1G"], &input).expect(0).record();
     let plain_id = plain["disk_id"].as_str().unwrap().to_string();
-    moto.ec2_admin(&["record-start"]);
-    let r = tool(&url, "disk-create", &["--encrypted"], &input)
-        .expect(1)
-        .record();
+    ec2.record_start();
+    let r = ec2.create(&["--encrypted"], &input).expect(1).record();
     assert_eq!(error_code(&r), "encryption-mismatch", "{r}");
     assert!(
         r["error"]["message"]
@@ -1735,26 +1475,26 @@ fn a_volume_encrypted_otherwise_than_asked_is_reported() {
     ];
     let mut args = by_id.to_vec();
     args.extend(["--kms-key", "1234abcd-12ab-34cd-56ef-1234567890ab"]);
-    let r = tool(&url, "disk-create", &args, "").expect(1).record();
+    let r = ec2.create(&args, &[]).expect(1).record();
     assert_eq!(error_code(&r), "encryption-mismatch", "{r}");
-    assert_eq!(calls(&moto, "CreateVolume"), 0);
+    assert_eq!(calls(&ec2, "CreateVolume"), 0);
 
     // Made by hand with a key given by its ARN: named by its id, it matches.
     let key = "1234abcd-12ab-34cd-56ef-1234567890ab";
     let arn = format!("arn:aws:kms:us-east-1:123456789012:key/{key}");
     let spec =
         json!({"AvailabilityZone": "us-east-1b", "Size": 1, "Encrypted": true, "KmsKeyId": arn});
-    let keyed = moto.ec2_admin(&["create-volume-with", &spec.to_string()]);
+    let keyed = ec2.admin(&["create-volume-with", &spec.to_string()]);
     let keyed = keyed.as_str().unwrap();
     let by_id = ["--provider", "ec2", "--disk", keyed, "--zone", "us-east-1b"];
     for k in [key, arn.as_str()] {
         let mut args = by_id.to_vec();
         args.extend(["--kms-key", k]);
-        tool(&url, "disk-create", &args, "").expect(0);
+        ec2.create(&args, &[]).expect(0);
     }
     let mut args = by_id.to_vec();
     args.extend(["--kms-key", "alias/other"]);
-    let r = tool(&url, "disk-create", &args, "").expect(1).record();
+    let r = ec2.create(&args, &[]).expect(1).record();
     assert_eq!(error_code(&r), "encryption-mismatch", "{r}");
     assert!(
         r["error"]["message"].as_str().unwrap().contains(&arn),
@@ -1766,10 +1506,9 @@ fn a_volume_encrypted_otherwise_than_asked_is_reported() {
 /// no record out, no request at all.
 #[test]
 fn options_beyond_the_volume_types_limits_are_refused_before_any_call() {
-    let moto = Server::moto();
-    let url = moto.url();
-    let input = ndjson(&[rec("node-0", "data-0")]);
-    moto.ec2_admin(&["record-start"]);
+    let ec2 = Ec2::moto();
+    let input = [rec("node-0", "data-0")];
+    ec2.record_start();
     let refused: &[(&[&str], &str)] = &[
         (&["--type", "gp3", "--iops", "90000"], "3000 to 80000"),
         (
@@ -1795,17 +1534,15 @@ fn options_beyond_the_volume_types_limits_are_refused_before_any_call() {
         (&["--retag"], "--tag"),
     ];
     for (args, why) in refused {
-        let r = tool(&url, "disk-create", args, &input).expect(2);
+        let r = ec2.create(args, &input).expect(2);
         assert!(r.stderr.contains(why), "{args:?}: {}", r.stderr);
         assert!(r.stdout.is_empty(), "{args:?}: {}", r.stdout);
     }
-    let actions = moto.ec2_admin(&["actions"]);
+    let actions = ec2.recorded();
     assert_eq!(actions, json!({}), "no call at all: {actions}");
     // A new io1 volume needs --iops (a volume found has its own): the
     // record fails before any CreateVolume.
-    let r = tool(&url, "disk-create", &["--type", "io1"], &input)
-        .expect(1)
-        .record();
+    let r = ec2.create(&["--type", "io1"], &input).expect(1).record();
     assert_eq!(error_code(&r), "create-failed", "{r}");
     assert!(
         r["error"]["message"]
@@ -1814,57 +1551,52 @@ fn options_beyond_the_volume_types_limits_are_refused_before_any_call() {
             .contains("needs --iops"),
         "{r}"
     );
-    assert_eq!(moto.ec2_admin(&["actions"]).get("CreateVolume"), None);
+    assert_eq!(ec2.recorded().get("CreateVolume"), None);
 }
 
 /// --grow grows a smaller volume (ModifyVolume, waited until usable);
 /// without it the difference is reported; a larger volume is never shrunk.
 #[test]
 fn grow_modifies_a_smaller_volume_and_never_shrinks_one() {
-    let moto = Server::moto();
-    let url = moto.url();
-    let input = ndjson(&[rec("node-0", "data-0")]);
-    let vol = create(&url, &[rec("node-0", "data-0")]).remove(0)["disk_id"]
+    let ec2 = Ec2::moto();
+    let input = [rec("node-0", "data-0")];
+    let vol = create(&ec2, &[rec("node-0", "data-0")]).remove(0)["disk_id"]
         .as_str()
         .unwrap()
         .to_string();
-    moto.ec2_admin(&["record-start"]);
-    let r = tool(&url, "disk-create", &["--size", "3G"], &input)
-        .expect(1)
-        .record();
+    ec2.record_start();
+    let r = ec2.create(&["--size", "3G"], &input).expect(1).record();
     assert_eq!(error_code(&r), "size-mismatch", "{r}");
     assert!(
         r["error"]["message"].as_str().unwrap().contains("--grow"),
         "{r}"
     );
-    let r = tool(
-        &url,
-        "disk-create",
-        &["--check", "--size", "3G", "--grow"],
-        &input,
-    )
-    .expect(0);
+    let r = ec2
+        .create(&["--check", "--size", "3G", "--grow"], &input)
+        .expect(0);
     assert!(
         r.stderr.contains("would grow from 1 GiB to 3 GiB"),
         "{}",
         r.stderr
     );
-    assert_eq!(calls(&moto, "ModifyVolume"), 0);
+    assert_eq!(calls(&ec2, "ModifyVolume"), 0);
 
-    let r = tool(&url, "disk-create", &["--size", "3G", "--grow"], &input).expect(0);
+    let r = ec2.create(&["--size", "3G", "--grow"], &input).expect(0);
     let rec = r.record();
     assert_eq!(rec["changed"], true, "{rec}");
     assert_eq!(rec["size_bytes"], 3u64 << 30, "{rec}");
     assert!(r.stderr.contains("disk-ensure-fs --grow"), "{}", r.stderr);
-    assert_eq!(moto.ec2_admin(&["volume", &vol])["size"], 3);
-    assert_eq!(calls(&moto, "ModifyVolume"), 1);
-    assert!(calls(&moto, "DescribeVolumesModifications") >= 1);
-    let r = tool(&url, "disk-create", &["--size", "3G", "--grow"], &input)
+    assert_eq!(ec2.volume(&vol)["size"], 3);
+    assert_eq!(calls(&ec2, "ModifyVolume"), 1);
+    assert!(calls(&ec2, "DescribeVolumesModifications") >= 1);
+    let r = ec2
+        .create(&["--size", "3G", "--grow"], &input)
         .expect(0)
         .record();
     assert_eq!(r["changed"], false, "grown once: {r}");
 
-    let r = tool(&url, "disk-create", &["--size", "2G", "--grow"], &input)
+    let r = ec2
+        .create(&["--size", "2G", "--grow"], &input)
         .expect(1)
         .record();
     assert_eq!(error_code(&r), "size-mismatch", "{r}");
@@ -1875,8 +1607,8 @@ fn grow_modifies_a_smaller_volume_and_never_shrinks_one() {
             .contains("never shrunk"),
         "{r}"
     );
-    assert_eq!(moto.ec2_admin(&["volume", &vol])["size"], 3);
-    assert_eq!(calls(&moto, "ModifyVolume"), 1, "no call to shrink it");
+    assert_eq!(ec2.volume(&vol)["size"], 3);
+    assert_eq!(calls(&ec2, "ModifyVolume"), 1, "no call to shrink it");
 }
 
 /// A grow is waited for while its modification is `modifying`, and done at
@@ -1884,23 +1616,17 @@ fn grow_modifies_a_smaller_volume_and_never_shrinks_one() {
 /// `resize-failed`, with EC2's reason.
 #[test]
 fn a_grow_waits_out_modifying_and_a_failed_modification_is_resize_failed() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
-    let input = ndjson(&[rec("node-0", "data-0")]);
-    create(&url, &[rec("node-0", "data-0")]);
+    let ec2 = Ec2::proxied(&[]);
+    let input = [rec("node-0", "data-0")];
+    create(&ec2, &[rec("node-0", "data-0")]);
     let polls = || {
-        let (_, body) = http("GET", &format!("{url}/__proxy__"), "");
-        let v: Value = serde_json::from_str(&body).unwrap();
-        v["injected"]["DescribeVolumesModifications"]
+        ec2.seen()["injected"]["DescribeVolumesModifications"]
             .as_u64()
             .unwrap_or(0)
     };
-    inject(
-        &url,
-        json!({"modification": {"polls": 2, "then": "optimizing"}}),
-    );
-    let r = tool(&url, "disk-create", &["--size", "2G", "--grow"], &input)
+    ec2.control(json!({"modification": {"polls": 2, "then": "optimizing"}}));
+    let r = ec2
+        .create(&["--size", "2G", "--grow"], &input)
         .expect(0)
         .record();
     assert_eq!(
@@ -1911,11 +1637,9 @@ fn a_grow_waits_out_modifying_and_a_failed_modification_is_resize_failed() {
     assert_eq!(polls(), 3, "polled until optimizing");
 
     // An earlier run's grow still modifying: waited for, nothing sent.
-    inject(
-        &url,
-        json!({"modification": {"polls": 2, "then": "optimizing"}}),
-    );
-    let r = tool(&url, "disk-create", &["--size", "2G", "--grow"], &input)
+    ec2.control(json!({"modification": {"polls": 2, "then": "optimizing"}}));
+    let r = ec2
+        .create(&["--size", "2G", "--grow"], &input)
         .expect(0)
         .record();
     assert_eq!(r["changed"], false, "{r}");
@@ -1923,22 +1647,21 @@ fn a_grow_waits_out_modifying_and_a_failed_modification_is_resize_failed() {
 
     // The last modification is `optimizing`: EC2 takes the next only once
     // it is `completed` (API_ModifyVolume): too soon, nothing sent.
-    inject(&url, json!({"actions": {}}));
-    let r = tool(&url, "disk-create", &["--size", "3G", "--grow"], &input)
+    ec2.control(json!({"actions": {}}));
+    let r = ec2
+        .create(&["--size", "3G", "--grow"], &input)
         .expect(1)
         .record();
     assert_eq!(error_code(&r), "resize-too-soon", "{r}");
-    let (_, body) = http("GET", &format!("{url}/__proxy__"), "");
-    let seen: Value = serde_json::from_str(&body).unwrap();
+    let seen = ec2.seen();
     assert!(seen["actions"].get("ModifyVolume").is_none(), "{seen}");
 
     // It failed meanwhile (a failed one may be retried): the new one fails
     // too, with EC2's reason.
-    inject(
-        &url,
-        json!({"modification": {"polls": -1, "then": "failed", "message": "insufficient capacity"}}),
+    ec2.control(json!({"modification": {"polls": -1, "then": "failed", "message": "insufficient capacity"}}),
     );
-    let r = tool(&url, "disk-create", &["--size", "3G", "--grow"], &input)
+    let r = ec2
+        .create(&["--size", "3G", "--grow"], &input)
         .expect(1)
         .record();
     assert_eq!(error_code(&r), "resize-failed", "{r}");
@@ -1951,20 +1674,16 @@ fn a_grow_waits_out_modifying_and_a_failed_modification_is_resize_failed() {
 /// nothing changed.
 #[test]
 fn a_fifth_modification_within_a_day_is_too_soon() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
-    let input = ndjson(&[rec("node-0", "data-0")]);
-    create(&url, &[rec("node-0", "data-0")]);
-    inject(
-        &url,
-        json!({"modification": {"polls": -1, "then": "completed"}}),
-    );
+    let ec2 = Ec2::proxied(&[]);
+    let input = [rec("node-0", "data-0")];
+    create(&ec2, &[rec("node-0", "data-0")]);
+    ec2.control(json!({"modification": {"polls": -1, "then": "completed"}}));
     for gib in 2..=5 {
         let size = format!("{gib}G");
-        tool(&url, "disk-create", &["--size", &size, "--grow"], &input).expect(0);
+        ec2.create(&["--size", &size, "--grow"], &input).expect(0);
     }
-    let r = tool(&url, "disk-create", &["--size", "6G", "--grow"], &input)
+    let r = ec2
+        .create(&["--size", "6G", "--grow"], &input)
         .expect(1)
         .record();
     assert_eq!(error_code(&r), "resize-too-soon", "{r}");
@@ -1988,32 +1707,20 @@ fn a_fifth_modification_within_a_day_is_too_soon() {
 /// each). Within the deadline each is "not yet".
 #[test]
 fn a_change_ec2_does_not_show_yet_is_waited_for() {
-    let ec2 = Ec2Proxy::new(&[]);
-    let (moto, url) = (&ec2.moto, ec2.url());
-    let inst = instances(moto, "us-east-1b", 1).remove(0);
-    inject(
-        &url,
-        json!({"consistency": {"CreateVolume": 2, "AttachVolume": 2, "ModifyVolume": 2}}),
-    );
-    let created = create(&url, &[rec("node-0", "data-0")]).remove(0);
+    let ec2 = Ec2::proxied(&[]);
+    let inst = ec2.instance();
+    ec2.control(json!({"consistency": {"CreateVolume": 2, "AttachVolume": 2, "ModifyVolume": 2}}));
+    let created = create(&ec2, &[rec("node-0", "data-0")]).remove(0);
     assert_eq!(created["state"], "created", "{created}");
-    let attached = tool(
-        &url,
-        "disk-attach",
-        &["--instance", &inst],
-        &ndjson(&[created]),
-    )
-    .expect(0)
-    .record();
+    let attached = ec2
+        .attach(&["--instance", &inst], &[created])
+        .expect(0)
+        .record();
     assert_eq!(attached["state"], "attached", "{attached}");
-    let grown = tool(
-        &url,
-        "disk-create",
-        &["--size", "2G", "--grow"],
-        &ndjson(&[attached]),
-    )
-    .expect(0)
-    .record();
+    let grown = ec2
+        .create(&["--size", "2G", "--grow"], &[attached])
+        .expect(0)
+        .record();
     assert_eq!(grown["size_bytes"], 2u64 << 30, "{grown}");
     let injected = &ec2.seen()["injected"];
     assert!(
@@ -2030,44 +1737,32 @@ fn a_change_ec2_does_not_show_yet_is_waited_for() {
 /// EBS CSI driver moves to a new token). Neither stops the next run.
 #[test]
 fn a_dead_volume_or_a_mismatch_behind_a_client_token_never_stops_a_run() {
-    let ec2 = Ec2Proxy::new(&[]);
-    let (moto, url) = (&ec2.moto, ec2.url());
-    let input = ndjson(&[rec("node-0", "data-0")]);
+    let ec2 = Ec2::proxied(&[]);
+    let input = [rec("node-0", "data-0")];
     // A lost answer: the SDK sends CreateVolume again, on the same token,
     // and gets the same volume.
     ec2.control(json!({"lose": {"CreateVolume": 1}}));
-    let first = create(&url, &[rec("node-0", "data-0")]).remove(0);
+    let first = create(&ec2, &[rec("node-0", "data-0")]).remove(0);
     let first = first["disk_id"].as_str().unwrap().to_string();
-    assert_eq!(moto.ec2_admin(&["named", "data-0"]), json!([first]));
+    assert_eq!(ec2.admin(&["named", "data-0"]), json!([first]));
     let sent = &ec2.seen()["tokens"];
     assert_eq!(sent[0], sent[1], "one token for the run's retries");
-    moto.ec2_admin(&["delete-volume", &first]);
+    ec2.admin(&["delete-volume", &first]);
     // An earlier run's answer is told from this run's by its time.
     std::thread::sleep(std::time::Duration::from_secs(6));
-    let second = tool(
-        &url,
-        "disk-create",
-        &["--size", "1G", "--timeout", "60"],
-        &input,
-    )
-    .expect(0)
-    .record();
+    let second = ec2
+        .create(&["--size", "1G", "--timeout", "60"], &input)
+        .expect(0)
+        .record();
     let second = second["disk_id"].as_str().unwrap().to_string();
     assert_ne!(second, first, "not the dead volume");
-    moto.ec2_admin(&["delete-volume", &second]);
-    let third = tool(
-        &url,
-        "disk-create",
-        &["--size", "2G", "--timeout", "60"],
-        &input,
-    )
-    .expect(0)
-    .record();
+    ec2.admin(&["delete-volume", &second]);
+    let third = ec2
+        .create(&["--size", "2G", "--timeout", "60"], &input)
+        .expect(0)
+        .record();
     assert_eq!(third["size_bytes"], 2u64 << 30, "{third}");
-    assert_eq!(
-        moto.ec2_admin(&["named", "data-0"]),
-        json!([third["disk_id"]])
-    );
+    assert_eq!(ec2.admin(&["named", "data-0"]), json!([third["disk_id"]]));
     let tokens: Vec<String> = ec2.seen()["tokens"]
         .as_array()
         .unwrap()
@@ -2087,37 +1782,26 @@ fn a_dead_volume_or_a_mismatch_behind_a_client_token_never_stops_a_run() {
 /// refused before any call, naming both.
 #[test]
 fn the_zone_names_the_region() {
-    let ec2 = Ec2Proxy::new(&[]);
-    let (moto, url) = (&ec2.moto, ec2.url());
-    let input = ndjson(&[rec("node-0", "data-0")]);
-    let mut env: Vec<(&str, &str)> = aws_env()
-        .into_iter()
-        .filter(|(k, _)| *k != "AWS_REGION")
-        .collect();
-    env.push(("AWS_REGION", "us-west-2"));
-    let r = run_env(
-        "disk-create",
-        &["--endpoint-url", &url, "--size", "1G"],
-        &input,
-        &env,
-    )
-    .expect(0)
-    .record();
+    let ec2 = Ec2::proxied(&[]);
+    let input = [rec("node-0", "data-0")];
+    // AWS_REGION given twice: the later value is the one the tool sees.
+    let env = [("AWS_REGION", "us-west-2")];
+    let r = ec2
+        .tool_env("disk-create", &["--size", "1G"], &ndjson(&input), &env)
+        .expect(0)
+        .record();
     let vol = r["disk_id"].as_str().unwrap();
     assert_eq!(
-        moto.ec2_admin(&["named", "data-0"]),
+        ec2.admin(&["named", "data-0"]),
         json!([vol]),
         "made in us-east-1, the zone's region"
     );
-    inject(&url, json!({"actions": {}}));
-    let r = run_env(
-        "disk-create",
-        &["--endpoint-url", &url, "--region", "us-west-2"],
-        &ndjson(&[rec("node-1", "data-1")]),
-        &env,
-    )
-    .expect(1)
-    .record();
+    ec2.control(json!({"actions": {}}));
+    let other = ndjson(&[rec("node-1", "data-1")]);
+    let r = ec2
+        .tool_env("disk-create", &["--region", "us-west-2"], &other, &env)
+        .expect(1)
+        .record();
     assert_eq!(error_code(&r), "region-mismatch", "{r}");
     let msg = r["error"]["message"].as_str().unwrap();
     assert!(
@@ -2135,17 +1819,11 @@ fn the_zone_names_the_region() {
 /// way to the next free one, in the same run.
 #[test]
 fn device_names_in_use_are_passed_over() {
-    let ec2 = Ec2Proxy::new(&[]);
-    let (moto, url) = (&ec2.moto, ec2.url());
-    let inst = instances(moto, "us-east-1b", 1).remove(0);
-    let created = create(&url, &recs_for(&inst, 2));
-    inject(
-        &url,
-        json!({"ami_devices": ["/dev/sdf"], "taken_once": ["/dev/sdg"], "actions": {}}),
-    );
-    let attached = tool(&url, "disk-attach", &[], &ndjson(&created))
-        .expect(0)
-        .records();
+    let ec2 = Ec2::proxied(&[]);
+    let inst = ec2.instance();
+    let created = create(&ec2, &recs_for(&inst, 2));
+    ec2.control(json!({"ami_devices": ["/dev/sdf"], "taken_once": ["/dev/sdg"], "actions": {}}));
+    let attached = ec2.attach(&[], &created).expect(0).records();
     let mut names: Vec<&str> = attached
         .iter()
         .map(|r| r["attached_as"].as_str().unwrap())
@@ -2153,16 +1831,14 @@ fn device_names_in_use_are_passed_over() {
     names.sort();
     assert_eq!(names, ["/dev/sdh", "/dev/sdi"], "{attached:?}");
     assert_eq!(ec2.calls("AttachVolume"), 3, "one refused, once");
-    let on_moto = moto.ec2_admin(&["attached", &inst]);
+    let on_moto = ec2.admin(&["attached", &inst]);
     for r in &attached {
         assert_eq!(on_moto[r["disk_id"].as_str().unwrap()], r["attached_as"]);
     }
     // The next run never tries the image's name.
-    let more = create(&url, &[recs_for(&inst, 3).remove(2)]);
-    inject(&url, json!({"actions": {}}));
-    let r = tool(&url, "disk-attach", &[], &ndjson(&more))
-        .expect(0)
-        .record();
+    let more = create(&ec2, &[recs_for(&inst, 3).remove(2)]);
+    ec2.control(json!({"actions": {}}));
+    let r = ec2.attach(&[], &more).expect(0).record();
     assert_eq!(r["attached_as"], "/dev/sdg", "{r}");
     assert_eq!(ec2.calls("AttachVolume"), 1);
 }
@@ -2173,29 +1849,22 @@ fn device_names_in_use_are_passed_over() {
 /// the state asked is success.
 #[test]
 fn lost_attach_and_detach_answers_are_success() {
-    let ec2 = Ec2Proxy::new(&[]);
-    let (moto, url) = (&ec2.moto, ec2.url());
-    let inst = instances(moto, "us-east-1b", 1).remove(0);
-    let created = create(&url, &[rec("node-0", "data-0")]).remove(0);
-    inject(&url, json!({"lose": {"AttachVolume": 1}, "actions": {}}));
-    let attached = tool(
-        &url,
-        "disk-attach",
-        &["--instance", &inst],
-        &ndjson(&[created]),
-    )
-    .expect(0)
-    .record();
+    let ec2 = Ec2::proxied(&[]);
+    let inst = ec2.instance();
+    let created = create(&ec2, &[rec("node-0", "data-0")]).remove(0);
+    ec2.control(json!({"lose": {"AttachVolume": 1}, "actions": {}}));
+    let attached = ec2
+        .attach(&["--instance", &inst], &[created])
+        .expect(0)
+        .record();
     assert_eq!(
         (attached["state"].as_str(), attached["attached_as"].as_str()),
         (Some("attached"), Some("/dev/sdf")),
         "{attached}"
     );
     assert_eq!(ec2.calls("AttachVolume"), 2, "sent again by the SDK");
-    inject(&url, json!({"lose": {"DetachVolume": 1}, "actions": {}}));
-    let detached = tool(&url, "disk-detach", &["--force"], &ndjson(&[attached]))
-        .expect(0)
-        .record();
+    ec2.control(json!({"lose": {"DetachVolume": 1}, "actions": {}}));
+    let detached = ec2.detach(&["--force"], &[attached]).expect(0).record();
     assert_eq!(detached["state"], "detached", "{detached}");
     assert_eq!(ec2.calls("DetachVolume"), 2);
 }
@@ -2206,29 +1875,17 @@ fn lost_attach_and_detach_answers_are_success() {
 /// before CreateVolume.
 #[test]
 fn sizes_per_type_are_checked_before_any_call() {
-    let ec2 = Ec2Proxy::new(&[]);
-    let url = ec2.url();
-    let input = ndjson(&[rec("node-0", "data-0")]);
-    let r = tool(
-        &url,
-        "disk-create",
-        &["--type", "st1", "--size", "10G"],
-        &input,
-    )
-    .expect(2);
+    let ec2 = Ec2::proxied(&[]);
+    let input = [rec("node-0", "data-0")];
+    let r = ec2
+        .create(&["--type", "st1", "--size", "10G"], &input)
+        .expect(2);
     assert!(r.stderr.contains("125 to 16384 GiB"), "{}", r.stderr);
-    let r = tool(&url, "disk-create", &["--type", "st1"], &input)
-        .expect(1)
-        .record();
+    let r = ec2.create(&["--type", "st1"], &input).expect(1).record();
     assert_eq!(error_code(&r), "create-failed", "{r}");
     assert!(ec2.seen()["actions"].get("CreateVolume").is_none());
-    tool(
-        &url,
-        "disk-create",
-        &["--type", "st1", "--size", "125G"],
-        &input,
-    )
-    .expect(0);
+    ec2.create(&["--type", "st1", "--size", "125G"], &input)
+        .expect(0);
 }
 
 /// `-v` says which credential provider the SDK used. Without credentials,
@@ -2237,25 +1894,17 @@ fn sizes_per_type_are_checked_before_any_call() {
 /// and `--self` says the same when it cannot read the instance's identity.
 #[test]
 fn verbose_names_the_credentials_and_imds_silence_names_the_hop_limit() {
-    let moto = Server::moto();
-    let url = moto.url();
-    let r = tool(
-        &url,
-        "disk-create",
-        &["-v", "--size", "1G"],
-        &ndjson(&[rec("node-0", "data-0")]),
-    )
-    .expect(0);
+    let ec2 = Ec2::moto();
+    let r = ec2
+        .create(&["-v", "--size", "1G"], &[rec("node-0", "data-0")])
+        .expect(0);
     assert!(
         r.stderr.contains("credentials from EnvironmentVariable"),
         "{}",
         r.stderr
     );
-    let hop = Server::python(
-        "fake_imds.py",
-        &["i-0123456789abcdef0", "us-east-1b", "--hop-limited"],
-    );
-    let hop_url = hop.url();
+    let hop = fake_imds("i-0123456789abcdef0", &["--hop-limited"]);
+    let (url, hop_url) = (ec2.url(), hop.url());
     let mut cmd = std::process::Command::new(bin("disk-create"));
     cmd.args([
         "--endpoint-url",
@@ -2273,22 +1922,17 @@ fn verbose_names_the_credentials_and_imds_silence_names_the_hop_limit() {
     let msg = r["error"]["message"].as_str().unwrap();
     assert!(msg.contains("--http-put-response-hop-limit 2"), "{msg}");
 
-    let r = run_env(
-        "disk-attach",
-        &[
-            "--endpoint-url",
-            &url,
-            "--self",
-            "--node",
-            "node-0",
-            "--metadata-endpoint",
-            &hop_url,
-        ],
-        &ndjson(&[rec("node-0", "data-0")]),
-        &aws_env(),
-    )
-    .expect(1)
-    .record();
+    let here = [
+        "--self",
+        "--node",
+        "node-0",
+        "--metadata-endpoint",
+        &hop_url,
+    ];
+    let r = ec2
+        .attach(&here, &[rec("node-0", "data-0")])
+        .expect(1)
+        .record();
     assert_eq!(error_code(&r), "metadata", "{r}");
     let msg = r["error"]["message"].as_str().unwrap();
     assert!(msg.contains("hop limit must be 2"), "{msg}");
@@ -2301,9 +1945,8 @@ fn verbose_names_the_credentials_and_imds_silence_names_the_hop_limit() {
 /// proxy enforces: it refused nothing.
 #[test]
 fn two_hundred_fifty_disks_stay_within_ec2s_request_limits() {
-    let ec2 = Ec2Proxy::new(&[]);
-    let (moto, url) = (&ec2.moto, ec2.url());
-    let inst = instances(moto, "us-east-1b", 25);
+    let ec2 = Ec2::proxied(&[]);
+    let inst = ec2.instances("us-east-1b", 25);
     let recs: Vec<Value> = (0..250)
         .map(|i| {
             let mut r = rec(&format!("node-{i}"), &format!("data-{i}"));
@@ -2311,12 +1954,12 @@ fn two_hundred_fifty_disks_stay_within_ec2s_request_limits() {
             r
         })
         .collect();
-    inject(&url, json!({"page_size": 100}));
+    ec2.control(json!({"page_size": 100}));
     let busy = ["--concurrency", "16", "--timeout", "600"];
     let run_all = |name: &str, extra: &[&str], input: &str| {
         let mut a = busy.to_vec();
         a.extend_from_slice(extra);
-        tool(&url, name, &a, input).expect(0).records()
+        ec2.tool(name, &a, input).expect(0).records()
     };
     let started = std::time::Instant::now();
     let created = run_all("disk-create", &["--size", "1G"], &ndjson(&recs));
@@ -2325,7 +1968,7 @@ fn two_hundred_fifty_disks_stay_within_ec2s_request_limits() {
     assert!(all_unchanged(&again), "found again by their Name tags");
     let attached = run_all("disk-attach", &[], &ndjson(&created));
     assert!(attached.iter().all(|r| r["state"] == "attached"));
-    let status = tool(&url, "disk-status", &[], &ndjson(&attached)).expect(0);
+    let status = ec2.status(&[], &attached).expect(0);
     assert_eq!(status.records().len(), 250);
     let first = run_all("disk-snapshot", &["--no-freeze"], &ndjson(&attached));
     std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -2380,12 +2023,11 @@ fn documented_policies() -> std::collections::HashMap<String, Vec<String>> {
 #[test]
 fn each_tools_documented_iam_policy_is_what_it_calls() {
     let policies = documented_policies();
-    let ec2 = Ec2Proxy::new(&[]);
-    let (moto, url) = (&ec2.moto, ec2.url());
-    let inst = instances(moto, "us-east-1b", 1).remove(0);
+    let ec2 = Ec2::proxied(&[]);
+    let inst = ec2.instance();
     // Every action the scenarios of the tools under `sids` saw.
     let actions_of = |scenario: &dyn Fn()| -> Vec<String> {
-        inject(&url, json!({"actions": {}, "attaching": false}));
+        ec2.control(json!({"actions": {}, "attaching": false}));
         scenario();
         let mut seen: Vec<String> = ec2.seen()["actions"]
             .as_object()
@@ -2414,7 +2056,7 @@ fn each_tools_documented_iam_policy_is_what_it_calls() {
         }
     };
     let hand = |name: &str| {
-        moto.ec2_admin(&["create-volume", "us-east-1b", "1", name])
+        ec2.admin(&["create-volume", "us-east-1b", "1", name])
             .as_str()
             .unwrap()
             .to_string()
@@ -2425,52 +2067,27 @@ fn each_tools_documented_iam_policy_is_what_it_calls() {
     zone_from_instance.as_object_mut().unwrap().remove("zone");
     zone_from_instance["instance"] = json!(inst);
     hand("hand-1");
-    let created = tool(
-        &url,
-        "disk-create",
-        &["--size", "1G"],
-        &ndjson(&[zone_from_instance]),
-    )
-    .expect(0)
-    .record();
-    tool(
-        &url,
-        "disk-create",
-        &[],
-        &ndjson(&[rec("node-1", "hand-1")]),
-    )
-    .expect(0);
-    tool(&url, "disk-snapshot", &[], &ndjson(&[created.clone()])).expect(0);
+    let created = ec2
+        .create(&["--size", "1G"], &[zone_from_instance])
+        .expect(0)
+        .record();
+    ec2.create(&[], &[rec("node-1", "hand-1")]).expect(0);
+    ec2.snapshot(&[], &[created.clone()]).expect(0);
     let creating = actions_of(&|| {
         let mut r = rec("node-2", "data-2");
         r["instance"] = json!(inst);
         r.as_object_mut().unwrap().remove("zone");
-        tool(&url, "disk-create", &["--size", "1G"], &ndjson(&[r])).expect(0);
+        ec2.create(&["--size", "1G"], &[r]).expect(0);
         hand("hand-4");
-        tool(
-            &url,
-            "disk-create",
-            &["--tag", "team=db", "--retag"],
-            &ndjson(&[rec("node-4", "hand-4")]),
-        )
-        .expect(0);
-        tool(
-            &url,
-            "disk-create",
-            &["--from-snapshot", "latest"],
-            &ndjson(&[created.clone()]),
-        )
-        .expect(0);
+        ec2.create(&["--tag", "team=db", "--retag"], &[rec("node-4", "hand-4")])
+            .expect(0);
+        ec2.create(&["--from-snapshot", "latest"], &[created.clone()])
+            .expect(0);
     });
     hold_to(&["DiskCreate"], &creating);
     let grow = actions_of(&|| {
-        tool(
-            &url,
-            "disk-create",
-            &["--size", "2G", "--grow"],
-            &ndjson(&[created.clone()]),
-        )
-        .expect(0);
+        ec2.create(&["--size", "2G", "--grow"], &[created.clone()])
+            .expect(0);
     });
     hold_to(&["DiskCreate", "DiskCreateGrow"], &{
         let mut all = grow.clone();
@@ -2487,50 +2104,29 @@ fn each_tools_documented_iam_policy_is_what_it_calls() {
     let mut by_id = rec("node-5", &hand_5);
     by_id["instance"] = json!(inst);
     let attach = actions_of(&|| {
-        tool(
-            &url,
-            "disk-attach",
-            &[],
-            &ndjson(&[ours.clone(), by_id.clone()]),
-        )
-        .expect(0);
-        let stuck = create(&url, &[rec("node-6", "data-6")]).remove(0);
-        inject(&url, json!({"attaching": true}));
-        tool(
-            &url,
-            "disk-attach",
-            &["--instance", &inst, "--timeout", "3"],
-            &ndjson(&[stuck]),
-        )
-        .expect(1);
-        inject(&url, json!({"attaching": false}));
+        ec2.attach(&[], &[ours.clone(), by_id.clone()]).expect(0);
+        let stuck = create(&ec2, &[rec("node-6", "data-6")]).remove(0);
+        ec2.control(json!({"attaching": true}));
+        ec2.attach(&["--instance", &inst, "--timeout", "3"], &[stuck])
+            .expect(1);
+        ec2.control(json!({"attaching": false}));
     });
     let attach: Vec<String> = attach.into_iter().filter(|a| a != "CreateVolume").collect();
     hold_to(&["DiskAttach"], &attach);
     let status = actions_of(&|| {
-        tool(&url, "disk-status", &[], &ndjson(&[ours.clone()])).expect(0);
+        ec2.status(&[], &[ours.clone()]).expect(0);
     });
     hold_to(&["DiskStatus"], &status);
     let snapshot = actions_of(&|| {
         std::thread::sleep(std::time::Duration::from_millis(1100));
-        tool(
-            &url,
-            "disk-snapshot",
-            &["--no-freeze", "--keep", "1"],
-            &ndjson(&[ours.clone()]),
-        )
-        .expect(0);
-        tool(&url, "disk-snapshot", &["--list"], &ndjson(&[ours.clone()])).expect(0);
+        ec2.snapshot(&["--no-freeze", "--keep", "1"], &[ours.clone()])
+            .expect(0);
+        ec2.snapshot(&["--list"], &[ours.clone()]).expect(0);
     });
     hold_to(&["DiskSnapshot"], &snapshot);
     let detach = actions_of(&|| {
-        tool(
-            &url,
-            "disk-detach",
-            &["--force"],
-            &ndjson(&[ours.clone(), by_id.clone()]),
-        )
-        .expect(0);
+        ec2.detach(&["--force"], &[ours.clone(), by_id.clone()])
+            .expect(0);
     });
     hold_to(&["DiskDetach"], &detach);
 }
@@ -2541,19 +2137,15 @@ fn each_tools_documented_iam_policy_is_what_it_calls() {
 /// taken for up to an hour.
 #[test]
 fn an_unmount_proof_is_tied_to_the_attachment_it_was_made_in() {
-    let moto = Server::moto();
-    let url = moto.url();
-    let a = instances(&moto, "us-east-1b", 1).remove(0);
-    let vol = moto
-        .ec2_admin(&["create-volume", "us-east-1b", "1"])
-        .as_str()
-        .unwrap()
-        .to_string();
-    let attached = attach_volume(&url, &vol, &a).record();
+    let ec2 = Ec2::moto();
+    let a = ec2.instance();
+    let vol = ec2.hand_made("us-east-1b", None);
+    let attached = attach_volume(&ec2, &vol, &a).record();
     let now = now_secs();
     let proven = |at: u64| unmount_proven(&attached, &a, &vol, at);
     // Made two minutes ago, before this attachment: of an earlier one.
-    let r = tool(&url, "disk-detach", &[], &proven(now - 120))
+    let r = ec2
+        .tool("disk-detach", &[], &proven(now - 120))
         .expect(1)
         .record();
     assert_eq!(error_code(&r), "unmount-proof-stale", "{r}");
@@ -2564,20 +2156,20 @@ fn an_unmount_proof_is_tied_to_the_attachment_it_was_made_in() {
             .contains("earlier attachment"),
         "{r}"
     );
-    assert_eq!(moto.ec2_admin(&["volume", &vol])["state"], "in-use");
+    assert_eq!(ec2.volume(&vol)["state"], "in-use");
     // Made during it: taken.
-    tool(&url, "disk-detach", &[], &proven(now + 1)).expect(0);
-    assert_eq!(moto.ec2_admin(&["volume", &vol])["state"], "available");
+    ec2.tool("disk-detach", &[], &proven(now + 1)).expect(0);
+    assert_eq!(ec2.volume(&vol)["state"], "available");
 }
 
 /// Up (create, attach), `--grow`, backup with retention (two snapshots,
 /// `--keep 1`) and down (detach) of one new disk `data-{n}` on `inst`,
-/// from the controller, through the proxy at `url`: `Err(flow, stderr)`
-/// for the first that fails, else the stderr of them all.
-fn every_flow(url: &str, inst: &str, n: usize) -> Result<String, (&'static str, String)> {
+/// from the controller, through `ec2`'s proxy: `Err(flow, stderr)` for the
+/// first that fails, else the stderr of them all.
+fn every_flow(ec2: &Ec2, inst: &str, n: usize) -> Result<String, (&'static str, String)> {
     let mut said = String::new();
     let mut step = |flow: &'static str, name: &str, args: &[&str], input: &str| {
-        let r = tool(url, name, args, input);
+        let r = ec2.tool(name, args, input);
         said.push_str(&r.stderr);
         if r.code == 0 {
             Ok(r.stdout)
@@ -2626,18 +2218,17 @@ fn the_documented_policy_runs_every_flow_and_each_action_is_needed() {
     .collect();
     allowed.sort();
     allowed.dedup();
-    let ec2 = Ec2Proxy::new(&[]);
-    let (moto, url) = (&ec2.moto, ec2.url());
-    let inst = instances(moto, "us-east-1b", 1).remove(0);
-    inject(&url, json!({"allow": allowed}));
-    every_flow(&url, &inst, 0)
+    let ec2 = Ec2::proxied(&[]);
+    let inst = ec2.instance();
+    ec2.control(json!({"allow": allowed}));
+    every_flow(&ec2, &inst, 0)
         .unwrap_or_else(|(flow, e)| panic!("{flow} under the documented policy: {e}"));
     assert_eq!(ec2.seen()["injected"], json!({}), "nothing refused");
     let outlived = ["DescribeImages", "DescribeInstanceTypes"];
     for (n, action) in allowed.iter().enumerate() {
         let less: Vec<&String> = allowed.iter().filter(|a| *a != action).collect();
-        inject(&url, json!({"allow": less}));
-        match every_flow(&url, &inst, n + 1) {
+        ec2.control(json!({"allow": less}));
+        match every_flow(&ec2, &inst, n + 1) {
             Err((flow, said)) => {
                 assert!(
                     !outlived.contains(&action.as_str()),

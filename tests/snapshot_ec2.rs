@@ -724,8 +724,8 @@ fn wait_takes_a_snapshot_not_found_yet_as_pending() {
 
 /// The proxy (answering as EC2 does) in front of a fresh moto, and one 1 GiB
 /// volume made through it (disk-create's run).
-fn one_disk() -> (Ec2Proxy, Run) {
-    let ec2 = Ec2Proxy::new(&[]);
+fn one_disk() -> (Ec2, Run) {
+    let ec2 = Ec2::proxied(&[]);
     let created = tool(
         &ec2.url(),
         "disk-create",
@@ -797,7 +797,7 @@ fn a_snapshot_an_image_uses_is_said_once_and_not_counted() {
 /// same call) so retention counts it, and prunes it.
 #[test]
 fn a_create_snapshot_twin_is_tagged_and_counted() {
-    let ec2 = Ec2Proxy::new(&[]);
+    let ec2 = Ec2::proxied(&[]);
     let (moto, url) = (&ec2.moto, ec2.url());
     let created = tool(
         &url,

@@ -592,28 +592,152 @@ pub fn aws_env() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-/// moto behind tests/servers/ec2_proxy.py, which answers as EC2 does where
-/// moto is lenient (with `--euca`, binds parameters as Eucalyptus 4.4 does)
-/// and injects what its control rules say; both killed on drop.
-pub struct Ec2Proxy {
+/// An EC2 to run the AWS tools against: moto on 127.0.0.1, alone or behind
+/// tests/servers/ec2_proxy.py (which answers as EC2 does where moto is
+/// lenient, with `--euca` binds parameters as Eucalyptus 4.4 does, and
+/// injects what its control rules say); killed on drop. Each tool runs
+/// through one method, with the endpoint and the environment an AWS tool
+/// needs ([`aws_env`]), as [`Gce::tool`] does for Compute Engine.
+pub struct Ec2 {
     pub moto: Server,
-    pub proxy: Server,
+    /// The proxy, when there is one ([`Ec2::proxied`]).
+    pub proxy: Option<Server>,
+    /// Options every run gets after `--endpoint-url` (`--deployment snaps`).
+    args: Vec<String>,
 }
 
-impl Ec2Proxy {
-    /// A fresh moto, and the proxy in front of it with `args`.
-    pub fn new(args: &[&str]) -> Ec2Proxy {
+impl Ec2 {
+    /// A fresh moto, called directly.
+    pub fn moto() -> Ec2 {
+        Ec2 {
+            moto: Server::moto(),
+            proxy: None,
+            args: Vec::new(),
+        }
+    }
+
+    /// A fresh moto, and the proxy in front of it with `args` (`--euca`).
+    pub fn proxied(args: &[&str]) -> Ec2 {
         let moto = Server::moto();
         let upstream = moto.url();
         let mut a = vec![upstream.as_str()];
         a.extend_from_slice(args);
         let proxy = Server::python("ec2_proxy.py", &a);
-        Ec2Proxy { moto, proxy }
+        Ec2 {
+            moto,
+            proxy: Some(proxy),
+            args: Vec::new(),
+        }
     }
 
-    /// Where the tools call.
+    /// The same EC2, every tool run given `args` too (after the endpoint).
+    pub fn with_args(mut self, args: &[&str]) -> Ec2 {
+        self.args = args.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
+    /// Where the tools call: the proxy when there is one, else moto.
     pub fn url(&self) -> String {
-        self.proxy.url()
+        self.proxy.as_ref().unwrap_or(&self.moto).url()
+    }
+
+    /// Runs AWS tool `name` with `args` and stdin `input`, against
+    /// [`Ec2::url`], with [`aws_env`] and `env` besides.
+    pub fn tool_env(&self, name: &str, args: &[&str], input: &str, env: &[(&str, &str)]) -> Run {
+        let url = self.url();
+        let mut a = vec!["--endpoint-url", url.as_str()];
+        a.extend(self.args.iter().map(String::as_str));
+        a.extend_from_slice(args);
+        let mut e = aws_env();
+        e.extend_from_slice(env);
+        run_env(name, &a, input, &e)
+    }
+
+    /// Runs AWS tool `name` with `args` and stdin `input`.
+    pub fn tool(&self, name: &str, args: &[&str], input: &str) -> Run {
+        self.tool_env(name, args, input, &[])
+    }
+
+    /// `disk-create` of `recs`.
+    pub fn create(&self, args: &[&str], recs: &[Value]) -> Run {
+        self.tool("disk-create", args, &ndjson(recs))
+    }
+
+    /// `disk-attach` of `recs`.
+    pub fn attach(&self, args: &[&str], recs: &[Value]) -> Run {
+        self.tool("disk-attach", args, &ndjson(recs))
+    }
+
+    /// `disk-detach` of `recs`.
+    pub fn detach(&self, args: &[&str], recs: &[Value]) -> Run {
+        self.tool("disk-detach", args, &ndjson(recs))
+    }
+
+    /// `disk-snapshot` of `recs`.
+    pub fn snapshot(&self, args: &[&str], recs: &[Value]) -> Run {
+        self.tool("disk-snapshot", args, &ndjson(recs))
+    }
+
+    /// `disk-status` of `recs`.
+    pub fn status(&self, args: &[&str], recs: &[Value]) -> Run {
+        self.tool("disk-status", args, &ndjson(recs))
+    }
+
+    /// Runs tests/servers/ec2_admin.py against moto itself; returns its JSON.
+    pub fn admin(&self, args: &[&str]) -> Value {
+        self.moto.ec2_admin(args)
+    }
+
+    /// `n` new instances in `zone`.
+    pub fn instances(&self, zone: &str, n: usize) -> Vec<String> {
+        self.admin(&["run-instances", zone, &n.to_string()])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// A new instance in us-east-1b.
+    pub fn instance(&self) -> String {
+        self.instances("us-east-1b", 1).remove(0)
+    }
+
+    /// A new instance of type `ty` in us-east-1b (moto's AMI is HVM).
+    pub fn instance_of(&self, ty: &str) -> String {
+        self.admin(&["run-instances", "us-east-1b", "1", ty])[0]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// A 1 GiB volume made by hand (no tool) in `zone`, tagged `Name=name`
+    /// when `name` is given; its id.
+    pub fn hand_made(&self, zone: &str, name: Option<&str>) -> String {
+        let mut a = vec!["create-volume", zone, "1"];
+        a.extend(name);
+        self.admin(&a).as_str().unwrap().to_string()
+    }
+
+    /// What moto says of volume `id` (`state`, `attachments`, `tags`...).
+    pub fn volume(&self, id: &str) -> Value {
+        self.admin(&["volume", id])
+    }
+
+    /// Starts moto's request recording afresh.
+    pub fn record_start(&self) {
+        self.admin(&["record-start"]);
+    }
+
+    /// The requests moto recorded since [`Ec2::record_start`]: action → count.
+    pub fn recorded(&self) -> Value {
+        self.admin(&["actions"])
+    }
+
+    fn proxy(&self) -> &Server {
+        self.proxy
+            .as_ref()
+            .expect("a control of the proxy, on an Ec2 without one: Ec2::proxied")
     }
 
     /// Merges `rule` into the proxy's state (`{"actions": {}}` resets
@@ -621,7 +745,7 @@ impl Ec2Proxy {
     pub fn control(&self, rule: Value) {
         let (code, body) = http(
             "POST",
-            &format!("{}/__proxy__", self.url()),
+            &format!("{}/__proxy__", self.proxy().url()),
             &rule.to_string(),
         );
         assert_eq!(code, 200, "{body}");
@@ -630,13 +754,23 @@ impl Ec2Proxy {
     /// What the proxy saw: `actions` (every request), `injected` (what it
     /// refused or rewrote), `tokens`.
     pub fn seen(&self) -> Value {
-        serde_json::from_str(&http("GET", &format!("{}/__proxy__", self.url()), "").1).unwrap()
+        serde_json::from_str(&http("GET", &format!("{}/__proxy__", self.proxy().url()), "").1)
+            .unwrap()
     }
 
-    /// How many requests of `action` it saw.
+    /// How many requests of `action` the proxy saw.
     pub fn calls(&self, action: &str) -> u64 {
         self.seen()["actions"][action].as_u64().unwrap_or(0)
     }
+}
+
+/// A fake instance metadata service (tests/servers/fake_imds.py) for
+/// `instance` in us-east-1b, IMDSv2, with `args` besides (`--v1`,
+/// `--hop-limited`).
+pub fn fake_imds(instance: &str, args: &[&str]) -> Server {
+    let mut a = vec![instance, "us-east-1b"];
+    a.extend_from_slice(args);
+    Server::python("fake_imds.py", &a)
 }
 
 /// `cmd` with none of the credentials the AWS SDK would find: no keys or
