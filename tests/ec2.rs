@@ -764,7 +764,7 @@ fn two_deployments_never_share_tags_or_client_tokens() {
         let plan = run("appscalefile-lint", &["--plan", file.to_str().unwrap()], "")
             .expect(0)
             .stdout;
-        let r = ec2.tool("disk-create", &["--size", "1G"], &plan).expect(0);
+        let r = ec2.create(&["--size", "1G"], &plan).expect(0);
         let created = r.record();
         let vol = created["disk_id"].as_str().unwrap().to_string();
         // Asked through the proxy: in the account it plays now.
@@ -2144,10 +2144,7 @@ fn an_unmount_proof_is_tied_to_the_attachment_it_was_made_in() {
     let now = now_secs();
     let proven = |at: u64| unmount_proven(&attached, &a, &vol, at);
     // Made two minutes ago, before this attachment: of an earlier one.
-    let r = ec2
-        .tool("disk-detach", &[], &proven(now - 120))
-        .expect(1)
-        .record();
+    let r = ec2.detach(&[], &proven(now - 120)).expect(1).record();
     assert_eq!(error_code(&r), "unmount-proof-stale", "{r}");
     assert!(
         r["error"]["message"]
@@ -2158,7 +2155,7 @@ fn an_unmount_proof_is_tied_to_the_attachment_it_was_made_in() {
     );
     assert_eq!(ec2.volume(&vol)["state"], "in-use");
     // Made during it: taken.
-    ec2.tool("disk-detach", &[], &proven(now + 1)).expect(0);
+    ec2.detach(&[], &proven(now + 1)).expect(0);
     assert_eq!(ec2.volume(&vol)["state"], "available");
 }
 

@@ -658,29 +658,29 @@ impl Ec2 {
         self.tool_env(name, args, input, &[])
     }
 
-    /// `disk-create` of `recs`.
-    pub fn create(&self, args: &[&str], recs: &[Value]) -> Run {
-        self.tool("disk-create", args, &ndjson(recs))
+    /// `disk-create` of `input`.
+    pub fn create(&self, args: &[&str], input: &(impl Stdin + ?Sized)) -> Run {
+        self.tool("disk-create", args, &input.ndjson())
     }
 
-    /// `disk-attach` of `recs`.
-    pub fn attach(&self, args: &[&str], recs: &[Value]) -> Run {
-        self.tool("disk-attach", args, &ndjson(recs))
+    /// `disk-attach` of `input`.
+    pub fn attach(&self, args: &[&str], input: &(impl Stdin + ?Sized)) -> Run {
+        self.tool("disk-attach", args, &input.ndjson())
     }
 
-    /// `disk-detach` of `recs`.
-    pub fn detach(&self, args: &[&str], recs: &[Value]) -> Run {
-        self.tool("disk-detach", args, &ndjson(recs))
+    /// `disk-detach` of `input`.
+    pub fn detach(&self, args: &[&str], input: &(impl Stdin + ?Sized)) -> Run {
+        self.tool("disk-detach", args, &input.ndjson())
     }
 
-    /// `disk-snapshot` of `recs`.
-    pub fn snapshot(&self, args: &[&str], recs: &[Value]) -> Run {
-        self.tool("disk-snapshot", args, &ndjson(recs))
+    /// `disk-snapshot` of `input`.
+    pub fn snapshot(&self, args: &[&str], input: &(impl Stdin + ?Sized)) -> Run {
+        self.tool("disk-snapshot", args, &input.ndjson())
     }
 
-    /// `disk-status` of `recs`.
-    pub fn status(&self, args: &[&str], recs: &[Value]) -> Run {
-        self.tool("disk-status", args, &ndjson(recs))
+    /// `disk-status` of `input`.
+    pub fn status(&self, args: &[&str], input: &(impl Stdin + ?Sized)) -> Run {
+        self.tool("disk-status", args, &input.ndjson())
     }
 
     /// Runs tests/servers/ec2_admin.py against moto itself; returns its JSON.
@@ -761,6 +761,43 @@ impl Ec2 {
     /// How many requests of `action` the proxy saw.
     pub fn calls(&self, action: &str) -> u64 {
         self.seen()["actions"][action].as_u64().unwrap_or(0)
+    }
+}
+
+/// What a tool reads on stdin: NDJSON text as it is (another tool's
+/// stdout), or records.
+pub trait Stdin {
+    /// The NDJSON text.
+    fn ndjson(&self) -> String;
+}
+
+impl Stdin for str {
+    fn ndjson(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Stdin for String {
+    fn ndjson(&self) -> String {
+        self.clone()
+    }
+}
+
+impl Stdin for [Value] {
+    fn ndjson(&self) -> String {
+        ndjson(self)
+    }
+}
+
+impl Stdin for Vec<Value> {
+    fn ndjson(&self) -> String {
+        ndjson(self)
+    }
+}
+
+impl<const N: usize> Stdin for [Value; N] {
+    fn ndjson(&self) -> String {
+        ndjson(self)
     }
 }
 
