@@ -331,6 +331,16 @@ impl Ec2 {
     pub fn calls(&self, action: &str) -> u64 {
         self.seen()["actions"][action].as_u64().unwrap_or(0)
     }
+
+    /// The client tokens the proxy saw, in order.
+    pub fn tokens(&self) -> Vec<String> {
+        self.seen()["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect()
+    }
 }
 
 /// A fake instance metadata service (tests/servers/fake_imds.py) for

@@ -337,12 +337,7 @@ fn a_dead_volume_or_a_mismatch_behind_a_client_token_never_stops_a_run() {
         .record();
     assert_eq!(third["size_bytes"], 2u64 << 30, "{third}");
     assert_eq!(ec2.admin(&["named", "data-0"]), json!([third["disk_id"]]));
-    let tokens: Vec<String> = ec2.seen()["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap().to_string())
-        .collect();
+    let tokens = ec2.tokens();
     assert!(
         tokens[0] != tokens[tokens.len() - 1] && tokens.iter().all(|t| t.starts_with(&tokens[0])),
         "the same disk's tokens, the next attempt's after: {tokens:?}"

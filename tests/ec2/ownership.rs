@@ -163,12 +163,7 @@ fn two_deployments_never_share_tags_or_client_tokens() {
         );
         ids.push(vol);
     }
-    let tokens: Vec<String> = ec2.seen()["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap().to_string())
-        .collect();
+    let tokens = ec2.tokens();
     assert_eq!(tokens.len(), 3, "{tokens:?}");
     let mut distinct = tokens.clone();
     distinct.sort();
