@@ -64,34 +64,20 @@ const EC2_ACTIONS: &[&str] = &[
 ];
 
 /// moto behind the IAM proxy, with one instance in us-east-1b.
-struct Ec2 {
-    _moto: Server,
-    proxy: Server,
+struct Doctor {
+    ec2: Ec2,
     instance: String,
 }
 
-impl Ec2 {
-    fn new() -> Ec2 {
-        let moto = Server::moto();
-        let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-        let instance = moto.ec2_admin(&["run-instances", "us-east-1b", "1"])[0]
-            .as_str()
-            .unwrap()
-            .to_string();
-        Ec2 {
-            _moto: moto,
-            proxy,
-            instance,
-        }
+impl Doctor {
+    fn new() -> Doctor {
+        let ec2 = Ec2::proxied(&[]);
+        let instance = ec2.instance();
+        Doctor { ec2, instance }
     }
 
     fn control(&self, body: Value) {
-        let (status, text) = http(
-            "POST",
-            &format!("{}/__proxy__", self.proxy.url()),
-            &body.to_string(),
-        );
-        assert_eq!(status, 200, "{text}");
+        self.ec2.control(body);
     }
 
     fn record(&self) -> Value {
@@ -100,18 +86,14 @@ impl Ec2 {
     }
 
     fn doctor(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let url = self.proxy.url();
-        let mut a = vec!["--endpoint-url", url.as_str()];
-        a.extend_from_slice(args);
-        let mut e = aws_env();
-        e.extend_from_slice(env);
-        run_env("disk-doctor", &a, &ndjson(&[self.record()]), &e)
+        let input = ndjson(&[self.record()]);
+        self.ec2.tool_env("disk-doctor", args, &input, env)
     }
 }
 
 #[test]
 fn ec2_everything_allowed_passes() {
-    let ec2 = Ec2::new();
+    let ec2 = Doctor::new();
     let r = ec2.doctor(&[], &[]).expect(0);
     let rec = r.record();
     assert!(failed(&rec).is_empty(), "{rec:#}");
@@ -160,7 +142,7 @@ fn ec2_everything_allowed_passes() {
 /// can do without, is a warning.
 #[test]
 fn ec2_each_denied_action_is_named_with_its_fix() {
-    let ec2 = Ec2::new();
+    let ec2 = Doctor::new();
     for &action in EC2_ACTIONS {
         ec2.control(json!({"deny": [action]}));
         let optional = action == "DescribeInstanceTypes";
@@ -206,7 +188,7 @@ fn ec2_each_denied_action_is_named_with_its_fix() {
 /// disk-doctor tells which action is missing (asking again without tags).
 #[test]
 fn ec2_tags_on_create_are_told_apart_from_create() {
-    let ec2 = Ec2::new();
+    let ec2 = Doctor::new();
     ec2.control(json!({"deny": ["CreateTags"]}));
     let rec = ec2.doctor(&[], &[]).expect(1).record();
     assert_eq!(
@@ -227,7 +209,7 @@ fn ec2_tags_on_create_are_told_apart_from_create() {
 
 #[test]
 fn ec2_a_wrong_region_is_named() {
-    let ec2 = Ec2::new();
+    let ec2 = Doctor::new();
     // A region from the environment gives way to the zone's (EC2 refuses a
     // zone outside the signing region): nothing to fix.
     let rec = ec2
@@ -254,7 +236,7 @@ fn ec2_a_wrong_region_is_named() {
 
 #[test]
 fn ec2_a_skewed_clock_is_named() {
-    let ec2 = Ec2::new();
+    let ec2 = Doctor::new();
     // EC2's clock an hour ahead: this machine's is an hour behind.
     ec2.control(json!({"date_offset": 3600}));
     let rec = ec2.doctor(&[], &[]).expect(1).record();
@@ -273,8 +255,8 @@ fn ec2_a_skewed_clock_is_named() {
 
 #[test]
 fn ec2_the_node_role_checks_the_calls_a_node_makes() {
-    let ec2 = Ec2::new();
-    let imds = Server::python("fake_imds.py", &[&ec2.instance, "us-east-1b"]);
+    let ec2 = Doctor::new();
+    let imds = fake_imds(&ec2.instance, &[]);
     let t = TempDir::new("doctor-node-role");
     let url = imds.url();
     let fstab = t.s("fstab");
@@ -329,11 +311,8 @@ fn ec2_the_node_role_checks_the_calls_a_node_makes() {
 /// the limit.
 #[test]
 fn ec2_the_imds_hop_limit_is_named() {
-    let ec2 = Ec2::new();
-    let imds = Server::python(
-        "fake_imds.py",
-        &[&ec2.instance, "us-east-1b", "--hop-limited"],
-    );
+    let ec2 = Doctor::new();
+    let imds = fake_imds(&ec2.instance, &["--hop-limited"]);
     let t = TempDir::new("doctor-hop");
     let url = imds.url();
     let fstab = t.s("fstab");
@@ -369,8 +348,8 @@ fn ec2_the_imds_hop_limit_is_named() {
 /// fails, naming the device, its serial and the rules to install.
 #[test]
 fn a_missing_udev_link_is_named() {
-    let ec2 = Ec2::new();
-    let imds = Server::python("fake_imds.py", &[&ec2.instance, "us-east-1b"]);
+    let ec2 = Doctor::new();
+    let imds = fake_imds(&ec2.instance, &[]);
     let t = TempDir::new("doctor-udev");
     let dev = t.join("sys/block/nvme1n1/device");
     std::fs::create_dir_all(&dev).unwrap();

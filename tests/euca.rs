@@ -23,14 +23,14 @@ use serde_json::{Value, json};
 /// moto behind the strict Eucalyptus 4.4 binding, and a directory for the
 /// notes kept between CreateVolume and CreateTags.
 struct Euca {
-    ec2: Ec2Proxy,
+    ec2: Ec2,
     notes: TempDir,
 }
 
 impl Euca {
     fn new() -> Euca {
         Euca {
-            ec2: Ec2Proxy::new(&["--euca"]),
+            ec2: Ec2::proxied(&["--euca"]),
             notes: TempDir::new("euca-notes"),
         }
     }
@@ -57,14 +57,10 @@ impl Euca {
 
     /// A tool run through the strict binding, with `extra` environment.
     fn tool_env(&self, name: &str, args: &[&str], input: &str, extra: &[(&str, &str)]) -> Run {
-        let url = self.url();
-        let mut a = vec!["--endpoint-url", url.as_str()];
-        a.extend_from_slice(args);
-        let env = self.env();
-        let mut env: Vec<(&str, &str)> =
-            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let notes = self.notes.s("");
+        let mut env = vec![("APPSCALE_PERSIST_PENDING_DIR", notes.as_str())];
         env.extend_from_slice(extra);
-        run_env(name, &a, input, &env)
+        self.ec2.tool_env(name, args, input, &env)
     }
 
     fn tool(&self, name: &str, args: &[&str], input: &str) -> Run {

@@ -14,10 +14,15 @@ use std::process::Command;
 use common::*;
 use serde_json::{Value, json};
 
-fn tool(url: &str, name: &str, args: &[&str], input: &str) -> Run {
-    let mut a = vec!["--endpoint-url", url, "--deployment", "snaps"];
-    a.extend_from_slice(args);
-    run_env(name, &a, input, &aws_env())
+/// moto (behind the proxy with `proxied`), every tool run for deployment
+/// `snaps`.
+fn snaps(proxied: bool) -> Ec2 {
+    let ec2 = if proxied {
+        Ec2::proxied(&[])
+    } else {
+        Ec2::moto()
+    };
+    ec2.with_args(&["--deployment", "snaps"])
 }
 
 fn rec(node: &str, disk: &str) -> Value {
@@ -26,34 +31,28 @@ fn rec(node: &str, disk: &str) -> Value {
 
 #[test]
 fn ebs_snapshots_are_tagged_listed_and_pruned_per_disk() {
-    let moto = Server::moto();
-    let url = moto.url();
+    let ec2 = snaps(false);
     let both = ndjson(&[rec("node-0", "data-0"), rec("node-1", "data-1")]);
-    let created = tool(&url, "disk-create", &["--size", "1G"], &both).expect(0);
+    let created = ec2.create(&["--size", "1G"], &both).expect(0);
 
     // Not attached: nothing to freeze.
-    let r = tool(&url, "disk-snapshot", &[], &created.stdout)
-        .expect(0)
-        .records();
+    let r = ec2.snapshot(&[], &created.stdout).expect(0).records();
     for r in &r {
         assert_eq!(r["snapshot"]["freeze"], "not-mounted", "{r}");
     }
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let c = tool(
-        &url,
-        "disk-snapshot",
-        &["--check", "--no-freeze"],
-        &created.stdout,
-    )
-    .expect(0)
-    .records();
+    let c = ec2
+        .snapshot(&["--check", "--no-freeze"], &created.stdout)
+        .expect(0)
+        .records();
     assert_eq!(c[0]["snapshot"]["state"], "planned");
-    let l = tool(&url, "disk-snapshot", &["--list"], &created.stdout).expect(0);
+    let l = ec2.snapshot(&["--list"], &created.stdout).expect(0);
     assert_eq!(l.records().len(), 2, "one each, none taken by --check");
 
     let mut taken0 = ids(&r[..1]);
     for _ in 0..1 {
-        let r = tool(&url, "disk-snapshot", &["--no-freeze"], &created.stdout)
+        let r = ec2
+            .snapshot(&["--no-freeze"], &created.stdout)
             .expect(0)
             .records();
         assert_eq!(r[0]["snapshot"]["state"], "completed");
@@ -63,27 +62,19 @@ fn ebs_snapshots_are_tagged_listed_and_pruned_per_disk() {
         std::thread::sleep(std::time::Duration::from_millis(1100));
     }
     let disk0 = ndjson(&created.records()[..1]);
-    let kept = tool(
-        &url,
-        "disk-snapshot",
-        &["--no-freeze", "--keep", "1"],
-        &disk0,
-    )
-    .expect(0)
-    .record();
+    let kept = ec2
+        .snapshot(&["--no-freeze", "--keep", "1"], &disk0)
+        .expect(0)
+        .record();
     assert_eq!(
         kept["snapshot"]["pruned"].as_array().unwrap().len(),
         2,
         "{kept}"
     );
-    let list0 = tool(&url, "disk-snapshot", &["--list"], &disk0)
-        .expect(0)
-        .records();
+    let list0 = ec2.snapshot(&["--list"], &disk0).expect(0).records();
     assert_eq!(ids(&list0), [kept["snapshot"]["id"].as_str().unwrap()]);
     let disk1 = ndjson(&created.records()[1..]);
-    let list1 = tool(&url, "disk-snapshot", &["--list"], &disk1)
-        .expect(0)
-        .records();
+    let list1 = ec2.snapshot(&["--list"], &disk1).expect(0).records();
     assert_eq!(list1.len(), 2, "another disk's snapshots are kept");
     assert!(
         list1[0]["snapshot"]["time"].as_str() >= list1[1]["snapshot"]["time"].as_str(),
@@ -94,7 +85,8 @@ fn ebs_snapshots_are_tagged_listed_and_pruned_per_disk() {
         .as_str()
         .unwrap()
         .to_string();
-    let restored = tool(&url, "disk-create", &["--from-snapshot", "latest"], &disk0)
+    let restored = ec2
+        .create(&["--from-snapshot", "latest"], &disk0)
         .expect(0)
         .record();
     let latest = kept["snapshot"]["id"].as_str().unwrap();
@@ -108,13 +100,10 @@ fn ebs_snapshots_are_tagged_listed_and_pruned_per_disk() {
     );
     let new_vol = restored["disk_id"].as_str().unwrap();
     assert_ne!(new_vol, old_vol);
-    assert_eq!(moto.ec2_admin(&["volume", new_vol])["snapshot"], latest);
-    assert_eq!(
-        moto.ec2_admin(&["volume", &old_vol])["state"],
-        "available",
-        "old one kept"
-    );
-    let again = tool(&url, "disk-create", &["--from-snapshot", "latest"], &disk0)
+    assert_eq!(ec2.volume(new_vol)["snapshot"], latest);
+    assert_eq!(ec2.volume(&old_vol)["state"], "available", "old one kept");
+    let again = ec2
+        .create(&["--from-snapshot", "latest"], &disk0)
         .expect(0)
         .record();
     assert_eq!(
@@ -123,12 +112,13 @@ fn ebs_snapshots_are_tagged_listed_and_pruned_per_disk() {
     );
     // An id of another disk's snapshot is refused.
     let other = list1[0]["snapshot"]["id"].as_str().unwrap();
-    let r = tool(&url, "disk-create", &["--from-snapshot", other], &disk0)
+    let r = ec2
+        .create(&["--from-snapshot", other], &disk0)
         .expect(1)
         .record();
     assert_eq!(r["error"]["code"], "no-such-snapshot");
     // The tags say whose they are.
-    let all = moto.ec2_admin(&["snapshots"]);
+    let all = ec2.admin(&["snapshots"]);
     let text = all.to_string();
     for key in [
         "appscale-persist:deployment",
@@ -141,22 +131,16 @@ fn ebs_snapshots_are_tagged_listed_and_pruned_per_disk() {
     }
 }
 
-/// Tells the ec2_proxy.py at `url` what to inject.
-fn inject(url: &str, rule: Value) {
-    let (code, body) = http("POST", &format!("{url}/__proxy__"), &rule.to_string());
-    assert_eq!(code, 200, "{body}");
-}
-
 /// A node: an EBS volume attached (in moto) to an instance, and a loop
 /// device standing in for it here, behind the volume's NVMe link, with an
 /// ext4 filesystem mounted. Fields drop in order: the thaw first, then the
 /// loop device (unmounted), then its directory.
 struct Node {
     _thaw: ThawOnDrop,
-    url: String,
     /// The record after disk-attach, with the filesystem's `fs`.
     rec: Value,
     mnt: PathBuf,
+    /// The node's environment (its devices, its IMDS), besides AWS's.
     env: Vec<(String, String)>,
     _dev: LoopDev,
     _t: TempDir,
@@ -166,8 +150,7 @@ struct Node {
     /// A fake IMDS saying this machine is another instance.
     other_imds: Server,
     _imds: Server,
-    _proxy: Server,
-    moto: Server,
+    ec2: Ec2,
 }
 
 impl Node {
@@ -179,23 +162,15 @@ impl Node {
     /// (`/dev/sdf`), as on a Xen instance (no NVMe link, no serial).
     fn with(tag: &str, xen: bool) -> Node {
         require_root();
-        let moto = Server::moto();
-        let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-        let url = proxy.url();
+        let ec2 = snaps(true);
         let t = TempDir::new(tag);
-        let inst = moto.ec2_admin(&["run-instances", "us-east-1b", "1"])[0]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let created = tool(
-            &url,
-            "disk-create",
-            &["--size", "1G"],
-            &ndjson(&[rec("node-0", "data-0")]),
-        )
-        .expect(0)
-        .stdout;
-        let mut rec = tool(&url, "disk-attach", &["--instance", &inst], &created)
+        let inst = ec2.instance();
+        let created = ec2
+            .create(&["--size", "1G"], &[rec("node-0", "data-0")])
+            .expect(0)
+            .stdout;
+        let mut rec = ec2
+            .attach(&["--instance", &inst], &created)
             .expect(0)
             .record();
         let vol = rec["disk_id"].as_str().unwrap().to_string();
@@ -220,27 +195,23 @@ impl Node {
         std::fs::create_dir_all(&mnt).unwrap();
         sh_ok(&["mount", &dev.device, mnt.to_str().unwrap()]);
         rec["fs"] = json!({"type": "ext4", "uuid": uuid});
-        let mut env: Vec<(String, String)> = aws_env()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        env.push(("APPSCALE_PERSIST_DEV_ROOT".into(), t.s("dev")));
-        let imds = Server::python("fake_imds.py", &[&inst, "us-east-1b"]);
-        env.push(("APPSCALE_PERSIST_METADATA_ENDPOINT".into(), imds.url()));
-        let other_imds = Server::python("fake_imds.py", &["i-0123456789abcdef0", "us-east-1b"]);
+        let imds = fake_imds(&inst, &[]);
+        let env = vec![
+            ("APPSCALE_PERSIST_DEV_ROOT".into(), t.s("dev")),
+            ("APPSCALE_PERSIST_METADATA_ENDPOINT".into(), imds.url()),
+        ];
+        let other_imds = fake_imds("i-0123456789abcdef0", &[]);
         Node {
             inst,
             other_imds,
             _imds: imds,
-            moto,
-            url,
+            ec2,
             rec,
             _thaw: ThawOnDrop(mnt.clone()),
             mnt,
             env,
             _dev: dev,
             _t: t,
-            _proxy: proxy,
         }
     }
 
@@ -252,50 +223,36 @@ impl Node {
     /// disk-snapshot on this node, on `rec`, with `extra` in its
     /// environment.
     fn snapshot_with(&self, rec: &Value, args: &[&str], extra: &[(&str, &str)]) -> Run {
-        let mut a = vec!["--endpoint-url", &self.url, "--deployment", "snaps"];
-        a.extend_from_slice(args);
         let mut env: Vec<(&str, &str)> = self
             .env
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         env.extend_from_slice(extra);
-        run_env(
-            "disk-snapshot",
-            &a,
-            &ndjson(std::slice::from_ref(rec)),
-            &env,
-        )
+        let input = ndjson(std::slice::from_ref(rec));
+        self.ec2.tool_env("disk-snapshot", args, &input, &env)
     }
 
     /// disk-snapshot elsewhere: where the volume's device is not found.
     fn snapshot_elsewhere(&self, args: &[&str]) -> Run {
-        let mut a = vec!["--endpoint-url", &self.url, "--deployment", "snaps"];
-        a.extend_from_slice(args);
-        let mut env: Vec<(&str, &str)> = aws_env();
         let url = self.other_imds.url();
-        env.push(("APPSCALE_PERSIST_METADATA_ENDPOINT", &url));
-        run_env(
-            "disk-snapshot",
-            &a,
-            &ndjson(std::slice::from_ref(&self.rec)),
-            &env,
-        )
+        let env = [("APPSCALE_PERSIST_METADATA_ENDPOINT", url.as_str())];
+        let input = ndjson(std::slice::from_ref(&self.rec));
+        self.ec2.tool_env("disk-snapshot", args, &input, &env)
     }
 
     /// A second volume (1 GiB), created for `node` and attached to
     /// `instance` when given.
     fn volume(&self, node: &str, instance: Option<&str>) -> Value {
-        let created = tool(
-            &self.url,
-            "disk-create",
-            &["--size", "1G"],
-            &ndjson(&[rec(node, &format!("data-{node}"))]),
-        )
-        .expect(0)
-        .stdout;
+        let created = self
+            .ec2
+            .create(&["--size", "1G"], &[rec(node, &format!("data-{node}"))])
+            .expect(0)
+            .stdout;
         match instance {
-            Some(i) => tool(&self.url, "disk-attach", &["--instance", i], &created)
+            Some(i) => self
+                .ec2
+                .attach(&["--instance", i], &created)
                 .expect(0)
                 .record(),
             None => serde_json::from_str(created.lines().next().unwrap()).unwrap(),
@@ -315,8 +272,15 @@ impl Node {
     /// once it says it froze the filesystem, and returns its run.
     fn killed_while_frozen(&self, signals: usize) -> Run {
         let mut cmd = Command::new(bin("disk-snapshot"));
-        cmd.args(["-v", "--endpoint-url", &self.url, "--deployment", "snaps"])
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd.args([
+            "-v",
+            "--endpoint-url",
+            &self.ec2.url(),
+            "--deployment",
+            "snaps",
+        ])
+        .envs(aws_env())
+        .envs(self.env.iter().map(|(k, v)| (k, v)));
         let input = ndjson(std::slice::from_ref(&self.rec));
         signalled_at(cmd, &input, "froze ", signals)
     }
@@ -368,9 +332,7 @@ fn on_its_node_a_mounted_volume_is_frozen_for_create_snapshot_alone() {
 #[test]
 fn a_create_snapshot_that_fails_or_hangs_while_frozen_is_thawed() {
     let n = Node::new("snap-ec2-fail");
-    inject(
-        &n.url,
-        json!({"fail": {"CreateSnapshot": {"status": 400, "code": "InvalidParameterValue", "times": -1}}}),
+    n.ec2.control(json!({"fail": {"CreateSnapshot": {"status": 400, "code": "InvalidParameterValue", "times": -1}}}),
     );
     let r = n.snapshot(&["-v"]).expect(1);
     assert!(r.stderr.contains("froze "), "{}", r.stderr);
@@ -381,7 +343,8 @@ fn a_create_snapshot_that_fails_or_hangs_while_frozen_is_thawed() {
         r.stdout
     );
     assert!(accepts_writes(&n.mnt, 10), "thawed after the failure");
-    inject(&n.url, json!({"fail": {}, "delay": {"CreateSnapshot": 30}}));
+    n.ec2
+        .control(json!({"fail": {}, "delay": {"CreateSnapshot": 30}}));
     let r = n.snapshot(&["--freeze-timeout", "1"]).expect(1).record();
     assert_eq!(r["error"]["code"], "freeze-timeout", "{r}");
     assert!(accepts_writes(&n.mnt, 10), "thawed at the freeze's limit");
@@ -390,7 +353,7 @@ fn a_create_snapshot_that_fails_or_hangs_while_frozen_is_thawed() {
 #[test]
 fn sigterm_while_frozen_for_create_snapshot_thaws() {
     let n = Node::new("snap-ec2-term");
-    inject(&n.url, json!({"delay": {"CreateSnapshot": 60}}));
+    n.ec2.control(json!({"delay": {"CreateSnapshot": 60}}));
     let r = n.killed_while_frozen(1);
     assert!(r.stderr.contains("froze "), "{}", r.stderr);
     assert!(
@@ -405,7 +368,7 @@ fn sigterm_while_frozen_for_create_snapshot_thaws() {
 #[test]
 fn a_second_signal_while_frozen_for_create_snapshot_thaws_before_it_exits() {
     let n = Node::new("snap-ec2-term2");
-    inject(&n.url, json!({"delay": {"CreateSnapshot": 60}}));
+    n.ec2.control(json!({"delay": {"CreateSnapshot": 60}}));
     let r = n.killed_while_frozen(2);
     assert!(r.stderr.contains("froze "), "{}", r.stderr);
     // Whichever of the two the signal thread saw second ends it at once.
@@ -424,38 +387,31 @@ fn a_second_signal_while_frozen_for_create_snapshot_thaws_before_it_exits() {
 
 #[test]
 fn wait_polls_all_snapshots_together_and_a_deadline_leaves_them_pending() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
+    let ec2 = snaps(true);
     let both = ndjson(&[rec("node-0", "data-0"), rec("node-1", "data-1")]);
-    let created = tool(&url, "disk-create", &["--size", "1G"], &both).expect(0);
+    let created = ec2.create(&["--size", "1G"], &both).expect(0);
 
     // Without --wait: back once started.
-    inject(&url, json!({"pending_snapshots": -1}));
-    let r = tool(&url, "disk-snapshot", &[], &created.stdout)
-        .expect(0)
-        .records();
+    ec2.control(json!({"pending_snapshots": -1}));
+    let r = ec2.snapshot(&[], &created.stdout).expect(0).records();
     assert!(
         r.iter().all(|r| r["snapshot"]["state"] == "pending"),
         "{r:?}"
     );
 
     // --wait, bounded: pending at the deadline, left there.
-    let w = tool(
-        &url,
-        "disk-snapshot",
-        &["--wait", "--wait-timeout", "1"],
-        &created.stdout,
-    )
-    .expect(1);
+    let w = ec2
+        .snapshot(&["--wait", "--wait-timeout", "1"], &created.stdout)
+        .expect(1);
     let recs = w.records();
     for r in &recs {
         assert_eq!(r["error"]["code"], "snapshot-pending", "{r}");
         assert_eq!(r["snapshot"]["state"], "pending", "{r}");
     }
     let left = ids(&recs);
-    inject(&url, json!({"pending_snapshots": 0}));
-    let listed = tool(&url, "disk-snapshot", &["--list"], &created.stdout)
+    ec2.control(json!({"pending_snapshots": 0}));
+    let listed = ec2
+        .snapshot(&["--list"], &created.stdout)
         .expect(0)
         .records();
     for id in &left {
@@ -464,9 +420,9 @@ fn wait_polls_all_snapshots_together_and_a_deadline_leaves_them_pending() {
 
     // Two polls see both pending, the third both completed: one
     // DescribeSnapshots per poll for all of them (after the one listing).
-    moto.ec2_admin(&["record-start"]);
-    inject(&url, json!({"pending_snapshots": 3}));
-    let w = tool(&url, "disk-snapshot", &["--wait", "-v"], &created.stdout).expect(0);
+    ec2.record_start();
+    ec2.control(json!({"pending_snapshots": 3}));
+    let w = ec2.snapshot(&["--wait", "-v"], &created.stdout).expect(0);
     assert!(
         w.records()
             .iter()
@@ -475,36 +431,30 @@ fn wait_polls_all_snapshots_together_and_a_deadline_leaves_them_pending() {
         w.stdout
     );
     assert!(w.stderr.contains("2 of 2 done"), "{}", w.stderr);
-    let actions = moto.ec2_admin(&["actions"]);
+    let actions = ec2.recorded();
     assert_eq!(actions["DescribeSnapshots"], 4, "{actions}");
     assert_eq!(actions["CreateSnapshot"], 2, "{actions}");
 }
 
 #[test]
 fn pruning_deletes_concurrently_and_reports_every_failure() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
+    let ec2 = snaps(true);
     let disks = ndjson(&[
         rec("node-0", "data-0"),
         rec("node-1", "data-1"),
         rec("node-2", "data-2"),
     ]);
-    let created = tool(&url, "disk-create", &["--size", "1G"], &disks).expect(0);
+    let created = ec2.create(&["--size", "1G"], &disks).expect(0);
     let mut older = Vec::new();
     for _ in 0..2 {
-        let r = tool(&url, "disk-snapshot", &[], &created.stdout)
-            .expect(0)
-            .records();
+        let r = ec2.snapshot(&[], &created.stdout).expect(0).records();
         older.extend(ids(&r));
         std::thread::sleep(std::time::Duration::from_millis(1100));
     }
     // Six deletions, four fail: some record has two failures.
-    inject(
-        &url,
-        json!({"fail": {"DeleteSnapshot": {"status": 403, "code": "UnauthorizedOperation", "times": 4}}}),
+    ec2.control(json!({"fail": {"DeleteSnapshot": {"status": 403, "code": "UnauthorizedOperation", "times": 4}}}),
     );
-    let r = tool(&url, "disk-snapshot", &["--keep", "1"], &created.stdout).expect(1);
+    let r = ec2.snapshot(&["--keep", "1"], &created.stdout).expect(1);
     let recs = r.records();
     let taken = ids(&recs);
     let pruned: Vec<String> = recs
@@ -518,7 +468,8 @@ fn pruning_deletes_concurrently_and_reports_every_failure() {
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
     assert_eq!(pruned.len(), 2, "{}", r.stdout);
-    let listed = ids(&tool(&url, "disk-snapshot", &["--list"], &created.stdout)
+    let listed = ids(&ec2
+        .snapshot(&["--list"], &created.stdout)
         .expect(0)
         .records());
     for id in &taken {
@@ -547,23 +498,18 @@ fn pruning_deletes_concurrently_and_reports_every_failure() {
 /// counted: --keep 2 kept [new, pending] and deleted the last good one.
 #[test]
 fn retention_counts_only_completed_snapshots_and_never_deletes_a_pending_one() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
+    let ec2 = snaps(true);
     let input = ndjson(&[rec("node-0", "data-0")]);
-    let created = tool(&url, "disk-create", &["--size", "1G"], &input).expect(0);
-    let take = |args: &[&str]| {
-        tool(&url, "disk-snapshot", args, &created.stdout)
-            .expect(0)
-            .record()
-    };
+    let created = ec2.create(&["--size", "1G"], &input).expect(0);
+    let take = |args: &[&str]| ec2.snapshot(args, &created.stdout).expect(0).record();
     let good = ids(&[take(&[])]).remove(0);
     let slow = ids(&[take(&[])]).remove(0);
-    inject(&url, json!({"pending_ids": [slow]}));
+    ec2.control(json!({"pending_ids": [slow]}));
     let r = take(&["--keep", "2"]);
     assert_eq!(r["snapshot"]["state"], "completed", "{r}");
     assert!(r["snapshot"].get("pruned").is_none(), "nothing pruned: {r}");
-    let listed = tool(&url, "disk-snapshot", &["--list"], &created.stdout)
+    let listed = ec2
+        .snapshot(&["--list"], &created.stdout)
         .expect(0)
         .records();
     // (moto's start times are in seconds: compare as a set.)
@@ -595,7 +541,8 @@ fn retention_counts_only_completed_snapshots_and_never_deletes_a_pending_one() {
     let mut want = vec![good, new];
     want.sort();
     assert_eq!(pruned, want, "{r}");
-    let listed = tool(&url, "disk-snapshot", &["--list"], &created.stdout)
+    let listed = ec2
+        .snapshot(&["--list"], &created.stdout)
         .expect(0)
         .records();
     assert!(
@@ -614,10 +561,7 @@ fn retention_counts_only_completed_snapshots_and_never_deletes_a_pending_one() {
 fn only_a_volume_provably_attached_and_mounted_here_is_frozen() {
     let n = Node::with("snap-ec2-xen", true);
     // Another node's volume, attached to another instance as /dev/sdf too.
-    let inst2 = n.moto.ec2_admin(&["run-instances", "us-east-1b", "1"])[0]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let inst2 = n.ec2.instance();
     assert_ne!(inst2, n.inst);
     let other = n.volume("node-1", Some(&inst2));
     assert_eq!(other["attached_as"], n.rec["attached_as"], "{other}");
@@ -694,29 +638,23 @@ fn a_freeze_holds_the_node_lock() {
 /// it as still pending, never as a failure.
 #[test]
 fn wait_takes_a_snapshot_not_found_yet_as_pending() {
-    let moto = Server::moto();
-    let proxy = Server::python("ec2_proxy.py", &[&moto.url()]);
-    let url = proxy.url();
-    let created = tool(
-        &url,
-        "disk-create",
-        &["--size", "1G"],
-        &ndjson(&[rec("node-0", "data-0"), rec("node-1", "data-1")]),
-    )
-    .expect(0);
+    let ec2 = snaps(true);
+    let created = ec2
+        .create(
+            &["--size", "1G"],
+            &[rec("node-0", "data-0"), rec("node-1", "data-1")],
+        )
+        .expect(0);
     // The listing passes; the first poll is NotFound; the next sees them
     // pending, the one after completed.
-    inject(
-        &url,
-        json!({"pending_snapshots": 2,
+    ec2.control(json!({"pending_snapshots": 2,
                "fail": {"DescribeSnapshots": {"status": 400, "code": "InvalidSnapshot.NotFound", "times": 1, "skip": 1}}}),
     );
-    let w = tool(&url, "disk-snapshot", &["--wait"], &created.stdout).expect(0);
+    let w = ec2.snapshot(&["--wait"], &created.stdout).expect(0);
     for r in w.records() {
         assert_eq!(r["snapshot"]["state"], "completed", "{r}");
     }
-    let (_, body) = http("GET", &format!("{url}/__proxy__"), "");
-    let seen: Value = serde_json::from_str(&body).unwrap();
+    let seen = ec2.seen();
     assert_eq!(seen["injected"]["DescribeSnapshots"], 1, "{seen}");
 }
 
@@ -724,15 +662,11 @@ fn wait_takes_a_snapshot_not_found_yet_as_pending() {
 
 /// The proxy (answering as EC2 does) in front of a fresh moto, and one 1 GiB
 /// volume made through it (disk-create's run).
-fn one_disk() -> (Ec2Proxy, Run) {
-    let ec2 = Ec2Proxy::new(&[]);
-    let created = tool(
-        &ec2.url(),
-        "disk-create",
-        &["--size", "1G"],
-        &ndjson(&[rec("node-0", "data-0")]),
-    )
-    .expect(0);
+fn one_disk() -> (Ec2, Run) {
+    let ec2 = snaps(true);
+    let created = ec2
+        .create(&["--size", "1G"], &[rec("node-0", "data-0")])
+        .expect(0);
     (ec2, created)
 }
 
@@ -743,12 +677,9 @@ fn one_disk() -> (Ec2Proxy, Run) {
 #[test]
 fn a_snapshot_seconds_after_the_last_is_too_soon() {
     let (ec2, created) = one_disk();
-    let url = ec2.url();
-    inject(&url, json!({"snapshot_interval": 60}));
-    tool(&url, "disk-snapshot", &[], &created.stdout).expect(0);
-    let r = tool(&url, "disk-snapshot", &[], &created.stdout)
-        .expect(1)
-        .record();
+    ec2.control(json!({"snapshot_interval": 60}));
+    ec2.snapshot(&[], &created.stdout).expect(0);
+    let r = ec2.snapshot(&[], &created.stdout).expect(1).record();
     assert_eq!(r["error"]["code"], "snapshot-too-soon", "{r}");
     let msg = r["error"]["message"].as_str().unwrap();
     assert!(msg.contains("nothing is wrong with the volume"), "{msg}");
@@ -760,14 +691,13 @@ fn a_snapshot_seconds_after_the_last_is_too_soon() {
 #[test]
 fn a_snapshot_an_image_uses_is_said_once_and_not_counted() {
     let (ec2, created) = one_disk();
-    let url = ec2.url();
     let take = |args: &[&str]| {
-        let r = tool(&url, "disk-snapshot", args, &created.stdout).expect(0);
+        let r = ec2.snapshot(args, &created.stdout).expect(0);
         std::thread::sleep(std::time::Duration::from_millis(1100));
         r
     };
     let imaged = ids(&[take(&[]).record()]).remove(0);
-    inject(&url, json!({"in_use_snapshots": [imaged]}));
+    ec2.control(json!({"in_use_snapshots": [imaged]}));
     let second = take(&["--keep", "1"]);
     assert!(
         second.stderr.contains(&imaged) && second.stderr.contains("InvalidSnapshot.InUse"),
@@ -786,7 +716,8 @@ fn a_snapshot_an_image_uses_is_said_once_and_not_counted() {
         third.stderr
     );
     assert_eq!(pruned_sorted(&third.record()), [second_id]);
-    let listed = ids(&tool(&url, "disk-snapshot", &["--list"], &created.stdout)
+    let listed = ids(&ec2
+        .snapshot(&["--list"], &created.stdout)
         .expect(0)
         .records());
     assert!(listed.contains(&imaged), "kept: {listed:?}");
@@ -797,26 +728,22 @@ fn a_snapshot_an_image_uses_is_said_once_and_not_counted() {
 /// same call) so retention counts it, and prunes it.
 #[test]
 fn a_create_snapshot_twin_is_tagged_and_counted() {
-    let ec2 = Ec2Proxy::new(&[]);
-    let (moto, url) = (&ec2.moto, ec2.url());
-    let created = tool(
-        &url,
-        "disk-create",
-        &["--size", "1G"],
-        &ndjson(&[rec("node-0", "data-0")]),
-    )
-    .expect(0);
+    let ec2 = snaps(true);
+    let created = ec2
+        .create(&["--size", "1G"], &[rec("node-0", "data-0")])
+        .expect(0);
     let vol = created.record()["disk_id"].as_str().unwrap().to_string();
-    inject(&url, json!({"lose": {"CreateSnapshot": 1}}));
-    tool(&url, "disk-snapshot", &[], &created.stdout).expect(0);
-    let snaps = moto.ec2_admin(&["snapshots", &vol]);
+    ec2.control(json!({"lose": {"CreateSnapshot": 1}}));
+    ec2.snapshot(&[], &created.stdout).expect(0);
+    let snaps = ec2.admin(&["snapshots", &vol]);
     let snaps = snaps.as_object().unwrap();
     assert_eq!(snaps.len(), 2, "a twin: {snaps:?}");
     for tags in snaps.values() {
         assert_eq!(tags["appscale-persist:disk"], "data-0", "{tags}");
     }
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let r = tool(&url, "disk-snapshot", &["--keep", "1"], &created.stdout)
+    let r = ec2
+        .snapshot(&["--keep", "1"], &created.stdout)
         .expect(0)
         .record();
     assert_eq!(pruned_sorted(&r).len(), 2, "both counted: {r}");
@@ -828,32 +755,29 @@ fn a_create_snapshot_twin_is_tagged_and_counted() {
 #[test]
 fn every_page_of_snapshots_is_followed() {
     let (ec2, created) = one_disk();
-    let url = ec2.url();
     let mut taken = Vec::new();
     for _ in 0..4 {
-        let r = tool(&url, "disk-snapshot", &[], &created.stdout).expect(0);
+        let r = ec2.snapshot(&[], &created.stdout).expect(0);
         taken.extend(ids(&r.records()));
         std::thread::sleep(std::time::Duration::from_millis(1100));
     }
-    inject(&url, json!({"page_size": 2}));
-    let listed = tool(&url, "disk-snapshot", &["--list"], &created.stdout)
+    ec2.control(json!({"page_size": 2}));
+    let listed = ec2
+        .snapshot(&["--list"], &created.stdout)
         .expect(0)
         .records();
     assert_eq!(listed.len(), 4, "{listed:?}");
-    let restored = tool(
-        &url,
-        "disk-create",
-        &["--from-snapshot", "latest"],
-        &created.stdout,
-    )
-    .expect(0)
-    .record();
+    let restored = ec2
+        .create(&["--from-snapshot", "latest"], &created.stdout)
+        .expect(0)
+        .record();
     assert_eq!(
         restored["restored_from"]["snapshot"].as_str(),
         Some(taken[3].as_str()),
         "the newest, on the last page: {restored}"
     );
-    let r = tool(&url, "disk-snapshot", &["--keep", "1"], &created.stdout)
+    let r = ec2
+        .snapshot(&["--keep", "1"], &created.stdout)
         .expect(0)
         .record();
     let mut want = taken.clone();
@@ -868,19 +792,18 @@ fn every_page_of_snapshots_is_followed() {
 /// oldest: it has no time tag) and was pruned first.
 #[test]
 fn retention_never_counts_or_deletes_a_snapshot_it_did_not_make() {
-    let moto = Server::moto();
-    let url = moto.url();
+    let ec2 = snaps(false);
     let input = ndjson(&[rec("node-0", "data-0")]);
-    let created = tool(&url, "disk-create", &["--size", "1G"], &input).expect(0);
+    let created = ec2.create(&["--size", "1G"], &input).expect(0);
     let vol = created.record()["disk_id"].as_str().unwrap().to_string();
-    let by_hand = moto.ec2_admin(&[
+    let by_hand = ec2.admin(&[
         "create-snapshot",
         &vol,
         &json!({"appscale-persist:deployment": "snaps", "appscale-persist:disk": "data-0"})
             .to_string(),
     ]);
     let by_hand = by_hand.as_str().unwrap().to_string();
-    let other_tool = moto.ec2_admin(&[
+    let other_tool = ec2.admin(&[
         "create-snapshot",
         &vol,
         &json!({"appscale-persist:deployment": "snaps", "appscale-persist:disk": "data-0",
@@ -891,7 +814,8 @@ fn retention_never_counts_or_deletes_a_snapshot_it_did_not_make() {
     let other_tool = other_tool.as_str().unwrap().to_string();
     let mut ours = Vec::new();
     for _ in 0..2 {
-        let r = tool(&url, "disk-snapshot", &["--keep", "1"], &created.stdout)
+        let r = ec2
+            .snapshot(&["--keep", "1"], &created.stdout)
             .expect(0)
             .record();
         ours.push(r["snapshot"]["id"].as_str().unwrap().to_string());
@@ -901,7 +825,7 @@ fn retention_never_counts_or_deletes_a_snapshot_it_did_not_make() {
         );
         std::thread::sleep(std::time::Duration::from_millis(1100));
     }
-    let all = moto.ec2_admin(&["snapshots"]);
+    let all = ec2.admin(&["snapshots"]);
     for theirs in [&by_hand, &other_tool] {
         assert!(all.get(theirs.as_str()).is_some(), "{theirs} kept: {all}");
     }
@@ -909,18 +833,15 @@ fn retention_never_counts_or_deletes_a_snapshot_it_did_not_make() {
         all.get(ours[0].as_str()).is_none(),
         "the older of ours pruned"
     );
-    let listed = tool(&url, "disk-snapshot", &["--list"], &created.stdout)
+    let listed = ec2
+        .snapshot(&["--list"], &created.stdout)
         .expect(0)
         .records();
     assert_eq!(ids(&listed), [ours[1].clone()], "theirs is not listed");
-    let r = tool(
-        &url,
-        "disk-create",
-        &["--from-snapshot", &by_hand],
-        &created.stdout,
-    )
-    .expect(1)
-    .record();
+    let r = ec2
+        .create(&["--from-snapshot", &by_hand], &created.stdout)
+        .expect(1)
+        .record();
     assert_eq!(r["error"]["code"], "no-such-snapshot", "{r}");
 }
 
@@ -957,48 +878,37 @@ fn a_lazily_unmounted_live_volume_is_not_snapshotted_unfrozen() {
 /// survives a reboot. Detached, the restore goes ahead.
 #[test]
 fn a_restore_beside_its_attached_original_is_refused() {
-    let moto = Server::moto();
-    let url = moto.url();
+    let ec2 = snaps(false);
     let input = ndjson(&[rec("node-0", "data-0")]);
-    let created = tool(&url, "disk-create", &["--size", "1G"], &input).expect(0);
+    let created = ec2.create(&["--size", "1G"], &input).expect(0);
     let vol = created.record()["disk_id"].as_str().unwrap().to_string();
-    let snap = tool(&url, "disk-snapshot", &["--wait"], &created.stdout)
+    let snap = ec2
+        .snapshot(&["--wait"], &created.stdout)
         .expect(0)
         .record();
-    let inst = moto.ec2_admin(&["run-instances", "us-east-1b", "1"])[0]
-        .as_str()
-        .unwrap()
-        .to_string();
-    moto.ec2_admin(&["attach", &vol, &inst, "/dev/sdf"]);
+    let inst = ec2.instance();
+    ec2.admin(&["attach", &vol, &inst, "/dev/sdf"]);
     let restored_name = || {
         let t = snap["snapshot"]["time"].as_str().unwrap();
         let compact: String = t.chars().filter(|c| *c != '-' && *c != ':').collect();
         format!("data-0-restored-{compact}")
     };
-    let r = tool(
-        &url,
-        "disk-create",
-        &["--from-snapshot", "latest"],
-        &created.stdout,
-    )
-    .expect(1)
-    .record();
+    let r = ec2
+        .create(&["--from-snapshot", "latest"], &created.stdout)
+        .expect(1)
+        .record();
     assert_eq!(r["error"]["code"], "original-attached", "{r}");
     assert!(
-        moto.ec2_admin(&["named", &restored_name()])
+        ec2.admin(&["named", &restored_name()])
             .as_array()
             .unwrap()
             .is_empty(),
         "nothing was made"
     );
-    tool(&url, "disk-detach", &["--force"], &created.stdout).expect(0);
-    let r = tool(
-        &url,
-        "disk-create",
-        &["--from-snapshot", "latest"],
-        &created.stdout,
-    )
-    .expect(0)
-    .record();
+    ec2.detach(&["--force"], &created.stdout).expect(0);
+    let r = ec2
+        .create(&["--from-snapshot", "latest"], &created.stdout)
+        .expect(0)
+        .record();
     assert_eq!(r["disk"], restored_name().as_str(), "{r}");
 }

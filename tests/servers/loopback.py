@@ -1,6 +1,6 @@
 """Shared by the test servers: a quiet HTTP/1.1 handler base, and serving on
 127.0.0.1 on a free port, printed as the first line of stdout (where
-tests/common/mod.rs reads it)."""
+tests/common/servers.rs reads it)."""
 
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 

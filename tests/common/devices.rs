@@ -1,0 +1,230 @@
+//! What the tests make on the machine: temporary directories, loop devices,
+//! mounts and freezes, each undone on drop (a failing test still unmounts,
+//! detaches and deletes what it made).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+
+/// Writes an image of `mib` MiB whose first MiB holds bytes no probe
+/// recognises: data, but of no known kind.
+pub fn junk_image(path: &Path, mib: u64) {
+    let mut junk = vec![0x5Au8; 1 << 20];
+    junk.resize((mib << 20) as usize, 0);
+    std::fs::write(path, &junk).unwrap();
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A temporary directory, removed on drop after unmounting anything left
+/// mounted inside it.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!(
+            "appscale-persist-test-{tag}-{}-{n}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir { path }
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.path.join(p)
+    }
+
+    pub fn s(&self, p: &str) -> String {
+        self.join(p).display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // Loops first, while their backing files' paths still show under
+        // the directory (a filesystem lazily unmounted shows them from its
+        // own root): a busy one is set to go once its user lets go.
+        detach_loops_under(&self.path);
+        unmount_under(&self.path);
+        detach_loops_under(&self.path);
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Unmounts everything mounted at or below `dir`, deepest first.
+pub fn unmount_under(dir: &Path) {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut targets: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|t| t.replace("\\040", " "))
+        .filter(|t| Path::new(t).starts_with(dir))
+        .collect();
+    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    for t in targets {
+        // A test that failed while a filesystem was frozen (a kill sweep)
+        // must not leave it frozen with no mountpoint left to thaw it
+        // through: thaw first (an error when it is not frozen, ignored).
+        let _ = Command::new("fsfreeze")
+            .arg("--unfreeze")
+            .arg(&t)
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("umount")
+            .arg("--lazy")
+            .arg(&t)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Detaches every loop device backed by a file below `dir`.
+pub fn detach_loops_under(dir: &Path) {
+    let Ok(out) = Command::new("losetup")
+        .args(["--list", "--noheadings", "--output", "NAME,BACK-FILE"])
+        .output()
+    else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut f = line.split_whitespace();
+        if let (Some(name), Some(back)) = (f.next(), f.next())
+            && Path::new(back).starts_with(dir)
+        {
+            let _ = Command::new("losetup")
+                .arg("--detach")
+                .arg(name)
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// A sparse image on a loop device; detached and deleted on drop (after
+/// unmounting anything mounted from it).
+pub struct LoopDev {
+    pub image: PathBuf,
+    pub device: String,
+}
+
+impl LoopDev {
+    /// A blank (all zeros) device of `size_mib`.
+    pub fn new(dir: &TempDir, name: &str, size_mib: u64) -> LoopDev {
+        let image = dir.join(&format!("{name}.img"));
+        let f = std::fs::File::create(&image).unwrap();
+        f.set_len(size_mib << 20).unwrap();
+        drop(f);
+        let device = sh_ok(&["losetup", "--find", "--show", image.to_str().unwrap()])
+            .trim()
+            .to_string();
+        LoopDev { image, device }
+    }
+
+    /// Re-reads the backing file after its bytes were changed underneath.
+    pub fn sha256(&self) -> String {
+        sync_device(&self.device);
+        sha256(&self.image)
+    }
+}
+
+impl Drop for LoopDev {
+    fn drop(&mut self) {
+        // The loop device may have been detached by the test and reused by
+        // another one since: touch it only while it is still backed by our
+        // image.
+        let name = self.device.trim_start_matches("/dev/");
+        let backing = std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file"))
+            .unwrap_or_default();
+        let ours = std::fs::canonicalize(&self.image)
+            .is_ok_and(|img| Path::new(backing.trim_end()) == img);
+        if ours {
+            let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            for l in text.lines() {
+                let f: Vec<&str> = l.split(' ').collect();
+                if let Some(i) = f.iter().position(|x| *x == "-")
+                    && f.get(i + 2) == Some(&self.device.as_str())
+                {
+                    let _ = Command::new("umount")
+                        .arg("--lazy")
+                        .arg(f[4].replace("\\040", " "))
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            }
+            let _ = Command::new("losetup")
+                .arg("--detach")
+                .arg(&self.device)
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+/// Flushes a block device's buffers so its backing file shows every write.
+pub fn sync_device(device: &str) {
+    let _ = Command::new("blockdev")
+        .args(["--flushbufs", device])
+        .status();
+}
+
+/// SHA-256 of a file (coreutils' sha256sum).
+pub fn sha256(path: &Path) -> String {
+    sh_ok(&["sha256sum", path.to_str().unwrap()])
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Whether `dir` is a mountpoint right now.
+pub fn is_mounted(dir: &Path) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    text.lines().any(|l| {
+        l.split(' ').nth(4).map(|t| t.replace("\\040", " ")) == Some(dir.display().to_string())
+    })
+}
+
+/// Thaws the filesystem at a mountpoint on drop (`fsfreeze -u`), so a test
+/// that fails while a tool left it frozen does not hang the machine's
+/// writers; declare it after the [`TempDir`] holding the mountpoint, so it
+/// runs before the unmount.
+pub struct ThawOnDrop(pub PathBuf);
+
+impl Drop for ThawOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("fsfreeze")
+            .arg("-u")
+            .arg(&self.0)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Whether a write (and its flush) to a new file in `dir` finishes within
+/// `secs`: false while the filesystem is frozen. A writer blocked on a
+/// frozen filesystem cannot be killed (it sleeps uninterruptibly), so it
+/// runs on a thread of its own, left to finish once the filesystem thaws
+/// ([`ThawOnDrop`]).
+pub fn accepts_writes(dir: &Path, secs: u64) -> bool {
+    let file = dir.join("written-after");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let ok = Command::new("sh")
+            .args(["-c", "echo after > \"$1\" && sync -f \"$1\"", "sh"])
+            .arg(&file)
+            .status()
+            .is_ok_and(|s| s.success());
+        let _ = tx.send(ok);
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs))
+        .unwrap_or(false)
+}
