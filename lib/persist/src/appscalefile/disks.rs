@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::record::ProviderKind;
 
+use super::codes;
 use super::keys::{DATA_ROLES, did_you_mean};
 use super::layout::Format;
 use super::layout::is_ip;
@@ -19,7 +20,7 @@ impl Checker {
             Value::Map(m) => m,
             _ if d.is_null() => {
                 self.warning(
-                    "disks-empty",
+                    codes::DISKS_EMPTY,
                     "`disks` is empty: no disk will be persisted".into(),
                     d,
                     None,
@@ -28,7 +29,7 @@ impl Checker {
             }
             _ => {
                 self.error(
-                    "bad-type",
+                    codes::BAD_TYPE,
                     format!(
                         "--disks must be a dict: `disks` maps node ids to disks, not {}",
                         d.kind()
@@ -41,7 +42,7 @@ impl Checker {
         };
         if entries.is_empty() {
             self.warning(
-                "disks-empty",
+                codes::DISKS_EMPTY,
                 "`disks` is empty: no disk will be persisted".into(),
                 d,
                 None,
@@ -86,7 +87,7 @@ impl Checker {
                     ))
                 };
                 self.error(
-                    "disk-unknown-node",
+                    codes::DISK_UNKNOWN_NODE,
                     format!("disk `{disk}` is for node `{node}`, which the layout does not have: AppScale would silently give it to no node"),
                     k,
                     help,
@@ -123,7 +124,7 @@ impl Checker {
                     {
                         self.push(
                             Severity::Warning,
-                            "disk-kernel-name",
+                            codes::DISK_KERNEL_NAME,
                             format!(
                                 "`{}` is a kernel name: another disk may have it after a reboot, or once a disk is added",
                                 d.disk
@@ -137,14 +138,14 @@ impl Checker {
                     for key in &with_disks {
                         if cluster && !self.lint.deployment.nodes.is_empty() {
                             self.error(
-                                "disks-in-cluster",
+                                codes::DISKS_IN_CLUSTER,
                                 "disks in cluster mode must be block device paths (`/dev/...`)".into(),
                                 key,
                                 Some("give each node a device path (the static provider), or set `infrastructure`".into()),
                             );
                         } else {
                             self.error(
-                                "disks-without-infrastructure",
+                                codes::DISKS_WITHOUT_INFRASTRUCTURE,
                                 "Can't specify persistent disks when infrastructure is not specified.".into(),
                                 key,
                                 Some("set `infrastructure` (ec2, euca, gce, or local for image files)".into()),
@@ -157,7 +158,7 @@ impl Checker {
             Some((name, at)) => {
                 if matches!(name.as_str(), "azure" | "openstack") && !with_disks.is_empty() {
                     self.error(
-                        "disks-unsupported-infrastructure",
+                        codes::DISKS_UNSUPPORTED_INFRASTRUCTURE,
                         format!("appscale-persist cannot manage disks on `{name}`"),
                         at,
                         Some("supported: ec2, euca, gce, local".into()),
@@ -167,7 +168,7 @@ impl Checker {
                 if matches!(name.as_str(), "ec2" | "euca" | "gce") && zone.is_none() {
                     for key in &with_disks {
                         self.error(
-                            "disks-without-zone",
+                            codes::DISKS_WITHOUT_ZONE,
                             "Need an availability zone specified when persistent disks are specified.".into(),
                             key,
                             Some("add a top-level `zone:`; the disks must live in it".into()),
@@ -185,7 +186,7 @@ impl Checker {
                 let width = d.disk.chars().count();
                 self.push(
                     Severity::Error,
-                    "disk-name-invalid",
+                    codes::DISK_NAME_INVALID,
                     format!("`{}` is not a valid {p} disk: {why}", d.disk),
                     d.pos,
                     width,
@@ -197,7 +198,7 @@ impl Checker {
                     let width = d.disk.chars().count();
                     self.push(
                         Severity::Error,
-                        "disk-duplicate",
+                        codes::DISK_DUPLICATE,
                         format!(
                             "Please specify a unique disk for every node: `{}` is given to {} (line {}) and to {}.",
                             d.disk, first.node, first.pos.line, d.node
@@ -220,7 +221,7 @@ impl Checker {
                 // One machine in two role groups, each giving it a disk.
                 self.push(
                     Severity::Error,
-                    "node-two-disks",
+                    codes::NODE_TWO_DISKS,
                     format!(
                         "node {} gets a second disk `{}` (it has `{}` on line {}): AppScale kept only the last, and the first holds nothing",
                         d.node, d.disk, first.disk, first.pos.line
@@ -253,7 +254,7 @@ impl Checker {
                 .collect();
             self.push(
                 Severity::Error,
-                "disk-missing",
+                codes::DISK_MISSING,
                 format!(
                     "Please specify a disk for every node: {} {} none in `disks`",
                     who.join(", "),
@@ -278,7 +279,7 @@ impl Checker {
                 }
                 Some(d) if !n.holds_data() && !n.roles.is_empty() => self.push(
                     Severity::Info,
-                    "disk-on-stateless-node",
+                    codes::DISK_ON_STATELESS_NODE,
                     format!(
                         "node {} ({}) keeps no data under the mountpoint; its disk `{}` is unused",
                         n.id,
@@ -307,7 +308,7 @@ impl Checker {
             };
             self.push(
                 Severity::Warning,
-                "data-node-without-disk",
+                codes::DATA_NODE_WITHOUT_DISK,
                 format!("{who} hold{} data ({}) but {has} no disk: the data will not survive `appscale down`", if ids.len() == 1 { "s" } else { "" }, roles.join(", ")),
                 pos,
                 1,

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::codes;
 use super::keys::{GROUP_KEYS, OLD_ROLES, ROLES, SIMPLE_ROLES, did_you_mean, implied_roles};
 use super::plan::{DiskInfo, NodeInfo};
 use super::yaml::{Node, Pos, Value};
@@ -33,7 +34,7 @@ impl Checker {
         }
         let help = did_you_mean(name, allowed).map(|s| format!("did you mean `{s}`?"));
         self.error(
-            "layout-unknown-role",
+            codes::LAYOUT_UNKNOWN_ROLE,
             format!("unknown role `{name}`"),
             at,
             help,
@@ -46,7 +47,7 @@ impl Checker {
         match mode {
             Mode::Cloud if !is_node_id(id) => {
                 self.error(
-                    "node-id-format",
+                    codes::NODE_ID_FORMAT,
                     format!("`{id}` is not a valid node ID (must be node-int)"),
                     at,
                     Some(
@@ -57,7 +58,7 @@ impl Checker {
             }
             Mode::Cluster if !is_ip(id) => {
                 self.error(
-                    "node-id-format",
+                    codes::NODE_ID_FORMAT,
                     format!("`{id}` must be an IP address in cluster mode"),
                     at,
                     Some("set `infrastructure` to use `node-N` ids".into()),
@@ -80,7 +81,7 @@ impl Checker {
         // every key was known.
         if simple && advanced && !unknown {
             self.error(
-                "layout-mixed-format",
+                codes::LAYOUT_MIXED_FORMAT,
                 "Check your node layout and make sure not to mix simple and advanced deployment methods.".into(),
                 layout,
                 Some("use either `controller`/`servers` or the advanced roles (`master`, `database`, ...)".into()),
@@ -103,7 +104,7 @@ impl Checker {
             if !allowed.contains(&role) {
                 let help = did_you_mean(role, allowed).map(|s| format!("did you mean `{s}`?"));
                 self.error(
-                    "layout-unknown-role",
+                    codes::LAYOUT_UNKNOWN_ROLE,
                     format!("The flag {role} is not a supported flag: `{role}` is not a role of the old `ips_layout` format"),
                     k,
                     help.or_else(|| Some(format!("the roles are {}", allowed.join(", ")))),
@@ -130,7 +131,7 @@ impl Checker {
                 if simple && !advanced {
                     if let Some(first) = seen_ips.get(id) {
                         self.error(
-                            "duplicate-ip",
+                            codes::DUPLICATE_IP,
                             format!("Cannot specify the same IP address more than once (`{id}` is also on line {}).", first.line),
                             id_node,
                             None,
@@ -159,7 +160,7 @@ impl Checker {
             let mut seen_ips: HashMap<String, Pos> = HashMap::new();
             let Some(entries) = group.as_map() else {
                 self.error(
-                    "layout-unknown-format",
+                    codes::LAYOUT_UNKNOWN_FORMAT,
                     format!(
                         "Node layout format was not recognized: a role group is a mapping, not {}",
                         group.kind()
@@ -174,7 +175,7 @@ impl Checker {
                     let help =
                         did_you_mean(name, GROUP_KEYS).map(|s| format!("did you mean `{s}`?"));
                     self.warning(
-                        "unknown-key",
+                        codes::UNKNOWN_KEY,
                         format!("unknown key `{name}` in a role group: AppScale ignores it"),
                         k,
                         help,
@@ -184,7 +185,12 @@ impl Checker {
             // Roles.
             let mut roles = Vec::new();
             match group.get("roles") {
-                None => self.error("bad-type", "a role group needs `roles`".into(), group, None),
+                None => self.error(
+                    codes::BAD_TYPE,
+                    "a role group needs `roles`".into(),
+                    group,
+                    None,
+                ),
                 Some(r) => {
                     let items: Vec<&Node> = match &r.value {
                         Value::Seq(items) => items.iter().collect(),
@@ -201,7 +207,7 @@ impl Checker {
                         }
                     }
                     if roles.is_empty() && r.as_seq().is_some_and(|s| s.is_empty()) {
-                        self.error("bad-type", "`roles` is empty".into(), r, None);
+                        self.error(codes::BAD_TYPE, "`roles` is empty".into(), r, None);
                     }
                 }
             }
@@ -209,7 +215,7 @@ impl Checker {
             let mut ids: Vec<(String, &Node)> = Vec::new();
             match group.get("nodes") {
                 None => self.error(
-                    "bad-type",
+                    codes::BAD_TYPE,
                     "a role group needs `nodes` (a count, or IP addresses)".into(),
                     group,
                     None,
@@ -218,7 +224,7 @@ impl Checker {
                     if let Some(c) = n.as_int() {
                         if c == 0 {
                             self.error(
-                                "nodes-zero",
+                                codes::NODES_ZERO,
                                 format!(
                                     "Node amount cannot be zero for role(s) {}.",
                                     roles.join(", ")
@@ -228,14 +234,14 @@ impl Checker {
                             );
                         } else if !(0..=10_000).contains(&c) {
                             self.error(
-                                "bad-type",
+                                codes::BAD_TYPE,
                                 format!("`nodes` must be a count from 1 to 10000, not {c}"),
                                 n,
                                 None,
                             );
                         } else if mode == Mode::Cluster {
                             self.error(
-                                "node-id-format",
+                                codes::NODE_ID_FORMAT,
                                 "a node count needs `infrastructure`; in cluster mode list the nodes' IP addresses".into(),
                                 n,
                                 None,
@@ -252,7 +258,7 @@ impl Checker {
                         };
                         if items.is_empty() {
                             self.error(
-                                "nodes-zero",
+                                codes::NODES_ZERO,
                                 format!(
                                     "Node amount cannot be zero for role(s) {}.",
                                     roles.join(", ")
@@ -268,28 +274,28 @@ impl Checker {
                             };
                             if is_node_id(ip) {
                                 self.error(
-                                    "node-id-format",
+                                    codes::NODE_ID_FORMAT,
                                     "using node-id format is not supported with the ips_layout format being used".into(),
                                     item,
                                     Some("give `nodes` a count (cloud) or IP addresses (cluster)".into()),
                                 );
                             } else if !is_ip(ip) {
                                 self.error(
-                                    "node-id-format",
+                                    codes::NODE_ID_FORMAT,
                                     format!("`{ip}` is not an IP address"),
                                     item,
                                     None,
                                 );
                             } else if mode == Mode::Cloud {
                                 self.error(
-                                    "node-id-format",
+                                    codes::NODE_ID_FORMAT,
                                     "with `infrastructure` set, `nodes` is a count of machines to start, not IP addresses".into(),
                                     item,
                                     None,
                                 );
                             } else if let Some(first) = seen_ips.get(ip) {
                                 self.error(
-                                    "duplicate-ip",
+                                    codes::DUPLICATE_IP,
                                     format!("Cannot specify the same IP address more than once (`{ip}` is also on line {}).", first.line),
                                     item,
                                     None,
@@ -318,7 +324,7 @@ impl Checker {
                 && group.get("instance_type").is_none_or(Node::is_null)
             {
                 self.error(
-                    "instance-type-missing",
+                    codes::INSTANCE_TYPE_MISSING,
                     "Must set a default instance type or specify instance type per role.".into(),
                     group,
                     Some("add `instance_type:` to this role group, or a top-level `instance_type:` for every group".into()),
@@ -351,7 +357,7 @@ impl Checker {
             };
             if names.is_empty() {
                 self.warning(
-                    "disks-empty",
+                    codes::DISKS_EMPTY,
                     "`disks` is empty: no disk will be persisted for this group".into(),
                     d,
                     None,
@@ -364,7 +370,7 @@ impl Checker {
             };
             if names.len() != wanted {
                 self.error(
-                    "disks-count",
+                    codes::DISKS_COUNT,
                     format!(
                         "When specifying disks you must have the same amount as nodes: {} disk(s) for {wanted} node(s).",
                         names.len()
@@ -442,7 +448,7 @@ impl Checker {
         let Some((max, max_at)) = max else {
             let at = min.as_ref().map_or(anchor, |(_, n)| n);
             self.error(
-                "setting-missing",
+                codes::SETTING_MISSING,
                 "Must specify max if not using a YAML file: without `ips_layout`, AppScale needs the number of machines".into(),
                 at,
                 Some("add `max_machines: N` (and `min_machines`, which defaults to it), or an `ips_layout`".into()),
@@ -455,7 +461,7 @@ impl Checker {
         for (value, at, which) in [(min, &min_at, "Min"), (max, &max_at, "Max")] {
             if value < 1 {
                 self.error(
-                    "setting-invalid",
+                    codes::SETTING_INVALID,
                     format!("{which} cannot be less than 1."),
                     at,
                     Some("start at least one machine".into()),
@@ -465,7 +471,7 @@ impl Checker {
         }
         if ok && min > max {
             self.error(
-                "setting-invalid",
+                codes::SETTING_INVALID,
                 format!("Min cannot exceed max ({min} > {max})."),
                 &min_at,
                 Some("make `min_machines` at most `max_machines`".into()),
@@ -524,7 +530,7 @@ impl Checker {
         };
         match masters.as_slice() {
             [] => self.error(
-                "layout-no-master",
+                codes::LAYOUT_NO_MASTER,
                 match format {
                     Format::Groups => "Need to specify one master node.".to_string(),
                     _ => format!("No {what} was specified"),
@@ -536,7 +542,7 @@ impl Checker {
                 for (pos, width) in rest.iter().take(1) {
                     self.push(
                         Severity::Error,
-                        "layout-many-masters",
+                        codes::LAYOUT_MANY_MASTERS,
                         format!("Only one {what} is allowed ({} given)", masters.len()),
                         *pos,
                         *width,
@@ -548,7 +554,7 @@ impl Checker {
         let databases = count("database");
         if databases == 0 {
             self.error(
-                "layout-no-database",
+                codes::LAYOUT_NO_DATABASE,
                 "At least one database node must be provided.".into(),
                 anchor,
                 Some("give the `database` role to at least one node".into()),
@@ -561,7 +567,7 @@ impl Checker {
                 "appengine"
             };
             self.error(
-                "layout-no-compute",
+                codes::LAYOUT_NO_COMPUTE,
                 format!("Need to specify at least one {role} node."),
                 anchor,
                 Some(format!(
@@ -573,7 +579,7 @@ impl Checker {
             let (pos, width) = *second;
             self.push(
                 Severity::Error,
-                "layout-many-logins",
+                codes::LAYOUT_MANY_LOGINS,
                 "Only one login is allowed.".into(),
                 pos,
                 width,
@@ -585,7 +591,7 @@ impl Checker {
             && factor > databases as i64
         {
             self.error(
-                "replication-too-high",
+                codes::REPLICATION_TOO_HIGH,
                 format!("Replication factor cannot exceed # of databases ({factor} > {databases} database node(s))."),
                 at,
                 Some(format!("lower it to at most {databases}, or add database nodes")),
