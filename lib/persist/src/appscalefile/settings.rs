@@ -91,8 +91,16 @@ impl Checker {
     /// all (an unknown value is reported elsewhere, and then nothing here
     /// depends on it).
     pub(super) fn settings(&mut self, root: &Node, infrastructure: Option<&str>, given: bool) {
+        self.setting_types(root);
+        self.setting_values(root);
+        self.settings_exclusive(root);
+        self.settings_together(root);
+        self.cloud_settings(root, infrastructure, given);
+    }
+
+    /// The types: integers, a number, switches.
+    fn setting_types(&mut self, root: &Node) {
         let get = |k: &str| root.get(k).filter(|n| !n.is_null());
-        // Types.
         for key in INT_KEYS {
             if let Some(n) = get(key)
                 && n.as_int().is_none()
@@ -117,8 +125,11 @@ impl Checker {
                 );
             }
         }
-        let on = |k: &str| get(k).and_then(switch_value) == Some(true);
-        // Values.
+    }
+
+    /// The values AppScale refused.
+    fn setting_values(&mut self, root: &Node) {
+        let get = |k: &str| root.get(k).filter(|n| !n.is_null());
         if let Some(n) = get("table")
             && n.scalar().is_none_or(|t| !DATASTORES.contains(&t))
         {
@@ -167,8 +178,13 @@ impl Checker {
                 Some("write one `- command` line per command under `user_commands:`".into()),
             );
         }
-        // Settings that exclude each other (the parser's mutually exclusive
-        // groups).
+    }
+
+    /// Settings that exclude each other (the parser's mutually exclusive
+    /// groups).
+    fn settings_exclusive(&mut self, root: &Node) {
+        let get = |k: &str| root.get(k).filter(|n| !n.is_null());
+        let on = |k: &str| get(k).and_then(switch_value) == Some(true);
         for (a, b, a_on) in [
             ("appengine", "autoscale", on("autoscale")),
             (
@@ -190,7 +206,12 @@ impl Checker {
                 );
             }
         }
-        // Settings that need each other.
+    }
+
+    /// Settings that need each other (the admin account), or exclude `test`.
+    fn settings_together(&mut self, root: &Node) {
+        let get = |k: &str| root.get(k).filter(|n| !n.is_null());
+        let on = |k: &str| get(k).and_then(switch_value) == Some(true);
         let admin_user = get("admin_user");
         let admin_pass = get("admin_pass");
         match (admin_user, admin_pass) {
@@ -214,7 +235,14 @@ impl Checker {
             ),
             _ => {}
         }
-        // Settings for a cloud.
+    }
+
+    /// Settings for a cloud: none without `infrastructure` (unless it is
+    /// `given`, with a value reported elsewhere); in one, the image, the
+    /// spot settings, and Compute Engine's credentials.
+    fn cloud_settings(&mut self, root: &Node, infrastructure: Option<&str>, given: bool) {
+        let get = |k: &str| root.get(k).filter(|n| !n.is_null());
+        let on = |k: &str| get(k).and_then(switch_value) == Some(true);
         let spot = on("use_spot_instances");
         let price = get("max_spot_price");
         match infrastructure {
