@@ -323,44 +323,58 @@ impl Checker {
             );
         }
         for item in items {
-            let Some(ip) = item.as_str() else {
-                self.bad_type("nodes", "a count or IP addresses", item);
-                continue;
-            };
-            if is_node_id(ip) {
-                self.error(
-                    codes::NODE_ID_FORMAT,
-                    "using node-id format is not supported with the ips_layout format being used"
-                        .into(),
-                    item,
-                    Some("give `nodes` a count (cloud) or IP addresses (cluster)".into()),
-                );
-            } else if !is_ip(ip) {
-                self.error(
-                    codes::NODE_ID_FORMAT,
-                    format!("`{ip}` is not an IP address"),
-                    item,
-                    None,
-                );
-            } else if mode == Mode::Cloud {
-                self.error(
-                    codes::NODE_ID_FORMAT,
-                    "with `infrastructure` set, `nodes` is a count of machines to start, not IP addresses".into(),
-                    item,
-                    None,
-                );
-            } else if let Some(first) = seen_ips.get(ip) {
-                self.error(
-                    codes::DUPLICATE_IP,
-                    format!("Cannot specify the same IP address more than once (`{ip}` is also on line {}).", first.line),
-                    item,
-                    None,
-                );
-            } else {
-                seen_ips.insert(ip.to_string(), item.pos);
+            if let Some(ip) = self.node_ip(item, mode, &mut seen_ips) {
                 ids.push((ip.to_string(), item));
             }
         }
+    }
+
+    /// One entry of `nodes: [IP, ...]`: the IP, when it is one, in cluster
+    /// mode, and not already in the group (`seen_ips`).
+    fn node_ip<'a>(
+        &mut self,
+        item: &'a Node,
+        mode: Mode,
+        seen_ips: &mut HashMap<String, Pos>,
+    ) -> Option<&'a str> {
+        let Some(ip) = item.as_str() else {
+            self.bad_type("nodes", "a count or IP addresses", item);
+            return None;
+        };
+        if is_node_id(ip) {
+            self.error(
+                codes::NODE_ID_FORMAT,
+                "using node-id format is not supported with the ips_layout format being used"
+                    .into(),
+                item,
+                Some("give `nodes` a count (cloud) or IP addresses (cluster)".into()),
+            );
+        } else if !is_ip(ip) {
+            self.error(
+                codes::NODE_ID_FORMAT,
+                format!("`{ip}` is not an IP address"),
+                item,
+                None,
+            );
+        } else if mode == Mode::Cloud {
+            self.error(
+                codes::NODE_ID_FORMAT,
+                "with `infrastructure` set, `nodes` is a count of machines to start, not IP addresses".into(),
+                item,
+                None,
+            );
+        } else if let Some(first) = seen_ips.get(ip) {
+            self.error(
+                codes::DUPLICATE_IP,
+                format!("Cannot specify the same IP address more than once (`{ip}` is also on line {}).", first.line),
+                item,
+                None,
+            );
+        } else {
+            seen_ips.insert(ip.to_string(), item.pos);
+            return Some(ip);
+        }
+        None
     }
 
     /// What the rules over the whole layout need of a group (its masters,
