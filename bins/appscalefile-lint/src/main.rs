@@ -185,7 +185,7 @@ impl ReportArgs for Args {
         }
     }
 
-    fn module(self, _records: Option<Vec<Record>>, _flags: ansible::ModuleFlags) -> Value {
+    fn module(self, _records: Vec<Record>, _flags: ansible::ModuleFlags) -> Value {
         module(&self)
     }
 }

@@ -7,18 +7,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use appscale_persist::ansible;
 use appscale_persist::checks::{Ask, Flow, Role};
 use appscale_persist::cli::{self, Outcome, Output, ReportArgs};
 use appscale_persist::doctor::{self, NodeOptions, Options};
 use appscale_persist::record::Record;
 use appscale_persist::step::Exit;
 use appscale_persist::tool::Common;
-use appscale_persist::{ansible, log};
 use appscale_persist_cloud::ProviderArgs;
 use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
-
-const NAME: &str = "disk-doctor";
 
 const AFTER_HELP: &str = "\
 Never changes anything: permissions are tested with EC2's DryRun and
@@ -159,7 +157,7 @@ impl Args {
 }
 
 impl ReportArgs for Args {
-    const NAME: &'static str = NAME;
+    const NAME: &'static str = "disk-doctor";
 
     fn verbosity(&self) -> (bool, u8) {
         (self.common.quiet, self.common.verbose)
@@ -193,15 +191,7 @@ impl ReportArgs for Args {
     /// the same run); `failed` when a check failed, with `healthy`, `failures`
     /// (count), `table` (its lines) and `checks` (the failed and warned ones,
     /// each with its node, disk and fix) beside the records.
-    fn module(self, records: Option<Vec<Record>>, _flags: ansible::ModuleFlags) -> Value {
-        log::init(NAME, log::level_from(true, 0));
-        let mut records = match records {
-            Some(r) => r,
-            None => self.provider.single().into_iter().collect(),
-        };
-        if let Err(e) = self.provider.check_records(&records) {
-            return ansible::fail(e);
-        }
+    fn module(self, mut records: Vec<Record>, _flags: ansible::ModuleFlags) -> Value {
         let exit = self.look(&mut records);
         let flagged: Vec<Value> = records
             .iter()

@@ -10,12 +10,10 @@ use appscale_persist::record::Record;
 use appscale_persist::status::{self, NodeOptions, Options};
 use appscale_persist::step::Exit;
 use appscale_persist::tool::Common;
-use appscale_persist::{ansible, fstab, log};
+use appscale_persist::{ansible, fstab};
 use appscale_persist_cloud::ProviderArgs;
 use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
-
-const NAME: &str = "disk-status";
 
 const AFTER_HELP: &str = "\
 Never changes anything (--check changes nothing either). The cloud part
@@ -125,7 +123,7 @@ impl Args {
 }
 
 impl ReportArgs for Args {
-    const NAME: &'static str = NAME;
+    const NAME: &'static str = "disk-status";
 
     fn verbosity(&self) -> (bool, u8) {
         (self.common.quiet, self.common.verbose)
@@ -168,15 +166,7 @@ impl ReportArgs for Args {
     /// is the same run); `failed` only for bad arguments, so that one play can
     /// gather every node's table; `healthy`, `problems` (count) and `table`
     /// (its lines) beside the records.
-    fn module(self, records: Option<Vec<Record>>, _flags: ansible::ModuleFlags) -> Value {
-        log::init(NAME, log::level_from(true, 0));
-        let mut records = match records {
-            Some(r) => r,
-            None => self.single().into_iter().collect(),
-        };
-        if let Err(e) = self.provider.check_records(&records) {
-            return ansible::fail(e);
-        }
+    fn module(self, mut records: Vec<Record>, _flags: ansible::ModuleFlags) -> Value {
         let format = self.format;
         let exit = self.look(&mut records);
         let problems: usize = records

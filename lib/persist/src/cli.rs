@@ -92,8 +92,11 @@ pub trait ReportArgs: Parser {
     /// The run itself, over the records read (none unless
     /// [`Self::TAKES_RECORDS`]).
     fn run(self, records: Vec<Record>) -> Outcome;
-    /// The Ansible module's result ([`ansible::run_module`]).
-    fn module(self, records: Option<Vec<Record>>, flags: ModuleFlags) -> Value;
+    /// The Ansible module's result ([`ansible::run_module`]), over the
+    /// module's records (its `records` argument, else the one its arguments
+    /// describe), checked ([`Self::check_records`]); none unless
+    /// [`Self::TAKES_RECORDS`].
+    fn module(self, records: Vec<Record>, flags: ModuleFlags) -> Value;
 }
 
 /// Runs tool `A`: parse arguments (or read Ansible's arguments file), read
@@ -110,11 +113,7 @@ pub fn main<A: ToolArgs>() -> ExitCode {
 /// file), read records when it takes them, run it, write what it found,
 /// and return the exit code.
 pub fn report<A: ReportArgs>() -> ExitCode {
-    let module = |path: &Path| {
-        ansible::run_module::<A>(A::NAME, path, A::TAKES_RECORDS, |args, records, flags| {
-            args.module(records, flags)
-        })
-    };
+    let module = |path: &Path| ansible::run_module::<A>(A::NAME, path, A::TAKES_RECORDS, module);
     let args = match enter(A::NAME, false, module, A::verbosity) {
         Ok(args) => args,
         Err(code) => return code,
@@ -136,6 +135,21 @@ pub fn report<A: ReportArgs>() -> ExitCode {
         return ExitCode::from(Exit::Usage as u8);
     }
     finish_run(args.run(records))
+}
+
+/// Report tool `A` as an Ansible module: a tool that takes records logs
+/// errors alone, and gets its records (the `records` argument, else the
+/// one its arguments describe) checked before [`ReportArgs::module`].
+fn module<A: ReportArgs>(args: A, records: Option<Vec<Record>>, flags: ModuleFlags) -> Value {
+    if !A::TAKES_RECORDS {
+        return args.module(Vec::new(), flags);
+    }
+    log::init(A::NAME, log::level_from(true, 0));
+    let records = records.unwrap_or_else(|| args.single().into_iter().collect());
+    if let Err(e) = args.check_records(&records) {
+        return ansible::fail(e);
+    }
+    args.module(records, flags)
 }
 
 /// The one entrance of every tool: `--generate` pages, Ansible's module
