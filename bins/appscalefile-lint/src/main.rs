@@ -1,13 +1,14 @@
 //! appscalefile-lint: check an AppScalefile, and plan its disks.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use appscale_persist::appscalefile::{self, Lint, Severity};
-use appscale_persist::record::{self, DEFAULT_MOUNTPOINT, Record};
+use appscale_persist::cli::{self, Outcome, Output, ReportArgs};
+use appscale_persist::record::{DEFAULT_MOUNTPOINT, Record};
 use appscale_persist::step::Exit;
-use appscale_persist::{ansible, cli, log, node_id};
+use appscale_persist::{ansible, log, node_id};
 use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
 
@@ -111,74 +112,86 @@ struct Args {
     verbose: u8,
 }
 
-fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().collect();
-    if let Some(code) = appscale_persist::generate::from_argv::<Args>(&argv) {
-        return code;
+impl ReportArgs for Args {
+    const NAME: &'static str = "appscalefile-lint";
+    const TAKES_RECORDS: bool = false;
+
+    fn verbosity(&self) -> (bool, u8) {
+        (self.quiet, self.verbose)
     }
-    if let Some(path) = ansible::module_args_path(&argv) {
-        return ansible::run_module::<Args>("appscalefile-lint", &path, false, |args, _, _| {
-            module(&args)
-        });
-    }
-    let args = Args::parse();
-    cli::prologue("appscalefile-lint", args.quiet, args.verbose);
-    let exit = |e: Exit| ExitCode::from(e as u8);
-    if args.node.is_some() && !args.plan {
-        log::error(format_args!("--node needs --plan"));
-        return exit(Exit::Usage);
-    }
-    let (name, source, lint) = match read(&args) {
-        Ok(r) => r,
-        Err(e) => {
-            log::error(format_args!("{e}"));
-            return exit(Exit::Usage);
+
+    fn validate(&self) -> Result<(), String> {
+        if self.node.is_some() && !self.plan {
+            return Err("--node needs --plan".to_string());
         }
-    };
-    report(&args, &name, &source, &lint);
-    if args.verbose > 0 {
-        describe(&lint);
-    }
-    if lint.has_errors() || (args.deny_warnings && lint.has_warnings()) {
-        return exit(Exit::Failed);
-    }
-    let mut out = std::io::stdout().lock();
-    let written = if args.for_appscale {
-        match appscalefile::without_disks(&source, &name) {
-            Ok((text, moved)) => {
-                log::info(format_args!(
-                    "{moved} disks: key(s) commented out for appscale up"
-                ));
-                out.write_all(text.as_bytes())
-            }
-            Err(e) => {
-                log::error(format_args!("{e}"));
-                return exit(Exit::Failed);
-            }
-        }
-    } else if args.plan {
-        match plan(&args, &name, &lint) {
-            Ok(p) => record::write_all(&mut out, &p),
-            Err(e) => {
-                log::error(format_args!("{e}"));
-                return exit(Exit::Failed);
-            }
-        }
-    } else if args.inventory || args.inventory_list {
-        let inv = if args.inventory {
-            lint.deployment.inventory(&args.mountpoint)
-        } else {
-            lint.deployment.inventory_list(&args.mountpoint)
-        };
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&inv).unwrap_or_default()
-        )
-    } else {
         Ok(())
-    };
-    cli::finish(written, Exit::Ok)
+    }
+
+    fn run(self, _records: Vec<Record>) -> Outcome {
+        let (name, source, lint) = match read(&self) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error(format_args!("{e}"));
+                return Outcome::exit(Exit::Usage);
+            }
+        };
+        let findings = report(&self, &name, &source, &lint);
+        if self.verbose > 0 {
+            describe(&lint);
+        }
+        if lint.has_errors() || (self.deny_warnings && lint.has_warnings()) {
+            return Outcome {
+                stdout: Output::Text(findings),
+                exit: Exit::Failed,
+            };
+        }
+        let stdout = if self.for_appscale {
+            match appscalefile::without_disks(&source, &name) {
+                Ok((text, moved)) => {
+                    log::info(format_args!(
+                        "{moved} disks: key(s) commented out for appscale up"
+                    ));
+                    Output::Text(text)
+                }
+                Err(e) => {
+                    log::error(format_args!("{e}"));
+                    return Outcome::exit(Exit::Failed);
+                }
+            }
+        } else if self.plan {
+            match plan(&self, &name, &lint) {
+                Ok(p) => Output::Records(p),
+                Err(e) => {
+                    log::error(format_args!("{e}"));
+                    return Outcome::exit(Exit::Failed);
+                }
+            }
+        } else if self.inventory || self.inventory_list {
+            let inv = if self.inventory {
+                lint.deployment.inventory(&self.mountpoint)
+            } else {
+                lint.deployment.inventory_list(&self.mountpoint)
+            };
+            Output::Text(format!(
+                "{}\n",
+                serde_json::to_string_pretty(&inv).unwrap_or_default()
+            ))
+        } else {
+            Output::Text(findings)
+        };
+        Outcome {
+            stdout,
+            exit: Exit::Ok,
+        }
+    }
+
+    fn module(self, _records: Vec<Record>, _flags: ansible::ModuleFlags) -> Value {
+        module(&self)
+    }
+}
+
+fn main() -> ExitCode {
+    cli::report::<Args>()
 }
 
 /// Reads and lints the file: (display name, text, findings).
@@ -286,18 +299,16 @@ fn describe(lint: &Lint) {
     }
 }
 
-fn report(args: &Args, name: &str, source: &str, lint: &Lint) {
+/// The findings: on stderr (human), or returned as JSON lines for stdout.
+fn report(args: &Args, name: &str, source: &str, lint: &Lint) -> String {
     match args.format {
-        Format::Json => {
-            let mut out = std::io::stdout().lock();
-            for d in &lint.diagnostics {
-                // A finding never quotes EC2_SECRET_KEY, but its text passes
-                // through the secret filter all the same.
-                if writeln!(out, "{}", log::redact(&d.to_json(name))).is_err() {
-                    return;
-                }
-            }
-        }
+        // A finding never quotes EC2_SECRET_KEY, but its text passes
+        // through the secret filter all the same.
+        Format::Json => lint
+            .diagnostics
+            .iter()
+            .map(|d| log::redact(&d.to_json(name)) + "\n")
+            .collect(),
         Format::Human => {
             for d in &lint.diagnostics {
                 if d.severity == Severity::Error || !args.quiet {
@@ -309,6 +320,7 @@ fn report(args: &Args, name: &str, source: &str, lint: &Lint) {
             if (lint.has_errors() || lint.has_warnings()) && !args.quiet {
                 eprintln!("{}", lint.summary(name));
             }
+            String::new()
         }
     }
 }

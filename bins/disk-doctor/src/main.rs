@@ -2,22 +2,21 @@
 //! would work for each disk, and the fix for each thing in the way; never
 //! changes anything.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use appscale_persist::ansible;
 use appscale_persist::checks::{Ask, Flow, Role};
+use appscale_persist::cli::{self, Outcome, Output, ReportArgs};
 use appscale_persist::doctor::{self, NodeOptions, Options};
-use appscale_persist::record::{self, Record};
+use appscale_persist::record::Record;
 use appscale_persist::step::Exit;
 use appscale_persist::tool::Common;
-use appscale_persist::{ansible, cli, log};
 use appscale_persist_cloud::ProviderArgs;
 use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
-
-const NAME: &str = "disk-doctor";
 
 const AFTER_HELP: &str = "\
 Never changes anything: permissions are tested with EC2's DryRun and
@@ -125,7 +124,7 @@ fn parse_flow(s: &str) -> Result<Flow, String> {
 
 impl Args {
     /// Looks at `records`; returns the exit code.
-    fn run(self, records: &mut [Record]) -> Exit {
+    fn look(self, records: &mut [Record]) -> Exit {
         let flows = if self.flows.is_empty() {
             Flow::ALL.to_vec()
         } else {
@@ -157,102 +156,96 @@ impl Args {
     }
 }
 
-fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().collect();
-    if let Some(code) = appscale_persist::generate::from_argv::<Args>(&argv) {
-        return code;
-    }
-    if let Some(path) = ansible::module_args_path(&argv) {
-        return ansible::run_module::<Args>(NAME, &path, true, module);
-    }
-    let args = Args::parse();
-    cli::prologue(NAME, args.common.quiet, args.common.verbose);
-    let mut records = match cli::input(NAME, args.provider.single(), None) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    if let Err(e) = args.provider.check_records(&records) {
-        log::error(format_args!("{e}; nothing was looked at"));
-        return ExitCode::from(Exit::Usage as u8);
-    }
-    let (format, quiet) = (args.format, args.common.quiet);
-    let exit = args.run(&mut records);
-    let mut out = std::io::stdout().lock();
-    let written = match format {
-        Format::Json => {
-            if !quiet && std::io::stderr().is_terminal() && !records.is_empty() {
-                eprint!("{}", doctor::table(&records));
-            }
-            record::write_all(&mut out, &records)
-        }
-        Format::Table if records.is_empty() => Ok(()),
-        Format::Table => out.write_all(doctor::table(&records).as_bytes()),
-    };
-    cli::finish(written, exit)
-}
+impl ReportArgs for Args {
+    const NAME: &'static str = "disk-doctor";
 
-/// The Ansible module `disk_doctor`: never changes anything (check mode is
-/// the same run); `failed` when a check failed, with `healthy`, `failures`
-/// (count), `table` (its lines) and `checks` (the failed and warned ones,
-/// each with its node, disk and fix) beside the records.
-fn module(args: Args, records: Option<Vec<Record>>, _flags: ansible::ModuleFlags) -> Value {
-    log::init(NAME, log::level_from(true, 0));
-    let mut records = match records {
-        Some(r) => r,
-        None => args.provider.single().into_iter().collect(),
-    };
-    if let Err(e) = args.provider.check_records(&records) {
-        return ansible::fail(e);
+    fn verbosity(&self) -> (bool, u8) {
+        (self.common.quiet, self.common.verbose)
     }
-    let exit = args.run(&mut records);
-    let flagged: Vec<Value> = records
-        .iter()
-        .flat_map(|r| {
-            r.doctor
-                .iter()
-                .flat_map(|d| &d.checks)
-                .filter(|c| {
-                    matches!(
-                        c.verdict,
-                        appscale_persist::checks::Verdict::Fail
-                            | appscale_persist::checks::Verdict::Warn
-                    )
-                })
-                .map(|c| json!({"node": r.node, "disk": r.disk, "check": c}))
-        })
-        .collect();
-    let failures = flagged
-        .iter()
-        .filter(|c| c["check"]["verdict"] == "fail")
-        .count()
-        + records.iter().filter(|r| r.error.is_some()).count();
-    let table = doctor::table(&records);
-    let msg = if exit == Exit::Ok {
-        format!("{} disk(s): nothing in the way", records.len())
-    } else {
-        let first: Vec<String> = flagged
+
+    fn single(&self) -> Option<Record> {
+        self.provider.single()
+    }
+
+    fn check_records(&self, records: &[Record]) -> Result<(), String> {
+        self.provider.check_records(records)
+    }
+
+    fn run(self, mut records: Vec<Record>) -> Outcome {
+        let (format, quiet) = (self.format, self.common.quiet);
+        let exit = self.look(&mut records);
+        let stdout = match format {
+            Format::Json => {
+                if !quiet && std::io::stderr().is_terminal() && !records.is_empty() {
+                    eprint!("{}", doctor::table(&records));
+                }
+                Output::Records(records)
+            }
+            Format::Table if records.is_empty() => Output::Nothing,
+            Format::Table => Output::Text(doctor::table(&records)),
+        };
+        Outcome { stdout, exit }
+    }
+
+    /// The Ansible module `disk_doctor`: never changes anything (check mode is
+    /// the same run); `failed` when a check failed, with `healthy`, `failures`
+    /// (count), `table` (its lines) and `checks` (the failed and warned ones,
+    /// each with its node, disk and fix) beside the records.
+    fn module(self, mut records: Vec<Record>, _flags: ansible::ModuleFlags) -> Value {
+        let exit = self.look(&mut records);
+        let flagged: Vec<Value> = records
             .iter()
-            .filter(|c| c["check"]["verdict"] == "fail")
-            .take(3)
-            .map(|c| {
-                format!(
-                    "{} {}: {}",
-                    c["check"]["name"].as_str().unwrap_or_default(),
-                    c["check"]["subject"].as_str().unwrap_or_default(),
-                    c["check"]["fix"].as_str().unwrap_or_default()
-                )
+            .flat_map(|r| {
+                r.doctor
+                    .iter()
+                    .flat_map(|d| &d.checks)
+                    .filter(|c| {
+                        matches!(
+                            c.verdict,
+                            appscale_persist::checks::Verdict::Fail
+                                | appscale_persist::checks::Verdict::Warn
+                        )
+                    })
+                    .map(|c| json!({"node": r.node, "disk": r.disk, "check": c}))
             })
             .collect();
-        format!("{failures} check(s) failed: {}", first.join("; "))
-    };
-    json!({
-        "changed": false,
-        "failed": exit != Exit::Ok,
-        "healthy": exit == Exit::Ok,
-        "failures": failures,
-        "msg": msg,
-        "table": table.lines().collect::<Vec<_>>(),
-        "checks": flagged,
-        "records": records,
-    })
+        let failures = flagged
+            .iter()
+            .filter(|c| c["check"]["verdict"] == "fail")
+            .count()
+            + records.iter().filter(|r| r.error.is_some()).count();
+        let table = doctor::table(&records);
+        let msg = if exit == Exit::Ok {
+            format!("{} disk(s): nothing in the way", records.len())
+        } else {
+            let first: Vec<String> = flagged
+                .iter()
+                .filter(|c| c["check"]["verdict"] == "fail")
+                .take(3)
+                .map(|c| {
+                    format!(
+                        "{} {}: {}",
+                        c["check"]["name"].as_str().unwrap_or_default(),
+                        c["check"]["subject"].as_str().unwrap_or_default(),
+                        c["check"]["fix"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect();
+            format!("{failures} check(s) failed: {}", first.join("; "))
+        };
+        json!({
+            "changed": false,
+            "failed": exit != Exit::Ok,
+            "healthy": exit == Exit::Ok,
+            "failures": failures,
+            "msg": msg,
+            "table": table.lines().collect::<Vec<_>>(),
+            "checks": flagged,
+            "records": records,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    cli::report::<Args>()
 }

@@ -1,20 +1,19 @@
 //! disk-status: every disk of a deployment, cloud side and node side, in
 //! one look; never changes anything.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use appscale_persist::record::{self, Record};
+use appscale_persist::cli::{self, Outcome, Output, ReportArgs};
+use appscale_persist::record::Record;
 use appscale_persist::status::{self, NodeOptions, Options};
 use appscale_persist::step::Exit;
 use appscale_persist::tool::Common;
-use appscale_persist::{ansible, cli, fstab, log};
+use appscale_persist::{ansible, fstab};
 use appscale_persist_cloud::ProviderArgs;
 use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
-
-const NAME: &str = "disk-status";
 
 const AFTER_HELP: &str = "\
 Never changes anything (--check changes nothing either). The cloud part
@@ -103,21 +102,8 @@ struct Args {
 }
 
 impl Args {
-    /// The one record the flags describe, if any.
-    fn single(&self) -> Option<Record> {
-        match &self.device {
-            Some(d) => Some(Record {
-                device: Some(d.clone()),
-                mountpoint: self.mountpoint.clone(),
-                node: self.provider.node.clone(),
-                ..Record::default()
-            }),
-            None => self.provider.single(),
-        }
-    }
-
     /// Looks at `records`; returns the exit code.
-    fn run(self, records: &mut [Record]) -> Exit {
+    fn look(self, records: &mut [Record]) -> Exit {
         let opts = Options {
             default_provider: self.provider.provider,
             zone: self.provider.zone.clone(),
@@ -136,76 +122,80 @@ impl Args {
     }
 }
 
-fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().collect();
-    if let Some(code) = appscale_persist::generate::from_argv::<Args>(&argv) {
-        return code;
+impl ReportArgs for Args {
+    const NAME: &'static str = "disk-status";
+
+    fn verbosity(&self) -> (bool, u8) {
+        (self.common.quiet, self.common.verbose)
     }
-    if let Some(path) = ansible::module_args_path(&argv) {
-        return ansible::run_module::<Args>(NAME, &path, true, module);
-    }
-    let args = Args::parse();
-    cli::prologue(NAME, args.common.quiet, args.common.verbose);
-    let mut records = match cli::input(NAME, args.single(), None) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    if let Err(e) = args.provider.check_records(&records) {
-        log::error(format_args!("{e}; nothing was looked at"));
-        return ExitCode::from(Exit::Usage as u8);
-    }
-    let (format, quiet) = (args.format, args.common.quiet);
-    let exit = args.run(&mut records);
-    let text = match format {
-        Format::Json => {
-            if !quiet && std::io::stderr().is_terminal() {
-                eprint!("{}", status::table(&records));
-            }
-            let mut out = std::io::stdout().lock();
-            return cli::finish(record::write_all(&mut out, &records), exit);
+
+    /// The one record the flags describe, if any.
+    fn single(&self) -> Option<Record> {
+        match &self.device {
+            Some(d) => Some(Record {
+                device: Some(d.clone()),
+                mountpoint: self.mountpoint.clone(),
+                node: self.provider.node.clone(),
+                ..Record::default()
+            }),
+            None => self.provider.single(),
         }
-        Format::Table => status::table(&records),
-        Format::Prometheus => status::prometheus(&records),
-    };
-    let mut out = std::io::stdout().lock();
-    cli::finish(out.write_all(text.as_bytes()), exit)
+    }
+
+    fn check_records(&self, records: &[Record]) -> Result<(), String> {
+        self.provider.check_records(records)
+    }
+
+    fn run(self, mut records: Vec<Record>) -> Outcome {
+        let (format, quiet) = (self.format, self.common.quiet);
+        let exit = self.look(&mut records);
+        let stdout = match format {
+            Format::Json => {
+                if !quiet && std::io::stderr().is_terminal() {
+                    eprint!("{}", status::table(&records));
+                }
+                Output::Records(records)
+            }
+            Format::Table => Output::Text(status::table(&records)),
+            Format::Prometheus => Output::Text(status::prometheus(&records)),
+        };
+        Outcome { stdout, exit }
+    }
+
+    /// The Ansible module `disk_status`: never changes anything (so check mode
+    /// is the same run); `failed` only for bad arguments, so that one play can
+    /// gather every node's table; `healthy`, `problems` (count) and `table`
+    /// (its lines) beside the records.
+    fn module(self, mut records: Vec<Record>, _flags: ansible::ModuleFlags) -> Value {
+        let format = self.format;
+        let exit = self.look(&mut records);
+        let problems: usize = records
+            .iter()
+            .map(|r| {
+                r.status.as_ref().map_or(0, |s| s.problems.len()) + usize::from(r.error.is_some())
+            })
+            .sum();
+        let mut out = json!({
+            "changed": false,
+            "failed": false,
+            "healthy": exit == Exit::Ok,
+            "problems": problems,
+            "msg": if problems == 0 {
+                format!("{} disk(s), all healthy", records.len())
+            } else {
+                format!("{} disk(s), {problems} problem(s)", records.len())
+            },
+            "table": status::table(&records).lines().collect::<Vec<_>>(),
+            "rows": status::table_rows(&records),
+            "records": records,
+        });
+        if format == Format::Prometheus {
+            out["prometheus"] = Value::String(status::prometheus(&records));
+        }
+        out
+    }
 }
 
-/// The Ansible module `disk_status`: never changes anything (so check mode
-/// is the same run); `failed` only for bad arguments, so that one play can
-/// gather every node's table; `healthy`, `problems` (count) and `table`
-/// (its lines) beside the records.
-fn module(args: Args, records: Option<Vec<Record>>, _flags: ansible::ModuleFlags) -> Value {
-    log::init(NAME, log::level_from(true, 0));
-    let mut records = match records {
-        Some(r) => r,
-        None => args.single().into_iter().collect(),
-    };
-    if let Err(e) = args.provider.check_records(&records) {
-        return ansible::fail(e);
-    }
-    let format = args.format;
-    let exit = args.run(&mut records);
-    let problems: usize = records
-        .iter()
-        .map(|r| r.status.as_ref().map_or(0, |s| s.problems.len()) + usize::from(r.error.is_some()))
-        .sum();
-    let mut out = json!({
-        "changed": false,
-        "failed": false,
-        "healthy": exit == Exit::Ok,
-        "problems": problems,
-        "msg": if problems == 0 {
-            format!("{} disk(s), all healthy", records.len())
-        } else {
-            format!("{} disk(s), {problems} problem(s)", records.len())
-        },
-        "table": status::table(&records).lines().collect::<Vec<_>>(),
-        "rows": status::table_rows(&records),
-        "records": records,
-    });
-    if format == Format::Prometheus {
-        out["prometheus"] = Value::String(status::prometheus(&records));
-    }
-    out
+fn main() -> ExitCode {
+    cli::report::<Args>()
 }

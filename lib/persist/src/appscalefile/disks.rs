@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::record::ProviderKind;
 
+use super::codes;
 use super::keys::{DATA_ROLES, did_you_mean};
 use super::layout::Format;
 use super::layout::is_ip;
@@ -19,7 +20,7 @@ impl Checker {
             Value::Map(m) => m,
             _ if d.is_null() => {
                 self.warning(
-                    "disks-empty",
+                    codes::DISKS_EMPTY,
                     "`disks` is empty: no disk will be persisted".into(),
                     d,
                     None,
@@ -28,7 +29,7 @@ impl Checker {
             }
             _ => {
                 self.error(
-                    "bad-type",
+                    codes::BAD_TYPE,
                     format!(
                         "--disks must be a dict: `disks` maps node ids to disks, not {}",
                         d.kind()
@@ -41,7 +42,7 @@ impl Checker {
         };
         if entries.is_empty() {
             self.warning(
-                "disks-empty",
+                codes::DISKS_EMPTY,
                 "`disks` is empty: no disk will be persisted".into(),
                 d,
                 None,
@@ -86,7 +87,7 @@ impl Checker {
                     ))
                 };
                 self.error(
-                    "disk-unknown-node",
+                    codes::DISK_UNKNOWN_NODE,
                     format!("disk `{disk}` is for node `{node}`, which the layout does not have: AppScale would silently give it to no node"),
                     k,
                     help,
@@ -111,81 +112,111 @@ impl Checker {
     ) {
         let disks = self.lint.deployment.disks.clone();
         let with_disks: Vec<&&Node> = disk_keys.iter().filter(|d| !d.is_null()).collect();
-        match infrastructure {
-            None => {
-                let paths = disks.iter().all(|d| d.disk.starts_with("/dev/"));
-                let cluster = self.lint.deployment.nodes.iter().all(|n| is_ip(&n.id));
-                if !disks.is_empty() && paths && cluster {
-                    self.lint.deployment.provider = Some(ProviderKind::Static);
-                    for d in disks
-                        .iter()
-                        .filter(|d| crate::blockdev::is_kernel_name(std::path::Path::new(&d.disk)))
-                    {
-                        self.push(
-                            Severity::Warning,
-                            "disk-kernel-name",
-                            format!(
-                                "`{}` is a kernel name: another disk may have it after a reboot, or once a disk is added",
-                                d.disk
-                            ),
-                            d.pos,
-                            d.disk.len(),
-                            Some("name the disk by a link that lasts: `/dev/disk/by-id/...` (`ls -l /dev/disk/by-id` on the node)".into()),
-                        );
-                    }
-                } else {
-                    for key in &with_disks {
-                        if cluster && !self.lint.deployment.nodes.is_empty() {
-                            self.error(
-                                "disks-in-cluster",
-                                "disks in cluster mode must be block device paths (`/dev/...`)".into(),
-                                key,
-                                Some("give each node a device path (the static provider), or set `infrastructure`".into()),
-                            );
-                        } else {
-                            self.error(
-                                "disks-without-infrastructure",
-                                "Can't specify persistent disks when infrastructure is not specified.".into(),
-                                key,
-                                Some("set `infrastructure` (ec2, euca, gce, or local for image files)".into()),
-                            );
-                        }
-                    }
-                    return;
-                }
+        let go_on = match infrastructure {
+            None => self.disks_without_cloud(&disks, &with_disks),
+            Some((name, at)) => self.disks_in_cloud(name, at, zone, &with_disks),
+        };
+        if !go_on {
+            return;
+        }
+        self.disk_names(&disks);
+        let by_node = self.disks_by_node(&disks);
+        let nodes = self.lint.deployment.nodes.clone();
+        let missing = self.disks_missing(&nodes, &by_node);
+        self.disks_and_roles(&nodes, &by_node, &missing);
+    }
+
+    /// Disks without `infrastructure`: device paths on a cluster's nodes
+    /// are the static provider's (a kernel name is a warning); anything
+    /// else is an error. Whether the other disk rules apply.
+    fn disks_without_cloud(&mut self, disks: &[DiskInfo], with_disks: &[&&Node]) -> bool {
+        let paths = disks.iter().all(|d| d.disk.starts_with("/dev/"));
+        let cluster = self.lint.deployment.nodes.iter().all(|n| is_ip(&n.id));
+        if !disks.is_empty() && paths && cluster {
+            self.lint.deployment.provider = Some(ProviderKind::Static);
+            for d in disks
+                .iter()
+                .filter(|d| crate::blockdev::is_kernel_name(std::path::Path::new(&d.disk)))
+            {
+                self.push(
+                    Severity::Warning,
+                    codes::DISK_KERNEL_NAME,
+                    format!(
+                        "`{}` is a kernel name: another disk may have it after a reboot, or once a disk is added",
+                        d.disk
+                    ),
+                    d.pos,
+                    d.disk.len(),
+                    Some("name the disk by a link that lasts: `/dev/disk/by-id/...` (`ls -l /dev/disk/by-id` on the node)".into()),
+                );
             }
-            Some((name, at)) => {
-                if matches!(name.as_str(), "azure" | "openstack") && !with_disks.is_empty() {
-                    self.error(
-                        "disks-unsupported-infrastructure",
-                        format!("appscale-persist cannot manage disks on `{name}`"),
-                        at,
-                        Some("supported: ec2, euca, gce, local".into()),
+            return true;
+        }
+        for key in with_disks {
+            if cluster && !self.lint.deployment.nodes.is_empty() {
+                self.error(
+                        codes::DISKS_IN_CLUSTER,
+                        "disks in cluster mode must be block device paths (`/dev/...`)".into(),
+                        key,
+                        Some("give each node a device path (the static provider), or set `infrastructure`".into()),
                     );
-                    return;
-                }
-                if matches!(name.as_str(), "ec2" | "euca" | "gce") && zone.is_none() {
-                    for key in &with_disks {
-                        self.error(
-                            "disks-without-zone",
-                            "Need an availability zone specified when persistent disks are specified.".into(),
-                            key,
-                            Some("add a top-level `zone:`; the disks must live in it".into()),
-                        );
-                    }
-                }
+            } else {
+                self.error(
+                    codes::DISKS_WITHOUT_INFRASTRUCTURE,
+                    "Can't specify persistent disks when infrastructure is not specified.".into(),
+                    key,
+                    Some("set `infrastructure` (ec2, euca, gce, or local for image files)".into()),
+                );
             }
         }
+        false
+    }
+
+    /// Disks on infrastructure `name` (at `at`): one it cannot manage them
+    /// on is an error (and the other disk rules do not apply); a cloud
+    /// needs a `zone`. Whether the other disk rules apply.
+    fn disks_in_cloud(
+        &mut self,
+        name: &str,
+        at: &Node,
+        zone: Option<&str>,
+        with_disks: &[&&Node],
+    ) -> bool {
+        if matches!(name, "azure" | "openstack") && !with_disks.is_empty() {
+            self.error(
+                codes::DISKS_UNSUPPORTED_INFRASTRUCTURE,
+                format!("appscale-persist cannot manage disks on `{name}`"),
+                at,
+                Some("supported: ec2, euca, gce, local".into()),
+            );
+            return false;
+        }
+        if matches!(name, "ec2" | "euca" | "gce") && zone.is_none() {
+            for key in with_disks {
+                self.error(
+                    codes::DISKS_WITHOUT_ZONE,
+                    "Need an availability zone specified when persistent disks are specified."
+                        .into(),
+                    key,
+                    Some("add a top-level `zone:`; the disks must live in it".into()),
+                );
+            }
+        }
+        true
+    }
+
+    /// Each disk's name, valid for the provider and given once.
+    fn disk_names(&mut self, disks: &[DiskInfo]) {
         let provider = self.lint.deployment.provider;
         let mut first_use: HashMap<&str, &DiskInfo> = HashMap::new();
-        for d in &disks {
+        for d in disks {
             if let Some(p) = provider
                 && let Err(why) = check_disk_name(p, &d.disk)
             {
                 let width = d.disk.chars().count();
                 self.push(
                     Severity::Error,
-                    "disk-name-invalid",
+                    codes::DISK_NAME_INVALID,
                     format!("`{}` is not a valid {p} disk: {why}", d.disk),
                     d.pos,
                     width,
@@ -197,7 +228,7 @@ impl Checker {
                     let width = d.disk.chars().count();
                     self.push(
                         Severity::Error,
-                        "disk-duplicate",
+                        codes::DISK_DUPLICATE,
                         format!(
                             "Please specify a unique disk for every node: `{}` is given to {} (line {}) and to {}.",
                             d.disk, first.node, first.pos.line, d.node
@@ -212,15 +243,18 @@ impl Checker {
                 }
             }
         }
-        // Roles: which nodes keep data, and which disks guard none.
-        let persisting = matches!(provider, Some(p) if p.is_cloud() || p == ProviderKind::Local);
+    }
+
+    /// Each node's disk: a machine given two (in two role groups) is an
+    /// error.
+    fn disks_by_node<'d>(&mut self, disks: &'d [DiskInfo]) -> BTreeMap<&'d str, &'d DiskInfo> {
         let mut by_node: BTreeMap<&str, &DiskInfo> = BTreeMap::new();
-        for d in &disks {
+        for d in disks {
             if let Some(first) = by_node.get(d.node.as_str()) {
                 // One machine in two role groups, each giving it a disk.
                 self.push(
                     Severity::Error,
-                    "node-two-disks",
+                    codes::NODE_TWO_DISKS,
                     format!(
                         "node {} gets a second disk `{}` (it has `{}` on line {}): AppScale kept only the last, and the first holds nothing",
                         d.node, d.disk, first.disk, first.pos.line
@@ -233,12 +267,20 @@ impl Checker {
             }
             by_node.insert(&d.node, d);
         }
-        let nodes = self.lint.deployment.nodes.clone();
-        // The old format's map needed a disk for every node (or, with
-        // `data_nodes_only`, every node that keeps data).
+        by_node
+    }
+
+    /// The old format's map needed a disk for every node (or, with
+    /// `data_nodes_only`, every node that keeps data): the nodes without,
+    /// one error per place. Their ids.
+    fn disks_missing<'n>(
+        &mut self,
+        nodes: &'n [NodeInfo],
+        by_node: &BTreeMap<&str, &DiskInfo>,
+    ) -> Vec<&'n str> {
         let mut missing: BTreeMap<Pos, Vec<&NodeInfo>> = BTreeMap::new();
         if self.facts.disk_map {
-            for n in &nodes {
+            for n in nodes {
                 if !by_node.contains_key(n.id.as_str())
                     && (!self.options.data_nodes_only || n.holds_data())
                 {
@@ -253,7 +295,7 @@ impl Checker {
                 .collect();
             self.push(
                 Severity::Error,
-                "disk-missing",
+                codes::DISK_MISSING,
                 format!(
                     "Please specify a disk for every node: {} {} none in `disks`",
                     who.join(", "),
@@ -268,17 +310,29 @@ impl Checker {
                 }),
             );
         }
-        let missing: Vec<&str> = missing.values().flatten().map(|n| n.id.as_str()).collect();
-        // Nodes made from one `nodes: N` share a position: one warning each place.
+        missing.values().flatten().map(|n| n.id.as_str()).collect()
+    }
+
+    /// Roles against disks: a disk on a node that keeps no data (info); a
+    /// node that keeps data without a disk, where disks persist (a warning
+    /// per place, [`Self::data_without_disk`]).
+    fn disks_and_roles(
+        &mut self,
+        nodes: &[NodeInfo],
+        by_node: &BTreeMap<&str, &DiskInfo>,
+        missing: &[&str],
+    ) {
+        let provider = self.lint.deployment.provider;
+        let persisting = matches!(provider, Some(p) if p.is_cloud() || p == ProviderKind::Local);
         let mut bare: BTreeMap<Pos, Vec<&NodeInfo>> = BTreeMap::new();
-        for n in &nodes {
+        for n in nodes {
             match by_node.get(n.id.as_str()) {
                 None if persisting && n.holds_data() && !missing.contains(&n.id.as_str()) => {
                     bare.entry(n.pos).or_default().push(n)
                 }
                 Some(d) if !n.holds_data() && !n.roles.is_empty() => self.push(
                     Severity::Info,
-                    "disk-on-stateless-node",
+                    codes::DISK_ON_STATELESS_NODE,
                     format!(
                         "node {} ({}) keeps no data under the mountpoint; its disk `{}` is unused",
                         n.id,
@@ -292,6 +346,11 @@ impl Checker {
                 _ => {}
             }
         }
+        self.data_without_disk(bare);
+    }
+
+    /// One warning per place for the nodes that keep data but have no disk.
+    fn data_without_disk(&mut self, bare: BTreeMap<Pos, Vec<&NodeInfo>>) {
         for (pos, group) in bare {
             let ids: Vec<&str> = group.iter().map(|n| n.id.as_str()).collect();
             let roles: Vec<&str> = group[0]
@@ -307,7 +366,7 @@ impl Checker {
             };
             self.push(
                 Severity::Warning,
-                "data-node-without-disk",
+                codes::DATA_NODE_WITHOUT_DISK,
                 format!("{who} hold{} data ({}) but {has} no disk: the data will not survive `appscale down`", if ids.len() == 1 { "s" } else { "" }, roles.join(", ")),
                 pos,
                 1,

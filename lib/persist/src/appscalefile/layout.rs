@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::codes;
 use super::keys::{GROUP_KEYS, OLD_ROLES, ROLES, SIMPLE_ROLES, did_you_mean, implied_roles};
 use super::plan::{DiskInfo, NodeInfo};
 use super::yaml::{Node, Pos, Value};
@@ -33,7 +34,7 @@ impl Checker {
         }
         let help = did_you_mean(name, allowed).map(|s| format!("did you mean `{s}`?"));
         self.error(
-            "layout-unknown-role",
+            codes::LAYOUT_UNKNOWN_ROLE,
             format!("unknown role `{name}`"),
             at,
             help,
@@ -46,7 +47,7 @@ impl Checker {
         match mode {
             Mode::Cloud if !is_node_id(id) => {
                 self.error(
-                    "node-id-format",
+                    codes::NODE_ID_FORMAT,
                     format!("`{id}` is not a valid node ID (must be node-int)"),
                     at,
                     Some(
@@ -57,7 +58,7 @@ impl Checker {
             }
             Mode::Cluster if !is_ip(id) => {
                 self.error(
-                    "node-id-format",
+                    codes::NODE_ID_FORMAT,
                     format!("`{id}` must be an IP address in cluster mode"),
                     at,
                     Some("set `infrastructure` to use `node-N` ids".into()),
@@ -80,7 +81,7 @@ impl Checker {
         // every key was known.
         if simple && advanced && !unknown {
             self.error(
-                "layout-mixed-format",
+                codes::LAYOUT_MIXED_FORMAT,
                 "Check your node layout and make sure not to mix simple and advanced deployment methods.".into(),
                 layout,
                 Some("use either `controller`/`servers` or the advanced roles (`master`, `database`, ...)".into()),
@@ -103,7 +104,7 @@ impl Checker {
             if !allowed.contains(&role) {
                 let help = did_you_mean(role, allowed).map(|s| format!("did you mean `{s}`?"));
                 self.error(
-                    "layout-unknown-role",
+                    codes::LAYOUT_UNKNOWN_ROLE,
                     format!("The flag {role} is not a supported flag: `{role}` is not a role of the old `ips_layout` format"),
                     k,
                     help.or_else(|| Some(format!("the roles are {}", allowed.join(", ")))),
@@ -130,7 +131,7 @@ impl Checker {
                 if simple && !advanced {
                     if let Some(first) = seen_ips.get(id) {
                         self.error(
-                            "duplicate-ip",
+                            codes::DUPLICATE_IP,
                             format!("Cannot specify the same IP address more than once (`{id}` is also on line {}).", first.line),
                             id_node,
                             None,
@@ -154,12 +155,9 @@ impl Checker {
         self.facts.format = Format::Groups;
         let mut count = 0usize;
         for group in groups {
-            // appscale-tools refused an IP twice in one group; in two groups
-            // it is one machine with both groups' roles.
-            let mut seen_ips: HashMap<String, Pos> = HashMap::new();
             let Some(entries) = group.as_map() else {
                 self.error(
-                    "layout-unknown-format",
+                    codes::LAYOUT_UNKNOWN_FORMAT,
                     format!(
                         "Node layout format was not recognized: a role group is a mapping, not {}",
                         group.kind()
@@ -169,220 +167,295 @@ impl Checker {
                 );
                 continue;
             };
-            for (k, _) in entries {
-                if let Some(name) = k.scalar().filter(|n| !GROUP_KEYS.contains(n)) {
-                    let help =
-                        did_you_mean(name, GROUP_KEYS).map(|s| format!("did you mean `{s}`?"));
-                    self.warning(
-                        "unknown-key",
-                        format!("unknown key `{name}` in a role group: AppScale ignores it"),
-                        k,
-                        help,
-                    );
-                }
-            }
-            // Roles.
-            let mut roles = Vec::new();
-            match group.get("roles") {
-                None => self.error("bad-type", "a role group needs `roles`".into(), group, None),
-                Some(r) => {
-                    let items: Vec<&Node> = match &r.value {
-                        Value::Seq(items) => items.iter().collect(),
-                        _ => vec![r],
-                    };
-                    for item in items {
-                        match item.as_str() {
-                            Some(name) => {
-                                if self.role(name, item, ROLES) {
-                                    roles.push(name.to_string());
-                                }
-                            }
-                            None => self.bad_type("roles", "a role or a list of roles", item),
-                        }
-                    }
-                    if roles.is_empty() && r.as_seq().is_some_and(|s| s.is_empty()) {
-                        self.error("bad-type", "`roles` is empty".into(), r, None);
-                    }
-                }
-            }
-            // Nodes: a count in cloud mode, IPs in cluster mode.
-            let mut ids: Vec<(String, &Node)> = Vec::new();
-            match group.get("nodes") {
-                None => self.error(
-                    "bad-type",
-                    "a role group needs `nodes` (a count, or IP addresses)".into(),
-                    group,
-                    None,
-                ),
-                Some(n) => {
-                    if let Some(c) = n.as_int() {
-                        if c == 0 {
-                            self.error(
-                                "nodes-zero",
-                                format!(
-                                    "Node amount cannot be zero for role(s) {}.",
-                                    roles.join(", ")
-                                ),
-                                n,
-                                Some("remove the group, or give it at least one node".into()),
-                            );
-                        } else if !(0..=10_000).contains(&c) {
-                            self.error(
-                                "bad-type",
-                                format!("`nodes` must be a count from 1 to 10000, not {c}"),
-                                n,
-                                None,
-                            );
-                        } else if mode == Mode::Cluster {
-                            self.error(
-                                "node-id-format",
-                                "a node count needs `infrastructure`; in cluster mode list the nodes' IP addresses".into(),
-                                n,
-                                None,
-                            );
-                        } else {
-                            for i in 0..c as usize {
-                                ids.push((format!("node-{}", count + i), n));
-                            }
-                        }
-                    } else {
-                        let items: Vec<&Node> = match &n.value {
-                            Value::Seq(items) => items.iter().collect(),
-                            _ => vec![n],
-                        };
-                        if items.is_empty() {
-                            self.error(
-                                "nodes-zero",
-                                format!(
-                                    "Node amount cannot be zero for role(s) {}.",
-                                    roles.join(", ")
-                                ),
-                                n,
-                                None,
-                            );
-                        }
-                        for item in items {
-                            let Some(ip) = item.as_str() else {
-                                self.bad_type("nodes", "a count or IP addresses", item);
-                                continue;
-                            };
-                            if is_node_id(ip) {
-                                self.error(
-                                    "node-id-format",
-                                    "using node-id format is not supported with the ips_layout format being used".into(),
-                                    item,
-                                    Some("give `nodes` a count (cloud) or IP addresses (cluster)".into()),
-                                );
-                            } else if !is_ip(ip) {
-                                self.error(
-                                    "node-id-format",
-                                    format!("`{ip}` is not an IP address"),
-                                    item,
-                                    None,
-                                );
-                            } else if mode == Mode::Cloud {
-                                self.error(
-                                    "node-id-format",
-                                    "with `infrastructure` set, `nodes` is a count of machines to start, not IP addresses".into(),
-                                    item,
-                                    None,
-                                );
-                            } else if let Some(first) = seen_ips.get(ip) {
-                                self.error(
-                                    "duplicate-ip",
-                                    format!("Cannot specify the same IP address more than once (`{ip}` is also on line {}).", first.line),
-                                    item,
-                                    None,
-                                );
-                            } else {
-                                seen_ips.insert(ip.to_string(), item.pos);
-                                ids.push((ip.to_string(), item));
-                            }
-                        }
-                    }
-                }
-            }
+            self.group_keys(entries);
+            let roles = self.group_roles(group);
+            let ids = self.group_nodes(group, &roles, mode, count);
             count += ids.len();
-            // What the rules over the whole layout need.
-            if roles.iter().any(|r| r == "master") {
-                for (_, at) in &ids {
-                    self.facts.masters.push((at.pos, at.width()));
-                }
+            self.group_facts(group, &roles, &ids);
+            if let Some(d) = group.get("disks") {
+                disk_keys.push(d);
+                self.group_disks(group, d, &ids);
             }
-            if let Some(r) = group.get("roles")
-                && roles.iter().any(|r| r == "login")
-            {
-                self.facts.logins.push((r.pos, r.width()));
-            }
-            if self.facts.needs_instance_type
-                && group.get("instance_type").is_none_or(Node::is_null)
-            {
-                self.error(
-                    "instance-type-missing",
-                    "Must set a default instance type or specify instance type per role.".into(),
-                    group,
-                    Some("add `instance_type:` to this role group, or a top-level `instance_type:` for every group".into()),
+        }
+    }
+
+    /// A role group's keys: an unknown one is a warning (AppScale ignored
+    /// it).
+    fn group_keys(&mut self, entries: &[(Node, Node)]) {
+        for (k, _) in entries {
+            if let Some(name) = k.scalar().filter(|n| !GROUP_KEYS.contains(n)) {
+                let help = did_you_mean(name, GROUP_KEYS).map(|s| format!("did you mean `{s}`?"));
+                self.warning(
+                    codes::UNKNOWN_KEY,
+                    format!("unknown key `{name}` in a role group: AppScale ignores it"),
+                    k,
+                    help,
                 );
             }
-            for (id, at) in &ids {
-                for role in &roles {
-                    self.add_node(id, role, at);
-                }
-                if roles.is_empty() {
-                    self.add_node(id, "", at);
-                    if let Some(n) = self.lint.deployment.nodes.iter_mut().find(|n| &n.id == id) {
-                        n.roles.retain(|r| !r.is_empty());
+        }
+    }
+
+    /// A role group's roles, each known; none is an error.
+    fn group_roles(&mut self, group: &Node) -> Vec<String> {
+        let mut roles = Vec::new();
+        match group.get("roles") {
+            None => self.error(
+                codes::BAD_TYPE,
+                "a role group needs `roles`".into(),
+                group,
+                None,
+            ),
+            Some(r) => {
+                let items: Vec<&Node> = match &r.value {
+                    Value::Seq(items) => items.iter().collect(),
+                    _ => vec![r],
+                };
+                for item in items {
+                    match item.as_str() {
+                        Some(name) => {
+                            if self.role(name, item, ROLES) {
+                                roles.push(name.to_string());
+                            }
+                        }
+                        None => self.bad_type("roles", "a role or a list of roles", item),
                     }
                 }
-            }
-            // Disks: one name, or a list as long as the group's nodes.
-            let Some(d) = group.get("disks") else {
-                continue;
-            };
-            disk_keys.push(d);
-            let names: Vec<&Node> = match &d.value {
-                Value::Seq(items) => items.iter().collect(),
-                Value::Scalar { .. } if d.is_null() => Vec::new(),
-                Value::Scalar { .. } => vec![d],
-                Value::Map(_) => {
-                    self.bad_type("disks", "a disk name or a list of disk names", d);
-                    continue;
+                if roles.is_empty() && r.as_seq().is_some_and(|s| s.is_empty()) {
+                    self.error(codes::BAD_TYPE, "`roles` is empty".into(), r, None);
                 }
-            };
-            if names.is_empty() {
-                self.warning(
-                    "disks-empty",
-                    "`disks` is empty: no disk will be persisted for this group".into(),
-                    d,
-                    None,
-                );
-                continue;
             }
-            let wanted = match group.get("nodes") {
-                Some(n) if n.as_int().is_some() => n.as_int().unwrap_or(0).max(0) as usize,
-                _ => ids.len(),
-            };
-            if names.len() != wanted {
-                self.error(
-                    "disks-count",
-                    format!(
-                        "When specifying disks you must have the same amount as nodes: {} disk(s) for {wanted} node(s).",
-                        names.len()
-                    ),
-                    d,
-                    Some("list one disk per node of this group, in node order".into()),
-                );
-                continue;
+        }
+        roles
+    }
+
+    /// A role group's nodes: a count in cloud mode (ids numbered from
+    /// `count`, the nodes of the groups before), IPs in cluster mode.
+    fn group_nodes<'a>(
+        &mut self,
+        group: &'a Node,
+        roles: &[String],
+        mode: Mode,
+        count: usize,
+    ) -> Vec<(String, &'a Node)> {
+        let mut ids: Vec<(String, &'a Node)> = Vec::new();
+        let Some(n) = group.get("nodes") else {
+            self.error(
+                codes::BAD_TYPE,
+                "a role group needs `nodes` (a count, or IP addresses)".into(),
+                group,
+                None,
+            );
+            return ids;
+        };
+        match n.as_int() {
+            Some(c) => self.node_count(n, c, roles, mode, count, &mut ids),
+            None => self.node_ips(n, roles, mode, &mut ids),
+        }
+        ids
+    }
+
+    /// `nodes: N`: ids `node-<count>` on, in cloud mode.
+    fn node_count<'a>(
+        &mut self,
+        n: &'a Node,
+        c: i64,
+        roles: &[String],
+        mode: Mode,
+        count: usize,
+        ids: &mut Vec<(String, &'a Node)>,
+    ) {
+        if c == 0 {
+            self.error(
+                codes::NODES_ZERO,
+                format!(
+                    "Node amount cannot be zero for role(s) {}.",
+                    roles.join(", ")
+                ),
+                n,
+                Some("remove the group, or give it at least one node".into()),
+            );
+        } else if !(0..=10_000).contains(&c) {
+            self.error(
+                codes::BAD_TYPE,
+                format!("`nodes` must be a count from 1 to 10000, not {c}"),
+                n,
+                None,
+            );
+        } else if mode == Mode::Cluster {
+            self.error(
+                codes::NODE_ID_FORMAT,
+                "a node count needs `infrastructure`; in cluster mode list the nodes' IP addresses"
+                    .into(),
+                n,
+                None,
+            );
+        } else {
+            for i in 0..c as usize {
+                ids.push((format!("node-{}", count + i), n));
             }
-            for ((id, _), name) in ids.iter().zip(names) {
-                match name.as_str() {
-                    Some(disk) => self.lint.deployment.disks.push(DiskInfo {
-                        node: id.clone(),
-                        disk: disk.to_string(),
-                        pos: name.pos,
-                    }),
-                    None => self.bad_type("disks", "a disk name or a list of disk names", name),
+        }
+    }
+
+    /// `nodes: [IP, ...]`, in cluster mode: each an IP address, none twice
+    /// in the group (appscale-tools refused an IP twice in one group; in two
+    /// groups it is one machine with both groups' roles).
+    fn node_ips<'a>(
+        &mut self,
+        n: &'a Node,
+        roles: &[String],
+        mode: Mode,
+        ids: &mut Vec<(String, &'a Node)>,
+    ) {
+        let mut seen_ips: HashMap<String, Pos> = HashMap::new();
+        let items: Vec<&Node> = match &n.value {
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![n],
+        };
+        if items.is_empty() {
+            self.error(
+                codes::NODES_ZERO,
+                format!(
+                    "Node amount cannot be zero for role(s) {}.",
+                    roles.join(", ")
+                ),
+                n,
+                None,
+            );
+        }
+        for item in items {
+            if let Some(ip) = self.node_ip(item, mode, &mut seen_ips) {
+                ids.push((ip.to_string(), item));
+            }
+        }
+    }
+
+    /// One entry of `nodes: [IP, ...]`: the IP, when it is one, in cluster
+    /// mode, and not already in the group (`seen_ips`).
+    fn node_ip<'a>(
+        &mut self,
+        item: &'a Node,
+        mode: Mode,
+        seen_ips: &mut HashMap<String, Pos>,
+    ) -> Option<&'a str> {
+        let Some(ip) = item.as_str() else {
+            self.bad_type("nodes", "a count or IP addresses", item);
+            return None;
+        };
+        if is_node_id(ip) {
+            self.error(
+                codes::NODE_ID_FORMAT,
+                "using node-id format is not supported with the ips_layout format being used"
+                    .into(),
+                item,
+                Some("give `nodes` a count (cloud) or IP addresses (cluster)".into()),
+            );
+        } else if !is_ip(ip) {
+            self.error(
+                codes::NODE_ID_FORMAT,
+                format!("`{ip}` is not an IP address"),
+                item,
+                None,
+            );
+        } else if mode == Mode::Cloud {
+            self.error(
+                codes::NODE_ID_FORMAT,
+                "with `infrastructure` set, `nodes` is a count of machines to start, not IP addresses".into(),
+                item,
+                None,
+            );
+        } else if let Some(first) = seen_ips.get(ip) {
+            self.error(
+                codes::DUPLICATE_IP,
+                format!("Cannot specify the same IP address more than once (`{ip}` is also on line {}).", first.line),
+                item,
+                None,
+            );
+        } else {
+            seen_ips.insert(ip.to_string(), item.pos);
+            return Some(ip);
+        }
+        None
+    }
+
+    /// What the rules over the whole layout need of a group (its masters,
+    /// its login role, its instance type), and its nodes added.
+    fn group_facts(&mut self, group: &Node, roles: &[String], ids: &[(String, &Node)]) {
+        if roles.iter().any(|r| r == "master") {
+            for (_, at) in ids {
+                self.facts.masters.push((at.pos, at.width()));
+            }
+        }
+        if let Some(r) = group.get("roles")
+            && roles.iter().any(|r| r == "login")
+        {
+            self.facts.logins.push((r.pos, r.width()));
+        }
+        if self.facts.needs_instance_type && group.get("instance_type").is_none_or(Node::is_null) {
+            self.error(
+                codes::INSTANCE_TYPE_MISSING,
+                "Must set a default instance type or specify instance type per role.".into(),
+                group,
+                Some("add `instance_type:` to this role group, or a top-level `instance_type:` for every group".into()),
+            );
+        }
+        for (id, at) in ids {
+            for role in roles {
+                self.add_node(id, role, at);
+            }
+            if roles.is_empty() {
+                self.add_node(id, "", at);
+                if let Some(n) = self.lint.deployment.nodes.iter_mut().find(|n| &n.id == id) {
+                    n.roles.retain(|r| !r.is_empty());
                 }
+            }
+        }
+    }
+
+    /// A group's `disks` (`d`): one name, or a list as long as the group's
+    /// nodes.
+    fn group_disks(&mut self, group: &Node, d: &Node, ids: &[(String, &Node)]) {
+        let names: Vec<&Node> = match &d.value {
+            Value::Seq(items) => items.iter().collect(),
+            Value::Scalar { .. } if d.is_null() => Vec::new(),
+            Value::Scalar { .. } => vec![d],
+            Value::Map(_) => {
+                self.bad_type("disks", "a disk name or a list of disk names", d);
+                return;
+            }
+        };
+        if names.is_empty() {
+            self.warning(
+                codes::DISKS_EMPTY,
+                "`disks` is empty: no disk will be persisted for this group".into(),
+                d,
+                None,
+            );
+            return;
+        }
+        let wanted = match group.get("nodes") {
+            Some(n) if n.as_int().is_some() => n.as_int().unwrap_or(0).max(0) as usize,
+            _ => ids.len(),
+        };
+        if names.len() != wanted {
+            self.error(
+                codes::DISKS_COUNT,
+                format!(
+                    "When specifying disks you must have the same amount as nodes: {} disk(s) for {wanted} node(s).",
+                    names.len()
+                ),
+                d,
+                Some("list one disk per node of this group, in node order".into()),
+            );
+            return;
+        }
+        for ((id, _), name) in ids.iter().zip(names) {
+            match name.as_str() {
+                Some(disk) => self.lint.deployment.disks.push(DiskInfo {
+                    node: id.clone(),
+                    disk: disk.to_string(),
+                    pos: name.pos,
+                }),
+                None => self.bad_type("disks", "a disk name or a list of disk names", name),
             }
         }
     }
@@ -442,7 +515,7 @@ impl Checker {
         let Some((max, max_at)) = max else {
             let at = min.as_ref().map_or(anchor, |(_, n)| n);
             self.error(
-                "setting-missing",
+                codes::SETTING_MISSING,
                 "Must specify max if not using a YAML file: without `ips_layout`, AppScale needs the number of machines".into(),
                 at,
                 Some("add `max_machines: N` (and `min_machines`, which defaults to it), or an `ips_layout`".into()),
@@ -455,7 +528,7 @@ impl Checker {
         for (value, at, which) in [(min, &min_at, "Min"), (max, &max_at, "Max")] {
             if value < 1 {
                 self.error(
-                    "setting-invalid",
+                    codes::SETTING_INVALID,
                     format!("{which} cannot be less than 1."),
                     at,
                     Some("start at least one machine".into()),
@@ -465,7 +538,7 @@ impl Checker {
         }
         if ok && min > max {
             self.error(
-                "setting-invalid",
+                codes::SETTING_INVALID,
                 format!("Min cannot exceed max ({min} > {max})."),
                 &min_at,
                 Some("make `min_machines` at most `max_machines`".into()),
@@ -524,7 +597,7 @@ impl Checker {
         };
         match masters.as_slice() {
             [] => self.error(
-                "layout-no-master",
+                codes::LAYOUT_NO_MASTER,
                 match format {
                     Format::Groups => "Need to specify one master node.".to_string(),
                     _ => format!("No {what} was specified"),
@@ -536,7 +609,7 @@ impl Checker {
                 for (pos, width) in rest.iter().take(1) {
                     self.push(
                         Severity::Error,
-                        "layout-many-masters",
+                        codes::LAYOUT_MANY_MASTERS,
                         format!("Only one {what} is allowed ({} given)", masters.len()),
                         *pos,
                         *width,
@@ -548,7 +621,7 @@ impl Checker {
         let databases = count("database");
         if databases == 0 {
             self.error(
-                "layout-no-database",
+                codes::LAYOUT_NO_DATABASE,
                 "At least one database node must be provided.".into(),
                 anchor,
                 Some("give the `database` role to at least one node".into()),
@@ -561,7 +634,7 @@ impl Checker {
                 "appengine"
             };
             self.error(
-                "layout-no-compute",
+                codes::LAYOUT_NO_COMPUTE,
                 format!("Need to specify at least one {role} node."),
                 anchor,
                 Some(format!(
@@ -573,7 +646,7 @@ impl Checker {
             let (pos, width) = *second;
             self.push(
                 Severity::Error,
-                "layout-many-logins",
+                codes::LAYOUT_MANY_LOGINS,
                 "Only one login is allowed.".into(),
                 pos,
                 width,
@@ -585,7 +658,7 @@ impl Checker {
             && factor > databases as i64
         {
             self.error(
-                "replication-too-high",
+                codes::REPLICATION_TOO_HIGH,
                 format!("Replication factor cannot exceed # of databases ({factor} > {databases} database node(s))."),
                 at,
                 Some(format!("lower it to at most {databases}, or add database nodes")),

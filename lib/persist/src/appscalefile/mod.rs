@@ -4,7 +4,8 @@
 //! deployment it describes ([`Deployment`]: nodes, their roles, their disks).
 //! The rules are AppScale's own (so a file this accepts, AppScale accepts) and
 //! the ones AppScale missed, where a file looked fine and persisted nothing.
-//! Every rule has a stable code; `docs/appscalefile-lint.md` lists them.
+//! Every rule has a stable code ([`codes`]); `docs/appscalefile-lint.md`
+//! lists them.
 //!
 //! Node ids follow appscale-tools: in the old format they are written in the
 //! file (`node-1`); in the new format an integer `nodes` count names them
@@ -23,6 +24,7 @@
 //! `disks:`. This module reads the top-level keys and runs the rest.
 
 pub mod cloud;
+pub mod codes;
 pub mod diag;
 mod disks;
 mod for_appscale;
@@ -109,7 +111,7 @@ pub fn lint_bytes_with(bytes: &[u8], options: Options) -> (String, Lint) {
             let mut l = Lint::default();
             l.diagnostics.push(Diagnostic {
                 severity: Severity::Error,
-                code: "not-utf8",
+                code: codes::NOT_UTF8,
                 message: format!(
                     "the file is not UTF-8 text (byte 0x{:02x})",
                     bytes[e.valid_up_to()]
@@ -150,7 +152,7 @@ pub fn lint_with(source: &str, options: Options) -> Lint {
         match parsed.documents.as_slice() {
             [] => cx.push(
                 Severity::Error,
-                "yaml-empty",
+                codes::YAML_EMPTY,
                 "the AppScalefile is empty".into(),
                 Pos { line: 1, col: 1 },
                 1,
@@ -158,7 +160,7 @@ pub fn lint_with(source: &str, options: Options) -> Lint {
             ),
             [root] => cx.check(root),
             [_, second, ..] => cx.error(
-                "yaml-multiple-documents",
+                codes::YAML_MULTIPLE_DOCUMENTS,
                 "the AppScalefile holds several YAML documents; AppScale reads exactly one".into(),
                 second,
                 Some("remove the `---` separators and merge the documents".into()),
@@ -227,7 +229,7 @@ impl Checker {
 
     pub(super) fn bad_type(&mut self, key: &str, expected: &str, at: &Node) {
         self.error(
-            "bad-type",
+            codes::BAD_TYPE,
             format!("`{key}` must be {expected}, not {}", at.kind()),
             at,
             None,
@@ -237,7 +239,7 @@ impl Checker {
     fn check(&mut self, root: &Node) {
         let Some(entries) = root.as_map() else {
             self.error(
-                "not-a-mapping",
+                codes::NOT_A_MAPPING,
                 format!(
                     "an AppScalefile is a mapping of `key: value` lines, not {}",
                     root.kind()
@@ -258,7 +260,7 @@ impl Checker {
                 Some(s) => {
                     match &infrastructure {
                         None => self.error(
-                            "zone-without-infrastructure",
+                            codes::ZONE_WITHOUT_INFRASTRUCTURE,
                             "Cannot specify an availability zone when infrastructure is not specified.".into(),
                             z,
                             Some("set `infrastructure`, or remove `zone` in cluster mode".into()),
@@ -298,7 +300,7 @@ impl Checker {
                 self.generated_layout(root, at);
             }
             None if !given => self.error(
-                "layout-missing",
+                codes::LAYOUT_MISSING,
                 "A YAML file is required for virtualized clusters: without `infrastructure`, AppScale needs an `ips_layout`".into(),
                 root,
                 Some("add an `ips_layout` listing the machines' IP addresses, or set `infrastructure`".into()),
@@ -310,7 +312,7 @@ impl Checker {
                     self.new_layout(groups, mode, &mut disk_keys);
                     if let Some(d) = top_disks {
                         self.error(
-                            "disks-ignored",
+                            codes::DISKS_IGNORED,
                             "top-level `disks` is ignored with a list `ips_layout`: AppScale would persist nothing".into(),
                             d,
                             Some("give each role group its own `disks:` (one name, or a list as long as `nodes`)".into()),
@@ -318,7 +320,7 @@ impl Checker {
                     }
                 }
                 Value::Scalar { .. } => self.error(
-                    "layout-unknown-format",
+                    codes::LAYOUT_UNKNOWN_FORMAT,
                     "Node layout format was not recognized.".into(),
                     l,
                     Some("`ips_layout` is a list of role groups (`- roles: [...]`), or in old files a mapping of role to node ids".into()),
@@ -402,7 +404,7 @@ impl Checker {
                 .map(|s| format!("did you mean `{s}`?"))
                 .or_else(|| Some(format!("one of: {}", INFRASTRUCTURES.join(", "))));
             self.error(
-                "infrastructure-unknown",
+                codes::INFRASTRUCTURE_UNKNOWN,
                 format!("unknown infrastructure `{value}`"),
                 node,
                 help,

@@ -6,6 +6,7 @@
 
 use super::Checker;
 use super::cloud::{Secret, is_http_url};
+use super::codes;
 use super::keys::{
     APPSCALE_CLOUDS, DATASTORES, EXTRA_KEYS, INT_KEYS, KNOWN_KEYS, SWITCH_KEYS, abbreviation_of,
     did_you_mean,
@@ -50,7 +51,7 @@ impl Checker {
             match k.scalar() {
                 Some(name) if KNOWN_KEYS.contains(&name) => {}
                 Some(name) if EXTRA_KEYS.contains(&name) => self.warning(
-                    "key-not-in-appscale",
+                    codes::KEY_NOT_IN_APPSCALE,
                     format!("`{name}` is checked here (an http(s) URL; no tool uses it), but appscale-tools (2.3 to 3.8) has no --{name} flag: `appscale up` refuses the file"),
                     k,
                     Some(format!("keep `{name}` in your eucarc (environment) for AppScale, or remove it before `appscale up`")),
@@ -58,7 +59,7 @@ impl Checker {
                 Some(name) => {
                     if let Some(full) = abbreviation_of(name) {
                         self.error(
-                            "unknown-key",
+                            codes::UNKNOWN_KEY,
                             format!("`{name}` is not a key; AppScale's argument parser took it as an abbreviation of `{full}`, this linter does not"),
                             k,
                             Some(format!("write the whole key, `{full}`")),
@@ -69,14 +70,14 @@ impl Checker {
                         .map(|s| format!("did you mean `{s}`?"))
                         .or_else(|| Some("remove it: `appscale up` passes every key to its argument parser, which refuses keys it does not know".into()));
                     self.error(
-                        "unknown-key",
+                        codes::UNKNOWN_KEY,
                         format!("unknown key `{name}`: AppScale refuses it (unrecognized argument --{name})"),
                         k,
                         help,
                     );
                 }
                 None => self.error(
-                    "bad-type",
+                    codes::BAD_TYPE,
                     format!("a key must be a plain name, not {}", k.kind()),
                     k,
                     None,
@@ -90,8 +91,16 @@ impl Checker {
     /// all (an unknown value is reported elsewhere, and then nothing here
     /// depends on it).
     pub(super) fn settings(&mut self, root: &Node, infrastructure: Option<&str>, given: bool) {
+        self.setting_types(root);
+        self.setting_values(root);
+        self.settings_exclusive(root);
+        self.settings_together(root);
+        self.cloud_settings(root, infrastructure, given);
+    }
+
+    /// The types: integers, a number, switches.
+    fn setting_types(&mut self, root: &Node) {
         let get = |k: &str| root.get(k).filter(|n| !n.is_null());
-        // Types.
         for key in INT_KEYS {
             if let Some(n) = get(key)
                 && n.as_int().is_none()
@@ -109,20 +118,23 @@ impl Checker {
                 && switch_value(n).is_none()
             {
                 self.error(
-                    "bad-type",
+                    codes::BAD_TYPE,
                     format!("`{key}` is a switch: `true` or `false`, not {}", n.kind()),
                     n,
                     Some(format!("write `{key}: true` (or remove it)")),
                 );
             }
         }
-        let on = |k: &str| get(k).and_then(switch_value) == Some(true);
-        // Values.
+    }
+
+    /// The values AppScale refused.
+    fn setting_values(&mut self, root: &Node) {
+        let get = |k: &str| root.get(k).filter(|n| !n.is_null());
         if let Some(n) = get("table")
             && n.scalar().is_none_or(|t| !DATASTORES.contains(&t))
         {
             self.error(
-                "setting-invalid",
+                codes::SETTING_INVALID,
                 format!(
                     "invalid choice for `table`: {}",
                     n.scalar()
@@ -139,7 +151,7 @@ impl Checker {
                 && n.as_int().is_some_and(|v| v < 1)
             {
                 self.error(
-                    "setting-invalid",
+                    codes::SETTING_INVALID,
                     "Replication factor must exceed 0.".into(),
                     n,
                     Some("set it to 1 or more, or remove it".into()),
@@ -150,7 +162,7 @@ impl Checker {
             && n.as_int().is_some_and(|v| v < 1)
         {
             self.error(
-                "setting-invalid",
+                codes::SETTING_INVALID,
                 "Number of application servers must exceed zero.".into(),
                 n,
                 Some("set it to 1 or more, or remove it".into()),
@@ -160,14 +172,19 @@ impl Checker {
             && n.as_seq().is_none()
         {
             self.error(
-                "setting-invalid",
+                codes::SETTING_INVALID,
                 "user_commands must be a list. Please make it a list and try again.".into(),
                 n,
                 Some("write one `- command` line per command under `user_commands:`".into()),
             );
         }
-        // Settings that exclude each other (the parser's mutually exclusive
-        // groups).
+    }
+
+    /// Settings that exclude each other (the parser's mutually exclusive
+    /// groups).
+    fn settings_exclusive(&mut self, root: &Node) {
+        let get = |k: &str| root.get(k).filter(|n| !n.is_null());
+        let on = |k: &str| get(k).and_then(switch_value) == Some(true);
         for (a, b, a_on) in [
             ("appengine", "autoscale", on("autoscale")),
             (
@@ -182,38 +199,50 @@ impl Checker {
                     .and_then(|m| m.iter().find(|(k, _)| k.scalar() == Some(b)))
                     .map_or(second, |(k, _)| k);
                 self.error(
-                    "settings-conflict",
+                    codes::SETTINGS_CONFLICT,
                     format!("argument --{b}: not allowed with argument --{a}"),
                     key,
                     Some(format!("keep one of `{a}` and `{b}`")),
                 );
             }
         }
-        // Settings that need each other.
+    }
+
+    /// Settings that need each other (the admin account), or exclude `test`.
+    fn settings_together(&mut self, root: &Node) {
+        let get = |k: &str| root.get(k).filter(|n| !n.is_null());
+        let on = |k: &str| get(k).and_then(switch_value) == Some(true);
         let admin_user = get("admin_user");
         let admin_pass = get("admin_pass");
         match (admin_user, admin_pass) {
             (Some(u), None) => self.error(
-                "setting-missing",
+                codes::SETTING_MISSING,
                 "If admin_user is set, admin_pass must also be set.".into(),
                 u,
                 Some("add `admin_pass:`, or remove `admin_user`".into()),
             ),
             (None, Some(p)) => self.error(
-                "setting-missing",
+                codes::SETTING_MISSING,
                 "If admin_pass is set, admin_user must also be set.".into(),
                 p,
                 Some("add `admin_user:`, or remove `admin_pass`".into()),
             ),
             (Some(u), Some(_)) if on("test") => self.error(
-                "settings-conflict",
+                codes::SETTINGS_CONFLICT,
                 "Cannot set admin_user, admin_pass, and test.".into(),
                 u,
                 Some("remove `test: true`, or the admin account".into()),
             ),
             _ => {}
         }
-        // Settings for a cloud.
+    }
+
+    /// Settings for a cloud: none without `infrastructure` (unless it is
+    /// `given`, with a value reported elsewhere); in one, the image, the
+    /// spot settings, and Compute Engine's credentials.
+    fn cloud_settings(&mut self, root: &Node, infrastructure: Option<&str>, given: bool) {
+        let get = |k: &str| root.get(k).filter(|n| !n.is_null());
+        let on = |k: &str| get(k).and_then(switch_value) == Some(true);
         let spot = on("use_spot_instances");
         let price = get("max_spot_price");
         match infrastructure {
@@ -224,7 +253,7 @@ impl Checker {
                         continue;
                     }
                     self.error(
-                        "setting-without-infrastructure",
+                        codes::SETTING_WITHOUT_INFRASTRUCTURE,
                         (*message).into(),
                         n,
                         Some(format!(
@@ -238,7 +267,7 @@ impl Checker {
                 let appscale_cloud = APPSCALE_CLOUDS.contains(&cloud);
                 if appscale_cloud && get("machine").is_none() {
                     self.error(
-                        "setting-missing",
+                        codes::SETTING_MISSING,
                         "Need a machine image (ami) when running in a cloud infrastructure.".into(),
                         root.get("infrastructure").unwrap_or(root),
                         Some("add `machine:` with the image that has AppScale installed (an ami/emi id, or the GCE image name)".into()),
@@ -247,7 +276,7 @@ impl Checker {
                 if (spot || price.is_some()) && cloud != "ec2" {
                     let at = price.or_else(|| get("use_spot_instances")).unwrap_or(root);
                     self.error(
-                        "settings-conflict",
+                        codes::SETTINGS_CONFLICT,
                         "Can't run spot instances unless Amazon EC2 is the infrastructure used."
                             .into(),
                         at,
@@ -255,7 +284,7 @@ impl Checker {
                     );
                 } else if let (Some(p), false) = (price, spot) {
                     self.error(
-                        "setting-missing",
+                        codes::SETTING_MISSING,
                         "Can't have a max spot instance price if --use_spot_instances is not set."
                             .into(),
                         p,
@@ -304,7 +333,7 @@ impl Checker {
                 && !is_http_url(v)
             {
                 self.error(
-                    "setting-invalid",
+                    codes::SETTING_INVALID,
                     format!("`{key}` must be an http:// or https:// URL, not `{v}`"),
                     n,
                     Some(format!(
@@ -321,13 +350,13 @@ impl Checker {
         let secret_given = self.lint.deployment.cloud.secret_key.is_some();
         match (get("EC2_ACCESS_KEY"), get("EC2_SECRET_KEY")) {
             (Some(a), None) => self.error(
-                "setting-missing",
+                codes::SETTING_MISSING,
                 "`EC2_ACCESS_KEY` is set without `EC2_SECRET_KEY`: the pair is one credential".into(),
                 a,
                 Some("add `EC2_SECRET_KEY:`, or remove `EC2_ACCESS_KEY` (the AWS credential chain is used then)".into()),
             ),
             (None, Some(s)) if secret_given => self.error(
-                "setting-missing",
+                codes::SETTING_MISSING,
                 "`EC2_SECRET_KEY` is set without `EC2_ACCESS_KEY`: the pair is one credential".into(),
                 s,
                 Some("add `EC2_ACCESS_KEY:`, or remove `EC2_SECRET_KEY` (the AWS credential chain is used then)".into()),
@@ -348,7 +377,7 @@ impl Checker {
         let at = root.get("infrastructure").unwrap_or(root);
         if get("client_secrets").is_none() && get("oauth2_storage").is_none() {
             self.error(
-                "setting-missing",
+                codes::SETTING_MISSING,
                 "Please specify a client_secrets file or a oauth2_storage file in your AppScalefile when running over Google Compute Engine.".into(),
                 at,
                 Some("add `client_secrets: ~/client_secrets.json` (an OAuth client of your project)".into()),
@@ -356,7 +385,7 @@ impl Checker {
         }
         if get("project").is_none() {
             self.error(
-                "setting-missing",
+                codes::SETTING_MISSING,
                 "The required parameter, project, was not specified.".into(),
                 at,
                 Some("add `project:` with your Google Cloud project id".into()),

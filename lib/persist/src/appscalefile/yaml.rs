@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use super::codes;
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 
 /// How deep collections may nest. An AppScalefile needs four levels.
@@ -281,7 +282,7 @@ pub fn parse(source: &str) -> Parsed {
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 if stack.len() >= MAX_DEPTH {
                     parsed.problems.push(YamlProblem {
-                        code: "yaml-too-deep",
+                        code: codes::YAML_TOO_DEEP,
                         message: format!("collections nest more than {MAX_DEPTH} levels deep"),
                         pos,
                         help: Some("an AppScalefile needs no more than four levels".into()),
@@ -344,7 +345,7 @@ pub fn parse(source: &str) -> Parsed {
                     expanded += count_nodes(target);
                     if expanded > ALIAS_BUDGET {
                         parsed.problems.push(YamlProblem {
-                            code: "yaml-alias-limit",
+                            code: codes::YAML_ALIAS_LIMIT,
                             message: format!("aliases expand to more than {ALIAS_BUDGET} values"),
                             pos,
                             help: Some("write the values out instead of repeating aliases".into()),
@@ -383,7 +384,7 @@ pub fn parse(source: &str) -> Parsed {
                                 entries.iter().find(|(e, _)| e.scalar() == Some(name))
                         {
                             parsed.problems.push(YamlProblem {
-                                    code: "yaml-duplicate-key",
+                                    code: codes::YAML_DUPLICATE_KEY,
                                     message: format!(
                                         "key `{name}` appears twice (first on line {}); AppScale would silently keep only this one",
                                         first.pos.line
@@ -431,7 +432,7 @@ fn syntax_problem(info: &str, pos: Pos) -> YamlProblem {
         None
     };
     YamlProblem {
-        code: "yaml-syntax",
+        code: codes::YAML_SYNTAX,
         message: format!("YAML syntax error: {info}"),
         pos,
         help,

@@ -23,6 +23,7 @@
 //! letters, not zone ids.
 
 use super::Checker;
+use super::codes;
 use super::keys::did_you_mean;
 use super::yaml::Node;
 
@@ -229,14 +230,14 @@ impl Checker {
         let hint = did_you_mean(zone, &refs).map(|s| format!("did you mean `{s}`?"));
         if !shape_ok {
             self.error(
-                "zone-invalid",
+                codes::ZONE_INVALID,
                 format!("`{zone}` is not {what}"),
                 at,
                 hint.or_else(|| Some(list_hint(cloud))),
             );
         } else {
             self.warning(
-                "zone-unknown",
+                codes::ZONE_UNKNOWN,
                 format!(
                     "`{zone}` is not {} zone this linter knows",
                     if cloud == "gce" { "a Compute Engine" } else { "an EC2" }
