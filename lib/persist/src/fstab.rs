@@ -236,7 +236,7 @@ pub enum FstabError {
 
 impl FstabError {
     /// The record error code for this failure.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> codes::Code {
         match self {
             FstabError::Conflict { .. } => codes::FSTAB_CONFLICT,
             FstabError::Io(..) => codes::FSTAB,

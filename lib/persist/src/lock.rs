@@ -96,7 +96,7 @@ pub enum LockError {
 
 impl LockError {
     /// The record error code for this failure.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> codes::Code {
         match self {
             LockError::NodeTimeout { .. } => codes::NODE_LOCKED,
             LockError::DeviceTimeout { .. } => codes::DEVICE_LOCKED,

@@ -269,7 +269,7 @@ pub fn execute(
                 rec.changed = Some(false);
                 rec.error = Some(RecordError {
                     tool: tool.to_string(),
-                    code: f.code,
+                    code: f.code.into(),
                     message: log::redact(&f.message),
                 });
                 rec.refused = f.refused;

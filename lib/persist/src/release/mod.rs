@@ -98,7 +98,7 @@ pub enum ProofError {
 
 impl ProofError {
     /// The record error code for this refusal.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> codes::Code {
         match self {
             ProofError::Missing | ProofError::NotUnmounted(_) => codes::NO_UNMOUNT_PROOF,
             ProofError::OtherDisk { .. } | ProofError::OtherInstance { .. } => {

@@ -732,7 +732,7 @@ fn undo(f: Failure, before: &mount::Table, dev: &Device, created: &[PathBuf]) ->
     // Stopped by a signal: say so, whatever the step was doing.
     let f = match crate::interrupt::interrupted() {
         Some(sig) if f.code != codes::INTERRUPTED => Failure {
-            code: codes::INTERRUPTED.into(),
+            code: codes::INTERRUPTED,
             message: format!("stopped by {sig}: {}", f.message),
             ..f
         },
