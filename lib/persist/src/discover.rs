@@ -53,8 +53,8 @@ use crate::record::{ProviderKind, Record};
 use crate::step::Failure;
 use crate::wait::{self, Poll, WaitParams};
 
-pub mod local;
-pub mod static_disk;
+pub(crate) mod local;
+pub(crate) mod static_disk;
 
 /// The record's `disk`, or a failure saying it is missing.
 pub fn disk_of(rec: &Record) -> Result<&str, Failure> {
@@ -68,7 +68,7 @@ pub fn disk_of(rec: &Record) -> Result<&str, Failure> {
 pub const DEVICE_WAIT: Duration = Duration::from_secs(60);
 
 /// Candidate device paths for a cloud record, most specific first.
-pub fn candidates(rec: &Record, root: &Path) -> Vec<PathBuf> {
+pub(crate) fn candidates(rec: &Record, root: &Path) -> Vec<PathBuf> {
     let by_id = root.join("disk/by-id");
     let Some(id) = rec.disk_id() else {
         return Vec::new();
@@ -254,7 +254,7 @@ fn no_disk_naming(rec: &Record, look: &NvmeLook, waited: Option<Duration>) -> Fa
 
 /// The serial a device reports in sysfs (under [`sys_root`]): NVMe's
 /// `device/serial`, else virtio's `serial`; empty when it has none.
-pub fn serial_of(kernel_name: &str) -> String {
+pub(crate) fn serial_of(kernel_name: &str) -> String {
     let block = sys_root().join("block").join(kernel_name);
     ["device/serial", "serial"]
         .iter()
@@ -268,7 +268,7 @@ pub fn serial_of(kernel_name: &str) -> String {
 /// NVMe serial, the id without its dash (`vol0123...`); on Eucalyptus the
 /// node controller's `euca-<id>-dev-<device>`, cut to 20 characters on
 /// virtio (`euca-vol-1234abcd-de`), whole on SCSI.
-pub fn serial_names(provider: Option<ProviderKind>, serial: &str, id: &str) -> bool {
+pub(crate) fn serial_names(provider: Option<ProviderKind>, serial: &str, id: &str) -> bool {
     if id.is_empty() || serial.is_empty() {
         return false;
     }
@@ -285,7 +285,7 @@ pub fn serial_names(provider: Option<ProviderKind>, serial: &str, id: &str) -> b
 /// Checks that `dev` is the record's disk: for EBS, the serial the device
 /// carries (an NVMe device must carry one), and size when the record knows
 /// it.
-pub fn check_identity(rec: &Record, dev: &Device) -> Result<(), Failure> {
+pub(crate) fn check_identity(rec: &Record, dev: &Device) -> Result<(), Failure> {
     let name = dev
         .real
         .file_name()
@@ -336,7 +336,7 @@ pub fn check_identity(rec: &Record, dev: &Device) -> Result<(), Failure> {
 /// one that exists must be the same kernel device as `dev`, and
 /// [`check_identity`] must pass. A record's word alone is never enough: a
 /// stale record may name a device that now holds another disk.
-pub fn verify_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
+pub(crate) fn verify_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
     let cands = candidates(rec, &dev_root());
     let mut confirmed = None;
     for c in cands.iter().filter(|c| c.exists()) {
@@ -501,7 +501,7 @@ pub fn refuse_if_mounted_here(rec: &Record) -> Result<(), Failure> {
 /// For a record with no `device` on a cloud provider, finds it; other
 /// records are left alone. Used by the node-side tools, so that a record
 /// attached from a controller can be completed on the node.
-pub fn fill_device(rec: &mut Record, timeout: Duration) -> Result<(), Failure> {
+pub(crate) fn fill_device(rec: &mut Record, timeout: Duration) -> Result<(), Failure> {
     if rec.device.is_none() && rec.provider.is_some_and(ProviderKind::is_cloud) {
         rec.device = Some(find(rec, timeout)?.display().to_string());
     }
@@ -514,7 +514,7 @@ pub fn fill_device(rec: &mut Record, timeout: Duration) -> Result<(), Failure> {
 /// record's device must be what the disk's own links and serial lead to
 /// ([`verify_device`]). A record naming only a device claims
 /// nothing else, and passes.
-pub fn verify_claimed_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
+pub(crate) fn verify_claimed_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
     if rec.disk.is_none() && rec.disk_id.is_none() {
         return Ok(());
     }
@@ -544,7 +544,7 @@ pub fn verify_claimed_device(rec: &Record, dev: &Device) -> Result<(), Failure> 
 /// The record's disk on this node, found without waiting and without
 /// guessing: its `device`, else what its identity leads to ([`resolve`]).
 /// `None` when it is not found here.
-pub fn find_here(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
+pub(crate) fn find_here(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
     if let Some(d) = &rec.device {
         return Device::open(Path::new(d)).ok();
     }
@@ -574,7 +574,7 @@ pub fn resolve(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
 /// exclusively: a resize2fs (or mkfs) that a run stopped by SIGKILL left
 /// running is never killed, and is let finish before anything else touches
 /// the filesystem (an fsck, a mount, a grow).
-pub fn wait_unheld(dev: &Device) -> Result<(), Failure> {
+pub(crate) fn wait_unheld(dev: &Device) -> Result<(), Failure> {
     let limit = crate::lock::node_timeout();
     let progress = crate::progress::Progress::start(
         format!(

@@ -23,10 +23,10 @@
 //! `disks:`. This module reads the top-level keys and runs the rest.
 
 pub mod cloud;
-pub mod diag;
+pub(crate) mod diag;
 mod disks;
 mod for_appscale;
-pub mod inventory;
+pub(crate) mod inventory;
 mod keys;
 mod layout;
 mod plan;

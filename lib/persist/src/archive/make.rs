@@ -248,7 +248,11 @@ struct Run<'a> {
 
 /// The archives of `rec`'s disk in `listed`, oldest first: of the
 /// deployment, and of the record's node (or, naming none, of its disk).
-pub fn archives_of<'a>(listed: &'a [Listed], deployment: &str, rec: &Record) -> Vec<&'a Listed> {
+pub(crate) fn archives_of<'a>(
+    listed: &'a [Listed],
+    deployment: &str,
+    rec: &Record,
+) -> Vec<&'a Listed> {
     listed
         .iter()
         .filter(|l| l.is(Kind::Archive))
@@ -261,7 +265,7 @@ pub fn archives_of<'a>(listed: &'a [Listed], deployment: &str, rec: &Record) -> 
 }
 
 /// The record's view of an archive in the repository.
-pub fn archive_of(l: &Listed, repository: &str, state: &str) -> Archive {
+pub(crate) fn archive_of(l: &Listed, repository: &str, state: &str) -> Archive {
     Archive {
         id: l.snap.id.clone(),
         time: Stamp(l.ms).rfc3339(),

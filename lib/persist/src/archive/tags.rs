@@ -225,7 +225,7 @@ pub struct DirMeta {
 
 impl DirMeta {
     /// As an archive's `root` tag says it: `MODE:UID:GID:MTIME:NSEC`.
-    pub fn to_tag(&self) -> String {
+    pub fn to_tag(self) -> String {
         format!(
             "{:o}:{}:{}:{}:{}",
             self.mode, self.uid, self.gid, self.mtime, self.mtime_nsec
