@@ -6,7 +6,10 @@
 //!   (a local image's loop device, a static device, a cloud disk's links);
 //! * [`resolve`]: which device on this node is the record's disk, from its
 //!   identity alone, for every provider; [`find_here`]: the same, a `device`
-//!   the record names first;
+//!   the record names first; [`find`]: the same lookup for a cloud disk,
+//!   waited on until it arrives, then checked. The providers take a local
+//!   image's loop device ([`local::bound_loop`]) and a static disk's device
+//!   ([`static_disk::device`]) from here too;
 //! * [`refuse_if_in_use`]: never detach what is mounted or held here.
 //!
 //! A cloud disk announces itself through udev links made from the device's
@@ -425,11 +428,8 @@ pub fn find(rec: &Record, timeout: Duration) -> Result<PathBuf, Failure> {
     // Looked for again each round: a Eucalyptus volume's disk is known by
     // its serial once it has arrived.
     let found = wait::until_with(&progress, WaitParams::quick(timeout), || {
-        if let Some(c) = candidates(rec, &root).into_iter().find(|c| c.exists()) {
-            return Poll::<PathBuf, ()>::Ready(c);
-        }
-        match nvme.and_then(|name| nvme_look(name).found) {
-            Some(p) => Poll::Ready(p),
+        match first_path(rec, &root, nvme, |c| c.exists().then(|| c.to_path_buf())) {
+            Some(p) => Poll::<PathBuf, ()>::Ready(p),
             None => Poll::Pending,
         }
     });
@@ -460,6 +460,22 @@ pub fn find(rec: &Record, timeout: Duration) -> Result<PathBuf, Failure> {
     agree(rec, &dev, &candidates(rec, &root))?;
     check_identity(rec, &dev)?;
     Ok(path)
+}
+
+/// The first of the paths a cloud record's disk is known by here (its
+/// identity links, [`candidates`], then the Compute Engine NVMe namespace
+/// that names itself `nvme`) that `take` accepts: the one lookup [`find`]
+/// waits on and [`resolve`] makes once.
+fn first_path<T>(
+    rec: &Record,
+    root: &Path,
+    nvme: Option<&str>,
+    take: impl Fn(&Path) -> Option<T>,
+) -> Option<T> {
+    candidates(rec, root)
+        .iter()
+        .find_map(|c| take(c))
+        .or_else(|| take(&nvme_look(nvme?).found?))
 }
 
 fn open(path: &Path) -> Result<Device, Failure> {
@@ -521,8 +537,7 @@ pub(crate) fn verify_claimed_device(rec: &Record, dev: &Device) -> Result<(), Fa
     match rec.provider {
         Some(ProviderKind::Local) => local::verify_device(rec, dev),
         Some(ProviderKind::Static) => {
-            let disk = Device::open(&static_disk::device_path(rec)?)
-                .map_err(|e| Failure::new(codes::IDENTITY_MISMATCH, e.to_string()))?;
+            let disk = static_disk::device(rec, codes::IDENTITY_MISMATCH)?;
             if (disk.major, disk.minor) == (dev.major, dev.minor) {
                 Ok(())
             } else {
@@ -561,12 +576,11 @@ pub(crate) fn find_here(rec: &Record, state_dir: Option<&Path>) -> Option<Device
 pub fn resolve(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
     match rec.provider? {
         ProviderKind::Local => local::bound_device(rec, state_dir),
-        ProviderKind::Static => Device::open(&static_disk::device_path(rec).ok()?).ok(),
-        _ => candidates(rec, &dev_root())
-            .iter()
-            .find_map(|c| Device::open(c).ok())
-            .or_else(|| Device::open(&nvme_look(gce_device_name(rec)?).found?).ok())
-            .filter(|d| check_identity(rec, d).is_ok()),
+        ProviderKind::Static => static_disk::device(rec, codes::NO_SUCH_DEVICE).ok(),
+        _ => first_path(rec, &dev_root(), gce_device_name(rec), |c| {
+            Device::open(c).ok()
+        })
+        .filter(|d| check_identity(rec, d).is_ok()),
     }
 }
 

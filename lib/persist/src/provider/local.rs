@@ -143,29 +143,10 @@ impl Local {
         Ok(lock)
     }
 
-    /// The one loop device bound to `image`, verified; `None` when unbound.
+    /// The one loop device bound to `image`, verified; `None` when unbound
+    /// ([`crate::discover::local::bound_loop`]).
     fn bound(&self, image: &Path) -> Result<Option<Loop>, Failure> {
-        let mut loops = loopdev::bound_to(image)?;
-        match loops.len() {
-            0 => Ok(None),
-            1 => {
-                let lo = loops.remove(0);
-                loopdev::verify(&lo, image)?;
-                Ok(Some(lo))
-            }
-            _ => Err(Failure::new(
-                codes::ATTACHED_ELSEWHERE,
-                format!(
-                    "{} is bound to several loop devices ({}): detach the extra ones with `losetup -d`",
-                    image.display(),
-                    loops
-                        .iter()
-                        .map(|l| l.device.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )),
-        }
+        crate::discover::local::bound_loop(image)
     }
 
     fn create_one(&self, rec: &mut Record, cx: Ctx) -> StepResult {
