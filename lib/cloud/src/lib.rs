@@ -468,9 +468,7 @@ impl ProviderArgs {
             }
             match provider.as_mut().map(|p| p.this_node(&records)) {
                 Some(Ok(Some(f))) => Poll::Ready(f),
-                Some(Err(f))
-                    if [codes::OTHER_NODE, codes::IDENTITY_MISMATCH].contains(&f.code.as_str()) =>
-                {
+                Some(Err(f)) if [codes::OTHER_NODE, codes::IDENTITY_MISMATCH].contains(&f.code) => {
                     Poll::Failed(f.message)
                 }
                 Some(Err(f)) => {

@@ -189,7 +189,7 @@ mod tests {
     fn throttled() -> ApiError {
         ApiError::new(
             Fault::Throttled,
-            Failure::new(THROTTLING, "DescribeVolumes: slow down"),
+            Failure::api(THROTTLING, "DescribeVolumes: slow down"),
         )
     }
 
@@ -274,7 +274,7 @@ mod tests {
     fn a_failure_that_is_not_transient_ends_the_wait_at_once() {
         let rt = crate::runtime().unwrap();
         let mut polls = 0;
-        let denied = Failure::new(DENIED, "no");
+        let denied = Failure::api(DENIED, "no");
         let r: Result<(), _> = rt.block_on(poll_until(schedule(5_000), || {
             polls += 1;
             let denied = denied.clone();

@@ -206,7 +206,7 @@ where
     let fault = fault_of(&e);
     if let Some(code) = e.code() {
         let msg = e.message().unwrap_or("no message");
-        return ApiError::new(fault, Failure::new(code, format!("{what}: {msg}")));
+        return ApiError::new(fault, Failure::api(code, format!("{what}: {msg}")));
     }
     let chain = error_chain(&e);
     let (fault, code, hint) = if chain.contains("credential") {
@@ -229,7 +229,7 @@ where
 /// `e`, when its AWS error code is `code`, as `too_soon` (a code of ours:
 /// `resize-too-soon`, `snapshot-too-soon`): the cloud refuses this for now,
 /// nothing is wrong, and `why` says what it waits for.
-pub(crate) fn too_soon(mut e: ApiError, code: &str, too_soon: &str, why: &str) -> ApiError {
+pub(crate) fn too_soon(mut e: ApiError, code: &str, too_soon: codes::Code, why: &str) -> ApiError {
     if e.failure.code == code {
         e.failure = Failure::new(too_soon, format!("{} [{code}]: {why}", e.failure.message));
     }

@@ -714,7 +714,7 @@ fn disk_checks(
                 codes::AMBIGUOUS_DISK,
                 codes::DUPLICATE_DISK,
             ]
-            .contains(&f.code.as_str()) =>
+            .contains(&f.code) =>
         {
             out.push(
                 Check::fail(

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use appscale_persist::codes;
+use appscale_persist::codes::{self, Code};
 use appscale_persist::log;
 use appscale_persist::progress::Progress;
 use appscale_persist::step::Failure;
@@ -255,10 +255,10 @@ fn is_api_disabled(e: &google_cloud_gax::error::Error) -> bool {
 
 /// A 403's code: its status, `PERMISSION_DENIED` when it says none (the
 /// older error shape carries only `errors[].reason`).
-fn permission_denied(s: &google_cloud_gax::error::rpc::Status) -> String {
+fn permission_denied(s: &google_cloud_gax::error::rpc::Status) -> Code {
     match s.code {
-        google_cloud_gax::error::rpc::Code::Unknown => "PERMISSION_DENIED".into(),
-        c => c.name().to_string(),
+        google_cloud_gax::error::rpc::Code::Unknown => Code::from_api("PERMISSION_DENIED"),
+        c => Code::from_api(c.name()),
     }
 }
 
@@ -284,18 +284,14 @@ pub(crate) fn api_error(what: &str, e: google_cloud_gax::error::Error) -> ApiErr
     let fault = fault_of(&e);
     let (code, msg) = match (e.status(), e.http_status_code()) {
         (Some(s), _) if is_scope_insufficient(&e) => (
-            codes::INSUFFICIENT_SCOPE.to_string(),
+            codes::INSUFFICIENT_SCOPE,
             format!(
                 "{}: the access token lacks the Compute Engine scope (a VM made with the default access scopes has none). Give the instance the `compute` or `cloud-platform` scope (stop it, then `gcloud compute instances set-service-account VM --scopes=cloud-platform`), or use other credentials; its service account also needs the IAM roles in docs/gce.md",
                 s.message
             ),
         ),
         (Some(s), Some(403)) if fault == Fault::Throttled => (
-            reasons(&e)
-                .first()
-                .copied()
-                .unwrap_or("rateLimitExceeded")
-                .to_string(),
+            Code::from_api(reasons(&e).first().copied().unwrap_or("rateLimitExceeded")),
             format!(
                 "{} (a per-minute rate quota of the project: tried again)",
                 s.message
@@ -319,19 +315,17 @@ pub(crate) fn api_error(what: &str, e: google_cloud_gax::error::Error) -> ApiErr
                     .unwrap_or_default()
             ),
         ),
-        (Some(s), _) => (s.code.name().to_string(), s.message.clone()),
-        (None, Some(h)) => (format!("HTTP_{h}"), e.to_string()),
+        (Some(s), _) => (Code::from_api(s.code.name()), s.message.clone()),
+        (None, Some(h)) => (Code::from_api(format!("HTTP_{h}")), e.to_string()),
         (None, None) if e.is_authentication() => (
-            codes::NO_CREDENTIALS.to_string(),
+            codes::NO_CREDENTIALS,
             format!(
                 "{e} (Application Default Credentials: set GOOGLE_APPLICATION_CREDENTIALS, run `gcloud auth application-default login`, or run on an instance with a service account)"
             ),
         ),
-        (None, None) if e.is_timeout() => (codes::TIMEOUT.to_string(), e.to_string()),
-        (None, None) if e.is_connect() || e.is_transport() => {
-            (codes::UNREACHABLE.to_string(), e.to_string())
-        }
-        (None, None) => (codes::API_ERROR.to_string(), e.to_string()),
+        (None, None) if e.is_timeout() => (codes::TIMEOUT, e.to_string()),
+        (None, None) if e.is_connect() || e.is_transport() => (codes::UNREACHABLE, e.to_string()),
+        (None, None) => (codes::API_ERROR, e.to_string()),
     };
     ApiError::new(fault, Failure::new(code, format!("{what}: {msg}")))
 }
@@ -863,7 +857,7 @@ pub(crate) fn outcome(op: &Operation) -> Poll<(), Failure> {
         Some(e) => Poll::Failed(Failure::new(
             e.code
                 .clone()
-                .unwrap_or_else(|| codes::OPERATION_FAILED.into()),
+                .map_or(codes::OPERATION_FAILED, Code::from_api),
             format!(
                 "operation {} ({}) failed: {}",
                 op.name.as_deref().unwrap_or("?"),

@@ -314,9 +314,9 @@ async fn check_all(
                 codes::UNREACHABLE,
                 codes::TIMEOUT,
                 codes::INSUFFICIENT_SCOPE,
-                "UNAUTHENTICATED",
+                codes::Code::from_api("UNAUTHENTICATED"),
             ]
-            .contains(&f.code.as_str()) =>
+            .contains(&f.code) =>
         {
             Some(f.clone())
         }
@@ -511,7 +511,7 @@ fn disk_checks(
                 codes::OTHER_NODE,
                 codes::NOT_ADOPTABLE,
             ]
-            .contains(&f.code.as_str()) =>
+            .contains(&f.code) =>
         {
             out.push(
                 Check::fail(

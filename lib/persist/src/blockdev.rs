@@ -698,7 +698,7 @@ pub enum BlockError {
 
 impl BlockError {
     /// The record error code for this failure.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> codes::Code {
         match self {
             BlockError::Missing(_) => codes::NO_SUCH_DEVICE,
             BlockError::NotBlock(_) => codes::NOT_A_BLOCK_DEVICE,

@@ -289,7 +289,7 @@ impl Default for Ask {
 /// `RequestExpired`; STS and other endpoints the tools' credentials pass
 /// through refuse at 5), and the tools' own times (unmount proofs,
 /// snapshot times) must agree with the cloud's.
-pub const MAX_SKEW: Duration = Duration::from_secs(5 * 60);
+pub(crate) const MAX_SKEW: Duration = Duration::from_secs(5 * 60);
 
 /// Which credentials the SDK found, and whether they work.
 pub const CREDENTIALS: &str = "credentials";
@@ -315,10 +315,10 @@ pub const OWNER: &str = "owner";
 /// The metadata service answers (instance identity for `--self`).
 pub const METADATA: &str = "metadata";
 /// The udev links the node tools find cloud disks by exist.
-pub const UDEV_LINKS: &str = "udev-links";
+pub(crate) const UDEV_LINKS: &str = "udev-links";
 /// The record's mountpoint is usable (not a system directory, no symlink,
 /// nothing foreign mounted there).
-pub const MOUNTPOINT: &str = "mountpoint";
+pub(crate) const MOUNTPOINT: &str = "mountpoint";
 /// The fstab parses as libmount parses it, and no foreign entry claims the
 /// mountpoint.
 pub const FSTAB: &str = "fstab";
@@ -326,7 +326,7 @@ pub const FSTAB: &str = "fstab";
 pub const STATE_DIR: &str = "state-dir";
 /// The AppScalefile `appscale up` reads does not make AppScale attach,
 /// format or mount the same disks itself (`disks:`).
-pub const APPSCALE_DISKS: &str = "appscale-disks";
+pub(crate) const APPSCALE_DISKS: &str = "appscale-disks";
 
 /// Every check name, in the order `docs/doctor.md` documents them.
 pub const ALL: &[&str] = &[

@@ -6,7 +6,10 @@
 //!   (a local image's loop device, a static device, a cloud disk's links);
 //! * [`resolve`]: which device on this node is the record's disk, from its
 //!   identity alone, for every provider; [`find_here`]: the same, a `device`
-//!   the record names first;
+//!   the record names first; [`find`]: the same lookup for a cloud disk,
+//!   waited on until it arrives, then checked. The providers take a local
+//!   image's loop device ([`local::bound_loop`]) and a static disk's device
+//!   ([`static_disk::device`]) from here too;
 //! * [`refuse_if_in_use`]: never detach what is mounted or held here.
 //!
 //! A cloud disk announces itself through udev links made from the device's
@@ -53,8 +56,8 @@ use crate::record::{ProviderKind, Record};
 use crate::step::Failure;
 use crate::wait::{self, Poll, WaitParams};
 
-pub mod local;
-pub mod static_disk;
+pub(crate) mod local;
+pub(crate) mod static_disk;
 
 /// The record's `disk`, or a failure saying it is missing.
 pub fn disk_of(rec: &Record) -> Result<&str, Failure> {
@@ -68,7 +71,7 @@ pub fn disk_of(rec: &Record) -> Result<&str, Failure> {
 pub const DEVICE_WAIT: Duration = Duration::from_secs(60);
 
 /// Candidate device paths for a cloud record, most specific first.
-pub fn candidates(rec: &Record, root: &Path) -> Vec<PathBuf> {
+pub(crate) fn candidates(rec: &Record, root: &Path) -> Vec<PathBuf> {
     let by_id = root.join("disk/by-id");
     let Some(id) = rec.disk_id() else {
         return Vec::new();
@@ -254,7 +257,7 @@ fn no_disk_naming(rec: &Record, look: &NvmeLook, waited: Option<Duration>) -> Fa
 
 /// The serial a device reports in sysfs (under [`sys_root`]): NVMe's
 /// `device/serial`, else virtio's `serial`; empty when it has none.
-pub fn serial_of(kernel_name: &str) -> String {
+pub(crate) fn serial_of(kernel_name: &str) -> String {
     let block = sys_root().join("block").join(kernel_name);
     ["device/serial", "serial"]
         .iter()
@@ -268,7 +271,7 @@ pub fn serial_of(kernel_name: &str) -> String {
 /// NVMe serial, the id without its dash (`vol0123...`); on Eucalyptus the
 /// node controller's `euca-<id>-dev-<device>`, cut to 20 characters on
 /// virtio (`euca-vol-1234abcd-de`), whole on SCSI.
-pub fn serial_names(provider: Option<ProviderKind>, serial: &str, id: &str) -> bool {
+pub(crate) fn serial_names(provider: Option<ProviderKind>, serial: &str, id: &str) -> bool {
     if id.is_empty() || serial.is_empty() {
         return false;
     }
@@ -285,7 +288,7 @@ pub fn serial_names(provider: Option<ProviderKind>, serial: &str, id: &str) -> b
 /// Checks that `dev` is the record's disk: for EBS, the serial the device
 /// carries (an NVMe device must carry one), and size when the record knows
 /// it.
-pub fn check_identity(rec: &Record, dev: &Device) -> Result<(), Failure> {
+pub(crate) fn check_identity(rec: &Record, dev: &Device) -> Result<(), Failure> {
     let name = dev
         .real
         .file_name()
@@ -336,7 +339,7 @@ pub fn check_identity(rec: &Record, dev: &Device) -> Result<(), Failure> {
 /// one that exists must be the same kernel device as `dev`, and
 /// [`check_identity`] must pass. A record's word alone is never enough: a
 /// stale record may name a device that now holds another disk.
-pub fn verify_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
+pub(crate) fn verify_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
     let cands = candidates(rec, &dev_root());
     let mut confirmed = None;
     for c in cands.iter().filter(|c| c.exists()) {
@@ -425,11 +428,8 @@ pub fn find(rec: &Record, timeout: Duration) -> Result<PathBuf, Failure> {
     // Looked for again each round: a Eucalyptus volume's disk is known by
     // its serial once it has arrived.
     let found = wait::until_with(&progress, WaitParams::quick(timeout), || {
-        if let Some(c) = candidates(rec, &root).into_iter().find(|c| c.exists()) {
-            return Poll::<PathBuf, ()>::Ready(c);
-        }
-        match nvme.and_then(|name| nvme_look(name).found) {
-            Some(p) => Poll::Ready(p),
+        match first_path(rec, &root, nvme, |c| c.exists().then(|| c.to_path_buf())) {
+            Some(p) => Poll::<PathBuf, ()>::Ready(p),
             None => Poll::Pending,
         }
     });
@@ -460,6 +460,22 @@ pub fn find(rec: &Record, timeout: Duration) -> Result<PathBuf, Failure> {
     agree(rec, &dev, &candidates(rec, &root))?;
     check_identity(rec, &dev)?;
     Ok(path)
+}
+
+/// The first of the paths a cloud record's disk is known by here (its
+/// identity links, [`candidates`], then the Compute Engine NVMe namespace
+/// that names itself `nvme`) that `take` accepts: the one lookup [`find`]
+/// waits on and [`resolve`] makes once.
+fn first_path<T>(
+    rec: &Record,
+    root: &Path,
+    nvme: Option<&str>,
+    take: impl Fn(&Path) -> Option<T>,
+) -> Option<T> {
+    candidates(rec, root)
+        .iter()
+        .find_map(|c| take(c))
+        .or_else(|| take(&nvme_look(nvme?).found?))
 }
 
 fn open(path: &Path) -> Result<Device, Failure> {
@@ -501,7 +517,7 @@ pub fn refuse_if_mounted_here(rec: &Record) -> Result<(), Failure> {
 /// For a record with no `device` on a cloud provider, finds it; other
 /// records are left alone. Used by the node-side tools, so that a record
 /// attached from a controller can be completed on the node.
-pub fn fill_device(rec: &mut Record, timeout: Duration) -> Result<(), Failure> {
+pub(crate) fn fill_device(rec: &mut Record, timeout: Duration) -> Result<(), Failure> {
     if rec.device.is_none() && rec.provider.is_some_and(ProviderKind::is_cloud) {
         rec.device = Some(find(rec, timeout)?.display().to_string());
     }
@@ -514,15 +530,14 @@ pub fn fill_device(rec: &mut Record, timeout: Duration) -> Result<(), Failure> {
 /// record's device must be what the disk's own links and serial lead to
 /// ([`verify_device`]). A record naming only a device claims
 /// nothing else, and passes.
-pub fn verify_claimed_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
+pub(crate) fn verify_claimed_device(rec: &Record, dev: &Device) -> Result<(), Failure> {
     if rec.disk.is_none() && rec.disk_id.is_none() {
         return Ok(());
     }
     match rec.provider {
         Some(ProviderKind::Local) => local::verify_device(rec, dev),
         Some(ProviderKind::Static) => {
-            let disk = Device::open(&static_disk::device_path(rec)?)
-                .map_err(|e| Failure::new(codes::IDENTITY_MISMATCH, e.to_string()))?;
+            let disk = static_disk::device(rec, codes::IDENTITY_MISMATCH)?;
             if (disk.major, disk.minor) == (dev.major, dev.minor) {
                 Ok(())
             } else {
@@ -544,7 +559,7 @@ pub fn verify_claimed_device(rec: &Record, dev: &Device) -> Result<(), Failure> 
 /// The record's disk on this node, found without waiting and without
 /// guessing: its `device`, else what its identity leads to ([`resolve`]).
 /// `None` when it is not found here.
-pub fn find_here(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
+pub(crate) fn find_here(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
     if let Some(d) = &rec.device {
         return Device::open(Path::new(d)).ok();
     }
@@ -561,12 +576,11 @@ pub fn find_here(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
 pub fn resolve(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
     match rec.provider? {
         ProviderKind::Local => local::bound_device(rec, state_dir),
-        ProviderKind::Static => Device::open(&static_disk::device_path(rec).ok()?).ok(),
-        _ => candidates(rec, &dev_root())
-            .iter()
-            .find_map(|c| Device::open(c).ok())
-            .or_else(|| Device::open(&nvme_look(gce_device_name(rec)?).found?).ok())
-            .filter(|d| check_identity(rec, d).is_ok()),
+        ProviderKind::Static => static_disk::device(rec, codes::NO_SUCH_DEVICE).ok(),
+        _ => first_path(rec, &dev_root(), gce_device_name(rec), |c| {
+            Device::open(c).ok()
+        })
+        .filter(|d| check_identity(rec, d).is_ok()),
     }
 }
 
@@ -574,7 +588,7 @@ pub fn resolve(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
 /// exclusively: a resize2fs (or mkfs) that a run stopped by SIGKILL left
 /// running is never killed, and is let finish before anything else touches
 /// the filesystem (an fsck, a mount, a grow).
-pub fn wait_unheld(dev: &Device) -> Result<(), Failure> {
+pub(crate) fn wait_unheld(dev: &Device) -> Result<(), Failure> {
     let limit = crate::lock::node_timeout();
     let progress = crate::progress::Progress::start(
         format!(

@@ -7,7 +7,7 @@ use std::path::Path;
 /// Renames `from` to `to` unless `to` exists: `renameat2(RENAME_NOREPLACE)`,
 /// or a hard link (then `from` stays; the caller removes it) on a
 /// filesystem without it. `Ok(false)` when `to` exists: nothing was replaced.
-pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<bool> {
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<bool> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
     let c = |p: &Path| {
@@ -96,7 +96,7 @@ pub fn allocated(meta: &std::fs::Metadata) -> u64 {
 /// What the filesystem holding `dir` has free for an unprivileged writer
 /// (`statvfs` `f_bavail`: the blocks reserved for root are not counted
 /// on), and its device number, to tell filesystems apart.
-pub fn free_space(dir: &Path) -> std::io::Result<(u64, u64)> {
+pub(crate) fn free_space(dir: &Path) -> std::io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let st = nix::sys::statvfs::statvfs(dir)?;
     let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
@@ -104,14 +104,14 @@ pub fn free_space(dir: &Path) -> std::io::Result<(u64, u64)> {
 }
 
 /// Flushes the filesystem holding `dir` (`syncfs`).
-pub fn sync_fs(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_fs(dir: &Path) -> std::io::Result<()> {
     let f = std::fs::File::open(dir)?;
     nix::unistd::syncfs(&f).map_err(std::io::Error::from)
 }
 
 /// How [`copy_image`] copied a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CopyMethod {
+pub(crate) enum CopyMethod {
     /// The copy shares the source's blocks (`FICLONE`): instant, and it takes
     /// no space until one of them is written.
     Reflink,
@@ -141,7 +141,7 @@ nix::ioctl_write_int!(
 /// a sparse copy of the data ranges only, so holes stay holes. `go_on` is
 /// asked between chunks; when it gives an error, the copy stops with it
 /// (a deadline, a signal). The copy is flushed (`fsync`) before returning.
-pub fn copy_image(
+pub(crate) fn copy_image(
     src: &std::fs::File,
     dst: &std::fs::File,
     mut go_on: impl FnMut() -> std::io::Result<()>,

@@ -168,7 +168,7 @@ pub fn check_mkfs_options(fstype: FsType, options: &[String]) -> Result<(), Stri
 }
 
 /// A new random (version 4) UUID for a filesystem, from `/dev/urandom`.
-pub fn new_uuid() -> std::io::Result<String> {
+pub(crate) fn new_uuid() -> std::io::Result<String> {
     use std::io::Read;
     let mut b = [0u8; 16];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;

@@ -50,12 +50,12 @@ use crate::step::Failure;
 /// Where a freeze is recorded while it is held: one file per frozen
 /// filesystem, named by its device (`<major>:<minor>`), holding a
 /// [`Marker`].
-pub const MARKERS: &str = "/run/appscale-persist/frozen";
+pub(crate) const MARKERS: &str = "/run/appscale-persist/frozen";
 
 /// Who froze a filesystem, written before the freeze and removed after the
 /// thaw: a marker whose holder is gone is a freeze nobody will thaw.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Marker {
+pub(crate) struct Marker {
     /// The holder's pid.
     pub pid: u32,
     /// Its start time (`/proc/PID/stat`, clock ticks since boot): a pid
@@ -154,7 +154,7 @@ pub fn node_lock(check: bool) -> Result<NodeLock, Failure> {
 /// mounted, and says so; removes markers of freezes already undone. With
 /// `check`, says what it would thaw and changes nothing. Called under the
 /// node lock, which every freeze is held under: no live run is mid-freeze.
-pub fn thaw_abandoned(check: bool) {
+pub(crate) fn thaw_abandoned(check: bool) {
     for (path, marker) in Marker::all() {
         let Some(m) = marker else {
             // Not a marker we can read: leave it, and say so.
@@ -388,7 +388,7 @@ fn thaw(path: &Path, dir: &File, dev: (u64, u64)) {
 /// process at once (a second signal). A thread freezing meanwhile holds
 /// the registry only for the `FIFREEZE` call, so this waits for it and
 /// thaws its filesystem too.
-pub fn thaw_all() {
+pub(crate) fn thaw_all() {
     let mut registry = FROZEN.lock().unwrap_or_else(|e| e.into_inner());
     for (path, dir, dev) in registry.drain(..) {
         thaw(&path, &dir, dev);

@@ -34,7 +34,7 @@ use crate::codes;
 use crate::failure::Failure;
 
 /// The option that marks an entry as ours.
-pub const MARK: &str = "x-appscale-persist";
+pub(crate) const MARK: &str = "x-appscale-persist";
 
 /// The default fstab.
 pub const DEFAULT_PATH: &str = "/etc/fstab";
@@ -197,7 +197,7 @@ impl Filesystem {
 /// unescaping (done by [`Entry::parse`]), without repeated or trailing
 /// slashes and `.` components, and by the directory they resolve to when
 /// both exist.
-pub fn same_target(a: &str, b: &str) -> bool {
+pub(crate) fn same_target(a: &str, b: &str) -> bool {
     fn plain(p: &str) -> PathBuf {
         Path::new(p)
             .components()
@@ -236,7 +236,7 @@ pub enum FstabError {
 
 impl FstabError {
     /// The record error code for this failure.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> codes::Code {
         match self {
             FstabError::Conflict { .. } => codes::FSTAB_CONFLICT,
             FstabError::Io(..) => codes::FSTAB,
@@ -259,7 +259,7 @@ struct Line<'a> {
 
 /// An fstab as read from disk, byte for byte.
 #[derive(Debug, Clone)]
-pub struct Fstab {
+pub(crate) struct Fstab {
     /// Where it lives.
     pub path: PathBuf,
     /// Its bytes; empty when the file does not exist.
@@ -502,7 +502,7 @@ pub fn add(path: &Path, entry: &Entry, fs: &Filesystem) -> Result<Applied, Fstab
 /// anything changed. Returns the whole change, and for each entry whether
 /// it changed the text. The caller holds the node lock.
 #[allow(clippy::type_complexity)]
-pub fn add_all(
+pub(crate) fn add_all(
     path: &Path,
     entries: &[(&Entry, &Filesystem)],
 ) -> Result<(Applied, Vec<Result<bool, FstabError>>), FstabError> {
@@ -552,7 +552,7 @@ fn commit(
 /// filesystem's UUID when known) from the fstab at `path` as it is now, in
 /// one transaction (read once, written once if anything changed). Returns
 /// the whole change, and for each target whether a line went.
-pub fn remove_all(
+pub(crate) fn remove_all(
     path: &Path,
     targets: &[(&str, Option<&str>)],
 ) -> Result<(Applied, Vec<bool>), FstabError> {

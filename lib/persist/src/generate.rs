@@ -20,10 +20,10 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 
 /// The hidden flag that asks for generated documentation.
-pub const FLAG: &str = "--generate";
+pub(crate) const FLAG: &str = "--generate";
 
 /// What `--generate` can make.
-pub const KINDS: [&str; 4] = ["man", "complete-bash", "complete-zsh", "complete-fish"];
+pub(crate) const KINDS: [&str; 4] = ["man", "complete-bash", "complete-zsh", "complete-fish"];
 
 /// When `argv` is `[program, "--generate", KIND]`, writes that output for
 /// `C` on stdout and returns the exit code (2 for an unknown kind); else

@@ -41,7 +41,7 @@ static HOOKS: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
 /// before it exits: for what a module holds that nothing else would release
 /// (a frozen filesystem). Register it before holding anything: the signal
 /// thread runs the hooks registered by then.
-pub fn before_exit_now(hook: fn()) {
+pub(crate) fn before_exit_now(hook: fn()) {
     HOOKS.lock().unwrap_or_else(|e| e.into_inner()).push(hook);
 }
 
@@ -105,7 +105,7 @@ pub fn interrupted() -> Option<Signal> {
 /// For a child about to `exec`: unblocks the signals [`install`] blocked, so
 /// the child can be stopped by them. Async-signal-safe (it only calls
 /// `pthread_sigmask`), as a `pre_exec` hook must be.
-pub fn unblock_in_child() -> std::io::Result<()> {
+pub(crate) fn unblock_in_child() -> std::io::Result<()> {
     pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&signals()), None).map_err(std::io::Error::from)
 }
 
@@ -113,7 +113,7 @@ pub fn unblock_in_child() -> std::io::Result<()> {
 /// ([`crate::run::Cmd::finish_on_interrupt`]): blocks the signals
 /// [`install`] handles, so that they do not stop it. Async-signal-safe,
 /// as [`unblock_in_child`].
-pub fn block_in_child() -> std::io::Result<()> {
+pub(crate) fn block_in_child() -> std::io::Result<()> {
     pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals()), None).map_err(std::io::Error::from)
 }
 

@@ -5,29 +5,34 @@
 //! (`appscale-persist-ec2`, `appscale-persist-gce`) so that `cargo tree -p
 //! disk-mount` shows no cloud SDK.
 //!
-//! Modules are named for what they own:
+//! Modules are named for what they own. Public are those the tools, the
+//! provider crates and the tests use; `blockdev`, `mount`, `seed`,
+//! `loopdev`, `nvme`, `failure` (re-exported as `step::Failure`), `run`
+//! and `manual` are this crate's own, reached through the public ones.
+//!
 //!
 //! * [`record`]: the disk record and its NDJSON wire form (protocol v1),
-//!   with the wire types of its `status` key ([`record::status`]).
+//!   with the wire types of its `status` key (`record/status.rs`,
+//!   re-exported by [`status`]).
 //! * [`appscalefile`]: parsing and linting AppScalefiles, planning disks.
-//! * [`blockdev`]: probing block devices; deciding whether one is blank,
+//! * `blockdev`: probing block devices; deciding whether one is blank,
 //!   and whether one is still in use on this node.
 //! * [`filesystem`]: making, checking and growing filesystems.
-//! * [`mount`]: the kernel's mount table, mounting and unmounting.
-//! * [`seed`]: copying a mountpoint's files onto a new filesystem, never
+//! * `mount`: the kernel's mount table, mounting and unmounting.
+//! * `seed`: copying a mountpoint's files onto a new filesystem, never
 //!   deleting anything.
 //! * [`fstab`]: our entries in `/etc/fstab`, written atomically.
 //! * [`provider`]: the provider trait, and the `local` and `static` providers.
 //! * [`discover`]: a record's disk on this node (finding its device, checking
 //!   it is that disk, refusing to let go of one in use); [`release`]: the
 //!   node's proof that it let go of a cloud disk.
-//! * [`loopdev`]: loop devices over image files.
+//! * `loopdev`: loop devices over image files.
 //! * [`node_id`]: which node of the plan this machine is (`--node auto`).
 //! * [`snapshot`]: what `disk-snapshot` is asked, and retention;
 //!   [`freeze`]: freezing a filesystem for a snapshot, always thawed.
 //! * [`archive`]: off-site archives in a restic repository
 //!   (`disk-archive`, `disk-restore`).
-//! * [`codes`]: every `error.code` a record can carry; [`failure`]: a
+//! * [`codes`]: every `error.code` a record can carry; `failure`: a
 //!   record's failure (a code and a message), beneath every module that
 //!   can fail.
 //! * [`step`]: the step vocabulary (outcome, failure, exit codes) and the
@@ -44,11 +49,11 @@
 //! * [`lock`]: one writer at a time on a node (the node lock, and the
 //!   device lock held from the blank check to the end of `mkfs`).
 //! * [`files`]: renaming without replacing, flushing a filesystem.
-//! * [`nvme`]: the name a Compute Engine NVMe disk was attached as, from
+//! * `nvme`: the name a Compute Engine NVMe disk was attached as, from
 //!   its Identify data.
-//! * [`manual`]: the man pages' ENVIRONMENT, FILES and SEE ALSO sections
+//! * `manual`: the man pages' ENVIRONMENT, FILES and SEE ALSO sections
 //!   ([`generate`] makes the rest from the clap definitions).
-//! * [`run`], [`wait`], [`log`]: the one way to run a subprocess, to wait,
+//! * `run`, [`wait`], [`log`]: the one way to run a subprocess, to wait,
 //!   and to talk to the operator (log lines, filtered `RUST_LOG`-style,
 //!   SDK lines included); [`progress`]: what a long wait shows on stderr;
 //!   [`hash`]: stable ids derived from text.
@@ -57,13 +62,13 @@
 pub mod ansible;
 pub mod appscalefile;
 pub mod archive;
-pub mod blockdev;
+mod blockdev;
 pub mod checks;
 pub mod cli;
 pub mod codes;
 pub mod discover;
 pub mod doctor;
-pub mod failure;
+mod failure;
 pub mod files;
 pub mod filesystem;
 pub mod freeze;
@@ -75,17 +80,17 @@ pub mod interrupt;
 mod layers;
 pub mod lock;
 pub mod log;
-pub mod loopdev;
-pub mod manual;
-pub mod mount;
+mod loopdev;
+mod manual;
+mod mount;
 pub mod node_id;
-pub mod nvme;
+mod nvme;
 pub mod progress;
 pub mod provider;
 pub mod record;
 pub mod release;
-pub mod run;
-pub mod seed;
+mod run;
+mod seed;
 pub mod snapshot;
 pub mod status;
 pub mod step;

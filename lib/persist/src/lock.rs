@@ -42,23 +42,23 @@ pub const NODE_LOCK: &str = "/run/appscale-persist/lock";
 
 /// The environment variable that bounds the wait for the node lock, in
 /// seconds.
-pub const TIMEOUT_ENV: &str = "APPSCALE_PERSIST_LOCK_TIMEOUT";
+pub(crate) const TIMEOUT_ENV: &str = "APPSCALE_PERSIST_LOCK_TIMEOUT";
 
 /// How long a run waits for the node lock unless [`TIMEOUT_ENV`] says
 /// otherwise: long enough for another run's mkfs or fsck of a large disk,
 /// short enough that a stuck run is reported rather than waited on for ever.
 /// A `--seed` copy holds the lock while it copies (up to 6 hours): a run
 /// started meanwhile gives up after this long, saying who holds the lock.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The environment variable that bounds the wait for a device lock, in
 /// seconds.
-pub const DEVICE_TIMEOUT_ENV: &str = "APPSCALE_PERSIST_DEVICE_LOCK_TIMEOUT";
+pub(crate) const DEVICE_TIMEOUT_ENV: &str = "APPSCALE_PERSIST_DEVICE_LOCK_TIMEOUT";
 
 /// How long a run waits for a device another tool has locked unless
 /// [`DEVICE_TIMEOUT_ENV`] says otherwise: udev holds it for milliseconds, a
 /// partitioner for seconds.
-pub const DEFAULT_DEVICE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_DEVICE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a lock could not be taken.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +96,7 @@ pub enum LockError {
 
 impl LockError {
     /// The record error code for this failure.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> codes::Code {
         match self {
             LockError::NodeTimeout { .. } => codes::NODE_LOCKED,
             LockError::DeviceTimeout { .. } => codes::DEVICE_LOCKED,
@@ -256,7 +256,7 @@ impl DeviceLock {
 /// How long a run waits for the node lock ([`TIMEOUT_ENV`], else
 /// [`DEFAULT_TIMEOUT`]): also how long it waits for another program at work
 /// on one of its devices.
-pub fn node_timeout() -> Duration {
+pub(crate) fn node_timeout() -> Duration {
     timeout(TIMEOUT_ENV, DEFAULT_TIMEOUT)
 }
 

@@ -87,13 +87,13 @@ impl Level {
 }
 
 /// The `tracing` target of our own lines (`RUST_LOG=appscale_persist=debug`).
-pub const TARGET: &str = "appscale_persist";
+pub(crate) const TARGET: &str = "appscale_persist";
 
 /// The environment variable with `RUST_LOG`-style filter directives.
-pub const RUST_LOG_ENV: &str = "RUST_LOG";
+pub(crate) const RUST_LOG_ENV: &str = "RUST_LOG";
 
 /// The environment variable that sets our own level: `quiet`, `info`, `debug`.
-pub const LEVEL_ENV: &str = "APPSCALE_PERSIST_LOG";
+pub(crate) const LEVEL_ENV: &str = "APPSCALE_PERSIST_LOG";
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 static TOOL: OnceLock<String> = OnceLock::new();
@@ -106,7 +106,7 @@ static SDK: RwLock<Option<Targets>> = RwLock::new(None);
 /// from now on every message writes it as `<redacted>` (also its
 /// percent-encoded form, as it appears in a query string). Values shorter
 /// than 4 characters are ignored (they would mask ordinary words).
-pub fn add_secret(value: &str) {
+pub(crate) fn add_secret(value: &str) {
     if value.len() < 4 {
         return;
     }
@@ -132,7 +132,7 @@ fn percent_encoded(s: &str) -> String {
 
 /// Environment variables whose values are credentials, whatever their
 /// form: registered as secrets by [`init`].
-pub fn is_secret_env(name: &str) -> bool {
+pub(crate) fn is_secret_env(name: &str) -> bool {
     const NAMED: [&str; 5] = [
         "AWS_SECRET_ACCESS_KEY",
         "AWS_SESSION_TOKEN",
@@ -505,7 +505,7 @@ where
 
 /// `s` with every control character written as `\u{..}`, so it prints as
 /// one inert line.
-pub fn escape_controls(s: &str) -> String {
+pub(crate) fn escape_controls(s: &str) -> String {
     if !s.chars().any(char::is_control) {
         return s.to_string();
     }

@@ -216,7 +216,7 @@ pub fn detach(lo: &Loop) -> Result<(), LoopError> {
 
 impl LoopError {
     /// The record error code for this failure.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> codes::Code {
         match self {
             LoopError::Identity { .. } => codes::IDENTITY_MISMATCH,
             LoopError::Image(..) => codes::STATE_DIR,

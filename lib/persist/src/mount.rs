@@ -390,7 +390,7 @@ pub fn mount(
 
 impl MountpointError {
     /// The record error code for this failure.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> codes::Code {
         codes::BAD_MOUNTPOINT
     }
 }
@@ -429,7 +429,7 @@ pub enum MountError {
 
 impl MountError {
     /// The record error code for this failure.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> codes::Code {
         match self {
             MountError::Table(_) => codes::MOUNT_TABLE,
             MountError::Tool(_) | MountError::NotThere { .. } => codes::MOUNT_FAILED,
@@ -548,7 +548,7 @@ pub enum UnmountError {
 
 impl UnmountError {
     /// The record error code for this failure.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> codes::Code {
         match self {
             UnmountError::Busy { .. } => codes::BUSY,
             UnmountError::Changed { .. } => codes::MOUNTPOINT_OTHER_DEVICE,

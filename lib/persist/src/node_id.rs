@@ -34,7 +34,7 @@ pub const AUTO: &str = "auto";
 /// machine's node.
 pub const EC2_TAG: &str = "appscale-persist:node";
 /// The Compute Engine metadata attribute naming a machine's node.
-pub const GCE_ATTRIBUTE: &str = "appscale-persist-node";
+pub(crate) const GCE_ATTRIBUTE: &str = "appscale-persist-node";
 
 /// Where to look.
 #[derive(Debug, Clone, Default)]
@@ -55,7 +55,7 @@ pub struct Found {
 }
 
 /// This machine's addresses (`ip -o addr`, else `hostname -I`).
-pub fn addresses() -> BTreeSet<String> {
+pub(crate) fn addresses() -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     if let Ok(o) = Cmd::new("ip").args(["-o", "addr", "show"]).output() {
         for line in o.stdout.lines() {

@@ -30,20 +30,20 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::log;
 
 /// How long a wait runs silently before it shows progress.
-pub const SHOW_AFTER: Duration = Duration::from_secs(2);
+pub(crate) const SHOW_AFTER: Duration = Duration::from_secs(2);
 
 /// Between two plain progress lines when stderr is not a terminal.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Environment variable: seconds between plain progress lines (default 10).
-pub const INTERVAL_ENV: &str = "APPSCALE_PERSIST_PROGRESS_EVERY";
+pub(crate) const INTERVAL_ENV: &str = "APPSCALE_PERSIST_PROGRESS_EVERY";
 
 /// How often the display thread looks at the waits in progress.
 const TICK: Duration = Duration::from_millis(200);
 
 /// The interval between plain progress lines: [`INTERVAL_ENV`] seconds
 /// when set to a positive number, else [`DEFAULT_INTERVAL`].
-pub fn interval() -> Duration {
+pub(crate) fn interval() -> Duration {
     std::env::var(INTERVAL_ENV)
         .ok()
         .and_then(|s| s.trim().parse::<f64>().ok())
@@ -224,7 +224,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Runs `f` (writing a log line) with any drawn progress lines taken off
 /// the terminal, and draws them again after.
-pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn suspend<R>(f: impl FnOnce() -> R) -> R {
     match DISPLAY.get() {
         Some(d) if d.terminal => d.multi.suspend(f),
         _ => f(),

@@ -21,7 +21,7 @@ use std::io::{self, BufRead, Read, Write};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub mod status;
+pub(crate) mod status;
 
 /// The protocol version this crate reads and writes.
 pub const VERSION: u32 = 1;
@@ -519,7 +519,7 @@ impl Record {
 
 /// A line of input that is not a valid record.
 #[derive(Debug, thiserror::Error)]
-pub enum InputError {
+pub(crate) enum InputError {
     /// The input could not be read at all.
     #[error("reading {source_name}: {error}")]
     Read {
@@ -542,12 +542,12 @@ pub enum InputError {
 
 /// The longest input line a tool accepts. A disk record is a few hundred
 /// bytes; a longer line is not one, and is refused without being read whole.
-pub const MAX_LINE: usize = 1 << 20;
+pub(crate) const MAX_LINE: usize = 1 << 20;
 
 /// The most input a tool takes in all: a deployment's records are a few
 /// hundred bytes each (a few KiB with `status`); input beyond this is not
 /// disk records, and is refused before it is all held in memory.
-pub const MAX_INPUT: usize = 16 << 20;
+pub(crate) const MAX_INPUT: usize = 16 << 20;
 
 /// Reads every record from `input`, failing on the first malformed line.
 ///
@@ -555,7 +555,10 @@ pub const MAX_INPUT: usize = 16 << 20;
 /// so a caller never acts on part of a broken input. A line longer than
 /// [`MAX_LINE`] is refused as soon as that much of it has been read, and
 /// input longer than [`MAX_INPUT`] in all as soon as that much has.
-pub fn read_all(mut input: impl BufRead, source_name: &str) -> Result<Vec<Record>, InputError> {
+pub(crate) fn read_all(
+    mut input: impl BufRead,
+    source_name: &str,
+) -> Result<Vec<Record>, InputError> {
     let mut out = Vec::new();
     let mut buf = Vec::new();
     let mut total = 0usize;
@@ -602,7 +605,7 @@ pub fn read_all(mut input: impl BufRead, source_name: &str) -> Result<Vec<Record
 }
 
 /// Parses one line into a record, or says what is wrong with it.
-pub fn parse_line(line: &str) -> Result<Record, String> {
+pub(crate) fn parse_line(line: &str) -> Result<Record, String> {
     let value: Value = serde_json::from_str(line).map_err(|e| format!("not valid JSON: {e}"))?;
     from_value(value)
 }
@@ -638,7 +641,7 @@ pub fn write_all<'a>(
 }
 
 /// A word for the JSON type of a value, for messages.
-pub fn json_kind(v: &Value) -> &'static str {
+pub(crate) fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -111,7 +111,7 @@ pub enum SeedError {
 
 impl SeedError {
     /// The record error code for this failure.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> codes::Code {
         match self {
             SeedError::LeftoverMarker { .. } => codes::SEED_MARKER,
             SeedError::Conflict { .. } => codes::SEED_CONFLICT,

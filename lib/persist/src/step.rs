@@ -95,7 +95,7 @@ pub trait Step {
 /// record at a time). Once a signal has asked the run to stop
 /// ([`crate::interrupt`]), the records not yet started fail as
 /// `interrupted`, untouched.
-pub fn one_by_one(
+pub(crate) fn one_by_one(
     records: &mut [Record],
     mut f: impl FnMut(&mut Record) -> StepResult,
 ) -> Vec<(StepResult, Duration)> {
@@ -114,7 +114,7 @@ pub fn one_by_one(
 
 /// At most this many records are worked on at once by [`concurrently`]
 /// (and never more than the machine has processors).
-pub const MAX_WORKERS: usize = 8;
+pub(crate) const MAX_WORKERS: usize = 8;
 
 /// Runs `f` on each record, several records at a time (bounded by the
 /// processors and [`MAX_WORKERS`]), timing each; results come back in input
@@ -178,7 +178,7 @@ where
 /// wave (indices into `records`) side by side, the next wave once they are
 /// all done. For records that must not run at once (a mount inside
 /// another's mountpoint). Records in no wave fail as `internal`.
-pub fn in_waves<F>(
+pub(crate) fn in_waves<F>(
     records: &mut [Record],
     waves: &[Vec<usize>],
     f: F,
@@ -227,7 +227,7 @@ pub struct Report {
 
 /// Runs `step` over `records` (those carrying an error pass through) and
 /// applies the bookkeeping.
-pub fn execute(
+pub(crate) fn execute(
     mut step: Box<dyn Step>,
     mut records: Vec<Record>,
     check: bool,
@@ -269,7 +269,7 @@ pub fn execute(
                 rec.changed = Some(false);
                 rec.error = Some(RecordError {
                     tool: tool.to_string(),
-                    code: f.code,
+                    code: f.code.into(),
                     message: log::redact(&f.message),
                 });
                 rec.refused = f.refused;
@@ -302,7 +302,7 @@ fn push_step(rec: &mut Record, tool: &str, changed: bool, took: Duration) {
 
 /// [`Exit::Failed`] if any record has an error that is not a refusal,
 /// else [`Exit::Refused`] if any was refused, else [`Exit::Ok`].
-pub fn exit_code(records: &[Record]) -> Exit {
+pub(crate) fn exit_code(records: &[Record]) -> Exit {
     let refused = |r: &Record| r.refused;
     if records.iter().any(|r| r.error.is_some() && !refused(r)) {
         Exit::Failed

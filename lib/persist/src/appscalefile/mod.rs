@@ -25,10 +25,10 @@
 
 pub mod cloud;
 pub mod codes;
-pub mod diag;
+pub(crate) mod diag;
 mod disks;
 mod for_appscale;
-pub mod inventory;
+pub(crate) mod inventory;
 mod keys;
 mod layout;
 mod plan;

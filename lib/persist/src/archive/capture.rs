@@ -57,10 +57,10 @@ use crate::step::Failure;
 
 /// This run's directories and locks, one set per disk: `<key>.lock`,
 /// `<key>.frozen` (a freeze in progress), and `<key>/` (the view).
-pub const RUN_DIR: &str = "/run/appscale-persist/archive";
+pub(crate) const RUN_DIR: &str = "/run/appscale-persist/archive";
 
 /// The hidden argument that makes a tool the thaw sentinel.
-pub const SENTINEL_ARG: &str = "--appscale-persist-thaw-sentinel";
+pub(crate) const SENTINEL_ARG: &str = "--appscale-persist-thaw-sentinel";
 
 /// What the parent writes to its sentinel once it has thawed.
 const THAWED: &[u8] = b"thawed\n";

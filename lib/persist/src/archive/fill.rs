@@ -19,10 +19,12 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::make::{archive_of, archives_of, short};
 use super::repo::{self, Access, Opened, RepoArgs};
 use super::restic::Repository;
-use super::tags::{self, DESCRIBED_FILE, Described, Kind, Listed, MANIFEST_FILE, Manifest};
+use super::tags::{
+    self, DESCRIBED_FILE, Described, Kind, Listed, MANIFEST_FILE, Manifest, archive_of,
+    archives_of, short,
+};
 use super::{ledger, tree};
 use crate::codes;
 use crate::discover::{self, DEVICE_WAIT};

@@ -19,10 +19,10 @@ pub fn key(deployment: &str, provider: crate::record::ProviderKind, disk: &str) 
 }
 
 /// Where the ledger is unless the environment says otherwise.
-pub const DEFAULT_DIR: &str = "/var/lib/appscale-persist/archives";
+pub(crate) const DEFAULT_DIR: &str = "/var/lib/appscale-persist/archives";
 
 /// The environment variable that moves the ledger.
-pub const DIR_ENV: &str = "APPSCALE_PERSIST_ARCHIVE_LEDGER";
+pub(crate) const DIR_ENV: &str = "APPSCALE_PERSIST_ARCHIVE_LEDGER";
 
 /// One disk's entry (the wire type of a record's `status.archive`, beside
 /// the record).
@@ -54,12 +54,12 @@ fn read_at(path: &Path) -> Entry {
 
 /// The archive the filesystem `uuid` was filled from by disk-restore, if
 /// it was, on this node.
-pub fn restored_into(uuid: &str) -> Option<String> {
+pub(crate) fn restored_into(uuid: &str) -> Option<String> {
     read_at(&path_of(&restored_key(uuid))).last_id
 }
 
 /// Notes that the filesystem `uuid` was filled from the archive `id`.
-pub fn note_restored(uuid: &str, id: &str, repository: &str) -> std::io::Result<()> {
+pub(crate) fn note_restored(uuid: &str, id: &str, repository: &str) -> std::io::Result<()> {
     update(&restored_key(uuid), |e| {
         e.last_id = Some(id.to_string());
         e.repository = Some(repository.to_string());
@@ -77,7 +77,7 @@ fn restored_key(uuid: &str) -> String {
 }
 
 /// Changes the entry of the disk `key` with `f`, and writes it back.
-pub fn update(key: &str, f: impl FnOnce(&mut Entry)) -> std::io::Result<()> {
+pub(crate) fn update(key: &str, f: impl FnOnce(&mut Entry)) -> std::io::Result<()> {
     let path = path_of(key);
     let d = dir();
     std::fs::DirBuilder::new()

@@ -12,7 +12,9 @@ use clap::Args;
 use super::capture::{self, Source, View};
 use super::repo::{self, Access, Opened, RepoArgs, restic_time};
 use super::restic::{BackupOptions, Repository};
-use super::tags::{self, Described, Kind, Labels, Listed, Manifest, Member};
+use super::tags::{
+    self, Described, Kind, Labels, Listed, Manifest, Member, archive_of, archives_of, short,
+};
 use super::{ledger, tree};
 use crate::codes;
 use crate::progress::Progress;
@@ -244,36 +246,6 @@ struct Run<'a> {
     deployment: &'a str,
     opened: &'a Opened,
     check: bool,
-}
-
-/// The archives of `rec`'s disk in `listed`, oldest first: of the
-/// deployment, and of the record's node (or, naming none, of its disk).
-pub fn archives_of<'a>(listed: &'a [Listed], deployment: &str, rec: &Record) -> Vec<&'a Listed> {
-    listed
-        .iter()
-        .filter(|l| l.is(Kind::Archive))
-        .filter(|l| l.labels.deployment.as_deref() == Some(deployment))
-        .filter(|l| match &rec.node {
-            Some(n) => l.labels.node.as_deref() == Some(n.as_str()),
-            None => l.labels.node.is_none() && l.labels.disk == rec.disk,
-        })
-        .collect()
-}
-
-/// The record's view of an archive in the repository.
-pub fn archive_of(l: &Listed, repository: &str, state: &str) -> Archive {
-    Archive {
-        id: l.snap.id.clone(),
-        time: Stamp(l.ms).rfc3339(),
-        repository: repository.to_string(),
-        state: state.to_string(),
-        node: l.labels.node.clone(),
-        disk: l.labels.disk.clone(),
-        fs: l.labels.fs.clone(),
-        freeze: l.labels.freeze.clone(),
-        set: l.labels.set.clone(),
-        ..Archive::default()
-    }
 }
 
 impl Run<'_> {
@@ -738,11 +710,6 @@ impl Run<'_> {
             ))
         })
     }
-}
-
-/// The first 8 characters of an id, as restic shows them.
-pub fn short(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use crate::step::Failure;
 
 /// The filesystem on `dev` (`blkid -p`); `no-filesystem`, with `then` said,
 /// when it holds none.
-pub fn filesystem_on(dev: &Device, then: &str) -> Result<Probe, Failure> {
+pub(crate) fn filesystem_on(dev: &Device, then: &str) -> Result<Probe, Failure> {
     blockdev::probe(&dev.path)
         .map_err(|e| Failure::new(codes::PROBE_FAILED, e.to_string()))?
         .filter(|p| p.usage() == Some("filesystem"))
@@ -37,8 +37,8 @@ pub mod capture;
 pub mod fill;
 pub mod ledger;
 pub mod make;
-pub mod repo;
-pub mod restic;
-pub mod scratch;
-pub mod tags;
-pub mod tree;
+pub(crate) mod repo;
+pub(crate) mod restic;
+pub(crate) mod scratch;
+pub(crate) mod tags;
+pub(crate) mod tree;

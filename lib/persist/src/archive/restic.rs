@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::codes;
+use crate::codes::{self, Code};
 use crate::progress::Progress;
 use crate::run::{Cmd, RunError};
 use crate::step::Failure;
@@ -188,7 +188,7 @@ impl Repository {
     /// Runs `cmd`; a lock of a run that is gone is removed (once: restic's
     /// `unlock`), and one another run holds is waited for (at most
     /// [`Repository::lock_wait`]), any other failure classified.
-    fn run(&self, what: &str, cmd: Cmd, code: &'static str) -> Result<String, Failure> {
+    fn run(&self, what: &str, cmd: Cmd, code: Code) -> Result<String, Failure> {
         self.run_lines(what, cmd, code, |_| {})
     }
 
@@ -197,7 +197,7 @@ impl Repository {
         &self,
         what: &str,
         cmd: Cmd,
-        code: &'static str,
+        code: Code,
         mut line: impl FnMut(&str) + Send,
     ) -> Result<String, Failure> {
         let mut backoff = Backoff::start(WaitParams {
@@ -210,7 +210,7 @@ impl Repository {
             let out = cmd.output_lines(&mut line);
             let failure = match out {
                 Ok(o) if o.success() => return Ok(o.stdout),
-                Ok(o) => classify(&self.location, what, cmd.failed(&o), code),
+                Ok(o) => classify(&self.location, what, cmd.failed(&o), code.clone()),
                 // A quick command that does not finish: nothing answers.
                 Err(RunError::TimedOut { timeout, .. }) if timeout == self.timeout => Failure::new(
                     codes::UNREACHABLE,
@@ -218,10 +218,10 @@ impl Repository {
                         "{what} {}: no answer within {}s{}",
                         self.location,
                         timeout.as_secs(),
-                        hint(codes::UNREACHABLE)
+                        hint(&codes::UNREACHABLE)
                     ),
                 ),
-                Err(e) => classify(&self.location, what, e, code),
+                Err(e) => classify(&self.location, what, e, code.clone()),
             };
             if failure.code != codes::REPOSITORY_LOCKED {
                 return Err(failure);
@@ -487,7 +487,7 @@ pub fn version() -> Result<(u32, u32), Failure> {
 
 /// What restic's answers mean, from its messages (restic 0.14 gives no
 /// codes): the first match wins.
-const MEANINGS: &[(&str, &str)] = &[
+const MEANINGS: &[(&str, Code)] = &[
     ("wrong password or no key found", codes::REPOSITORY_PASSWORD),
     ("empty password", codes::REPOSITORY_PASSWORD),
     ("reading password", codes::REPOSITORY_PASSWORD),
@@ -544,7 +544,7 @@ fn hint(code: &str) -> &'static str {
 /// The record's failure for a restic run that failed: what was being done
 /// on which repository, what restic said (its last lines), and the code
 /// its message means, else `code`.
-pub fn classify(repo: &str, what: &str, e: RunError, code: &'static str) -> Failure {
+pub fn classify(repo: &str, what: &str, e: RunError, code: Code) -> Failure {
     let on = if repo.is_empty() {
         String::new()
     } else {
@@ -566,7 +566,7 @@ pub fn classify(repo: &str, what: &str, e: RunError, code: &'static str) -> Fail
             let meant = MEANINGS
                 .iter()
                 .find(|(pat, _)| lower.contains(pat))
-                .map_or(code, |(_, c)| *c);
+                .map_or(code, |(_, c)| c.clone());
             let lines: Vec<&str> = stderr
                 .lines()
                 .map(str::trim)
@@ -582,10 +582,8 @@ pub fn classify(repo: &str, what: &str, e: RunError, code: &'static str) -> Fail
             (said, meant)
         }
     };
-    Failure::new(
-        code,
-        crate::log::escape_controls(&format!("{what}{on}: {said}{}", hint(code))),
-    )
+    let message = crate::log::escape_controls(&format!("{what}{on}: {said}{}", hint(&code)));
+    Failure::new(code, message)
 }
 
 #[cfg(test)]

@@ -129,7 +129,7 @@ pub fn run(phase: ScratchPhase, rec: &Record, args: &[String]) -> Result<Record,
         .and_then(|l| record::parse_line(l).ok());
     match back {
         Some(r) => match &r.error {
-            Some(e) => Err(Failure::new(e.code.clone(), e.message.clone())),
+            Some(e) => Err(Failure::api(e.code.clone(), e.message.clone())),
             None => Ok(r),
         },
         None => Err(Failure::new(

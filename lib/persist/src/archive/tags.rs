@@ -11,10 +11,17 @@
 //! set's **manifest** (each node's archive in the set). Tag values are
 //! percent-encoded ([`encode`]): restic splits tags at commas, and names
 //! may hold anything.
+//!
+//! Which archives are a record's ([`archives_of`]), the record's view of one
+//! ([`archive_of`]) and an id as restic shows it ([`short`]) live here too:
+//! both disk-archive (`make.rs`) and disk-restore (`fill.rs`) read them, and
+//! `make.rs` also calls `fill.rs`'s restore drill.
 
 use serde::{Deserialize, Serialize};
 
 use super::restic::Snap;
+use crate::record::{Archive, Record};
+use crate::snapshot::Stamp;
 
 /// The tag every snapshot the tools make carries.
 pub const OURS: &str = "appscale-persist";
@@ -225,7 +232,7 @@ pub struct DirMeta {
 
 impl DirMeta {
     /// As an archive's `root` tag says it: `MODE:UID:GID:MTIME:NSEC`.
-    pub fn to_tag(&self) -> String {
+    pub fn to_tag(self) -> String {
         format!(
             "{:o}:{}:{}:{}:{}",
             self.mode, self.uid, self.gid, self.mtime, self.mtime_nsec
@@ -384,6 +391,45 @@ pub fn parse_time(s: &str) -> Option<u64> {
     let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + h * 3600 + mi * 60 + se - offset;
     u64::try_from(secs * 1000 + ms_frac).ok()
+}
+
+/// The archives of `rec`'s disk in `listed`, oldest first: of the
+/// deployment, and of the record's node (or, naming none, of its disk).
+pub(crate) fn archives_of<'a>(
+    listed: &'a [Listed],
+    deployment: &str,
+    rec: &Record,
+) -> Vec<&'a Listed> {
+    listed
+        .iter()
+        .filter(|l| l.is(Kind::Archive))
+        .filter(|l| l.labels.deployment.as_deref() == Some(deployment))
+        .filter(|l| match &rec.node {
+            Some(n) => l.labels.node.as_deref() == Some(n.as_str()),
+            None => l.labels.node.is_none() && l.labels.disk == rec.disk,
+        })
+        .collect()
+}
+
+/// The record's view of an archive in the repository.
+pub(crate) fn archive_of(l: &Listed, repository: &str, state: &str) -> Archive {
+    Archive {
+        id: l.snap.id.clone(),
+        time: Stamp(l.ms).rfc3339(),
+        repository: repository.to_string(),
+        state: state.to_string(),
+        node: l.labels.node.clone(),
+        disk: l.labels.disk.clone(),
+        fs: l.labels.fs.clone(),
+        freeze: l.labels.freeze.clone(),
+        set: l.labels.set.clone(),
+        ..Archive::default()
+    }
+}
+
+/// The first 8 characters of an id, as restic shows them.
+pub fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
 }
 
 #[cfg(test)]

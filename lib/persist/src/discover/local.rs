@@ -9,7 +9,7 @@ use super::disk_of;
 use crate::blockdev::Device;
 use crate::codes;
 use crate::failure::Failure;
-use crate::loopdev;
+use crate::loopdev::{self, Loop};
 use crate::record::Record;
 
 /// Where images live unless told otherwise.
@@ -61,12 +61,35 @@ pub fn image_of(rec: &Record, flag: Option<PathBuf>) -> Result<PathBuf, Failure>
 /// than one.
 pub fn bound_device(rec: &Record, state_dir: Option<&Path>) -> Option<Device> {
     let image = image_of(rec, state_dir.map(Path::to_path_buf)).ok()?;
-    let loops = loopdev::bound_to(&image).ok()?;
-    let [lo] = loops.as_slice() else {
-        return None;
-    };
-    loopdev::verify(lo, &image).ok()?;
+    let lo = bound_loop(&image).ok()??;
     Device::open(&lo.device).ok()
+}
+
+/// The one loop device bound to `image`, verified; `None` when unbound,
+/// and a failure when it is bound to several: the lookup both
+/// [`bound_device`] and the `local` provider make.
+pub fn bound_loop(image: &Path) -> Result<Option<Loop>, Failure> {
+    let mut loops = loopdev::bound_to(image)?;
+    match loops.len() {
+        0 => Ok(None),
+        1 => {
+            let lo = loops.remove(0);
+            loopdev::verify(&lo, image)?;
+            Ok(Some(lo))
+        }
+        _ => Err(Failure::new(
+            codes::ATTACHED_ELSEWHERE,
+            format!(
+                "{} is bound to several loop devices ({}): detach the extra ones with `losetup -d`",
+                image.display(),
+                loops
+                    .iter()
+                    .map(|l| l.device.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
 }
 
 /// Checks that the loop device `dev` a local record names is bound to the

@@ -5,7 +5,8 @@
 use std::path::{Component, Path, PathBuf};
 
 use super::disk_of;
-use crate::codes;
+use crate::blockdev::Device;
+use crate::codes::{self, Code};
 use crate::failure::Failure;
 use crate::record::Record;
 
@@ -33,4 +34,12 @@ pub fn device_path(rec: &Record) -> Result<PathBuf, Failure> {
         return Err(bad());
     }
     Ok(clean)
+}
+
+/// The record's device ([`device_path`]), opened; a device that cannot be
+/// opened fails with `missing`, the code its caller means by that (the
+/// provider: `no-such-disk`; a check of the record's `device`:
+/// `identity-mismatch`).
+pub fn device(rec: &Record, missing: Code) -> Result<Device, Failure> {
+    Device::open(&device_path(rec)?).map_err(|e| Failure::new(missing, e.to_string()))
 }

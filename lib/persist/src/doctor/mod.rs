@@ -15,7 +15,7 @@
 //! Each record gets a `doctor` ([`Diagnosis`]); the table ([`table`]) shows
 //! every check once, with its fix.
 
-pub mod node;
+pub(crate) mod node;
 
 /// The environment variable naming Cloud Resource Manager's endpoint
 /// (gcloud's own override), where disk-doctor tests a Compute Engine
@@ -205,7 +205,7 @@ fn node_checks(seen: &[Record], here: &[usize], opts: &Options, found: &mut [Vec
 }
 
 /// [`Exit::Failed`] when any record carries an error or a failed check.
-pub fn exit_code(records: &[Record]) -> Exit {
+pub(crate) fn exit_code(records: &[Record]) -> Exit {
     let bad = |r: &Record| r.error.is_some() || r.doctor.as_ref().is_some_and(Diagnosis::failed);
     if records.iter().any(bad) {
         Exit::Failed

@@ -21,7 +21,7 @@
 //! `<name>.owner.json` beside it ([`owner`]), checked before any step acts
 //! on it, as the clouds' tags and labels are.
 
-pub mod owner;
+pub(crate) mod owner;
 pub(crate) mod snapshots;
 
 use crate::codes;
@@ -40,7 +40,7 @@ use crate::step::{Ctx, Failure, Outcome, StepResult};
 
 /// The environment variable that keeps snapshots apart from the images
 /// (on another filesystem, say) unless `--snapshot-dir` says where.
-pub const SNAPSHOT_DIR_ENV: &str = "APPSCALE_PERSIST_SNAPSHOT_DIR";
+pub(crate) const SNAPSHOT_DIR_ENV: &str = "APPSCALE_PERSIST_SNAPSHOT_DIR";
 
 /// The size of a new image unless told otherwise.
 pub const DEFAULT_SIZE: Size = Size(10 << 30);
@@ -143,29 +143,10 @@ impl Local {
         Ok(lock)
     }
 
-    /// The one loop device bound to `image`, verified; `None` when unbound.
+    /// The one loop device bound to `image`, verified; `None` when unbound
+    /// ([`crate::discover::local::bound_loop`]).
     fn bound(&self, image: &Path) -> Result<Option<Loop>, Failure> {
-        let mut loops = loopdev::bound_to(image)?;
-        match loops.len() {
-            0 => Ok(None),
-            1 => {
-                let lo = loops.remove(0);
-                loopdev::verify(&lo, image)?;
-                Ok(Some(lo))
-            }
-            _ => Err(Failure::new(
-                codes::ATTACHED_ELSEWHERE,
-                format!(
-                    "{} is bound to several loop devices ({}): detach the extra ones with `losetup -d`",
-                    image.display(),
-                    loops
-                        .iter()
-                        .map(|l| l.device.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )),
-        }
+        crate::discover::local::bound_loop(image)
     }
 
     fn create_one(&self, rec: &mut Record, cx: Ctx) -> StepResult {
@@ -434,7 +415,7 @@ fn note_image(rec: &mut Record, image: &Path) {
 /// Checks that the state directory is safe to trust: a directory (not a
 /// symlink) owned by this user and writable by nobody else. A missing one
 /// is created `0700` when `create`, else accepted (`--check`).
-pub fn check_state_dir(dir: &Path, create: bool) -> Result<(), Failure> {
+pub(crate) fn check_state_dir(dir: &Path, create: bool) -> Result<(), Failure> {
     let unsafe_dir = |why: String| {
         Failure::new(
             codes::STATE_DIR_UNSAFE,

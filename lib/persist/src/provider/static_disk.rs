@@ -48,7 +48,7 @@ fn stable_name(rec: &Record, d: &Device) -> Option<PathBuf> {
 }
 
 fn device_of(rec: &Record) -> Result<Device, Failure> {
-    Device::open(&device_path(rec)?).map_err(|e| Failure::new(codes::NO_SUCH_DISK, e.to_string()))
+    crate::discover::static_disk::device(rec, codes::NO_SUCH_DISK)
 }
 
 impl Provider for Static {

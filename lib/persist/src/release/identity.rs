@@ -18,7 +18,7 @@ use std::time::Duration;
 
 /// Environment variable naming the metadata service for every provider
 /// (`http://HOST:PORT` or `HOST:PORT`); wins over the SDKs' variables.
-pub const METADATA_ENDPOINT_ENV: &str = "APPSCALE_PERSIST_METADATA_ENDPOINT";
+pub(crate) const METADATA_ENDPOINT_ENV: &str = "APPSCALE_PERSIST_METADATA_ENDPOINT";
 
 /// How long to wait for a connection: the link-local service answers at
 /// once, and a machine without one should not hang.
@@ -171,7 +171,7 @@ pub fn gce(host: Option<&str>) -> Result<GceInstance, IdentityError> {
 
 /// How IMDS answered the IMDSv2 token request (`PUT /latest/api/token`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenAnswer {
+pub(crate) enum TokenAnswer {
     /// A token was issued: IMDSv2 answers.
     Issued,
     /// The call was refused with this HTTP status (Eucalyptus, which has
@@ -185,7 +185,7 @@ pub enum TokenAnswer {
 
 /// Asks IMDS (as [`ec2`] finds it) for an IMDSv2 token, and says how it
 /// answered; an error when nothing answers at all.
-pub fn ec2_token(endpoint: Option<&str>) -> Result<TokenAnswer, IdentityError> {
+pub(crate) fn ec2_token(endpoint: Option<&str>) -> Result<TokenAnswer, IdentityError> {
     if std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
         return Err(IdentityError::Disabled);
     }
@@ -213,7 +213,10 @@ pub fn ec2_token(endpoint: Option<&str>) -> Result<TokenAnswer, IdentityError> {
 /// One value of this EC2 or Eucalyptus instance's metadata (`path` under
 /// `/latest/meta-data/`, as `tags/instance/KEY`), IMDSv2 else IMDSv1;
 /// `Ok(None)` when IMDS says it has no such value (404).
-pub fn ec2_value(endpoint: Option<&str>, path: &str) -> Result<Option<String>, IdentityError> {
+pub(crate) fn ec2_value(
+    endpoint: Option<&str>,
+    path: &str,
+) -> Result<Option<String>, IdentityError> {
     if std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
         return Err(IdentityError::Disabled);
     }

@@ -35,7 +35,7 @@ use crate::step::Failure;
 
 /// A proof older than this is not taken: the node may have mounted the
 /// disk again since.
-pub const MAX_AGE: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(3600);
 
 /// How far a proof's time may be ahead of this machine's clock (clocks of
 /// two machines differ a little).
@@ -98,7 +98,7 @@ pub enum ProofError {
 
 impl ProofError {
     /// The record error code for this refusal.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> codes::Code {
         match self {
             ProofError::Missing | ProofError::NotUnmounted(_) => codes::NO_UNMOUNT_PROOF,
             ProofError::OtherDisk { .. } | ProofError::OtherInstance { .. } => {
@@ -223,7 +223,7 @@ pub fn require(
 }
 
 /// How long a detach on the node itself waits for the disk's device to show.
-pub const HERE_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const HERE_WAIT: Duration = Duration::from_secs(2);
 
 /// On the node itself (`--self`), right before detaching the record's disk
 /// from this instance: refuses while its device here is in use (mounted,

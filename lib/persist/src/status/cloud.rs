@@ -118,8 +118,8 @@ pub fn cloud_part(
 /// not known to exist.
 fn unanswered(f: Failure) -> (CloudPart, Vec<Problem>) {
     let missing =
-        [codes::NO_SUCH_DISK, "InvalidVolume.NotFound", "NOT_FOUND"].contains(&f.code.as_str());
-    let theirs = [codes::OTHER_DEPLOYMENT, codes::OTHER_NODE].contains(&f.code.as_str());
+        [codes::NO_SUCH_DISK.as_str(), "InvalidVolume.NotFound", "NOT_FOUND"].contains(&f.code.as_str());
+    let theirs = [codes::OTHER_DEPLOYMENT, codes::OTHER_NODE].contains(&f.code);
     let exists = if missing {
         Some(false)
     } else if theirs {

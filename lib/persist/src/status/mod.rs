@@ -67,24 +67,24 @@ fn archive_part(r: &Record) -> Option<crate::archive::ledger::Entry> {
 
 impl Problem {
     /// A problem with code `code`, and the fix [`fix`] gives for it.
-    pub fn new(code: &str, message: impl Into<String>) -> Problem {
+    pub fn new(code: codes::Code, message: impl Into<String>) -> Problem {
         Problem {
             code: code.to_string(),
             message: message.into(),
-            fix: fix(code).to_string(),
+            fix: fix(&code).to_string(),
         }
     }
 }
 
 impl From<Failure> for Problem {
     fn from(f: Failure) -> Problem {
-        Problem::new(&f.code, f.message)
+        Problem::new(f.code, f.message)
     }
 }
 
 /// The one-line fix for a problem's code.
-pub fn fix(code: &str) -> &'static str {
-    match code {
+pub fn fix(code: &codes::Code) -> &'static str {
+    match *code {
         codes::NO_SUCH_DISK => "run disk-create (scripts/up), or check the disk's name and zone",
         codes::NOT_ATTACHED => "run disk-attach (scripts/up)",
         codes::ATTACHED_ELSEWHERE => {
@@ -215,7 +215,7 @@ mod tests {
             codes::ATTACHED_ELSEWHERE,
             codes::DEVICE_NOT_FOUND,
         ] {
-            assert!(!fix(code).starts_with("see the message"), "{code}");
+            assert!(!fix(&code).starts_with("see the message"), "{code}");
         }
     }
 

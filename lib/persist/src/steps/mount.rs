@@ -171,7 +171,7 @@ struct FstabLine {
 }
 
 /// The record's mountpoint (or the flag's, or the default), checked.
-pub fn resolve_mountpoint(rec: &mut Record, flag: Option<&str>) -> Result<PathBuf, Failure> {
+pub(crate) fn resolve_mountpoint(rec: &mut Record, flag: Option<&str>) -> Result<PathBuf, Failure> {
     if rec.mountpoint.is_none() {
         rec.mountpoint = flag.map(str::to_string);
     }
@@ -182,18 +182,18 @@ pub fn resolve_mountpoint(rec: &mut Record, flag: Option<&str>) -> Result<PathBu
 
 /// The mountpoint a record will be mounted at (its own, else the flag's,
 /// else the default), when it is a valid one: for ordering the run.
-pub fn planned_mountpoint(rec: &Record, flag: Option<&str>) -> Option<PathBuf> {
+pub(crate) fn planned_mountpoint(rec: &Record, flag: Option<&str>) -> Option<PathBuf> {
     let mp = rec.mountpoint.as_deref().or(flag);
     mount::check_mountpoint(mp.unwrap_or(crate::record::DEFAULT_MOUNTPOINT)).ok()
 }
 
 /// Opens the record's device.
-pub fn open_device(device: &str) -> Result<Device, Failure> {
+pub(crate) fn open_device(device: &str) -> Result<Device, Failure> {
     Ok(Device::open(Path::new(device))?)
 }
 
 /// How many entries a directory holds (0 when it cannot be read).
-pub fn entries_in(dir: &Path) -> usize {
+pub(crate) fn entries_in(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
 
@@ -732,7 +732,7 @@ fn undo(f: Failure, before: &mount::Table, dev: &Device, created: &[PathBuf]) ->
     // Stopped by a signal: say so, whatever the step was doing.
     let f = match crate::interrupt::interrupted() {
         Some(sig) if f.code != codes::INTERRUPTED => Failure {
-            code: codes::INTERRUPTED.into(),
+            code: codes::INTERRUPTED,
             message: format!("stopped by {sig}: {}", f.message),
             ..f
         },

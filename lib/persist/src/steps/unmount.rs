@@ -43,11 +43,11 @@ type FstabTarget = (String, Option<String>);
 
 /// The environment variable bounding the wait for the kernel to release a
 /// device after an unmount, in seconds.
-pub const RELEASE_WAIT_ENV: &str = "APPSCALE_PERSIST_RELEASE_WAIT";
+pub(crate) const RELEASE_WAIT_ENV: &str = "APPSCALE_PERSIST_RELEASE_WAIT";
 
 /// How long to wait for the kernel to release a device after an unmount,
 /// unless [`RELEASE_WAIT_ENV`] says otherwise.
-pub const RELEASE_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const RELEASE_WAIT: Duration = Duration::from_secs(10);
 
 /// Options for [`Unmount`].
 #[derive(Debug, Clone)]
