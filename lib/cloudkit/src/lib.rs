@@ -17,6 +17,9 @@
 //! 4. **finish** each record: what came of it, in the record and its
 //!    outcome.
 //!
+//! `disk-snapshot` adds a **prune** phase before finish: retention's
+//! deletes, all records' at once ([`prune_all`]).
+//!
 //! This crate holds the plumbing of those phases: the tokio [`runtime`],
 //! bounded concurrency, the poll loop, the classification of failed API
 //! calls ([`ApiError`], [`Fault`]), values made on first use ([`Lazy`]: the
@@ -34,6 +37,7 @@ pub mod failures;
 mod fault;
 mod lazy;
 mod poll;
+mod prune;
 mod records;
 pub mod spec;
 
@@ -41,6 +45,7 @@ pub use bounded::{call_each, concurrently};
 pub use fault::{ApiError, Fault};
 pub use lazy::Lazy;
 pub use poll::{Deadline, Unfinished, poll_until, poll_until_with};
+pub use prune::prune_all;
 pub use records::{
     Detachable, ThisInstance, attached_disk, deployment_of, find_device_here, may_detach, place,
     refuse_duplicates,
