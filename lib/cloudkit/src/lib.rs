@@ -37,19 +37,19 @@ pub mod failures;
 mod fault;
 mod lazy;
 mod poll;
-mod prune;
 mod records;
+mod snapshots;
 pub mod spec;
 
 pub use bounded::{call_each, concurrently};
 pub use fault::{ApiError, Fault};
 pub use lazy::Lazy;
 pub use poll::{Deadline, Unfinished, poll_until, poll_until_with};
-pub use prune::prune_all;
 pub use records::{
     Detachable, ThisInstance, attached_disk, deployment_of, find_device_here, may_detach, place,
     refuse_duplicates,
 };
+pub use snapshots::{list_into, prune_all};
 pub use spec::DiskSpec;
 
 use appscale_persist::codes;

@@ -44,7 +44,7 @@ use appscale_persist::snapshot::{Candidate, Marks, Pruned, SnapshotArgs, Stamp};
 use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist::wait::Poll;
 use appscale_persist_cloudkit::{
-    ApiError, Deadline, Fault, Unfinished, call_each, poll_until_with, prune_all,
+    ApiError, Deadline, Fault, Unfinished, call_each, list_into, poll_until_with, prune_all,
 };
 use aws_sdk_ec2::types::{
     Filter, ResourceType, SnapshotState, Tag, TagSpecification, VolumeAttachmentState,
@@ -662,11 +662,7 @@ fn earlier(listed: &Listed, d: &Disk) -> Result<Vec<Snap>, Failure> {
 fn list_one(r: &mut Record, p: &Result<Plan, Failure>, listed: &Listed) -> StepResult {
     let p = p.as_ref().map_err(Clone::clone)?;
     let snaps = earlier(listed, p.disk())?;
-    r.listed = snaps.iter().map(Snap::record).collect();
-    Ok(Outcome::unchanged(
-        r.state.unwrap_or(State::Created),
-        format!("{} snapshot(s)", snaps.len()),
-    ))
+    list_into(r, snaps.iter().map(Snap::record).collect())
 }
 
 /// `--check`: what the record's plan would do, retention included (run

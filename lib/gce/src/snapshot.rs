@@ -40,7 +40,7 @@ use appscale_persist::snapshot::{Candidate, Marks, Pruned, SnapshotArgs, Stamp};
 use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist::wait::Poll;
 use appscale_persist_cloudkit::{
-    ApiError, Deadline, Unfinished, call_each, poll_until_with, prune_all,
+    ApiError, Deadline, Unfinished, call_each, list_into, poll_until_with, prune_all,
 };
 use google_cloud_compute_v1::model::{Operation, Snapshot as GceSnapshot};
 
@@ -558,11 +558,7 @@ async fn plan(
 fn list_one(r: &mut Record, p: &Result<(Target, Plan), Failure>, listed: &Listed) -> StepResult {
     let (t, _) = p.as_ref().map_err(Clone::clone)?;
     let snaps = of_disk(listed, t)?;
-    r.listed = snaps.iter().map(Snap::record).collect();
-    Ok(Outcome::unchanged(
-        r.state.unwrap_or(State::Created),
-        format!("{} snapshot(s)", snaps.len()),
-    ))
+    list_into(r, snaps.iter().map(Snap::record).collect())
 }
 
 /// `--check`: what the record's plan would do, retention included.

@@ -1,13 +1,26 @@
-//! Retention's deletes for a whole run, on either cloud: every record's
-//! chosen snapshots deleted at most `--concurrency` at once, and what came
-//! of them told per record ([`Pruned`]).
+//! What `disk-snapshot` does the same way on either cloud: a record's
+//! `--list`, and retention's deletes for a whole run (every record's chosen
+//! snapshots deleted at most `--concurrency` at once, and what came of them
+//! told per record, [`Pruned`]).
 
 use std::future::Future;
 
+use appscale_persist::record::{Record, Snapshot, State};
 use appscale_persist::snapshot::{NotPruned, Pruned};
-use appscale_persist::step::Failure;
+use appscale_persist::step::{Failure, Outcome, StepResult};
 
 use crate::concurrently;
+
+/// `--list`: the record's disk's snapshots (newest first) into its
+/// `listed`; the driver makes one record of each.
+pub fn list_into(r: &mut Record, snaps: Vec<Snapshot>) -> StepResult {
+    let n = snaps.len();
+    r.listed = snaps;
+    Ok(Outcome::unchanged(
+        r.state.unwrap_or(State::Created),
+        format!("{n} snapshot(s)"),
+    ))
+}
 
 /// Deletes the snapshots retention chose for each record (`chosen`, in the
 /// records' order), all records' at once, at most `limit` calls running
