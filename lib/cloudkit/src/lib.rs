@@ -17,6 +17,9 @@
 //! 4. **finish** each record: what came of it, in the record and its
 //!    outcome.
 //!
+//! `disk-snapshot` adds a **prune** phase before finish: retention's
+//! deletes, all records' at once ([`prune_all`]).
+//!
 //! This crate holds the plumbing of those phases: the tokio [`runtime`],
 //! bounded concurrency, the poll loop, the classification of failed API
 //! calls ([`ApiError`], [`Fault`]), values made on first use ([`Lazy`]: the
@@ -35,6 +38,7 @@ mod fault;
 mod lazy;
 mod poll;
 mod records;
+mod snapshots;
 pub mod spec;
 
 pub use bounded::{call_each, concurrently};
@@ -45,6 +49,7 @@ pub use records::{
     Detachable, ThisInstance, attached_disk, deployment_of, find_device_here, may_detach, place,
     refuse_duplicates,
 };
+pub use snapshots::{list_into, prune_all};
 pub use spec::DiskSpec;
 
 use appscale_persist::codes;

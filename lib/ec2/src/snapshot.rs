@@ -40,11 +40,11 @@ use appscale_persist::freeze::{self, Frozen, Here};
 use appscale_persist::lock::NodeLock;
 use appscale_persist::provider::disk_of;
 use appscale_persist::record::{Record, Snapshot, State};
-use appscale_persist::snapshot::{Candidate, Marks, SnapshotArgs, Stamp};
+use appscale_persist::snapshot::{Candidate, Marks, Pruned, SnapshotArgs, Stamp};
 use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist::wait::Poll;
 use appscale_persist_cloudkit::{
-    ApiError, Deadline, Fault, Unfinished, call_each, concurrently, poll_until_with,
+    ApiError, Deadline, Fault, Unfinished, call_each, list_into, poll_until_with, prune_all,
 };
 use aws_sdk_ec2::types::{
     Filter, ResourceType, SnapshotState, Tag, TagSpecification, VolumeAttachmentState,
@@ -129,7 +129,7 @@ pub fn snapshot_tags(
 }
 
 /// The description of a snapshot of `p`, taken at `time`.
-fn description(p: &Plan, time: &str) -> String {
+fn description(p: &Disk, time: &str) -> String {
     let whose = serde_json::json!({
         "deployment": p.deployment, "node": p.node, "disk": p.disk, "time": time,
     });
@@ -266,7 +266,7 @@ impl Api {
     /// description says whose it is meanwhile); the snapshot as started.
     /// EC2 refusing it because the volume was snapshotted seconds ago is
     /// `snapshot-too-soon`.
-    async fn create_snapshot(&self, p: &Plan, time: &str) -> Result<Snap, ApiError> {
+    async fn create_snapshot(&self, p: &Disk, time: &str) -> Result<Snap, ApiError> {
         trace(format_args!(
             "CreateSnapshot {} {TAG_DISK}={}",
             p.vol, p.disk
@@ -376,20 +376,49 @@ impl Consistency {
     }
 }
 
-/// What disk-snapshot does for one record, decided before any call.
+/// A record's volume, as the plan names it.
 #[derive(Debug, Clone)]
-pub struct Plan {
+struct Disk {
     vol: String,
     disk: String,
     deployment: String,
     node: String,
     size: u64,
-    consistency: Consistency,
+}
+
+/// What disk-snapshot does for one record, decided before any call.
+#[derive(Debug, Clone)]
+enum Plan {
+    /// `--list`: list the volume's snapshots.
+    List(Disk),
+    /// Take a snapshot of the volume, made consistent so.
+    Take(Disk, Consistency),
+}
+
+impl Plan {
+    /// The record's volume.
+    fn disk(&self) -> &Disk {
+        match self {
+            Plan::List(d) | Plan::Take(d, _) => d,
+        }
+    }
+
+    /// How the snapshot is made consistent (`--list`: nothing is taken).
+    fn consistency(&self) -> &Consistency {
+        match self {
+            Plan::List(_) => &Consistency::NotMounted,
+            Plan::Take(_, c) => c,
+        }
+    }
 }
 
 /// This machine's instance id (IMDS), or why it is not known: only a
 /// volume attached to it can be looked for here.
 type ThisId = Result<String, Failure>;
+
+/// The instances a volume is attached to (not detached), each with the
+/// attach name DescribeVolumes gives.
+type Attached = [(String, String)];
 
 /// How the snapshot of `r`'s volume (attached as `attached`: instance and
 /// device name) is made consistent. Its filesystem is looked for on this
@@ -401,37 +430,16 @@ type ThisId = Result<String, Failure>;
 fn consistency(
     run: &Run,
     r: &Record,
-    attached: &[(String, String)],
+    attached: &Attached,
     this: Option<&ThisId>,
     lock: &mut Option<Result<NodeLock, Failure>>,
     no_freeze: bool,
 ) -> Result<Consistency, Failure> {
-    let vol = r.disk_id().unwrap_or("?").to_string();
     if attached.is_empty() {
         // Not attached to any instance: mounted nowhere.
         return Ok(Consistency::NotMounted);
     }
-    let elsewhere = |why: String| {
-        if no_freeze {
-            Ok(Consistency::NotFrozen)
-        } else {
-            Err(Failure::new(
-                codes::FREEZE_FAILED,
-                format!(
-                    "{vol} is attached to {}, {why}, so its filesystem cannot be frozen from here: run disk-snapshot on that node, or pass --no-freeze (a crash-consistent snapshot, which the record notes); nothing taken",
-                    attached
-                        .iter()
-                        .map(|(i, d)| if d.is_empty() {
-                            i.clone()
-                        } else {
-                            format!("{i} as {d}")
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ))
-        }
-    };
+    let elsewhere = |why: String| not_here(r, attached, &why, no_freeze);
     let me = match this {
         Some(Ok(me)) => me,
         Some(Err(f)) => {
@@ -473,148 +481,63 @@ fn consistency(
     }
 }
 
-/// Runs disk-snapshot over `records` (placed, or failed to be).
+/// A volume attached where its filesystem cannot be frozen from here
+/// (`why`): crash-consistent with `--no-freeze`, else `freeze-failed`.
+fn not_here(
+    r: &Record,
+    attached: &Attached,
+    why: &str,
+    no_freeze: bool,
+) -> Result<Consistency, Failure> {
+    if no_freeze {
+        return Ok(Consistency::NotFrozen);
+    }
+    let vol = r.disk_id().unwrap_or("?");
+    let to = attached
+        .iter()
+        .map(|(i, d)| {
+            if d.is_empty() {
+                i.clone()
+            } else {
+                format!("{i} as {d}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(Failure::new(
+        codes::FREEZE_FAILED,
+        format!(
+            "{vol} is attached to {to}, {why}, so its filesystem cannot be frozen from here: run disk-snapshot on that node, or pass --no-freeze (a crash-consistent snapshot, which the record notes); nothing taken"
+        ),
+    ))
+}
+
+/// The node lock, held from the look at the node through the thaw, and
+/// only while something is to be frozen.
+type Held = Option<Result<NodeLock, Failure>>;
+
+/// Runs disk-snapshot over `records` (placed, or failed to be): plan,
+/// then list (`--list`), describe (`--check`), or send, wait, prune and
+/// finish.
 pub async fn snapshot(
     run: &Run,
     args: &SnapshotArgs,
     records: &mut [Record],
     placed: Vec<Result<(), Failure>>,
 ) -> Vec<StepResult> {
-    let found = volume::find_volumes(run, records, placed).await;
-    // Which instance this is matters only for a volume attached somewhere.
-    let attached_somewhere = !args.list
-        && found.iter().flatten().any(|f| {
-            f.vol
-                .attachments()
-                .iter()
-                .any(|a| a.state() != Some(&VolumeAttachmentState::Detached))
-        });
-    let this: Option<ThisId> = attached_somewhere.then(|| crate::this_instance_id(&run.cfg));
-    let mut lock: Option<Result<NodeLock, Failure>> = None;
-    let mut plans: Vec<Result<Plan, Failure>> = records
-        .iter_mut()
-        .zip(found)
-        .map(|(r, f)| {
-            let f = f?;
-            volume::note(r, &f.vol);
-            let attached: Vec<(String, String)> = f
-                .vol
-                .attachments()
-                .iter()
-                .filter(|a| a.state() != Some(&VolumeAttachmentState::Detached))
-                .map(|a| {
-                    (
-                        a.instance_id().unwrap_or("?").to_string(),
-                        a.device().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect();
-            let consistency = if args.list {
-                Consistency::NotMounted
-            } else {
-                consistency(run, r, &attached, this.as_ref(), &mut lock, args.no_freeze)?
-            };
-            Ok(Plan {
-                vol: volume::id(&f.vol).to_string(),
-                disk: disk_of(r)?.to_string(),
-                deployment: run.deployment_of(r),
-                node: r.node.clone().unwrap_or_default(),
-                size: (f.vol.size().unwrap_or(0).max(0) as u64) << 30,
-                consistency,
-            })
-        })
-        .collect();
-    // The node lock, held from the look at the node through the thaw, and
-    // only while something is to be frozen.
-    if !plans
-        .iter()
-        .flatten()
-        .any(|p| matches!(p.consistency, Consistency::Freeze(..)))
-    {
-        lock = None;
-    }
-    // The deployments' snapshots, one call each.
-    let mut listed: HashMap<String, Result<Vec<Snap>, Failure>> = HashMap::new();
-    for p in plans.iter().flatten() {
-        if !listed.contains_key(&p.deployment) {
-            let l = run
-                .api
-                .snapshots(&p.deployment, run.check || args.list)
-                .await
-                .map_err(Failure::from);
-            listed.insert(p.deployment.clone(), l);
-        }
-    }
-    let earlier = |p: &Plan| -> Result<Vec<Snap>, Failure> {
-        let all = listed[&p.deployment].as_ref().map_err(Clone::clone)?;
-        Ok(all.iter().filter(|s| s.disk == p.disk).cloned().collect())
-    };
+    let (mut plans, lock) = plan(run, args, records, placed).await;
+    let listed = list_deployments(run, args, &plans).await;
+    let each = records.iter_mut().zip(plans.iter());
     if args.list {
-        return records
-            .iter_mut()
-            .zip(plans)
-            .map(|(r, p)| {
-                let snaps = earlier(&p?)?;
-                r.listed = snaps.iter().map(Snap::record).collect();
-                Ok(Outcome::unchanged(
-                    r.state.unwrap_or(State::Created),
-                    format!("{} snapshot(s)", snaps.len()),
-                ))
-            })
-            .collect();
+        return each.map(|(r, p)| list_one(r, p, &listed)).collect();
     }
     let now = Stamp::now();
-    let time = now.rfc3339();
     if run.check {
-        return records
-            .iter_mut()
-            .zip(plans)
-            .map(|(r, p)| {
-                let p = p?;
-                let mut snaps: Vec<Candidate> = earlier(&p)?
-                    .into_iter()
-                    .filter_map(Snap::candidate)
-                    .collect();
-                // Retention runs once the new one is complete.
-                snaps.push(Candidate::new("(new)", now.0, "completed"));
-                let pruned: Vec<String> = args
-                    .retention()
-                    .prune(&snaps, "(new)", now.0)
-                    .into_iter()
-                    .map(str::to_string)
-                    .collect();
-                let msg = format!(
-                    "would take a snapshot of {} ({}){}",
-                    p.vol,
-                    p.consistency.describe(),
-                    if pruned.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; would prune {}", pruned.join(", "))
-                    }
-                );
-                r.snapshot = Some(Snapshot {
-                    id: String::new(),
-                    time: time.clone(),
-                    size: p.size,
-                    state: "planned".into(),
-                    freeze: Some(p.consistency.label().into()),
-                    method: None,
-                    pruned,
-                });
-                Ok(Outcome::changed(r.state.unwrap_or(State::Created), msg))
-            })
+        return each
+            .map(|(r, p)| describe(args, r, p, &listed, now))
             .collect();
     }
-    let api = run.api.clone();
-    let limit = Duration::from_secs(args.freeze_timeout);
-    let taken = call_each(
-        run.cfg.concurrency,
-        &mut plans,
-        |p| Some((p.clone(), time.clone())),
-        move |(p, time): (Plan, String)| take(api.clone(), p, time, limit),
-    )
-    .await;
+    let taken = send(run, args, &mut plans, now).await;
     // Every filesystem frozen is thawed by now.
     drop(lock);
     let waited = if args.waits() {
@@ -622,76 +545,241 @@ pub async fn snapshot(
     } else {
         HashMap::new()
     };
-    // Retention: what each record would prune, once its snapshot is complete.
-    let mut results: Vec<StepResult> = Vec::new();
-    let mut deletions: Vec<(usize, String)> = Vec::new();
-    for (i, ((r, p), snap)) in records.iter_mut().zip(&plans).zip(&taken).enumerate() {
-        let result = settle(args, r, p, snap.as_ref(), &waited, &earlier, now);
-        if let Ok(prune) = &result {
-            deletions.extend(prune.iter().map(|id| (i, id.clone())));
-        }
-        results.push(result.map(|_| Outcome::changed(State::Created, String::new())));
-    }
-    let api = run.api.clone();
-    let deleted = concurrently(run.cfg.concurrency, deletions.clone(), move |(_, id)| {
-        let api = api.clone();
-        async move {
-            api.delete_snapshot(&id).await.map_err(|e| {
-                Failure::new(
-                    codes::PRUNE_FAILED,
-                    format!("{} [{}]", e.failure.message, e.failure.code),
-                )
-            })
-        }
-    })
-    .await;
-    let mut pruned: HashMap<usize, Vec<String>> = HashMap::new();
-    let mut failed: HashMap<usize, Vec<String>> = HashMap::new();
-    for ((i, id), d) in deletions.into_iter().zip(deleted) {
-        match d {
-            Ok(true) => pruned.entry(i).or_default().push(id),
-            Ok(false) => {}
-            Err(f) => failed.entry(i).or_default().push(f.message),
-        }
-    }
+    let settled: Vec<Result<Vec<String>, Failure>> = records
+        .iter_mut()
+        .zip(&plans)
+        .zip(&taken)
+        .map(|((r, p), snap)| settle(args, r, p, snap.as_ref(), &waited, &listed, now))
+        .collect();
+    let pruned = prune(run, &settled).await;
     records
         .iter_mut()
         .zip(plans)
-        .zip(results)
-        .enumerate()
-        .map(|(i, ((r, p), result))| {
-            result?;
-            let p = p?;
-            let snap = r
-                .snapshot
-                .as_mut()
-                .expect("settled records carry their snapshot");
-            snap.pruned = pruned.remove(&i).unwrap_or_default();
-            let msg = format!(
-                "took snapshot {} of {} ({}), {}{}",
-                snap.id,
-                p.vol,
-                p.consistency.describe(),
-                snap.state,
-                if snap.pruned.is_empty() {
-                    String::new()
-                } else {
-                    format!("; pruned {}", snap.pruned.join(", "))
-                }
-            );
-            if let Some(errors) = failed.remove(&i) {
-                return Err(Failure::new(
-                    codes::PRUNE_FAILED,
-                    format!(
-                        "{msg}; could not prune {} older snapshot(s): {}",
-                        errors.len(),
-                        errors.join("; ")
-                    ),
-                ));
-            }
-            Ok(Outcome::changed(r.state.unwrap_or(State::Created), msg))
+        .zip(settled)
+        .zip(pruned)
+        .map(|(((r, p), settled), pruned)| finish(r, p, settled, pruned))
+        .collect()
+}
+
+/// The plan of every record, from its volume ([`volume::find_volumes`]),
+/// and the node lock when something is to be frozen.
+async fn plan(
+    run: &Run,
+    args: &SnapshotArgs,
+    records: &mut [Record],
+    placed: Vec<Result<(), Failure>>,
+) -> (Vec<Result<Plan, Failure>>, Held) {
+    let found = volume::find_volumes(run, records, placed).await;
+    // Which instance this is matters only for a volume attached somewhere.
+    let attached_somewhere =
+        !args.list && found.iter().flatten().any(|f| !attached(&f.vol).is_empty());
+    let this: Option<ThisId> = attached_somewhere.then(|| crate::this_instance_id(&run.cfg));
+    let mut lock: Held = None;
+    let plans: Vec<Result<Plan, Failure>> = records
+        .iter_mut()
+        .zip(found)
+        .map(|(r, f)| {
+            let f = f?;
+            volume::note(r, &f.vol);
+            let on = attached(&f.vol);
+            let take = match args.list {
+                true => None,
+                false => Some(consistency(
+                    run,
+                    r,
+                    &on,
+                    this.as_ref(),
+                    &mut lock,
+                    args.no_freeze,
+                )?),
+            };
+            let disk = Disk {
+                vol: volume::id(&f.vol).to_string(),
+                disk: disk_of(r)?.to_string(),
+                deployment: run.deployment_of(r),
+                node: r.node.clone().unwrap_or_default(),
+                size: (f.vol.size().unwrap_or(0).max(0) as u64) << 30,
+            };
+            Ok(match take {
+                None => Plan::List(disk),
+                Some(c) => Plan::Take(disk, c),
+            })
+        })
+        .collect();
+    let freezes = plans
+        .iter()
+        .flatten()
+        .any(|p| matches!(p.consistency(), Consistency::Freeze(..)));
+    (plans, lock.filter(|_| freezes))
+}
+
+/// The instances `v` is attached to (not detached), with their attach
+/// names.
+fn attached(v: &aws_sdk_ec2::types::Volume) -> Vec<(String, String)> {
+    v.attachments()
+        .iter()
+        .filter(|a| a.state() != Some(&VolumeAttachmentState::Detached))
+        .map(|a| {
+            (
+                a.instance_id().unwrap_or("?").to_string(),
+                a.device().unwrap_or_default().to_string(),
+            )
         })
         .collect()
+}
+
+/// The snapshots of each deployment, by deployment.
+type Listed = HashMap<String, Result<Vec<Snap>, Failure>>;
+
+/// The snapshots of each planned record's deployment, one call each.
+async fn list_deployments(
+    run: &Run,
+    args: &SnapshotArgs,
+    plans: &[Result<Plan, Failure>],
+) -> Listed {
+    let mut listed = Listed::new();
+    for p in plans.iter().flatten() {
+        let deployment = &p.disk().deployment;
+        if !listed.contains_key(deployment) {
+            let l = run
+                .api
+                .snapshots(deployment, run.check || args.list)
+                .await
+                .map_err(Failure::from);
+            listed.insert(deployment.clone(), l);
+        }
+    }
+    listed
+}
+
+/// The snapshots of `d`'s disk among its deployment's, newest first.
+fn earlier(listed: &Listed, d: &Disk) -> Result<Vec<Snap>, Failure> {
+    let all = listed[&d.deployment].as_ref().map_err(Clone::clone)?;
+    Ok(all.iter().filter(|s| s.disk == d.disk).cloned().collect())
+}
+
+/// `--list`: the record's disk's snapshots, into `listed`.
+fn list_one(r: &mut Record, p: &Result<Plan, Failure>, listed: &Listed) -> StepResult {
+    let p = p.as_ref().map_err(Clone::clone)?;
+    let snaps = earlier(listed, p.disk())?;
+    list_into(r, snaps.iter().map(Snap::record).collect())
+}
+
+/// `--check`: what the record's plan would do, retention included (run
+/// once the new snapshot is complete).
+fn describe(
+    args: &SnapshotArgs,
+    r: &mut Record,
+    p: &Result<Plan, Failure>,
+    listed: &Listed,
+    now: Stamp,
+) -> StepResult {
+    let p = p.as_ref().map_err(Clone::clone)?;
+    let d = p.disk();
+    let earlier = earlier(listed, d)?.into_iter().filter_map(Snap::candidate);
+    let new = Candidate::new("(new)", now.0, "completed");
+    let pruned = args.retention().after(earlier, new, now.0);
+    let msg = format!(
+        "would take a snapshot of {} ({}){}",
+        d.vol,
+        p.consistency().describe(),
+        if pruned.is_empty() {
+            String::new()
+        } else {
+            format!("; would prune {}", pruned.join(", "))
+        }
+    );
+    r.snapshot = Some(Snapshot {
+        id: String::new(),
+        time: now.rfc3339(),
+        size: d.size,
+        state: "planned".into(),
+        freeze: Some(p.consistency().label().into()),
+        method: None,
+        pruned,
+    });
+    Ok(Outcome::changed(r.state.unwrap_or(State::Created), msg))
+}
+
+/// Takes every planned snapshot, at most `--concurrency` at once
+/// ([`take`]); a record whose snapshot was not taken fails.
+async fn send(
+    run: &Run,
+    args: &SnapshotArgs,
+    plans: &mut [Result<Plan, Failure>],
+    now: Stamp,
+) -> Vec<Option<Snap>> {
+    let api = run.api.clone();
+    let limit = Duration::from_secs(args.freeze_timeout);
+    let time = now.rfc3339();
+    let take_it = |p: &Plan| match p {
+        Plan::Take(d, c) => Some((d.clone(), c.clone(), time.clone())),
+        Plan::List(_) => None,
+    };
+    call_each(run.cfg.concurrency, plans, take_it, move |(d, c, time)| {
+        take(api.clone(), d, c, time, limit)
+    })
+    .await
+}
+
+/// Retention's deletes of every record ([`prune_all`]): DeleteSnapshot,
+/// at most `--concurrency` at once; one an image uses is kept.
+async fn prune(run: &Run, settled: &[Result<Vec<String>, Failure>]) -> Vec<Pruned> {
+    let chosen = settled
+        .iter()
+        .map(|s| s.as_ref().map_or_else(|_| Vec::new(), Clone::clone))
+        .collect();
+    let api = run.api.clone();
+    prune_all(run.cfg.concurrency, chosen, move |_, id| {
+        let api = api.clone();
+        async move { api.delete_snapshot(&id).await.map_err(|e| e.failure) }
+    })
+    .await
+}
+
+/// The record's outcome: its snapshot taken, and what retention pruned;
+/// `prune-failed` when an older snapshot could not be deleted.
+fn finish(
+    r: &mut Record,
+    p: Result<Plan, Failure>,
+    settled: Result<Vec<String>, Failure>,
+    pruned: Pruned,
+) -> StepResult {
+    settled?;
+    let p = p?;
+    let snap = r
+        .snapshot
+        .as_mut()
+        .expect("settled records carry their snapshot");
+    snap.pruned = pruned.deleted;
+    let msg = format!(
+        "took snapshot {} of {} ({}), {}{}",
+        snap.id,
+        p.disk().vol,
+        p.consistency().describe(),
+        snap.state,
+        if snap.pruned.is_empty() {
+            String::new()
+        } else {
+            format!("; pruned {}", snap.pruned.join(", "))
+        }
+    );
+    if !pruned.failed.is_empty() {
+        let errors: Vec<String> = pruned
+            .failed
+            .iter()
+            .map(|n| format!("{} [{}]", n.failure.message, n.failure.code))
+            .collect();
+        return Err(Failure::new(
+            codes::PRUNE_FAILED,
+            format!(
+                "{msg}; could not prune {} older snapshot(s): {}",
+                errors.len(),
+                errors.join("; ")
+            ),
+        ));
+    }
+    Ok(Outcome::changed(r.state.unwrap_or(State::Created), msg))
 }
 
 /// The error code of a DescribeSnapshots naming an id EC2 does not know
@@ -702,23 +790,29 @@ const NOT_FOUND: &str = "InvalidSnapshot.NotFound";
 /// the freeze deadline.
 const FROZEN_CHECK: Duration = Duration::from_millis(100);
 
-/// Takes one snapshot: freezes (when planned), CreateSnapshot, thaws as
-/// soon as it returns (its point in time is fixed then). Frozen, the call
+/// Takes one snapshot of `d`: freezes (when planned), CreateSnapshot, thaws
+/// as soon as it returns (its point in time is fixed then). Frozen, the call
 /// is abandoned at the freeze deadline or on a signal, and the filesystem
 /// thawed: the guard is dropped on every path out of here.
-async fn take(api: Arc<Api>, p: Plan, time: String, limit: Duration) -> Result<Snap, Failure> {
-    let frozen = match &p.consistency {
+async fn take(
+    api: Arc<Api>,
+    d: Disk,
+    c: Consistency,
+    time: String,
+    limit: Duration,
+) -> Result<Snap, Failure> {
+    let frozen = match &c {
         Consistency::Freeze(m, dev) => Some(Frozen::take(m, *dev, limit)?),
         _ => None,
     };
-    let mut create = std::pin::pin!(api.create_snapshot(&p, &time));
+    let mut create = std::pin::pin!(api.create_snapshot(&d, &time));
     let Some(guard) = &frozen else {
         return create.await.map_err(Failure::from);
     };
     let abandoned = |why: String| {
         format!(
             "{why}: CreateSnapshot of {} abandoned and {} thawed; a snapshot may have been started meanwhile (tagged {TAG_TIME}={time}), which `disk-snapshot --list` shows: it is not known to be consistent",
-            p.vol,
+            d.vol,
             guard.mountpoint().display()
         )
     };
@@ -746,43 +840,122 @@ async fn take(api: Arc<Api>, p: Plan, time: String, limit: Duration) -> Result<S
     result
 }
 
+/// A snapshot taken, as last seen while waiting, with its failure if it
+/// did not complete.
+#[derive(Debug, Clone)]
+struct Seen {
+    snap: Snap,
+    failure: Option<Failure>,
+}
+
+/// The wait's shared state: what was last seen of each snapshot (by id),
+/// and those still pending.
+struct Waiting {
+    seen: Mutex<HashMap<String, Seen>>,
+    pending: Mutex<Vec<String>>,
+    total: usize,
+}
+
+impl Waiting {
+    fn start(taken: &[Option<Snap>]) -> Waiting {
+        let taken = taken.iter().flatten();
+        Waiting {
+            seen: Mutex::new(
+                taken
+                    .clone()
+                    .map(|s| {
+                        (
+                            s.id.clone(),
+                            Seen {
+                                snap: s.clone(),
+                                failure: None,
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
+            pending: Mutex::new(
+                taken
+                    .clone()
+                    .filter(|s| s.state != "completed")
+                    .map(|s| s.id.clone())
+                    .collect(),
+            ),
+            total: taken.count(),
+        }
+    }
+
+    /// The ids still pending.
+    fn pending(&self) -> Vec<String> {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes one poll's answer (`found`): a snapshot missing from it is
+    /// still pending; one `completed` is done; any other state than
+    /// `pending` fails it. How many are done.
+    fn update(&self, found: &[Snap]) -> usize {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.retain(|id| {
+            let entry = seen.get_mut(id).expect("every pending snapshot is seen");
+            let Some(s) = found.iter().find(|s| &s.id == id) else {
+                return true;
+            };
+            entry.snap = s.clone();
+            match s.state.as_str() {
+                "pending" => true,
+                "completed" => false,
+                state => {
+                    let why = format!("snapshot {id} is {state}");
+                    entry.failure = Some(Failure::new(codes::SNAPSHOT_FAILED, why));
+                    false
+                }
+            }
+        });
+        self.total - pending.len()
+    }
+
+    /// Fails every snapshot still pending with `f`; what was seen of each.
+    fn end(self, f: Option<Failure>) -> HashMap<String, Seen> {
+        let mut seen = self
+            .seen
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        let pending = self
+            .pending
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        for id in pending.iter().filter(|_| f.is_some()) {
+            if let Some(entry) = seen.get_mut(id) {
+                entry.failure = f.clone();
+            }
+        }
+        seen
+    }
+}
+
 /// Waits until every snapshot taken is `completed` (or fails), all in one
 /// poll loop under `--wait-timeout`: each poll is one DescribeSnapshots for
 /// those still pending. A snapshot EC2 does not show yet (not found, or
 /// missing from the answer: eventual consistency right after
-/// CreateSnapshot) is still pending. The snapshots last seen, each with its failure if
-/// it did not complete.
+/// CreateSnapshot) is still pending. The snapshots last seen, each with its
+/// failure if it did not complete.
 async fn wait_completed(
     run: &Run,
     args: &SnapshotArgs,
     taken: &[Option<Snap>],
-) -> HashMap<String, (Snap, Option<Failure>)> {
-    let seen: Mutex<HashMap<String, (Snap, Option<Failure>)>> = Mutex::new(
-        taken
-            .iter()
-            .flatten()
-            .map(|s| (s.id.clone(), (s.clone(), None)))
-            .collect(),
-    );
-    let total = taken.iter().flatten().count();
-    let pending = Mutex::new(
-        taken
-            .iter()
-            .flatten()
-            .filter(|s| s.state != "completed")
-            .map(|s| s.id.clone())
-            .collect::<Vec<String>>(),
-    );
-    if total == 0 {
-        return seen.into_inner().unwrap_or_else(PoisonError::into_inner);
+) -> HashMap<String, Seen> {
+    let waiting = Waiting::start(taken);
+    if waiting.total == 0 {
+        return waiting.end(None);
     }
     let deadline = Deadline::start(Duration::from_secs(args.wait_timeout));
-    let progress = deadline.progress("snapshots to complete", total as u64);
+    let progress = deadline.progress("snapshots to complete", waiting.total as u64);
     let round = || async {
-        let ids = pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let ids = waiting.pending();
         // Right after CreateSnapshot, EC2 may not know the new ids yet
         // (eventual consistency): InvalidSnapshot.NotFound, or an id
         // missing from the answer, means not visible yet, so still pending
@@ -796,89 +969,64 @@ async fn wait_completed(
                 Err(e) => return Err(e),
             }
         };
-        let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
-        pending.retain(|id| {
-            let entry = seen.get_mut(id).expect("every pending snapshot is seen");
-            match found.iter().find(|s| &s.id == id) {
-                Some(s) if s.state == "pending" => {
-                    entry.0 = s.clone();
-                    true
-                }
-                None => true,
-                Some(s) if s.state == "completed" => {
-                    entry.0 = s.clone();
-                    false
-                }
-                Some(s) => {
-                    entry.0 = s.clone();
-                    entry.1 = Some(Failure::new(
-                        codes::SNAPSHOT_FAILED,
-                        format!("snapshot {id} is {}", s.state),
-                    ));
-                    false
-                }
-            }
-        });
-        progress.set_done((total - pending.len()) as u64);
-        Ok::<_, ApiError>(if pending.is_empty() {
+        let done = waiting.update(&found);
+        progress.set_done(done as u64);
+        Ok::<_, ApiError>(if done == waiting.total {
             Poll::Ready(())
         } else {
             Poll::Pending
         })
     };
-    if let Err(u) = poll_until_with(&progress, deadline.schedule(POLL), round).await {
-        let f = match u {
-            Unfinished::TimedOut { last_failure } => Failure::new(
-                codes::SNAPSHOT_PENDING,
-                format!(
-                    "the snapshot was started but not complete within {}s (--wait-timeout){}: it is left to complete, never deleted, and nothing older was pruned",
-                    deadline.timeout().as_secs(),
-                    last_failure.map_or(String::new(), |f| format!(
-                        "; the last poll failed: {} [{}]",
-                        f.message, f.code
-                    ))
-                ),
+    let waited = poll_until_with(&progress, deadline.schedule(POLL), round).await;
+    waiting.end(waited.err().map(|u| unfinished(u, &deadline)))
+}
+
+/// The failure of a snapshot still pending when the wait ended.
+fn unfinished(u: Unfinished, deadline: &Deadline) -> Failure {
+    match u {
+        Unfinished::TimedOut { last_failure } => Failure::new(
+            codes::SNAPSHOT_PENDING,
+            format!(
+                "the snapshot was started but not complete within {}s (--wait-timeout){}: it is left to complete, never deleted, and nothing older was pruned",
+                deadline.timeout().as_secs(),
+                last_failure.map_or(String::new(), |f| format!(
+                    "; the last poll failed: {} [{}]",
+                    f.message, f.code
+                ))
             ),
-            Unfinished::Failed(f) | Unfinished::Interrupted(f) => Failure::new(
-                f.code.clone(),
-                format!(
-                    "{}; the snapshot was started and is left to complete, never deleted; nothing older was pruned",
-                    f.message
-                ),
+        ),
+        Unfinished::Failed(f) | Unfinished::Interrupted(f) => Failure::new(
+            // Passed through: the poll's own code (an API's, or a signal's).
+            f.code.clone(),
+            format!(
+                "{}; the snapshot was started and is left to complete, never deleted; nothing older was pruned",
+                f.message
             ),
-        };
-        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
-        for id in pending.into_inner().unwrap_or_else(PoisonError::into_inner) {
-            if let Some(entry) = seen.get_mut(&id) {
-                entry.1 = Some(f.clone());
-            }
-        }
+        ),
     }
-    seen.into_inner().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Sets the record's `snapshot` (the one taken, as last seen) and says
 /// which older snapshots retention deletes: none unless the new one is
 /// complete, never the new one, only the same disk's of the same
-/// deployment (`earlier`).
+/// deployment (`listed`).
 fn settle(
     args: &SnapshotArgs,
     r: &mut Record,
     p: &Result<Plan, Failure>,
     taken: Option<&Snap>,
-    waited: &HashMap<String, (Snap, Option<Failure>)>,
-    earlier: &impl Fn(&Plan) -> Result<Vec<Snap>, Failure>,
+    waited: &HashMap<String, Seen>,
+    listed: &Listed,
     now: Stamp,
 ) -> Result<Vec<String>, Failure> {
     let p = p.as_ref().map_err(Clone::clone)?;
     let taken = taken.ok_or_else(|| Failure::new(codes::INTERNAL, "no snapshot was sent"))?;
-    let (snap, failure) = match waited.get(&taken.id) {
-        Some((s, f)) => (s.clone(), f.clone()),
-        None => (taken.clone(), None),
-    };
+    let Seen { snap, failure } = waited.get(&taken.id).cloned().unwrap_or(Seen {
+        snap: taken.clone(),
+        failure: None,
+    });
     let mut record = snap.record();
-    record.freeze = Some(p.consistency.label().into());
+    record.freeze = Some(p.consistency().label().into());
     r.snapshot = Some(record);
     if let Some(f) = failure {
         return Err(f);
@@ -892,23 +1040,11 @@ fn settle(
             format!("snapshot {} is {}: not pruning", snap.id, snap.state),
         ));
     }
-    let mut all: Vec<Candidate> = earlier(p)?
+    let earlier = earlier(listed, p.disk())?
         .into_iter()
-        .filter(|s| s.disk == p.disk && s.id != snap.id)
-        .filter_map(Snap::candidate)
-        .collect();
-    all.push(Candidate::new(
-        snap.id.clone(),
-        snap.ms.max(now.0),
-        snap.state.clone(),
-    ));
-    Ok(args
-        .retention()
-        .prune(&all, &snap.id, now.0)
-        .into_iter()
-        .filter(|id| *id != snap.id)
-        .map(str::to_string)
-        .collect())
+        .filter_map(Snap::candidate);
+    let new = Candidate::new(snap.id.clone(), snap.ms.max(now.0), snap.state.clone());
+    Ok(args.retention().after(earlier, new, now.0))
 }
 
 /// `disk-create --from-snapshot`: refuses a record whose volume (the one

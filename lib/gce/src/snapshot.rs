@@ -36,10 +36,12 @@ use std::collections::HashMap;
 
 use appscale_persist::codes;
 use appscale_persist::record::{Record, RestoredFrom, Snapshot, State};
-use appscale_persist::snapshot::{Candidate, Marks, SnapshotArgs, Stamp};
+use appscale_persist::snapshot::{Candidate, Marks, Pruned, SnapshotArgs, Stamp};
 use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist::wait::Poll;
-use appscale_persist_cloudkit::{ApiError, Deadline, Unfinished, call_each, poll_until_with};
+use appscale_persist_cloudkit::{
+    ApiError, Deadline, Unfinished, call_each, list_into, poll_until_with, prune_all,
+};
 use google_cloud_compute_v1::model::{Operation, Snapshot as GceSnapshot};
 
 use crate::api::{
@@ -406,14 +408,23 @@ impl Api {
     }
 }
 
-/// What disk-snapshot does for one record, decided before any call.
+/// What disk-snapshot does for one record (beside its [`Target`]), decided
+/// before any call.
 #[derive(Debug, Clone)]
-pub struct Plan {
-    /// The snapshot's name.
-    name: String,
-    /// The disk's size, bytes.
-    size: u64,
+enum Plan {
+    /// `--list`: list the disk's snapshots.
+    List,
+    /// Take a snapshot of the disk (not frozen: `--no-freeze`).
+    Take {
+        /// The snapshot's name.
+        name: String,
+        /// The disk's size, bytes.
+        size: u64,
+    },
 }
+
+/// Each record's plan beside its target, or why it has none.
+type Plans = Vec<Result<(Target, Plan), Failure>>;
 
 /// A deployment's snapshots, as listed once for a run: by project and
 /// deployment.
@@ -456,7 +467,8 @@ fn labels(t: &Target, at: Stamp) -> Vec<(String, String)> {
     l
 }
 
-/// Runs disk-snapshot over the records' targets.
+/// Runs disk-snapshot over the records' targets: plan, then list
+/// (`--list`), describe (`--check`), or send, wait, prune and finish.
 pub async fn snapshot(
     run: &Run,
     args: &SnapshotArgs,
@@ -464,8 +476,54 @@ pub async fn snapshot(
     targets: Vec<Result<Target, Failure>>,
 ) -> Vec<StepResult> {
     let now = Stamp::now();
+    let (mut plans, listed) = plan(run, args, records, targets, now).await;
+    let each = records.iter_mut().zip(plans.iter());
+    if args.list {
+        return each.map(|(r, p)| list_one(r, p, &listed)).collect();
+    }
+    if run.check {
+        return each
+            .map(|(r, p)| describe(args, r, p, &listed, now))
+            .collect();
+    }
+    let sent = send(run, args, &mut plans, now).await;
+    let ready = wait(run, args, &mut plans).await;
+    let chosen: Vec<Vec<String>> = plans
+        .iter()
+        .zip(&ready)
+        .map(|(p, ready)| match (p, ready) {
+            (Ok((t, _)), Some(snap)) => {
+                retained(args, &listed, t, &snap.name, now).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        })
+        .collect();
+    let pruned = prune(run, &plans, chosen).await;
+    let mut out = Vec::new();
+    for ((((r, p), ready), sent), pruned) in records
+        .iter_mut()
+        .zip(plans)
+        .zip(ready)
+        .zip(sent)
+        .zip(pruned)
+    {
+        out.push(finish(run, r, p, ready, sent, pruned, &listed).await);
+    }
+    out
+}
+
+/// The plan of every record, from its disk ([`disk::find_disks`]), and the
+/// snapshots of each deployment: one whose snapshots could not be listed
+/// takes none (its retention could not be applied).
+async fn plan(
+    run: &Run,
+    args: &SnapshotArgs,
+    records: &mut [Record],
+    targets: Vec<Result<Target, Failure>>,
+    now: Stamp,
+) -> (Plans, Listed) {
     let found = disk::find_disks(run, &targets).await;
-    let mut plans: Vec<Result<(Target, Plan), Failure>> = records
+    let mut plans: Plans = records
         .iter_mut()
         .zip(targets)
         .zip(found)
@@ -473,78 +531,94 @@ pub async fn snapshot(
             let t = t?;
             let (d, _) = found?.ok_or_else(|| disk::no_such_disk(&t))?;
             disk::note(r, &d);
-            if !args.no_freeze && !args.list {
+            if args.list {
+                return Ok((t, Plan::List));
+            }
+            if !args.no_freeze {
                 return Err(Failure::new(
                     codes::FREEZE_FAILED,
                     "the filesystem of a Compute Engine disk cannot be frozen from here: pass --no-freeze (a crash-consistent snapshot, which the record notes); nothing taken",
                 ));
             }
-            let plan = Plan {
-                name: snapshot_name(&t, now),
-                size: (d.size_gb.max(0) as u64) << 30,
-            };
-            Ok((t, plan))
+            let name = snapshot_name(&t, now);
+            let size = (d.size_gb.max(0) as u64) << 30;
+            Ok((t, Plan::Take { name, size }))
         })
         .collect();
     let listed = list_all(run, plans.iter().flatten().map(|(t, _)| t)).await;
-    // A deployment whose snapshots could not be listed takes none: its
-    // retention could not be applied.
     for p in plans.iter_mut() {
         if let Some(Err(f)) = p.as_ref().ok().map(|(t, _)| of_disk(&listed, t)) {
             *p = Err(f);
         }
     }
-    if args.list {
-        return records
-            .iter_mut()
-            .zip(plans)
-            .map(|(r, p)| {
-                let snaps = of_disk(&listed, &p?.0)?;
-                r.listed = snaps.iter().map(Snap::record).collect();
-                Ok(Outcome::unchanged(
-                    r.state.unwrap_or(State::Created),
-                    format!("{} snapshot(s)", snaps.len()),
-                ))
-            })
-            .collect();
+    (plans, listed)
+}
+
+/// `--list`: the record's disk's snapshots, into `listed`.
+fn list_one(r: &mut Record, p: &Result<(Target, Plan), Failure>, listed: &Listed) -> StepResult {
+    let (t, _) = p.as_ref().map_err(Clone::clone)?;
+    let snaps = of_disk(listed, t)?;
+    list_into(r, snaps.iter().map(Snap::record).collect())
+}
+
+/// `--check`: what the record's plan would do, retention included.
+fn describe(
+    args: &SnapshotArgs,
+    r: &mut Record,
+    p: &Result<(Target, Plan), Failure>,
+    listed: &Listed,
+    now: Stamp,
+) -> StepResult {
+    let (t, p) = p.as_ref().map_err(Clone::clone)?;
+    let Plan::Take { name, size } = p else {
+        return Err(Failure::new(codes::INTERNAL, "nothing to describe"));
+    };
+    let pruned = retained(args, listed, t, name, now)?;
+    let msg = format!(
+        "would take snapshot {name} of disk {}{}",
+        t.disk,
+        if pruned.is_empty() {
+            String::new()
+        } else {
+            format!("; would prune {}", pruned.join(", "))
+        }
+    );
+    r.snapshot = Some(Snapshot {
+        id: name.clone(),
+        time: now.rfc3339(),
+        size: *size,
+        state: "planned".into(),
+        freeze: Some("not-frozen".into()),
+        method: None,
+        pruned,
+    });
+    Ok(Outcome::changed(r.state.unwrap_or(State::Created), msg))
+}
+
+/// Where a snapshot was sent: its project and name.
+#[derive(Debug, Clone)]
+struct Sent {
+    project: String,
+    name: String,
+}
+
+/// The name of the snapshot a plan takes.
+fn to_take(t: &Target, p: &Plan) -> Option<(Target, String)> {
+    match p {
+        Plan::Take { name, .. } => Some((t.clone(), name.clone())),
+        Plan::List => None,
     }
-    let time = now.rfc3339();
-    if run.check {
-        return records
-            .iter_mut()
-            .zip(plans)
-            .map(|(r, p)| {
-                let (t, p) = p?;
-                let pruned = prune(args, &of_disk(&listed, &t)?, &p.name, now);
-                let msg = format!(
-                    "would take snapshot {} of disk {}{}",
-                    p.name,
-                    t.disk,
-                    if pruned.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; would prune {}", pruned.join(", "))
-                    }
-                );
-                r.snapshot = Some(Snapshot {
-                    id: p.name,
-                    time: time.clone(),
-                    size: p.size,
-                    state: "planned".into(),
-                    freeze: Some("not-frozen".into()),
-                    method: None,
-                    pruned,
-                });
-                Ok(Outcome::changed(r.state.unwrap_or(State::Created), msg))
-            })
-            .collect();
-    }
-    // Send, then wait for the operations, then for the snapshots.
+}
+
+/// `disks.createSnapshot` for every planned record, at most
+/// `--concurrency` at once, then every zone operation waited for under the
+/// run's deadline; what was sent, by record.
+async fn send(run: &Run, args: &SnapshotArgs, plans: &mut Plans, now: Stamp) -> Vec<Option<Sent>> {
     let location = args.snapshot_location.clone();
     let ops = call_each(
         run.cfg.concurrency,
-        &mut plans,
-        |(t, p)| Some((t.clone(), p.name.clone())),
+        plans,
+        |(t, p)| to_take(t, p),
         |(t, name): (Target, String)| {
             let (api, location) = (run.api.clone(), location.clone());
             async move {
@@ -557,30 +631,35 @@ pub async fn snapshot(
         },
     )
     .await;
-    // What was sent, by record: the project and the snapshot's name.
-    let sent: Vec<Option<(String, String)>> = plans
+    let sent = plans
         .iter()
         .zip(&ops)
         .map(|(p, op)| {
             let (t, p) = p.as_ref().ok().filter(|_| op.is_some())?;
-            Some((t.location.project.clone(), p.name.clone()))
+            let (_, name) = to_take(t, p)?;
+            let project = t.location.project.clone();
+            Some(Sent { project, name })
         })
         .collect();
-    run.wait_all(&mut plans, ops).await;
+    run.wait_all(plans, ops).await;
     for p in plans.iter_mut() {
         if let Err(f) = p {
             too_soon(f);
         }
     }
-    // The operations are done: each snapshot exists. With --wait (or
-    // retention, which prunes nothing before the new one is READY), wait
-    // for READY under --wait-timeout; else read its state once.
+    sent
+}
+
+/// The operations are done: each snapshot exists. With --wait (or
+/// retention, which prunes nothing before the new one is READY), waits
+/// for READY under --wait-timeout; else reads its state once.
+async fn wait(run: &Run, args: &SnapshotArgs, plans: &mut Plans) -> Vec<Option<Snap>> {
     let waits = args.waits();
     let wait_deadline = Deadline::start(std::time::Duration::from_secs(args.wait_timeout));
-    let ready = call_each(
+    call_each(
         plans.len(),
-        &mut plans,
-        |(t, p)| Some((t.location.project.clone(), p.name.clone())),
+        plans,
+        |(t, p)| Some((t.location.project.clone(), to_take(t, p)?.1)),
         |(project, name): (String, String)| {
             let api = run.api.clone();
             async move {
@@ -592,12 +671,7 @@ pub async fn snapshot(
             }
         },
     )
-    .await;
-    let mut out = Vec::new();
-    for (((r, p), ready), sent) in records.iter_mut().zip(plans).zip(ready).zip(sent) {
-        out.push(finish(run, args, r, p, ready, sent, &listed, now).await);
-    }
-    out
+    .await
 }
 
 /// Compute Engine's answer to a disk snapshotted too often: about once per
@@ -629,69 +703,67 @@ fn snapshot_failed(name: &str, f: Failure) -> Failure {
     )
 }
 
-/// The names retention deletes among `earlier` (of one disk and
-/// deployment) once `taken` (at `now`, READY: retention waits for it) is
+/// The names retention deletes among the snapshots of `t`'s disk and
+/// deployment once `taken` (at `now`, READY: retention waits for it) is
 /// there.
-fn prune(args: &SnapshotArgs, earlier: &[Snap], taken: &str, now: Stamp) -> Vec<String> {
-    let mut all: Vec<Candidate> = earlier
-        .iter()
-        .filter(|s| s.name != taken)
-        .map(|s| Candidate::new(s.name.clone(), s.ms, s.state.clone()))
-        .collect();
-    all.push(Candidate::new(taken, now.0, "completed"));
-    args.retention()
-        .prune(&all, taken, now.0)
+fn retained(
+    args: &SnapshotArgs,
+    listed: &Listed,
+    t: &Target,
+    taken: &str,
+    now: Stamp,
+) -> Result<Vec<String>, Failure> {
+    let earlier = of_disk(listed, t)?
         .into_iter()
-        .map(str::to_string)
-        .collect()
+        .map(|s| Candidate::new(s.name, s.ms, s.state));
+    let taken = Candidate::new(taken, now.0, "completed");
+    Ok(args.retention().after(earlier, taken, now.0))
 }
 
-/// The record's outcome: its snapshot, then retention. A snapshot this run
-/// sent that did not become READY is deleted again when it failed (it is
-/// ours: its name is this run's), and nothing is pruned.
-#[allow(clippy::too_many_arguments)]
+/// Retention's deletes of every record ([`prune_all`]): `snapshots.delete`,
+/// each global operation waited for, at most `--concurrency` at once.
+/// Pruning comes after the wait for READY, which may have outlasted the
+/// run's deadline: it gets a deadline of its own, as long (--timeout).
+async fn prune(run: &Run, plans: &Plans, chosen: Vec<Vec<String>>) -> Vec<Pruned> {
+    let deadline = Deadline::start(run.deadline.timeout());
+    prune_all(run.cfg.concurrency, chosen, |i, name| {
+        let api = run.api.clone();
+        let project = plans[i]
+            .as_ref()
+            .map(|(t, _)| t.location.project.clone())
+            .map_err(Clone::clone);
+        async move {
+            api.delete_snapshot(&project?, &name, &deadline).await?;
+            Ok(true)
+        }
+    })
+    .await
+}
+
+/// The record's outcome: its snapshot, then what retention pruned. A
+/// snapshot this run sent that did not become READY is deleted again when
+/// it failed (it is ours: its name is this run's), and nothing is pruned.
 async fn finish(
     run: &Run,
-    args: &SnapshotArgs,
     r: &mut Record,
     p: Result<(Target, Plan), Failure>,
     ready: Option<Snap>,
-    sent: Option<(String, String)>,
+    sent: Option<Sent>,
+    pruned: Pruned,
     listed: &Listed,
-    now: Stamp,
 ) -> StepResult {
     let (t, snap) = match (p, ready) {
         (Ok((t, _)), Some(snap)) => (t, snap),
         (Ok(_), None) => return Err(Failure::new(codes::INTERNAL, "no snapshot was waited for")),
         (Err(f), _) => match sent {
-            Some((project, name)) => return Err(clean_up(run, &project, &name, f).await),
+            Some(s) => return Err(clean_up(run, &s.project, &s.name, f).await),
             None => return Err(f),
         },
     };
+    of_disk(listed, &t)?;
     let mut record = snap.record();
     record.freeze = Some("not-frozen".into());
-    let mut failed = None;
-    // Pruning comes after the wait for READY, which may have outlasted the
-    // run's deadline: it gets a deadline of its own, as long (--timeout).
-    let deadline = Deadline::start(run.deadline.timeout());
-    for old in prune(args, &of_disk(listed, &t)?, &snap.name, now) {
-        match run
-            .api
-            .delete_snapshot(&t.location.project, &old, &deadline)
-            .await
-        {
-            Ok(()) => record.pruned.push(old),
-            Err(f) => {
-                failed = Some(Failure::new(
-                    codes::PRUNE_FAILED,
-                    format!(
-                        "snapshot {} was taken; pruning {old} failed: {}",
-                        snap.name, f.message
-                    ),
-                ))
-            }
-        }
-    }
+    record.pruned = pruned.deleted;
     let msg = format!(
         "took snapshot {} of disk {} (not frozen){}{}",
         snap.name,
@@ -708,8 +780,14 @@ async fn finish(
         }
     );
     r.snapshot = Some(record);
-    if let Some(f) = failed {
-        return Err(f);
+    if let Some(n) = pruned.failed.last() {
+        return Err(Failure::new(
+            codes::PRUNE_FAILED,
+            format!(
+                "snapshot {} was taken; pruning {} failed: {}",
+                snap.name, n.id, n.failure.message
+            ),
+        ));
     }
     Ok(Outcome::changed(r.state.unwrap_or(State::Created), msg))
 }

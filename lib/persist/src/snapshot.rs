@@ -13,6 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 
+use crate::failure::Failure;
+
 /// `disk-snapshot`'s own options.
 #[derive(Debug, Clone, Default, Args)]
 pub struct SnapshotArgs {
@@ -241,6 +243,46 @@ impl Retention {
         }
         out
     }
+}
+
+impl Retention {
+    /// The ids to delete once `taken` (the snapshot just taken, as
+    /// retention weighs it) is there, among `earlier` (of its disk and
+    /// deployment; `taken` itself, listed again, is left out): [`Retention::prune`]
+    /// over both, never `taken`.
+    pub fn after(
+        &self,
+        earlier: impl IntoIterator<Item = Candidate>,
+        taken: Candidate,
+        now_ms: u64,
+    ) -> Vec<String> {
+        let mut all: Vec<Candidate> = earlier.into_iter().filter(|c| c.id != taken.id).collect();
+        let id = taken.id.clone();
+        all.push(taken);
+        self.prune(&all, &id, now_ms)
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// What retention did for one record: the older snapshots it deleted, and
+/// those it could not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Deleted, in the order retention chose them.
+    pub deleted: Vec<String>,
+    /// Chosen, but not deleted: each with why.
+    pub failed: Vec<NotPruned>,
+}
+
+/// A snapshot retention chose whose delete failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotPruned {
+    /// Its id.
+    pub id: String,
+    /// Why it is still there.
+    pub failure: Failure,
 }
 
 /// A moment, in ms since the Unix epoch, as snapshots write it.

@@ -27,11 +27,12 @@ use super::{
 use crate::codes;
 use crate::files;
 use crate::freeze::Frozen;
+use crate::lock::NodeLock;
 use crate::log;
 use crate::mount::Table;
 use crate::provider::Size;
 use crate::record::{Record, RestoredFrom, Snapshot, State};
-use crate::snapshot::{Candidate, Marks, Stamp};
+use crate::snapshot::{Candidate, Marks, NotPruned, Pruned, Stamp};
 use crate::step::{Ctx, Failure, Outcome, StepResult};
 
 /// What `<id>.json` holds about a local snapshot.
@@ -231,6 +232,168 @@ pub(crate) fn copy_new(
     done
 }
 
+/// A snapshot of one record's image, planned ([`Local::plan_take`]): what
+/// the copy takes, how the disk is held still, and what retention then
+/// deletes. The node lock is held for as long as it lives.
+struct Take {
+    _lock: NodeLock,
+    image: PathBuf,
+    disk: String,
+    file: File,
+    /// The image's length, bytes.
+    size: u64,
+    live: Live,
+    /// `snapshot.freeze`.
+    freeze: &'static str,
+    now: Stamp,
+    id: String,
+    /// What retention deletes once the snapshot is there.
+    prune: Vec<String>,
+    /// Where snapshots live.
+    dir: PathBuf,
+    room: Room,
+}
+
+impl Take {
+    /// The record's `snapshot` as planned, `pruned` what retention chose.
+    fn planned(&self, pruned: Vec<String>) -> Snapshot {
+        Snapshot {
+            id: self.id.clone(),
+            time: self.now.rfc3339(),
+            size: self.size,
+            state: "planned".into(),
+            freeze: Some(self.freeze.into()),
+            method: None,
+            pruned,
+        }
+    }
+
+    /// `--check`: what the snapshot would be, and whether it has room.
+    fn describe(&self, rec: &mut Record, state: State) -> StepResult {
+        rec.snapshot = Some(self.planned(self.prune.clone()));
+        let would = if self.prune.is_empty() {
+            String::new()
+        } else {
+            format!("; would prune {}", self.prune.join(", "))
+        };
+        self.room
+            .enough(&format!("a snapshot of {}", self.image.display()))?;
+        Ok(Outcome::changed(
+            state,
+            format!(
+                "would take snapshot {} of {} ({}){}{would}; it {}",
+                self.id,
+                self.image.display(),
+                Size(self.size),
+                self.live.describe(self.freeze),
+                self.room.describe()
+            ),
+        ))
+    }
+
+    /// The copy, with the disk held still (frozen, or, unmounted, under
+    /// the node lock) for at most `freeze_timeout` seconds, then its
+    /// metadata: from then on it is listed. How it was copied.
+    fn copy(&self, rec: &Record, freeze_timeout: u64) -> Result<files::CopyMethod, Failure> {
+        self.room
+            .enough(&format!("a snapshot of {}", self.image.display()))?;
+        log::info(format_args!(
+            "{}: snapshot {} {}",
+            rec.label(),
+            self.id,
+            self.room.describe()
+        ));
+        let target = self.dir.join(format!("{}.img", self.id));
+        let limit = Duration::from_secs(freeze_timeout);
+        let frozen = match &self.live {
+            Live::Mounted(m, dev) if self.freeze == "frozen" => Some(Frozen::take(m, *dev, limit)?),
+            _ => None,
+        };
+        let deadline = Instant::now() + limit;
+        let copied = copy_new(&self.file, &target, || stop_check(Some(deadline)));
+        // Thawed at once, whatever the copy did.
+        drop(frozen);
+        let method = match copied {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                return Err(Failure::new(
+                    codes::SNAPSHOT_FAILED,
+                    format!(
+                        "{} appeared meanwhile: another run took it",
+                        target.display()
+                    ),
+                ));
+            }
+            Err(e) => return Err(copy_failure(e, &self.image, limit, self.freeze == "frozen")),
+        };
+        self.write_meta(rec, &method, &target)?;
+        Ok(method)
+    }
+
+    /// Writes `<id>.json`; without it, the copy `target` is removed.
+    fn write_meta(
+        &self,
+        rec: &Record,
+        method: &files::CopyMethod,
+        target: &Path,
+    ) -> Result<(), Failure> {
+        let meta = Meta {
+            id: self.id.clone(),
+            disk: self.disk.clone(),
+            deployment: rec.deployment.clone(),
+            node: rec.node.clone(),
+            ms: self.now.0,
+            time: self.now.rfc3339(),
+            size: self.size,
+            freeze: self.freeze.into(),
+            method: method.as_str().into(),
+            tool: crate::snapshot::TOOL.into(),
+        };
+        if let Err(e) = write_json(&self.dir.join(format!("{}.json", self.id)), &meta) {
+            let _ = std::fs::remove_file(target);
+            return Err(Failure::new(
+                codes::SNAPSHOT_FAILED,
+                format!("{}: {e}", self.dir.display()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The record's outcome: its snapshot, complete, and what retention
+    /// pruned; a delete that failed fails the record.
+    fn finish(
+        self,
+        rec: &mut Record,
+        state: State,
+        method: files::CopyMethod,
+        mut pruned: Pruned,
+    ) -> StepResult {
+        let mut snap = self.planned(pruned.deleted);
+        snap.state = "completed".into();
+        snap.method = Some(method.as_str().into());
+        let pruned_text = if snap.pruned.is_empty() {
+            String::new()
+        } else {
+            format!("; pruned {}", snap.pruned.join(", "))
+        };
+        rec.snapshot = Some(snap);
+        if let Some(n) = pruned.failed.pop() {
+            return Err(n.failure);
+        }
+        Ok(Outcome::changed(
+            state,
+            format!(
+                "took snapshot {} of {} ({}, {}){}{pruned_text}",
+                self.id,
+                self.image.display(),
+                Size(self.size),
+                method.as_str(),
+                self.live.describe(self.freeze)
+            ),
+        ))
+    }
+}
+
 impl Local {
     /// Where snapshots live: `--snapshot-dir` (or its variable), else
     /// `<state dir>/snapshots`.
@@ -291,12 +454,26 @@ impl Local {
         ))
     }
 
-    /// Takes a snapshot of the record's image, then applies retention.
+    /// Takes a snapshot of the record's image, then applies retention:
+    /// plan, then describe (`--check`), or copy, prune and finish.
     pub(super) fn snapshot_one(&self, rec: &mut Record, cx: Ctx) -> StepResult {
+        let state = rec.state.unwrap_or(State::Created);
+        let take = self.plan_take(rec, cx.check)?;
+        if cx.check {
+            return take.describe(rec, state);
+        }
+        let method = take.copy(rec, self.snap.freeze_timeout)?;
+        let pruned = self.prune(&take.prune);
+        take.finish(rec, state, method, pruned)
+    }
+
+    /// The plan of a snapshot of the record's image, under the node lock:
+    /// the image is there and ours, how it is held still, its id, what
+    /// retention then deletes, and the room for the copy.
+    fn plan_take(&self, rec: &mut Record, check: bool) -> Result<Take, Failure> {
         let image = self.image(rec)?;
         let disk = super::disk_of(rec)?.to_string();
-        let state = rec.state.unwrap_or(State::Created);
-        let _lock = self.prepare(cx.check)?;
+        let lock = self.prepare(check)?;
         if std::fs::symlink_metadata(&image).is_err() {
             return Err(Failure::new(
                 codes::NO_SUCH_DISK,
@@ -304,128 +481,50 @@ impl Local {
             ));
         }
         let file = open_image(&image, false)?;
-        self.claim(rec, &image, cx.check)?;
+        self.claim(rec, &image, check)?;
         note_image(rec, &image);
         let meta = file
             .metadata()
             .map_err(|e| Failure::new(codes::STATE_DIR, format!("{}: {e}", image.display())))?;
-        let size = meta.len();
         let live = self.live(&image)?;
         let freeze = live.consistency(self.snap.no_freeze)?;
         let now = Stamp::now();
         let id = format!("{disk}@{}", now.compact());
         let prune = self.retained(rec, &disk, &id, now)?;
-        let mut snap = Snapshot {
-            id: id.clone(),
-            time: now.rfc3339(),
-            size,
-            state: "planned".into(),
-            freeze: Some(freeze.into()),
-            method: None,
-            pruned: prune.clone(),
-        };
-        let how = live.describe(freeze);
         let dir = self.snapshots_dir();
-        check_state_dir(&dir, !cx.check)?;
+        check_state_dir(&dir, !check)?;
         // The copy takes what the image holds; every image there may still
         // claim the rest of its size (the image copied included).
         let room = self.room(&dir, files::allocated(&meta), 0)?;
-        if cx.check {
-            rec.snapshot = Some(snap);
-            let would = if prune.is_empty() {
-                String::new()
-            } else {
-                format!("; would prune {}", prune.join(", "))
-            };
-            room.enough(&format!("a snapshot of {}", image.display()))?;
-            return Ok(Outcome::changed(
-                state,
-                format!(
-                    "would take snapshot {id} of {} ({}){how}{would}; it {}",
-                    image.display(),
-                    Size(size),
-                    room.describe()
-                ),
-            ));
-        }
-        room.enough(&format!("a snapshot of {}", image.display()))?;
-        log::info(format_args!(
-            "{}: snapshot {id} {}",
-            rec.label(),
-            room.describe()
-        ));
-        let target = dir.join(format!("{id}.img"));
-        // The disk is held still (frozen, or, unmounted, under the node
-        // lock) for at most --freeze-timeout.
-        let limit = Duration::from_secs(self.snap.freeze_timeout);
-        let frozen = match &live {
-            Live::Mounted(m, dev) if freeze == "frozen" => Some(Frozen::take(m, *dev, limit)?),
-            _ => None,
-        };
-        let deadline = Instant::now() + limit;
-        let copied = copy_new(&file, &target, || stop_check(Some(deadline)));
-        // Thawed at once, whatever the copy did.
-        drop(frozen);
-        let method = match copied {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                return Err(Failure::new(
-                    codes::SNAPSHOT_FAILED,
-                    format!(
-                        "{} appeared meanwhile: another run took it",
-                        target.display()
-                    ),
-                ));
-            }
-            Err(e) => return Err(copy_failure(e, &image, limit, freeze == "frozen")),
-        };
-        let meta = Meta {
-            id: id.clone(),
-            disk: disk.clone(),
-            deployment: rec.deployment.clone(),
-            node: rec.node.clone(),
-            ms: now.0,
-            time: now.rfc3339(),
-            size,
-            freeze: freeze.into(),
-            method: method.as_str().into(),
-            tool: crate::snapshot::TOOL.into(),
-        };
-        if let Err(e) = write_json(&dir.join(format!("{id}.json")), &meta) {
-            let _ = std::fs::remove_file(&target);
-            return Err(Failure::new(
-                codes::SNAPSHOT_FAILED,
-                format!("{}: {e}", dir.display()),
-            ));
-        }
-        snap.state = "completed".into();
-        snap.method = Some(method.as_str().into());
-        snap.pruned.clear();
-        let mut failed = None;
-        for old in &prune {
-            match self.delete(old) {
-                Ok(()) => snap.pruned.push(old.clone()),
-                Err(f) => failed = Some(f),
+        Ok(Take {
+            _lock: lock,
+            size: meta.len(),
+            image,
+            disk,
+            file,
+            live,
+            freeze,
+            now,
+            id,
+            prune,
+            dir,
+            room,
+        })
+    }
+
+    /// Deletes what retention chose, every failure kept.
+    fn prune(&self, chosen: &[String]) -> Pruned {
+        let mut pruned = Pruned::default();
+        for id in chosen {
+            match self.delete(id) {
+                Ok(()) => pruned.deleted.push(id.clone()),
+                Err(failure) => pruned.failed.push(NotPruned {
+                    id: id.clone(),
+                    failure,
+                }),
             }
         }
-        let pruned_text = if snap.pruned.is_empty() {
-            String::new()
-        } else {
-            format!("; pruned {}", snap.pruned.join(", "))
-        };
-        rec.snapshot = Some(snap);
-        if let Some(f) = failed {
-            return Err(f);
-        }
-        Ok(Outcome::changed(
-            state,
-            format!(
-                "took snapshot {id} of {} ({}, {}){how}{pruned_text}",
-                image.display(),
-                Size(size),
-                method.as_str()
-            ),
-        ))
+        pruned
     }
 
     /// What retention deletes once the snapshot `id`, taken `now`, is there:
@@ -438,19 +537,12 @@ impl Local {
         id: &str,
         now: Stamp,
     ) -> Result<Vec<String>, Failure> {
-        let mut earlier: Vec<Candidate> = self
+        let earlier = self
             .snapshots_of(rec, disk)?
             .into_iter()
-            .map(|m| Candidate::new(m.id, m.ms, "completed"))
-            .collect();
-        earlier.push(Candidate::new(id, now.0, "completed"));
-        Ok(self
-            .snap
-            .retention()
-            .prune(&earlier, id, now.0)
-            .into_iter()
-            .map(str::to_string)
-            .collect())
+            .map(|m| Candidate::new(m.id, m.ms, "completed"));
+        let taken = Candidate::new(id, now.0, "completed");
+        Ok(self.snap.retention().after(earlier, taken, now.0))
     }
 
     /// The room on the filesystem of `target` (a directory, or where it is
