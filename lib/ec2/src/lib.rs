@@ -39,6 +39,7 @@ mod detach;
 mod devices;
 mod doctor;
 mod euca;
+mod instance;
 mod limits;
 mod options;
 pub mod owner;
