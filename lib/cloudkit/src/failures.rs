@@ -87,6 +87,15 @@ pub fn no_instance() -> Failure {
     )
 }
 
+/// disk-scratch run off the node: a scratch copy is attached to the node
+/// that reads it.
+pub fn scratch_needs_self() -> Failure {
+    Failure::new(
+        codes::NO_INSTANCE,
+        "disk-scratch runs on the disk's node: pass --self",
+    )
+}
+
 /// No instance `id`, in `place` when given.
 pub fn no_such_instance(id: &str, place: Option<&str>) -> Failure {
     let place = place.map(|p| format!(" in {p}")).unwrap_or_default();

@@ -46,8 +46,8 @@ pub use fault::{ApiError, Fault};
 pub use lazy::Lazy;
 pub use poll::{Deadline, Unfinished, poll_until, poll_until_with};
 pub use records::{
-    Detachable, ThisInstance, attached_disk, deployment_of, find_device_here, may_detach, place,
-    refuse_duplicates,
+    Detachable, ThisInstance, attached_disk, deployment_of, fail_all, find_devices_here,
+    may_detach, place, refuse_duplicates,
 };
 pub use snapshots::{list_into, prune_all};
 pub use spec::DiskSpec;

@@ -157,11 +157,26 @@ pub fn may_detach(
     }
 }
 
-/// After an attach on the node itself (`--self`): finds the disk's device
-/// here ([`discover::find`]), sets the record's `device` and says it in the
-/// outcome; a device that does not show, or is not the disk, fails the
-/// record.
-pub fn find_device_here(r: &mut Record, result: StepResult) -> StepResult {
+/// `f` for every record: what an operation that could not start (no
+/// client, no identity) gives.
+pub fn fail_all<T>(records: &[Record], f: Failure) -> Vec<Result<T, Failure>> {
+    records.iter().map(|_| Err(f.clone())).collect()
+}
+
+/// After an attach on the node itself (`--self`): finds each attached
+/// disk's device here ([`discover::find`]), sets the record's `device` and
+/// says it in the outcome; a device that does not show, or is not the disk,
+/// fails the record.
+pub fn find_devices_here(records: &mut [Record], results: Vec<StepResult>) -> Vec<StepResult> {
+    records
+        .iter_mut()
+        .zip(results)
+        .map(|(r, o)| find_device_here(r, o))
+        .collect()
+}
+
+/// [`find_devices_here`] for one record.
+fn find_device_here(r: &mut Record, result: StepResult) -> StepResult {
     let mut outcome = result?;
     let path = discover::find(r, discover::DEVICE_WAIT)?;
     outcome

@@ -82,6 +82,39 @@ impl DiskSpec {
     }
 }
 
+/// What a disk found is given to hold it to a [`DiskSpec`]: a new size
+/// ([`DiskSpec::size_change`]), the tags it lacks
+/// ([`DiskSpec::missing_tags`]; Compute Engine calls them labels).
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    /// Grow it to this size, in the cloud's unit (`--grow`).
+    pub grow: Option<u64>,
+    /// The tags it lacks (`--retag`).
+    pub tags: Vec<(String, String)>,
+}
+
+impl Change {
+    /// Nothing to change.
+    pub fn is_empty(&self) -> bool {
+        self.grow.is_none() && self.tags.is_empty()
+    }
+
+    /// What it does, for messages, in the cloud's words: `have` is the
+    /// disk's size now in `unit` (`GiB`, `GB`), `tag` what a tag is called
+    /// (`tag`, `label`): `grow from 10 GiB to 20 GiB, tag team=db`.
+    pub fn describe(&self, have: impl std::fmt::Display, unit: &str, tag: &str) -> String {
+        let mut parts = Vec::new();
+        if let Some(want) = self.grow {
+            parts.push(format!("grow from {have} {unit} to {want} {unit}"));
+        }
+        if !self.tags.is_empty() {
+            let tags: Vec<String> = self.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            parts.push(format!("{tag} {}", tags.join(" ")));
+        }
+        parts.join(", ")
+    }
+}
+
 /// `disk` is encrypted otherwise than asked (`why` says how).
 pub fn encryption_mismatch(disk: &str, why: impl std::fmt::Display) -> Failure {
     Failure::new(

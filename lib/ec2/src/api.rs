@@ -19,6 +19,7 @@ use aws_sdk_ec2::types::{
     VirtualizationType, Volume, VolumeState, VolumeType,
 };
 
+use crate::instance::InstanceInfo;
 use crate::limits::{self, EbsLimit};
 use crate::owner::{TAG_DEPLOYMENT, TAG_KMS_KEY, TAG_NODE};
 use crate::{POLL, devices, trace};
@@ -67,25 +68,6 @@ pub enum Absent {
     NotYet,
 }
 
-/// What the provider needs to know about an instance.
-#[derive(Debug, Clone, Default)]
-pub struct InstanceInfo {
-    /// Its availability zone.
-    pub zone: String,
-    /// Device names in use (normalised: `sdf`, never `xvdf` or `/dev/`).
-    pub devices: HashSet<String>,
-    /// Its instance type (`m5.large`), when said.
-    pub instance_type: Option<String>,
-    /// An HVM instance (not paravirtual): the longer name space.
-    pub hvm: bool,
-    /// EBS volumes attached (the root volume too).
-    pub ebs_volumes: usize,
-    /// Network interfaces attached.
-    pub network_interfaces: usize,
-    /// The image (AMI) it was launched from.
-    pub image_id: Option<String>,
-}
-
 /// The AWS error code of an AttachVolume refused because the instance
 /// carries as many volumes as it may.
 const ATTACHMENT_LIMIT_EXCEEDED: &str = "AttachmentLimitExceeded";
@@ -117,6 +99,19 @@ pub struct NewVolume {
     pub tags: Vec<(String, String)>,
     /// The snapshot to make it from (`disk-create --from-snapshot`).
     pub snapshot: Option<String>,
+}
+
+impl NewVolume {
+    /// Every tag it gets: Name, deployment, node, the operator's.
+    pub fn all_tags(&self) -> Vec<(String, String)> {
+        let mut tags = vec![
+            ("Name".to_string(), self.name.clone()),
+            (TAG_DEPLOYMENT.to_string(), self.deployment.clone()),
+            (TAG_NODE.to_string(), self.node.clone()),
+        ];
+        tags.extend(self.tags.iter().cloned());
+        tags
+    }
 }
 
 /// An EBS volume modification's state, as DescribeVolumesModifications
@@ -548,7 +543,7 @@ impl Api {
         ));
         let tag = |k: &str, val: &str| Tag::builder().key(k).value(val).build();
         let mut tags = TagSpecification::builder().resource_type(ResourceType::Volume);
-        for (k, val) in crate::pending::tags_of(v) {
+        for (k, val) in v.all_tags() {
             tags = tags.tags(tag(&k, &val));
         }
         if let Some(key) = &v.kms_key {

@@ -29,8 +29,9 @@ use appscale_persist_cloudkit::{Unfinished, call_each, failures};
 use aws_sdk_ec2::types::{Volume, VolumeAttachmentState};
 
 use crate::Run;
-use crate::api::{Absent, Api, InstanceInfo};
+use crate::api::{Absent, Api};
 use crate::devices::{NameSpace, Taken};
+use crate::instance::InstanceInfo;
 use crate::owner::{self, Found};
 use crate::{limits, volume};
 

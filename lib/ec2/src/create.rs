@@ -21,7 +21,7 @@ use appscale_persist::provider::Size;
 use appscale_persist::record::{ProviderKind, Record, State};
 use appscale_persist::step::{Failure, Outcome, StepResult};
 use appscale_persist::wait::Poll;
-use appscale_persist_cloudkit::spec::{encryption_mismatch, performance_mismatch};
+use appscale_persist_cloudkit::spec::{Change, encryption_mismatch, performance_mismatch};
 use appscale_persist_cloudkit::{DiskSpec, Unfinished, call_each, failures};
 use aws_sdk_ec2::types::{Volume, VolumeState};
 
@@ -62,36 +62,10 @@ pub enum CreatePlan {
     Create(NewVolume),
 }
 
-/// What a found volume is given: a new size, tags.
-#[derive(Debug, Clone, Default)]
-pub struct Change {
-    /// Grow it to this many GiB (`--grow`).
-    pub grow: Option<u64>,
-    /// The tags it lacks (`--retag`).
-    pub tags: Vec<(String, String)>,
-}
-
-impl Change {
-    /// Nothing to change.
-    fn is_empty(&self) -> bool {
-        self.grow.is_none() && self.tags.is_empty()
-    }
-
-    /// What it does, for messages: `grow from 10 GiB to 20 GiB, tag team=db`.
-    fn describe(&self, v: &Volume) -> String {
-        let mut parts = Vec::new();
-        if let Some(gib) = self.grow {
-            parts.push(format!(
-                "grow from {} GiB to {gib} GiB",
-                v.size().unwrap_or(0)
-            ));
-        }
-        if !self.tags.is_empty() {
-            let tags: Vec<String> = self.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            parts.push(format!("tag {}", tags.join(" ")));
-        }
-        parts.join(", ")
-    }
+/// What `change` does to `v`, for messages (`grow from 10 GiB to 20 GiB, tag
+/// team=db`).
+fn change_said(change: &Change, v: &Volume) -> String {
+    change.describe(v.size().unwrap_or(0), "GiB", "tag")
 }
 
 /// Runs disk-create over `records` (placed, or failed to be).
@@ -369,7 +343,7 @@ fn plan_one(
                 codes::WAIT_FAILED,
                 format!(
                     "{what} is still being created: run disk-create again once it is available, to {}",
-                    change.describe(&f.vol)
+                    change_said(&change, &f.vol)
                 ),
             ));
         }
@@ -560,7 +534,7 @@ fn describe(r: &mut Record, plan: &CreatePlan) -> Outcome {
                 "volume {} exists in {}: would {}",
                 volume::id(vol),
                 zone_of(vol),
-                change.describe(vol)
+                change_said(change, vol)
             ),
         ),
         CreatePlan::Exists { vol, .. } => Outcome::unchanged(
@@ -585,7 +559,7 @@ fn describe(r: &mut Record, plan: &CreatePlan) -> Outcome {
             let also = if change.is_empty() {
                 String::new()
             } else {
-                format!(", and {}", change.describe(vol))
+                format!(", and {}", change_said(change, vol))
             };
             Outcome::changed(
                 State::Created,
@@ -646,7 +620,7 @@ fn finish_changed(
         format!(
             "volume {id} exists in {}: did {}",
             zone_of(vol),
-            change.describe(vol)
+            change_said(change, vol)
         ),
     ))
 }

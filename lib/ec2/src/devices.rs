@@ -9,7 +9,7 @@
 //! either spelling (or with a partition number) is in use.
 //!
 //! How many volumes an instance may carry is its type's business, not the
-//! names': see [`crate::api::EbsLimit`].
+//! names': see [`crate::limits::EbsLimit`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};

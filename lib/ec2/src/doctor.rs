@@ -33,7 +33,8 @@ use aws_sdk_ec2::error::{BoxError, ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification, VolumeType};
 
-use crate::api::{Api, InstanceInfo};
+use crate::api::Api;
+use crate::instance::InstanceInfo;
 use crate::owner::{Owner, TAG_DEPLOYMENT, TAG_NODE};
 use crate::{Ec2, Run, limits, volume};
 

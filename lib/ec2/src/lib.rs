@@ -39,6 +39,7 @@ mod detach;
 mod devices;
 mod doctor;
 mod euca;
+mod instance;
 mod limits;
 mod options;
 pub mod owner;
@@ -267,11 +268,6 @@ impl Ec2 {
     }
 }
 
-/// `f` for every record.
-fn fail_all(records: &[Record], f: Failure) -> Vec<StepResult> {
-    records.iter().map(|_| Err(f.clone())).collect()
-}
-
 impl Provider for Ec2 {
     fn kind(&self) -> ProviderKind {
         self.cfg.kind
@@ -286,7 +282,7 @@ impl Provider for Ec2 {
                 }
                 create::create(&run, records, placed).await
             }),
-            Err(f) => fail_all(records, f),
+            Err(f) => kit::fail_all(records, f),
         }
     }
 
@@ -294,7 +290,7 @@ impl Provider for Ec2 {
         let mut records = records.to_vec();
         let (run, placed) = match self.start(&mut records, Ctx { check: true }) {
             Ok(started) => started,
-            Err(f) => return records.iter().map(|_| Err(f.clone())).collect(),
+            Err(f) => return kit::fail_all(&records, f),
         };
         let found = self
             .rt
@@ -309,23 +305,19 @@ impl Provider for Ec2 {
     fn attach(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
         let out = match self.start(records, cx) {
             Ok((run, placed)) => self.rt.block_on(attach::attach(&run, records, placed)),
-            Err(f) => return fail_all(records, f),
+            Err(f) => return kit::fail_all(records, f),
         };
         // On the node, find the device the volume became.
         if !self.cfg.on_node || cx.check {
             return out;
         }
-        records
-            .iter_mut()
-            .zip(out)
-            .map(|(r, o)| kit::find_device_here(r, o))
-            .collect()
+        kit::find_devices_here(records, out)
     }
 
     fn detach(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
         match self.start(records, cx) {
             Ok((run, placed)) => self.rt.block_on(detach::detach(&run, records, placed)),
-            Err(f) => fail_all(records, f),
+            Err(f) => kit::fail_all(records, f),
         }
     }
 
@@ -335,30 +327,24 @@ impl Provider for Ec2 {
             Ok((run, placed)) => self
                 .rt
                 .block_on(snapshot::snapshot(&run, &args, records, placed)),
-            Err(f) => fail_all(records, f),
+            Err(f) => kit::fail_all(records, f),
         }
     }
 
     fn scratch(&mut self, records: &mut [Record], phase: ScratchPhase, cx: Ctx) -> Vec<StepResult> {
         // A scratch copy is attached to the node that reads it: this one.
         if !self.cfg.on_node {
-            return fail_all(
-                records,
-                Failure::new(
-                    appscale_persist::codes::NO_INSTANCE,
-                    "disk-scratch runs on the disk's node: pass --self",
-                ),
-            );
+            return kit::fail_all(records, failures::scratch_needs_self());
         }
         let this = match self.this_instance() {
             Ok(t) => t,
-            Err(f) => return fail_all(records, f),
+            Err(f) => return kit::fail_all(records, f),
         };
         match self.start(records, cx) {
             Ok((run, placed)) => self
                 .rt
                 .block_on(scratch::scratch(&run, &this, phase, records, placed)),
-            Err(f) => fail_all(records, f),
+            Err(f) => kit::fail_all(records, f),
         }
     }
 

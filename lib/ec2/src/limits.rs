@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use appscale_persist::codes;
 use appscale_persist::step::Failure;
 
-use crate::api::InstanceInfo;
+use crate::instance::InstanceInfo;
 
 /// How many EBS volumes an instance type takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -180,22 +180,11 @@ fn state_failure(dir: &std::path::Path, e: std::io::Error) -> Failure {
     )
 }
 
-/// Every tag a new volume gets: Name, deployment, node, the operator's.
-pub fn tags_of(v: &NewVolume) -> Vec<(String, String)> {
-    let mut tags = vec![
-        ("Name".to_string(), v.name.clone()),
-        (TAG_DEPLOYMENT.to_string(), v.deployment.clone()),
-        (owner::TAG_NODE.to_string(), v.node.clone()),
-    ];
-    tags.extend(v.tags.iter().cloned());
-    tags
-}
-
 impl Api {
     /// Eucalyptus: CreateVolume with only what it binds, then CreateTags,
     /// with a note kept between the two (see the module doc).
     pub async fn create_then_tag(&self, v: &NewVolume) -> Result<String, ApiError> {
-        let tags = tags_of(v);
+        let tags = v.all_tags();
         let answered = |f: Failure| ApiError::new(Fault::Answered, f);
         let mut note = Note::begin(self, v, &tags).map_err(answered)?;
         trace(format_args!(

@@ -11,7 +11,7 @@ use appscale_persist_cloudkit::{self as kit, failures};
 use aws_sdk_ec2::types::{Volume, VolumeAttachment, VolumeAttachmentState};
 
 use crate::Run;
-use crate::api::InstanceInfo;
+use crate::instance::InstanceInfo;
 use crate::owner::{self, Found, Owner};
 
 /// How a record names its volume.

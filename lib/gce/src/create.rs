@@ -19,7 +19,7 @@ use appscale_persist::codes;
 use appscale_persist::log;
 use appscale_persist::record::{Record, State};
 use appscale_persist::step::{Failure, Outcome, StepResult};
-use appscale_persist_cloudkit::spec::{encryption_mismatch, performance_mismatch};
+use appscale_persist_cloudkit::spec::{Change, encryption_mismatch, performance_mismatch};
 use appscale_persist_cloudkit::{DiskSpec, call_each, failures};
 
 use crate::api::{DiskInfo, NewDisk, region_of};
@@ -44,37 +44,10 @@ pub enum CreatePlan {
     Create(NewDisk),
 }
 
-/// What a found disk is given: a new size, labels.
-#[derive(Debug, Clone, Default)]
-pub struct Change {
-    /// Grow it to this many GB (`--grow`).
-    pub grow: Option<u64>,
-    /// The labels it lacks (`--retag`).
-    pub labels: Vec<(String, String)>,
-}
-
-impl Change {
-    /// Nothing to change.
-    fn is_empty(&self) -> bool {
-        self.grow.is_none() && self.labels.is_empty()
-    }
-
-    /// What it does, for messages: `grow from 10 GB to 20 GB, label a=b`.
-    fn describe(&self, d: &DiskInfo) -> String {
-        let mut parts = Vec::new();
-        if let Some(gib) = self.grow {
-            parts.push(format!("grow from {} GB to {gib} GB", d.size_gb));
-        }
-        if !self.labels.is_empty() {
-            let l: Vec<String> = self
-                .labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            parts.push(format!("label {}", l.join(" ")));
-        }
-        parts.join(", ")
-    }
+/// What `change` does to `d`, for messages (`grow from 10 GB to 20 GB, label
+/// a=b`).
+fn change_said(change: &Change, d: &DiskInfo) -> String {
+    change.describe(d.size_gb, "GB", "label")
 }
 
 /// Runs disk-create over the records' targets.
@@ -168,7 +141,7 @@ pub async fn create(
                     }
                     Outcome::changed(
                         State::Created,
-                        format!("disk {}: did {}", d.describe(), change.describe(&d)),
+                        format!("disk {}: did {}", d.describe(), change_said(&change, &d)),
                     )
                 }
                 (CreatePlan::Create(new), Some(d)) => {
@@ -201,7 +174,7 @@ pub async fn create(
                     let also = if change.is_empty() {
                         String::new()
                     } else {
-                        format!(", and did {}", change.describe(&d))
+                        format!(", and did {}", change_said(&change, &d))
                     };
                     Outcome::changed(
                         State::Created,
@@ -337,7 +310,7 @@ fn plan(run: &Run, t: &Target, found: Found) -> Result<CreatePlan, Failure> {
     check_performance(spec, &what, &d)?;
     let change = Change {
         grow,
-        labels: spec.missing_tags(|k| d.labels.get(k).map(String::as_str)),
+        tags: spec.missing_tags(|k| d.labels.get(k).map(String::as_str)),
     };
     if o == Owner::HandMade {
         owner::check_adoptable(&d, o)?;
@@ -349,7 +322,7 @@ fn plan(run: &Run, t: &Target, found: Found) -> Result<CreatePlan, Failure> {
                 codes::WAIT_FAILED,
                 format!(
                     "{what} is still being created: run disk-create again once it is ready, to {}",
-                    change.describe(&d)
+                    change_said(&change, &d)
                 ),
             ));
         }
@@ -412,9 +385,9 @@ enum Call {
 /// The call sent first for a plan: a disk to adopt, relabel or make.
 fn to_send((t, plan): &(Target, CreatePlan)) -> Option<(Target, CreatePlan, Call)> {
     let call = match plan {
-        CreatePlan::Exists(_, c) if !c.labels.is_empty() => Call::Label(c.labels.clone()),
+        CreatePlan::Exists(_, c) if !c.tags.is_empty() => Call::Label(c.tags.clone()),
         CreatePlan::Exists(..) | CreatePlan::Creating(_) => return None,
-        CreatePlan::Adopt(_, c) => Call::Label(c.labels.clone()),
+        CreatePlan::Adopt(_, c) => Call::Label(c.tags.clone()),
         CreatePlan::Create(new) => Call::Insert(new.clone()),
     };
     Some((t.clone(), plan.clone(), call))
@@ -437,7 +410,7 @@ fn describe(r: &mut Record, (t, plan): &(Target, CreatePlan)) -> Outcome {
             disk::note(r, d);
             Outcome::changed(
                 State::Created,
-                format!("disk {}: would {}", d.describe(), change.describe(d)),
+                format!("disk {}: would {}", d.describe(), change_said(change, d)),
             )
         }
         CreatePlan::Exists(d, _) => {
@@ -457,7 +430,7 @@ fn describe(r: &mut Record, (t, plan): &(Target, CreatePlan)) -> Outcome {
             let also = if change.is_empty() {
                 String::new()
             } else {
-                format!(", and {}", change.describe(d))
+                format!(", and {}", change_said(change, d))
             };
             Outcome::changed(
                 State::Created,

@@ -309,11 +309,6 @@ impl Gce {
     }
 }
 
-/// `f` for every record.
-fn fail_all(records: &[Record], f: Failure) -> Vec<StepResult> {
-    records.iter().map(|_| Err(f.clone())).collect()
-}
-
 impl Provider for Gce {
     fn kind(&self) -> ProviderKind {
         ProviderKind::Gce
@@ -328,7 +323,7 @@ impl Provider for Gce {
                 }
                 create::create(&run, records, targets).await
             }),
-            Err(f) => fail_all(records, f),
+            Err(f) => kit::fail_all(records, f),
         }
     }
 
@@ -336,7 +331,7 @@ impl Provider for Gce {
         let mut records = records.to_vec();
         let (run, targets) = match self.start(&mut records, Ctx { check: true }) {
             Ok(started) => started,
-            Err(f) => return records.iter().map(|_| Err(f.clone())).collect(),
+            Err(f) => return kit::fail_all(&records, f),
         };
         let found = self.rt.block_on(disk::list_disks(&run, &targets));
         targets
@@ -368,23 +363,19 @@ impl Provider for Gce {
     fn attach(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
         let out = match self.start(records, cx) {
             Ok((run, targets)) => self.rt.block_on(attach::attach(&run, records, targets)),
-            Err(f) => return fail_all(records, f),
+            Err(f) => return kit::fail_all(records, f),
         };
         // On the node, find the device the disk became.
         if !self.cfg.on_node || cx.check {
             return out;
         }
-        records
-            .iter_mut()
-            .zip(out)
-            .map(|(r, o)| kit::find_device_here(r, o))
-            .collect()
+        kit::find_devices_here(records, out)
     }
 
     fn detach(&mut self, records: &mut [Record], cx: Ctx) -> Vec<StepResult> {
         match self.start(records, cx) {
             Ok((run, targets)) => self.rt.block_on(detach::detach(&run, records, targets)),
-            Err(f) => fail_all(records, f),
+            Err(f) => kit::fail_all(records, f),
         }
     }
 
@@ -394,30 +385,24 @@ impl Provider for Gce {
             Ok((run, targets)) => self
                 .rt
                 .block_on(snapshot::snapshot(&run, &args, records, targets)),
-            Err(f) => fail_all(records, f),
+            Err(f) => kit::fail_all(records, f),
         }
     }
 
     fn scratch(&mut self, records: &mut [Record], phase: ScratchPhase, cx: Ctx) -> Vec<StepResult> {
         // A scratch copy is attached to the node that reads it: this one.
         if !self.cfg.on_node {
-            return fail_all(
-                records,
-                Failure::new(
-                    codes::NO_INSTANCE,
-                    "disk-scratch runs on the disk's node: pass --self",
-                ),
-            );
+            return kit::fail_all(records, failures::scratch_needs_self());
         }
         let this = match self.this_instance() {
             Ok(t) => t,
-            Err(f) => return fail_all(records, f),
+            Err(f) => return kit::fail_all(records, f),
         };
         match self.start(records, cx) {
             Ok((run, targets)) => self
                 .rt
                 .block_on(scratch::scratch(&run, &this.name, phase, records, targets)),
-            Err(f) => fail_all(records, f),
+            Err(f) => kit::fail_all(records, f),
         }
     }
 

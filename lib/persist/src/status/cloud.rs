@@ -117,8 +117,12 @@ pub fn cloud_part(
 /// missing (no-such-disk, whatever the API called it), someone else's, or
 /// not known to exist.
 fn unanswered(f: Failure) -> (CloudPart, Vec<Problem>) {
-    let missing =
-        [codes::NO_SUCH_DISK.as_str(), "InvalidVolume.NotFound", "NOT_FOUND"].contains(&f.code.as_str());
+    let missing = [
+        codes::NO_SUCH_DISK.as_str(),
+        "InvalidVolume.NotFound",
+        "NOT_FOUND",
+    ]
+    .contains(&f.code.as_str());
     let theirs = [codes::OTHER_DEPLOYMENT, codes::OTHER_NODE].contains(&f.code);
     let exists = if missing {
         Some(false)
