@@ -5,7 +5,7 @@
 //! them.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
@@ -27,7 +27,7 @@ pub fn venv() -> PathBuf {
 
 /// A test server on 127.0.0.1, killed on drop.
 pub struct Server {
-    child: std::process::Child,
+    child: Started,
     pub port: u16,
     /// Where the server may write (moto's request recording), removed after it.
     _scratch: Option<TempDir>,
@@ -54,13 +54,16 @@ impl Server {
             .parse()
             .unwrap_or_else(|_| panic!("{script} did not print its port (got {line:?})"));
         Server {
-            child,
+            child: Started::Child(child),
             port,
             _scratch: None,
         }
     }
 
-    /// moto's EC2 emulator (moto_server from PyPI), warmed up.
+    /// moto's EC2 emulator (moto_server from PyPI), warmed up: a fresh
+    /// server forked from tests/servers/moto_zygote.py, which imported moto
+    /// and made the first EC2 call once for the whole run (see
+    /// [`moto_zygote`]).
     pub fn moto() -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -70,17 +73,9 @@ impl Server {
         // moto writes its request recording to a file in its working
         // directory unless told where: keep it out of the repository.
         let scratch = TempDir::new("moto");
-        let child = Command::new(venv().join("bin/moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .current_dir(&scratch.path)
-            .env("MOTO_RECORDER_FILEPATH", scratch.join("recording"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting moto_server");
+        let pid = moto_zygote(port, &scratch.path, &scratch.join("recording"));
         let server = Server {
-            child,
+            child: Started::Forked(pid),
             port,
             _scratch: Some(scratch),
         };
@@ -90,10 +85,8 @@ impl Server {
                 std::time::Instant::now() < deadline,
                 "moto_server did not listen on {port} within 30s"
             );
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        // The first EC2 call loads moto's EC2 backend (seconds): do it now.
-        server.ec2_admin(&["named", "warm-up"]);
         server
     }
 
@@ -118,11 +111,90 @@ impl Server {
     }
 }
 
+/// How a [`Server`] was started: our child, or forked by the moto zygote
+/// (which reaps it).
+enum Started {
+    Child(std::process::Child),
+    Forked(nix::unistd::Pid),
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.child {
+            Started::Child(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Started::Forked(pid) => {
+                let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGKILL);
+                // Gone before its directory is removed (the zygote reaps it).
+                let proc = PathBuf::from(format!("/proc/{pid}"));
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                while proc.exists() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
     }
+}
+
+/// Asks tests/servers/moto_zygote.py for a fresh moto server on `port`,
+/// working in `dir`, recording requests to `recording`; returns its pid.
+/// The zygote is one per checkout (its socket is named for the repository
+/// path), started by the first test that needs it, under a lock so that
+/// tests starting at once start one; it exits by itself 30 s after the last
+/// request. Starting moto_server costs about two CPU-seconds, a fork next to
+/// nothing (docs/bench.md).
+fn moto_zygote(port: u16, dir: &Path, recording: &Path) -> nix::unistd::Pid {
+    use std::hash::{Hash, Hasher};
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::net::UnixStream;
+    use std::os::unix::process::CommandExt;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (repo(), venv()).hash(&mut h);
+    let sock = std::env::temp_dir().join(format!("appscale-persist-moto-{:016x}.sock", h.finish()));
+    let ask = |stream: UnixStream| -> Option<i32> {
+        let mut w = &stream;
+        writeln!(w, "{port}\t{}\t{}", dir.display(), recording.display()).ok()?;
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).ok()?;
+        line.trim().parse().ok()
+    };
+    for _ in 0..3 {
+        if let Some(pid) = UnixStream::connect(&sock).ok().and_then(ask) {
+            return nix::unistd::Pid::from_raw(pid);
+        }
+        // None listens (or it was just exiting): start one, once.
+        let lock = std::fs::File::create(sock.with_extension("lock")).unwrap();
+        lock.lock().unwrap();
+        if UnixStream::connect(&sock).is_err() {
+            Command::new(venv().join("bin/python"))
+                .arg(repo().join("tests/servers/moto_zygote.py"))
+                .arg(&sock)
+                .stdin(Stdio::null())
+                // Nothing of the test's: it outlives the test (nextest
+                // would wait on a child holding its output).
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(sock.with_extension("log")).unwrap())
+                .process_group(0)
+                .spawn()
+                .expect("starting tests/servers/moto_zygote.py");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while UnixStream::connect(&sock).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "tests/servers/moto_zygote.py did not listen on {} within 60s",
+                    sock.display()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+        drop(lock);
+    }
+    panic!(
+        "tests/servers/moto_zygote.py at {} did not answer",
+        sock.display()
+    );
 }
 
 /// A minimal HTTP/1.1 request to a local server; returns (status, body).
