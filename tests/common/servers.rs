@@ -145,6 +145,9 @@ impl Drop for Server {
 /// tests starting at once start one; it exits by itself 30 s after the last
 /// request. Starting moto_server costs about two CPU-seconds, a fork next to
 /// nothing (docs/bench.md).
+// The zygote outlives the test that started it, by design: it is never
+// waited for here (init reaps it once this test has exited).
+#[allow(clippy::zombie_processes)]
 fn moto_zygote(port: u16, dir: &Path, recording: &Path) -> nix::unistd::Pid {
     use std::hash::{Hash, Hasher};
     use std::io::{BufRead, BufReader};
