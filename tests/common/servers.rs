@@ -5,7 +5,7 @@
 //! them.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
@@ -73,7 +73,16 @@ impl Server {
         // moto writes its request recording to a file in its working
         // directory unless told where: keep it out of the repository.
         let scratch = TempDir::new("moto");
-        let pid = moto_zygote(port, &scratch.path, &scratch.join("recording"));
+        let pid = moto_zygote(&format!(
+            "{port}\t{}\t{}",
+            scratch.path.display(),
+            scratch.join("recording").display()
+        ));
+        let pid = nix::unistd::Pid::from_raw(
+            pid.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("moto_zygote.py answered {pid:?}, not a pid")),
+        );
         let server = Server {
             child: Started::Forked(pid),
             port,
@@ -94,20 +103,22 @@ impl Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Runs tests/servers/ec2_admin.py against this server; returns its JSON.
+    /// What `tests/servers/ec2_admin.py URL ARGS...` prints, for this
+    /// server: asked of the moto zygote, which has boto3 and the EC2 model
+    /// loaded (see [`moto_zygote`]).
     pub fn ec2_admin(&self, args: &[&str]) -> Value {
-        let out = Command::new(venv().join("bin/python"))
-            .arg(repo().join("tests/servers/ec2_admin.py"))
-            .arg(self.url())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ec2_admin {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        let mut argv = vec![self.url()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let reply = moto_zygote(&format!("admin\t{}", Value::from(argv)));
+        let reply: Value = serde_json::from_str(&reply)
+            .unwrap_or_else(|e| panic!("ec2_admin {args:?}: {e} in {reply:?}"));
+        match reply.get("ok") {
+            Some(out) => out.clone(),
+            None => panic!(
+                "ec2_admin {args:?}: {}",
+                reply["error"].as_str().unwrap_or("")
+            ),
+        }
     }
 }
 
@@ -138,9 +149,10 @@ impl Drop for Server {
     }
 }
 
-/// Asks tests/servers/moto_zygote.py for a fresh moto server on `port`,
-/// working in `dir`, recording requests to `recording`; returns its pid.
-/// The zygote is one per checkout (its socket is named for the repository
+/// Sends `request` (one line) to tests/servers/moto_zygote.py and returns
+/// its whole answer: `PORT<TAB>DIR<TAB>RECORDING` asks for a fresh moto
+/// server on PORT, working in DIR, recording requests to RECORDING, and is
+/// answered its pid; `admin<TAB>JSON` asks an ec2_admin.py query. The zygote is one per checkout (its socket is named for the repository
 /// path), started by the first test that needs it, under a lock so that
 /// tests starting at once start one; it exits by itself 30 s after the last
 /// request. Starting moto_server costs about two CPU-seconds, a fork next to
@@ -148,24 +160,25 @@ impl Drop for Server {
 // The zygote outlives the test that started it, by design: it is never
 // waited for here (init reaps it once this test has exited).
 #[allow(clippy::zombie_processes)]
-fn moto_zygote(port: u16, dir: &Path, recording: &Path) -> nix::unistd::Pid {
+fn moto_zygote(request: &str) -> String {
     use std::hash::{Hash, Hasher};
-    use std::io::{BufRead, BufReader};
+    use std::io::Read;
     use std::os::unix::net::UnixStream;
     use std::os::unix::process::CommandExt;
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (repo(), venv()).hash(&mut h);
     let sock = std::env::temp_dir().join(format!("appscale-persist-moto-{:016x}.sock", h.finish()));
-    let ask = |stream: UnixStream| -> Option<i32> {
-        let mut w = &stream;
-        writeln!(w, "{port}\t{}\t{}", dir.display(), recording.display()).ok()?;
-        let mut line = String::new();
-        BufReader::new(&stream).read_line(&mut line).ok()?;
-        line.trim().parse().ok()
+    // Nothing answered means nothing was done (the zygote exiting idle as
+    // we connected): asking again is safe.
+    let ask = |mut stream: UnixStream| -> Option<String> {
+        writeln!(stream, "{request}").ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        (!answer.is_empty()).then_some(answer)
     };
     for _ in 0..3 {
-        if let Some(pid) = UnixStream::connect(&sock).ok().and_then(ask) {
-            return nix::unistd::Pid::from_raw(pid);
+        if let Some(answer) = UnixStream::connect(&sock).ok().and_then(ask) {
+            return answer;
         }
         // None listens (or it was just exiting): start one, once.
         let lock = std::fs::File::create(sock.with_extension("lock")).unwrap();

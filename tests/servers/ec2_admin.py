@@ -1,6 +1,9 @@
 """Test helper: set up and inspect EC2 state on the moto server with boto3.
 
 Usage: ec2_admin.py ENDPOINT COMMAND ARGS...   (prints JSON)
+The tests do not start it: tests/servers/moto_zygote.py, which has boto3 and
+the EC2 model loaded already, forks and calls `run` for each query
+(tests/common/servers.rs, `Server::ec2_admin`); scripts/bench runs it.
   run-instances ZONE COUNT [TYPE] instance ids (of instance type TYPE)
   create-volume ZONE GIB [NAME]   a volume id
   create-volume-with JSON         a volume id (JSON: CreateVolume's arguments)
@@ -28,8 +31,10 @@ import urllib.request
 import boto3
 
 
-def client(endpoint):
-    return boto3.client(
+def client(endpoint, session=None):
+    """An EC2 client of moto at ENDPOINT, from SESSION when given (one that
+    has loaded the EC2 model already makes it in milliseconds)."""
+    return (session or boto3.session.Session()).client(
         "ec2",
         endpoint_url=endpoint,
         region_name="us-east-1",
@@ -40,7 +45,11 @@ def client(endpoint):
 
 def main():
     endpoint, command, args = sys.argv[1], sys.argv[2], sys.argv[3:]
-    ec2 = client(endpoint)
+    print(json.dumps(run(client(endpoint), endpoint, command, args)))
+
+
+def run(ec2, endpoint, command, args):
+    """COMMAND's answer (see the usage above), made with the client EC2."""
     if command == "run-instances":
         zone, count = args[0], int(args[1])
         kw = {"InstanceType": args[2]} if len(args) > 2 else {}
@@ -136,8 +145,8 @@ def main():
                 keys.add(auth.split("Credential=", 1)[1].split("/", 1)[0])
         out = sorted(keys)
     else:
-        sys.exit(f"unknown command {command}")
-    print(json.dumps(out))
+        raise ValueError(f"unknown command {command}")
+    return out
 
 
 if __name__ == "__main__":

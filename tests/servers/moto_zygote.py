@@ -1,4 +1,4 @@
-"""moto, imported and warmed once, forked for each test that asks.
+"""moto and boto3, imported and warmed once, forked for each test that asks.
 
 Starting moto_server costs about two CPU-seconds (importing moto, then
 building its EC2 app and backend on the first EC2 call), and the suite
@@ -11,16 +11,25 @@ has after the same first call: nothing a test made is in it (the parent
 never serves a request), its random ids are reseeded, its working directory
 and request recording are the test's own.
 
+A line `admin<TAB>JSON`, JSON being `[ENDPOINT, COMMAND, ARGS...]`, asks
+for what `ec2_admin.py ENDPOINT COMMAND ARGS...` would print: a forked
+child answers `{"ok": ANSWER}` or `{"error": TRACEBACK}`. Run as its own
+process, ec2_admin.py spends about half a CPU-second importing boto3 and
+loading the EC2 model, and the suite asks it some 450 times; here both are
+loaded once.
+
 Usage: moto_zygote.py SOCKET
 Exits after IDLE seconds without a request, removing SOCKET.
 tests/common/servers.rs (`Server::moto`) starts it and kills each child.
 """
 
+import json
 import os
 import random
 import signal
 import socket
 import sys
+import traceback
 
 IDLE = 30
 
@@ -28,8 +37,11 @@ from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_
 from werkzeug.serving import run_simple  # noqa: E402
 from werkzeug.test import Client  # noqa: E402
 
+import boto3  # noqa: E402
 import moto.moto_api  # noqa: E402
 from moto.moto_api._internal import mock_random  # noqa: E402
+
+import ec2_admin  # noqa: E402
 
 
 def warmed_app():
@@ -56,6 +68,25 @@ def warmed_app():
     return app
 
 
+def warmed_session():
+    """A boto3 session that has loaded the EC2 model (its loader caches it
+    for every client made from it afterwards)."""
+    session = boto3.session.Session()
+    ec2_admin.client("http://127.0.0.1:1", session)
+    return session
+
+
+def admin(session, conn, request):
+    """The child: answers one ec2_admin.py query on CONN."""
+    try:
+        endpoint, command, *args = json.loads(request)
+        reply = {"ok": ec2_admin.run(ec2_admin.client(endpoint, session), endpoint, command, args)}
+    except Exception:  # noqa: BLE001 (the test shows it)
+        reply = {"error": traceback.format_exc()}
+    conn.settimeout(None)
+    conn.sendall(json.dumps(reply).encode())
+
+
 def serve(app, port, workdir, recording):
     """The child: one moto server on 127.0.0.1:PORT."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -75,7 +106,9 @@ def serve(app, port, workdir, recording):
 def main():
     path = sys.argv[1]
     app = warmed_app()
-    # Children are killed by the tests and reaped here, never waited for.
+    session = warmed_session()
+    # Children (killed by the tests, or done answering) are reaped by the
+    # kernel, never waited for.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -95,18 +128,24 @@ def main():
             conn.settimeout(10)
             try:
                 line = conn.makefile().readline().rstrip("\n")
-                port, workdir, recording = line.split("\t")
+                kind, _, request = line.partition("\t")
+                if kind != "admin":
+                    port, workdir, recording = line.split("\t")
             except (OSError, ValueError):
                 continue  # a connection that only looked whether we listen
             pid = os.fork()
             if pid == 0:
                 listener.close()
-                conn.close()
                 try:
-                    serve(app, int(port), workdir, recording)
+                    if kind == "admin":
+                        admin(session, conn, request)
+                    else:
+                        conn.close()
+                        serve(app, int(port), workdir, recording)
                 finally:
-                    os._exit(1)
-            conn.sendall(f"{pid}\n".encode())
+                    os._exit(0 if kind == "admin" else 1)
+            if kind != "admin":
+                conn.sendall(f"{pid}\n".encode())
 
 
 if __name__ == "__main__":
