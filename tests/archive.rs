@@ -89,7 +89,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let p = Place::new("arch-bad");
     let rec = p.up("node-0", "data-0", "64M", "ext4");
     std::fs::write(p.mnt("data-0").join("kept"), b"data").unwrap();
-    let repo = p.t.s("repo");
+    let repo = p.made_repo("repo");
     let input = ndjson(&[rec.clone()]);
     p.archive(&repo, &["--init"], &input, &[]).expect(0);
     let count = || sh_ok(&["find", &repo, "-type", "f"]).lines().count();
@@ -297,7 +297,7 @@ fn google_cloud_storage_natively_through_its_json_api() {
 fn retention_listing_verify_and_the_status_metrics() {
     let p = Place::new("arch-keep");
     let rec = p.up("node-0", "data-0", "64M", "ext4");
-    let repo = p.t.s("repo");
+    let repo = p.made_repo("repo");
     let input = ndjson(&[rec.clone()]);
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -393,7 +393,7 @@ fn a_set_is_one_moment_all_or_nothing_and_restores_by_its_manifest() {
     let r1 = p.up("node-1", "data-1", "64M", "ext4");
     std::fs::write(p.mnt("data-0").join("who"), b"zero").unwrap();
     std::fs::write(p.mnt("data-1").join("who"), b"one").unwrap();
-    let repo = p.t.s("repo");
+    let repo = p.made_repo("repo");
     let input = ndjson(&[r0.clone(), r1.clone()]);
     p.archive(&repo, &["--init", "--list"], "", &[]);
     // One member cannot be captured: none is archived.
@@ -556,7 +556,7 @@ fn one_moment(dir: &Path) -> u64 {
 fn an_archive_during_a_write_storm_is_one_moment() {
     let p = Place::new("arch-storm");
     let rec = p.up("node-0", "data-0", "128M", "ext4");
-    let repo = p.t.s("repo");
+    let repo = p.made_repo("repo");
     let input = ndjson(&[rec]);
     let storm = Storm::start(&p.mnt("data-0"));
     std::thread::sleep(Duration::from_millis(500));
@@ -582,6 +582,8 @@ fn kill_9_at_any_moment_of_an_archive_leaves_no_freeze_and_the_rerun_converges()
     // Should a freeze be left (the test failing), writers are let go.
     let _thaw = ThawOnDrop(p.mnt("data-0"));
     std::fs::write(p.mnt("data-0").join("data"), vec![9u8; 20 << 20]).unwrap();
+    // Made by `--init` (restic init), not `made_repo`: the sweep kills 300 ms
+    // into a backup, which on a repository cheap to open may be over by then.
     let repo = p.t.s("repo");
     let input = ndjson(&[rec]);
     p.archive(&repo, &["--init"], &input, &[]).expect(0);
@@ -638,7 +640,7 @@ fn kill_9_during_a_restore_leaves_no_half_filled_disk_taken_for_a_finished_one()
     let p = Place::new("arch-kill-restore");
     let rec = p.up("node-0", "data-0", "256M", "ext4");
     make_tree(&p.mnt("data-0"));
-    let repo = p.t.s("repo");
+    let repo = p.made_repo("repo");
     p.archive(&repo, &["--init"], &ndjson(&[rec]), &[])
         .expect(0);
     let target = serde_json::json!({"v": 1, "node": "node-0", "provider": "local", "disk": "new-0", "deployment": p.deployment});
@@ -721,7 +723,7 @@ fn the_flows_move_a_local_deployment_onto_new_disks() {
         )
         .unwrap();
     }
-    let repo = p.t.s("repo");
+    let repo = p.made_repo("repo");
     let mut args = p.repo_args(&repo);
     args.extend(
         [
@@ -839,7 +841,7 @@ fn a_lock_left_by_a_killed_restic_is_removed_not_waited_out() {
     let p = Place::new("arch-stale-lock");
     let rec = p.up("node-0", "data-0", "64M", "ext4");
     std::fs::write(p.mnt("data-0").join("a"), "A").unwrap();
-    let repo = p.t.s("repo");
+    let repo = p.made_repo("repo");
     let input = ndjson(&[rec]);
     p.archive(&repo, &["--init"], &input, &[]).expect(0);
     // `restic backup --stdin` takes the lock and waits for its input.

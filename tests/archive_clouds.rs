@@ -284,7 +284,7 @@ fn assert_no_leftovers_of(p: &Place) {
 fn an_ebs_volume_is_archived_from_a_scratch_copy_deleted_after() {
     let e = Ebs::new("arch-ebs");
     make_tree(&e.p.mnt("data-0"));
-    let repo = e.p.t.s("repo");
+    let repo = e.p.made_repo("repo");
     let a = e.archive(&repo, &["--init"]).expect(0);
     let arch = a.record()["archive"].clone();
     assert_eq!(arch["freeze"], "frozen", "{}", a.stderr);
@@ -372,7 +372,7 @@ fn a_compute_engine_disk_is_archived_from_a_read_only_scratch_copy_deleted_after
         .expect(0)
         .record();
     make_tree(&p.mnt("data-0"));
-    let repo = p.t.s("repo");
+    let repo = p.made_repo("repo");
     let a = p
         .archive(
             &repo,

@@ -564,7 +564,7 @@ fn data_behind_a_wiped_head_is_not_blank() {
         argv.push(&d.device);
         sh_ok(&argv);
         wipe_head(&d);
-        let before = d.sha256();
+        let before = d.digest();
         let r = run("disk-ensure-fs", &["--device", &d.device], "").expect(3);
         assert_eq!(
             r.record()["error"]["code"],
@@ -574,7 +574,7 @@ fn data_behind_a_wiped_head_is_not_blank() {
         );
         let msg = r.record()["error"]["message"].as_str().unwrap().to_string();
         assert!(msg.contains(found), "{name}: names what it found: {msg}");
-        assert_eq!(d.sha256(), before, "{name}: untouched");
+        assert_eq!(d.digest(), before, "{name}: untouched");
     }
     // A GPT whose primary header is gone: its backup at the end remains.
     let d = LoopDev::new(&t, "gpt", 512);

@@ -162,7 +162,7 @@ fn snapshot_list_keep_and_restore_bring_back_the_data_byte_for_byte() {
     .expect(0);
     run("disk-detach", &["--state-dir", &d.state], &down.stdout).expect(0);
     let old_image = d.t.join("disks/data-1.img");
-    let old_sum = sha256(&old_image);
+    let old_sum = digest(&old_image);
     let plan = serde_json::json!({"v": 1, "provider": "local", "disk": "data-1", "mountpoint": d.t.s("mnt")});
     let created = run(
         "disk-create",
@@ -177,8 +177,8 @@ fn snapshot_list_keep_and_restore_bring_back_the_data_byte_for_byte() {
     assert_eq!(created["restored_from"]["disk"], "data-1");
     let new_image = d.t.join(&format!("disks/{new_disk}.img"));
     assert_eq!(
-        sha256(&new_image),
-        sha256(&d.snapshots_dir().join(format!("{last_id}.img"))),
+        digest(&new_image),
+        digest(&d.snapshots_dir().join(format!("{last_id}.img"))),
         "the restored image is the snapshot, byte for byte"
     );
     // A rerun finds it.
@@ -213,7 +213,7 @@ fn snapshot_list_keep_and_restore_bring_back_the_data_byte_for_byte() {
     );
     assert!(!d.mnt().join("c").exists(), "written after it");
     assert_eq!(
-        sha256(&old_image),
+        digest(&old_image),
         old_sum,
         "the old disk is kept, untouched"
     );
@@ -471,7 +471,7 @@ fn on_a_reflink_filesystem_the_snapshot_shares_blocks_and_restores_byte_for_byte
     assert_eq!(snap["snapshot"]["freeze"], "not-mounted");
     let id = snap["snapshot"]["id"].as_str().unwrap();
     let copy = t.join(&format!("xfs/disks/snapshots/{id}.img"));
-    assert_eq!(sha256(&copy), sha256(&image));
+    assert_eq!(digest(&copy), digest(&image));
     let restored = run(
         "disk-create",
         &["--state-dir", &state, "--from-snapshot", id],
@@ -483,7 +483,7 @@ fn on_a_reflink_filesystem_the_snapshot_shares_blocks_and_restores_byte_for_byte
         "xfs/disks/{}.img",
         restored["disk"].as_str().unwrap()
     ));
-    assert_eq!(sha256(&new), sha256(&image), "restored byte for byte");
+    assert_eq!(digest(&new), digest(&image), "restored byte for byte");
 }
 
 /// Writes a snapshot (image and metadata) into `dir` as another tool, or a

@@ -306,7 +306,7 @@ fn a_restored_disk_holds_the_snapshots_bytes() {
     sh_ok(&["mount", &dev.device, mnt.to_str().unwrap()]);
     std::fs::write(mnt.join("rows"), "A").unwrap();
     sh_ok(&["umount", mnt.to_str().unwrap()]);
-    let at_snapshot = dev.sha256();
+    let at_snapshot = dev.digest();
 
     let snap = tool(&g, "disk-snapshot", &["--no-freeze"], &created.stdout)
         .expect(0)
@@ -315,7 +315,7 @@ fn a_restored_disk_holds_the_snapshots_bytes() {
     sh_ok(&["mount", &dev.device, mnt.to_str().unwrap()]);
     std::fs::write(mnt.join("rows"), "B").unwrap();
     sh_ok(&["umount", mnt.to_str().unwrap()]);
-    assert_ne!(dev.sha256(), at_snapshot);
+    assert_ne!(dev.digest(), at_snapshot);
 
     let restored = tool(&g, "disk-create", &["--from-snapshot", &snap], &input)
         .expect(0)
@@ -325,7 +325,7 @@ fn a_restored_disk_holds_the_snapshots_bytes() {
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(sha256(std::path::Path::new(&image)), at_snapshot);
+    assert_eq!(digest(std::path::Path::new(&image)), at_snapshot);
 
     // The restored disk, attached, on the node: its filesystem kept and
     // mounted, holding A and not B.

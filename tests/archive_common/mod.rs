@@ -316,6 +316,14 @@ impl Place {
         ]
     }
 
+    /// A local restic repository `name` in this place, made beforehand (as
+    /// an earlier `--init` would have) and cheap to open
+    /// ([`restic_repo`]): for the tests whose subject is not its making.
+    pub fn made_repo(&self, name: &str) -> String {
+        restic_repo(&self.t.join(name), PASSWORD);
+        self.t.s(name)
+    }
+
     /// The repository options for `repo`.
     pub fn repo_args(&self, repo: &str) -> Vec<String> {
         vec![

@@ -2,6 +2,7 @@
 //! mounts and freezes, each undone on drop (a failing test still unmounts,
 //! detaches and deletes what it made).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -128,10 +129,11 @@ impl LoopDev {
         LoopDev { image, device }
     }
 
-    /// Re-reads the backing file after its bytes were changed underneath.
-    pub fn sha256(&self) -> String {
+    /// The [`digest`] of the device's bytes (of its backing file, once the
+    /// device's buffers are flushed to it).
+    pub fn digest(&self) -> String {
         sync_device(&self.device);
-        sha256(&self.image)
+        digest(&self.image)
     }
 }
 
@@ -176,9 +178,59 @@ pub fn sync_device(device: &str) {
         .status();
 }
 
-/// SHA-256 of a file (coreutils' sha256sum).
-pub fn sha256(path: &Path) -> String {
-    sh_ok(&["sha256sum", path.to_str().unwrap()])
+/// A digest of a file's bytes: equal for two files exactly when they hold
+/// the same bytes (a hole reads as zeros, so where a file is sparse does
+/// not matter). It is the SHA-256 (coreutils' sha256sum) of the file's
+/// length and of its 4 KiB blocks that are not all zeros, each with its
+/// offset: the test images are mostly holes and zeros, and hashing every
+/// byte of them was a minute of CPU a run (docs/bench.md).
+pub fn digest(path: &Path) -> String {
+    use nix::unistd::{Whence, lseek};
+    use std::os::unix::fs::FileExt;
+    const BLOCK: usize = 4096;
+    static ZEROS: [u8; BLOCK] = [0; BLOCK];
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let len = file.metadata().unwrap().len();
+    let mut sum = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    let mut to_sum = std::io::BufWriter::new(sum.stdin.take().unwrap());
+    writeln!(to_sum, "length {len}").unwrap();
+    let mut buf = vec![0u8; 256 * BLOCK];
+    let b = BLOCK as u64;
+    // Block by block from `at` (always a block boundary), reading only the
+    // data ranges, widened to whole blocks: a hole reads as zeros.
+    let mut at = 0u64;
+    while at < len {
+        let start = match lseek(&file, at as i64, Whence::SeekData) {
+            Ok(o) => o as u64 / b * b,
+            Err(nix::errno::Errno::ENXIO) => break,
+            Err(e) => panic!("{}: SEEK_DATA: {e}", path.display()),
+        };
+        let end = lseek(&file, start as i64, Whence::SeekHole).unwrap() as u64;
+        let end = (end.div_ceil(b) * b).min(len);
+        let mut pos = start;
+        while pos < end {
+            let n = ((end - pos) as usize).min(buf.len());
+            file.read_exact_at(&mut buf[..n], pos)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for (i, block) in buf[..n].chunks(BLOCK).enumerate() {
+                if block != &ZEROS[..block.len()] {
+                    writeln!(to_sum, "block at {}", pos as usize + i * BLOCK).unwrap();
+                    to_sum.write_all(block).unwrap();
+                }
+            }
+            pos += n as u64;
+        }
+        at = end.div_ceil(b) * b;
+    }
+    drop(to_sum);
+    let out = sum.wait_with_output().unwrap();
+    assert!(out.status.success(), "sha256sum failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
         .split_whitespace()
         .next()
         .unwrap()
@@ -227,4 +279,62 @@ pub fn accepts_writes(dir: &Path, secs: u64) -> bool {
     });
     rx.recv_timeout(std::time::Duration::from_secs(secs))
         .unwrap_or(false)
+}
+
+/// Makes `at` a local restic repository with one key, for `password`: what
+/// `restic init` makes, copied from one made once per restic version and
+/// password, whose key tests/servers/restic_cheap_key.py made cheap to open.
+/// `restic init` costs some 1.7 CPU-seconds (it times its key derivation
+/// on the machine) and every command on its repository another 0.3 (that
+/// derivation again); the archive tests run restic some 300 times. Use it
+/// where the repository is not the subject: a test of `--init` keeps
+/// `restic init`'s own.
+pub fn restic_repo(at: &Path, password: &str) {
+    use std::hash::{Hash, Hasher};
+    let version = sh_ok(&["restic", "version"]);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (version.trim(), password).hash(&mut h);
+    let template =
+        std::env::temp_dir().join(format!("appscale-persist-restic-repo-{:016x}", h.finish()));
+    if !template.join("config").exists() {
+        // Made aside and renamed into place: two tests making it at once
+        // each make one, and the first rename wins.
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let new = template.with_extension(format!("new-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&new);
+        let init = Command::new("restic")
+            .args(["init", "--quiet", "--repo"])
+            .arg(&new)
+            .env("RESTIC_PASSWORD", password)
+            .output()
+            .expect("restic");
+        assert!(
+            init.status.success(),
+            "restic init: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        cheapen_restic_key(&new, password);
+        if std::fs::rename(&new, &template).is_err() {
+            let _ = std::fs::remove_dir_all(&new);
+        }
+    }
+    sh_ok(&["cp", "-a", template.to_str().unwrap(), at.to_str().unwrap()]);
+}
+
+/// Gives the local restic repository at `repo`, made by `restic init` with
+/// one key for `password`, a key as cheap to open as [`restic_repo`]'s
+/// (tests/servers/restic_cheap_key.py): for a test that had a tool make its
+/// repository and then runs restic on it many more times.
+pub fn cheapen_restic_key(repo_dir: &Path, password: &str) {
+    let rekey = Command::new(venv().join("bin/python"))
+        .arg(repo().join("tests/servers/restic_cheap_key.py"))
+        .arg(repo_dir)
+        .arg(password)
+        .output()
+        .unwrap();
+    assert!(
+        rekey.status.success(),
+        "restic_cheap_key.py: {}",
+        String::from_utf8_lossy(&rekey.stderr)
+    );
 }
