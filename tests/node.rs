@@ -158,13 +158,17 @@ fn prepare(kind: &str, d: &LoopDev, t: &TempDir) {
 fn the_digest_sees_every_byte_and_not_where_the_holes_are() {
     use std::os::unix::fs::FileExt;
     let t = TempDir::new("digest");
-    let write = |name: &str, len: u64, at: &[(u64, &[u8])]| {
-        let path = t.join(name);
-        let f = std::fs::File::create(&path).unwrap();
-        f.set_len(len).unwrap();
+    let patch = |path: &std::path::Path, at: &[(u64, &[u8])]| {
+        let f = std::fs::File::options().write(true).open(path).unwrap();
         for (off, bytes) in at {
             f.write_all_at(bytes, *off).unwrap();
         }
+    };
+    // A sparse file of `len` bytes holding `at`.
+    let write = |name: &str, len: u64, at: &[(u64, &[u8])]| {
+        let path = t.join(name);
+        std::fs::File::create(&path).unwrap().set_len(len).unwrap();
+        patch(&path, at);
         path
     };
     let len = (8 << 20) + 100;
@@ -172,14 +176,7 @@ fn the_digest_sees_every_byte_and_not_where_the_holes_are() {
     let sparse = write("sparse", len, data);
     // The same bytes, with its zeros written out (no holes at all).
     let dense = write("dense", len, &[(0, &vec![0; len as usize][..])]);
-    for (off, bytes) in data {
-        std::fs::File::options()
-            .write(true)
-            .open(&dense)
-            .unwrap()
-            .write_all_at(bytes, *off)
-            .unwrap();
-    }
+    patch(&dense, data);
     assert_eq!(digest(&sparse), digest(&dense));
     for (name, len, at) in [
         ("one byte more", len, &[(6000u64, &b"\x01"[..])][..]),
@@ -191,14 +188,7 @@ fn the_digest_sees_every_byte_and_not_where_the_holes_are() {
         ("one zero byte longer", len + 1, &[][..]),
     ] {
         let other = write(name, len, data);
-        for (off, bytes) in at {
-            std::fs::File::options()
-                .write(true)
-                .open(&other)
-                .unwrap()
-                .write_all_at(bytes, *off)
-                .unwrap();
-        }
+        patch(&other, at);
         assert_ne!(digest(&other), digest(&sparse), "{name}");
     }
 }

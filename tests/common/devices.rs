@@ -285,7 +285,7 @@ pub fn accepts_writes(dir: &Path, secs: u64) -> bool {
 /// `restic init` makes, copied from one made once per restic version and
 /// password, whose key tests/servers/restic_cheap_key.py made cheap to open.
 /// `restic init` costs some 1.7 CPU-seconds (it times its key derivation
-/// on the machine) and every command on its repository another 0.3 (that
+/// on the machine) and every command on its repository another 0.3 to 0.5 (that
 /// derivation again); the archive tests run restic some 300 times. Use it
 /// where the repository is not the subject: a test of `--init` keeps
 /// `restic init`'s own.
@@ -302,17 +302,16 @@ pub fn restic_repo(at: &Path, password: &str) {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let new = template.with_extension(format!("new-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&new);
-        let init = Command::new("restic")
-            .args(["init", "--quiet", "--repo"])
-            .arg(&new)
-            .env("RESTIC_PASSWORD", password)
-            .output()
-            .expect("restic");
-        assert!(
-            init.status.success(),
-            "restic init: {}",
-            String::from_utf8_lossy(&init.stderr)
-        );
+        let pw = format!("RESTIC_PASSWORD={password}");
+        sh_ok(&[
+            "env",
+            &pw,
+            "restic",
+            "init",
+            "--quiet",
+            "--repo",
+            new.to_str().unwrap(),
+        ]);
         cheapen_restic_key(&new, password);
         if std::fs::rename(&new, &template).is_err() {
             let _ = std::fs::remove_dir_all(&new);
@@ -326,15 +325,13 @@ pub fn restic_repo(at: &Path, password: &str) {
 /// (tests/servers/restic_cheap_key.py): for a test that had a tool make its
 /// repository and then runs restic on it many more times.
 pub fn cheapen_restic_key(repo_dir: &Path, password: &str) {
-    let rekey = Command::new(venv().join("bin/python"))
-        .arg(repo().join("tests/servers/restic_cheap_key.py"))
-        .arg(repo_dir)
-        .arg(password)
-        .output()
-        .unwrap();
-    assert!(
-        rekey.status.success(),
-        "restic_cheap_key.py: {}",
-        String::from_utf8_lossy(&rekey.stderr)
-    );
+    sh_ok(&[
+        venv().join("bin/python").to_str().unwrap(),
+        repo()
+            .join("tests/servers/restic_cheap_key.py")
+            .to_str()
+            .unwrap(),
+        repo_dir.to_str().unwrap(),
+        password,
+    ]);
 }
