@@ -281,6 +281,17 @@ pub fn accepts_writes(dir: &Path, secs: u64) -> bool {
         .unwrap_or(false)
 }
 
+/// A path in the temporary directory shared by every test run on this
+/// machine, `appscale-persist-{tag}-{hash of key}{ext}`: the same for the
+/// same key, so that what one test makes there (a server's socket, a
+/// template) serves the tests after it.
+pub fn machine_temp(tag: &str, key: impl std::hash::Hash, ext: &str) -> PathBuf {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    std::env::temp_dir().join(format!("appscale-persist-{tag}-{:016x}{ext}", h.finish()))
+}
+
 /// Makes `at` a local restic repository with one key, for `password`: what
 /// `restic init` makes, copied from one made once per restic version and
 /// password, whose key tests/servers/restic_cheap_key.py made cheap to open.
@@ -290,12 +301,8 @@ pub fn accepts_writes(dir: &Path, secs: u64) -> bool {
 /// where the repository is not the subject: a test of `--init` keeps
 /// `restic init`'s own.
 pub fn restic_repo(at: &Path, password: &str) {
-    use std::hash::{Hash, Hasher};
     let version = sh_ok(&["restic", "version"]);
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (version.trim(), password).hash(&mut h);
-    let template =
-        std::env::temp_dir().join(format!("appscale-persist-restic-repo-{:016x}", h.finish()));
+    let template = machine_temp("restic-repo", (version.trim(), password), "");
     if !template.join("config").exists() {
         // Made aside and renamed into place: two tests making it at once
         // each make one, and the first rename wins.

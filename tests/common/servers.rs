@@ -152,7 +152,8 @@ impl Drop for Server {
 /// Sends `request` (one line) to tests/servers/moto_zygote.py and returns
 /// its whole answer: `PORT<TAB>DIR<TAB>RECORDING` asks for a fresh moto
 /// server on PORT, working in DIR, recording requests to RECORDING, and is
-/// answered its pid; `admin<TAB>JSON` asks an ec2_admin.py query. The zygote is one per checkout (its socket is named for the repository
+/// answered its pid; `admin<TAB>JSON` asks an ec2_admin.py query. The
+/// zygote is one per checkout (its socket is named for the repository
 /// path), started by the first test that needs it, under a lock so that
 /// tests starting at once start one; it exits by itself 30 s after the last
 /// request. Starting moto_server costs about two CPU-seconds, a fork next to
@@ -161,13 +162,10 @@ impl Drop for Server {
 // waited for here (init reaps it once this test has exited).
 #[allow(clippy::zombie_processes)]
 fn moto_zygote(request: &str) -> String {
-    use std::hash::{Hash, Hasher};
     use std::io::Read;
     use std::os::unix::net::UnixStream;
     use std::os::unix::process::CommandExt;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (repo(), venv()).hash(&mut h);
-    let sock = std::env::temp_dir().join(format!("appscale-persist-moto-{:016x}.sock", h.finish()));
+    let sock = machine_temp("moto", (repo(), venv()), ".sock");
     // Nothing answered means nothing was done (the zygote exiting idle as
     // we connected): asking again is safe.
     let ask = |mut stream: UnixStream| -> Option<String> {

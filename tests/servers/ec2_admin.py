@@ -1,9 +1,6 @@
 """Test helper: set up and inspect EC2 state on the moto server with boto3.
 
 Usage: ec2_admin.py ENDPOINT COMMAND ARGS...   (prints JSON)
-The tests do not start it: tests/servers/moto_zygote.py, which has boto3 and
-the EC2 model loaded already, forks and calls `run` for each query
-(tests/common/servers.rs, `Server::ec2_admin`); scripts/bench runs it.
   run-instances ZONE COUNT [TYPE] instance ids (of instance type TYPE)
   create-volume ZONE GIB [NAME]   a volume id
   create-volume-with JSON         a volume id (JSON: CreateVolume's arguments)
@@ -20,6 +17,10 @@ the EC2 model loaded already, forks and calls `run` for each query
   record-start | record-stop      moto's request recorder
   actions                         {Action: count} of recorded requests
   access-keys                     the access key ids that signed recorded requests
+
+The tests do not start it: tests/servers/moto_zygote.py, which has boto3 and
+the EC2 model loaded already, forks and calls `run` for each query
+(tests/common/servers.rs, `Server::ec2_admin`); scripts/bench runs it.
 """
 
 import base64

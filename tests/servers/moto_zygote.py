@@ -20,7 +20,8 @@ loaded once.
 
 Usage: moto_zygote.py SOCKET
 Exits after IDLE seconds without a request, removing SOCKET.
-tests/common/servers.rs (`Server::moto`) starts it and kills each child.
+tests/common/servers.rs (`Server::moto`, `Server::ec2_admin`) starts it and
+kills each moto child.
 """
 
 import json
